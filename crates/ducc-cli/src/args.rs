@@ -1,0 +1,247 @@
+//! Command-line flags, as plain data. Commands turn them into the library crates' own types.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const EXIT_CODES: &str = "\
+Exit status:
+  0  everything asked for was done (failures matched by ignore_errors count as done)
+  1  the run finished but some images failed (they are listed at the end)
+  2  usage, wish-list or setup error";
+
+/// Unpack container images into a CernVM-FS repository.
+///
+/// ducc reads a wish list of container images, unpacks each layer into its own directory, builds a
+/// flattened root filesystem for Apptainer, publishes both into a CernVM-FS repository and pushes a
+/// thin image that points at the unpacked layers.
+#[derive(Debug, Parser)]
+#[command(name = "ducc", version, after_help = EXIT_CODES, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command accepts.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Directory for temporary files
+    #[arg(short = 't', long = "temporary-dir", env = "DUCC_TMP_DIR", global = true)]
+    pub temporary_dir: Option<PathBuf>,
+    /// Append one JSON object per event to this file
+    #[arg(short = 'n', long = "notification-file", global = true)]
+    pub notification_file: Option<PathBuf>,
+    /// More log detail (-v info, -vv debug, -vvv trace); RUST_LOG overrides
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Convert every image of a wish list once
+    #[command(after_help = EXIT_CODES)]
+    Convert(ConvertArgs),
+    /// Convert a wish list over and over, re-reading it each pass
+    #[command(after_help = EXIT_CODES)]
+    Loop(LoopArgs),
+    /// Convert one image into a repository
+    #[command(after_help = EXIT_CODES)]
+    ConvertSingleImage(ConvertSingleArgs),
+    /// Remove layers and flat trees that no image uses any more
+    #[command(name = "garbage-collection", visible_alias = "gc", after_help = EXIT_CODES)]
+    GarbageCollection(GcArgs),
+    /// Parse an image name and print its fields
+    #[command(visible_aliases = ["check-image", "image-check"], after_help = EXIT_CODES)]
+    CheckImageSyntax(CheckImageSyntaxArgs),
+    /// Validate a wish list and print each input with the thin image it maps to
+    #[command(after_help = EXIT_CODES)]
+    Check(CheckArgs),
+    /// Print the manifest the registry serves for an image
+    #[command(visible_alias = "get-manifest", after_help = EXIT_CODES)]
+    DownloadManifest(DownloadManifestArgs),
+    /// Pull an image and write its flat root filesystem (or its layers) to a directory
+    #[command(after_help = EXIT_CODES)]
+    UnpackImage(UnpackImageArgs),
+    /// Print the version
+    #[command(visible_alias = "v")]
+    Version,
+}
+
+/// How the publisher writes whiteouts into layer directories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LayerWhiteouts {
+    /// Overlayfs form: character device 0/0 and `trusted.overlay.opaque=y`
+    Overlay,
+    /// OCI form: the raw `.wh.` names, as in the layer tar
+    Oci,
+}
+
+/// Where the repository is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PublisherKind {
+    /// A plain directory (`--root`, default ./cvmfs)
+    Local,
+    /// A CernVM-FS repository through `cvmfs_server` transactions
+    Cvmfs,
+}
+
+/// Flags shared by the converting commands.
+#[derive(Debug, Args)]
+pub struct ConversionFlags {
+    /// Unpack layers again even where their directory exists
+    #[arg(short = 'f', long)]
+    pub overwrite_layers: bool,
+    /// Convert images again even where the repository records them as done
+    #[arg(short = 'g', long)]
+    pub convert_again: bool,
+    /// Do not build the flat root filesystem
+    #[arg(short = 's', long)]
+    pub skip_flat: bool,
+    /// Do not write layer directories (implies --skip-thin-image and --skip-podman)
+    #[arg(short = 'd', long)]
+    pub skip_layers: bool,
+    /// Do not push thin images
+    #[arg(short = 'i', long)]
+    pub skip_thin_image: bool,
+    /// Do not write the podman image store
+    #[arg(short = 'p', long)]
+    pub skip_podman: bool,
+    /// Publisher backend
+    #[arg(long, value_enum, default_value_t = PublisherKind::Local)]
+    pub publisher: PublisherKind,
+    /// Root directory of the local publisher
+    #[arg(long, default_value = "./cvmfs")]
+    pub root: PathBuf,
+    /// The cvmfs_server program used by the cvmfs publisher
+    #[arg(long, default_value = "cvmfs_server")]
+    pub cvmfs_server: PathBuf,
+    /// Platform to convert, os/arch[/variant]
+    #[arg(long, default_value = "linux/amd64")]
+    pub platform: String,
+    /// Convert every platform of a multi-platform image
+    #[arg(short = 'm', long)]
+    pub multi_arch: bool,
+    /// Layers downloaded at once
+    #[arg(long, default_value_t = 4, env = "DUCC_MAX_CONCURRENT_DOWNLOADS")]
+    pub max_concurrent_downloads: usize,
+    /// Content-addressed blob cache (default: under --temporary-dir or the user cache dir)
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Whiteout form in layer directories (default: overlay where allowed for local, oci for cvmfs)
+    #[arg(long, value_enum)]
+    pub layer_whiteouts: Option<LayerWhiteouts>,
+}
+
+/// `ducc convert`.
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// The wish list (YAML)
+    pub wishlist: PathBuf,
+    #[command(flatten)]
+    pub flags: ConversionFlags,
+}
+
+/// `ducc loop`.
+#[derive(Debug, Args)]
+pub struct LoopArgs {
+    /// The wish list (YAML), re-read on every pass
+    pub wishlist: PathBuf,
+    /// Seconds to sleep between passes
+    #[arg(long, default_value_t = 60)]
+    pub interval: u64,
+    #[command(flatten)]
+    pub flags: ConversionFlags,
+}
+
+/// `ducc convert-single-image`.
+#[derive(Debug, Args)]
+pub struct ConvertSingleArgs {
+    /// The image, e.g. https://registry.hub.docker.com/library/ubuntu:22.04
+    pub image: String,
+    /// The CernVM-FS repository (may be repo/subdir)
+    pub repo: String,
+    /// Name of the thin image to push (empty: no thin image)
+    #[arg(long, default_value = "")]
+    pub thin_image_name: String,
+    /// User for pushing the thin image
+    #[arg(short = 'u', long, default_value = "")]
+    pub username: String,
+    /// Attempts per step
+    #[arg(short = 'r', long, default_value_t = 1)]
+    pub attempts: u32,
+    #[command(flatten)]
+    pub flags: ConversionFlags,
+}
+
+/// `ducc garbage-collection`.
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// The CernVM-FS repository (may be repo/subdir)
+    pub repo: String,
+    /// Only list what would be removed
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Keep unreferenced layers younger than this many days
+    #[arg(long, default_value_t = 0)]
+    pub grace_period: u32,
+    /// Publisher backend
+    #[arg(long, value_enum, default_value_t = PublisherKind::Local)]
+    pub publisher: PublisherKind,
+    /// Root directory of the local publisher
+    #[arg(long, default_value = "./cvmfs")]
+    pub root: PathBuf,
+    /// The cvmfs_server program used by the cvmfs publisher
+    #[arg(long, default_value = "cvmfs_server")]
+    pub cvmfs_server: PathBuf,
+}
+
+/// `ducc check-image-syntax`.
+#[derive(Debug, Args)]
+pub struct CheckImageSyntaxArgs {
+    /// The image name to check
+    pub image: String,
+    /// Print two CSV lines (header and values) instead of `field: value` lines
+    #[arg(short = 'z', long)]
+    pub machine_friendly: bool,
+}
+
+/// `ducc check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The wish list (YAML)
+    pub wishlist: PathBuf,
+}
+
+/// `ducc download-manifest`.
+#[derive(Debug, Args)]
+pub struct DownloadManifestArgs {
+    /// The image
+    pub image: String,
+    /// Platform to choose from an index, os/arch[/variant]
+    #[arg(long, default_value = "linux/amd64")]
+    pub platform: String,
+    /// Print the index (or manifest list) itself instead of one platform's manifest
+    #[arg(long)]
+    pub index: bool,
+    /// User name for the registry (password from the environment or docker config)
+    #[arg(short = 'u', long)]
+    pub username: Option<String>,
+}
+
+/// `ducc unpack-image`.
+#[derive(Debug, Args)]
+pub struct UnpackImageArgs {
+    /// The image
+    pub image: String,
+    /// Destination directory (created; must be empty if it exists)
+    pub dest: PathBuf,
+    /// Platform to choose from an index, os/arch[/variant]
+    #[arg(long, default_value = "linux/amd64")]
+    pub platform: String,
+    /// Write one directory per layer (DEST/<n>-<hex>/) instead of the flat tree
+    #[arg(long)]
+    pub layers: bool,
+}

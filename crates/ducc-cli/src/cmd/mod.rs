@@ -1,0 +1,9 @@
+//! One module per command.
+
+pub mod check;
+pub mod check_image_syntax;
+pub mod convert;
+pub mod download_manifest;
+pub mod gc;
+pub mod unpack_image;
+pub mod version;

@@ -1,0 +1,50 @@
+//! Exit statuses and the one place where an error becomes a message on stderr.
+
+use std::process::ExitCode;
+
+/// The run finished but some images failed.
+pub const IMAGES_FAILED: u8 = 1;
+/// Usage, wish-list or setup error.
+pub const USAGE: u8 = 2;
+
+/// Why a command did not succeed, and so which exit status it ends with.
+#[derive(Debug)]
+pub enum Failure {
+    /// Bad flags, a bad wish list or image name, or a setup problem (exit 2).
+    Usage(anyhow::Error),
+    /// The run went through but some work failed (exit 1).
+    Run(anyhow::Error),
+    /// Already reported on stderr in the command's own format; only the status is left.
+    Reported(u8),
+}
+
+impl Failure {
+    /// Prints the error once, with its causes, and gives the exit code.
+    pub fn report(self) -> ExitCode {
+        let (err, code) = match self {
+            Failure::Usage(err) => (err, USAGE),
+            Failure::Run(err) => (err, IMAGES_FAILED),
+            Failure::Reported(code) => return ExitCode::from(code),
+        };
+        eprintln!("ducc: {err:#}");
+        ExitCode::from(code)
+    }
+}
+
+/// Writes to stdout, treating a closed pipe (`ducc ... | head`) as success rather than an error.
+pub fn print_stdout(text: &str) -> Result<(), Failure> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Failure::Run(anyhow::Error::new(e).context("cannot write to stdout"))),
+    }
+}
+
+/// The error for a command that a later piece of work will implement.
+pub fn not_yet(command: &str, what: &str) -> Failure {
+    Failure::Usage(anyhow::anyhow!(
+        "`ducc {command}` is not implemented yet in this version of ducc-rs ({what})"
+    ))
+}

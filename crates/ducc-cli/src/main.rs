@@ -1,0 +1,64 @@
+//! `ducc`: the command-line tool of ducc-rs. It parses flags and wires the library crates; the
+//! work itself lives in those crates.
+#![forbid(unsafe_code)]
+
+mod args;
+mod cmd;
+mod exit;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::args::{Cli, Command};
+use crate::exit::Failure;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            // clap prints help/version to stdout (exit 0) and usage errors to stderr (exit 2).
+            let _ = err.print();
+            return if err.use_stderr() {
+                ExitCode::from(exit::USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    init_logging(cli.global.verbose);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => failure.report(),
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Convert(a) => cmd::convert::run(&cli.global, a),
+        Command::Loop(a) => cmd::convert::run_loop(&cli.global, a),
+        Command::ConvertSingleImage(a) => cmd::convert::run_single(&cli.global, a),
+        Command::GarbageCollection(a) => cmd::gc::run(&cli.global, a),
+        Command::CheckImageSyntax(a) => cmd::check_image_syntax::run(a),
+        Command::Check(a) => cmd::check::run(a),
+        Command::DownloadManifest(a) => cmd::download_manifest::run(&cli.global, a),
+        Command::UnpackImage(a) => cmd::unpack_image::run(&cli.global, a),
+        Command::Version => cmd::version::run(),
+    }
+}
+
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn,ducc=info",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

@@ -1,0 +1,2 @@
+//! `cargo xtask`: project chores (ci, bench, fixtures).
+fn main() {}
