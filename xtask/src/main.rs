@@ -1,2 +1,37 @@
-//! `cargo xtask`: project chores (ci, bench, fixtures).
-fn main() {}
+//! `cargo xtask`: project chores.
+//!
+//! - `cargo xtask ci`: install what the tests need (on a fresh machine), then fmt check, clippy with
+//!   `-D warnings`, and the whole test suite with nextest. This is the README's test command.
+//! - `cargo xtask deps`: only install the test dependencies.
+//! - `cargo xtask fixtures`: build the shared test fixtures (also done lazily by the tests).
+//! - `cargo xtask bench [WHAT]`: benchmarks, side by side with peer tools.
+//! - `cargo xtask fuzz [SECONDS]`: bounded fuzzing of the layer parser and extractor (not in CI).
+
+mod bench;
+mod ci;
+mod fixtures;
+mod fuzz;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") => ci::run(&args[1..]),
+        Some("deps") => ci::install_deps(),
+        Some("fixtures") => fixtures::run(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
+        Some("fuzz") => fuzz::run(&args[1..]),
+        _ => {
+            eprintln!("usage: cargo xtask ci|deps|fixtures|bench [WHAT]|fuzz [SECONDS]");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -48,3 +48,15 @@ pub fn not_yet(command: &str, what: &str) -> Failure {
         "`ducc {command}` is not implemented yet in this version of ducc-rs ({what})"
     ))
 }
+
+/// An error and its causes on one line, `error: cause: cause`.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
