@@ -1,4 +1,62 @@
-//! Repository layout and publishers (a local directory, or `cvmfs_server`) for ducc-rs.
+//! Repository layout and publishers for ducc-rs.
 //!
-//! Filled by the publishing issue; nothing here works yet.
+//! - [`Layout`] owns every path of the repository (SPEC section 3): typed digests in
+//!   ([`LayerDigest`], [`ConfigDigest`]), [`RepoPath`]s out, upstream DUCC's names, under an
+//!   optional `cvmfs_repo` subdir ([`RepositoryName`]). [`Origin`], [`LayerInfo`] and
+//!   [`MarkerManifest`] are its JSON files.
+//! - [`Publisher`] opens [`Transaction`]s scoped to a sub-path (a lease): ingest a tar stream
+//!   into a directory, write a file, make a symlink, remove a path, then commit or abort;
+//!   dropping an uncommitted transaction aborts it. Two transactions whose leases overlap never
+//!   run at once on one host, across processes (`flock`); disjoint ones do.
+//! - [`LocalPublisher`] publishes into a directory (staging plus atomic renames, crash safe);
+//!   [`CvmfsPublisher`] drives `cvmfs_server` (transaction, ingest, publish, `abort -f`).
+//!
+//! ```
+//! use ducc_cvmfs::{IngestOptions, LocalPublisher, Publisher, RepositoryName};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // A layer as canonical tar (normally written by ducc-unpack).
+//! let mut builder = tar::Builder::new(Vec::new());
+//! let mut header = tar::Header::new_ustar();
+//! header.set_size(5);
+//! header.set_mode(0o644);
+//! header.set_uid(0);
+//! header.set_gid(0);
+//! header.set_mtime(1_600_000_000);
+//! builder.append_data(&mut header, "etc/motd", &b"hello"[..])?;
+//! let tar = builder.into_inner()?;
+//!
+//! let root = tempfile::tempdir()?;
+//! let repo = RepositoryName::parse("unpacked.example.org")?;
+//! let layout = repo.layout();
+//! let layer = format!("sha256:{}", "ab".repeat(32)).parse()?;
+//! let publisher = LocalPublisher::open(root.path(), &repo)?;
+//!
+//! let mut tx = publisher.begin(&layout.layer_dir(&layer))?;
+//! tx.ingest_tar(&layout.layerfs(&layer), &mut &tar[..], IngestOptions { catalog: true })?;
+//! tx.commit()?;
+//!
+//! let motd = publisher.published_path(&layout.layerfs(&layer)).join("etc/motd");
+//! assert_eq!(std::fs::read(motd)?, b"hello");
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
+
+mod cvmfs;
+mod digest;
+mod error;
+mod layout;
+mod local;
+mod lock;
+mod metadata;
+mod publisher;
+
+pub use cvmfs::{CvmfsOptions, CvmfsPublisher};
+pub use digest::{ConfigDigest, DigestError};
+pub use ducc_unpack::{DiffId, LayerDigest};
+pub use error::PublishError;
+pub use layout::{
+    CATALOG_MARKER, Layout, PathError, PublicName, RepoPath, RepositoryName, relative_target,
+};
+pub use local::LocalPublisher;
+pub use metadata::{LayerInfo, MarkerDescriptor, MarkerManifest, Origin};
+pub use publisher::{IngestOptions, OverlaySupport, Publisher, Transaction};

@@ -1,5 +1,69 @@
 //! OCI distribution client for ducc-rs: authentication, manifests and platform choice, verified
 //! blob streams, tag lists and push.
 //!
-//! Filled by the registry-client issue; nothing here works yet.
+//! Blocking and streaming, on `ureq` with rustls and no transparent decompression, so the bytes
+//! hashed are the bytes served. Typed documents come from [`oci_spec`] (re-exported).
+//!
+//! - [`Client`] (built from [`ClientOptions`]) does the requests: [`Client::fetch_manifest`],
+//!   [`Client::fetch_config`], [`Client::open_blob`], [`Client::list_tags`],
+//!   [`Client::push_blob`], [`Client::push_manifest`].
+//! - [`Repository`], [`Reference`] and [`ImageName`] say what to fetch; this crate does not
+//!   depend on the wish-list crate.
+//! - [`Credentials`] come from explicit logins, `DUCC_AUTH_REGISTRIES` and docker's
+//!   `config.json`, read from an injectable [`Environment`].
+//! - [`Platform`] and [`ManifestSelection`] choose a manifest from an index.
+//! - Every failure is an [`Error`] whose [`ErrorKind`] callers match on; it names the registry,
+//!   repository and request, carries status and registry error codes, and says whether a retry
+//!   may help.
+//!
+//! ```
+//! use ducc_registry::{Platform, Reference, Repository, Scheme, ManifestSelection};
+//!
+//! let repo = Repository::new(Scheme::Https, "registry.example:5000", "library/ubuntu")?;
+//! let reference = Reference::parse("24.04")?;
+//! let selection = ManifestSelection::Platform("linux/arm64/v8".parse::<Platform>()?);
+//! assert_eq!(repo.registry(), "registry.example:5000");
+//! assert_eq!(reference.url_part(), "24.04");
+//! assert!(matches!(selection, ManifestSelection::Platform(p) if p.matches(&"linux/aarch64".parse()?)));
+//!
+//! // With a reachable registry:
+//! // let client = ducc_registry::Client::new(ducc_registry::ClientOptions::new());
+//! // let manifest = client.fetch_manifest(&ImageName::new(repo, reference), &selection)?;
+//! # Ok::<(), ducc_registry::Error>(())
+//! ```
 #![forbid(unsafe_code)]
+
+mod auth;
+mod blob;
+mod client;
+mod credentials;
+mod digest;
+mod error;
+mod link;
+mod manifest;
+mod name;
+mod options;
+mod platform;
+mod push;
+mod redact;
+mod retry;
+mod transport;
+
+#[cfg(test)]
+mod tests;
+
+pub use oci_spec;
+
+pub use blob::BlobReader;
+pub use client::{BlobPush, Client};
+pub use credentials::{Credentials, Environment, Login, PullThroughProxy};
+pub use digest::{VerifyingReader, sha256_digest, verify_bytes};
+pub use error::{Error, ErrorKind, RegistryErrorCode, RequestInfo};
+pub use manifest::{
+    FetchedConfig, FetchedManifest, Manifest, ManifestMediaType, ManifestSelection,
+    available_platforms, choose_platform,
+};
+pub use name::{ImageName, Reference, Repository, Scheme, parse_digest};
+pub use oci_spec::image::Digest;
+pub use options::{ClientOptions, RetryPolicy};
+pub use platform::Platform;

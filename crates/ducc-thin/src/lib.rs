@@ -1,4 +1,33 @@
-//! Thin-image descriptor (`thin.json`) and thin-image build for ducc-rs.
+//! Thin images for ducc-rs: the `thin.json` descriptor that points at layers unpacked in
+//! CernVM-FS, the one-layer image that carries it, and its push, all without a Docker daemon.
 //!
-//! Filled by the thin-image issue; nothing here works yet.
+//! Upstream DUCC imported a tar into a local Docker daemon and pushed from there. Here the image
+//! is built in memory (it is a few kilobytes: [`ThinImage::build`]), deterministically (the same
+//! source image gives the same digest, run after run), and pushed with the ducc-registry client
+//! ([`push`]), which skips whatever the registry already has.
+//!
+//! ```
+//! use ducc_thin::{ThinDescriptor, ThinFormat, ThinImage, ThinLayer};
+//! use ducc_registry::oci_spec::image::ImageConfiguration;
+//!
+//! let source: ImageConfiguration = serde_json::from_str(
+//!     r#"{"architecture":"amd64","os":"linux","config":{"Cmd":["bash"]},"rootfs":{"type":"layers","diff_ids":[]}}"#,
+//! )?;
+//! let layers = vec![ThinLayer::in_repository("unpacked.cern.ch", None, &"ab".repeat(32))];
+//! let thin = ThinDescriptor::new("https://registry.hub.docker.com/library/ubuntu:22.04", layers);
+//! let image = ThinImage::build(&thin, &source, ThinFormat::DockerV2)?;
+//! assert!(image.manifest.digest.starts_with("sha256:"));
+//! // ducc_thin::push(&client, &repository, "22.04", &image)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![forbid(unsafe_code)]
+
+mod descriptor;
+mod error;
+mod image;
+mod push;
+
+pub use descriptor::{THIN_VERSION, ThinDescriptor, ThinLayer};
+pub use error::ThinError;
+pub use image::{CVMFS_IMAGE_ENV, ThinBlob, ThinFormat, ThinImage};
+pub use push::{DEPRECATED_PASSWORD_VARS, PASSWORD_VAR, PushOutcome, output_login, push};

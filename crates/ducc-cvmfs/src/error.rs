@@ -1,0 +1,111 @@
+//! The publishers' error type.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::layout::RepoPath;
+
+/// What went wrong while publishing; every variant names the path, lease or command.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// A filesystem operation failed.
+    #[error("cannot {action} {path}")]
+    Io {
+        /// What was being done (`create`, `rename`, `read` …).
+        action: &'static str,
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A write outside the transaction's lease.
+    #[error("path {path} is outside the transaction's lease {lease}")]
+    OutsideLease {
+        /// The path written.
+        path: RepoPath,
+        /// The lease of the transaction.
+        lease: RepoPath,
+    },
+    /// A directory ingest onto an existing path, or a file or symlink onto a directory.
+    #[error("{path} already exists (remove it first in the same transaction)")]
+    AlreadyExists {
+        /// The path concerned.
+        path: RepoPath,
+    },
+    /// The tar stream could not be applied to a directory.
+    #[error("cannot unpack the tar stream into {dir}")]
+    Unpack {
+        /// The target directory.
+        dir: RepoPath,
+        /// The cause.
+        #[source]
+        source: ducc_unpack::Error,
+    },
+    /// An external command could not be started.
+    #[error("cannot run {command}")]
+    Spawn {
+        /// The command line.
+        command: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// An external command failed; its stderr is part of the message.
+    #[error("{command} failed ({status}): {stderr}")]
+    Command {
+        /// The command line.
+        command: String,
+        /// Exit status as text (`exit status: 1`, `signal: 9`).
+        status: String,
+        /// The command's stderr, trimmed.
+        stderr: String,
+    },
+    /// Writing the tar stream to `cvmfs_server ingest` failed (the command's own error, if any,
+    /// is preferred over this one).
+    #[error("cannot feed the tar stream to {command}")]
+    Feed {
+        /// The command line.
+        command: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// `cvmfs_server list` does not show the repository.
+    #[error("repository {repo} does not exist on this stratum 0 (not in `cvmfs_server list`)")]
+    NoSuchRepository {
+        /// The repository name.
+        repo: String,
+    },
+    /// The transaction's lease lock could not be taken.
+    #[error("cannot lock lease {lease}")]
+    Lock {
+        /// The lease.
+        lease: RepoPath,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A journal of an interrupted commit could not be read.
+    #[error("unreadable commit journal {path}")]
+    Journal {
+        /// The journal file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+pub(crate) fn io_err(
+    action: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(io::Error) -> PublishError {
+    let path = path.into();
+    move |source| PublishError::Io {
+        action,
+        path,
+        source,
+    }
+}

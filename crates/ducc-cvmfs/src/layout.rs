@@ -1,0 +1,683 @@
+//! Every path of the repository layout (SPEC section 3), relative to the repository root.
+//!
+//! Names follow upstream DUCC (`ducc/cvmfs/cvmfs.go`, `ducc/lib/image.go`) so existing consumers
+//! (containerd's cvmfs snapshotter, apptainer, podman, upstream `gc`) keep working.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use ducc_unpack::LayerDigest;
+
+use crate::digest::ConfigDigest;
+
+/// A path that is not a clean relative path inside a repository.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PathError {
+    /// An absolute path, `..`, `.`, an empty component, or a non-UTF-8 name.
+    #[error("path {path:?} is not a clean relative path inside the repository")]
+    NotClean {
+        /// The rejected path.
+        path: String,
+    },
+    /// An image name part that cannot become a path (empty, `/` in a tag, `..` in a repository).
+    #[error("image {what} {value:?} cannot be used in a repository path")]
+    BadImagePart {
+        /// Which part: `registry`, `repository`, `tag` or `digest`.
+        what: &'static str,
+        /// The rejected value.
+        value: String,
+    },
+    /// A `cvmfs_repo` value that is not `REPO` or `REPO/SUBDIR`.
+    #[error("repository {value:?} is not a valid REPO or REPO/SUBDIR name")]
+    BadRepository {
+        /// The rejected value.
+        value: String,
+    },
+}
+
+/// A clean path relative to the repository root: only normal UTF-8 components, no `..`, no `.`,
+/// never absolute. The empty path is the repository root.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct RepoPath(String);
+
+impl RepoPath {
+    /// The repository root (the empty path).
+    pub fn root() -> Self {
+        Self(String::new())
+    }
+
+    /// Checks and wraps a relative path such as `.layers/0f/0f35…/layerfs`. A single trailing
+    /// `/` is accepted and dropped.
+    ///
+    /// # Errors
+    /// [`PathError::NotClean`] for absolute paths, `..`, `.`, `//` or non-UTF-8 names.
+    pub fn new(path: impl AsRef<Path>) -> Result<Self, PathError> {
+        let path = path.as_ref();
+        let not_clean = || PathError::NotClean {
+            path: path.to_string_lossy().into_owned(),
+        };
+        let text = path.to_str().ok_or_else(not_clean)?;
+        let text = text.strip_suffix('/').unwrap_or(text);
+        if text.is_empty() {
+            return Ok(Self::root());
+        }
+        for part in text.split('/') {
+            if part.is_empty() || part == "." || part == ".." || part.contains('\0') {
+                return Err(not_clean());
+            }
+        }
+        Ok(Self(text.to_owned()))
+    }
+
+    /// Appends a relative path (checked like [`RepoPath::new`]).
+    ///
+    /// # Errors
+    /// [`PathError::NotClean`] when `tail` is not clean.
+    pub fn join(&self, tail: impl AsRef<Path>) -> Result<Self, PathError> {
+        let tail = Self::new(tail)?;
+        Ok(self.join_clean(&tail))
+    }
+
+    fn join_clean(&self, tail: &RepoPath) -> Self {
+        match (self.0.is_empty(), tail.0.is_empty()) {
+            (true, _) => tail.clone(),
+            (_, true) => self.clone(),
+            _ => Self(format!("{}/{}", self.0, tail.0)),
+        }
+    }
+
+    /// Appends one component known to be clean (layout constants and digest hex).
+    fn child(&self, name: &str) -> Self {
+        debug_assert!(!name.is_empty() && !name.contains('/') && name != "..");
+        if self.0.is_empty() {
+            Self(name.to_owned())
+        } else {
+            Self(format!("{}/{name}", self.0))
+        }
+    }
+
+    /// The path as text, without leading `/` (empty for the root).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The path as a relative [`Path`].
+    pub fn as_path(&self) -> &Path {
+        Path::new(&self.0)
+    }
+
+    /// Whether this is the repository root.
+    pub fn is_root(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The parent path; `None` for the root.
+    pub fn parent(&self) -> Option<Self> {
+        if self.0.is_empty() {
+            return None;
+        }
+        Some(match self.0.rfind('/') {
+            Some(i) => Self(self.0[..i].to_owned()),
+            None => Self::root(),
+        })
+    }
+
+    /// The components, outermost first.
+    pub fn components(&self) -> impl Iterator<Item = &str> {
+        self.0.split('/').filter(|c| !c.is_empty())
+    }
+
+    /// Whether `self` is `other` or lies below it, compared component by component.
+    pub fn starts_with(&self, other: &RepoPath) -> bool {
+        other.0.is_empty()
+            || self.0 == other.0
+            || (self.0.starts_with(&other.0) && self.0.as_bytes().get(other.0.len()) == Some(&b'/'))
+    }
+
+    /// Every ancestor from the outermost down to the parent (the root not included).
+    pub fn ancestors(&self) -> Vec<RepoPath> {
+        let mut out = Vec::new();
+        let mut cur = self.parent();
+        while let Some(p) = cur {
+            if p.is_root() {
+                break;
+            }
+            cur = p.parent();
+            out.push(p);
+        }
+        out.reverse();
+        out
+    }
+}
+
+impl fmt::Display for RepoPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str(".")
+        } else {
+            f.write_str(&self.0)
+        }
+    }
+}
+
+impl fmt::Debug for RepoPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RepoPath({:?})", self.0)
+    }
+}
+
+/// The relative symlink text that leads from the link at `link` to `target`, computed from the
+/// link's own depth (upstream: `filepath.Rel` from the link's directory).
+pub fn relative_target(link: &RepoPath, target: &RepoPath) -> PathBuf {
+    let parent = link.parent().unwrap_or_default();
+    let from: Vec<&str> = parent.components().collect();
+    let to: Vec<&str> = target.components().collect();
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut out = PathBuf::new();
+    for _ in common..from.len() {
+        out.push("..");
+    }
+    for part in &to[common..] {
+        out.push(part);
+    }
+    out
+}
+
+/// A repository name as written in the wish list's `cvmfs_repo`: `REPO` or `REPO/SUBDIR`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepositoryName {
+    name: String,
+    subdir: RepoPath,
+}
+
+impl RepositoryName {
+    /// Parses `unpacked.cern.ch` or `unpacked.cern.ch/some/subdir`.
+    ///
+    /// # Errors
+    /// [`PathError::BadRepository`] when the name part is empty or not a plain file name, or the
+    /// subdir is not clean.
+    pub fn parse(value: &str) -> Result<Self, PathError> {
+        let bad = || PathError::BadRepository {
+            value: value.to_owned(),
+        };
+        let (name, subdir) = value.split_once('/').unwrap_or((value, ""));
+        if name.is_empty() || name == "." || name == ".." {
+            return Err(bad());
+        }
+        let subdir = RepoPath::new(subdir).map_err(|_| bad())?;
+        Ok(Self {
+            name: name.to_owned(),
+            subdir,
+        })
+    }
+
+    /// The repository's own name (`unpacked.cern.ch`), what `cvmfs_server` takes.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The subdir everything goes under (the root when none was given).
+    pub fn subdir(&self) -> &RepoPath {
+        &self.subdir
+    }
+
+    /// The layout of this repository (rooted at the subdir).
+    pub fn layout(&self) -> Layout {
+        Layout::new(self.subdir.clone())
+    }
+}
+
+impl fmt::Display for RepositoryName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.subdir.is_root() {
+            f.write_str(&self.name)
+        } else {
+            write!(f, "{}/{}", self.name, self.subdir.as_str())
+        }
+    }
+}
+
+/// How an image is named in the public tree: `<registry>/<repository>:<tag>`, or, for an image
+/// pulled by digest only, `<registry>/<repository>:sha256:<hex>` (upstream's form).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicName {
+    registry: String,
+    repository: String,
+    reference: String,
+}
+
+impl PublicName {
+    /// The name of an image pulled by tag (a digest given besides the tag is not part of the name,
+    /// as upstream's `GetSimpleName`).
+    ///
+    /// # Errors
+    /// [`PathError::BadImagePart`] when a part is empty, contains `/` where it may not, or would
+    /// leave the public tree (`..`).
+    pub fn tagged(registry: &str, repository: &str, tag: &str) -> Result<Self, PathError> {
+        check_plain("tag", tag)?;
+        Self::build(registry, repository, tag.to_owned())
+    }
+
+    /// The name of an image pulled by digest only: `<repository>:sha256:<hex>`.
+    ///
+    /// # Errors
+    /// [`PathError::BadImagePart`] as for [`PublicName::tagged`], or when the digest contains `/`.
+    pub fn by_digest(registry: &str, repository: &str, digest: &str) -> Result<Self, PathError> {
+        check_plain("digest", digest)?;
+        Self::build(registry, repository, digest.to_owned())
+    }
+
+    fn build(registry: &str, repository: &str, reference: String) -> Result<Self, PathError> {
+        check_plain("registry", registry)?;
+        if repository.is_empty() {
+            return Err(bad_part("repository", repository));
+        }
+        for part in repository.split('/') {
+            check_plain("repository", part).map_err(|_| bad_part("repository", repository))?;
+        }
+        Ok(Self {
+            registry: registry.to_owned(),
+            repository: repository.to_owned(),
+            reference,
+        })
+    }
+
+    /// `<registry>/<repository>:<tag or digest>`, the path of the public symlink below the
+    /// layout root.
+    fn relative(&self) -> RepoPath {
+        RepoPath(format!(
+            "{}/{}:{}",
+            self.registry, self.repository, self.reference
+        ))
+    }
+}
+
+impl fmt::Display for PublicName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.relative().as_str())
+    }
+}
+
+fn bad_part(what: &'static str, value: &str) -> PathError {
+    PathError::BadImagePart {
+        what,
+        value: value.to_owned(),
+    }
+}
+
+fn check_plain(what: &'static str, value: &str) -> Result<(), PathError> {
+    if value.is_empty() || value == "." || value == ".." || value.contains(['/', '\0']) {
+        Err(bad_part(what, value))
+    } else {
+        Ok(())
+    }
+}
+
+/// Name of the file that makes its directory a nested catalog.
+pub const CATALOG_MARKER: &str = ".cvmfscatalog";
+
+/// All paths of SPEC section 3 below an optional repository subdir.
+///
+/// ```
+/// use ducc_cvmfs::{ConfigDigest, Layout, PublicName, RepositoryName};
+///
+/// let repo = RepositoryName::parse("unpacked.cern.ch/sub").unwrap();
+/// let layout = repo.layout();
+/// let cfg = ConfigDigest::from_hex(&"0f".repeat(32)).unwrap();
+/// let name = PublicName::tagged("registry.example.org", "library/ubuntu", "22.04").unwrap();
+/// assert_eq!(layout.flat_image(&cfg).as_str(), format!("sub/.flat/0f/{}", "0f".repeat(32)));
+/// assert_eq!(
+///     layout.public_link_target(&name, &cfg).to_str().unwrap(),
+///     format!("../../.flat/0f/{}", "0f".repeat(32)),
+/// );
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    root: RepoPath,
+}
+
+impl Layout {
+    /// A layout rooted at `root` (the repository subdir; [`RepoPath::root`] for none).
+    pub fn new(root: RepoPath) -> Self {
+        Self { root }
+    }
+
+    /// The directory everything goes under.
+    pub fn root(&self) -> &RepoPath {
+        &self.root
+    }
+
+    /// `.layers`
+    pub fn layers_root(&self) -> RepoPath {
+        self.root.child(".layers")
+    }
+
+    /// `.layers/<hh>`
+    pub fn layer_shard(&self, layer: &LayerDigest) -> RepoPath {
+        self.layers_root().child(&layer.hex()[..2])
+    }
+
+    /// `.layers/<hh>/<hex>`: everything about one layer.
+    pub fn layer_dir(&self, layer: &LayerDigest) -> RepoPath {
+        self.layer_shard(layer).child(&layer.hex())
+    }
+
+    /// `.layers/<hh>/<hex>/layerfs`: the unpacked layer.
+    pub fn layerfs(&self, layer: &LayerDigest) -> RepoPath {
+        self.layer_dir(layer).child("layerfs")
+    }
+
+    /// `.layers/<hh>/<hex>/.metadata`
+    pub fn layer_metadata_dir(&self, layer: &LayerDigest) -> RepoPath {
+        self.layer_dir(layer).child(".metadata")
+    }
+
+    /// `.layers/<hh>/<hex>/.metadata/origin.json`: which image configs use the layer.
+    pub fn layer_origin(&self, layer: &LayerDigest) -> RepoPath {
+        self.layer_metadata_dir(layer).child("origin.json")
+    }
+
+    /// `.layers/<hh>/<hex>/.metadata/layers.json`: containers/storage-style layer info.
+    pub fn layer_info(&self, layer: &LayerDigest) -> RepoPath {
+        self.layer_metadata_dir(layer).child("layers.json")
+    }
+
+    /// `.flat`
+    pub fn flat_root(&self) -> RepoPath {
+        self.root.child(".flat")
+    }
+
+    /// `.flat/<hh>`
+    pub fn flat_shard(&self, config: &ConfigDigest) -> RepoPath {
+        self.flat_root().child(config.shard())
+    }
+
+    /// `.flat/<hh>/<cfg>`: the flattened root filesystem of the image with that config.
+    pub fn flat_image(&self, config: &ConfigDigest) -> RepoPath {
+        self.flat_shard(config).child(config.hex())
+    }
+
+    /// `<registry>/<repository>:<tag>`: the public symlink to the flat tree.
+    pub fn public_link(&self, name: &PublicName) -> RepoPath {
+        self.root.join_clean(&name.relative())
+    }
+
+    /// The text of the public symlink: `../`, once per directory level of the link, then
+    /// `.flat/<hh>/<cfg>`.
+    pub fn public_link_target(&self, name: &PublicName, config: &ConfigDigest) -> PathBuf {
+        relative_target(&self.public_link(name), &self.flat_image(config))
+    }
+
+    /// `.metadata`
+    pub fn metadata_root(&self) -> RepoPath {
+        self.root.child(".metadata")
+    }
+
+    /// `.metadata/<registry>/<repository>:<tag>`
+    pub fn marker_dir(&self, name: &PublicName) -> RepoPath {
+        self.metadata_root().join_clean(&name.relative())
+    }
+
+    /// `.metadata/<registry>/<repository>:<tag>/manifest.json`: written last, it says "this image
+    /// was converted" (see [`crate::MarkerManifest`]).
+    pub fn marker_manifest(&self, name: &PublicName) -> RepoPath {
+        self.marker_dir(name).child("manifest.json")
+    }
+
+    /// `podmanStore`: the podman additional image store (no leading dot, as upstream).
+    pub fn podman_store(&self) -> RepoPath {
+        self.root.child("podmanStore")
+    }
+
+    /// `<dir>/.cvmfscatalog`
+    pub fn catalog_marker(dir: &RepoPath) -> RepoPath {
+        dir.child(CATALOG_MARKER)
+    }
+
+    /// Directories that are nested catalogs for one layer: `.layers`, `.layers/<hh>` and the
+    /// `layerfs` itself (outermost first).
+    pub fn layer_catalog_dirs(&self, layer: &LayerDigest) -> [RepoPath; 3] {
+        [
+            self.layers_root(),
+            self.layer_shard(layer),
+            self.layerfs(layer),
+        ]
+    }
+
+    /// Directories that are nested catalogs for one flat image: `.flat`, `.flat/<hh>` and the
+    /// image directory (outermost first).
+    pub fn flat_catalog_dirs(&self, config: &ConfigDigest) -> [RepoPath; 3] {
+        [
+            self.flat_root(),
+            self.flat_shard(config),
+            self.flat_image(config),
+        ]
+    }
+
+    /// Directories that are nested catalogs for the podman store: `podmanStore`.
+    pub fn podman_catalog_dirs(&self) -> [RepoPath; 1] {
+        [self.podman_store()]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const L: &str = "4f4fb700ef54461cfa02571ae0db9a0dc1e0cdb5577484a6d75e68dc38e8acc1";
+    const C: &str = "0f35e3b1c9a0d8e7f6a5b4c3d2e1f00112233445566778899aabbccddeeff001";
+
+    fn layer() -> LayerDigest {
+        format!("sha256:{L}").parse().unwrap()
+    }
+
+    fn config() -> ConfigDigest {
+        ConfigDigest::from_hex(C).unwrap()
+    }
+
+    fn name(registry: &str, repository: &str, tag: &str) -> PublicName {
+        PublicName::tagged(registry, repository, tag).unwrap()
+    }
+
+    /// SPEC section 3, path by path, for a plain repository and one with a subdir.
+    #[test]
+    fn layout_paths_match_the_spec_table() {
+        let ubuntu = name("registry.hub.docker.com", "library/ubuntu", "22.04");
+        for (root, prefix) in [("", ""), ("sub/dir", "sub/dir/")] {
+            let layout = Layout::new(RepoPath::new(root).unwrap());
+            let cases: Vec<(RepoPath, String)> = vec![
+                (layout.layers_root(), ".layers".into()),
+                (layout.layer_shard(&layer()), ".layers/4f".into()),
+                (layout.layer_dir(&layer()), format!(".layers/4f/{L}")),
+                (layout.layerfs(&layer()), format!(".layers/4f/{L}/layerfs")),
+                (
+                    layout.layer_metadata_dir(&layer()),
+                    format!(".layers/4f/{L}/.metadata"),
+                ),
+                (
+                    layout.layer_origin(&layer()),
+                    format!(".layers/4f/{L}/.metadata/origin.json"),
+                ),
+                (
+                    layout.layer_info(&layer()),
+                    format!(".layers/4f/{L}/.metadata/layers.json"),
+                ),
+                (layout.flat_root(), ".flat".into()),
+                (layout.flat_shard(&config()), ".flat/0f".into()),
+                (layout.flat_image(&config()), format!(".flat/0f/{C}")),
+                (
+                    layout.public_link(&ubuntu),
+                    "registry.hub.docker.com/library/ubuntu:22.04".into(),
+                ),
+                (layout.metadata_root(), ".metadata".into()),
+                (
+                    layout.marker_dir(&ubuntu),
+                    ".metadata/registry.hub.docker.com/library/ubuntu:22.04".into(),
+                ),
+                (
+                    layout.marker_manifest(&ubuntu),
+                    ".metadata/registry.hub.docker.com/library/ubuntu:22.04/manifest.json".into(),
+                ),
+                (layout.podman_store(), "podmanStore".into()),
+                (
+                    Layout::catalog_marker(&layout.flat_root()),
+                    ".flat/.cvmfscatalog".into(),
+                ),
+            ];
+            for (got, want) in cases {
+                assert_eq!(got.as_str(), format!("{prefix}{want}"));
+            }
+        }
+    }
+
+    #[test]
+    fn catalog_dirs_are_the_spec_places() {
+        let layout = Layout::new(RepoPath::root());
+        let layer_dirs: Vec<String> = layout
+            .layer_catalog_dirs(&layer())
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(
+            layer_dirs,
+            [
+                ".layers".to_owned(),
+                ".layers/4f".into(),
+                format!(".layers/4f/{L}/layerfs")
+            ]
+        );
+        let flat_dirs: Vec<String> = layout
+            .flat_catalog_dirs(&config())
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(
+            flat_dirs,
+            [
+                ".flat".to_owned(),
+                ".flat/0f".into(),
+                format!(".flat/0f/{C}")
+            ]
+        );
+        assert_eq!(layout.podman_catalog_dirs()[0].as_str(), "podmanStore");
+    }
+
+    /// One `../` per directory level between the link and the layout root.
+    #[test]
+    fn public_link_targets_climb_out_of_the_link_directory() {
+        let flat = format!(".flat/0f/{C}");
+        let cases = [
+            ("", "reg.io", "ubuntu", 1),
+            ("", "reg.io", "library/ubuntu", 2),
+            ("", "registry.example.org", "a/b/c", 3),
+            ("", "localhost:5000", "a/b/c/d/e", 5),
+            ("sub", "reg.io", "library/ubuntu", 2),
+            ("deep/er/sub", "reg.io", "a/b/c", 3),
+        ];
+        for (root, registry, repository, ups) in cases {
+            let layout = Layout::new(RepoPath::new(root).unwrap());
+            let target = layout.public_link_target(&name(registry, repository, "1.0"), &config());
+            assert_eq!(
+                target,
+                PathBuf::from(format!("{}{flat}", "../".repeat(ups))),
+                "{root} {repository}"
+            );
+            // The link text resolves to the flat tree from the link's directory.
+            let link = layout.public_link(&name(registry, repository, "1.0"));
+            let resolved = normalise(&link.parent().unwrap().as_path().join(&target));
+            assert_eq!(resolved, layout.flat_image(&config()).as_path());
+        }
+    }
+
+    fn normalise(path: &Path) -> PathBuf {
+        let mut out = PathBuf::new();
+        for c in path.components() {
+            match c {
+                std::path::Component::ParentDir => {
+                    out.pop();
+                }
+                other => out.push(other),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn digest_only_images_are_named_repository_colon_digest() {
+        let digest = format!("sha256:{C}");
+        let n = PublicName::by_digest("reg.io", "library/ubuntu", &digest).unwrap();
+        let layout = Layout::new(RepoPath::root());
+        assert_eq!(
+            layout.public_link(&n).as_str(),
+            format!("reg.io/library/ubuntu:sha256:{C}")
+        );
+        assert_eq!(
+            layout.public_link_target(&n, &config()),
+            PathBuf::from(format!("../../.flat/0f/{C}"))
+        );
+    }
+
+    #[test]
+    fn image_parts_that_would_escape_the_tree_are_refused() {
+        let cases = [
+            ("", "a", "t", "registry"),
+            ("..", "a", "t", "registry"),
+            ("r/x", "a", "t", "registry"),
+            ("r", "", "t", "repository"),
+            ("r", "a/../../etc", "t", "repository"),
+            ("r", "/a", "t", "repository"),
+            ("r", "a//b", "t", "repository"),
+            ("r", "a", "", "tag"),
+            ("r", "a", "x/y", "tag"),
+            ("r", "a", "..", "tag"),
+        ];
+        for (registry, repository, tag, what) in cases {
+            match PublicName::tagged(registry, repository, tag) {
+                Err(PathError::BadImagePart { what: w, .. }) => {
+                    assert_eq!(w, what, "{registry} {repository} {tag}")
+                }
+                other => panic!("{registry} {repository} {tag}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn repo_paths_must_be_clean_and_relative() {
+        for bad in ["/abs", "a/../b", "..", "a//b", "./a", "a/./b"] {
+            assert!(RepoPath::new(bad).is_err(), "{bad}");
+        }
+        assert_eq!(RepoPath::new("a/b/").unwrap().as_str(), "a/b");
+        assert!(RepoPath::new("").unwrap().is_root());
+        let p = RepoPath::new("a/b/c").unwrap();
+        assert_eq!(
+            p.ancestors(),
+            vec![RepoPath::new("a").unwrap(), RepoPath::new("a/b").unwrap()]
+        );
+        assert!(p.starts_with(&RepoPath::new("a/b").unwrap()));
+        assert!(
+            !RepoPath::new("a/bc")
+                .unwrap()
+                .starts_with(&RepoPath::new("a/b").unwrap())
+        );
+        assert!(p.starts_with(&RepoPath::root()));
+    }
+
+    #[test]
+    fn repository_names_split_into_name_and_subdir() {
+        let r = RepositoryName::parse("unpacked.cern.ch/some/sub").unwrap();
+        assert_eq!(r.name(), "unpacked.cern.ch");
+        assert_eq!(r.subdir().as_str(), "some/sub");
+        assert_eq!(r.to_string(), "unpacked.cern.ch/some/sub");
+        assert_eq!(r.layout().flat_root().as_str(), "some/sub/.flat");
+        assert!(
+            RepositoryName::parse("unpacked.cern.ch")
+                .unwrap()
+                .subdir()
+                .is_root()
+        );
+        for bad in ["", "/x", "..", "r/../x", "r//x"] {
+            assert!(RepositoryName::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

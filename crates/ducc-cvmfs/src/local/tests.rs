@@ -1,0 +1,486 @@
+//! Tests of the local publisher, including processes killed mid-transaction and racing.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::process::{Child, Command, Stdio};
+
+use super::*;
+
+/// Test hook: a child process asked to stop mid-commit sleeps after this op.
+pub(super) fn pause_after_op(i: usize) {
+    let wanted = std::env::var("DUCC_CVMFS_TEST_PAUSE_AFTER_OP")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    if wanted == Some(i) {
+        println!("paused");
+        std::thread::sleep(std::time::Duration::from_secs(600));
+    }
+}
+
+fn p(s: &str) -> RepoPath {
+    RepoPath::new(s).unwrap()
+}
+
+fn repo() -> RepositoryName {
+    RepositoryName::parse("test.repo").unwrap()
+}
+
+/// A canonical tar: directories first, then files (`name`, content) and symlinks (`name`, `->target`).
+fn tar_of(entries: &[(&str, &str)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, content) in entries {
+        let mut h = tar::Header::new_ustar();
+        h.set_mtime(1_600_000_000);
+        h.set_uid(0);
+        h.set_gid(0);
+        if name.ends_with('/') {
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_mode(0o755);
+            h.set_size(0);
+            b.append_data(&mut h, name, &[][..]).unwrap();
+        } else if let Some(target) = content.strip_prefix("->") {
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_mode(0o777);
+            h.set_size(0);
+            b.append_link(&mut h, name, target).unwrap();
+        } else {
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_mode(0o644);
+            h.set_size(content.len() as u64);
+            b.append_data(&mut h, name, content.as_bytes()).unwrap();
+        }
+    }
+    b.into_inner().unwrap()
+}
+
+/// Path → file content, `->target` for symlinks, `/` for directories; below `dir`.
+fn tree(dir: &Path) -> BTreeMap<String, String> {
+    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries {
+            let e = e.unwrap();
+            let path = e.path();
+            let rel = path
+                .strip_prefix(base)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            let meta = fs::symlink_metadata(&path).unwrap();
+            if meta.is_symlink() {
+                out.insert(
+                    rel,
+                    format!("->{}", fs::read_link(&path).unwrap().display()),
+                );
+            } else if meta.is_dir() {
+                out.insert(rel, "/".into());
+                walk(base, &path, out);
+            } else {
+                out.insert(rel, fs::read_to_string(&path).unwrap());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+fn expect(entries: &[(&str, &str)]) -> BTreeMap<String, String> {
+    entries
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn staging_entries(root: &Path) -> Vec<String> {
+    let dir = root.join(".ducc/test.repo/staging");
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Publishes `a/` with one file, so tests have an old tree to keep or replace.
+fn publish_old_tree(publisher: &LocalPublisher) {
+    let mut tx = publisher.begin(&p("a")).unwrap();
+    tx.ingest_tar(
+        &p("a/layer"),
+        &mut &tar_of(&[("f", "old")])[..],
+        IngestOptions::default(),
+    )
+    .unwrap();
+    tx.write_file(&p("a/meta.json"), &mut &b"{}"[..]).unwrap();
+    tx.commit().unwrap();
+}
+
+fn old_tree() -> BTreeMap<String, String> {
+    expect(&[
+        ("a", "/"),
+        ("a/layer", "/"),
+        ("a/layer/f", "old"),
+        ("a/meta.json", "{}"),
+    ])
+}
+
+#[test]
+fn commit_publishes_ingested_trees_files_and_symlinks() {
+    let root = tempfile::tempdir().unwrap();
+    let publisher = LocalPublisher::open(root.path(), &repo()).unwrap();
+    let mut tx = publisher.begin(&p("x")).unwrap();
+    let layer = tar_of(&[("etc/", ""), ("etc/motd", "hello"), ("link", "->etc/motd")]);
+    tx.ingest_tar(
+        &p("x/layerfs"),
+        &mut &layer[..],
+        IngestOptions { catalog: true },
+    )
+    .unwrap();
+    tx.write_file(&p("x/meta/info.json"), &mut &b"[1]"[..])
+        .unwrap();
+    tx.symlink(&p("x/latest"), Path::new("layerfs")).unwrap();
+    // Nothing is visible before the commit.
+    assert!(tree(publisher.repository_dir()).is_empty());
+    tx.commit().unwrap();
+    assert_eq!(
+        tree(publisher.repository_dir()),
+        expect(&[
+            ("x", "/"),
+            ("x/latest", "->layerfs"),
+            ("x/layerfs", "/"),
+            ("x/layerfs/.cvmfscatalog", ""),
+            ("x/layerfs/etc", "/"),
+            ("x/layerfs/etc/motd", "hello"),
+            ("x/layerfs/link", "->etc/motd"),
+            ("x/meta", "/"),
+            ("x/meta/info.json", "[1]"),
+        ])
+    );
+    let mode = fs::metadata(publisher.published_path(&p("x/meta/info.json")))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o644);
+    assert!(staging_entries(root.path()).is_empty());
+}
+
+#[test]
+fn abort_and_drop_leave_the_published_tree_as_it_was() {
+    let root = tempfile::tempdir().unwrap();
+    let publisher = LocalPublisher::open(root.path(), &repo()).unwrap();
+    publish_old_tree(&publisher);
+    for explicit_abort in [true, false] {
+        let mut tx = publisher.begin(&p("a")).unwrap();
+        tx.remove(&p("a/layer")).unwrap();
+        tx.ingest_tar(
+            &p("a/layer"),
+            &mut &tar_of(&[("f", "new")])[..],
+            IngestOptions::default(),
+        )
+        .unwrap();
+        tx.write_file(&p("a/meta.json"), &mut &b"new"[..]).unwrap();
+        if explicit_abort {
+            tx.abort().unwrap();
+        } else {
+            drop(tx);
+        }
+        assert_eq!(tree(publisher.repository_dir()), old_tree());
+        assert!(staging_entries(root.path()).is_empty());
+    }
+}
+
+#[test]
+fn a_published_directory_is_replaced_after_removing_it_in_the_same_transaction() {
+    let root = tempfile::tempdir().unwrap();
+    let publisher = LocalPublisher::open(root.path(), &repo()).unwrap();
+    publish_old_tree(&publisher);
+    let old_ino = fs::metadata(publisher.published_path(&p("a/layer")))
+        .unwrap()
+        .ino();
+    let mut tx = publisher.begin(&p("a")).unwrap();
+    tx.remove(&p("a/layer")).unwrap();
+    tx.ingest_tar(
+        &p("a/layer"),
+        &mut &tar_of(&[("g", "new")])[..],
+        IngestOptions::default(),
+    )
+    .unwrap();
+    tx.remove(&p("a/meta.json")).unwrap();
+    tx.symlink(&p("a/meta.json"), Path::new("layer/g")).unwrap();
+    tx.commit().unwrap();
+    assert_eq!(
+        tree(publisher.repository_dir()),
+        expect(&[
+            ("a", "/"),
+            ("a/layer", "/"),
+            ("a/layer/g", "new"),
+            ("a/meta.json", "->layer/g")
+        ])
+    );
+    assert_ne!(
+        fs::metadata(publisher.published_path(&p("a/layer")))
+            .unwrap()
+            .ino(),
+        old_ino
+    );
+}
+
+#[test]
+fn removing_inside_a_staged_tree_and_removing_missing_paths_work() {
+    let root = tempfile::tempdir().unwrap();
+    let publisher = LocalPublisher::open(root.path(), &repo()).unwrap();
+    publish_old_tree(&publisher);
+    let mut tx = publisher.begin(&p("")).unwrap();
+    tx.ingest_tar(
+        &p("b"),
+        &mut &tar_of(&[("keep", "k"), ("drop", "d")])[..],
+        IngestOptions::default(),
+    )
+    .unwrap();
+    tx.remove(&p("b/drop")).unwrap();
+    tx.write_file(&p("b/added"), &mut &b"+"[..]).unwrap();
+    tx.remove(&p("never/there")).unwrap();
+    tx.remove(&p("a/meta.json")).unwrap();
+    tx.commit().unwrap();
+    let mut want = old_tree();
+    want.remove("a/meta.json");
+    want.extend(expect(&[("b", "/"), ("b/keep", "k"), ("b/added", "+")]));
+    assert_eq!(tree(publisher.repository_dir()), want);
+}
+
+#[test]
+fn refused_writes_name_the_path() {
+    let root = tempfile::tempdir().unwrap();
+    let publisher = LocalPublisher::open(root.path(), &repo()).unwrap();
+    publish_old_tree(&publisher);
+    let mut tx = publisher.begin(&p("a")).unwrap();
+    let empty = tar_of(&[]);
+    match tx.ingest_tar(&p("a/layer"), &mut &empty[..], IngestOptions::default()) {
+        Err(PublishError::AlreadyExists { path }) => assert_eq!(path.as_str(), "a/layer"),
+        other => panic!("{other:?}"),
+    }
+    match tx.write_file(&p("a/layer"), &mut &b""[..]) {
+        Err(PublishError::AlreadyExists { path }) => assert_eq!(path.as_str(), "a/layer"),
+        other => panic!("{other:?}"),
+    }
+    match tx.symlink(&p("ab/x"), Path::new("y")) {
+        Err(PublishError::OutsideLease { path, lease }) => {
+            assert_eq!((path.as_str(), lease.as_str()), ("ab/x", "a"));
+        }
+        other => panic!("{other:?}"),
+    }
+    match tx.remove(&p("b")) {
+        Err(e @ PublishError::OutsideLease { .. }) => {
+            assert_eq!(e.to_string(), "path b is outside the transaction's lease a");
+        }
+        other => panic!("{other:?}"),
+    }
+    tx.commit().unwrap();
+    assert_eq!(tree(publisher.repository_dir()), old_tree());
+}
+
+#[test]
+fn a_malformed_tar_fails_the_ingest_and_publishes_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let publisher = LocalPublisher::open(root.path(), &repo()).unwrap();
+    publish_old_tree(&publisher);
+    let mut tx = publisher.begin(&p("a")).unwrap();
+    let mut broken = tar_of(&[("f", "some content")]);
+    broken[150] ^= 0xff; // corrupts the header checksum field
+    match tx.ingest_tar(&p("a/new"), &mut &broken[..], IngestOptions::default()) {
+        Err(e @ PublishError::Unpack { .. }) => {
+            assert!(
+                e.to_string()
+                    .starts_with("cannot unpack the tar stream into a/new"),
+                "{e}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    drop(tx);
+    assert_eq!(tree(publisher.repository_dir()), old_tree());
+}
+
+#[test]
+fn transactions_on_disjoint_leases_are_open_at_once() {
+    let root = tempfile::tempdir().unwrap();
+    let publisher = LocalPublisher::open(root.path(), &repo()).unwrap();
+    let mut one = publisher.begin(&p("x/one")).unwrap();
+    let mut two = publisher.begin(&p("x/two")).unwrap();
+    one.write_file(&p("x/one/f"), &mut &b"1"[..]).unwrap();
+    two.write_file(&p("x/two/f"), &mut &b"2"[..]).unwrap();
+    two.commit().unwrap();
+    one.commit().unwrap();
+    assert_eq!(
+        tree(publisher.repository_dir()),
+        expect(&[
+            ("x", "/"),
+            ("x/one", "/"),
+            ("x/one/f", "1"),
+            ("x/two", "/"),
+            ("x/two/f", "2")
+        ])
+    );
+}
+
+// ---- child processes -------------------------------------------------------------------------
+
+/// A child process that is killed if the test fails before it ends.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `child_process` (below) in a new process of this test binary.
+fn spawn_child(root: &Path, mode: &str, pause_after_op: Option<usize>) -> ChildGuard {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--exact",
+        "local::tests::child_process",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env("DUCC_CVMFS_CHILD_ROOT", root)
+    .env("DUCC_CVMFS_CHILD_MODE", mode)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null());
+    if let Some(i) = pause_after_op {
+        cmd.env("DUCC_CVMFS_TEST_PAUSE_AFTER_OP", i.to_string());
+    }
+    ChildGuard(cmd.spawn().unwrap())
+}
+
+/// Waits for the child to print `line`.
+fn wait_for(child: &mut ChildGuard, line: &str) {
+    let out = child.0.stdout.as_mut().unwrap();
+    let mut reader = BufReader::new(out);
+    let mut text = String::new();
+    loop {
+        text.clear();
+        assert!(
+            reader.read_line(&mut text).unwrap() > 0,
+            "child ended before printing {line}"
+        );
+        // libtest prints `test child_process ... ` before the test's own output.
+        if text.trim_end().ends_with(line) {
+            return;
+        }
+    }
+}
+
+fn kill_9(child: &mut ChildGuard) {
+    let pid = rustix::process::Pid::from_child(&child.0);
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+    child.0.wait().unwrap();
+}
+
+/// Body of the child processes; not a test of its own.
+#[test]
+#[ignore = "run as a child process by the crash and race tests"]
+fn child_process() {
+    let root = PathBuf::from(std::env::var_os("DUCC_CVMFS_CHILD_ROOT").unwrap());
+    let mode = std::env::var("DUCC_CVMFS_CHILD_MODE").unwrap();
+    let publisher = LocalPublisher::open(&root, &repo()).unwrap();
+    match mode.as_str() {
+        // Rewrites `a/` and then either hangs before commit or commits (pausing mid-way when asked).
+        "rewrite-and-hang" | "rewrite-and-commit" => {
+            let mut tx = publisher.begin(&p("a")).unwrap();
+            tx.remove(&p("a/layer")).unwrap();
+            tx.ingest_tar(
+                &p("a/layer"),
+                &mut &tar_of(&[("f", "new")])[..],
+                IngestOptions::default(),
+            )
+            .unwrap();
+            tx.write_file(&p("a/meta.json"), &mut &b"new"[..]).unwrap();
+            if mode == "rewrite-and-hang" {
+                println!("ready");
+                std::thread::sleep(std::time::Duration::from_secs(600));
+            }
+            tx.commit().unwrap();
+        }
+        // Read-modify-write of a counter under the lease `counter`.
+        "increment" => {
+            for _ in 0..5 {
+                let mut tx = publisher.begin(&p("counter")).unwrap();
+                let path = publisher.published_path(&p("counter/n"));
+                let n: u32 = fs::read_to_string(&path)
+                    .map(|s| s.parse().unwrap())
+                    .unwrap_or(0);
+                std::thread::sleep(std::time::Duration::from_millis(30));
+                tx.write_file(&p("counter/n"), &mut (n + 1).to_string().as_bytes())
+                    .unwrap();
+                tx.commit().unwrap();
+            }
+        }
+        other => panic!("unknown child mode {other}"),
+    }
+}
+
+#[test]
+fn a_process_killed_mid_transaction_leaves_the_old_tree_and_its_staging_is_cleaned() {
+    let root = tempfile::tempdir().unwrap();
+    publish_old_tree(&LocalPublisher::open(root.path(), &repo()).unwrap());
+    let mut child = spawn_child(root.path(), "rewrite-and-hang", None);
+    wait_for(&mut child, "ready");
+    assert!(
+        !staging_entries(root.path()).is_empty(),
+        "the child stages its writes"
+    );
+    // A second process opening meanwhile must not take the live staging for a dead one.
+    LocalPublisher::open(root.path(), &repo()).unwrap();
+    assert_eq!(staging_entries(root.path()).len(), 2, "live staging kept");
+    kill_9(&mut child);
+    let publisher = LocalPublisher::open(root.path(), &repo()).unwrap();
+    assert_eq!(tree(publisher.repository_dir()), old_tree());
+    assert!(staging_entries(root.path()).is_empty());
+    // The dead process's lease is free again.
+    publisher.begin(&p("a")).unwrap().commit().unwrap();
+}
+
+#[test]
+fn a_process_killed_mid_commit_has_its_commit_finished_at_the_next_open() {
+    let root = tempfile::tempdir().unwrap();
+    publish_old_tree(&LocalPublisher::open(root.path(), &repo()).unwrap());
+    // Ops: remove a/layer, replace a/layer, replace a/meta.json; stop after the second.
+    let mut child = spawn_child(root.path(), "rewrite-and-commit", Some(1));
+    wait_for(&mut child, "paused");
+    kill_9(&mut child);
+    let half = tree(&root.path().join("test.repo"));
+    assert_eq!(half.get("a/layer/f").map(String::as_str), Some("new"));
+    assert_eq!(half.get("a/meta.json").map(String::as_str), Some("{}"));
+    let publisher = LocalPublisher::open(root.path(), &repo()).unwrap();
+    assert_eq!(
+        tree(publisher.repository_dir()),
+        expect(&[
+            ("a", "/"),
+            ("a/layer", "/"),
+            ("a/layer/f", "new"),
+            ("a/meta.json", "new")
+        ])
+    );
+    assert!(staging_entries(root.path()).is_empty());
+}
+
+#[test]
+fn two_processes_on_one_lease_never_interleave() {
+    let root = tempfile::tempdir().unwrap();
+    LocalPublisher::open(root.path(), &repo()).unwrap();
+    let mut children = [
+        spawn_child(root.path(), "increment", None),
+        spawn_child(root.path(), "increment", None),
+    ];
+    for child in &mut children {
+        assert!(child.0.wait().unwrap().success());
+    }
+    // Without the lease lock the read-modify-write cycles would lose updates.
+    let n = fs::read_to_string(root.path().join("test.repo/counter/n")).unwrap();
+    assert_eq!(n, "10");
+}

@@ -1,0 +1,260 @@
+//! The JSON files of the layout, in upstream DUCC's shapes: `origin.json`, `layers.json` and the
+//! marker `manifest.json`.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use ducc_unpack::{DiffId, LayerDigest};
+
+use crate::digest::ConfigDigest;
+
+/// `.layers/<hh>/<hex>/.metadata/origin.json`: `{"origin":["sha256:<config digest>", ...]}`.
+///
+/// Differs from upstream on purpose: upstream appends on every conversion and so repeats
+/// digests; here a config digest is listed once, in the order first seen.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// Config digests (`sha256:<hex>`) of the images that use the layer.
+    pub origin: Vec<String>,
+}
+
+impl Origin {
+    /// Parses an existing `origin.json`, dropping duplicates an upstream DUCC may have written.
+    ///
+    /// # Errors
+    /// The JSON error when the bytes are not an `origin.json`.
+    pub fn from_slice(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        let raw: Origin = serde_json::from_slice(bytes)?;
+        let mut out = Origin::default();
+        for o in raw.origin {
+            if !out.origin.contains(&o) {
+                out.origin.push(o);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds a config digest unless already listed; returns whether it was added.
+    pub fn add(&mut self, config: &ConfigDigest) -> bool {
+        let text = config.to_string();
+        if self.origin.contains(&text) {
+            false
+        } else {
+            self.origin.push(text);
+            true
+        }
+    }
+
+    /// The JSON text.
+    pub fn to_json(&self) -> Vec<u8> {
+        // A struct of strings always serialises.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// One entry of `layers.json` (containers/storage's layer record, as upstream `StoreLayerInfo`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerInfo {
+    /// The diff id hex, without `sha256:`.
+    pub id: String,
+    /// When the layer was stored, RFC 3339 in UTC.
+    pub created: String,
+    /// `sha256:<hex>` of the compressed blob.
+    #[serde(rename = "compressed-diff-digest")]
+    pub compressed_diff_digest: String,
+    /// `sha256:<hex>` of the uncompressed tar.
+    #[serde(rename = "diff-digest")]
+    pub diff_digest: String,
+    /// Size in bytes of the uncompressed tar.
+    #[serde(rename = "diff-size")]
+    pub diff_size: u64,
+}
+
+impl LayerInfo {
+    /// The record for a layer stored at `created`.
+    pub fn new(layer: &LayerDigest, diff_id: &DiffId, diff_size: u64, created: SystemTime) -> Self {
+        Self {
+            id: diff_id.hex(),
+            created: rfc3339_utc(created),
+            compressed_diff_digest: layer.to_string(),
+            diff_digest: diff_id.to_string(),
+            diff_size,
+        }
+    }
+
+    /// The whole `layers.json`: a JSON array holding this one record, as upstream writes it.
+    pub fn to_layers_json(&self) -> Vec<u8> {
+        serde_json::to_vec(&[self]).unwrap_or_default()
+    }
+}
+
+/// One descriptor inside [`MarkerManifest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarkerDescriptor {
+    /// Media type of the blob.
+    #[serde(rename = "MediaType", alias = "mediaType", default)]
+    pub media_type: String,
+    /// Size in bytes.
+    #[serde(rename = "Size", alias = "size", default)]
+    pub size: u64,
+    /// `sha256:<hex>`.
+    #[serde(rename = "Digest", alias = "digest")]
+    pub digest: String,
+}
+
+/// The marker `.metadata/<registry>/<repository>:<tag>/manifest.json`.
+///
+/// Upstream stores its re-marshalled Go struct, whose keys are the Go field names
+/// (`SchemaVersion`, `MediaType`, `Config`, `Layers`; descriptors `MediaType`, `Size`,
+/// `Digest`). We write the same keys so upstream's `gc` and "already converted" check read our
+/// markers; reading also accepts the OCI spellings (Go's decoder is case-insensitive too).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarkerManifest {
+    /// Manifest schema version (2).
+    #[serde(rename = "SchemaVersion", alias = "schemaVersion", default)]
+    pub schema_version: u32,
+    /// Manifest media type.
+    #[serde(rename = "MediaType", alias = "mediaType", default)]
+    pub media_type: String,
+    /// The image config.
+    #[serde(rename = "Config", alias = "config")]
+    pub config: MarkerDescriptor,
+    /// The layers, bottom first.
+    #[serde(rename = "Layers", alias = "layers", default)]
+    pub layers: Vec<MarkerDescriptor>,
+}
+
+impl MarkerManifest {
+    /// Parses a marker written by us or by upstream.
+    ///
+    /// # Errors
+    /// The JSON error when the bytes are not a marker manifest.
+    pub fn from_slice(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    /// The JSON text.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// The config digest, when it is a well-formed sha256 digest.
+    pub fn config_digest(&self) -> Option<ConfigDigest> {
+        ConfigDigest::parse(&self.config.digest).ok()
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for a time (before 1970 counts as 1970).
+pub(crate) fn rfc3339_utc(time: SystemTime) -> String {
+    let secs = time
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn cfg(c: char) -> ConfigDigest {
+        ConfigDigest::from_hex(&c.to_string().repeat(64)).unwrap()
+    }
+
+    #[test]
+    fn origin_lists_each_config_once_and_drops_upstream_duplicates() {
+        let a = cfg('a');
+        let upstream = format!(r#"{{"origin":["{a}","{a}"]}}"#);
+        let mut origin = Origin::from_slice(upstream.as_bytes()).unwrap();
+        assert_eq!(origin.origin, vec![a.to_string()]);
+        assert!(!origin.add(&a));
+        assert!(origin.add(&cfg('b')));
+        assert_eq!(
+            String::from_utf8(origin.to_json()).unwrap(),
+            format!(r#"{{"origin":["{a}","{}"]}}"#, cfg('b'))
+        );
+    }
+
+    #[test]
+    fn layers_json_has_upstream_keys() {
+        let layer: LayerDigest = format!("sha256:{}", "1".repeat(64)).parse().unwrap();
+        let diff: DiffId = format!("sha256:{}", "2".repeat(64)).parse().unwrap();
+        let info = LayerInfo::new(
+            &layer,
+            &diff,
+            42,
+            UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        );
+        let text = String::from_utf8(info.to_layers_json()).unwrap();
+        assert_eq!(
+            text,
+            format!(
+                r#"[{{"id":"{d}","created":"2023-11-14T22:13:20Z","compressed-diff-digest":"sha256:{l}","diff-digest":"sha256:{d}","diff-size":42}}]"#,
+                d = "2".repeat(64),
+                l = "1".repeat(64)
+            )
+        );
+    }
+
+    #[test]
+    fn rfc3339_handles_leap_years_and_epoch() {
+        let cases = [
+            (0, "1970-01-01T00:00:00Z"),
+            (951_782_400, "2000-02-29T00:00:00Z"),
+            (4_107_542_399, "2100-02-28T23:59:59Z"),
+        ];
+        for (secs, want) in cases {
+            assert_eq!(rfc3339_utc(UNIX_EPOCH + Duration::from_secs(secs)), want);
+        }
+    }
+
+    #[test]
+    fn marker_is_written_with_go_field_names_and_reads_both_spellings() {
+        let marker = MarkerManifest {
+            schema_version: 2,
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            config: MarkerDescriptor {
+                media_type: "application/vnd.oci.image.config.v1+json".into(),
+                size: 7,
+                digest: cfg('c').to_string(),
+            },
+            layers: vec![],
+        };
+        let text = String::from_utf8(marker.to_json()).unwrap();
+        assert!(
+            text.starts_with(r#"{"SchemaVersion":2,"MediaType":"#),
+            "{text}"
+        );
+        assert!(text.contains(r#""Config":{"MediaType":"#), "{text}");
+        assert_eq!(MarkerManifest::from_slice(text.as_bytes()).unwrap(), marker);
+        let oci = format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"x","size":7,"digest":"{}"}},"layers":[]}}"#,
+            cfg('c')
+        );
+        assert_eq!(
+            MarkerManifest::from_slice(oci.as_bytes())
+                .unwrap()
+                .config_digest(),
+            Some(cfg('c'))
+        );
+    }
+}

@@ -1,0 +1,117 @@
+//! The publisher interface shared by the `local` and `cvmfs` backends.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use crate::error::PublishError;
+use crate::layout::RepoPath;
+
+/// What a publisher can store of overlayfs whiteouts (char device 0/0 for `.wh.NAME`, the xattr
+/// `trusted.overlay.opaque=y` for `.wh..wh..opq`), so the caller can pick the layer form
+/// (SPEC section 3) before converting anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OverlaySupport {
+    /// Both whiteout devices and opaque-directory xattrs are stored (local publisher, privileged).
+    Full,
+    /// Whiteout devices are stored but xattrs are dropped (`cvmfs_server ingest` on a
+    /// non-gateway stratum 0): a layer with an opaque directory must fail with a clear error.
+    DevicesOnly,
+    /// Overlay form cannot be stored; layers go in with raw `.wh.` names.
+    No {
+        /// Why, in words for the user.
+        reason: String,
+    },
+}
+
+/// Options of [`Transaction::ingest_tar`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IngestOptions {
+    /// Make the directory a nested catalog (`.cvmfscatalog` in it).
+    pub catalog: bool,
+}
+
+/// A backend that publishes into a repository through transactions.
+///
+/// Object safe, so a caller can choose the backend at run time (`Box<dyn Publisher>`).
+pub trait Publisher: Send + Sync {
+    /// Opens a transaction scoped to `lease` (a sub-path of the repository; the root for all of
+    /// it). Blocks while another transaction of this host holds an overlapping lease (string
+    /// prefix rule, as a cvmfs gateway); transactions on disjoint leases run at once.
+    ///
+    /// # Errors
+    /// Lock, filesystem or `cvmfs_server` failures, naming the lease.
+    fn begin(&self, lease: &RepoPath) -> Result<Box<dyn Transaction + '_>, PublishError>;
+
+    /// Where the published content of `path` can be read on this host (the local tree, or
+    /// `/cvmfs/REPO/...`): for "already converted" checks and reading metadata back.
+    fn published_path(&self, path: &RepoPath) -> PathBuf;
+
+    /// What this publisher can store of overlayfs whiteouts.
+    fn overlay_support(&self) -> OverlaySupport;
+}
+
+/// One open transaction. Paths must lie inside the lease. Dropping it without
+/// [`Transaction::commit`] aborts it.
+pub trait Transaction {
+    /// The lease this transaction was opened on.
+    fn lease(&self) -> &RepoPath;
+
+    /// Writes the tree of an uncompressed, canonical tar stream (parents first, each path once,
+    /// as `ducc-unpack` writes it) at `dir`, which must not exist yet (remove it first to
+    /// replace it). Missing parents of `dir` are created (0755).
+    ///
+    /// # Errors
+    /// [`PublishError::AlreadyExists`], [`PublishError::OutsideLease`], unpack or ingest errors.
+    fn ingest_tar(
+        &mut self,
+        dir: &RepoPath,
+        tar: &mut dyn Read,
+        options: IngestOptions,
+    ) -> Result<(), PublishError>;
+
+    /// Writes a regular file (mode 0644), replacing a file or symlink at `path`. Missing parents
+    /// are created (0755).
+    ///
+    /// # Errors
+    /// [`PublishError::AlreadyExists`] when `path` is a directory, lease and I/O errors.
+    fn write_file(&mut self, path: &RepoPath, content: &mut dyn Read) -> Result<(), PublishError>;
+
+    /// Makes a symlink at `path` pointing to `target` (verbatim, usually relative), replacing a
+    /// file or symlink there.
+    ///
+    /// # Errors
+    /// As [`Transaction::write_file`].
+    fn symlink(&mut self, path: &RepoPath, target: &Path) -> Result<(), PublishError>;
+
+    /// Removes `path` and everything below it; a missing path is not an error.
+    ///
+    /// # Errors
+    /// Lease, I/O or `cvmfs_server` errors.
+    fn remove(&mut self, path: &RepoPath) -> Result<(), PublishError>;
+
+    /// Publishes what the transaction wrote and releases the lease.
+    ///
+    /// # Errors
+    /// The first failure; the transaction is then aborted as far as the backend can.
+    fn commit(self: Box<Self>) -> Result<(), PublishError>;
+
+    /// Throws away what the transaction wrote (as far as the backend can: see each backend) and
+    /// releases the lease.
+    ///
+    /// # Errors
+    /// When cleaning up fails.
+    fn abort(self: Box<Self>) -> Result<(), PublishError>;
+}
+
+/// `Err(OutsideLease)` unless `path` is the lease or below it (path components).
+pub(crate) fn check_lease(lease: &RepoPath, path: &RepoPath) -> Result<(), PublishError> {
+    if path.starts_with(lease) {
+        Ok(())
+    } else {
+        Err(PublishError::OutsideLease {
+            path: path.clone(),
+            lease: lease.clone(),
+        })
+    }
+}

@@ -1,0 +1,359 @@
+//! What the client is asked about: a repository on a registry, and a reference in it.
+//!
+//! These types stand alone (no dependency on the wish-list crate); callers convert their own
+//! image references into them.
+
+use std::fmt;
+
+use oci_spec::image::Digest;
+
+use crate::error::Error;
+
+/// How to talk to the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scheme {
+    /// TLS (the default everywhere).
+    Https,
+    /// Plain HTTP (test registries, insecure local mirrors).
+    Http,
+}
+
+impl Scheme {
+    /// `"https"` or `"http"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Https => "https",
+            Scheme::Http => "http",
+        }
+    }
+}
+
+impl fmt::Display for Scheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A repository on a registry: `scheme://host[:port]/v2/<path>/...`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Repository {
+    scheme: Scheme,
+    registry: String,
+    path: String,
+}
+
+impl Repository {
+    /// Validates and builds a repository.
+    ///
+    /// `registry` is `host[:port]`, with IPv6 literals in brackets (`[::1]:5000`); `path` is the
+    /// repository name as the distribution spec allows it (`library/ubuntu`, `a/b-c/d_e.f`).
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::InvalidInput`] naming the part that is malformed.
+    pub fn new(scheme: Scheme, registry: &str, path: &str) -> Result<Self, Error> {
+        if !valid_registry(registry) {
+            return Err(Error::invalid_input("registry host", registry));
+        }
+        if !valid_repository_path(path) {
+            return Err(Error::invalid_input("repository path", path).with_registry(registry));
+        }
+        Ok(Repository {
+            scheme,
+            registry: registry.to_owned(),
+            path: path.to_owned(),
+        })
+    }
+
+    /// `https` or `http`.
+    pub fn scheme(&self) -> Scheme {
+        self.scheme
+    }
+
+    /// `host[:port]` as given.
+    pub fn registry(&self) -> &str {
+        &self.registry
+    }
+
+    /// The repository path, e.g. `library/ubuntu`.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+}
+
+impl fmt::Display for Repository {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.registry, self.path)
+    }
+}
+
+/// Which manifest of a repository: a tag, a digest, or both (the digest wins for fetching and
+/// the tag is kept for messages).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Reference {
+    tag: Option<String>,
+    digest: Option<Digest>,
+}
+
+impl Reference {
+    /// A tag such as `latest` or `v1.2.3`.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::InvalidInput`] when it is not `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
+    pub fn tag(tag: &str) -> Result<Self, Error> {
+        check_tag(tag)?;
+        Ok(Reference {
+            tag: Some(tag.to_owned()),
+            digest: None,
+        })
+    }
+
+    /// A digest such as `sha256:<64 hex>`.
+    pub fn digest(digest: Digest) -> Self {
+        Reference {
+            tag: None,
+            digest: Some(digest),
+        }
+    }
+
+    /// A tag pinned to a digest (`name:tag@sha256:...`).
+    ///
+    /// # Errors
+    /// As [`Reference::tag`].
+    pub fn tag_and_digest(tag: &str, digest: Digest) -> Result<Self, Error> {
+        check_tag(tag)?;
+        Ok(Reference {
+            tag: Some(tag.to_owned()),
+            digest: Some(digest),
+        })
+    }
+
+    /// Parses `tag`, `sha256:<hex>` or `tag@sha256:<hex>`.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::InvalidInput`] for a malformed tag or digest.
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        match text.split_once('@') {
+            Some((tag, digest)) => Reference::tag_and_digest(tag, parse_digest(digest)?),
+            None if text.contains(':') => Ok(Reference::digest(parse_digest(text)?)),
+            None => Reference::tag(text),
+        }
+    }
+
+    /// The tag, if any.
+    pub fn tag_name(&self) -> Option<&str> {
+        self.tag.as_deref()
+    }
+
+    /// The digest, if any.
+    pub fn digest_value(&self) -> Option<&Digest> {
+        self.digest.as_ref()
+    }
+
+    /// What goes into `/v2/<name>/manifests/<here>`: the digest when there is one.
+    pub fn url_part(&self) -> String {
+        match (&self.digest, &self.tag) {
+            (Some(d), _) => d.to_string(),
+            (None, Some(t)) => t.clone(),
+            (None, None) => String::new(),
+        }
+    }
+}
+
+impl fmt::Display for Reference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.tag, &self.digest) {
+            (Some(t), Some(d)) => write!(f, "{t}@{d}"),
+            (Some(t), None) => f.write_str(t),
+            (None, Some(d)) => write!(f, "{d}"),
+            (None, None) => Ok(()),
+        }
+    }
+}
+
+/// A repository plus a reference: one image (or index) to fetch.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ImageName {
+    /// Where.
+    pub repository: Repository,
+    /// Which manifest.
+    pub reference: Reference,
+}
+
+impl ImageName {
+    /// Puts the two together.
+    pub fn new(repository: Repository, reference: Reference) -> Self {
+        ImageName {
+            repository,
+            reference,
+        }
+    }
+}
+
+impl fmt::Display for ImageName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sep = if self.reference.tag.is_some() {
+            ":"
+        } else {
+            "@"
+        };
+        write!(f, "{}{sep}{}", self.repository, self.reference)
+    }
+}
+
+/// Parses `algorithm:hex` into a digest.
+///
+/// # Errors
+/// [`crate::ErrorKind::InvalidInput`] when oci-spec refuses it.
+pub fn parse_digest(text: &str) -> Result<Digest, Error> {
+    text.parse::<Digest>()
+        .map_err(|_| Error::invalid_input("digest", text))
+}
+
+fn check_tag(tag: &str) -> Result<(), Error> {
+    let mut chars = tag.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if first_ok && rest_ok && tag.len() <= 128 {
+        Ok(())
+    } else {
+        Err(Error::invalid_input("tag", tag))
+    }
+}
+
+fn valid_registry(registry: &str) -> bool {
+    let (host, port) = if let Some(rest) = registry.strip_prefix('[') {
+        let Some((v6, after)) = rest.split_once(']') else {
+            return false;
+        };
+        if v6.parse::<std::net::Ipv6Addr>().is_err() {
+            return false;
+        }
+        match after {
+            "" => return true,
+            p => match p.strip_prefix(':') {
+                Some(port) => ("v6", Some(port)),
+                None => return false,
+            },
+        }
+    } else {
+        match registry.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (registry, None),
+        }
+    };
+    let host_ok = !host.is_empty()
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|n| n > 0));
+    host_ok && port_ok
+}
+
+/// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*`
+fn valid_repository_path(path: &str) -> bool {
+    if path.is_empty() || path.len() > 255 {
+        return false;
+    }
+    path.split('/').all(|component| {
+        let bytes = component.as_bytes();
+        let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+        if bytes.is_empty() || !alnum(bytes[0]) || !alnum(bytes[bytes.len() - 1]) {
+            return false;
+        }
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            if alnum(b) {
+                i += 1;
+                continue;
+            }
+            // A separator run: ".", "_", "__" or one or more "-".
+            let start = i;
+            while i < bytes.len() && !alnum(bytes[i]) {
+                i += 1;
+            }
+            let sep = &component[start..i];
+            let ok = matches!(sep, "." | "_" | "__") || sep.bytes().all(|c| c == b'-');
+            if !ok {
+                return false;
+            }
+        }
+        true
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    macro_rules! validity_table {
+        ($func:ident, $($name:ident: $input:expr => $ok:expr;)*) => {$(
+            #[test]
+            fn $name() {
+                assert_eq!($func($input), $ok, "{:?}", $input);
+            }
+        )*};
+    }
+
+    validity_table! { valid_registry,
+        registry_host_only: "registry.example" => true;
+        registry_host_and_port: "127.0.0.1:5000" => true;
+        registry_ipv6_in_brackets: "[::1]" => true;
+        registry_ipv6_with_port: "[::1]:5000" => true;
+        registry_ipv6_without_brackets_is_refused: "::1" => false;
+        registry_bad_port_is_refused: "host:70000" => false;
+        registry_empty_port_is_refused: "host:" => false;
+        registry_with_path_is_refused: "host/x" => false;
+        registry_with_user_info_is_refused: "u@host" => false;
+    }
+
+    validity_table! { valid_repository_path,
+        path_single_component: "ubuntu" => true;
+        path_nested_with_separators: "a/b-c/d_e.f/g__h/i--j" => true;
+        path_uppercase_is_refused: "Ubuntu" => false;
+        path_leading_slash_is_refused: "/a" => false;
+        path_double_slash_is_refused: "a//b" => false;
+        path_trailing_separator_is_refused: "a-" => false;
+        path_dot_dot_is_refused: "a/../b" => false;
+        path_triple_underscore_is_refused: "a___b" => false;
+    }
+
+    #[test]
+    fn reference_parse_accepts_tag_digest_and_both() {
+        let hex = "a".repeat(64);
+        let tag = Reference::parse("v1.0").unwrap();
+        assert_eq!(tag.url_part(), "v1.0");
+        let digest = Reference::parse(&format!("sha256:{hex}")).unwrap();
+        assert_eq!(digest.url_part(), format!("sha256:{hex}"));
+        assert_eq!(digest.tag_name(), None);
+        let both = Reference::parse(&format!("v1@sha256:{hex}")).unwrap();
+        assert_eq!(both.url_part(), format!("sha256:{hex}"), "digest wins");
+        assert_eq!(both.tag_name(), Some("v1"));
+    }
+
+    #[test]
+    fn reference_parse_refuses_bad_tags_and_digests() {
+        for bad in [
+            "",
+            ".x",
+            "a b",
+            "sha256:xyz",
+            "v1@sha256:00",
+            &"t".repeat(129),
+        ] {
+            assert!(Reference::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn image_name_displays_like_a_docker_reference() {
+        let repo = Repository::new(Scheme::Http, "[::1]:5000", "a/b").unwrap();
+        let name = ImageName::new(repo, Reference::tag("x").unwrap());
+        assert_eq!(name.to_string(), "[::1]:5000/a/b:x");
+    }
+}

@@ -1,0 +1,661 @@
+//! HTTP plumbing shared by every request: the agent, endpoints (with pull-through proxy rewrite),
+//! authentication state, retries with backoff, and redirects that never carry credentials to
+//! another host.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::auth::{Challenge, encode_query_value, parse_challenges};
+use crate::credentials::Login;
+use crate::error::{Error, ErrorKind, parse_error_codes};
+use crate::name::{Repository, Scheme};
+use crate::options::ClientOptions;
+use crate::retry::{backoff, parse_retry_after};
+
+const MAX_REDIRECTS: usize = 10;
+/// How much of an error response body is read for registry error codes.
+const ERROR_BODY_LIMIT: u64 = 64 << 10;
+/// Token replies are small; refuse to buffer a huge one.
+const TOKEN_BODY_LIMIT: u64 = 1 << 20;
+
+/// Where requests for one repository go, after any pull-through proxy rewrite.
+#[derive(Debug, Clone)]
+pub(crate) struct Endpoint {
+    pub(crate) scheme: Scheme,
+    /// The host requests are sent to (the proxy's, when there is one).
+    pub(crate) host: String,
+    /// The repository path as that host knows it.
+    pub(crate) path: String,
+    /// The registry and repository as the caller named them, for errors.
+    pub(crate) registry: String,
+    pub(crate) repository: String,
+}
+
+impl Endpoint {
+    pub(crate) fn origin(&self) -> String {
+        format!("{}://{}", self.scheme.as_str(), self.host)
+    }
+
+    /// `scheme://host/v2/<path>/<suffix>`
+    pub(crate) fn url(&self, suffix: &str) -> String {
+        format!("{}/v2/{}/{suffix}", self.origin(), self.path)
+    }
+
+    /// Adds registry and repository to an error.
+    pub(crate) fn context(&self, err: Error) -> Error {
+        err.in_repository(&self.registry, &self.repository)
+    }
+}
+
+/// Resolves `target` against `base` (enough of RFC 3986 for `Location` and `Link` headers).
+pub(crate) fn resolve_url(base: &str, target: &str) -> String {
+    if target.starts_with("http://") || target.starts_with("https://") {
+        return target.to_owned();
+    }
+    let (scheme, rest) = base.split_once("://").unwrap_or(("https", base));
+    if let Some(scheme_relative) = target.strip_prefix("//") {
+        return format!("{scheme}://{scheme_relative}");
+    }
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let origin = format!("{scheme}://{}", &rest[..authority_end]);
+    if target.starts_with('/') {
+        return format!("{origin}{target}");
+    }
+    let path = rest[authority_end..].split('?').next().unwrap_or("");
+    let dir = match path.rfind('/') {
+        Some(i) => &path[..=i],
+        None => "/",
+    };
+    format!("{origin}{dir}{target}")
+}
+
+/// `scheme://host:port` of a URL, lowercase, for same-origin checks.
+pub(crate) fn origin_of(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    format!(
+        "{}://{}",
+        scheme.to_ascii_lowercase(),
+        host.to_ascii_lowercase()
+    )
+}
+
+/// Which permission a request needs: decides the token scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Access {
+    Pull,
+    Push,
+}
+
+/// The body of a request.
+pub(crate) enum ReqBody<'a> {
+    Empty,
+    /// Can be sent again, so the request can be retried.
+    Bytes(&'a [u8]),
+    /// Can be sent once: a request with it is never retried.
+    Stream(&'a mut dyn Read, u64),
+}
+
+impl ReqBody<'_> {
+    fn replayable(&self) -> bool {
+        !matches!(self, ReqBody::Stream(..))
+    }
+}
+
+/// A request to send.
+pub(crate) struct Req<'a> {
+    pub(crate) method: &'static str,
+    pub(crate) url: String,
+    pub(crate) headers: Vec<(&'static str, String)>,
+    pub(crate) body: ReqBody<'a>,
+}
+
+impl<'a> Req<'a> {
+    pub(crate) fn new(method: &'static str, url: String) -> Self {
+        Req {
+            method,
+            url,
+            headers: Vec::new(),
+            body: ReqBody::Empty,
+        }
+    }
+
+    pub(crate) fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    pub(crate) fn body(mut self, body: ReqBody<'a>) -> Self {
+        self.body = body;
+        self
+    }
+}
+
+/// A response, with the request it answers (after redirects) for error messages.
+pub(crate) struct Reply {
+    pub(crate) method: &'static str,
+    pub(crate) url: String,
+    pub(crate) response: ureq::http::Response<ureq::Body>,
+}
+
+impl Reply {
+    pub(crate) fn status(&self) -> u16 {
+        self.response.status().as_u16()
+    }
+
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+    }
+
+    /// Reads the whole body up to `limit` bytes.
+    pub(crate) fn read_limited(&mut self, limit: u64) -> Result<Vec<u8>, Error> {
+        let method = self.method;
+        let url = self.url.clone();
+        self.response
+            .body_mut()
+            .with_config()
+            .limit(limit)
+            .read_to_vec()
+            .map_err(|e| map_ureq_error(e, limit).with_request(method, &url))
+    }
+
+    /// The error for a response whose status the caller did not expect.
+    pub(crate) fn into_error(mut self) -> Error {
+        let status = self.status();
+        let body = self.read_limited(ERROR_BODY_LIMIT).unwrap_or_default();
+        let kind = match status {
+            401 => ErrorKind::Unauthorized,
+            403 => ErrorKind::Denied,
+            404 => ErrorKind::NotFound,
+            429 => ErrorKind::RateLimited,
+            500..=599 => ErrorKind::Server,
+            _ => ErrorKind::UnexpectedStatus,
+        };
+        Error::new(kind)
+            .with_request(self.method, &self.url)
+            .with_status(status)
+            .with_codes(parse_error_codes(&body))
+            .retryable(status == 429 || status == 408 || status >= 500)
+    }
+}
+
+/// A small response read whole (manifest, tag page), with the request it answers.
+pub(crate) struct WholeReply {
+    pub(crate) method: &'static str,
+    pub(crate) url: String,
+    pub(crate) headers: ureq::http::HeaderMap,
+    pub(crate) body: Vec<u8>,
+}
+
+impl WholeReply {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Maps a ureq failure to our kinds; `limit` is the body limit that was in force.
+pub(crate) fn map_ureq_error(err: ureq::Error, limit: u64) -> Error {
+    let (kind, retryable) = match &err {
+        ureq::Error::Timeout(_) => (ErrorKind::Timeout, true),
+        ureq::Error::HostNotFound | ureq::Error::ConnectionFailed => (ErrorKind::Connect, true),
+        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+            (ErrorKind::Timeout, true)
+        }
+        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            (ErrorKind::Connect, true)
+        }
+        ureq::Error::Io(_) | ureq::Error::Protocol(_) | ureq::Error::BodyStalled => {
+            (ErrorKind::Transport, true)
+        }
+        ureq::Error::BodyExceedsLimit(_) => (ErrorKind::TooLarge { limit }, false),
+        ureq::Error::Tls(_) | ureq::Error::Rustls(_) | ureq::Error::Pem(_) => {
+            (ErrorKind::Connect, false)
+        }
+        _ => (ErrorKind::Transport, false),
+    };
+    Error::new(kind).retryable(retryable).with_source(err)
+}
+
+/// Maps an I/O error from reading a response body.
+pub(crate) fn map_io_error(err: std::io::Error) -> Error {
+    let kind = match err.kind() {
+        std::io::ErrorKind::TimedOut => ErrorKind::Timeout,
+        _ => ErrorKind::Transport,
+    };
+    Error::new(kind).retryable(true).with_source(err)
+}
+
+#[derive(Default)]
+struct AuthState {
+    /// `(host, scope)` → (`Authorization` value, valid until).
+    tokens: HashMap<(String, String), (String, Instant)>,
+    /// Hosts that asked for Basic auth.
+    basic_hosts: HashMap<String, String>,
+    /// Logins looked up per host (a credential helper runs once per host).
+    logins: HashMap<String, Option<Login>>,
+}
+
+/// What every request goes through.
+pub(crate) struct Transport {
+    pub(crate) options: ClientOptions,
+    agent: ureq::Agent,
+    auth: Mutex<AuthState>,
+}
+
+impl Transport {
+    pub(crate) fn new(options: ClientOptions) -> Self {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .timeout_connect(Some(options.connect_timeout))
+            .timeout_per_read(Some(options.read_timeout))
+            .timeout_per_write(Some(options.read_timeout))
+            .user_agent(options.user_agent.as_str())
+            .build();
+        Transport {
+            agent: config.into(),
+            options,
+            auth: Mutex::new(AuthState::default()),
+        }
+    }
+
+    /// Where requests for a repository go.
+    pub(crate) fn endpoint(&self, repository: &Repository) -> Endpoint {
+        let (host, path) = match self.options.credentials.proxy_for(repository.registry()) {
+            Some(proxy) => (
+                proxy.host().to_owned(),
+                proxy.repository_path(repository.path()),
+            ),
+            None => (
+                repository.registry().to_owned(),
+                repository.path().to_owned(),
+            ),
+        };
+        Endpoint {
+            scheme: repository.scheme(),
+            host,
+            path,
+            registry: repository.registry().to_owned(),
+            repository: repository.path().to_owned(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, AuthState> {
+        // A panic while holding the lock leaves only caches behind, which stay usable.
+        self.auth
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn login(&self, host: &str) -> Result<Option<Login>, Error> {
+        if let Some(cached) = self.lock().logins.get(host) {
+            return Ok(cached.clone());
+        }
+        let login = self.options.credentials.login_for(host)?;
+        self.lock().logins.insert(host.to_owned(), login.clone());
+        Ok(login)
+    }
+
+    fn scope(endpoint: &Endpoint, access: Access) -> String {
+        match access {
+            Access::Pull => format!("repository:{}:pull", endpoint.path),
+            Access::Push => format!("repository:{}:pull,push", endpoint.path),
+        }
+    }
+
+    /// The `Authorization` value we already have for this host and scope, if any.
+    fn cached_auth(&self, endpoint: &Endpoint, access: Access) -> Option<String> {
+        let state = self.lock();
+        let now = Instant::now();
+        let wanted = [
+            Self::scope(endpoint, access),
+            Self::scope(endpoint, Access::Push),
+        ];
+        for scope in &wanted {
+            if let Some((value, until)) = state.tokens.get(&(endpoint.host.clone(), scope.clone()))
+                && *until > now
+            {
+                return Some(value.clone());
+            }
+        }
+        state.basic_hosts.get(&endpoint.host).cloned()
+    }
+
+    /// Sends a request to a repository endpoint: authenticates as asked (one re-authentication
+    /// per request), retries what may be retried, follows redirects. Returns any final response,
+    /// whatever its status, except 5xx/429 after the retries (those become errors).
+    pub(crate) fn send(
+        &self,
+        endpoint: &Endpoint,
+        access: Access,
+        mut req: Req<'_>,
+    ) -> Result<Reply, Error> {
+        let policy = &self.options.retry;
+        let mut attempt = 0u32;
+        let mut reauthenticated = false;
+        loop {
+            let auth = self.cached_auth(endpoint, access);
+            let result = self.send_following_redirects(&mut req, auth.as_deref());
+            let wait = match result {
+                Err(err) => {
+                    if err.is_retryable() && attempt < policy.max_retries && req.body.replayable() {
+                        backoff(policy, attempt)
+                    } else {
+                        return Err(endpoint.context(err));
+                    }
+                }
+                Ok(reply) if reply.status() == 401 && !reauthenticated && req.body.replayable() => {
+                    let challenge = reply.header("www-authenticate").map(str::to_owned);
+                    match self.authenticate(endpoint, access, challenge.as_deref(), auth.as_deref())
+                    {
+                        Ok(()) => {
+                            drop(reply);
+                            reauthenticated = true;
+                            continue;
+                        }
+                        // Nothing (more) to try: the registry's own answer says it best.
+                        Err(e) if *e.kind() == ErrorKind::Unauthorized && e.request().is_none() => {
+                            return Err(endpoint.context(reply.into_error()));
+                        }
+                        Err(e) => {
+                            return Err(
+                                endpoint.context(e.with_request_if_missing(req.method, &reply.url))
+                            );
+                        }
+                    }
+                }
+                Ok(reply) if reply.status() == 429 || reply.status() >= 500 => {
+                    if attempt >= policy.max_retries || !req.body.replayable() {
+                        return Err(endpoint.context(reply.into_error()));
+                    }
+                    let asked = reply
+                        .header("retry-after")
+                        .and_then(|v| parse_retry_after(v, SystemTime::now()));
+                    match asked {
+                        Some(wait) if wait > policy.max_retry_after => {
+                            tracing::debug!(?wait, "Retry-After beyond the limit, giving up");
+                            return Err(endpoint.context(reply.into_error()));
+                        }
+                        Some(wait) => wait,
+                        None => backoff(policy, attempt),
+                    }
+                }
+                Ok(reply) => return Ok(reply),
+            };
+            attempt += 1;
+            tracing::debug!(
+                method = req.method,
+                url = %crate::redact::redact_url(&req.url),
+                attempt,
+                ?wait,
+                "retrying registry request"
+            );
+            std::thread::sleep(wait);
+        }
+    }
+
+    /// GETs a small document with pull access, expecting 200, and reads it whole; a body cut
+    /// short (reset, timeout) is fetched again like any other retryable failure.
+    pub(crate) fn get_whole(
+        &self,
+        endpoint: &Endpoint,
+        make_request: impl Fn() -> Req<'static>,
+        limit: u64,
+    ) -> Result<WholeReply, Error> {
+        let policy = &self.options.retry;
+        let mut attempt = 0;
+        loop {
+            let mut reply = self.send(endpoint, Access::Pull, make_request())?;
+            if reply.status() != 200 {
+                return Err(endpoint.context(reply.into_error()));
+            }
+            match reply.read_limited(limit) {
+                Ok(body) => {
+                    return Ok(WholeReply {
+                        method: reply.method,
+                        url: reply.url,
+                        headers: reply.response.headers().clone(),
+                        body,
+                    });
+                }
+                Err(e) if e.is_retryable() && attempt < policy.max_retries => {
+                    let wait = backoff(policy, attempt);
+                    attempt += 1;
+                    tracing::debug!(url = %crate::redact::redact_url(&reply.url), ?wait, "response body cut short, fetching again");
+                    std::thread::sleep(wait);
+                }
+                Err(e) => return Err(endpoint.context(e)),
+            }
+        }
+    }
+
+    /// Sends once, following redirects for GET/HEAD. `Authorization` goes only to the origin
+    /// of the first URL.
+    fn send_following_redirects(
+        &self,
+        req: &mut Req<'_>,
+        auth: Option<&str>,
+    ) -> Result<Reply, Error> {
+        let first_origin = origin_of(&req.url);
+        let mut url = req.url.clone();
+        let follow = matches!(req.method, "GET" | "HEAD");
+        for _ in 0..=MAX_REDIRECTS {
+            let same_origin = origin_of(&url) == first_origin;
+            let mut builder = ureq::http::Request::builder()
+                .method(req.method)
+                .uri(url.as_str());
+            for (name, value) in &req.headers {
+                builder = builder.header(*name, value.as_str());
+            }
+            if let (true, Some(auth)) = (same_origin, auth) {
+                builder = builder.header("authorization", auth);
+            }
+            let sent = match &mut req.body {
+                ReqBody::Empty => builder.body(()).map(|r| self.agent.run(r)),
+                ReqBody::Bytes(bytes) => builder.body(*bytes).map(|r| self.agent.run(r)),
+                ReqBody::Stream(reader, len) => builder
+                    .header("content-length", len.to_string())
+                    .body(ureq::SendBody::from_reader(*reader))
+                    .map(|r| self.agent.run(r)),
+            };
+            let response = match sent {
+                Err(e) => {
+                    return Err(
+                        Error::invalid_input("request", crate::redact::redact_url(&url))
+                            .with_source(e),
+                    );
+                }
+                Ok(Err(e)) => return Err(map_ureq_error(e, 0).with_request(req.method, &url)),
+                Ok(Ok(response)) => response,
+            };
+            let status = response.status().as_u16();
+            let location = response
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            match (follow, status, location) {
+                (true, 301 | 302 | 303 | 307 | 308, Some(location)) => {
+                    let next = resolve_url(&url, &location);
+                    tracing::debug!(
+                        from = %crate::redact::redact_url(&url),
+                        to = %crate::redact::redact_url(&next),
+                        "following redirect"
+                    );
+                    url = next;
+                }
+                _ => {
+                    return Ok(Reply {
+                        method: req.method,
+                        url,
+                        response,
+                    });
+                }
+            }
+        }
+        Err(Error::new(ErrorKind::TooManyRedirects).with_request(req.method, &url))
+    }
+
+    /// Answers a 401: gets a token (Bearer) or switches to Basic for this host.
+    fn authenticate(
+        &self,
+        endpoint: &Endpoint,
+        access: Access,
+        challenge_header: Option<&str>,
+        used: Option<&str>,
+    ) -> Result<(), Error> {
+        let header =
+            challenge_header.ok_or_else(|| Error::new(ErrorKind::Unauthorized).with_status(401))?;
+        let challenges = parse_challenges(header).ok_or_else(|| {
+            Error::new(ErrorKind::AuthChallenge {
+                challenge: header.to_owned(),
+            })
+        })?;
+        if let Some(bearer) = challenges.iter().find(|c| c.is("bearer")) {
+            return self.fetch_token(endpoint, access, bearer);
+        }
+        if challenges.iter().any(|c| c.is("basic")) {
+            let login = self
+                .login(&endpoint.host)?
+                .ok_or_else(|| Error::new(ErrorKind::Unauthorized).with_status(401))?;
+            let value = login.basic_header();
+            if used == Some(value.as_str()) {
+                // These very credentials were just refused.
+                return Err(Error::new(ErrorKind::Unauthorized).with_status(401));
+            }
+            self.lock().basic_hosts.insert(endpoint.host.clone(), value);
+            return Ok(());
+        }
+        Err(Error::new(ErrorKind::AuthChallenge {
+            challenge: header.to_owned(),
+        }))
+    }
+
+    /// The Bearer token flow: `GET realm?service=..&scope=..`, with Basic credentials when we
+    /// have a login for the registry host.
+    fn fetch_token(
+        &self,
+        endpoint: &Endpoint,
+        access: Access,
+        challenge: &Challenge,
+    ) -> Result<(), Error> {
+        #[derive(serde::Deserialize)]
+        struct TokenReply {
+            token: Option<String>,
+            access_token: Option<String>,
+            expires_in: Option<u64>,
+        }
+        let realm = challenge.param("realm").ok_or_else(|| {
+            Error::new(ErrorKind::AuthChallenge {
+                challenge: format!("Bearer challenge without realm: {:?}", challenge.params),
+            })
+        })?;
+        if !(realm.starts_with("https://") || realm.starts_with("http://")) {
+            return Err(Error::new(ErrorKind::AuthChallenge {
+                challenge: format!("realm {realm:?} is not an http(s) URL"),
+            }));
+        }
+        let scope = Self::scope(endpoint, access);
+        let mut url = realm.to_owned();
+        let mut sep = if url.contains('?') { '&' } else { '?' };
+        if let Some(service) = challenge.param("service") {
+            url.push(sep);
+            url.push_str("service=");
+            url.push_str(&encode_query_value(service));
+            sep = '&';
+        }
+        url.push(sep);
+        url.push_str("scope=");
+        url.push_str(&encode_query_value(&scope));
+        if let Some(asked) = challenge.param("scope").filter(|s| *s != scope) {
+            url.push_str("&scope=");
+            url.push_str(&encode_query_value(asked));
+        }
+        let login = self.login(&endpoint.host)?;
+        let mut req = Req::new("GET", url).header("accept", "application/json");
+        let policy = &self.options.retry;
+        let mut attempt = 0;
+        let mut reply = loop {
+            let result = self.send_following_redirects(
+                &mut req,
+                login.as_ref().map(Login::basic_header).as_deref(),
+            );
+            match result {
+                Err(e) if e.is_retryable() && attempt < policy.max_retries => {}
+                Err(e) => return Err(e),
+                Ok(r)
+                    if (r.status() == 429 || r.status() >= 500) && attempt < policy.max_retries => {
+                }
+                Ok(r) => break r,
+            }
+            std::thread::sleep(backoff(policy, attempt));
+            attempt += 1;
+        };
+        if reply.status() != 200 {
+            return Err(reply.into_error());
+        }
+        let body = reply.read_limited(TOKEN_BODY_LIMIT)?;
+        let token: TokenReply = serde_json::from_slice(&body).map_err(|e| {
+            Error::new(ErrorKind::TokenResponse)
+                .with_request(reply.method, &reply.url)
+                .with_source(e)
+        })?;
+        let value = token
+            .token
+            .filter(|t| !t.is_empty())
+            .or(token.access_token.filter(|t| !t.is_empty()))
+            .ok_or_else(|| {
+                Error::new(ErrorKind::TokenResponse).with_request(reply.method, &reply.url)
+            })?;
+        // Keep the token until shortly before it expires (default lifetime 60 s).
+        let lifetime = Duration::from_secs(token.expires_in.unwrap_or(60).max(1));
+        let margin = (lifetime / 10).clamp(Duration::from_secs(1), Duration::from_secs(30));
+        let until = Instant::now() + lifetime.saturating_sub(margin);
+        tracing::debug!(host = %endpoint.host, %scope, ?lifetime, "got registry token");
+        self.lock().tokens.insert(
+            (endpoint.host.clone(), scope),
+            (format!("Bearer {value}"), until),
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_resolve_against_the_request_url() {
+        let base = "http://127.0.0.1:5000/v2/a/b/blobs/uploads/?x=1";
+        assert_eq!(
+            resolve_url(base, "/v2/a/b/blobs/uploads/u1?_state=s"),
+            "http://127.0.0.1:5000/v2/a/b/blobs/uploads/u1?_state=s"
+        );
+        assert_eq!(
+            resolve_url(base, "https://s3.example/o?sig=1"),
+            "https://s3.example/o?sig=1"
+        );
+        assert_eq!(resolve_url(base, "//cdn.example/o"), "http://cdn.example/o");
+        assert_eq!(
+            resolve_url(base, "u2"),
+            "http://127.0.0.1:5000/v2/a/b/blobs/uploads/u2"
+        );
+    }
+
+    #[test]
+    fn origins_compare_scheme_host_and_port() {
+        assert_eq!(origin_of("http://Reg:5000/v2/x"), "http://reg:5000");
+        assert_ne!(
+            origin_of("http://reg:5000/a"),
+            origin_of("http://reg:5001/a")
+        );
+        assert_ne!(origin_of("http://reg/a"), origin_of("https://reg/a"));
+        assert_eq!(origin_of("http://u:p@[::1]:5000/v2/"), "http://[::1]:5000");
+    }
+}

@@ -1,0 +1,1395 @@
+//! The applier: takes every entry through the same ordered steps inside a root directory fd
+//! (whiteouts, resolve the parent inside the root, clear the way, create by type, metadata,
+//! record as written by this layer), then fixes directory modes and times after the layer.
+//!
+//! Every path from an archive is untrusted (`unsafe_` names): it is only ever resolved with
+//! `openat2(RESOLVE_IN_ROOT)` against the root fd, and only up to its parent; the final component
+//! is always handled with `*at` calls that do not follow it.
+
+use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, HashSet};
+use std::ffi::CString;
+use std::hash::BuildHasher;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustix::fs::{
+    AtFlags, Dir, FileType, Mode, OFlags, ResolveFlags, Stat, Timespec, Timestamps, XattrFlags,
+};
+use rustix::io::Errno;
+
+use crate::entry::{Entry, EntryKind, EntryPath, Timestamp, read_entries_with};
+use crate::error::Error;
+use crate::report::{Privileges, Report, WarningKind, WhiteoutFormat};
+
+/// What kind of tree is being built.
+#[derive(Debug, Clone)]
+pub(crate) enum Target {
+    /// One layer into its own directory.
+    LayerDir {
+        whiteouts: WhiteoutFormat,
+        lower_layers: Vec<PathBuf>,
+    },
+    /// Layers in order onto one tree.
+    Flat,
+    /// An already canonical tar, extracted as it is.
+    Verbatim,
+}
+
+/// Size of the buffer file data is copied through.
+const COPY_BUFFER: usize = 256 * 1024;
+/// How many symlinks deep a missing parent directory is followed to create it.
+const MAX_PARENT_SYMLINKS: u32 = 40;
+
+const OPAQUE_TRUSTED: &str = "trusted.overlay.opaque";
+const OPAQUE_USER: &str = "user.overlay.opaque";
+
+/// Pending fixes for a directory, applied after its layer (children change a directory's mtime,
+/// and an unprivileged extractor needs write access until the last child is in).
+#[derive(Debug, Clone, Copy)]
+struct DirFix {
+    mtime: Timestamp,
+    mode: Option<u32>,
+}
+
+/// The set of paths written by the current layer (and their ancestors), kept as 128-bit keyed
+/// hashes so that memory stays small for layers with many entries.
+#[derive(Debug)]
+struct PathSet {
+    set: HashSet<u128>,
+    k1: RandomState,
+    k2: RandomState,
+}
+
+impl PathSet {
+    fn new() -> Self {
+        PathSet {
+            set: HashSet::new(),
+            k1: RandomState::new(),
+            k2: RandomState::new(),
+        }
+    }
+
+    fn key(&self, path: &[u8]) -> u128 {
+        (u128::from(self.k1.hash_one(path)) << 64) | u128::from(self.k2.hash_one(path))
+    }
+
+    fn contains(&self, path: &[u8]) -> bool {
+        self.set.contains(&self.key(path))
+    }
+
+    /// Inserts `path` and all its ancestors (the root included).
+    fn insert_with_ancestors(&mut self, path: &[u8]) {
+        let mut end = path.len();
+        loop {
+            let key = self.key(&path[..end]);
+            if !self.set.insert(key) {
+                // Ancestors of a path already present are present too.
+                return;
+            }
+            if end == 0 {
+                return;
+            }
+            end = path[..end].iter().rposition(|&b| b == b'/').unwrap_or(0);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.set.clear();
+    }
+}
+
+/// The extraction state for one target directory.
+#[derive(Debug)]
+pub(crate) struct Applier {
+    root: OwnedFd,
+    root_path: PathBuf,
+    mode: Target,
+    lower_roots: Vec<OwnedFd>,
+    privileged: bool,
+    euid: u32,
+    egid: u32,
+    report: Report,
+    buffer: Vec<u8>,
+    // Per layer:
+    layer: String,
+    upper: PathSet,
+    dir_fixes: HashMap<Vec<u8>, DirFix>,
+    opaque_dirs: Vec<EntryPath>,
+    parent_cache: Option<(Vec<u8>, Arc<OwnedFd>)>,
+    xattr_unsupported_warned: bool,
+}
+
+fn cstring(bytes: &[u8]) -> io::Result<CString> {
+    CString::new(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in name"))
+}
+
+/// Opens `unsafe_path` below `root` with chroot-like resolution: `..` and absolute symlinks
+/// cannot leave the root.
+fn open_in_root(root: &OwnedFd, unsafe_path: &[u8], flags: OFlags) -> Result<OwnedFd, Errno> {
+    let path: &[u8] = if unsafe_path.is_empty() {
+        b"."
+    } else {
+        unsafe_path
+    };
+    let mut attempts = 0;
+    loop {
+        match rustix::fs::openat2(
+            root,
+            path,
+            flags | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        ) {
+            // openat2 asks for a retry when a rename raced the lookup.
+            Err(Errno::AGAIN) if attempts < 16 => attempts += 1,
+            other => return other,
+        }
+    }
+}
+
+fn timespec(t: Timestamp) -> Timespec {
+    Timespec {
+        tv_sec: t.secs,
+        tv_nsec: i64::from(t.nanos.min(999_999_999)),
+    }
+}
+
+fn timestamps(t: Timestamp) -> Timestamps {
+    Timestamps {
+        last_access: timespec(t),
+        last_modification: timespec(t),
+    }
+}
+
+fn file_type(stat: &Stat) -> FileType {
+    FileType::from_raw_mode(stat.st_mode)
+}
+
+fn is_whiteout_device(stat: &Stat) -> bool {
+    file_type(stat) == FileType::CharacterDevice && stat.st_rdev == 0
+}
+
+/// Splits a normalised path into parent bytes and final component.
+fn split(path: &EntryPath) -> (&[u8], &[u8]) {
+    (path.parent_bytes(), path.file_name())
+}
+
+/// Lexically resolves `target` (a symlink's target, found at `link_dir/...`) to a root-relative
+/// path, clamping `..` at the root as the kernel's `RESOLVE_IN_ROOT` does.
+fn resolve_lexically(link_dir: &[u8], target: &[u8]) -> Vec<Vec<u8>> {
+    let mut parts: Vec<Vec<u8>> = Vec::new();
+    if !target.starts_with(b"/") {
+        for c in link_dir.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
+            parts.push(c.to_vec());
+        }
+    }
+    for c in target.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => {
+                parts.pop();
+            }
+            c => parts.push(c.to_vec()),
+        }
+    }
+    parts
+}
+
+impl Applier {
+    /// Opens the target directory.
+    pub(crate) fn open(
+        dest: &Path,
+        mode: Target,
+        privileges: Privileges,
+        must_be_empty: bool,
+    ) -> Result<Self, Error> {
+        let dest_err = |reason: &str| Error::Destination {
+            path: dest.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let root = match rustix::fs::open(
+            dest,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return Err(dest_err("does not exist")),
+            Err(Errno::NOTDIR) | Err(Errno::LOOP) => {
+                return Err(dest_err("is not a directory"));
+            }
+            Err(e) => {
+                return Err(Error::DestinationIo {
+                    path: dest.to_owned(),
+                    op: "open",
+                    source: e.into(),
+                });
+            }
+        };
+        if must_be_empty {
+            let mut entries = std::fs::read_dir(dest).map_err(|source| Error::DestinationIo {
+                path: dest.to_owned(),
+                op: "list",
+                source,
+            })?;
+            if entries.next().is_some() {
+                return Err(dest_err("is not empty"));
+            }
+        }
+        let mut lower_roots = Vec::new();
+        if let Target::LayerDir { lower_layers, .. } = &mode {
+            for lower in lower_layers {
+                let fd = rustix::fs::open(
+                    lower,
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| Error::DestinationIo {
+                    path: lower.clone(),
+                    op: "open lower layer directory",
+                    source: e.into(),
+                })?;
+                lower_roots.push(fd);
+            }
+        }
+        Ok(Applier {
+            root,
+            root_path: dest.to_owned(),
+            mode,
+            lower_roots,
+            privileged: privileges.is_root(),
+            euid: rustix::process::geteuid().as_raw(),
+            egid: rustix::process::getegid().as_raw(),
+            report: Report::default(),
+            buffer: vec![0; COPY_BUFFER],
+            layer: String::new(),
+            upper: PathSet::new(),
+            dir_fixes: HashMap::new(),
+            opaque_dirs: Vec::new(),
+            parent_cache: None,
+            xattr_unsupported_warned: false,
+        })
+    }
+
+    pub(crate) fn report(&self) -> &Report {
+        &self.report
+    }
+
+    pub(crate) fn into_report(self) -> Report {
+        self.report
+    }
+
+    /// Applies one layer's uncompressed tar stream.
+    pub(crate) fn apply_tar<R: Read>(&mut self, tar: R, layer: &str) -> Result<(), Error> {
+        self.layer = layer.to_owned();
+        self.upper.clear();
+        self.dir_fixes.clear();
+        self.opaque_dirs.clear();
+        self.parent_cache = None;
+        self.xattr_unsupported_warned = false;
+        let classify = !matches!(self.mode, Target::Verbatim);
+        let count = read_entries_with(tar, layer, classify, |entry, data| {
+            self.apply_entry(entry, data)
+        })?;
+        self.report.entries += count;
+        self.parent_cache = None;
+        self.fix_directories()?;
+        self.upper.clear();
+        Ok(())
+    }
+
+    fn fs_err(&self, entry: &Entry, op: &'static str, source: impl Into<io::Error>) -> Error {
+        Error::Fs {
+            layer: self.layer.clone(),
+            entry: entry.display_name(),
+            op,
+            source: source.into(),
+        }
+    }
+
+    fn invalid(&self, entry: &Entry, reason: impl Into<String>) -> Error {
+        Error::InvalidEntry {
+            layer: self.layer.clone(),
+            entry: entry.display_name(),
+            reason: reason.into(),
+        }
+    }
+
+    fn is_flat(&self) -> bool {
+        matches!(self.mode, Target::Flat)
+    }
+
+    fn layer_whiteouts(&self) -> Option<WhiteoutFormat> {
+        match &self.mode {
+            Target::LayerDir { whiteouts, .. } => Some(*whiteouts),
+            _ => None,
+        }
+    }
+
+    /// The ordered steps for one entry.
+    fn apply_entry(&mut self, entry: &Entry, data: &mut dyn Read) -> Result<(), Error> {
+        match &entry.kind {
+            EntryKind::AufsMetadata => {
+                tracing::debug!(layer = %self.layer, entry = %entry.display_name(), "skipping AUFS metadata");
+                Ok(())
+            }
+            EntryKind::Whiteout => self.apply_whiteout(entry),
+            EntryKind::OpaqueWhiteout => self.apply_opaque(entry),
+            _ if entry.path.is_root() => self.apply_root(entry),
+            _ => {
+                if self.layer_whiteouts() == Some(WhiteoutFormat::Overlay) {
+                    self.refuse_overlay_lookalikes(entry)?;
+                }
+                let (unsafe_parent, name) = split(&entry.path);
+                let parent = self.parent_dir(entry, unsafe_parent)?;
+                let name = cstring(name).map_err(|e| self.fs_err(entry, "name", e))?;
+                self.create(entry, &parent, &name, data)?;
+                if self.is_flat() {
+                    self.upper.insert_with_ancestors(entry.path.as_bytes());
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// In overlay form a 0/0 character device or an `overlay.*` xattr in the layer's own content
+    /// would be read by overlayfs as a whiteout or an opaque marker.
+    fn refuse_overlay_lookalikes(&self, entry: &Entry) -> Result<(), Error> {
+        if matches!(entry.kind, EntryKind::CharDevice { major: 0, minor: 0 }) {
+            return Err(self.invalid(
+                entry,
+                "a character device 0/0 in the layer's content would read as an overlay whiteout",
+            ));
+        }
+        if let Some(x) = entry.xattrs.iter().find(|x| {
+            x.name.starts_with(b"trusted.overlay.") || x.name.starts_with(b"user.overlay.")
+        }) {
+            return Err(self.invalid(
+                entry,
+                format!(
+                    "xattr {} in the layer's content would be read by overlayfs",
+                    String::from_utf8_lossy(&x.name)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A directory entry for the root applies its metadata to the root.
+    fn apply_root(&mut self, entry: &Entry) -> Result<(), Error> {
+        if entry.kind != EntryKind::Directory {
+            return Err(self.invalid(entry, "a non-directory entry for the root"));
+        }
+        let dir = rustix::fs::open(
+            &self.root_path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| self.fs_err(entry, "open the root", e))?;
+        self.set_owner_fd(entry, &dir, true)?;
+        self.set_xattrs_fd(entry, &dir)?;
+        self.dir_fixes.insert(
+            Vec::new(),
+            DirFix {
+                mtime: entry.mtime,
+                mode: Some(entry.mode),
+            },
+        );
+        Ok(())
+    }
+
+    /// Resolves (creating if needed) the parent directory of an entry inside the root and returns
+    /// an `O_PATH` fd to it. The last parent is cached: consecutive entries of one directory are
+    /// common, and an entry can never change its own parent's ancestry.
+    fn parent_dir(&mut self, entry: &Entry, unsafe_parent: &[u8]) -> Result<Arc<OwnedFd>, Error> {
+        if let Some((cached, fd)) = &self.parent_cache
+            && cached.as_slice() == unsafe_parent
+        {
+            return Ok(Arc::clone(fd));
+        }
+        let fd = Arc::new(self.ensure_dir(entry, unsafe_parent, 0)?);
+        if !self.dir_fixes.contains_key(unsafe_parent) {
+            // Remember the directory's time so that adding children does not change it.
+            let stat = rustix::fs::fstat(&*fd).map_err(|e| self.fs_err(entry, "stat parent", e))?;
+            self.dir_fixes.insert(
+                unsafe_parent.to_vec(),
+                DirFix {
+                    mtime: Timestamp {
+                        secs: stat.st_mtime,
+                        nanos: u32::try_from(stat.st_mtime_nsec).unwrap_or(0),
+                    },
+                    mode: None,
+                },
+            );
+        }
+        self.parent_cache = Some((unsafe_parent.to_vec(), Arc::clone(&fd)));
+        Ok(fd)
+    }
+
+    /// `mkdir -p` inside the root: missing directories are created (0755, or 0700 until the
+    /// layer ends when unprivileged), a non-directory in the way is replaced by a directory, a
+    /// dangling symlink in the way is followed (inside the root) and its target created.
+    fn ensure_dir(
+        &mut self,
+        entry: &Entry,
+        unsafe_path: &[u8],
+        depth: u32,
+    ) -> Result<OwnedFd, Error> {
+        let flags = OFlags::PATH | OFlags::DIRECTORY;
+        match open_in_root(&self.root, unsafe_path, flags) {
+            Ok(fd) => return Ok(fd),
+            Err(Errno::NOENT) | Err(Errno::NOTDIR) => {}
+            Err(e) => return Err(self.fs_err(entry, "resolve parent directory", e)),
+        }
+        if depth > MAX_PARENT_SYMLINKS {
+            return Err(self.fs_err(entry, "resolve parent directory", Errno::LOOP));
+        }
+        let mut current = open_in_root(&self.root, b"", flags)
+            .map_err(|e| self.fs_err(entry, "open the root", e))?;
+        let mut end = 0;
+        let components: Vec<&[u8]> = unsafe_path
+            .split(|&b| b == b'/')
+            .filter(|c| !c.is_empty())
+            .collect();
+        for component in components {
+            let start = if end == 0 { 0 } else { end + 1 };
+            end = start + component.len();
+            let unsafe_prefix = &unsafe_path[..end];
+            let name = cstring(component).map_err(|e| self.fs_err(entry, "name", e))?;
+            let mut attempts = 0;
+            current = loop {
+                attempts += 1;
+                if attempts > 4 {
+                    return Err(self.fs_err(entry, "create parent directory", Errno::LOOP));
+                }
+                match open_in_root(&self.root, unsafe_prefix, flags) {
+                    Ok(fd) => break fd,
+                    Err(Errno::NOENT) => {
+                        match rustix::fs::mkdirat(&current, &name, Mode::from_raw_mode(0o755)) {
+                            Ok(()) => {}
+                            Err(Errno::EXIST) => {
+                                // A dangling symlink: create what it points to, inside the root.
+                                let target = rustix::fs::readlinkat(&current, &name, Vec::new())
+                                    .map_err(|e| self.fs_err(entry, "read parent symlink", e))?;
+                                let dir_bytes = &unsafe_path[..start.saturating_sub(1)];
+                                let resolved =
+                                    resolve_lexically(dir_bytes, target.as_bytes()).join(&b'/');
+                                self.ensure_dir(entry, &resolved, depth + 1)?;
+                            }
+                            Err(e) => {
+                                return Err(self.fs_err(entry, "create parent directory", e));
+                            }
+                        }
+                    }
+                    Err(Errno::NOTDIR) => {
+                        // Something that is not a directory sits where a directory must be.
+                        let stat = rustix::fs::statat(&current, &name, AtFlags::SYMLINK_NOFOLLOW)
+                            .map_err(|e| self.fs_err(entry, "stat parent", e))?;
+                        let was_whiteout = is_whiteout_device(&stat);
+                        self.remove_all(entry, &current, &name)?;
+                        rustix::fs::mkdirat(&current, &name, Mode::from_raw_mode(0o755))
+                            .map_err(|e| self.fs_err(entry, "create parent directory", e))?;
+                        if was_whiteout && self.layer_whiteouts() == Some(WhiteoutFormat::Overlay) {
+                            let dir = EntryPath::normalise(unsafe_prefix)
+                                .map_err(|r| self.invalid(entry, r))?;
+                            self.mark_opaque(entry, &dir)?;
+                        }
+                    }
+                    Err(e) => return Err(self.fs_err(entry, "resolve parent directory", e)),
+                }
+            };
+        }
+        Ok(current)
+    }
+
+    /// Creates the entry at `parent/name`, replacing what is there unless both are directories.
+    fn create(
+        &mut self,
+        entry: &Entry,
+        parent: &OwnedFd,
+        name: &CString,
+        data: &mut dyn Read,
+    ) -> Result<(), Error> {
+        for attempt in 0..3 {
+            match self.try_create(entry, parent, name, data) {
+                Ok(()) => return Ok(()),
+                Err(CreateError::Exists) if attempt < 2 => {
+                    let existing = match rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW)
+                    {
+                        Ok(stat) => stat,
+                        Err(Errno::NOENT) => continue,
+                        Err(e) => return Err(self.fs_err(entry, "stat existing path", e)),
+                    };
+                    let existing_is_dir = file_type(&existing) == FileType::Directory;
+                    if existing_is_dir && entry.kind == EntryKind::Directory {
+                        // Directory over directory: merge, take the new metadata.
+                        return self.finish_directory(entry, parent, name, false);
+                    }
+                    if let EntryKind::Hardlink(target) = &entry.kind
+                        && self.is_same_inode(target, &existing)
+                    {
+                        return Ok(());
+                    }
+                    let was_whiteout = is_whiteout_device(&existing);
+                    self.remove_all(entry, parent, name)?;
+                    if was_whiteout
+                        && entry.kind == EntryKind::Directory
+                        && self.layer_whiteouts() == Some(WhiteoutFormat::Overlay)
+                    {
+                        // The lower directory was whited out: the new one must hide its children.
+                        self.try_create(entry, parent, name, data)
+                            .map_err(|e| e.into_error(self, entry))?;
+                        return self.mark_opaque(entry, &entry.path);
+                    }
+                }
+                Err(e) => return Err(e.into_error(self, entry)),
+            }
+        }
+        Err(self.fs_err(entry, "replace existing path", Errno::EXIST))
+    }
+
+    fn is_same_inode(&self, unsafe_target: &EntryPath, existing: &Stat) -> bool {
+        let (tparent, tname) = split(unsafe_target);
+        let Ok(tdir) = open_in_root(&self.root, tparent, OFlags::PATH | OFlags::DIRECTORY) else {
+            return false;
+        };
+        rustix::fs::statat(&tdir, tname, AtFlags::SYMLINK_NOFOLLOW)
+            .is_ok_and(|t| t.st_ino == existing.st_ino && t.st_dev == existing.st_dev)
+    }
+
+    fn try_create(
+        &mut self,
+        entry: &Entry,
+        parent: &OwnedFd,
+        name: &CString,
+        data: &mut dyn Read,
+    ) -> Result<(), CreateError> {
+        match &entry.kind {
+            EntryKind::File => self.create_file(entry, parent, name, data),
+            EntryKind::Directory => {
+                let initial = if self.privileged {
+                    0o700
+                } else {
+                    0o700 | entry.mode
+                };
+                rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(initial & 0o777))
+                    .map_err(|e| CreateError::from_errno(e, "create directory"))?;
+                self.finish_directory(entry, parent, name, true)
+                    .map_err(CreateError::Done)
+            }
+            EntryKind::Symlink(target) => {
+                if target.is_empty() {
+                    return Err(CreateError::Done(
+                        self.invalid(entry, "symlink with an empty target"),
+                    ));
+                }
+                let target = cstring(target).map_err(|e| CreateError::Io(e, "symlink target"))?;
+                rustix::fs::symlinkat(&target, parent, name)
+                    .map_err(|e| CreateError::from_errno(e, "create symlink"))?;
+                self.set_owner_at(entry, parent, name, true)
+                    .map_err(CreateError::Done)?;
+                self.set_xattrs_at(entry, parent, name)
+                    .map_err(CreateError::Done)?;
+                rustix::fs::utimensat(
+                    parent,
+                    name,
+                    &timestamps(entry.mtime),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map_err(|e| CreateError::Io(e.into(), "set symlink time"))?;
+                Ok(())
+            }
+            EntryKind::Hardlink(target) => self.create_hardlink(entry, target, parent, name),
+            EntryKind::CharDevice { major, minor } | EntryKind::BlockDevice { major, minor } => {
+                if !self.privileged {
+                    self.report
+                        .warn(&self.layer, &entry.path, WarningKind::DeviceSkipped);
+                    return Ok(());
+                }
+                let kind = if matches!(entry.kind, EntryKind::CharDevice { .. }) {
+                    FileType::CharacterDevice
+                } else {
+                    FileType::BlockDevice
+                };
+                rustix::fs::mknodat(
+                    parent,
+                    name,
+                    kind,
+                    Mode::from_raw_mode(0o600),
+                    rustix::fs::makedev(*major, *minor),
+                )
+                .map_err(|e| CreateError::from_errno(e, "create device"))?;
+                self.finish_special(entry, parent, name)
+                    .map_err(CreateError::Done)
+            }
+            EntryKind::Fifo => {
+                rustix::fs::mknodat(parent, name, FileType::Fifo, Mode::from_raw_mode(0o600), 0)
+                    .map_err(|e| CreateError::from_errno(e, "create fifo"))?;
+                self.finish_special(entry, parent, name)
+                    .map_err(CreateError::Done)
+            }
+            EntryKind::Whiteout | EntryKind::OpaqueWhiteout | EntryKind::AufsMetadata => Ok(()),
+        }
+    }
+
+    fn create_file(
+        &mut self,
+        entry: &Entry,
+        parent: &OwnedFd,
+        name: &CString,
+        data: &mut dyn Read,
+    ) -> Result<(), CreateError> {
+        let fd = rustix::fs::openat(
+            parent,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| CreateError::from_errno(e, "create file"))?;
+        let mut file = std::fs::File::from(fd);
+        let mut buffer = std::mem::take(&mut self.buffer);
+        let copied = copy_data(data, &mut file, &mut buffer);
+        self.buffer = buffer;
+        let written = match copied {
+            Ok(n) => n,
+            Err(CopyError::Read(source)) => {
+                return Err(CreateError::Done(Error::Tar {
+                    layer: self.layer.clone(),
+                    source,
+                }));
+            }
+            Err(CopyError::Write(e)) => return Err(CreateError::Io(e, "write file data")),
+        };
+        self.report.file_bytes += written;
+        self.set_owner_fd(entry, &file, true)
+            .map_err(CreateError::Done)?;
+        self.set_xattrs_fd(entry, &file)
+            .map_err(CreateError::Done)?;
+        rustix::fs::fchmod(&file, Mode::from_raw_mode(entry.mode))
+            .map_err(|e| CreateError::Io(e.into(), "set mode"))?;
+        rustix::fs::futimens(&file, &timestamps(entry.mtime))
+            .map_err(|e| CreateError::Io(e.into(), "set time"))?;
+        Ok(())
+    }
+
+    /// Owner and xattrs now; mode and time when the layer ends.
+    fn finish_directory(
+        &mut self,
+        entry: &Entry,
+        parent: &OwnedFd,
+        name: &CString,
+        created: bool,
+    ) -> Result<(), Error> {
+        self.set_owner_at(entry, parent, name, created)?;
+        if !entry.xattrs.is_empty() {
+            let dir = rustix::fs::openat(
+                parent,
+                name,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| self.fs_err(entry, "open directory", e))?;
+            self.set_xattrs_fd(entry, &dir)?;
+        }
+        self.dir_fixes.insert(
+            entry.path.as_bytes().to_vec(),
+            DirFix {
+                mtime: entry.mtime,
+                mode: Some(entry.mode),
+            },
+        );
+        Ok(())
+    }
+
+    /// Metadata for devices and FIFOs.
+    fn finish_special(
+        &mut self,
+        entry: &Entry,
+        parent: &OwnedFd,
+        name: &CString,
+    ) -> Result<(), Error> {
+        self.set_owner_at(entry, parent, name, true)?;
+        self.set_xattrs_at(entry, parent, name)?;
+        // The node was created by this call and is no symlink, so following is harmless here.
+        rustix::fs::chmodat(
+            parent,
+            name,
+            Mode::from_raw_mode(entry.mode),
+            AtFlags::empty(),
+        )
+        .map_err(|e| self.fs_err(entry, "set mode", e))?;
+        rustix::fs::utimensat(
+            parent,
+            name,
+            &timestamps(entry.mtime),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| self.fs_err(entry, "set time", e))?;
+        Ok(())
+    }
+
+    fn create_hardlink(
+        &mut self,
+        entry: &Entry,
+        unsafe_target: &EntryPath,
+        parent: &OwnedFd,
+        name: &CString,
+    ) -> Result<(), CreateError> {
+        if unsafe_target == &entry.path {
+            return Ok(());
+        }
+        let target_err = |reason| {
+            CreateError::Done(Error::HardlinkTarget {
+                layer: self.layer.clone(),
+                entry: entry.display_name(),
+                target: unsafe_target.to_string(),
+                reason,
+            })
+        };
+        let (tparent, tname) = split(unsafe_target);
+        let found = match open_in_root(&self.root, tparent, OFlags::PATH | OFlags::DIRECTORY) {
+            Ok(tdir) => match rustix::fs::statat(&tdir, tname, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(stat) => Some((tdir, stat)),
+                Err(Errno::NOENT) => None,
+                Err(e) => return Err(CreateError::Io(e.into(), "stat hardlink target")),
+            },
+            Err(Errno::NOENT) | Err(Errno::NOTDIR) => None,
+            Err(e) => return Err(CreateError::Io(e.into(), "resolve hardlink target")),
+        };
+        match found {
+            Some((_, stat)) if file_type(&stat) == FileType::Directory => {
+                Err(target_err("is a directory"))
+            }
+            Some((tdir, _)) => {
+                let tname = cstring(tname).map_err(|e| CreateError::Io(e, "name"))?;
+                rustix::fs::linkat(&tdir, &tname, parent, name, AtFlags::empty())
+                    .map_err(|e| CreateError::from_errno(e, "create hardlink"))
+            }
+            None => {
+                if self.lower_roots.is_empty() {
+                    if matches!(self.mode, Target::LayerDir { .. }) {
+                        return Err(target_err(
+                            "is not in this layer (give the lower layers to copy it from)",
+                        ));
+                    }
+                    return Err(target_err("does not exist"));
+                }
+                self.copy_from_lower(entry, unsafe_target, parent, name)
+            }
+        }
+    }
+
+    /// Materialises a hardlink to a file of a lower layer as a copy of that file.
+    fn copy_from_lower(
+        &mut self,
+        entry: &Entry,
+        unsafe_target: &EntryPath,
+        parent: &OwnedFd,
+        name: &CString,
+    ) -> Result<(), CreateError> {
+        let mut source = None;
+        for lower in &self.lower_roots {
+            match open_in_root(
+                lower,
+                unsafe_target.as_bytes(),
+                OFlags::RDONLY | OFlags::NOFOLLOW,
+            ) {
+                Ok(fd) => {
+                    source = Some(fd);
+                    break;
+                }
+                Err(Errno::NOENT) | Err(Errno::NOTDIR) => {
+                    // A whiteout in this lower layer hides the layers below it.
+                    let (tparent, tname) = split(unsafe_target);
+                    let mut raw = b".wh.".to_vec();
+                    raw.extend_from_slice(tname);
+                    if let Ok(dir) = open_in_root(lower, tparent, OFlags::PATH | OFlags::DIRECTORY)
+                        && (rustix::fs::statat(&dir, tname, AtFlags::SYMLINK_NOFOLLOW)
+                            .is_ok_and(|s| is_whiteout_device(&s))
+                            || rustix::fs::statat(&dir, raw.as_slice(), AtFlags::SYMLINK_NOFOLLOW)
+                                .is_ok())
+                    {
+                        break;
+                    }
+                }
+                Err(Errno::LOOP) => break,
+                Err(e) => {
+                    return Err(CreateError::Io(
+                        e.into(),
+                        "open hardlink target in lower layer",
+                    ));
+                }
+            }
+        }
+        let Some(source) = source else {
+            return Err(CreateError::Done(Error::HardlinkTarget {
+                layer: self.layer.clone(),
+                entry: entry.display_name(),
+                target: unsafe_target.to_string(),
+                reason: "is neither in this layer nor in the lower layers",
+            }));
+        };
+        let stat =
+            rustix::fs::fstat(&source).map_err(|e| CreateError::Io(e.into(), "stat lower file"))?;
+        if file_type(&stat) != FileType::RegularFile {
+            return Err(CreateError::Done(Error::HardlinkTarget {
+                layer: self.layer.clone(),
+                entry: entry.display_name(),
+                target: unsafe_target.to_string(),
+                reason: "is not a regular file in the lower layers",
+            }));
+        }
+        let copy = Entry {
+            kind: EntryKind::File,
+            mode: stat.st_mode & 0o7777,
+            uid: u64::from(stat.st_uid),
+            gid: u64::from(stat.st_gid),
+            mtime: Timestamp {
+                secs: stat.st_mtime,
+                nanos: u32::try_from(stat.st_mtime_nsec).unwrap_or(0),
+            },
+            size: u64::try_from(stat.st_size).unwrap_or(0),
+            xattrs: crate::tarout::fd_xattrs(&source),
+            ..entry.clone()
+        };
+        let mut reader = std::fs::File::from(source);
+        self.create_file(&copy, parent, name, &mut reader)
+    }
+
+    /// Sets the owner as root; records it when unprivileged. `fresh` says the inode was just
+    /// created by us (and so already has our ids).
+    fn set_owner_at(
+        &mut self,
+        entry: &Entry,
+        parent: &OwnedFd,
+        name: &CString,
+        fresh: bool,
+    ) -> Result<(), Error> {
+        let Some((uid, gid)) = self.owner_to_set(entry, fresh)? else {
+            return Ok(());
+        };
+        rustix::fs::chownat(
+            parent,
+            name,
+            Some(uid),
+            Some(gid),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| self.fs_err(entry, "set owner", e))
+    }
+
+    fn set_owner_fd(&mut self, entry: &Entry, fd: impl AsFd, fresh: bool) -> Result<(), Error> {
+        let Some((uid, gid)) = self.owner_to_set(entry, fresh)? else {
+            return Ok(());
+        };
+        rustix::fs::fchown(fd, Some(uid), Some(gid)).map_err(|e| self.fs_err(entry, "set owner", e))
+    }
+
+    fn owner_to_set(
+        &mut self,
+        entry: &Entry,
+        fresh: bool,
+    ) -> Result<Option<(rustix::fs::Uid, rustix::fs::Gid)>, Error> {
+        let (Ok(uid), Ok(gid)) = (u32::try_from(entry.uid), u32::try_from(entry.gid)) else {
+            return Err(self.invalid(entry, "uid or gid does not fit in 32 bits"));
+        };
+        if !self.privileged {
+            if uid != self.euid || gid != self.egid {
+                self.report
+                    .owner_not_applied(&entry.path, entry.uid, entry.gid);
+            }
+            return Ok(None);
+        }
+        // A fresh inode already has our uid, but its gid may come from a setgid parent.
+        let _ = fresh;
+        Ok(Some((
+            rustix::fs::Uid::from_raw(uid),
+            rustix::fs::Gid::from_raw(gid),
+        )))
+    }
+
+    /// Whether an xattr from the archive may be set here; `Err(reason)` to skip it.
+    fn xattr_allowed(&self, name: &[u8]) -> Result<(), &'static str> {
+        if name == b"security.selinux" {
+            return Err("host policy decides SELinux labels");
+        }
+        if name == b"system.nfs4_acl" {
+            return Err("NFSv4 ACLs are not portable");
+        }
+        if name.starts_with(b"trusted.") && !self.privileged {
+            return Err("trusted.* needs root");
+        }
+        Ok(())
+    }
+
+    fn set_xattrs_fd(&mut self, entry: &Entry, fd: impl AsFd) -> Result<(), Error> {
+        for xattr in &entry.xattrs {
+            if self.skip_xattr(entry, &xattr.name) {
+                continue;
+            }
+            let result = cstring(&xattr.name)
+                .map_err(|_| Errno::INVAL)
+                .and_then(|name| {
+                    rustix::fs::fsetxattr(&fd, &name, &xattr.value, XattrFlags::empty())
+                });
+            self.xattr_result(entry, &xattr.name, result)?;
+        }
+        Ok(())
+    }
+
+    fn set_xattrs_at(
+        &mut self,
+        entry: &Entry,
+        parent: &OwnedFd,
+        name: &CString,
+    ) -> Result<(), Error> {
+        if entry.xattrs.is_empty() {
+            return Ok(());
+        }
+        // No fd can be opened on a symlink or device for fsetxattr; go through the parent fd's
+        // /proc entry, which does not follow the final component (lsetxattr).
+        let mut path =
+            format!("/proc/self/fd/{}/", std::os::fd::AsRawFd::as_raw_fd(parent)).into_bytes();
+        path.extend_from_slice(name.as_bytes());
+        let path = cstring(&path).map_err(|e| self.fs_err(entry, "name", e))?;
+        for xattr in &entry.xattrs {
+            if self.skip_xattr(entry, &xattr.name) {
+                continue;
+            }
+            let result = cstring(&xattr.name)
+                .map_err(|_| Errno::INVAL)
+                .and_then(|xname| {
+                    rustix::fs::lsetxattr(&path, &xname, &xattr.value, XattrFlags::empty())
+                });
+            self.xattr_result(entry, &xattr.name, result)?;
+        }
+        Ok(())
+    }
+
+    fn skip_xattr(&mut self, entry: &Entry, name: &[u8]) -> bool {
+        match self.xattr_allowed(name) {
+            Ok(()) => false,
+            Err(reason) => {
+                if name != b"security.selinux" {
+                    self.report.warn(
+                        &self.layer,
+                        &entry.path,
+                        WarningKind::XattrSkipped {
+                            name: String::from_utf8_lossy(name).into_owned(),
+                            reason: reason.to_owned(),
+                        },
+                    );
+                }
+                true
+            }
+        }
+    }
+
+    fn xattr_result(
+        &mut self,
+        entry: &Entry,
+        name: &[u8],
+        result: Result<(), Errno>,
+    ) -> Result<(), Error> {
+        let reason = match result {
+            Ok(()) => return Ok(()),
+            Err(Errno::NOTSUP) => {
+                if self.xattr_unsupported_warned {
+                    return Ok(());
+                }
+                self.xattr_unsupported_warned = true;
+                "the target filesystem does not support it (further such xattrs of this layer are skipped silently)"
+            }
+            Err(Errno::PERM) | Err(Errno::ACCESS) if !self.privileged => {
+                "not permitted unprivileged"
+            }
+            // Some filesystems refuse user.* on symlinks and devices.
+            Err(Errno::PERM) if name.starts_with(b"user.") => "not permitted on this file type",
+            Err(e) => return Err(self.fs_err(entry, "set xattr", e)),
+        };
+        self.report.warn(
+            &self.layer,
+            &entry.path,
+            WarningKind::XattrSkipped {
+                name: String::from_utf8_lossy(name).into_owned(),
+                reason: reason.to_owned(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Removes `parent/name` whatever it is, recursively for directories, never following links.
+    fn remove_all(&self, entry: &Entry, parent: &OwnedFd, name: &CString) -> Result<(), Error> {
+        match rustix::fs::unlinkat(parent, name, AtFlags::empty()) {
+            Ok(()) | Err(Errno::NOENT) => Ok(()),
+            Err(Errno::ISDIR) | Err(Errno::PERM) => {
+                let dir = self.open_dir_for_listing(entry, parent, name)?;
+                for child in list_dir(&dir).map_err(|e| self.fs_err(entry, "list directory", e))? {
+                    self.remove_all(entry, &dir, &child)?;
+                }
+                drop(dir);
+                rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR)
+                    .map_err(|e| self.fs_err(entry, "remove directory", e))
+            }
+            Err(e) => Err(self.fs_err(entry, "remove existing path", e)),
+        }
+    }
+
+    fn open_dir_for_listing(
+        &self,
+        entry: &Entry,
+        parent: &OwnedFd,
+        name: &CString,
+    ) -> Result<OwnedFd, Error> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        match rustix::fs::openat(parent, name, flags, Mode::empty()) {
+            Ok(fd) => Ok(fd),
+            Err(Errno::ACCESS) if !self.privileged => {
+                rustix::fs::chmodat(parent, name, Mode::from_raw_mode(0o700), AtFlags::empty())
+                    .map_err(|e| self.fs_err(entry, "make directory accessible", e))?;
+                rustix::fs::openat(parent, name, flags, Mode::empty())
+                    .map_err(|e| self.fs_err(entry, "open directory", e))
+            }
+            Err(e) => Err(self.fs_err(entry, "open directory", e)),
+        }
+    }
+
+    /// A whiteout: flat trees remove the lower path; layer directories record it.
+    fn apply_whiteout(&mut self, entry: &Entry) -> Result<(), Error> {
+        match self.mode.clone() {
+            Target::Flat => {
+                let (unsafe_parent, name) = split(&entry.path);
+                let parent =
+                    match open_in_root(&self.root, unsafe_parent, OFlags::PATH | OFlags::DIRECTORY)
+                    {
+                        Ok(_) => self.parent_dir(entry, unsafe_parent)?,
+                        // Nothing to hide.
+                        Err(Errno::NOENT) | Err(Errno::NOTDIR) => return Ok(()),
+                        Err(e) => return Err(self.fs_err(entry, "resolve whiteout parent", e)),
+                    };
+                let name = cstring(name).map_err(|e| self.fs_err(entry, "name", e))?;
+                self.remove_lower(entry, &parent, &name, &entry.path)
+            }
+            Target::LayerDir {
+                whiteouts: WhiteoutFormat::Oci,
+                ..
+            } => {
+                let mut marker = b".wh.".to_vec();
+                marker.extend_from_slice(entry.path.file_name());
+                self.create_marker_file(entry, &entry.path.parent().join(&marker))
+            }
+            Target::LayerDir {
+                whiteouts: WhiteoutFormat::Overlay,
+                ..
+            } => {
+                if self
+                    .opaque_dirs
+                    .iter()
+                    .any(|d| entry.path.starts_with(d) && &entry.path != d)
+                {
+                    // Everything lower is hidden already; overlayfs mishandles whiteouts there.
+                    return Ok(());
+                }
+                let (unsafe_parent, name) = split(&entry.path);
+                let parent = self.parent_dir(entry, unsafe_parent)?;
+                let name = cstring(name).map_err(|e| self.fs_err(entry, "name", e))?;
+                match rustix::fs::statat(&*parent, &name, AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(stat) if file_type(&stat) == FileType::Directory => {
+                        // This layer has its own directory here: it must hide the lower one's children.
+                        self.mark_opaque(entry, &entry.path)
+                    }
+                    // This layer's own file already hides the lower one.
+                    Ok(_) => Ok(()),
+                    Err(Errno::NOENT) => {
+                        rustix::fs::mknodat(
+                            &*parent,
+                            &name,
+                            FileType::CharacterDevice,
+                            Mode::empty(),
+                            0,
+                        )
+                        .map_err(|e| self.fs_err(entry, "create whiteout device", e))?;
+                        self.set_owner_at(entry, &parent, &name, true)?;
+                        rustix::fs::utimensat(
+                            &*parent,
+                            &name,
+                            &timestamps(entry.mtime),
+                            AtFlags::SYMLINK_NOFOLLOW,
+                        )
+                        .map_err(|e| self.fs_err(entry, "set time", e))
+                    }
+                    Err(e) => Err(self.fs_err(entry, "stat whiteout target", e)),
+                }
+            }
+            Target::Verbatim => Ok(()),
+        }
+    }
+
+    /// An opaque marker.
+    fn apply_opaque(&mut self, entry: &Entry) -> Result<(), Error> {
+        match self.mode.clone() {
+            Target::Flat => {
+                let dir = self.ensure_dir(entry, entry.path.as_bytes(), 0)?;
+                self.prune_lower_children(entry, &dir, &entry.path)?;
+                self.upper.insert_with_ancestors(entry.path.as_bytes());
+                Ok(())
+            }
+            Target::LayerDir {
+                whiteouts: WhiteoutFormat::Oci,
+                ..
+            } => self.create_marker_file(entry, &entry.path.join(b".wh..wh..opq")),
+            Target::LayerDir {
+                whiteouts: WhiteoutFormat::Overlay,
+                ..
+            } => {
+                self.ensure_dir(entry, entry.path.as_bytes(), 0)?;
+                self.mark_opaque(entry, &entry.path)
+            }
+            Target::Verbatim => Ok(()),
+        }
+    }
+
+    /// Writes a raw `.wh.` marker as the empty file it is in the archive.
+    fn create_marker_file(
+        &mut self,
+        entry: &Entry,
+        unsafe_marker: &EntryPath,
+    ) -> Result<(), Error> {
+        let marker = Entry {
+            path: unsafe_marker.clone(),
+            kind: EntryKind::File,
+            size: 0,
+            ..entry.clone()
+        };
+        let (unsafe_parent, name) = split(unsafe_marker);
+        let parent = self.parent_dir(entry, unsafe_parent)?;
+        let name = cstring(name).map_err(|e| self.fs_err(entry, "name", e))?;
+        self.create(&marker, &parent, &name, &mut io::empty())
+    }
+
+    /// Overlay form: sets the opaque xattr on a directory of this layer and drops the whiteout
+    /// devices this layer put below it.
+    fn mark_opaque(&mut self, entry: &Entry, unsafe_dir: &EntryPath) -> Result<(), Error> {
+        let dir = open_in_root(
+            &self.root,
+            unsafe_dir.as_bytes(),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW,
+        )
+        .map_err(|e| self.fs_err(entry, "open opaque directory", e))?;
+        let name = if self.privileged {
+            OPAQUE_TRUSTED
+        } else {
+            self.report.warn(
+                &self.layer,
+                unsafe_dir,
+                WarningKind::XattrSkipped {
+                    name: OPAQUE_TRUSTED.to_owned(),
+                    reason:
+                        "unprivileged: wrote user.overlay.opaque instead (mount with userxattr)"
+                            .to_owned(),
+                },
+            );
+            OPAQUE_USER
+        };
+        rustix::fs::fsetxattr(&dir, name, b"y", XattrFlags::empty())
+            .map_err(|e| self.fs_err(entry, "set opaque xattr", e))?;
+        self.remove_whiteout_devices(entry, &dir)?;
+        if !self.opaque_dirs.contains(unsafe_dir) {
+            self.opaque_dirs.push(unsafe_dir.clone());
+        }
+        Ok(())
+    }
+
+    fn remove_whiteout_devices(&self, entry: &Entry, dir: &OwnedFd) -> Result<(), Error> {
+        for child in list_dir(dir).map_err(|e| self.fs_err(entry, "list directory", e))? {
+            let stat = rustix::fs::statat(dir, &child, AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|e| self.fs_err(entry, "stat", e))?;
+            if is_whiteout_device(&stat) {
+                rustix::fs::unlinkat(dir, &child, AtFlags::empty())
+                    .map_err(|e| self.fs_err(entry, "remove whiteout device", e))?;
+            } else if file_type(&stat) == FileType::Directory {
+                let sub = self.open_dir_for_listing(entry, dir, &child)?;
+                self.remove_whiteout_devices(entry, &sub)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Flat whiteout: removes `path` unless this layer wrote it; if this layer wrote it as a
+    /// directory, removes the lower children below it.
+    fn remove_lower(
+        &mut self,
+        entry: &Entry,
+        parent: &OwnedFd,
+        name: &CString,
+        path: &EntryPath,
+    ) -> Result<(), Error> {
+        if !self.upper.contains(path.as_bytes()) {
+            return self.remove_all(entry, parent, name);
+        }
+        match rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) if file_type(&stat) == FileType::Directory => {
+                let dir = self.open_dir_for_listing(entry, parent, name)?;
+                self.prune_lower_children(entry, &dir, path)
+            }
+            Ok(_) | Err(Errno::NOENT) => Ok(()),
+            Err(e) => Err(self.fs_err(entry, "stat whiteout target", e)),
+        }
+    }
+
+    /// Removes every child of `dir` that this layer did not write, recursing into those it did.
+    fn prune_lower_children(
+        &mut self,
+        entry: &Entry,
+        dir: &OwnedFd,
+        path: &EntryPath,
+    ) -> Result<(), Error> {
+        let listable = rustix::fs::openat(
+            dir,
+            c".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| self.fs_err(entry, "open directory", e))?;
+        for child in list_dir(&listable).map_err(|e| self.fs_err(entry, "list directory", e))? {
+            let child_path = path.join(child.as_bytes());
+            self.remove_lower(entry, &listable, &child, &child_path)?;
+        }
+        Ok(())
+    }
+
+    /// After a layer: directory modes (deepest first, so an unprivileged extractor keeps access
+    /// until the end) and times.
+    fn fix_directories(&mut self) -> Result<(), Error> {
+        let mut fixes: Vec<(Vec<u8>, DirFix)> = self.dir_fixes.drain().collect();
+        fixes.sort_by(|a, b| {
+            let depth =
+                |p: &[u8]| p.iter().filter(|&&c| c == b'/').count() + usize::from(!p.is_empty());
+            depth(&b.0).cmp(&depth(&a.0)).then_with(|| a.0.cmp(&b.0))
+        });
+        for (unsafe_path, fix) in fixes {
+            let err = |op, e: Errno| Error::Fs {
+                layer: self.layer.clone(),
+                entry: String::from_utf8_lossy(&unsafe_path).into_owned(),
+                op,
+                source: e.into(),
+            };
+            if unsafe_path.is_empty() {
+                let root = rustix::fs::open(
+                    &self.root_path,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| err("open the root", e))?;
+                if let Some(mode) = fix.mode {
+                    rustix::fs::fchmod(&root, Mode::from_raw_mode(mode))
+                        .map_err(|e| err("set mode", e))?;
+                }
+                rustix::fs::futimens(&root, &timestamps(fix.mtime))
+                    .map_err(|e| err("set time", e))?;
+                continue;
+            }
+            let path =
+                EntryPath::normalise(&unsafe_path).map_err(|reason| Error::InvalidEntry {
+                    layer: self.layer.clone(),
+                    entry: String::from_utf8_lossy(&unsafe_path).into_owned(),
+                    reason,
+                })?;
+            let (unsafe_parent, name) = split(&path);
+            let parent =
+                match open_in_root(&self.root, unsafe_parent, OFlags::PATH | OFlags::DIRECTORY) {
+                    Ok(fd) => fd,
+                    // Removed later in the layer.
+                    Err(Errno::NOENT) | Err(Errno::NOTDIR) => continue,
+                    Err(e) => return Err(err("resolve directory", e)),
+                };
+            let name = CString::new(name).map_err(|_| err("name", Errno::INVAL))?;
+            match rustix::fs::statat(&parent, &name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(stat) if file_type(&stat) == FileType::Directory => {}
+                Ok(_) | Err(Errno::NOENT) => continue,
+                Err(e) => return Err(err("stat directory", e)),
+            }
+            if let Some(mode) = fix.mode {
+                rustix::fs::chmodat(&parent, &name, Mode::from_raw_mode(mode), AtFlags::empty())
+                    .map_err(|e| err("set mode", e))?;
+            }
+            rustix::fs::utimensat(
+                &parent,
+                &name,
+                &timestamps(fix.mtime),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| err("set time", e))?;
+        }
+        Ok(())
+    }
+}
+
+/// The names in a directory opened for reading, without `.` and `..`.
+fn list_dir(dir: &OwnedFd) -> Result<Vec<CString>, Errno> {
+    let mut names = Vec::new();
+    for item in Dir::read_from(dir)? {
+        let item = item?;
+        let name = item.file_name();
+        if name == c"." || name == c".." {
+            continue;
+        }
+        names.push(name.to_owned());
+    }
+    Ok(names)
+}
+
+enum CopyError {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+fn copy_data(
+    data: &mut dyn Read,
+    out: &mut std::fs::File,
+    buffer: &mut [u8],
+) -> Result<u64, CopyError> {
+    let mut total = 0u64;
+    loop {
+        let n = match data.read(buffer) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(CopyError::Read(e)),
+        };
+        out.write_all(&buffer[..n]).map_err(CopyError::Write)?;
+        total += n as u64;
+    }
+}
+
+/// Why creating an entry did not succeed.
+enum CreateError {
+    /// Something is in the way.
+    Exists,
+    Io(io::Error, &'static str),
+    Done(Error),
+}
+
+impl CreateError {
+    fn from_errno(e: Errno, op: &'static str) -> Self {
+        if e == Errno::EXIST {
+            CreateError::Exists
+        } else {
+            CreateError::Io(e.into(), op)
+        }
+    }
+
+    fn into_error(self, applier: &Applier, entry: &Entry) -> Error {
+        match self {
+            CreateError::Exists => applier.fs_err(entry, "create", Errno::EXIST),
+            CreateError::Io(e, op) => applier.fs_err(entry, op, e),
+            CreateError::Done(e) => e,
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "apply_tests.rs"]
+mod tests;

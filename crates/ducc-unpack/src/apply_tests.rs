@@ -1,0 +1,1163 @@
+//! The edge cases of layer application (reference B.4), one test per rule, on layers the tests
+//! build themselves.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use crate::testutil::{Layer, Node, paths, require_root, snapshot};
+use crate::{
+    Error, ExtractOptions, FlatExtractor, LayerDirOptions, Privileges, Report, WarningKind,
+    WhiteoutFormat, extract_canonical_tar, extract_layer_dir,
+};
+
+/// Applies layers in order onto a fresh flat tree.
+fn flat_with(
+    layers: &[Vec<u8>],
+    privileges: Privileges,
+) -> (tempfile::TempDir, Result<Report, Error>) {
+    let base = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(base.path().join("root")).expect("mkdir");
+    let result = (|| {
+        let mut flat = FlatExtractor::new(
+            &base.path().join("root"),
+            &ExtractOptions::new().privileges(privileges),
+        )?;
+        for (i, layer) in layers.iter().enumerate() {
+            flat.apply_layer(&layer[..], &format!("layer{i}"))?;
+        }
+        Ok(flat.finish())
+    })();
+    (base, result)
+}
+
+fn flat(layers: &[Vec<u8>]) -> (tempfile::TempDir, Result<Report, Error>) {
+    flat_with(layers, Privileges::Auto)
+}
+
+fn root(base: &tempfile::TempDir) -> std::path::PathBuf {
+    base.path().join("root")
+}
+
+fn layer_dir(
+    layer: Vec<u8>,
+    options: &LayerDirOptions,
+) -> (tempfile::TempDir, Result<Report, Error>) {
+    let base = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(base.path().join("root")).expect("mkdir");
+    let result = extract_layer_dir(&layer[..], "the-layer", &base.path().join("root"), options);
+    (base, result)
+}
+
+fn file(content: &str, mode: u32) -> Node {
+    Node::File {
+        content: content.as_bytes().to_vec(),
+        mode,
+    }
+}
+
+fn read(root: &Path, path: &str) -> String {
+    std::fs::read_to_string(root.join(path)).expect("read")
+}
+
+fn exists(root: &Path, path: &str) -> bool {
+    std::fs::symlink_metadata(root.join(path)).is_ok()
+}
+
+fn lower() -> Vec<u8> {
+    Layer::new()
+        .dir("a")
+        .file("a/lower-file", b"lower")
+        .dir("a/b")
+        .dir("a/b/c")
+        .file("a/b/c/bar", b"bar")
+        .file("foo", b"lower foo")
+        .dir("d")
+        .file("d/x", b"x")
+        .dir("d/sub")
+        .file("d/sub/y", b"y")
+        .bytes()
+}
+
+// --- whiteouts (B.4 1–11) ---
+
+#[test]
+fn plain_whiteout_removes_a_lower_file() {
+    let (base, result) = flat(&[lower(), Layer::new().whiteout(".wh.foo").bytes()]);
+    result.expect("apply");
+    assert!(!exists(&root(&base), "foo"));
+    assert!(exists(&root(&base), "a/lower-file"));
+}
+
+#[test]
+fn plain_whiteout_removes_a_lower_directory_recursively() {
+    let (base, result) = flat(&[lower(), Layer::new().whiteout(".wh.d").bytes()]);
+    result.expect("apply");
+    assert!(!exists(&root(&base), "d"));
+}
+
+#[test]
+fn whiteout_after_a_same_layer_file_does_not_remove_it() {
+    let upper = Layer::new()
+        .file("foo", b"upper foo")
+        .whiteout(".wh.foo")
+        .bytes();
+    let (base, result) = flat(&[lower(), upper]);
+    result.expect("apply");
+    assert_eq!(read(&root(&base), "foo"), "upper foo");
+}
+
+#[test]
+fn whiteout_before_a_same_layer_file_removes_only_the_lower_one() {
+    let upper = Layer::new()
+        .whiteout(".wh.d")
+        .dir("d")
+        .file("d/new", b"new")
+        .bytes();
+    let (base, result) = flat(&[lower(), upper]);
+    result.expect("apply");
+    assert_eq!(
+        paths(&root(&base))
+            .iter()
+            .filter(|p| p.starts_with("d"))
+            .collect::<Vec<_>>(),
+        ["d", "d/new"]
+    );
+}
+
+#[test]
+fn whiteout_after_a_same_layer_directory_hides_only_lower_children() {
+    let upper = Layer::new()
+        .dir("d")
+        .file("d/new", b"new")
+        .whiteout(".wh.d")
+        .bytes();
+    let (base, result) = flat(&[lower(), upper]);
+    result.expect("apply");
+    assert_eq!(
+        paths(&root(&base))
+            .iter()
+            .filter(|p| p.starts_with("d"))
+            .collect::<Vec<_>>(),
+        ["d", "d/new"]
+    );
+}
+
+#[test]
+fn opaque_before_siblings_hides_lower_children_and_keeps_same_layer_ones() {
+    let upper = Layer::new()
+        .dir("d")
+        .whiteout("d/.wh..wh..opq")
+        .file("d/new", b"new")
+        .bytes();
+    let (base, result) = flat(&[lower(), upper]);
+    result.expect("apply");
+    assert_eq!(
+        paths(&root(&base))
+            .iter()
+            .filter(|p| p.starts_with("d"))
+            .collect::<Vec<_>>(),
+        ["d", "d/new"]
+    );
+}
+
+#[test]
+fn opaque_listed_after_same_layer_children_applies_first_as_the_spec_example() {
+    // image-spec layer.md: a/, a/b/, a/b/c/foo, a/.wh..wh..opq: foo survives, lower bar is gone.
+    let upper = Layer::new()
+        .dir("a")
+        .dir("a/b")
+        .dir("a/b/c")
+        .file("a/b/c/foo", b"foo")
+        .whiteout("a/.wh..wh..opq")
+        .bytes();
+    let (base, result) = flat(&[lower(), upper]);
+    result.expect("apply");
+    let all = paths(&root(&base));
+    let under_a: Vec<_> = all.iter().filter(|p| p.starts_with("a")).collect();
+    assert_eq!(under_a, ["a", "a/b", "a/b/c", "a/b/c/foo"]);
+}
+
+#[test]
+fn opaque_on_a_directory_missing_below_is_a_no_op_that_creates_it() {
+    let upper = Layer::new().whiteout("new/.wh..wh..opq").bytes();
+    let (base, result) = flat(&[lower(), upper]);
+    result.expect("apply");
+    assert!(
+        std::fs::symlink_metadata(root(&base).join("new"))
+            .expect("created")
+            .is_dir()
+    );
+    assert!(exists(&root(&base), "foo"));
+}
+
+#[test]
+fn whiteout_for_a_path_missing_below_is_a_no_op() {
+    let upper = Layer::new()
+        .whiteout(".wh.nothing")
+        .whiteout("nodir/.wh.x")
+        .bytes();
+    let (base, result) = flat(&[lower(), upper]);
+    result.expect("apply");
+    assert_eq!(snapshot(&root(&base)), {
+        let (b2, r2) = flat(&[lower()]);
+        r2.expect("apply");
+        snapshot(&root(&b2))
+    });
+}
+
+#[test]
+fn bare_and_dot_whiteouts_are_errors_that_touch_nothing() {
+    for name in [".wh.", "a/.wh.", ".wh..", ".wh..."] {
+        let (base, result) = flat(&[lower(), Layer::new().whiteout(name).bytes()]);
+        let err = result.expect_err(name);
+        assert!(matches!(err, Error::InvalidEntry { .. }), "{name}: {err}");
+        assert!(err.to_string().contains("layer1"), "{err}");
+        assert!(exists(&root(&base), "a/lower-file"), "{name}");
+    }
+}
+
+#[test]
+fn whiteout_markers_never_appear_in_the_flat_tree_whatever_their_type() {
+    let upper = Layer::new()
+        .whiteout(".wh.foo")
+        .symlink(".wh.d", "/etc")
+        .dir("a/.wh.b")
+        .whiteout("a/.wh..wh..opq")
+        .bytes();
+    let (base, result) = flat(&[lower(), upper]);
+    result.expect("apply");
+    let all = paths(&root(&base));
+    assert!(all.iter().all(|p| !p.contains(".wh.")), "{all:?}");
+    assert!(!exists(&root(&base), "d") && !exists(&root(&base), "foo"));
+}
+
+#[test]
+fn aufs_metadata_entries_are_skipped() {
+    let upper = Layer::new()
+        .dir(".wh..wh.plnk")
+        .file(".wh..wh.plnk/12.34", b"link data")
+        .whiteout(".wh..wh.aufs")
+        .file("kept", b"k")
+        .bytes();
+    let (base, result) = flat(&[upper]);
+    result.expect("apply");
+    assert_eq!(paths(&root(&base)), ["kept"]);
+}
+
+// --- replacing (B.4 12–20) ---
+
+#[test]
+fn a_file_replaces_a_lower_directory_and_its_subtree() {
+    let (base, result) = flat(&[lower(), Layer::new().file("d", b"now a file").bytes()]);
+    result.expect("apply");
+    assert_eq!(read(&root(&base), "d"), "now a file");
+}
+
+#[test]
+fn a_directory_replaces_a_lower_file_and_a_lower_symlink() {
+    let first = Layer::new().file("x", b"file").symlink("y", "/etc").bytes();
+    let second = Layer::new()
+        .dir("x")
+        .dir("y")
+        .file("y/inside", b"i")
+        .bytes();
+    let (base, result) = flat(&[first, second]);
+    result.expect("apply");
+    let s = snapshot(&root(&base));
+    assert_eq!(s["x"], Node::Dir { mode: 0o755 });
+    assert_eq!(s["y"], Node::Dir { mode: 0o755 });
+    assert_eq!(read(&root(&base), "y/inside"), "i");
+}
+
+#[test]
+fn directory_over_directory_merges_and_takes_the_new_metadata() {
+    let mut second = Layer::new();
+    second.mtime = 1_700_000_000;
+    second.dir_mode("d", 0o700).file("d/new", b"n");
+    let (base, result) = flat(&[lower(), second.bytes()]);
+    result.expect("apply");
+    let meta = std::fs::metadata(root(&base).join("d")).expect("d");
+    assert_eq!(meta.mode() & 0o7777, 0o700);
+    assert_eq!(meta.mtime(), 1_700_000_000);
+    assert!(
+        exists(&root(&base), "d/x")
+            && exists(&root(&base), "d/sub/y")
+            && exists(&root(&base), "d/new")
+    );
+}
+
+#[test]
+fn a_symlink_replacing_a_directory_carries_later_writes_inside_the_root() {
+    let second = Layer::new().symlink("d", "/elsewhere").bytes();
+    let third = Layer::new()
+        .dir("elsewhere")
+        .file("d/through", b"t")
+        .bytes();
+    let (base, result) = flat(&[lower(), second, third]);
+    result.expect("apply");
+    assert_eq!(read(&root(&base), "elsewhere/through"), "t");
+    assert!(
+        std::fs::symlink_metadata(root(&base).join("d"))
+            .expect("d")
+            .file_type()
+            .is_symlink()
+    );
+    assert!(!Path::new("/elsewhere").exists());
+}
+
+#[test]
+fn a_parent_that_is_an_absolute_symlink_resolves_inside_the_root() {
+    let layer = Layer::new()
+        .dir("run")
+        .dir("var")
+        .symlink("var/run", "/run")
+        .file("var/run/x", b"x")
+        .bytes();
+    let (base, result) = flat(&[layer]);
+    result.expect("apply");
+    assert_eq!(read(&root(&base), "run/x"), "x");
+}
+
+#[test]
+fn a_dangling_absolute_symlink_parent_is_created_inside_the_root() {
+    let layer = Layer::new()
+        .dir("var")
+        .symlink("var/lock", "/run/lock")
+        .file("var/lock/l", b"l")
+        .bytes();
+    let (base, result) = flat(&[layer]);
+    result.expect("apply");
+    assert_eq!(read(&root(&base), "run/lock/l"), "l");
+}
+
+#[test]
+fn an_escaping_relative_symlink_parent_is_clamped_to_the_root() {
+    let layer = Layer::new()
+        .symlink("up", "../../../../../../..")
+        .file("up/evil", b"e")
+        .bytes();
+    let (base, result) = flat(&[layer]);
+    result.expect("apply");
+    assert_eq!(read(&root(&base), "evil"), "e");
+    assert!(!base.path().join("evil").exists());
+}
+
+#[test]
+fn a_non_directory_entry_for_the_root_is_refused() {
+    for name in [".", "/", "./"] {
+        let layer = Layer::new().symlink(name, "/tmp").bytes();
+        let (_base, result) = flat(&[layer]);
+        let err = result.expect_err(name);
+        assert!(matches!(err, Error::InvalidEntry { .. }), "{name}: {err}");
+    }
+}
+
+#[test]
+fn a_directory_entry_for_the_root_sets_the_root_metadata() {
+    let layer = Layer::new()
+        .dir_with("./", 0o750, 1_234_567, &[])
+        .file("f", b"f")
+        .bytes();
+    let (base, result) = flat(&[layer]);
+    result.expect("apply");
+    let meta = std::fs::metadata(root(&base)).expect("root");
+    assert_eq!(meta.mode() & 0o7777, 0o750);
+    assert_eq!(meta.mtime(), 1_234_567);
+}
+
+#[test]
+fn a_symlink_then_a_directory_of_the_same_name_never_chmods_the_outside_target() {
+    let outside = tempfile::tempdir().expect("outside");
+    std::fs::set_permissions(outside.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod");
+    let target = outside.path().to_str().expect("utf8").to_owned();
+    let layer = Layer::new()
+        .symlink("s", &target)
+        .dir_mode("s", 0o777)
+        .bytes();
+    let (base, result) = flat(&[layer]);
+    result.expect("apply");
+    let outside_mode = std::fs::metadata(outside.path()).expect("outside").mode() & 0o7777;
+    assert_eq!(outside_mode, 0o755);
+    assert_eq!(snapshot(&root(&base))["s"], Node::Dir { mode: 0o777 });
+}
+
+#[test]
+fn a_symlink_then_a_file_of_the_same_name_replaces_the_link() {
+    let outside = tempfile::tempdir().expect("outside");
+    let victim = outside.path().join("victim");
+    std::fs::write(&victim, "untouched").expect("write");
+    let layer = Layer::new()
+        .symlink("s", victim.to_str().expect("utf8"))
+        .file("s", b"replaced")
+        .bytes();
+    let (base, result) = flat(&[layer]);
+    result.expect("apply");
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("victim"),
+        "untouched"
+    );
+    assert_eq!(snapshot(&root(&base))["s"], file("replaced", 0o644));
+}
+
+// --- names (B.4 21–22, 39, 44) ---
+
+#[test]
+fn names_with_dotdot_are_errors_naming_layer_and_entry_and_write_nothing() {
+    for name in ["../x", "a/../../x", "a/.."] {
+        let layer = Layer::new().file("ok", b"ok").file(name, b"evil").bytes();
+        let (base, result) = flat(&[layer]);
+        let err = result.expect_err(name);
+        let message = err.to_string();
+        assert!(
+            message.contains("layer0") && message.contains(name),
+            "{message}"
+        );
+        assert!(!base.path().join("x").exists());
+    }
+}
+
+#[test]
+fn absolute_names_are_root_relative() {
+    let layer = Layer::new().file("/etc/passwd", b"root:x:0:0").bytes();
+    let (base, result) = flat(&[layer]);
+    result.expect("apply");
+    assert_eq!(read(&root(&base), "etc/passwd"), "root:x:0:0");
+}
+
+#[test]
+fn overlong_names_give_a_clean_error() {
+    let long_component = "n".repeat(300);
+    let long_path = format!("{}/f", "d/".repeat(2100));
+    for name in [long_component.as_str(), long_path.as_str()] {
+        let layer = Layer::new().file(name, b"x").bytes();
+        let (_base, result) = flat(&[layer]);
+        let err = result.expect_err("too long");
+        assert!(matches!(err, Error::InvalidEntry { .. }), "{err}");
+    }
+}
+
+#[test]
+fn long_names_and_link_targets_through_pax_are_honoured() {
+    let dir = "long-directory-name-".repeat(8);
+    let name = format!("{dir}/file");
+    let target = format!("/{}", "t".repeat(150));
+    let layer = Layer::new()
+        .dir(&dir)
+        .file(&name, b"x")
+        .symlink("link", &target)
+        .bytes();
+    let (base, result) = flat(&[layer]);
+    result.expect("apply");
+    assert_eq!(read(&root(&base), &name), "x");
+    assert_eq!(snapshot(&root(&base))["link"], Node::Symlink(target));
+}
+
+#[test]
+fn non_utf8_names_are_kept_byte_exact() {
+    use std::os::unix::ffi::OsStrExt;
+    let name = b"caf\xe9-\xff";
+    let layer = Layer::new().file_with(name, b"x", 0o644, 0, 0, &[]).bytes();
+    let (base, result) = flat(&[layer]);
+    result.expect("apply");
+    let listed: Vec<_> = std::fs::read_dir(root(&base))
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().as_bytes().to_vec())
+        .collect();
+    assert_eq!(listed, [name.to_vec()]);
+}
+
+// --- hardlinks (B.4 23–29) ---
+
+#[test]
+fn a_hardlink_to_a_file_of_the_same_layer_shares_its_inode() {
+    let layer = Layer::new().file("a", b"data").hardlink("b", "a").bytes();
+    let (base, result) = flat(&[layer]);
+    result.expect("apply");
+    let (a, b) = (
+        std::fs::metadata(root(&base).join("a")).expect("a"),
+        std::fs::metadata(root(&base).join("b")).expect("b"),
+    );
+    assert_eq!(a.ino(), b.ino());
+    assert_eq!(a.nlink(), 2);
+}
+
+#[test]
+fn a_hardlink_to_a_lower_layer_file_works_in_the_flat_tree() {
+    let (base, result) = flat(&[lower(), Layer::new().hardlink("link", "foo").bytes()]);
+    result.expect("apply");
+    let ino = |p| std::fs::metadata(root(&base).join(p)).expect("meta").ino();
+    assert_eq!(ino("link"), ino("foo"));
+}
+
+#[test]
+fn a_hardlink_to_another_layer_in_a_layer_directory_is_an_error_naming_the_entry() {
+    let (_base, result) = layer_dir(
+        Layer::new().hardlink("link", "foo").bytes(),
+        &LayerDirOptions::new(),
+    );
+    let err = result.expect_err("no lower layers");
+    assert!(
+        matches!(err, Error::HardlinkTarget { ref entry, .. } if entry == "link"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_hardlink_to_another_layer_is_copied_from_the_lower_layers_when_given() {
+    let lower_base = tempfile::tempdir().expect("lower");
+    extract_layer_dir(
+        &lower()[..],
+        "lower",
+        lower_base.path(),
+        &LayerDirOptions::new(),
+    )
+    .expect("lower layer");
+    let options = LayerDirOptions::new().lower_layers(vec![lower_base.path().to_owned()]);
+    let (base, result) = layer_dir(Layer::new().hardlink("link", "foo").bytes(), &options);
+    result.expect("copied");
+    assert_eq!(read(&root(&base), "link"), "lower foo");
+}
+
+#[test]
+fn an_absolute_hardlink_target_resolves_inside_the_root() {
+    let layer = Layer::new()
+        .dir("usr")
+        .file("usr/x", b"x")
+        .hardlink("usr/y", "/usr/x")
+        .bytes();
+    let (base, result) = flat(&[layer]);
+    result.expect("apply");
+    assert_eq!(read(&root(&base), "usr/y"), "x");
+}
+
+#[test]
+fn a_hardlink_target_escaping_with_dotdot_is_refused() {
+    let layer = Layer::new().hardlink("h", "../../etc/passwd").bytes();
+    let (_base, result) = flat(&[layer]);
+    assert!(matches!(
+        result.expect_err("refused"),
+        Error::InvalidEntry { .. }
+    ));
+}
+
+#[test]
+fn a_hardlink_target_through_a_symlinked_parent_stays_inside_the_root() {
+    let outside = tempfile::tempdir().expect("outside");
+    std::fs::write(outside.path().join("secret"), "s").expect("write");
+    let layer = Layer::new()
+        .symlink("out", outside.path().to_str().expect("utf8"))
+        .hardlink("h", "out/secret")
+        .bytes();
+    let (_base, result) = flat(&[layer]);
+    let err = result.expect_err("the target is not inside the root");
+    assert!(matches!(err, Error::HardlinkTarget { .. }), "{err}");
+    assert_eq!(
+        std::fs::metadata(outside.path().join("secret"))
+            .expect("secret")
+            .nlink(),
+        1
+    );
+}
+
+#[test]
+fn a_hardlink_over_an_existing_file_replaces_it() {
+    let layer = Layer::new()
+        .file("a", b"a")
+        .file("b", b"b")
+        .hardlink("b", "a")
+        .bytes();
+    let (base, result) = flat(&[lower(), layer, Layer::new().hardlink("foo", "a").bytes()]);
+    result.expect("apply");
+    assert_eq!(read(&root(&base), "b"), "a");
+    assert_eq!(read(&root(&base), "foo"), "a");
+}
+
+#[test]
+fn a_hardlink_to_a_symlink_links_the_symlink_itself() {
+    let layer = Layer::new()
+        .symlink("s", "/nowhere")
+        .hardlink("h", "s")
+        .bytes();
+    let (base, result) = flat(&[layer]);
+    result.expect("apply");
+    assert_eq!(
+        snapshot(&root(&base))["h"],
+        Node::Symlink("/nowhere".into())
+    );
+}
+
+#[test]
+fn a_hardlink_before_its_target_is_a_clear_error() {
+    let layer = Layer::new()
+        .hardlink("h", "later")
+        .file("later", b"l")
+        .bytes();
+    let (_base, result) = flat(&[layer]);
+    let err = result.expect_err("target missing");
+    assert!(err.to_string().contains("later"), "{err}");
+}
+
+#[test]
+fn a_hardlink_to_a_directory_is_refused() {
+    let layer = Layer::new().dir("d").hardlink("h", "d").bytes();
+    let (_base, result) = flat(&[layer]);
+    assert!(matches!(
+        result.expect_err("dir"),
+        Error::HardlinkTarget {
+            reason: "is a directory",
+            ..
+        }
+    ));
+}
+
+// --- devices, owners, modes, xattrs, times (B.4 30–38) ---
+
+#[test]
+fn devices_as_root_keep_their_numbers_and_fifos_are_created() {
+    require_root!();
+    let layer = Layer::new()
+        .device("null", tar::EntryType::Char, 1, 3)
+        .device("loop", tar::EntryType::Block, 7, 0)
+        .fifo("pipe")
+        .bytes();
+    let (base, result) = flat(&[layer]);
+    result.expect("apply");
+    let s = snapshot(&root(&base));
+    assert_eq!(s["null"], Node::Char(rustix::fs::makedev(1, 3)));
+    assert_eq!(s["loop"], Node::Block(rustix::fs::makedev(7, 0)));
+    assert_eq!(s["pipe"], Node::Fifo);
+}
+
+#[test]
+fn devices_unprivileged_are_skipped_with_a_warning_and_fifos_still_created() {
+    let layer = Layer::new()
+        .device("null", tar::EntryType::Char, 1, 3)
+        .fifo("pipe")
+        .bytes();
+    let (base, result) = flat_with(&[layer], Privileges::Unprivileged);
+    let report = result.expect("apply");
+    assert_eq!(paths(&root(&base)), ["pipe"]);
+    assert_eq!(report.warnings.len(), 1);
+    assert_eq!(report.warnings[0].kind, WarningKind::DeviceSkipped);
+    assert_eq!(report.warnings[0].path.to_string(), "null");
+}
+
+#[test]
+fn device_numbers_that_do_not_parse_are_refused() {
+    let mut layer = Layer::new().device("d", tar::EntryType::Char, 1, 1).bytes();
+    // Base-256 encoding of a huge major number in the devmajor field (offset 329).
+    layer[329] = 0x80;
+    layer[330..337].fill(0xff);
+    let mut sum: u32 = layer[..512].iter().map(|&b| u32::from(b)).sum();
+    sum -= layer[148..156].iter().map(|&b| u32::from(b)).sum::<u32>();
+    sum += 8 * 32;
+    layer[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    let (_base, result) = flat(&[layer]);
+    assert!(matches!(
+        result.expect_err("huge"),
+        Error::InvalidEntry { .. }
+    ));
+}
+
+#[test]
+fn setuid_setgid_and_sticky_bits_are_preserved_after_chown() {
+    let layer = Layer::new()
+        .file_with(b"suid", b"x", 0o4755, 1000, 1000, &[])
+        .file_with(b"sgid", b"x", 0o2755, 0, 50, &[])
+        .dir_mode("tmp", 0o1777)
+        .bytes();
+    let (base, result) = flat(&[layer]);
+    result.expect("apply");
+    let s = snapshot(&root(&base));
+    assert_eq!(s["suid"], file("x", 0o4755));
+    assert_eq!(s["sgid"], file("x", 0o2755));
+    assert_eq!(s["tmp"], Node::Dir { mode: 0o1777 });
+    if crate::testutil::is_root() {
+        let meta = std::fs::metadata(root(&base).join("suid")).expect("suid");
+        assert_eq!((meta.uid(), meta.gid()), (1000, 1000));
+    }
+}
+
+#[test]
+fn owners_unprivileged_are_recorded_not_applied() {
+    let layer = Layer::new()
+        .file_with(b"f", b"x", 0o644, 1234, 5678, &[])
+        .bytes();
+    let (base, result) = flat_with(&[layer], Privileges::Unprivileged);
+    let report = result.expect("no EPERM abort");
+    assert_eq!(report.owners_not_applied.len(), 1);
+    assert_eq!(
+        (
+            report.owners_not_applied[0].uid,
+            report.owners_not_applied[0].gid
+        ),
+        (1234, 5678)
+    );
+    let meta = std::fs::metadata(root(&base).join("f")).expect("f");
+    assert_eq!(meta.uid(), rustix::process::geteuid().as_raw());
+}
+
+#[test]
+fn owners_as_root_are_applied_to_files_dirs_and_symlinks() {
+    require_root!();
+    let mut layer = Layer::new();
+    layer.file_with(b"f", b"x", 0o644, 12, 34, &[]);
+    let mut bytes = layer.bytes();
+    // A symlink owned by 56:78 (raw header edit of the builder's default 0:0).
+    let mut extra = Layer::new();
+    extra.symlink("s", "/f");
+    let mut link = extra.bytes();
+    link.truncate(512);
+    let mut h = tar::Header::from_byte_slice(&link[..512]).clone();
+    h.set_uid(56);
+    h.set_gid(78);
+    h.set_cksum();
+    bytes.truncate(bytes.len() - 1024);
+    bytes.extend_from_slice(h.as_bytes());
+    bytes.extend_from_slice(&[0u8; 1024]);
+    let (base, result) = flat(&[bytes]);
+    result.expect("apply");
+    let f = std::fs::metadata(root(&base).join("f")).expect("f");
+    assert_eq!((f.uid(), f.gid()), (12, 34));
+    let s = std::fs::symlink_metadata(root(&base).join("s")).expect("s");
+    assert_eq!((s.uid(), s.gid()), (56, 78));
+}
+
+#[test]
+fn security_capability_survives_as_root_after_chown() {
+    require_root!();
+    // VFS cap v2: cap_net_raw (bit 13) permitted and effective.
+    let cap: Vec<u8> = [
+        0x01, 0x00, 0x00, 0x02, 0x00, 0x20, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ]
+    .to_vec();
+    let layer = Layer::new()
+        .file_with(
+            b"ping",
+            b"elf",
+            0o755,
+            0,
+            0,
+            &[("SCHILY.xattr.security.capability", &cap)],
+        )
+        .bytes();
+    let (base, result) = flat(&[layer]);
+    result.expect("apply");
+    let value = xattr(&root(&base).join("ping"), "security.capability");
+    assert_eq!(value, Some(cap));
+}
+
+fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 256];
+    match rustix::fs::lgetxattr(path, name, &mut buf[..]) {
+        Ok(n) => {
+            buf.truncate(n);
+            Some(buf)
+        }
+        Err(_) => None,
+    }
+}
+
+#[test]
+fn user_xattrs_are_set_and_selinux_labels_skipped() {
+    let layer = Layer::new()
+        .file_with(
+            b"f",
+            b"x",
+            0o644,
+            0,
+            0,
+            &[
+                ("SCHILY.xattr.user.note", b"hi"),
+                (
+                    "SCHILY.xattr.security.selinux",
+                    b"system_u:object_r:bin_t:s0",
+                ),
+            ],
+        )
+        .bytes();
+    let (base, result) = flat(&[layer]);
+    let report = result.expect("apply");
+    let path = root(&base).join("f");
+    if report
+        .warnings
+        .iter()
+        .any(|w| matches!(&w.kind, WarningKind::XattrSkipped { name, .. } if name == "user.note"))
+    {
+        eprintln!("skipped: the temp filesystem has no user xattrs");
+        return;
+    }
+    assert_eq!(xattr(&path, "user.note"), Some(b"hi".to_vec()));
+    let selinux = xattr(&path, "security.selinux");
+    assert_ne!(selinux, Some(b"system_u:object_r:bin_t:s0".to_vec()));
+}
+
+#[test]
+fn trusted_xattrs_unprivileged_are_skipped_with_a_warning() {
+    let layer = Layer::new()
+        .file_with(
+            b"f",
+            b"x",
+            0o644,
+            0,
+            0,
+            &[("SCHILY.xattr.trusted.thing", b"v")],
+        )
+        .bytes();
+    let (base, result) = flat_with(&[layer], Privileges::Unprivileged);
+    let report = result.expect("apply");
+    assert!(report.warnings.iter().any(
+        |w| matches!(&w.kind, WarningKind::XattrSkipped { name, .. } if name == "trusted.thing")
+    ));
+    assert_eq!(xattr(&root(&base).join("f"), "trusted.thing"), None);
+}
+
+#[test]
+fn directory_mtimes_are_the_header_ones_after_children_and_whiteouts() {
+    let mut first = Layer::new();
+    first.mtime = 1_000_000;
+    first.dir("d").file("d/a", b"a").file("d/b", b"b");
+    let mut second = Layer::new();
+    second.mtime = 2_000_000;
+    second
+        .whiteout("d/.wh.a")
+        .file("d/c", b"c")
+        .dir_with("e", 0o755, 3_000_000, &[])
+        .file("e/x", b"x");
+    let (base, result) = flat(&[first.bytes(), second.bytes()]);
+    result.expect("apply");
+    let mtime = |p| {
+        std::fs::metadata(root(&base).join(p))
+            .expect("meta")
+            .mtime()
+    };
+    // `d` has no entry in the second layer: it keeps the first layer's time.
+    assert_eq!(mtime("d"), 1_000_000);
+    assert_eq!(mtime("e"), 3_000_000);
+}
+
+#[test]
+fn zero_negative_far_future_and_fractional_mtimes_are_honoured() {
+    let layer = Layer::new()
+        .file_with(b"zero", b"", 0o644, 0, 0, &[("mtime", b"0")])
+        .file_with(b"negative", b"", 0o644, 0, 0, &[("mtime", b"-1.5")])
+        .file_with(b"future", b"", 0o644, 0, 0, &[("mtime", b"4102444800")])
+        .file_with(
+            b"fraction",
+            b"",
+            0o644,
+            0,
+            0,
+            &[("mtime", b"1600000000.123456789")],
+        )
+        .bytes();
+    let (base, result) = flat(&[layer]);
+    result.expect("apply");
+    let meta = |p| std::fs::metadata(root(&base).join(p)).expect("meta");
+    assert_eq!(meta("zero").mtime(), 0);
+    assert_eq!(
+        (meta("negative").mtime(), meta("negative").mtime_nsec()),
+        (-2, 500_000_000)
+    );
+    assert_eq!(meta("future").mtime(), 4_102_444_800);
+    assert_eq!(
+        (meta("fraction").mtime(), meta("fraction").mtime_nsec()),
+        (1_600_000_000, 123_456_789)
+    );
+}
+
+#[test]
+fn symlink_mtime_is_set_without_following_and_symlinks_are_never_chmodded() {
+    let target = tempfile::NamedTempFile::new().expect("target");
+    std::fs::set_permissions(target.path(), std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let before = std::fs::metadata(target.path()).expect("meta").mtime();
+    let layer = Layer::new()
+        .symlink("s", target.path().to_str().expect("utf8"))
+        .bytes();
+    let (base, result) = flat(&[layer]);
+    result.expect("apply");
+    let link = std::fs::symlink_metadata(root(&base).join("s")).expect("s");
+    assert_eq!(link.mtime(), 1_600_000_000);
+    let after = std::fs::metadata(target.path()).expect("meta");
+    assert_eq!(after.mtime(), before);
+    assert_eq!(after.mode() & 0o7777, 0o600);
+}
+
+// --- archive structure (B.4 40–43, 45, 51, 52) ---
+
+#[test]
+fn a_pax_size_record_overrides_the_header_size() {
+    // The header says 0 bytes, the PAX record 5: Go and GNU tar read 5.
+    let mut h = tar::Header::new_ustar();
+    h.set_path("f").expect("path");
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_size(0);
+    h.set_cksum();
+    let mut builder = tar::Builder::new(Vec::new());
+    builder
+        .append_pax_extensions([("size", &b"5"[..])])
+        .expect("pax");
+    builder.append(&h, &b"hello"[..]).expect("append");
+    let raw = builder.into_inner().expect("finish");
+    let (base, result) = flat(&[raw]);
+    result.expect("apply");
+    assert_eq!(read(&root(&base), "f"), "hello");
+}
+
+#[test]
+fn a_pax_global_header_is_not_extracted() {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut g = tar::Header::new_ustar();
+    g.set_path("pax_global_header").expect("path");
+    g.set_entry_type(tar::EntryType::XGlobalHeader);
+    let record = b"20 comment=ignored!\n";
+    g.set_size(record.len() as u64);
+    g.set_cksum();
+    builder.append(&g, &record[..]).expect("g");
+    let mut tail = Layer::new().file("f", b"f").bytes();
+    let mut raw = builder.into_inner().expect("finish");
+    raw.truncate(raw.len() - 1024);
+    raw.append(&mut tail);
+    let (base, result) = flat(&[raw]);
+    result.expect("apply");
+    assert_eq!(paths(&root(&base)), ["f"]);
+}
+
+#[test]
+fn gnu_sparse_files_are_reconstructed() {
+    // An old-GNU sparse header: 10 bytes "0123456789" at offset 4096, real size 8192.
+    let mut h = tar::Header::new_gnu();
+    h.set_path("sparse").expect("path");
+    h.set_entry_type(tar::EntryType::GNUSparse);
+    h.set_mode(0o644);
+    h.set_size(10);
+    {
+        let gnu = h.as_gnu_mut().expect("gnu");
+        gnu.sparse[0].offset.copy_from_slice(b"00000010000\0");
+        gnu.sparse[0].numbytes.copy_from_slice(b"00000000012\0");
+        // GNU tar ends the map with an empty block at the real size.
+        gnu.sparse[1].offset.copy_from_slice(b"00000020000\0");
+        gnu.sparse[1].numbytes.copy_from_slice(b"00000000000\0");
+        gnu.realsize.copy_from_slice(b"00000020000\0");
+    }
+    h.set_cksum();
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.append(&h, &b"0123456789"[..]).expect("append");
+    let raw = builder.into_inner().expect("finish");
+    let (base, result) = flat(&[raw]);
+    result.expect("apply");
+    let content = std::fs::read(root(&base).join("sparse")).expect("read");
+    assert_eq!(content.len(), 8192);
+    assert_eq!(&content[4096..4106], b"0123456789");
+    assert!(content[..4096].iter().all(|&b| b == 0) && content[4106..].iter().all(|&b| b == 0));
+}
+
+#[test]
+fn pax_sparse_1_0_files_are_reconstructed() {
+    // GNU tar --format=pax sparse 1.0: map "1\n100\n5\n" padded to 512, then the data.
+    let mut data = b"1\n100\n5\n".to_vec();
+    data.resize(512, 0);
+    data.extend_from_slice(b"hello");
+    let layer = Layer::new()
+        .file_with(
+            b"GNUSparseFile.0/s",
+            &data,
+            0o644,
+            0,
+            0,
+            &[
+                ("GNU.sparse.major", b"1"),
+                ("GNU.sparse.minor", b"0"),
+                ("GNU.sparse.name", b"dir/s"),
+                ("GNU.sparse.realsize", b"200"),
+            ],
+        )
+        .bytes();
+    let (base, result) = flat(&[layer]);
+    result.expect("apply");
+    let content = std::fs::read(root(&base).join("dir/s")).expect("read");
+    assert_eq!(content.len(), 200);
+    assert_eq!(&content[100..105], b"hello");
+    assert!(content[..100].iter().all(|&b| b == 0));
+}
+
+#[test]
+fn duplicate_entries_in_one_layer_last_one_wins() {
+    let layer = Layer::new()
+        .file("f", b"first")
+        .file("f", b"second")
+        .dir("d")
+        .file("d/x", b"x")
+        .symlink("d", "/f")
+        .bytes();
+    let (base, result) = flat(&[layer]);
+    result.expect("apply");
+    let s = snapshot(&root(&base));
+    assert_eq!(s["f"], file("second", 0o644));
+    assert_eq!(s["d"], Node::Symlink("/f".into()));
+}
+
+#[test]
+fn a_file_whose_parent_entry_comes_later_or_never_gets_a_sane_parent() {
+    let layer = Layer::new()
+        .file("late/f", b"f")
+        .dir_mode("late", 0o710)
+        .file("never/g", b"g")
+        .bytes();
+    let (base, result) = flat(&[layer]);
+    result.expect("apply");
+    let s = snapshot(&root(&base));
+    assert_eq!(s["late"], Node::Dir { mode: 0o710 });
+    assert_eq!(s["never"], Node::Dir { mode: 0o755 });
+    assert_eq!(s["never/g"], file("g", 0o644));
+}
+
+#[test]
+fn read_only_directories_still_get_their_children_unprivileged() {
+    let layer = Layer::new()
+        .dir_mode("ro", 0o500)
+        .file("ro/f", b"f")
+        .dir_mode("none", 0o000)
+        .dir_mode("none/sub", 0o555)
+        .file("none/sub/g", b"g")
+        .bytes();
+    let (base, result) = flat_with(&[layer], Privileges::Unprivileged);
+    result.expect("apply");
+    let mode = |p| {
+        std::fs::symlink_metadata(root(&base).join(p))
+            .expect("meta")
+            .mode()
+            & 0o7777
+    };
+    assert_eq!((mode("ro"), mode("none")), (0o500, 0o000));
+    assert_eq!(read(&root(&base), "ro/f"), "f");
+    if crate::testutil::is_root() {
+        assert_eq!(read(&root(&base), "none/sub/g"), "g");
+        assert_eq!(mode("none/sub"), 0o555);
+    }
+    crate::extract::remove_tree(base.path()).expect("cleanup");
+}
+
+// --- layer directories (B.4 53) and verbatim extraction ---
+
+#[test]
+fn overlay_layer_directories_hold_whiteout_devices_and_opaque_xattrs() {
+    require_root!();
+    let layer = Layer::new()
+        .whiteout(".wh.gone")
+        .dir("d")
+        .whiteout("d/.wh.inner")
+        .whiteout("d/.wh..wh..opq")
+        .whiteout("d/.wh.after")
+        .file("d/kept", b"k")
+        .bytes();
+    let (base, result) = layer_dir(layer, &LayerDirOptions::new());
+    result.expect("apply");
+    let s = snapshot(&root(&base));
+    assert_eq!(s["gone"], Node::Char(0));
+    // Whiteouts inside an opaque directory are dropped, before or after the marker.
+    assert_eq!(paths(&root(&base)), ["d", "d/kept", "gone"]);
+    assert_eq!(
+        xattr(&root(&base).join("d"), "trusted.overlay.opaque"),
+        Some(b"y".to_vec())
+    );
+}
+
+#[test]
+fn overlay_whiteout_then_same_layer_directory_makes_it_opaque() {
+    require_root!();
+    let layer = Layer::new()
+        .whiteout(".wh.d")
+        .dir("d")
+        .file("d/new", b"n")
+        .bytes();
+    let (base, result) = layer_dir(layer, &LayerDirOptions::new());
+    result.expect("apply");
+    assert_eq!(snapshot(&root(&base))["d"], Node::Dir { mode: 0o755 });
+    assert_eq!(
+        xattr(&root(&base).join("d"), "trusted.overlay.opaque"),
+        Some(b"y".to_vec())
+    );
+}
+
+#[test]
+fn overlay_layer_refuses_content_that_overlayfs_would_misread() {
+    require_root!();
+    let layer = Layer::new()
+        .device("fake-whiteout", tar::EntryType::Char, 0, 0)
+        .bytes();
+    let (_base, result) = layer_dir(layer, &LayerDirOptions::new());
+    assert!(matches!(
+        result.expect_err("refused"),
+        Error::InvalidEntry { .. }
+    ));
+}
+
+#[test]
+fn oci_layer_directories_keep_whiteouts_as_files() {
+    let layer = Layer::new()
+        .whiteout(".wh.gone")
+        .dir("d")
+        .whiteout("d/.wh..wh..opq")
+        .file("d/f", b"f")
+        .bytes();
+    let (base, result) = layer_dir(
+        layer,
+        &LayerDirOptions::new().whiteouts(WhiteoutFormat::Oci),
+    );
+    result.expect("apply");
+    assert_eq!(
+        paths(&root(&base)),
+        [".wh.gone", "d", "d/.wh..wh..opq", "d/f"]
+    );
+}
+
+#[test]
+fn layer_directory_destination_must_exist_empty_and_be_a_directory() {
+    let base = tempfile::tempdir().expect("tempdir");
+    let layer = Layer::new().file("f", b"f").bytes();
+    std::fs::write(base.path().join("file"), "x").expect("write");
+    for (dest, why) in [
+        ("missing", "does not exist"),
+        ("file", "is not a directory"),
+        ("", "is not empty"),
+    ] {
+        let err = extract_layer_dir(
+            &layer[..],
+            "l",
+            &base.path().join(dest),
+            &LayerDirOptions::new(),
+        )
+        .expect_err(dest);
+        assert!(err.to_string().contains(why), "{dest}: {err}");
+    }
+}
+
+#[test]
+fn verbatim_extraction_keeps_whiteout_names_and_devices_as_they_are() {
+    let layer = Layer::new()
+        .whiteout(".wh.gone")
+        .dir("d")
+        .whiteout("d/.wh..wh..opq")
+        .fifo("p")
+        .bytes();
+    let base = tempfile::tempdir().expect("tempdir");
+    extract_canonical_tar(&layer[..], "canonical", base.path(), &ExtractOptions::new())
+        .expect("apply");
+    assert_eq!(paths(base.path()), [".wh.gone", "d", "d/.wh..wh..opq", "p"]);
+}
+
+#[test]
+fn unsupported_entry_types_are_errors() {
+    let layer = Layer::new().raw(b"vol", tar::EntryType::new(b'V')).bytes();
+    let (_base, result) = flat(&[layer]);
+    assert!(matches!(
+        result.expect_err("refused"),
+        Error::InvalidEntry { .. }
+    ));
+}

@@ -1,0 +1,359 @@
+//! The public extraction entry points: layer directories, flat trees, verbatim tar streams.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use crate::apply::{Applier, Target};
+use crate::error::Error;
+use crate::report::{ExtractOptions, LayerDirOptions, Report};
+use crate::stream::{LayerDescriptor, LayerDigests, LayerReader};
+
+/// The result of unpacking one layer blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerOutcome {
+    /// What the extraction did.
+    pub report: Report,
+    /// The verified digests and sizes of the blob.
+    pub digests: LayerDigests,
+}
+
+/// Extracts one layer's **uncompressed** tar stream into `dest`, an existing empty directory, as
+/// a layer directory (`.layers/<hh>/<hex>/layerfs`): whiteouts in the form the options name, a
+/// hardlink to a file outside the layer copied from the lower layers (or an error naming it).
+///
+/// Does not check digests: read the tar through a [`LayerReader`] and call its `finish`, or use
+/// [`unpack_layer_dir`]. Independent layers may be extracted on several threads at once.
+///
+/// # Errors
+/// [`Error::Destination`] when `dest` is not an existing empty directory; any parse, entry or
+/// filesystem error, naming the layer and entry. On error `dest` holds a partial tree.
+pub fn extract_layer_dir<R: Read>(
+    tar: R,
+    layer: &str,
+    dest: &Path,
+    options: &LayerDirOptions,
+) -> Result<Report, Error> {
+    let mut applier = Applier::open(
+        dest,
+        Target::LayerDir {
+            whiteouts: options.whiteouts,
+            lower_layers: options.lower_layers.clone(),
+        },
+        options.privileges,
+        true,
+    )?;
+    applier.apply_tar(tar, layer)?;
+    Ok(applier.into_report())
+}
+
+/// Unpacks one layer blob (compressed as its media type and magic bytes say) into the new
+/// directory `dest`, checking the digests the descriptor names.
+///
+/// The tree is built in a temporary sibling directory and renamed to `dest` only when the whole
+/// blob was read and both digests match, so a failure never leaves a partial `dest` behind.
+///
+/// # Errors
+/// [`Error::Destination`] when `dest` exists or its parent does not; [`Error::Read`] for a
+/// truncated or corrupt blob; [`Error::BlobDigestMismatch`] / [`Error::DiffIdMismatch`];
+/// any error of [`extract_layer_dir`].
+pub fn unpack_layer_dir<R: Read>(
+    blob: R,
+    descriptor: &LayerDescriptor,
+    dest: &Path,
+    options: &LayerDirOptions,
+) -> Result<LayerOutcome, Error> {
+    let staging = staging_path(dest)?;
+    std::fs::create_dir(&staging).map_err(|source| Error::DestinationIo {
+        path: staging.clone(),
+        op: "create staging directory",
+        source,
+    })?;
+    let result = (|| {
+        let mut reader = LayerReader::open(blob, descriptor)?;
+        let report = match extract_layer_dir(&mut reader, &descriptor.name, &staging, options) {
+            Ok(report) => report,
+            Err(e) => return Err(reader.take_read_error().unwrap_or(e)),
+        };
+        let digests = reader.finish()?;
+        Ok(LayerOutcome { report, digests })
+    })();
+    match result {
+        Ok(outcome) => {
+            std::fs::rename(&staging, dest).map_err(|source| {
+                let _ = remove_tree(&staging);
+                Error::DestinationIo {
+                    path: dest.to_owned(),
+                    op: "move the finished layer into place",
+                    source,
+                }
+            })?;
+            Ok(outcome)
+        }
+        Err(e) => {
+            if let Err(cleanup) = remove_tree(&staging) {
+                tracing::warn!(path = %staging.display(), error = %cleanup, "could not remove a failed layer's staging directory");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Where a layer directory is built before it is renamed to `dest`.
+fn staging_path(dest: &Path) -> Result<PathBuf, Error> {
+    if std::fs::symlink_metadata(dest).is_ok() {
+        return Err(Error::Destination {
+            path: dest.to_owned(),
+            reason: "already exists".to_owned(),
+        });
+    }
+    let Some(name) = dest.file_name() else {
+        return Err(Error::Destination {
+            path: dest.to_owned(),
+            reason: "has no final component".to_owned(),
+        });
+    };
+    let mut staging_name = std::ffi::OsString::from(".");
+    staging_name.push(name);
+    staging_name.push(format!(".partial-{}", std::process::id()));
+    Ok(dest.with_file_name(staging_name))
+}
+
+/// Removes a tree this crate built, making directories writable first (unprivileged extraction
+/// may leave directories without the owner's write bit).
+pub(crate) fn remove_tree(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(first) => {
+            fn open_up(dir: &Path) {
+                let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+                if let Ok(entries) = std::fs::read_dir(dir) {
+                    for entry in entries.flatten() {
+                        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                            open_up(&entry.path());
+                        }
+                    }
+                }
+            }
+            if std::fs::symlink_metadata(path).is_err() {
+                return Err(first);
+            }
+            open_up(path);
+            std::fs::remove_dir_all(path)
+        }
+    }
+}
+
+/// Applies layers in order onto one directory, giving the flattened root filesystem with the OCI
+/// rules: a whiteout hides only lower layers; an opaque marker hides the lower children of its
+/// directory wherever it appears in its layer; a non-directory replaces what was there;
+/// directory over directory merges and takes the new metadata; hardlinks may point at files of
+/// lower layers; duplicate entries: the last wins.
+///
+/// ```no_run
+/// # fn main() -> Result<(), ducc_unpack::Error> {
+/// use ducc_unpack::{ExtractOptions, FlatExtractor, LayerDescriptor};
+/// let mut flat = FlatExtractor::new("/tmp/rootfs".as_ref(), &ExtractOptions::new())?;
+/// for (path, media_type) in [("layer0.tar.gz", "application/vnd.oci.image.layer.v1.tar+gzip")] {
+///     let blob = std::fs::File::open(path).expect("blob");
+///     flat.apply_blob(blob, &LayerDescriptor::new(path, media_type))?;
+/// }
+/// let report = flat.finish();
+/// # let _ = report; Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct FlatExtractor {
+    applier: Applier,
+}
+
+impl FlatExtractor {
+    /// Starts a flat tree in `dest`, an existing directory (normally empty; layers already
+    /// applied to it count as lower layers).
+    ///
+    /// # Errors
+    /// [`Error::Destination`] when `dest` is missing or not a directory.
+    pub fn new(dest: &Path, options: &ExtractOptions) -> Result<Self, Error> {
+        Ok(FlatExtractor {
+            applier: Applier::open(dest, Target::Flat, options.privileges, false)?,
+        })
+    }
+
+    /// Applies the next layer, given as its **uncompressed** tar stream. Digests are not checked.
+    ///
+    /// # Errors
+    /// Any parse, entry or filesystem error, naming the layer and entry; the tree is then
+    /// partially updated.
+    pub fn apply_layer<R: Read>(&mut self, tar: R, layer: &str) -> Result<(), Error> {
+        self.applier.apply_tar(tar, layer)
+    }
+
+    /// Applies the next layer from its blob, decompressing it and checking its digests.
+    ///
+    /// # Errors
+    /// As [`FlatExtractor::apply_layer`], plus [`Error::Read`] and the digest mismatches. The
+    /// tree is then partially updated: discard it.
+    pub fn apply_blob<R: Read>(
+        &mut self,
+        blob: R,
+        descriptor: &LayerDescriptor,
+    ) -> Result<LayerDigests, Error> {
+        let mut reader = LayerReader::open(blob, descriptor)?;
+        if let Err(e) = self.applier.apply_tar(&mut reader, &descriptor.name) {
+            return Err(reader.take_read_error().unwrap_or(e));
+        }
+        reader.finish()
+    }
+
+    /// What the extraction did so far.
+    pub fn report(&self) -> &Report {
+        self.applier.report()
+    }
+
+    /// Ends the extraction and returns its report.
+    pub fn finish(self) -> Report {
+        self.applier.into_report()
+    }
+}
+
+/// Extracts an uncompressed tar stream that is already canonical (see [`CanonicalTarWriter`])
+/// into `dest`, an existing directory, verbatim: `.wh.` names stay files, character devices and
+/// xattrs (`trusted.overlay.opaque` included) are created as the tar holds them. The safety and
+/// metadata rules are those of the other extractors.
+///
+/// [`CanonicalTarWriter`]: crate::CanonicalTarWriter
+///
+/// # Errors
+/// As [`extract_layer_dir`]; a hardlink whose target is not earlier in the stream is an error.
+pub fn extract_canonical_tar<R: Read>(
+    tar: R,
+    name: &str,
+    dest: &Path,
+    options: &ExtractOptions,
+) -> Result<Report, Error> {
+    let mut applier = Applier::open(dest, Target::Verbatim, options.privileges, false)?;
+    applier.apply_tar(tar, name)?;
+    Ok(applier.into_report())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+    use crate::testutil::{Layer, paths};
+    use crate::{BlobDigest, DiffId};
+
+    const GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(data).expect("gzip");
+        e.finish().expect("gzip")
+    }
+
+    fn descriptor(blob: &[u8], tar: &[u8]) -> LayerDescriptor {
+        use sha2::{Digest, Sha256};
+        LayerDescriptor::new("sha256:test", GZIP)
+            .with_blob_digest(BlobDigest::from_sha256_bytes(Sha256::digest(blob).into()))
+            .with_diff_id(DiffId::from_sha256_bytes(Sha256::digest(tar).into()))
+    }
+
+    #[test]
+    fn a_verified_layer_is_promoted_into_place() {
+        let tar = Layer::new().dir("etc").file("etc/f", b"f").bytes();
+        let blob = gzip(&tar);
+        let base = tempfile::tempdir().expect("tempdir");
+        let dest = base.path().join("layerfs");
+        let outcome = unpack_layer_dir(
+            &blob[..],
+            &descriptor(&blob, &tar),
+            &dest,
+            &LayerDirOptions::new(),
+        )
+        .expect("unpack");
+        assert_eq!(paths(&dest), ["etc", "etc/f"]);
+        assert_eq!(outcome.digests.uncompressed_size, tar.len() as u64);
+        assert_eq!(outcome.report.entries, 2);
+        assert_eq!(
+            paths(base.path()),
+            ["layerfs", "layerfs/etc", "layerfs/etc/f"]
+        );
+    }
+
+    #[test]
+    fn a_failed_layer_leaves_no_directory_behind() {
+        let tar = Layer::new()
+            .dir("etc")
+            .file("etc/f", &[1u8; 100_000])
+            .bytes();
+        let blob = gzip(&tar);
+        let good = descriptor(&blob, &tar);
+        let wrong_diff_id = good
+            .clone()
+            .with_diff_id(DiffId::from_sha256_bytes([0; 32]));
+        let wrong_blob = good
+            .clone()
+            .with_blob_digest(BlobDigest::from_sha256_bytes([0; 32]));
+        let truncated = &blob[..blob.len() / 2];
+        let cases: [(&str, &[u8], &LayerDescriptor); 3] = [
+            ("wrong diff_id", &blob, &wrong_diff_id),
+            ("wrong blob digest", &blob, &wrong_blob),
+            ("truncated blob", truncated, &good),
+        ];
+        for (what, blob, descriptor) in cases {
+            let base = tempfile::tempdir().expect("tempdir");
+            let dest = base.path().join("layerfs");
+            let err =
+                unpack_layer_dir(blob, descriptor, &dest, &LayerDirOptions::new()).expect_err(what);
+            match what {
+                "wrong diff_id" => assert!(matches!(err, Error::DiffIdMismatch { .. }), "{err}"),
+                "wrong blob digest" => {
+                    assert!(matches!(err, Error::BlobDigestMismatch { .. }), "{err}")
+                }
+                _ => assert!(matches!(err, Error::Read { .. }), "{what}: {err:?}"),
+            }
+            assert!(
+                paths(base.path()).is_empty(),
+                "{what}: {:?}",
+                paths(base.path())
+            );
+        }
+    }
+
+    #[test]
+    fn an_existing_layer_directory_is_not_overwritten() {
+        let tar = Layer::new().file("f", b"f").bytes();
+        let base = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(base.path().join("layerfs")).expect("mkdir");
+        let d = LayerDescriptor::new("l", "application/vnd.oci.image.layer.v1.tar");
+        let err = unpack_layer_dir(
+            &tar[..],
+            &d,
+            &base.path().join("layerfs"),
+            &LayerDirOptions::new(),
+        )
+        .expect_err("exists");
+        assert!(matches!(err, Error::Destination { .. }), "{err}");
+    }
+
+    #[test]
+    fn flat_blobs_are_verified_layer_by_layer() {
+        let first = Layer::new().file("a", b"a").file("b", b"b").bytes();
+        let second = Layer::new().whiteout(".wh.a").bytes();
+        let (b1, b2) = (gzip(&first), gzip(&second));
+        let base = tempfile::tempdir().expect("tempdir");
+        let mut flat =
+            FlatExtractor::new(base.path(), &crate::ExtractOptions::new()).expect("flat");
+        flat.apply_blob(&b1[..], &descriptor(&b1, &first))
+            .expect("first");
+        let bad = descriptor(&b2, &second).with_diff_id(DiffId::from_sha256_bytes([9; 32]));
+        assert!(matches!(
+            flat.apply_blob(&b2[..], &bad),
+            Err(Error::DiffIdMismatch { .. })
+        ));
+        flat.apply_blob(&b2[..], &descriptor(&b2, &second))
+            .expect("second");
+        assert_eq!(flat.report().entries, 4);
+        assert_eq!(paths(base.path()), ["b"]);
+    }
+}

@@ -1,0 +1,210 @@
+//! Options shared by the extractors, and the report they return.
+
+use std::path::PathBuf;
+
+use crate::entry::EntryPath;
+
+/// How whiteouts are written into a layer directory or a canonical tar stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum WhiteoutFormat {
+    /// overlayfs form: `.wh.NAME` becomes a character device 0/0 named `NAME`, `.wh..wh..opq`
+    /// becomes the xattr `trusted.overlay.opaque=y` on its directory.
+    #[default]
+    Overlay,
+    /// OCI form: the `.wh.NAME` and `.wh..wh..opq` entries are kept as the empty files they are.
+    Oci,
+}
+
+/// Which privileged operations the extractor attempts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Privileges {
+    /// Root behaviour when the effective uid is 0, else unprivileged behaviour.
+    #[default]
+    Auto,
+    /// Set owners, create devices, set `trusted.*` xattrs.
+    Root,
+    /// Do not set owners (they go into the report), skip device nodes with a warning, skip
+    /// `trusted.*` xattrs, tolerate EPERM on `security.capability`.
+    Unprivileged,
+}
+
+impl Privileges {
+    /// Whether root behaviour applies.
+    pub(crate) fn is_root(self) -> bool {
+        match self {
+            Privileges::Auto => rustix::process::geteuid().is_root(),
+            Privileges::Root => true,
+            Privileges::Unprivileged => false,
+        }
+    }
+}
+
+/// Options for extracting one layer into its own directory.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct LayerDirOptions {
+    /// How whiteouts are written (default: overlay form).
+    pub whiteouts: WhiteoutFormat,
+    /// The directories of the layers below this one, topmost first. A hardlink whose target is
+    /// not in this layer is materialised as a copy of the target found there; with no lower
+    /// layers such a hardlink is an error.
+    pub lower_layers: Vec<PathBuf>,
+    /// Which privileged operations to attempt.
+    pub privileges: Privileges,
+}
+
+impl LayerDirOptions {
+    /// Default options: overlay whiteouts, no lower layers, privileges from the effective uid.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The same options with the given whiteout format.
+    pub fn whiteouts(mut self, format: WhiteoutFormat) -> Self {
+        self.whiteouts = format;
+        self
+    }
+
+    /// The same options with the given lower layer directories (topmost first).
+    pub fn lower_layers(mut self, lower: Vec<PathBuf>) -> Self {
+        self.lower_layers = lower;
+        self
+    }
+
+    /// The same options with the given privileges.
+    pub fn privileges(mut self, privileges: Privileges) -> Self {
+        self.privileges = privileges;
+        self
+    }
+}
+
+/// Options for flat extraction and for verbatim tar extraction.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ExtractOptions {
+    /// Which privileged operations to attempt.
+    pub privileges: Privileges,
+}
+
+impl ExtractOptions {
+    /// Default options: privileges from the effective uid.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The same options with the given privileges.
+    pub fn privileges(mut self, privileges: Privileges) -> Self {
+        self.privileges = privileges;
+        self
+    }
+}
+
+/// Something the extractor did not do as the archive asked, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WarningKind {
+    /// A character or block device was not created (unprivileged).
+    DeviceSkipped,
+    /// An extended attribute was not set: denied by policy (`security.selinux`), by privileges
+    /// (`trusted.*` unprivileged, EPERM), or unsupported by the target filesystem.
+    XattrSkipped {
+        /// The attribute's name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One warning: which layer, which entry, what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    /// The layer's name.
+    pub layer: String,
+    /// The entry's path.
+    pub path: EntryPath,
+    /// What happened.
+    pub kind: WarningKind,
+}
+
+/// Owner an entry should have had but did not get (unprivileged extraction).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerRecord {
+    /// The entry's path.
+    pub path: EntryPath,
+    /// uid from the archive.
+    pub uid: u64,
+    /// gid from the archive.
+    pub gid: u64,
+}
+
+/// At most this many warnings and owner records are kept; the rest are only counted.
+pub const REPORT_LIST_LIMIT: usize = 10_000;
+
+/// What an extraction did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Entries read from the archive(s), including whiteouts.
+    pub entries: u64,
+    /// Bytes of regular-file data written.
+    pub file_bytes: u64,
+    /// Warnings, at most [`REPORT_LIST_LIMIT`].
+    pub warnings: Vec<Warning>,
+    /// Warnings not kept in `warnings` because of the limit.
+    pub warnings_dropped: u64,
+    /// Owners not applied (unprivileged) other than the extracting user's own, at most
+    /// [`REPORT_LIST_LIMIT`].
+    pub owners_not_applied: Vec<OwnerRecord>,
+    /// Owner records not kept because of the limit.
+    pub owners_dropped: u64,
+}
+
+impl Report {
+    pub(crate) fn warn(&mut self, layer: &str, path: &EntryPath, kind: WarningKind) {
+        tracing::warn!(layer, path = %path, ?kind, "extraction warning");
+        if self.warnings.len() < REPORT_LIST_LIMIT {
+            self.warnings.push(Warning {
+                layer: layer.to_owned(),
+                path: path.clone(),
+                kind,
+            });
+        } else {
+            self.warnings_dropped += 1;
+        }
+    }
+
+    pub(crate) fn owner_not_applied(&mut self, path: &EntryPath, uid: u64, gid: u64) {
+        if self.owners_not_applied.len() < REPORT_LIST_LIMIT {
+            self.owners_not_applied.push(OwnerRecord {
+                path: path.clone(),
+                uid,
+                gid,
+            });
+        } else {
+            self.owners_dropped += 1;
+        }
+    }
+
+    /// Adds another report's counts and lists to this one.
+    pub fn merge(&mut self, other: Report) {
+        self.entries += other.entries;
+        self.file_bytes += other.file_bytes;
+        for w in other.warnings {
+            if self.warnings.len() < REPORT_LIST_LIMIT {
+                self.warnings.push(w);
+            } else {
+                self.warnings_dropped += 1;
+            }
+        }
+        self.warnings_dropped += other.warnings_dropped;
+        for o in other.owners_not_applied {
+            if self.owners_not_applied.len() < REPORT_LIST_LIMIT {
+                self.owners_not_applied.push(o);
+            } else {
+                self.owners_dropped += 1;
+            }
+        }
+        self.owners_dropped += other.owners_dropped;
+    }
+}

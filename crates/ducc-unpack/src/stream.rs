@@ -1,0 +1,586 @@
+//! Layer blob streams: decompression chosen by media type and magic bytes, with both digests
+//! computed while reading.
+
+use std::io::{self, BufReader, Cursor, Read};
+
+use sha2::{Digest, Sha256};
+
+use crate::digest::{BlobDigest, DiffId};
+use crate::error::Error;
+
+/// How a layer blob is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Compression {
+    /// A plain tar stream.
+    None,
+    /// gzip, possibly several members.
+    Gzip,
+    /// zstd, possibly several frames and skippable frames.
+    Zstd,
+}
+
+impl Compression {
+    /// The compression a layer media type announces, or `None` for a media type that is not a
+    /// layer this crate reads (OCI `tar`, `tar+gzip`, `tar+zstd` and their nondistributable forms;
+    /// Docker `tar.gzip`, foreign `tar.gzip` and `tar`).
+    pub fn from_media_type(media_type: &str) -> Option<Compression> {
+        match media_type {
+            "application/vnd.oci.image.layer.v1.tar"
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar"
+            | "application/vnd.docker.image.rootfs.diff.tar" => Some(Compression::None),
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+            | "application/vnd.docker.image.rootfs.diff.tar.gzip"
+            | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => {
+                Some(Compression::Gzip)
+            }
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => {
+                Some(Compression::Zstd)
+            }
+            _ => None,
+        }
+    }
+
+    /// The compression the first bytes of a stream show, if any.
+    fn sniff(prefix: &[u8]) -> Option<Compression> {
+        match prefix {
+            [0x1f, 0x8b, ..] => Some(Compression::Gzip),
+            [0x28, 0xb5, 0x2f, 0xfd, ..] => Some(Compression::Zstd),
+            // zstd skippable frame (0x184D2A50..=0x184D2A5F, little endian), as zstd:chunked may use.
+            [b, 0x2a, 0x4d, 0x18, ..] if b & 0xf0 == 0x50 => Some(Compression::Zstd),
+            _ => None,
+        }
+    }
+}
+
+/// What the caller knows about a layer blob: how to name it in messages, its media type, and the
+/// digests it must have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerDescriptor {
+    /// How errors and the report name this layer (usually its blob digest).
+    pub name: String,
+    /// The layer's media type from the manifest.
+    pub media_type: String,
+    /// The expected digest of the blob (compressed bytes); not checked when `None`.
+    pub blob_digest: Option<BlobDigest>,
+    /// The expected diff_id (uncompressed bytes); not checked when `None`.
+    pub diff_id: Option<DiffId>,
+}
+
+impl LayerDescriptor {
+    /// A descriptor with no expected digests.
+    pub fn new(name: impl Into<String>, media_type: impl Into<String>) -> Self {
+        LayerDescriptor {
+            name: name.into(),
+            media_type: media_type.into(),
+            blob_digest: None,
+            diff_id: None,
+        }
+    }
+
+    /// The same descriptor, checking the blob digest.
+    pub fn with_blob_digest(mut self, digest: BlobDigest) -> Self {
+        self.blob_digest = Some(digest);
+        self
+    }
+
+    /// The same descriptor, checking the diff_id.
+    pub fn with_diff_id(mut self, diff_id: DiffId) -> Self {
+        self.diff_id = Some(diff_id);
+        self
+    }
+}
+
+/// Digests and sizes of a layer that was read to its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerDigests {
+    /// sha256 of the compressed bytes.
+    pub blob_digest: BlobDigest,
+    /// sha256 of the uncompressed bytes.
+    pub diff_id: DiffId,
+    /// Number of compressed bytes.
+    pub compressed_size: u64,
+    /// Number of uncompressed bytes.
+    pub uncompressed_size: u64,
+}
+
+/// Counts and hashes every byte read through it.
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    len: u64,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+}
+
+type Compressed<R> = BufReader<io::Chain<Cursor<Vec<u8>>, HashingReader<R>>>;
+
+enum Decoder<R: Read> {
+    Plain(Compressed<R>),
+    Gzip(Box<flate2::bufread::MultiGzDecoder<Compressed<R>>>),
+    Zstd(zstd::stream::read::Decoder<'static, Compressed<R>>),
+}
+
+impl<R: Read> Read for Decoder<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Decoder::Plain(r) => r.read(buf),
+            Decoder::Gzip(r) => r.read(buf),
+            Decoder::Zstd(r) => r.read(buf),
+        }
+    }
+}
+
+/// Buffer between the blob source and the decompressor.
+const COMPRESSED_BUFFER: usize = 256 * 1024;
+/// zstd frames may use windows up to 2 GiB (`zstd --long=31`).
+const ZSTD_WINDOW_LOG_MAX: u32 = 31;
+
+/// A layer blob read as its uncompressed tar stream, hashing both the compressed and the
+/// uncompressed bytes on the way.
+///
+/// Read the tar through it (it implements [`Read`]), then call [`LayerReader::finish`], which
+/// drains both streams to their ends and checks the digests the [`LayerDescriptor`] names.
+pub struct LayerReader<R: Read> {
+    decoder: Decoder<R>,
+    hasher: Sha256,
+    len: u64,
+    layer: String,
+    compression: Compression,
+    expected_blob: Option<BlobDigest>,
+    expected_diff_id: Option<DiffId>,
+    read_error: Option<(io::ErrorKind, String)>,
+}
+
+impl<R: Read> std::fmt::Debug for LayerReader<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LayerReader")
+            .field("layer", &self.layer)
+            .field("compression", &self.compression)
+            .field("uncompressed_bytes", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Read> LayerReader<R> {
+    /// Opens a layer blob. The compression comes from the media type and is checked against the
+    /// stream's magic bytes; where they disagree the bytes win (a gzip stream labelled as plain tar
+    /// is read as gzip), with a warning logged.
+    ///
+    /// # Errors
+    /// [`Error::UnknownMediaType`] for a media type that is no layer; [`Error::Read`] when the
+    /// first bytes cannot be read.
+    pub fn open(blob: R, descriptor: &LayerDescriptor) -> Result<Self, Error> {
+        let Some(labelled) = Compression::from_media_type(&descriptor.media_type) else {
+            return Err(Error::UnknownMediaType {
+                layer: descriptor.name.clone(),
+                media_type: descriptor.media_type.clone(),
+            });
+        };
+        Self::open_with(blob, labelled, descriptor)
+    }
+
+    /// Like [`LayerReader::open`], with the compression given instead of read from the media type
+    /// (the magic bytes still win).
+    ///
+    /// # Errors
+    /// [`Error::Read`] when the first bytes cannot be read.
+    pub fn open_with(
+        blob: R,
+        labelled: Compression,
+        descriptor: &LayerDescriptor,
+    ) -> Result<Self, Error> {
+        let layer = descriptor.name.clone();
+        let mut hashing = HashingReader {
+            inner: blob,
+            hasher: Sha256::new(),
+            len: 0,
+        };
+        let mut prefix = Vec::with_capacity(4);
+        let read_err = |source| Error::Read {
+            layer: layer.clone(),
+            what: "compressed",
+            source,
+        };
+        while prefix.len() < 4 {
+            let mut byte = [0u8; 4];
+            let want = 4 - prefix.len();
+            match hashing.read(&mut byte[..want]) {
+                Ok(0) => break,
+                Ok(n) => prefix.extend_from_slice(&byte[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(read_err(e)),
+            }
+        }
+        let sniffed = Compression::sniff(&prefix).unwrap_or(Compression::None);
+        if sniffed != labelled {
+            tracing::warn!(
+                layer = %layer,
+                labelled = ?labelled,
+                content = ?sniffed,
+                "layer content does not match its media type; reading it as its content says"
+            );
+        }
+        let compressed =
+            BufReader::with_capacity(COMPRESSED_BUFFER, Cursor::new(prefix).chain(hashing));
+        let decoder = match sniffed {
+            Compression::None => Decoder::Plain(compressed),
+            Compression::Gzip => {
+                Decoder::Gzip(Box::new(flate2::bufread::MultiGzDecoder::new(compressed)))
+            }
+            Compression::Zstd => {
+                let mut d =
+                    zstd::stream::read::Decoder::with_buffer(compressed).map_err(read_err)?;
+                d.window_log_max(ZSTD_WINDOW_LOG_MAX).map_err(read_err)?;
+                Decoder::Zstd(d)
+            }
+        };
+        Ok(LayerReader {
+            decoder,
+            hasher: Sha256::new(),
+            len: 0,
+            layer,
+            compression: sniffed,
+            expected_blob: descriptor.blob_digest,
+            expected_diff_id: descriptor.diff_id,
+            read_error: None,
+        })
+    }
+
+    /// The compression actually used (from the magic bytes).
+    pub fn compression(&self) -> Compression {
+        self.compression
+    }
+
+    /// The layer's name as given in its descriptor.
+    pub fn layer_name(&self) -> &str {
+        &self.layer
+    }
+
+    /// If a read failed (truncated or corrupt blob), that failure as this crate's error. Extraction
+    /// functions use it to report a broken blob as [`Error::Read`] rather than as a tar error.
+    pub(crate) fn take_read_error(&mut self) -> Option<Error> {
+        self.read_error.take().map(|(kind, message)| Error::Read {
+            layer: self.layer.clone(),
+            what: "compressed",
+            source: io::Error::new(kind, message),
+        })
+    }
+
+    /// Reads both streams to their ends (tar padding, trailing zero blocks, further gzip members),
+    /// then checks the digests.
+    ///
+    /// # Errors
+    /// [`Error::Read`] when a stream fails before its end; [`Error::BlobDigestMismatch`] or
+    /// [`Error::DiffIdMismatch`] naming the expected and actual values.
+    pub fn finish(mut self) -> Result<LayerDigests, Error> {
+        if let Some(e) = self.take_read_error() {
+            return Err(e);
+        }
+        let layer = self.layer.clone();
+        if let Err(source) = io::copy(&mut self, &mut io::sink()) {
+            return Err(Error::Read {
+                layer,
+                what: "compressed",
+                source,
+            });
+        }
+        let compressed = match self.decoder {
+            Decoder::Plain(r) => r,
+            Decoder::Gzip(r) => r.into_inner(),
+            Decoder::Zstd(r) => r.finish(),
+        };
+        let mut chain = compressed.into_inner();
+        if let Err(source) = io::copy(&mut chain, &mut io::sink()) {
+            return Err(Error::Read {
+                layer,
+                what: "compressed",
+                source,
+            });
+        }
+        let (_, hashing) = chain.into_inner();
+        let blob_digest = BlobDigest::from_sha256_bytes(hashing.hasher.finalize().into());
+        let diff_id = DiffId::from_sha256_bytes(self.hasher.finalize().into());
+        if let Some(expected) = self.expected_blob
+            && expected != blob_digest
+        {
+            return Err(Error::BlobDigestMismatch {
+                layer,
+                expected,
+                actual: blob_digest,
+            });
+        }
+        if let Some(expected) = self.expected_diff_id
+            && expected != diff_id
+        {
+            return Err(Error::DiffIdMismatch {
+                layer,
+                expected,
+                actual: diff_id,
+            });
+        }
+        Ok(LayerDigests {
+            blob_digest,
+            diff_id,
+            compressed_size: hashing.len,
+            uncompressed_size: self.len,
+        })
+    }
+}
+
+impl<R: Read> Read for LayerReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.decoder.read(buf) {
+            Ok(n) => {
+                self.hasher.update(&buf[..n]);
+                self.len += n as u64;
+                Ok(n)
+            }
+            Err(e) => {
+                if e.kind() != io::ErrorKind::Interrupted && self.read_error.is_none() {
+                    self.read_error = Some((e.kind(), e.to_string()));
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use sha2::{Digest, Sha256};
+
+    use super::*;
+
+    const TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+    const GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+    const ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+    const DOCKER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+
+    fn sample_tar() -> Vec<u8> {
+        let mut layer = crate::testutil::Layer::new();
+        layer.file("etc/hello", b"hello world\n").dir("usr");
+        layer.bytes()
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).expect("gzip");
+        e.finish().expect("gzip")
+    }
+
+    fn sha(data: &[u8]) -> [u8; 32] {
+        Sha256::digest(data).into()
+    }
+
+    /// Reads a blob through a LayerReader with the right digests expected; returns the tar.
+    fn read_back(
+        blob: &[u8],
+        media_type: &str,
+        tar: &[u8],
+    ) -> Result<(Vec<u8>, LayerDigests), Error> {
+        let descriptor = LayerDescriptor::new("test-layer", media_type)
+            .with_blob_digest(BlobDigest::from_sha256_bytes(sha(blob)))
+            .with_diff_id(DiffId::from_sha256_bytes(sha(tar)));
+        let mut reader = LayerReader::open(blob, &descriptor)?;
+        let mut out = Vec::new();
+        reader.read_to_end(&mut out).map_err(|source| Error::Read {
+            layer: "test-layer".into(),
+            what: "uncompressed",
+            source,
+        })?;
+        let digests = reader.finish()?;
+        Ok((out, digests))
+    }
+
+    #[test]
+    fn plain_tar_passes_through_with_both_digests_equal() {
+        let tar = sample_tar();
+        let (out, digests) = read_back(&tar, TAR, &tar).expect("read");
+        assert_eq!(out, tar);
+        assert_eq!(
+            digests.blob_digest.sha256_bytes(),
+            digests.diff_id.sha256_bytes()
+        );
+        assert_eq!(digests.compressed_size, tar.len() as u64);
+    }
+
+    #[test]
+    fn gzip_layer_is_decompressed_and_both_digests_checked() {
+        let tar = sample_tar();
+        let blob = gzip(&tar);
+        let (out, digests) = read_back(&blob, GZIP, &tar).expect("read");
+        assert_eq!(out, tar);
+        assert_eq!(digests.compressed_size, blob.len() as u64);
+        assert_eq!(digests.uncompressed_size, tar.len() as u64);
+        assert_eq!(digests.blob_digest.sha256_bytes(), &sha(&blob));
+    }
+
+    #[test]
+    fn docker_gzip_media_type_is_read_as_gzip() {
+        let tar = sample_tar();
+        let (out, _) = read_back(&gzip(&tar), DOCKER_GZIP, &tar).expect("read");
+        assert_eq!(out, tar);
+    }
+
+    #[test]
+    fn multi_member_gzip_is_read_to_the_last_member() {
+        let tar = sample_tar();
+        let (first, second) = tar.split_at(700);
+        let mut blob = gzip(first);
+        blob.extend(gzip(second));
+        let (out, _) = read_back(&blob, GZIP, &tar).expect("read");
+        assert_eq!(out, tar);
+    }
+
+    #[test]
+    fn zstd_layer_is_decompressed() {
+        let tar = sample_tar();
+        let blob = zstd::encode_all(&tar[..], 3).expect("zstd");
+        let (out, _) = read_back(&blob, ZSTD, &tar).expect("read");
+        assert_eq!(out, tar);
+    }
+
+    #[test]
+    fn zstd_with_a_window_above_128_mib_is_accepted() {
+        let tar = sample_tar();
+        let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 3).expect("encoder");
+        encoder.window_log(30).expect("window");
+        encoder.long_distance_matching(true).expect("ldm");
+        encoder.write_all(&tar).expect("write");
+        let blob = encoder.finish().expect("finish");
+        // The default decoder refuses this frame: the test pins the raised limit.
+        let mut plain = Vec::new();
+        let default =
+            zstd::stream::read::Decoder::new(&blob[..]).and_then(|mut d| d.read_to_end(&mut plain));
+        assert!(
+            default.is_err(),
+            "the frame should need a window above 2^27"
+        );
+        let (out, _) = read_back(&blob, ZSTD, &tar).expect("read");
+        assert_eq!(out, tar);
+    }
+
+    #[test]
+    fn zstd_skippable_frames_are_skipped() {
+        let tar = sample_tar();
+        let mut blob = Vec::new();
+        // A skippable frame (magic 0x184D2A50, 4-byte length, payload), as zstd:chunked writes.
+        blob.extend_from_slice(&[0x50, 0x2a, 0x4d, 0x18, 3, 0, 0, 0, 1, 2, 3]);
+        blob.extend(zstd::encode_all(&tar[..], 3).expect("zstd"));
+        blob.extend_from_slice(&[0x5e, 0x2a, 0x4d, 0x18, 2, 0, 0, 0, 9, 9]);
+        let (out, _) = read_back(&blob, ZSTD, &tar).expect("read");
+        assert_eq!(out, tar);
+    }
+
+    #[test]
+    fn gzip_content_labelled_as_plain_tar_is_read_as_gzip() {
+        let tar = sample_tar();
+        let blob = gzip(&tar);
+        let reader = LayerReader::open(&blob[..], &LayerDescriptor::new("l", TAR)).expect("open");
+        assert_eq!(reader.compression(), Compression::Gzip);
+        let (out, _) = read_back(&blob, TAR, &tar).expect("read");
+        assert_eq!(out, tar);
+    }
+
+    #[test]
+    fn unknown_media_type_is_an_error_naming_it() {
+        let err = LayerReader::open(&b""[..], &LayerDescriptor::new("l", "text/plain"))
+            .expect_err("refused");
+        assert!(
+            matches!(err, Error::UnknownMediaType { ref media_type, .. } if media_type == "text/plain")
+        );
+        assert!(err.to_string().contains("text/plain"));
+    }
+
+    #[test]
+    fn wrong_diff_id_fails_at_finish_naming_both_values() {
+        let tar = sample_tar();
+        let wrong = DiffId::from_sha256_bytes([7; 32]);
+        let descriptor = LayerDescriptor::new("layer-x", GZIP).with_diff_id(wrong);
+        let blob = gzip(&tar);
+        let mut reader = LayerReader::open(&blob[..], &descriptor).expect("open");
+        // Read only part of it: finish must drain the rest before hashing.
+        let mut head = [0u8; 100];
+        reader.read_exact(&mut head).expect("read");
+        let err = reader.finish().expect_err("mismatch");
+        let Error::DiffIdMismatch {
+            expected,
+            actual,
+            layer,
+        } = &err
+        else {
+            panic!("unexpected error {err:?}");
+        };
+        assert_eq!(*expected, wrong);
+        assert_eq!(actual.sha256_bytes(), &sha(&tar));
+        assert_eq!(layer, "layer-x");
+        let message = err.to_string();
+        assert!(message.contains(&wrong.to_string()) && message.contains(&actual.to_string()));
+    }
+
+    #[test]
+    fn wrong_blob_digest_fails_at_finish() {
+        let tar = sample_tar();
+        let wrong = BlobDigest::from_sha256_bytes([1; 32]);
+        let descriptor = LayerDescriptor::new("l", TAR).with_blob_digest(wrong);
+        let reader = LayerReader::open(&tar[..], &descriptor).expect("open");
+        let err = reader.finish().expect_err("mismatch");
+        assert!(matches!(err, Error::BlobDigestMismatch { expected, .. } if expected == wrong));
+    }
+
+    #[test]
+    fn truncated_gzip_is_a_read_error() {
+        let tar = sample_tar();
+        let blob = gzip(&tar);
+        let cut = &blob[..blob.len() / 2];
+        let mut reader = LayerReader::open(cut, &LayerDescriptor::new("l", GZIP)).expect("open");
+        let mut out = Vec::new();
+        let read = reader.read_to_end(&mut out);
+        assert!(
+            read.is_err(),
+            "a truncated gzip stream must not read as complete"
+        );
+        assert!(matches!(reader.finish(), Err(Error::Read { .. })));
+    }
+
+    #[test]
+    fn trailing_zero_blocks_after_the_tar_end_count_in_the_diff_id() {
+        let mut tar = sample_tar();
+        tar.extend_from_slice(&[0u8; 4096]);
+        let blob = gzip(&tar);
+        let descriptor =
+            LayerDescriptor::new("l", GZIP).with_diff_id(DiffId::from_sha256_bytes(sha(&tar)));
+        let mut reader = LayerReader::open(&blob[..], &descriptor).expect("open");
+        let entries = crate::read_entries(&mut reader, "l", |_, _| Ok(())).expect("parse");
+        assert_eq!(entries, 2);
+        let digests = reader.finish().expect("the drained stream verifies");
+        assert_eq!(digests.uncompressed_size, tar.len() as u64);
+    }
+
+    #[test]
+    fn digest_strings_parse_and_print_back() {
+        let text = format!("sha256:{}", "ab".repeat(32));
+        let digest: BlobDigest = text.parse().expect("parse");
+        assert_eq!(digest.to_string(), text);
+        assert_eq!(digest.hex(), "ab".repeat(32));
+        assert!("sha512:00".parse::<DiffId>().is_err());
+        assert!(
+            format!("sha256:{}", "AB".repeat(32))
+                .parse::<DiffId>()
+                .is_err()
+        );
+        assert!("sha256:abc".parse::<DiffId>().is_err());
+    }
+}

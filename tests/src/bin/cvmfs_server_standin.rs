@@ -1,0 +1,913 @@
+//! A STAND-IN for `cvmfs_server`, for tests only: it is not CernVM-FS and publishes nothing
+//! anywhere. It plays a stratum 0 (optionally behind a gateway) in a state directory so the
+//! `cvmfs` publisher of ducc-rs can be tested without a real CernVM-FS installation.
+//!
+//! It follows the real server wherever ducc-rs depends on it (SPEC section 4,
+//! reference/cvmfs-server-semantics.md sections A and C):
+//! - `transaction REPO[/PATH]`: one transaction per repository and node; a lease path's parent
+//!   must be a published directory; with a gateway, leases of different nodes may be open at
+//!   once unless they overlap by string prefix (`a/b` blocks `a/bc`), without one no second
+//!   transaction is possible at all.
+//! - `publish REPO` / `abort [-f] REPO`: only on an open transaction of this node.
+//! - `ingest [-c|--catalog] [-k] [-t FILE|-] [-b BASE] [-d PATH]... REPO`: a transaction and publish
+//!   of its own, refused while an overlapping transaction is open. An uncompressed tar only; a
+//!   duplicate non-directory path or a hardlink whose target is neither earlier in the stream
+//!   nor published aborts the whole ingest; a directory seen after one of its children keeps the
+//!   placeholder's 0755 and the current time; xattrs are dropped; `.wh.` names are stored
+//!   literally; owners become the repository owner's unless `-k`; `--catalog` creates
+//!   `BASE/.cvmfscatalog`; hardlinks become independent copies; with a gateway device files and
+//!   FIFOs are dropped.
+//! - `list`: `REPO (stratum0 / local|gw[ - in transaction])`, one line per repository.
+//! - `mkfs [-o UID:GID] [-u UPSTREAM] REPO` (stand-in only): creates a repository; an upstream
+//!   starting with `gw,` makes it publish through a gateway.
+//!
+//! State (`$CVMFS_STANDIN_STATE`): `mnt/REPO` plays `/cvmfs/REPO` (point `CVMFS_MOUNT_DIR` at
+//! `mnt`), `repos/REPO/published` holds the published tree, `repos/REPO/transactions/NODE` the
+//! open leases (`$CVMFS_STANDIN_NODE`, default `local`), `log` one line per call (the arguments
+//! joined by spaces). A file `fail/COMMAND` makes the next `COMMAND` fail with the file's content
+//! on stderr (and is removed). Every call first checks that the mount was not written outside
+//! an open transaction. Stand-in limits: names with `..` are refused (the real server would
+//! store them), and with `-k` placeholder directories keep the stand-in's owner (the real
+//! server stores uid 4294967295).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use rustix::fs::{AtFlags, CWD, FileType, FlockOperation, Mode, Timespec, Timestamps};
+
+/// A failure: the message goes to stderr, the exit status is 1.
+struct Failure(String);
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure(e.to_string())
+    }
+}
+
+fn fail<T>(msg: impl Into<String>) -> Result<T, Failure> {
+    Err(Failure(msg.into()))
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(state) = std::env::var_os("CVMFS_STANDIN_STATE").map(PathBuf::from) else {
+        eprintln!("cvmfs_server stand-in: CVMFS_STANDIN_STATE is not set");
+        return ExitCode::from(2);
+    };
+    let standin = Standin {
+        node: std::env::var("CVMFS_STANDIN_NODE").unwrap_or_else(|_| "local".into()),
+        state,
+    };
+    match standin.run(&args) {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(Failure(msg)) => {
+            eprintln!("{msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+struct Standin {
+    state: PathBuf,
+    node: String,
+}
+
+/// A repository's settings, from `mkfs`.
+struct RepoConfig {
+    gateway: bool,
+    owner: (u32, u32),
+}
+
+impl Standin {
+    fn run(&self, args: &[String]) -> Result<String, Failure> {
+        fs::create_dir_all(&self.state)?;
+        // One call at a time, as the spool lock serialises a real publisher node.
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.state.join("lock"))?;
+        rustix::fs::flock(&lock, FlockOperation::LockExclusive)?;
+        let mut log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.state.join("log"))?;
+        writeln!(log, "{}", args.join(" "))?;
+        let Some((command, rest)) = args.split_first() else {
+            return fail("usage: cvmfs_server COMMAND [options] REPO");
+        };
+        if command != "mkfs" && command != "list" {
+            self.check_no_stray_writes()?;
+        }
+        let injected = self.state.join("fail").join(command);
+        if let Ok(msg) = fs::read_to_string(&injected) {
+            fs::remove_file(&injected)?;
+            return fail(msg);
+        }
+        match command.as_str() {
+            "mkfs" => self.mkfs(rest),
+            "list" => self.list(),
+            "transaction" => self.transaction(rest),
+            "publish" => self.publish(rest),
+            "abort" => self.abort(rest),
+            "ingest" => self.ingest(rest),
+            other => fail(format!("cvmfs_server stand-in: unknown command {other}")),
+        }
+    }
+
+    fn repo_dir(&self, repo: &str) -> PathBuf {
+        self.state.join("repos").join(repo)
+    }
+
+    fn published(&self, repo: &str) -> PathBuf {
+        self.repo_dir(repo).join("published")
+    }
+
+    fn mount(&self, repo: &str) -> PathBuf {
+        self.state.join("mnt").join(repo)
+    }
+
+    fn config(&self, repo: &str) -> Result<RepoConfig, Failure> {
+        let Ok(text) = fs::read_to_string(self.repo_dir(repo).join("config")) else {
+            return fail(format!("The repository {repo} does not exist"));
+        };
+        let mut cfg = RepoConfig {
+            gateway: false,
+            owner: (0, 0),
+        };
+        for line in text.lines() {
+            if let Some(v) = line.strip_prefix("gateway=") {
+                cfg.gateway = v == "true";
+            } else if let Some((u, g)) = line.strip_prefix("owner=").and_then(|v| v.split_once(':'))
+            {
+                cfg.owner = (u.parse()?, g.parse()?);
+            }
+        }
+        Ok(cfg)
+    }
+
+    fn repos(&self) -> Vec<String> {
+        let mut out: Vec<String> = fs::read_dir(self.state.join("repos"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out
+    }
+
+    /// Open transactions of a repository: node → lease path.
+    fn transactions(&self, repo: &str) -> Result<BTreeMap<String, String>, Failure> {
+        let mut out = BTreeMap::new();
+        let dir = self.repo_dir(repo).join("transactions");
+        if let Ok(entries) = fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                out.insert(
+                    e.file_name().to_string_lossy().into_owned(),
+                    fs::read_to_string(e.path())?,
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    fn mkfs(&self, args: &[String]) -> Result<String, Failure> {
+        let (opts, repo) = split_repo(args)?;
+        let mut gateway = false;
+        let mut owner = (
+            rustix::process::geteuid().as_raw(),
+            rustix::process::getegid().as_raw(),
+        );
+        let mut it = opts.iter();
+        while let Some(flag) = it.next() {
+            let value = it
+                .next()
+                .ok_or_else(|| Failure(format!("{flag} needs a value")))?;
+            match flag.as_str() {
+                "-u" => gateway = value.starts_with("gw,"),
+                "-o" => {
+                    let (u, g) = value
+                        .split_once(':')
+                        .ok_or_else(|| Failure("-o UID:GID".into()))?;
+                    owner = (u.parse()?, g.parse()?);
+                }
+                other => return fail(format!("mkfs: unknown option {other}")),
+            }
+        }
+        if self.repo_dir(&repo).exists() {
+            return fail(format!("The repository {repo} already exists"));
+        }
+        fs::create_dir_all(self.published(&repo))?;
+        fs::create_dir_all(self.mount(&repo))?;
+        fs::create_dir_all(self.repo_dir(&repo).join("transactions"))?;
+        fs::write(
+            self.repo_dir(&repo).join("config"),
+            format!("gateway={gateway}\nowner={}:{}\n", owner.0, owner.1),
+        )?;
+        Ok(String::new())
+    }
+
+    fn list(&self) -> Result<String, Failure> {
+        let mut out = String::new();
+        for repo in self.repos() {
+            let cfg = self.config(&repo)?;
+            let kind = if cfg.gateway { "gw" } else { "local" };
+            let busy = if self.transactions(&repo)?.is_empty() {
+                ""
+            } else {
+                " - in transaction"
+            };
+            out.push_str(&format!("{repo} (stratum0 / {kind}{busy})\n"));
+        }
+        Ok(out)
+    }
+
+    /// Takes a lease for this node, as `transaction` and `ingest` do.
+    fn acquire(&self, repo: &str, lease: &str) -> Result<(), Failure> {
+        let cfg = self.config(repo)?;
+        let open = self.transactions(repo)?;
+        if open.contains_key(&self.node) {
+            return fail(format!("Repository {repo} is already in a transaction"));
+        }
+        if !lease.is_empty() {
+            let parent = lease.rsplit_once('/').map_or("", |(p, _)| p);
+            match fs::symlink_metadata(self.published(repo).join(parent)) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    return fail(format!(
+                        "failed to acquire lease {repo}/{lease}: parent {parent} is not a directory (ENOTDIR)"
+                    ));
+                }
+                Err(_) => {
+                    return fail(format!(
+                        "failed to acquire lease {repo}/{lease}: parent {parent} does not exist (ENOENT)"
+                    ));
+                }
+            }
+        }
+        for (node, other) in &open {
+            // Without a gateway a repository has one transaction; with one, leases conflict by
+            // string prefix (the gateway's SQL LIKE check).
+            if !cfg.gateway || lease.starts_with(other.as_str()) || other.starts_with(lease) {
+                return fail(format!(
+                    "failed to acquire lease {repo}/{lease}: path_busy (held by {node} on {repo}/{other})"
+                ));
+            }
+        }
+        fs::write(
+            self.repo_dir(repo).join("transactions").join(&self.node),
+            lease,
+        )?;
+        Ok(())
+    }
+
+    fn own_lease(&self, repo: &str) -> Result<String, Failure> {
+        self.config(repo)?;
+        match self.transactions(repo)?.remove(&self.node) {
+            Some(lease) => Ok(lease),
+            None => fail(format!("Repository {repo} is not in a transaction")),
+        }
+    }
+
+    fn release(&self, repo: &str) -> Result<(), Failure> {
+        fs::remove_file(self.repo_dir(repo).join("transactions").join(&self.node))?;
+        Ok(())
+    }
+
+    /// The part of the tree a lease publishes: without a gateway the whole repository.
+    fn scope(&self, repo: &str, lease: &str) -> Result<String, Failure> {
+        Ok(if self.config(repo)?.gateway {
+            lease.to_owned()
+        } else {
+            String::new()
+        })
+    }
+
+    fn transaction(&self, args: &[String]) -> Result<String, Failure> {
+        let (opts, target) = split_repo(args)?;
+        if let Some(flag) = opts
+            .iter()
+            .find(|o| *o != "-t" && o.parse::<u64>().is_err())
+        {
+            return fail(format!(
+                "transaction: option {flag} is not supported by the stand-in"
+            ));
+        }
+        let (repo, lease) = target.split_once('/').unwrap_or((target.as_str(), ""));
+        self.acquire(repo, lease)?;
+        Ok(String::new())
+    }
+
+    fn publish(&self, args: &[String]) -> Result<String, Failure> {
+        let (_, repo) = split_repo(args)?;
+        let lease = self.own_lease(&repo)?;
+        let scope = self.scope(&repo, &lease)?;
+        sync(&self.mount(&repo), &self.published(&repo), &scope)?;
+        self.release(&repo)?;
+        // A gateway ignores changes outside the lease: the mount shows the published state.
+        if self.config(&repo)?.gateway {
+            self.revert_outside_leases(&repo)?;
+        }
+        Ok(String::new())
+    }
+
+    fn abort(&self, args: &[String]) -> Result<String, Failure> {
+        let (opts, repo) = split_repo(args)?;
+        if let Some(flag) = opts.iter().find(|o| *o != "-f") {
+            return fail(format!("abort: unknown option {flag}"));
+        }
+        let lease = self.own_lease(&repo)?;
+        let scope = self.scope(&repo, &lease)?;
+        sync(&self.published(&repo), &self.mount(&repo), &scope)?;
+        self.release(&repo)?;
+        Ok(String::new())
+    }
+
+    /// Fails when the mount differs from the published tree anywhere no open lease covers.
+    fn check_no_stray_writes(&self) -> Result<(), Failure> {
+        for repo in self.repos() {
+            let leases = self.open_scopes(&repo)?;
+            let stray: Vec<String> = diff_trees(&self.published(&repo), &self.mount(&repo))
+                .into_iter()
+                .filter(|p| !leases.iter().any(|l| within(p, l)))
+                .collect();
+            if let Some(first) = stray.first() {
+                return fail(format!(
+                    "cvmfs_server stand-in: {}/{first} was written outside a transaction ({} paths)",
+                    repo,
+                    stray.len()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn open_scopes(&self, repo: &str) -> Result<Vec<String>, Failure> {
+        let mut out = Vec::new();
+        for lease in self.transactions(repo)?.values() {
+            out.push(self.scope(repo, lease)?);
+        }
+        Ok(out)
+    }
+
+    fn revert_outside_leases(&self, repo: &str) -> Result<(), Failure> {
+        let leases = self.open_scopes(repo)?;
+        for path in diff_trees(&self.published(repo), &self.mount(repo)) {
+            if !leases.iter().any(|l| within(&path, l)) {
+                sync(&self.published(repo), &self.mount(repo), &path)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn ingest(&self, args: &[String]) -> Result<String, Failure> {
+        let (opts, target) = split_repo(args)?;
+        let repo = target
+            .split_once('/')
+            .map_or(target.as_str(), |(r, _)| r)
+            .to_owned();
+        let mut tar_file = None;
+        let mut base = None;
+        let mut deletes = Vec::new();
+        let mut catalog = false;
+        let mut keep_owners = false;
+        let mut it = opts.iter();
+        while let Some(flag) = it.next() {
+            let mut value = || {
+                it.next()
+                    .cloned()
+                    .ok_or_else(|| Failure(format!("ingest: {flag} needs a value")))
+            };
+            match flag.as_str() {
+                "-t" | "--tar_file" => tar_file = Some(value()?),
+                "-b" | "--base_dir" => base = Some(clean(&value()?)),
+                "-d" | "--delete" => deletes.push(clean(&value()?)),
+                "-c" | "--catalog" => catalog = true,
+                "-k" | "--keep-ownership" => keep_owners = true,
+                other => return fail(format!("ingest: unknown option {other}")),
+            }
+        }
+        let cfg = self.config(&repo)?;
+        if tar_file.is_some() && base.is_none() {
+            return fail("ingest: -t needs -b");
+        }
+        if tar_file.is_none() && deletes.is_empty() {
+            return fail("ingest: nothing to do (-t or -d)");
+        }
+        if cfg.gateway && (deletes.len() > 1 || (!deletes.is_empty() && tar_file.is_some())) {
+            return fail(
+                "ingest: with a gateway only one --delete, and not together with --tar_file",
+            );
+        }
+        // ingest opens a transaction of its own: REPO, or REPO/BASE resp. REPO/DELETE with a gateway.
+        let lease = if cfg.gateway {
+            base.clone().unwrap_or_else(|| deletes[0].clone())
+        } else {
+            String::new()
+        };
+        self.acquire(&repo, &lease)?;
+        let result =
+            self.ingest_in_transaction(&repo, &cfg, tar_file, base, &deletes, catalog, keep_owners);
+        self.release(&repo)?;
+        result.map(|()| String::new())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn ingest_in_transaction(
+        &self,
+        repo: &str,
+        cfg: &RepoConfig,
+        tar_file: Option<String>,
+        base: Option<String>,
+        deletes: &[String],
+        catalog: bool,
+        keep_owners: bool,
+    ) -> Result<(), Failure> {
+        let published = self.published(repo);
+        let scratch = self.state.join("scratch");
+        if scratch.exists() {
+            fs::remove_dir_all(&scratch)?;
+        }
+        fs::create_dir_all(&scratch)?;
+        let owner = if keep_owners { None } else { Some(cfg.owner) };
+        let mut applied = Vec::new();
+        if let (Some(tar_file), Some(base)) = (tar_file, base) {
+            let input: Box<dyn Read> = if tar_file == "-" {
+                Box::new(io::stdin().lock())
+            } else {
+                Box::new(File::open(&tar_file)?)
+            };
+            let mut ingest = Ingest {
+                published: &published,
+                scratch: &scratch,
+                owner,
+                gateway: cfg.gateway,
+                known_dirs: BTreeSet::new(),
+                written: BTreeSet::new(),
+                new_dirs: Vec::new(),
+                hardlinks: Vec::new(),
+            };
+            ingest.run(input, &base, catalog)?;
+            applied.push(base);
+        }
+        // Deletions run first, then the tar's tree is merged in.
+        for path in deletes {
+            for root in [&published, &self.mount(repo)] {
+                remove_any(&root.join(path))?;
+            }
+        }
+        for path in applied {
+            merge(&scratch, &published, &path)?;
+            sync(&published, &self.mount(repo), &path)?;
+        }
+        fs::remove_dir_all(&scratch)?;
+        Ok(())
+    }
+}
+
+/// The tar engine: builds the new entries in `scratch` (mirroring repository paths), deciding
+/// per entry against the published tree as `SyncUnionTarball` does.
+struct Ingest<'a> {
+    published: &'a Path,
+    scratch: &'a Path,
+    owner: Option<(u32, u32)>,
+    gateway: bool,
+    /// Directories that exist (published, placeholders, or seen in this tar).
+    known_dirs: BTreeSet<String>,
+    /// Non-directory paths added by this tar.
+    written: BTreeSet<String>,
+    /// Directories this tar creates with their header's mode and mtime (applied at the end).
+    new_dirs: Vec<(String, u32, i64)>,
+    /// (link, target) pairs, resolved after the stream.
+    hardlinks: Vec<(String, String)>,
+}
+
+impl Ingest<'_> {
+    fn run(&mut self, input: Box<dyn Read>, base: &str, catalog: bool) -> Result<(), Failure> {
+        let mut input = input;
+        let mut first = Vec::new();
+        (&mut input).take(512).read_to_end(&mut first)?;
+        if !first.is_empty() && !looks_like_tar(&first) {
+            return fail("Impossible to open the archive: Unrecognized archive format");
+        }
+        let stream = io::Cursor::new(first).chain(input);
+        let now = now_secs();
+        self.placeholders(base, now)?;
+        let mut archive = tar::Archive::new(stream);
+        for entry in archive.entries()? {
+            let mut entry = entry?;
+            let header = entry.header().clone();
+            let raw = entry.path()?.to_string_lossy().into_owned();
+            let name = raw
+                .strip_prefix("./")
+                .or_else(|| raw.strip_prefix('/'))
+                .unwrap_or(&raw);
+            let name = name.trim_end_matches('/');
+            if name.split('/').any(|c| c == "..") {
+                return fail(format!(
+                    "cvmfs_server stand-in: refusing entry {raw:?} (the real server would store `..`)"
+                ));
+            }
+            let full = if name.is_empty() {
+                base.to_owned()
+            } else {
+                format!("{base}/{name}")
+            };
+            let parent = full.rsplit_once('/').map_or("", |(p, _)| p).to_owned();
+            self.placeholders(&parent, now)?;
+            let kind = header.entry_type();
+            if let Some(target) = entry.link_name()?.filter(|_| kind.is_hard_link()) {
+                let target = target.to_string_lossy().trim_start_matches("./").to_owned();
+                self.hardlinks.push((full, format!("{base}/{target}")));
+                continue;
+            }
+            let mode = header.mode()? & 0o7777;
+            let mtime = header.mtime()? as i64;
+            let owner = self
+                .owner
+                .unwrap_or((header.uid()? as u32, header.gid()? as u32));
+            let dst = self.scratch.join(&full);
+            if kind.is_dir() {
+                if self.known_dirs.insert(full.clone()) {
+                    if fs::symlink_metadata(self.published.join(&full)).is_ok_and(|m| m.is_dir()) {
+                        // Published directories are never updated by ingest.
+                        fs::create_dir_all(&dst)?;
+                        continue;
+                    }
+                    fs::create_dir_all(&dst)?;
+                    lchown(&dst, owner)?;
+                    self.new_dirs.push((full, mode, mtime));
+                }
+                continue;
+            }
+            if !self.written.insert(full.clone()) {
+                return fail(format!(
+                    "catalog_rw.cc:171: void catalog::WritableCatalog::AddEntry(...): Assertion `retval' failed. (duplicate {full})"
+                ));
+            }
+            let is_special =
+                kind.is_character_special() || kind.is_block_special() || kind.is_fifo();
+            if is_special && full.rsplit('/').next() == Some(".cvmfscatalog") {
+                return fail(format!(
+                    "PANIC: special file {full} cannot be a catalog marker"
+                ));
+            }
+            remove_any(&dst)?;
+            if kind.is_file()
+                || kind == tar::EntryType::Continuous
+                || kind == tar::EntryType::GNUSparse
+            {
+                let mut out = File::create(&dst)?;
+                io::copy(&mut entry, &mut out)?;
+            } else if kind.is_symlink() {
+                let target = entry
+                    .link_name()?
+                    .ok_or_else(|| Failure(format!("symlink {full} has no target")))?;
+                std::os::unix::fs::symlink(target, &dst)?;
+            } else if is_special {
+                if self.gateway {
+                    // The gateway's receiver only merges directories, files and symlinks.
+                    self.written.remove(&full);
+                    continue;
+                }
+                let file_type = if kind.is_character_special() {
+                    FileType::CharacterDevice
+                } else if kind.is_block_special() {
+                    FileType::BlockDevice
+                } else {
+                    FileType::Fifo
+                };
+                let dev = rustix::fs::makedev(
+                    header.device_major()?.unwrap_or(0),
+                    header.device_minor()?.unwrap_or(0),
+                );
+                rustix::fs::mknodat(CWD, &dst, file_type, Mode::from_raw_mode(mode), dev)?;
+            } else {
+                return fail(format!(
+                    "PANIC: unexpected file {full} (tar type {:?})",
+                    kind
+                ));
+            }
+            lchown(&dst, owner)?;
+            if !kind.is_symlink() {
+                fs::set_permissions(&dst, fs::Permissions::from_mode(mode))?;
+            }
+            set_mtime(&dst, mtime)?;
+        }
+        self.resolve_hardlinks()?;
+        if catalog {
+            let marker = self.scratch.join(base).join(".cvmfscatalog");
+            File::create(&marker)?;
+            lchown(&marker, self.owner.unwrap_or((0, 0)))?;
+        }
+        // Directory times last: creating children changes them.
+        for (dir, mode, mtime) in self.new_dirs.iter().rev() {
+            let path = self.scratch.join(dir);
+            fs::set_permissions(&path, fs::Permissions::from_mode(*mode))?;
+            set_mtime(&path, *mtime)?;
+        }
+        Ok(())
+    }
+
+    /// Creates placeholder directories (0755, now) for every not yet known ancestor down to `dir`.
+    fn placeholders(&mut self, dir: &str, now: i64) -> Result<(), Failure> {
+        let mut path = String::new();
+        for part in dir.split('/').filter(|p| !p.is_empty()) {
+            if !path.is_empty() {
+                path.push('/');
+            }
+            path.push_str(part);
+            if self.known_dirs.contains(&path) {
+                continue;
+            }
+            self.known_dirs.insert(path.clone());
+            let scratch = self.scratch.join(&path);
+            fs::create_dir_all(&scratch)?;
+            if fs::symlink_metadata(self.published.join(&path)).is_ok_and(|m| m.is_dir()) {
+                continue; // published directories are never updated by ingest
+            }
+            if let Some(owner) = self.owner {
+                lchown(&scratch, owner)?;
+            }
+            self.new_dirs.push((path.clone(), 0o755, now));
+        }
+        Ok(())
+    }
+
+    /// Each hardlink becomes an independent copy of its target, found in this tar or published.
+    fn resolve_hardlinks(&mut self) -> Result<(), Failure> {
+        for (link, target) in std::mem::take(&mut self.hardlinks) {
+            let source = if self.written.contains(&target) {
+                self.scratch.join(&target)
+            } else {
+                self.published.join(&target)
+            };
+            match fs::symlink_metadata(&source) {
+                Ok(m) if m.is_dir() => {
+                    return fail(format!(
+                        "PANIC: hardlink {link} points to directory {target}"
+                    ));
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    return fail(format!(
+                        "PANIC: catalog_mgr_rw.cc:304 catalog for file '{target}' cannot be found, aborting"
+                    ));
+                }
+            }
+            let dst = self.scratch.join(&link);
+            remove_any(&dst)?;
+            copy_entry(&source, &dst)?;
+            self.written.insert(link);
+        }
+        Ok(())
+    }
+}
+
+/// The options before the repository name, and the name (the last argument).
+fn split_repo(args: &[String]) -> Result<(Vec<String>, String), Failure> {
+    match args.split_last() {
+        Some((repo, opts)) if !repo.starts_with('-') => Ok((opts.to_vec(), repo.clone())),
+        _ => fail("the last argument must be the repository name"),
+    }
+}
+
+fn clean(path: &str) -> String {
+    path.trim_matches('/').to_owned()
+}
+
+fn within(path: &str, scope: &str) -> bool {
+    scope.is_empty() || path == scope || path.starts_with(&format!("{scope}/"))
+}
+
+/// A header block with a valid checksum (or an end-of-archive zero block).
+fn looks_like_tar(block: &[u8]) -> bool {
+    if block.len() < 512 {
+        return false;
+    }
+    if block.iter().all(|b| *b == 0) {
+        return true;
+    }
+    let stored = std::str::from_utf8(&block[148..156])
+        .ok()
+        .and_then(|s| u32::from_str_radix(s.trim_matches(|c: char| c == ' ' || c == '\0'), 8).ok());
+    let sum: u32 = block
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u32::from(*b)
+            }
+        })
+        .sum();
+    stored == Some(sum)
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn lchown(path: &Path, (uid, gid): (u32, u32)) -> Result<(), Failure> {
+    // Only root may give files away; unprivileged runs keep the caller's owner.
+    if rustix::process::geteuid().is_root() {
+        std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
+    }
+    Ok(())
+}
+
+fn set_mtime(path: &Path, secs: i64) -> Result<(), Failure> {
+    let t = Timespec {
+        tv_sec: secs,
+        tv_nsec: 0,
+    };
+    let times = Timestamps {
+        last_access: t,
+        last_modification: t,
+    };
+    rustix::fs::utimensat(CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW)?;
+    Ok(())
+}
+
+fn remove_any(path: &Path) -> Result<(), Failure> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path)?,
+        Ok(_) => fs::remove_file(path)?,
+        Err(_) => {}
+    }
+    Ok(())
+}
+
+/// Copies one entry (file, symlink, device, FIFO or directory tree) with its metadata.
+fn copy_entry(src: &Path, dst: &Path) -> Result<(), Failure> {
+    let meta = fs::symlink_metadata(src)?;
+    let ft = meta.file_type();
+    if ft.is_dir() {
+        fs::create_dir(dst)?;
+        let mut names: Vec<_> = fs::read_dir(src)?
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        names.sort();
+        for name in names {
+            copy_entry(&src.join(&name), &dst.join(&name))?;
+        }
+    } else if ft.is_symlink() {
+        std::os::unix::fs::symlink(fs::read_link(src)?, dst)?;
+    } else if ft.is_file() {
+        fs::copy(src, dst)?;
+    } else {
+        let kind = FileType::from_raw_mode(meta.mode());
+        rustix::fs::mknodat(
+            CWD,
+            dst,
+            kind,
+            Mode::from_raw_mode(meta.mode() & 0o7777),
+            meta.rdev(),
+        )?;
+    }
+    lchown(dst, (meta.uid(), meta.gid()))?;
+    if !ft.is_symlink() {
+        fs::set_permissions(dst, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+    }
+    set_mtime(dst, meta.mtime())?;
+    Ok(())
+}
+
+/// Makes `dst/path` a copy of `src/path` (or removes it when `src/path` does not exist).
+fn sync(src: &Path, dst: &Path, path: &str) -> Result<(), Failure> {
+    let to = if path.is_empty() {
+        dst.to_owned()
+    } else {
+        dst.join(path)
+    };
+    let from = if path.is_empty() {
+        src.to_owned()
+    } else {
+        src.join(path)
+    };
+    remove_any(&to)?;
+    if fs::symlink_metadata(&from).is_ok() {
+        // Missing parents are copied with their own metadata, so both trees stay equal.
+        let mut prefix = PathBuf::new();
+        for part in Path::new(path)
+            .parent()
+            .into_iter()
+            .flat_map(Path::components)
+        {
+            prefix.push(part);
+            if fs::symlink_metadata(dst.join(&prefix)).is_err() {
+                copy_dir_only(&src.join(&prefix), &dst.join(&prefix))?;
+            }
+        }
+        copy_entry(&from, &to)?;
+    }
+    Ok(())
+}
+
+/// Moves the scratch tree at `path` into the published tree: new entries are added, files and
+/// symlinks replace what was there, existing directories keep their own metadata.
+fn merge(scratch: &Path, published: &Path, path: &str) -> Result<(), Failure> {
+    // Ancestors of `path` in the scratch are placeholders or published directories.
+    let mut prefix = String::new();
+    for part in path.split('/') {
+        if !prefix.is_empty() {
+            prefix.push('/');
+        }
+        prefix.push_str(part);
+        let dst = published.join(&prefix);
+        if fs::symlink_metadata(&dst).is_ok_and(|m| m.is_dir()) {
+            continue;
+        }
+        remove_any(&dst)?;
+        if prefix == path {
+            break;
+        }
+        copy_dir_only(&scratch.join(&prefix), &dst)?;
+    }
+    merge_tree(&scratch.join(path), &published.join(path))
+}
+
+fn copy_dir_only(src: &Path, dst: &Path) -> Result<(), Failure> {
+    let meta = fs::symlink_metadata(src)?;
+    fs::create_dir(dst)?;
+    lchown(dst, (meta.uid(), meta.gid()))?;
+    fs::set_permissions(dst, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+    set_mtime(dst, meta.mtime())?;
+    Ok(())
+}
+
+fn merge_tree(src: &Path, dst: &Path) -> Result<(), Failure> {
+    let meta = fs::symlink_metadata(src)?;
+    if meta.is_dir() && fs::symlink_metadata(dst).is_ok_and(|m| m.is_dir()) {
+        let mtime = fs::symlink_metadata(dst)?.mtime();
+        for e in fs::read_dir(src)?.flatten() {
+            merge_tree(&e.path(), &dst.join(e.file_name()))?;
+        }
+        set_mtime(dst, mtime)?;
+        return Ok(());
+    }
+    remove_any(dst)?;
+    copy_entry(src, dst)
+}
+
+/// Repository paths where two trees differ (type, mode, owner, content, symlink target);
+/// a differing directory is reported once, not its children.
+fn diff_trees(a: &Path, b: &Path) -> Vec<String> {
+    fn describe(path: &Path) -> Option<(u32, u32, u32, Vec<u8>)> {
+        let m = fs::symlink_metadata(path).ok()?;
+        let content = if m.is_symlink() {
+            fs::read_link(path)
+                .ok()?
+                .into_os_string()
+                .into_encoded_bytes()
+        } else if m.is_file() {
+            fs::read(path).ok()?
+        } else if m.is_dir() {
+            Vec::new()
+        } else {
+            m.rdev().to_le_bytes().to_vec()
+        };
+        Some((m.mode(), m.uid(), m.gid(), content))
+    }
+    fn walk(a: &Path, b: &Path, rel: &str, out: &mut Vec<String>) {
+        let (da, db) = (describe(a), describe(b));
+        if da != db {
+            out.push(rel.to_owned());
+            return;
+        }
+        if fs::symlink_metadata(a).is_ok_and(|m| m.is_dir()) {
+            let mut names = BTreeSet::new();
+            for dir in [a, b] {
+                if let Ok(entries) = fs::read_dir(dir) {
+                    names.extend(entries.flatten().map(|e| e.file_name()));
+                }
+            }
+            for name in names {
+                let child = if rel.is_empty() {
+                    name.to_string_lossy().into_owned()
+                } else {
+                    format!("{rel}/{}", name.to_string_lossy())
+                };
+                walk(&a.join(&name), &b.join(&name), &child, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(a, b, "", &mut out);
+    out
+}

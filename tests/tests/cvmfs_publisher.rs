@@ -1,0 +1,563 @@
+//! The `cvmfs` publisher against the `cvmfs_server` stand-in: exact command sequences, failures,
+//! and one scenario run against both publishers with the trees compared.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use ducc_cvmfs::{
+    ConfigDigest, CvmfsOptions, CvmfsPublisher, IngestOptions, LayerDigest, LocalPublisher,
+    OverlaySupport, PublicName, PublishError, Publisher, RepoPath, RepositoryName,
+};
+
+const REPO: &str = "test.repo";
+
+/// A stand-in stratum 0 plus the wrapper script the publisher runs as its `cvmfs_server`.
+struct Stratum0 {
+    dir: tempfile::TempDir,
+}
+
+impl Stratum0 {
+    fn new(gateway: bool) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let wrapper = dir.path().join("cvmfs_server");
+        fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\nCVMFS_STANDIN_STATE='{}' exec '{}' \"$@\"\n",
+                state.display(),
+                env!("CARGO_BIN_EXE_cvmfs_server_standin")
+            ),
+        )
+        .unwrap();
+        fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
+        let s = Stratum0 { dir };
+        let mut mkfs = vec!["mkfs"];
+        if gateway {
+            mkfs.extend(["-u", "gw,/srv/txn,http://gateway:4929/api/v1"]);
+        }
+        mkfs.push(REPO);
+        let out = std::process::Command::new(s.wrapper())
+            .args(&mkfs)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        s
+    }
+
+    fn wrapper(&self) -> PathBuf {
+        self.dir.path().join("cvmfs_server")
+    }
+
+    fn publisher(&self, gateway: bool) -> CvmfsPublisher {
+        let options = CvmfsOptions::new()
+            .server(self.wrapper())
+            .mount_dir(self.dir.path().join("state/mnt"))
+            .state_dir(self.dir.path().join("ducc-state"))
+            .gateway(gateway);
+        CvmfsPublisher::open(&RepositoryName::parse(REPO).unwrap(), options).unwrap()
+    }
+
+    fn published(&self) -> PathBuf {
+        self.dir
+            .path()
+            .join("state/repos")
+            .join(REPO)
+            .join("published")
+    }
+
+    /// Log lines from index `from` on.
+    fn log_since(&self, from: usize) -> Vec<String> {
+        fs::read_to_string(self.dir.path().join("state/log"))
+            .unwrap()
+            .lines()
+            .skip(from)
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn log_len(&self) -> usize {
+        self.log_since(0).len()
+    }
+
+    fn fail_next(&self, command: &str, message: &str) {
+        let dir = self.dir.path().join("state/fail");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(command), message).unwrap();
+    }
+}
+
+fn p(s: &str) -> RepoPath {
+    RepoPath::new(s).unwrap()
+}
+
+fn layer() -> LayerDigest {
+    format!("sha256:{}", "ab".repeat(32)).parse().unwrap()
+}
+
+fn config() -> ConfigDigest {
+    ConfigDigest::from_hex(&"0f".repeat(32)).unwrap()
+}
+
+/// A canonical layer tar: a directory, files, a symlink, a hardlink and a whiteout name.
+fn layer_tar() -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut add = |name: &str, kind: tar::EntryType, mode: u32, data: &[u8], link: Option<&str>| {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_500_000_000);
+        h.set_size(data.len() as u64);
+        match link {
+            Some(target) => b.append_link(&mut h, name, target).unwrap(),
+            None => b.append_data(&mut h, name, data).unwrap(),
+        }
+    };
+    add("etc", tar::EntryType::Directory, 0o755, b"", None);
+    add("etc/motd", tar::EntryType::Regular, 0o644, b"hello", None);
+    add(
+        "etc/motd.hard",
+        tar::EntryType::Link,
+        0o644,
+        b"",
+        Some("etc/motd"),
+    );
+    add(
+        "etc/link",
+        tar::EntryType::Symlink,
+        0o777,
+        b"",
+        Some("motd"),
+    );
+    add("etc/.wh.removed", tar::EntryType::Regular, 0o644, b"", None);
+    add("bin", tar::EntryType::Directory, 0o700, b"", None);
+    add("bin/tool", tar::EntryType::Regular, 0o4755, b"#!", None);
+    b.into_inner().unwrap()
+}
+
+fn hex() -> String {
+    "ab".repeat(32)
+}
+
+#[test]
+fn a_layer_ingest_creates_parents_then_ingests_then_writes_metadata() {
+    let s = Stratum0::new(false);
+    let publisher = s.publisher(false);
+    let layout = RepositoryName::parse(REPO).unwrap().layout();
+    let start = s.log_len();
+    let mut tx = publisher.begin(&layout.layer_dir(&layer())).unwrap();
+    tx.ingest_tar(
+        &layout.layerfs(&layer()),
+        &mut &layer_tar()[..],
+        IngestOptions { catalog: true },
+    )
+    .unwrap();
+    tx.write_file(&layout.layer_info(&layer()), &mut &b"[]"[..])
+        .unwrap();
+    tx.commit().unwrap();
+    let h = hex();
+    assert_eq!(
+        s.log_since(start),
+        [
+            "transaction test.repo/.layers".to_owned(),
+            "publish test.repo".into(),
+            format!("ingest --catalog -k -t - -b .layers/ab/{h}/layerfs test.repo"),
+            format!("transaction test.repo/.layers/ab/{h}"),
+            "publish test.repo".into(),
+        ]
+    );
+    let layerfs = s.published().join(format!(".layers/ab/{h}/layerfs"));
+    assert_eq!(
+        fs::read_to_string(layerfs.join("etc/motd.hard")).unwrap(),
+        "hello"
+    );
+    assert!(layerfs.join(".cvmfscatalog").is_file());
+    assert!(layerfs.join("etc/.wh.removed").is_file());
+    assert_eq!(
+        fs::read_to_string(
+            s.published()
+                .join(format!(".layers/ab/{h}/.metadata/layers.json"))
+        )
+        .unwrap(),
+        "[]"
+    );
+}
+
+#[test]
+fn with_a_gateway_the_ingest_base_gets_its_parent_published_first() {
+    let s = Stratum0::new(true);
+    let publisher = s.publisher(true);
+    assert!(matches!(
+        publisher.overlay_support(),
+        OverlaySupport::No { .. }
+    ));
+    let layout = RepositoryName::parse(REPO).unwrap().layout();
+    let start = s.log_len();
+    let mut tx = publisher.begin(&layout.layer_dir(&layer())).unwrap();
+    tx.ingest_tar(
+        &layout.layerfs(&layer()),
+        &mut &layer_tar()[..],
+        IngestOptions { catalog: true },
+    )
+    .unwrap();
+    tx.commit().unwrap();
+    let h = hex();
+    assert_eq!(
+        s.log_since(start),
+        [
+            "transaction test.repo/.layers".to_owned(),
+            "publish test.repo".into(),
+            format!("transaction test.repo/.layers/ab/{h}"),
+            "publish test.repo".into(),
+            format!("ingest --catalog -k -t - -b .layers/ab/{h}/layerfs test.repo"),
+        ]
+    );
+}
+
+#[test]
+fn a_flat_tree_and_its_public_symlink_go_in_as_ingest_then_one_transaction() {
+    let s = Stratum0::new(false);
+    let publisher = s.publisher(false);
+    assert_eq!(publisher.overlay_support(), OverlaySupport::DevicesOnly);
+    let repo = RepositoryName::parse("test.repo/sub").unwrap();
+    let layout = repo.layout();
+    let name = PublicName::tagged("reg.io", "library/ubuntu", "22.04").unwrap();
+    let cfg = "0f".repeat(32);
+    let start = s.log_len();
+    let mut tx = publisher.begin(&layout.flat_shard(&config())).unwrap();
+    tx.ingest_tar(
+        &layout.flat_image(&config()),
+        &mut &layer_tar()[..],
+        IngestOptions { catalog: true },
+    )
+    .unwrap();
+    tx.commit().unwrap();
+    let link = layout.public_link(&name);
+    let mut tx = publisher.begin(&link).unwrap();
+    tx.symlink(&link, &layout.public_link_target(&name, &config()))
+        .unwrap();
+    tx.commit().unwrap();
+    assert_eq!(
+        s.log_since(start),
+        [
+            "transaction test.repo/sub".to_owned(),
+            "publish test.repo".into(),
+            format!("ingest --catalog -k -t - -b sub/.flat/0f/{cfg} test.repo"),
+            "transaction test.repo/sub/reg.io".into(),
+            "publish test.repo".into(),
+            "transaction test.repo/sub/reg.io/library/ubuntu:22.04".into(),
+            "publish test.repo".into(),
+        ]
+    );
+    let published_link = s.published().join("sub/reg.io/library/ubuntu:22.04");
+    assert_eq!(
+        fs::read_link(&published_link).unwrap(),
+        PathBuf::from(format!("../../.flat/0f/{cfg}"))
+    );
+    assert_eq!(
+        fs::read_to_string(published_link.join("etc/motd")).unwrap(),
+        "hello"
+    );
+}
+
+#[test]
+fn a_symlink_is_replaced_in_place_and_removes_go_through_ingest_delete() {
+    let s = Stratum0::new(false);
+    let publisher = s.publisher(false);
+    let mut tx = publisher.begin(&p("links")).unwrap();
+    tx.symlink(&p("links/current"), Path::new("v1")).unwrap();
+    tx.write_file(&p("links/old"), &mut &b"x"[..]).unwrap();
+    tx.commit().unwrap();
+    let start = s.log_len();
+    let mut tx = publisher.begin(&p("links")).unwrap();
+    tx.symlink(&p("links/current"), Path::new("v2")).unwrap();
+    tx.remove(&p("links/old")).unwrap();
+    tx.remove(&p("links/never-there")).unwrap();
+    tx.commit().unwrap();
+    assert_eq!(
+        s.log_since(start),
+        [
+            "ingest --delete links/old test.repo",
+            "transaction test.repo/links",
+            "publish test.repo"
+        ]
+    );
+    assert_eq!(
+        fs::read_link(s.published().join("links/current")).unwrap(),
+        Path::new("v2")
+    );
+    assert!(!s.published().join("links/old").exists());
+}
+
+#[test]
+fn a_failure_in_the_middle_aborts_and_returns_the_original_error() {
+    let s = Stratum0::new(false);
+    let publisher = s.publisher(false);
+    let mut tx = publisher.begin(&p("x")).unwrap();
+    tx.write_file(&p("x/file"), &mut &b"f"[..]).unwrap();
+    tx.commit().unwrap();
+    let start = s.log_len();
+    let mut tx = publisher.begin(&p("x")).unwrap();
+    tx.write_file(&p("x/ok"), &mut &b"1"[..]).unwrap();
+    // The parent is a published file: writing through the mount fails half-way.
+    tx.write_file(&p("x/file/below"), &mut &b"2"[..]).unwrap();
+    match tx.commit() {
+        Err(PublishError::Io { action, path, .. }) => {
+            assert_eq!(action, "create");
+            assert!(path.ends_with("test.repo/x/file"), "{}", path.display());
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        s.log_since(start),
+        ["transaction test.repo/x", "abort -f test.repo"]
+    );
+    assert!(!s.published().join("x/ok").exists());
+    assert!(
+        !s.dir.path().join("state/mnt/test.repo/x/ok").exists(),
+        "abort restored the mount"
+    );
+}
+
+#[test]
+fn a_failing_publish_is_aborted_and_its_stderr_is_in_the_error() {
+    let s = Stratum0::new(false);
+    let publisher = s.publisher(false);
+    s.fail_next("publish", "signing the manifest failed");
+    let start = s.log_len();
+    let mut tx = publisher.begin(&p("y")).unwrap();
+    tx.write_file(&p("y/f"), &mut &b"1"[..]).unwrap();
+    let err = tx.commit().unwrap_err();
+    match &err {
+        PublishError::Command {
+            command, stderr, ..
+        } => {
+            assert!(
+                command.ends_with("cvmfs_server publish test.repo"),
+                "{command}"
+            );
+            assert_eq!(stderr, "signing the manifest failed");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        err.to_string()
+            .ends_with("failed (exit status: 1): signing the manifest failed"),
+        "{err}"
+    );
+    assert_eq!(
+        s.log_since(start),
+        [
+            "transaction test.repo/y",
+            "publish test.repo",
+            "abort -f test.repo"
+        ]
+    );
+    assert!(!s.published().join("y/f").exists());
+}
+
+#[test]
+fn a_failing_ingest_returns_its_stderr_and_leaves_no_transaction_open() {
+    let s = Stratum0::new(false);
+    let publisher = s.publisher(false);
+    let mut duplicate = tar::Builder::new(Vec::new());
+    for content in [&b"1"[..], &b"2"[..]] {
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_size(1);
+        duplicate.append_data(&mut h, "same", content).unwrap();
+    }
+    let tar = duplicate.into_inner().unwrap();
+    let start = s.log_len();
+    let mut tx = publisher.begin(&p("z")).unwrap();
+    match tx.ingest_tar(&p("z/layer"), &mut &tar[..], IngestOptions::default()) {
+        Err(PublishError::Command { stderr, .. }) => {
+            assert!(stderr.contains("Assertion"), "{stderr}")
+        }
+        other => panic!("{other:?}"),
+    }
+    drop(tx);
+    assert_eq!(
+        s.log_since(start),
+        ["ingest -k -t - -b z/layer test.repo", "abort -f test.repo"]
+    );
+    let list = std::process::Command::new(s.wrapper())
+        .arg("list")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&list.stdout),
+        "test.repo (stratum0 / local)\n"
+    );
+}
+
+#[test]
+fn dropping_a_transaction_discards_staged_writes_without_commands() {
+    let s = Stratum0::new(false);
+    let publisher = s.publisher(false);
+    let start = s.log_len();
+    let mut tx = publisher.begin(&p("w")).unwrap();
+    tx.write_file(&p("w/f"), &mut &b"1"[..]).unwrap();
+    drop(tx);
+    assert!(s.log_since(start).is_empty());
+    assert!(!s.published().join("w").exists());
+}
+
+#[test]
+fn ingesting_onto_a_published_path_or_outside_the_lease_is_refused() {
+    let s = Stratum0::new(false);
+    let publisher = s.publisher(false);
+    let mut tx = publisher.begin(&p("d")).unwrap();
+    tx.ingest_tar(
+        &p("d/layer"),
+        &mut &layer_tar()[..],
+        IngestOptions::default(),
+    )
+    .unwrap();
+    let start = s.log_len();
+    assert!(matches!(
+        tx.ingest_tar(
+            &p("d/layer"),
+            &mut &layer_tar()[..],
+            IngestOptions::default()
+        ),
+        Err(PublishError::AlreadyExists { .. })
+    ));
+    assert!(matches!(
+        tx.ingest_tar(
+            &p("e/layer"),
+            &mut &layer_tar()[..],
+            IngestOptions::default()
+        ),
+        Err(PublishError::OutsideLease { .. })
+    ));
+    assert!(s.log_since(start).is_empty());
+}
+
+#[test]
+fn a_repository_missing_from_the_list_is_refused() {
+    let s = Stratum0::new(false);
+    let options = CvmfsOptions::new()
+        .server(s.wrapper())
+        .mount_dir(s.dir.path().join("state/mnt"))
+        .state_dir(s.dir.path().join("ducc-state"));
+    match CvmfsPublisher::open(&RepositoryName::parse("other.repo").unwrap(), options) {
+        Err(e @ PublishError::NoSuchRepository { .. }) => {
+            assert_eq!(
+                e.to_string(),
+                "repository other.repo does not exist on this stratum 0 (not in `cvmfs_server list`)"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_missing_cvmfs_server_binary_is_a_spawn_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = CvmfsOptions::new()
+        .server(dir.path().join("no-such-binary"))
+        .state_dir(dir.path().join("state"));
+    match CvmfsPublisher::open(&RepositoryName::parse(REPO).unwrap(), options) {
+        Err(PublishError::Spawn { command, .. }) => {
+            assert!(command.ends_with("no-such-binary list"))
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Path → (kind, mode, content or target) of a tree, `.cvmfscatalog` included.
+fn snapshot(root: &Path) -> BTreeMap<String, (char, u32, Vec<u8>)> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, (char, u32, Vec<u8>)>) {
+        for e in fs::read_dir(dir).unwrap() {
+            let path = e.unwrap().path();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            let m = fs::symlink_metadata(&path).unwrap();
+            let entry = if m.is_symlink() {
+                (
+                    'l',
+                    0,
+                    fs::read_link(&path)
+                        .unwrap()
+                        .into_os_string()
+                        .into_encoded_bytes(),
+                )
+            } else if m.is_dir() {
+                walk(root, &path, out);
+                ('d', m.mode() & 0o7777, Vec::new())
+            } else {
+                ('f', m.mode() & 0o7777, fs::read(&path).unwrap())
+            };
+            out.insert(rel, entry);
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// The same conversion-like scenario through any publisher.
+fn scenario(publisher: &dyn Publisher) {
+    let layout = RepositoryName::parse(REPO).unwrap().layout();
+    let mut tx = publisher.begin(&layout.layer_dir(&layer())).unwrap();
+    tx.ingest_tar(
+        &layout.layerfs(&layer()),
+        &mut &layer_tar()[..],
+        IngestOptions { catalog: true },
+    )
+    .unwrap();
+    tx.write_file(&layout.layer_info(&layer()), &mut &b"[]"[..])
+        .unwrap();
+    tx.commit().unwrap();
+    let mut tx = publisher.begin(&layout.flat_shard(&config())).unwrap();
+    tx.ingest_tar(
+        &layout.flat_image(&config()),
+        &mut &layer_tar()[..],
+        IngestOptions { catalog: true },
+    )
+    .unwrap();
+    tx.commit().unwrap();
+    let name = PublicName::tagged("reg.io", "library/ubuntu", "22.04").unwrap();
+    let link = layout.public_link(&name);
+    let mut tx = publisher.begin(&link).unwrap();
+    tx.symlink(&link, &layout.public_link_target(&name, &config()))
+        .unwrap();
+    tx.commit().unwrap();
+    // Replace the layer: remove, then ingest again.
+    let mut tx = publisher.begin(&layout.layer_dir(&layer())).unwrap();
+    tx.remove(&layout.layerfs(&layer())).unwrap();
+    tx.ingest_tar(
+        &layout.layerfs(&layer()),
+        &mut &layer_tar()[..],
+        IngestOptions { catalog: true },
+    )
+    .unwrap();
+    tx.commit().unwrap();
+    // An aborted change leaves no trace (in the cvmfs publisher: a staged write).
+    let mut tx = publisher.begin(&link).unwrap();
+    tx.symlink(&link, Path::new("elsewhere")).unwrap();
+    tx.abort().unwrap();
+}
+
+#[test]
+fn local_and_cvmfs_publishers_produce_the_same_tree() {
+    let s = Stratum0::new(false);
+    scenario(&s.publisher(false));
+    let root = tempfile::tempdir().unwrap();
+    let local = LocalPublisher::open(root.path(), &RepositoryName::parse(REPO).unwrap()).unwrap();
+    scenario(&local);
+    let (cvmfs_tree, local_tree) = (snapshot(&s.published()), snapshot(local.repository_dir()));
+    assert!(cvmfs_tree.contains_key("reg.io/library/ubuntu:22.04"));
+    assert_eq!(cvmfs_tree, local_tree);
+}

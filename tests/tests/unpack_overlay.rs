@@ -1,0 +1,144 @@
+//! The overlayfs consumer test: each layer unpacked into its own directory in overlay whiteout
+//! form (char device 0/0, `trusted.overlay.opaque=y`), stacked with
+//! `mount -t overlay -o ro,lowerdir=TOP:...:BOTTOM`, must show the same tree as ducc-unpack's flat
+//! extraction of the same image. This is how containerd's cvmfs snapshotter and podman consume
+//! `.layers/<hh>/<hex>/layerfs`.
+//!
+//! Hardlink groups are not compared: a hardlink to a lower-layer file is materialised as a copy in
+//! its layer directory, and overlayfs reports its own inode numbers. Mounting needs root (or
+//! CAP_SYS_ADMIN); where it is refused the test prints why and stops.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use ducc_tests::fixtures::{self, Image};
+use ducc_tests::require_tool;
+use ducc_tests::tree::{Options, Tree, scratch_dir};
+use ducc_unpack::{
+    ExtractOptions, FlatExtractor, LayerDescriptor, LayerDirOptions, Privileges, WhiteoutFormat,
+    unpack_layer_dir,
+};
+
+fn descriptor(layer: &fixtures::LayerInfo) -> LayerDescriptor {
+    LayerDescriptor::new(layer.digest.clone(), layer.media_type.clone())
+        .with_blob_digest(layer.digest.parse().expect("blob digest"))
+        .with_diff_id(layer.diff_id.parse().expect("diff id"))
+}
+
+fn open_blob(image: &Image, digest: &str) -> BufReader<File> {
+    BufReader::new(File::open(image.blob_path(digest)).expect("open blob"))
+}
+
+/// Unpacks every layer into `base/<n>`, bottom first; returns the directories bottom first.
+fn unpack_layers(image: &Image, base: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for (n, layer) in image.layers.iter().enumerate() {
+        let dest = base.join(n.to_string());
+        let lower: Vec<PathBuf> = dirs.iter().rev().cloned().collect();
+        let options = LayerDirOptions::new()
+            .whiteouts(WhiteoutFormat::Overlay)
+            .lower_layers(lower)
+            .privileges(Privileges::Root);
+        unpack_layer_dir(open_blob(image, &layer.digest), &descriptor(layer), &dest, &options)
+            .unwrap_or_else(|e| panic!("{}: {e}", image.name));
+        dirs.push(dest);
+    }
+    dirs
+}
+
+fn flatten(image: &Image, dest: &Path) {
+    let mut flat = FlatExtractor::new(dest, &ExtractOptions::new()).expect("flat extractor");
+    for layer in &image.layers {
+        flat.apply_blob(open_blob(image, &layer.digest), &descriptor(layer))
+            .unwrap_or_else(|e| panic!("{}: {e}", image.name));
+    }
+    flat.finish();
+}
+
+/// An overlay mount, unmounted on drop (also when the test panics).
+struct OverlayMount {
+    target: PathBuf,
+}
+
+impl OverlayMount {
+    /// Mounts `layers` (bottom first) read-only on `target`; `Err` carries mount's complaint.
+    fn mount(layers: &[PathBuf], target: &Path) -> Result<OverlayMount, String> {
+        let mut stack: Vec<String> = layers.iter().rev().map(|p| p.display().to_string()).collect();
+        if stack.len() == 1 {
+            // Older kernels want two lower directories when there is no upper one.
+            let empty = target.with_extension("empty-lower");
+            std::fs::create_dir_all(&empty).map_err(|e| e.to_string())?;
+            stack.push(empty.display().to_string());
+        }
+        let out = Command::new(require_tool("mount", "mount"))
+            .args(["-t", "overlay", "-o"])
+            .arg(format!("ro,lowerdir={}", stack.join(":")))
+            .arg("none")
+            .arg(target)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(OverlayMount { target: target.to_owned() })
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+        }
+    }
+}
+
+impl Drop for OverlayMount {
+    fn drop(&mut self) {
+        let status = Command::new("umount").arg(&self.target).status();
+        if !matches!(status, Ok(s) if s.success()) {
+            eprintln!("cannot unmount {} ({status:?}); unmount it by hand", self.target.display());
+        }
+    }
+}
+
+fn check(name: &str) {
+    let image = fixtures::image(name).expect("fixture image");
+    let scratch = scratch_dir(&format!("overlay-{name}")).expect("scratch dir");
+    let flat = scratch.path().join("flat");
+    std::fs::create_dir(&flat).expect("mkdir flat");
+    flatten(&image, &flat);
+    let layers_dir = scratch.path().join("layers");
+    std::fs::create_dir(&layers_dir).expect("mkdir layers");
+    let layers = unpack_layers(&image, &layers_dir);
+    let merged = scratch.path().join("merged");
+    std::fs::create_dir(&merged).expect("mkdir merged");
+    let mount = match OverlayMount::mount(&layers, &merged) {
+        Ok(mount) => mount,
+        Err(reason) => {
+            eprintln!("SKIPPED: overlay mounting is not allowed here ({reason}); run as root to check the layer dirs");
+            return;
+        }
+    };
+    let merged_tree = Tree::scan(&merged).expect("scan merged view");
+    let flat_tree = Tree::scan(&flat).expect("scan flat tree");
+    drop(mount);
+    let mut options = Options { hardlinks: false, ..Options::default() };
+    options.skip_mtime.extend(image.implicit_dirs.iter().cloned());
+    flat_tree.assert_same_as(&merged_tree, &options, "flat extraction", "overlay of the layer dirs");
+}
+
+macro_rules! overlay {
+    ($($test:ident => $image:literal,)*) => {
+        $(
+            #[test]
+            fn $test() {
+                check($image);
+            }
+        )*
+    };
+}
+
+overlay! {
+    overlay_of_whiteout_layers_equals_flat_tree => "whiteouts",
+    overlay_of_type_change_layers_equals_flat_tree => "typechange",
+    overlay_of_hardlink_layers_equals_flat_tree => "hardlinks",
+    overlay_of_long_name_layers_equals_flat_tree => "longnames",
+    overlay_of_special_file_layers_equals_flat_tree => "special",
+    overlay_of_sparse_layer_equals_flat_tree => "sparse",
+    overlay_of_debian_layers_equals_flat_tree => "debian",
+}
