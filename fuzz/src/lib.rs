@@ -45,7 +45,9 @@ pub fn check(data: &[u8]) {
 
     let unprivileged = ExtractOptions::new().privileges(Privileges::Unprivileged);
     let layer_dir = |format| {
-        LayerDirOptions::new().whiteouts(format).privileges(Privileges::Unprivileged)
+        LayerDirOptions::new()
+            .whiteouts(format)
+            .privileges(Privileges::Unprivileged)
     };
     // Results are ignored on purpose: refusing an input is a correct outcome.
     match selector % 7 {
@@ -76,7 +78,12 @@ pub fn check(data: &[u8]) {
             }
         }
         3 => {
-            let _ = extract_layer_dir(&input[..], "fuzz", &root, &layer_dir(WhiteoutFormat::Overlay));
+            let _ = extract_layer_dir(
+                &input[..],
+                "fuzz",
+                &root,
+                &layer_dir(WhiteoutFormat::Overlay),
+            );
         }
         4 => {
             let _ = extract_layer_dir(&input[..], "fuzz", &root, &layer_dir(WhiteoutFormat::Oci));
@@ -103,9 +110,17 @@ pub fn check(data: &[u8]) {
             .iter()
             .filter(|(k, v)| after.get(*k) != Some(v))
             .map(|(k, _)| format!("changed or removed: {}", k.display()))
-            .chain(after.keys().filter(|k| !before.contains_key(*k)).map(|k| format!("created: {}", k.display())))
+            .chain(
+                after
+                    .keys()
+                    .filter(|k| !before.contains_key(*k))
+                    .map(|k| format!("created: {}", k.display())),
+            )
             .collect();
-        panic!("ducc-unpack wrote outside its target directory:\n{}", changed.join("\n"));
+        panic!(
+            "ducc-unpack wrote outside its target directory:\n{}",
+            changed.join("\n")
+        );
     }
     make_removable(&root);
     let _ = fs::remove_dir_all(&sandbox);
@@ -159,13 +174,17 @@ fn snapshot_outside(sandbox: &Path) -> BTreeMap<PathBuf, (u32, u64, i64, i64, Ve
     let mut out = BTreeMap::new();
     let mut stack = vec![sandbox.to_owned()];
     while let Some(dir) = stack.pop() {
-        let Ok(entries) = fs::read_dir(&dir) else { continue };
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let path = entry.path();
             if path == sandbox.join("root") {
                 continue;
             }
-            let Ok(meta) = fs::symlink_metadata(&path) else { continue };
+            let Ok(meta) = fs::symlink_metadata(&path) else {
+                continue;
+            };
             let mut content = Vec::new();
             if meta.is_file() {
                 let _ = fs::File::open(&path).and_then(|mut f| f.read_to_end(&mut content));
@@ -173,12 +192,24 @@ fn snapshot_outside(sandbox: &Path) -> BTreeMap<PathBuf, (u32, u64, i64, i64, Ve
             if meta.is_dir() {
                 stack.push(path.clone());
             }
-            out.insert(path, (meta.mode(), meta.len(), meta.mtime(), meta.mtime_nsec(), content));
+            out.insert(
+                path,
+                (
+                    meta.mode(),
+                    meta.len(),
+                    meta.mtime(),
+                    meta.mtime_nsec(),
+                    content,
+                ),
+            );
         }
     }
     // The sandbox directory itself: its mode and mtime (an entry created beside `root` changes it).
     if let Ok(meta) = fs::symlink_metadata(sandbox) {
-        out.insert(sandbox.to_owned(), (meta.mode(), 0, meta.mtime(), meta.mtime_nsec(), Vec::new()));
+        out.insert(
+            sandbox.to_owned(),
+            (meta.mode(), 0, meta.mtime(), meta.mtime_nsec(), Vec::new()),
+        );
     }
     out
 }
@@ -190,7 +221,9 @@ fn make_removable(root: &Path) {
     let mut stack = vec![root.to_owned()];
     while let Some(dir) = stack.pop() {
         let _ = fs::set_permissions(&dir, fs::Permissions::from_mode(0o700));
-        let Ok(entries) = fs::read_dir(&dir) else { continue };
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
         for entry in entries.flatten() {
             if entry.file_type().is_ok_and(|t| t.is_dir()) {
                 stack.push(entry.path());
@@ -234,7 +267,10 @@ pub fn seeds() -> Vec<Vec<u8>> {
         Item::File("not-yet", b"y"),
     ]));
     let long = "x".repeat(300);
-    layers.push(layer(&[Item::File(&long, b"long"), Item::Symlink("ll", &long)]));
+    layers.push(layer(&[
+        Item::File(&long, b"long"),
+        Item::Symlink("ll", &long),
+    ]));
     let mut out = Vec::new();
     for (i, l) in layers.iter().enumerate() {
         for selector in 0..7u8 {
@@ -332,6 +368,9 @@ mod tests {
         fs::write(sandbox.join("canary"), b"changed").unwrap();
         let after = snapshot_outside(&sandbox);
         let _ = fs::remove_dir_all(&sandbox);
-        assert!(before == after, "ducc-unpack wrote outside its target directory");
+        assert!(
+            before == after,
+            "ducc-unpack wrote outside its target directory"
+        );
     }
 }

@@ -58,7 +58,11 @@ pub enum Action {
 impl Action {
     /// A body-less answer with `status`, e.g. 503.
     pub fn status(status: u16) -> Action {
-        Action::Respond { status, headers: Vec::new(), body: Vec::new() }
+        Action::Respond {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
     }
 
     /// `429 Too Many Requests` with `Retry-After: {retry_after}` (seconds or an HTTP date).
@@ -84,7 +88,13 @@ pub struct Rule {
 impl Rule {
     /// A rule applying `action` to every request, until narrowed with the methods below.
     pub fn new(action: Action) -> Rule {
-        Rule { method: None, path_contains: None, with_header: None, action, remaining: None }
+        Rule {
+            method: None,
+            path_contains: None,
+            with_header: None,
+            action,
+            remaining: None,
+        }
     }
 
     /// Only requests with this method (`GET`, `HEAD`, ...).
@@ -113,9 +123,18 @@ impl Rule {
 
     fn matches(&self, method: &str, target: &str, head: &Head) -> bool {
         self.remaining != Some(0)
-            && self.method.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(method))
-            && self.path_contains.as_deref().is_none_or(|f| target.contains(f))
-            && self.with_header.as_deref().is_none_or(|name| head.header(name).is_some())
+            && self
+                .method
+                .as_deref()
+                .is_none_or(|m| m.eq_ignore_ascii_case(method))
+            && self
+                .path_contains
+                .as_deref()
+                .is_none_or(|f| target.contains(f))
+            && self
+                .with_header
+                .as_deref()
+                .is_none_or(|name| head.header(name).is_some())
     }
 }
 
@@ -208,7 +227,12 @@ impl FaultProxy {
                 })
                 .expect("spawn fault proxy thread")
         };
-        FaultProxy { addr, shared, acceptor: Some(acceptor), handlers }
+        FaultProxy {
+            addr,
+            shared,
+            acceptor: Some(acceptor),
+            handlers,
+        }
     }
 
     /// `127.0.0.1:PORT`, to use in place of the upstream's host.
@@ -279,7 +303,10 @@ struct Tracked<'a> {
 
 impl<'a> Tracked<'a> {
     fn new(shared: &'a Shared) -> Tracked<'a> {
-        Tracked { shared, id: shared.next_id.fetch_add(1, Ordering::SeqCst) }
+        Tracked {
+            shared,
+            id: shared.next_id.fetch_add(1, Ordering::SeqCst),
+        }
     }
 
     fn add(&self, socket: &TcpStream) -> io::Result<()> {
@@ -287,7 +314,13 @@ impl<'a> Tracked<'a> {
         if self.shared.stop.load(Ordering::SeqCst) {
             let _ = clone.shutdown(Shutdown::Both);
         }
-        self.shared.sockets.lock().unwrap().entry(self.id).or_default().push(clone);
+        self.shared
+            .sockets
+            .lock()
+            .unwrap()
+            .entry(self.id)
+            .or_default()
+            .push(clone);
         Ok(())
     }
 }
@@ -305,14 +338,21 @@ fn handle_connection(shared: &Shared, client: TcpStream) {
     }
     let _ = client.set_read_timeout(Some(IO_TIMEOUT));
     let _ = client.set_write_timeout(Some(IO_TIMEOUT));
-    let Ok(reader_stream) = client.try_clone() else { return };
+    let Ok(reader_stream) = client.try_clone() else {
+        return;
+    };
     let mut client_reader = BufReader::new(reader_stream);
-    let Ok(Some(mut head)) = http::read_head(&mut client_reader) else { return };
+    let Ok(Some(mut head)) = http::read_head(&mut client_reader) else {
+        return;
+    };
     let (method, target) = head.request_parts();
     let (method, target) = (method.to_owned(), target.to_owned());
     let action = {
         let mut rules = shared.rules.lock().unwrap();
-        match rules.iter_mut().find(|rule| rule.matches(&method, &target, &head)) {
+        match rules
+            .iter_mut()
+            .find(|rule| rule.matches(&method, &target, &head))
+        {
             Some(rule) => {
                 if let Some(remaining) = rule.remaining.as_mut() {
                     *remaining -= 1;
@@ -334,12 +374,20 @@ fn handle_connection(shared: &Shared, client: TcpStream) {
         Action::Stall(duration) => {
             let (lock, wakeup) = &shared.stall_wakeup;
             let guard = lock.lock().unwrap();
-            let _ = wakeup.wait_timeout_while(guard, duration, |_| !shared.stop.load(Ordering::SeqCst));
+            let _ =
+                wakeup.wait_timeout_while(guard, duration, |_| !shared.stop.load(Ordering::SeqCst));
             let _ = client.shutdown(Shutdown::Both);
         }
-        Action::Respond { status, headers, body } => {
+        Action::Respond {
+            status,
+            headers,
+            body,
+        } => {
             drain_request_body(&head, &mut client_reader);
-            let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+            let headers: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect();
             let _ = http::write_response(&mut client, status, reason(status), &headers, &body);
         }
         Action::Redirect(base) => {
@@ -357,7 +405,10 @@ fn handle_connection(shared: &Shared, client: TcpStream) {
             let _ = paginate_tags(&tracked, shared, &head, &target, limit, &mut client);
             let _ = client.shutdown(Shutdown::Both);
         }
-        Action::Forward | Action::ResetAfterBody(_) | Action::TruncateBody(_) | Action::CorruptByte(_) => {
+        Action::Forward
+        | Action::ResetAfterBody(_)
+        | Action::TruncateBody(_)
+        | Action::CorruptByte(_) => {
             head.set_header("Connection", "close");
             let _ = forward(&tracked, shared, &head, client_reader, client, &action);
         }
@@ -381,10 +432,12 @@ fn forward(
     upstream.write_all(&head.to_bytes())?;
     let request_pipe = {
         let mut upstream_writer = upstream.try_clone()?;
-        std::thread::Builder::new().name("fault-proxy-body".into()).spawn(move || {
-            // Ends when the client stops sending or when the sockets are shut down below.
-            let _ = io::copy(&mut client_reader, &mut upstream_writer);
-        })?
+        std::thread::Builder::new()
+            .name("fault-proxy-body".into())
+            .spawn(move || {
+                // Ends when the client stops sending or when the sockets are shut down below.
+                let _ = io::copy(&mut client_reader, &mut upstream_writer);
+            })?
     };
     let mut upstream_reader = BufReader::new(upstream.try_clone()?);
     let result = relay_response(&mut upstream_reader, &mut client, action);
@@ -460,7 +513,10 @@ fn paginate_tags(
     let (path, _) = target.split_once('?').unwrap_or((target, ""));
     let query = http::query_pairs(target);
     let param = |key: &str| query.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
-    let page_size = param("n").and_then(|n| n.parse::<usize>().ok()).unwrap_or(limit).min(limit);
+    let page_size = param("n")
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(limit)
+        .min(limit);
     let last = param("last");
 
     // HTTP/1.0 so the upstream answer is not chunked and ends at end of stream.
@@ -486,17 +542,27 @@ fn paginate_tags(
     let list: serde_json::Value = serde_json::from_slice(&body).map_err(io::Error::other)?;
     let mut tags: Vec<String> = list["tags"]
         .as_array()
-        .map(|tags| tags.iter().filter_map(|t| t.as_str().map(str::to_owned)).collect())
+        .map(|tags| {
+            tags.iter()
+                .filter_map(|t| t.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default();
     tags.sort();
-    let after: Vec<String> = tags.into_iter().filter(|t| last.as_deref().is_none_or(|l| t.as_str() > l)).collect();
+    let after: Vec<String> = tags
+        .into_iter()
+        .filter(|t| last.as_deref().is_none_or(|l| t.as_str() > l))
+        .collect();
     let page: Vec<String> = after.iter().take(page_size).cloned().collect();
     let page_body = serde_json::json!({"name": list["name"], "tags": page}).to_string();
     let mut headers = vec![("Content-Type", "application/json".to_owned())];
     if after.len() > page.len()
         && let Some(last_in_page) = page.last()
     {
-        headers.push(("Link", format!("<{path}?n={page_size}&last={last_in_page}>; rel=\"next\"")));
+        headers.push((
+            "Link",
+            format!("<{path}?n={page_size}&last={last_in_page}>; rel=\"next\""),
+        ));
     }
     let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
     http::write_response(client, 200, "OK", &headers, page_body.as_bytes())
@@ -511,7 +577,10 @@ fn reset(socket: &TcpStream) {
 /// Reads a request body with a `Content-Length` (up to 16 MiB) so a canned answer does not
 /// meet a client still writing.
 fn drain_request_body(head: &Head, reader: &mut BufReader<TcpStream>) {
-    let length = head.header("Content-Length").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let length = head
+        .header("Content-Length")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
     let _ = io::copy(&mut reader.take(length.min(16 << 20)), &mut io::sink());
 }
 

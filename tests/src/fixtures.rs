@@ -53,7 +53,14 @@ pub const MEDIA_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 pub const MEDIA_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 
 /// The synthetic images (no network needed).
-pub const SYNTHETIC: &[&str] = &["whiteouts", "typechange", "hardlinks", "longnames", "special", "sparse"];
+pub const SYNTHETIC: &[&str] = &[
+    "whiteouts",
+    "typechange",
+    "hardlinks",
+    "longnames",
+    "special",
+    "sparse",
+];
 
 /// Every image the tests use: the synthetic ones, `mixed`, `debian`, and the zstd twins.
 pub fn all_names() -> Vec<String> {
@@ -118,9 +125,10 @@ impl Image {
 
     /// Opens a layer blob for reading.
     pub fn open_layer(&self, index: usize) -> io::Result<File> {
-        let layer = self.layers.get(index).ok_or_else(|| {
-            io::Error::other(format!("image {} has no layer {index}", self.name))
-        })?;
+        let layer = self
+            .layers
+            .get(index)
+            .ok_or_else(|| io::Error::other(format!("image {} has no layer {index}", self.name)))?;
         File::open(self.blob_path(&layer.digest))
     }
 
@@ -140,9 +148,9 @@ impl Image {
 
     fn from_json(layout: PathBuf, v: &Value) -> io::Result<Image> {
         let s = |k: &str| -> io::Result<String> {
-            v[k].as_str()
-                .map(str::to_owned)
-                .ok_or_else(|| io::Error::other(format!("fixture.json in {}: no {k}", layout.display())))
+            v[k].as_str().map(str::to_owned).ok_or_else(|| {
+                io::Error::other(format!("fixture.json in {}: no {k}", layout.display()))
+            })
         };
         let layers = v["layers"]
             .as_array()
@@ -157,7 +165,11 @@ impl Image {
             .collect();
         let implicit_dirs = v["implicit_dirs"]
             .as_array()
-            .map(|a| a.iter().filter_map(|d| d.as_str().map(str::to_owned)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|d| d.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default();
         Ok(Image {
             name: s("name")?,
@@ -210,7 +222,9 @@ pub fn image(name: &str) -> io::Result<Image> {
     let (spec, twin) = recipe(name)?;
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     remove_stale(&tmp)?;
-    let image = write_image(name, &tmp, &layout, spec, &twin)?;
+    let image = write_image(name, &tmp, &layout, spec, &twin).inspect_err(|_| {
+        let _ = remove_stale(&tmp);
+    })?;
     fs::rename(&tmp, &layout)?;
     Ok(image)
 }
@@ -256,10 +270,26 @@ pub fn bench_image() -> io::Result<Image> {
     )?;
     let spec = ImageSpec {
         layers: vec![
-            LayerSource::Tree { rootfs: rootfs.clone(), prefixes: vec![], exclude: vec!["usr/lib", "usr/share", "usr/include"] },
-            LayerSource::Tree { rootfs: rootfs.clone(), prefixes: vec!["usr/lib"], exclude: vec![] },
-            LayerSource::Tree { rootfs: rootfs.clone(), prefixes: vec!["usr/share"], exclude: vec![] },
-            LayerSource::Tree { rootfs, prefixes: vec!["usr/include"], exclude: vec![] },
+            LayerSource::Tree {
+                rootfs: rootfs.clone(),
+                prefixes: vec![],
+                exclude: vec!["usr/lib", "usr/share", "usr/include"],
+            },
+            LayerSource::Tree {
+                rootfs: rootfs.clone(),
+                prefixes: vec!["usr/lib"],
+                exclude: vec![],
+            },
+            LayerSource::Tree {
+                rootfs: rootfs.clone(),
+                prefixes: vec!["usr/share"],
+                exclude: vec![],
+            },
+            LayerSource::Tree {
+                rootfs,
+                prefixes: vec!["usr/include"],
+                exclude: vec![],
+            },
         ],
         compression: vec![Compression::Gzip; 4],
     };
@@ -290,7 +320,10 @@ pub fn cached_dir(key: &str, build: impl FnOnce(&Path) -> io::Result<()>) -> io:
     let tmp = base.join(format!(".{key}.tmp-{}", std::process::id()));
     remove_stale(&tmp)?;
     fs::create_dir_all(&tmp)?;
-    build(&tmp)?;
+    if let Err(e) = build(&tmp) {
+        let _ = remove_stale(&tmp);
+        return Err(e);
+    }
     fs::rename(&tmp, &done)?;
     Ok(done)
 }
@@ -333,7 +366,11 @@ struct Lock(File);
 
 impl Lock {
     fn acquire(path: &Path) -> io::Result<Lock> {
-        let file = File::options().create(true).truncate(false).write(true).open(path)?;
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)?;
         rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)?;
         Ok(Lock(file))
     }
@@ -409,8 +446,14 @@ fn hardlink(path: impl AsRef<[u8]>, target: impl AsRef<[u8]>) -> Entry {
 }
 
 fn whiteout(dir_and_name: &str) -> Entry {
-    let (parent, name) = dir_and_name.rsplit_once('/').map_or(("", dir_and_name), |(p, n)| (p, n));
-    let path = if parent.is_empty() { format!(".wh.{name}") } else { format!("{parent}/.wh.{name}") };
+    let (parent, name) = dir_and_name
+        .rsplit_once('/')
+        .map_or(("", dir_and_name), |(p, n)| (p, n));
+    let path = if parent.is_empty() {
+        format!(".wh.{name}")
+    } else {
+        format!("{parent}/.wh.{name}")
+    };
     entry(path, Kind::File(vec![]), 0o644)
 }
 
@@ -471,7 +514,11 @@ enum LayerSource {
     Entries(Vec<Entry>),
     /// Paths of a directory tree: those under one of `prefixes` (everything when empty), minus
     /// those under one of `exclude`.
-    Tree { rootfs: PathBuf, prefixes: Vec<&'static str>, exclude: Vec<&'static str> },
+    Tree {
+        rootfs: PathBuf,
+        prefixes: Vec<&'static str>,
+        exclude: Vec<&'static str>,
+    },
 }
 
 struct ImageSpec {
@@ -500,7 +547,11 @@ fn recipe(name: &str) -> io::Result<(ImageSpec, String)> {
     let compression = if zstd {
         vec![Compression::Zstd; n]
     } else if base == "mixed" {
-        let mut c = vec![Compression::Plain, Compression::GzipMulti, Compression::GzipAsTar];
+        let mut c = vec![
+            Compression::Plain,
+            Compression::GzipMulti,
+            Compression::GzipAsTar,
+        ];
         c.resize(n, Compression::Gzip);
         c
     } else {
@@ -511,7 +562,13 @@ fn recipe(name: &str) -> io::Result<(ImageSpec, String)> {
         "sparse" => "sparse-dense".to_owned(),
         _ => base.to_owned(),
     };
-    Ok((ImageSpec { layers, compression }, twin))
+    Ok((
+        ImageSpec {
+            layers,
+            compression,
+        },
+        twin,
+    ))
 }
 
 fn entries(list: Vec<Entry>) -> LayerSource {
@@ -634,7 +691,11 @@ fn hardlinks_layers() -> Vec<LayerSource> {
     vec![
         entries(vec![
             dir("bin", 0o755),
-            entry("bin/tool", Kind::File(b"#!/bin/sh\necho tool\n".to_vec()), 0o755),
+            entry(
+                "bin/tool",
+                Kind::File(b"#!/bin/sh\necho tool\n".to_vec()),
+                0o755,
+            ),
             hardlink("bin/tool2", "bin/tool"),
             hardlink("bin/tool3", "bin/tool"),
             dir("lib", 0o755),
@@ -683,7 +744,11 @@ fn longnames_layers() -> Vec<LayerSource> {
             file(&file_pax, "pax long name, path over 400 bytes\n").pax(),
             symlink(format!("gnu/link-{}", long_component('d', 10)), &file_255),
             symlink("pax-link", format!("/{file_pax}")).pax(),
-            entry(b"bin\xff\xfe-latin1".to_vec(), Kind::File(b"not utf-8\n".to_vec()), 0o644),
+            entry(
+                b"bin\xff\xfe-latin1".to_vec(),
+                Kind::File(b"not utf-8\n".to_vec()),
+                0o644,
+            ),
         ]),
         entries(vec![
             hardlink(format!("gnu/hard-{c150}"), &file_gnu),
@@ -694,7 +759,9 @@ fn longnames_layers() -> Vec<LayerSource> {
 }
 
 /// A `security.capability` value (v2, effective, cap_net_raw permitted).
-const CAP_NET_RAW: [u8; 20] = [1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+const CAP_NET_RAW: [u8; 20] = [
+    1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+];
 
 /// xattrs, device nodes, FIFOs, special mode bits, owners and fractional mtimes.
 fn special_layers() -> Vec<LayerSource> {
@@ -702,13 +769,19 @@ fn special_layers() -> Vec<LayerSource> {
         entries(vec![
             dir("usr", 0o755),
             dir("usr/bin", 0o755),
-            entry("usr/bin/ping", Kind::File(b"\x7fELF not really\n".to_vec()), 0o755)
-                .xattr("security.capability", &CAP_NET_RAW)
-                .xattr("user.origin", b"fixture"),
+            entry(
+                "usr/bin/ping",
+                Kind::File(b"\x7fELF not really\n".to_vec()),
+                0o755,
+            )
+            .xattr("security.capability", &CAP_NET_RAW)
+            .xattr("user.origin", b"fixture"),
             entry("usr/bin/su", Kind::File(b"setuid\n".to_vec()), 0o4755),
             entry("usr/bin/wall", Kind::File(b"setgid\n".to_vec()), 0o2755).owner(0, 5),
             dir("tmp", 0o1777),
-            dir("shared", 0o2775).owner(1000, 1000).xattr("user.dirnote", b"on a directory"),
+            dir("shared", 0o2775)
+                .owner(1000, 1000)
+                .xattr("user.dirnote", b"on a directory"),
             entry("shared/binary-xattr", Kind::File(b"x\n".to_vec()), 0o640)
                 .owner(1000, 100)
                 .xattr("user.bin", &[0, 1, 2, 255, 254]),
@@ -717,12 +790,24 @@ fn special_layers() -> Vec<LayerSource> {
             entry("dev/loop0", Kind::Block(7, 0), 0o660).owner(0, 6),
             entry("dev/bigminor", Kind::Char(240, 70000), 0o600),
             entry("dev/initctl", Kind::Fifo, 0o600),
-            entry("home-nobody", Kind::File(b"owned by nobody\n".to_vec()), 0o600).owner(65534, 65534),
-            entry("big-uid", Kind::File(b"uid beyond 16 bits\n".to_vec()), 0o644).owner(100_000, 200_000),
+            entry(
+                "home-nobody",
+                Kind::File(b"owned by nobody\n".to_vec()),
+                0o600,
+            )
+            .owner(65534, 65534),
+            entry(
+                "big-uid",
+                Kind::File(b"uid beyond 16 bits\n".to_vec()),
+                0o644,
+            )
+            .owner(100_000, 200_000),
             entry("no-perms", Kind::File(b"mode 000\n".to_vec()), 0o000),
             file("fraction", "mtime with nanoseconds\n").mtime(1_500_000_000, 123_456_789),
             file("future", "far-future mtime\n").mtime(4_102_444_800, 0),
-            symlink("link-owned", "usr/bin/ping").owner(1000, 1000).mtime(1_400_000_000, 0),
+            symlink("link-owned", "usr/bin/ping")
+                .owner(1000, 1000)
+                .mtime(1_400_000_000, 0),
             // Read-only directory with children in the same layer.
             dir("ro", 0o500),
             file("ro/child", "inside a 0500 directory\n"),
@@ -730,10 +815,16 @@ fn special_layers() -> Vec<LayerSource> {
         ]),
         entries(vec![
             // Dir over dir: children stay, metadata comes from the upper entry.
-            dir("shared", 0o750).owner(2000, 2000).xattr("user.dirnote", b"replaced"),
+            dir("shared", 0o750)
+                .owner(2000, 2000)
+                .xattr("user.dirnote", b"replaced"),
             // xattrs replaced on a file that changes.
-            entry("usr/bin/ping", Kind::File(b"\x7fELF upper\n".to_vec()), 0o4711)
-                .xattr("security.capability", &CAP_NET_RAW),
+            entry(
+                "usr/bin/ping",
+                Kind::File(b"\x7fELF upper\n".to_vec()),
+                0o4711,
+            )
+            .xattr("security.capability", &CAP_NET_RAW),
             dir("tmp", 0o1777).mtime(1_700_000_000, 500),
         ]),
     ]
@@ -748,10 +839,20 @@ fn sparse_entries() -> Vec<Entry> {
         dir("sparse", 0o755),
         entry(
             "sparse/holes",
-            Kind::Sparse(8 << 20, vec![(1 << 20, b"middle".repeat(1000)), ((6 << 20) + 17, b"tail".to_vec())]),
+            Kind::Sparse(
+                8 << 20,
+                vec![
+                    (1 << 20, b"middle".repeat(1000)),
+                    ((6 << 20) + 17, b"tail".to_vec()),
+                ],
+            ),
             0o644,
         ),
-        entry("sparse/leading-data", Kind::Sparse(3 << 20, vec![(0, vec![7u8; 70_000])]), 0o600),
+        entry(
+            "sparse/leading-data",
+            Kind::Sparse(3 << 20, vec![(0, vec![7u8; 70_000])]),
+            0o600,
+        ),
         entry("sparse/all-hole", Kind::Sparse(2 << 20, vec![]), 0o644),
         file("sparse/plain", "not sparse\n"),
     ]
@@ -772,22 +873,44 @@ fn densify(mut e: Entry) -> Entry {
 
 /// The real Debian rootfs in two layers plus a third that edits it like a Dockerfile would.
 fn debian_layers() -> io::Result<Vec<LayerSource>> {
-    let rootfs = debootstrap_rootfs(&fixtures_dir().join(format!("rootfs-{ROOTFS_VERSION}")), &[])?;
+    let rootfs = debootstrap_rootfs(
+        &fixtures_dir().join(format!("rootfs-{ROOTFS_VERSION}")),
+        &[],
+    )?;
     Ok(vec![
-        LayerSource::Tree { rootfs: rootfs.clone(), prefixes: vec![], exclude: vec!["usr/share"] },
-        LayerSource::Tree { rootfs, prefixes: vec!["usr/share"], exclude: vec![] },
+        LayerSource::Tree {
+            rootfs: rootfs.clone(),
+            prefixes: vec![],
+            exclude: vec!["usr/share"],
+        },
+        LayerSource::Tree {
+            rootfs,
+            prefixes: vec!["usr/share"],
+            exclude: vec![],
+        },
         entries(vec![
             dir("usr/share/doc", 0o755),
             opaque("usr/share/doc"),
-            file("usr/share/doc/README", "documentation removed to save space\n"),
+            file(
+                "usr/share/doc/README",
+                "documentation removed to save space\n",
+            ),
             whiteout("etc/motd"),
             whiteout("var/cache/debconf"),
-            entry("etc/hostname", Kind::File(b"ducc-fixture\n".to_vec()), 0o644),
+            entry(
+                "etc/hostname",
+                Kind::File(b"ducc-fixture\n".to_vec()),
+                0o644,
+            ),
             dir("usr/local/bin", 0o755),
             hardlink("usr/local/bin/dpkg-alias", "usr/bin/dpkg"),
-            entry("usr/local/bin/netcap", Kind::File(b"capability holder\n".to_vec()), 0o755)
-                .xattr("security.capability", &CAP_NET_RAW)
-                .xattr("user.note", b"set by the fixture"),
+            entry(
+                "usr/local/bin/netcap",
+                Kind::File(b"capability holder\n".to_vec()),
+                0o755,
+            )
+            .xattr("security.capability", &CAP_NET_RAW)
+            .xattr("user.note", b"set by the fixture"),
         ]),
     ])
 }
@@ -797,7 +920,9 @@ fn debootstrap_rootfs(dest: &Path, include: &[&str]) -> io::Result<PathBuf> {
     if dest.join("usr/bin/dpkg").exists() {
         return Ok(dest.to_owned());
     }
-    let parent = dest.parent().ok_or_else(|| io::Error::other("rootfs path has no parent"))?;
+    let parent = dest
+        .parent()
+        .ok_or_else(|| io::Error::other("rootfs path has no parent"))?;
     fs::create_dir_all(parent)?;
     let _lock = Lock::acquire(&parent.join(".rootfs.lock"))?;
     if dest.join("usr/bin/dpkg").exists() {
@@ -811,11 +936,13 @@ fn debootstrap_rootfs(dest: &Path, include: &[&str]) -> io::Result<PathBuf> {
                 "debootstrap not found: install it (`apt-get install debootstrap`, or `cargo xtask deps`)",
             )
         })?;
-    let mirror =
-        std::env::var("DUCC_DEBIAN_MIRROR").unwrap_or_else(|_| "http://deb.debian.org/debian".to_owned());
+    let mirror = std::env::var("DUCC_DEBIAN_MIRROR")
+        .unwrap_or_else(|_| "http://deb.debian.org/debian".to_owned());
     let tmp = parent.join(format!(
         ".{}.tmp-{}",
-        dest.file_name().map(OsStr::to_string_lossy).unwrap_or_default(),
+        dest.file_name()
+            .map(OsStr::to_string_lossy)
+            .unwrap_or_default(),
         std::process::id()
     ));
     remove_stale(&tmp)?;
@@ -864,7 +991,11 @@ struct HashWriter<W> {
 
 impl<W: Write> HashWriter<W> {
     fn new(inner: W) -> Self {
-        HashWriter { inner, hasher: Sha256::new(), count: 0 }
+        HashWriter {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
     }
     fn digest(&self) -> String {
         format!("sha256:{}", hex::encode(self.hasher.clone().finalize()))
@@ -887,7 +1018,10 @@ type BlobFile = HashWriter<BufWriter<File>>;
 
 enum Compressor {
     Gzip(flate2::write::GzEncoder<BlobFile>),
-    GzipMulti { enc: Option<flate2::write::GzEncoder<BlobFile>>, in_member: usize },
+    GzipMulti {
+        enc: Option<flate2::write::GzEncoder<BlobFile>>,
+        in_member: usize,
+    },
     Zstd(zstd::Encoder<'static, BlobFile>),
     Plain(BlobFile),
 }
@@ -899,7 +1033,10 @@ impl Compressor {
         let gz = |out| flate2::write::GzEncoder::new(out, flate2::Compression::new(6));
         Ok(match c {
             Compression::Gzip | Compression::GzipAsTar => Compressor::Gzip(gz(out)),
-            Compression::GzipMulti => Compressor::GzipMulti { enc: Some(gz(out)), in_member: 0 },
+            Compression::GzipMulti => Compressor::GzipMulti {
+                enc: Some(gz(out)),
+                in_member: 0,
+            },
             Compression::Zstd => Compressor::Zstd(zstd::Encoder::new(out, 3)?),
             Compression::Plain => Compressor::Plain(out),
         })
@@ -908,7 +1045,9 @@ impl Compressor {
     fn finish(self) -> io::Result<BlobFile> {
         match self {
             Compressor::Gzip(enc) => enc.finish(),
-            Compressor::GzipMulti { enc, .. } => enc.ok_or_else(|| io::Error::other("gzip member lost"))?.finish(),
+            Compressor::GzipMulti { enc, .. } => enc
+                .ok_or_else(|| io::Error::other("gzip member lost"))?
+                .finish(),
             Compressor::Zstd(enc) => enc.finish(),
             Compressor::Plain(out) => Ok(out),
         }
@@ -921,8 +1060,14 @@ impl Write for Compressor {
             Compressor::Gzip(enc) => enc.write(buf),
             Compressor::GzipMulti { enc, in_member } => {
                 if *in_member >= MEMBER {
-                    let out = enc.take().ok_or_else(|| io::Error::other("gzip member lost"))?.finish()?;
-                    *enc = Some(flate2::write::GzEncoder::new(out, flate2::Compression::new(6)));
+                    let out = enc
+                        .take()
+                        .ok_or_else(|| io::Error::other("gzip member lost"))?
+                        .finish()?;
+                    *enc = Some(flate2::write::GzEncoder::new(
+                        out,
+                        flate2::Compression::new(6),
+                    ));
                     *in_member = 0;
                 }
                 let room = MEMBER - *in_member;
@@ -983,7 +1128,11 @@ fn write_image(
                     write_entry(&mut tar, e, &scratch)?;
                 }
             }
-            LayerSource::Tree { rootfs, prefixes, exclude } => {
+            LayerSource::Tree {
+                rootfs,
+                prefixes,
+                exclude,
+            } => {
                 write_tree(&mut tar, rootfs, prefixes, exclude, &mut inodes)?;
             }
         }
@@ -995,7 +1144,12 @@ fn write_image(
         let size = out.count;
         drop(out);
         fs::rename(&part, blobs.join(&digest["sha256:".len()..]))?;
-        layers.push(LayerInfo { media_type: compression.media_type().to_owned(), digest, diff_id, size });
+        layers.push(LayerInfo {
+            media_type: compression.media_type().to_owned(),
+            digest,
+            diff_id,
+            size,
+        });
     }
     if scratch.exists() {
         fs::remove_dir_all(&scratch)?;
@@ -1007,15 +1161,20 @@ fn write_image(
         "rootfs": { "type": "layers", "diff_ids": layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>() },
         "history": layers.iter().map(|_| json!({"created_by": format!("ducc-tests fixture {name}")})).collect::<Vec<_>>(),
     });
-    let (config_digest, config_size) = write_blob(&blobs, &serde_json::to_vec(&config).map_err(io::Error::other)?)?;
+    let (config_digest, config_size) = write_blob(
+        &blobs,
+        &serde_json::to_vec(&config).map_err(io::Error::other)?,
+    )?;
     let manifest = json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size },
         "layers": layers.iter().map(|l| json!({"mediaType": l.media_type, "digest": l.digest, "size": l.size})).collect::<Vec<_>>(),
     });
-    let (manifest_digest, manifest_size) =
-        write_blob(&blobs, &serde_json::to_vec(&manifest).map_err(io::Error::other)?)?;
+    let (manifest_digest, manifest_size) = write_blob(
+        &blobs,
+        &serde_json::to_vec(&manifest).map_err(io::Error::other)?,
+    )?;
     let index = json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json",
@@ -1027,7 +1186,10 @@ fn write_image(
             "annotations": { "org.opencontainers.image.ref.name": TAG },
         }],
     });
-    fs::write(tmp.join("index.json"), serde_json::to_vec(&index).map_err(io::Error::other)?)?;
+    fs::write(
+        tmp.join("index.json"),
+        serde_json::to_vec(&index).map_err(io::Error::other)?,
+    )?;
     fs::write(tmp.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
     let implicit_dirs = parents
         .difference(&explicit_dirs)
@@ -1043,7 +1205,10 @@ fn write_image(
         oracle_twin: twin.to_owned(),
         implicit_dirs,
     };
-    fs::write(tmp.join("fixture.json"), serde_json::to_vec_pretty(&image.to_json()).map_err(io::Error::other)?)?;
+    fs::write(
+        tmp.join("fixture.json"),
+        serde_json::to_vec_pretty(&image.to_json()).map_err(io::Error::other)?,
+    )?;
     Ok(image)
 }
 
@@ -1070,7 +1235,11 @@ fn pax_record(out: &mut Vec<u8>, key: &str, value: &[u8]) {
 }
 
 fn write_entry(tar: &mut LayerTar, e: &Entry, scratch: &Path) -> io::Result<()> {
-    let mut header = if e.pax { tar::Header::new_ustar() } else { tar::Header::new_gnu() };
+    let mut header = if e.pax {
+        tar::Header::new_ustar()
+    } else {
+        tar::Header::new_gnu()
+    };
     header.set_mode(e.mode);
     header.set_uid(e.uid);
     header.set_gid(e.gid);
@@ -1098,7 +1267,9 @@ fn write_entry(tar: &mut LayerTar, e: &Entry, scratch: &Path) -> io::Result<()> 
     header.set_size(data.len() as u64);
     if !e.pax {
         return match &e.kind {
-            Kind::Symlink(target) | Kind::Hardlink(target) => tar.append_link(&mut header, os(&e.path), os(target)),
+            Kind::Symlink(target) | Kind::Hardlink(target) => {
+                tar.append_link(&mut header, os(&e.path), os(target))
+            }
             _ => tar.append_data(&mut header, os(&e.path), data),
         };
     }
@@ -1114,7 +1285,11 @@ fn write_entry(tar: &mut LayerTar, e: &Entry, scratch: &Path) -> io::Result<()> 
         }
     }
     if e.mtime_nanos != 0 {
-        pax_record(&mut records, "mtime", format!("{}.{:09}", e.mtime, e.mtime_nanos).as_bytes());
+        pax_record(
+            &mut records,
+            "mtime",
+            format!("{}.{:09}", e.mtime, e.mtime_nanos).as_bytes(),
+        );
     }
     for (key, value) in &e.xattrs {
         pax_record(&mut records, &format!("SCHILY.xattr.{key}"), value);
@@ -1150,10 +1325,23 @@ fn write_sparse(tar: &mut LayerTar, e: &Entry, scratch: &Path) -> io::Result<()>
     {
         // append_file takes the header from the file's own metadata, so give it the entry's.
         let f = File::open(&path)?;
-        rustix::fs::fchown(&f, Some(rustix::process::Uid::from_raw(e.uid as u32)), Some(rustix::process::Gid::from_raw(e.gid as u32)))?;
+        rustix::fs::fchown(
+            &f,
+            Some(rustix::process::Uid::from_raw(e.uid as u32)),
+            Some(rustix::process::Gid::from_raw(e.gid as u32)),
+        )?;
         rustix::fs::fchmod(&f, rustix::fs::Mode::from_raw_mode(e.mode))?;
-        let t = rustix::fs::Timespec { tv_sec: e.mtime as i64, tv_nsec: 0 };
-        rustix::fs::futimens(&f, &rustix::fs::Timestamps { last_access: t, last_modification: t })?;
+        let t = rustix::fs::Timespec {
+            tv_sec: e.mtime as i64,
+            tv_nsec: 0,
+        };
+        rustix::fs::futimens(
+            &f,
+            &rustix::fs::Timestamps {
+                last_access: t,
+                last_modification: t,
+            },
+        )?;
     }
     let mut f = File::open(&path)?;
     // Sparse detection is on by default: the builder finds the holes with SEEK_DATA and writes
@@ -1172,7 +1360,8 @@ fn write_tree(
     inodes: &mut HashMap<(u64, u64), Vec<u8>>,
 ) -> io::Result<()> {
     let under = |rel: &[u8], prefix: &str| {
-        rel == prefix.as_bytes() || (rel.starts_with(prefix.as_bytes()) && rel.get(prefix.len()) == Some(&b'/'))
+        rel == prefix.as_bytes()
+            || (rel.starts_with(prefix.as_bytes()) && rel.get(prefix.len()) == Some(&b'/'))
     };
     let mut stack: Vec<Vec<u8>> = vec![Vec::new()];
     while let Some(rel_dir) = stack.pop() {
@@ -1183,12 +1372,18 @@ fn write_tree(
         names.sort();
         let mut subdirs = Vec::new();
         for name in names {
-            let rel = if rel_dir.is_empty() { name } else { [rel_dir.as_slice(), b"/", &name].concat() };
+            let rel = if rel_dir.is_empty() {
+                name
+            } else {
+                [rel_dir.as_slice(), b"/", &name].concat()
+            };
             if exclude.iter().any(|x| under(&rel, x)) {
                 continue;
             }
             let selected = prefixes.is_empty() || prefixes.iter().any(|p| under(&rel, p));
-            let leads_to_prefix = prefixes.iter().any(|p| p.as_bytes().starts_with(&rel) && p.as_bytes().get(rel.len()) == Some(&b'/'));
+            let leads_to_prefix = prefixes.iter().any(|p| {
+                p.as_bytes().starts_with(&rel) && p.as_bytes().get(rel.len()) == Some(&b'/')
+            });
             let abs = rootfs.join(os(&rel));
             let meta = fs::symlink_metadata(&abs)?;
             if selected {
@@ -1259,9 +1454,8 @@ fn write_tree_entry(
         header.set_device_minor(rustix::fs::minor(meta.rdev()))?;
         return tar.append_data(&mut header, os(rel), io::empty());
     }
-    tar.append_path_with_name(abs, os(rel)).map_err(|e| {
-        io::Error::new(e.kind(), format!("{}: {e}", String::from_utf8_lossy(rel)))
-    })
+    tar.append_path_with_name(abs, os(rel))
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", String::from_utf8_lossy(rel))))
 }
 
 fn read_xattrs(path: &Path) -> io::Result<Vec<(String, Vec<u8>)>> {

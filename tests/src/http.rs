@@ -87,10 +87,16 @@ pub fn read_head<R: BufRead>(reader: &mut R) -> io::Result<Option<Head>> {
         let n = reader.read_line(&mut line)?;
         total += n;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "message head cut short"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "message head cut short",
+            ));
         }
         if total > MAX_HEAD {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "message head too long"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "message head too long",
+            ));
         }
         let line = line.trim_end_matches(['\r', '\n']);
         if line.is_empty() {
@@ -101,7 +107,10 @@ pub fn read_head<R: BufRead>(reader: &mut R) -> io::Result<Option<Head>> {
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "header line without ':'"))?;
         headers.push((name.trim().to_owned(), value.trim().to_owned()));
     }
-    Ok(Some(Head { first_line: first_line.trim_end_matches(['\r', '\n']).to_owned(), headers }))
+    Ok(Some(Head {
+        first_line: first_line.trim_end_matches(['\r', '\n']).to_owned(),
+        headers,
+    }))
 }
 
 /// Decodes `%XX` escapes and `+` (a space in query strings).
@@ -152,7 +161,10 @@ pub fn write_response(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> io::Result<()> {
-    let mut head = Head { first_line: format!("HTTP/1.1 {status} {reason}"), headers: Vec::new() };
+    let mut head = Head {
+        first_line: format!("HTTP/1.1 {status} {reason}"),
+        headers: Vec::new(),
+    };
     for (name, value) in headers {
         head.headers.push(((*name).to_owned(), (*value).to_owned()));
     }
@@ -184,7 +196,9 @@ pub fn get(
         headers: vec![("Host".to_owned(), host.to_owned())],
     };
     for (name, value) in headers {
-        request.headers.push(((*name).to_owned(), (*value).to_owned()));
+        request
+            .headers
+            .push(((*name).to_owned(), (*value).to_owned()));
     }
     request.set_header("Connection", "close");
     stream.write_all(&request.to_bytes())?;

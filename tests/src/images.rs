@@ -180,7 +180,11 @@ impl ImageSpec {
             layers,
             config,
             manifest: Blob::new(serde_json::to_vec_pretty(&manifest).unwrap()),
-            platform: (self.os.clone(), self.architecture.clone(), self.variant.clone()),
+            platform: (
+                self.os.clone(),
+                self.architecture.clone(),
+                self.variant.clone(),
+            ),
         }
     }
 }
@@ -203,7 +207,10 @@ pub fn client_for(host: &str, credentials: Option<&Credentials>) -> Client {
 pub fn client_with(host: &str, credentials: Option<&Credentials>, retry: RetryPolicy) -> Client {
     let mut logins = ducc_registry::Credentials::anonymous();
     if let Some(credentials) = credentials {
-        logins = logins.with_login(host, Login::new(&credentials.username, &credentials.password));
+        logins = logins.with_login(
+            host,
+            Login::new(&credentials.username, &credentials.password),
+        );
     }
     Client::new(ClientOptions::new().credentials(logins).retry(retry))
 }
@@ -233,7 +240,12 @@ pub fn tag(tag: &str) -> Reference {
 pub fn push_blob(client: &Client, repo: &Repository, blob: &Blob) {
     let digest = ducc_registry::parse_digest(&blob.digest).unwrap();
     client
-        .push_blob(repo, &digest, blob.bytes.len() as u64, &mut blob.bytes.as_slice())
+        .push_blob(
+            repo,
+            &digest,
+            blob.bytes.len() as u64,
+            &mut blob.bytes.as_slice(),
+        )
         .unwrap_or_else(|err| panic!("push blob {} to {}: {err}", blob.digest, repo.path()));
 }
 
@@ -241,21 +253,44 @@ pub fn push_blob(client: &Client, repo: &Repository, blob: &Blob) {
 ///
 /// # Panics
 /// When a push fails.
-pub fn push_image(client: &Client, repo: &Repository, tag_name: &str, image: &TestImage) -> PushedImage {
+pub fn push_image(
+    client: &Client,
+    repo: &Repository,
+    tag_name: &str,
+    image: &TestImage,
+) -> PushedImage {
     for layer in &image.layers {
         push_blob(client, repo, layer);
     }
     push_blob(client, repo, &image.config);
-    let digest = push_manifest(client, repo, tag_name, image.format.manifest_type(), &image.manifest.bytes);
-    assert_eq!(digest, image.manifest.digest, "registry digest of the pushed manifest");
-    PushedImage { image: image.clone(), manifest_digest: digest }
+    let digest = push_manifest(
+        client,
+        repo,
+        tag_name,
+        image.format.manifest_type(),
+        &image.manifest.bytes,
+    );
+    assert_eq!(
+        digest, image.manifest.digest,
+        "registry digest of the pushed manifest"
+    );
+    PushedImage {
+        image: image.clone(),
+        manifest_digest: digest,
+    }
 }
 
 /// Pushes manifest bytes under `reference` (a tag, or a `sha256:` digest); returns the digest.
 ///
 /// # Panics
 /// When the push fails.
-pub fn push_manifest(client: &Client, repo: &Repository, reference: &str, media_type: &str, bytes: &[u8]) -> String {
+pub fn push_manifest(
+    client: &Client,
+    repo: &Repository,
+    reference: &str,
+    media_type: &str,
+    bytes: &[u8],
+) -> String {
     let reference = Reference::parse(reference).unwrap();
     client
         .push_manifest(repo, &reference, media_type, bytes)
@@ -266,7 +301,13 @@ pub fn push_manifest(client: &Client, repo: &Repository, reference: &str, media_
 /// Builds the index (or manifest list) over already pushed `children`; with
 /// `attestation_for`, adds a BuildKit-style `unknown/unknown` attestation manifest (pushed by
 /// digest) referring to that child.
-pub fn build_index(format: Format, children: &[PushedImage], attestation_for: Option<&PushedImage>, client: &Client, repo: &Repository) -> Blob {
+pub fn build_index(
+    format: Format,
+    children: &[PushedImage],
+    attestation_for: Option<&PushedImage>,
+    client: &Client,
+    repo: &Repository,
+) -> Blob {
     let mut manifests: Vec<serde_json::Value> = children
         .iter()
         .map(|child| {
@@ -288,7 +329,8 @@ pub fn build_index(format: Format, children: &[PushedImage], attestation_for: Op
         push_blob(client, repo, &statement);
         push_blob(client, repo, &config);
         let mut layer = statement.descriptor("application/vnd.in-toto+json");
-        layer["annotations"] = json!({"in-toto.io/predicate-type": "https://slsa.dev/provenance/v0.2"});
+        layer["annotations"] =
+            json!({"in-toto.io/predicate-type": "https://slsa.dev/provenance/v0.2"});
         let attestation = Blob::new(
             serde_json::to_vec(&json!({
                 "schemaVersion": 2,
@@ -298,7 +340,13 @@ pub fn build_index(format: Format, children: &[PushedImage], attestation_for: Op
             }))
             .unwrap(),
         );
-        push_manifest(client, repo, &attestation.digest, "application/vnd.oci.image.manifest.v1+json", &attestation.bytes);
+        push_manifest(
+            client,
+            repo,
+            &attestation.digest,
+            "application/vnd.oci.image.manifest.v1+json",
+            &attestation.bytes,
+        );
         let mut entry = attestation.descriptor("application/vnd.oci.image.manifest.v1+json");
         entry["platform"] = json!({"architecture": "unknown", "os": "unknown"});
         entry["annotations"] = json!({
@@ -331,7 +379,9 @@ pub fn random_tar(path: &str, size: usize) -> Vec<u8> {
     header.set_mode(0o644);
     header.set_mtime(1_700_000_000);
     header.set_entry_type(tar::EntryType::Regular);
-    builder.append_data(&mut header, path, content.as_slice()).unwrap();
+    builder
+        .append_data(&mut header, path, content.as_slice())
+        .unwrap();
     builder.into_inner().unwrap()
 }
 

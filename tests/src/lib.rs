@@ -39,7 +39,9 @@ impl std::fmt::Debug for Credentials {
     // Keeps passwords out of assertion messages, so tests that check "no secret in the output"
     // cannot be fooled by the test's own printing.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials").field("username", &self.username).finish_non_exhaustive()
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
     }
 }
 
@@ -66,11 +68,17 @@ pub fn ducc_bin() -> PathBuf {
         }
         let bin = dir.join("ducc");
         if std::env::var_os("NEXTEST_RUN_ID").is_some() {
-            let profile = dir.file_name().and_then(|p| p.to_str()).unwrap_or("debug").to_owned();
+            let profile = dir
+                .file_name()
+                .and_then(|p| p.to_str())
+                .unwrap_or("debug")
+                .to_owned();
             let target_dir = dir.parent().unwrap().to_owned();
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
             let mut build = std::process::Command::new(cargo);
-            build.args(["build", "--quiet", "-p", "ducc-cli", "--target-dir"]).arg(&target_dir);
+            build
+                .args(["build", "--quiet", "-p", "ducc-cli", "--target-dir"])
+                .arg(&target_dir);
             if profile == "release" {
                 build.arg("--release");
             } else if profile != "debug" {
@@ -79,7 +87,11 @@ pub fn ducc_bin() -> PathBuf {
             let status = build.status().expect("cargo runs");
             assert!(status.success(), "cargo build -p ducc-cli failed");
         }
-        assert!(bin.is_file(), "{} is missing: run `cargo build -p ducc-cli` first", bin.display());
+        assert!(
+            bin.is_file(),
+            "{} is missing: run `cargo build -p ducc-cli` first",
+            bin.display()
+        );
         bin
     })
     .clone()
@@ -90,18 +102,14 @@ pub fn ducc_bin() -> PathBuf {
 /// reach the test.
 ///
 /// # Panics
-/// When the binary has not been built; the message says how to build it.
+/// As [`ducc_bin`], when the binary is missing.
 pub fn ducc_command(docker_config_dir: &std::path::Path) -> std::process::Command {
     let bin = ducc_bin();
-    assert!(
-        bin.is_file(),
-        "{} does not exist: build it first with `cargo build -p ducc-cli` (same target dir and \
-         profile as the tests; `cargo nextest run --workspace` builds it)",
-        bin.display()
-    );
     let mut command = std::process::Command::new(bin);
     for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("DUCC_") || key.to_string_lossy().starts_with("DOCKER2CVMFS_") {
+        if key.to_string_lossy().starts_with("DUCC_")
+            || key.to_string_lossy().starts_with("DOCKER2CVMFS_")
+        {
             command.env_remove(key);
         }
     }

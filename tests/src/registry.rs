@@ -91,7 +91,15 @@ impl Registry {
     /// When `docker-registry` (or, for the auth flavours, `htpasswd`/`openssl`) is missing, or
     /// the registry does not come up; the message includes the registry's log.
     pub fn start(flavour: Flavour) -> Registry {
-        let binary = registry_binary();
+        Registry::start_with_binary(flavour, &registry_binary())
+    }
+
+    /// As [`Registry::start`], with another registry binary (`DUCC_TEST_REGISTRY_BIN` sets the
+    /// default), e.g. a newer distribution build.
+    ///
+    /// # Panics
+    /// As [`Registry::start`].
+    pub fn start_with_binary(flavour: Flavour, binary: &Path) -> Registry {
         let dir = tempfile::Builder::new()
             .prefix("ducc-test-registry-")
             .tempdir()
@@ -106,7 +114,11 @@ impl Registry {
             }),
         };
         let issuer = (flavour == Flavour::TokenAuth).then(|| {
-            TokenIssuer::start(&dir, credentials.clone().expect("token flavour has a user"), TOKEN_LIFETIME_SECS)
+            TokenIssuer::start(
+                &dir,
+                credentials.clone().expect("token flavour has a user"),
+                TOKEN_LIFETIME_SECS,
+            )
         });
         let auth_section = match flavour {
             Flavour::Anonymous => String::new(),
@@ -138,13 +150,14 @@ impl Registry {
             let port = free_port();
             let host = format!("127.0.0.1:{port}");
             let config_path = dir.join("config.yml");
-            std::fs::write(&config_path, config_yaml(&dir, &host, &auth_section)).expect("write registry config");
+            std::fs::write(&config_path, config_yaml(&dir, &host, &auth_section))
+                .expect("write registry config");
             let _ = std::fs::remove_file(dir.join("registry.log"));
             let mut watchdog = Command::new("sh")
                 .arg("-c")
                 .arg(WATCHDOG)
                 .arg("ducc-test-registry-watchdog")
-                .arg(&binary)
+                .arg(binary)
                 .arg(&config_path)
                 .arg(&dir)
                 .stdin(Stdio::piped())
@@ -221,7 +234,11 @@ impl Registry {
 
     /// Process id of the registry server, while it runs.
     pub fn process_id(&self) -> Option<u32> {
-        std::fs::read_to_string(self.dir.join("registry.pid")).ok()?.trim().parse().ok()
+        std::fs::read_to_string(self.dir.join("registry.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     /// Where the registry stores the blob (or manifest) with `digest` (`sha256:<hex>`), so tests
@@ -247,8 +264,11 @@ impl Registry {
             let registry_exited = std::fs::read_to_string(self.dir.join("registry.pid"))
                 .ok()
                 .and_then(|pid| pid.trim().parse::<u32>().ok())
-                .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
-            if registry_exited || Instant::now() > deadline || self.watchdog.try_wait().ok().flatten().is_some() {
+                .is_some_and(|pid| !process_alive(pid));
+            if registry_exited
+                || Instant::now() > deadline
+                || self.watchdog.try_wait().ok().flatten().is_some()
+            {
                 // Give the log a moment to be flushed.
                 std::thread::sleep(Duration::from_millis(100));
                 return Err(self.log());
@@ -259,7 +279,11 @@ impl Registry {
 
     fn stop_keeping_dir(&mut self) {
         if let Ok(pid) = std::fs::read_to_string(self.dir.join("registry.pid"))
-            && let Some(pid) = pid.trim().parse::<i32>().ok().and_then(rustix::process::Pid::from_raw)
+            && let Some(pid) = pid
+                .trim()
+                .parse::<i32>()
+                .ok()
+                .and_then(rustix::process::Pid::from_raw)
         {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
         }
@@ -294,7 +318,11 @@ impl Drop for Registry {
 /// `prefix` may contain `/` (e.g. `public/busybox` for anonymous token pulls).
 pub fn unique_repo(prefix: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 /// Hex of `bytes` random bytes from the kernel.
@@ -304,6 +332,18 @@ pub fn random_hex(bytes: usize) -> String {
         .and_then(|mut urandom| urandom.read_exact(&mut buf))
         .expect("read /dev/urandom");
     hex::encode(buf)
+}
+
+/// Whether `pid` runs: it exists and is not a zombie (the watchdog reaps it only at the end).
+fn process_alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // `pid (comm) state ...`; comm may contain spaces and parentheses.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    !matches!(state, Some('Z' | 'X') | None)
 }
 
 fn registry_binary() -> PathBuf {
@@ -323,7 +363,13 @@ fn write_htpasswd(path: &Path, credentials: &Credentials) {
     // -B bcrypt (the only hash the registry accepts), -b password from the command line,
     // -n print instead of updating a file.
     let output = Command::new(htpasswd)
-        .args(["-B", "-b", "-n", &credentials.username, &credentials.password])
+        .args([
+            "-B",
+            "-b",
+            "-n",
+            &credentials.username,
+            &credentials.password,
+        ])
         .output()
         .expect("run htpasswd");
     assert!(

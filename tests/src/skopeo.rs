@@ -26,13 +26,19 @@ pub fn inspect_raw(host: &str, reference: &str, credentials: Option<&Credentials
 }
 
 /// The `skopeo inspect --raw` command for `host/reference`, for tests that expect it to fail.
-pub fn inspect_raw_command(host: &str, reference: &str, credentials: Option<&Credentials>) -> Command {
+pub fn inspect_raw_command(
+    host: &str,
+    reference: &str,
+    credentials: Option<&Credentials>,
+) -> Command {
     let skopeo = require_tool("skopeo", "skopeo");
     let mut command = Command::new(skopeo);
     command.args(["inspect", "--raw", "--tls-verify=false"]);
     match credentials {
         Some(credentials) => {
-            command.arg("--creds").arg(format!("{}:{}", credentials.username, credentials.password));
+            command
+                .arg("--creds")
+                .arg(format!("{}:{}", credentials.username, credentials.password));
         }
         None => {
             command.arg("--no-creds");

@@ -72,7 +72,9 @@ impl TokenIssuer {
         let key_path = dir.join("token-signing.key");
         let cert_path = dir.join("token-signing.crt");
         let status = Command::new(openssl)
-            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"])
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
             .args(["-subj", "/CN=ducc-test-token-issuer"])
             .arg("-keyout")
             .arg(&key_path)
@@ -82,7 +84,10 @@ impl TokenIssuer {
             .stderr(Stdio::null())
             .status()
             .expect("run openssl req");
-        assert!(status.success(), "openssl could not make the token signing key: {status}");
+        assert!(
+            status.success(),
+            "openssl could not make the token signing key: {status}"
+        );
         let cert_pem = std::fs::read_to_string(&cert_path).expect("read token certificate");
         // The x5c entry is the standard-base64 DER, which is the PEM body without line breaks.
         let cert_der_base64: String = cert_pem
@@ -90,10 +95,16 @@ impl TokenIssuer {
             .filter(|line| !line.starts_with("-----"))
             .collect::<Vec<_>>()
             .concat();
-        assert!(STANDARD.decode(&cert_der_base64).is_ok(), "certificate PEM body is not base64");
+        assert!(
+            STANDARD.decode(&cert_der_base64).is_ok(),
+            "certificate PEM body is not base64"
+        );
 
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind token issuer");
-        let addr = listener.local_addr().expect("token issuer address").to_string();
+        let addr = listener
+            .local_addr()
+            .expect("token issuer address")
+            .to_string();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let signer = Signer {
@@ -123,7 +134,13 @@ impl TokenIssuer {
                 })
                 .expect("spawn token issuer thread")
         };
-        TokenIssuer { addr, cert_path, requests, stop, thread: Some(thread) }
+        TokenIssuer {
+            addr,
+            cert_path,
+            requests,
+            stop,
+            thread: Some(thread),
+        }
     }
 
     /// The realm URL to configure in the registry (`http://127.0.0.1:PORT/token`).
@@ -173,11 +190,16 @@ impl Signer {
             .flat_map(|(_, value)| value.split(' ').map(str::to_owned).collect::<Vec<_>>())
             .filter(|scope| !scope.is_empty())
             .collect();
-        let service = query.iter().find(|(key, _)| key == "service").map(|(_, v)| v.clone());
+        let service = query
+            .iter()
+            .find(|(key, _)| key == "service")
+            .map(|(_, v)| v.clone());
         let basic = head.header("Authorization").and_then(parse_basic);
         let (status, user) = match &basic {
             None => (200, None),
-            Some((user, password)) if *user == self.user.username && *password == self.user.password => {
+            Some((user, password))
+                if *user == self.user.username && *password == self.user.password =>
+            {
                 (200, Some(user.clone()))
             }
             Some((user, _)) => (401, Some(user.clone())),
@@ -189,12 +211,16 @@ impl Signer {
             status,
         });
         if status == 401 {
-            let body = br#"{"errors":[{"code":"UNAUTHORIZED","message":"wrong user name or password"}]}"#;
+            let body =
+                br#"{"errors":[{"code":"UNAUTHORIZED","message":"wrong user name or password"}]}"#;
             return http::write_response(
                 &mut stream,
                 401,
                 "Unauthorized",
-                &[("Content-Type", "application/json"), ("WWW-Authenticate", "Basic realm=\"token\"")],
+                &[
+                    ("Content-Type", "application/json"),
+                    ("WWW-Authenticate", "Basic realm=\"token\""),
+                ],
                 body,
             );
         }
@@ -240,8 +266,12 @@ impl Signer {
     }
 
     fn sign(&self, subject: &str, access: &[serde_json::Value]) -> std::io::Result<String> {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-        let header = serde_json::json!({"typ": "JWT", "alg": "RS256", "x5c": [self.cert_der_base64]});
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let header =
+            serde_json::json!({"typ": "JWT", "alg": "RS256", "x5c": [self.cert_der_base64]});
         let claims = serde_json::json!({
             "iss": ISSUER,
             "sub": subject,
@@ -265,12 +295,22 @@ impl Signer {
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()?;
-        child.stdin.take().expect("piped stdin").write_all(signing_input.as_bytes())?;
+        child
+            .stdin
+            .take()
+            .expect("piped stdin")
+            .write_all(signing_input.as_bytes())?;
         let output = child.wait_with_output()?;
         if !output.status.success() || output.stdout.is_empty() {
-            return Err(std::io::Error::other(format!("openssl dgst -sign failed: {}", output.status)));
+            return Err(std::io::Error::other(format!(
+                "openssl dgst -sign failed: {}",
+                output.status
+            )));
         }
-        Ok(format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(&output.stdout)))
+        Ok(format!(
+            "{signing_input}.{}",
+            URL_SAFE_NO_PAD.encode(&output.stdout)
+        ))
     }
 }
 

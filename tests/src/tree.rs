@@ -134,8 +134,16 @@ impl fmt::Display for Difference {
         match self {
             Difference::Missing(p) => write!(f, "/{p}: missing"),
             Difference::Extra(p) => write!(f, "/{p}: unexpected"),
-            Difference::Field { path, field, expected, actual } => {
-                write!(f, "/{path}: {field} differs: expected {expected}, got {actual}")
+            Difference::Field {
+                path,
+                field,
+                expected,
+                actual,
+            } => {
+                write!(
+                    f,
+                    "/{path}: {field} differs: expected {expected}, got {actual}"
+                )
             }
         }
     }
@@ -155,13 +163,21 @@ impl Tree {
         let mut inodes: HashMap<(u64, u64), Vec<String>> = HashMap::new();
         let mut stack: Vec<Vec<u8>> = vec![Vec::new()];
         while let Some(rel) = stack.pop() {
-            let abs = if rel.is_empty() { root.to_owned() } else { root.join(OsStr::from_bytes(&rel)) };
-            let with_path = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", abs.display()));
+            let abs = if rel.is_empty() {
+                root.to_owned()
+            } else {
+                root.join(OsStr::from_bytes(&rel))
+            };
+            let with_path =
+                |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", abs.display()));
             let meta = fs::symlink_metadata(&abs).map_err(with_path)?;
             let node = node_of(&abs, &meta).map_err(with_path)?;
             let name = display_path(&rel);
             if node.kind != Kind::Dir && meta.nlink() > 1 {
-                inodes.entry((meta.dev(), meta.ino())).or_default().push(name.clone());
+                inodes
+                    .entry((meta.dev(), meta.ino()))
+                    .or_default()
+                    .push(name.clone());
             }
             if node.kind == Kind::Dir {
                 let mut children: Vec<Vec<u8>> = fs::read_dir(&abs)
@@ -171,7 +187,11 @@ impl Tree {
                     .map_err(with_path)?;
                 children.sort();
                 for child in children.into_iter().rev() {
-                    let child_rel = if rel.is_empty() { child } else { [rel.as_slice(), b"/", &child].concat() };
+                    let child_rel = if rel.is_empty() {
+                        child
+                    } else {
+                        [rel.as_slice(), b"/", &child].concat()
+                    };
                     stack.push(child_rel);
                 }
             }
@@ -180,7 +200,8 @@ impl Tree {
         }
         for group in inodes.into_values() {
             for path in &group {
-                let mut others: Vec<String> = group.iter().filter(|p| *p != path).cloned().collect();
+                let mut others: Vec<String> =
+                    group.iter().filter(|p| *p != path).cloned().collect();
                 others.sort();
                 if let Some(node) = tree.nodes.get_mut(path) {
                     node.hardlinks = others;
@@ -210,8 +231,19 @@ impl Tree {
             out.push(Difference::Field {
                 path: String::new(),
                 field: "raw path bytes",
-                expected: format!("{:?}", self.raw_paths.difference(&actual.raw_paths).collect::<Vec<_>>()),
-                actual: format!("{:?}", actual.raw_paths.difference(&self.raw_paths).collect::<Vec<_>>()),
+                expected: format!(
+                    "{:?}",
+                    self.raw_paths
+                        .difference(&actual.raw_paths)
+                        .collect::<Vec<_>>()
+                ),
+                actual: format!(
+                    "{:?}",
+                    actual
+                        .raw_paths
+                        .difference(&self.raw_paths)
+                        .collect::<Vec<_>>()
+                ),
             });
         }
         out.truncate(options.max_differences);
@@ -219,7 +251,13 @@ impl Tree {
     }
 
     /// Panics with a readable list of the first differences when the trees differ.
-    pub fn assert_same_as(&self, actual: &Tree, options: &Options, expected_label: &str, actual_label: &str) {
+    pub fn assert_same_as(
+        &self,
+        actual: &Tree,
+        options: &Options,
+        expected_label: &str,
+        actual_label: &str,
+    ) {
         let differences = self.diff(actual, options);
         if !differences.is_empty() {
             let list: Vec<String> = differences.iter().map(|d| format!("  {d}")).collect();
@@ -237,7 +275,12 @@ impl Tree {
 fn compare_node(path: &str, e: &Node, a: &Node, options: &Options, out: &mut Vec<Difference>) {
     let mut field = |field: &'static str, expected: String, actual: String| {
         if expected != actual {
-            out.push(Difference::Field { path: path.to_owned(), field, expected, actual });
+            out.push(Difference::Field {
+                path: path.to_owned(),
+                field,
+                expected,
+                actual,
+            });
         }
     };
     field("type", format!("{:?}", e.kind), format!("{:?}", a.kind));
@@ -248,9 +291,17 @@ fn compare_node(path: &str, e: &Node, a: &Node, options: &Options, out: &mut Vec
         return;
     }
     field("mode", format!("{:04o}", e.mode), format!("{:04o}", a.mode));
-    field("owner", format!("{}:{}", e.uid, e.gid), format!("{}:{}", a.uid, a.gid));
+    field(
+        "owner",
+        format!("{}:{}", e.uid, e.gid),
+        format!("{}:{}", a.uid, a.gid),
+    );
     field("size", e.size.to_string(), a.size.to_string());
-    field("content sha256", format!("{:?}", e.content), format!("{:?}", a.content));
+    field(
+        "content sha256",
+        format!("{:?}", e.content),
+        format!("{:?}", a.content),
+    );
     field(
         "symlink target",
         format!("{:?}", e.link_target.as_deref().map(display_path)),
@@ -261,20 +312,33 @@ fn compare_node(path: &str, e: &Node, a: &Node, options: &Options, out: &mut Vec
         let kept: Vec<String> = n
             .xattrs
             .iter()
-            .filter(|(k, _)| !options.ignore_xattr_prefixes.iter().any(|p| k.starts_with(p.as_str())))
+            .filter(|(k, _)| {
+                !options
+                    .ignore_xattr_prefixes
+                    .iter()
+                    .any(|p| k.starts_with(p.as_str()))
+            })
             .map(|(k, v)| format!("{k}={}", printable(v)))
             .collect();
         format!("{{{}}}", kept.join(", "))
     };
     field("xattrs", xattrs(e), xattrs(a));
     if options.hardlinks {
-        field("hardlinks", format!("{:?}", e.hardlinks), format!("{:?}", a.hardlinks));
+        field(
+            "hardlinks",
+            format!("{:?}", e.hardlinks),
+            format!("{:?}", a.hardlinks),
+        );
     }
     let compare_mtime = options.mtimes
         && !options.skip_mtime.contains(path)
         && (e.kind != Kind::Dir || options.dir_mtimes);
     if compare_mtime {
-        field("mtime", format!("{}.{:09}", e.mtime.0, e.mtime.1), format!("{}.{:09}", a.mtime.0, a.mtime.1));
+        field(
+            "mtime",
+            format!("{}.{:09}", e.mtime.0, e.mtime.1),
+            format!("{}.{:09}", a.mtime.0, a.mtime.1),
+        );
     }
 }
 
@@ -302,11 +366,22 @@ fn node_of(abs: &Path, meta: &fs::Metadata) -> io::Result<Node> {
     } else {
         Kind::Socket
     };
-    let content = if kind == Kind::File { Some(hash_file(abs)?) } else { None };
-    let link_target =
-        if kind == Kind::Symlink { Some(fs::read_link(abs)?.as_os_str().as_bytes().to_vec()) } else { None };
-    let rdev = matches!(kind, Kind::Char | Kind::Block)
-        .then(|| (rustix::fs::major(meta.rdev()), rustix::fs::minor(meta.rdev())));
+    let content = if kind == Kind::File {
+        Some(hash_file(abs)?)
+    } else {
+        None
+    };
+    let link_target = if kind == Kind::Symlink {
+        Some(fs::read_link(abs)?.as_os_str().as_bytes().to_vec())
+    } else {
+        None
+    };
+    let rdev = matches!(kind, Kind::Char | Kind::Block).then(|| {
+        (
+            rustix::fs::major(meta.rdev()),
+            rustix::fs::minor(meta.rdev()),
+        )
+    });
     Ok(Node {
         kind,
         mode: meta.mode() & 0o7777,
@@ -367,7 +442,76 @@ pub fn read_xattrs(path: &Path) -> io::Result<BTreeMap<String, Vec<u8>>> {
 pub fn scratch_dir(label: &str) -> io::Result<tempfile::TempDir> {
     let base: PathBuf = crate::fixtures::fixtures_dir().join("scratch");
     fs::create_dir_all(&base)?;
-    tempfile::Builder::new().prefix(&format!("{label}-")).tempdir_in(base)
+    tempfile::Builder::new()
+        .prefix(&format!("{label}-"))
+        .tempdir_in(base)
+}
+
+/// umoci's tree of `image`'s oracle twin (`umoci raw unpack`, run once per fixture version and
+/// cached under the fixtures directory), and the paths to which umoci gave the time of the unpack
+/// rather than a time from the layers. umoci does not restore a directory's mtime after an opaque
+/// whiteout removed lower children, so those times are umoci's choice and not comparable: add
+/// them to [`Options::skip_mtime`].
+///
+/// # Panics
+/// When umoci is not installed (the message says what to install) or fails.
+pub fn umoci_tree(image: &crate::fixtures::Image) -> (Tree, BTreeSet<String>) {
+    use crate::fixtures;
+    let umoci = crate::require_tool("umoci", "umoci");
+    let twin = fixtures::image(&image.oracle_twin).expect("oracle twin fixture");
+    let key = format!(
+        "umoci-{}-{}",
+        twin.name,
+        &twin.manifest_digest["sha256:".len()..][..16]
+    );
+    let dir = fixtures::cached_dir(&key, |tmp| {
+        let started = now_secs();
+        let out = std::process::Command::new(&umoci)
+            .args(["raw", "unpack", "--image"])
+            .arg(twin.layout_ref())
+            .arg(tmp.join("rootfs"))
+            .output()?;
+        if !out.status.success() {
+            return Err(io::Error::other(format!(
+                "umoci raw unpack {} failed: {}",
+                twin.layout_ref(),
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        fs::write(
+            tmp.join("unpack-window"),
+            format!("{started} {}", now_secs() + 1),
+        )
+    })
+    .expect("umoci raw unpack");
+    let tree = Tree::scan(&dir.join("rootfs")).expect("scan umoci tree");
+    let window = fs::read_to_string(dir.join("unpack-window")).expect("unpack-window");
+    let (start, end) = window.trim().split_once(' ').expect("two times");
+    let (start, end): (i64, i64) = (start.parse().expect("start"), end.parse().expect("end"));
+    let umoci_chose = tree
+        .nodes
+        .iter()
+        .filter(|(_, node)| (start..=end).contains(&node.mtime.0))
+        .map(|(path, _)| path.clone())
+        .collect();
+    (tree, umoci_chose)
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Comparison options for a flat tree of `image` against umoci's: mtimes of directories no layer
+/// lists, and of paths umoci stamped with the unpack time, are skipped.
+pub fn oracle_options(image: &crate::fixtures::Image, umoci_chose: &BTreeSet<String>) -> Options {
+    let mut options = Options::default();
+    options
+        .skip_mtime
+        .extend(image.implicit_dirs.iter().cloned());
+    options.skip_mtime.extend(umoci_chose.iter().cloned());
+    options
 }
 
 #[cfg(test)]
@@ -392,7 +536,16 @@ mod tests {
     fn identical_trees_have_no_differences() {
         let (_a, a) = tree_with(base);
         let (_b, b) = tree_with(base);
-        assert_eq!(a.diff(&b, &Options { mtimes: false, ..Options::default() }), vec![]);
+        assert_eq!(
+            a.diff(
+                &b,
+                &Options {
+                    mtimes: false,
+                    ..Options::default()
+                }
+            ),
+            vec![]
+        );
         assert_eq!(a.nodes["d/f"].hardlinks, vec!["d/g".to_owned()]);
     }
 
@@ -406,11 +559,29 @@ mod tests {
             std::os::unix::fs::symlink("d/g", root.join("link")).unwrap();
             fs::write(root.join("extra"), b"").unwrap();
         });
-        let diffs = a.diff(&b, &Options { mtimes: false, ..Options::default() });
+        let diffs = a.diff(
+            &b,
+            &Options {
+                mtimes: false,
+                ..Options::default()
+            },
+        );
         let text: Vec<String> = diffs.iter().map(ToString::to_string).collect();
-        assert!(text.iter().any(|t| t.starts_with("/d/f: content sha256 differs")), "{text:?}");
-        assert!(text.iter().any(|t| t.starts_with("/d/f: hardlinks differs")), "{text:?}");
-        assert!(text.iter().any(|t| t.starts_with("/link: symlink target differs")), "{text:?}");
+        assert!(
+            text.iter()
+                .any(|t| t.starts_with("/d/f: content sha256 differs")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|t| t.starts_with("/d/f: hardlinks differs")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|t| t.starts_with("/link: symlink target differs")),
+            "{text:?}"
+        );
         assert!(text.contains(&"/extra: unexpected".to_owned()), "{text:?}");
     }
 
@@ -420,7 +591,13 @@ mod tests {
         let (_b, b) = tree_with(|root| {
             fs::write(root.join("d"), b"now a file").unwrap();
         });
-        let diffs = a.diff(&b, &Options { mtimes: false, ..Options::default() });
+        let diffs = a.diff(
+            &b,
+            &Options {
+                mtimes: false,
+                ..Options::default()
+            },
+        );
         assert!(diffs.contains(&Difference::Field {
             path: "d".to_owned(),
             field: "type",

@@ -561,3 +561,101 @@ fn local_and_cvmfs_publishers_produce_the_same_tree() {
     assert!(cvmfs_tree.contains_key("reg.io/library/ubuntu:22.04"));
     assert_eq!(cvmfs_tree, local_tree);
 }
+
+/// A layer in overlay form: many files (so the stream passes in several chunks), then a
+/// directory carrying `trusted.overlay.opaque` (PAX, as ducc-unpack writes it) or a whiteout
+/// device.
+fn overlay_tar(opaque: bool) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for i in 0..32 {
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_size(512);
+        b.append_data(&mut h, format!("f{i:02}"), &[b'x'; 512][..])
+            .unwrap();
+    }
+    let mut h = tar::Header::new_ustar();
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_size(0);
+    if opaque {
+        b.append_pax_extensions([("SCHILY.xattr.trusted.overlay.opaque", &b"y"[..])])
+            .unwrap();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+        b.append_data(&mut h, "opaque", &[][..]).unwrap();
+    } else {
+        h.set_entry_type(tar::EntryType::Char);
+        h.set_mode(0);
+        h.set_device_major(0).unwrap();
+        h.set_device_minor(0).unwrap();
+        b.append_data(&mut h, "gone", &[][..]).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn what_ingest_would_silently_drop_fails_the_ingest_and_publishes_nothing() {
+    // (gateway, opaque): an opaque directory anywhere; a whiteout device behind a gateway.
+    for (gateway, opaque, what) in [
+        (false, true, "opaque directory"),
+        (true, true, "opaque directory"),
+        (true, false, "device file"),
+    ] {
+        let s = Stratum0::new(gateway);
+        let publisher = s.publisher(gateway);
+        let start = s.log_len();
+        let mut tx = publisher.begin(&p("l")).unwrap();
+        match tx.ingest_tar(
+            &p("l/layerfs"),
+            &mut &overlay_tar(opaque)[..],
+            IngestOptions::default(),
+        ) {
+            Err(e @ PublishError::WouldDrop { .. }) => {
+                assert!(
+                    e.to_string().starts_with("cannot ingest l/layerfs: "),
+                    "{e}"
+                );
+                assert!(e.to_string().contains(what), "{e}");
+            }
+            other => panic!("gateway {gateway}: {other:?}"),
+        }
+        drop(tx);
+        let log = s.log_since(start);
+        assert_eq!(
+            log.last().map(String::as_str),
+            Some("abort -f test.repo"),
+            "{log:?}"
+        );
+        assert!(
+            !s.published().join("l/layerfs").exists(),
+            "gateway {gateway}"
+        );
+        let list = std::process::Command::new(s.wrapper())
+            .arg("list")
+            .output()
+            .unwrap();
+        assert!(!String::from_utf8_lossy(&list.stdout).contains("in transaction"));
+    }
+}
+
+#[test]
+fn whiteout_devices_are_ingested_on_a_stratum_0() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: the stand-in needs root to create device files");
+        return;
+    }
+    let s = Stratum0::new(false);
+    let publisher = s.publisher(false);
+    let mut tx = publisher.begin(&p("l")).unwrap();
+    tx.ingest_tar(
+        &p("l/layerfs"),
+        &mut &overlay_tar(false)[..],
+        IngestOptions::default(),
+    )
+    .unwrap();
+    tx.commit().unwrap();
+    assert!(s.published().join("l/layerfs/f31").is_file());
+}

@@ -523,3 +523,42 @@ fn the_stand_in_needs_its_state_directory() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("CVMFS_STANDIN_STATE is not set"));
 }
+
+#[test]
+fn a_hardlink_may_point_to_a_published_file_under_the_same_base() {
+    let s = Standin::new(false);
+    assert!(
+        s.ingest(
+            &["-t", "-", "-b", "layer"],
+            &tar_of(&[("t", 'f', "old", 0o644, 0)])
+        )
+        .ok
+    );
+    let out = s.ingest(
+        &["-t", "-", "-b", "layer"],
+        &tar_of(&[("hl", 'h', "t", 0o644, 0)]),
+    );
+    assert!(out.ok, "{}", out.stderr);
+    assert_eq!(fs::read_to_string(s.published("layer/hl")).unwrap(), "old");
+}
+
+#[test]
+fn ingest_refuses_flag_combinations_the_real_script_refuses() {
+    let tar = tar_of(&[("f", 'f', "x", 0o644, 0)]);
+    let cases: [(bool, &[&str], &str); 4] = [
+        (false, &["-t", "-"], "-t needs -b"),
+        (false, &["-k"], "nothing to do"),
+        (true, &["-d", "a", "-d", "b"], "only one --delete"),
+        (
+            true,
+            &["-d", "a", "-t", "-", "-b", "x"],
+            "only one --delete",
+        ),
+    ];
+    for (gateway, flags, message) in cases {
+        let s = Standin::new(gateway);
+        let out = s.ingest(flags, &tar);
+        assert!(!out.ok, "{flags:?}");
+        assert!(out.stderr.contains(message), "{flags:?}: {}", out.stderr);
+    }
+}

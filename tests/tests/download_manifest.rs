@@ -1,5 +1,7 @@
 //! `ducc download-manifest` end to end against the real registry: stdout must be byte-identical
 //! to `skopeo inspect --raw`, for every manifest kind and every auth path.
+// Helpers here are test code too; clippy.toml only exempts #[test] functions.
+#![allow(clippy::unwrap_used)]
 
 use std::process::Output;
 
@@ -14,7 +16,12 @@ enum Login {
     DuccEnv,
 }
 
-fn run_ducc(registry: &Registry, login: Login, args: &[&str], extra_env: &[(&str, &str)]) -> Output {
+fn run_ducc(
+    registry: &Registry,
+    login: Login,
+    args: &[&str],
+    extra_env: &[(&str, &str)],
+) -> Output {
     let docker_config = tempfile::tempdir().unwrap();
     let mut command = ducc_command(docker_config.path());
     command.arg("download-manifest").args(args);
@@ -38,38 +45,114 @@ fn stderr(output: &Output) -> String {
 fn push(registry: &Registry, repo_path: &str, tag: &str, format: Format) -> PushedImage {
     let client = images::client_for(registry.host(), registry.credentials());
     let repo = images::repository(registry.host(), repo_path);
-    images::push_image(&client, &repo, tag, &ImageSpec::new(format).layers(1).build())
+    images::push_image(
+        &client,
+        &repo,
+        tag,
+        &ImageSpec::new(format).layers(1).build(),
+    )
 }
 
 fn assert_prints(output: &Output, expected: &[u8], digest: &str, media_type: &str, case: &str) {
-    assert!(output.status.success(), "{case}: ducc failed ({}): {}", output.status, stderr(output));
-    assert!(output.stdout == expected, "{case}: stdout is not the registry's bytes");
+    assert!(
+        output.status.success(),
+        "{case}: ducc failed ({}): {}",
+        output.status,
+        stderr(output)
+    );
+    assert!(
+        output.stdout == expected,
+        "{case}: stdout is not the registry's bytes"
+    );
     let err = stderr(output);
-    assert!(err.contains(digest), "{case}: digest {digest} missing from stderr: {err}");
-    assert!(err.contains(media_type), "{case}: media type missing from stderr: {err}");
+    assert!(
+        err.contains(digest),
+        "{case}: digest {digest} missing from stderr: {err}"
+    );
+    assert!(
+        err.contains(media_type),
+        "{case}: media type missing from stderr: {err}"
+    );
 }
 
 #[test]
 fn single_manifests_match_skopeo_for_every_format_and_auth_path() {
     // (case, registry, repository prefix, format, how ducc logs in)
     let cases: [(&str, &Registry, &str, Format, Login); 6] = [
-        ("oci, anonymous", Registry::anonymous(), "dm/oci", Format::Oci, Login::None),
-        ("docker v2s2, anonymous", Registry::anonymous(), "dm/docker", Format::Docker, Login::None),
-        ("oci, basic auth", Registry::basic_auth(), "dm/basic", Format::Oci, Login::DuccEnv),
-        ("docker v2s2, basic auth", Registry::basic_auth(), "dm/basic", Format::Docker, Login::DuccEnv),
-        ("oci, token auth", Registry::token_auth(), "team/dm", Format::Oci, Login::DuccEnv),
-        ("docker v2s2, anonymous token pull", Registry::token_auth(), "public/dm", Format::Docker, Login::None),
+        (
+            "oci, anonymous",
+            Registry::anonymous(),
+            "dm/oci",
+            Format::Oci,
+            Login::None,
+        ),
+        (
+            "docker v2s2, anonymous",
+            Registry::anonymous(),
+            "dm/docker",
+            Format::Docker,
+            Login::None,
+        ),
+        (
+            "oci, basic auth",
+            Registry::basic_auth(),
+            "dm/basic",
+            Format::Oci,
+            Login::DuccEnv,
+        ),
+        (
+            "docker v2s2, basic auth",
+            Registry::basic_auth(),
+            "dm/basic",
+            Format::Docker,
+            Login::DuccEnv,
+        ),
+        (
+            "oci, token auth",
+            Registry::token_auth(),
+            "team/dm",
+            Format::Oci,
+            Login::DuccEnv,
+        ),
+        (
+            "docker v2s2, anonymous token pull",
+            Registry::token_auth(),
+            "public/dm",
+            Format::Docker,
+            Login::None,
+        ),
     ];
     for (case, registry, prefix, format, login) in cases {
         let repo_path = unique_repo(prefix);
         let pushed = push(registry, &repo_path, "v1", format);
-        let oracle = skopeo::inspect_raw(registry.host(), &format!("{repo_path}:v1"), registry.credentials());
-        let output = run_ducc(registry, login, &[&registry.image(&format!("{repo_path}:v1"))], &[]);
-        assert_prints(&output, &oracle, &pushed.manifest_digest, format.manifest_type(), case);
+        let oracle = skopeo::inspect_raw(
+            registry.host(),
+            &format!("{repo_path}:v1"),
+            registry.credentials(),
+        );
+        let output = run_ducc(
+            registry,
+            login,
+            &[&registry.image(&format!("{repo_path}:v1"))],
+            &[],
+        );
+        assert_prints(
+            &output,
+            &oracle,
+            &pushed.manifest_digest,
+            format.manifest_type(),
+            case,
+        );
         // By digest too.
         let by_digest = registry.image(&format!("{repo_path}@{}", pushed.manifest_digest));
         let output = run_ducc(registry, login, &[&by_digest], &[]);
-        assert_prints(&output, &oracle, &pushed.manifest_digest, format.manifest_type(), case);
+        assert_prints(
+            &output,
+            &oracle,
+            &pushed.manifest_digest,
+            format.manifest_type(),
+            case,
+        );
     }
 }
 
@@ -84,29 +167,81 @@ fn index_prints_the_chosen_platform_or_the_index_itself() {
         let repo = images::repository(registry.host(), &repo_path);
         let spec = ImageSpec::new(Format::Oci).layers(1);
         let amd64 = images::push_image(&client, &repo, "amd64", &spec.build());
-        let arm64 = images::push_image(&client, &repo, "arm64", &spec.clone().platform("linux", "arm64", Some("v8")).build());
-        let index = images::build_index(Format::Oci, &[amd64.clone(), arm64.clone()], Some(&amd64), &client, &repo);
-        images::push_manifest(&client, &repo, "multi", Format::Oci.index_type(), &index.bytes);
+        let arm64 = images::push_image(
+            &client,
+            &repo,
+            "arm64",
+            &spec.clone().platform("linux", "arm64", Some("v8")).build(),
+        );
+        let index = images::build_index(
+            Format::Oci,
+            &[amd64.clone(), arm64.clone()],
+            Some(&amd64),
+            &client,
+            &repo,
+        );
+        images::push_manifest(
+            &client,
+            &repo,
+            "multi",
+            Format::Oci.index_type(),
+            &index.bytes,
+        );
         let image = registry.image(&format!("{repo_path}:multi"));
         let login_for_oracle = registry.credentials();
 
-        let arm64_oracle = skopeo::inspect_raw(registry.host(), &format!("{repo_path}@{}", arm64.manifest_digest), login_for_oracle);
+        let arm64_oracle = skopeo::inspect_raw(
+            registry.host(),
+            &format!("{repo_path}@{}", arm64.manifest_digest),
+            login_for_oracle,
+        );
         let output = run_ducc(registry, login, &[&image, "--platform", "linux/arm64"], &[]);
-        assert_prints(&output, &arm64_oracle, &arm64.manifest_digest, Format::Oci.manifest_type(), "--platform linux/arm64");
+        assert_prints(
+            &output,
+            &arm64_oracle,
+            &arm64.manifest_digest,
+            Format::Oci.manifest_type(),
+            "--platform linux/arm64",
+        );
 
-        let amd64_oracle = skopeo::inspect_raw(registry.host(), &format!("{repo_path}@{}", amd64.manifest_digest), login_for_oracle);
+        let amd64_oracle = skopeo::inspect_raw(
+            registry.host(),
+            &format!("{repo_path}@{}", amd64.manifest_digest),
+            login_for_oracle,
+        );
         let output = run_ducc(registry, login, &[&image], &[]);
-        assert_prints(&output, &amd64_oracle, &amd64.manifest_digest, Format::Oci.manifest_type(), "default platform");
+        assert_prints(
+            &output,
+            &amd64_oracle,
+            &amd64.manifest_digest,
+            Format::Oci.manifest_type(),
+            "default platform",
+        );
 
-        let index_oracle = skopeo::inspect_raw(registry.host(), &format!("{repo_path}:multi"), login_for_oracle);
+        let index_oracle = skopeo::inspect_raw(
+            registry.host(),
+            &format!("{repo_path}:multi"),
+            login_for_oracle,
+        );
         let output = run_ducc(registry, login, &[&image, "--index"], &[]);
-        assert_prints(&output, &index_oracle, &index.digest, Format::Oci.index_type(), "--index");
+        assert_prints(
+            &output,
+            &index_oracle,
+            &index.digest,
+            Format::Oci.index_type(),
+            "--index",
+        );
 
         let output = run_ducc(registry, login, &[&image, "--platform", "linux/s390x"], &[]);
         assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
         assert!(output.stdout.is_empty());
         let err = stderr(&output);
-        assert!(err.contains("linux/s390x") && err.contains("linux/amd64") && err.contains("linux/arm64/v8"), "{err}");
+        assert!(
+            err.contains("linux/s390x")
+                && err.contains("linux/amd64")
+                && err.contains("linux/arm64/v8"),
+            "{err}"
+        );
     }
 }
 
@@ -116,7 +251,10 @@ fn refused_login_fails_naming_the_image_and_never_prints_the_password() {
     let repo_path = unique_repo("dm/closed");
     push(registry, &repo_path, "v1", Format::Oci);
     let image = registry.image(&format!("{repo_path}:v1"));
-    let wrong = Credentials { username: "ducc-tester".into(), password: "wrong-secret-9f3a".into() };
+    let wrong = Credentials {
+        username: "ducc-tester".into(),
+        password: "wrong-secret-9f3a".into(),
+    };
     let wrong_env = [
         ("DUCC_AUTH_REGISTRIES", "TESTREG"),
         ("DUCC_TESTREG_IDENT", registry.host()),
@@ -124,19 +262,36 @@ fn refused_login_fails_naming_the_image_and_never_prints_the_password() {
         ("DUCC_TESTREG_PASS", wrong.password.as_str()),
         ("RUST_LOG", "trace"),
     ];
-    for (case, login, env) in [("no login", Login::None, &[][..]), ("wrong password", Login::None, &wrong_env[..])] {
+    for (case, login, env) in [
+        ("no login", Login::None, &[][..]),
+        ("wrong password", Login::None, &wrong_env[..]),
+    ] {
         let output = run_ducc(registry, login, &["-v", &image], env);
         assert_eq!(output.status.code(), Some(1), "{case}: {}", stderr(&output));
         assert!(output.stdout.is_empty(), "{case}");
         let err = stderr(&output);
-        assert!(err.contains(&repo_path) && err.contains(registry.host()), "{case}: {err}");
-        assert!(!err.contains(&wrong.password), "{case}: password printed: {err}");
+        assert!(
+            err.contains(&repo_path) && err.contains(registry.host()),
+            "{case}: {err}"
+        );
+        assert!(
+            !err.contains(&wrong.password),
+            "{case}: password printed: {err}"
+        );
     }
     // A successful run with full logging does not print the password either.
     let right = registry.credentials().unwrap();
-    let output = run_ducc(registry, Login::DuccEnv, &["-v", &image], &[("RUST_LOG", "trace")]);
+    let output = run_ducc(
+        registry,
+        Login::DuccEnv,
+        &["-v", &image],
+        &[("RUST_LOG", "trace")],
+    );
     assert!(output.status.success(), "{}", stderr(&output));
-    assert!(!stderr(&output).contains(&right.password), "password printed in the log");
+    assert!(
+        !stderr(&output).contains(&right.password),
+        "password printed in the log"
+    );
 }
 
 #[test]

@@ -1,5 +1,7 @@
 //! Tests of the test harness itself: the registry flavours, the token issuer and the fault
 //! proxy behave as the registry client tests assume.
+// Helpers here are test code too; clippy.toml only exempts #[test] functions.
+#![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
 
@@ -15,8 +17,16 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 fn each_flavour_answers_v2_with_its_challenge() {
     let cases: [(&Registry, u16, Option<&str>); 3] = [
         (Registry::anonymous(), 200, None),
-        (Registry::basic_auth(), 401, Some("Basic realm=\"ducc-test-registry\"")),
-        (Registry::token_auth(), 401, Some("Bearer realm=\"http://127.0.0.1:")),
+        (
+            Registry::basic_auth(),
+            401,
+            Some("Basic realm=\"ducc-test-registry\""),
+        ),
+        (
+            Registry::token_auth(),
+            401,
+            Some("Bearer realm=\"http://127.0.0.1:"),
+        ),
     ];
     for (registry, status, challenge) in cases {
         let (head, _) = http::get(registry.host(), "/v2/", &[], TIMEOUT).unwrap();
@@ -25,12 +35,23 @@ fn each_flavour_answers_v2_with_its_challenge() {
             None => assert_eq!(head.header("WWW-Authenticate"), None),
             Some(prefix) => {
                 let value = head.header("WWW-Authenticate").unwrap();
-                assert!(value.starts_with(prefix), "{:?}: {value}", registry.flavour());
+                assert!(
+                    value.starts_with(prefix),
+                    "{:?}: {value}",
+                    registry.flavour()
+                );
             }
         }
     }
-    let token_challenge = http::get(Registry::token_auth().host(), "/v2/", &[], TIMEOUT).unwrap().0;
-    assert!(token_challenge.header("WWW-Authenticate").unwrap().contains(&format!("service=\"{SERVICE}\"")));
+    let token_challenge = http::get(Registry::token_auth().host(), "/v2/", &[], TIMEOUT)
+        .unwrap()
+        .0;
+    assert!(
+        token_challenge
+            .header("WWW-Authenticate")
+            .unwrap()
+            .contains(&format!("service=\"{SERVICE}\""))
+    );
 }
 
 #[test]
@@ -39,12 +60,32 @@ fn private_registry_is_gone_after_drop() {
     let host = registry.host().to_owned();
     let pid = registry.process_id().unwrap();
     assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
-    let blob_dir = registry.stored_blob_path("sha256:00").parent().unwrap().to_owned();
+    let blob_dir = registry
+        .stored_blob_path("sha256:00")
+        .parent()
+        .unwrap()
+        .to_owned();
     drop(registry);
-    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "registry process {pid} survived");
-    assert!(http::get_status(&host, "/v2/", TIMEOUT).is_err(), "registry still answers on {host}");
-    let root = blob_dir.ancestors().find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("ducc-test-registry-"))).unwrap();
-    assert!(!root.exists(), "registry directory {} survived", root.display());
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "registry process {pid} survived"
+    );
+    assert!(
+        http::get_status(&host, "/v2/", TIMEOUT).is_err(),
+        "registry still answers on {host}"
+    );
+    let root = blob_dir
+        .ancestors()
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("ducc-test-registry-"))
+        })
+        .unwrap();
+    assert!(
+        !root.exists(),
+        "registry directory {} survived",
+        root.display()
+    );
 }
 
 /// The claims of a JWT, decoded without checking the signature (the registry checks that).
@@ -53,14 +94,30 @@ fn claims(token: &str) -> serde_json::Value {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
 }
 
-fn token_request(registry: &Registry, scope: &str, login: Option<(&str, &str)>) -> (u16, serde_json::Value) {
+fn token_request(
+    registry: &Registry,
+    scope: &str,
+    login: Option<(&str, &str)>,
+) -> (u16, serde_json::Value) {
     let realm = registry.token_issuer().unwrap().realm();
-    let issuer_host = realm.trim_start_matches("http://").trim_end_matches("/token");
-    let target = format!("/token?service={SERVICE}&scope={}", scope.replace(':', "%3A").replace('/', "%2F"));
-    let authorization = login.map(|(user, password)| format!("Basic {}", STANDARD.encode(format!("{user}:{password}"))));
-    let headers: Vec<(&str, &str)> = authorization.iter().map(|a| ("Authorization", a.as_str())).collect();
+    let issuer_host = realm
+        .trim_start_matches("http://")
+        .trim_end_matches("/token");
+    let target = format!(
+        "/token?service={SERVICE}&scope={}",
+        scope.replace(':', "%3A").replace('/', "%2F")
+    );
+    let authorization = login
+        .map(|(user, password)| format!("Basic {}", STANDARD.encode(format!("{user}:{password}"))));
+    let headers: Vec<(&str, &str)> = authorization
+        .iter()
+        .map(|a| ("Authorization", a.as_str()))
+        .collect();
     let (head, body) = http::get(issuer_host, &target, &headers, TIMEOUT).unwrap();
-    (head.status(), serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
+    (
+        head.status(),
+        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 #[test]
@@ -69,12 +126,23 @@ fn token_issuer_grants_by_user_and_public_prefix() {
     let user = registry.credentials().unwrap();
     let right = Some((user.username.as_str(), user.password.as_str()));
     let wrong = Some((user.username.as_str(), "not-the-password"));
+    type Login<'a> = Option<(&'a str, &'a str)>;
     // (scope, login, expected status, expected granted actions)
-    let cases: [(&str, Option<(&str, &str)>, u16, Option<&[&str]>); 6] = [
-        ("repository:team/app:pull,push", right, 200, Some(&["pull", "push"])),
+    let cases: [(&str, Login, u16, Option<&[&str]>); 6] = [
+        (
+            "repository:team/app:pull,push",
+            right,
+            200,
+            Some(&["pull", "push"]),
+        ),
         ("repository:team/app:pull", None, 200, None),
         ("repository:public/app:pull", None, 200, Some(&["pull"])),
-        ("repository:public/app:pull,push", None, 200, Some(&["pull"])),
+        (
+            "repository:public/app:pull,push",
+            None,
+            200,
+            Some(&["pull"]),
+        ),
         ("repository:public/app:pull", wrong, 401, None),
         ("registry:catalog:*", right, 200, None),
     ];
@@ -105,10 +173,20 @@ fn token_issuer_grants_by_user_and_public_prefix() {
 fn registry_accepts_issued_tokens_and_refuses_forged_ones() {
     let registry = Registry::token_auth();
     let user = registry.credentials().unwrap();
-    let (_, body) = token_request(registry, "repository:team/accepts:pull", Some((&user.username, &user.password)));
+    let (_, body) = token_request(
+        registry,
+        "repository:team/accepts:pull",
+        Some((&user.username, &user.password)),
+    );
     let token = body["token"].as_str().unwrap().to_owned();
     let bearer = format!("Bearer {token}");
-    let (head, _) = http::get(registry.host(), "/v2/", &[("Authorization", &bearer)], TIMEOUT).unwrap();
+    let (head, _) = http::get(
+        registry.host(),
+        "/v2/",
+        &[("Authorization", &bearer)],
+        TIMEOUT,
+    )
+    .unwrap();
     assert_eq!(head.status(), 200, "registry log:\n{}", registry.log());
 
     // Same header and claims, but the signature of other content: the registry must refuse.
@@ -117,15 +195,30 @@ fn registry_accepts_issued_tokens_and_refuses_forged_ones() {
     forged_claims["sub"] = serde_json::json!("mallory");
     parts[1] = URL_SAFE_NO_PAD.encode(forged_claims.to_string());
     let forged = format!("Bearer {}", parts.join("."));
-    let (head, _) = http::get(registry.host(), "/v2/", &[("Authorization", &forged)], TIMEOUT).unwrap();
+    let (head, _) = http::get(
+        registry.host(),
+        "/v2/",
+        &[("Authorization", &forged)],
+        TIMEOUT,
+    )
+    .unwrap();
     assert_eq!(head.status(), 401);
 }
 
 #[test]
 fn fault_proxy_applies_a_rule_to_the_first_n_matches_only() {
     let registry = Registry::anonymous();
-    let proxy = FaultProxy::start(registry.host(), vec![Rule::new(Action::status(503)).path_contains("/v2/").times(2)]);
-    let statuses: Vec<u16> = (0..3).map(|_| http::get_status(proxy.host(), "/v2/", TIMEOUT).unwrap()).collect();
+    let proxy = FaultProxy::start(
+        registry.host(),
+        vec![
+            Rule::new(Action::status(503))
+                .path_contains("/v2/")
+                .times(2),
+        ],
+    );
+    let statuses: Vec<u16> = (0..3)
+        .map(|_| http::get_status(proxy.host(), "/v2/", TIMEOUT).unwrap())
+        .collect();
     assert_eq!(statuses, [503, 503, 200]);
     let requests = proxy.requests();
     assert_eq!(requests.len(), 3);
@@ -142,7 +235,10 @@ fn fault_proxy_cuts_corrupts_and_resets_bodies() {
 
     proxy.set_rules(vec![Rule::new(Action::TruncateBody(1))]);
     let (head, body) = http::get(proxy.host(), "/v2/", &[], TIMEOUT).unwrap();
-    assert_eq!((head.header("Content-Length"), body.as_slice()), (Some("2"), &b"{"[..]));
+    assert_eq!(
+        (head.header("Content-Length"), body.as_slice()),
+        (Some("2"), &b"{"[..])
+    );
 
     proxy.set_rules(vec![Rule::new(Action::CorruptByte(1))]);
     let (_, body) = http::get(proxy.host(), "/v2/", &[], TIMEOUT).unwrap();
@@ -151,28 +247,47 @@ fn fault_proxy_cuts_corrupts_and_resets_bodies() {
     proxy.set_rules(vec![Rule::new(Action::Reset)]);
     let err = http::get(proxy.host(), "/v2/", &[], TIMEOUT).unwrap_err();
     assert!(
-        matches!(err.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof),
+        matches!(
+            err.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof
+        ),
         "{err:?}"
     );
 }
 
 #[test]
 fn fault_proxy_answers_429_and_redirects_on_its_own() {
-    let proxy = FaultProxy::start(Registry::anonymous().host(), vec![
-        Rule::new(Action::too_many_requests("7")).method("GET").path_contains("/limited"),
-        Rule::new(Action::Redirect("http://localhost:1/elsewhere".into())).path_contains("/moved"),
-    ]);
+    let proxy = FaultProxy::start(
+        Registry::anonymous().host(),
+        vec![
+            Rule::new(Action::too_many_requests("7"))
+                .method("GET")
+                .path_contains("/limited"),
+            Rule::new(Action::Redirect("http://localhost:1/elsewhere".into()))
+                .path_contains("/moved"),
+        ],
+    );
     let (head, _) = http::get(proxy.host(), "/limited", &[], TIMEOUT).unwrap();
-    assert_eq!((head.status(), head.header("Retry-After")), (429, Some("7")));
+    assert_eq!(
+        (head.status(), head.header("Retry-After")),
+        (429, Some("7"))
+    );
     let (head, _) = http::get(proxy.host(), "/moved?x=1", &[], TIMEOUT).unwrap();
-    assert_eq!((head.status(), head.header("Location")), (307, Some("http://localhost:1/elsewhere/moved?x=1")));
+    assert_eq!(
+        (head.status(), head.header("Location")),
+        (307, Some("http://localhost:1/elsewhere/moved?x=1"))
+    );
 }
 
 #[test]
 fn fault_proxy_drop_ends_a_stalled_connection() {
-    let proxy = FaultProxy::start(Registry::anonymous().host(), vec![Rule::new(Action::Stall(Duration::from_secs(600)))]);
+    let proxy = FaultProxy::start(
+        Registry::anonymous().host(),
+        vec![Rule::new(Action::Stall(Duration::from_secs(600)))],
+    );
     let host = proxy.host().to_owned();
-    let client = std::thread::spawn(move || http::get(&host, "/v2/", &[], Duration::from_secs(600)));
+    let client =
+        std::thread::spawn(move || http::get(&host, "/v2/", &[], Duration::from_secs(600)));
     while proxy.requests().is_empty() {
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -180,5 +295,30 @@ fn fault_proxy_drop_ends_a_stalled_connection() {
     drop(proxy);
     // Bounded: the stalled handler is woken and joined, far sooner than the stall.
     assert!(started.elapsed() < Duration::from_secs(60));
-    assert!(client.join().unwrap().is_err(), "a stalled request must not get an answer");
+    assert!(
+        client.join().unwrap().is_err(),
+        "a stalled request must not get an answer"
+    );
+}
+
+#[test]
+#[should_panic(expected = "install it with `apt-get install no-such-package`")]
+fn missing_tool_fails_naming_the_package_to_install() {
+    ducc_tests::require_tool("ducc-no-such-tool", "no-such-package");
+}
+
+#[test]
+#[should_panic(
+    expected = "docker-registry did not start; its log:\nfake registry refuses to serve"
+)]
+fn registry_that_cannot_start_fails_with_its_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("fake-registry");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho fake registry refuses to serve\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    Registry::start_with_binary(Flavour::Anonymous, &fake);
 }

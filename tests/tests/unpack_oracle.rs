@@ -12,57 +12,10 @@
 use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
-use std::process::Command;
 
 use ducc_tests::fixtures::{self, Image};
-use ducc_tests::require_tool;
-use ducc_tests::tree::{Options, Tree, scratch_dir};
+use ducc_tests::tree::{Tree, oracle_options, scratch_dir, umoci_tree};
 use ducc_unpack::{ExtractOptions, FlatExtractor, LayerDescriptor};
-
-/// umoci's tree of `image`'s oracle twin, unpacked once per fixture version and cached, with
-/// the paths umoci gave the time of the unpack rather than a time from the layers: it does not
-/// restore a directory's mtime after an opaque whiteout removes lower children, so those are
-/// umoci's choice and not compared.
-fn umoci_tree(image: &Image) -> (Tree, Vec<String>) {
-    let umoci = require_tool("umoci", "umoci");
-    let twin = fixtures::image(&image.oracle_twin).expect("oracle twin fixture");
-    let key = format!("umoci-{}-{}", twin.name, &twin.manifest_digest["sha256:".len()..][..16]);
-    let dir = fixtures::cached_dir(&key, |tmp| {
-        let bundle = tmp.join("rootfs");
-        let started = now_secs();
-        let out = Command::new(&umoci)
-            .args(["raw", "unpack", "--image"])
-            .arg(twin.layout_ref())
-            .arg(&bundle)
-            .output()?;
-        if !out.status.success() {
-            return Err(std::io::Error::other(format!(
-                "umoci raw unpack {} failed: {}",
-                twin.layout_ref(),
-                String::from_utf8_lossy(&out.stderr)
-            )));
-        }
-        std::fs::write(tmp.join("unpack-window"), format!("{started} {}", now_secs() + 1))
-    })
-    .expect("umoci raw unpack");
-    let tree = Tree::scan(&dir.join("rootfs")).expect("scan umoci tree");
-    let window = std::fs::read_to_string(dir.join("unpack-window")).expect("unpack-window");
-    let (start, end) = window.trim().split_once(' ').expect("two times");
-    let (start, end): (i64, i64) = (start.parse().expect("start"), end.parse().expect("end"));
-    let umoci_chose = tree
-        .nodes
-        .iter()
-        .filter(|(_, node)| (start..=end).contains(&node.mtime.0))
-        .map(|(path, _)| path.clone())
-        .collect();
-    (tree, umoci_chose)
-}
-
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
 
 /// Flat-extracts every layer of `image` with ducc-unpack, checking blob digests and diff_ids.
 fn ducc_flat(image: &Image, dest: &Path) {
@@ -75,7 +28,12 @@ fn ducc_flat(image: &Image, dest: &Path) {
         let digests = flat
             .apply_blob(blob, &descriptor)
             .unwrap_or_else(|e| panic!("{}: {e}", image.name));
-        assert_eq!(digests.diff_id.to_string(), layer.diff_id, "{}: diff_id", image.name);
+        assert_eq!(
+            digests.diff_id.to_string(),
+            layer.diff_id,
+            "{}: diff_id",
+            image.name
+        );
     }
     let report = flat.finish();
     assert!(
@@ -84,13 +42,6 @@ fn ducc_flat(image: &Image, dest: &Path) {
         image.name,
         report.warnings
     );
-}
-
-/// Comparison options for an image: mtimes of implicitly created directories are skipped.
-fn options(image: &Image) -> Options {
-    let mut options = Options::default();
-    options.skip_mtime.extend(image.implicit_dirs.iter().cloned());
-    options
 }
 
 fn require_root() {
@@ -109,9 +60,11 @@ fn check(name: &str) {
     std::fs::create_dir(&dest).expect("mkdir rootfs");
     ducc_flat(&image, &dest);
     let actual = Tree::scan(&dest).expect("scan ducc tree");
-    assert!(expected.nodes.len() > 3, "umoci's tree of {name} is suspiciously small");
-    let mut options = options(&image);
-    options.skip_mtime.extend(umoci_chose);
+    assert!(
+        expected.nodes.len() > 3,
+        "umoci's tree of {name} is suspiciously small"
+    );
+    let options = oracle_options(&image, &umoci_chose);
     expected.assert_same_as(&actual, &options, "umoci", "ducc-unpack flat");
 }
 
@@ -155,6 +108,9 @@ fn oracle_detects_a_different_image() {
     let scratch = scratch_dir("oracle-negative").expect("scratch dir");
     ducc_flat(&typechange, scratch.path());
     let actual = Tree::scan(scratch.path()).expect("scan");
-    let differences = expected.diff(&actual, &options(&whiteouts));
-    assert!(!differences.is_empty(), "two different images compared equal");
+    let differences = expected.diff(&actual, &oracle_options(&whiteouts, &Default::default()));
+    assert!(
+        !differences.is_empty(),
+        "two different images compared equal"
+    );
 }

@@ -41,8 +41,13 @@ fn unpack_layers(image: &Image, base: &Path) -> Vec<PathBuf> {
             .whiteouts(WhiteoutFormat::Overlay)
             .lower_layers(lower)
             .privileges(Privileges::Root);
-        unpack_layer_dir(open_blob(image, &layer.digest), &descriptor(layer), &dest, &options)
-            .unwrap_or_else(|e| panic!("{}: {e}", image.name));
+        unpack_layer_dir(
+            open_blob(image, &layer.digest),
+            &descriptor(layer),
+            &dest,
+            &options,
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", image.name));
         dirs.push(dest);
     }
     dirs
@@ -65,7 +70,11 @@ struct OverlayMount {
 impl OverlayMount {
     /// Mounts `layers` (bottom first) read-only on `target`; `Err` carries mount's complaint.
     fn mount(layers: &[PathBuf], target: &Path) -> Result<OverlayMount, String> {
-        let mut stack: Vec<String> = layers.iter().rev().map(|p| p.display().to_string()).collect();
+        let mut stack: Vec<String> = layers
+            .iter()
+            .rev()
+            .map(|p| p.display().to_string())
+            .collect();
         if stack.len() == 1 {
             // Older kernels want two lower directories when there is no upper one.
             let empty = target.with_extension("empty-lower");
@@ -80,7 +89,9 @@ impl OverlayMount {
             .output()
             .map_err(|e| e.to_string())?;
         if out.status.success() {
-            Ok(OverlayMount { target: target.to_owned() })
+            Ok(OverlayMount {
+                target: target.to_owned(),
+            })
         } else {
             Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
         }
@@ -91,7 +102,10 @@ impl Drop for OverlayMount {
     fn drop(&mut self) {
         let status = Command::new("umount").arg(&self.target).status();
         if !matches!(status, Ok(s) if s.success()) {
-            eprintln!("cannot unmount {} ({status:?}); unmount it by hand", self.target.display());
+            eprintln!(
+                "cannot unmount {} ({status:?}); unmount it by hand",
+                self.target.display()
+            );
         }
     }
 }
@@ -110,16 +124,28 @@ fn check(name: &str) {
     let mount = match OverlayMount::mount(&layers, &merged) {
         Ok(mount) => mount,
         Err(reason) => {
-            eprintln!("SKIPPED: overlay mounting is not allowed here ({reason}); run as root to check the layer dirs");
+            eprintln!(
+                "SKIPPED: overlay mounting is not allowed here ({reason}); run as root to check the layer dirs"
+            );
             return;
         }
     };
     let merged_tree = Tree::scan(&merged).expect("scan merged view");
     let flat_tree = Tree::scan(&flat).expect("scan flat tree");
     drop(mount);
-    let mut options = Options { hardlinks: false, ..Options::default() };
-    options.skip_mtime.extend(image.implicit_dirs.iter().cloned());
-    flat_tree.assert_same_as(&merged_tree, &options, "flat extraction", "overlay of the layer dirs");
+    let mut options = Options {
+        hardlinks: false,
+        ..Options::default()
+    };
+    options
+        .skip_mtime
+        .extend(image.implicit_dirs.iter().cloned());
+    flat_tree.assert_same_as(
+        &merged_tree,
+        &options,
+        "flat extraction",
+        "overlay of the layer dirs",
+    );
 }
 
 macro_rules! overlay {

@@ -7,11 +7,19 @@ use ducc_tests::fixtures;
 
 /// Builds the named fixture images (all of them when none is named) and lists them.
 pub fn run(args: &[String]) -> anyhow::Result<()> {
-    let names: Vec<String> = if args.is_empty() { fixtures::all_names() } else { args.to_vec() };
+    let names: Vec<String> = if args.is_empty() {
+        fixtures::all_names()
+    } else {
+        args.to_vec()
+    };
     eprintln!("xtask: fixtures in {}", fixtures::fixtures_dir().display());
     for name in &names {
-        let image = if name == "bench" { fixtures::bench_image() } else { fixtures::image(name) }
-            .with_context(|| format!("cannot build fixture image {name}"))?;
+        let image = if name == "bench" {
+            fixtures::bench_image()
+        } else {
+            fixtures::image(name)
+        }
+        .with_context(|| format!("cannot build fixture image {name}"))?;
         let size: u64 = image.layers.iter().map(|l| l.size).sum();
         println!(
             "{:<18} {} layer(s), {:>10} bytes  {}",

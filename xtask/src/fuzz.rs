@@ -14,7 +14,9 @@ use anyhow::{Context, bail};
 /// Runs the fuzzer for `SECONDS` (default 60).
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let seconds: u64 = match args.first() {
-        Some(s) => s.parse().with_context(|| format!("SECONDS must be a number, not {s:?}"))?,
+        Some(s) => s
+            .parse()
+            .with_context(|| format!("SECONDS must be a number, not {s:?}"))?,
         None => 60,
     };
     let fuzz_dir = workspace_root().join("fuzz");
@@ -37,14 +39,20 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
 
 fn workspace_root() -> PathBuf {
     let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest_dir.parent().map_or(manifest_dir.clone(), Path::to_path_buf)
+    manifest_dir
+        .parent()
+        .map_or(manifest_dir.clone(), Path::to_path_buf)
 }
 
 fn has_nightly() -> bool {
     Command::new("rustup")
         .args(["toolchain", "list"])
         .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.starts_with("nightly")))
+        .is_ok_and(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.starts_with("nightly"))
+        })
 }
 
 fn has_cargo_fuzz() -> bool {
@@ -55,8 +63,10 @@ fn has_cargo_fuzz() -> bool {
 }
 
 fn target_dir(fuzz_dir: &Path) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| fuzz_dir.join("target"), |d| PathBuf::from(d).join("fuzz"))
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || fuzz_dir.join("target"),
+        |d| PathBuf::from(d).join("fuzz"),
+    )
 }
 
 fn libfuzzer(fuzz_dir: &Path, seconds: u64) -> anyhow::Result<()> {
@@ -64,7 +74,10 @@ fn libfuzzer(fuzz_dir: &Path, seconds: u64) -> anyhow::Result<()> {
     std::fs::create_dir_all(&corpus)?;
     // Seed the corpus with the driver's seed layers, written by the stable build.
     let driver = build_stable(fuzz_dir)?;
-    run_step(Command::new(&driver).arg("--write-seeds").arg(&corpus), "writing the seed corpus")?;
+    run_step(
+        Command::new(&driver).arg("--write-seeds").arg(&corpus),
+        "writing the seed corpus",
+    )?;
     eprintln!("xtask: libFuzzer on unpack_layer for {seconds} s");
     run_step(
         Command::new("cargo")
@@ -84,7 +97,13 @@ fn build_stable(fuzz_dir: &Path) -> anyhow::Result<PathBuf> {
         Command::new("cargo")
             .current_dir(fuzz_dir)
             .env("CARGO_TARGET_DIR", &target)
-            .args(["build", "--release", "--no-default-features", "--bin", "stable_driver"]),
+            .args([
+                "build",
+                "--release",
+                "--no-default-features",
+                "--bin",
+                "stable_driver",
+            ]),
         "building the stable fuzz driver",
     )?;
     Ok(target.join("release/stable_driver"))
@@ -103,9 +122,13 @@ fn stable(fuzz_dir: &Path, seconds: u64) -> anyhow::Result<()> {
 }
 
 fn run_step(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
-    let status = cmd.status().with_context(|| format!("cannot start {what}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {what}"))?;
     if !status.success() {
-        bail!("{what} failed ({status}); a crashing input is saved under fuzz/artifacts/unpack_layer/");
+        bail!(
+            "{what} failed ({status}); a crashing input is saved under fuzz/artifacts/unpack_layer/"
+        );
     }
     Ok(())
 }

@@ -133,6 +133,18 @@ pub struct ConversionFlags {
     /// Whiteout form in layer directories (default: overlay where allowed for local, oci for cvmfs)
     #[arg(long, value_enum)]
     pub layer_whiteouts: Option<LayerWhiteouts>,
+    /// Manifest format of thin images
+    #[arg(long, value_enum, default_value_t = ThinFormatArg::Docker)]
+    pub thin_format: ThinFormatArg,
+}
+
+/// Manifest format of thin images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ThinFormatArg {
+    /// Docker image manifest v2 schema 2, as the cvmfs graph driver expects
+    Docker,
+    /// OCI image manifest
+    Oci,
 }
 
 /// `ducc convert`.

@@ -4,7 +4,9 @@
 
 mod args;
 mod cmd;
+mod convert;
 mod exit;
+mod registry;
 
 use std::process::ExitCode;
 
@@ -35,9 +37,9 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
-        Command::Convert(a) => cmd::convert::run(&cli.global, a),
-        Command::Loop(a) => cmd::convert::run_loop(&cli.global, a),
-        Command::ConvertSingleImage(a) => cmd::convert::run_single(&cli.global, a),
+        Command::Convert(a) => convert::run(&cli.global, a),
+        Command::Loop(a) => convert::run_loop(&cli.global, a),
+        Command::ConvertSingleImage(a) => convert::run_single(&cli.global, a),
         Command::GarbageCollection(a) => cmd::gc::run(&cli.global, a),
         Command::CheckImageSyntax(a) => cmd::check_image_syntax::run(a),
         Command::Check(a) => cmd::check::run(a),

@@ -13,6 +13,9 @@
 //!   `cvmfs_server abort -f REPO` and returns the original error.
 //! - A lease's parent directory must be published before the lease is taken: missing parents
 //!   are created first, in a transaction of their own.
+//! - A tar stream holding what ingest would silently drop (an opaque directory's
+//!   `trusted.overlay.opaque` xattr; behind a gateway, device files) is stopped before it reaches
+//!   the repository and fails with [`PublishError::WouldDrop`].
 //! - One publisher host holds at most one transaction per repository, so every `cvmfs_server`
 //!   call that opens one (ingest included) runs under a host-wide lock; lease locks keep two ducc
 //!   processes off overlapping paths for the whole [`Transaction`].
@@ -21,10 +24,12 @@ use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::error::{PublishError, io_err};
+use crate::guard::{Refused, TarGuard};
 use crate::layout::{RepoPath, RepositoryName};
 use crate::lock::{FileLock, LeaseGuard, LeaseLocks, unique_name};
 use crate::publisher::{IngestOptions, OverlaySupport, Publisher, Transaction, check_lease};
@@ -182,40 +187,57 @@ impl CvmfsPublisher {
     }
 
     /// Runs `cvmfs_server ARGS`, feeding `stdin`; returns stdout. A failure carries stderr.
+    ///
+    /// When feeding `stdin` fails (a read error of the tar stream, or the guard stopping it), the
+    /// command's process group is killed before its stdin closes: a stream cut at an entry
+    /// boundary could otherwise pass for a complete tar and be published.
     fn run(&self, args: &[OsString], stdin: Option<&mut dyn Read>) -> Result<String, PublishError> {
         let command = std::iter::once(self.server.display().to_string())
             .chain(args.iter().map(|a| a.to_string_lossy().into_owned()))
             .collect::<Vec<_>>()
             .join(" ");
         tracing::debug!(%command, "running");
-        let mut child = Command::new(&self.server)
-            .args(args)
+        let mut cmd = Command::new(&self.server);
+        cmd.args(args)
             .stdin(if stdin.is_some() {
                 Stdio::piped()
             } else {
                 Stdio::null()
             })
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| PublishError::Spawn {
-                command: command.clone(),
-                source,
-            })?;
+            .stderr(Stdio::piped());
+        if stdin.is_some() {
+            cmd.process_group(0);
+        }
+        let mut child = cmd.spawn().map_err(|source| PublishError::Spawn {
+            command: command.clone(),
+            source,
+        })?;
         let stdout = child.stdout.take().map(drain_in_thread);
         let stderr = child.stderr.take().map(drain_in_thread);
-        let fed = match (stdin, child.stdin.take()) {
-            (Some(input), Some(mut pipe)) => io::copy(input, &mut pipe).map(drop),
-            _ => Ok(()),
-        };
+        let mut fed = Ok(());
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            fed = io::copy(input, &mut pipe).map(drop);
+            if fed.is_err() {
+                let group = rustix::process::Pid::from_child(&child);
+                if let Err(e) =
+                    rustix::process::kill_process_group(group, rustix::process::Signal::KILL)
+                {
+                    tracing::debug!(error = %e, "killing the ingest process group");
+                }
+            }
+            drop(pipe);
+        }
         let status = child.wait().map_err(|source| PublishError::Spawn {
             command: command.clone(),
             source,
         })?;
         let stdout = stdout.and_then(|h| h.join().ok()).unwrap_or_default();
         let stderr = stderr.and_then(|h| h.join().ok()).unwrap_or_default();
-        if !status.success() {
-            // The command's own complaint explains a broken pipe better than the pipe does.
+        // A command that failed on its own explains a broken pipe better than the pipe does; one
+        // we killed does not.
+        let killed_by_us = fed.is_err() && status.signal().is_some();
+        if !status.success() && !killed_by_us {
             return Err(PublishError::Command {
                 command,
                 status: status.to_string(),
@@ -466,7 +488,18 @@ impl Transaction for CvmfsTransaction<'_> {
         args.push(dir.as_str().into());
         args.push(p.repo.clone().into());
         let _spool = p.spool_lock()?;
-        let result = p.run(&args, Some(tar)).map(drop);
+        let mut guarded = TarGuard::new(tar, p.gateway);
+        let mut result = p.run(&args, Some(&mut guarded)).map(drop);
+        if let Some(found) = guarded.found() {
+            let what = match found {
+                Refused::OpaqueXattr => "an opaque directory (xattr trusted.overlay.opaque)",
+                Refused::SpecialFile => "a device file or FIFO behind a gateway",
+            };
+            result = Err(PublishError::WouldDrop {
+                dir: dir.clone(),
+                what,
+            });
+        }
         if result.is_err() {
             // ingest normally cleans up its own transaction; make sure none is left open.
             p.abort_quietly();

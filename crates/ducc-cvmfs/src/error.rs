@@ -34,6 +34,12 @@ pub enum PublishError {
         /// The path concerned.
         path: RepoPath,
     },
+    /// A parent of the path written is a file or symlink.
+    #[error("{path} is not a directory")]
+    NotADirectory {
+        /// The parent concerned.
+        path: RepoPath,
+    },
     /// The tar stream could not be applied to a directory.
     #[error("cannot unpack the tar stream into {dir}")]
     Unpack {
@@ -71,6 +77,18 @@ pub enum PublishError {
         /// The cause.
         #[source]
         source: io::Error,
+    },
+    /// The tar stream holds what the repository would drop without a word: an opaque directory
+    /// (`trusted.overlay.opaque`; ingest drops xattrs) or, behind a gateway, a device file. The
+    /// stream was stopped before it reached the repository.
+    #[error(
+        "cannot ingest {dir}: {what}, which cvmfs_server ingest would silently drop; use raw .wh. whiteouts (--layer-whiteouts oci)"
+    )]
+    WouldDrop {
+        /// The directory being ingested.
+        dir: RepoPath,
+        /// What was found.
+        what: &'static str,
     },
     /// `cvmfs_server list` does not show the repository.
     #[error("repository {repo} does not exist on this stratum 0 (not in `cvmfs_server list`)")]

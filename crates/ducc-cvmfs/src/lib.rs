@@ -44,6 +44,7 @@
 mod cvmfs;
 mod digest;
 mod error;
+mod guard;
 mod layout;
 mod local;
 mod lock;
@@ -59,4 +60,6 @@ pub use layout::{
 };
 pub use local::LocalPublisher;
 pub use metadata::{LayerInfo, MarkerDescriptor, MarkerManifest, Origin};
-pub use publisher::{IngestOptions, OverlaySupport, Publisher, Transaction};
+pub use publisher::{
+    IngestOptions, OverlaySupport, Publisher, Transaction, ensure_catalog_markers,
+};

@@ -292,8 +292,14 @@ impl LocalTransaction<'_> {
         }
     }
 
-    /// Makes the staged parents of `path`.
+    /// Makes the staged parents of `path`, after checking that none of them is (or will be) a
+    /// non-directory: a commit must not fail half-way on something known now.
     fn staged_parent(&self, path: &RepoPath) -> Result<PathBuf, PublishError> {
+        for ancestor in path.ancestors() {
+            if self.future_metadata(&ancestor).is_some_and(|m| !m.is_dir()) {
+                return Err(PublishError::NotADirectory { path: ancestor });
+            }
+        }
         let target = self.staged(path);
         if let Some(parent) = target.parent() {
             fs::create_dir_all(parent).map_err(io_err("create", parent))?;
@@ -500,7 +506,11 @@ fn apply_journal(repo_dir: &Path, staging: &Path, journal: &Journal) -> Result<(
                 let dst = repo_dir.join(path);
                 let src = staging.join("tree").join(path);
                 let already = fs::symlink_metadata(&dst).is_ok_and(|m| m.ino() == *ino);
-                if !already {
+                let staged = fs::symlink_metadata(&src).is_ok();
+                if !already && !staged {
+                    // Nothing to move: never let one lost entry block every later open.
+                    tracing::warn!(path = %dst.display(), "staged entry of an interrupted commit is gone; skipped");
+                } else if !already {
                     if let Some(parent) = dst.parent() {
                         fs::create_dir_all(parent).map_err(io_err("create", parent))?;
                     }

@@ -15,7 +15,8 @@ pub enum OverlaySupport {
     /// Both whiteout devices and opaque-directory xattrs are stored (local publisher, privileged).
     Full,
     /// Whiteout devices are stored but xattrs are dropped (`cvmfs_server ingest` on a
-    /// non-gateway stratum 0): a layer with an opaque directory must fail with a clear error.
+    /// non-gateway stratum 0): a layer with an opaque directory fails
+    /// ([`crate::PublishError::WouldDrop`]).
     DevicesOnly,
     /// Overlay form cannot be stored; layers go in with raw `.wh.` names.
     No {
@@ -37,7 +38,8 @@ pub struct IngestOptions {
 pub trait Publisher: Send + Sync {
     /// Opens a transaction scoped to `lease` (a sub-path of the repository; the root for all of
     /// it). Blocks while another transaction of this host holds an overlapping lease (string
-    /// prefix rule, as a cvmfs gateway); transactions on disjoint leases run at once.
+    /// prefix rule, as a cvmfs gateway); transactions on disjoint leases run at once. A thread
+    /// that holds a transaction must not begin an overlapping one: it would wait for itself.
     ///
     /// # Errors
     /// Lock, filesystem or `cvmfs_server` failures, naming the lease.
@@ -113,5 +115,55 @@ pub(crate) fn check_lease(lease: &RepoPath, path: &RepoPath) -> Result<(), Publi
             path: path.clone(),
             lease: lease.clone(),
         })
+    }
+}
+
+/// Makes each of `dirs` a nested catalog (an empty `.cvmfscatalog` in it) unless it already is,
+/// one small transaction per missing marker, leased on the marker itself so it never blocks a
+/// transaction on a sibling (a layer directory beside `.layers/<hh>/.cvmfscatalog`). Pass the
+/// directories outermost first, e.g. [`crate::Layout::layer_catalog_dirs`] without the last
+/// entry (which `ingest_tar` with `catalog: true` creates).
+///
+/// # Errors
+/// The first failing transaction.
+pub fn ensure_catalog_markers(
+    publisher: &dyn Publisher,
+    dirs: &[RepoPath],
+) -> Result<(), PublishError> {
+    for dir in dirs {
+        let marker = crate::Layout::catalog_marker(dir);
+        if std::fs::symlink_metadata(publisher.published_path(&marker)).is_ok() {
+            continue;
+        }
+        let mut tx = publisher.begin(&marker)?;
+        tx.write_file(&marker, &mut std::io::empty())?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{LocalPublisher, RepositoryName};
+
+    #[test]
+    fn catalog_markers_are_created_once_outermost_first() {
+        let root = tempfile::tempdir().unwrap();
+        let repo = RepositoryName::parse("r").unwrap();
+        let publisher = LocalPublisher::open(root.path(), &repo).unwrap();
+        let dirs = [
+            RepoPath::new(".layers").unwrap(),
+            RepoPath::new(".layers/ab").unwrap(),
+        ];
+        ensure_catalog_markers(&publisher, &dirs).unwrap();
+        let inner = root.path().join("r/.layers/ab/.cvmfscatalog");
+        assert_eq!(std::fs::read(&inner).unwrap(), b"");
+        assert!(root.path().join("r/.layers/.cvmfscatalog").is_file());
+        // A second call leaves existing markers alone.
+        let before = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&inner).unwrap());
+        ensure_catalog_markers(&publisher, &dirs).unwrap();
+        let after = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&inner).unwrap());
+        assert_eq!(after, before);
     }
 }

@@ -28,115 +28,148 @@ fn is_token_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
 }
 
-/// Parses a header value into its challenges; `None` when it is malformed.
-pub(crate) fn parse_challenges(header: &str) -> Option<Vec<Challenge>> {
-    let chars: Vec<char> = header.chars().collect();
-    let mut pos = 0;
-    let mut challenges: Vec<Challenge> = Vec::new();
-    let skip_ws = |pos: &mut usize| {
-        while *pos < chars.len() && matches!(chars[*pos], ' ' | '\t') {
-            *pos += 1;
+/// A position in the header value.
+struct Cursor {
+    chars: Vec<char>,
+    pos: usize,
+}
+
+impl Cursor {
+    fn peek(&self) -> Option<char> {
+        self.chars.get(self.pos).copied()
+    }
+
+    fn at_element_end(&self) -> bool {
+        matches!(self.peek(), None | Some(','))
+    }
+
+    fn skip_ws(&mut self) {
+        while matches!(self.peek(), Some(' ' | '\t')) {
+            self.pos += 1;
         }
-    };
-    let read_token = |pos: &mut usize| -> String {
-        let start = *pos;
-        while *pos < chars.len() && is_token_char(chars[*pos]) {
-            *pos += 1;
+    }
+
+    fn skip_ws_and_commas(&mut self) {
+        while matches!(self.peek(), Some(' ' | '\t' | ',')) {
+            self.pos += 1;
         }
-        chars[start..*pos].iter().collect()
-    };
-    loop {
-        // Skip empty list elements.
-        skip_ws(&mut pos);
-        while pos < chars.len() && chars[pos] == ',' {
-            pos += 1;
-            skip_ws(&mut pos);
+    }
+
+    fn token(&mut self) -> String {
+        let start = self.pos;
+        while self.peek().is_some_and(is_token_char) {
+            self.pos += 1;
         }
-        if pos >= chars.len() {
-            break;
+        self.chars[start..self.pos].iter().collect()
+    }
+
+    fn count_equals(&mut self) -> usize {
+        let start = self.pos;
+        while self.peek() == Some('=') {
+            self.pos += 1;
         }
-        // Either a new challenge (scheme token followed by space or end) or, after a
-        // challenge, another `name=value` parameter of the current one.
-        let start = pos;
-        let token = read_token(&mut pos);
-        if token.is_empty() {
+        self.pos - start
+    }
+
+    /// A quoted string (after its opening quote), with `\` escapes.
+    fn quoted(&mut self) -> Option<String> {
+        let mut value = String::new();
+        loop {
+            let c = self.peek()?;
+            self.pos += 1;
+            match c {
+                '"' => return Some(value),
+                '\\' => {
+                    value.push(self.peek()?);
+                    self.pos += 1;
+                }
+                c => value.push(c),
+            }
+        }
+    }
+
+    /// `name = value` where value is a token or a quoted string; the cursor is past `name`.
+    fn param_value(&mut self) -> Option<String> {
+        self.skip_ws();
+        if self.count_equals() != 1 {
             return None;
         }
-        let after = pos;
-        skip_ws(&mut pos);
-        let is_param = pos < chars.len() && chars[pos] == '=' && !challenges.is_empty() && {
-            // `token68` values end in `=` padding; a parameter's `=` is followed by a value.
-            let mut look = pos + 1;
-            while look < chars.len() && chars[look] == '=' {
-                look += 1;
-            }
-            look == pos + 1
-        };
-        if is_param {
-            pos += 1;
-            skip_ws(&mut pos);
-            let value = if pos < chars.len() && chars[pos] == '"' {
-                pos += 1;
-                let mut value = String::new();
-                loop {
-                    match chars.get(pos) {
-                        None => return None,
-                        Some('"') => {
-                            pos += 1;
-                            break;
-                        }
-                        Some('\\') => {
-                            value.push(*chars.get(pos + 1)?);
-                            pos += 2;
-                        }
-                        Some(c) => {
-                            value.push(*c);
-                            pos += 1;
-                        }
-                    }
-                }
-                value
-            } else {
-                read_token(&mut pos)
-            };
-            let current = challenges.last_mut()?;
-            current.params.push((token, value));
-            skip_ws(&mut pos);
-            if pos < chars.len() && chars[pos] != ',' {
-                return None;
-            }
-            continue;
+        self.skip_ws();
+        if self.peek() == Some('"') {
+            self.pos += 1;
+            self.quoted()
+        } else {
+            Some(self.token())
         }
-        // A scheme. `pos` is past any whitespace; parameters (or a token68) may follow.
-        let _ = (start, after);
-        challenges.push(Challenge {
-            scheme: token,
-            params: Vec::new(),
-        });
-        // A token68 (e.g. `Negotiate abc==`) is kept as a parameter with an empty name.
-        if pos < chars.len() && chars[pos] != ',' {
-            let t68_start = pos;
-            let name = read_token(&mut pos);
-            let mut look = pos;
-            skip_ws(&mut look);
-            if look < chars.len() && chars[look] == '=' {
-                let mut eq_end = look;
-                while eq_end < chars.len() && chars[eq_end] == '=' {
-                    eq_end += 1;
-                }
-                if eq_end - look == 1 && eq_end < chars.len() {
-                    // It is a parameter: rewind and let the loop read it.
-                    pos = t68_start;
-                    continue;
-                }
-                pos = eq_end;
-                let t68: String = chars[t68_start..pos].iter().collect();
-                challenges.last_mut()?.params.push((String::new(), t68));
-            } else if !name.is_empty() {
-                challenges.last_mut()?.params.push((String::new(), name));
-            } else {
+    }
+
+    /// Whether a parameter (`name=value`, exactly one `=` then a value) starts here.
+    fn param_ahead(&self) -> bool {
+        let mut look = Cursor {
+            chars: self.chars.clone(),
+            pos: self.pos,
+        };
+        let name = look.token();
+        look.skip_ws();
+        !name.is_empty() && look.count_equals() == 1 && {
+            look.skip_ws();
+            !look.at_element_end()
+        }
+    }
+}
+
+/// Parses a header value into its challenges; `None` when it is malformed.
+///
+/// Grammar (simplified from RFC 9110): challenges separated by commas; each is a scheme token
+/// followed by either a token68 (`abc==`) or comma-separated `name=value` parameters, where a
+/// value is a token or a quoted string.
+pub(crate) fn parse_challenges(header: &str) -> Option<Vec<Challenge>> {
+    let mut cursor = Cursor {
+        chars: header.chars().collect(),
+        pos: 0,
+    };
+    let mut challenges: Vec<Challenge> = Vec::new();
+    loop {
+        cursor.skip_ws_and_commas();
+        if cursor.peek().is_none() {
+            break;
+        }
+        if cursor.param_ahead() {
+            // Another parameter of the current challenge.
+            let name = cursor.token();
+            let value = cursor.param_value()?;
+            challenges.last_mut()?.params.push((name, value));
+        } else {
+            let scheme = cursor.token();
+            if scheme.is_empty() {
                 return None;
             }
+            let mut challenge = Challenge {
+                scheme,
+                params: Vec::new(),
+            };
+            cursor.skip_ws();
+            if cursor.param_ahead() {
+                // Its first parameter follows on the next turn.
+                challenges.push(challenge);
+                continue;
+            }
+            if !cursor.at_element_end() {
+                // A token68, kept as a parameter with an empty name.
+                let start = cursor.pos;
+                let token = cursor.token();
+                cursor.count_equals();
+                if token.is_empty() {
+                    return None;
+                }
+                let token68: String = cursor.chars[start..cursor.pos].iter().collect();
+                challenge.params.push((String::new(), token68));
+            }
+            challenges.push(challenge);
+        }
+        cursor.skip_ws();
+        if !cursor.at_element_end() {
+            return None;
         }
     }
     if challenges.is_empty() {
@@ -219,6 +252,17 @@ mod tests {
         assert_eq!(challenges.len(), 2);
         assert_eq!(challenges[0].param(""), Some("abc=="));
         assert!(challenges[1].is("basic"));
+    }
+
+    #[test]
+    fn error_parameters_and_unquoted_values() {
+        let challenges = parse_challenges(
+            r#"Bearer realm=simple,error="invalid_token",error_description="a, b=c""#,
+        )
+        .unwrap();
+        assert_eq!(challenges.len(), 1);
+        assert_eq!(challenges[0].param("realm"), Some("simple"));
+        assert_eq!(challenges[0].param("error_description"), Some("a, b=c"));
     }
 
     #[test]

@@ -78,8 +78,8 @@ impl Client {
             reference.digest_value(),
             None,
         )?;
-        let index = match (&manifest, selection) {
-            (Manifest::Index(index), ManifestSelection::Platform(_)) => index,
+        let (index, platform) = match (&manifest, selection) {
+            (Manifest::Index(index), ManifestSelection::Platform(platform)) => (index, platform),
             _ => {
                 return Ok(FetchedManifest {
                     bytes,
@@ -90,9 +90,6 @@ impl Client {
                     platform: None,
                 });
             }
-        };
-        let ManifestSelection::Platform(platform) = selection else {
-            unreachable!("matched above");
         };
         let entry = choose_platform(index, platform).map_err(|e| endpoint.context(e))?;
         let entry_platform = entry.platform().as_ref().map(Platform::from_oci);

@@ -511,7 +511,7 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(matches!(err.kind(), ErrorKind::Credentials { .. }));
-        assert!(!err.to_string().contains('u') || err.to_string().contains("DUCC_X_PASS"));
+        assert!(err.to_string().contains("DUCC_X_PASS"), "{err}");
     }
 
     #[test]

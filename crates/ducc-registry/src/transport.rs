@@ -49,6 +49,15 @@ impl Endpoint {
     }
 }
 
+/// The host that serves the distribution API for a registry name: Docker Hub's `docker.io` and
+/// `index.docker.io` do not answer `/v2/` requests; `registry-1.docker.io` does.
+fn api_host(registry: &str) -> &str {
+    match registry {
+        "docker.io" | "index.docker.io" => "registry-1.docker.io",
+        other => other,
+    }
+}
+
 /// Resolves `target` against `base` (enough of RFC 3986 for `Location` and `Link` headers).
 pub(crate) fn resolve_url(base: &str, target: &str) -> String {
     if target.starts_with("http://") || target.starts_with("https://") {
@@ -151,6 +160,18 @@ impl Reply {
             .headers()
             .get(name)
             .and_then(|v| v.to_str().ok())
+    }
+
+    /// Every value of a header that may be repeated, joined as one list (`None` when absent).
+    pub(crate) fn all_headers(&self, name: &str) -> Option<String> {
+        let values: Vec<&str> = self
+            .response
+            .headers()
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        (!values.is_empty()).then(|| values.join(", "))
     }
 
     /// Reads the whole body up to `limit` bytes.
@@ -273,7 +294,7 @@ impl Transport {
                 proxy.repository_path(repository.path()),
             ),
             None => (
-                repository.registry().to_owned(),
+                api_host(repository.registry()).to_owned(),
                 repository.path().to_owned(),
             ),
         };
@@ -351,7 +372,7 @@ impl Transport {
                     }
                 }
                 Ok(reply) if reply.status() == 401 && !reauthenticated && req.body.replayable() => {
-                    let challenge = reply.header("www-authenticate").map(str::to_owned);
+                    let challenge = reply.all_headers("www-authenticate");
                     match self.authenticate(endpoint, access, challenge.as_deref(), auth.as_deref())
                     {
                         Ok(()) => {
@@ -646,6 +667,27 @@ mod tests {
             resolve_url(base, "u2"),
             "http://127.0.0.1:5000/v2/a/b/blobs/uploads/u2"
         );
+    }
+
+    #[test]
+    fn docker_hub_names_go_to_its_api_host_and_errors_keep_the_given_name() {
+        let transport = Transport::new(ClientOptions::new());
+        for (given, host) in [
+            ("docker.io", "registry-1.docker.io"),
+            ("index.docker.io", "registry-1.docker.io"),
+            ("registry-1.docker.io", "registry-1.docker.io"),
+            ("registry.hub.docker.com", "registry.hub.docker.com"),
+            ("[::1]:5000", "[::1]:5000"),
+        ] {
+            let repo = Repository::new(Scheme::Https, given, "library/ubuntu").unwrap();
+            let endpoint = transport.endpoint(&repo);
+            assert_eq!(endpoint.host, host);
+            assert_eq!(endpoint.registry, given);
+            assert_eq!(
+                endpoint.url("tags/list"),
+                format!("https://{host}/v2/library/ubuntu/tags/list")
+            );
+        }
     }
 
     #[test]

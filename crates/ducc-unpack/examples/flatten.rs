@@ -53,15 +53,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut flat = FlatExtractor::new(dest, &ExtractOptions::new())?;
         for blob in blobs {
             let file = std::fs::File::open(blob)?;
-            let digests = flat.apply_blob(file, &LayerDescriptor::new(blob.clone(), media_type.clone()))?;
+            let digests = flat.apply_blob(
+                file,
+                &LayerDescriptor::new(blob.clone(), media_type.clone()),
+            )?;
             bytes += digests.uncompressed_size;
         }
         let report = flat.finish();
-        eprintln!("entries: {}, warnings: {}", report.entries, report.warnings.len());
+        eprintln!(
+            "entries: {}, warnings: {}",
+            report.entries,
+            report.warnings.len()
+        );
     }
     let elapsed = start.elapsed();
     let status = std::fs::read_to_string("/proc/self/status")?;
-    let peak = status.lines().find(|l| l.starts_with("VmHWM")).unwrap_or("VmHWM: ?");
+    let peak = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM"))
+        .unwrap_or("VmHWM: ?");
     println!(
         "{} uncompressed bytes in {:.2} s ({:.0} MB/s), {}",
         bytes,

@@ -410,22 +410,35 @@ impl Applier {
             return Ok(Arc::clone(fd));
         }
         let fd = Arc::new(self.ensure_dir(entry, unsafe_parent, 0)?);
-        if !self.dir_fixes.contains_key(unsafe_parent) {
-            // Remember the directory's time so that adding children does not change it.
-            let stat = rustix::fs::fstat(&*fd).map_err(|e| self.fs_err(entry, "stat parent", e))?;
-            self.dir_fixes.insert(
-                unsafe_parent.to_vec(),
-                DirFix {
-                    mtime: Timestamp {
-                        secs: stat.st_mtime,
-                        nanos: u32::try_from(stat.st_mtime_nsec).unwrap_or(0),
-                    },
-                    mode: None,
-                },
-            );
-        }
+        self.remember_dir_time(entry, unsafe_parent, &fd)?;
         self.parent_cache = Some((unsafe_parent.to_vec(), Arc::clone(&fd)));
         Ok(fd)
+    }
+
+    /// Remembers a directory's time before this layer changes its children, so that it can be
+    /// put back when the layer ends (as umoci does): only an entry for the directory itself
+    /// changes its metadata.
+    fn remember_dir_time(
+        &mut self,
+        entry: &Entry,
+        unsafe_dir: &[u8],
+        fd: &OwnedFd,
+    ) -> Result<(), Error> {
+        if self.dir_fixes.contains_key(unsafe_dir) {
+            return Ok(());
+        }
+        let stat = rustix::fs::fstat(fd).map_err(|e| self.fs_err(entry, "stat directory", e))?;
+        self.dir_fixes.insert(
+            unsafe_dir.to_vec(),
+            DirFix {
+                mtime: Timestamp {
+                    secs: stat.st_mtime,
+                    nanos: u32::try_from(stat.st_mtime_nsec).unwrap_or(0),
+                },
+                mode: None,
+            },
+        );
+        Ok(())
     }
 
     /// `mkdir -p` inside the root: missing directories are created (0755, or 0700 until the
@@ -467,8 +480,24 @@ impl Applier {
                 match open_in_root(&self.root, unsafe_prefix, flags) {
                     Ok(fd) => break fd,
                     Err(Errno::NOENT) => {
+                        if let Some(target) = self.lower_symlink(unsafe_prefix) {
+                            // The merged view has a symlink here (from a lower layer): the
+                            // entry belongs where it points, as in the flat tree.
+                            let dir_bytes = &unsafe_path[..start.saturating_sub(1)];
+                            let mut redirected = resolve_lexically(dir_bytes, &target).join(&b'/');
+                            let rest = &unsafe_path[end..];
+                            if redirected.is_empty() {
+                                redirected
+                                    .extend_from_slice(rest.strip_prefix(b"/").unwrap_or(rest));
+                            } else {
+                                redirected.extend_from_slice(rest);
+                            }
+                            return self.ensure_dir(entry, &redirected, depth + 1);
+                        }
                         match rustix::fs::mkdirat(&current, &name, Mode::from_raw_mode(0o755)) {
-                            Ok(()) => {}
+                            Ok(()) => {
+                                self.inherit_from_lower(entry, unsafe_prefix, &current, &name)?;
+                            }
                             Err(Errno::EXIST) => {
                                 // A dangling symlink: create what it points to, inside the root.
                                 let target = rustix::fs::readlinkat(&current, &name, Vec::new())
@@ -504,6 +533,157 @@ impl Applier {
         Ok(current)
     }
 
+    /// The target of the symlink that the lower layers (topmost first) have at `unsafe_path`, if
+    /// the topmost of them that has anything there has a symlink.
+    fn lower_symlink(&self, unsafe_path: &[u8]) -> Option<Vec<u8>> {
+        let path = EntryPath::normalise(unsafe_path).ok()?;
+        let (unsafe_parent, name) = split(&path);
+        let mut whiteout = b".wh.".to_vec();
+        whiteout.extend_from_slice(name);
+        for lower in &self.lower_roots {
+            let Ok(dir) = open_in_root(lower, unsafe_parent, OFlags::PATH | OFlags::DIRECTORY)
+            else {
+                continue;
+            };
+            match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(stat) if file_type(&stat) == FileType::Symlink => {
+                    return rustix::fs::readlinkat(&dir, name, Vec::new())
+                        .ok()
+                        .map(|t| t.into_bytes());
+                }
+                Ok(_) => return None,
+                Err(_) => {
+                    if rustix::fs::statat(&dir, whiteout.as_slice(), AtFlags::SYMLINK_NOFOLLOW)
+                        .is_ok()
+                    {
+                        return None;
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// A layer directory's implicit parent takes the owner, mode and time of the same directory
+    /// in the lower layers (as containerd does), so that stacking the layers does not change it.
+    fn inherit_from_lower(
+        &mut self,
+        entry: &Entry,
+        unsafe_dir: &[u8],
+        parent: &OwnedFd,
+        name: &CString,
+    ) -> Result<(), Error> {
+        let mut found = None;
+        for lower in &self.lower_roots {
+            let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW;
+            if let Ok(fd) = open_in_root(lower, unsafe_dir, flags) {
+                let stat = rustix::fs::fstat(&fd)
+                    .map_err(|e| self.fs_err(entry, "stat lower directory", e))?;
+                found = Some((stat, crate::tarout::fd_xattrs(&fd)));
+                break;
+            }
+        }
+        let Some((stat, xattrs)) = found else {
+            return Ok(());
+        };
+        if self.privileged {
+            rustix::fs::chownat(
+                parent,
+                name,
+                Some(rustix::fs::Uid::from_raw(stat.st_uid)),
+                Some(rustix::fs::Gid::from_raw(stat.st_gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| self.fs_err(entry, "set owner", e))?;
+        }
+        // Its xattrs too, except the overlay markers that belong to that lower layer.
+        let xattrs: Vec<_> = xattrs
+            .into_iter()
+            .filter(|x| {
+                !x.name.starts_with(b"trusted.overlay.") && !x.name.starts_with(b"user.overlay.")
+            })
+            .collect();
+        if !xattrs.is_empty() {
+            let dir = rustix::fs::openat(
+                parent,
+                name,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| self.fs_err(entry, "open directory", e))?;
+            let implicit = Entry {
+                xattrs,
+                ..entry.clone()
+            };
+            self.set_xattrs_fd(&implicit, &dir)?;
+        }
+        self.dir_fixes.insert(
+            unsafe_dir.to_vec(),
+            DirFix {
+                mtime: Timestamp {
+                    secs: stat.st_mtime,
+                    nanos: u32::try_from(stat.st_mtime_nsec).unwrap_or(0),
+                },
+                mode: Some(stat.st_mode & 0o7777),
+            },
+        );
+        Ok(())
+    }
+
+    /// Unprivileged: gives the owner write access to an entry's parent (a read-only directory of
+    /// a lower layer), restoring its mode when the layer ends.
+    fn make_parent_writable(&mut self, entry: &Entry) -> Result<(), Error> {
+        let unsafe_parent = entry.path.parent();
+        let stat = if unsafe_parent.is_root() {
+            let root = rustix::fs::open(
+                &self.root_path,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| self.fs_err(entry, "open the root", e))?;
+            let stat =
+                rustix::fs::fstat(&root).map_err(|e| self.fs_err(entry, "stat the root", e))?;
+            rustix::fs::fchmod(&root, Mode::from_raw_mode((stat.st_mode & 0o7777) | 0o700))
+                .map_err(|e| self.fs_err(entry, "make the root writable", e))?;
+            stat
+        } else {
+            let (unsafe_grandparent, name) = split(&unsafe_parent);
+            let grandparent = open_in_root(
+                &self.root,
+                unsafe_grandparent,
+                OFlags::PATH | OFlags::DIRECTORY,
+            )
+            .map_err(|e| self.fs_err(entry, "resolve parent directory", e))?;
+            let name = cstring(name).map_err(|e| self.fs_err(entry, "name", e))?;
+            let stat = rustix::fs::statat(&grandparent, &name, AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|e| self.fs_err(entry, "stat parent", e))?;
+            if file_type(&stat) != FileType::Directory {
+                return Err(self.fs_err(entry, "make parent writable", Errno::NOTDIR));
+            }
+            rustix::fs::chmodat(
+                &grandparent,
+                &name,
+                Mode::from_raw_mode((stat.st_mode & 0o7777) | 0o700),
+                AtFlags::empty(),
+            )
+            .map_err(|e| self.fs_err(entry, "make parent writable", e))?;
+            stat
+        };
+        let original = stat.st_mode & 0o7777;
+        let fix = self
+            .dir_fixes
+            .entry(unsafe_parent.as_bytes().to_vec())
+            .or_insert(DirFix {
+                mtime: Timestamp {
+                    secs: stat.st_mtime,
+                    nanos: u32::try_from(stat.st_mtime_nsec).unwrap_or(0),
+                },
+                mode: None,
+            });
+        fix.mode.get_or_insert(original);
+        Ok(())
+    }
+
     /// Creates the entry at `parent/name`, replacing what is there unless both are directories.
     fn create(
         &mut self,
@@ -512,9 +692,18 @@ impl Applier {
         name: &CString,
         data: &mut dyn Read,
     ) -> Result<(), Error> {
+        let mut made_writable = false;
         for attempt in 0..3 {
             match self.try_create(entry, parent, name, data) {
                 Ok(()) => return Ok(()),
+                Err(CreateError::Io(e, _))
+                    if e.kind() == io::ErrorKind::PermissionDenied
+                        && !self.privileged
+                        && !made_writable =>
+                {
+                    made_writable = true;
+                    self.make_parent_writable(entry)?;
+                }
                 Err(CreateError::Exists) if attempt < 2 => {
                     let existing = match rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW)
                     {
@@ -1132,6 +1321,7 @@ impl Applier {
         match self.mode.clone() {
             Target::Flat => {
                 let dir = self.ensure_dir(entry, entry.path.as_bytes(), 0)?;
+                self.remember_dir_time(entry, entry.path.as_bytes(), &dir)?;
                 self.prune_lower_children(entry, &dir, &entry.path)?;
                 self.upper.insert_with_ancestors(entry.path.as_bytes());
                 Ok(())
@@ -1291,35 +1481,31 @@ impl Applier {
                     .map_err(|e| err("set time", e))?;
                 continue;
             }
-            let path =
-                EntryPath::normalise(&unsafe_path).map_err(|reason| Error::InvalidEntry {
-                    layer: self.layer.clone(),
-                    entry: String::from_utf8_lossy(&unsafe_path).into_owned(),
-                    reason,
-                })?;
-            let (unsafe_parent, name) = split(&path);
-            let parent =
-                match open_in_root(&self.root, unsafe_parent, OFlags::PATH | OFlags::DIRECTORY) {
-                    Ok(fd) => fd,
-                    // Removed later in the layer.
-                    Err(Errno::NOENT) | Err(Errno::NOTDIR) => continue,
-                    Err(e) => return Err(err("resolve directory", e)),
-                };
-            let name = CString::new(name).map_err(|_| err("name", Errno::INVAL))?;
-            match rustix::fs::statat(&parent, &name, AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(stat) if file_type(&stat) == FileType::Directory => {}
-                Ok(_) | Err(Errno::NOENT) => continue,
-                Err(e) => return Err(err("stat directory", e)),
-            }
+            // A directory entry's own fix never follows a symlink now in its place; a parent's
+            // time is put back where its children went, through symlinks inside the root.
+            let flags = if fix.mode.is_some() {
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW
+            } else {
+                OFlags::PATH | OFlags::DIRECTORY
+            };
+            let dir = match open_in_root(&self.root, &unsafe_path, flags) {
+                Ok(fd) => fd,
+                // Removed or replaced later in the layer.
+                Err(Errno::NOENT) | Err(Errno::NOTDIR) | Err(Errno::LOOP) => continue,
+                Err(e) => return Err(err("resolve directory", e)),
+            };
+            // An O_PATH fd cannot be chmodded or timed directly; its /proc link can, and it names
+            // exactly the directory resolved above.
+            let proc_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&dir));
             if let Some(mode) = fix.mode {
-                rustix::fs::chmodat(&parent, &name, Mode::from_raw_mode(mode), AtFlags::empty())
+                rustix::fs::chmod(proc_path.as_str(), Mode::from_raw_mode(mode))
                     .map_err(|e| err("set mode", e))?;
             }
             rustix::fs::utimensat(
-                &parent,
-                &name,
+                rustix::fs::CWD,
+                proc_path.as_str(),
                 &timestamps(fix.mtime),
-                AtFlags::SYMLINK_NOFOLLOW,
+                AtFlags::empty(),
             )
             .map_err(|e| err("set time", e))?;
         }

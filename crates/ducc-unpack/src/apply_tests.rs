@@ -1161,3 +1161,315 @@ fn unsupported_entry_types_are_errors() {
         Error::InvalidEntry { .. }
     ));
 }
+
+// --- unprivileged for real (one thread dropped to nobody) and other additions ---
+
+fn flat_as_nobody(layers: &[Vec<u8>]) -> (tempfile::TempDir, Result<Report, Error>) {
+    let base = tempfile::tempdir().expect("tempdir");
+    let result = crate::testutil::as_nobody(base.path(), || {
+        std::fs::create_dir(base.path().join("root")).expect("mkdir");
+        let mut flat = FlatExtractor::new(&base.path().join("root"), &ExtractOptions::new())?;
+        for (i, layer) in layers.iter().enumerate() {
+            flat.apply_layer(&layer[..], &format!("layer{i}"))?;
+        }
+        Ok(flat.finish())
+    });
+    (base, result)
+}
+
+#[test]
+fn unprivileged_read_only_directories_of_this_and_lower_layers_still_get_children() {
+    let first = Layer::new()
+        .dir_mode("lower-ro", 0o555)
+        .dir_mode("same", 0o500)
+        .file("same/f", b"f")
+        .bytes();
+    let second = Layer::new().file("lower-ro/new", b"n").bytes();
+    let (base, result) = flat_as_nobody(&[first, second]);
+    let report = result.expect("apply");
+    let mode = |p| {
+        std::fs::symlink_metadata(root(&base).join(p))
+            .expect("meta")
+            .mode()
+            & 0o7777
+    };
+    assert_eq!((mode("lower-ro"), mode("same")), (0o555, 0o500));
+    assert_eq!(read(&root(&base), "same/f"), "f");
+    assert_eq!(read(&root(&base), "lower-ro/new"), "n");
+    // Owners 0:0 could not be applied by nobody: they are in the report.
+    assert!(
+        report
+            .owners_not_applied
+            .iter()
+            .any(|o| o.path.to_string() == "same/f")
+    );
+}
+
+#[test]
+fn unprivileged_devices_are_skipped_and_owners_recorded() {
+    let layer = Layer::new()
+        .device("null", tar::EntryType::Char, 1, 3)
+        .fifo("pipe")
+        .file_with(b"owned", b"o", 0o644, 42, 43, &[])
+        .bytes();
+    let (base, result) = flat_as_nobody(&[layer]);
+    let report = result.expect("no EPERM abort");
+    assert_eq!(paths(&root(&base)), ["owned", "pipe"]);
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.kind == WarningKind::DeviceSkipped)
+    );
+    assert!(
+        report
+            .owners_not_applied
+            .iter()
+            .any(|o| (o.uid, o.gid) == (42, 43))
+    );
+    let meta = std::fs::metadata(root(&base).join("owned")).expect("owned");
+    if crate::testutil::is_root() {
+        assert_eq!(meta.uid(), crate::testutil::NOBODY);
+    }
+}
+
+#[test]
+fn implicit_parents_of_a_layer_directory_take_the_lower_layers_metadata() {
+    let lower_base = tempfile::tempdir().expect("lower");
+    let lower = Layer::new().dir_with("tmp", 0o1777, 7_000, &[]).bytes();
+    extract_layer_dir(
+        &lower[..],
+        "lower",
+        lower_base.path(),
+        &LayerDirOptions::new(),
+    )
+    .expect("lower");
+    let options = LayerDirOptions::new().lower_layers(vec![lower_base.path().to_owned()]);
+    let (base, result) = layer_dir(
+        Layer::new()
+            .file("tmp/x", b"x")
+            .file("other/y", b"y")
+            .bytes(),
+        &options,
+    );
+    result.expect("apply");
+    let meta = |p| std::fs::symlink_metadata(root(&base).join(p)).expect("meta");
+    assert_eq!(meta("tmp").mode() & 0o7777, 0o1777);
+    assert_eq!(meta("tmp").mtime(), 7_000);
+    assert_eq!(meta("other").mode() & 0o7777, 0o755);
+}
+
+#[test]
+fn libarchive_xattr_records_are_decoded() {
+    // bsdtar writes LIBARCHIVE.xattr.<%-encoded name>=<base64 value, no padding>.
+    let layer = Layer::new()
+        .file_with(
+            b"f",
+            b"x",
+            0o644,
+            0,
+            0,
+            &[("LIBARCHIVE.xattr.user.a%3Db", b"aGk")],
+        )
+        .bytes();
+    let mut seen = Vec::new();
+    crate::read_entries(&layer[..], "l", |e, _| {
+        seen.extend(e.xattrs.clone());
+        Ok(())
+    })
+    .expect("parse");
+    assert_eq!(
+        seen,
+        [crate::Xattr {
+            name: b"user.a=b".to_vec(),
+            value: b"hi".to_vec()
+        }]
+    );
+    let bad = Layer::new()
+        .file_with(
+            b"f",
+            b"x",
+            0o644,
+            0,
+            0,
+            &[("LIBARCHIVE.xattr.user.a", b"@@")],
+        )
+        .bytes();
+    assert!(matches!(
+        crate::read_entries(&bad[..], "l", |_, _| Ok(())),
+        Err(Error::InvalidEntry { .. })
+    ));
+}
+
+#[test]
+fn extractors_and_readers_can_move_to_other_threads() {
+    fn assert_send<T: Send>() {}
+    assert_send::<FlatExtractor>();
+    assert_send::<crate::LayerReader<std::fs::File>>();
+    assert_send::<crate::CanonicalTarWriter<std::fs::File>>();
+    assert_send::<Report>();
+    assert_send::<Error>();
+}
+
+#[test]
+fn a_directory_keeps_its_time_when_later_layers_change_only_its_children() {
+    // b2's umoci oracle: umoci restores parent metadata after every entry.
+    let mut first = Layer::new();
+    first.mtime = 1_600_000_000;
+    first
+        .dir("opq")
+        .file("opq/old", b"o")
+        .dir("run")
+        .dir("var")
+        .symlink("var/run", "/run");
+    let mut second = Layer::new();
+    second.mtime = 1_700_000_000;
+    second
+        .whiteout("opq/.wh..wh..opq")
+        .file("opq/new", b"n")
+        .file("var/run/pidfile", b"1");
+    let mut third = Layer::new();
+    third.mtime = 1_800_000_000;
+    third.whiteout("opq/.wh.new");
+    let (base, result) = flat(&[first.bytes(), second.bytes(), third.bytes()]);
+    result.expect("apply");
+    let mtime = |p| {
+        std::fs::metadata(root(&base).join(p))
+            .expect("meta")
+            .mtime()
+    };
+    assert_eq!(mtime("opq"), 1_600_000_000);
+    assert_eq!(mtime("run"), 1_600_000_000);
+    assert_eq!(read(&root(&base), "run/pidfile"), "1");
+    assert!(paths(&root(&base)).iter().all(|p| !p.starts_with("opq/")));
+}
+
+#[test]
+fn a_whiteout_of_a_255_byte_name_is_accepted() {
+    let name = "n".repeat(255);
+    let first = Layer::new().file(&name, b"x").bytes();
+    let second = Layer::new().whiteout(&format!(".wh.{name}")).bytes();
+    let (base, result) = flat(&[first, second]);
+    result.expect("apply");
+    assert!(paths(&root(&base)).is_empty());
+}
+
+#[test]
+fn a_layer_directory_writes_through_a_lower_layer_symlink_where_it_points() {
+    // b2's overlay consumer test: the merged view must equal the flat tree.
+    let lower_base = tempfile::tempdir().expect("lower");
+    let lower = Layer::new()
+        .dir_with(
+            "run",
+            0o755,
+            5_000,
+            &[("SCHILY.xattr.user.origin", b"lower")],
+        )
+        .dir("var")
+        .symlink("var/run", "/run")
+        .symlink("up", "../../..")
+        .bytes();
+    let lower_report = extract_layer_dir(
+        &lower[..],
+        "lower",
+        lower_base.path(),
+        &LayerDirOptions::new(),
+    )
+    .expect("lower");
+    let options = LayerDirOptions::new().lower_layers(vec![lower_base.path().to_owned()]);
+    let upper = Layer::new()
+        .file("var/run/pidfile", b"1")
+        .file("up/escaped", b"e")
+        .bytes();
+    let (base, result) = layer_dir(upper, &options);
+    result.expect("apply");
+    assert_eq!(
+        paths(&root(&base)),
+        ["escaped", "run", "run/pidfile", "var"]
+    );
+    let meta = std::fs::metadata(root(&base).join("run")).expect("run");
+    assert_eq!(meta.mtime(), 5_000);
+    let user_xattrs = !lower_report.warnings.iter().any(
+        |w| matches!(&w.kind, WarningKind::XattrSkipped { name, .. } if name == "user.origin"),
+    );
+    if user_xattrs {
+        assert_eq!(
+            xattr(&root(&base).join("run"), "user.origin"),
+            Some(b"lower".to_vec())
+        );
+    }
+}
+
+#[test]
+fn gnu_long_names_and_long_link_targets_are_honoured() {
+    let name = format!("{}/file", "g".repeat(150));
+    let target = format!("/{}", "l".repeat(150));
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o644);
+    h.set_size(2);
+    builder
+        .append_data(&mut h, &name, &b"ok"[..])
+        .expect("long name");
+    let mut l = tar::Header::new_gnu();
+    l.set_entry_type(tar::EntryType::Symlink);
+    l.set_mode(0o777);
+    l.set_size(0);
+    builder
+        .append_link(&mut l, "link", &target)
+        .expect("long link");
+    let raw = builder.into_inner().expect("finish");
+    assert!(
+        raw.windows(13).any(|w| w == b"././@LongLink"),
+        "the builder wrote GNU L/K entries"
+    );
+    let (base, result) = flat(&[raw]);
+    result.expect("apply");
+    assert_eq!(read(&root(&base), &name), "ok");
+    assert_eq!(snapshot(&root(&base))["link"], Node::Symlink(target));
+}
+
+#[test]
+fn damaged_archives_fail_cleanly_and_never_write_outside() {
+    let layer = Layer::new()
+        .dir("d")
+        .symlink("d/up", "../../..")
+        .file("d/up/f", b"x")
+        .hardlink("h", "d/up/f")
+        .file_with(
+            b"p",
+            b"y",
+            0o644,
+            0,
+            0,
+            &[("SCHILY.xattr.user.a", b"b"), ("mtime", b"1.5")],
+        )
+        .bytes();
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    for round in 0..150 {
+        let mut damaged = layer.clone();
+        // xorshift: a few bytes changed in the headers and PAX records.
+        for _ in 0..1 + round % 4 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let at = (state % (damaged.len() as u64 / 2)) as usize;
+            damaged[at] = (state >> 32) as u8;
+        }
+        if round % 5 == 0 {
+            damaged.truncate((state % damaged.len() as u64) as usize);
+        }
+        let base = tempfile::tempdir().expect("tempdir");
+        let inside = base.path().join("a/b/root");
+        std::fs::create_dir_all(&inside).expect("mkdir");
+        if let Ok(mut flat) = FlatExtractor::new(&inside, &ExtractOptions::new()) {
+            let _ = flat.apply_layer(&damaged[..], "damaged");
+        }
+        let outside: Vec<_> = paths(base.path())
+            .into_iter()
+            .filter(|p| !p.starts_with("a/b/root"))
+            .collect();
+        assert_eq!(outside, ["a", "a/b"], "round {round}");
+    }
+}

@@ -40,7 +40,13 @@ impl EntryPath {
                 b"" | b"." => {}
                 b".." => return Err("name has a `..` component".to_owned()),
                 c => {
-                    if c.len() > NAME_MAX {
+                    // A whiteout of a 255-byte name is longer, and is never created as such.
+                    let limit = if c.starts_with(b".wh.") {
+                        NAME_MAX + 4
+                    } else {
+                        NAME_MAX
+                    };
+                    if c.len() > limit {
                         return Err(format!(
                             "a name component is {} bytes long, more than {NAME_MAX}",
                             c.len()
@@ -319,6 +325,31 @@ fn parse_pax_time(value: &[u8]) -> Option<Timestamp> {
     }
 }
 
+fn percent_decode(text: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut i = 0;
+    while i < text.len() {
+        if text[i] == b'%' {
+            let hex = std::str::from_utf8(text.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(text[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+/// Standard base64, padded or not (libarchive writes xattr values without padding).
+fn base64_decode(text: &[u8]) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let end = text.iter().rposition(|&c| c != b'=').map_or(0, |i| i + 1);
+    base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(&text[..end])
+        .ok()
+}
+
 /// Turns a tar entry into a normalised entry; `None` for entries that carry no file (PAX global
 /// headers).
 fn parse_entry<R: Read>(
@@ -409,6 +440,15 @@ fn parse_entry<R: Read>(
                     name: name.to_vec(),
                     value: value.to_vec(),
                 });
+            } else if let Some(encoded) = key.strip_prefix(b"LIBARCHIVE.xattr.") {
+                // bsdtar: the name %-encoded, the value base64.
+                let (Some(name), Some(value)) = (percent_decode(encoded), base64_decode(value))
+                else {
+                    return Err(invalid(layer, &raw_name, "bad LIBARCHIVE.xattr record"));
+                };
+                if !xattrs.iter().any(|x: &Xattr| x.name == name) {
+                    xattrs.push(Xattr { name, value });
+                }
             } else if key == b"mtime" {
                 mtime = parse_pax_time(value)
                     .ok_or_else(|| invalid(layer, &raw_name, "bad PAX mtime"))?;

@@ -56,7 +56,7 @@ pub fn extract_layer_dir<R: Read>(
 /// [`Error::Destination`] when `dest` exists or its parent does not; [`Error::Read`] for a
 /// truncated or corrupt blob; [`Error::BlobDigestMismatch`] / [`Error::DiffIdMismatch`];
 /// any error of [`extract_layer_dir`].
-pub fn unpack_layer_dir<R: Read>(
+pub fn unpack_layer_dir<R: Read + Send>(
     blob: R,
     descriptor: &LayerDescriptor,
     dest: &Path,
@@ -68,15 +68,10 @@ pub fn unpack_layer_dir<R: Read>(
         op: "create staging directory",
         source,
     })?;
-    let result = (|| {
-        let mut reader = LayerReader::open(blob, descriptor)?;
-        let report = match extract_layer_dir(&mut reader, &descriptor.name, &staging, options) {
-            Ok(report) => report,
-            Err(e) => return Err(reader.take_read_error().unwrap_or(e)),
-        };
-        let digests = reader.finish()?;
-        Ok(LayerOutcome { report, digests })
-    })();
+    let result = pipelined(blob, descriptor, |tar| {
+        extract_layer_dir(tar, &descriptor.name, &staging, options)
+    })
+    .map(|(report, digests)| LayerOutcome { report, digests });
     match result {
         Ok(outcome) => {
             std::fs::rename(&staging, dest).map_err(|source| {
@@ -95,6 +90,109 @@ pub fn unpack_layer_dir<R: Read>(
             }
             Err(e)
         }
+    }
+}
+
+/// Size of the uncompressed chunks handed from the decompressing thread to the extracting one.
+const CHUNK: usize = 256 * 1024;
+/// Chunks in flight between the two threads (bounds the memory used: about 2 MiB).
+const CHUNKS_IN_FLIGHT: usize = 6;
+
+/// Decompresses and hashes `blob` on a second thread while `consume` parses and writes the tar
+/// on this one, so that inflating overlaps with the filesystem work. Returns what `consume`
+/// returned and the verified digests; a failure to read the blob or a digest mismatch wins over
+/// the error `consume` saw because of it.
+fn pipelined<R: Read + Send, T>(
+    blob: R,
+    descriptor: &LayerDescriptor,
+    consume: impl FnOnce(&mut dyn Read) -> Result<T, Error>,
+) -> Result<(T, LayerDigests), Error> {
+    use std::sync::mpsc;
+    let mut reader = LayerReader::open(blob, descriptor)?;
+    std::thread::scope(|scope| {
+        let (chunks, incoming) = mpsc::sync_channel::<std::io::Result<Vec<u8>>>(CHUNKS_IN_FLIGHT);
+        let (recycle, recycled) = mpsc::channel::<Vec<u8>>();
+        let producer = scope.spawn(move || -> Result<LayerDigests, Error> {
+            loop {
+                let mut chunk = recycled.try_recv().unwrap_or_default();
+                chunk.resize(CHUNK, 0);
+                let mut filled = 0;
+                let mut failed = None;
+                while filled < CHUNK {
+                    match reader.read(&mut chunk[filled..]) {
+                        Ok(0) => break,
+                        Ok(n) => filled += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                }
+                if let Some(e) = failed {
+                    let _ = chunks.send(Err(std::io::Error::new(e.kind(), e.to_string())));
+                    return Err(reader.take_read_error().unwrap_or(Error::Read {
+                        layer: descriptor.name.clone(),
+                        what: "compressed",
+                        source: e,
+                    }));
+                }
+                if filled == 0 {
+                    break;
+                }
+                chunk.truncate(filled);
+                if chunks.send(Ok(chunk)).is_err() {
+                    // The tar ended; `finish` reads and hashes the rest.
+                    break;
+                }
+            }
+            drop(chunks);
+            reader.finish()
+        });
+        let mut tar = ChannelReader {
+            incoming,
+            recycle,
+            current: Vec::new(),
+            position: 0,
+        };
+        let consumed = consume(&mut tar);
+        drop(tar);
+        let digests = match producer.join() {
+            Ok(result) => result,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        match (consumed, digests) {
+            (Ok(value), Ok(digests)) => Ok((value, digests)),
+            (_, Err(e)) | (Err(e), Ok(_)) => Err(e),
+        }
+    })
+}
+
+/// The extracting side of [`pipelined`]: reads the chunks the decompressing thread sends.
+struct ChannelReader {
+    incoming: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    recycle: std::sync::mpsc::Sender<Vec<u8>>,
+    current: Vec<u8>,
+    position: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.position == self.current.len() {
+            match self.incoming.recv() {
+                Ok(Ok(chunk)) => {
+                    let used = std::mem::replace(&mut self.current, chunk);
+                    let _ = self.recycle.send(used);
+                    self.position = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.position);
+        buf[..n].copy_from_slice(&self.current[self.position..self.position + n]);
+        self.position += n;
+        Ok(n)
     }
 }
 
@@ -187,21 +285,22 @@ impl FlatExtractor {
         self.applier.apply_tar(tar, layer)
     }
 
-    /// Applies the next layer from its blob, decompressing it and checking its digests.
+    /// Applies the next layer from its blob, decompressing it and checking its digests. The blob
+    /// is read, decompressed and hashed on a second thread while this one writes the files.
     ///
     /// # Errors
     /// As [`FlatExtractor::apply_layer`], plus [`Error::Read`] and the digest mismatches. The
     /// tree is then partially updated: discard it.
-    pub fn apply_blob<R: Read>(
+    pub fn apply_blob<R: Read + Send>(
         &mut self,
         blob: R,
         descriptor: &LayerDescriptor,
     ) -> Result<LayerDigests, Error> {
-        let mut reader = LayerReader::open(blob, descriptor)?;
-        if let Err(e) = self.applier.apply_tar(&mut reader, &descriptor.name) {
-            return Err(reader.take_read_error().unwrap_or(e));
-        }
-        reader.finish()
+        let applier = &mut self.applier;
+        pipelined(blob, descriptor, |tar| {
+            applier.apply_tar(tar, &descriptor.name)
+        })
+        .map(|((), digests)| digests)
     }
 
     /// What the extraction did so far.
@@ -334,6 +433,27 @@ mod tests {
         )
         .expect_err("exists");
         assert!(matches!(err, Error::Destination { .. }), "{err}");
+    }
+
+    #[test]
+    fn an_entry_error_in_a_sound_blob_is_reported_as_that_entry() {
+        let tar = Layer::new()
+            .file("ok", b"ok")
+            .file("../escape", b"x")
+            .file("after", b"a")
+            .bytes();
+        let blob = gzip(&tar);
+        let base = tempfile::tempdir().expect("tempdir");
+        let mut flat =
+            FlatExtractor::new(base.path(), &crate::ExtractOptions::new()).expect("flat");
+        let err = flat
+            .apply_blob(&blob[..], &descriptor(&blob, &tar))
+            .expect_err("refused");
+        assert!(
+            matches!(err, Error::InvalidEntry { ref entry, .. } if entry == "../escape"),
+            "{err}"
+        );
+        assert_eq!(paths(base.path()), ["ok"]);
     }
 
     #[test]

@@ -37,6 +37,7 @@
 #![forbid(unsafe_code)]
 
 mod apply;
+mod apptainer;
 mod digest;
 mod entry;
 mod error;
@@ -48,6 +49,7 @@ mod tarout;
 mod testutil;
 mod writer;
 
+pub use apptainer::{ApptainerReport, BIND_FILES, ImageRuntime, MOUNT_POINTS, add_apptainer_files};
 pub use digest::{BlobDigest, DiffId, DigestParseError, LayerDigest};
 pub use entry::{Entry, EntryKind, EntryPath, Timestamp, Xattr, read_entries};
 pub use error::Error;

@@ -242,3 +242,36 @@ macro_rules! require_root {
     };
 }
 pub(crate) use require_root;
+
+/// The uid and gid the unprivileged tests run as.
+pub(crate) const NOBODY: u32 = 65534;
+
+/// Runs `f` on a thread whose credentials are dropped to nobody (when running as root; the
+/// credentials of one thread only, so other tests are unaffected), after giving `dir` to nobody.
+/// Not root: runs `f` as the current user.
+pub(crate) fn as_nobody<T: Send>(dir: &Path, f: impl FnOnce() -> T + Send) -> T {
+    let root = is_root();
+    if root {
+        let nobody = (
+            Some(rustix::fs::Uid::from_raw(NOBODY)),
+            Some(rustix::fs::Gid::from_raw(NOBODY)),
+        );
+        rustix::fs::chown(dir, nobody.0, nobody.1).expect("give the test directory to nobody");
+    }
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                if root {
+                    let gid = rustix::fs::Gid::from_raw(NOBODY);
+                    let uid = rustix::fs::Uid::from_raw(NOBODY);
+                    rustix::thread::set_thread_groups(&[]).expect("drop groups");
+                    rustix::thread::set_thread_res_gid(gid, gid, gid).expect("drop gid");
+                    rustix::thread::set_thread_res_uid(uid, uid, uid).expect("drop uid");
+                    assert!(!rustix::process::geteuid().is_root());
+                }
+                f()
+            })
+            .join()
+            .expect("test thread")
+    })
+}

@@ -98,8 +98,9 @@ impl<W: Write> CanonicalTarWriter<W> {
 
 /// Writes the tree below `dir` (a layer directory or a flat root filesystem) as a canonical tar
 /// stream: names sorted bytewise, each directory before its children, files with several links
-/// written once and then as hardlinks to that first path. The root directory itself is written
-/// first as `./`. Does not follow symlinks; sockets are skipped with a log line.
+/// written once and then as hardlinks to that first path. The root directory itself is not
+/// written (an ingesting publisher creates its base directory itself). Does not follow symlinks;
+/// sockets are skipped with a log line.
 ///
 /// # Errors
 /// [`Error::DestinationIo`] when the tree cannot be read; the errors of

@@ -77,7 +77,8 @@ pub enum WishListProblem {
 pub struct WishListError {
     path: PathBuf,
     location: Option<Location>,
-    problem: WishListProblem,
+    // Boxed: the problem can be large, and this error travels in `Result`s.
+    problem: Box<WishListProblem>,
 }
 
 impl fmt::Display for WishListError {
@@ -93,7 +94,7 @@ impl fmt::Display for WishListError {
 impl std::error::Error for WishListError {
     // The problem is part of the message; its own cause (an I/O error) comes next in the chain.
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        std::error::Error::source(&self.problem)
+        std::error::Error::source(&*self.problem)
     }
 }
 
@@ -239,7 +240,7 @@ impl WishList {
         let text = std::fs::read_to_string(path).map_err(|e| WishListError {
             path: path.to_owned(),
             location: None,
-            problem: WishListProblem::Read(e),
+            problem: Box::new(WishListProblem::Read(e)),
         })?;
         WishList::from_yaml(path, &text)
     }
@@ -252,12 +253,12 @@ impl WishList {
         let fail = |target: Target, problem: WishListProblem| WishListError {
             path: path.to_owned(),
             location: locate(text, target),
-            problem,
+            problem: Box::new(problem),
         };
         let raw: RawWishList = serde_norway::from_str(text).map_err(|e| WishListError {
             path: path.to_owned(),
             location: e.location().map(|l| Location { line: l.line(), column: l.column() }),
-            problem: WishListProblem::Yaml(yaml_message(&e)),
+            problem: Box::new(WishListProblem::Yaml(yaml_message(&e))),
         })?;
         if raw.version != 1 {
             return Err(fail(

@@ -24,7 +24,11 @@ impl Rng {
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
     fn below(&mut self, n: usize) -> usize {
-        if n == 0 { 0 } else { (self.next() % n as u64) as usize }
+        if n == 0 {
+            0
+        } else {
+            (self.next() % n as u64) as usize
+        }
     }
 }
 
@@ -75,7 +79,11 @@ fn mutate(rng: &mut Rng, input: &mut Vec<u8>, pool: &[Vec<u8>]) {
                 let block = rng.below((len - 1) / 512) * 512 + 1;
                 let at = block + rng.below(500);
                 if at < input.len() {
-                    input[at] = if rng.below(2) == 0 { rng.next() as u8 } else { b"0123456789/.\0 "[rng.below(14)] };
+                    input[at] = if rng.below(2) == 0 {
+                        rng.next() as u8
+                    } else {
+                        b"0123456789/.\0 "[rng.below(14)]
+                    };
                 }
                 fix_checksum(&mut input[1..], block - 1);
             }
@@ -103,16 +111,24 @@ fn main() {
         return;
     }
     let seconds: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(60);
-    let rng_seed: u64 = args.get(1).and_then(|a| a.parse().ok()).filter(|s| *s != 0).unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64)
-            | 1
-    });
+    let rng_seed: u64 = args
+        .get(1)
+        .and_then(|a| a.parse().ok())
+        .filter(|s| *s != 0)
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+                | 1
+        });
     let mut pool = seeds();
     for dir in args.iter().skip(2) {
         if let Ok(entries) = std::fs::read_dir(dir) {
-            pool.extend(entries.flatten().filter_map(|e| std::fs::read(e.path()).ok()));
+            pool.extend(
+                entries
+                    .flatten()
+                    .filter_map(|e| std::fs::read(e.path()).ok()),
+            );
         }
     }
     eprintln!(
@@ -131,10 +147,19 @@ fn main() {
         if catch_unwind(AssertUnwindSafe(|| check(&input))).is_err() {
             let dir = PathBuf::from("artifacts/unpack_layer");
             let _ = std::fs::create_dir_all(&dir);
-            let name = format!("crash-{:016x}", input.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)));
+            let name = format!(
+                "crash-{:016x}",
+                input
+                    .iter()
+                    .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b))
+                        .wrapping_mul(0x100_0000_01b3))
+            );
             let path = dir.join(name);
             let _ = std::fs::write(&path, &input);
-            eprintln!("stable_driver: crash after {runs} runs; input saved to {}", path.display());
+            eprintln!(
+                "stable_driver: crash after {runs} runs; input saved to {}",
+                path.display()
+            );
             std::process::exit(1);
         }
         // Keep some mutants as new starting points, so mutations compound.
@@ -142,5 +167,7 @@ fn main() {
             pool.push(input);
         }
     }
-    eprintln!("stable_driver: {runs} runs in {seconds} s, no panic and no write outside the target");
+    eprintln!(
+        "stable_driver: {runs} runs in {seconds} s, no panic and no write outside the target"
+    );
 }

@@ -4,8 +4,8 @@ use std::io::Write;
 
 use anyhow::{Context, anyhow};
 use ducc_registry::{
-    Client, ClientOptions, Credentials, Environment, ImageName, Login, ManifestSelection,
-    Platform, Reference, Repository, Scheme, parse_digest,
+    Client, ClientOptions, Credentials, Environment, ImageName, Login, ManifestSelection, Platform,
+    Reference, Repository, Scheme, parse_digest,
 };
 use ducc_wishlist::ImageRef;
 
@@ -32,8 +32,8 @@ pub fn run(_global: &GlobalArgs, args: DownloadManifestArgs) -> Result<(), Failu
         .platform
         .parse()
         .map_err(|e: ducc_registry::Error| Failure::Usage(e.into()))?;
-    let (name, credentials) = registry_inputs(&image, args.username.as_deref())
-        .map_err(Failure::Usage)?;
+    let (name, credentials) =
+        registry_inputs(&image, args.username.as_deref()).map_err(Failure::Usage)?;
     let selection = if args.index {
         ManifestSelection::Index
     } else {
@@ -97,6 +97,8 @@ fn write_stdout(bytes: &[u8]) -> Result<(), Failure> {
     match out.write_all(bytes).and_then(|()| out.flush()) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        Err(e) => Err(Failure::Run(anyhow::Error::new(e).context("cannot write to stdout"))),
+        Err(e) => Err(Failure::Run(
+            anyhow::Error::new(e).context("cannot write to stdout"),
+        )),
     }
 }

@@ -2,7 +2,6 @@
 
 pub mod check;
 pub mod check_image_syntax;
-pub mod convert;
 pub mod download_manifest;
 pub mod gc;
 pub mod unpack_image;

@@ -46,7 +46,11 @@ pub fn run(_global: &GlobalArgs, args: UnpackImageArgs) -> Result<(), Failure> {
     let credentials = Credentials::from_environment(&Environment::from_process())
         .map_err(|e| Failure::Usage(e.into()))?;
     let client = Client::new(ClientOptions::new().credentials(credentials));
-    let pull = Pull { client: &client, name: &name, image: &image };
+    let pull = Pull {
+        client: &client,
+        name: &name,
+        image: &image,
+    };
     let outcome = if args.layers {
         pull.layers(&platform, &args.dest)
     } else {
@@ -62,14 +66,19 @@ fn prepare_dest(dest: &Path) -> anyhow::Result<()> {
     match std::fs::read_dir(dest) {
         Ok(mut entries) => {
             if entries.next().is_some() {
-                bail!("{}: the destination exists and is not empty", dest.display());
+                bail!(
+                    "{}: the destination exists and is not empty",
+                    dest.display()
+                );
             }
             Ok(())
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(dest)
             .with_context(|| format!("cannot create the destination {}", dest.display())),
-        Err(e) => Err(anyhow::Error::new(e)
-            .context(format!("{}: the destination is not a readable directory", dest.display()))),
+        Err(e) => Err(anyhow::Error::new(e).context(format!(
+            "{}: the destination is not a readable directory",
+            dest.display()
+        ))),
     }
 }
 
@@ -109,9 +118,9 @@ impl Pull<'_> {
             .client
             .fetch_manifest(self.name, &ManifestSelection::Platform(platform.clone()))
             .with_context(|| format!("cannot fetch the manifest of {whole}"))?;
-        let image_manifest = manifest
-            .image_manifest()
-            .ok_or_else(|| anyhow!("{whole}: the registry answered with an index, not an image manifest"))?;
+        let image_manifest = manifest.image_manifest().ok_or_else(|| {
+            anyhow!("{whole}: the registry answered with an index, not an image manifest")
+        })?;
         let config = self
             .client
             .fetch_config(&self.name.repository, image_manifest.config())
@@ -131,14 +140,22 @@ impl Pull<'_> {
             .zip(diff_ids)
             .map(|(descriptor, diff_id)| {
                 let digest = descriptor.digest().to_string();
-                let unpack = LayerDescriptor::new(digest.clone(), descriptor.media_type().to_string())
-                    .with_blob_digest(
-                        digest.parse().with_context(|| format!("{whole}: layer digest {digest}"))?,
-                    )
-                    .with_diff_id(
-                        diff_id.parse().with_context(|| format!("{whole}: diff_id {diff_id}"))?,
-                    );
-                Ok(Layer { descriptor: descriptor.clone(), unpack })
+                let unpack =
+                    LayerDescriptor::new(digest.clone(), descriptor.media_type().to_string())
+                        .with_blob_digest(
+                            digest
+                                .parse()
+                                .with_context(|| format!("{whole}: layer digest {digest}"))?,
+                        )
+                        .with_diff_id(
+                            diff_id
+                                .parse()
+                                .with_context(|| format!("{whole}: diff_id {diff_id}"))?,
+                        );
+                Ok(Layer {
+                    descriptor: descriptor.clone(),
+                    unpack,
+                })
             })
             .collect()
     }
@@ -161,9 +178,14 @@ impl Pull<'_> {
         let mut flat = FlatExtractor::new(dest, &ExtractOptions::new())?;
         for layer in &layers {
             tracing::info!(layer = %layer.descriptor.digest(), "applying");
-            flat.apply_blob(self.open(layer)?, &layer.unpack).with_context(|| {
-                format!("{}: cannot unpack layer {}", self.image.whole_name(), layer.descriptor.digest())
-            })?;
+            flat.apply_blob(self.open(layer)?, &layer.unpack)
+                .with_context(|| {
+                    format!(
+                        "{}: cannot unpack layer {}",
+                        self.image.whole_name(),
+                        layer.descriptor.digest()
+                    )
+                })?;
         }
         Ok(flat.finish())
     }
@@ -185,11 +207,17 @@ impl Pull<'_> {
             let hex = layer.descriptor.digest().digest().to_owned();
             let layer_dest = dest.join(format!("{n}-{hex}"));
             let lower: Vec<PathBuf> = done.iter().rev().cloned().collect();
-            let options = LayerDirOptions::new().whiteouts(whiteouts).lower_layers(lower);
+            let options = LayerDirOptions::new()
+                .whiteouts(whiteouts)
+                .lower_layers(lower);
             tracing::info!(layer = %layer.descriptor.digest(), dest = %layer_dest.display(), "unpacking");
             let outcome = unpack_layer_dir(self.open(layer)?, &layer.unpack, &layer_dest, &options)
                 .with_context(|| {
-                    format!("{}: cannot unpack layer {}", self.image.whole_name(), layer.descriptor.digest())
+                    format!(
+                        "{}: cannot unpack layer {}",
+                        self.image.whole_name(),
+                        layer.descriptor.digest()
+                    )
                 })?;
             report.merge(outcome.report);
             done.push(layer_dest);

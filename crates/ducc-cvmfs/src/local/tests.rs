@@ -271,6 +271,12 @@ fn refused_writes_name_the_path() {
         }
         other => panic!("{other:?}"),
     }
+    match tx.write_file(&p("a/meta.json/below"), &mut &b""[..]) {
+        Err(e @ PublishError::NotADirectory { .. }) => {
+            assert_eq!(e.to_string(), "a/meta.json is not a directory");
+        }
+        other => panic!("{other:?}"),
+    }
     match tx.remove(&p("b")) {
         Err(e @ PublishError::OutsideLease { .. }) => {
             assert_eq!(e.to_string(), "path b is outside the transaction's lease a");
@@ -483,4 +489,33 @@ fn two_processes_on_one_lease_never_interleave() {
     // Without the lease lock the read-modify-write cycles would lose updates.
     let n = fs::read_to_string(root.path().join("test.repo/counter/n")).unwrap();
     assert_eq!(n, "10");
+}
+
+#[test]
+fn an_unreadable_journal_of_a_dead_commit_fails_the_open_naming_it() {
+    let root = tempfile::tempdir().unwrap();
+    LocalPublisher::open(root.path(), &repo()).unwrap();
+    let dead = root.path().join(".ducc/test.repo/staging/tx-dead");
+    fs::create_dir_all(&dead).unwrap();
+    fs::write(dead.join("journal"), "not json").unwrap();
+    match LocalPublisher::open(root.path(), &repo()) {
+        Err(PublishError::Journal { path, .. }) => assert_eq!(path, dead.join("journal")),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_dead_commit_whose_staged_entry_is_gone_skips_it_and_finishes_the_rest() {
+    let root = tempfile::tempdir().unwrap();
+    let publisher = LocalPublisher::open(root.path(), &repo()).unwrap();
+    publish_old_tree(&publisher);
+    let dead = root.path().join(".ducc/test.repo/staging/tx-dead");
+    fs::create_dir_all(&dead).unwrap();
+    let journal = r#"{"lease":"a","ops":[{"Replace":{"path":"a/gone","ino":1}},{"Remove":{"path":"a/meta.json"}}]}"#;
+    fs::write(dead.join("journal"), journal).unwrap();
+    let publisher = LocalPublisher::open(root.path(), &repo()).unwrap();
+    let mut want = old_tree();
+    want.remove("a/meta.json");
+    assert_eq!(tree(publisher.repository_dir()), want);
+    assert!(staging_entries(root.path()).is_empty());
 }

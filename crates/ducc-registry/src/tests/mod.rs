@@ -410,6 +410,28 @@ fn wrong_basic_password_fails_after_one_reauthentication() {
 }
 
 #[test]
+fn bearer_challenge_in_a_second_header_line_is_found() {
+    let body = image_manifest(b"{}", &[]);
+    let server = TestServer::start(move |req, base| {
+        if req.path() == "/token" {
+            return Answer::new(200).body(r#"{"token":"t2"}"#);
+        }
+        if req.header("authorization") == Some("Bearer t2") {
+            return manifest_answer(&body, OCI_MANIFEST);
+        }
+        Answer::new(401)
+            .header("WWW-Authenticate", r#"Negotiate"#)
+            .header(
+                "WWW-Authenticate",
+                format!(r#"Bearer realm="{base}/token""#),
+            )
+    });
+    client()
+        .fetch_manifest(&image(&server, "x", "t"), &ManifestSelection::default())
+        .unwrap();
+}
+
+#[test]
 fn unparsable_challenge_is_an_auth_challenge_error() {
     let server = TestServer::start(|_, _| {
         Answer::new(401).header("WWW-Authenticate", r#"Bearer realm="unterminated"#)

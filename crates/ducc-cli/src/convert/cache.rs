@@ -1,0 +1,152 @@
+//! The content-addressed blob cache of a run: each blob is downloaded at most once, verified while
+//! it streams (the registry client checks size and digest at the end), and only then renamed into
+//! `<dir>/sha256/<hex>`, so a file there is always a whole, verified blob.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File};
+use std::io::{self, BufWriter};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+
+use anyhow::Context;
+use ducc_registry::{Client, Digest, Repository};
+
+/// The blob cache, shared by the threads of a run.
+pub struct BlobCache {
+    dir: PathBuf,
+    /// One lock per blob, so two images sharing a layer download it once.
+    in_flight: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Blobs this run fetched, removed again by [`BlobCache::clean`].
+    fetched: Mutex<HashSet<PathBuf>>,
+    downloads: Semaphore,
+}
+
+/// What [`BlobCache::get`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fetch {
+    /// The blob was already in the cache.
+    Cached,
+    /// It was downloaded, this many bytes.
+    Downloaded(u64),
+}
+
+impl BlobCache {
+    /// A cache in `dir`, with at most `max_downloads` downloads at once (0: no limit).
+    pub fn open(dir: &Path, max_downloads: usize) -> anyhow::Result<BlobCache> {
+        for sub in ["sha256", "partial"] {
+            let path = dir.join(sub);
+            fs::create_dir_all(&path)
+                .with_context(|| format!("cannot create the blob cache {}", path.display()))?;
+        }
+        // Partial downloads of a killed run are useless: the next download starts afresh.
+        if let Ok(entries) = fs::read_dir(dir.join("partial")) {
+            for entry in entries.flatten() {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        Ok(BlobCache {
+            dir: dir.to_owned(),
+            in_flight: Mutex::new(HashMap::new()),
+            fetched: Mutex::new(HashSet::new()),
+            downloads: Semaphore::new(if max_downloads == 0 { usize::MAX } else { max_downloads }),
+        })
+    }
+
+    /// Where the blob `digest` is (or will be) in the cache.
+    pub fn path(&self, digest: &Digest) -> PathBuf {
+        self.dir.join("sha256").join(digest.digest())
+    }
+
+    /// Makes sure blob `digest` of `size` bytes is in the cache, downloading it from `repository`
+    /// if needed, and gives its path.
+    pub fn get(
+        &self,
+        client: &Client,
+        repository: &Repository,
+        digest: &Digest,
+        size: u64,
+    ) -> anyhow::Result<(PathBuf, Fetch)> {
+        let path = self.path(digest);
+        let lock = {
+            let mut map = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            map.entry(digest.to_string()).or_default().clone()
+        };
+        let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+        if fs::metadata(&path).is_ok_and(|m| m.len() == size) {
+            return Ok((path, Fetch::Cached));
+        }
+        let _slot = self.downloads.acquire();
+        let partial = self.dir.join("partial").join(format!("{}.{}", digest.digest(), std::process::id()));
+        let result = download(client, repository, digest, size, &partial);
+        if let Err(e) = result {
+            let _ = fs::remove_file(&partial);
+            return Err(e);
+        }
+        fs::rename(&partial, &path)
+            .with_context(|| format!("cannot move blob {digest} into the cache"))?;
+        self.fetched.lock().unwrap_or_else(|e| e.into_inner()).insert(path.clone());
+        Ok((path, Fetch::Downloaded(size)))
+    }
+
+    /// Removes the blobs this run downloaded (their content is in the repository now).
+    pub fn clean(&self) {
+        let fetched = std::mem::take(&mut *self.fetched.lock().unwrap_or_else(|e| e.into_inner()));
+        for path in fetched {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+fn download(
+    client: &Client,
+    repository: &Repository,
+    digest: &Digest,
+    size: u64,
+    partial: &Path,
+) -> anyhow::Result<()> {
+    let mut blob = client
+        .open_blob(repository, digest, Some(size))
+        .with_context(|| format!("cannot download blob {digest}"))?;
+    let file = File::create(partial)
+        .with_context(|| format!("cannot create {}", partial.display()))?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    // The reader fails at the end when size or digest do not match, so a copy that succeeds has
+    // verified the bytes.
+    io::copy(&mut blob, &mut out).map_err(|e| match ducc_registry::Error::from_io(&e) {
+        Some(registry) => anyhow::anyhow!("cannot download blob {digest}: {registry}"),
+        None => anyhow::Error::new(e).context(format!("cannot download blob {digest}")),
+    })?;
+    let file = out.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all().with_context(|| format!("cannot write {}", partial.display()))?;
+    Ok(())
+}
+
+/// A counting semaphore for the download limit.
+struct Semaphore {
+    free: Mutex<usize>,
+    wake: Condvar,
+}
+
+struct Permit<'a>(&'a Semaphore);
+
+impl Semaphore {
+    fn new(count: usize) -> Semaphore {
+        Semaphore { free: Mutex::new(count), wake: Condvar::new() }
+    }
+
+    fn acquire(&self) -> Permit<'_> {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        while *free == 0 {
+            free = self.wake.wait(free).unwrap_or_else(|e| e.into_inner());
+        }
+        *free -= 1;
+        Permit(self)
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.0.wake.notify_one();
+    }
+}

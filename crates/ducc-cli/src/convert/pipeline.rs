@@ -1,0 +1,538 @@
+//! Converting one image: manifest and config, the "already converted" check, layer directories,
+//! the flat tree, the public symlink, the marker (last), and the thin image.
+//!
+//! Every write goes through a publisher transaction on its own sub-path; a failure drops the open
+//! transaction, which aborts it, so a failed image leaves nothing half-published and no marker.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Instant, SystemTime};
+
+use anyhow::{Context, anyhow, bail};
+use ducc_cvmfs::{
+    ConfigDigest, IngestOptions, LayerDigest, LayerInfo, Layout, MarkerDescriptor, MarkerManifest,
+    Origin, PublicName, Publisher, RepoPath, RepositoryName, Transaction,
+};
+use ducc_registry::oci_spec::image::{Descriptor, ImageConfiguration, ImageManifest};
+use ducc_registry::{Client, Credentials, Login, ManifestSelection, Platform, parse_digest};
+use ducc_thin::{PushOutcome, ThinDescriptor, ThinFormat, ThinImage, ThinLayer};
+use ducc_unpack::{
+    DiffId, ExtractOptions, FlatExtractor, ImageRuntime, LayerDescriptor, LayerReader, Privileges,
+    TarWriteOptions, WhiteoutFormat,
+};
+use ducc_wishlist::ImageRef;
+use serde_json::json;
+
+use super::cache::{BlobCache, Fetch};
+use super::events::Events;
+use crate::registry;
+
+/// How images are converted: the flags of `convert`, as plain data.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Unpack layers again even where their directory exists.
+    pub overwrite_layers: bool,
+    /// Convert again even where the marker says done.
+    pub convert_again: bool,
+    /// No flat tree.
+    pub skip_flat: bool,
+    /// No layer directories.
+    pub skip_layers: bool,
+    /// No thin image.
+    pub skip_thin: bool,
+    /// Platform to choose from an index.
+    pub platform: Platform,
+    /// Whiteout form of layer directories.
+    pub whiteouts: WhiteoutFormat,
+    /// Privileges of extraction.
+    pub privileges: Privileges,
+    /// Manifest format of thin images.
+    pub thin_format: ThinFormat,
+    /// Scratch space for flat trees and canonical layer trees.
+    pub scratch_dir: PathBuf,
+    /// Layers unpacked at once.
+    pub parallel_layers: usize,
+}
+
+/// What happened to an image that did not fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The marker records the same config: nothing was downloaded or written.
+    UpToDate,
+    /// Work was done.
+    Converted {
+        /// Layer directories written.
+        layers_unpacked: usize,
+        /// Whether the flat tree was built (else it existed already or was skipped).
+        flat_built: bool,
+        /// What the thin-image push did, when there was one.
+        thin: Option<PushOutcome>,
+    },
+}
+
+/// A failed image: the step and the error.
+#[derive(Debug)]
+pub struct StepError {
+    /// `manifest`, `config`, `layers`, `flat`, `symlink`, `marker` or `thin`.
+    pub step: &'static str,
+    /// What went wrong.
+    pub error: anyhow::Error,
+}
+
+fn at(step: &'static str) -> impl Fn(anyhow::Error) -> StepError {
+    move |error| StepError { step, error }
+}
+
+/// Converts images into one repository.
+pub struct Converter<'a> {
+    /// Pulls.
+    pub client: Client,
+    /// Registry credentials, for the thin-image client.
+    pub credentials: Credentials,
+    /// The wish list user's push login (`DUCC_OUTPUT_REGISTRY_PASS`), for the output registry.
+    pub thin_login: Option<Login>,
+    /// Where the repository is written.
+    pub publisher: &'a dyn Publisher,
+    /// The repository (and sub-directory).
+    pub repo: RepositoryName,
+    /// Its paths.
+    pub layout: Layout,
+    /// Downloaded blobs.
+    pub cache: BlobCache,
+    /// The flags.
+    pub settings: Settings,
+    /// `-n` events.
+    pub events: &'a Events,
+}
+
+/// One layer of the image being converted.
+struct LayerJob {
+    descriptor: Descriptor,
+    digest: LayerDigest,
+    diff_id: DiffId,
+}
+
+impl Converter<'_> {
+    /// Converts `input` (a plain tag or digest, no glob) and pushes `output` as its thin image.
+    ///
+    /// # Errors
+    /// The step that failed and why; nothing of that step is published.
+    pub fn convert(&self, input: &ImageRef, output: Option<&ImageRef>) -> Result<Outcome, StepError> {
+        let started = Instant::now();
+        let name = registry::image_name(input).map_err(at("manifest"))?;
+        let repository = name.repository.clone();
+        let fetched = self
+            .client
+            .fetch_manifest(&name, &ManifestSelection::Platform(self.settings.platform.clone()))
+            .with_context(|| format!("cannot fetch the manifest of {input}"))
+            .map_err(at("manifest"))?;
+        let manifest = fetched
+            .image_manifest()
+            .ok_or_else(|| anyhow!("{input} names an index, not an image"))
+            .map_err(at("manifest"))?
+            .clone();
+        let config_digest = ConfigDigest::parse(&manifest.config().digest().to_string())
+            .map_err(|e| anyhow!("{input}: {e}"))
+            .map_err(at("manifest"))?;
+        let public = public_name(input).map_err(at("manifest"))?;
+        let marker = self.layout.marker_manifest(&public);
+        if !self.settings.convert_again && self.marker_config(&marker).as_ref() == Some(&config_digest) {
+            self.events.emit("image_up_to_date", json!({"image": input.whole_name(), "config": config_digest.to_string()}));
+            return Ok(Outcome::UpToDate);
+        }
+        self.events.emit("start_image", json!({"image": input.whole_name(), "manifest": fetched.digest().to_string(), "config": config_digest.to_string()}));
+
+        let config = self
+            .client
+            .fetch_config(&repository, manifest.config())
+            .with_context(|| format!("cannot fetch the config of {input}"))
+            .map_err(at("config"))?;
+        let layers = layer_jobs(&manifest, config.config()).map_err(|e| at("config")(e.context(format!("image {input}"))))?;
+
+        self.ensure_catalog_dirs().map_err(at("layers"))?;
+        let layers_unpacked = if self.settings.skip_layers {
+            0
+        } else {
+            self.unpack_layers(&repository, &layers, &config_digest, input).map_err(at("layers"))?
+        };
+        let flat_built = if self.settings.skip_flat {
+            false
+        } else {
+            self.build_flat(&repository, &layers, &config_digest, config.config(), input).map_err(at("flat"))?
+        };
+        if !self.settings.skip_flat {
+            self.link(&public, &config_digest).map_err(at("symlink"))?;
+        }
+        self.write_marker(&public, &manifest).map_err(at("marker"))?;
+        let thin = match output {
+            Some(output) if !self.settings.skip_thin && !self.settings.skip_layers => {
+                Some(self.push_thin(input, output, &layers, config.config()).map_err(at("thin"))?)
+            }
+            _ => None,
+        };
+        self.events.emit(
+            "end_image",
+            json!({"image": input.whole_name(), "status": "ok", "layers_unpacked": layers_unpacked,
+                   "flat_built": flat_built, "time_elapsed_s": started.elapsed().as_secs_f64()}),
+        );
+        Ok(Outcome::Converted { layers_unpacked, flat_built, thin })
+    }
+
+    fn published(&self, path: &RepoPath) -> PathBuf {
+        self.publisher.published_path(path)
+    }
+
+    fn marker_config(&self, marker: &RepoPath) -> Option<ConfigDigest> {
+        let bytes = std::fs::read(self.published(marker)).ok()?;
+        MarkerManifest::from_slice(&bytes).ok()?.config_digest()
+    }
+
+    /// `.cvmfscatalog` in `.layers/`, `.flat/` and their shards, each once, before the layer
+    /// transactions (whose leases lie below the shards) start.
+    fn ensure_catalog_dirs(&self) -> anyhow::Result<()> {
+        let mut dirs = Vec::new();
+        if !self.settings.skip_layers {
+            dirs.push(self.layout.layers_root());
+        }
+        if !self.settings.skip_flat {
+            dirs.push(self.layout.flat_root());
+        }
+        for dir in dirs {
+            let catalog = dir.join(ducc_cvmfs::CATALOG_MARKER)?;
+            if self.published(&catalog).exists() {
+                continue;
+            }
+            let mut tx = self.publisher.begin(&dir)?;
+            tx.write_file(&catalog, &mut std::io::empty())?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    fn ensure_catalog(&self, dir: &RepoPath) -> anyhow::Result<()> {
+        let catalog = dir.join(ducc_cvmfs::CATALOG_MARKER)?;
+        if self.published(&catalog).exists() {
+            return Ok(());
+        }
+        let mut tx = self.publisher.begin(dir)?;
+        tx.write_file(&catalog, &mut std::io::empty())?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn unpack_layers(
+        &self,
+        repository: &ducc_registry::Repository,
+        layers: &[LayerJob],
+        config: &ConfigDigest,
+        input: &ImageRef,
+    ) -> anyhow::Result<usize> {
+        let todo: Vec<&LayerJob> = layers
+            .iter()
+            .filter(|l| self.settings.overwrite_layers || !self.published(&self.layout.layerfs(&l.digest)).exists())
+            .collect();
+        // Layers whose directory exists still get this image in their origin.json.
+        for layer in layers.iter().filter(|l| !todo.iter().any(|t| t.digest == l.digest)) {
+            self.add_origin(&layer.digest, config)?;
+        }
+        // Shard catalogs first: their leases are prefixes of the layer leases.
+        let mut shards: Vec<RepoPath> = todo.iter().map(|l| self.layout.layer_shard(&l.digest)).collect();
+        shards.dedup();
+        for shard in &shards {
+            self.ensure_catalog(shard)?;
+        }
+        let next = AtomicUsize::new(0);
+        let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+        let workers = self.settings.parallel_layers.clamp(1, todo.len().max(1));
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::SeqCst);
+                        let Some(layer) = todo.get(i) else { break };
+                        if first_error.lock().map(|e| e.is_some()).unwrap_or(true) {
+                            break;
+                        }
+                        if let Err(e) = self.unpack_layer(repository, layer, config, input) {
+                            let mut slot = first_error.lock().unwrap_or_else(|e| e.into_inner());
+                            slot.get_or_insert(e);
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        match first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            Some(e) => Err(e),
+            None => Ok(todo.len()),
+        }
+    }
+
+    fn fetch_blob(&self, repository: &ducc_registry::Repository, layer: &LayerJob, input: &ImageRef) -> anyhow::Result<PathBuf> {
+        let digest = parse_digest(&layer.digest.to_string())?;
+        let started = Instant::now();
+        let (path, fetch) = self.cache.get(&self.client, repository, &digest, layer.descriptor.size())?;
+        if let Fetch::Downloaded(size) = fetch {
+            self.events.emit(
+                "layer_download",
+                json!({"image": input.whole_name(), "layer": layer.digest.to_string(), "size": size,
+                       "time_elapsed_s": started.elapsed().as_secs_f64()}),
+            );
+        }
+        Ok(path)
+    }
+
+    fn descriptor(&self, layer: &LayerJob) -> LayerDescriptor {
+        LayerDescriptor::new(layer.digest.to_string(), layer.descriptor.media_type().to_string())
+            .with_blob_digest(layer.digest.clone())
+            .with_diff_id(layer.diff_id.clone())
+    }
+
+    fn unpack_layer(
+        &self,
+        repository: &ducc_registry::Repository,
+        layer: &LayerJob,
+        config: &ConfigDigest,
+        input: &ImageRef,
+    ) -> anyhow::Result<()> {
+        let blob = self.fetch_blob(repository, layer, input)?;
+        let started = Instant::now();
+        let layerfs = self.layout.layerfs(&layer.digest);
+        let mut tx = self.publisher.begin(&self.layout.layer_dir(&layer.digest))?;
+        if self.published(&layerfs).exists() {
+            tx.remove(&layerfs)?;
+        }
+        let descriptor = self.descriptor(layer);
+        let scratch = tempfile::Builder::new()
+            .prefix("ducc-layer-")
+            .tempdir_in(&self.settings.scratch_dir)
+            .with_context(|| format!("cannot create scratch space in {}", self.settings.scratch_dir.display()))?;
+        let whiteouts = self.settings.whiteouts;
+        let privileges = self.settings.privileges;
+        let digests = ingest_from(&mut *tx, &layerfs, |out| {
+            let file = File::open(&blob).with_context(|| format!("cannot open cached blob {}", blob.display()))?;
+            let mut reader = LayerReader::open(BufReader::with_capacity(1 << 20, file), &descriptor)?;
+            let (_, _summary) = ducc_unpack::canonicalize_layer(
+                &mut reader,
+                &descriptor.name,
+                scratch.path(),
+                out,
+                whiteouts,
+                privileges,
+            )?;
+            Ok(reader.finish()?)
+        })
+        .with_context(|| format!("layer {} of {input}", layer.digest))?;
+        let info = LayerInfo::new(&layer.digest, &layer.diff_id, digests.uncompressed_size, SystemTime::now());
+        tx.write_file(&self.layout.layer_info(&layer.digest), &mut &info.to_layers_json()[..])?;
+        let mut origin = self.read_origin(&layer.digest);
+        origin.add(config);
+        tx.write_file(&self.layout.layer_origin(&layer.digest), &mut &origin.to_json()[..])?;
+        tx.commit()?;
+        self.events.emit(
+            "layer_unpack",
+            json!({"image": input.whole_name(), "layer": layer.digest.to_string(),
+                   "diff_size": digests.uncompressed_size, "time_elapsed_s": started.elapsed().as_secs_f64()}),
+        );
+        Ok(())
+    }
+
+    fn read_origin(&self, layer: &LayerDigest) -> Origin {
+        std::fs::read(self.published(&self.layout.layer_origin(layer)))
+            .ok()
+            .and_then(|bytes| Origin::from_slice(&bytes).ok())
+            .unwrap_or_default()
+    }
+
+    fn add_origin(&self, layer: &LayerDigest, config: &ConfigDigest) -> anyhow::Result<()> {
+        let mut origin = self.read_origin(layer);
+        if !origin.add(config) {
+            return Ok(());
+        }
+        let mut tx = self.publisher.begin(&self.layout.layer_metadata_dir(layer))?;
+        tx.write_file(&self.layout.layer_origin(layer), &mut &origin.to_json()[..])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn build_flat(
+        &self,
+        repository: &ducc_registry::Repository,
+        layers: &[LayerJob],
+        config_digest: &ConfigDigest,
+        config: &ImageConfiguration,
+        input: &ImageRef,
+    ) -> anyhow::Result<bool> {
+        let flat = self.layout.flat_image(config_digest);
+        if self.published(&flat).exists() {
+            return Ok(false);
+        }
+        let started = Instant::now();
+        self.ensure_catalog(&self.layout.flat_shard(config_digest))?;
+        let scratch = tempfile::Builder::new()
+            .prefix("ducc-flat-")
+            .tempdir_in(&self.settings.scratch_dir)
+            .with_context(|| format!("cannot create scratch space in {}", self.settings.scratch_dir.display()))?;
+        let mut extractor =
+            FlatExtractor::new(scratch.path(), &ExtractOptions::new().privileges(self.settings.privileges))?;
+        for layer in layers {
+            let blob = self.fetch_blob(repository, layer, input)?;
+            let file = File::open(&blob).with_context(|| format!("cannot open cached blob {}", blob.display()))?;
+            extractor
+                .apply_blob(BufReader::with_capacity(1 << 20, file), &self.descriptor(layer))
+                .with_context(|| format!("layer {} of {input}", layer.digest))?;
+        }
+        extractor.finish();
+        ducc_unpack::add_apptainer_files(scratch.path(), &runtime(config))?;
+        let mut tx = self.publisher.begin(&flat)?;
+        let tree = scratch.path().to_owned();
+        ingest_from(&mut *tx, &flat, move |out| {
+            ducc_unpack::write_tree_as_tar(&tree, out, &TarWriteOptions::new())?;
+            Ok(())
+        })?;
+        tx.commit()?;
+        self.events.emit(
+            "flat_built",
+            json!({"image": input.whole_name(), "config": config_digest.to_string(), "time_elapsed_s": started.elapsed().as_secs_f64()}),
+        );
+        Ok(true)
+    }
+
+    fn link(&self, public: &PublicName, config: &ConfigDigest) -> anyhow::Result<()> {
+        let link = self.layout.public_link(public);
+        let target = self.layout.public_link_target(public, config);
+        if std::fs::read_link(self.published(&link)).is_ok_and(|t| t == target) {
+            return Ok(());
+        }
+        let mut tx = self.publisher.begin(&link)?;
+        tx.symlink(&link, &target)?;
+        tx.commit()?;
+        self.events.emit("symlink", json!({"link": link.as_str(), "target": target.display().to_string()}));
+        Ok(())
+    }
+
+    fn write_marker(&self, public: &PublicName, manifest: &ImageManifest) -> anyhow::Result<()> {
+        let describe = |d: &Descriptor| MarkerDescriptor {
+            media_type: d.media_type().to_string(),
+            size: d.size(),
+            digest: d.digest().to_string(),
+        };
+        let marker = MarkerManifest {
+            schema_version: 2,
+            media_type: manifest.media_type().as_ref().map(ToString::to_string).unwrap_or_default(),
+            config: describe(manifest.config()),
+            layers: manifest.layers().iter().map(describe).collect(),
+        };
+        let mut tx = self.publisher.begin(&self.layout.marker_dir(public))?;
+        tx.write_file(&self.layout.marker_manifest(public), &mut &marker.to_json()[..])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn push_thin(
+        &self,
+        input: &ImageRef,
+        output: &ImageRef,
+        layers: &[LayerJob],
+        config: &ImageConfiguration,
+    ) -> anyhow::Result<PushOutcome> {
+        let thin_layers = layers
+            .iter()
+            .map(|l| ThinLayer::in_repository(self.repo.name(), subdir(&self.repo), &l.digest.hex()))
+            .collect();
+        let descriptor = ThinDescriptor::new(&input.whole_name(), thin_layers);
+        let image = ThinImage::build(&descriptor, config, self.settings.thin_format)?;
+        let tag = output
+            .tag()
+            .ok_or_else(|| anyhow!("thin image {output} has no tag to push to"))?;
+        let repository = registry::repository(output)?;
+        let mut credentials = self.credentials.clone();
+        if let Some(login) = &self.thin_login {
+            credentials = credentials.with_login(output.registry(), login.clone());
+        }
+        let outcome = ducc_thin::push(&registry::client(credentials), &repository, tag, &image)?;
+        self.events.emit(
+            "thin_push",
+            json!({"image": input.whole_name(), "thin_image": output.whole_name(), "digest": image.manifest.digest,
+                   "pushed": outcome != PushOutcome::AlreadyPresent}),
+        );
+        Ok(outcome)
+    }
+}
+
+fn subdir(repo: &RepositoryName) -> Option<&str> {
+    let sub = repo.subdir();
+    (!sub.is_root()).then(|| sub.as_str())
+}
+
+/// The public name of an image: by tag, or by digest when it has none.
+fn public_name(input: &ImageRef) -> anyhow::Result<PublicName> {
+    Ok(match (input.tag(), input.digest()) {
+        (Some(tag), _) => PublicName::tagged(input.registry(), input.repository(), tag)?,
+        (None, Some(digest)) => PublicName::by_digest(input.registry(), input.repository(), digest)?,
+        (None, None) => bail!("image {input} has neither a tag nor a digest"),
+    })
+}
+
+/// The layers to convert with their diff_ids; foreign layers (Windows base layers that may not be
+/// redistributed) are skipped, as upstream does.
+fn layer_jobs(manifest: &ImageManifest, config: &ImageConfiguration) -> anyhow::Result<Vec<LayerJob>> {
+    let diff_ids = config.rootfs().diff_ids();
+    if diff_ids.len() != manifest.layers().len() {
+        bail!(
+            "the manifest has {} layers but the config lists {} diff_ids",
+            manifest.layers().len(),
+            diff_ids.len()
+        );
+    }
+    let mut jobs = Vec::new();
+    for (descriptor, diff_id) in manifest.layers().iter().zip(diff_ids) {
+        if descriptor.media_type().to_string().contains("foreign") {
+            tracing::warn!("skipping foreign layer {}", descriptor.digest());
+            continue;
+        }
+        jobs.push(LayerJob {
+            digest: descriptor.digest().to_string().parse().map_err(|e| anyhow!("layer {}: {e}", descriptor.digest()))?,
+            diff_id: diff_id.parse().map_err(|e| anyhow!("diff_id {diff_id}: {e}"))?,
+            descriptor: descriptor.clone(),
+        });
+    }
+    Ok(jobs)
+}
+
+fn runtime(config: &ImageConfiguration) -> ImageRuntime {
+    let Some(runtime) = config.config() else { return ImageRuntime::default() };
+    ImageRuntime {
+        env: runtime.env().clone().unwrap_or_default(),
+        entrypoint: runtime.entrypoint().clone().unwrap_or_default(),
+        cmd: runtime.cmd().clone().unwrap_or_default(),
+        labels: runtime.labels().clone().unwrap_or_default().into_iter().collect(),
+    }
+}
+
+/// Ingests at `dir` the tar that `produce` writes: the producer runs on its own thread and writes
+/// into a pipe the transaction reads from, so the tar is never held whole. The producer's own
+/// error wins over the ingest error it causes.
+fn ingest_from<T: Send>(
+    tx: &mut dyn Transaction,
+    dir: &RepoPath,
+    produce: impl FnOnce(&mut dyn std::io::Write) -> anyhow::Result<T> + Send,
+) -> anyhow::Result<T> {
+    let (mut reader, writer) = std::io::pipe().context("cannot create a pipe")?;
+    std::thread::scope(|scope| {
+        let producer = scope.spawn(move || {
+            let mut writer = writer;
+            produce(&mut writer)
+        });
+        let ingested = tx.ingest_tar(dir, &mut reader, IngestOptions { catalog: true });
+        // Drain what the consumer left so the producer never blocks on a full pipe.
+        let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        let produced = producer.join().map_err(|_| anyhow!("the tar writer thread panicked"))?;
+        let value = produced?;
+        ingested?;
+        Ok(value)
+    })
+}
