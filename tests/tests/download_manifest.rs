@@ -3,7 +3,11 @@
 // Helpers here are test code too; clippy.toml only exempts #[test] functions.
 #![allow(clippy::unwrap_used)]
 
+use std::path::Path;
 use std::process::Output;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 
 use ducc_tests::images::{self, Format, ImageSpec, PushedImage};
 use ducc_tests::{Credentials, Registry, ducc_command, skopeo, unique_repo};
@@ -23,7 +27,17 @@ fn run_ducc(
     extra_env: &[(&str, &str)],
 ) -> Output {
     let docker_config = tempfile::tempdir().unwrap();
-    let mut command = ducc_command(docker_config.path());
+    run_ducc_with_config(docker_config.path(), registry, login, args, extra_env)
+}
+
+fn run_ducc_with_config(
+    docker_config: &Path,
+    registry: &Registry,
+    login: Login,
+    args: &[&str],
+    extra_env: &[(&str, &str)],
+) -> Output {
+    let mut command = ducc_command(docker_config);
     command.arg("download-manifest").args(args);
     if let (Login::DuccEnv, Some(credentials)) = (login, registry.credentials()) {
         command
@@ -308,5 +322,74 @@ fn bad_image_names_exit_2_with_a_message() {
         assert_eq!(output.status.code(), Some(2), "{bad}: {}", stderr(&output));
         assert!(output.stdout.is_empty(), "{bad}");
         assert!(!stderr(&output).trim().is_empty(), "{bad}: no message");
+    }
+}
+
+/// Writes `docker-credential-{name}` into `dir`: it answers `get` for `host` only.
+fn credential_helper(dir: &Path, name: &str, host: &str, credentials: &Credentials) {
+    let script = format!(
+        "#!/bin/sh\n[ \"$1\" = get ] || exit 1\nread -r server\n\
+         [ \"$server\" = \"{host}\" ] || {{ echo \"credentials not found in native keychain\"; exit 1; }}\n\
+         printf '{{\"ServerURL\":\"%s\",\"Username\":\"{user}\",\"Secret\":\"{secret}\"}}' \"$server\"\n",
+        user = credentials.username,
+        secret = credentials.password,
+    );
+    let path = dir.join(format!("docker-credential-{name}"));
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn docker_config_logins_are_used() {
+    let registry = Registry::basic_auth();
+    let login = registry.credentials().unwrap();
+    let host = registry.host();
+    let basic = STANDARD.encode(format!("{}:{}", login.username, login.password));
+    // (case, config.json)
+    let cases = [
+        (
+            "auths with auth",
+            serde_json::json!({"auths": {host: {"auth": basic}}}),
+        ),
+        (
+            "auths with username and password",
+            serde_json::json!({"auths": {host: {"username": login.username, "password": login.password}}}),
+        ),
+        (
+            "credHelpers",
+            serde_json::json!({"credHelpers": {host: "ducctest"}}),
+        ),
+        ("credsStore", serde_json::json!({"credsStore": "ducctest"})),
+    ];
+    let repo_path = unique_repo("dm/dockercfg");
+    let pushed = push(registry, &repo_path, "v1", Format::Oci);
+    let image = registry.image(&format!("{repo_path}:v1"));
+    for (case, config) in cases {
+        let docker_config = tempfile::tempdir().unwrap();
+        std::fs::write(docker_config.path().join("config.json"), config.to_string()).unwrap();
+        credential_helper(docker_config.path(), "ducctest", host, login);
+        let path = format!(
+            "{}:{}",
+            docker_config.path().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let output = run_ducc_with_config(
+            docker_config.path(),
+            registry,
+            Login::None,
+            &[&image],
+            &[("PATH", &path)],
+        );
+        assert_prints(
+            &output,
+            &pushed.image.manifest.bytes,
+            &pushed.manifest_digest,
+            Format::Oci.manifest_type(),
+            case,
+        );
+        assert!(
+            !stderr(&output).contains(&login.password),
+            "{case}: password printed"
+        );
     }
 }

@@ -65,6 +65,7 @@ struct Contender {
     /// Shell command; `{dest}` is replaced by a fresh directory path.
     command: String,
     times: Vec<f64>,
+    cpu: Vec<f64>,
     rss_kib: Vec<u64>,
 }
 
@@ -124,6 +125,7 @@ fn unpack(args: &[String]) -> anyhow::Result<()> {
             name: "ducc-unpack flat (layout)",
             command: format!("{} bench flat-worker {{dest}}", worker.display()),
             times: vec![],
+            cpu: vec![],
             rss_kib: vec![],
         },
         Contender {
@@ -133,6 +135,7 @@ fn unpack(args: &[String]) -> anyhow::Result<()> {
                 image.layout_ref()
             ),
             times: vec![],
+            cpu: vec![],
             rss_kib: vec![],
         },
         Contender {
@@ -143,6 +146,7 @@ fn unpack(args: &[String]) -> anyhow::Result<()> {
                 .collect::<Vec<_>>()
                 .join(" && "),
             times: vec![],
+            cpu: vec![],
             rss_kib: vec![],
         },
     ];
@@ -172,6 +176,7 @@ fn unpack(args: &[String]) -> anyhow::Result<()> {
                 reg.image("bench/image:latest")
             ),
             times: vec![],
+            cpu: vec![],
             rss_kib: vec![],
         });
         contenders.push(Contender {
@@ -182,6 +187,7 @@ fn unpack(args: &[String]) -> anyhow::Result<()> {
                 reg.host()
             ),
             times: vec![],
+            cpu: vec![],
             rss_kib: vec![],
         });
         _registry_guard = Some(reg);
@@ -199,15 +205,17 @@ fn unpack(args: &[String]) -> anyhow::Result<()> {
                 std::fs::remove_dir_all(&dest)?;
             }
             std::fs::create_dir_all(&dest)?;
-            let (secs, rss) = measure(&c.command.replace("{dest}", &dest.display().to_string()))
-                .with_context(|| format!("{} failed", c.name))?;
+            let (secs, rss, cpu) =
+                measure(&c.command.replace("{dest}", &dest.display().to_string()))
+                    .with_context(|| format!("{} failed", c.name))?;
             std::fs::remove_dir_all(&dest)?;
             if round > 0 {
                 eprintln!(
-                    "round {round}: {:<32} {secs:>7.2} s  {:>7} KiB",
-                    c.name, rss
+                    "round {round}: {:<32} {secs:>7.2} s wall {cpu:>7.2} s cpu {rss:>7} KiB",
+                    c.name
                 );
                 c.times.push(secs);
+                c.cpu.push(cpu);
                 c.rss_kib.push(rss);
             }
         }
@@ -220,19 +228,24 @@ fn unpack(args: &[String]) -> anyhow::Result<()> {
         uncompressed as f64 / 1e6
     );
     let ducc_time = median(&contenders[0].times);
+    let ducc_cpu = median(&contenders[0].cpu);
     println!(
-        "{:<34} {:>9} {:>14} {:>14} {:>12}",
-        "contender", "time (s)", "ducc / this", "MB/s (uncomp)", "peak RSS"
+        "{:<32} {:>9} {:>9} {:>11} {:>11} {:>12}",
+        "contender", "wall (s)", "cpu (s)", "ducc/this", "ducc/this", "peak RSS"
+    );
+    println!(
+        "{:<32} {:>9} {:>9} {:>11} {:>11} {:>12}",
+        "", "", "", "(wall)", "(cpu)", ""
     );
     for c in &contenders {
-        let t = median(&c.times);
         let rss = c.rss_kib.iter().copied().max().unwrap_or(0);
         println!(
-            "{:<34} {:>9.2} {:>14.2} {:>14.0} {:>9.1} MiB",
+            "{:<32} {:>9.2} {:>9.2} {:>11.2} {:>11.2} {:>8.1} MiB",
             c.name,
-            t,
-            ducc_time / t,
-            uncompressed as f64 / 1e6 / t,
+            median(&c.times),
+            median(&c.cpu),
+            ducc_time / median(&c.times),
+            ducc_cpu / median(&c.cpu),
             rss as f64 / 1024.0
         );
     }
@@ -248,20 +261,22 @@ fn unpack(args: &[String]) -> anyhow::Result<()> {
         );
     }
     println!(
-        "layout: ducc-unpack flat / umoci = {:.2} (target <= 0.5); peak RSS of ducc-unpack flat {:.1} MiB (target < 64)",
+        "layout: ducc-unpack flat / umoci = {:.2} wall, {:.2} cpu (target <= 0.5); peak RSS of ducc-unpack flat {:.1} MiB (target < 64)",
         ducc_time / median(&contenders[1].times),
+        ducc_cpu / median(&contenders[1].cpu),
         contenders[0].rss_kib.iter().copied().max().unwrap_or(0) as f64 / 1024.0
     );
     Ok(())
 }
 
-/// Runs a shell command under `/usr/bin/time`; returns wall seconds and max RSS in KiB.
-fn measure(command: &str) -> anyhow::Result<(f64, u64)> {
+/// Runs a shell command under `/usr/bin/time`; returns wall seconds, max RSS in KiB and CPU
+/// seconds (user + system, of the command and its children).
+fn measure(command: &str) -> anyhow::Result<(f64, u64, f64)> {
     let stats = tempfile_path("time");
     let started = Instant::now();
     let out = Command::new("/usr/bin/time")
         .arg("-f")
-        .arg("%e %M")
+        .arg("%e %M %U %S")
         .arg("-o")
         .arg(&stats)
         .args(["sh", "-c", command])
@@ -276,12 +291,14 @@ fn measure(command: &str) -> anyhow::Result<(f64, u64)> {
     let text = std::fs::read_to_string(&stats)?;
     let _ = std::fs::remove_file(&stats);
     let last = text.lines().last().unwrap_or_default();
-    let rss = last
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    Ok((wall, rss))
+    let fields: Vec<&str> = last.split_whitespace().collect();
+    let rss = fields.get(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let cpu: f64 = fields
+        .iter()
+        .skip(2)
+        .filter_map(|v| v.parse::<f64>().ok())
+        .sum();
+    Ok((wall, rss, cpu))
 }
 
 fn tempfile_path(label: &str) -> PathBuf {

@@ -33,9 +33,14 @@ impl Failure {
 
 /// Writes to stdout, treating a closed pipe (`ducc ... | head`) as success rather than an error.
 pub fn print_stdout(text: &str) -> Result<(), Failure> {
+    print_bytes(text.as_bytes())
+}
+
+/// Writes bytes to stdout as they are; a closed pipe is not an error.
+pub fn print_bytes(bytes: &[u8]) -> Result<(), Failure> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+    match out.write_all(bytes).and_then(|()| out.flush()) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         Err(e) => Err(Failure::Run(anyhow::Error::new(e).context("cannot write to stdout"))),

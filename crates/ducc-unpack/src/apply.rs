@@ -335,8 +335,17 @@ impl Applier {
                 tracing::debug!(layer = %self.layer, entry = %entry.display_name(), "skipping AUFS metadata");
                 Ok(())
             }
-            EntryKind::Whiteout => self.apply_whiteout(entry),
-            EntryKind::OpaqueWhiteout => self.apply_opaque(entry),
+            EntryKind::Whiteout | EntryKind::OpaqueWhiteout => {
+                // Removals may take away the cached parent directory: resolve afresh after them.
+                self.parent_cache = None;
+                let result = if entry.kind == EntryKind::Whiteout {
+                    self.apply_whiteout(entry)
+                } else {
+                    self.apply_opaque(entry)
+                };
+                self.parent_cache = None;
+                result
+            }
             _ if entry.path.is_root() => self.apply_root(entry),
             _ => {
                 if self.layer_whiteouts() == Some(WhiteoutFormat::Overlay) {
@@ -1214,6 +1223,16 @@ impl Applier {
         match rustix::fs::unlinkat(parent, name, AtFlags::empty()) {
             Ok(()) | Err(Errno::NOENT) => Ok(()),
             Err(Errno::ISDIR) | Err(Errno::PERM) => {
+                if !self.privileged {
+                    // A read-only directory (of a lower layer) must become writable to be emptied;
+                    // it is removed anyway. Failing here is reported by the steps below.
+                    let _ = rustix::fs::chmodat(
+                        parent,
+                        name,
+                        Mode::from_raw_mode(0o700),
+                        AtFlags::empty(),
+                    );
+                }
                 let dir = self.open_dir_for_listing(entry, parent, name)?;
                 for child in list_dir(&dir).map_err(|e| self.fs_err(entry, "list directory", e))? {
                     self.remove_all(entry, &dir, &child)?;

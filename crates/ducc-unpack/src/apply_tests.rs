@@ -1473,3 +1473,67 @@ fn damaged_archives_fail_cleanly_and_never_write_outside() {
         assert_eq!(outside, ["a", "a/b"], "round {round}");
     }
 }
+
+#[test]
+fn unprivileged_overlay_layers_use_whiteout_devices_and_the_user_opaque_xattr() {
+    let layer = Layer::new()
+        .whiteout(".wh.gone")
+        .dir("d")
+        .whiteout("d/.wh..wh..opq")
+        .file("d/f", b"f")
+        .bytes();
+    let base = tempfile::tempdir().expect("tempdir");
+    let dest = base.path().join("root");
+    let result = crate::testutil::as_nobody(base.path(), || {
+        std::fs::create_dir(&dest).expect("mkdir");
+        extract_layer_dir(&layer[..], "l", &dest, &LayerDirOptions::new())
+    });
+    let report = match result {
+        Err(Error::Fs {
+            op: "set opaque xattr",
+            source,
+            ..
+        }) if source.raw_os_error() == Some(rustix::io::Errno::NOTSUP.raw_os_error()) => {
+            eprintln!("skipped: the temp filesystem has no user xattrs");
+            return;
+        }
+        other => other.expect("apply"),
+    };
+    assert_eq!(snapshot(&dest)["gone"], Node::Char(0));
+    assert_eq!(
+        xattr(&dest.join("d"), "user.overlay.opaque"),
+        Some(b"y".to_vec())
+    );
+    assert_eq!(xattr(&dest.join("d"), "trusted.overlay.opaque"), None);
+    assert!(report.warnings.iter().any(
+        |w| matches!(&w.kind, WarningKind::XattrSkipped { name, .. } if name == "trusted.overlay.opaque")
+    ));
+}
+
+#[test]
+fn unprivileged_whiteouts_remove_read_only_lower_directories() {
+    let first = Layer::new()
+        .dir("gone")
+        .dir_mode("gone/ro", 0o555)
+        .file("gone/ro/f", b"f")
+        .dir("kept")
+        .bytes();
+    let second = Layer::new().whiteout(".wh.gone").bytes();
+    let (base, result) = flat_as_nobody(&[first, second]);
+    result.expect("apply");
+    assert_eq!(paths(&root(&base)), ["kept"]);
+}
+
+#[test]
+fn entries_after_an_opaque_marker_land_in_the_new_directory_not_the_removed_one() {
+    let first = Layer::new().dir("d").dir("d/sub").file("d/sub/x", b"x").file("d/sub/y", b"y").bytes();
+    let second = Layer::new()
+        .whiteout("d/sub/.wh.x")
+        .whiteout("d/.wh..wh..opq")
+        .file("d/sub/new", b"n")
+        .bytes();
+    let (base, result) = flat(&[first, second]);
+    result.expect("apply");
+    let under_d: Vec<_> = paths(&root(&base)).into_iter().filter(|p| p.starts_with("d/")).collect();
+    assert_eq!(under_d, ["d/sub", "d/sub/new"]);
+}

@@ -478,13 +478,18 @@ impl<W: Write> TreeWalker<'_, W> {
                             });
                             opaque = xattrs.len() != before;
                         }
+                        // Opaque when it holds an opaque marker, or when this layer also whites
+                        // out the lower directory of the same name.
                         Some(WhiteoutFormat::Overlay)
-                            if rustix::fs::statat(
+                            if (rustix::fs::statat(
                                 &sub,
                                 c".wh..wh..opq",
                                 AtFlags::SYMLINK_NOFOLLOW,
                             )
                             .is_ok()
+                                || names
+                                    .iter()
+                                    .any(|n| n.strip_prefix(b".wh.") == Some(name.as_slice())))
                                 && !xattrs.iter().any(|x| x.name == b"trusted.overlay.opaque") =>
                         {
                             xattrs.push(Xattr {

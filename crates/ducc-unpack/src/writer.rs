@@ -453,6 +453,8 @@ mod tests {
             .dir("d")
             .whiteout("d/.wh..wh..opq")
             .file("d/f", b"f")
+            .whiteout(".wh.e")
+            .dir("e")
             .bytes();
         extract_layer_dir(
             &layer[..],
@@ -486,8 +488,10 @@ mod tests {
                     EntryKind::CharDevice { major: 0, minor: 0 },
                     vec![]
                 ),
-                ("d".to_owned(), EntryKind::Directory, opaque),
+                ("d".to_owned(), EntryKind::Directory, opaque.clone()),
                 ("d/f".to_owned(), EntryKind::File, vec![]),
+                // Whited out and recreated by the same layer: hides the lower one's children.
+                ("e".to_owned(), EntryKind::Directory, opaque),
                 ("kept".to_owned(), EntryKind::File, vec![]),
             ]
         );

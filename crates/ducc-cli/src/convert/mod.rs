@@ -247,7 +247,7 @@ impl Run {
             let images = match self.expand(&wish.input, Some((&wish.output, Some(list)))) {
                 Ok(images) => images,
                 Err(error) => {
-                    summary.fail(&self.events, &wish.input, "tags", error, ignored);
+                    summary.fail(self.events, &wish.input, "tags", error, ignored);
                     continue;
                 }
             };
@@ -258,7 +258,7 @@ impl Run {
                 let ignored = ignored || list.is_error_ignored(&image);
                 match self.converter.convert(&image, output.as_ref()) {
                     Ok(outcome) => summary.record(&image, outcome),
-                    Err(StepError { step, error }) => summary.fail(&self.events, &image, step, error, ignored),
+                    Err(StepError { step, error }) => summary.fail(self.events, &image, step, error, ignored),
                 }
             }
         }

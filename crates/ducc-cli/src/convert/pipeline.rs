@@ -134,7 +134,7 @@ impl Converter<'_> {
             .ok_or_else(|| anyhow!("{input} names an index, not an image"))
             .map_err(at("manifest"))?
             .clone();
-        let config_digest = ConfigDigest::parse(&manifest.config().digest().to_string())
+        let config_digest = ConfigDigest::parse(manifest.config().digest().as_ref())
             .map_err(|e| anyhow!("{input}: {e}"))
             .map_err(at("manifest"))?;
         let public = public_name(input).map_err(at("manifest"))?;
@@ -287,8 +287,8 @@ impl Converter<'_> {
 
     fn descriptor(&self, layer: &LayerJob) -> LayerDescriptor {
         LayerDescriptor::new(layer.digest.to_string(), layer.descriptor.media_type().to_string())
-            .with_blob_digest(layer.digest.clone())
-            .with_diff_id(layer.diff_id.clone())
+            .with_blob_digest(layer.digest)
+            .with_diff_id(layer.diff_id)
     }
 
     fn unpack_layer(
