@@ -1526,7 +1526,12 @@ fn unprivileged_whiteouts_remove_read_only_lower_directories() {
 
 #[test]
 fn entries_after_an_opaque_marker_land_in_the_new_directory_not_the_removed_one() {
-    let first = Layer::new().dir("d").dir("d/sub").file("d/sub/x", b"x").file("d/sub/y", b"y").bytes();
+    let first = Layer::new()
+        .dir("d")
+        .dir("d/sub")
+        .file("d/sub/x", b"x")
+        .file("d/sub/y", b"y")
+        .bytes();
     let second = Layer::new()
         .whiteout("d/sub/.wh.x")
         .whiteout("d/.wh..wh..opq")
@@ -1534,6 +1539,9 @@ fn entries_after_an_opaque_marker_land_in_the_new_directory_not_the_removed_one(
         .bytes();
     let (base, result) = flat(&[first, second]);
     result.expect("apply");
-    let under_d: Vec<_> = paths(&root(&base)).into_iter().filter(|p| p.starts_with("d/")).collect();
+    let under_d: Vec<_> = paths(&root(&base))
+        .into_iter()
+        .filter(|p| p.starts_with("d/"))
+        .collect();
     assert_eq!(under_d, ["d/sub", "d/sub/new"]);
 }

@@ -31,7 +31,7 @@ use crate::registry;
 pub fn run(global: &GlobalArgs, args: ConvertArgs) -> Result<(), Failure> {
     let stop = stop_flag()?;
     let list = load(&args.wishlist)?;
-    let run = Run::setup(global, &args.flags, &list.cvmfs_repo().to_string(), list.user())?;
+    let run = Run::setup(global, &args.flags, &list.cvmfs_repo().to_string(), list.user(), &stop)?;
     let summary = run.convert_list(&list, &stop);
     run.finish(summary, &stop)
 }
@@ -40,7 +40,7 @@ pub fn run(global: &GlobalArgs, args: ConvertArgs) -> Result<(), Failure> {
 pub fn run_loop(global: &GlobalArgs, args: LoopArgs) -> Result<(), Failure> {
     let stop = stop_flag()?;
     let mut list = load(&args.wishlist)?;
-    let run = Run::setup(global, &args.flags, &list.cvmfs_repo().to_string(), list.user())?;
+    let run = Run::setup(global, &args.flags, &list.cvmfs_repo().to_string(), list.user(), &stop)?;
     loop {
         let summary = run.convert_list(&list, &stop);
         summary.print();
@@ -76,7 +76,7 @@ pub fn run_single(global: &GlobalArgs, args: ConvertSingleArgs) -> Result<(), Fa
     } else {
         Some(ImageRef::parse(&args.thin_image_name).map_err(|e| Failure::Usage(e.into()))?)
     };
-    let run = Run::setup(global, &args.flags, &args.repo, &args.username)?;
+    let run = Run::setup(global, &args.flags, &args.repo, &args.username, &stop)?;
     let mut summary = Summary::default();
     let images = run.expand(&input, output.as_ref().map(|o| (o, None)));
     match images {
@@ -131,7 +131,13 @@ struct Run {
 }
 
 impl Run {
-    fn setup(global: &GlobalArgs, flags: &ConversionFlags, cvmfs_repo: &str, user: &str) -> Result<Run, Failure> {
+    fn setup(
+        global: &GlobalArgs,
+        flags: &ConversionFlags,
+        cvmfs_repo: &str,
+        user: &str,
+        stop: &Arc<AtomicBool>,
+    ) -> Result<Run, Failure> {
         let usage = |e: anyhow::Error| Failure::Usage(e);
         let repo = RepositoryName::parse(cvmfs_repo)
             .with_context(|| format!("invalid repository `{cvmfs_repo}`"))
@@ -183,6 +189,7 @@ impl Run {
             },
             scratch_dir: temp,
             parallel_layers: flags.max_concurrent_downloads.max(1),
+            verify_before_ingest: flags.publisher == PublisherKind::Cvmfs,
         };
         Ok(Run {
             converter: Converter {
@@ -195,6 +202,7 @@ impl Run {
                 cache,
                 settings,
                 events,
+                stop: Arc::clone(stop),
             },
             events,
             started: Instant::now(),

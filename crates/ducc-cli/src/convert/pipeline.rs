@@ -5,10 +5,10 @@
 //! transaction, which aborts it, so a failed image leaves nothing half-published and no marker.
 
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, BufWriter, Write};
 use std::path::PathBuf;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use anyhow::{Context, anyhow, bail};
@@ -55,6 +55,10 @@ pub struct Settings {
     pub scratch_dir: PathBuf,
     /// Layers unpacked at once.
     pub parallel_layers: usize,
+    /// Whether a layer's canonical tar is staged in the scratch space and its digests checked
+    /// before it is ingested. Needed where ingesting publishes at once (`cvmfs`): a diff_id
+    /// mismatch found at the end of the stream would otherwise already be published.
+    pub verify_before_ingest: bool,
 }
 
 /// What happened to an image that did not fail.
@@ -106,6 +110,8 @@ pub struct Converter<'a> {
     pub settings: Settings,
     /// `-n` events.
     pub events: &'a Events,
+    /// Set by SIGINT/SIGTERM: the current step stops and its transaction is aborted.
+    pub stop: Arc<AtomicBool>,
 }
 
 /// One layer of the image being converted.
@@ -151,21 +157,26 @@ impl Converter<'_> {
             .with_context(|| format!("cannot fetch the config of {input}"))
             .map_err(at("config"))?;
         let layers = layer_jobs(&manifest, config.config()).map_err(|e| at("config")(e.context(format!("image {input}"))))?;
+        let created = layer_created(config.config());
 
+        self.check_stop().map_err(at("layers"))?;
         self.ensure_catalog_dirs().map_err(at("layers"))?;
         let layers_unpacked = if self.settings.skip_layers {
             0
         } else {
-            self.unpack_layers(&repository, &layers, &config_digest, input).map_err(at("layers"))?
+            self.unpack_layers(&repository, &layers, &config_digest, created, input).map_err(at("layers"))?
         };
+        self.check_stop().map_err(at("flat"))?;
         let flat_built = if self.settings.skip_flat {
             false
         } else {
             self.build_flat(&repository, &layers, &config_digest, config.config(), input).map_err(at("flat"))?
         };
+        self.check_stop().map_err(at("symlink"))?;
         if !self.settings.skip_flat {
             self.link(&public, &config_digest).map_err(at("symlink"))?;
         }
+        self.check_stop().map_err(at("marker"))?;
         self.write_marker(&public, &manifest).map_err(at("marker"))?;
         let thin = match output {
             Some(output) if !self.settings.skip_thin && !self.settings.skip_layers => {
@@ -179,6 +190,20 @@ impl Converter<'_> {
                    "flat_built": flat_built, "time_elapsed_s": started.elapsed().as_secs_f64()}),
         );
         Ok(Outcome::Converted { layers_unpacked, flat_built, thin })
+    }
+
+    /// `Err` once SIGINT or SIGTERM arrived.
+    fn check_stop(&self) -> anyhow::Result<()> {
+        if self.stop.load(Ordering::SeqCst) {
+            bail!("interrupted by a signal");
+        }
+        Ok(())
+    }
+
+    /// Whether the layer's directory is complete: `layerfs` and, written after it, `layers.json`
+    /// (with `cvmfs`, a run killed between the two leaves `layerfs` alone).
+    fn layer_complete(&self, layer: &LayerDigest) -> bool {
+        self.published(&self.layout.layerfs(layer)).is_dir() && self.published(&self.layout.layer_info(layer)).is_file()
     }
 
     fn published(&self, path: &RepoPath) -> PathBuf {
@@ -228,11 +253,12 @@ impl Converter<'_> {
         repository: &ducc_registry::Repository,
         layers: &[LayerJob],
         config: &ConfigDigest,
+        created: Option<&str>,
         input: &ImageRef,
     ) -> anyhow::Result<usize> {
         let todo: Vec<&LayerJob> = layers
             .iter()
-            .filter(|l| self.settings.overwrite_layers || !self.published(&self.layout.layerfs(&l.digest)).exists())
+            .filter(|l| self.settings.overwrite_layers || !self.layer_complete(&l.digest))
             .collect();
         // Layers whose directory exists still get this image in their origin.json.
         for layer in layers.iter().filter(|l| !todo.iter().any(|t| t.digest == l.digest)) {
@@ -256,7 +282,8 @@ impl Converter<'_> {
                         if first_error.lock().map(|e| e.is_some()).unwrap_or(true) {
                             break;
                         }
-                        if let Err(e) = self.unpack_layer(repository, layer, config, input) {
+                        let result = self.check_stop().and_then(|()| self.unpack_layer(repository, layer, config, created, input));
+                        if let Err(e) = result {
                             let mut slot = first_error.lock().unwrap_or_else(|e| e.into_inner());
                             slot.get_or_insert(e);
                             break;
@@ -296,15 +323,12 @@ impl Converter<'_> {
         repository: &ducc_registry::Repository,
         layer: &LayerJob,
         config: &ConfigDigest,
+        created: Option<&str>,
         input: &ImageRef,
     ) -> anyhow::Result<()> {
         let blob = self.fetch_blob(repository, layer, input)?;
         let started = Instant::now();
         let layerfs = self.layout.layerfs(&layer.digest);
-        let mut tx = self.publisher.begin(&self.layout.layer_dir(&layer.digest))?;
-        if self.published(&layerfs).exists() {
-            tx.remove(&layerfs)?;
-        }
         let descriptor = self.descriptor(layer);
         let scratch = tempfile::Builder::new()
             .prefix("ducc-layer-")
@@ -312,25 +336,50 @@ impl Converter<'_> {
             .with_context(|| format!("cannot create scratch space in {}", self.settings.scratch_dir.display()))?;
         let whiteouts = self.settings.whiteouts;
         let privileges = self.settings.privileges;
-        let digests = ingest_from(&mut *tx, &layerfs, |out| {
+        let stop = &*self.stop;
+        let canonical = move |out: &mut dyn std::io::Write| -> anyhow::Result<ducc_unpack::LayerDigests> {
             let file = File::open(&blob).with_context(|| format!("cannot open cached blob {}", blob.display()))?;
             let mut reader = LayerReader::open(BufReader::with_capacity(1 << 20, file), &descriptor)?;
-            let (_, _summary) = ducc_unpack::canonicalize_layer(
-                &mut reader,
-                &descriptor.name,
-                scratch.path(),
-                out,
-                whiteouts,
-                privileges,
-            )?;
+            let mut out = Interruptible { inner: out, stop };
+            ducc_unpack::canonicalize_layer(&mut reader, &descriptor.name, scratch.path(), &mut out, whiteouts, privileges)?;
             Ok(reader.finish()?)
-        })
-        .with_context(|| format!("layer {} of {input}", layer.digest))?;
-        let info = LayerInfo::new(&layer.digest, &layer.diff_id, digests.uncompressed_size, SystemTime::now());
+        };
+        // With a publisher whose ingest is final, the whole canonical tar is written to scratch
+        // and its digests checked before the transaction starts, so a bad layer publishes nothing.
+        let mut tx;
+        let digests = if self.settings.verify_before_ingest {
+            let mut file = tempfile::Builder::new()
+                .prefix("ducc-layer-tar-")
+                .tempfile_in(&self.settings.scratch_dir)
+                .with_context(|| format!("cannot create scratch space in {}", self.settings.scratch_dir.display()))?;
+            let mut out = BufWriter::with_capacity(1 << 20, file.as_file_mut());
+            let digests = canonical(&mut out).with_context(|| format!("layer {} of {input}", layer.digest))?;
+            out.flush().context("cannot write the staged layer tar")?;
+            drop(out);
+            let tar = file.reopen().context("cannot read the staged layer tar")?;
+            tx = self.publisher.begin(&self.layout.layer_dir(&layer.digest))?;
+            if self.published(&layerfs).exists() {
+                tx.remove(&layerfs)?;
+            }
+            tx.ingest_tar(&layerfs, &mut BufReader::with_capacity(1 << 20, tar), IngestOptions { catalog: true })
+                .with_context(|| format!("layer {} of {input}", layer.digest))?;
+            digests
+        } else {
+            tx = self.publisher.begin(&self.layout.layer_dir(&layer.digest))?;
+            if self.published(&layerfs).exists() {
+                tx.remove(&layerfs)?;
+            }
+            ingest_from(&mut *tx, &layerfs, canonical).with_context(|| format!("layer {} of {input}", layer.digest))?
+        };
+        let mut info = LayerInfo::new(&layer.digest, &layer.diff_id, digests.uncompressed_size, SystemTime::now());
+        if let Some(created) = created {
+            created.clone_into(&mut info.created);
+        }
         tx.write_file(&self.layout.layer_info(&layer.digest), &mut &info.to_layers_json()[..])?;
         let mut origin = self.read_origin(&layer.digest);
         origin.add(config);
         tx.write_file(&self.layout.layer_origin(&layer.digest), &mut &origin.to_json()[..])?;
+        self.check_stop()?;
         tx.commit()?;
         self.events.emit(
             "layer_unpack",
@@ -379,6 +428,7 @@ impl Converter<'_> {
         let mut extractor =
             FlatExtractor::new(scratch.path(), &ExtractOptions::new().privileges(self.settings.privileges))?;
         for layer in layers {
+            self.check_stop()?;
             let blob = self.fetch_blob(repository, layer, input)?;
             let file = File::open(&blob).with_context(|| format!("cannot open cached blob {}", blob.display()))?;
             extractor
@@ -389,10 +439,12 @@ impl Converter<'_> {
         ducc_unpack::add_apptainer_files(scratch.path(), &runtime(config))?;
         let mut tx = self.publisher.begin(&flat)?;
         let tree = scratch.path().to_owned();
+        let stop = &*self.stop;
         ingest_from(&mut *tx, &flat, move |out| {
-            ducc_unpack::write_tree_as_tar(&tree, out, &TarWriteOptions::new())?;
+            ducc_unpack::write_tree_as_tar(&tree, Interruptible { inner: out, stop }, &TarWriteOptions::new())?;
             Ok(())
         })?;
+        self.check_stop()?;
         tx.commit()?;
         self.events.emit(
             "flat_built",
@@ -501,6 +553,32 @@ fn layer_jobs(manifest: &ImageManifest, config: &ImageConfiguration) -> anyhow::
         });
     }
     Ok(jobs)
+}
+
+/// The `created` of layers.json: the image's creation time, so reruns and interrupted runs write
+/// the same bytes; without one, the time of conversion.
+fn layer_created(config: &ImageConfiguration) -> Option<&str> {
+    config.created().as_deref().filter(|c| !c.is_empty())
+}
+
+/// A writer that fails once SIGINT or SIGTERM arrived, so a long tar stream stops early and its
+/// transaction is aborted.
+struct Interruptible<'s, W> {
+    inner: W,
+    stop: &'s AtomicBool,
+}
+
+impl<W: Write> Write for Interruptible<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.stop.load(Ordering::Relaxed) {
+            return Err(std::io::Error::other("interrupted by a signal"));
+        }
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 fn runtime(config: &ImageConfiguration) -> ImageRuntime {
