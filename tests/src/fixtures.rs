@@ -745,7 +745,7 @@ fn longnames_layers() -> Vec<LayerSource> {
             symlink(format!("gnu/link-{}", long_component('d', 10)), &file_255),
             symlink("pax-link", format!("/{file_pax}")).pax(),
             entry(
-                b"bin\xff\xfe-latin1".to_vec(),
+                b"bin\xff\xfe-latin1",
                 Kind::File(b"not utf-8\n".to_vec()),
                 0o644,
             ),
@@ -1278,11 +1278,11 @@ fn write_entry(tar: &mut LayerTar, e: &Entry, scratch: &Path) -> io::Result<()> 
         pax_record(&mut records, "path", &e.path);
         header.set_path("pax-long-name")?;
     }
-    if let Kind::Symlink(target) | Kind::Hardlink(target) = &e.kind {
-        if header.set_link_name(os(target)).is_err() || target.len() > 90 {
-            pax_record(&mut records, "linkpath", target);
-            header.set_link_name("pax-long-link")?;
-        }
+    if let Kind::Symlink(target) | Kind::Hardlink(target) = &e.kind
+        && (header.set_link_name(os(target)).is_err() || target.len() > 90)
+    {
+        pax_record(&mut records, "linkpath", target);
+        header.set_link_name("pax-long-link")?;
     }
     if e.mtime_nanos != 0 {
         pax_record(

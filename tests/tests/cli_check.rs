@@ -1,5 +1,8 @@
 //! `ducc check-image-syntax`, `ducc check` and `ducc version`, run as a user would.
 
+// Test code: a failed unwrap is a failed test with its message.
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::process::{Command, Output};
 

@@ -1,5 +1,6 @@
 //! `ducc convert` end to end: images pushed into the real registry, converted with the local
 //! publisher into a temporary directory.
+#![allow(clippy::unwrap_used)]
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -15,7 +16,10 @@ fn ducc(args: &[&str], cache: &Path) -> Output {
         .env_remove("DUCC_AUTH_REGISTRIES")
         .output()
         .unwrap();
-    eprintln!("stderr of ducc {args:?}:\n{}", String::from_utf8_lossy(&out.stderr));
+    eprintln!(
+        "stderr of ducc {args:?}:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
@@ -29,7 +33,12 @@ fn convert_writes_layers_flat_tree_symlink_marker_and_thin_image() {
     let client = images::client_for(registry.host(), None);
     let repo_name = unique_repo("convert");
     let repo = images::repository(registry.host(), &repo_name);
-    let pushed = images::push_image(&client, &repo, "v1", &ImageSpec::new(Format::Oci).layers(2).build());
+    let pushed = images::push_image(
+        &client,
+        &repo,
+        "v1",
+        &ImageSpec::new(Format::Oci).layers(2).build(),
+    );
     let proxy = FaultProxy::start(registry.host(), Vec::new());
 
     let work = tempfile::tempdir().unwrap();
@@ -44,7 +53,12 @@ fn convert_writes_layers_flat_tree_symlink_marker_and_thin_image() {
     )
     .unwrap();
     let cache = work.path().join("cache");
-    let args = ["convert", wishlist.to_str().unwrap(), "--root", root.to_str().unwrap()];
+    let args = [
+        "convert",
+        wishlist.to_str().unwrap(),
+        "--root",
+        root.to_str().unwrap(),
+    ];
     let out = ducc(&args, &cache);
     assert!(out.status.success(), "convert failed");
 
@@ -53,11 +67,18 @@ fn convert_writes_layers_flat_tree_symlink_marker_and_thin_image() {
     for (i, layer) in manifest["layers"].as_array().unwrap().iter().enumerate() {
         let h = hex(layer["digest"].as_str().unwrap());
         let dir = base.join(".layers").join(&h[..2]).join(h);
-        assert!(dir.join(format!("layerfs/layer{i}/data.bin")).is_file(), "layer {i}");
+        assert!(
+            dir.join(format!("layerfs/layer{i}/data.bin")).is_file(),
+            "layer {i}"
+        );
         assert!(dir.join("layerfs/.cvmfscatalog").is_file());
         let origin: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.join(".metadata/origin.json")).unwrap()).unwrap();
-        assert_eq!(origin["origin"], serde_json::json!([manifest["config"]["digest"]]));
+            serde_json::from_slice(&std::fs::read(dir.join(".metadata/origin.json")).unwrap())
+                .unwrap();
+        assert_eq!(
+            origin["origin"],
+            serde_json::json!([manifest["config"]["digest"]])
+        );
         assert!(dir.join(".metadata/layers.json").is_file());
     }
     let cfg = hex(manifest["config"]["digest"].as_str().unwrap());
@@ -66,16 +87,27 @@ fn convert_writes_layers_flat_tree_symlink_marker_and_thin_image() {
     assert!(flat.join(".singularity.d/runscript").is_file());
     assert!(flat.join(".cvmfscatalog").is_file());
     for catalog in [".layers", ".flat", &format!(".flat/{}", &cfg[..2])] {
-        assert!(base.join(catalog).join(".cvmfscatalog").is_file(), "{catalog}");
+        assert!(
+            base.join(catalog).join(".cvmfscatalog").is_file(),
+            "{catalog}"
+        );
     }
     let link = base.join(proxy.host()).join(format!("{repo_name}:v1"));
-    assert_eq!(std::fs::canonicalize(&link).unwrap(), std::fs::canonicalize(&flat).unwrap());
-    let marker = base.join(".metadata").join(proxy.host()).join(format!("{repo_name}:v1/manifest.json"));
-    let marker: serde_json::Value = serde_json::from_slice(&std::fs::read(marker).unwrap()).unwrap();
+    assert_eq!(
+        std::fs::canonicalize(&link).unwrap(),
+        std::fs::canonicalize(&flat).unwrap()
+    );
+    let marker = base
+        .join(".metadata")
+        .join(proxy.host())
+        .join(format!("{repo_name}:v1/manifest.json"));
+    let marker: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(marker).unwrap()).unwrap();
     assert_eq!(marker["Config"]["Digest"], manifest["config"]["digest"]);
 
     // The thin image went to the default output, `<repository>_thin:<tag>` on the same registry.
-    let thin = ducc_tests::skopeo::inspect_raw(registry.host(), &format!("{repo_name}_thin:v1"), None);
+    let thin =
+        ducc_tests::skopeo::inspect_raw(registry.host(), &format!("{repo_name}_thin:v1"), None);
     assert!(!thin.is_empty());
 
     // A second run downloads nothing and changes nothing.
@@ -99,7 +131,10 @@ fn tree_listing(root: &Path) -> Vec<String> {
                 out.push(format!("{rel}/"));
                 walk(&path, root, out);
             } else if meta.file_type().is_symlink() {
-                out.push(format!("{rel} -> {}", std::fs::read_link(&path).unwrap().display()));
+                out.push(format!(
+                    "{rel} -> {}",
+                    std::fs::read_link(&path).unwrap().display()
+                ));
             } else {
                 out.push(format!("{rel} {}", meta.len()));
             }
@@ -117,7 +152,12 @@ fn failing_image_is_listed_and_others_still_convert() {
     let client = images::client_for(registry.host(), None);
     let repo_name = unique_repo("convert-mixed");
     let repo = images::repository(registry.host(), &repo_name);
-    images::push_image(&client, &repo, "good", &ImageSpec::new(Format::Docker).layers(1).build());
+    images::push_image(
+        &client,
+        &repo,
+        "good",
+        &ImageSpec::new(Format::Docker).layers(1).build(),
+    );
 
     let work = tempfile::tempdir().unwrap();
     let root = work.path().join("cvmfs");
@@ -130,14 +170,37 @@ fn failing_image_is_listed_and_others_still_convert() {
         ),
     )
     .unwrap();
-    let args = ["convert", wishlist.to_str().unwrap(), "--root", root.to_str().unwrap(), "-i"];
+    let args = [
+        "convert",
+        wishlist.to_str().unwrap(),
+        "--root",
+        root.to_str().unwrap(),
+        "-i",
+    ];
     let out = ducc(&args, &work.path().join("cache"));
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("1 converted, 0 up to date, 1 failed"), "{stderr}");
-    assert!(stderr.contains(&format!("{repo_name}:missing (manifest)")), "{stderr}");
-    assert!(root.join("r.test").join(registry.host()).join(format!("{repo_name}:good")).exists());
-    assert!(!root.join("r.test/.metadata").join(registry.host()).join(format!("{repo_name}:missing")).exists());
+    assert!(
+        stderr.contains("1 converted, 0 up to date, 1 failed"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{repo_name}:missing (manifest)")),
+        "{stderr}"
+    );
+    assert!(
+        root.join("r.test")
+            .join(registry.host())
+            .join(format!("{repo_name}:good"))
+            .exists()
+    );
+    assert!(
+        !root
+            .join("r.test/.metadata")
+            .join(registry.host())
+            .join(format!("{repo_name}:missing"))
+            .exists()
+    );
 
     // The same failure under ignore_errors: exit 0.
     std::fs::write(

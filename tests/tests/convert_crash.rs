@@ -54,7 +54,10 @@ fn wait_for_event(work: &Work, child: &mut Child, action: &str) -> bool {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         let text = std::fs::read_to_string(work.path("events.jsonl")).unwrap_or_default();
-        if text.lines().any(|l| l.contains(&format!("\"action\":\"{action}\""))) {
+        if text
+            .lines()
+            .any(|l| l.contains(&format!("\"action\":\"{action}\"")))
+        {
             return true;
         }
         if child.try_wait().unwrap().is_some() {
@@ -74,13 +77,20 @@ fn signal(child: &Child, signal: rustix::process::Signal) {
 fn staging_left(work: &Work) -> Vec<String> {
     let staging = work.path("cvmfs/.ducc").join(REPO).join("staging");
     std::fs::read_dir(&staging)
-        .map(|entries| entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 fn partial_paths(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.contains(".partial") {
@@ -128,8 +138,17 @@ fn killed_runs_end_in_the_repository_of_an_uninterrupted_run() {
 
         let out = work.convert(&["-i"]);
         assert!(out.status.success(), "{label}: rerun failed");
-        expected.assert_same_as(&scan(&work.repo()), &run_options(), "uninterrupted run", &format!("run killed at {label}"));
-        assert!(staging_left(&work).is_empty(), "{label}: {:?}", staging_left(&work));
+        expected.assert_same_as(
+            &scan(&work.repo()),
+            &run_options(),
+            "uninterrupted run",
+            &format!("run killed at {label}"),
+        );
+        assert!(
+            staging_left(&work).is_empty(),
+            "{label}: {:?}",
+            staging_left(&work)
+        );
         assert_eq!(
             marker_config(&work.repo(), registry.host(), &format!("{name}:big")).as_deref(),
             Some(image.config.digest.as_str())
@@ -148,7 +167,10 @@ fn sigterm_aborts_the_run_and_a_rerun_completes() {
     let work = Work::new(Backend::Local);
     work.wishlist(&inputs, "");
     let mut child = spawn(&work);
-    assert!(wait_for_event(&work, &mut child, "layer_download"), "the run ended before the signal");
+    assert!(
+        wait_for_event(&work, &mut child, "layer_download"),
+        "the run ended before the signal"
+    );
     signal(&child, rustix::process::Signal::TERM);
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -156,14 +178,28 @@ fn sigterm_aborts_the_run_and_a_rerun_completes() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("interrupted"), "{stderr}");
     assert!(staging_left(&work).is_empty(), "{:?}", staging_left(&work));
-    assert!(partial_paths(&work.path("cvmfs")).is_empty(), "{:?}", partial_paths(&work.path("cvmfs")));
+    assert!(
+        partial_paths(&work.path("cvmfs")).is_empty(),
+        "{:?}",
+        partial_paths(&work.path("cvmfs"))
+    );
     assert!(marker_config(&work.repo(), registry.host(), &format!("{name}:big")).is_none());
     let events = work.events("events.jsonl");
-    assert!(events.iter().any(|e| e["action"] == "end_image" && e["status"] == "error"), "{events:#?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["action"] == "end_image" && e["status"] == "error"),
+        "{events:#?}"
+    );
 
     let out = work.convert(&["-i"]);
     assert!(out.status.success());
-    expected.assert_same_as(&scan(&work.repo()), &run_options(), "uninterrupted run", "run after SIGTERM");
+    expected.assert_same_as(
+        &scan(&work.repo()),
+        &run_options(),
+        "uninterrupted run",
+        "run after SIGTERM",
+    );
     assert_eq!(
         marker_config(&work.repo(), registry.host(), &format!("{name}:big")).as_deref(),
         Some(image.config.digest.as_str())

@@ -5,7 +5,9 @@
 
 mod convert_support;
 
-use convert_support::{Backend, Image, Layer, REPO, Work, flat_dir, layer_dir, marker_config, run_options, scan};
+use convert_support::{
+    Backend, Image, Layer, REPO, Work, flat_dir, layer_dir, marker_config, run_options, scan,
+};
 use ducc_tests::{Registry, images, unique_repo};
 
 /// Two images sharing a layer, one with a whiteout and a nested directory.
@@ -13,8 +15,18 @@ fn push_pair(name: &str) -> (Image, Image) {
     let registry = Registry::anonymous();
     let client = images::client_for(registry.host(), None);
     let repo = images::repository(registry.host(), name);
-    let base = Layer::files(&[("etc/os-release", b"ID=test\n"), ("usr/share/doc/readme", b"base"), ("tmp/gone", b"x")]);
-    let one = Image::new(vec![base.clone(), Layer::files(&[("tmp/.wh.gone", b""), ("opt/one/bin", b"1")])], "one");
+    let base = Layer::files(&[
+        ("etc/os-release", b"ID=test\n"),
+        ("usr/share/doc/readme", b"base"),
+        ("tmp/gone", b"x"),
+    ]);
+    let one = Image::new(
+        vec![
+            base.clone(),
+            Layer::files(&[("tmp/.wh.gone", b""), ("opt/one/bin", b"1")]),
+        ],
+        "one",
+    );
     let two = Image::new(vec![base, Layer::random("opt/two/data", 4096)], "two");
     one.push(&client, &repo, "one");
     two.push(&client, &repo, "two");
@@ -26,12 +38,20 @@ fn cvmfs_publisher_builds_the_same_repository_as_the_local_one() {
     let registry = Registry::anonymous();
     let name = unique_repo("cvmfs-same");
     let (one, two) = push_pair(&name);
-    let inputs = [format!("http://{}/{name}:one", registry.host()), format!("http://{}/{name}:two", registry.host())];
+    let inputs = [
+        format!("http://{}/{name}:one", registry.host()),
+        format!("http://{}/{name}:two", registry.host()),
+    ];
 
     let local = Work::new(Backend::Local);
     local.wishlist(&inputs, "");
     // Raw `.wh.` names on both sides: the form the cvmfs publisher ingests.
-    assert!(local.convert(&["-i", "--layer-whiteouts", "oci"]).status.success());
+    assert!(
+        local
+            .convert(&["-i", "--layer-whiteouts", "oci"])
+            .status
+            .success()
+    );
     let cvmfs = Work::new(Backend::Cvmfs);
     cvmfs.wishlist(&inputs, "");
     let out = cvmfs.convert(&["-i"]);
@@ -39,10 +59,22 @@ fn cvmfs_publisher_builds_the_same_repository_as_the_local_one() {
 
     let expected = scan(&local.repo());
     let actual = scan(&cvmfs.repo());
-    expected.assert_same_as(&actual, &run_options(), "local publisher", "cvmfs publisher");
+    expected.assert_same_as(
+        &actual,
+        &run_options(),
+        "local publisher",
+        "cvmfs publisher",
+    );
     let published = cvmfs.repo();
-    assert!(layer_dir(&published, &one.layers[1]).join("layerfs/tmp/.wh.gone").is_file());
-    assert_eq!(std::fs::read(flat_dir(&published, &two).join("etc/os-release")).unwrap(), b"ID=test\n");
+    assert!(
+        layer_dir(&published, &one.layers[1])
+            .join("layerfs/tmp/.wh.gone")
+            .is_file()
+    );
+    assert_eq!(
+        std::fs::read(flat_dir(&published, &two).join("etc/os-release")).unwrap(),
+        b"ID=test\n"
+    );
     assert!(!flat_dir(&published, &one).join("tmp/gone").exists());
 
     // Every layer and flat tree went in through one ingest each; every transaction was published,
@@ -54,32 +86,75 @@ fn cvmfs_publisher_builds_the_same_repository_as_the_local_one() {
         for layer in &image.layers {
             let h = layer.hex();
             let line = ingest(&format!(".layers/{}/{h}/layerfs", &h[..2]));
-            assert_eq!(log.iter().filter(|l| **l == line).count(), 1, "{line} in {log:#?}");
+            assert_eq!(
+                log.iter().filter(|l| **l == line).count(),
+                1,
+                "{line} in {log:#?}"
+            );
         }
         let c = image.config_hex();
         let line = ingest(&format!(".flat/{}/{c}", &c[..2]));
-        assert_eq!(log.iter().filter(|l| **l == line).count(), 1, "{line} in {log:#?}");
+        assert_eq!(
+            log.iter().filter(|l| **l == line).count(),
+            1,
+            "{line} in {log:#?}"
+        );
     }
     for (i, line) in log.iter().enumerate() {
         if line.starts_with("transaction ") {
-            assert_eq!(log.get(i + 1).map(String::as_str), Some(format!("publish {REPO}").as_str()), "after {line}: {log:#?}");
+            assert_eq!(
+                log.get(i + 1).map(String::as_str),
+                Some(format!("publish {REPO}").as_str()),
+                "after {line}: {log:#?}"
+            );
         }
     }
-    for tag in ["one", "two"] {
-        let marker = format!("transaction {REPO}/.metadata/{}/{name}:{tag}", registry.host());
-        let at = log.iter().position(|l| *l == marker).unwrap_or_else(|| panic!("{marker} in {log:#?}"));
-        let image_lines = &log[at + 2..];
-        let next_image = image_lines.iter().position(|l| l.contains(":two") || l.starts_with("ingest"));
-        let between = &image_lines[..next_image.unwrap_or(image_lines.len())];
-        assert!(between.iter().all(|l| !l.starts_with("transaction")), "marker of {tag} not last: {log:#?}");
-    }
+    let position = |line: &str| {
+        log.iter()
+            .position(|l| l == line)
+            .unwrap_or_else(|| panic!("{line} in {log:#?}"))
+    };
+    let marker = |tag: &str| {
+        position(&format!(
+            "transaction {REPO}/.metadata/{}/{name}:{tag}",
+            registry.host()
+        ))
+    };
+    let link = |tag: &str| {
+        position(&format!(
+            "transaction {REPO}/{}/{name}:{tag}",
+            registry.host()
+        ))
+    };
+    let flat = |image: &Image| {
+        let c = image.config_hex();
+        position(&ingest(&format!(".flat/{}/{c}", &c[..2])))
+    };
+    assert!(
+        flat(&one) < link("one") && link("one") < marker("one"),
+        "{log:#?}"
+    );
+    assert!(
+        flat(&two) < link("two") && link("two") < marker("two"),
+        "{log:#?}"
+    );
+    let last_transaction = log
+        .iter()
+        .rposition(|l| l.starts_with("transaction") || l.starts_with("ingest"))
+        .unwrap();
+    assert_eq!(last_transaction, marker("two"), "{log:#?}");
 
     // A rerun changes nothing and opens no transaction.
     let before = cvmfs.standin_log().len();
     assert!(cvmfs.convert(&["-i"]).status.success());
     let rerun = &cvmfs.standin_log()[before..];
     assert!(rerun.iter().all(|l| l == "list"), "{rerun:#?}");
-    expected.assert_same_as(&scan(&cvmfs.repo()), &run_options(), "local publisher", "cvmfs rerun");
+    expected.assert_same_as(
+        &scan(&cvmfs.repo()),
+        &run_options(),
+        "local publisher",
+        "cvmfs rerun",
+    );
 }
 
 #[test]
@@ -91,7 +166,11 @@ fn layer_with_a_wrong_diff_id_never_reaches_a_cvmfs_repository() {
     let good = Layer::files(&[("good", b"good")]);
     let bad = Layer::random("bad/data", 64 * 1024);
     let lie = images::sha256(b"not the layer");
-    let image = Image::with_diff_ids(vec![good.clone(), bad.clone()], "liar", &[&good.diff_id, &lie]);
+    let image = Image::with_diff_ids(
+        vec![good.clone(), bad.clone()],
+        "liar",
+        &[&good.diff_id, &lie],
+    );
     image.push(&client, &repo, "liar");
 
     let work = Work::new(Backend::Cvmfs);
@@ -103,15 +182,86 @@ fn layer_with_a_wrong_diff_id_never_reaches_a_cvmfs_repository() {
         .lines()
         .find(|l| l.contains(&format!("{name}:liar (layers)")))
         .unwrap_or_else(|| panic!("no summary line in {stderr}"));
-    assert!(line.contains(&bad.blob.digest) && line.contains(lie.trim_start_matches("sha256:")), "{line}");
+    assert!(
+        line.contains(&bad.blob.digest) && line.contains(lie.trim_start_matches("sha256:")),
+        "{line}"
+    );
 
     let published = work.repo();
-    assert!(!layer_dir(&published, &bad).exists(), "the bad layer was published");
+    assert!(
+        !layer_dir(&published, &bad).exists(),
+        "the bad layer was published"
+    );
     assert!(!flat_dir(&published, &image).exists());
     assert!(marker_config(&published, registry.host(), &format!("{name}:liar")).is_none());
     let h = bad.hex();
-    assert!(work.standin_log().iter().all(|l| !l.contains(h)), "{:#?}", work.standin_log());
+    assert!(
+        work.standin_log().iter().all(|l| !l.contains(h)),
+        "{:#?}",
+        work.standin_log()
+    );
     // The scratch space holds no staged tar afterwards.
-    let left: Vec<_> = std::fs::read_dir(work.path("tmp")).unwrap().flatten().map(|e| e.file_name()).collect();
-    assert!(left.iter().all(|n| !n.to_string_lossy().starts_with("ducc-layer")), "{left:?}");
+    let left: Vec<_> = std::fs::read_dir(work.path("tmp"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        left.iter()
+            .all(|n| !n.to_string_lossy().starts_with("ducc-layer")),
+        "{left:?}"
+    );
+}
+
+#[test]
+fn layer_directory_without_its_metadata_is_written_again() {
+    // With cvmfs a layer's `layerfs` is published by its ingest, its layers.json by the commit
+    // after it: a run killed in between leaves `layerfs` alone, and the next run must redo it.
+    let registry = Registry::anonymous();
+    let name = unique_repo("cvmfs-half-layer");
+    let (one, _) = push_pair(&name);
+    let work = Work::new(Backend::Cvmfs);
+    work.wishlist(&[format!("http://{}/{name}:one", registry.host())], "");
+    assert!(work.convert(&["-i"]).status.success());
+    let expected = scan(&work.repo());
+
+    let h = one.layers[1].hex();
+    let info = format!(".layers/{}/{h}/.metadata/layers.json", &h[..2]);
+    let marker = format!(".metadata/{}/{name}:one", registry.host());
+    for path in [&info, &marker] {
+        let out = std::process::Command::new(work.path("cvmfs_server"))
+            .args(["ingest", "--delete", path, REPO])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(
+        layer_dir(&work.repo(), &one.layers[1])
+            .join("layerfs")
+            .is_dir()
+    );
+
+    let events = work.path("events.jsonl");
+    assert!(
+        work.convert(&["-i", "-n", events.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let unpacked: Vec<String> = work
+        .events("events.jsonl")
+        .iter()
+        .filter(|e| e["action"] == "layer_unpack")
+        .map(|e| e["layer"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(unpacked, vec![one.layers[1].blob.digest.clone()]);
+    expected.assert_same_as(
+        &scan(&work.repo()),
+        &run_options(),
+        "first run",
+        "run after the half-written layer",
+    );
 }

@@ -8,7 +8,8 @@ mod convert_support;
 use std::collections::BTreeMap;
 
 use convert_support::{
-    Backend, Compression, Image, Layer, Work, closed_port, flat_dir, layer_dir, marker_config, origin, tar_of,
+    Backend, Compression, Image, Layer, Work, closed_port, flat_dir, layer_dir, marker_config,
+    origin, tar_of,
 };
 use ducc_tests::{Action, FaultProxy, Registry, Rule, images, unique_repo};
 
@@ -19,34 +20,60 @@ fn moved_tag_is_converted_again_and_its_link_repointed() {
     let name = unique_repo("moved");
     let repo = images::repository(registry.host(), &name);
     let base = Layer::random("base/data.bin", 2048);
-    let old = Image::new(vec![base.clone(), Layer::files(&[("app/version", b"one")])], "old");
-    let new = Image::new(vec![base.clone(), Layer::files(&[("app/version", b"two")])], "new");
+    let old = Image::new(
+        vec![base.clone(), Layer::files(&[("app/version", b"one")])],
+        "old",
+    );
+    let new = Image::new(
+        vec![base.clone(), Layer::files(&[("app/version", b"two")])],
+        "new",
+    );
     old.push(&client, &repo, "latest");
 
     let work = Work::new(Backend::Local);
     work.wishlist(&[format!("http://{}/{name}:latest", registry.host())], "");
     assert!(work.convert(&["-i"]).status.success());
     let published = work.repo();
-    let link = published.join(registry.host()).join(format!("{name}:latest"));
-    assert_eq!(std::fs::canonicalize(&link).unwrap(), std::fs::canonicalize(flat_dir(&published, &old)).unwrap());
+    let link = published
+        .join(registry.host())
+        .join(format!("{name}:latest"));
+    assert_eq!(
+        std::fs::canonicalize(&link).unwrap(),
+        std::fs::canonicalize(flat_dir(&published, &old)).unwrap()
+    );
 
     new.push(&client, &repo, "latest");
     let out = work.convert(&["-i"]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("1 converted, 0 up to date"));
-    assert_eq!(std::fs::canonicalize(&link).unwrap(), std::fs::canonicalize(flat_dir(&published, &new)).unwrap());
+    assert_eq!(
+        std::fs::canonicalize(&link).unwrap(),
+        std::fs::canonicalize(flat_dir(&published, &new)).unwrap()
+    );
     assert_eq!(std::fs::read(link.join("app/version")).unwrap(), b"two");
     // The old flat tree stays for running containers (garbage collection removes it later).
-    assert_eq!(std::fs::read(flat_dir(&published, &old).join("app/version")).unwrap(), b"one");
-    assert_eq!(marker_config(&published, registry.host(), &format!("{name}:latest")).unwrap(), new.config.digest);
+    assert_eq!(
+        std::fs::read(flat_dir(&published, &old).join("app/version")).unwrap(),
+        b"one"
+    );
+    assert_eq!(
+        marker_config(&published, registry.host(), &format!("{name}:latest")).unwrap(),
+        new.config.digest
+    );
     // The shared layer lists both configs, once each; the others their own.
     let mut both = vec![old.config.digest.clone(), new.config.digest.clone()];
     both.sort();
     let mut listed = origin(&published, &base);
     listed.sort();
     assert_eq!(listed, both);
-    assert_eq!(origin(&published, &new.layers[1]), vec![new.config.digest.clone()]);
-    assert_eq!(origin(&published, &old.layers[1]), vec![old.config.digest.clone()]);
+    assert_eq!(
+        origin(&published, &new.layers[1]),
+        vec![new.config.digest.clone()]
+    );
+    assert_eq!(
+        origin(&published, &old.layers[1]),
+        vec![old.config.digest.clone()]
+    );
 
     // A third run has nothing to do, and re-adds nothing to origin.json.
     let out = work.convert(&["-i"]);
@@ -62,31 +89,62 @@ fn images_sharing_layers_download_and_write_each_layer_once() {
     let repo = images::repository(registry.host(), &name);
     let base = Layer::random("base/data.bin", 64 * 1024);
     let middle = Layer::random("middle/data.bin", 16 * 1024);
-    let a = Image::new(vec![base.clone(), middle.clone(), Layer::files(&[("a", b"a")])], "a");
-    let b = Image::new(vec![base.clone(), middle.clone(), Layer::files(&[("b", b"b")])], "b");
+    let a = Image::new(
+        vec![base.clone(), middle.clone(), Layer::files(&[("a", b"a")])],
+        "a",
+    );
+    let b = Image::new(
+        vec![base.clone(), middle.clone(), Layer::files(&[("b", b"b")])],
+        "b",
+    );
     a.push(&client, &repo, "a");
     b.push(&client, &repo, "b");
     let proxy = FaultProxy::start(registry.host(), Vec::new());
 
     let work = Work::new(Backend::Local);
-    work.wishlist(&[format!("http://{}/{name}:a", proxy.host()), format!("http://{}/{name}:b", proxy.host())], "");
+    work.wishlist(
+        &[
+            format!("http://{}/{name}:a", proxy.host()),
+            format!("http://{}/{name}:b", proxy.host()),
+        ],
+        "",
+    );
     let notifications = work.path("events.jsonl");
     let out = work.convert(&["-i", "-n", notifications.to_str().unwrap()]);
     assert!(out.status.success());
 
     let mut gets: BTreeMap<String, usize> = BTreeMap::new();
-    for request in proxy.requests().iter().filter(|r| r.method == "GET" && r.path().contains("/blobs/")) {
-        *gets.entry(request.path().rsplit('/').next().unwrap().to_owned()).or_default() += 1;
+    for request in proxy
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path().contains("/blobs/"))
+    {
+        *gets
+            .entry(request.path().rsplit('/').next().unwrap().to_owned())
+            .or_default() += 1;
     }
     let mut expected: BTreeMap<String, usize> = BTreeMap::new();
-    for blob in [&base.blob, &middle.blob, &a.layers[2].blob, &b.layers[2].blob, &a.config, &b.config] {
+    for blob in [
+        &base.blob,
+        &middle.blob,
+        &a.layers[2].blob,
+        &b.layers[2].blob,
+        &a.config,
+        &b.config,
+    ] {
         expected.insert(blob.digest.clone(), 1);
     }
     assert_eq!(gets, expected, "GET /blobs/ per digest");
 
     let mut unpacked: BTreeMap<String, usize> = BTreeMap::new();
-    for event in work.events("events.jsonl").iter().filter(|e| e["action"] == "layer_unpack") {
-        *unpacked.entry(event["layer"].as_str().unwrap().to_owned()).or_default() += 1;
+    for event in work
+        .events("events.jsonl")
+        .iter()
+        .filter(|e| e["action"] == "layer_unpack")
+    {
+        *unpacked
+            .entry(event["layer"].as_str().unwrap().to_owned())
+            .or_default() += 1;
     }
     assert_eq!(unpacked.len(), 4, "{unpacked:?}");
     assert!(unpacked.values().all(|&n| n == 1), "{unpacked:?}");
@@ -99,9 +157,15 @@ fn images_sharing_layers_download_and_write_each_layer_once() {
         both.sort();
         assert_eq!(listed, both);
     }
-    assert_eq!(std::fs::read(flat_dir(&published, &a).join("a")).unwrap(), b"a");
+    assert_eq!(
+        std::fs::read(flat_dir(&published, &a).join("a")).unwrap(),
+        b"a"
+    );
     assert!(!flat_dir(&published, &a).join("b").exists());
-    assert_eq!(std::fs::read(flat_dir(&published, &b).join("b")).unwrap(), b"b");
+    assert_eq!(
+        std::fs::read(flat_dir(&published, &b).join("b")).unwrap(),
+        b"b"
+    );
 }
 
 #[test]
@@ -120,7 +184,10 @@ fn tag_glob_converts_each_matching_tag_under_its_own_thin_tag() {
     let work = Work::new(Backend::Local);
     work.wishlist(
         &[format!("http://{}/{name}:1.*", registry.host())],
-        &format!("output_format: 'http://{}/thin/$(repository):$(tag)'\n", registry.host()),
+        &format!(
+            "output_format: 'http://{}/thin/$(repository):$(tag)'\n",
+            registry.host()
+        ),
     );
     let out = work.convert(&[]);
     assert!(out.status.success());
@@ -129,7 +196,9 @@ fn tag_glob_converts_each_matching_tag_under_its_own_thin_tag() {
     let published = work.repo();
     let thin_repo = images::repository(registry.host(), &format!("thin/{name}"));
     for (tag, image) in &pushed {
-        let link = published.join(registry.host()).join(format!("{name}:{tag}"));
+        let link = published
+            .join(registry.host())
+            .join(format!("{name}:{tag}"));
         let thin = client.fetch_manifest(
             &ducc_registry::ImageName::new(thin_repo.clone(), images::tag(tag)),
             &ducc_registry::ManifestSelection::Platform("linux/amd64".parse().unwrap()),
@@ -140,11 +209,23 @@ fn tag_glob_converts_each_matching_tag_under_its_own_thin_tag() {
             let thin = thin.unwrap_or_else(|e| panic!("thin image of {tag}: {e}"));
             // The thin image's config is the image's own plus the thin descriptor: it keeps the
             // label that tells the tags apart.
-            let config = client.fetch_config(&thin_repo, thin.image_manifest().unwrap().config()).unwrap();
-            let labels = config.config().config().as_ref().unwrap().labels().clone().unwrap();
+            let config = client
+                .fetch_config(&thin_repo, thin.image_manifest().unwrap().config())
+                .unwrap();
+            let labels = config
+                .config()
+                .config()
+                .as_ref()
+                .unwrap()
+                .labels()
+                .clone()
+                .unwrap();
             assert_eq!(labels.get("test").map(String::as_str), Some(*tag));
         } else {
-            assert!(std::fs::symlink_metadata(&link).is_err(), "{tag} must not be converted");
+            assert!(
+                std::fs::symlink_metadata(&link).is_err(),
+                "{tag} must not be converted"
+            );
             assert!(!flat_dir(&published, image).exists());
             assert!(thin.is_err(), "no thin image for {tag}");
         }
@@ -158,13 +239,23 @@ fn unreachable_registry_and_corrupt_blob_fail_their_images_only() {
     let name = unique_repo("bad");
     let repo = images::repository(registry.host(), &name);
     let good = Image::new(vec![Layer::files(&[("good", b"fine")])], "good");
-    let corrupt = Image::new(vec![Layer::files(&[("ok", b"fine")]), Layer::random("broken/data.bin", 8192)], "corrupt");
+    let corrupt = Image::new(
+        vec![
+            Layer::files(&[("ok", b"fine")]),
+            Layer::random("broken/data.bin", 8192),
+        ],
+        "corrupt",
+    );
     good.push(&client, &repo, "good");
     corrupt.push(&client, &repo, "corrupt");
     let broken = &corrupt.layers[1];
     let proxy = FaultProxy::start(
         registry.host(),
-        vec![Rule::new(Action::CorruptByte(100)).method("GET").path_contains(&broken.blob.digest)],
+        vec![
+            Rule::new(Action::CorruptByte(100))
+                .method("GET")
+                .path_contains(&broken.blob.digest),
+        ],
     );
 
     let work = Work::new(Backend::Local);
@@ -180,8 +271,14 @@ fn unreachable_registry_and_corrupt_blob_fail_their_images_only() {
     let out = work.convert(&["-i"]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("1 converted, 0 up to date, 2 failed"), "{stderr}");
-    assert!(stderr.contains(&format!("127.0.0.1:{port}/nowhere/image:1 (manifest)")), "{stderr}");
+    assert!(
+        stderr.contains("1 converted, 0 up to date, 2 failed"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{port}/nowhere/image:1 (manifest)")),
+        "{stderr}"
+    );
     let corrupt_line = stderr
         .lines()
         .find(|l| l.contains(&format!("{name}:corrupt (layers)")))
@@ -189,17 +286,31 @@ fn unreachable_registry_and_corrupt_blob_fail_their_images_only() {
     assert!(corrupt_line.contains(&broken.blob.digest), "{corrupt_line}");
 
     let published = work.repo();
-    assert!(std::fs::read(published.join(proxy.host()).join(format!("{name}:good/good"))).is_ok());
+    assert!(
+        std::fs::read(
+            published
+                .join(proxy.host())
+                .join(format!("{name}:good/good"))
+        )
+        .is_ok()
+    );
     assert!(marker_config(&published, proxy.host(), &format!("{name}:corrupt")).is_none());
-    assert!(!layer_dir(&published, broken).exists(), "no directory for the corrupt layer");
+    assert!(
+        !layer_dir(&published, broken).exists(),
+        "no directory for the corrupt layer"
+    );
     assert!(!flat_dir(&published, &corrupt).exists());
-    assert!(std::fs::symlink_metadata(published.join(proxy.host()).join(format!("{name}:corrupt"))).is_err());
+    assert!(
+        std::fs::symlink_metadata(published.join(proxy.host()).join(format!("{name}:corrupt")))
+            .is_err()
+    );
     assert!(!published.join(format!("127.0.0.1:{port}")).exists());
     // Nothing half-written is left in the repository or the blob cache.
     let leftovers: Vec<_> = walk(&work.path("cvmfs"))
         .into_iter()
-        .chain(walk(&work.path("cache")))
-        .filter(|p| p.contains("partial") || p.contains(&broken.hex().to_owned()))
+        .chain(walk(&work.path("cache/sha256")))
+        .filter(|p| p.contains(".partial") || p.contains(broken.hex()))
+        .chain(walk(&work.path("cache/partial")))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
@@ -207,7 +318,10 @@ fn unreachable_registry_and_corrupt_blob_fail_their_images_only() {
     proxy.set_rules(Vec::new());
     work.wishlist(&[format!("http://{}/{name}:corrupt", proxy.host())], "");
     assert!(work.convert(&["-i"]).status.success());
-    assert_eq!(marker_config(&published, proxy.host(), &format!("{name}:corrupt")).unwrap(), corrupt.config.digest);
+    assert_eq!(
+        marker_config(&published, proxy.host(), &format!("{name}:corrupt")).unwrap(),
+        corrupt.config.digest
+    );
 }
 
 #[test]
@@ -218,7 +332,10 @@ fn zstd_and_uncompressed_layers_are_converted() {
     let repo = images::repository(registry.host(), &name);
     let zstd = Image::new(
         vec![
-            Layer::new(&tar_of(&[("etc/os", b"zstd base"), ("usr/bin/tool", b"v1")]), Compression::Zstd),
+            Layer::new(
+                &tar_of(&[("etc/os", b"zstd base"), ("usr/bin/tool", b"v1")]),
+                Compression::Zstd,
+            ),
             Layer::new(&tar_of(&[("usr/bin/tool", b"v2")]), Compression::Zstd),
         ],
         "zstd",
@@ -226,7 +343,10 @@ fn zstd_and_uncompressed_layers_are_converted() {
     let plain = Image::new(
         vec![
             Layer::new(&tar_of(&[("etc/os", b"plain base")]), Compression::None),
-            Layer::new(&tar_of(&[("data/file", b"uncompressed")]), Compression::Gzip),
+            Layer::new(
+                &tar_of(&[("data/file", b"uncompressed")]),
+                Compression::Gzip,
+            ),
         ],
         "plain",
     );
@@ -235,32 +355,59 @@ fn zstd_and_uncompressed_layers_are_converted() {
 
     let work = Work::new(Backend::Local);
     work.wishlist(
-        &[format!("http://{}/{name}:zstd", registry.host()), format!("http://{}/{name}:plain", registry.host())],
+        &[
+            format!("http://{}/{name}:zstd", registry.host()),
+            format!("http://{}/{name}:plain", registry.host()),
+        ],
         "",
     );
     assert!(work.convert(&["-i"]).status.success());
     let published = work.repo();
     let read = |path: std::path::PathBuf| std::fs::read_to_string(path).unwrap();
-    assert_eq!(read(flat_dir(&published, &zstd).join("etc/os")), "zstd base");
+    assert_eq!(
+        read(flat_dir(&published, &zstd).join("etc/os")),
+        "zstd base"
+    );
     assert_eq!(read(flat_dir(&published, &zstd).join("usr/bin/tool")), "v2");
-    assert_eq!(read(layer_dir(&published, &zstd.layers[0]).join("layerfs/usr/bin/tool")), "v1");
-    assert_eq!(read(layer_dir(&published, &zstd.layers[1]).join("layerfs/usr/bin/tool")), "v2");
-    assert_eq!(read(flat_dir(&published, &plain).join("etc/os")), "plain base");
-    assert_eq!(read(flat_dir(&published, &plain).join("data/file")), "uncompressed");
-    assert_eq!(read(layer_dir(&published, &plain.layers[0]).join("layerfs/etc/os")), "plain base");
+    assert_eq!(
+        read(layer_dir(&published, &zstd.layers[0]).join("layerfs/usr/bin/tool")),
+        "v1"
+    );
+    assert_eq!(
+        read(layer_dir(&published, &zstd.layers[1]).join("layerfs/usr/bin/tool")),
+        "v2"
+    );
+    assert_eq!(
+        read(flat_dir(&published, &plain).join("etc/os")),
+        "plain base"
+    );
+    assert_eq!(
+        read(flat_dir(&published, &plain).join("data/file")),
+        "uncompressed"
+    );
+    assert_eq!(
+        read(layer_dir(&published, &plain.layers[0]).join("layerfs/etc/os")),
+        "plain base"
+    );
     for layer in zstd.layers.iter().chain(&plain.layers) {
-        let info: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(layer_dir(&published, layer).join(".metadata/layers.json")).unwrap())
-                .unwrap();
+        let info: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(layer_dir(&published, layer).join(".metadata/layers.json")).unwrap(),
+        )
+        .unwrap();
         assert_eq!(info[0]["diff-digest"], layer.diff_id.as_str());
-        assert_eq!(info[0]["compressed-diff-digest"], layer.blob.digest.as_str());
+        assert_eq!(
+            info[0]["compressed-diff-digest"],
+            layer.blob.digest.as_str()
+        );
     }
 }
 
 /// Every path below `dir`, as strings.
 fn walk(dir: &std::path::Path) -> Vec<String> {
     let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         out.push(path.display().to_string());

@@ -1,6 +1,9 @@
 //! Thin images built by ducc-thin and pushed with ducc-registry into the real CNCF registry,
 //! read back with skopeo as the independent oracle.
 
+// Test code: a failed unwrap is a failed test with its message.
+#![allow(clippy::unwrap_used)]
+
 use std::io::Read;
 use std::process::Command;
 

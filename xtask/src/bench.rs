@@ -150,8 +150,8 @@ fn unpack(args: &[String]) -> anyhow::Result<()> {
             rss_kib: vec![],
         },
     ];
-    let _registry_guard;
-    if registry {
+    // The registry stops when this guard is dropped, after the runs.
+    let _registry_guard = if registry {
         for (tool, package) in [("skopeo", "skopeo"), ("docker-registry", "docker-registry")] {
             if !on_path(tool) {
                 bail!(
@@ -190,10 +190,10 @@ fn unpack(args: &[String]) -> anyhow::Result<()> {
             cpu: vec![],
             rss_kib: vec![],
         });
-        _registry_guard = Some(reg);
+        Some(reg)
     } else {
-        _registry_guard = None;
-    }
+        None
+    };
 
     let scratch = fixtures::fixtures_dir().join("bench-scratch");
     std::fs::create_dir_all(&scratch)?;

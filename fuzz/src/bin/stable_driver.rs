@@ -163,7 +163,7 @@ fn main() {
             std::process::exit(1);
         }
         // Keep some mutants as new starting points, so mutations compound.
-        if runs % 16 == 0 && pool.len() < 4096 {
+        if runs.is_multiple_of(16) && pool.len() < 4096 {
             pool.push(input);
         }
     }

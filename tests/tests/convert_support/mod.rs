@@ -57,7 +57,11 @@ pub fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
         let mut parent = String::new();
         let components: Vec<&str> = path.split('/').collect();
         for component in &components[..components.len() - 1] {
-            parent = if parent.is_empty() { (*component).to_owned() } else { format!("{parent}/{component}") };
+            parent = if parent.is_empty() {
+                (*component).to_owned()
+            } else {
+                format!("{parent}/{component}")
+            };
             if !dirs.contains(&parent) {
                 dirs.push(parent.clone());
                 let mut header = tar::Header::new_gnu();
@@ -65,7 +69,9 @@ pub fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
                 header.set_mode(0o755);
                 header.set_mtime(1_600_000_000);
                 header.set_size(0);
-                builder.append_data(&mut header, format!("{parent}/"), &[][..]).unwrap();
+                builder
+                    .append_data(&mut header, format!("{parent}/"), &[][..])
+                    .unwrap();
             }
         }
         let mut header = tar::Header::new_gnu();
@@ -92,7 +98,11 @@ pub struct Layer {
 impl Layer {
     /// A layer of `tar` compressed with `compression`.
     pub fn new(tar: &[u8], compression: Compression) -> Layer {
-        Layer { blob: Blob::new(compression.compress(tar)), media_type: compression.media_type(), diff_id: images::sha256(tar) }
+        Layer {
+            blob: Blob::new(compression.compress(tar)),
+            media_type: compression.media_type(),
+            diff_id: images::sha256(tar),
+        }
     }
 
     /// A gzip layer holding `files`.
@@ -146,7 +156,11 @@ impl Image {
             "config": config.descriptor("application/vnd.oci.image.config.v1+json"),
             "layers": layers.iter().map(|l| l.blob.descriptor(l.media_type)).collect::<Vec<_>>(),
         });
-        Image { layers, config, manifest: Blob::new(serde_json::to_vec(&manifest).unwrap()) }
+        Image {
+            layers,
+            config,
+            manifest: Blob::new(serde_json::to_vec(&manifest).unwrap()),
+        }
     }
 
     /// Pushes blobs and manifest and tags it `tag`.
@@ -155,7 +169,13 @@ impl Image {
             images::push_blob(client, repo, &layer.blob);
         }
         images::push_blob(client, repo, &self.config);
-        images::push_manifest(client, repo, tag, "application/vnd.oci.image.manifest.v1+json", &self.manifest.bytes);
+        images::push_manifest(
+            client,
+            repo,
+            tag,
+            "application/vnd.oci.image.manifest.v1+json",
+            &self.manifest.bytes,
+        );
     }
 
     /// The config digest's hex.
@@ -190,7 +210,10 @@ pub struct Work {
 impl Work {
     /// A fresh work directory; for [`Backend::Cvmfs`] a stand-in repository [`REPO`] is created.
     pub fn new(backend: Backend) -> Work {
-        let work = Work { dir: tempfile::tempdir().unwrap(), backend };
+        let work = Work {
+            dir: tempfile::tempdir().unwrap(),
+            backend,
+        };
         for sub in ["tmp", "docker", "cache"] {
             std::fs::create_dir_all(work.path(sub)).unwrap();
         }
@@ -206,8 +229,15 @@ impl Work {
             )
             .unwrap();
             std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-            let out = Command::new(&wrapper).args(["mkfs", REPO]).output().unwrap();
-            assert!(out.status.success(), "mkfs: {}", String::from_utf8_lossy(&out.stderr));
+            let out = Command::new(&wrapper)
+                .args(["mkfs", REPO])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "mkfs: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         work
     }
@@ -266,13 +296,20 @@ impl Work {
     /// Runs `ducc convert` with `extra` arguments and returns its output (stderr is printed).
     pub fn convert(&self, extra: &[&str]) -> Output {
         let out = self.command(extra).output().unwrap();
-        eprintln!("stderr of ducc convert {extra:?}:\n{}", String::from_utf8_lossy(&out.stderr));
+        eprintln!(
+            "stderr of ducc convert {extra:?}:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         out
     }
 
     /// The stand-in's log lines.
     pub fn standin_log(&self) -> Vec<String> {
-        std::fs::read_to_string(self.path("standin/log")).unwrap_or_default().lines().map(str::to_owned).collect()
+        std::fs::read_to_string(self.path("standin/log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
     }
 
     /// The events of the `-n` file `name` (under the work dir).
@@ -301,12 +338,23 @@ pub fn flat_dir(repo: &Path, image: &Image) -> PathBuf {
 pub fn origin(repo: &Path, layer: &Layer) -> Vec<String> {
     let bytes = std::fs::read(layer_dir(repo, layer).join(".metadata/origin.json")).unwrap();
     let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-    value["origin"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect()
+    value["origin"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect()
 }
 
 /// The config digest recorded in an image's marker, if there is one.
 pub fn marker_config(repo: &Path, host: &str, name: &str) -> Option<String> {
-    let bytes = std::fs::read(repo.join(".metadata").join(host).join(name).join("manifest.json")).ok()?;
+    let bytes = std::fs::read(
+        repo.join(".metadata")
+            .join(host)
+            .join(name)
+            .join("manifest.json"),
+    )
+    .ok()?;
     let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
     Some(value["Config"]["Digest"].as_str().unwrap().to_owned())
 }
@@ -319,7 +367,11 @@ pub fn scan(repo: &Path) -> Tree {
 /// Comparison options for two runs' repositories: content, types, modes and owners, no mtimes
 /// (directories the publisher creates take the time of the run).
 pub fn run_options() -> Options {
-    Options { mtimes: false, dir_mtimes: false, ..Options::default() }
+    Options {
+        mtimes: false,
+        dir_mtimes: false,
+        ..Options::default()
+    }
 }
 
 /// A port on 127.0.0.1 that nothing listens on.

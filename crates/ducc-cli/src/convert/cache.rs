@@ -48,7 +48,11 @@ impl BlobCache {
             dir: dir.to_owned(),
             in_flight: Mutex::new(HashMap::new()),
             fetched: Mutex::new(HashSet::new()),
-            downloads: Semaphore::new(if max_downloads == 0 { usize::MAX } else { max_downloads }),
+            downloads: Semaphore::new(if max_downloads == 0 {
+                usize::MAX
+            } else {
+                max_downloads
+            }),
         })
     }
 
@@ -76,7 +80,10 @@ impl BlobCache {
             return Ok((path, Fetch::Cached));
         }
         let _slot = self.downloads.acquire();
-        let partial = self.dir.join("partial").join(format!("{}.{}", digest.digest(), std::process::id()));
+        let partial =
+            self.dir
+                .join("partial")
+                .join(format!("{}.{}", digest.digest(), std::process::id()));
         let result = download(client, repository, digest, size, &partial);
         if let Err(e) = result {
             let _ = fs::remove_file(&partial);
@@ -84,7 +91,10 @@ impl BlobCache {
         }
         fs::rename(&partial, &path)
             .with_context(|| format!("cannot move blob {digest} into the cache"))?;
-        self.fetched.lock().unwrap_or_else(|e| e.into_inner()).insert(path.clone());
+        self.fetched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(path.clone());
         Ok((path, Fetch::Downloaded(size)))
     }
 
@@ -107,8 +117,8 @@ fn download(
     let mut blob = client
         .open_blob(repository, digest, Some(size))
         .with_context(|| format!("cannot download blob {digest}"))?;
-    let file = File::create(partial)
-        .with_context(|| format!("cannot create {}", partial.display()))?;
+    let file =
+        File::create(partial).with_context(|| format!("cannot create {}", partial.display()))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
     // The reader fails at the end when size or digest do not match, so a copy that succeeds has
     // verified the bytes.
@@ -117,7 +127,8 @@ fn download(
         None => anyhow::Error::new(e).context(format!("cannot download blob {digest}")),
     })?;
     let file = out.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all().with_context(|| format!("cannot write {}", partial.display()))?;
+    file.sync_all()
+        .with_context(|| format!("cannot write {}", partial.display()))?;
     Ok(())
 }
 
@@ -131,7 +142,10 @@ struct Permit<'a>(&'a Semaphore);
 
 impl Semaphore {
     fn new(count: usize) -> Semaphore {
-        Semaphore { free: Mutex::new(count), wake: Condvar::new() }
+        Semaphore {
+            free: Mutex::new(count),
+            wake: Condvar::new(),
+        }
     }
 
     fn acquire(&self) -> Permit<'_> {

@@ -36,7 +36,9 @@ impl Events {
     pub fn emit(&self, action: &str, fields: Value) {
         let Some(file) = &self.file else { return };
         let mut object = Map::new();
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         object.insert("time".to_owned(), json!(now.as_secs_f64()));
         object.insert("pid".to_owned(), json!(std::process::id()));
         object.insert("action".to_owned(), json!(action));

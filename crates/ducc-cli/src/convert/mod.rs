@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
-use ducc_cvmfs::{CvmfsOptions, CvmfsPublisher, LocalPublisher, OverlaySupport, Publisher, RepositoryName};
+use ducc_cvmfs::{
+    CvmfsOptions, CvmfsPublisher, LocalPublisher, OverlaySupport, Publisher, RepositoryName,
+};
 use ducc_registry::{Environment, Platform};
 use ducc_thin::ThinFormat;
 use ducc_unpack::{Privileges, WhiteoutFormat};
@@ -31,7 +33,13 @@ use crate::registry;
 pub fn run(global: &GlobalArgs, args: ConvertArgs) -> Result<(), Failure> {
     let stop = stop_flag()?;
     let list = load(&args.wishlist)?;
-    let run = Run::setup(global, &args.flags, &list.cvmfs_repo().to_string(), list.user(), &stop)?;
+    let run = Run::setup(
+        global,
+        &args.flags,
+        &list.cvmfs_repo().to_string(),
+        list.user(),
+        &stop,
+    )?;
     let summary = run.convert_list(&list, &stop);
     run.finish(summary, &stop)
 }
@@ -40,7 +48,13 @@ pub fn run(global: &GlobalArgs, args: ConvertArgs) -> Result<(), Failure> {
 pub fn run_loop(global: &GlobalArgs, args: LoopArgs) -> Result<(), Failure> {
     let stop = stop_flag()?;
     let mut list = load(&args.wishlist)?;
-    let run = Run::setup(global, &args.flags, &list.cvmfs_repo().to_string(), list.user(), &stop)?;
+    let run = Run::setup(
+        global,
+        &args.flags,
+        &list.cvmfs_repo().to_string(),
+        list.user(),
+        &stop,
+    )?;
     loop {
         let summary = run.convert_list(&list, &stop);
         summary.print();
@@ -80,7 +94,12 @@ pub fn run_single(global: &GlobalArgs, args: ConvertSingleArgs) -> Result<(), Fa
     let mut summary = Summary::default();
     let images = run.expand(&input, output.as_ref().map(|o| (o, None)));
     match images {
-        Err(error) => summary.failed.push(Failed { image: input.whole_name(), step: "tags", error, ignored: false }),
+        Err(error) => summary.failed.push(Failed {
+            image: input.whole_name(),
+            step: "tags",
+            error,
+            ignored: false,
+        }),
         Ok(images) => {
             for (image, output) in images {
                 let mut attempt = 1;
@@ -90,12 +109,23 @@ pub fn run_single(global: &GlobalArgs, args: ConvertSingleArgs) -> Result<(), Fa
                             summary.record(&image, outcome);
                             break;
                         }
-                        Err(e) if attempt < args.attempts.max(1) && !stop.load(Ordering::SeqCst) => {
-                            tracing::warn!("{image}: {} failed (attempt {attempt}): {:#}; retrying", e.step, e.error);
+                        Err(e)
+                            if attempt < args.attempts.max(1) && !stop.load(Ordering::SeqCst) =>
+                        {
+                            tracing::warn!(
+                                "{image}: {} failed (attempt {attempt}): {:#}; retrying",
+                                e.step,
+                                e.error
+                            );
                             attempt += 1;
                         }
                         Err(e) => {
-                            summary.failed.push(Failed { image: image.whole_name(), step: e.step, error: e.error, ignored: false });
+                            summary.failed.push(Failed {
+                                image: image.whole_name(),
+                                step: e.step,
+                                error: e.error,
+                                ignored: false,
+                            });
                             break;
                         }
                     }
@@ -145,7 +175,12 @@ impl Run {
         let publisher: Box<dyn Publisher> = match flags.publisher {
             PublisherKind::Local => Box::new(
                 LocalPublisher::open(&flags.root, &repo)
-                    .with_context(|| format!("cannot open the local repository under {}", flags.root.display()))
+                    .with_context(|| {
+                        format!(
+                            "cannot open the local repository under {}",
+                            flags.root.display()
+                        )
+                    })
                     .map_err(usage)?,
             ),
             PublisherKind::Cvmfs => Box::new(
@@ -163,16 +198,25 @@ impl Run {
             .with_context(|| format!("invalid --platform `{}`", flags.platform))
             .map_err(usage)?;
         if flags.multi_arch {
-            return Err(usage(anyhow!("--multi-arch is not supported yet by this version of ducc-rs")));
+            return Err(usage(anyhow!(
+                "--multi-arch is not supported yet by this version of ducc-rs"
+            )));
         }
-        let temp = global.temporary_dir.clone().unwrap_or_else(std::env::temp_dir);
-        let cache_dir = flags.cache_dir.clone().unwrap_or_else(|| default_cache_dir(global.temporary_dir.as_deref()));
+        let temp = global
+            .temporary_dir
+            .clone()
+            .unwrap_or_else(std::env::temp_dir);
+        let cache_dir = flags
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| default_cache_dir(global.temporary_dir.as_deref()));
         let cache = BlobCache::open(&cache_dir, flags.max_concurrent_downloads).map_err(usage)?;
         let env = Environment::from_process();
         let credentials = registry::credentials(&env).map_err(usage)?;
         let thin_login = ducc_thin::output_login(user, &env);
-        let events: &'static Events =
-            Box::leak(Box::new(Events::open(global.notification_file.as_deref()).map_err(usage)?));
+        let events: &'static Events = Box::leak(Box::new(
+            Events::open(global.notification_file.as_deref()).map_err(usage)?,
+        ));
         events.emit("start_ducc", json!({}));
         let settings = Settings {
             overwrite_layers: flags.overwrite_layers,
@@ -266,7 +310,9 @@ impl Run {
                 let ignored = ignored || list.is_error_ignored(&image);
                 match self.converter.convert(&image, output.as_ref()) {
                     Ok(outcome) => summary.record(&image, outcome),
-                    Err(StepError { step, error }) => summary.fail(self.events, &image, step, error, ignored),
+                    Err(StepError { step, error }) => {
+                        summary.fail(self.events, &image, step, error, ignored)
+                    }
                 }
             }
         }
@@ -292,14 +338,19 @@ impl Run {
     }
 }
 
-fn choose_whiteouts(flags: &ConversionFlags, support: OverlaySupport) -> anyhow::Result<WhiteoutFormat> {
+fn choose_whiteouts(
+    flags: &ConversionFlags,
+    support: OverlaySupport,
+) -> anyhow::Result<WhiteoutFormat> {
     match (flags.layer_whiteouts, support) {
         (Some(LayerWhiteouts::Oci), _) => Ok(WhiteoutFormat::Oci),
-        (Some(LayerWhiteouts::Overlay), OverlaySupport::No { reason }) => {
-            Err(anyhow!("--layer-whiteouts overlay cannot be used here: {reason}"))
-        }
+        (Some(LayerWhiteouts::Overlay), OverlaySupport::No { reason }) => Err(anyhow!(
+            "--layer-whiteouts overlay cannot be used here: {reason}"
+        )),
         (Some(LayerWhiteouts::Overlay), _) => Ok(WhiteoutFormat::Overlay),
-        (None, OverlaySupport::Full) if flags.publisher == PublisherKind::Local => Ok(WhiteoutFormat::Overlay),
+        (None, OverlaySupport::Full) if flags.publisher == PublisherKind::Local => {
+            Ok(WhiteoutFormat::Overlay)
+        }
         (None, OverlaySupport::No { reason }) if flags.publisher == PublisherKind::Local => {
             eprintln!("ducc: layer directories keep raw .wh. whiteout names ({reason})");
             Ok(WhiteoutFormat::Oci)
@@ -345,16 +396,33 @@ impl Summary {
                 tracing::info!("{image}: up to date");
                 self.up_to_date += 1;
             }
-            Outcome::Converted { layers_unpacked, flat_built, thin } => {
-                tracing::info!("{image}: converted ({layers_unpacked} layers unpacked, flat tree {}, thin image {})",
+            Outcome::Converted {
+                layers_unpacked,
+                flat_built,
+                thin,
+            } => {
+                tracing::info!(
+                    "{image}: converted ({layers_unpacked} layers unpacked, flat tree {}, thin image {})",
                     if flat_built { "built" } else { "kept" },
-                    match thin { Some(ducc_thin::PushOutcome::AlreadyPresent) => "already pushed", Some(_) => "pushed", None => "skipped" });
+                    match thin {
+                        Some(ducc_thin::PushOutcome::AlreadyPresent) => "already pushed",
+                        Some(_) => "pushed",
+                        None => "skipped",
+                    }
+                );
                 self.converted += 1;
             }
         }
     }
 
-    fn fail(&mut self, events: &Events, image: &ImageRef, step: &'static str, error: anyhow::Error, ignored: bool) {
+    fn fail(
+        &mut self,
+        events: &Events,
+        image: &ImageRef,
+        step: &'static str,
+        error: anyhow::Error,
+        ignored: bool,
+    ) {
         let message = format!("{error:#}");
         if ignored {
             tracing::warn!("{image}: {step} failed (ignored by ignore_errors): {message}");
@@ -362,7 +430,12 @@ impl Summary {
             tracing::error!("{image}: {step} failed: {message}");
         }
         events.emit("end_image", json!({"image": image.whole_name(), "status": "error", "step": step, "error": message, "ignored": ignored}));
-        self.failed.push(Failed { image: image.whole_name(), step, error, ignored });
+        self.failed.push(Failed {
+            image: image.whole_name(),
+            step,
+            error,
+            ignored,
+        });
     }
 
     fn print(&self) {

@@ -126,13 +126,20 @@ impl Converter<'_> {
     ///
     /// # Errors
     /// The step that failed and why; nothing of that step is published.
-    pub fn convert(&self, input: &ImageRef, output: Option<&ImageRef>) -> Result<Outcome, StepError> {
+    pub fn convert(
+        &self,
+        input: &ImageRef,
+        output: Option<&ImageRef>,
+    ) -> Result<Outcome, StepError> {
         let started = Instant::now();
         let name = registry::image_name(input).map_err(at("manifest"))?;
         let repository = name.repository.clone();
         let fetched = self
             .client
-            .fetch_manifest(&name, &ManifestSelection::Platform(self.settings.platform.clone()))
+            .fetch_manifest(
+                &name,
+                &ManifestSelection::Platform(self.settings.platform.clone()),
+            )
             .with_context(|| format!("cannot fetch the manifest of {input}"))
             .map_err(at("manifest"))?;
         let manifest = fetched
@@ -145,8 +152,13 @@ impl Converter<'_> {
             .map_err(at("manifest"))?;
         let public = public_name(input).map_err(at("manifest"))?;
         let marker = self.layout.marker_manifest(&public);
-        if !self.settings.convert_again && self.marker_config(&marker).as_ref() == Some(&config_digest) {
-            self.events.emit("image_up_to_date", json!({"image": input.whole_name(), "config": config_digest.to_string()}));
+        if !self.settings.convert_again
+            && self.marker_config(&marker).as_ref() == Some(&config_digest)
+        {
+            self.events.emit(
+                "image_up_to_date",
+                json!({"image": input.whole_name(), "config": config_digest.to_string()}),
+            );
             return Ok(Outcome::UpToDate);
         }
         self.events.emit("start_image", json!({"image": input.whole_name(), "manifest": fetched.digest().to_string(), "config": config_digest.to_string()}));
@@ -156,7 +168,8 @@ impl Converter<'_> {
             .fetch_config(&repository, manifest.config())
             .with_context(|| format!("cannot fetch the config of {input}"))
             .map_err(at("config"))?;
-        let layers = layer_jobs(&manifest, config.config()).map_err(|e| at("config")(e.context(format!("image {input}"))))?;
+        let layers = layer_jobs(&manifest, config.config())
+            .map_err(|e| at("config")(e.context(format!("image {input}"))))?;
         let created = layer_created(config.config());
 
         self.check_stop().map_err(at("layers"))?;
@@ -164,24 +177,28 @@ impl Converter<'_> {
         let layers_unpacked = if self.settings.skip_layers {
             0
         } else {
-            self.unpack_layers(&repository, &layers, &config_digest, created, input).map_err(at("layers"))?
+            self.unpack_layers(&repository, &layers, &config_digest, created, input)
+                .map_err(at("layers"))?
         };
         self.check_stop().map_err(at("flat"))?;
         let flat_built = if self.settings.skip_flat {
             false
         } else {
-            self.build_flat(&repository, &layers, &config_digest, config.config(), input).map_err(at("flat"))?
+            self.build_flat(&repository, &layers, &config_digest, config.config(), input)
+                .map_err(at("flat"))?
         };
         self.check_stop().map_err(at("symlink"))?;
         if !self.settings.skip_flat {
             self.link(&public, &config_digest).map_err(at("symlink"))?;
         }
         self.check_stop().map_err(at("marker"))?;
-        self.write_marker(&public, &manifest).map_err(at("marker"))?;
+        self.write_marker(&public, &manifest)
+            .map_err(at("marker"))?;
         let thin = match output {
-            Some(output) if !self.settings.skip_thin && !self.settings.skip_layers => {
-                Some(self.push_thin(input, output, &layers, config.config()).map_err(at("thin"))?)
-            }
+            Some(output) if !self.settings.skip_thin && !self.settings.skip_layers => Some(
+                self.push_thin(input, output, &layers, config.config())
+                    .map_err(at("thin"))?,
+            ),
             _ => None,
         };
         self.events.emit(
@@ -189,7 +206,11 @@ impl Converter<'_> {
             json!({"image": input.whole_name(), "status": "ok", "layers_unpacked": layers_unpacked,
                    "flat_built": flat_built, "time_elapsed_s": started.elapsed().as_secs_f64()}),
         );
-        Ok(Outcome::Converted { layers_unpacked, flat_built, thin })
+        Ok(Outcome::Converted {
+            layers_unpacked,
+            flat_built,
+            thin,
+        })
     }
 
     /// `Err` once SIGINT or SIGTERM arrived.
@@ -203,7 +224,8 @@ impl Converter<'_> {
     /// Whether the layer's directory is complete: `layerfs` and, written after it, `layers.json`
     /// (with `cvmfs`, a run killed between the two leaves `layerfs` alone).
     fn layer_complete(&self, layer: &LayerDigest) -> bool {
-        self.published(&self.layout.layerfs(layer)).is_dir() && self.published(&self.layout.layer_info(layer)).is_file()
+        self.published(&self.layout.layerfs(layer)).is_dir()
+            && self.published(&self.layout.layer_info(layer)).is_file()
     }
 
     fn published(&self, path: &RepoPath) -> PathBuf {
@@ -261,11 +283,17 @@ impl Converter<'_> {
             .filter(|l| self.settings.overwrite_layers || !self.layer_complete(&l.digest))
             .collect();
         // Layers whose directory exists still get this image in their origin.json.
-        for layer in layers.iter().filter(|l| !todo.iter().any(|t| t.digest == l.digest)) {
+        for layer in layers
+            .iter()
+            .filter(|l| !todo.iter().any(|t| t.digest == l.digest))
+        {
             self.add_origin(&layer.digest, config)?;
         }
         // Shard catalogs first: their leases are prefixes of the layer leases.
-        let mut shards: Vec<RepoPath> = todo.iter().map(|l| self.layout.layer_shard(&l.digest)).collect();
+        let mut shards: Vec<RepoPath> = todo
+            .iter()
+            .map(|l| self.layout.layer_shard(&l.digest))
+            .collect();
         shards.dedup();
         for shard in &shards {
             self.ensure_catalog(shard)?;
@@ -282,7 +310,9 @@ impl Converter<'_> {
                         if first_error.lock().map(|e| e.is_some()).unwrap_or(true) {
                             break;
                         }
-                        let result = self.check_stop().and_then(|()| self.unpack_layer(repository, layer, config, created, input));
+                        let result = self.check_stop().and_then(|()| {
+                            self.unpack_layer(repository, layer, config, created, input)
+                        });
                         if let Err(e) = result {
                             let mut slot = first_error.lock().unwrap_or_else(|e| e.into_inner());
                             slot.get_or_insert(e);
@@ -298,10 +328,17 @@ impl Converter<'_> {
         }
     }
 
-    fn fetch_blob(&self, repository: &ducc_registry::Repository, layer: &LayerJob, input: &ImageRef) -> anyhow::Result<PathBuf> {
+    fn fetch_blob(
+        &self,
+        repository: &ducc_registry::Repository,
+        layer: &LayerJob,
+        input: &ImageRef,
+    ) -> anyhow::Result<PathBuf> {
         let digest = parse_digest(&layer.digest.to_string())?;
         let started = Instant::now();
-        let (path, fetch) = self.cache.get(&self.client, repository, &digest, layer.descriptor.size())?;
+        let (path, fetch) =
+            self.cache
+                .get(&self.client, repository, &digest, layer.descriptor.size())?;
         if let Fetch::Downloaded(size) = fetch {
             self.events.emit(
                 "layer_download",
@@ -313,9 +350,12 @@ impl Converter<'_> {
     }
 
     fn descriptor(&self, layer: &LayerJob) -> LayerDescriptor {
-        LayerDescriptor::new(layer.digest.to_string(), layer.descriptor.media_type().to_string())
-            .with_blob_digest(layer.digest)
-            .with_diff_id(layer.diff_id)
+        LayerDescriptor::new(
+            layer.digest.to_string(),
+            layer.descriptor.media_type().to_string(),
+        )
+        .with_blob_digest(layer.digest)
+        .with_diff_id(layer.diff_id)
     }
 
     fn unpack_layer(
@@ -333,17 +373,32 @@ impl Converter<'_> {
         let scratch = tempfile::Builder::new()
             .prefix("ducc-layer-")
             .tempdir_in(&self.settings.scratch_dir)
-            .with_context(|| format!("cannot create scratch space in {}", self.settings.scratch_dir.display()))?;
+            .with_context(|| {
+                format!(
+                    "cannot create scratch space in {}",
+                    self.settings.scratch_dir.display()
+                )
+            })?;
         let whiteouts = self.settings.whiteouts;
         let privileges = self.settings.privileges;
         let stop = &*self.stop;
-        let canonical = move |out: &mut dyn std::io::Write| -> anyhow::Result<ducc_unpack::LayerDigests> {
-            let file = File::open(&blob).with_context(|| format!("cannot open cached blob {}", blob.display()))?;
-            let mut reader = LayerReader::open(BufReader::with_capacity(1 << 20, file), &descriptor)?;
-            let mut out = Interruptible { inner: out, stop };
-            ducc_unpack::canonicalize_layer(&mut reader, &descriptor.name, scratch.path(), &mut out, whiteouts, privileges)?;
-            Ok(reader.finish()?)
-        };
+        let canonical =
+            move |out: &mut dyn std::io::Write| -> anyhow::Result<ducc_unpack::LayerDigests> {
+                let file = File::open(&blob)
+                    .with_context(|| format!("cannot open cached blob {}", blob.display()))?;
+                let mut reader =
+                    LayerReader::open(BufReader::with_capacity(1 << 20, file), &descriptor)?;
+                let mut out = Interruptible { inner: out, stop };
+                ducc_unpack::canonicalize_layer(
+                    &mut reader,
+                    &descriptor.name,
+                    scratch.path(),
+                    &mut out,
+                    whiteouts,
+                    privileges,
+                )?;
+                Ok(reader.finish()?)
+            };
         // With a publisher whose ingest is final, the whole canonical tar is written to scratch
         // and its digests checked before the transaction starts, so a bad layer publishes nothing.
         let mut tx;
@@ -351,34 +406,60 @@ impl Converter<'_> {
             let mut file = tempfile::Builder::new()
                 .prefix("ducc-layer-tar-")
                 .tempfile_in(&self.settings.scratch_dir)
-                .with_context(|| format!("cannot create scratch space in {}", self.settings.scratch_dir.display()))?;
+                .with_context(|| {
+                    format!(
+                        "cannot create scratch space in {}",
+                        self.settings.scratch_dir.display()
+                    )
+                })?;
             let mut out = BufWriter::with_capacity(1 << 20, file.as_file_mut());
-            let digests = canonical(&mut out).with_context(|| format!("layer {} of {input}", layer.digest))?;
+            let digests = canonical(&mut out)
+                .with_context(|| format!("layer {} of {input}", layer.digest))?;
             out.flush().context("cannot write the staged layer tar")?;
             drop(out);
             let tar = file.reopen().context("cannot read the staged layer tar")?;
-            tx = self.publisher.begin(&self.layout.layer_dir(&layer.digest))?;
+            tx = self
+                .publisher
+                .begin(&self.layout.layer_dir(&layer.digest))?;
             if self.published(&layerfs).exists() {
                 tx.remove(&layerfs)?;
             }
-            tx.ingest_tar(&layerfs, &mut BufReader::with_capacity(1 << 20, tar), IngestOptions { catalog: true })
-                .with_context(|| format!("layer {} of {input}", layer.digest))?;
+            tx.ingest_tar(
+                &layerfs,
+                &mut BufReader::with_capacity(1 << 20, tar),
+                IngestOptions { catalog: true },
+            )
+            .with_context(|| format!("layer {} of {input}", layer.digest))?;
             digests
         } else {
-            tx = self.publisher.begin(&self.layout.layer_dir(&layer.digest))?;
+            tx = self
+                .publisher
+                .begin(&self.layout.layer_dir(&layer.digest))?;
             if self.published(&layerfs).exists() {
                 tx.remove(&layerfs)?;
             }
-            ingest_from(&mut *tx, &layerfs, canonical).with_context(|| format!("layer {} of {input}", layer.digest))?
+            ingest_from(&mut *tx, &layerfs, canonical)
+                .with_context(|| format!("layer {} of {input}", layer.digest))?
         };
-        let mut info = LayerInfo::new(&layer.digest, &layer.diff_id, digests.uncompressed_size, SystemTime::now());
+        let mut info = LayerInfo::new(
+            &layer.digest,
+            &layer.diff_id,
+            digests.uncompressed_size,
+            SystemTime::now(),
+        );
         if let Some(created) = created {
             created.clone_into(&mut info.created);
         }
-        tx.write_file(&self.layout.layer_info(&layer.digest), &mut &info.to_layers_json()[..])?;
+        tx.write_file(
+            &self.layout.layer_info(&layer.digest),
+            &mut &info.to_layers_json()[..],
+        )?;
         let mut origin = self.read_origin(&layer.digest);
         origin.add(config);
-        tx.write_file(&self.layout.layer_origin(&layer.digest), &mut &origin.to_json()[..])?;
+        tx.write_file(
+            &self.layout.layer_origin(&layer.digest),
+            &mut &origin.to_json()[..],
+        )?;
         self.check_stop()?;
         tx.commit()?;
         self.events.emit(
@@ -401,7 +482,9 @@ impl Converter<'_> {
         if !origin.add(config) {
             return Ok(());
         }
-        let mut tx = self.publisher.begin(&self.layout.layer_metadata_dir(layer))?;
+        let mut tx = self
+            .publisher
+            .begin(&self.layout.layer_metadata_dir(layer))?;
         tx.write_file(&self.layout.layer_origin(layer), &mut &origin.to_json()[..])?;
         tx.commit()?;
         Ok(())
@@ -424,15 +507,26 @@ impl Converter<'_> {
         let scratch = tempfile::Builder::new()
             .prefix("ducc-flat-")
             .tempdir_in(&self.settings.scratch_dir)
-            .with_context(|| format!("cannot create scratch space in {}", self.settings.scratch_dir.display()))?;
-        let mut extractor =
-            FlatExtractor::new(scratch.path(), &ExtractOptions::new().privileges(self.settings.privileges))?;
+            .with_context(|| {
+                format!(
+                    "cannot create scratch space in {}",
+                    self.settings.scratch_dir.display()
+                )
+            })?;
+        let mut extractor = FlatExtractor::new(
+            scratch.path(),
+            &ExtractOptions::new().privileges(self.settings.privileges),
+        )?;
         for layer in layers {
             self.check_stop()?;
             let blob = self.fetch_blob(repository, layer, input)?;
-            let file = File::open(&blob).with_context(|| format!("cannot open cached blob {}", blob.display()))?;
+            let file = File::open(&blob)
+                .with_context(|| format!("cannot open cached blob {}", blob.display()))?;
             extractor
-                .apply_blob(BufReader::with_capacity(1 << 20, file), &self.descriptor(layer))
+                .apply_blob(
+                    BufReader::with_capacity(1 << 20, file),
+                    &self.descriptor(layer),
+                )
                 .with_context(|| format!("layer {} of {input}", layer.digest))?;
         }
         extractor.finish();
@@ -441,7 +535,11 @@ impl Converter<'_> {
         let tree = scratch.path().to_owned();
         let stop = &*self.stop;
         ingest_from(&mut *tx, &flat, move |out| {
-            ducc_unpack::write_tree_as_tar(&tree, Interruptible { inner: out, stop }, &TarWriteOptions::new())?;
+            ducc_unpack::write_tree_as_tar(
+                &tree,
+                Interruptible { inner: out, stop },
+                &TarWriteOptions::new(),
+            )?;
             Ok(())
         })?;
         self.check_stop()?;
@@ -462,7 +560,10 @@ impl Converter<'_> {
         let mut tx = self.publisher.begin(&link)?;
         tx.symlink(&link, &target)?;
         tx.commit()?;
-        self.events.emit("symlink", json!({"link": link.as_str(), "target": target.display().to_string()}));
+        self.events.emit(
+            "symlink",
+            json!({"link": link.as_str(), "target": target.display().to_string()}),
+        );
         Ok(())
     }
 
@@ -474,12 +575,19 @@ impl Converter<'_> {
         };
         let marker = MarkerManifest {
             schema_version: 2,
-            media_type: manifest.media_type().as_ref().map(ToString::to_string).unwrap_or_default(),
+            media_type: manifest
+                .media_type()
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
             config: describe(manifest.config()),
             layers: manifest.layers().iter().map(describe).collect(),
         };
         let mut tx = self.publisher.begin(&self.layout.marker_dir(public))?;
-        tx.write_file(&self.layout.marker_manifest(public), &mut &marker.to_json()[..])?;
+        tx.write_file(
+            &self.layout.marker_manifest(public),
+            &mut &marker.to_json()[..],
+        )?;
         tx.commit()?;
         Ok(())
     }
@@ -493,7 +601,9 @@ impl Converter<'_> {
     ) -> anyhow::Result<PushOutcome> {
         let thin_layers = layers
             .iter()
-            .map(|l| ThinLayer::in_repository(self.repo.name(), subdir(&self.repo), &l.digest.hex()))
+            .map(|l| {
+                ThinLayer::in_repository(self.repo.name(), subdir(&self.repo), &l.digest.hex())
+            })
             .collect();
         let descriptor = ThinDescriptor::new(&input.whole_name(), thin_layers);
         let image = ThinImage::build(&descriptor, config, self.settings.thin_format)?;
@@ -524,14 +634,19 @@ fn subdir(repo: &RepositoryName) -> Option<&str> {
 fn public_name(input: &ImageRef) -> anyhow::Result<PublicName> {
     Ok(match (input.tag(), input.digest()) {
         (Some(tag), _) => PublicName::tagged(input.registry(), input.repository(), tag)?,
-        (None, Some(digest)) => PublicName::by_digest(input.registry(), input.repository(), digest)?,
+        (None, Some(digest)) => {
+            PublicName::by_digest(input.registry(), input.repository(), digest)?
+        }
         (None, None) => bail!("image {input} has neither a tag nor a digest"),
     })
 }
 
 /// The layers to convert with their diff_ids; foreign layers (Windows base layers that may not be
 /// redistributed) are skipped, as upstream does.
-fn layer_jobs(manifest: &ImageManifest, config: &ImageConfiguration) -> anyhow::Result<Vec<LayerJob>> {
+fn layer_jobs(
+    manifest: &ImageManifest,
+    config: &ImageConfiguration,
+) -> anyhow::Result<Vec<LayerJob>> {
     let diff_ids = config.rootfs().diff_ids();
     if diff_ids.len() != manifest.layers().len() {
         bail!(
@@ -547,8 +662,14 @@ fn layer_jobs(manifest: &ImageManifest, config: &ImageConfiguration) -> anyhow::
             continue;
         }
         jobs.push(LayerJob {
-            digest: descriptor.digest().to_string().parse().map_err(|e| anyhow!("layer {}: {e}", descriptor.digest()))?,
-            diff_id: diff_id.parse().map_err(|e| anyhow!("diff_id {diff_id}: {e}"))?,
+            digest: descriptor
+                .digest()
+                .to_string()
+                .parse()
+                .map_err(|e| anyhow!("layer {}: {e}", descriptor.digest()))?,
+            diff_id: diff_id
+                .parse()
+                .map_err(|e| anyhow!("diff_id {diff_id}: {e}"))?,
             descriptor: descriptor.clone(),
         });
     }
@@ -582,12 +703,19 @@ impl<W: Write> Write for Interruptible<'_, W> {
 }
 
 fn runtime(config: &ImageConfiguration) -> ImageRuntime {
-    let Some(runtime) = config.config() else { return ImageRuntime::default() };
+    let Some(runtime) = config.config() else {
+        return ImageRuntime::default();
+    };
     ImageRuntime {
         env: runtime.env().clone().unwrap_or_default(),
         entrypoint: runtime.entrypoint().clone().unwrap_or_default(),
         cmd: runtime.cmd().clone().unwrap_or_default(),
-        labels: runtime.labels().clone().unwrap_or_default().into_iter().collect(),
+        labels: runtime
+            .labels()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
     }
 }
 
@@ -608,7 +736,9 @@ fn ingest_from<T: Send>(
         let ingested = tx.ingest_tar(dir, &mut reader, IngestOptions { catalog: true });
         // Drain what the consumer left so the producer never blocks on a full pipe.
         let _ = std::io::copy(&mut reader, &mut std::io::sink());
-        let produced = producer.join().map_err(|_| anyhow!("the tar writer thread panicked"))?;
+        let produced = producer
+            .join()
+            .map_err(|_| anyhow!("the tar writer thread panicked"))?;
         let value = produced?;
         ingested?;
         Ok(value)
