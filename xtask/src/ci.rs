@@ -18,8 +18,16 @@ const APT_PACKAGES: &[(&str, &str)] = &[
 /// Installs what is missing, then runs fmt check, clippy and the whole test suite.
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     install_deps()?;
-    cargo(&["fmt", "--all", "--", "--check"]).context("formatting differs: run `cargo fmt --all`")?;
-    cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    cargo(&["fmt", "--all", "--", "--check"])
+        .context("formatting differs: run `cargo fmt --all`")?;
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
     // The end-to-end tests run the `ducc` binary; building it first keeps their own freshness
     // check a no-op.
     cargo(&["build", "--workspace", "--bins"])?;
@@ -86,7 +94,9 @@ fn run_cmd(prefix: &[&str], program: &str, args: &[&str]) -> anyhow::Result<()> 
     if program == "apt-get" {
         cmd.env("DEBIAN_FRONTEND", "noninteractive");
     }
-    let status = cmd.status().with_context(|| format!("cannot run {program}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {program}"))?;
     if !status.success() {
         bail!("`{program} {}` failed with {status}", args.join(" "));
     }

@@ -28,7 +28,12 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
     /// Directory for temporary files
-    #[arg(short = 't', long = "temporary-dir", env = "DUCC_TMP_DIR", global = true)]
+    #[arg(
+        short = 't',
+        long = "temporary-dir",
+        env = "DUCC_TMP_DIR",
+        global = true
+    )]
     pub temporary_dir: Option<PathBuf>,
     /// Append one JSON object per event to this file
     #[arg(short = 'n', long = "notification-file", global = true)]

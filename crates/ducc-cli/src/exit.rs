@@ -43,7 +43,9 @@ pub fn print_bytes(bytes: &[u8]) -> Result<(), Failure> {
     match out.write_all(bytes).and_then(|()| out.flush()) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        Err(e) => Err(Failure::Run(anyhow::Error::new(e).context("cannot write to stdout"))),
+        Err(e) => Err(Failure::Run(
+            anyhow::Error::new(e).context("cannot write to stdout"),
+        )),
     }
 }
 

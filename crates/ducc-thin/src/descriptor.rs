@@ -45,7 +45,10 @@ impl ThinLayer {
     /// when the wish list's `cvmfs_repo` has one), at the path of the repository layout.
     pub fn in_repository(repo: &str, subdir: Option<&str>, hex: &str) -> ThinLayer {
         let shard = hex.get(..2).unwrap_or(hex);
-        let base = match subdir.map(|s| s.trim_matches('/')).filter(|s| !s.is_empty()) {
+        let base = match subdir
+            .map(|s| s.trim_matches('/'))
+            .filter(|s| !s.is_empty())
+        {
             Some(sub) => format!("{repo}/{sub}"),
             None => repo.to_owned(),
         };
@@ -85,7 +88,10 @@ mod tests {
     fn layer_url_includes_the_subdir() {
         let hex = "0f".repeat(32);
         let layer = ThinLayer::in_repository("unpacked.cern.ch", Some("/sub/dir/"), &hex);
-        assert_eq!(layer.url, format!("cvmfs://unpacked.cern.ch/sub/dir/.layers/0f/{hex}/layerfs"));
+        assert_eq!(
+            layer.url,
+            format!("cvmfs://unpacked.cern.ch/sub/dir/.layers/0f/{hex}/layerfs")
+        );
         assert_eq!(layer.digest, hex);
     }
 
@@ -93,7 +99,10 @@ mod tests {
     fn json_has_upstream_field_names_and_omits_unset_fields() {
         let thin = ThinDescriptor::new(
             "https://r.io/a:1",
-            vec![ThinLayer { digest: "aa".to_owned(), url: "cvmfs://r/.layers/aa/aa/layerfs".to_owned() }],
+            vec![ThinLayer {
+                digest: "aa".to_owned(),
+                url: "cvmfs://r/.layers/aa/aa/layerfs".to_owned(),
+            }],
         );
         let value: serde_json::Value = serde_json::from_slice(&thin.to_json()).unwrap();
         assert_eq!(

@@ -99,7 +99,11 @@ impl ThinImage {
         source: &ImageConfiguration,
         format: ThinFormat,
     ) -> Result<ThinImage, ThinError> {
-        let mtime = source.created().as_deref().and_then(rfc3339_to_unix).unwrap_or(0);
+        let mtime = source
+            .created()
+            .as_deref()
+            .and_then(rfc3339_to_unix)
+            .unwrap_or(0);
         let tar = thin_tar(&descriptor.to_json(), mtime)?;
         let diff_id = sha256(&tar);
         let layer_bytes = gzip(&tar)?;
@@ -250,7 +254,11 @@ impl DescriptorJson {
     }
 }
 
-fn thin_config(descriptor: &ThinDescriptor, source: &ImageConfiguration, diff_id: &str) -> ConfigJson {
+fn thin_config(
+    descriptor: &ThinDescriptor,
+    source: &ImageConfiguration,
+    diff_id: &str,
+) -> ConfigJson {
     let mut runtime = RuntimeJson::default();
     if let Some(config) = source.config() {
         runtime.user = config.user().clone().filter(|u| !u.is_empty());
@@ -260,8 +268,10 @@ fn thin_config(descriptor: &ThinDescriptor, source: &ImageConfiguration, diff_id
         runtime.cmd = config.cmd().clone();
         runtime.volumes = config.volumes().as_ref().map(|volumes| set_of(volumes));
         runtime.working_dir = config.working_dir().clone().filter(|w| !w.is_empty());
-        runtime.labels =
-            config.labels().as_ref().map(|labels| labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
+        runtime.labels = config
+            .labels()
+            .as_ref()
+            .map(|labels| labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
         runtime.stop_signal = config.stop_signal().clone();
     }
     runtime.env.retain(|e| !e.starts_with("CVMFS_IMAGE="));
@@ -273,7 +283,10 @@ fn thin_config(descriptor: &ThinDescriptor, source: &ImageConfiguration, diff_id
         os: source.os().to_string(),
         variant: source.variant().clone(),
         config: runtime,
-        rootfs: RootFsJson { kind: "layers", diff_ids: vec![diff_id.to_owned()] },
+        rootfs: RootFsJson {
+            kind: "layers",
+            diff_ids: vec![diff_id.to_owned()],
+        },
         history: vec![HistoryJson {
             created: source.created().clone(),
             created_by: format!("ducc-rs thin image of {origin}"),
@@ -290,7 +303,9 @@ fn set_of(items: &[String]) -> BTreeMap<String, Empty> {
 /// Returns `None` for anything else; times before 1970 are clamped to 0.
 fn rfc3339_to_unix(text: &str) -> Option<u64> {
     let number = |s: &str| -> Option<i64> {
-        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok()).flatten()
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
     };
     let (date, time) = text.split_once(['T', 't', ' '])?;
     let mut date_parts = date.splitn(3, '-');
@@ -304,14 +319,22 @@ fn rfc3339_to_unix(text: &str) -> Option<u64> {
         let (clock, offset) = time.split_at(sign_at);
         let sign = if offset.starts_with('-') { -1 } else { 1 };
         let (hours, minutes) = offset[1..].split_once(':')?;
-        (clock, sign * (number(hours)? * 3600 + number(minutes)? * 60))
+        (
+            clock,
+            sign * (number(hours)? * 3600 + number(minutes)? * 60),
+        )
     };
     let clock = clock.split('.').next()?;
     let mut clock_parts = clock.splitn(3, ':');
     let hour = number(clock_parts.next()?)?;
     let minute = number(clock_parts.next()?)?;
     let second = number(clock_parts.next()?)?;
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
         return None;
     }
     // Days from the civil date (proleptic Gregorian), after Howard Hinnant's algorithm.
@@ -356,7 +379,11 @@ mod tests {
     fn descriptor() -> ThinDescriptor {
         ThinDescriptor::new(
             "https://r.io/a:1",
-            vec![ThinLayer::in_repository("unpacked.cern.ch", None, &"ab".repeat(32))],
+            vec![ThinLayer::in_repository(
+                "unpacked.cern.ch",
+                None,
+                &"ab".repeat(32),
+            )],
         )
     }
 
@@ -364,7 +391,9 @@ mod tests {
     fn layer_holds_only_thin_json_with_fixed_metadata() {
         let image = ThinImage::build(&descriptor(), &source(SOURCE), ThinFormat::DockerV2).unwrap();
         let mut tar_bytes = Vec::new();
-        flate2::read::GzDecoder::new(&image.layer.bytes[..]).read_to_end(&mut tar_bytes).unwrap();
+        flate2::read::GzDecoder::new(&image.layer.bytes[..])
+            .read_to_end(&mut tar_bytes)
+            .unwrap();
         assert_eq!(sha256(&tar_bytes), image.diff_id);
         let mut archive = tar::Archive::new(&tar_bytes[..]);
         let mut entries = archive.entries().unwrap();
@@ -387,40 +416,67 @@ mod tests {
         assert_eq!(config["variant"], "v8");
         assert_eq!(config["created"], "2024-03-01T12:00:00.123456789Z");
         let runtime = &config["config"];
-        assert_eq!(runtime["Env"], serde_json::json!(["PATH=/usr/bin:/bin", "LANG=C.UTF-8", "CVMFS_IMAGE=true"]));
+        assert_eq!(
+            runtime["Env"],
+            serde_json::json!(["PATH=/usr/bin:/bin", "LANG=C.UTF-8", "CVMFS_IMAGE=true"])
+        );
         assert_eq!(runtime["Entrypoint"], serde_json::json!(["/entry.sh"]));
         assert_eq!(runtime["Cmd"], serde_json::json!(["bash", "-l"]));
         assert_eq!(runtime["User"], "1000:1000");
         assert_eq!(runtime["WorkingDir"], "/work");
         assert_eq!(runtime["StopSignal"], "SIGINT");
-        assert_eq!(runtime["ExposedPorts"], serde_json::json!({"443/tcp": {}, "8080/tcp": {}}));
+        assert_eq!(
+            runtime["ExposedPorts"],
+            serde_json::json!({"443/tcp": {}, "8080/tcp": {}})
+        );
         assert_eq!(runtime["Volumes"], serde_json::json!({"/data": {}}));
-        assert_eq!(runtime["Labels"], serde_json::json!({"a": "first", "z": "last"}));
-        assert_eq!(config["rootfs"]["diff_ids"], serde_json::json!([image.diff_id]));
+        assert_eq!(
+            runtime["Labels"],
+            serde_json::json!({"a": "first", "z": "last"})
+        );
+        assert_eq!(
+            config["rootfs"]["diff_ids"],
+            serde_json::json!([image.diff_id])
+        );
         assert_eq!(config["history"].as_array().unwrap().len(), 1);
     }
 
     #[test]
     fn existing_cvmfs_image_variable_is_not_doubled() {
-        let src = source(r#"{"architecture":"amd64","os":"linux","config":{"Env":["CVMFS_IMAGE=true"]},"rootfs":{"type":"layers","diff_ids":[]}}"#);
+        let src = source(
+            r#"{"architecture":"amd64","os":"linux","config":{"Env":["CVMFS_IMAGE=true"]},"rootfs":{"type":"layers","diff_ids":[]}}"#,
+        );
         let image = ThinImage::build(&descriptor(), &src, ThinFormat::DockerV2).unwrap();
         let config: serde_json::Value = serde_json::from_slice(&image.config.bytes).unwrap();
-        assert_eq!(config["config"]["Env"], serde_json::json!(["CVMFS_IMAGE=true"]));
+        assert_eq!(
+            config["config"]["Env"],
+            serde_json::json!(["CVMFS_IMAGE=true"])
+        );
     }
 
     #[test]
     fn source_without_runtime_config_still_gets_the_marker() {
-        let src = source(r#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#);
+        let src = source(
+            r#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#,
+        );
         let image = ThinImage::build(&descriptor(), &src, ThinFormat::Oci).unwrap();
         let config: serde_json::Value = serde_json::from_slice(&image.config.bytes).unwrap();
-        assert_eq!(config["config"]["Env"], serde_json::json!(["CVMFS_IMAGE=true"]));
+        assert_eq!(
+            config["config"]["Env"],
+            serde_json::json!(["CVMFS_IMAGE=true"])
+        );
         assert!(config.get("created").is_none());
     }
 
     #[test]
     fn same_source_gives_the_same_digest_and_labels_do_not_reorder() {
         let digests: Vec<String> = (0..5)
-            .map(|_| ThinImage::build(&descriptor(), &source(SOURCE), ThinFormat::DockerV2).unwrap().manifest.digest)
+            .map(|_| {
+                ThinImage::build(&descriptor(), &source(SOURCE), ThinFormat::DockerV2)
+                    .unwrap()
+                    .manifest
+                    .digest
+            })
             .collect();
         assert!(digests.windows(2).all(|w| w[0] == w[1]), "{digests:?}");
     }
@@ -436,11 +492,20 @@ mod tests {
     #[test]
     fn manifest_references_config_and_layer_with_the_format_media_types() {
         for (format, manifest_type, layer_type) in [
-            (ThinFormat::DockerV2, "application/vnd.docker.distribution.manifest.v2+json", "application/vnd.docker.image.rootfs.diff.tar.gzip"),
-            (ThinFormat::Oci, "application/vnd.oci.image.manifest.v1+json", "application/vnd.oci.image.layer.v1.tar+gzip"),
+            (
+                ThinFormat::DockerV2,
+                "application/vnd.docker.distribution.manifest.v2+json",
+                "application/vnd.docker.image.rootfs.diff.tar.gzip",
+            ),
+            (
+                ThinFormat::Oci,
+                "application/vnd.oci.image.manifest.v1+json",
+                "application/vnd.oci.image.layer.v1.tar+gzip",
+            ),
         ] {
             let image = ThinImage::build(&descriptor(), &source(SOURCE), format).unwrap();
-            let manifest: serde_json::Value = serde_json::from_slice(&image.manifest.bytes).unwrap();
+            let manifest: serde_json::Value =
+                serde_json::from_slice(&image.manifest.bytes).unwrap();
             assert_eq!(manifest["schemaVersion"], 2);
             assert_eq!(manifest["mediaType"], manifest_type);
             assert_eq!(manifest["config"]["digest"], image.config.digest);
@@ -455,8 +520,14 @@ mod tests {
     fn rfc3339_times_convert_to_unix_seconds() {
         assert_eq!(rfc3339_to_unix("1970-01-01T00:00:00Z"), Some(0));
         assert_eq!(rfc3339_to_unix("2024-03-01T12:00:00Z"), Some(1_709_294_400));
-        assert_eq!(rfc3339_to_unix("2024-03-01T14:00:00.5+02:00"), Some(1_709_294_400));
-        assert_eq!(rfc3339_to_unix("2024-03-01T10:00:00-02:00"), Some(1_709_294_400));
+        assert_eq!(
+            rfc3339_to_unix("2024-03-01T14:00:00.5+02:00"),
+            Some(1_709_294_400)
+        );
+        assert_eq!(
+            rfc3339_to_unix("2024-03-01T10:00:00-02:00"),
+            Some(1_709_294_400)
+        );
         assert_eq!(rfc3339_to_unix("2000-02-29T00:00:00Z"), Some(951_782_400));
         assert_eq!(rfc3339_to_unix("1969-12-31T23:59:59Z"), Some(0));
         assert_eq!(rfc3339_to_unix("yesterday"), None);

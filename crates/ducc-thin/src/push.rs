@@ -11,8 +11,10 @@ use crate::image::{ThinBlob, ThinImage};
 /// The environment variable holding the thin-image push password.
 pub const PASSWORD_VAR: &str = "DUCC_OUTPUT_REGISTRY_PASS";
 /// Older names of [`PASSWORD_VAR`], still read, with a deprecation warning.
-pub const DEPRECATED_PASSWORD_VARS: [&str; 2] =
-    ["DUCC_DOCKER_REGISTRY_PASS", "DOCKER2CVMFS_DOCKER_REGISTRY_PASS"];
+pub const DEPRECATED_PASSWORD_VARS: [&str; 2] = [
+    "DUCC_DOCKER_REGISTRY_PASS",
+    "DOCKER2CVMFS_DOCKER_REGISTRY_PASS",
+];
 
 /// What [`push`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,11 +61,17 @@ pub fn push(
     image: &ThinImage,
 ) -> Result<PushOutcome, ThinError> {
     let name = format!("{}/{}:{tag}", repository.registry(), repository.path());
-    let reference =
-        Reference::tag(tag).map_err(|source| ThinError::Name { image: name.clone(), source })?;
+    let reference = Reference::tag(tag).map_err(|source| ThinError::Name {
+        image: name.clone(),
+        source,
+    })?;
     let fail = |step: &'static str| {
         let image = name.clone();
-        move |source| ThinError::Push { image, step, source }
+        move |source| ThinError::Push {
+            image,
+            step,
+            source,
+        }
     };
 
     let existing = client.fetch_manifest(
@@ -94,7 +102,12 @@ pub fn push(
         }
     }
     let stored = client
-        .push_manifest(repository, &reference, image.manifest.media_type, &image.manifest.bytes)
+        .push_manifest(
+            repository,
+            &reference,
+            image.manifest.media_type,
+            &image.manifest.bytes,
+        )
         .map_err(fail("manifest"))?;
     if stored.to_string() != image.manifest.digest {
         return Err(ThinError::DigestChanged {
@@ -113,7 +126,12 @@ fn push_blob(
     blob: &ThinBlob,
 ) -> Result<BlobPush, ducc_registry::Error> {
     let digest = parse_digest(&blob.digest)?;
-    client.push_blob(repository, &digest, blob.bytes.len() as u64, &mut &blob.bytes[..])
+    client.push_blob(
+        repository,
+        &digest,
+        blob.bytes.len() as u64,
+        &mut &blob.bytes[..],
+    )
 }
 
 #[cfg(test)]
@@ -122,10 +140,8 @@ mod tests {
 
     #[test]
     fn password_comes_from_the_current_variable_first() {
-        let env = Environment::from_vars([
-            (PASSWORD_VAR, "new"),
-            ("DUCC_DOCKER_REGISTRY_PASS", "old"),
-        ]);
+        let env =
+            Environment::from_vars([(PASSWORD_VAR, "new"), ("DUCC_DOCKER_REGISTRY_PASS", "old")]);
         let login = output_login("alice", &env).unwrap();
         assert_eq!((login.username(), login.password()), ("alice", "new"));
     }
@@ -145,6 +161,12 @@ mod tests {
     fn no_user_or_no_password_means_no_login() {
         let env = Environment::from_vars([(PASSWORD_VAR, "pw")]);
         assert!(output_login("", &env).is_none());
-        assert!(output_login("alice", &Environment::from_vars(Vec::<(String, String)>::new())).is_none());
+        assert!(
+            output_login(
+                "alice",
+                &Environment::from_vars(Vec::<(String, String)>::new())
+            )
+            .is_none()
+        );
     }
 }

@@ -22,7 +22,9 @@ pub struct Glob {
 impl Glob {
     /// Makes a glob of `pattern`. Every string is a valid pattern.
     pub fn new(pattern: &str) -> Glob {
-        Glob { pattern: pattern.to_owned() }
+        Glob {
+            pattern: pattern.to_owned(),
+        }
     }
 
     /// The pattern as given.

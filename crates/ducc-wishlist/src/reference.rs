@@ -130,7 +130,10 @@ impl fmt::Display for ReferenceProblem {
             ),
             P::UppercaseRepository => write!(f, "repository names must be lowercase"),
             P::RepositoryTooLong(n) => {
-                write!(f, "the repository is {n} characters long (at most {MAX_REPOSITORY_LEN})")
+                write!(
+                    f,
+                    "the repository is {n} characters long (at most {MAX_REPOSITORY_LEN})"
+                )
             }
             P::NoTagOrDigest => write!(
                 f,
@@ -144,13 +147,20 @@ impl fmt::Display for ReferenceProblem {
             P::UnsupportedDigestAlgorithm(a) => {
                 write!(f, "unsupported digest algorithm `{a}` (sha256 or sha512)")
             }
-            P::BadDigestLength { algorithm, expected, found } => write!(
+            P::BadDigestLength {
+                algorithm,
+                expected,
+                found,
+            } => write!(
                 f,
                 "a {algorithm} digest has {expected} hex digits, this one has {found}"
             ),
             P::UppercaseDigest => write!(f, "digests are written in lowercase hex"),
             P::GlobWithDigest => {
-                write!(f, "a tag glob cannot be combined with a digest, which pins one image")
+                write!(
+                    f,
+                    "a tag glob cannot be combined with a digest, which pins one image"
+                )
             }
         }
     }
@@ -277,7 +287,10 @@ impl ImageRef {
 
     /// The tag glob, when the tag is one.
     pub fn tag_glob(&self) -> Option<Glob> {
-        self.tag.as_deref().filter(|t| t.contains('*')).map(Glob::new)
+        self.tag
+            .as_deref()
+            .filter(|t| t.contains('*'))
+            .map(Glob::new)
     }
 
     /// The same image with `tag` as its tag (for the tags a glob expands to).
@@ -285,7 +298,13 @@ impl ImageRef {
     /// # Errors
     /// A [`ReferenceError`] when `tag` is not a valid tag.
     pub fn with_tag(&self, tag: &str) -> Result<ImageRef, ReferenceError> {
-        ImageRef::from_parts(self.scheme, &self.registry, &self.repository, Some(tag), self.digest())
+        ImageRef::from_parts(
+            self.scheme,
+            &self.registry,
+            &self.repository,
+            Some(tag),
+            self.digest(),
+        )
     }
 
     /// `:tag`, `@digest` or `:tag@digest`.
@@ -347,7 +366,11 @@ impl Parser<'_> {
     }
 
     fn fail_with(&self, problem: ReferenceProblem, suggestion: Option<String>) -> ReferenceError {
-        ReferenceError { input: self.input.to_owned(), problem, suggestion }
+        ReferenceError {
+            input: self.input.to_owned(),
+            problem,
+            suggestion,
+        }
     }
 
     fn parse(&self) -> Result<ImageRef, ReferenceError> {
@@ -403,7 +426,11 @@ impl Parser<'_> {
         };
 
         let with_tail = |repository: &str| -> String {
-            let prefix = if scheme_given { format!("{scheme}://") } else { String::new() };
+            let prefix = if scheme_given {
+                format!("{scheme}://")
+            } else {
+                String::new()
+            };
             let tail = &path[repository.len()..];
             format!("{prefix}{host}/{repository}{tail}")
         };
@@ -456,12 +483,21 @@ fn suggest_registry(rest: &str) -> Option<String> {
     if rest.is_empty() {
         return None;
     }
-    let with_namespace =
-        if rest.contains('/') { rest.to_owned() } else { format!("library/{rest}") };
+    let with_namespace = if rest.contains('/') {
+        rest.to_owned()
+    } else {
+        format!("library/{rest}")
+    };
     let (name, reference) = split_reference(&with_namespace);
-    let reference = if reference.is_empty() { ":latest".to_owned() } else { reference.to_owned() };
-    let suggestion =
-        format!("{SUGGESTED_REGISTRY}/{}{reference}", name.to_ascii_lowercase());
+    let reference = if reference.is_empty() {
+        ":latest".to_owned()
+    } else {
+        reference.to_owned()
+    };
+    let suggestion = format!(
+        "{SUGGESTED_REGISTRY}/{}{reference}",
+        name.to_ascii_lowercase()
+    );
     ImageRef::parse(&suggestion).is_ok().then_some(suggestion)
 }
 
@@ -469,7 +505,9 @@ fn suggest_registry(rest: &str) -> Option<String> {
 fn split_reference(path: &str) -> (&str, &str) {
     let end = path.find('@').unwrap_or(path.len());
     let last_slash = path[..end].rfind('/').map_or(0, |i| i + 1);
-    let cut = path[last_slash..end].find(':').map_or(end, |i| last_slash + i);
+    let cut = path[last_slash..end]
+        .find(':')
+        .map_or(end, |i| last_slash + i);
     path.split_at(cut)
 }
 
@@ -513,7 +551,9 @@ fn is_hostname(name: &str) -> bool {
         && name.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
@@ -535,7 +575,9 @@ fn check_repository(repository: &str) -> Result<(), ReferenceProblem> {
             }
         }
         if !is_path_component(component) {
-            return Err(ReferenceProblem::BadRepositoryComponent(component.to_owned()));
+            return Err(ReferenceProblem::BadRepositoryComponent(
+                component.to_owned(),
+            ));
         }
     }
     if uppercase {
@@ -596,15 +638,20 @@ fn check_tag(tag: &str) -> Result<(), ReferenceProblem> {
 }
 
 fn check_digest(digest: &str) -> Result<(), ReferenceProblem> {
-    let (algorithm, hex) =
-        digest.split_once(':').ok_or_else(|| ReferenceProblem::BadDigest(digest.to_owned()))?;
+    let (algorithm, hex) = digest
+        .split_once(':')
+        .ok_or_else(|| ReferenceProblem::BadDigest(digest.to_owned()))?;
     let expected = match algorithm {
         "sha256" => 64,
         "sha512" => 128,
         _ if algorithm.is_empty() || hex.is_empty() => {
             return Err(ReferenceProblem::BadDigest(digest.to_owned()));
         }
-        _ => return Err(ReferenceProblem::UnsupportedDigestAlgorithm(algorithm.to_owned())),
+        _ => {
+            return Err(ReferenceProblem::UnsupportedDigestAlgorithm(
+                algorithm.to_owned(),
+            ));
+        }
     };
     if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(ReferenceProblem::BadDigest(digest.to_owned()));
@@ -732,7 +779,10 @@ mod tests {
     #[test]
     fn whole_name_adds_default_scheme() {
         let r = ImageRef::parse("registry.hub.docker.com/library/ubuntu:22.04").unwrap();
-        assert_eq!(r.whole_name(), "https://registry.hub.docker.com/library/ubuntu:22.04");
+        assert_eq!(
+            r.whole_name(),
+            "https://registry.hub.docker.com/library/ubuntu:22.04"
+        );
         assert_eq!(r.to_string(), r.whole_name());
     }
 
@@ -779,7 +829,10 @@ mod tests {
     #[test]
     fn tag_glob_is_only_given_for_globs() {
         assert!(ImageRef::parse("quay.io/a:1").unwrap().tag_glob().is_none());
-        let glob = ImageRef::parse("quay.io/a:1.*").unwrap().tag_glob().unwrap();
+        let glob = ImageRef::parse("quay.io/a:1.*")
+            .unwrap()
+            .tag_glob()
+            .unwrap();
         assert!(glob.matches("1.2") && !glob.matches("2.1"));
     }
 
@@ -794,7 +847,14 @@ mod tests {
 
     #[test]
     fn every_suggestion_parses() {
-        for name in ["ubuntu", "ubuntu:22.04", "a/b:1", "quay.io/A:1", "quay.io/a", " quay.io/a:1"] {
+        for name in [
+            "ubuntu",
+            "ubuntu:22.04",
+            "a/b:1",
+            "quay.io/A:1",
+            "quay.io/a",
+            " quay.io/a:1",
+        ] {
             if let Some(s) = problem(name).suggestion() {
                 assert!(ImageRef::parse(s).is_ok(), "suggestion {s} for {name}");
             }

@@ -8,8 +8,15 @@ use crate::reference::ImageRef;
 pub const DEFAULT_OUTPUT_FORMAT: &str = "$(scheme)://$(registry)/$(repository)_thin:$(tag)";
 
 /// The variables an output format may use.
-pub const VARIABLES: [&str; 7] =
-    ["scheme", "registry", "repository", "tag", "digest", "reference", "image"];
+pub const VARIABLES: [&str; 7] = [
+    "scheme",
+    "registry",
+    "repository",
+    "tag",
+    "digest",
+    "reference",
+    "image",
+];
 
 /// One piece of a parsed output format.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,10 +113,15 @@ impl OutputFormat {
             text.push_str(&rest[..start]);
             let column = source[..source.len() - rest.len() + start].chars().count() + 1;
             let after = &rest[start + 2..];
-            let end = after.find(')').ok_or(TemplateError::Unterminated { column })?;
+            let end = after
+                .find(')')
+                .ok_or(TemplateError::Unterminated { column })?;
             let name = &after[..end];
-            let variable = Variable::from_name(name)
-                .ok_or_else(|| TemplateError::UnknownVariable { name: name.to_owned(), column })?;
+            let variable =
+                Variable::from_name(name).ok_or_else(|| TemplateError::UnknownVariable {
+                    name: name.to_owned(),
+                    column,
+                })?;
             if !text.is_empty() {
                 pieces.push(Piece::Text(std::mem::take(&mut text)));
             }
@@ -120,7 +132,10 @@ impl OutputFormat {
         if !text.is_empty() {
             pieces.push(Piece::Text(text));
         }
-        Ok(OutputFormat { source: source.to_owned(), pieces })
+        Ok(OutputFormat {
+            source: source.to_owned(),
+            pieces,
+        })
     }
 
     /// The default, `$(scheme)://$(registry)/$(repository)_thin:$(tag)`.
@@ -177,7 +192,9 @@ mod tests {
     const SHA: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
     fn expand(format: &str, image: &str) -> String {
-        OutputFormat::parse(format).unwrap().expand(&ImageRef::parse(image).unwrap())
+        OutputFormat::parse(format)
+            .unwrap()
+            .expand(&ImageRef::parse(image).unwrap())
     }
 
     #[test]
@@ -201,10 +218,16 @@ mod tests {
     #[test]
     fn default_format_adds_thin_suffix() {
         assert_eq!(
-            expand(DEFAULT_OUTPUT_FORMAT, "registry.hub.docker.com/library/fedora:latest"),
+            expand(
+                DEFAULT_OUTPUT_FORMAT,
+                "registry.hub.docker.com/library/fedora:latest"
+            ),
             "https://registry.hub.docker.com/library/fedora_thin:latest"
         );
-        assert_eq!(OutputFormat::default_format(), OutputFormat::parse(DEFAULT_OUTPUT_FORMAT).unwrap());
+        assert_eq!(
+            OutputFormat::default_format(),
+            OutputFormat::parse(DEFAULT_OUTPUT_FORMAT).unwrap()
+        );
     }
 
     #[test]
@@ -214,30 +237,48 @@ mod tests {
 
     #[test]
     fn missing_tag_expands_to_nothing() {
-        assert_eq!(expand("$(tag)|$(reference)", &format!("quay.io/a@{SHA}")), format!("|@{SHA}"));
+        assert_eq!(
+            expand("$(tag)|$(reference)", &format!("quay.io/a@{SHA}")),
+            format!("|@{SHA}")
+        );
     }
 
     #[test]
     fn text_without_variables_is_kept() {
-        assert_eq!(expand("https://r.io/fixed:1", "quay.io/a:1"), "https://r.io/fixed:1");
+        assert_eq!(
+            expand("https://r.io/fixed:1", "quay.io/a:1"),
+            "https://r.io/fixed:1"
+        );
         assert_eq!(expand("a$b(c)$", "quay.io/a:1"), "a$b(c)$");
     }
 
     #[test]
     fn unknown_variable_is_named_with_its_position() {
         let err = OutputFormat::parse("https://x.org/$(imag)").unwrap_err();
-        assert_eq!(err, TemplateError::UnknownVariable { name: "imag".to_owned(), column: 15 });
+        assert_eq!(
+            err,
+            TemplateError::UnknownVariable {
+                name: "imag".to_owned(),
+                column: 15
+            }
+        );
         assert!(err.to_string().contains("`$(imag)`"));
     }
 
     #[test]
     fn variable_names_are_case_sensitive() {
-        assert!(matches!(OutputFormat::parse("$(TAG)"), Err(TemplateError::UnknownVariable { .. })));
+        assert!(matches!(
+            OutputFormat::parse("$(TAG)"),
+            Err(TemplateError::UnknownVariable { .. })
+        ));
     }
 
     #[test]
     fn unclosed_variable_is_an_error() {
-        assert_eq!(OutputFormat::parse("x$(tag"), Err(TemplateError::Unterminated { column: 2 }));
+        assert_eq!(
+            OutputFormat::parse("x$(tag"),
+            Err(TemplateError::Unterminated { column: 2 })
+        );
     }
 
     proptest::proptest! {

@@ -136,7 +136,10 @@ impl CvmfsRepo {
         if name.is_empty() {
             return Err("the repository name is empty");
         }
-        if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_')) {
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        {
             return Err("a repository name has only letters, digits, `.`, `-` and `_`");
         }
         if name.starts_with('.') || name.ends_with('.') {
@@ -145,7 +148,10 @@ impl CvmfsRepo {
         let subdir = match subdir {
             None | Some("") => None,
             Some(sub) => {
-                if sub.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+                if sub
+                    .split('/')
+                    .any(|c| c.is_empty() || c == "." || c == "..")
+                {
                     return Err("the sub-directory has an empty, `.` or `..` component");
                 }
                 if sub.split('/').any(|c| c.starts_with(".cvmfs")) {
@@ -157,7 +163,10 @@ impl CvmfsRepo {
                 Some(sub.to_owned())
             }
         };
-        Ok(CvmfsRepo { name: name.to_owned(), subdir })
+        Ok(CvmfsRepo {
+            name: name.to_owned(),
+            subdir,
+        })
     }
 
     /// The repository name (`unpacked.cern.ch`).
@@ -257,7 +266,10 @@ impl WishList {
         };
         let raw: RawWishList = serde_norway::from_str(text).map_err(|e| WishListError {
             path: path.to_owned(),
-            location: e.location().map(|l| Location { line: l.line(), column: l.column() }),
+            location: e.location().map(|l| Location {
+                line: l.line(),
+                column: l.column(),
+            }),
             problem: Box::new(WishListProblem::Yaml(yaml_message(&e))),
         })?;
         if raw.version != 1 {
@@ -269,17 +281,26 @@ impl WishList {
         let cvmfs_repo = CvmfsRepo::parse(&raw.cvmfs_repo).map_err(|reason| {
             fail(
                 Target::Key("cvmfs_repo", None),
-                WishListProblem::CvmfsRepo { repo: raw.cvmfs_repo.clone(), reason },
+                WishListProblem::CvmfsRepo {
+                    repo: raw.cvmfs_repo.clone(),
+                    reason,
+                },
             )
         })?;
         let output_format = match &raw.output_format {
             Some(format) => OutputFormat::parse(format).map_err(|e| {
-                fail(Target::Key("output_format", None), WishListProblem::OutputFormat(e))
+                fail(
+                    Target::Key("output_format", None),
+                    WishListProblem::OutputFormat(e),
+                )
             })?,
             None => OutputFormat::default_format(),
         };
         if raw.input.is_empty() {
-            return Err(fail(Target::Key("input", None), WishListProblem::EmptyInput));
+            return Err(fail(
+                Target::Key("input", None),
+                WishListProblem::EmptyInput,
+            ));
         }
         let mut wishes = Vec::with_capacity(raw.input.len());
         for (index, name) in raw.input.iter().enumerate() {
@@ -384,7 +405,10 @@ fn locate(text: &str, target: Target) -> Option<Location> {
     let deserializer = serde_norway::Deserializer::from_str(text);
     match (TopLevel { key, index }).deserialize(deserializer) {
         Ok(()) => None,
-        Err(e) => e.location().map(|l| Location { line: l.line(), column: l.column() }),
+        Err(e) => e.location().map(|l| Location {
+            line: l.line(),
+            column: l.column(),
+        }),
     }
 }
 
@@ -488,7 +512,11 @@ mod tests {
         let shown = err.to_string();
         let prefix = format!("wish.yaml:{}:{}: ", location.line, location.column);
         assert!(shown.starts_with(&prefix), "{shown}");
-        (location.line, location.column, shown[prefix.len()..].to_owned())
+        (
+            location.line,
+            location.column,
+            shown[prefix.len()..].to_owned(),
+        )
     }
 
     const GOOD: &str = "\
@@ -508,8 +536,15 @@ ignore_errors: ['https://registry.hub.docker.com/flaky/*']
         assert_eq!(list.user(), "alice");
         assert_eq!(list.cvmfs_repo().name(), "unpacked.cern.ch");
         assert_eq!(list.cvmfs_repo().subdir(), None);
-        assert_eq!(list.output_format().as_str(), "$(scheme)://registry.example.org/thin/$(image)");
-        let outputs: Vec<String> = list.wishes().iter().map(|w| w.output.whole_name()).collect();
+        assert_eq!(
+            list.output_format().as_str(),
+            "$(scheme)://registry.example.org/thin/$(image)"
+        );
+        let outputs: Vec<String> = list
+            .wishes()
+            .iter()
+            .map(|w| w.output.whole_name())
+            .collect();
         assert_eq!(
             outputs,
             [
@@ -526,18 +561,28 @@ ignore_errors: ['https://registry.hub.docker.com/flaky/*']
         let list = load("version: 1\ncvmfs_repo: r.cern.ch\ninput: ['quay.io/a:1']\n").unwrap();
         assert_eq!(list.user(), "");
         assert_eq!(list.output_format().as_str(), crate::DEFAULT_OUTPUT_FORMAT);
-        assert_eq!(list.wishes()[0].output.whole_name(), "https://quay.io/a_thin:1");
+        assert_eq!(
+            list.wishes()[0].output.whole_name(),
+            "https://quay.io/a_thin:1"
+        );
         assert!(list.ignore_errors().is_empty());
     }
 
     #[test]
     fn empty_user_is_allowed() {
-        assert_eq!(load("version: 1\nuser: ''\ncvmfs_repo: r\ninput: [quay.io/a:1]\n").unwrap().user(), "");
+        assert_eq!(
+            load("version: 1\nuser: ''\ncvmfs_repo: r\ninput: [quay.io/a:1]\n")
+                .unwrap()
+                .user(),
+            ""
+        );
     }
 
     #[test]
     fn cvmfs_repo_may_have_a_subdir() {
-        let list = load("version: 1\ncvmfs_repo: unpacked.cern.ch/sub/dir/\ninput: [quay.io/a:1]\n").unwrap();
+        let list =
+            load("version: 1\ncvmfs_repo: unpacked.cern.ch/sub/dir/\ninput: [quay.io/a:1]\n")
+                .unwrap();
         assert_eq!(list.cvmfs_repo().name(), "unpacked.cern.ch");
         assert_eq!(list.cvmfs_repo().subdir(), Some("sub/dir"));
         assert_eq!(list.cvmfs_repo().to_string(), "unpacked.cern.ch/sub/dir");
@@ -545,7 +590,8 @@ ignore_errors: ['https://registry.hub.docker.com/flaky/*']
 
     #[test]
     fn upstream_ignore_errors_spelling_is_accepted() {
-        let list = load("version: 1\ncvmfs_repo: r\ninput: [quay.io/a:1]\nignoreErrors: ['*']\n").unwrap();
+        let list =
+            load("version: 1\ncvmfs_repo: r\ninput: [quay.io/a:1]\nignoreErrors: ['*']\n").unwrap();
         assert_eq!(list.ignore_errors().len(), 1);
     }
 
@@ -557,7 +603,10 @@ ignore_errors: ['https://registry.hub.docker.com/flaky/*']
         let http = ImageRef::parse("http://registry.hub.docker.com/flaky/x:1").unwrap();
         assert!(list.is_error_ignored(&flaky));
         assert!(!list.is_error_ignored(&other));
-        assert!(!list.is_error_ignored(&http), "the scheme is part of the whole name");
+        assert!(
+            !list.is_error_ignored(&http),
+            "the scheme is part of the whole name"
+        );
     }
 
     #[test]
@@ -616,8 +665,14 @@ ignore_errors: ['https://registry.hub.docker.com/flaky/*']
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("missing.yaml");
         let err = WishList::load(&path).unwrap_err();
-        assert!(err.to_string().starts_with(&format!("{}: cannot read the wish list", path.display())));
-        assert!(std::error::Error::source(&err).is_some(), "the I/O error is the cause");
+        assert!(
+            err.to_string()
+                .starts_with(&format!("{}: cannot read the wish list", path.display()))
+        );
+        assert!(
+            std::error::Error::source(&err).is_some(),
+            "the I/O error is the cause"
+        );
     }
 
     #[test]

@@ -24,7 +24,11 @@ pub fn run(args: CheckArgs) -> Result<(), Failure> {
         list.output_format(),
     );
     for wish in list.wishes() {
-        let glob = if wish.input.is_tag_glob() { "  (tag glob: one thin image per matching tag)" } else { "" };
+        let glob = if wish.input.is_tag_glob() {
+            "  (tag glob: one thin image per matching tag)"
+        } else {
+            ""
+        };
         text.push_str(&format!("{} -> {}{glob}\n", wish.input, wish.output));
     }
     for glob in list.ignore_errors() {

@@ -22,7 +22,10 @@ pub fn run(args: CheckImageSyntaxArgs) -> Result<(), Failure> {
         let values: Vec<String> = fields.iter().map(|(_, value)| csv_field(value)).collect();
         format!("{CSV_HEADER}\n{}\n", values.join(","))
     } else {
-        let mut text: String = fields.iter().map(|(name, value)| format!("{name}: {value}\n")).collect();
+        let mut text: String = fields
+            .iter()
+            .map(|(name, value)| format!("{name}: {value}\n"))
+            .collect();
         text.push_str(&format!("simple_name: {}\n", image.simple_name()));
         text.push_str(&format!("tag_glob: {}\n", image.is_tag_glob()));
         text

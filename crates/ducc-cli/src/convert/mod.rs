@@ -64,7 +64,9 @@ pub fn run_loop(global: &GlobalArgs, args: LoopArgs) -> Result<(), Failure> {
         let deadline = Instant::now() + Duration::from_secs(args.interval);
         while Instant::now() < deadline {
             if stop.load(Ordering::SeqCst) {
-                return Err(Failure::Reported(exit::IMAGES_FAILED));
+                // Stopped between passes: nothing was interrupted, so this is a clean stop.
+                run.converter.cache.clean();
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(200));
         }

@@ -278,10 +278,13 @@ impl Converter<'_> {
         created: Option<&str>,
         input: &ImageRef,
     ) -> anyhow::Result<usize> {
-        let todo: Vec<&LayerJob> = layers
+        let mut todo: Vec<&LayerJob> = layers
             .iter()
             .filter(|l| self.settings.overwrite_layers || !self.layer_complete(&l.digest))
             .collect();
+        // An image may list one blob several times (empty layers often are): unpack it once.
+        let mut seen = std::collections::HashSet::new();
+        todo.retain(|l| seen.insert(l.digest));
         // Layers whose directory exists still get this image in their origin.json.
         for layer in layers
             .iter()
