@@ -15,10 +15,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
 use ducc_registry::oci_spec::image::Descriptor;
-use ducc_registry::{
-    Client, ClientOptions, Credentials, Environment, ImageName, ManifestSelection, Platform,
-    Reference, Repository, Scheme, parse_digest,
-};
+use ducc_registry::{Client, Environment, ImageName, ManifestSelection, Platform};
 use ducc_unpack::{
     ExtractOptions, FlatExtractor, LayerDescriptor, LayerDirOptions, Report, WhiteoutFormat,
     unpack_layer_dir,
@@ -27,6 +24,7 @@ use ducc_wishlist::ImageRef;
 
 use crate::args::{GlobalArgs, UnpackImageArgs};
 use crate::exit::Failure;
+use crate::registry;
 
 /// Runs `ducc unpack-image`.
 pub fn run(_global: &GlobalArgs, args: UnpackImageArgs) -> Result<(), Failure> {
@@ -42,10 +40,10 @@ pub fn run(_global: &GlobalArgs, args: UnpackImageArgs) -> Result<(), Failure> {
         .parse()
         .map_err(|e: ducc_registry::Error| Failure::Usage(e.into()))?;
     prepare_dest(&args.dest).map_err(Failure::Usage)?;
-    let name = image_name(&image).map_err(Failure::Usage)?;
-    let credentials = Credentials::from_environment(&Environment::from_process())
-        .map_err(|e| Failure::Usage(e.into()))?;
-    let client = Client::new(ClientOptions::new().credentials(credentials));
+    let name = registry::image_name(&image).map_err(Failure::Usage)?;
+    let credentials =
+        registry::credentials(&Environment::from_process()).map_err(Failure::Usage)?;
+    let client = registry::client(credentials);
     let pull = Pull {
         client: &client,
         name: &name,
@@ -80,22 +78,6 @@ fn prepare_dest(dest: &Path) -> anyhow::Result<()> {
             dest.display()
         ))),
     }
-}
-
-/// The registry client's name for the image (a bare repository means `:latest`).
-fn image_name(image: &ImageRef) -> anyhow::Result<ImageName> {
-    let scheme = match image.scheme() {
-        ducc_wishlist::Scheme::Https => Scheme::Https,
-        ducc_wishlist::Scheme::Http => Scheme::Http,
-    };
-    let repository = Repository::new(scheme, image.registry(), image.repository())?;
-    let reference = match (image.tag(), image.digest()) {
-        (Some(tag), Some(digest)) => Reference::tag_and_digest(tag, parse_digest(digest)?)?,
-        (None, Some(digest)) => Reference::digest(parse_digest(digest)?),
-        (Some(tag), None) => Reference::tag(tag)?,
-        (None, None) => Reference::tag("latest")?,
-    };
-    Ok(ImageName::new(repository, reference))
 }
 
 /// One layer to unpack: what the manifest and config say about it.
