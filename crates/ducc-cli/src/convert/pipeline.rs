@@ -237,8 +237,7 @@ impl Converter<'_> {
         MarkerManifest::from_slice(&bytes).ok()?.config_digest()
     }
 
-    /// `.cvmfscatalog` in `.layers/`, `.flat/` and their shards, each once, before the layer
-    /// transactions (whose leases lie below the shards) start.
+    /// `.cvmfscatalog` in `.layers/` and `.flat/`, before the transactions below them start.
     fn ensure_catalog_dirs(&self) -> anyhow::Result<()> {
         let mut dirs = Vec::new();
         if !self.settings.skip_layers {
@@ -247,27 +246,11 @@ impl Converter<'_> {
         if !self.settings.skip_flat {
             dirs.push(self.layout.flat_root());
         }
-        for dir in dirs {
-            let catalog = dir.join(ducc_cvmfs::CATALOG_MARKER)?;
-            if self.published(&catalog).exists() {
-                continue;
-            }
-            let mut tx = self.publisher.begin(&dir)?;
-            tx.write_file(&catalog, &mut std::io::empty())?;
-            tx.commit()?;
-        }
-        Ok(())
+        self.ensure_catalogs(&dirs)
     }
 
-    fn ensure_catalog(&self, dir: &RepoPath) -> anyhow::Result<()> {
-        let catalog = dir.join(ducc_cvmfs::CATALOG_MARKER)?;
-        if self.published(&catalog).exists() {
-            return Ok(());
-        }
-        let mut tx = self.publisher.begin(dir)?;
-        tx.write_file(&catalog, &mut std::io::empty())?;
-        tx.commit()?;
-        Ok(())
+    fn ensure_catalogs(&self, dirs: &[RepoPath]) -> anyhow::Result<()> {
+        Ok(ducc_cvmfs::ensure_catalog_markers(self.publisher, dirs)?)
     }
 
     fn unpack_layers(
@@ -299,7 +282,7 @@ impl Converter<'_> {
             .collect();
         shards.dedup();
         for shard in &shards {
-            self.ensure_catalog(shard)?;
+            self.ensure_catalogs(std::slice::from_ref(shard))?;
         }
         let next = AtomicUsize::new(0);
         let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
@@ -506,7 +489,7 @@ impl Converter<'_> {
             return Ok(false);
         }
         let started = Instant::now();
-        self.ensure_catalog(&self.layout.flat_shard(config_digest))?;
+        self.ensure_catalogs(&[self.layout.flat_shard(config_digest)])?;
         let scratch = tempfile::Builder::new()
             .prefix("ducc-flat-")
             .tempdir_in(&self.settings.scratch_dir)
