@@ -51,7 +51,9 @@ fn loop_rereads_the_wish_list_keeps_the_last_good_one_and_stops_cleanly_on_sigte
         .arg("--cache-dir")
         .arg(work.path("cache"))
         .arg("-t")
-        .arg(work.path("tmp"));
+        .arg(work.path("tmp"))
+        .arg("-n")
+        .arg(work.path("events.jsonl"));
     let child = looping
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -61,9 +63,20 @@ fn loop_rereads_the_wish_list_keeps_the_last_good_one_and_stops_cleanly_on_sigte
     wait_until("the first image", || {
         flat_dir(&work.repo(), &first).exists()
     });
-    // A broken wish list is reported and the previous one kept...
+    // A broken wish list is reported and the previous one kept: two more passes over the first
+    // image mean at least one re-read saw the broken file.
+    let passes = || {
+        std::fs::read_to_string(work.path("events.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"action\":\"image_up_to_date\""))
+            .count()
+    };
     std::fs::write(&wishlist, "version: 1\ninput: [\n").unwrap();
-    std::thread::sleep(Duration::from_millis(2500));
+    let before = passes();
+    wait_until("two passes with the broken wish list", || {
+        passes() >= before + 2
+    });
     // ...and a fixed one with another image is picked up on a later pass.
     work.wishlist(
         &[
