@@ -378,18 +378,30 @@ impl Tree {
         }
     }
 
-    /// Creates directory `rel` (0755) unless something is there. A parent that is not a
-    /// directory (e.g. a dangling symlink) makes it a skip, not an error.
-    fn ensure_dir(&self, rel: &str, report: &mut ApptainerReport) -> Result<(), Error> {
-        let (parent, name) = match self.parent(rel) {
-            Ok(found) => found,
+    /// As [`Tree::parent`], but a parent that is not a directory (missing, a file, a symlink) is
+    /// recorded as a skip and gives `None`.
+    fn parent_or_skip<'a>(
+        &self,
+        rel: &'a str,
+        report: &mut ApptainerReport,
+    ) -> Result<Option<(OwnedFd, &'a str)>, Error> {
+        match self.parent(rel) {
+            Ok(found) => Ok(Some(found)),
             Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => {
                 report
                     .skipped
                     .push((rel.to_owned(), "its parent is not a directory".to_owned()));
-                return Ok(());
+                Ok(None)
             }
-            Err(e) => return Err(self.io_error(rel, "open parent of", e)),
+            Err(e) => Err(self.io_error(rel, "open parent of", e)),
+        }
+    }
+
+    /// Creates directory `rel` (0755) unless something is there. A parent that is not a
+    /// directory (e.g. a dangling symlink) makes it a skip, not an error.
+    fn ensure_dir(&self, rel: &str, report: &mut ApptainerReport) -> Result<(), Error> {
+        let Some((parent, name)) = self.parent_or_skip(rel, report)? else {
+            return Ok(());
         };
         match self
             .existing(&parent, name)
@@ -444,15 +456,8 @@ impl Tree {
     }
 
     fn ensure_empty_file(&self, rel: &str, report: &mut ApptainerReport) -> Result<(), Error> {
-        let (parent, name) = match self.parent(rel) {
-            Ok(found) => found,
-            Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => {
-                report
-                    .skipped
-                    .push((rel.to_owned(), "its parent is not a directory".to_owned()));
-                return Ok(());
-            }
-            Err(e) => return Err(self.io_error(rel, "open parent of", e)),
+        let Some((parent, name)) = self.parent_or_skip(rel, report)? else {
+            return Ok(());
         };
         if let Existing::Missing = self
             .existing(&parent, name)

@@ -228,6 +228,19 @@ impl Converter<'_> {
             && self.published(&self.layout.layer_info(layer)).is_file()
     }
 
+    /// A fresh directory under the scratch space, removed when dropped.
+    fn scratch(&self, prefix: &str) -> anyhow::Result<tempfile::TempDir> {
+        tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in(&self.settings.scratch_dir)
+            .with_context(|| {
+                format!(
+                    "cannot create scratch space in {}",
+                    self.settings.scratch_dir.display()
+                )
+            })
+    }
+
     fn published(&self, path: &RepoPath) -> PathBuf {
         self.publisher.published_path(path)
     }
@@ -356,15 +369,7 @@ impl Converter<'_> {
         let started = Instant::now();
         let layerfs = self.layout.layerfs(&layer.digest);
         let descriptor = self.descriptor(layer);
-        let scratch = tempfile::Builder::new()
-            .prefix("ducc-layer-")
-            .tempdir_in(&self.settings.scratch_dir)
-            .with_context(|| {
-                format!(
-                    "cannot create scratch space in {}",
-                    self.settings.scratch_dir.display()
-                )
-            })?;
+        let scratch = self.scratch("ducc-layer-")?;
         let whiteouts = self.settings.whiteouts;
         let privileges = self.settings.privileges;
         let stop = &*self.stop;
@@ -490,15 +495,7 @@ impl Converter<'_> {
         }
         let started = Instant::now();
         self.ensure_catalogs(&[self.layout.flat_shard(config_digest)])?;
-        let scratch = tempfile::Builder::new()
-            .prefix("ducc-flat-")
-            .tempdir_in(&self.settings.scratch_dir)
-            .with_context(|| {
-                format!(
-                    "cannot create scratch space in {}",
-                    self.settings.scratch_dir.display()
-                )
-            })?;
+        let scratch = self.scratch("ducc-flat-")?;
         let mut extractor = FlatExtractor::new(
             scratch.path(),
             &ExtractOptions::new().privileges(self.settings.privileges),
