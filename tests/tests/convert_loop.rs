@@ -85,10 +85,11 @@ fn loop_rereads_the_wish_list_keeps_the_last_good_one_and_stops_cleanly_on_sigte
         ],
         "",
     );
+    // The marker is written last: once it is there, the whole image is.
     wait_until("the second image", || {
-        flat_dir(&work.repo(), &second).exists()
+        marker_config(&work.repo(), registry.host(), &format!("{second_name}:1")).is_some()
     });
-    assert!(marker_config(&work.repo(), registry.host(), &format!("{second_name}:1")).is_some());
+    assert!(flat_dir(&work.repo(), &second).exists());
 
     // SIGTERM while it sleeps between passes: a clean stop.
     std::thread::sleep(Duration::from_millis(300));
