@@ -4,7 +4,8 @@
 //!   `-D warnings`, and the whole test suite with nextest. This is the README's test command.
 //! - `cargo xtask deps`: only install the test dependencies.
 //! - `cargo xtask fixtures`: build the shared test fixtures (also done lazily by the tests).
-//! - `cargo xtask bench [WHAT]`: benchmarks, side by side with peer tools.
+//! - `cargo xtask bench unpack|convert [--rounds N]`: benchmarks on a 1 GB image, side by side
+//!   with peer tools (`bench` alone prints what each measures).
 //! - `cargo xtask fuzz [SECONDS]`: bounded fuzzing of the layer parser and extractor (not in CI).
 
 mod bench;
@@ -23,7 +24,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::run(&args[1..]),
         Some("fuzz") => fuzz::run(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask ci|deps|fixtures|bench [WHAT]|fuzz [SECONDS]");
+            eprintln!("usage: cargo xtask ci|deps|fixtures|bench unpack|convert|fuzz [SECONDS]");
             return ExitCode::from(2);
         }
     };

@@ -141,6 +141,9 @@ pub struct ConversionFlags {
     /// Manifest format of thin images
     #[arg(long, value_enum, default_value_t = ThinFormatArg::Docker)]
     pub thin_format: ThinFormatArg,
+    /// Never draw progress bars (drawn only when stderr is a terminal; else plain log lines)
+    #[arg(long)]
+    pub no_progress: bool,
 }
 
 /// Manifest format of thin images.

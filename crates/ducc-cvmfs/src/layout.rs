@@ -314,6 +314,60 @@ fn check_plain(what: &'static str, value: &str) -> Result<(), PathError> {
     }
 }
 
+/// The directory name of one platform of a multi-platform image under `.multiarch/`:
+/// `<architecture>` or `<architecture>:<variant>` (upstream's `GetNameWithArch`), e.g. `amd64`,
+/// `arm64:v8`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Arch(String);
+
+impl Arch {
+    /// The directory name for `architecture` and an optional, non-empty `variant`.
+    ///
+    /// # Errors
+    /// [`PathError::BadImagePart`] when a part is empty, `.`/`..`, or holds `/` or `:`.
+    pub fn new(architecture: &str, variant: Option<&str>) -> Result<Self, PathError> {
+        let plain = |what: &'static str, value: &str| {
+            check_plain(what, value)?;
+            if value.contains(':') {
+                return Err(bad_part(what, value));
+            }
+            Ok(())
+        };
+        plain("architecture", architecture)?;
+        match variant.filter(|v| !v.is_empty()) {
+            Some(variant) => {
+                plain("variant", variant)?;
+                Ok(Self(format!("{architecture}:{variant}")))
+            }
+            None => Ok(Self(architecture.to_owned())),
+        }
+    }
+
+    /// The directory name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Other spellings of architectures (what `uname -m` and Debian say) and the `.multiarch/`
+/// directories each may stand for, in order of preference (upstream's `archAliases`). A CernVM-FS
+/// client resolves `$(CVMFS_ARCH)` to such a spelling, so each gets a symlink in `.multiarch/`.
+pub const ARCH_ALIASES: [(&str, &[&str]); 7] = [
+    ("aarch64", &["arm64", "arm64:v8"]),
+    ("arm64", &["arm64:v8"]),
+    ("armhf", &["arm"]),
+    ("armel", &["arm:v6"]),
+    ("i386", &["386"]),
+    ("x86_64", &["amd64"]),
+    ("x86-64", &["amd64"]),
+];
+
 /// Name of the file that makes its directory a nested catalog.
 pub const CATALOG_MARKER: &str = ".cvmfscatalog";
 
@@ -425,6 +479,63 @@ impl Layout {
         self.marker_dir(name).child("manifest.json")
     }
 
+    /// `.multiarch`: per-platform public symlinks of multi-platform images.
+    pub fn multiarch_root(&self) -> RepoPath {
+        self.root.child(".multiarch")
+    }
+
+    /// `.multiarch/<arch>`
+    pub fn multiarch_dir(&self, arch: &Arch) -> RepoPath {
+        self.multiarch_root().child(arch.as_str())
+    }
+
+    /// `.multiarch/<arch>/<registry>/<repository>:<tag>`: the public symlink of one platform of a
+    /// multi-platform image.
+    pub fn arch_link(&self, name: &PublicName, arch: &Arch) -> RepoPath {
+        self.multiarch_dir(arch).join_clean(&name.relative())
+    }
+
+    /// The text of [`Layout::arch_link`]: relative, to `.flat/<hh>/<cfg>`.
+    pub fn arch_link_target(
+        &self,
+        name: &PublicName,
+        arch: &Arch,
+        config: &ConfigDigest,
+    ) -> PathBuf {
+        relative_target(&self.arch_link(name, arch), &self.flat_image(config))
+    }
+
+    /// `.metadata/.multiarch/<arch>/<registry>/<repository>:<tag>`
+    pub fn arch_marker_dir(&self, name: &PublicName, arch: &Arch) -> RepoPath {
+        self.metadata_root()
+            .child(".multiarch")
+            .child(arch.as_str())
+            .join_clean(&name.relative())
+    }
+
+    /// `.metadata/.multiarch/<arch>/<registry>/<repository>:<tag>/manifest.json`: the marker of one
+    /// platform of a multi-platform image.
+    pub fn arch_marker_manifest(&self, name: &PublicName, arch: &Arch) -> RepoPath {
+        self.arch_marker_dir(name, arch).child("manifest.json")
+    }
+
+    /// The text of the public symlink of a multi-platform image: a CernVM-FS variant symlink,
+    /// `../`.. then `.multiarch/$(CVMFS_ARCH:-<default>)/<registry>/<repository>:<tag>`, which each
+    /// client resolves to its own platform (`default` where `CVMFS_ARCH` is unset).
+    pub fn variant_link_target(&self, name: &PublicName, default: &Arch) -> PathBuf {
+        let variable = format!("$(CVMFS_ARCH:-{default})");
+        let target = self
+            .multiarch_root()
+            .child(&variable)
+            .join_clean(&name.relative());
+        relative_target(&self.public_link(name), &target)
+    }
+
+    /// `.multiarch/<alias>` for an entry of [`ARCH_ALIASES`].
+    pub fn arch_alias(&self, alias: &str) -> RepoPath {
+        self.multiarch_root().child(alias)
+    }
+
     /// `podmanStore`: the podman additional image store (no leading dot, as upstream).
     pub fn podman_store(&self) -> RepoPath {
         self.root.child("podmanStore")
@@ -478,6 +589,67 @@ mod tests {
 
     fn name(registry: &str, repository: &str, tag: &str) -> PublicName {
         PublicName::tagged(registry, repository, tag).unwrap()
+    }
+
+    fn arch(a: &str, v: Option<&str>) -> Arch {
+        Arch::new(a, v).unwrap()
+    }
+
+    /// Upstream's newer `.multiarch` layout, with and without a repository subdir.
+    #[test]
+    fn multiarch_paths_follow_upstream() {
+        let name = name("127.0.0.1:5000", "multi/app", "1");
+        let arm = arch("arm64", Some("v8"));
+        for (root, up) in [("", "../../"), ("sub", "../../")] {
+            let layout = Layout::new(RepoPath::new(root).unwrap());
+            let p = |s: &str| {
+                if root.is_empty() {
+                    s.to_owned()
+                } else {
+                    format!("{root}/{s}")
+                }
+            };
+            assert_eq!(
+                layout.arch_link(&name, &arm).as_str(),
+                p(".multiarch/arm64:v8/127.0.0.1:5000/multi/app:1")
+            );
+            assert_eq!(
+                layout.arch_link_target(&name, &arm, &config()),
+                PathBuf::from(format!("../../../../.flat/0f/{C}"))
+            );
+            assert_eq!(
+                layout.arch_marker_manifest(&name, &arm).as_str(),
+                p(".metadata/.multiarch/arm64:v8/127.0.0.1:5000/multi/app:1/manifest.json")
+            );
+            assert_eq!(
+                layout
+                    .variant_link_target(&name, &arch("amd64", None))
+                    .to_str()
+                    .unwrap(),
+                format!("{up}.multiarch/$(CVMFS_ARCH:-amd64)/127.0.0.1:5000/multi/app:1")
+            );
+            assert_eq!(layout.arch_alias("x86_64").as_str(), p(".multiarch/x86_64"));
+        }
+    }
+
+    #[test]
+    fn arch_names_are_checked() {
+        assert_eq!(arch("amd64", None).as_str(), "amd64");
+        assert_eq!(arch("amd64", Some("")).as_str(), "amd64");
+        assert_eq!(arch("arm", Some("v7")).to_string(), "arm:v7");
+        for (a, v) in [
+            ("", None),
+            ("..", None),
+            ("arm/64", None),
+            ("arm", Some("v/7")),
+            ("arm:7", None),
+            ("arm", Some("..")),
+        ] {
+            assert!(
+                matches!(Arch::new(a, v), Err(PathError::BadImagePart { .. })),
+                "{a:?} {v:?} accepted"
+            );
+        }
     }
 
     /// SPEC section 3, path by path, for a plain repository and one with a subdir.

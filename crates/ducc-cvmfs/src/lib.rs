@@ -56,7 +56,8 @@ pub use digest::{ConfigDigest, DigestError};
 pub use ducc_unpack::{DiffId, LayerDigest};
 pub use error::PublishError;
 pub use layout::{
-    CATALOG_MARKER, Layout, PathError, PublicName, RepoPath, RepositoryName, relative_target,
+    ARCH_ALIASES, Arch, CATALOG_MARKER, Layout, PathError, PublicName, RepoPath, RepositoryName,
+    relative_target,
 };
 pub use local::LocalPublisher;
 pub use metadata::{LayerInfo, MarkerDescriptor, MarkerManifest, Origin};

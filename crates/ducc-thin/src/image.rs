@@ -34,6 +34,14 @@ impl ThinFormat {
         }
     }
 
+    /// The media type of an index over thin images of this format.
+    pub fn index_media_type(self) -> &'static str {
+        match self {
+            ThinFormat::DockerV2 => "application/vnd.docker.distribution.manifest.list.v2+json",
+            ThinFormat::Oci => "application/vnd.oci.image.index.v1+json",
+        }
+    }
+
     fn config_media_type(self) -> &'static str {
         match self {
             ThinFormat::DockerV2 => "application/vnd.docker.container.image.v1+json",
@@ -168,7 +176,7 @@ fn gzip(data: &[u8]) -> Result<Vec<u8>, ThinError> {
         .map_err(|e| ThinError::Build(format!("cannot compress the thin layer: {e}")))
 }
 
-fn sha256(bytes: &[u8]) -> String {
+pub(crate) fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 

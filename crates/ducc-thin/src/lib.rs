@@ -25,9 +25,13 @@
 mod descriptor;
 mod error;
 mod image;
+mod index;
 mod push;
 
 pub use descriptor::{THIN_VERSION, ThinDescriptor, ThinLayer};
 pub use error::ThinError;
 pub use image::{CVMFS_IMAGE_ENV, ThinBlob, ThinFormat, ThinImage};
-pub use push::{DEPRECATED_PASSWORD_VARS, PASSWORD_VAR, PushOutcome, output_login, push};
+pub use index::{ThinIndex, ThinPlatform};
+pub use push::{
+    DEPRECATED_PASSWORD_VARS, PASSWORD_VAR, PushOutcome, output_login, push, push_index,
+};

@@ -7,6 +7,7 @@ use ducc_registry::{
 
 use crate::error::ThinError;
 use crate::image::{ThinBlob, ThinImage};
+use crate::index::ThinIndex;
 
 /// The environment variable holding the thin-image push password.
 pub const PASSWORD_VAR: &str = "DUCC_OUTPUT_REGISTRY_PASS";
@@ -60,64 +61,140 @@ pub fn push(
     tag: &str,
     image: &ThinImage,
 ) -> Result<PushOutcome, ThinError> {
-    let name = format!("{}/{}:{tag}", repository.registry(), repository.path());
-    let reference = Reference::tag(tag).map_err(|source| ThinError::Name {
-        image: name.clone(),
-        source,
-    })?;
-    let fail = |step: &'static str| {
-        let image = name.clone();
+    let target = Target::new(repository, tag)?;
+    if target.already_names(client, &image.manifest.digest)? {
+        return Ok(PushOutcome::AlreadyPresent);
+    }
+    let blobs_uploaded = target.push_image(client, image, &target.reference)?;
+    tracing::info!(image = %target.name, digest = %image.manifest.digest, "thin image pushed");
+    Ok(PushOutcome::Pushed { blobs_uploaded })
+}
+
+/// Pushes the thin index of a multi-platform image to `repository` under `tag`, unless the tag
+/// already names the same index: each platform's thin image first (by digest, blobs only where
+/// missing), then the index, so the tag never points at an index with a missing entry.
+///
+/// # Errors
+/// As [`push`].
+pub fn push_index(
+    client: &Client,
+    repository: &Repository,
+    tag: &str,
+    index: &ThinIndex,
+) -> Result<PushOutcome, ThinError> {
+    let target = Target::new(repository, tag)?;
+    if target.already_names(client, &index.manifest.digest)? {
+        return Ok(PushOutcome::AlreadyPresent);
+    }
+    let mut blobs_uploaded = 0;
+    for (_, image) in &index.images {
+        let digest = parse_digest(&image.manifest.digest).map_err(target.fail("manifest"))?;
+        blobs_uploaded += target.push_image(client, image, &Reference::digest(digest))?;
+    }
+    target.push_manifest(client, &index.manifest, &target.reference)?;
+    tracing::info!(image = %target.name, digest = %index.manifest.digest, "thin index pushed");
+    Ok(PushOutcome::Pushed { blobs_uploaded })
+}
+
+/// Where a push goes.
+struct Target<'r> {
+    repository: &'r Repository,
+    reference: Reference,
+    name: String,
+}
+
+impl<'r> Target<'r> {
+    fn new(repository: &'r Repository, tag: &str) -> Result<Self, ThinError> {
+        let name = format!("{}/{}:{tag}", repository.registry(), repository.path());
+        let reference = Reference::tag(tag).map_err(|source| ThinError::Name {
+            image: name.clone(),
+            source,
+        })?;
+        Ok(Self {
+            repository,
+            reference,
+            name,
+        })
+    }
+
+    fn fail(&self, step: &'static str) -> impl Fn(ducc_registry::Error) -> ThinError + use<> {
+        let image = self.name.clone();
         move |source| ThinError::Push {
-            image,
+            image: image.clone(),
             step,
             source,
         }
-    };
-
-    let existing = client.fetch_manifest(
-        &ImageName::new(repository.clone(), reference.clone()),
-        &ManifestSelection::Index,
-    );
-    match existing {
-        Ok(found) if found.digest().to_string() == image.manifest.digest => {
-            tracing::debug!(image = %name, digest = %image.manifest.digest, "thin image already in the registry");
-            return Ok(PushOutcome::AlreadyPresent);
-        }
-        Ok(_) => {}
-        // Nothing there yet, or something we would replace anyway.
-        Err(e)
-            if matches!(
-                e.kind(),
-                ErrorKind::NotFound
-                    | ErrorKind::UnsupportedMediaType { .. }
-                    | ErrorKind::InvalidManifest { .. }
-            ) => {}
-        Err(e) => return Err(fail("existing manifest check")(e)),
     }
 
-    let mut blobs_uploaded = 0;
-    for (blob, step) in [(&image.layer, "layer"), (&image.config, "config")] {
-        if push_blob(client, repository, blob).map_err(fail(step))? == BlobPush::Uploaded {
-            blobs_uploaded += 1;
+    /// Whether the tag already names `digest`.
+    fn already_names(&self, client: &Client, digest: &str) -> Result<bool, ThinError> {
+        let existing = client.fetch_manifest(
+            &ImageName::new(self.repository.clone(), self.reference.clone()),
+            &ManifestSelection::Index,
+        );
+        match existing {
+            Ok(found) if found.digest().to_string() == digest => {
+                tracing::debug!(image = %self.name, %digest, "thin image already in the registry");
+                Ok(true)
+            }
+            Ok(_) => Ok(false),
+            // Nothing there yet, or something we would replace anyway.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::NotFound
+                        | ErrorKind::UnsupportedMediaType { .. }
+                        | ErrorKind::InvalidManifest { .. }
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(self.fail("existing manifest check")(e)),
         }
     }
-    let stored = client
-        .push_manifest(
-            repository,
-            &reference,
-            image.manifest.media_type,
-            &image.manifest.bytes,
-        )
-        .map_err(fail("manifest"))?;
-    if stored.to_string() != image.manifest.digest {
-        return Err(ThinError::DigestChanged {
-            image: name,
-            built: image.manifest.digest.clone(),
-            stored: stored.to_string(),
-        });
+
+    /// The image's blobs, then its manifest under `reference`; the number of blobs uploaded.
+    fn push_image(
+        &self,
+        client: &Client,
+        image: &ThinImage,
+        reference: &Reference,
+    ) -> Result<u8, ThinError> {
+        let mut blobs_uploaded = 0;
+        for (blob, step) in [(&image.layer, "layer"), (&image.config, "config")] {
+            if push_blob(client, self.repository, blob).map_err(self.fail(step))?
+                == BlobPush::Uploaded
+            {
+                blobs_uploaded += 1;
+            }
+        }
+        self.push_manifest(client, &image.manifest, reference)?;
+        Ok(blobs_uploaded)
     }
-    tracing::info!(image = %name, digest = %image.manifest.digest, "thin image pushed");
-    Ok(PushOutcome::Pushed { blobs_uploaded })
+
+    fn push_manifest(
+        &self,
+        client: &Client,
+        manifest: &ThinBlob,
+        reference: &Reference,
+    ) -> Result<(), ThinError> {
+        let stored = client
+            .push_manifest(
+                self.repository,
+                reference,
+                manifest.media_type,
+                &manifest.bytes,
+            )
+            .map_err(self.fail("manifest"))?;
+        if stored.to_string() != manifest.digest {
+            return Err(ThinError::DigestChanged {
+                image: self.name.clone(),
+                built: manifest.digest.clone(),
+                stored: stored.to_string(),
+            });
+        }
+        Ok(())
+    }
 }
 
 fn push_blob(

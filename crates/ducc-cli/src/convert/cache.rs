@@ -11,6 +11,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use anyhow::Context;
 use ducc_registry::{Client, Digest, Repository};
 
+use super::progress::{Download, Progress};
+
 /// The blob cache, shared by the threads of a run.
 pub struct BlobCache {
     dir: PathBuf,
@@ -19,6 +21,8 @@ pub struct BlobCache {
     /// Blobs this run fetched, removed again by [`BlobCache::clean`].
     fetched: Mutex<HashSet<PathBuf>>,
     downloads: Semaphore,
+    /// Where a bar per download is shown, on a terminal.
+    progress: Option<Progress>,
 }
 
 /// What [`BlobCache::get`] did.
@@ -53,7 +57,13 @@ impl BlobCache {
             } else {
                 max_downloads
             }),
+            progress: None,
         })
+    }
+
+    /// This cache, showing each download as a bar on `progress` when there is one.
+    pub fn with_progress(self, progress: Option<Progress>) -> BlobCache {
+        BlobCache { progress, ..self }
     }
 
     /// Where the blob `digest` is (or will be) in the cache.
@@ -84,7 +94,12 @@ impl BlobCache {
             self.dir
                 .join("partial")
                 .join(format!("{}.{}", digest.digest(), std::process::id()));
-        let result = download(client, repository, digest, size, &partial);
+        let bar = self
+            .progress
+            .as_ref()
+            .map(|p| p.download(&download_name(repository, digest), size));
+        let result = download(client, repository, digest, size, &partial, bar.as_ref());
+        drop(bar);
         if let Err(e) = result {
             let _ = fs::remove_file(&partial);
             return Err(e);
@@ -113,10 +128,15 @@ fn download(
     digest: &Digest,
     size: u64,
     partial: &Path,
+    bar: Option<&Download>,
 ) -> anyhow::Result<()> {
-    let mut blob = client
+    let blob = client
         .open_blob(repository, digest, Some(size))
         .with_context(|| format!("cannot download blob {digest}"))?;
+    let mut blob: Box<dyn io::Read> = match bar {
+        Some(bar) => Box::new(bar.reader(blob)),
+        None => Box::new(blob),
+    };
     let file =
         File::create(partial).with_context(|| format!("cannot create {}", partial.display()))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
@@ -130,6 +150,16 @@ fn download(
     file.sync_all()
         .with_context(|| format!("cannot write {}", partial.display()))?;
     Ok(())
+}
+
+/// `library/ubuntu@sha256:0123456789ab`: a blob, short enough for a bar.
+fn download_name(repository: &Repository, digest: &Digest) -> String {
+    let digest = digest.to_string();
+    let short = match digest.split_once(':') {
+        Some((algorithm, hex)) => format!("{algorithm}:{}", hex.get(..12).unwrap_or(hex)),
+        None => digest,
+    };
+    format!("{}@{short}", repository.path())
 }
 
 /// A counting semaphore for the download limit.

@@ -1,5 +1,6 @@
 //! `-n FILE`: one JSON object per line per event, appended, so several ducc processes can share
-//! one file (each line is written with a single `write` on an `O_APPEND` file).
+//! one file (each line is written with a single `write` on an `O_APPEND` file). The same events
+//! drive the progress bars on a terminal.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -10,9 +11,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use serde_json::{Map, Value, json};
 
-/// Where events go; a run without `-n` has no file and events cost nothing.
+use super::progress::Progress;
+
+/// Where events go; a run without `-n` and without bars has neither and events cost nothing.
 pub struct Events {
     file: Option<Mutex<File>>,
+    progress: Option<Progress>,
 }
 
 impl Events {
@@ -28,12 +32,23 @@ impl Events {
             )),
             None => None,
         };
-        Ok(Events { file })
+        Ok(Events {
+            file,
+            progress: None,
+        })
+    }
+
+    /// These events, also shown on `progress` when there is one.
+    pub fn with_progress(self, progress: Option<Progress>) -> Events {
+        Events { progress, ..self }
     }
 
     /// Appends `{"time":..,"pid":..,"action":action, ...fields}`. A failing write is logged, not
     /// fatal: notifications must not stop a conversion.
     pub fn emit(&self, action: &str, fields: Value) {
+        if let Some(progress) = &self.progress {
+            progress.event(action, &fields);
+        }
         let Some(file) = &self.file else { return };
         let mut object = Map::new();
         let now = SystemTime::now()

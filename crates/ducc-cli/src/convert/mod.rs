@@ -3,6 +3,9 @@
 mod cache;
 mod events;
 mod pipeline;
+mod progress;
+
+pub use self::progress::log_line;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,7 +24,8 @@ use serde_json::json;
 
 use self::cache::BlobCache;
 use self::events::Events;
-use self::pipeline::{Converter, Outcome, Settings, StepError};
+use self::pipeline::{Converted, Converter, Outcome, Settings, StepError};
+use self::progress::Progress;
 use crate::args::{
     ConversionFlags, ConvertArgs, ConvertSingleArgs, GlobalArgs, LayerWhiteouts, LoopArgs,
     PublisherKind, ThinFormatArg,
@@ -106,31 +110,24 @@ pub fn run_single(global: &GlobalArgs, args: ConvertSingleArgs) -> Result<(), Fa
             for (image, output) in images {
                 let mut attempt = 1;
                 loop {
-                    match run.converter.convert(&image, output.as_ref()) {
-                        Ok(outcome) => {
-                            summary.record(&image, outcome);
-                            break;
-                        }
-                        Err(e)
-                            if attempt < args.attempts.max(1) && !stop.load(Ordering::SeqCst) =>
-                        {
-                            tracing::warn!(
-                                "{image}: {} failed (attempt {attempt}): {:#}; retrying",
-                                e.step,
-                                e.error
-                            );
-                            attempt += 1;
-                        }
-                        Err(e) => {
-                            summary.failed.push(Failed {
-                                image: image.whole_name(),
-                                step: e.step,
-                                error: e.error,
-                                ignored: false,
-                            });
-                            break;
-                        }
+                    let results = run.converter.convert(&image, output.as_ref());
+                    let failed = results.iter().find_map(|r| r.result.as_ref().err());
+                    if let Some(e) = failed
+                        && attempt < args.attempts.max(1)
+                        && !stop.load(Ordering::SeqCst)
+                    {
+                        tracing::warn!(
+                            "{image}: {} failed (attempt {attempt}): {:#}; retrying",
+                            e.step,
+                            e.error
+                        );
+                        attempt += 1;
+                        continue;
                     }
+                    for converted in results {
+                        summary.add(run.events, converted, false);
+                    }
+                    break;
                 }
             }
         }
@@ -199,11 +196,6 @@ impl Run {
             .parse()
             .with_context(|| format!("invalid --platform `{}`", flags.platform))
             .map_err(usage)?;
-        if flags.multi_arch {
-            return Err(usage(anyhow!(
-                "--multi-arch is not supported yet by this version of ducc-rs"
-            )));
-        }
         let temp = global
             .temporary_dir
             .clone()
@@ -212,12 +204,17 @@ impl Run {
             .cache_dir
             .clone()
             .unwrap_or_else(|| default_cache_dir(global.temporary_dir.as_deref()));
-        let cache = BlobCache::open(&cache_dir, flags.max_concurrent_downloads).map_err(usage)?;
+        let progress = Progress::for_stderr(flags.no_progress);
+        let cache = BlobCache::open(&cache_dir, flags.max_concurrent_downloads)
+            .map_err(usage)?
+            .with_progress(progress.clone());
         let env = Environment::from_process();
         let credentials = registry::credentials(&env).map_err(usage)?;
         let thin_login = ducc_thin::output_login(user, &env);
         let events: &'static Events = Box::leak(Box::new(
-            Events::open(global.notification_file.as_deref()).map_err(usage)?,
+            Events::open(global.notification_file.as_deref())
+                .map_err(usage)?
+                .with_progress(progress),
         ));
         events.emit("start_ducc", json!({}));
         let settings = Settings {
@@ -233,6 +230,7 @@ impl Run {
                 ThinFormatArg::Docker => ThinFormat::DockerV2,
                 ThinFormatArg::Oci => ThinFormat::Oci,
             },
+            multi_arch: flags.multi_arch,
             scratch_dir: temp,
             parallel_layers: flags.max_concurrent_downloads.max(1),
             verify_before_ingest: flags.publisher == PublisherKind::Cvmfs,
@@ -301,7 +299,13 @@ impl Run {
             let images = match self.expand(&wish.input, Some((&wish.output, Some(list)))) {
                 Ok(images) => images,
                 Err(error) => {
-                    summary.fail(self.events, &wish.input, "tags", error, ignored);
+                    summary.fail(
+                        self.events,
+                        &wish.input.whole_name(),
+                        "tags",
+                        error,
+                        ignored,
+                    );
                     continue;
                 }
             };
@@ -310,11 +314,8 @@ impl Run {
                     break;
                 }
                 let ignored = ignored || list.is_error_ignored(&image);
-                match self.converter.convert(&image, output.as_ref()) {
-                    Ok(outcome) => summary.record(&image, outcome),
-                    Err(StepError { step, error }) => {
-                        summary.fail(self.events, &image, step, error, ignored)
-                    }
+                for converted in self.converter.convert(&image, output.as_ref()) {
+                    summary.add(self.events, converted, ignored);
                 }
             }
         }
@@ -392,7 +393,16 @@ struct Summary {
 }
 
 impl Summary {
-    fn record(&mut self, image: &ImageRef, outcome: Outcome) {
+    fn add(&mut self, events: &Events, converted: Converted, ignored: bool) {
+        match converted.result {
+            Ok(outcome) => self.record(&converted.label, outcome),
+            Err(StepError { step, error }) => {
+                self.fail(events, &converted.label, step, error, ignored)
+            }
+        }
+    }
+
+    fn record(&mut self, image: &str, outcome: Outcome) {
         match outcome {
             Outcome::UpToDate => {
                 tracing::info!("{image}: up to date");
@@ -420,7 +430,7 @@ impl Summary {
     fn fail(
         &mut self,
         events: &Events,
-        image: &ImageRef,
+        image: &str,
         step: &'static str,
         error: anyhow::Error,
         ignored: bool,
@@ -431,9 +441,9 @@ impl Summary {
         } else {
             tracing::error!("{image}: {step} failed: {message}");
         }
-        events.emit("end_image", json!({"image": image.whole_name(), "status": "error", "step": step, "error": message, "ignored": ignored}));
+        events.emit("end_image", json!({"image": image, "status": "error", "step": step, "error": message, "ignored": ignored}));
         self.failed.push(Failed {
-            image: image.whole_name(),
+            image: image.to_owned(),
             step,
             error,
             ignored,

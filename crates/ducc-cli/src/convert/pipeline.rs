@@ -6,19 +6,24 @@
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use anyhow::{Context, anyhow, bail};
 use ducc_cvmfs::{
-    ConfigDigest, IngestOptions, LayerDigest, LayerInfo, Layout, MarkerDescriptor, MarkerManifest,
-    Origin, PublicName, Publisher, RepoPath, RepositoryName, Transaction,
+    Arch, ConfigDigest, IngestOptions, LayerDigest, LayerInfo, Layout, MarkerDescriptor,
+    MarkerManifest, Origin, PublicName, Publisher, RepoPath, RepositoryName, Transaction,
 };
-use ducc_registry::oci_spec::image::{Descriptor, ImageConfiguration, ImageManifest};
-use ducc_registry::{Client, Credentials, Login, ManifestSelection, Platform, parse_digest};
-use ducc_thin::{PushOutcome, ThinDescriptor, ThinFormat, ThinImage, ThinLayer};
+use ducc_registry::oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
+use ducc_registry::{
+    Client, Credentials, FetchedManifest, ImageName, Login, ManifestSelection, Platform, Reference,
+    parse_digest,
+};
+use ducc_thin::{
+    PushOutcome, ThinDescriptor, ThinFormat, ThinImage, ThinIndex, ThinLayer, ThinPlatform,
+};
 use ducc_unpack::{
     DiffId, ExtractOptions, FlatExtractor, ImageRuntime, LayerDescriptor, LayerReader, Privileges,
     TarWriteOptions, WhiteoutFormat,
@@ -51,6 +56,8 @@ pub struct Settings {
     pub privileges: Privileges,
     /// Manifest format of thin images.
     pub thin_format: ThinFormat,
+    /// Every linux platform of an index (`--multi-arch`), into `.multiarch/<arch>`.
+    pub multi_arch: bool,
     /// Scratch space for flat trees and canonical layer trees.
     pub scratch_dir: PathBuf,
     /// Layers unpacked at once.
@@ -121,55 +128,419 @@ struct LayerJob {
     diff_id: DiffId,
 }
 
+/// The result of one image of a wish: one per platform with `--multi-arch`.
+#[derive(Debug)]
+pub struct Converted {
+    /// The image, with its platform when it is one platform of a multi-platform image.
+    pub label: String,
+    /// What happened.
+    pub result: Result<Outcome, StepError>,
+}
+
+/// Where an image's public names go: the plain layout, or, for one platform of a multi-platform
+/// image, under `.multiarch/<arch>` (upstream's newer layout).
+struct Slot {
+    public: PublicName,
+    arch: Option<Arch>,
+}
+
+impl Slot {
+    fn marker(&self, layout: &Layout) -> RepoPath {
+        match &self.arch {
+            None => layout.marker_manifest(&self.public),
+            Some(arch) => layout.arch_marker_manifest(&self.public, arch),
+        }
+    }
+
+    fn marker_dir(&self, layout: &Layout) -> RepoPath {
+        match &self.arch {
+            None => layout.marker_dir(&self.public),
+            Some(arch) => layout.arch_marker_dir(&self.public, arch),
+        }
+    }
+
+    fn link(&self, layout: &Layout) -> RepoPath {
+        match &self.arch {
+            None => layout.public_link(&self.public),
+            Some(arch) => layout.arch_link(&self.public, arch),
+        }
+    }
+
+    fn link_target(&self, layout: &Layout, config: &ConfigDigest) -> PathBuf {
+        match &self.arch {
+            None => layout.public_link_target(&self.public, config),
+            Some(arch) => layout.arch_link_target(&self.public, arch, config),
+        }
+    }
+}
+
+/// What the thin image of a converted image is made from.
+struct ThinSource {
+    layers: Vec<LayerJob>,
+    config: ImageConfiguration,
+}
+
+/// One platform of a multi-platform image, converted.
+struct PlatformDone {
+    platform: Platform,
+    arch: Arch,
+    manifest: ImageManifest,
+    thin: Option<ThinSource>,
+}
+
 impl Converter<'_> {
-    /// Converts `input` (a plain tag or digest, no glob) and pushes `output` as its thin image.
-    ///
-    /// # Errors
-    /// The step that failed and why; nothing of that step is published.
-    pub fn convert(
+    /// Converts `input` (a plain tag or digest, no glob) and pushes `output` as its thin image:
+    /// one result, or, with `--multi-arch` and an index, one per platform (plus one for the
+    /// image as a whole when its shared links or thin index fail).
+    pub fn convert(&self, input: &ImageRef, output: Option<&ImageRef>) -> Vec<Converted> {
+        if self.settings.multi_arch {
+            return self.convert_multi(input, output);
+        }
+        let result = (|| {
+            let name = registry::image_name(input).map_err(at("manifest"))?;
+            let fetched = self
+                .client
+                .fetch_manifest(
+                    &name,
+                    &ManifestSelection::Platform(self.settings.platform.clone()),
+                )
+                .with_context(|| format!("cannot fetch the manifest of {input}"))
+                .map_err(at("manifest"))?;
+            self.convert_single(input, output, &name.repository, &fetched)
+        })();
+        vec![Converted {
+            label: input.whole_name(),
+            result,
+        }]
+    }
+
+    /// An image manifest converted into the plain layout, then its thin image.
+    fn convert_single(
         &self,
         input: &ImageRef,
         output: Option<&ImageRef>,
+        repository: &ducc_registry::Repository,
+        fetched: &FetchedManifest,
     ) -> Result<Outcome, StepError> {
-        let started = Instant::now();
-        let name = registry::image_name(input).map_err(at("manifest"))?;
-        let repository = name.repository.clone();
-        let fetched = self
-            .client
-            .fetch_manifest(
-                &name,
-                &ManifestSelection::Platform(self.settings.platform.clone()),
-            )
-            .with_context(|| format!("cannot fetch the manifest of {input}"))
-            .map_err(at("manifest"))?;
         let manifest = fetched
             .image_manifest()
             .ok_or_else(|| anyhow!("{input} names an index, not an image"))
-            .map_err(at("manifest"))?
-            .clone();
-        let config_digest = ConfigDigest::parse(manifest.config().digest().as_ref())
-            .map_err(|e| anyhow!("{input}: {e}"))
             .map_err(at("manifest"))?;
-        let public = public_name(input).map_err(at("manifest"))?;
-        let marker = self.layout.marker_manifest(&public);
+        let slot = Slot {
+            public: public_name(input).map_err(at("manifest"))?,
+            arch: None,
+        };
+        let label = input.whole_name();
+        let (outcome, source) =
+            self.convert_manifest(input, &label, repository, fetched.digest(), manifest, &slot)?;
+        let (Some(output), Some(source)) = (output, source) else {
+            return Ok(outcome);
+        };
+        if !self.wants_thin() {
+            return Ok(outcome);
+        }
+        let image = self.thin_image(input, &source).map_err(at("thin"))?;
+        let pushed = self
+            .push_thin(input, output, |client, repository, tag| {
+                ducc_thin::push(client, repository, tag, &image)
+                    .map(|o| (o, image.manifest.digest.clone()))
+            })
+            .map_err(at("thin"))?;
+        Ok(with_thin(outcome, pushed))
+    }
+
+    fn wants_thin(&self) -> bool {
+        !self.settings.skip_thin && !self.settings.skip_layers
+    }
+
+    /// `--multi-arch`: every linux platform of an index, each into `.multiarch/<arch>`, then the
+    /// variant symlink, the architecture aliases and the thin index. A plain manifest is
+    /// converted as without the flag.
+    fn convert_multi(&self, input: &ImageRef, output: Option<&ImageRef>) -> Vec<Converted> {
+        let whole = input.whole_name();
+        let failed = |step: &'static str, error: anyhow::Error| {
+            vec![Converted {
+                label: whole.clone(),
+                result: Err(StepError { step, error }),
+            }]
+        };
+        let name = match registry::image_name(input) {
+            Ok(name) => name,
+            Err(e) => return failed("manifest", e),
+        };
+        let fetched = match self
+            .client
+            .fetch_manifest(&name, &ManifestSelection::Index)
+            .with_context(|| format!("cannot fetch the manifest of {input}"))
+        {
+            Ok(fetched) => fetched,
+            Err(e) => return failed("manifest", e),
+        };
+        let Some(index) = fetched.index() else {
+            return vec![Converted {
+                label: whole.clone(),
+                result: self.convert_single(input, output, &name.repository, &fetched),
+            }];
+        };
+        let public = match public_name(input) {
+            Ok(public) => public,
+            Err(e) => return failed("manifest", e),
+        };
+        let entries = platform_entries(index);
+        if entries.is_empty() {
+            return failed(
+                "manifest",
+                anyhow!(
+                    "the index of {input} lists no linux platform (it has: {})",
+                    ducc_registry::available_platforms(index)
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+        }
+        let mut results = Vec::new();
+        let mut done = Vec::new();
+        for (descriptor, platform) in entries {
+            let label = format!("{whole} ({platform})");
+            if self.stop.load(Ordering::SeqCst) {
+                results.push(Converted {
+                    label,
+                    result: Err(StepError {
+                        step: "manifest",
+                        error: anyhow!("interrupted by a signal"),
+                    }),
+                });
+                continue;
+            }
+            let converted = (|| {
+                let arch = Arch::new(platform.architecture(), platform.variant())
+                    .map_err(|e| anyhow!("{label}: {e}"))
+                    .map_err(at("manifest"))?;
+                let by_digest = ImageName::new(
+                    name.repository.clone(),
+                    Reference::digest(descriptor.digest().clone()),
+                );
+                let fetched = self
+                    .client
+                    .fetch_manifest(&by_digest, &ManifestSelection::Platform(platform.clone()))
+                    .with_context(|| format!("cannot fetch the manifest of {label}"))
+                    .map_err(at("manifest"))?;
+                let manifest = fetched
+                    .image_manifest()
+                    .ok_or_else(|| anyhow!("the index entry for {label} is not an image"))
+                    .map_err(at("manifest"))?;
+                let slot = Slot {
+                    public: public.clone(),
+                    arch: Some(arch.clone()),
+                };
+                let (outcome, thin) = self.convert_manifest(
+                    input,
+                    &label,
+                    &name.repository,
+                    fetched.digest(),
+                    manifest,
+                    &slot,
+                )?;
+                Ok((
+                    outcome,
+                    PlatformDone {
+                        platform: platform.clone(),
+                        arch,
+                        manifest: manifest.clone(),
+                        thin,
+                    },
+                ))
+            })();
+            match converted {
+                Ok((outcome, platform_done)) => {
+                    done.push(platform_done);
+                    results.push(Converted {
+                        label,
+                        result: Ok(outcome),
+                    });
+                }
+                Err(e) => results.push(Converted {
+                    label,
+                    result: Err(e),
+                }),
+            }
+        }
+        if results.iter().any(|r| r.result.is_err()) {
+            // The shared links and the thin index describe the whole image: they wait for a run
+            // in which every platform converted.
+            return results;
+        }
+        if let Err(e) = self.check_stop().map_err(at("symlink")) {
+            results.push(Converted {
+                label: whole,
+                result: Err(e),
+            });
+            return results;
+        }
+        if !self.settings.skip_flat
+            && let Err(e) = self.link_multiarch(&public, &done).map_err(at("symlink"))
+        {
+            results.push(Converted {
+                label: whole,
+                result: Err(e),
+            });
+            return results;
+        }
+        let converted_any = results
+            .iter()
+            .any(|r| matches!(r.result, Ok(Outcome::Converted { .. })));
+        if let Some(output) = output
+            && converted_any
+            && self.wants_thin()
+        {
+            match self
+                .thin_index(input, &name.repository, done)
+                .and_then(|index| {
+                    self.push_thin(input, output, |client, repository, tag| {
+                        ducc_thin::push_index(client, repository, tag, &index)
+                            .map(|o| (o, index.manifest.digest.clone()))
+                    })
+                }) {
+                Ok(pushed) => {
+                    for r in &mut results {
+                        if let Ok(outcome) = &mut r.result {
+                            *outcome = with_thin(outcome.clone(), pushed);
+                        }
+                    }
+                }
+                Err(error) => results.push(Converted {
+                    label: whole,
+                    result: Err(StepError {
+                        step: "thin",
+                        error,
+                    }),
+                }),
+            }
+        }
+        results
+    }
+
+    /// The public variant symlink of a multi-platform image and the `.multiarch` aliases.
+    fn link_multiarch(&self, public: &PublicName, done: &[PlatformDone]) -> anyhow::Result<()> {
+        let default = done
+            .iter()
+            .find(|d| self.settings.platform.matches(&d.platform))
+            .or_else(|| done.first())
+            .map(|d| d.arch.clone())
+            .ok_or_else(|| anyhow!("no platform was converted"))?;
+        let link = self.layout.public_link(public);
+        let target = self.layout.variant_link_target(public, &default);
+        self.set_symlink(&link, &target)?;
+        for (alias, candidates) in ducc_cvmfs::ARCH_ALIASES {
+            let alias_path = self.layout.arch_alias(alias);
+            let published = self.published(&alias_path);
+            if std::fs::symlink_metadata(&published).is_ok_and(|m| m.is_dir()) {
+                continue; // the repository holds real content under that name
+            }
+            let Some(candidate) = candidates.iter().find(|c| {
+                std::fs::symlink_metadata(
+                    self.published(&self.layout.multiarch_root().join(c).unwrap_or_default()),
+                )
+                .is_ok_and(|m| m.is_dir())
+            }) else {
+                continue;
+            };
+            self.set_symlink(&alias_path, Path::new(candidate))?;
+        }
+        Ok(())
+    }
+
+    /// Makes `link` a symlink with text `target`, unless it is one already.
+    fn set_symlink(&self, link: &RepoPath, target: &Path) -> anyhow::Result<()> {
+        if std::fs::read_link(self.published(link)).is_ok_and(|t| t == target) {
+            return Ok(());
+        }
+        let mut tx = self.publisher.begin(link)?;
+        tx.symlink(link, target)?;
+        tx.commit()?;
+        self.events.emit(
+            "symlink",
+            json!({"link": link.as_str(), "target": target.display().to_string()}),
+        );
+        Ok(())
+    }
+
+    /// The thin index of a multi-platform image: each platform's thin image, in index order. The
+    /// configs of platforms that were up to date are fetched (a small request each).
+    fn thin_index(
+        &self,
+        input: &ImageRef,
+        repository: &ducc_registry::Repository,
+        done: Vec<PlatformDone>,
+    ) -> anyhow::Result<ThinIndex> {
+        let mut images = Vec::with_capacity(done.len());
+        for platform_done in done {
+            let source = match platform_done.thin {
+                Some(source) => source,
+                None => {
+                    let config = self
+                        .client
+                        .fetch_config(repository, platform_done.manifest.config())
+                        .with_context(|| {
+                            format!(
+                                "cannot fetch the config of {input} ({})",
+                                platform_done.platform
+                            )
+                        })?;
+                    ThinSource {
+                        layers: layer_jobs(&platform_done.manifest, config.config())?,
+                        config: config.config().clone(),
+                    }
+                }
+            };
+            let platform = ThinPlatform {
+                os: platform_done.platform.os().to_owned(),
+                architecture: platform_done.platform.architecture().to_owned(),
+                variant: platform_done.platform.variant().map(ToOwned::to_owned),
+            };
+            images.push((platform, self.thin_image(input, &source)?));
+        }
+        Ok(ThinIndex::build(images, self.settings.thin_format)?)
+    }
+
+    /// Converts one image manifest into `slot`: the marker check, layers, flat tree, symlink and
+    /// marker. Returns what its thin image is made of when work was done.
+    fn convert_manifest(
+        &self,
+        input: &ImageRef,
+        label: &str,
+        repository: &ducc_registry::Repository,
+        manifest_digest: &ducc_registry::Digest,
+        manifest: &ImageManifest,
+        slot: &Slot,
+    ) -> Result<(Outcome, Option<ThinSource>), StepError> {
+        let started = Instant::now();
+        let config_digest = ConfigDigest::parse(manifest.config().digest().as_ref())
+            .map_err(|e| anyhow!("{label}: {e}"))
+            .map_err(at("manifest"))?;
+        let marker = slot.marker(&self.layout);
         if !self.settings.convert_again
             && self.marker_config(&marker).as_ref() == Some(&config_digest)
         {
+            // A kill between the marker of one platform and the shared links is repaired by the
+            // caller; a plain image's symlink was written before its marker.
             self.events.emit(
                 "image_up_to_date",
-                json!({"image": input.whole_name(), "config": config_digest.to_string()}),
+                json!({"image": label, "config": config_digest.to_string()}),
             );
-            return Ok(Outcome::UpToDate);
+            return Ok((Outcome::UpToDate, None));
         }
-        self.events.emit("start_image", json!({"image": input.whole_name(), "manifest": fetched.digest().to_string(), "config": config_digest.to_string()}));
+        self.events.emit("start_image", json!({"image": label, "manifest": manifest_digest.to_string(), "config": config_digest.to_string()}));
 
         let config = self
             .client
-            .fetch_config(&repository, manifest.config())
-            .with_context(|| format!("cannot fetch the config of {input}"))
+            .fetch_config(repository, manifest.config())
+            .with_context(|| format!("cannot fetch the config of {label}"))
             .map_err(at("config"))?;
-        let layers = layer_jobs(&manifest, config.config())
-            .map_err(|e| at("config")(e.context(format!("image {input}"))))?;
+        let layers = layer_jobs(manifest, config.config())
+            .map_err(|e| at("config")(e.context(format!("image {label}"))))?;
         let created = layer_created(config.config());
 
         self.check_stop().map_err(at("layers"))?;
@@ -177,40 +548,42 @@ impl Converter<'_> {
         let layers_unpacked = if self.settings.skip_layers {
             0
         } else {
-            self.unpack_layers(&repository, &layers, &config_digest, created, input)
+            self.unpack_layers(repository, &layers, &config_digest, created, input)
                 .map_err(at("layers"))?
         };
         self.check_stop().map_err(at("flat"))?;
         let flat_built = if self.settings.skip_flat {
             false
         } else {
-            self.build_flat(&repository, &layers, &config_digest, config.config(), input)
+            self.build_flat(repository, &layers, &config_digest, config.config(), input)
                 .map_err(at("flat"))?
         };
         self.check_stop().map_err(at("symlink"))?;
         if !self.settings.skip_flat {
-            self.link(&public, &config_digest).map_err(at("symlink"))?;
+            self.set_symlink(
+                &slot.link(&self.layout),
+                &slot.link_target(&self.layout, &config_digest),
+            )
+            .map_err(at("symlink"))?;
         }
         self.check_stop().map_err(at("marker"))?;
-        self.write_marker(&public, &manifest)
-            .map_err(at("marker"))?;
-        let thin = match output {
-            Some(output) if !self.settings.skip_thin && !self.settings.skip_layers => Some(
-                self.push_thin(input, output, &layers, config.config())
-                    .map_err(at("thin"))?,
-            ),
-            _ => None,
-        };
+        self.write_marker(slot, manifest).map_err(at("marker"))?;
         self.events.emit(
             "end_image",
-            json!({"image": input.whole_name(), "status": "ok", "layers_unpacked": layers_unpacked,
+            json!({"image": label, "status": "ok", "layers_unpacked": layers_unpacked,
                    "flat_built": flat_built, "time_elapsed_s": started.elapsed().as_secs_f64()}),
         );
-        Ok(Outcome::Converted {
-            layers_unpacked,
-            flat_built,
-            thin,
-        })
+        Ok((
+            Outcome::Converted {
+                layers_unpacked,
+                flat_built,
+                thin: None,
+            },
+            Some(ThinSource {
+                layers,
+                config: config.config().clone(),
+            }),
+        ))
     }
 
     /// `Err` once SIGINT or SIGTERM arrived.
@@ -534,23 +907,7 @@ impl Converter<'_> {
         Ok(true)
     }
 
-    fn link(&self, public: &PublicName, config: &ConfigDigest) -> anyhow::Result<()> {
-        let link = self.layout.public_link(public);
-        let target = self.layout.public_link_target(public, config);
-        if std::fs::read_link(self.published(&link)).is_ok_and(|t| t == target) {
-            return Ok(());
-        }
-        let mut tx = self.publisher.begin(&link)?;
-        tx.symlink(&link, &target)?;
-        tx.commit()?;
-        self.events.emit(
-            "symlink",
-            json!({"link": link.as_str(), "target": target.display().to_string()}),
-        );
-        Ok(())
-    }
-
-    fn write_marker(&self, public: &PublicName, manifest: &ImageManifest) -> anyhow::Result<()> {
+    fn write_marker(&self, slot: &Slot, manifest: &ImageManifest) -> anyhow::Result<()> {
         let describe = |d: &Descriptor| MarkerDescriptor {
             media_type: d.media_type().to_string(),
             size: d.size(),
@@ -566,30 +923,40 @@ impl Converter<'_> {
             config: describe(manifest.config()),
             layers: manifest.layers().iter().map(describe).collect(),
         };
-        let mut tx = self.publisher.begin(&self.layout.marker_dir(public))?;
-        tx.write_file(
-            &self.layout.marker_manifest(public),
-            &mut &marker.to_json()[..],
-        )?;
+        let mut tx = self.publisher.begin(&slot.marker_dir(&self.layout))?;
+        tx.write_file(&slot.marker(&self.layout), &mut &marker.to_json()[..])?;
         tx.commit()?;
         Ok(())
     }
 
-    fn push_thin(
-        &self,
-        input: &ImageRef,
-        output: &ImageRef,
-        layers: &[LayerJob],
-        config: &ImageConfiguration,
-    ) -> anyhow::Result<PushOutcome> {
-        let thin_layers = layers
+    /// The thin image of one converted image.
+    fn thin_image(&self, input: &ImageRef, source: &ThinSource) -> anyhow::Result<ThinImage> {
+        let thin_layers = source
+            .layers
             .iter()
             .map(|l| {
                 ThinLayer::in_repository(self.repo.name(), subdir(&self.repo), &l.digest.hex())
             })
             .collect();
         let descriptor = ThinDescriptor::new(&input.whole_name(), thin_layers);
-        let image = ThinImage::build(&descriptor, config, self.settings.thin_format)?;
+        Ok(ThinImage::build(
+            &descriptor,
+            &source.config,
+            self.settings.thin_format,
+        )?)
+    }
+
+    /// Pushes to `output` with the push login; `push` returns the outcome and the digest pushed.
+    fn push_thin(
+        &self,
+        input: &ImageRef,
+        output: &ImageRef,
+        push: impl FnOnce(
+            &Client,
+            &ducc_registry::Repository,
+            &str,
+        ) -> Result<(PushOutcome, String), ducc_thin::ThinError>,
+    ) -> anyhow::Result<PushOutcome> {
         let tag = output
             .tag()
             .ok_or_else(|| anyhow!("thin image {output} has no tag to push to"))?;
@@ -598,14 +965,51 @@ impl Converter<'_> {
         if let Some(login) = &self.thin_login {
             credentials = credentials.with_login(output.registry(), login.clone());
         }
-        let outcome = ducc_thin::push(&registry::client(credentials), &repository, tag, &image)?;
+        let (outcome, digest) = push(&registry::client(credentials), &repository, tag)?;
         self.events.emit(
             "thin_push",
-            json!({"image": input.whole_name(), "thin_image": output.whole_name(), "digest": image.manifest.digest,
+            json!({"image": input.whole_name(), "thin_image": output.whole_name(), "digest": digest,
                    "pushed": outcome != PushOutcome::AlreadyPresent}),
         );
         Ok(outcome)
     }
+}
+
+/// `outcome` with the thin image's push recorded.
+fn with_thin(outcome: Outcome, pushed: PushOutcome) -> Outcome {
+    match outcome {
+        Outcome::Converted {
+            layers_unpacked,
+            flat_built,
+            ..
+        } => Outcome::Converted {
+            layers_unpacked,
+            flat_built,
+            thin: Some(pushed),
+        },
+        up_to_date => up_to_date,
+    }
+}
+
+/// The entries of an index that `--multi-arch` converts, with their platforms: linux (or no os
+/// given) with an architecture; attestation manifests (`unknown/unknown`, or annotated as a
+/// reference to another manifest) and other operating systems are left out.
+fn platform_entries(index: &ImageIndex) -> Vec<(&Descriptor, Platform)> {
+    index
+        .manifests()
+        .iter()
+        .filter(|d| {
+            !d.annotations()
+                .as_ref()
+                .is_some_and(|a| a.contains_key("vnd.docker.reference.type"))
+        })
+        .filter_map(|d| {
+            let platform = Platform::from_oci(d.platform().as_ref()?);
+            let linux = platform.os().is_empty() || platform.os() == "linux";
+            (linux && !platform.is_unknown() && !platform.architecture().is_empty())
+                .then_some((d, platform))
+        })
+        .collect()
 }
 
 fn subdir(repo: &RepositoryName) -> Option<&str> {

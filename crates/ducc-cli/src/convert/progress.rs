@@ -1,0 +1,410 @@
+//! Progress bars for a run on a terminal: one spinner line per image being converted, showing
+//! the steps done so far, and one byte bar per blob being downloaded.
+//!
+//! The display is driven by the run's events (the actions of the `-n` file) and by the blob
+//! cache's downloads. It is transient: a line shows what is happening now and disappears when its
+//! image or download ends; the log lines written through `tracing` are the lasting record. Those
+//! go through [`log_line`], which lifts the bars while a line is written, so neither garbles the
+//! other.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::io::{IsTerminal, Read, Write};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::Value;
+
+/// The bars of the process, once [`Progress::for_stderr`] has drawn any: log lines are written
+/// around them.
+static ACTIVE: RwLock<Option<MultiProgress>> = RwLock::new(None);
+
+/// How often an image's spinner turns.
+const SPIN: Duration = Duration::from_millis(120);
+
+/// The progress display of a run; cheap to clone (all clones draw the same bars).
+#[derive(Clone)]
+pub struct Progress {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    multi: MultiProgress,
+    styles: Styles,
+    images: Mutex<Images>,
+    /// Spinner ticks; none where nobody watches (tests).
+    spin: Option<Duration>,
+}
+
+struct Styles {
+    working: ProgressStyle,
+    finished: ProgressStyle,
+    download: ProgressStyle,
+}
+
+/// The images with a line on screen, and which one a `symlink` event (it names no image) is for.
+#[derive(Default)]
+struct Images {
+    lines: HashMap<String, ImageLine>,
+    current: Option<String>,
+}
+
+struct ImageLine {
+    bar: ProgressBar,
+    steps: Steps,
+}
+
+/// What an image has done so far, as its events told.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Steps {
+    /// Layers of the image, when `start_image` says.
+    layers: Option<u64>,
+    downloaded: u64,
+    unpacked: u64,
+    flat: bool,
+    symlink: bool,
+    /// `Some(true)` pushed, `Some(false)` already in the registry.
+    thin: Option<bool>,
+}
+
+/// How an image ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Finish {
+    Converted,
+    UpToDate,
+    Failed { step: String, ignored: bool },
+}
+
+impl Progress {
+    /// Bars on stderr, or `None` where they would not be seen or not wanted: `--no-progress`,
+    /// stderr not a terminal, `TERM` unset or `dumb`. Colours follow the terminal and `NO_COLOR`.
+    /// From then on, log lines written through [`log_line`] are printed above the bars.
+    pub fn for_stderr(disabled: bool) -> Option<Progress> {
+        if !wants_bars(
+            disabled,
+            std::io::stderr().is_terminal(),
+            std::env::var_os("TERM").as_deref(),
+        ) {
+            return None;
+        }
+        let progress = Progress::new(ProgressDrawTarget::stderr_with_hz(10), Some(SPIN));
+        *ACTIVE.write().unwrap_or_else(|e| e.into_inner()) = Some(progress.inner.multi.clone());
+        Some(progress)
+    }
+
+    /// A display drawing to `target`, its spinners turning every `spin`.
+    fn new(target: ProgressDrawTarget, spin: Option<Duration>) -> Progress {
+        Progress {
+            inner: Arc::new(Inner {
+                multi: MultiProgress::with_draw_target(target),
+                styles: Styles::new(),
+                images: Mutex::new(Images::default()),
+                spin,
+            }),
+        }
+    }
+
+    /// Takes one event of the run (`action` as written to the `-n` file, with its fields).
+    /// Unknown actions and fields are ignored: the display is best effort.
+    pub fn event(&self, action: &str, fields: &Value) {
+        let image = fields.get("image").and_then(Value::as_str);
+        match (action, image) {
+            ("start_image", Some(image)) => {
+                let layers = fields.get("layers").and_then(Value::as_u64);
+                self.start(image, layers);
+            }
+            ("layer_download", Some(image)) => self.update(Some(image), |s| s.downloaded += 1),
+            ("layer_unpack", Some(image)) => self.update(Some(image), |s| s.unpacked += 1),
+            ("flat_built", Some(image)) => self.update(Some(image), |s| s.flat = true),
+            ("symlink", _) => self.update(image, |s| s.symlink = true),
+            ("thin_push", Some(image)) => {
+                let pushed = fields.get("pushed").and_then(Value::as_bool);
+                self.update(Some(image), |s| s.thin = Some(pushed.unwrap_or(true)));
+            }
+            ("image_up_to_date", Some(image)) => self.finish(image, Finish::UpToDate),
+            ("end_image", Some(image)) => {
+                let finish = match fields.get("status").and_then(Value::as_str) {
+                    Some("ok") => Finish::Converted,
+                    _ => Finish::Failed {
+                        step: fields
+                            .get("step")
+                            .and_then(Value::as_str)
+                            .unwrap_or("conversion")
+                            .to_owned(),
+                        ignored: fields
+                            .get("ignored")
+                            .and_then(Value::as_bool)
+                            .unwrap_or(false),
+                    },
+                };
+                self.finish(image, finish);
+            }
+            ("end_ducc", _) => self.clear(),
+            _ => {}
+        }
+    }
+
+    /// A bar for downloading blob `name` of `size` bytes, shown until the [`Download`] is dropped.
+    pub fn download(&self, name: &str, size: u64) -> Download {
+        let bar = self.inner.multi.add(
+            ProgressBar::new(size)
+                .with_style(self.inner.styles.download.clone())
+                .with_prefix(format!("↓ {name}")),
+        );
+        // Drawn once at once: a small blob may be done before the first tick.
+        bar.force_draw();
+        Download {
+            bar,
+            progress: self.clone(),
+        }
+    }
+
+    fn images(&self) -> MutexGuard<'_, Images> {
+        self.inner.images.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn new_line(&self, image: &str, spinning: bool) -> ImageLine {
+        let bar = self.inner.multi.add(
+            ProgressBar::new_spinner()
+                .with_style(self.inner.styles.working.clone())
+                .with_prefix(image.to_owned()),
+        );
+        if let Some(spin) = self.inner.spin.filter(|_| spinning) {
+            bar.enable_steady_tick(spin);
+        }
+        ImageLine {
+            bar,
+            steps: Steps::default(),
+        }
+    }
+
+    fn start(&self, image: &str, layers: Option<u64>) {
+        let mut images = self.images();
+        // A retried image (convert-single-image -r) starts again on its old line.
+        let line = match images.lines.remove(image) {
+            Some(line) => line,
+            None => self.new_line(image, true),
+        };
+        let line = images.lines.entry(image.to_owned()).or_insert(line);
+        line.steps = Steps {
+            layers,
+            ..Steps::default()
+        };
+        line.bar.set_message(line.steps.working());
+        images.current = Some(image.to_owned());
+    }
+
+    fn update(&self, image: Option<&str>, change: impl FnOnce(&mut Steps)) {
+        let mut images = self.images();
+        let Some(image) = image.map(str::to_owned).or_else(|| images.current.clone()) else {
+            return;
+        };
+        let Some(line) = images.lines.get_mut(&image) else {
+            return;
+        };
+        change(&mut line.steps);
+        line.bar.set_message(line.steps.working());
+    }
+
+    fn finish(&self, image: &str, finish: Finish) {
+        let mut images = self.images();
+        let line = match images.lines.remove(image) {
+            Some(line) => line,
+            // Failed before it started (manifest, tags) or up to date: a line only to end it.
+            None => self.new_line(image, false),
+        };
+        if images.current.as_deref() == Some(image) {
+            images.current = None;
+        }
+        line.bar.disable_steady_tick();
+        line.bar.set_style(self.inner.styles.finished.clone());
+        line.bar.finish_with_message(finish.message(&line.steps));
+        self.inner.multi.remove(&line.bar);
+        // The last line shown was drawn with its result; wipe it so that whatever is printed
+        // next (the summary, the next pass of `loop`) starts on a clean line.
+        if images.lines.is_empty() {
+            let _ = self.inner.multi.clear();
+        }
+    }
+
+    /// Ends every line, e.g. at the end of the run.
+    fn clear(&self) {
+        let lines: Vec<ImageLine> = self.images().lines.drain().map(|(_, l)| l).collect();
+        for line in lines {
+            line.bar.disable_steady_tick();
+            line.bar.finish_and_clear();
+            self.inner.multi.remove(&line.bar);
+        }
+        let _ = self.inner.multi.clear();
+    }
+
+    #[cfg(test)]
+    fn shown(&self, image: &str) -> Option<String> {
+        self.images().lines.get(image).map(|l| l.bar.message())
+    }
+}
+
+/// Whether bars are drawn: asked for, on a terminal, and one that can move the cursor.
+fn wants_bars(disabled: bool, stderr_is_terminal: bool, term: Option<&OsStr>) -> bool {
+    !disabled && stderr_is_terminal && term.is_some_and(|term| !term.is_empty() && term != "dumb")
+}
+
+impl Styles {
+    fn new() -> Styles {
+        let template = |t: &str| {
+            ProgressStyle::with_template(t).unwrap_or_else(|_| ProgressStyle::default_bar())
+        };
+        Styles {
+            working: template("{spinner:.cyan} {prefix:.bold} {msg} {elapsed:.dim}")
+                .tick_chars("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏ "),
+            finished: template("  {prefix:.bold} {msg}"),
+            download: template(
+                "  {prefix:.dim} [{bar:30.cyan/blue}] {bytes}/{total_bytes} {binary_bytes_per_sec} {eta}",
+            )
+            .progress_chars("=> "),
+        }
+    }
+}
+
+impl Steps {
+    /// The steps done, for the line of an image being converted.
+    fn done(&self) -> Vec<String> {
+        let mut done = Vec::new();
+        match self.layers {
+            Some(all) => done.push(format!("layers {}/{all}", self.unpacked)),
+            None if self.unpacked > 0 => done.push(format!("layers {}", self.unpacked)),
+            None => {}
+        }
+        if self.downloaded > 0 {
+            done.push(format!("{} downloaded", self.downloaded));
+        }
+        if self.flat {
+            done.push("flat tree".to_owned());
+        }
+        if self.symlink {
+            done.push("symlink".to_owned());
+        }
+        match self.thin {
+            Some(true) => done.push("thin image pushed".to_owned()),
+            Some(false) => done.push("thin image present".to_owned()),
+            None => {}
+        }
+        done
+    }
+
+    fn working(&self) -> String {
+        let done = self.done();
+        if done.is_empty() {
+            "converting".to_owned()
+        } else {
+            done.join(" · ")
+        }
+    }
+}
+
+impl Finish {
+    fn message(&self, steps: &Steps) -> String {
+        match self {
+            Finish::Converted => {
+                let done = steps.done();
+                if done.is_empty() {
+                    "✓ converted".to_owned()
+                } else {
+                    format!("✓ converted: {}", done.join(" · "))
+                }
+            }
+            Finish::UpToDate => "= up to date".to_owned(),
+            Finish::Failed {
+                step,
+                ignored: false,
+            } => format!("✗ failed at {step}"),
+            Finish::Failed {
+                step,
+                ignored: true,
+            } => format!("✗ failed at {step} (ignored)"),
+        }
+    }
+}
+
+/// The bar of one blob download; dropping it (done or failed) removes the bar.
+pub struct Download {
+    bar: ProgressBar,
+    progress: Progress,
+}
+
+impl Download {
+    /// Counts `bytes` more as downloaded.
+    pub fn advance(&self, bytes: u64) {
+        self.bar.inc(bytes);
+    }
+
+    /// `reader`, counting what is read from it on this bar.
+    pub fn reader<R: Read>(&self, reader: R) -> Counted<'_, R> {
+        Counted {
+            inner: reader,
+            download: self,
+        }
+    }
+}
+
+impl Drop for Download {
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
+        self.progress.inner.multi.remove(&self.bar);
+    }
+}
+
+/// A reader that reports its bytes to a download bar.
+pub struct Counted<'d, R> {
+    inner: R,
+    download: &'d Download,
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.download.advance(n as u64);
+        Ok(n)
+    }
+}
+
+/// The writer `tracing` formats each log line into: the line goes to stderr in one piece when
+/// dropped, with the bars lifted meanwhile if any are shown.
+pub fn log_line() -> LogLine {
+    LogLine { line: Vec::new() }
+}
+
+/// One log line on its way to stderr; see [`log_line`].
+pub struct LogLine {
+    line: Vec<u8>,
+}
+
+impl Write for LogLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.line.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LogLine {
+    fn drop(&mut self) {
+        if self.line.is_empty() {
+            return;
+        }
+        let active = ACTIVE.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let print = || {
+            let mut stderr = std::io::stderr().lock();
+            let _ = stderr.write_all(&self.line);
+            let _ = stderr.flush();
+        };
+        match active {
+            Some(multi) => multi.suspend(print),
+            None => print(),
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! `cargo xtask bench WHAT`: benchmarks on the 1 GB-class `bench` fixture image, side by side with
+//! peer tools, several rounds, medians, ratios and peak RSS (SPEC section 6).
+//!
+//! - `bench unpack [--rounds N] [--no-registry]`: ducc-unpack's flat extraction against
+//!   `umoci raw unpack` and `gzip -dc | sha256sum`; with the registry, `ducc unpack-image` against
+//!   `skopeo copy` + `umoci raw unpack` (see [`unpack`]).
+//! - `bench convert [--rounds N]`: the whole `ducc convert` of a one-image wish list (layers and
+//!   flat tree, local publisher, no thin image) from a registry on loopback against `skopeo copy`
+//!   + `umoci raw unpack`, plus the no-op rerun and a layers-only / flat-only breakdown (see
+//!   [`convert`]).
+//!
+//! The image is the `bench` fixture (Debian bookworm minbase plus build-essential, python3 and
+//! friends: about 1 GB uncompressed in four gzip layers, built once by debootstrap). Every
+//! contender runs as its own process under `/usr/bin/time` (wall time, user + system CPU of the
+//! command and its children, max RSS of its largest process), with a warm page cache. On a shared
+//! machine the numbers move; the ratios are what to read.
+
+mod convert;
+mod unpack;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use ducc_tests::fixtures::{self, Image};
+
+const USAGE: &str = "\
+usage: cargo xtask bench unpack [--rounds N] [--no-registry]
+       cargo xtask bench convert [--rounds N]
+
+  unpack   flat extraction of the 1 GB bench image: ducc-unpack vs umoci raw unpack vs
+           gzip -dc | sha256sum (from the OCI layout), and ducc unpack-image vs skopeo copy +
+           umoci raw unpack (from a registry on loopback, unless --no-registry)
+  convert  the whole `ducc convert` (layers + flat tree, local publisher, -i) of the bench image
+           from a registry on loopback vs skopeo copy + umoci raw unpack, medians of N rounds
+           (default 3): wall, CPU, peak RSS, ratio (target <= 0.5), RSS (target < 64 MiB), the
+           no-op rerun (target < 1 s per image), and a layers-only (-s) / flat-only (-d) breakdown";
+
+/// Runs `cargo xtask bench WHAT`.
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    match args.first().map(String::as_str) {
+        Some("unpack") => unpack::run(&args[1..]),
+        Some("convert") => convert::run(&args[1..]),
+        Some("flat-worker") => unpack::flat_worker(&args[1..]),
+        _ => bail!("{USAGE}"),
+    }
+}
+
+/// Options every bench takes: `--rounds N` and any flags of its own.
+struct Options {
+    rounds: usize,
+    flags: Vec<String>,
+}
+
+/// Parses `--rounds N` (default 3) and the switches in `allowed`.
+fn parse_options(args: &[String], allowed: &[&str]) -> anyhow::Result<Options> {
+    let mut options = Options {
+        rounds: 3,
+        flags: vec![],
+    };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--rounds" => {
+                options.rounds = it
+                    .next()
+                    .context("--rounds needs a number")?
+                    .parse()
+                    .context("--rounds N")?;
+                if options.rounds == 0 {
+                    bail!("--rounds must be at least 1");
+                }
+            }
+            flag if allowed.contains(&flag) => options.flags.push(flag.to_owned()),
+            other => bail!("unknown bench option {other}\n{USAGE}"),
+        }
+    }
+    Ok(options)
+}
+
+/// One contender: a shell command measured once per round.
+struct Contender {
+    name: &'static str,
+    /// Shell command; `{dest}` is replaced by a fresh directory path.
+    command: String,
+    samples: Vec<Measurement>,
+}
+
+impl Contender {
+    fn new(name: &'static str, command: String) -> Contender {
+        Contender {
+            name,
+            command,
+            samples: vec![],
+        }
+    }
+
+    /// The command with `{dest}` replaced.
+    fn command_for(&self, dest: &Path) -> String {
+        self.command.replace("{dest}", &dest.display().to_string())
+    }
+
+    fn wall(&self) -> f64 {
+        median(&self.samples.iter().map(|m| m.wall).collect::<Vec<_>>())
+    }
+
+    fn cpu(&self) -> f64 {
+        median(&self.samples.iter().map(|m| m.cpu).collect::<Vec<_>>())
+    }
+
+    /// The highest peak RSS over all rounds, in MiB.
+    fn peak_rss_mib(&self) -> f64 {
+        self.samples.iter().map(|m| m.rss_kib).max().unwrap_or(0) as f64 / 1024.0
+    }
+}
+
+/// What `/usr/bin/time` says about one run.
+#[derive(Debug, Clone, Copy)]
+struct Measurement {
+    /// Wall seconds.
+    wall: f64,
+    /// User + system CPU seconds of the command and its children.
+    cpu: f64,
+    /// Max RSS of the largest process, in KiB.
+    rss_kib: u64,
+}
+
+impl std::fmt::Display for Measurement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:>7.2} s wall {:>7.2} s cpu {:>7} KiB",
+            self.wall, self.cpu, self.rss_kib
+        )
+    }
+}
+
+/// Runs a shell command under `/usr/bin/time`; fails when the command does.
+fn measure(command: &str) -> anyhow::Result<Measurement> {
+    let stats = tempfile_path("time");
+    let started = Instant::now();
+    let out = Command::new("/usr/bin/time")
+        .arg("-f")
+        .arg("%e %M %U %S")
+        .arg("-o")
+        .arg(&stats)
+        .args(["sh", "-c", command])
+        .output()?;
+    let wall = started.elapsed().as_secs_f64();
+    if !out.status.success() {
+        bail!(
+            "`{command}` failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = std::fs::read_to_string(&stats)?;
+    let _ = std::fs::remove_file(&stats);
+    let last = text.lines().last().unwrap_or_default();
+    let fields: Vec<&str> = last.split_whitespace().collect();
+    let rss_kib = fields.get(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let cpu: f64 = fields
+        .iter()
+        .skip(2)
+        .filter_map(|v| v.parse::<f64>().ok())
+        .sum();
+    Ok(Measurement { wall, cpu, rss_kib })
+}
+
+fn tempfile_path(label: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("xtask-bench-{label}-{}", std::process::id()))
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Fails with an install hint when one of `(program, Debian package)` is not on PATH.
+fn require_tools(tools: &[(&str, &str)]) -> anyhow::Result<()> {
+    for (tool, package) in tools {
+        if !on_path(tool) {
+            bail!("{tool} is missing: install it with `apt-get install {package}`");
+        }
+    }
+    Ok(())
+}
+
+/// The bench image (built by debootstrap on first use) and a release build of `packages`.
+fn prepare(packages: &[&str]) -> anyhow::Result<Image> {
+    eprintln!(
+        "xtask: building the bench image (debootstrap on first use) and the release binaries"
+    );
+    let image = fixtures::bench_image()?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut build = Command::new(&cargo);
+    build.args(["build", "--release"]);
+    for package in packages {
+        build.args(["-p", package]);
+    }
+    if !build.status()?.success() {
+        bail!("release build failed");
+    }
+    Ok(image)
+}
+
+/// A private registry on loopback holding the bench image as `reference` (`repo:tag`); it stops
+/// when dropped.
+fn registry_with(image: &Image, reference: &str) -> anyhow::Result<ducc_tests::Registry> {
+    require_tools(&[("skopeo", "skopeo"), ("docker-registry", "docker-registry")])?;
+    let registry = ducc_tests::Registry::start(ducc_tests::Flavour::Anonymous);
+    let status = Command::new("skopeo")
+        .args(["copy", "--quiet", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}", image.layout_ref()))
+        .arg(format!("docker://{}/{reference}", registry.host()))
+        .status()?;
+    if !status.success() {
+        bail!("skopeo copy of the bench image into the registry failed");
+    }
+    Ok(registry)
+}
+
+/// The peer from a registry: `skopeo copy` to a layout in `{dest}`, then `umoci raw unpack` of it
+/// (`--rootless` when not root), as one command.
+fn skopeo_umoci_command(host: &str, reference: &str) -> String {
+    let rootless = if is_root() { "" } else { " --rootless" };
+    format!(
+        "skopeo copy --quiet --src-tls-verify=false docker://{host}/{reference} oci:{{dest}}/layout:latest \
+         && umoci raw unpack{rootless} --image {{dest}}/layout:latest {{dest}}/rootfs"
+    )
+}
+
+/// Whether this process runs as root: `/proc/self` belongs to the effective user.
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// A fresh, empty directory under the fixtures' scratch area for `label`.
+fn fresh_dir(label: &str) -> anyhow::Result<PathBuf> {
+    let dir = fixtures::fixtures_dir()
+        .join("bench-scratch")
+        .join(format!("{label}-{}", std::process::id()));
+    remove_dir(&dir)?;
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Removes `dir` and everything in it, if it exists.
+fn remove_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Total uncompressed size of the image's layers.
+fn uncompressed_size(image: &Image) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for layer in &image.layers {
+        let blob = std::fs::File::open(image.blob_path(&layer.digest))?;
+        let mut reader = ducc_unpack::LayerReader::open(
+            std::io::BufReader::new(blob),
+            &ducc_unpack::LayerDescriptor::new(layer.digest.clone(), layer.media_type.clone()),
+        )?;
+        std::io::copy(&mut reader, &mut std::io::sink())?;
+        total += reader.finish()?.uncompressed_size;
+    }
+    Ok(total)
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"),
+        PathBuf::from,
+    )
+}
+
+fn on_path(program: &str) -> bool {
+    if program.contains('/') {
+        return Path::new(program).is_file();
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
