@@ -265,3 +265,57 @@ fn layer_directory_without_its_metadata_is_written_again() {
         "run after the half-written layer",
     );
 }
+
+#[test]
+fn partly_ingested_flat_tree_is_removed_and_built_again() {
+    // With cvmfs a flat tree is published by its ingest; a run killed during that ingest may
+    // leave part of the tree published, without the completion record the transaction writes
+    // after it. The next run must not take that tree for a finished one.
+    let registry = Registry::anonymous();
+    let name = unique_repo("cvmfs-half-flat");
+    let (one, _) = push_pair(&name);
+    let work = Work::new(Backend::Cvmfs);
+    work.wishlist(&[format!("http://{}/{name}:one", registry.host())], "");
+    assert!(work.convert(&["-i"]).status.success());
+    let expected = scan(&work.repo());
+
+    let cfg = one.config_hex();
+    let flat = format!(".flat/{}/{cfg}", &cfg[..2]);
+    let record = format!("{flat}/.singularity.d/.ducc-flat.json");
+    assert!(work.repo().join(&record).is_file());
+    // What an ingest cut short leaves: part of the tree, no record, no marker.
+    let file_in_tree = format!("{flat}/opt/one/bin");
+    let marker = format!(".metadata/{}/{name}:one", registry.host());
+    for path in [&record, &file_in_tree, &marker] {
+        let out = std::process::Command::new(work.path("cvmfs_server"))
+            .args(["ingest", "--delete", path, REPO])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(work.repo().join(&flat).is_dir());
+
+    let events = work.path("events.jsonl");
+    assert!(
+        work.convert(&["-i", "-n", events.to_str().unwrap()])
+            .status
+            .success()
+    );
+    assert_eq!(
+        work.events("events.jsonl")
+            .iter()
+            .filter(|e| e["action"] == "flat_built")
+            .count(),
+        1
+    );
+    expected.assert_same_as(
+        &scan(&work.repo()),
+        &run_options(),
+        "first run",
+        "run after the half-ingested flat tree",
+    );
+}

@@ -49,6 +49,15 @@ pub enum PublishError {
         #[source]
         source: ducc_unpack::Error,
     },
+    /// The callback of [`crate::Transaction::fill_dir`] failed.
+    #[error("cannot build {dir}")]
+    Fill {
+        /// The directory being built.
+        dir: RepoPath,
+        /// The callback's error.
+        #[source]
+        source: crate::FillError,
+    },
     /// An external command could not be started.
     #[error("cannot run {command}")]
     Spawn {

@@ -452,6 +452,15 @@ impl Layout {
         self.flat_shard(config).child(config.hex())
     }
 
+    /// `.flat/<hh>/<cfg>/.singularity.d/.ducc-flat.json`: written after the flat tree, in the same
+    /// transaction, so its presence says the tree is whole (an ingest cut by a kill may have
+    /// published part of a tree; see the `cvmfs` publisher).
+    pub fn flat_complete_record(&self, config: &ConfigDigest) -> RepoPath {
+        self.flat_image(config)
+            .child(".singularity.d")
+            .child(".ducc-flat.json")
+    }
+
     /// `<registry>/<repository>:<tag>`: the public symlink to the flat tree.
     pub fn public_link(&self, name: &PublicName) -> RepoPath {
         self.root.join_clean(&name.relative())
@@ -678,6 +687,10 @@ mod tests {
                 (layout.flat_root(), ".flat".into()),
                 (layout.flat_shard(&config()), ".flat/0f".into()),
                 (layout.flat_image(&config()), format!(".flat/0f/{C}")),
+                (
+                    layout.flat_complete_record(&config()),
+                    format!(".flat/0f/{C}/.singularity.d/.ducc-flat.json"),
+                ),
                 (
                     layout.public_link(&ubuntu),
                     "registry.hub.docker.com/library/ubuntu:22.04".into(),

@@ -21,7 +21,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{PublishError, io_err};
 use crate::layout::{CATALOG_MARKER, RepoPath, RepositoryName};
 use crate::lock::{FileLock, LeaseGuard, LeaseLocks, unique_name};
-use crate::publisher::{IngestOptions, OverlaySupport, Publisher, Transaction, check_lease};
+use crate::publisher::{
+    FillError, IngestOptions, OverlaySupport, Publisher, Transaction, check_lease,
+};
 
 /// Publishes into a directory: the repository `REPO` lives at `ROOT/REPO`.
 ///
@@ -411,6 +413,36 @@ impl Transaction for LocalTransaction<'_> {
         }
         self.record_replace(dir);
         Ok(())
+    }
+
+    fn fill_dir(
+        &mut self,
+        dir: &RepoPath,
+        options: IngestOptions,
+        fill: &mut dyn FnMut(&Path) -> Result<(), FillError>,
+    ) -> Result<bool, PublishError> {
+        check_lease(&self.lease, dir)?;
+        if dir.is_root() || self.future_metadata(dir).is_some() {
+            return Err(PublishError::AlreadyExists { path: dir.clone() });
+        }
+        let target = self.staged_parent(dir)?;
+        fs::create_dir(&target).map_err(io_err("create", target.as_path()))?;
+        if let Err(source) = fill(&target) {
+            // The half-built tree must not be committed with the rest.
+            remove_all(&target)?;
+            return Err(PublishError::Fill {
+                dir: dir.clone(),
+                source,
+            });
+        }
+        if options.catalog {
+            let marker = target.join(CATALOG_MARKER);
+            if fs::symlink_metadata(&marker).is_err() {
+                File::create(&marker).map_err(io_err("create", marker))?;
+            }
+        }
+        self.record_replace(dir);
+        Ok(true)
     }
 
     fn write_file(&mut self, path: &RepoPath, content: &mut dyn Read) -> Result<(), PublishError> {

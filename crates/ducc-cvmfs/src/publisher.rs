@@ -25,6 +25,9 @@ pub enum OverlaySupport {
     },
 }
 
+/// The error of a [`Transaction::fill_dir`] callback.
+pub type FillError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Options of [`Transaction::ingest_tar`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct IngestOptions {
@@ -71,6 +74,26 @@ pub trait Transaction {
         tar: &mut dyn Read,
         options: IngestOptions,
     ) -> Result<(), PublishError>;
+
+    /// Lets `fill` build the tree of `dir` in place, on this host's filesystem, instead of
+    /// streaming a tar into [`Transaction::ingest_tar`]: one pass over the data instead of
+    /// three where the backend keeps its staging area on disk (the local publisher). `fill` gets
+    /// an empty, existing directory; what it leaves there is published at commit like an
+    /// ingested tree. Returns `Ok(false)` without calling `fill` where the backend only takes
+    /// tar streams (`cvmfs`); the caller then uses [`Transaction::ingest_tar`].
+    ///
+    /// # Errors
+    /// As [`Transaction::ingest_tar`]; [`PublishError::Fill`] with `fill`'s error, after the
+    /// half-built tree was removed.
+    fn fill_dir(
+        &mut self,
+        dir: &RepoPath,
+        options: IngestOptions,
+        fill: &mut dyn FnMut(&Path) -> Result<(), FillError>,
+    ) -> Result<bool, PublishError> {
+        let _ = (dir, options, fill);
+        Ok(false)
+    }
 
     /// Writes a regular file (mode 0644), replacing a file or symlink at `path`. Missing parents
     /// are created (0755).

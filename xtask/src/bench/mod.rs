@@ -6,8 +6,8 @@
 //!   `skopeo copy` + `umoci raw unpack` (see [`unpack`]).
 //! - `bench convert [--rounds N]`: the whole `ducc convert` of a one-image wish list (layers and
 //!   flat tree, local publisher, no thin image) from a registry on loopback against `skopeo copy`
-//!   + `umoci raw unpack`, plus the no-op rerun and a layers-only / flat-only breakdown (see
-//!   [`convert`]).
+//!   followed by `umoci raw unpack`, plus the no-op rerun and a layers-only / flat-only
+//!   breakdown (see [`convert`]).
 //!
 //! The image is the `bench` fixture (Debian bookworm minbase plus build-essential, python3 and
 //! friends: about 1 GB uncompressed in four gzip layers, built once by debootstrap). Every

@@ -25,8 +25,8 @@ use ducc_thin::{
     PushOutcome, ThinDescriptor, ThinFormat, ThinImage, ThinIndex, ThinLayer, ThinPlatform,
 };
 use ducc_unpack::{
-    DiffId, ExtractOptions, FlatExtractor, ImageRuntime, LayerDescriptor, LayerReader, Privileges,
-    TarWriteOptions, WhiteoutFormat,
+    DiffId, ExtractOptions, FlatExtractor, ImageRuntime, LayerDescriptor, LayerDigests,
+    LayerDirOptions, LayerReader, Privileges, TarWriteOptions, WhiteoutFormat,
 };
 use ducc_wishlist::ImageRef;
 use serde_json::json;
@@ -742,43 +742,52 @@ impl Converter<'_> {
         let started = Instant::now();
         let layerfs = self.layout.layerfs(&layer.digest);
         let descriptor = self.descriptor(layer);
-        let scratch = self.scratch("ducc-layer-")?;
         let whiteouts = self.settings.whiteouts;
         let privileges = self.settings.privileges;
         let stop = &*self.stop;
-        let canonical =
-            move |out: &mut dyn std::io::Write| -> anyhow::Result<ducc_unpack::LayerDigests> {
-                let file = File::open(&blob)
-                    .with_context(|| format!("cannot open cached blob {}", blob.display()))?;
-                let mut reader =
-                    LayerReader::open(BufReader::with_capacity(1 << 20, file), &descriptor)?;
-                let mut out = Interruptible { inner: out, stop };
-                ducc_unpack::canonicalize_layer(
-                    &mut reader,
-                    &descriptor.name,
-                    scratch.path(),
-                    &mut out,
-                    whiteouts,
-                    privileges,
-                )?;
-                Ok(reader.finish()?)
-            };
-        // With a publisher whose ingest is final, the whole canonical tar is written to scratch
-        // and its digests checked before the transaction starts, so a bad layer publishes nothing.
+        let open = || -> anyhow::Result<LayerReader<BufReader<File>>> {
+            let file = File::open(&blob)
+                .with_context(|| format!("cannot open cached blob {}", blob.display()))?;
+            Ok(LayerReader::open(
+                BufReader::with_capacity(1 << 20, file),
+                &descriptor,
+            )?)
+        };
+        let scratch_dir = &self.settings.scratch_dir;
+        // The layer as a canonical tar, for publishers that take tar streams.
+        let canonical = |out: &mut dyn std::io::Write| -> anyhow::Result<LayerDigests> {
+            let scratch = tempfile::Builder::new()
+                .prefix("ducc-layer-")
+                .tempdir_in(scratch_dir)
+                .with_context(|| {
+                    format!("cannot create scratch space in {}", scratch_dir.display())
+                })?;
+            let mut reader = open()?;
+            let mut out = Interruptible { inner: out, stop };
+            ducc_unpack::canonicalize_layer(
+                &mut reader,
+                &descriptor.name,
+                scratch.path(),
+                &mut out,
+                whiteouts,
+                privileges,
+            )?;
+            Ok(reader.finish()?)
+        };
+        let context = || format!("layer {} of {input}", layer.digest);
         let mut tx;
         let digests = if self.settings.verify_before_ingest {
+            // With a publisher whose ingest is final, the whole canonical tar is written to
+            // scratch and its digests checked before the transaction starts, so a bad layer
+            // publishes nothing.
             let mut file = tempfile::Builder::new()
                 .prefix("ducc-layer-tar-")
-                .tempfile_in(&self.settings.scratch_dir)
+                .tempfile_in(scratch_dir)
                 .with_context(|| {
-                    format!(
-                        "cannot create scratch space in {}",
-                        self.settings.scratch_dir.display()
-                    )
+                    format!("cannot create scratch space in {}", scratch_dir.display())
                 })?;
             let mut out = BufWriter::with_capacity(1 << 20, file.as_file_mut());
-            let digests = canonical(&mut out)
-                .with_context(|| format!("layer {} of {input}", layer.digest))?;
+            let digests = canonical(&mut out).with_context(context)?;
             out.flush().context("cannot write the staged layer tar")?;
             drop(out);
             let tar = file.reopen().context("cannot read the staged layer tar")?;
@@ -793,7 +802,7 @@ impl Converter<'_> {
                 &mut BufReader::with_capacity(1 << 20, tar),
                 IngestOptions { catalog: true },
             )
-            .with_context(|| format!("layer {} of {input}", layer.digest))?;
+            .with_context(context)?;
             digests
         } else {
             tx = self
@@ -802,8 +811,32 @@ impl Converter<'_> {
             if self.published(&layerfs).exists() {
                 tx.remove(&layerfs)?;
             }
-            ingest_from(&mut *tx, &layerfs, canonical)
-                .with_context(|| format!("layer {} of {input}", layer.digest))?
+            // Where the publisher stages on disk, the layer is unpacked straight into its
+            // staging area: one pass; a digest mismatch at the end drops the staged tree.
+            let mut digests = None;
+            let options = LayerDirOptions::new()
+                .whiteouts(whiteouts)
+                .privileges(privileges);
+            let filled = tx
+                .fill_dir(&layerfs, IngestOptions { catalog: true }, &mut |dest| {
+                    let mut reader = open()?;
+                    ducc_unpack::extract_layer_dir(
+                        Interrupted {
+                            inner: &mut reader,
+                            stop,
+                        },
+                        &descriptor.name,
+                        dest,
+                        &options,
+                    )?;
+                    digests = Some(reader.finish()?);
+                    Ok(())
+                })
+                .with_context(context)?;
+            match digests {
+                Some(digests) if filled => digests,
+                _ => ingest_from(&mut *tx, &layerfs, canonical).with_context(context)?,
+            }
         };
         let mut info = LayerInfo::new(
             &layer.digest,
@@ -854,6 +887,16 @@ impl Converter<'_> {
         Ok(())
     }
 
+    /// Whether the flat tree is complete: its directory and, written after the tree in the same
+    /// transaction, its completion record (with `cvmfs`, an ingest cut by a kill may have
+    /// published part of the tree).
+    fn flat_complete(&self, config: &ConfigDigest) -> bool {
+        self.published(&self.layout.flat_image(config)).is_dir()
+            && self
+                .published(&self.layout.flat_complete_record(config))
+                .is_file()
+    }
+
     fn build_flat(
         &self,
         repository: &ducc_registry::Repository,
@@ -862,42 +905,64 @@ impl Converter<'_> {
         config: &ImageConfiguration,
         input: &ImageRef,
     ) -> anyhow::Result<bool> {
-        let flat = self.layout.flat_image(config_digest);
-        if self.published(&flat).exists() {
+        if self.flat_complete(config_digest) {
             return Ok(false);
         }
+        let flat = self.layout.flat_image(config_digest);
         let started = Instant::now();
         self.ensure_catalogs(&[self.layout.flat_shard(config_digest)])?;
-        let scratch = self.scratch("ducc-flat-")?;
-        let mut extractor = FlatExtractor::new(
-            scratch.path(),
-            &ExtractOptions::new().privileges(self.settings.privileges),
-        )?;
-        for layer in layers {
-            self.check_stop()?;
-            let blob = self.fetch_blob(repository, layer, input)?;
-            let file = File::open(&blob)
-                .with_context(|| format!("cannot open cached blob {}", blob.display()))?;
-            extractor
-                .apply_blob(
-                    BufReader::with_capacity(1 << 20, file),
-                    &self.descriptor(layer),
-                )
-                .with_context(|| format!("layer {} of {input}", layer.digest))?;
-        }
-        extractor.finish();
-        ducc_unpack::add_apptainer_files(scratch.path(), &runtime(config))?;
-        let mut tx = self.publisher.begin(&flat)?;
-        let tree = scratch.path().to_owned();
-        let stop = &*self.stop;
-        ingest_from(&mut *tx, &flat, move |out| {
-            ducc_unpack::write_tree_as_tar(
-                &tree,
-                Interruptible { inner: out, stop },
-                &TarWriteOptions::new(),
+        let build = |dest: &Path| -> anyhow::Result<()> {
+            let mut extractor = FlatExtractor::new(
+                dest,
+                &ExtractOptions::new().privileges(self.settings.privileges),
             )?;
+            for layer in layers {
+                self.check_stop()?;
+                let blob = self.fetch_blob(repository, layer, input)?;
+                let file = File::open(&blob)
+                    .with_context(|| format!("cannot open cached blob {}", blob.display()))?;
+                extractor
+                    .apply_blob(
+                        Interrupted {
+                            inner: BufReader::with_capacity(1 << 20, file),
+                            stop: &self.stop,
+                        },
+                        &self.descriptor(layer),
+                    )
+                    .with_context(|| format!("layer {} of {input}", layer.digest))?;
+            }
+            extractor.finish();
+            ducc_unpack::add_apptainer_files(dest, &runtime(config))?;
             Ok(())
+        };
+        let mut tx = self.publisher.begin(&flat)?;
+        if self.published(&flat).exists() {
+            // Left incomplete by a killed run.
+            tx.remove(&flat)?;
+        }
+        let filled = tx.fill_dir(&flat, IngestOptions { catalog: true }, &mut |dest| {
+            Ok(build(dest)?)
         })?;
+        if !filled {
+            let scratch = self.scratch("ducc-flat-")?;
+            build(scratch.path())?;
+            let tree = scratch.path().to_owned();
+            let stop = &*self.stop;
+            ingest_from(&mut *tx, &flat, move |out| {
+                ducc_unpack::write_tree_as_tar(
+                    &tree,
+                    Interruptible { inner: out, stop },
+                    &TarWriteOptions::new(),
+                )?;
+                Ok(())
+            })?;
+        }
+        let record = json!({"config": config_digest.to_string(),
+                            "layers": layers.iter().map(|l| l.digest.to_string()).collect::<Vec<_>>()});
+        tx.write_file(
+            &self.layout.flat_complete_record(config_digest),
+            &mut record.to_string().as_bytes(),
+        )?;
         self.check_stop()?;
         tx.commit()?;
         self.events.emit(
@@ -1067,6 +1132,22 @@ fn layer_jobs(
 /// the same bytes; without one, the time of conversion.
 fn layer_created(config: &ImageConfiguration) -> Option<&str> {
     config.created().as_deref().filter(|c| !c.is_empty())
+}
+
+/// A reader that fails once SIGINT or SIGTERM arrived, so a long extraction stops early and its
+/// transaction is aborted.
+struct Interrupted<'s, R> {
+    inner: R,
+    stop: &'s AtomicBool,
+}
+
+impl<R: std::io::Read> std::io::Read for Interrupted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.stop.load(Ordering::Relaxed) {
+            return Err(std::io::Error::other("interrupted by a signal"));
+        }
+        self.inner.read(buf)
+    }
 }
 
 /// A writer that fails once SIGINT or SIGTERM arrived, so a long tar stream stops early and its

@@ -408,3 +408,355 @@ impl Drop for LogLine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use serde_json::json;
+
+    use super::*;
+
+    /// A terminal in memory: the rows as a real one would show them (lines wrap at the width,
+    /// which is how indicatif moves to the next line), and every string ever written.
+    #[derive(Debug, Clone, Default)]
+    struct Screen(Arc<Mutex<ScreenState>>);
+
+    #[derive(Debug, Default)]
+    struct ScreenState {
+        rows: Vec<Vec<char>>,
+        row: usize,
+        col: usize,
+        history: Vec<String>,
+    }
+
+    const WIDTH: usize = 100;
+
+    impl ScreenState {
+        fn put(&mut self, c: char) {
+            match c {
+                '\r' => self.col = 0,
+                '\n' => {
+                    self.row += 1;
+                    self.col = 0;
+                }
+                c => {
+                    if self.col == WIDTH {
+                        self.row += 1;
+                        self.col = 0;
+                    }
+                    while self.rows.len() <= self.row {
+                        self.rows.push(Vec::new());
+                    }
+                    let row = &mut self.rows[self.row];
+                    while row.len() <= self.col {
+                        row.push(' ');
+                    }
+                    row[self.col] = c;
+                    self.col += 1;
+                }
+            }
+        }
+    }
+
+    impl Screen {
+        fn state(&self) -> MutexGuard<'_, ScreenState> {
+            self.0.lock().unwrap()
+        }
+
+        /// The non-blank rows shown now, right-trimmed.
+        fn shown(&self) -> Vec<String> {
+            self.state()
+                .rows
+                .iter()
+                .map(|r| r.iter().collect::<String>().trim_end().to_owned())
+                .filter(|r| !r.is_empty())
+                .collect()
+        }
+
+        /// Everything written so far.
+        fn history(&self) -> String {
+            self.state().history.concat()
+        }
+
+        fn progress(&self) -> Progress {
+            Progress::new(ProgressDrawTarget::term_like(Box::new(self.clone())), None)
+        }
+    }
+
+    impl indicatif::TermLike for Screen {
+        fn width(&self) -> u16 {
+            WIDTH as u16
+        }
+        fn height(&self) -> u16 {
+            40
+        }
+        fn move_cursor_up(&self, n: usize) -> io::Result<()> {
+            let mut s = self.state();
+            s.row = s.row.saturating_sub(n);
+            s.col = s.col.min(WIDTH - 1);
+            Ok(())
+        }
+        fn move_cursor_down(&self, n: usize) -> io::Result<()> {
+            let mut s = self.state();
+            s.row += n;
+            s.col = s.col.min(WIDTH - 1);
+            Ok(())
+        }
+        fn move_cursor_right(&self, n: usize) -> io::Result<()> {
+            let mut s = self.state();
+            s.col = (s.col + n).min(WIDTH - 1);
+            Ok(())
+        }
+        fn move_cursor_left(&self, n: usize) -> io::Result<()> {
+            let mut s = self.state();
+            s.col = s.col.saturating_sub(n);
+            Ok(())
+        }
+        fn write_line(&self, line: &str) -> io::Result<()> {
+            self.write_str(line)?;
+            self.write_str("\n")
+        }
+        fn write_str(&self, text: &str) -> io::Result<()> {
+            let mut s = self.state();
+            s.history.push(text.to_owned());
+            text.chars().for_each(|c| s.put(c));
+            Ok(())
+        }
+        fn clear_line(&self) -> io::Result<()> {
+            let mut s = self.state();
+            let row = s.row;
+            if let Some(r) = s.rows.get_mut(row) {
+                r.clear();
+            }
+            s.col = 0;
+            Ok(())
+        }
+        fn flush(&self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    const IMAGE: &str = "127.0.0.1:5000/library/app:1";
+
+    fn image_event(progress: &Progress, action: &str, extra: Value) {
+        let mut fields = json!({"image": IMAGE});
+        if let (Value::Object(fields), Value::Object(extra)) = (&mut fields, extra) {
+            fields.extend(extra);
+        }
+        progress.event(action, &fields);
+    }
+
+    #[test]
+    fn bars_only_when_asked_on_a_terminal_that_can_move_the_cursor() {
+        let cases: &[(bool, bool, Option<&str>, bool)] = &[
+            (false, true, Some("xterm-256color"), true),
+            (false, true, Some("linux"), true),
+            (true, true, Some("xterm"), false),
+            (false, false, Some("xterm"), false),
+            (false, true, Some("dumb"), false),
+            (false, true, Some(""), false),
+            (false, true, None, false),
+        ];
+        for &(disabled, terminal, term, bars) in cases {
+            assert_eq!(
+                wants_bars(disabled, terminal, term.map(OsStr::new)),
+                bars,
+                "disabled {disabled}, terminal {terminal}, TERM {term:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn events_move_an_image_line_through_its_steps() {
+        let screen = Screen::default();
+        let progress = screen.progress();
+        let steps: &[(&str, Value, &str)] = &[
+            ("start_image", json!({"layers": 2}), "layers 0/2"),
+            ("layer_download", json!({}), "layers 0/2 · 1 downloaded"),
+            ("layer_unpack", json!({}), "layers 1/2 · 1 downloaded"),
+            ("layer_unpack", json!({}), "layers 2/2 · 1 downloaded"),
+            (
+                "flat_built",
+                json!({}),
+                "layers 2/2 · 1 downloaded · flat tree",
+            ),
+            (
+                "thin_push",
+                json!({"pushed": false}),
+                "layers 2/2 · 1 downloaded · flat tree · thin image present",
+            ),
+        ];
+        for (action, extra, message) in steps {
+            image_event(&progress, action, extra.clone());
+            assert_eq!(progress.shown(IMAGE).as_deref(), Some(*message), "{action}");
+            let shown = screen.shown();
+            assert!(
+                shown
+                    .iter()
+                    .any(|row| row.contains(IMAGE) && row.contains(message)),
+                "{action}: the screen shows {shown:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn symlink_event_names_no_image_and_counts_for_the_image_being_converted() {
+        let progress = Screen::default().progress();
+        image_event(&progress, "start_image", json!({}));
+        assert_eq!(progress.shown(IMAGE).as_deref(), Some("converting"));
+        progress.event("symlink", &json!({"link": "a/b:1", "target": "../.flat/x"}));
+        assert_eq!(progress.shown(IMAGE).as_deref(), Some("symlink"));
+        image_event(&progress, "layer_unpack", json!({}));
+        assert_eq!(progress.shown(IMAGE).as_deref(), Some("layers 1 · symlink"));
+    }
+
+    #[test]
+    fn image_ends_with_its_outcome_then_its_line_goes() {
+        let cases: &[(&[(&str, Value)], &str)] = &[
+            (
+                &[
+                    ("start_image", json!({})),
+                    ("layer_unpack", json!({})),
+                    ("thin_push", json!({"pushed": true})),
+                    ("end_image", json!({"status": "ok"})),
+                ],
+                "✓ converted: layers 1 · thin image pushed",
+            ),
+            (
+                &[
+                    ("start_image", json!({})),
+                    ("end_image", json!({"status": "ok"})),
+                ],
+                "✓ converted",
+            ),
+            (&[("image_up_to_date", json!({}))], "= up to date"),
+            (
+                &[
+                    ("start_image", json!({"layers": 3})),
+                    ("layer_download", json!({})),
+                    (
+                        "end_image",
+                        json!({"status": "error", "step": "layers", "ignored": false}),
+                    ),
+                ],
+                "✗ failed at layers",
+            ),
+            // Failed before it started: the line is made only to show the failure.
+            (
+                &[(
+                    "end_image",
+                    json!({"status": "error", "step": "manifest", "ignored": true}),
+                )],
+                "✗ failed at manifest (ignored)",
+            ),
+        ];
+        for (events, last) in cases {
+            let screen = Screen::default();
+            let progress = screen.progress();
+            for (action, extra) in *events {
+                image_event(&progress, action, extra.clone());
+            }
+            assert_eq!(progress.shown(IMAGE), None, "{last}");
+            let history = screen.history();
+            let drawn = history
+                .lines()
+                .chain(history.split('\r'))
+                .any(|l| l.contains(IMAGE) && l.trim_end().ends_with(last));
+            assert!(drawn, "{last} never drawn: {history:?}");
+            assert_eq!(
+                screen.shown(),
+                Vec::<String>::new(),
+                "{last}: left on screen"
+            );
+        }
+    }
+
+    #[test]
+    fn retried_image_starts_again_on_its_line() {
+        let progress = Screen::default().progress();
+        image_event(&progress, "start_image", json!({"layers": 1}));
+        image_event(&progress, "layer_download", json!({}));
+        image_event(&progress, "start_image", json!({"layers": 1}));
+        assert_eq!(progress.shown(IMAGE).as_deref(), Some("layers 0/1"));
+        assert_eq!(progress.images().lines.len(), 1);
+    }
+
+    #[test]
+    fn end_of_run_clears_lines_of_images_that_never_ended() {
+        let screen = Screen::default();
+        let progress = screen.progress();
+        image_event(&progress, "start_image", json!({}));
+        assert_eq!(screen.shown().len(), 1);
+        progress.event("end_ducc", &json!({}));
+        assert_eq!(progress.shown(IMAGE), None);
+        assert_eq!(screen.shown(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn download_bar_counts_the_bytes_read_and_goes_when_dropped() {
+        let screen = Screen::default();
+        let progress = screen.progress();
+        let blob: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let download = progress.download("library/app@sha256:0123456789ab", 10_000);
+        assert!(
+            screen
+                .shown()
+                .iter()
+                .any(|r| r.contains("↓ library/app@sha256:0123456789ab")),
+            "{:?}",
+            screen.shown()
+        );
+        let mut copy = Vec::new();
+        // Small reads, as a network stream gives them.
+        let mut reader = download.reader(io::BufReader::with_capacity(333, &blob[..]));
+        io::copy(&mut reader, &mut copy).unwrap();
+        assert_eq!(copy, blob);
+        assert_eq!(download.bar.position(), 10_000);
+        assert_eq!(download.bar.length(), Some(10_000));
+        drop(download);
+        assert_eq!(screen.shown(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn failed_download_counts_what_came_and_its_bar_still_goes() {
+        struct Broken(usize);
+        impl Read for Broken {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.0 == 0 {
+                    return Err(io::Error::other("connection reset"));
+                }
+                let n = self.0.min(buf.len()).min(100);
+                self.0 -= n;
+                Ok(n)
+            }
+        }
+        let screen = Screen::default();
+        let progress = screen.progress();
+        let download = progress.download("blob", 1_000);
+        let error = io::copy(&mut download.reader(Broken(250)), &mut io::sink()).unwrap_err();
+        assert_eq!(error.to_string(), "connection reset");
+        assert_eq!(download.bar.position(), 250);
+        drop(download);
+        assert_eq!(screen.shown(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn downloads_and_images_share_the_screen() {
+        let screen = Screen::default();
+        let progress = screen.progress();
+        image_event(&progress, "start_image", json!({"layers": 2}));
+        let first = progress.download("a@sha256:1", 10);
+        let second = progress.download("b@sha256:2", 10);
+        let shown = screen.shown();
+        assert_eq!(shown.len(), 3, "{shown:?}");
+        assert!(shown[0].contains(IMAGE), "{shown:?}");
+        drop(first);
+        let shown = screen.shown();
+        assert_eq!(shown.len(), 2, "{shown:?}");
+        assert!(shown[1].contains("b@sha256:2"), "{shown:?}");
+        drop(second);
+        image_event(&progress, "end_image", json!({"status": "ok"}));
+        assert_eq!(screen.shown(), Vec::<String>::new());
+    }
+}

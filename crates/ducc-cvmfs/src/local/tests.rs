@@ -519,3 +519,83 @@ fn a_dead_commit_whose_staged_entry_is_gone_skips_it_and_finishes_the_rest() {
     assert_eq!(tree(publisher.repository_dir()), want);
     assert!(staging_entries(root.path()).is_empty());
 }
+
+#[test]
+fn a_directory_filled_in_place_is_published_at_commit_with_its_catalog() {
+    let root = tempfile::tempdir().unwrap();
+    let publisher = LocalPublisher::open(root.path(), &repo()).unwrap();
+    publish_old_tree(&publisher);
+    let mut tx = publisher.begin(&p("a")).unwrap();
+    tx.remove(&p("a/layer")).unwrap();
+    let filled = tx
+        .fill_dir(&p("a/layer"), IngestOptions { catalog: true }, &mut |dir| {
+            assert_eq!(fs::read_dir(dir)?.count(), 0, "the directory starts empty");
+            fs::create_dir(dir.join("etc"))?;
+            fs::write(dir.join("etc/motd"), "new")?;
+            Ok(())
+        })
+        .unwrap();
+    assert!(filled);
+    // Nothing changes before the commit.
+    assert_eq!(tree(publisher.repository_dir()), old_tree());
+    tx.commit().unwrap();
+    assert_eq!(
+        tree(publisher.repository_dir()),
+        expect(&[
+            ("a", "/"),
+            ("a/layer", "/"),
+            ("a/layer/.cvmfscatalog", ""),
+            ("a/layer/etc", "/"),
+            ("a/layer/etc/motd", "new"),
+            ("a/meta.json", "{}"),
+        ])
+    );
+    assert!(staging_entries(root.path()).is_empty());
+}
+
+#[test]
+fn a_failing_fill_publishes_nothing_and_returns_its_error() {
+    let root = tempfile::tempdir().unwrap();
+    let publisher = LocalPublisher::open(root.path(), &repo()).unwrap();
+    publish_old_tree(&publisher);
+    let mut tx = publisher.begin(&p("a")).unwrap();
+    let result = tx.fill_dir(&p("a/new"), IngestOptions::default(), &mut |dir| {
+        fs::write(dir.join("half"), "written")?;
+        Err("digest mismatch".into())
+    });
+    match result {
+        Err(e @ PublishError::Fill { .. }) => {
+            assert_eq!(e.to_string(), "cannot build a/new");
+            assert_eq!(
+                std::error::Error::source(&e).unwrap().to_string(),
+                "digest mismatch"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // The half-built tree is gone even if the caller commits what else it wrote.
+    tx.write_file(&p("a/meta.json"), &mut &b"{\"n\":1}"[..])
+        .unwrap();
+    tx.commit().unwrap();
+    let mut expected = old_tree();
+    expected.insert("a/meta.json".into(), "{\"n\":1}".into());
+    assert_eq!(tree(publisher.repository_dir()), expected);
+    assert!(staging_entries(root.path()).is_empty());
+}
+
+#[test]
+fn fill_refuses_an_existing_directory_and_paths_outside_the_lease() {
+    let root = tempfile::tempdir().unwrap();
+    let publisher = LocalPublisher::open(root.path(), &repo()).unwrap();
+    publish_old_tree(&publisher);
+    let mut tx = publisher.begin(&p("a")).unwrap();
+    let mut never = |_: &Path| -> Result<(), FillError> { panic!("fill must not run") };
+    assert!(matches!(
+        tx.fill_dir(&p("a/layer"), IngestOptions::default(), &mut never),
+        Err(PublishError::AlreadyExists { .. })
+    ));
+    assert!(matches!(
+        tx.fill_dir(&p("b/layer"), IngestOptions::default(), &mut never),
+        Err(PublishError::OutsideLease { .. })
+    ));
+}
