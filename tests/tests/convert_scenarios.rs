@@ -417,3 +417,55 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
     }
     out
 }
+
+#[test]
+fn failed_thin_push_leaves_no_marker_and_the_next_run_pushes_it() {
+    // The marker goes after the thin image: a run whose push failed (or that was killed between
+    // the two) must not make the next run skip the image and never push it.
+    let registry = Registry::anonymous();
+    let client = images::client_for(registry.host(), None);
+    let name = unique_repo("thin-late");
+    let repo = images::repository(registry.host(), &name);
+    let image = Image::new(vec![Layer::files(&[("etc/motd", b"thin")])], "thin-late");
+    image.push(&client, &repo, "1");
+    let proxy = FaultProxy::start(
+        registry.host(),
+        vec![
+            Rule::new(Action::status(403))
+                .method("PUT")
+                .path_contains("/manifests/"),
+        ],
+    );
+    let work = Work::new(Backend::Local);
+    work.wishlist(
+        &[format!("http://{}/{name}:1", registry.host())],
+        &format!(
+            "output_format: 'http://{}/$(repository)_thin:$(tag)'\n",
+            proxy.host()
+        ),
+    );
+    let out = work.convert(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("{name}:1 (thin)")), "{stderr}");
+    let published = work.repo();
+    assert!(marker_config(&published, registry.host(), &format!("{name}:1")).is_none());
+    // Layers, flat tree and link are in place; only the marker waits.
+    assert!(flat_dir(&published, &image).join("etc/motd").is_file());
+
+    proxy.set_rules(Vec::new());
+    let out = work.convert(&[]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 converted, 0 up to date"));
+    assert_eq!(
+        marker_config(&published, registry.host(), &format!("{name}:1")).unwrap(),
+        image.config.digest
+    );
+    let thin: serde_json::Value = serde_json::from_slice(&ducc_tests::skopeo::inspect_raw(
+        registry.host(),
+        &format!("{name}_thin:1"),
+        None,
+    ))
+    .unwrap();
+    assert_eq!(thin["schemaVersion"], 2);
+}

@@ -185,7 +185,18 @@ struct PlatformDone {
     platform: Platform,
     arch: Arch,
     manifest: ImageManifest,
-    thin: Option<ThinSource>,
+    slot: Slot,
+    /// Where its result is in the list of results.
+    result: usize,
+    /// Set when work was done and the marker is still to be written.
+    pending: Option<Pending>,
+}
+
+/// A converted image whose marker is not written yet: it goes last, after the thin image, so a
+/// run killed before it does the (then cheap) remaining work again.
+struct Pending {
+    source: ThinSource,
+    started: Instant,
 }
 
 impl Converter<'_> {
@@ -231,22 +242,54 @@ impl Converter<'_> {
             arch: None,
         };
         let label = input.whole_name();
-        let (outcome, source) =
+        let (mut outcome, pending) =
             self.convert_manifest(input, &label, repository, fetched.digest(), manifest, &slot)?;
-        let (Some(output), Some(source)) = (output, source) else {
+        let Some(pending) = pending else {
             return Ok(outcome);
         };
-        if !self.wants_thin() {
-            return Ok(outcome);
+        if let Some(output) = output
+            && self.wants_thin()
+        {
+            self.check_stop().map_err(at("thin"))?;
+            let image = self
+                .thin_image(input, &pending.source)
+                .map_err(at("thin"))?;
+            let pushed = self
+                .push_thin(input, output, |client, repository, tag| {
+                    ducc_thin::push(client, repository, tag, &image)
+                        .map(|o| (o, image.manifest.digest.clone()))
+                })
+                .map_err(at("thin"))?;
+            outcome = with_thin(outcome, pushed);
         }
-        let image = self.thin_image(input, &source).map_err(at("thin"))?;
-        let pushed = self
-            .push_thin(input, output, |client, repository, tag| {
-                ducc_thin::push(client, repository, tag, &image)
-                    .map(|o| (o, image.manifest.digest.clone()))
-            })
-            .map_err(at("thin"))?;
-        Ok(with_thin(outcome, pushed))
+        self.finish_image(&label, &slot, manifest, &outcome, pending.started)?;
+        Ok(outcome)
+    }
+
+    /// The marker, last, and the end of the image.
+    fn finish_image(
+        &self,
+        label: &str,
+        slot: &Slot,
+        manifest: &ImageManifest,
+        outcome: &Outcome,
+        started: Instant,
+    ) -> Result<(), StepError> {
+        self.check_stop().map_err(at("marker"))?;
+        self.write_marker(slot, manifest).map_err(at("marker"))?;
+        if let Outcome::Converted {
+            layers_unpacked,
+            flat_built,
+            ..
+        } = outcome
+        {
+            self.events.emit(
+                "end_image",
+                json!({"image": label, "status": "ok", "layers_unpacked": layers_unpacked,
+                       "flat_built": flat_built, "time_elapsed_s": started.elapsed().as_secs_f64()}),
+            );
+        }
+        Ok(())
     }
 
     fn wants_thin(&self) -> bool {
@@ -335,7 +378,7 @@ impl Converter<'_> {
                     public: public.clone(),
                     arch: Some(arch.clone()),
                 };
-                let (outcome, thin) = self.convert_manifest(
+                let (outcome, pending) = self.convert_manifest(
                     input,
                     &label,
                     &name.repository,
@@ -349,12 +392,15 @@ impl Converter<'_> {
                         platform: platform.clone(),
                         arch,
                         manifest: manifest.clone(),
-                        thin,
+                        slot,
+                        result: 0,
+                        pending,
                     },
                 ))
             })();
             match converted {
-                Ok((outcome, platform_done)) => {
+                Ok((outcome, mut platform_done)) => {
+                    platform_done.result = results.len();
                     done.push(platform_done);
                     results.push(Converted {
                         label,
@@ -367,56 +413,65 @@ impl Converter<'_> {
                 }),
             }
         }
+        // The shared links, the thin index and then the markers describe the whole image: they
+        // wait for a run in which every platform converted (the next run redoes what is done
+        // already cheaply: layers and flat trees are there).
         if results.iter().any(|r| r.result.is_err()) {
-            // The shared links and the thin index describe the whole image: they wait for a run
-            // in which every platform converted.
             return results;
         }
-        if let Err(e) = self.check_stop().map_err(at("symlink")) {
-            results.push(Converted {
-                label: whole,
-                result: Err(e),
-            });
+        let whole_failed = |step: &'static str, error: anyhow::Error| Converted {
+            label: whole.clone(),
+            result: Err(StepError { step, error }),
+        };
+        if let Err(e) = self.check_stop() {
+            results.push(whole_failed("symlink", e));
             return results;
         }
         if !self.settings.skip_flat
-            && let Err(e) = self.link_multiarch(&public, &done).map_err(at("symlink"))
+            && let Err(e) = self.link_multiarch(&public, &done)
         {
-            results.push(Converted {
-                label: whole,
-                result: Err(e),
-            });
+            results.push(whole_failed("symlink", e));
             return results;
         }
-        let converted_any = results
-            .iter()
-            .any(|r| matches!(r.result, Ok(Outcome::Converted { .. })));
+        let converted_any = done.iter().any(|d| d.pending.is_some());
         if let Some(output) = output
             && converted_any
             && self.wants_thin()
         {
-            match self
-                .thin_index(input, &name.repository, done)
-                .and_then(|index| {
-                    self.push_thin(input, output, |client, repository, tag| {
-                        ducc_thin::push_index(client, repository, tag, &index)
-                            .map(|o| (o, index.manifest.digest.clone()))
-                    })
-                }) {
+            let pushed = self.check_stop().and_then(|()| {
+                let index = self.thin_index(input, &name.repository, &done)?;
+                self.push_thin(input, output, |client, repository, tag| {
+                    ducc_thin::push_index(client, repository, tag, &index)
+                        .map(|o| (o, index.manifest.digest.clone()))
+                })
+            });
+            match pushed {
                 Ok(pushed) => {
-                    for r in &mut results {
-                        if let Ok(outcome) = &mut r.result {
+                    for d in &done {
+                        if let Ok(outcome) = &mut results[d.result].result {
                             *outcome = with_thin(outcome.clone(), pushed);
                         }
                     }
                 }
-                Err(error) => results.push(Converted {
-                    label: whole,
-                    result: Err(StepError {
-                        step: "thin",
-                        error,
-                    }),
-                }),
+                Err(e) => {
+                    results.push(whole_failed("thin", e));
+                    return results;
+                }
+            }
+        }
+        for d in &done {
+            let Some(pending) = &d.pending else { continue };
+            let result = &mut results[d.result];
+            if let Ok(outcome) = &result.result
+                && let Err(e) = self.finish_image(
+                    &result.label,
+                    &d.slot,
+                    &d.manifest,
+                    outcome,
+                    pending.started,
+                )
+            {
+                result.result = Err(e);
             }
         }
         results
@@ -473,12 +528,13 @@ impl Converter<'_> {
         &self,
         input: &ImageRef,
         repository: &ducc_registry::Repository,
-        done: Vec<PlatformDone>,
+        done: &[PlatformDone],
     ) -> anyhow::Result<ThinIndex> {
         let mut images = Vec::with_capacity(done.len());
         for platform_done in done {
-            let source = match platform_done.thin {
-                Some(source) => source,
+            let fetched;
+            let source = match &platform_done.pending {
+                Some(pending) => &pending.source,
                 None => {
                     let config = self
                         .client
@@ -489,10 +545,11 @@ impl Converter<'_> {
                                 platform_done.platform
                             )
                         })?;
-                    ThinSource {
+                    fetched = ThinSource {
                         layers: layer_jobs(&platform_done.manifest, config.config())?,
                         config: config.config().clone(),
-                    }
+                    };
+                    &fetched
                 }
             };
             let platform = ThinPlatform {
@@ -500,13 +557,13 @@ impl Converter<'_> {
                 architecture: platform_done.platform.architecture().to_owned(),
                 variant: platform_done.platform.variant().map(ToOwned::to_owned),
             };
-            images.push((platform, self.thin_image(input, &source)?));
+            images.push((platform, self.thin_image(input, source)?));
         }
         Ok(ThinIndex::build(images, self.settings.thin_format)?)
     }
 
-    /// Converts one image manifest into `slot`: the marker check, layers, flat tree, symlink and
-    /// marker. Returns what its thin image is made of when work was done.
+    /// Converts one image manifest into `slot`: the marker check, layers, flat tree and symlink.
+    /// When work was done, returns what is pending: the marker (see [`Pending`]).
     fn convert_manifest(
         &self,
         input: &ImageRef,
@@ -515,7 +572,7 @@ impl Converter<'_> {
         manifest_digest: &ducc_registry::Digest,
         manifest: &ImageManifest,
         slot: &Slot,
-    ) -> Result<(Outcome, Option<ThinSource>), StepError> {
+    ) -> Result<(Outcome, Option<Pending>), StepError> {
         let started = Instant::now();
         let config_digest = ConfigDigest::parse(manifest.config().digest().as_ref())
             .map_err(|e| anyhow!("{label}: {e}"))
@@ -566,22 +623,18 @@ impl Converter<'_> {
             )
             .map_err(at("symlink"))?;
         }
-        self.check_stop().map_err(at("marker"))?;
-        self.write_marker(slot, manifest).map_err(at("marker"))?;
-        self.events.emit(
-            "end_image",
-            json!({"image": label, "status": "ok", "layers_unpacked": layers_unpacked,
-                   "flat_built": flat_built, "time_elapsed_s": started.elapsed().as_secs_f64()}),
-        );
         Ok((
             Outcome::Converted {
                 layers_unpacked,
                 flat_built,
                 thin: None,
             },
-            Some(ThinSource {
-                layers,
-                config: config.config().clone(),
+            Some(Pending {
+                source: ThinSource {
+                    layers,
+                    config: config.config().clone(),
+                },
+                started,
             }),
         ))
     }

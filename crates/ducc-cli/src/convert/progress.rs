@@ -168,7 +168,7 @@ impl Progress {
         let bar = self.inner.multi.add(
             ProgressBar::new_spinner()
                 .with_style(self.inner.styles.working.clone())
-                .with_prefix(image.to_owned()),
+                .with_prefix(shown_name(image).to_owned()),
         );
         if let Some(spin) = self.inner.spin.filter(|_| spinning) {
             bar.enable_steady_tick(spin);
@@ -243,6 +243,11 @@ impl Progress {
     fn shown(&self, image: &str) -> Option<String> {
         self.images().lines.get(image).map(|l| l.bar.message())
     }
+}
+
+/// An image as its line names it: without the `https://` of its whole name.
+fn shown_name(image: &str) -> &str {
+    image.split_once("://").map_or(image, |(_, name)| name)
 }
 
 /// Whether bars are drawn: asked for, on a terminal, and one that can move the cursor.
@@ -537,7 +542,8 @@ mod tests {
         }
     }
 
-    const IMAGE: &str = "127.0.0.1:5000/library/app:1";
+    const IMAGE: &str = "http://127.0.0.1:5000/library/app:1";
+    const SHOWN: &str = "127.0.0.1:5000/library/app:1";
 
     fn image_event(progress: &Progress, action: &str, extra: Value) {
         let mut fields = json!({"image": IMAGE});
@@ -594,7 +600,7 @@ mod tests {
             assert!(
                 shown
                     .iter()
-                    .any(|row| row.contains(IMAGE) && row.contains(message)),
+                    .any(|row| row.contains(&format!("{SHOWN} {message}"))),
                 "{action}: the screen shows {shown:?}"
             );
         }
@@ -662,7 +668,7 @@ mod tests {
             let drawn = history
                 .lines()
                 .chain(history.split('\r'))
-                .any(|l| l.contains(IMAGE) && l.trim_end().ends_with(last));
+                .any(|l| l.contains(&format!("{SHOWN} {last}")));
             assert!(drawn, "{last} never drawn: {history:?}");
             assert_eq!(
                 screen.shown(),
@@ -750,7 +756,7 @@ mod tests {
         let second = progress.download("b@sha256:2", 10);
         let shown = screen.shown();
         assert_eq!(shown.len(), 3, "{shown:?}");
-        assert!(shown[0].contains(IMAGE), "{shown:?}");
+        assert!(shown[0].contains(SHOWN), "{shown:?}");
         drop(first);
         let shown = screen.shown();
         assert_eq!(shown.len(), 2, "{shown:?}");
