@@ -348,3 +348,67 @@ fn each_expanded_glob_tag_gets_its_own_thin_image() {
         assert!(thin.origin.unwrap().ends_with(tag));
     }
 }
+
+/// A thin index over one image per platform reads back through skopeo, each entry resolving to
+/// its platform's thin image; a second push of the same index sends nothing.
+#[test]
+fn thin_index_reads_back_through_skopeo_and_a_second_push_sends_nothing() {
+    use ducc_thin::{ThinIndex, ThinPlatform};
+    let registry = Registry::anonymous();
+    let proxy = FaultProxy::start(registry.host(), Vec::new());
+    let client = client_for(proxy.host(), None);
+    let name = unique_repo("thin-index");
+    let repo = images::repository(proxy.host(), &name);
+    let build = || {
+        let platforms = [("amd64", None), ("arm64", Some("v8"))];
+        let images = platforms
+            .iter()
+            .map(|(arch, variant)| {
+                let config: ImageConfiguration = serde_json::from_str(
+                    &SOURCE_CONFIG.replace("\"amd64\"", &format!("\"{arch}\"")),
+                )
+                .unwrap();
+                let image = ThinImage::build(
+                    &descriptor(&format!("https://r.io/a:{arch}")),
+                    &config,
+                    ThinFormat::Oci,
+                )
+                .unwrap();
+                let platform = ThinPlatform {
+                    os: "linux".into(),
+                    architecture: (*arch).into(),
+                    variant: variant.map(Into::into),
+                };
+                (platform, image)
+            })
+            .collect();
+        ThinIndex::build(images, ThinFormat::Oci).unwrap()
+    };
+    let index = build();
+    assert!(matches!(
+        ducc_thin::push_index(&client, &repo, "1", &index).unwrap(),
+        PushOutcome::Pushed { blobs_uploaded: 4 }
+    ));
+    let raw = skopeo::inspect_raw(registry.host(), &format!("{name}:1"), None);
+    assert_eq!(
+        raw, index.manifest.bytes,
+        "the registry serves the index as built"
+    );
+    for (platform, image) in &index.images {
+        let child = skopeo::inspect_raw(
+            registry.host(),
+            &format!("{name}@{}", image.manifest.digest),
+            None,
+        );
+        assert_eq!(child, image.manifest.bytes, "{platform:?}");
+    }
+
+    proxy.clear_requests();
+    assert_eq!(
+        ducc_thin::push_index(&client, &repo, "1", &build()).unwrap(),
+        PushOutcome::AlreadyPresent
+    );
+    let requests = proxy.requests();
+    assert_eq!(proxy.count("PUT", "/manifests/"), 0, "{requests:?}");
+    assert_eq!(proxy.count("POST", "/blobs/uploads"), 0, "{requests:?}");
+}
