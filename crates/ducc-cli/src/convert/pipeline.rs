@@ -277,6 +277,10 @@ impl Converter<'_> {
     ) -> Result<(), StepError> {
         self.check_stop().map_err(at("marker"))?;
         self.write_marker(slot, manifest).map_err(at("marker"))?;
+        self.events.emit(
+            "marker",
+            json!({"image": label, "marker": slot.marker(&self.layout).as_str()}),
+        );
         if let Outcome::Converted {
             layers_unpacked,
             flat_built,
@@ -589,7 +593,7 @@ impl Converter<'_> {
             );
             return Ok((Outcome::UpToDate, None));
         }
-        self.events.emit("start_image", json!({"image": label, "manifest": manifest_digest.to_string(), "config": config_digest.to_string()}));
+        self.events.emit("start_image", json!({"image": label, "manifest": manifest_digest.to_string(), "config": config_digest.to_string(), "layers": manifest.layers().len()}));
 
         let config = self
             .client

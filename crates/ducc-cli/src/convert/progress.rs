@@ -195,12 +195,22 @@ impl Progress {
         images.current = Some(image.to_owned());
     }
 
+    /// Changes the steps of `image`, or of the image being converted when the event names none
+    /// or names it without its platform (`--multi-arch` lines are `<image> (<platform>)`).
     fn update(&self, image: Option<&str>, change: impl FnOnce(&mut Steps)) {
         let mut images = self.images();
-        let Some(image) = image.map(str::to_owned).or_else(|| images.current.clone()) else {
-            return;
+        let key = match image {
+            Some(image) if images.lines.contains_key(image) => image.to_owned(),
+            Some(image) => match &images.current {
+                Some(current) if current.starts_with(&format!("{image} (")) => current.clone(),
+                _ => return,
+            },
+            None => match &images.current {
+                Some(current) => current.clone(),
+                None => return,
+            },
         };
-        let Some(line) = images.lines.get_mut(&image) else {
+        let Some(line) = images.lines.get_mut(&key) else {
             return;
         };
         change(&mut line.steps);
@@ -676,6 +686,30 @@ mod tests {
                 "{last}: left on screen"
             );
         }
+    }
+
+    #[test]
+    fn steps_named_without_the_platform_count_for_that_platforms_line() {
+        let progress = Screen::default().progress();
+        let arm = format!("{IMAGE} (linux/arm64)");
+        progress.event("start_image", &json!({"image": arm}));
+        image_event(&progress, "layer_unpack", json!({}));
+        image_event(&progress, "flat_built", json!({}));
+        assert_eq!(
+            progress.shown(&arm).as_deref(),
+            Some("layers 1 · flat tree")
+        );
+        // Another image's steps never land on this line.
+        progress.event(
+            "layer_unpack",
+            &json!({"image": "http://127.0.0.1:5000/other:1"}),
+        );
+        assert_eq!(
+            progress.shown(&arm).as_deref(),
+            Some("layers 1 · flat tree")
+        );
+        progress.event("end_image", &json!({"image": arm, "status": "ok"}));
+        assert_eq!(progress.shown(&arm), None);
     }
 
     #[test]
