@@ -42,12 +42,7 @@ impl BlobCache {
             fs::create_dir_all(&path)
                 .with_context(|| format!("cannot create the blob cache {}", path.display()))?;
         }
-        // Partial downloads of a killed run are useless: the next download starts afresh.
-        if let Ok(entries) = fs::read_dir(dir.join("partial")) {
-            for entry in entries.flatten() {
-                let _ = fs::remove_file(entry.path());
-            }
-        }
+        remove_dead_partials(&dir.join("partial"));
         Ok(BlobCache {
             dir: dir.to_owned(),
             in_flight: Mutex::new(HashMap::new()),
@@ -192,5 +187,61 @@ impl Drop for Permit<'_> {
     fn drop(&mut self) {
         *self.0.free.lock().unwrap_or_else(|e| e.into_inner()) += 1;
         self.0.wake.notify_one();
+    }
+}
+
+/// Removes the partial downloads of processes that are gone (a killed run): the next download
+/// starts afresh. Those of a live process (another ducc sharing the cache) are left alone; the
+/// file names end in `.<pid>`.
+fn remove_dead_partials(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let owner = name
+            .to_str()
+            .and_then(|n| n.rsplit_once('.'))
+            .and_then(|(_, pid)| pid.parse::<u32>().ok());
+        let alive = owner.is_some_and(|pid| Path::new("/proc").join(pid.to_string()).exists());
+        if !alive {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opening_the_cache_removes_only_partials_of_dead_processes() {
+        let dir = tempfile::tempdir().unwrap();
+        let partial = dir.path().join("partial");
+        fs::create_dir_all(&partial).unwrap();
+        let mut live = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let mut dead = std::process::Command::new("true").spawn().unwrap();
+        let dead_pid = dead.id();
+        dead.wait().unwrap();
+        let names = [
+            format!("sha256:{}.{}", "a".repeat(64), live.id()),
+            format!("sha256:{}.{dead_pid}", "b".repeat(64)),
+            "garbage".to_owned(),
+        ];
+        for name in &names {
+            fs::write(partial.join(name), b"part").unwrap();
+        }
+        let _cache = BlobCache::open(dir.path(), 2).unwrap();
+        let mut left: Vec<String> = fs::read_dir(&partial)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        let _ = live.kill();
+        let _ = live.wait();
+        assert_eq!(left, [names[0].clone()]);
     }
 }
