@@ -319,3 +319,99 @@ fn partly_ingested_flat_tree_is_removed_and_built_again() {
         "run after the half-ingested flat tree",
     );
 }
+
+/// A tar with `usr/bin/tool` (a file), or with `usr/local/bin/alias` hardlinked to it while the
+/// file itself is in the layer below (as dpkg-divert leaves in Debian images).
+fn hardlink_layers() -> (Layer, Layer) {
+    let mut lower = tar::Builder::new(Vec::new());
+    let mut upper = tar::Builder::new(Vec::new());
+    for (builder, dirs) in [
+        (&mut lower, &["usr/", "usr/bin/"][..]),
+        (&mut upper, &["usr/", "usr/local/", "usr/local/bin/"][..]),
+    ] {
+        for dir in dirs {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(tar::EntryType::Directory);
+            header.set_mode(0o755);
+            header.set_mtime(1_600_000_000);
+            header.set_size(0);
+            builder.append_data(&mut header, dir, &[][..]).unwrap();
+        }
+    }
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_mode(0o755);
+    header.set_mtime(1_600_000_000);
+    header.set_size(5);
+    lower
+        .append_data(&mut header, "usr/bin/tool", &b"tool\n"[..])
+        .unwrap();
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Link);
+    header.set_mode(0o755);
+    header.set_mtime(1_600_000_000);
+    header.set_size(0);
+    upper
+        .append_link(&mut header, "usr/local/bin/alias", "usr/bin/tool")
+        .unwrap();
+    (
+        Layer::new(
+            &lower.into_inner().unwrap(),
+            convert_support::Compression::Gzip,
+        ),
+        Layer::new(
+            &upper.into_inner().unwrap(),
+            convert_support::Compression::Gzip,
+        ),
+    )
+}
+
+#[test]
+fn hardlink_into_a_lower_layer_is_copied_from_it_with_either_publisher() {
+    let registry = Registry::anonymous();
+    let client = images::client_for(registry.host(), None);
+    let name = unique_repo("cvmfs-hardlink");
+    let repo = images::repository(registry.host(), &name);
+    let (lower, upper) = hardlink_layers();
+    let image = Image::new(vec![lower, upper.clone()], "hardlink");
+    image.push(&client, &repo, "1");
+    let inputs = [format!("http://{}/{name}:1", registry.host())];
+
+    let local = Work::new(Backend::Local);
+    local.wishlist(&inputs, "");
+    assert!(
+        local
+            .convert(&["-i", "--layer-whiteouts", "oci"])
+            .status
+            .success()
+    );
+    let cvmfs = Work::new(Backend::Cvmfs);
+    cvmfs.wishlist(&inputs, "");
+    assert!(cvmfs.convert(&["-i"]).status.success());
+    // cvmfs_server ingest turns hardlinks into independent entries (reference: cvmfs-server-
+    // semantics A); a local directory keeps them. Everything else is the same.
+    let options = convert_support::run_options();
+    scan(&local.repo()).assert_same_as(
+        &scan(&cvmfs.repo()),
+        &ducc_tests::tree::Options {
+            hardlinks: false,
+            ..options
+        },
+        "local publisher",
+        "cvmfs publisher",
+    );
+    for published in [local.repo(), cvmfs.repo()] {
+        // The upper layer's directory holds its own copy; the flat tree has both names.
+        assert_eq!(
+            std::fs::read(layer_dir(&published, &upper).join("layerfs/usr/local/bin/alias"))
+                .unwrap(),
+            b"tool\n"
+        );
+        let flat = flat_dir(&published, &image);
+        assert_eq!(
+            std::fs::read(flat.join("usr/local/bin/alias")).unwrap(),
+            b"tool\n"
+        );
+        assert_eq!(std::fs::read(flat.join("usr/bin/tool")).unwrap(), b"tool\n");
+    }
+}

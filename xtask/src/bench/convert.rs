@@ -25,7 +25,7 @@ use ducc_tests::fixtures::Image;
 
 use super::{
     Contender, Measurement, fresh_dir, measure, median, parse_options, prepare, registry_with,
-    remove_dir, require_tools, skopeo_umoci_command, target_dir, uncompressed_size,
+    remove_dir, require_tools, skopeo_umoci_command, target_dir, timed, uncompressed_size,
 };
 
 /// The repository and tag the registry serves the bench image as.
@@ -46,12 +46,16 @@ pub(super) fn run(args: &[String]) -> anyhow::Result<()> {
     require_tools(&[("/usr/bin/time", "time"), ("umoci", "umoci")])?;
     let image = prepare(&["ducc-cli"])?;
     let ducc = target_dir().join("release/ducc");
-    let uncompressed = uncompressed_size(&image)?;
+    let uncompressed = timed("decompressing the layers once", || {
+        uncompressed_size(&image)
+    })?;
     let compressed: u64 = image.layers.iter().map(|l| l.size).sum();
 
     let reference = format!("{REPOSITORY}:{TAG}");
     // The registry stops when this is dropped, after the runs.
-    let registry = registry_with(&image, &reference)?;
+    let registry = timed("pushing the image into the registry", || {
+        registry_with(&image, &reference)
+    })?;
     let host = registry.host().to_owned();
     let setup = fresh_dir("convert-setup")?;
     let wishlist = setup.join("wishlist.yaml");
@@ -95,9 +99,11 @@ pub(super) fn run(args: &[String]) -> anyhow::Result<()> {
             run_one(&mut peer, &dest_b, &label, measured)?;
         }
         run_one(&mut ducc_full, &dest_a, &label, measured)?;
-        expected
-            .check(&dest_a, Parts::Both)
-            .with_context(|| format!("{label}: ducc convert did not produce the expected tree"))?;
+        timed("checking ducc's tree", || {
+            expected
+                .check(&dest_a, Parts::Both)
+                .with_context(|| format!("{label}: ducc convert did not produce the expected tree"))
+        })?;
         timeline = read_timeline(&dest_a.join("events.jsonl"))?;
         run_one(&mut rerun, &dest_a, &label, measured)?;
         check_noop(&dest_a.join("rerun-events.jsonl"))
@@ -105,10 +111,14 @@ pub(super) fn run(args: &[String]) -> anyhow::Result<()> {
         if !peer_first {
             run_one(&mut peer, &dest_b, &label, measured)?;
         }
-        compare_with_peer(&expected.flat_dir(&dest_a), &dest_b.join("rootfs"))
-            .with_context(|| format!("{label}: ducc's flat tree differs from umoci's rootfs"))?;
-        remove_dir(&dest_a)?;
-        remove_dir(&dest_b)?;
+        timed("comparing with umoci's rootfs", || {
+            compare_with_peer(&expected.flat_dir(&dest_a), &dest_b.join("rootfs"))
+                .with_context(|| format!("{label}: ducc's flat tree differs from umoci's rootfs"))
+        })?;
+        timed("removing the round's output", || {
+            remove_dir(&dest_a)?;
+            remove_dir(&dest_b)
+        })?;
     }
 
     // Where the time goes: one round each of the two halves.
@@ -392,8 +402,8 @@ fn report(
         uncompressed as f64 / 1e6
     );
     println!(
-        "{:<34} {:>9} {:>9} {:>12}",
-        "contender", "wall (s)", "cpu (s)", "peak RSS"
+        "{:<34} {:>9} {:>9} {:>9} {:>9} {:>12}",
+        "contender", "wall (s)", "cpu (s)", "user (s)", "sys (s)", "peak RSS"
     );
     for c in [ducc, peer, rerun].into_iter().chain(breakdown) {
         let rounds_note = if c.samples.len() == 1 {
@@ -402,10 +412,12 @@ fn report(
             ""
         };
         println!(
-            "{:<34} {:>9.2} {:>9.2} {:>8.1} MiB{rounds_note}",
+            "{:<34} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>8.1} MiB{rounds_note}",
             c.name,
             c.wall(),
             c.cpu(),
+            c.user(),
+            c.sys(),
             c.peak_rss_mib()
         );
     }

@@ -105,8 +105,23 @@ impl Contender {
         median(&self.samples.iter().map(|m| m.wall).collect::<Vec<_>>())
     }
 
+    /// Median user + system CPU seconds.
     fn cpu(&self) -> f64 {
-        median(&self.samples.iter().map(|m| m.cpu).collect::<Vec<_>>())
+        median(
+            &self
+                .samples
+                .iter()
+                .map(|m| m.user + m.sys)
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    fn user(&self) -> f64 {
+        median(&self.samples.iter().map(|m| m.user).collect::<Vec<_>>())
+    }
+
+    fn sys(&self) -> f64 {
+        median(&self.samples.iter().map(|m| m.sys).collect::<Vec<_>>())
     }
 
     /// The highest peak RSS over all rounds, in MiB.
@@ -120,8 +135,10 @@ impl Contender {
 struct Measurement {
     /// Wall seconds.
     wall: f64,
-    /// User + system CPU seconds of the command and its children.
-    cpu: f64,
+    /// User CPU seconds of the command and its children.
+    user: f64,
+    /// System CPU seconds of the command and its children.
+    sys: f64,
     /// Max RSS of the largest process, in KiB.
     rss_kib: u64,
 }
@@ -130,8 +147,8 @@ impl std::fmt::Display for Measurement {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{:>7.2} s wall {:>7.2} s cpu {:>7} KiB",
-            self.wall, self.cpu, self.rss_kib
+            "{:>7.2} s wall {:>7.2} s user {:>6.2} s sys {:>7} KiB",
+            self.wall, self.user, self.sys, self.rss_kib
         )
     }
 }
@@ -158,13 +175,28 @@ fn measure(command: &str) -> anyhow::Result<Measurement> {
     let _ = std::fs::remove_file(&stats);
     let last = text.lines().last().unwrap_or_default();
     let fields: Vec<&str> = last.split_whitespace().collect();
-    let rss_kib = fields.get(1).and_then(|v| v.parse().ok()).unwrap_or(0);
-    let cpu: f64 = fields
-        .iter()
-        .skip(2)
-        .filter_map(|v| v.parse::<f64>().ok())
-        .sum();
-    Ok(Measurement { wall, cpu, rss_kib })
+    let number = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+    let (Some(rss_kib), Some(user), Some(sys)) = (number(1), number(2), number(3)) else {
+        bail!("cannot read /usr/bin/time's output {last:?}");
+    };
+    Ok(Measurement {
+        wall,
+        user,
+        sys,
+        rss_kib: rss_kib as u64,
+    })
+}
+
+/// Runs `step`, then says on stderr how long `what` took (the unmeasured setup and cleanup
+/// between runs, which can dominate on a busy disk).
+fn timed<T>(what: &str, step: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    let started = Instant::now();
+    let value = step()?;
+    eprintln!(
+        "xtask: {what} took {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(value)
 }
 
 fn tempfile_path(label: &str) -> PathBuf {

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
-use std::io::{self, BufWriter};
+use std::io::{self, BufWriter, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -135,15 +135,32 @@ fn download(
     let file =
         File::create(partial).with_context(|| format!("cannot create {}", partial.display()))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
+    let write_failed = |e: io::Error| {
+        anyhow::Error::new(e).context(format!(
+            "cannot write blob {digest} into the cache: {}",
+            partial.display()
+        ))
+    };
     // The reader fails at the end when size or digest do not match, so a copy that succeeds has
-    // verified the bytes.
-    io::copy(&mut blob, &mut out).map_err(|e| match ducc_registry::Error::from_io(&e) {
-        Some(registry) => anyhow::anyhow!("cannot download blob {digest}: {registry}"),
-        None => anyhow::Error::new(e).context(format!("cannot download blob {digest}")),
-    })?;
-    let file = out.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()
-        .with_context(|| format!("cannot write {}", partial.display()))?;
+    // verified the bytes. Read and write errors are told apart: a full disk is not a registry
+    // problem.
+    let mut buffer = vec![0u8; 256 << 10];
+    loop {
+        let n = match blob.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(match ducc_registry::Error::from_io(&e) {
+                    Some(registry) => anyhow::anyhow!("cannot download blob {digest}: {registry}"),
+                    None => anyhow::Error::new(e).context(format!("cannot download blob {digest}")),
+                });
+            }
+        };
+        out.write_all(&buffer[..n]).map_err(write_failed)?;
+    }
+    let file = out.into_inner().map_err(|e| write_failed(e.into_error()))?;
+    file.sync_all().map_err(write_failed)?;
     Ok(())
 }
 

@@ -465,5 +465,8 @@ impl Summary {
         for f in failed {
             eprintln!("  {} ({}): {:#}", f.image, f.step, f.error);
         }
+        for f in self.failed.iter().filter(|f| f.ignored) {
+            eprintln!("  ignored: {} ({}): {:#}", f.image, f.step, f.error);
+        }
     }
 }

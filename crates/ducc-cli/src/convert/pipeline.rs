@@ -729,6 +729,9 @@ impl Converter<'_> {
         }
         let next = AtomicUsize::new(0);
         let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+        // Layers with a hardlink to a file of a lower layer: unpacked afterwards, in order, with
+        // the lower layers' directories to copy the file from.
+        let deferred: Mutex<Vec<&LayerJob>> = Mutex::new(Vec::new());
         let workers = self.settings.parallel_layers.clamp(1, todo.len().max(1));
         std::thread::scope(|scope| {
             for _ in 0..workers {
@@ -740,8 +743,21 @@ impl Converter<'_> {
                             break;
                         }
                         let result = self.check_stop().and_then(|()| {
-                            self.unpack_layer(repository, layer, config, created, input)
+                            self.unpack_layer(repository, layer, config, created, input, &[])
                         });
+                        if let Err(e) = &result
+                            && needs_lower_layers(e)
+                        {
+                            tracing::debug!(
+                                "{input}: layer {} links into a lower layer: unpacked after them",
+                                layer.digest
+                            );
+                            deferred
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .push(layer);
+                            continue;
+                        }
                         if let Err(e) = result {
                             let mut slot = first_error.lock().unwrap_or_else(|e| e.into_inner());
                             slot.get_or_insert(e);
@@ -751,10 +767,23 @@ impl Converter<'_> {
                 });
             }
         });
-        match first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
-            Some(e) => Err(e),
-            None => Ok(todo.len()),
+        if let Some(e) = first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            return Err(e);
         }
+        let position = |job: &LayerJob| layers.iter().position(|l| l.digest == job.digest);
+        let mut deferred = deferred.into_inner().unwrap_or_else(|e| e.into_inner());
+        deferred.sort_by_key(|job| position(job));
+        for layer in deferred {
+            self.check_stop()?;
+            let below = position(layer).unwrap_or(0);
+            let lower: Vec<PathBuf> = layers[..below]
+                .iter()
+                .rev()
+                .map(|l| self.published(&self.layout.layerfs(&l.digest)))
+                .collect();
+            self.unpack_layer(repository, layer, config, created, input, &lower)?;
+        }
+        Ok(todo.len())
     }
 
     fn fetch_blob(
@@ -794,6 +823,7 @@ impl Converter<'_> {
         config: &ConfigDigest,
         created: Option<&str>,
         input: &ImageRef,
+        lower: &[PathBuf],
     ) -> anyhow::Result<()> {
         let blob = self.fetch_blob(repository, layer, input)?;
         let started = Instant::now();
@@ -811,6 +841,10 @@ impl Converter<'_> {
             )?)
         };
         let scratch_dir = &self.settings.scratch_dir;
+        let options = LayerDirOptions::new()
+            .whiteouts(whiteouts)
+            .privileges(privileges)
+            .lower_layers(lower.to_vec());
         // The layer as a canonical tar, for publishers that take tar streams.
         let canonical = |out: &mut dyn std::io::Write| -> anyhow::Result<LayerDigests> {
             let scratch = tempfile::Builder::new()
@@ -820,16 +854,19 @@ impl Converter<'_> {
                     format!("cannot create scratch space in {}", scratch_dir.display())
                 })?;
             let mut reader = open()?;
-            let mut out = Interruptible { inner: out, stop };
-            ducc_unpack::canonicalize_layer(
+            ducc_unpack::extract_layer_dir(
                 &mut reader,
                 &descriptor.name,
                 scratch.path(),
-                &mut out,
-                whiteouts,
-                privileges,
+                &options,
             )?;
-            Ok(reader.finish()?)
+            let digests = reader.finish()?;
+            ducc_unpack::write_tree_as_tar(
+                scratch.path(),
+                Interruptible { inner: out, stop },
+                &TarWriteOptions::new(),
+            )?;
+            Ok(digests)
         };
         let context = || format!("layer {} of {input}", layer.digest);
         let mut tx;
@@ -871,9 +908,6 @@ impl Converter<'_> {
             // Where the publisher stages on disk, the layer is unpacked straight into its
             // staging area: one pass; a digest mismatch at the end drops the staged tree.
             let mut digests = None;
-            let options = LayerDirOptions::new()
-                .whiteouts(whiteouts)
-                .privileges(privileges);
             let filled = tx
                 .fill_dir(&layerfs, IngestOptions { catalog: true }, &mut |dest| {
                     let mut reader = open()?;
@@ -1189,6 +1223,18 @@ fn layer_jobs(
 /// the same bytes; without one, the time of conversion.
 fn layer_created(config: &ImageConfiguration) -> Option<&str> {
     config.created().as_deref().filter(|c| !c.is_empty())
+}
+
+/// Whether `error` is a layer's hardlink to a file of a lower layer, which needs the lower layers'
+/// directories to be unpacked (the file is copied from there).
+fn needs_lower_layers(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<ducc_unpack::Error>(),
+            Some(ducc_unpack::Error::HardlinkTarget { reason, .. })
+                if reason.contains("not in this layer")
+        )
+    })
 }
 
 /// A reader that fails once SIGINT or SIGTERM arrived, so a long extraction stops early and its
