@@ -12,7 +12,7 @@ use std::io::{self, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps};
 use rustix::io::Errno;
 
 use crate::error::Error;
@@ -62,6 +62,16 @@ pub struct ApptainerReport {
 pub fn add_apptainer_files(root: &Path, image: &ImageRuntime) -> Result<ApptainerReport, Error> {
     let tree = Tree::open(root)?;
     let mut report = ApptainerReport::default();
+    // The image's directories that additions may touch keep their times, and what ducc adds
+    // takes the time of the image's root: the tree is the same on every run.
+    let kept: Vec<(&str, Timestamps)> = [".", "etc", "var"]
+        .into_iter()
+        .filter_map(|dir| tree.dir_times(dir).map(|times| (dir, times)))
+        .collect();
+    let stamp = kept
+        .first()
+        .map(|(_, times)| times.last_modification)
+        .ok_or_else(|| tree.io_error(".", "stat", Errno::NOTDIR))?;
 
     for dir in [
         ".singularity.d",
@@ -172,6 +182,22 @@ pub fn add_apptainer_files(root: &Path, image: &ImageRuntime) -> Result<Apptaine
     }
     for file in BIND_FILES {
         tree.ensure_empty_file(file, &mut report)?;
+    }
+    let ours = [
+        ".singularity.d",
+        ".singularity.d/actions",
+        ".singularity.d/env",
+        ".singularity.d/libs",
+    ];
+    let added = Timestamps {
+        last_access: stamp,
+        last_modification: stamp,
+    };
+    for path in report.created.iter().map(String::as_str).chain(ours) {
+        tree.set_times(path, &added)?;
+    }
+    for (dir, times) in &kept {
+        tree.set_times(dir, times)?;
     }
     Ok(report)
 }
@@ -362,6 +388,34 @@ impl Tree {
                 Ok(fd) => return Ok((fd, name)),
                 Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// The times of directory `rel`, when it is one (not a symlink).
+    fn dir_times(&self, rel: &str) -> Option<Timestamps> {
+        let (parent, name) = self.parent(rel).ok()?;
+        let stat = rustix::fs::statat(&parent, name, AtFlags::SYMLINK_NOFOLLOW).ok()?;
+        (FileType::from_raw_mode(stat.st_mode) == FileType::Directory).then_some(Timestamps {
+            last_access: Timespec {
+                tv_sec: stat.st_atime,
+                tv_nsec: stat.st_atime_nsec as _,
+            },
+            last_modification: Timespec {
+                tv_sec: stat.st_mtime,
+                tv_nsec: stat.st_mtime_nsec as _,
+            },
+        })
+    }
+
+    /// Sets the times of `rel` (a symlink itself, not its target); nothing when `rel` is not
+    /// there or lies behind a symlink (the image's own, left alone).
+    fn set_times(&self, rel: &str, times: &Timestamps) -> Result<(), Error> {
+        let result = self.parent(rel).and_then(|(parent, name)| {
+            rustix::fs::utimensat(&parent, name, times, AtFlags::SYMLINK_NOFOLLOW)
+        });
+        match result {
+            Ok(()) | Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP | Errno::XDEV) => Ok(()),
+            Err(e) => Err(self.io_error(rel, "set the times of", e)),
         }
     }
 
@@ -631,6 +685,46 @@ mod tests {
             std::fs::read_to_string(root.join(".singularity.d/labels.json")).unwrap();
         assert_eq!(labels, "{\n  \"maintainer\": \"a \\\"b\\\"\"\n}\n");
         assert!(report.created.iter().any(|p| p == "var/tmp"));
+    }
+
+    #[test]
+    fn image_directories_keep_their_times_and_additions_take_the_root_time() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir(root.join("etc")).unwrap();
+        let set = |path: &Path, secs: i64| {
+            rustix::fs::utimensat(
+                rustix::fs::CWD,
+                path,
+                &Timestamps {
+                    last_access: Timespec {
+                        tv_sec: secs,
+                        tv_nsec: 0,
+                    },
+                    last_modification: Timespec {
+                        tv_sec: secs,
+                        tv_nsec: 0,
+                    },
+                },
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .unwrap();
+        };
+        set(&root.join("etc"), 1_500_000_000);
+        set(root, 1_600_000_000);
+        let report = add_apptainer_files(root, &runtime()).unwrap();
+        let mtime = |rel: &str| std::fs::symlink_metadata(root.join(rel)).unwrap().mtime();
+        assert_eq!(mtime("."), 1_600_000_000);
+        assert_eq!(mtime("etc"), 1_500_000_000, "etc/hosts was added into it");
+        for added in report.created.iter().map(String::as_str).chain([
+            ".singularity.d",
+            ".singularity.d/env",
+            "singularity",
+            "var/tmp",
+        ]) {
+            assert_eq!(mtime(added), 1_600_000_000, "{added}");
+        }
     }
 
     #[test]

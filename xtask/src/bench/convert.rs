@@ -13,8 +13,9 @@
 //!   a timeline of A's events, to show where the time goes.
 //!
 //! One unmeasured round first warms the page cache (the registry's storage, the binaries). In
-//! each round A and B run one after the other (the order alternates between rounds), each into a
-//! fresh directory that is removed after the round. A's output is checked every round (layer
+//! each round A and B run one after the other (the order alternates between rounds), each on a
+//! brand-new loop-mounted ext4 filesystem (when root; `--no-fresh-fs` or no root: a fresh
+//! directory on the scratch filesystem, which then pays for earlier runs' deleted inodes). A's output is checked every round (layer
 //! directories, flat tree with `usr/bin/python3` and `.singularity.d`, public symlink, marker,
 //! and the same regular-file bytes as B's rootfs), so a broken run cannot post a good time.
 
@@ -24,8 +25,9 @@ use anyhow::{Context, bail, ensure};
 use ducc_tests::fixtures::Image;
 
 use super::{
-    Contender, Measurement, fresh_dir, measure, median, parse_options, prepare, registry_with,
-    remove_dir, require_tools, skopeo_umoci_command, target_dir, timed, uncompressed_size,
+    Area, Contender, FreshFs, Measurement, fresh_dir, measure, median, parse_options, prepare,
+    registry_with, remove_dir, require_tools, skopeo_umoci_command, target_dir, timed,
+    uncompressed_size,
 };
 
 /// The repository and tag the registry serves the bench image as.
@@ -39,9 +41,15 @@ const RATIO_TARGET: f64 = 0.5;
 const RSS_TARGET_MIB: f64 = 64.0;
 const NOOP_TARGET_S: f64 = 1.0;
 
-/// `cargo xtask bench convert`.
+/// `cargo xtask bench convert [--rounds N] [--no-fresh-fs]`.
 pub(super) fn run(args: &[String]) -> anyhow::Result<()> {
-    let options = parse_options(args, &[])?;
+    let options = parse_options(args, &["--no-fresh-fs"])?;
+    let fresh = !options.flags.iter().any(|f| f == "--no-fresh-fs") && FreshFs::available();
+    if !fresh {
+        eprintln!(
+            "xtask: runs share the scratch filesystem (fresh filesystems need root, mkfs.ext4 and mount)"
+        );
+    }
     let rounds = options.rounds;
     require_tools(&[("/usr/bin/time", "time"), ("umoci", "umoci")])?;
     let image = prepare(&["ducc-cli"])?;
@@ -83,6 +91,8 @@ pub(super) fn run(args: &[String]) -> anyhow::Result<()> {
         skopeo_umoci_command(&host, &reference),
     );
     let mut timeline = String::new();
+    let mut area_a = Area::new("convert-a", fresh)?;
+    let mut area_b = Area::new("convert-b", fresh)?;
 
     for round in 0..=rounds {
         let measured = round > 0;
@@ -91,8 +101,9 @@ pub(super) fn run(args: &[String]) -> anyhow::Result<()> {
         } else {
             "warm-up".to_owned()
         };
-        let dest_a = fresh_dir("convert-a")?;
-        let dest_b = fresh_dir("convert-b")?;
+        let (dest_a, dest_b) = timed("preparing the round's filesystems", || {
+            Ok((area_a.next_run()?, area_b.next_run()?))
+        })?;
         // Alternate who goes first, so a drift in the machine's load hits both alike.
         let peer_first = round % 2 == 0;
         if peer_first {
@@ -116,8 +127,8 @@ pub(super) fn run(args: &[String]) -> anyhow::Result<()> {
                 .with_context(|| format!("{label}: ducc's flat tree differs from umoci's rootfs"))
         })?;
         timed("removing the round's output", || {
-            remove_dir(&dest_a)?;
-            remove_dir(&dest_b)
+            area_a.clear()?;
+            area_b.clear()
         })?;
     }
 
@@ -128,16 +139,16 @@ pub(super) fn run(args: &[String]) -> anyhow::Result<()> {
         ("ducc convert -d (flat only)", " -d", Parts::Flat),
     ] {
         let mut contender = Contender::new(name, convert_command(&ducc, &wishlist, flag, "events"));
-        let dest = fresh_dir("convert-part")?;
+        let dest = area_a.next_run()?;
         run_one(&mut contender, &dest, "breakdown", true)?;
         expected
             .check(&dest, parts)
             .with_context(|| format!("{name} did not produce the expected tree"))?;
-        remove_dir(&dest)?;
+        area_a.clear()?;
         breakdown.push(contender);
     }
     remove_dir(&setup)?;
-    drop(registry);
+    drop((area_a, area_b, registry));
 
     report(
         &image,

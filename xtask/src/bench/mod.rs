@@ -4,7 +4,7 @@
 //! - `bench unpack [--rounds N] [--no-registry]`: ducc-unpack's flat extraction against
 //!   `umoci raw unpack` and `gzip -dc | sha256sum`; with the registry, `ducc unpack-image` against
 //!   `skopeo copy` + `umoci raw unpack` (see [`unpack`]).
-//! - `bench convert [--rounds N]`: the whole `ducc convert` of a one-image wish list (layers and
+//! - `bench convert [--rounds N] [--no-fresh-fs]`: the whole `ducc convert` of a one-image wish list (layers and
 //!   flat tree, local publisher, no thin image) from a registry on loopback against `skopeo copy`
 //!   followed by `umoci raw unpack`, plus the no-op rerun and a layers-only / flat-only
 //!   breakdown (see [`convert`]).
@@ -27,7 +27,7 @@ use ducc_tests::fixtures::{self, Image};
 
 const USAGE: &str = "\
 usage: cargo xtask bench unpack [--rounds N] [--no-registry]
-       cargo xtask bench convert [--rounds N]
+       cargo xtask bench convert [--rounds N] [--no-fresh-fs]
 
   unpack   flat extraction of the 1 GB bench image: ducc-unpack vs umoci raw unpack vs
            gzip -dc | sha256sum (from the OCI layout), and ducc unpack-image vs skopeo copy +
@@ -35,7 +35,8 @@ usage: cargo xtask bench unpack [--rounds N] [--no-registry]
   convert  the whole `ducc convert` (layers + flat tree, local publisher, -i) of the bench image
            from a registry on loopback vs skopeo copy + umoci raw unpack, medians of N rounds
            (default 3): wall, CPU, peak RSS, ratio (target <= 0.5), RSS (target < 64 MiB), the
-           no-op rerun (target < 1 s per image), and a layers-only (-s) / flat-only (-d) breakdown";
+           no-op rerun (target < 1 s per image), and a layers-only (-s) / flat-only (-d) breakdown;
+           as root every run writes to a brand-new loop-mounted ext4 (--no-fresh-fs: the scratch dir)";
 
 /// Runs `cargo xtask bench WHAT`.
 pub fn run(args: &[String]) -> anyhow::Result<()> {
@@ -277,6 +278,155 @@ fn fresh_dir(label: &str) -> anyhow::Result<PathBuf> {
     remove_dir(&dir)?;
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+/// A sparse file holding a brand-new ext4 filesystem, loop-mounted: each measured run writes into
+/// one, so no run pays for the inodes earlier runs created and deleted. (On ext4 that churn is
+/// not free: allocating inodes next to recently deleted ones can cost more system time than the
+/// whole unpack.) Unmounted and deleted when dropped, or by [`FreshFs::recycle`].
+struct FreshFs {
+    image: PathBuf,
+    mount: PathBuf,
+    mounted: bool,
+}
+
+/// Size of each fresh filesystem (a sparse file: only what is written takes disk space).
+const FRESH_FS_SIZE: u64 = 8 << 30;
+
+impl FreshFs {
+    /// Whether fresh filesystems can be made here: root, with mkfs.ext4 and mount.
+    fn available() -> bool {
+        is_root() && on_path("mkfs.ext4") && on_path("mount") && on_path("umount")
+    }
+
+    /// Makes and mounts a fresh filesystem named `label` under the fixtures' scratch area.
+    fn new(label: &str) -> anyhow::Result<FreshFs> {
+        let base = fixtures::fixtures_dir()
+            .join("bench-scratch")
+            .join(format!("{label}-{}", std::process::id()));
+        let mut fs = FreshFs {
+            image: base.with_extension("ext4"),
+            mount: base,
+            mounted: false,
+        };
+        fs.make()?;
+        Ok(fs)
+    }
+
+    /// The mounted filesystem's root.
+    fn path(&self) -> &Path {
+        &self.mount
+    }
+
+    /// Throws the filesystem away and mounts a brand-new one in its place.
+    fn recycle(&mut self) -> anyhow::Result<()> {
+        self.unmount()?;
+        self.make()
+    }
+
+    fn make(&mut self) -> anyhow::Result<()> {
+        if self.image.exists() {
+            std::fs::remove_file(&self.image)?;
+        }
+        std::fs::File::create(&self.image)?.set_len(FRESH_FS_SIZE)?;
+        run_quiet(
+            Command::new("mkfs.ext4")
+                .args([
+                    "-q",
+                    "-F",
+                    "-E",
+                    "lazy_itable_init=0,lazy_journal_init=0,nodiscard",
+                ])
+                .arg(&self.image),
+        )?;
+        std::fs::create_dir_all(&self.mount)?;
+        run_quiet(
+            Command::new("mount")
+                .args(["-o", "loop"])
+                .arg(&self.image)
+                .arg(&self.mount),
+        )?;
+        self.mounted = true;
+        Ok(())
+    }
+
+    fn unmount(&mut self) -> anyhow::Result<()> {
+        if self.mounted {
+            run_quiet(Command::new("umount").arg(&self.mount))?;
+            self.mounted = false;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for FreshFs {
+    fn drop(&mut self) {
+        if let Err(err) = self.unmount() {
+            eprintln!("xtask: {err:#}");
+            return;
+        }
+        let _ = std::fs::remove_file(&self.image);
+        let _ = std::fs::remove_dir(&self.mount);
+    }
+}
+
+/// Where one contender writes: a [`FreshFs`] made anew for every run, or (without root, or with
+/// `--no-fresh-fs`) a directory in the fixtures' scratch area, emptied for every run.
+enum Area {
+    Fresh(FreshFs),
+    Dir(PathBuf),
+}
+
+impl Area {
+    fn new(label: &str, fresh: bool) -> anyhow::Result<Area> {
+        Ok(if fresh {
+            Area::Fresh(FreshFs::new(label)?)
+        } else {
+            Area::Dir(fresh_dir(label)?)
+        })
+    }
+
+    /// A new, empty directory for the next run (on a brand-new filesystem where fresh).
+    fn next_run(&mut self) -> anyhow::Result<PathBuf> {
+        let dir = match self {
+            Area::Fresh(fs) => {
+                fs.recycle()?;
+                fs.path().join("run")
+            }
+            Area::Dir(dir) => {
+                remove_dir(dir)?;
+                dir.join("run")
+            }
+        };
+        std::fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
+
+    /// Frees the space the last run took.
+    fn clear(&mut self) -> anyhow::Result<()> {
+        match self {
+            Area::Fresh(fs) => {
+                fs.unmount()?;
+                std::fs::remove_file(&fs.image)
+                    .with_context(|| format!("cannot remove {}", fs.image.display()))
+            }
+            Area::Dir(dir) => remove_dir(dir),
+        }
+    }
+}
+
+/// Runs `command`, failing with its stderr when it fails.
+fn run_quiet(command: &mut Command) -> anyhow::Result<()> {
+    let out = command
+        .output()
+        .with_context(|| format!("cannot run {command:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{command:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 /// Removes `dir` and everything in it, if it exists.
