@@ -1,19 +1,20 @@
 //! `cargo xtask bench WHAT`: benchmarks on the 1 GB-class `bench` fixture image, side by side with
 //! peer tools, several rounds, medians, ratios and peak RSS (SPEC section 6).
 //!
-//! - `bench unpack [--rounds N] [--no-registry]`: ducc-unpack's flat extraction against
-//!   `umoci raw unpack` and `gzip -dc | sha256sum`; with the registry, `ducc unpack-image` against
-//!   `skopeo copy` + `umoci raw unpack` (see [`unpack`]).
-//! - `bench convert [--rounds N] [--no-fresh-fs]`: the whole `ducc convert` of a one-image wish list (layers and
-//!   flat tree, local publisher, no thin image) from a registry on loopback against `skopeo copy`
-//!   followed by `umoci raw unpack`, plus the no-op rerun and a layers-only / flat-only
-//!   breakdown (see [`convert`]).
+//! - `bench unpack [--rounds N] [--no-registry] [--no-fresh-fs]`: ducc-unpack's flat extraction
+//!   against `umoci raw unpack` and `gzip -dc | sha256sum`; with the registry, `ducc
+//!   unpack-image` against `skopeo copy` + `umoci raw unpack` (see [`unpack`]).
+//! - `bench convert [--rounds N] [--no-fresh-fs]`: the whole `ducc convert` of a one-image wish
+//!   list (layers and flat tree, local publisher, no thin image) from a registry on loopback
+//!   against `skopeo copy` followed by `umoci raw unpack`, plus the no-op rerun and a layers-only
+//!   / flat-only breakdown (see [`convert`]).
 //!
 //! The image is the `bench` fixture (Debian bookworm minbase plus build-essential, python3 and
 //! friends: about 1 GB uncompressed in four gzip layers, built once by debootstrap). Every
-//! contender runs as its own process under `/usr/bin/time` (wall time, user + system CPU of the
-//! command and its children, max RSS of its largest process), with a warm page cache. On a shared
-//! machine the numbers move; the ratios are what to read.
+//! contender runs as its own process under `/usr/bin/time` (wall time, user and system CPU of the
+//! command and its children, max RSS of its largest process), with a warm page cache, and (as
+//! root, unless `--no-fresh-fs`) writes to a brand-new loop-mounted ext4 filesystem, see
+//! [`FreshFs`]. On a shared machine the numbers move; the ratios are what to read.
 
 mod convert;
 mod unpack;
@@ -26,7 +27,7 @@ use anyhow::{Context, bail};
 use ducc_tests::fixtures::{self, Image};
 
 const USAGE: &str = "\
-usage: cargo xtask bench unpack [--rounds N] [--no-registry]
+usage: cargo xtask bench unpack [--rounds N] [--no-registry] [--no-fresh-fs]
        cargo xtask bench convert [--rounds N] [--no-fresh-fs]
 
   unpack   flat extraction of the 1 GB bench image: ducc-unpack vs umoci raw unpack vs

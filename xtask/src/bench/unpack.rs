@@ -1,4 +1,4 @@
-//! `cargo xtask bench unpack [--rounds N] [--no-registry]`: ducc-unpack's flat extraction of the
+//! `cargo xtask bench unpack [--rounds N] [--no-registry] [--no-fresh-fs]`: ducc-unpack's flat extraction of the
 //! bench image side by side with its peers. Contenders:
 //!
 //! - `ducc-unpack flat`: a release build of this xtask in its hidden `flat-worker` mode, which
@@ -9,7 +9,8 @@
 //! - unless `--no-registry`: `ducc unpack-image` (release) from a distribution registry on
 //!   loopback, against `skopeo copy` to a layout plus `umoci raw unpack` (SPEC section 6).
 //!
-//! One unmeasured round first warms the page cache for all of them.
+//! One unmeasured round first warms the page cache for all of them. As root every run writes to a
+//! brand-new loop-mounted ext4 filesystem (`--no-fresh-fs`: a directory on the scratch one).
 
 use std::path::Path;
 
@@ -17,8 +18,8 @@ use anyhow::{Context, bail};
 use ducc_tests::fixtures;
 
 use super::{
-    Contender, fresh_dir, measure, parse_options, prepare, registry_with, remove_dir,
-    require_tools, skopeo_umoci_command, target_dir, uncompressed_size,
+    Area, Contender, FreshFs, measure, parse_options, prepare, registry_with, require_tools,
+    skopeo_umoci_command, target_dir, uncompressed_size,
 };
 
 /// Where the registry holds the bench image.
@@ -54,9 +55,10 @@ pub(super) fn flat_worker(args: &[String]) -> anyhow::Result<()> {
 
 /// `cargo xtask bench unpack`.
 pub(super) fn run(args: &[String]) -> anyhow::Result<()> {
-    let options = parse_options(args, &["--no-registry"])?;
+    let options = parse_options(args, &["--no-registry", "--no-fresh-fs"])?;
     let rounds = options.rounds;
     let registry = !options.flags.iter().any(|f| f == "--no-registry");
+    let fresh = !options.flags.iter().any(|f| f == "--no-fresh-fs") && FreshFs::available();
     require_tools(&[
         ("/usr/bin/time", "time"),
         ("umoci", "umoci"),
@@ -123,11 +125,12 @@ pub(super) fn run(args: &[String]) -> anyhow::Result<()> {
     };
 
     // One unmeasured round warms the page cache for everyone.
+    let mut area = Area::new("unpack", fresh)?;
     for round in 0..=rounds {
         for c in &mut contenders {
-            let dest = fresh_dir("unpack")?;
+            let dest = area.next_run()?;
             let m = measure(&c.command_for(&dest)).with_context(|| format!("{} failed", c.name))?;
-            remove_dir(&dest)?;
+            area.clear()?;
             if round > 0 {
                 eprintln!("round {round}: {:<32} {m}", c.name);
                 c.samples.push(m);

@@ -606,19 +606,39 @@ impl Converter<'_> {
 
         self.check_stop().map_err(at("layers"))?;
         self.ensure_catalog_dirs().map_err(at("layers"))?;
-        let layers_unpacked = if self.settings.skip_layers {
-            0
-        } else {
-            self.unpack_layers(repository, &layers, &config_digest, created, input)
-                .map_err(at("layers"))?
-        };
-        self.check_stop().map_err(at("flat"))?;
-        let flat_built = if self.settings.skip_flat {
-            false
-        } else {
-            self.build_flat(repository, &layers, &config_digest, config.config(), input)
-                .map_err(at("flat"))?
-        };
+        // The flat tree does not need the layer directories: it is built from the same cached
+        // blobs at the same time, on a thread of its own, starting with the first blob. When the
+        // layers fail, it is abandoned before its commit.
+        let abandon = AtomicBool::new(false);
+        let (layers_unpacked, flat_built) = std::thread::scope(|scope| {
+            let flat = scope.spawn(|| {
+                if self.settings.skip_flat {
+                    return Ok(false);
+                }
+                self.build_flat(
+                    repository,
+                    &layers,
+                    &config_digest,
+                    config.config(),
+                    input,
+                    &abandon,
+                )
+            });
+            let unpacked = if self.settings.skip_layers {
+                Ok(0)
+            } else {
+                self.unpack_layers(repository, &layers, &config_digest, created, input)
+            };
+            if unpacked.is_err() {
+                abandon.store(true, Ordering::SeqCst);
+            }
+            let flat = flat
+                .join()
+                .unwrap_or_else(|_| Err(anyhow!("the flat tree thread panicked")));
+            (unpacked, flat)
+        });
+        let layers_unpacked = layers_unpacked.map_err(at("layers"))?;
+        let flat_built = flat_built.map_err(at("flat"))?;
         self.check_stop().map_err(at("symlink"))?;
         if !self.settings.skip_flat {
             self.set_symlink(
@@ -995,10 +1015,17 @@ impl Converter<'_> {
         config_digest: &ConfigDigest,
         config: &ImageConfiguration,
         input: &ImageRef,
+        abandon: &AtomicBool,
     ) -> anyhow::Result<bool> {
         if self.flat_complete(config_digest) {
             return Ok(false);
         }
+        let abandoned = || -> anyhow::Result<()> {
+            if abandon.load(Ordering::SeqCst) {
+                bail!("abandoned: the image's layer directories failed");
+            }
+            self.check_stop()
+        };
         let flat = self.layout.flat_image(config_digest);
         let started = Instant::now();
         self.ensure_catalogs(&[self.layout.flat_shard(config_digest)])?;
@@ -1008,7 +1035,7 @@ impl Converter<'_> {
                 &ExtractOptions::new().privileges(self.settings.privileges),
             )?;
             for layer in layers {
-                self.check_stop()?;
+                abandoned()?;
                 let blob = self.fetch_blob(repository, layer, input)?;
                 let file = File::open(&blob)
                     .with_context(|| format!("cannot open cached blob {}", blob.display()))?;
@@ -1037,6 +1064,8 @@ impl Converter<'_> {
         if !filled {
             let scratch = self.scratch("ducc-flat-")?;
             build(scratch.path())?;
+            // This ingest is published as it goes: the last moment to give up.
+            abandoned()?;
             let tree = scratch.path().to_owned();
             let stop = &*self.stop;
             ingest_from(&mut *tx, &flat, move |out| {
@@ -1054,7 +1083,7 @@ impl Converter<'_> {
             &self.layout.flat_complete_record(config_digest),
             &mut record.to_string().as_bytes(),
         )?;
-        self.check_stop()?;
+        abandoned()?;
         tx.commit()?;
         self.events.emit(
             "flat_built",
