@@ -15,6 +15,7 @@ pub mod fault_proxy;
 pub mod fixtures;
 pub mod http;
 pub mod images;
+pub mod overlay;
 pub mod registry;
 pub mod skopeo;
 pub mod token_issuer;

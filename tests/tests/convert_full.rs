@@ -28,6 +28,7 @@ use convert_support::{
 };
 use ducc_registry::{Client, Repository};
 use ducc_tests::images::{self, Blob};
+use ducc_tests::overlay::OverlayMount;
 use ducc_tests::tree::{Kind, Options, Tree, scratch_dir};
 use ducc_tests::{FaultProxy, Registry, fixtures, require_tool, unique_repo};
 use serde_json::{Value, json};
@@ -713,53 +714,6 @@ fn run_script(script: &Path, args: &[&str]) -> String {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{} {args:?}", script.display());
     String::from_utf8(out.stdout).unwrap()
-}
-
-// ---------------------------------------------------------------------------------------------
-// Overlay mounts
-
-/// A read-only overlay mount of layer directories, unmounted on drop.
-struct OverlayMount {
-    target: PathBuf,
-}
-
-impl OverlayMount {
-    /// Mounts `layers` (bottom first) on `target`; `Err` carries mount's complaint.
-    fn mount(layers: &[PathBuf], target: &Path) -> Result<OverlayMount, String> {
-        let mut stack: Vec<String> = layers
-            .iter()
-            .rev()
-            .map(|p| p.display().to_string())
-            .collect();
-        if stack.len() == 1 {
-            let empty = target.with_extension("empty-lower");
-            std::fs::create_dir_all(&empty).unwrap();
-            stack.push(empty.display().to_string());
-        }
-        let out = Command::new(require_tool("mount", "mount"))
-            .args(["-t", "overlay", "-o"])
-            .arg(format!("ro,lowerdir={}", stack.join(":")))
-            .arg("none")
-            .arg(target)
-            .output()
-            .map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(OverlayMount {
-                target: target.to_owned(),
-            })
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
-        }
-    }
-}
-
-impl Drop for OverlayMount {
-    fn drop(&mut self) {
-        let status = Command::new("umount").arg(&self.target).status();
-        if !matches!(status, Ok(s) if s.success()) {
-            eprintln!("cannot unmount {} ({status:?})", self.target.display());
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
