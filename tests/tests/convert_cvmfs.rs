@@ -10,6 +10,23 @@ use convert_support::{
 };
 use ducc_tests::{Registry, images, unique_repo};
 
+/// Converts `inputs` with the local publisher and with the `cvmfs` one (stand-in), each run
+/// succeeding; the local one keeps raw `.wh.` names, the form the cvmfs publisher ingests.
+fn convert_with_both(inputs: &[String]) -> (Work, Work) {
+    let local = Work::new(Backend::Local);
+    local.wishlist(inputs, "");
+    assert!(
+        local
+            .convert(&["-i", "--layer-whiteouts", "oci"])
+            .status
+            .success()
+    );
+    let cvmfs = Work::new(Backend::Cvmfs);
+    cvmfs.wishlist(inputs, "");
+    assert!(cvmfs.convert(&["-i"]).status.success());
+    (local, cvmfs)
+}
+
 /// Two images sharing a layer, one with a whiteout and a nested directory.
 fn push_pair(name: &str) -> (Image, Image) {
     let registry = Registry::anonymous();
@@ -43,19 +60,7 @@ fn cvmfs_publisher_builds_the_same_repository_as_the_local_one() {
         format!("http://{}/{name}:two", registry.host()),
     ];
 
-    let local = Work::new(Backend::Local);
-    local.wishlist(&inputs, "");
-    // Raw `.wh.` names on both sides: the form the cvmfs publisher ingests.
-    assert!(
-        local
-            .convert(&["-i", "--layer-whiteouts", "oci"])
-            .status
-            .success()
-    );
-    let cvmfs = Work::new(Backend::Cvmfs);
-    cvmfs.wishlist(&inputs, "");
-    let out = cvmfs.convert(&["-i"]);
-    assert!(out.status.success());
+    let (local, cvmfs) = convert_with_both(&inputs);
 
     let expected = scan(&local.repo());
     let actual = scan(&cvmfs.repo());
@@ -377,17 +382,7 @@ fn hardlink_into_a_lower_layer_is_copied_from_it_with_either_publisher() {
     image.push(&client, &repo, "1");
     let inputs = [format!("http://{}/{name}:1", registry.host())];
 
-    let local = Work::new(Backend::Local);
-    local.wishlist(&inputs, "");
-    assert!(
-        local
-            .convert(&["-i", "--layer-whiteouts", "oci"])
-            .status
-            .success()
-    );
-    let cvmfs = Work::new(Backend::Cvmfs);
-    cvmfs.wishlist(&inputs, "");
-    assert!(cvmfs.convert(&["-i"]).status.success());
+    let (local, cvmfs) = convert_with_both(&inputs);
     // cvmfs_server ingest turns hardlinks into independent entries (reference: cvmfs-server-
     // semantics A); a local directory keeps them. Everything else is the same.
     let options = convert_support::run_options();
