@@ -233,17 +233,7 @@ fn layer_directory_without_its_metadata_is_written_again() {
     let h = one.layers[1].hex();
     let info = format!(".layers/{}/{h}/.metadata/layers.json", &h[..2]);
     let marker = format!(".metadata/{}/{name}:one", registry.host());
-    for path in [&info, &marker] {
-        let out = std::process::Command::new(work.path("cvmfs_server"))
-            .args(["ingest", "--delete", path, REPO])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    standin_delete(&work, &[&info, &marker]);
     assert!(
         layer_dir(&work.repo(), &one.layers[1])
             .join("layerfs")
@@ -291,17 +281,7 @@ fn partly_ingested_flat_tree_is_removed_and_built_again() {
     // What an ingest cut short leaves: part of the tree, no record, no marker.
     let file_in_tree = format!("{flat}/opt/one/bin");
     let marker = format!(".metadata/{}/{name}:one", registry.host());
-    for path in [&record, &file_in_tree, &marker] {
-        let out = std::process::Command::new(work.path("cvmfs_server"))
-            .args(["ingest", "--delete", path, REPO])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    standin_delete(&work, &[&record, &file_in_tree, &marker]);
     assert!(work.repo().join(&flat).is_dir());
 
     let events = work.path("events.jsonl");
@@ -408,5 +388,21 @@ fn hardlink_into_a_lower_layer_is_copied_from_it_with_either_publisher() {
             b"tool\n"
         );
         assert_eq!(std::fs::read(flat.join("usr/bin/tool")).unwrap(), b"tool\n");
+    }
+}
+
+/// Deletes `paths` from the stand-in repository with `cvmfs_server ingest --delete`: what a run
+/// killed half-way leaves behind.
+fn standin_delete(work: &Work, paths: &[&str]) {
+    for path in paths {
+        let out = std::process::Command::new(work.path("cvmfs_server"))
+            .args(["ingest", "--delete", path, REPO])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

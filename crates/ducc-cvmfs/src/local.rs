@@ -324,6 +324,35 @@ impl LocalTransaction<'_> {
         Ok(target)
     }
 
+    /// Creates the staged directory `dir` (which must not exist), lets `build` write its tree,
+    /// and records it for the commit; a failed build leaves nothing staged.
+    fn build_dir(
+        &mut self,
+        dir: &RepoPath,
+        options: IngestOptions,
+        build: impl FnOnce(&Path) -> Result<(), PublishError>,
+    ) -> Result<(), PublishError> {
+        check_lease(&self.lease, dir)?;
+        if dir.is_root() || self.future_metadata(dir).is_some() {
+            return Err(PublishError::AlreadyExists { path: dir.clone() });
+        }
+        let target = self.staged_parent(dir)?;
+        fs::create_dir(&target).map_err(io_err("create", target.as_path()))?;
+        if let Err(e) = build(&target) {
+            // The half-written tree must not be committed with the rest.
+            remove_all(&target)?;
+            return Err(e);
+        }
+        if options.catalog {
+            let marker = target.join(CATALOG_MARKER);
+            if fs::symlink_metadata(&marker).is_err() {
+                File::create(&marker).map_err(io_err("create", marker))?;
+            }
+        }
+        self.record_replace(dir);
+        Ok(())
+    }
+
     fn finish(&mut self) {
         self.finished = true;
         if let Err(e) = remove_all(&self.staging) {
@@ -385,34 +414,19 @@ impl Transaction for LocalTransaction<'_> {
         tar: &mut dyn Read,
         options: IngestOptions,
     ) -> Result<(), PublishError> {
-        check_lease(&self.lease, dir)?;
-        if dir.is_root() || self.future_metadata(dir).is_some() {
-            return Err(PublishError::AlreadyExists { path: dir.clone() });
-        }
-        let target = self.staged_parent(dir)?;
-        fs::create_dir(&target).map_err(io_err("create", target.as_path()))?;
-        let extracted = ducc_unpack::extract_canonical_tar(
-            tar,
-            dir.as_str(),
-            &target,
-            &ducc_unpack::ExtractOptions::new(),
-        );
-        if let Err(source) = extracted {
-            // The half-written tree must not be committed with the rest.
-            remove_all(&target)?;
-            return Err(PublishError::Unpack {
+        self.build_dir(dir, options, |target| {
+            ducc_unpack::extract_canonical_tar(
+                tar,
+                dir.as_str(),
+                target,
+                &ducc_unpack::ExtractOptions::new(),
+            )
+            .map(|_| ())
+            .map_err(|source| PublishError::Unpack {
                 dir: dir.clone(),
                 source,
-            });
-        }
-        if options.catalog {
-            let marker = target.join(CATALOG_MARKER);
-            if fs::symlink_metadata(&marker).is_err() {
-                File::create(&marker).map_err(io_err("create", marker))?;
-            }
-        }
-        self.record_replace(dir);
-        Ok(())
+            })
+        })
     }
 
     fn fill_dir(
@@ -421,27 +435,12 @@ impl Transaction for LocalTransaction<'_> {
         options: IngestOptions,
         fill: &mut dyn FnMut(&Path) -> Result<(), FillError>,
     ) -> Result<bool, PublishError> {
-        check_lease(&self.lease, dir)?;
-        if dir.is_root() || self.future_metadata(dir).is_some() {
-            return Err(PublishError::AlreadyExists { path: dir.clone() });
-        }
-        let target = self.staged_parent(dir)?;
-        fs::create_dir(&target).map_err(io_err("create", target.as_path()))?;
-        if let Err(source) = fill(&target) {
-            // The half-built tree must not be committed with the rest.
-            remove_all(&target)?;
-            return Err(PublishError::Fill {
+        self.build_dir(dir, options, |target| {
+            fill(target).map_err(|source| PublishError::Fill {
                 dir: dir.clone(),
                 source,
-            });
-        }
-        if options.catalog {
-            let marker = target.join(CATALOG_MARKER);
-            if fs::symlink_metadata(&marker).is_err() {
-                File::create(&marker).map_err(io_err("create", marker))?;
-            }
-        }
-        self.record_replace(dir);
+            })
+        })?;
         Ok(true)
     }
 
