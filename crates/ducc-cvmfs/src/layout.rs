@@ -540,7 +540,7 @@ impl Layout {
         relative_target(&self.public_link(name), &target)
     }
 
-    /// `.multiarch/<alias>` for an entry of [`ARCH_ALIASES`].
+    /// `.multiarch/<name>` for a name of [`ARCH_ALIASES`]: an alias or one of its candidates.
     pub fn arch_alias(&self, alias: &str) -> RepoPath {
         self.multiarch_root().child(alias)
     }

@@ -499,10 +499,8 @@ impl Converter<'_> {
                 continue; // the repository holds real content under that name
             }
             let Some(candidate) = candidates.iter().find(|c| {
-                std::fs::symlink_metadata(
-                    self.published(&self.layout.multiarch_root().join(c).unwrap_or_default()),
-                )
-                .is_ok_and(|m| m.is_dir())
+                std::fs::symlink_metadata(self.published(&self.layout.arch_alias(c)))
+                    .is_ok_and(|m| m.is_dir())
             }) else {
                 continue;
             };
