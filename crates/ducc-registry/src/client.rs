@@ -132,7 +132,13 @@ impl Client {
         let limit = self.inner.options.max_config_bytes;
         let size = descriptor.size();
         if size > limit {
-            return Err(endpoint.context(Error::new(ErrorKind::TooLarge { limit })));
+            return Err(endpoint.context(
+                Error::new(ErrorKind::TooLarge {
+                    what: "image config",
+                    limit,
+                })
+                .with_request("GET", &endpoint.url(&format!("blobs/{digest}"))),
+            ));
         }
         let mut reader = self.open_blob(repository, digest, Some(size))?;
         let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
@@ -259,10 +265,24 @@ impl Client {
             .map(ManifestMediaType::as_str)
             .join(", ");
         let url = endpoint.url(&format!("manifests/{url_part}"));
+        let limit = self.inner.options.max_manifest_bytes;
+        if let Some(size) = expected_size
+            && size > limit
+        {
+            // An index entry announcing a huge manifest: refuse before asking for it.
+            return Err(endpoint.context(
+                Error::new(ErrorKind::TooLarge {
+                    what: "manifest or index",
+                    limit,
+                })
+                .with_request("GET", &url),
+            ));
+        }
         let mut reply = self.inner.get_whole(
             endpoint,
             || Req::new("GET", url.clone()).header("accept", accept.clone()),
-            self.inner.options.max_manifest_bytes,
+            "manifest or index",
+            limit,
         )?;
         let (method, url) = (reply.method, reply.url.clone());
         let located = |e: Error| endpoint.context(e.with_request_if_missing(method, &url));
@@ -341,6 +361,7 @@ impl Client {
             let reply = self.inner.get_whole(
                 &endpoint,
                 || Req::new("GET", url.clone()),
+                "tag list page",
                 self.inner.options.max_manifest_bytes,
             )?;
             let next = reply.header("link").map(str::to_owned);

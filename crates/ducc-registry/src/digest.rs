@@ -171,10 +171,10 @@ pub(crate) fn verify_step(
         // Data after a verified end: the stream is longer than it claimed.
         return Err(Error::new(ErrorKind::SizeMismatch {
             expected: *seen,
-            actual: *seen + chunk.len() as u64,
+            actual: seen.saturating_add(chunk.len() as u64),
         }));
     };
-    *seen += chunk.len() as u64;
+    *seen = seen.saturating_add(chunk.len() as u64);
     if let Some(size) = expected_size
         && *seen > size
     {

@@ -102,11 +102,44 @@ pub enum ErrorKind {
         /// The algorithm part of the digest.
         algorithm: String,
     },
-    /// A manifest, config or token reply larger than the client accepts into memory.
-    #[error("response larger than {limit} bytes")]
+    /// A manifest, index, config, tag list page or token reply larger than the client accepts
+    /// into memory.
+    #[error("{what} is larger than the {limit} bytes accepted")]
     TooLarge {
+        /// What was too large: `manifest or index`, `image config`, `tag list page`, ...
+        what: &'static str,
         /// The limit in bytes.
         limit: u64,
+    },
+    /// HTTP 429 or 5xx whose `Retry-After` asks for a longer wait than the retry policy allows
+    /// ([`crate::RetryPolicy::max_retry_after`], 5 minutes by default).
+    #[error(
+        "registry asks to retry after {} s, longer than the {limit_secs} s this client waits",
+        if *asked_secs == u64::MAX { "more than 2^64".to_owned() } else { asked_secs.to_string() }
+    )]
+    RetryAfterTooLong {
+        /// The wait asked for, in seconds (`u64::MAX` when beyond that).
+        asked_secs: u64,
+        /// The longest wait honoured, in seconds.
+        limit_secs: u64,
+    },
+    /// A redirect, `Link` or `Location` from an https registry to plain http: refused, since
+    /// what follows (content, or a token request with credentials) would travel unprotected.
+    #[error("refusing to go from https to plain http ({target})")]
+    InsecureRedirect {
+        /// The plain-http URL, redacted.
+        target: String,
+    },
+    /// The registry named an upload session on another origin: refused, since the blob and the
+    /// credentials of this registry must not go there.
+    #[error(
+        "upload session is on another origin ({location}) than the registry ({registry_origin}): refusing to upload there"
+    )]
+    ForeignUploadLocation {
+        /// The `Location` as resolved, redacted.
+        location: String,
+        /// The registry's own origin.
+        registry_origin: String,
     },
     /// The image config blob cannot be parsed.
     #[error("invalid image config")]

@@ -16,6 +16,11 @@
 //!   repository and request, carries status and registry error codes, and says whether a retry
 //!   may help.
 //!
+//! Credentials (Basic logins and tokens) only go to the registry's own origin (scheme, host and
+//! port, normalised): a `Link`, `Location` or redirect to another origin is followed without them,
+//! an upload session on another origin is refused, an https registry that points at plain http is
+//! refused, and a token request carries only that registry's login, to the realm it names.
+//!
 //! ```
 //! use ducc_registry::{Platform, Reference, Repository, Scheme, ManifestSelection};
 //!
@@ -43,6 +48,7 @@ mod link;
 mod manifest;
 mod name;
 mod options;
+mod origin;
 mod platform;
 mod push;
 mod redact;
@@ -65,5 +71,5 @@ pub use manifest::{
 };
 pub use name::{ImageName, Reference, Repository, Scheme, parse_digest};
 pub use oci_spec::image::Digest;
-pub use options::{ClientOptions, RetryPolicy};
+pub use options::{ClientOptions, DEFAULT_MAX_RETRY_AFTER, RetryPolicy};
 pub use platform::Platform;

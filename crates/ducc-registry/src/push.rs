@@ -42,9 +42,28 @@ impl Read for CountingReader<'_> {
     }
 }
 
+/// The upload session URL a `POST` or `PATCH` answer names. It must be on the registry's own
+/// origin: the blob and the registry's credentials go there next, and a session elsewhere makes
+/// no sense for a registry (it would be a leak), so another origin is refused.
 fn location(endpoint: &Endpoint, reply: &Reply) -> Result<String, Error> {
     match reply.header("location") {
-        Some(location) if !location.is_empty() => Ok(resolve_url(&reply.url, location)),
+        Some(location) if !location.is_empty() => {
+            let resolved = resolve_url(&reply.url, location);
+            if endpoint.is_own(&resolved) {
+                return Ok(resolved);
+            }
+            let registry_origin = endpoint
+                .registry_origin()
+                .map_or_else(|| endpoint.host.clone(), |o| o.to_string());
+            Err(endpoint.context(
+                Error::new(ErrorKind::ForeignUploadLocation {
+                    location: crate::redact::redact_url(&resolved),
+                    registry_origin,
+                })
+                .with_request(reply.method, &reply.url)
+                .with_status(reply.status()),
+            ))
+        }
         _ => Err(endpoint.context(
             Error::new(ErrorKind::InvalidResponse {
                 detail: "upload response has no Location header".to_owned(),

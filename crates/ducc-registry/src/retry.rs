@@ -3,6 +3,8 @@
 use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, SystemTime};
 
+use jiff::Timestamp;
+
 use crate::options::RetryPolicy;
 
 /// The wait before retry number `attempt` (0 for the first retry): `initial * 2^attempt`,
@@ -14,13 +16,12 @@ pub(crate) fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
         .saturating_mul(factor)
         .min(policy.max_backoff);
     let half = full / 2;
-    let spread = full.saturating_sub(half).as_nanos() as u64;
-    let jitter = if spread == 0 {
-        0
-    } else {
-        random_u64() % (spread + 1)
+    let spread = u64::try_from(full.saturating_sub(half).as_nanos()).unwrap_or(u64::MAX);
+    let jitter = match spread.checked_add(1) {
+        Some(modulus) => random_u64() % modulus,
+        None => random_u64(),
     };
-    half + Duration::from_nanos(jitter)
+    half.saturating_add(Duration::from_nanos(jitter))
 }
 
 /// A random number from std's per-instance hash keys (no extra dependency for jitter).
@@ -34,79 +35,51 @@ fn random_u64() -> u64 {
     hasher.finish()
 }
 
-/// `Retry-After` as a wait from `now`: delta-seconds or an HTTP date (IMF-fixdate, RFC 850 or
-/// asctime). A date in the past is no wait; anything unparsable is `None`.
-pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+/// `Retry-After` as a wait from `now`: delta-seconds or an HTTP date (IMF-fixdate, and the
+/// obsolete RFC 850 and asctime forms RFC 9110 still asks recipients to read). A date in the past
+/// is no wait; a number of seconds too large for a `u64` is [`Duration::MAX`], so the caller's
+/// cap refuses it; anything unparsable (negative, garbage, a year beyond 9999) is `None`, and the
+/// usual backoff applies.
+pub(crate) fn parse_retry_after(value: &str, now: Timestamp) -> Option<Duration> {
     let value = value.trim();
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-        return value.parse::<u64>().ok().map(Duration::from_secs);
+        return Some(
+            value
+                .parse::<u64>()
+                .map_or(Duration::MAX, Duration::from_secs),
+        );
     }
     let when = parse_http_date(value)?;
-    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
+    // Both ends are within jiff's range (years -9999..=9999), far from overflowing an i64.
+    let seconds = when.as_second().saturating_sub(now.as_second());
+    Some(Duration::from_secs(u64::try_from(seconds).unwrap_or(0)))
 }
 
-fn month_number(name: &str) -> Option<u32> {
-    const MONTHS: [&str; 12] = [
-        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
-    ];
-    MONTHS
-        .iter()
-        .position(|m| m.eq_ignore_ascii_case(name))
-        .map(|i| i as u32 + 1)
-}
-
-/// Days since 1970-01-01 of a civil date (proleptic Gregorian).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(month);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn parse_http_date(value: &str) -> Option<SystemTime> {
-    let parts: Vec<&str> = value.split_whitespace().collect();
-    let (day, month, year, time) = match parts.as_slice() {
-        // IMF-fixdate: Sun, 06 Nov 1994 08:49:37 GMT
-        [_, day, month, year, time, "GMT"] => (*day, *month, year.parse::<i64>().ok()?, *time),
-        // RFC 850: Sunday, 06-Nov-94 08:49:37 GMT
-        [_, date, time, "GMT"] => {
-            let mut it = date.split('-');
-            let (d, m, y) = (it.next()?, it.next()?, it.next()?);
-            let y: i64 = y.parse().ok()?;
-            let y = if y < 70 {
-                2000 + y
-            } else if y < 100 {
-                1900 + y
-            } else {
-                y
-            };
-            (d, m, y, *time)
-        }
-        // asctime: Sun Nov  6 08:49:37 1994
-        [_, month, day, time, year] => (*day, *month, year.parse::<i64>().ok()?, *time),
-        _ => return None,
-    };
-    let day: u32 = day.parse().ok()?;
-    let month = month_number(month)?;
-    let mut hms = time.split(':').map(|p| p.parse::<u64>().ok());
-    let (h, m, s) = (hms.next()??, hms.next()??, hms.next()??);
-    if hms.next().is_some() || !(1..=31).contains(&day) || h > 23 || m > 59 || s > 60 {
-        return None;
+/// An HTTP date (RFC 9110 section 5.6.7), always in GMT.
+fn parse_http_date(value: &str) -> Option<Timestamp> {
+    static IMF_FIXDATE: jiff::fmt::rfc2822::DateTimeParser =
+        jiff::fmt::rfc2822::DateTimeParser::new();
+    if let Ok(when) = IMF_FIXDATE.parse_timestamp(value) {
+        return Some(when);
     }
-    let days = days_from_civil(year, month, day);
-    let secs = u64::try_from(days).ok()? * 86_400 + h * 3600 + m * 60 + s;
-    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+    // RFC 850 (`Sunday, 06-Nov-94 08:49:37 GMT`) and asctime (`Sun Nov  6 08:49:37 1994`).
+    for format in ["%A, %d-%b-%y %H:%M:%S GMT", "%a %b %e %H:%M:%S %Y"] {
+        if let Ok(parsed) = jiff::fmt::strtime::parse(format, value)
+            && let Ok(civil) = parsed.to_datetime()
+            && let Ok(when) = jiff::tz::Offset::UTC.to_timestamp(civil)
+        {
+            return Some(when);
+        }
+    }
+    None
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn at(secs: u64) -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_second(secs).unwrap()
     }
 
     // 784111777 is Sun, 06 Nov 1994 08:49:37 GMT.
@@ -130,13 +103,14 @@ mod tests {
         retry_after_garbage_is_refused: "soon" => None;
         retry_after_bad_month_is_refused: "Sun, 06 Foo 1994 08:49:37 GMT" => None;
         retry_after_bad_time_is_refused: "Sun, 06 Nov 1994 28:49:37 GMT" => None;
-    }
-
-    #[test]
-    fn civil_dates_convert_like_the_unix_epoch() {
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
-        assert_eq!(days_from_civil(2026, 11, 29), 20_786);
+        retry_after_bad_day_is_refused: "Sun, 31 Feb 1994 08:49:37 GMT" => None;
+        // issue 12: this date made `SystemTime + Duration` overflow and panic.
+        retry_after_year_beyond_jiff_is_refused: "Sun, 06 Nov 300000000000 08:49:37 GMT" => None;
+        retry_after_year_9999_is_a_long_wait: "Thu, 30 Dec 9999 21:00:00 GMT" => Some(Duration::from_secs(253_402_203_600 - 784_111_777 + 30));
+        retry_after_seconds_beyond_u64_are_the_longest_wait: "99999999999999999999999" => Some(Duration::MAX);
+        retry_after_empty_is_refused: "" => None;
+        retry_after_fraction_is_refused: "1.5" => None;
+        retry_after_huge_negative_is_refused: "-99999999999999999999999" => None;
     }
 
     #[test]

@@ -5,18 +5,21 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use crate::auth::{Challenge, encode_query_value, parse_challenges};
 use crate::credentials::Login;
 use crate::error::{Error, ErrorKind, parse_error_codes};
 use crate::name::{Repository, Scheme};
 use crate::options::ClientOptions;
+use crate::origin::Origin;
 use crate::retry::{backoff, parse_retry_after};
 
 const MAX_REDIRECTS: usize = 10;
 /// How much of an error response body is read for registry error codes.
 const ERROR_BODY_LIMIT: u64 = 64 << 10;
+/// The longest a token is kept, whatever the token server says.
+const MAX_TOKEN_SECS: u64 = 24 * 60 * 60;
 /// Token replies are small; refuse to buffer a huge one.
 const TOKEN_BODY_LIMIT: u64 = 1 << 20;
 
@@ -34,13 +37,28 @@ pub(crate) struct Endpoint {
 }
 
 impl Endpoint {
-    pub(crate) fn origin(&self) -> String {
-        format!("{}://{}", self.scheme.as_str(), self.host)
+    /// The registry's own origin: the only one its credentials go to. `None` only for a host
+    /// that does not parse as a URL authority, and then no credentials go anywhere.
+    pub(crate) fn registry_origin(&self) -> Option<Origin> {
+        Origin::of_registry(self.scheme, &self.host)
+    }
+
+    /// Whether `url` is on the registry's own origin.
+    pub(crate) fn is_own(&self, url: &str) -> bool {
+        match (self.registry_origin(), Origin::of_url(url)) {
+            (Some(own), Some(other)) => own == other,
+            _ => false,
+        }
     }
 
     /// `scheme://host/v2/<path>/<suffix>`
     pub(crate) fn url(&self, suffix: &str) -> String {
-        format!("{}/v2/{}/{suffix}", self.origin(), self.path)
+        format!(
+            "{}://{}/v2/{}/{suffix}",
+            self.scheme.as_str(),
+            self.host,
+            self.path
+        )
     }
 
     /// Adds registry and repository to an error.
@@ -60,7 +78,8 @@ fn api_host(registry: &str) -> &str {
 
 /// Resolves `target` against `base` (enough of RFC 3986 for `Location` and `Link` headers).
 pub(crate) fn resolve_url(base: &str, target: &str) -> String {
-    if target.starts_with("http://") || target.starts_with("https://") {
+    if has_scheme(target) {
+        // Absolute, whatever its scheme or case (`HTTP://`): the origin check decides.
         return target.to_owned();
     }
     let (scheme, rest) = base.split_once("://").unwrap_or(("https", base));
@@ -80,16 +99,15 @@ pub(crate) fn resolve_url(base: &str, target: &str) -> String {
     format!("{origin}{dir}{target}")
 }
 
-/// `scheme://host:port` of a URL, lowercase, for same-origin checks.
-pub(crate) fn origin_of(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    format!(
-        "{}://{}",
-        scheme.to_ascii_lowercase(),
-        host.to_ascii_lowercase()
-    )
+/// Whether a URL reference starts with a scheme (RFC 3986: a letter, then letters, digits, `+`,
+/// `-`, `.`, then `:`); a relative reference cannot have a `:` in its first segment.
+fn has_scheme(target: &str) -> bool {
+    let Some((scheme, _)) = target.split_once(':') else {
+        return false;
+    };
+    let mut chars = scheme.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
 }
 
 /// Which permission a request needs: decides the token scope.
@@ -174,8 +192,13 @@ impl Reply {
         (!values.is_empty()).then(|| values.join(", "))
     }
 
-    /// Reads the whole body up to `limit` bytes.
-    pub(crate) fn read_limited(&mut self, limit: u64) -> Result<Vec<u8>, Error> {
+    /// Reads the whole body up to `limit` bytes; `what` names the body in a
+    /// [`ErrorKind::TooLarge`] error.
+    pub(crate) fn read_limited(
+        &mut self,
+        what: &'static str,
+        limit: u64,
+    ) -> Result<Vec<u8>, Error> {
         let method = self.method;
         let url = self.url.clone();
         self.response
@@ -183,14 +206,12 @@ impl Reply {
             .with_config()
             .limit(limit)
             .read_to_vec()
-            .map_err(|e| map_ureq_error(e, limit).with_request(method, &url))
+            .map_err(|e| map_ureq_error(e, what, limit).with_request(method, &url))
     }
 
     /// The error for a response whose status the caller did not expect.
-    pub(crate) fn into_error(mut self) -> Error {
-        let status = self.status();
-        let body = self.read_limited(ERROR_BODY_LIMIT).unwrap_or_default();
-        let kind = match status {
+    pub(crate) fn into_error(self) -> Error {
+        let kind = match self.status() {
             401 => ErrorKind::Unauthorized,
             403 => ErrorKind::Denied,
             404 => ErrorKind::NotFound,
@@ -198,6 +219,15 @@ impl Reply {
             500..=599 => ErrorKind::Server,
             _ => ErrorKind::UnexpectedStatus,
         };
+        self.into_error_as(kind)
+    }
+
+    /// As [`Reply::into_error`], with the kind the caller decided on.
+    pub(crate) fn into_error_as(mut self, kind: ErrorKind) -> Error {
+        let status = self.status();
+        let body = self
+            .read_limited("error body", ERROR_BODY_LIMIT)
+            .unwrap_or_default();
         Error::new(kind)
             .with_request(self.method, &self.url)
             .with_status(status)
@@ -220,8 +250,9 @@ impl WholeReply {
     }
 }
 
-/// Maps a ureq failure to our kinds; `limit` is the body limit that was in force.
-pub(crate) fn map_ureq_error(err: ureq::Error, limit: u64) -> Error {
+/// Maps a ureq failure to our kinds; `limit` is the body limit that was in force, on the body
+/// that `what` names.
+pub(crate) fn map_ureq_error(err: ureq::Error, what: &'static str, limit: u64) -> Error {
     let (kind, retryable) = match &err {
         ureq::Error::Timeout(_) => (ErrorKind::Timeout, true),
         ureq::Error::HostNotFound | ureq::Error::ConnectionFailed => (ErrorKind::Connect, true),
@@ -234,7 +265,7 @@ pub(crate) fn map_ureq_error(err: ureq::Error, limit: u64) -> Error {
         ureq::Error::Io(_) | ureq::Error::Protocol(_) | ureq::Error::BodyStalled => {
             (ErrorKind::Transport, true)
         }
-        ureq::Error::BodyExceedsLimit(_) => (ErrorKind::TooLarge { limit }, false),
+        ureq::Error::BodyExceedsLimit(_) => (ErrorKind::TooLarge { what, limit }, false),
         ureq::Error::Tls(_) | ureq::Error::Rustls(_) | ureq::Error::Pem(_) => {
             (ErrorKind::Connect, false)
         }
@@ -250,6 +281,14 @@ pub(crate) fn map_io_error(err: std::io::Error) -> Error {
         _ => ErrorKind::Transport,
     };
     Error::new(kind).retryable(true).with_source(err)
+}
+
+/// The error for a hop from https to plain http.
+fn insecure_redirect(method: &str, from: &str, to: &str) -> Error {
+    Error::new(ErrorKind::InsecureRedirect {
+        target: crate::redact::redact_url(to),
+    })
+    .with_request(method, from)
 }
 
 #[derive(Default)]
@@ -277,8 +316,22 @@ impl Transport {
             .timeout_connect(Some(options.connect_timeout))
             .timeout_per_read(Some(options.read_timeout))
             .timeout_per_write(Some(options.read_timeout))
-            .user_agent(options.user_agent.as_str())
-            .build();
+            .user_agent(options.user_agent.as_str());
+        let config = match &options.root_certificates {
+            Some(roots) => {
+                let roots = roots
+                    .iter()
+                    .map(|der| ureq::tls::Certificate::from_der(der).to_owned())
+                    .collect::<Vec<_>>();
+                config.tls_config(
+                    ureq::tls::TlsConfig::builder()
+                        .root_certs(ureq::tls::RootCerts::new_with_certs(&roots))
+                        .build(),
+                )
+            }
+            None => config,
+        }
+        .build();
         Transport {
             agent: config.into(),
             options,
@@ -358,11 +411,20 @@ impl Transport {
         mut req: Req<'_>,
     ) -> Result<Reply, Error> {
         let policy = &self.options.retry;
+        let registry_origin = endpoint.registry_origin();
+        if let (Some(own), Some(target)) = (&registry_origin, Origin::of_url(&req.url))
+            && own.is_https()
+            && !target.is_https()
+        {
+            // A `Link` from an https registry to plain http.
+            return Err(endpoint.context(insecure_redirect(req.method, &req.url, &req.url)));
+        }
         let mut attempt = 0u32;
         let mut reauthenticated = false;
         loop {
             let auth = self.cached_auth(endpoint, access);
-            let result = self.send_following_redirects(&mut req, auth.as_deref());
+            let credential = registry_origin.as_ref().zip(auth.as_deref());
+            let result = self.send_following_redirects(&mut req, credential);
             let wait = match result {
                 Err(err) => {
                     if err.is_retryable() && attempt < policy.max_retries && req.body.replayable() {
@@ -370,6 +432,11 @@ impl Transport {
                     } else {
                         return Err(endpoint.context(err));
                     }
+                }
+                // Another origin's challenge must not make us fetch a token or send a login
+                // (a `Link` or redirect target asking for the registry's credentials).
+                Ok(reply) if reply.status() == 401 && !endpoint.is_own(&reply.url) => {
+                    return Err(endpoint.context(reply.into_error()));
                 }
                 Ok(reply) if reply.status() == 401 && !reauthenticated && req.body.replayable() => {
                     let challenge = reply.all_headers("www-authenticate");
@@ -397,11 +464,15 @@ impl Transport {
                     }
                     let asked = reply
                         .header("retry-after")
-                        .and_then(|v| parse_retry_after(v, SystemTime::now()));
+                        .and_then(|v| parse_retry_after(v, jiff::Timestamp::now()));
                     match asked {
                         Some(wait) if wait > policy.max_retry_after => {
                             tracing::debug!(?wait, "Retry-After beyond the limit, giving up");
-                            return Err(endpoint.context(reply.into_error()));
+                            let kind = ErrorKind::RetryAfterTooLong {
+                                asked_secs: wait.as_secs(),
+                                limit_secs: policy.max_retry_after.as_secs(),
+                            };
+                            return Err(endpoint.context(reply.into_error_as(kind)));
                         }
                         Some(wait) => wait,
                         None => backoff(policy, attempt),
@@ -427,6 +498,7 @@ impl Transport {
         &self,
         endpoint: &Endpoint,
         make_request: impl Fn() -> Req<'static>,
+        what: &'static str,
         limit: u64,
     ) -> Result<WholeReply, Error> {
         let policy = &self.options.retry;
@@ -436,7 +508,20 @@ impl Transport {
             if reply.status() != 200 {
                 return Err(endpoint.context(reply.into_error()));
             }
-            match reply.read_limited(limit) {
+            if let Some(length) = reply.header("content-length")
+                && length
+                    .trim()
+                    .parse::<u64>()
+                    .is_ok_and(|length| length > limit)
+            {
+                // Announced too large: refuse before reading any of it.
+                return Err(endpoint.context(
+                    Error::new(ErrorKind::TooLarge { what, limit })
+                        .with_request(reply.method, &reply.url)
+                        .with_status(200),
+                ));
+            }
+            match reply.read_limited(what, limit) {
                 Ok(body) => {
                     return Ok(WholeReply {
                         method: reply.method,
@@ -456,25 +541,28 @@ impl Transport {
         }
     }
 
-    /// Sends once, following redirects for GET/HEAD. `Authorization` goes only to the origin
-    /// of the first URL.
+    /// Sends once, following redirects for GET/HEAD. `credential` is an origin and the
+    /// `Authorization` value that belongs to it: it goes with every hop whose URL is on that
+    /// origin and with no other. A redirect from https to plain http is refused.
     fn send_following_redirects(
         &self,
         req: &mut Req<'_>,
-        auth: Option<&str>,
+        credential: Option<(&Origin, &str)>,
     ) -> Result<Reply, Error> {
-        let first_origin = origin_of(&req.url);
         let mut url = req.url.clone();
         let follow = matches!(req.method, "GET" | "HEAD");
         for _ in 0..=MAX_REDIRECTS {
-            let same_origin = origin_of(&url) == first_origin;
+            let target = Origin::of_url(&url);
+            let auth = credential
+                .filter(|(origin, _)| target.as_ref() == Some(*origin))
+                .map(|(_, value)| value);
             let mut builder = ureq::http::Request::builder()
                 .method(req.method)
                 .uri(url.as_str());
             for (name, value) in &req.headers {
                 builder = builder.header(*name, value.as_str());
             }
-            if let (true, Some(auth)) = (same_origin, auth) {
+            if let Some(auth) = auth {
                 builder = builder.header("authorization", auth);
             }
             let sent = match &mut req.body {
@@ -492,7 +580,9 @@ impl Transport {
                             .with_source(e),
                     );
                 }
-                Ok(Err(e)) => return Err(map_ureq_error(e, 0).with_request(req.method, &url)),
+                Ok(Err(e)) => {
+                    return Err(map_ureq_error(e, "response", 0).with_request(req.method, &url));
+                }
                 Ok(Ok(response)) => response,
             };
             let status = response.status().as_u16();
@@ -504,6 +594,10 @@ impl Transport {
             match (follow, status, location) {
                 (true, 301 | 302 | 303 | 307 | 308, Some(location)) => {
                     let next = resolve_url(&url, &location);
+                    let from_https = target.as_ref().is_some_and(Origin::is_https);
+                    if from_https && Origin::of_url(&next).is_some_and(|o| !o.is_https()) {
+                        return Err(insecure_redirect(req.method, &url, &next).with_status(status));
+                    }
                     tracing::debug!(
                         from = %crate::redact::redact_url(&url),
                         to = %crate::redact::redact_url(&next),
@@ -577,9 +671,18 @@ impl Transport {
                 challenge: format!("Bearer challenge without realm: {:?}", challenge.params),
             })
         })?;
-        if !(realm.starts_with("https://") || realm.starts_with("http://")) {
+        let Some(realm_origin) = Origin::of_url(realm) else {
             return Err(Error::new(ErrorKind::AuthChallenge {
                 challenge: format!("realm {realm:?} is not an http(s) URL"),
+            }));
+        };
+        if endpoint
+            .registry_origin()
+            .is_some_and(|own| own.is_https() && !realm_origin.is_https())
+        {
+            // The login would travel in clear text.
+            return Err(Error::new(ErrorKind::AuthChallenge {
+                challenge: format!("realm {realm:?} is plain http for an https registry"),
             }));
         }
         let scope = Self::scope(endpoint, access);
@@ -598,15 +701,16 @@ impl Transport {
             url.push_str("&scope=");
             url.push_str(&encode_query_value(asked));
         }
+        // The registry's login, never one looked up for the realm's host: the realm belongs to
+        // the registry that named it (as docker and go-containerregistry do).
         let login = self.login(&endpoint.host)?;
+        let basic = login.as_ref().map(Login::basic_header);
         let mut req = Req::new("GET", url).header("accept", "application/json");
         let policy = &self.options.retry;
         let mut attempt = 0;
         let mut reply = loop {
-            let result = self.send_following_redirects(
-                &mut req,
-                login.as_ref().map(Login::basic_header).as_deref(),
-            );
+            let result = self
+                .send_following_redirects(&mut req, basic.as_deref().map(|b| (&realm_origin, b)));
             match result {
                 Err(e) if e.is_retryable() && attempt < policy.max_retries => {}
                 Err(e) => return Err(e),
@@ -621,7 +725,7 @@ impl Transport {
         if reply.status() != 200 {
             return Err(reply.into_error());
         }
-        let body = reply.read_limited(TOKEN_BODY_LIMIT)?;
+        let body = reply.read_limited("token reply", TOKEN_BODY_LIMIT)?;
         let token: TokenReply = serde_json::from_slice(&body).map_err(|e| {
             Error::new(ErrorKind::TokenResponse)
                 .with_request(reply.method, &reply.url)
@@ -634,10 +738,14 @@ impl Transport {
             .ok_or_else(|| {
                 Error::new(ErrorKind::TokenResponse).with_request(reply.method, &reply.url)
             })?;
-        // Keep the token until shortly before it expires (default lifetime 60 s).
-        let lifetime = Duration::from_secs(token.expires_in.unwrap_or(60).max(1));
+        // Keep the token until shortly before it expires (default lifetime 60 s). The server's
+        // `expires_in` is capped at a day: `Instant + Duration` panics when it overflows.
+        let lifetime = Duration::from_secs(token.expires_in.unwrap_or(60).clamp(1, MAX_TOKEN_SECS));
         let margin = (lifetime / 10).clamp(Duration::from_secs(1), Duration::from_secs(30));
-        let until = Instant::now() + lifetime.saturating_sub(margin);
+        let now = Instant::now();
+        let until = now
+            .checked_add(lifetime.saturating_sub(margin))
+            .unwrap_or(now);
         tracing::debug!(host = %endpoint.host, %scope, ?lifetime, "got registry token");
         self.lock().tokens.insert(
             (endpoint.host.clone(), scope),
@@ -664,6 +772,12 @@ mod tests {
         );
         assert_eq!(resolve_url(base, "//cdn.example/o"), "http://cdn.example/o");
         assert_eq!(
+            resolve_url(base, "HTTP://Other.example/o"),
+            "HTTP://Other.example/o"
+        );
+        assert_eq!(resolve_url(base, "ftp://x/o"), "ftp://x/o");
+        assert_eq!(resolve_url(base, "/a:b"), "http://127.0.0.1:5000/a:b");
+        assert_eq!(
             resolve_url(base, "u2"),
             "http://127.0.0.1:5000/v2/a/b/blobs/uploads/u2"
         );
@@ -688,16 +802,5 @@ mod tests {
                 format!("https://{host}/v2/library/ubuntu/tags/list")
             );
         }
-    }
-
-    #[test]
-    fn origins_compare_scheme_host_and_port() {
-        assert_eq!(origin_of("http://Reg:5000/v2/x"), "http://reg:5000");
-        assert_ne!(
-            origin_of("http://reg:5000/a"),
-            origin_of("http://reg:5001/a")
-        );
-        assert_ne!(origin_of("http://reg/a"), origin_of("https://reg/a"));
-        assert_eq!(origin_of("http://u:p@[::1]:5000/v2/"), "http://[::1]:5000");
     }
 }

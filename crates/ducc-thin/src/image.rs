@@ -308,53 +308,11 @@ fn set_of(items: &[String]) -> BTreeMap<String, Empty> {
 }
 
 /// Seconds since the epoch of an RFC 3339 time (`2024-01-02T03:04:05.678Z`, `...+02:00`).
-/// Returns `None` for anything else; times before 1970 are clamped to 0.
+/// Returns `None` for anything else, including years beyond jiff's range (-9999..=9999);
+/// times before 1970 are clamped to 0.
 fn rfc3339_to_unix(text: &str) -> Option<u64> {
-    let number = |s: &str| -> Option<i64> {
-        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| s.parse().ok())
-            .flatten()
-    };
-    let (date, time) = text.split_once(['T', 't', ' '])?;
-    let mut date_parts = date.splitn(3, '-');
-    let year = number(date_parts.next()?)?;
-    let month = number(date_parts.next()?)?;
-    let day = number(date_parts.next()?)?;
-    let (clock, offset_seconds) = if let Some(clock) = time.strip_suffix(['Z', 'z']) {
-        (clock, 0)
-    } else {
-        let sign_at = time.rfind(['+', '-'])?;
-        let (clock, offset) = time.split_at(sign_at);
-        let sign = if offset.starts_with('-') { -1 } else { 1 };
-        let (hours, minutes) = offset[1..].split_once(':')?;
-        (
-            clock,
-            sign * (number(hours)? * 3600 + number(minutes)? * 60),
-        )
-    };
-    let clock = clock.split('.').next()?;
-    let mut clock_parts = clock.splitn(3, ':');
-    let hour = number(clock_parts.next()?)?;
-    let minute = number(clock_parts.next()?)?;
-    let second = number(clock_parts.next()?)?;
-    if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return None;
-    }
-    // Days from the civil date (proleptic Gregorian), after Howard Hinnant's algorithm.
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let year_of_era = y - era * 400;
-    let shifted_month = (month + 9) % 12;
-    let day_of_year = (153 * shifted_month + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    let days = era * 146_097 + day_of_era - 719_468;
-    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset_seconds;
-    Some(u64::try_from(seconds).unwrap_or(0))
+    let when: jiff::Timestamp = text.trim().parse().ok()?;
+    Some(u64::try_from(when.as_second()).unwrap_or(0))
 }
 
 #[cfg(test)]
@@ -541,5 +499,10 @@ mod tests {
         assert_eq!(rfc3339_to_unix("yesterday"), None);
         assert_eq!(rfc3339_to_unix("2024-13-01T00:00:00Z"), None);
         assert_eq!(rfc3339_to_unix("2024-01-01T00:00:00"), None);
+        assert_eq!(rfc3339_to_unix("2024-02-30T00:00:00Z"), None);
+        // issue 12: a huge year overflowed the hand-written calendar's arithmetic.
+        assert_eq!(rfc3339_to_unix("300000000000-11-06T08:49:37Z"), None);
+        assert_eq!(rfc3339_to_unix("9999999999999999999-01-01T00:00:00Z"), None);
+        assert_eq!(rfc3339_to_unix(""), None);
     }
 }

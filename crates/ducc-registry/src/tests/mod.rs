@@ -529,8 +529,37 @@ fn retry_after_beyond_the_limit_fails_at_once() {
     let err = client()
         .fetch_manifest(&image(&server, "a", "t"), &ManifestSelection::default())
         .unwrap_err();
-    assert_eq!(err.kind(), &ErrorKind::RateLimited);
+    assert_eq!(
+        err.kind(),
+        &ErrorKind::RetryAfterTooLong {
+            asked_secs: 3600,
+            limit_secs: 300
+        }
+    );
+    assert_eq!(err.status(), Some(429));
+    assert!(
+        err.to_string()
+            .contains("retry after 3600 s, longer than the 300 s"),
+        "{err}"
+    );
     assert_eq!(server.requests().len(), 1);
+}
+
+#[test]
+fn unreadable_retry_after_falls_back_to_backoff_without_a_panic() {
+    // issue 12: the first of these made `SystemTime + Duration` overflow.
+    for value in ["Sun, 06 Nov 300000000000 08:49:37 GMT", "-5", "garbage", ""] {
+        let server = TestServer::start(move |_, _| Answer::new(429).header("Retry-After", value));
+        let err = client()
+            .fetch_manifest(&image(&server, "a", "t"), &ManifestSelection::default())
+            .unwrap_err();
+        assert_eq!(err.kind(), &ErrorKind::RateLimited, "{value:?}");
+        assert_eq!(
+            server.requests().len(),
+            5,
+            "{value:?}: retried with backoff"
+        );
+    }
 }
 
 #[test]
@@ -1064,4 +1093,237 @@ fn client_and_blob_reader_can_move_between_threads() {
     send_sync::<Client>();
     send::<BlobReader>();
     send_sync::<Error>();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Credentials stay on the registry's origin (issue 12). Two servers on 127.0.0.1 with different
+// ports are different origins; the real-registry versions with 127.0.0.2 are in ducc-tests.
+
+/// A server that wants Basic `bob:secret` and answers with `answer` once authenticated.
+fn basic_registry(answer: impl Fn(&Recorded) -> Answer + Send + Sync + 'static) -> TestServer {
+    TestServer::start(move |req, _| {
+        if req.header("authorization") != Some(basic("bob", "secret").as_str()) {
+            return Answer::new(401).header("WWW-Authenticate", r#"Basic realm="r""#);
+        }
+        answer(req)
+    })
+}
+
+fn bob_at(server: &TestServer) -> Client {
+    client_with(Credentials::anonymous().with_login(server.host(), Login::new("bob", "secret")))
+}
+
+#[test]
+fn tag_list_link_to_another_origin_carries_no_credentials() {
+    let other = TestServer::start(|_, _| Answer::new(200).body(r#"{"tags":["c"]}"#));
+    let next = format!("http://{}/v2/r/tags/list?last=b", other.host());
+    let registry = basic_registry(move |_| {
+        Answer::new(200)
+            .header("Link", format!(r#"<{next}>; rel="next""#))
+            .body(r#"{"tags":["a","b"]}"#)
+    });
+    let tags = bob_at(&registry).list_tags(&repo(&registry, "r")).unwrap();
+    assert_eq!(tags, ["a", "b", "c"]);
+    let at_other = other.requests();
+    assert_eq!(at_other.len(), 1);
+    assert_eq!(at_other[0].header("authorization"), None);
+}
+
+#[test]
+fn a_challenge_from_another_origin_gets_no_login_and_no_token_request() {
+    let realm = TestServer::start(|_, _| Answer::new(200).body(r#"{"token":"t"}"#));
+    let realm_url = format!("http://{}/token", realm.host());
+    let other = TestServer::start(move |_, _| {
+        Answer::new(401).header("WWW-Authenticate", format!(r#"Bearer realm="{realm_url}""#))
+    });
+    let next = format!("http://{}/v2/r/tags/list?last=b", other.host());
+    let registry = basic_registry(move |_| {
+        Answer::new(200)
+            .header("Link", format!(r#"<{next}>; rel="next""#))
+            .body(r#"{"tags":["a"]}"#)
+    });
+    let err = bob_at(&registry)
+        .list_tags(&repo(&registry, "r"))
+        .unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::Unauthorized);
+    assert_eq!(
+        other.requests().len(),
+        1,
+        "asked once, not re-authenticated"
+    );
+    assert_eq!(other.requests()[0].header("authorization"), None);
+    assert!(realm.requests().is_empty(), "no token was fetched for it");
+}
+
+#[test]
+fn upload_location_on_another_origin_is_refused_before_sending_anything() {
+    let other = TestServer::start(|_, _| Answer::new(201));
+    let location = format!("http://{}/v2/p/blobs/uploads/u1", other.host());
+    let registry = basic_registry(move |req| match req.method.as_str() {
+        "HEAD" => Answer::new(404),
+        "POST" => Answer::new(202).header("Location", location.clone()),
+        _ => Answer::new(405),
+    });
+    let data = b"blob".to_vec();
+    let err = bob_at(&registry)
+        .push_blob(
+            &repo(&registry, "p"),
+            &sha256_digest(&data),
+            data.len() as u64,
+            &mut &data[..],
+        )
+        .unwrap_err();
+    match err.kind() {
+        ErrorKind::ForeignUploadLocation {
+            location,
+            registry_origin,
+        } => {
+            assert!(location.starts_with(&format!("http://{}", other.host())));
+            assert_eq!(registry_origin, &format!("http://{}", registry.host()));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(other.requests().is_empty());
+}
+
+#[test]
+fn upload_location_with_another_port_or_scheme_spelling_is_judged_by_origin() {
+    // Same origin written differently: default-less explicit port, upper case. Accepted.
+    let registry = basic_registry(|req| match req.method.as_str() {
+        "HEAD" => Answer::new(404),
+        "POST" => {
+            let host = req.header("host").unwrap_or("").to_ascii_uppercase();
+            Answer::new(202).header("Location", format!("HTTP://{host}/v2/p/blobs/uploads/u1"))
+        }
+        "PUT" => Answer::new(201),
+        _ => Answer::new(405),
+    });
+    let data = b"blob".to_vec();
+    let outcome = bob_at(&registry)
+        .push_blob(
+            &repo(&registry, "p"),
+            &sha256_digest(&data),
+            data.len() as u64,
+            &mut &data[..],
+        )
+        .unwrap();
+    assert_eq!(outcome, BlobPush::Uploaded);
+    let put = registry
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "PUT")
+        .unwrap();
+    assert_eq!(
+        put.header("authorization"),
+        Some(basic("bob", "secret").as_str())
+    );
+}
+
+#[test]
+fn token_realm_redirect_to_another_origin_drops_the_login() {
+    let elsewhere = TestServer::start(|_, _| Answer::new(200).body(r#"{"token":"tok-2"}"#));
+    let elsewhere_url = format!("http://{}/token", elsewhere.host());
+    let realm =
+        TestServer::start(move |_, _| Answer::new(307).header("Location", elsewhere_url.clone()));
+    let realm_url = format!("http://{}/token", realm.host());
+    let body = image_manifest(b"{}", &[]);
+    let registry = TestServer::start(move |req, _| {
+        if req.header("authorization") == Some("Bearer tok-2") {
+            return manifest_answer(&body, OCI_MANIFEST);
+        }
+        Answer::new(401).header(
+            "WWW-Authenticate",
+            format!(r#"Bearer realm="{realm_url}",service="s""#),
+        )
+    });
+    let creds = Credentials::anonymous()
+        .with_login(registry.host(), Login::new("alice", "pw"))
+        .with_login(realm.host(), Login::new("realm-user", "realm-pw"));
+    client_with(creds)
+        .fetch_manifest(&image(&registry, "a/b", "t"), &ManifestSelection::default())
+        .unwrap();
+    let at_realm = realm.requests();
+    assert_eq!(at_realm.len(), 1);
+    assert_eq!(
+        at_realm[0].header("authorization"),
+        Some(basic("alice", "pw").as_str()),
+        "the registry's login, not the realm host's"
+    );
+    let at_elsewhere = elsewhere.requests();
+    assert_eq!(at_elsewhere.len(), 1);
+    assert_eq!(at_elsewhere[0].header("authorization"), None);
+}
+
+#[test]
+fn oversized_manifest_is_refused_naming_what_is_too_big() {
+    let body = " ".repeat(2000);
+    let server = TestServer::start(move |_, _| manifest_answer(&body, OCI_MANIFEST));
+    let client = Client::new(
+        ClientOptions::new()
+            .retry(fast_retries())
+            .max_manifest_bytes(1000),
+    );
+    let err = client
+        .fetch_manifest(&image(&server, "a", "t"), &ManifestSelection::default())
+        .unwrap_err();
+    assert_eq!(
+        err.kind(),
+        &ErrorKind::TooLarge {
+            what: "manifest or index",
+            limit: 1000
+        }
+    );
+    let message = err.to_string();
+    assert!(message.contains("/a: GET "), "names the image: {message}");
+    assert!(message.contains("manifests/t"), "{message}");
+}
+
+#[test]
+fn oversized_config_is_refused_before_download() {
+    let server = TestServer::start(|_, _| Answer::new(500));
+    let client = Client::new(
+        ClientOptions::new()
+            .retry(fast_retries())
+            .max_config_bytes(10),
+    );
+    let config = oci_spec::image::DescriptorBuilder::default()
+        .media_type(oci_spec::image::MediaType::ImageConfig)
+        .digest(sha256_digest(b"{}"))
+        .size(11u64)
+        .build()
+        .unwrap();
+    let err = client
+        .fetch_config(&repo(&server, "a"), &config)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err.kind(),
+            ErrorKind::TooLarge {
+                what: "image config",
+                limit: 10
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(server.requests().is_empty());
+}
+
+#[test]
+fn token_with_a_huge_lifetime_is_used_without_a_panic() {
+    let body = image_manifest(b"{}", &[]);
+    let server = TestServer::start(move |req, base| {
+        if req.path() == "/token" {
+            return Answer::new(200).body(format!(r#"{{"token":"t","expires_in":{}}}"#, u64::MAX));
+        }
+        if req.header("authorization") == Some("Bearer t") {
+            return manifest_answer(&body, OCI_MANIFEST);
+        }
+        Answer::new(401).header(
+            "WWW-Authenticate",
+            format!(r#"Bearer realm="{base}/token""#),
+        )
+    });
+    client()
+        .fetch_manifest(&image(&server, "a", "t"), &ManifestSelection::default())
+        .unwrap();
 }
