@@ -20,7 +20,7 @@ use rustix::fs::{
 };
 use rustix::io::Errno;
 
-use crate::entry::{Entry, EntryKind, EntryPath, Timestamp, read_entries_with};
+use crate::entry::{Entry, EntryKind, EntryPath, Timestamp, read_entries_limited};
 use crate::error::Error;
 use crate::report::{Privileges, Report, WarningKind, WhiteoutFormat};
 
@@ -120,6 +120,8 @@ pub(crate) struct Applier {
     opaque_dirs: Vec<EntryPath>,
     parent_cache: Option<(Vec<u8>, Arc<OwnedFd>)>,
     xattr_unsupported_warned: bool,
+    /// Limits on hostile layers (set by the extractor from its options).
+    pub(crate) limits: crate::Limits,
 }
 
 fn cstring(bytes: &[u8]) -> io::Result<CString> {
@@ -270,6 +272,7 @@ impl Applier {
             opaque_dirs: Vec::new(),
             parent_cache: None,
             xattr_unsupported_warned: false,
+            limits: crate::Limits::default(),
         })
     }
 
@@ -290,7 +293,8 @@ impl Applier {
         self.parent_cache = None;
         self.xattr_unsupported_warned = false;
         let classify = !matches!(self.mode, Target::Verbatim);
-        let count = read_entries_with(tar, layer, classify, |entry, data| {
+        let limits = self.limits;
+        let count = read_entries_limited(tar, layer, classify, &limits, |entry, data| {
             self.apply_entry(entry, data)
         })?;
         self.report.entries += count;

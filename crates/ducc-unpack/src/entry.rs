@@ -1,14 +1,12 @@
 //! The normalised entry model over a layer tar, and its parser.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::io::{self, Read};
+use std::rc::Rc;
 
 use crate::error::Error;
-
-/// Longest path component accepted (Linux `NAME_MAX`).
-const NAME_MAX: usize = 255;
-/// Longest path accepted (Linux `PATH_MAX` less the terminating NUL).
-const PATH_MAX: usize = 4095;
+use crate::report::{DEFAULT_MAX_NAME_BYTES, DEFAULT_MAX_PATH_BYTES, Limits};
 /// Most sparse segments accepted for one file (a bound on memory for hostile maps).
 const MAX_SPARSE_SEGMENTS: usize = 1 << 20;
 
@@ -31,26 +29,43 @@ impl EntryPath {
     /// A message naming the problem: a `..` component, a NUL byte, a component over 255 bytes or a
     /// path over 4095 bytes.
     pub fn normalise(unsafe_name: &[u8]) -> Result<Self, String> {
+        Self::normalise_limited(unsafe_name, DEFAULT_MAX_NAME_BYTES, DEFAULT_MAX_PATH_BYTES)
+            .map_err(|problem| match problem {
+                PathProblem::Invalid(reason) => reason,
+                PathProblem::NameTooLong(length) => format!(
+                    "a name component is {length} bytes long, more than {DEFAULT_MAX_NAME_BYTES}"
+                ),
+                PathProblem::PathTooLong(length) => {
+                    format!("name is {length} bytes long, more than {DEFAULT_MAX_PATH_BYTES}")
+                }
+            })
+    }
+
+    /// [`EntryPath::normalise`] with the component and path limits given.
+    pub(crate) fn normalise_limited(
+        unsafe_name: &[u8],
+        max_name: usize,
+        max_path: usize,
+    ) -> Result<Self, PathProblem> {
         if unsafe_name.contains(&0) {
-            return Err("name contains a NUL byte".to_owned());
+            return Err(PathProblem::Invalid("name contains a NUL byte".to_owned()));
         }
         let mut out = Vec::with_capacity(unsafe_name.len());
         for component in unsafe_name.split(|&b| b == b'/') {
             match component {
                 b"" | b"." => {}
-                b".." => return Err("name has a `..` component".to_owned()),
+                b".." => {
+                    return Err(PathProblem::Invalid("name has a `..` component".to_owned()));
+                }
                 c => {
                     // A whiteout of a 255-byte name is longer, and is never created as such.
                     let limit = if c.starts_with(b".wh.") {
-                        NAME_MAX + 4
+                        max_name.saturating_add(4)
                     } else {
-                        NAME_MAX
+                        max_name
                     };
                     if c.len() > limit {
-                        return Err(format!(
-                            "a name component is {} bytes long, more than {NAME_MAX}",
-                            c.len()
-                        ));
+                        return Err(PathProblem::NameTooLong(c.len()));
                     }
                     if !out.is_empty() {
                         out.push(b'/');
@@ -59,11 +74,8 @@ impl EntryPath {
                 }
             }
         }
-        if out.len() > PATH_MAX {
-            return Err(format!(
-                "name is {} bytes long, more than {PATH_MAX}",
-                out.len()
-            ));
+        if out.len() > max_path {
+            return Err(PathProblem::PathTooLong(out.len()));
         }
         Ok(EntryPath(out))
     }
@@ -137,6 +149,17 @@ impl fmt::Debug for EntryPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:?}", String::from_utf8_lossy(&self.0))
     }
+}
+
+/// Why a name does not normalise.
+#[derive(Debug)]
+pub(crate) enum PathProblem {
+    /// A `..` component or a NUL byte.
+    Invalid(String),
+    /// A component of this many bytes is over the limit.
+    NameTooLong(usize),
+    /// The normalised path, this many bytes, is over the limit.
+    PathTooLong(usize),
 }
 
 /// A point in time: seconds since the Unix epoch (may be negative) and nanoseconds.
@@ -227,37 +250,76 @@ impl Entry {
 /// Reads a layer's uncompressed tar stream entry by entry and hands each normalised entry and its
 /// data to `visit`. PAX global headers are skipped. Returns the number of entries visited.
 ///
-/// `layer` names the layer in errors.
+/// `layer` names the layer in errors. The default [`Limits`] apply.
 ///
 /// # Errors
 /// [`Error::Tar`] for a malformed stream, [`Error::InvalidEntry`] for an entry that cannot be
-/// normalised (a `..` component, a bare `.wh.`, an unsupported type, ...), or whatever `visit`
-/// returns.
+/// normalised (a `..` component, a bare `.wh.`, an unsupported type, ...), a limit error
+/// ([`Error::TooManyEntries`], [`Error::ExtensionHeaderTooLarge`], [`Error::PathTooLong`],
+/// [`Error::NameTooLong`]), or whatever `visit` returns.
 pub fn read_entries<R: Read>(
     tar: R,
     layer: &str,
     visit: impl FnMut(&Entry, &mut dyn Read) -> Result<(), Error>,
 ) -> Result<u64, Error> {
-    read_entries_with(tar, layer, true, visit)
+    read_entries_limited(tar, layer, true, &Limits::default(), visit)
+}
+
+/// [`read_entries`] with the given limits.
+///
+/// # Errors
+/// As [`read_entries`].
+pub fn read_entries_with_limits<R: Read>(
+    tar: R,
+    layer: &str,
+    limits: &Limits,
+    visit: impl FnMut(&Entry, &mut dyn Read) -> Result<(), Error>,
+) -> Result<u64, Error> {
+    read_entries_limited(tar, layer, true, limits, visit)
 }
 
 /// [`read_entries`], with whiteout names recognised or (`classify_whiteouts == false`, for
 /// verbatim extraction) left as the plain entries they are.
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn read_entries_with<R: Read>(
     tar: R,
     layer: &str,
     classify_whiteouts: bool,
+    visit: impl FnMut(&Entry, &mut dyn Read) -> Result<(), Error>,
+) -> Result<u64, Error> {
+    read_entries_limited(tar, layer, classify_whiteouts, &Limits::default(), visit)
+}
+
+/// [`read_entries_with`] under the given limits.
+pub(crate) fn read_entries_limited<R: Read>(
+    tar: R,
+    layer: &str,
+    classify_whiteouts: bool,
+    limits: &Limits,
     mut visit: impl FnMut(&Entry, &mut dyn Read) -> Result<(), Error>,
 ) -> Result<u64, Error> {
-    let mut archive = tar::Archive::new(tar);
-    let tar_err = |source| Error::Tar {
-        layer: layer.to_owned(),
-        source,
+    let guard = TarGuard::new(tar, layer, limits);
+    let broken = Rc::clone(&guard.broken);
+    let mut archive = tar::Archive::new(guard);
+    // A limit the guard saw is reported as itself, not as the parse error it caused.
+    let tar_err = |source| {
+        broken.borrow_mut().take().unwrap_or_else(|| Error::Tar {
+            layer: layer.to_owned(),
+            source,
+        })
     };
     let mut count = 0;
+    let mut raw_entries = 0u64;
     for item in archive.entries().map_err(tar_err)? {
         let mut tar_entry = item.map_err(tar_err)?;
-        let parsed = parse_entry(&mut tar_entry, layer, classify_whiteouts)?;
+        raw_entries += 1;
+        if raw_entries > limits.max_entries_per_layer {
+            return Err(Error::TooManyEntries {
+                layer: layer.to_owned(),
+                limit: limits.max_entries_per_layer,
+            });
+        }
+        let parsed = parse_entry(&mut tar_entry, layer, classify_whiteouts, limits)?;
         let Some((entry, sparse)) = parsed else {
             continue;
         };
@@ -278,6 +340,45 @@ struct SparseLayout {
     /// (offset, length) pairs, or `None` when the map precedes the data (format 1.0).
     segments: Option<Vec<(u64, u64)>>,
     real_size: u64,
+}
+
+/// An archive name for a message about its length: its first 200 bytes.
+fn shown_name(raw_name: &[u8]) -> String {
+    const SHOWN: usize = 200;
+    if raw_name.len() <= SHOWN {
+        return String::from_utf8_lossy(raw_name).into_owned();
+    }
+    format!("{}...", String::from_utf8_lossy(&raw_name[..SHOWN]))
+}
+
+/// Normalises an archive name (the entry's own, or a hardlink's target) under the limits.
+fn normalise_entry_name(
+    name: &[u8],
+    layer: &str,
+    raw_name: &[u8],
+    what: &'static str,
+    limits: &Limits,
+) -> Result<EntryPath, Error> {
+    EntryPath::normalise_limited(name, limits.max_name_bytes, limits.max_path_bytes).map_err(
+        |problem| match problem {
+            PathProblem::Invalid(reason) if what == "path" => invalid(layer, raw_name, reason),
+            PathProblem::Invalid(reason) => invalid(layer, raw_name, format!("{what}: {reason}")),
+            PathProblem::NameTooLong(length) => Error::NameTooLong {
+                layer: layer.to_owned(),
+                entry: shown_name(raw_name),
+                what,
+                length,
+                limit: limits.max_name_bytes,
+            },
+            PathProblem::PathTooLong(length) => Error::PathTooLong {
+                layer: layer.to_owned(),
+                entry: shown_name(raw_name),
+                what,
+                length,
+                limit: limits.max_path_bytes,
+            },
+        },
+    )
 }
 
 fn invalid(layer: &str, raw_name: &[u8], reason: impl Into<String>) -> Error {
@@ -356,6 +457,7 @@ fn parse_entry<R: Read>(
     tar_entry: &mut tar::Entry<'_, R>,
     layer: &str,
     classify_whiteouts: bool,
+    limits: &Limits,
 ) -> Result<Option<(Entry, Option<SparseLayout>)>, Error> {
     let entry_type = tar_entry.header().entry_type();
     if entry_type.is_pax_global_extensions() {
@@ -514,12 +616,22 @@ fn parse_entry<R: Read>(
         });
     }
 
-    let unsafe_path = EntryPath::normalise(&raw_name).map_err(|r| invalid(layer, &raw_name, r))?;
+    let unsafe_path = normalise_entry_name(&raw_name, layer, &raw_name, "path", limits)?;
     let kind = match kind_from_type {
+        EntryKind::Symlink(target) if target.len() > limits.max_path_bytes => {
+            // symlink(2) itself refuses targets of PATH_MAX bytes and more.
+            return Err(Error::PathTooLong {
+                layer: layer.to_owned(),
+                entry: shown_name(&raw_name),
+                what: "symlink target",
+                length: target.len(),
+                limit: limits.max_path_bytes,
+            });
+        }
         EntryKind::Hardlink(_) => {
             let target = link_name.unwrap_or_default();
-            let target_path = EntryPath::normalise(&target)
-                .map_err(|r| invalid(layer, &raw_name, format!("hardlink target: {r}")))?;
+            let target_path =
+                normalise_entry_name(&target, layer, &raw_name, "hardlink target", limits)?;
             if target_path.is_root() {
                 return Err(invalid(layer, &raw_name, "hardlink to the root"));
             }
@@ -594,6 +706,235 @@ fn classify_whiteout(
         return Err(invalid(layer, raw_name, "a path below a whiteout name"));
     }
     Ok((path, kind))
+}
+
+/// Size of a tar block.
+const BLOCK: usize = 512;
+
+/// Where the guard is in the tar stream.
+enum GuardState {
+    /// Collecting the header block that starts at `offset`.
+    Header,
+    /// Collecting a GNU sparse extension block; `data` bytes of entry data follow the last one.
+    SparseExtension { data: u64 },
+    /// Passing `remaining` bytes of entry data (with padding); a PAX record's data is kept in
+    /// `record` (up to `keep` bytes) to learn the `size` it gives the next entry.
+    Data {
+        remaining: u64,
+        keep: u64,
+        record: Option<Vec<u8>>,
+    },
+    /// After the end-of-archive block, or once the stream is malformed (the tar parser reports
+    /// that itself): bytes pass unchecked.
+    Done,
+}
+
+/// Walks the tar stream's header blocks the way the `tar` crate does and refuses an extension
+/// record (PAX `x`, GNU `L`/`K`) larger than the limit before the parser buffers it: the parser
+/// reads such records whole into memory, so an 8 GiB PAX header from a few MiB of gzip would
+/// otherwise be held in RAM.
+struct TarGuard<R> {
+    inner: R,
+    layer: String,
+    max_record: u64,
+    state: GuardState,
+    /// The header block being collected (or a sparse extension block).
+    block: Vec<u8>,
+    /// Offset of the next byte in the uncompressed stream.
+    offset: u64,
+    /// The `size` a preceding PAX header gives the next entry (as the parser applies it).
+    pax_size: Option<u64>,
+    /// The limit error, once broken; shared with [`read_entries_limited`].
+    broken: Rc<RefCell<Option<Error>>>,
+}
+
+impl<R: Read> TarGuard<R> {
+    fn new(inner: R, layer: &str, limits: &Limits) -> Self {
+        TarGuard {
+            inner,
+            layer: layer.to_owned(),
+            max_record: limits.max_pax_header_bytes,
+            state: GuardState::Header,
+            block: Vec::with_capacity(BLOCK),
+            offset: 0,
+            pax_size: None,
+            broken: Rc::new(RefCell::new(None)),
+        }
+    }
+
+    /// Follows `bytes`, which the parser is about to receive.
+    fn observe(&mut self, mut bytes: &[u8]) -> Result<(), Error> {
+        while !bytes.is_empty() {
+            match &mut self.state {
+                GuardState::Done => return Ok(()),
+                GuardState::Header | GuardState::SparseExtension { .. } => {
+                    let take = (BLOCK - self.block.len()).min(bytes.len());
+                    self.block.extend_from_slice(&bytes[..take]);
+                    bytes = &bytes[take..];
+                    self.offset += take as u64;
+                    if self.block.len() == BLOCK {
+                        self.state = match self.state {
+                            GuardState::SparseExtension { data } => {
+                                self.sparse_extension_block(data)
+                            }
+                            _ => self.header_block()?,
+                        };
+                        self.block.clear();
+                    }
+                }
+                GuardState::Data {
+                    remaining,
+                    keep,
+                    record,
+                } => {
+                    let take = usize::try_from(*remaining)
+                        .unwrap_or(usize::MAX)
+                        .min(bytes.len());
+                    if let Some(record) = record {
+                        let kept = usize::try_from(*keep).unwrap_or(usize::MAX).min(take);
+                        record.extend_from_slice(&bytes[..kept]);
+                        *keep -= kept as u64;
+                    }
+                    *remaining -= take as u64;
+                    bytes = &bytes[take..];
+                    self.offset += take as u64;
+                    if *remaining == 0 {
+                        if let Some(record) = record.take() {
+                            self.pax_size = pax_size_value(&record);
+                        }
+                        self.state = GuardState::Header;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The state after a complete header block.
+    fn header_block(&mut self) -> Result<GuardState, Error> {
+        let header_offset = self.offset - BLOCK as u64;
+        if self.block.iter().all(|&b| b == 0) {
+            return Ok(GuardState::Done);
+        }
+        let header = tar::Header::from_byte_slice(&self.block);
+        let sum: u32 = self.block[..148]
+            .iter()
+            .chain(&self.block[156..])
+            .map(|&b| u32::from(b))
+            .sum::<u32>()
+            + 8 * 32;
+        if header.cksum().ok() != Some(sum) {
+            return Ok(GuardState::Done);
+        }
+        let entry_type = header.entry_type();
+        let is_extension = entry_type.is_gnu_longname()
+            || entry_type.is_gnu_longlink()
+            || entry_type.is_pax_local_extensions()
+            || entry_type.is_pax_global_extensions();
+        let size = match self.pax_size.filter(|_| !is_extension) {
+            Some(size) => size,
+            None => match header.entry_size() {
+                Ok(size) => size,
+                Err(_) => return Ok(GuardState::Done),
+            },
+        };
+        let Some(padded) = size
+            .checked_add(BLOCK as u64 - 1)
+            .map(|s| s & !(BLOCK as u64 - 1))
+        else {
+            return Ok(GuardState::Done);
+        };
+        let recognised = header.as_gnu().is_some() || header.as_ustar().is_some();
+        let buffered_kind = if !recognised {
+            None
+        } else if entry_type.is_pax_local_extensions() {
+            Some("PAX extended header")
+        } else if entry_type.is_gnu_longname() {
+            Some("GNU long name")
+        } else if entry_type.is_gnu_longlink() {
+            Some("GNU long link")
+        } else {
+            None
+        };
+        if let Some(kind) = buffered_kind {
+            if size > self.max_record {
+                return Err(Error::ExtensionHeaderTooLarge {
+                    layer: self.layer.clone(),
+                    kind,
+                    header: shown_name(&header.path_bytes()),
+                    offset: header_offset,
+                    size,
+                    limit: self.max_record,
+                });
+            }
+            if !entry_type.is_pax_local_extensions() {
+                return Ok(Self::data(padded, 0, None));
+            }
+            if size == 0 {
+                // An empty PAX record gives no size.
+                self.pax_size = None;
+                return Ok(GuardState::Header);
+            }
+            let record = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+            return Ok(Self::data(padded, size, Some(record)));
+        }
+        // The entry the PAX header described: its size is used up.
+        self.pax_size = None;
+        let extended =
+            entry_type.is_gnu_sparse() && header.as_gnu().is_some_and(|g| g.is_extended());
+        if extended {
+            return Ok(GuardState::SparseExtension { data: padded });
+        }
+        Ok(Self::data(padded, 0, None))
+    }
+
+    /// The state after a GNU sparse extension block (its flag byte says whether another follows).
+    fn sparse_extension_block(&self, data: u64) -> GuardState {
+        if self.block[504] == 1 {
+            GuardState::SparseExtension { data }
+        } else {
+            Self::data(data, 0, None)
+        }
+    }
+
+    fn data(remaining: u64, keep: u64, record: Option<Vec<u8>>) -> GuardState {
+        if remaining == 0 {
+            return GuardState::Header;
+        }
+        GuardState::Data {
+            remaining,
+            keep,
+            record,
+        }
+    }
+}
+
+/// The `size` record of a PAX header, read as the `tar` crate reads it (the first `size` key; a
+/// malformed record or value gives none).
+fn pax_size_value(record: &[u8]) -> Option<u64> {
+    for extension in tar::PaxExtensions::new(record) {
+        let extension = extension.ok()?;
+        if extension.key() != Ok("size") {
+            continue;
+        }
+        return extension.value().ok()?.parse().ok();
+    }
+    None
+}
+
+impl<R: Read> Read for TarGuard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(error) = self.broken.borrow().as_ref() {
+            return Err(io::Error::other(error.to_string()));
+        }
+        let n = self.inner.read(buf)?;
+        if let Err(error) = self.observe(&buf[..n]) {
+            let message = error.to_string();
+            *self.broken.borrow_mut() = Some(error);
+            return Err(io::Error::other(message));
+        }
+        Ok(n)
+    }
 }
 
 /// Reconstructs a PAX sparse file's logical content (holes read as zeros).
@@ -829,5 +1170,285 @@ mod tests {
         })
         .expect_err("truncated");
         assert!(matches!(err, Error::Tar { .. }), "{err}");
+    }
+
+    /// A ustar header block of the given type, name and announced size (no data follows).
+    fn raw_header(name: &str, kind: tar::EntryType, size: u64) -> Vec<u8> {
+        let mut h = tar::Header::new_ustar();
+        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        h.set_entry_type(kind);
+        h.set_mode(0o644);
+        h.set_size(size);
+        h.set_cksum();
+        h.as_bytes().to_vec()
+    }
+
+    /// Counts the bytes a reader hands out.
+    struct Counting<R> {
+        inner: R,
+        read: u64,
+    }
+
+    impl<R: Read> Read for Counting<R> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.read += n as u64;
+            Ok(n)
+        }
+    }
+
+    fn drain(tar: &[u8], limits: &Limits) -> Result<u64, Error> {
+        read_entries_with_limits(tar, "layer-l", limits, |_, data| {
+            io::copy(data, &mut io::sink())
+                .map(|_| ())
+                .map_err(|source| Error::Tar {
+                    layer: "layer-l".into(),
+                    source,
+                })
+        })
+    }
+
+    #[test]
+    fn a_layer_with_more_entries_than_the_limit_is_refused_naming_it() {
+        let mut layer = Layer::new();
+        for i in 0..11 {
+            layer.file(&format!("f{i}"), b"x");
+        }
+        let tar = layer.bytes();
+        let limits = Limits::new().max_entries_per_layer(10);
+        let err = drain(&tar, &limits).expect_err("11 entries, limit 10");
+        assert!(
+            matches!(err, Error::TooManyEntries { ref layer, limit: 10 } if layer == "layer-l"),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("layer-l"), "{err}");
+        let limits = Limits::new().max_entries_per_layer(11);
+        assert_eq!(drain(&tar, &limits).expect("11 entries, limit 11"), 11);
+    }
+
+    #[test]
+    fn a_huge_pax_header_is_refused_before_it_is_read() {
+        // An 8 GiB PAX header: the parser would try to hold all of it in memory.
+        let mut stream = raw_header("././@PaxHeader", tar::EntryType::XHeader, 8 << 30);
+        stream.extend_from_slice(&[b'9'; 4096]);
+        let mut reader = Counting {
+            inner: io::Read::chain(&stream[..], io::repeat(b'1')),
+            read: 0,
+        };
+        let err = read_entries(&mut reader, "layer-p", |_, _| Ok(())).expect_err("refused");
+        let Error::ExtensionHeaderTooLarge {
+            layer,
+            kind,
+            header,
+            offset,
+            size,
+            limit,
+        } = &err
+        else {
+            panic!("unexpected error {err:?}");
+        };
+        assert_eq!(
+            (
+                layer.as_str(),
+                *kind,
+                header.as_str(),
+                *offset,
+                *size,
+                *limit
+            ),
+            (
+                "layer-p",
+                "PAX extended header",
+                "././@PaxHeader",
+                0,
+                8 << 30,
+                crate::DEFAULT_MAX_PAX_HEADER_BYTES
+            )
+        );
+        assert!(reader.read < 64 * 1024, "read {} bytes", reader.read);
+    }
+
+    #[test]
+    fn a_pax_header_over_a_lowered_limit_is_refused_and_one_under_it_passes() {
+        let value = vec![b'v'; 2000];
+        let tar = Layer::new()
+            .file_with(
+                b"f",
+                b"data",
+                0o644,
+                0,
+                0,
+                &[("SCHILY.xattr.user.big", &value)],
+            )
+            .bytes();
+        let err = drain(&tar, &Limits::new().max_pax_header_bytes(1000)).expect_err("refused");
+        assert!(
+            matches!(err, Error::ExtensionHeaderTooLarge { limit: 1000, size, .. } if size > 2000),
+            "{err:?}"
+        );
+        assert_eq!(drain(&tar, &Limits::new()).expect("default limit"), 1);
+    }
+
+    #[test]
+    fn a_huge_gnu_long_name_is_refused_before_it_is_read() {
+        let mut stream = raw_header("././@LongLink", tar::EntryType::GNULongName, 1 << 30);
+        stream.extend_from_slice(&[b'a'; 1024]);
+        let err = read_entries(&stream[..], "layer-g", |_, _| Ok(())).expect_err("refused");
+        assert!(
+            matches!(err, Error::ExtensionHeaderTooLarge { kind: "GNU long name", size, .. } if size == 1 << 30),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn the_guard_follows_pax_sizes_and_finds_a_later_huge_header() {
+        // A file whose size comes from its PAX record (the header says 0), then a huge PAX
+        // header: the guard must skip exactly the PAX-sized data to see the second header.
+        let mut layer = Layer::new();
+        let data = vec![7u8; 1500];
+        layer.file_with(b"sized", &data, 0o644, 0, 0, &[]);
+        let mut tar = layer.bytes();
+        // Rewrite: PAX `size=1500` record, then the header with size 0.
+        let file_header = tar[..512].to_vec();
+        let mut stream = Vec::new();
+        let record = b"13 size=1500\n";
+        stream.extend(raw_header(
+            "./PaxHeaders/sized",
+            tar::EntryType::XHeader,
+            record.len() as u64,
+        ));
+        let mut body = record.to_vec();
+        body.resize(512, 0);
+        stream.extend(body);
+        let mut h = tar::Header::from_byte_slice(&file_header).clone();
+        h.set_size(0);
+        h.set_cksum();
+        stream.extend_from_slice(h.as_bytes());
+        stream.extend_from_slice(&tar[512..512 + 1536]);
+        stream.extend(raw_header(
+            "././@PaxHeader",
+            tar::EntryType::XHeader,
+            4 << 20,
+        ));
+        stream.extend_from_slice(&[b'8'; 1024]);
+        tar.clear();
+        let mut sizes = Vec::new();
+        let err = read_entries(&stream[..], "layer-s", |e, data| {
+            sizes.push(e.size);
+            io::copy(data, &mut io::sink())
+                .map(|_| ())
+                .map_err(|source| Error::Tar {
+                    layer: "layer-s".into(),
+                    source,
+                })
+        })
+        .expect_err("second header refused");
+        assert_eq!(sizes, [1500]);
+        assert!(
+            matches!(err, Error::ExtensionHeaderTooLarge { offset, .. } if offset == 512 * 2 + 512 + 1536),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn an_overlong_path_is_refused_with_its_length_and_the_limit() {
+        let long = "d/".repeat(2100) + "f";
+        let tar = Layer::new().file(&long, b"").bytes();
+        let err = drain(&tar, &Limits::new()).expect_err("refused");
+        assert!(
+            matches!(err, Error::PathTooLong { what: "path", length: 4201, limit: 4095, ref entry, .. } if entry.len() < 300),
+            "{err:?}"
+        );
+        // Raised, the same path passes.
+        assert_eq!(
+            drain(&tar, &Limits::new().max_path_bytes(8192)).expect("raised"),
+            1
+        );
+    }
+
+    #[test]
+    fn an_overlong_name_component_is_refused() {
+        let name = "a/".to_owned() + &"n".repeat(256);
+        let tar = Layer::new().file(&name, b"").bytes();
+        let err = drain(&tar, &Limits::new()).expect_err("refused");
+        assert!(
+            matches!(
+                err,
+                Error::NameTooLong {
+                    what: "path",
+                    length: 256,
+                    limit: 255,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let tar = Layer::new().hardlink("h", &name).bytes();
+        let err = drain(&tar, &Limits::new()).expect_err("refused");
+        assert!(
+            matches!(
+                err,
+                Error::NameTooLong {
+                    what: "hardlink target",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn an_overlong_symlink_target_is_refused() {
+        let target = "t".repeat(5000);
+        let tar = Layer::new().symlink("s", &target).bytes();
+        let err = drain(&tar, &Limits::new()).expect_err("refused");
+        assert!(
+            matches!(
+                err,
+                Error::PathTooLong {
+                    what: "symlink target",
+                    length: 5000,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_realistic_layer_passes_the_default_limits() {
+        // Long names through PAX and GNU, xattrs, a PAX size record, many entries, a hardlink,
+        // a deep path close to the limits.
+        let deep = format!("{}/{}", "d".repeat(200), "e/".repeat(1800)) + &"n".repeat(255);
+        let mut layer = Layer::new();
+        layer
+            .dir("usr")
+            .file_with(
+                b"usr/bin/ping",
+                b"\x7fELF",
+                0o755,
+                0,
+                0,
+                &[("SCHILY.xattr.security.capability", &[1u8; 20])],
+            )
+            .file(&deep, b"deep")
+            .symlink("usr/lib64", "lib")
+            .hardlink("usr/bin/ping6", "usr/bin/ping");
+        for i in 0..5000 {
+            layer.file(&format!("usr/share/doc/pkg{i}/copyright"), b"GPL");
+        }
+        let mut tar = layer.bytes();
+        let mut gnu = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(3);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        gnu.append_data(&mut h, "g/".repeat(100) + "x", &b"gnu"[..])
+            .expect("gnu long name");
+        let gnu = gnu.into_inner().expect("gnu");
+        // Both archives' entries in one stream: drop the first's end blocks.
+        tar.truncate(tar.len() - 1024);
+        tar.extend(gnu);
+        assert_eq!(drain(&tar, &Limits::new()).expect("passes"), 5006);
     }
 }

@@ -128,4 +128,97 @@ pub enum Error {
         /// The sink's error.
         source: io::Error,
     },
+    /// The layer has more tar entries than [`Limits::max_entries_per_layer`](crate::Limits).
+    #[error(
+        "layer {layer}: more than {limit} tar entries (the limit; raise `max_entries_per_layer` \
+         if the image is genuine)"
+    )]
+    TooManyEntries {
+        /// The layer.
+        layer: String,
+        /// The limit in force.
+        limit: u64,
+    },
+    /// A PAX extended header or GNU long name/link record is larger than
+    /// [`Limits::max_pax_header_bytes`](crate::Limits); refused before it is read into memory.
+    #[error(
+        "layer {layer}: {kind} record {header:?} at byte {offset} is {size} bytes, more than the \
+         limit of {limit}"
+    )]
+    ExtensionHeaderTooLarge {
+        /// The layer.
+        layer: String,
+        /// `PAX extended header`, `GNU long name` or `GNU long link`.
+        kind: &'static str,
+        /// The record's own name in the archive (e.g. `././@PaxHeader`).
+        header: String,
+        /// Offset of its header block in the uncompressed tar stream.
+        offset: u64,
+        /// The size its header announces.
+        size: u64,
+        /// The limit in force.
+        limit: u64,
+    },
+    /// An entry's path or symlink target is longer than
+    /// [`Limits::max_path_bytes`](crate::Limits).
+    #[error("layer {layer}: entry {entry:?}: {what} is {length} bytes long, more than {limit}")]
+    PathTooLong {
+        /// The layer.
+        layer: String,
+        /// The entry's name as in the archive (cut to its first 200 bytes).
+        entry: String,
+        /// `path`, `symlink target` or `hardlink target`.
+        what: &'static str,
+        /// Its length after normalisation.
+        length: usize,
+        /// The limit in force.
+        limit: usize,
+    },
+    /// A component of an entry's path is longer than [`Limits::max_name_bytes`](crate::Limits).
+    #[error(
+        "layer {layer}: entry {entry:?}: a name component of its {what} is {length} bytes long, \
+         more than {limit}"
+    )]
+    NameTooLong {
+        /// The layer.
+        layer: String,
+        /// The entry's name as in the archive (cut to its first 200 bytes).
+        entry: String,
+        /// `path` or `hardlink target`.
+        what: &'static str,
+        /// The component's length.
+        length: usize,
+        /// The limit in force.
+        limit: usize,
+    },
+    /// A zstd frame needs a larger window than [`Limits::zstd_window_log_max`](crate::Limits).
+    #[error(
+        "layer {layer}: a zstd frame needs a window larger than 2^{window_log_max} bytes (the \
+         limit; raise `zstd_window_log_max` if the image is genuine)"
+    )]
+    ZstdWindowTooLarge {
+        /// The layer.
+        layer: String,
+        /// The limit in force.
+        window_log_max: u32,
+    },
+    /// The layer decompresses to more than its compressed size allows
+    /// ([`Limits::max_expansion_ratio`](crate::Limits) and
+    /// [`Limits::expansion_allowance`](crate::Limits)): a decompression bomb, stopped early.
+    #[error(
+        "layer {layer}: {uncompressed} uncompressed bytes from {compressed} compressed bytes, \
+         more than {allowance} bytes plus {ratio} per compressed byte (a decompression bomb?)"
+    )]
+    DecompressionBomb {
+        /// The layer.
+        layer: String,
+        /// Compressed bytes read so far.
+        compressed: u64,
+        /// Uncompressed bytes produced so far.
+        uncompressed: u64,
+        /// The ratio limit in force.
+        ratio: u64,
+        /// The allowance in force.
+        allowance: u64,
+    },
 }

@@ -42,6 +42,7 @@ pub fn extract_layer_dir<R: Read>(
         options.privileges,
         true,
     )?;
+    applier.limits = options.limits;
     applier.apply_tar(tar, layer)?;
     Ok(applier.into_report())
 }
@@ -68,7 +69,7 @@ pub fn unpack_layer_dir<R: Read + Send>(
         op: "create staging directory",
         source,
     })?;
-    let result = pipelined(blob, descriptor, |tar| {
+    let result = pipelined(blob, descriptor, &options.limits, |tar| {
         extract_layer_dir(tar, &descriptor.name, &staging, options)
     })
     .map(|(report, digests)| LayerOutcome { report, digests });
@@ -105,10 +106,11 @@ const CHUNKS_IN_FLIGHT: usize = 6;
 fn pipelined<R: Read + Send, T>(
     blob: R,
     descriptor: &LayerDescriptor,
+    limits: &crate::Limits,
     consume: impl FnOnce(&mut dyn Read) -> Result<T, Error>,
 ) -> Result<(T, LayerDigests), Error> {
     use std::sync::mpsc;
-    let mut reader = LayerReader::open(blob, descriptor)?;
+    let mut reader = LayerReader::open_with_limits(blob, descriptor, limits)?;
     std::thread::scope(|scope| {
         let (chunks, incoming) = mpsc::sync_channel::<std::io::Result<Vec<u8>>>(CHUNKS_IN_FLIGHT);
         let (recycle, recycled) = mpsc::channel::<Vec<u8>>();
@@ -271,9 +273,9 @@ impl FlatExtractor {
     /// # Errors
     /// [`Error::Destination`] when `dest` is missing or not a directory.
     pub fn new(dest: &Path, options: &ExtractOptions) -> Result<Self, Error> {
-        Ok(FlatExtractor {
-            applier: Applier::open(dest, Target::Flat, options.privileges, false)?,
-        })
+        let mut applier = Applier::open(dest, Target::Flat, options.privileges, false)?;
+        applier.limits = options.limits;
+        Ok(FlatExtractor { applier })
     }
 
     /// Applies the next layer, given as its **uncompressed** tar stream. Digests are not checked.
@@ -296,8 +298,9 @@ impl FlatExtractor {
         blob: R,
         descriptor: &LayerDescriptor,
     ) -> Result<LayerDigests, Error> {
+        let limits = self.applier.limits;
         let applier = &mut self.applier;
-        pipelined(blob, descriptor, |tar| {
+        pipelined(blob, descriptor, &limits, |tar| {
             applier.apply_tar(tar, &descriptor.name)
         })
         .map(|((), digests)| digests)
@@ -330,6 +333,7 @@ pub fn extract_canonical_tar<R: Read>(
     options: &ExtractOptions,
 ) -> Result<Report, Error> {
     let mut applier = Applier::open(dest, Target::Verbatim, options.privileges, false)?;
+    applier.limits = options.limits;
     applier.apply_tar(tar, name)?;
     Ok(applier.into_report())
 }

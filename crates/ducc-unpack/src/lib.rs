@@ -12,6 +12,49 @@
 //! directory), [`FlatExtractor`] (layers in order onto one tree), [`CanonicalTarWriter`] and
 //! [`write_tree_as_tar`] (canonical tar out), [`extract_canonical_tar`] (canonical tar in).
 //!
+//! # Limits on hostile layers
+//!
+//! A layer is untrusted input: each of these limits stops a hostile one early with a typed
+//! [`Error`] naming the layer (the caller adds the image). The defaults are set far above what
+//! real images reach; [`Limits`] on [`ExtractOptions`] and [`LayerDirOptions`] (and
+//! [`LayerReader::open_with_limits`], [`read_entries_with_limits`]) raises any of them.
+//!
+//! | limit | default | error |
+//! | --- | --- | --- |
+//! | tar entries per layer, extension headers included | 4,000,000 | [`Error::TooManyEntries`] |
+//! | PAX extended header, GNU long name or long link record | 1 MiB | [`Error::ExtensionHeaderTooLarge`] |
+//! | path and symlink target, after normalisation | 4095 bytes | [`Error::PathTooLong`] |
+//! | path component | 255 bytes | [`Error::NameTooLong`] |
+//! | zstd window | 2^27 bytes (128 MiB) | [`Error::ZstdWindowTooLarge`] |
+//! | uncompressed bytes of a gzip or zstd layer | 512 MiB + 4096 × compressed bytes | [`Error::DecompressionBomb`] |
+//!
+//! Why these values:
+//! - **Entries**: the largest real layers (a full TeX Live, a CUDA toolkit, a conda environment
+//!   with a deep learning stack) hold a few hundred thousand entries; 4 million is ten times
+//!   that, and bounds the memory of the per-layer path set the extractor keeps. Each entry is
+//!   at least one 512-byte header block, so 4 million entries are 2 GiB of tar.
+//! - **PAX header**: the tar parser holds a PAX record (and a GNU long name) in memory whole, so
+//!   its size must be bounded before it is read. Go's `archive/tar`, which Docker, containerd
+//!   and the registries use, refuses such records above 1 MiB: no image they can read has a
+//!   larger one. Real records are a few hundred bytes (names, times, a few xattrs).
+//! - **Paths**: Linux cannot create a path of `PATH_MAX` (4096 bytes with its NUL) or a name over
+//!   `NAME_MAX` (255), so no real layer holds one. A whiteout name may be 4 bytes longer (its
+//!   `.wh.` prefix), as it is never created under its own name.
+//! - **zstd window**: the decoder allocates the window a frame declares. 2^27 is the largest the
+//!   `zstd` command-line tool decodes without `--memory` or `--long`, and above every level's
+//!   default (level 19 uses 2^23, `--ultra -22` 2^27); encoders used for images (containerd,
+//!   podman's zstd:chunked) stay far below. A larger window costs that much memory per layer
+//!   being decoded.
+//! - **Decompression bomb**: checked on every read of a gzip or zstd stream, so a bomb stops
+//!   after at most the cap, long before the disk fills. Real layers compress 2:1 to 10:1; a
+//!   layer of zero-filled files reaches about 1000:1 with gzip (deflate cannot exceed 1032:1,
+//!   so gzip alone never reaches the ratio: a gzip layer is bounded by its own download size)
+//!   and about 30,000:1 with zstd. The 512 MiB allowance lets any layer, however small, hold
+//!   that much (a sparse or preallocated zero file, an empty disk image); past it a layer must
+//!   bring at least one compressed byte per 4096 bytes it expands to, which only a layer that
+//!   is almost entirely zeros *and* larger than 512 MiB breaks. A plain tar is not checked (it
+//!   is its own size).
+//!
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use ducc_unpack::{ExtractOptions, FlatExtractor, LayerDescriptor};
@@ -51,14 +94,18 @@ mod writer;
 
 pub use apptainer::{ApptainerReport, BIND_FILES, ImageRuntime, MOUNT_POINTS, add_apptainer_files};
 pub use digest::{BlobDigest, DiffId, DigestParseError, LayerDigest};
-pub use entry::{Entry, EntryKind, EntryPath, Timestamp, Xattr, read_entries};
+pub use entry::{
+    Entry, EntryKind, EntryPath, Timestamp, Xattr, read_entries, read_entries_with_limits,
+};
 pub use error::Error;
 pub use extract::{
     FlatExtractor, LayerOutcome, extract_canonical_tar, extract_layer_dir, unpack_layer_dir,
 };
 pub use report::{
-    ExtractOptions, LayerDirOptions, OwnerRecord, Privileges, REPORT_LIST_LIMIT, Report, Warning,
-    WarningKind, WhiteoutFormat,
+    DEFAULT_EXPANSION_ALLOWANCE, DEFAULT_MAX_ENTRIES_PER_LAYER, DEFAULT_MAX_EXPANSION_RATIO,
+    DEFAULT_MAX_NAME_BYTES, DEFAULT_MAX_PATH_BYTES, DEFAULT_MAX_PAX_HEADER_BYTES,
+    DEFAULT_ZSTD_WINDOW_LOG_MAX, ExtractOptions, LayerDirOptions, Limits, OwnerRecord, Privileges,
+    REPORT_LIST_LIMIT, Report, Warning, WarningKind, WhiteoutFormat,
 };
 pub use stream::{Compression, LayerDescriptor, LayerDigests, LayerReader};
 pub use writer::{

@@ -53,6 +53,8 @@ pub struct LayerDirOptions {
     pub lower_layers: Vec<PathBuf>,
     /// Which privileged operations to attempt.
     pub privileges: Privileges,
+    /// Limits on hostile layers (see [`Limits`]).
+    pub limits: Limits,
 }
 
 impl LayerDirOptions {
@@ -78,6 +80,12 @@ impl LayerDirOptions {
         self.privileges = privileges;
         self
     }
+
+    /// The same options with the given limits.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
 }
 
 /// Options for flat extraction and for verbatim tar extraction.
@@ -86,10 +94,12 @@ impl LayerDirOptions {
 pub struct ExtractOptions {
     /// Which privileged operations to attempt.
     pub privileges: Privileges,
+    /// Limits on hostile layers (see [`Limits`]).
+    pub limits: Limits,
 }
 
 impl ExtractOptions {
-    /// Default options: privileges from the effective uid.
+    /// Default options: privileges from the effective uid, default [`Limits`].
     pub fn new() -> Self {
         Self::default()
     }
@@ -98,6 +108,129 @@ impl ExtractOptions {
     pub fn privileges(mut self, privileges: Privileges) -> Self {
         self.privileges = privileges;
         self
+    }
+
+    /// The same options with the given limits.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+}
+
+/// Limits that stop a hostile layer early, each with a typed [`Error`](crate::Error) naming the
+/// layer. The defaults are far above what real images hold (the reasons are in the crate docs,
+/// section "Limits on hostile layers"); raise one with its setter when an image needs it.
+///
+/// ```
+/// let limits = ducc_unpack::Limits::new().max_entries_per_layer(20_000_000);
+/// assert_eq!(limits.max_entries_per_layer, 20_000_000);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Most tar entries in one layer, extension headers included
+    /// ([`DEFAULT_MAX_ENTRIES_PER_LAYER`]).
+    pub max_entries_per_layer: u64,
+    /// Largest PAX extended header (`x`) or GNU long name/link record (`L`, `K`), in bytes; the
+    /// tar parser holds such a record in memory ([`DEFAULT_MAX_PAX_HEADER_BYTES`]).
+    pub max_pax_header_bytes: u64,
+    /// Longest entry path and symlink target, in bytes after normalisation
+    /// ([`DEFAULT_MAX_PATH_BYTES`]).
+    pub max_path_bytes: usize,
+    /// Longest path component, in bytes ([`DEFAULT_MAX_NAME_BYTES`]).
+    pub max_name_bytes: usize,
+    /// Largest zstd window, as a power of two; a frame that asks for more is refused before its
+    /// window is allocated ([`DEFAULT_ZSTD_WINDOW_LOG_MAX`]).
+    pub zstd_window_log_max: u32,
+    /// Most uncompressed bytes per compressed byte, past the allowance
+    /// ([`DEFAULT_MAX_EXPANSION_RATIO`]).
+    pub max_expansion_ratio: u64,
+    /// Uncompressed bytes a compressed layer may always reach, whatever its compressed size
+    /// ([`DEFAULT_EXPANSION_ALLOWANCE`]).
+    pub expansion_allowance: u64,
+}
+
+/// Default [`Limits::max_entries_per_layer`]: 4 million.
+pub const DEFAULT_MAX_ENTRIES_PER_LAYER: u64 = 4_000_000;
+/// Default [`Limits::max_pax_header_bytes`]: 1 MiB.
+pub const DEFAULT_MAX_PAX_HEADER_BYTES: u64 = 1 << 20;
+/// Default [`Limits::max_path_bytes`]: 4095 (Linux `PATH_MAX`, 4096, counts the closing NUL).
+pub const DEFAULT_MAX_PATH_BYTES: usize = 4095;
+/// Default [`Limits::max_name_bytes`]: 255 (Linux `NAME_MAX`).
+pub const DEFAULT_MAX_NAME_BYTES: usize = 255;
+/// Default [`Limits::zstd_window_log_max`]: 27 (a 128 MiB window).
+pub const DEFAULT_ZSTD_WINDOW_LOG_MAX: u32 = 27;
+/// Default [`Limits::max_expansion_ratio`]: 4096 to 1.
+pub const DEFAULT_MAX_EXPANSION_RATIO: u64 = 4096;
+/// Default [`Limits::expansion_allowance`]: 512 MiB.
+pub const DEFAULT_EXPANSION_ALLOWANCE: u64 = 512 << 20;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_entries_per_layer: DEFAULT_MAX_ENTRIES_PER_LAYER,
+            max_pax_header_bytes: DEFAULT_MAX_PAX_HEADER_BYTES,
+            max_path_bytes: DEFAULT_MAX_PATH_BYTES,
+            max_name_bytes: DEFAULT_MAX_NAME_BYTES,
+            zstd_window_log_max: DEFAULT_ZSTD_WINDOW_LOG_MAX,
+            max_expansion_ratio: DEFAULT_MAX_EXPANSION_RATIO,
+            expansion_allowance: DEFAULT_EXPANSION_ALLOWANCE,
+        }
+    }
+}
+
+impl Limits {
+    /// The default limits.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The same limits with another [`Limits::max_entries_per_layer`].
+    pub fn max_entries_per_layer(mut self, entries: u64) -> Self {
+        self.max_entries_per_layer = entries;
+        self
+    }
+
+    /// The same limits with another [`Limits::max_pax_header_bytes`].
+    pub fn max_pax_header_bytes(mut self, bytes: u64) -> Self {
+        self.max_pax_header_bytes = bytes;
+        self
+    }
+
+    /// The same limits with another [`Limits::max_path_bytes`].
+    pub fn max_path_bytes(mut self, bytes: usize) -> Self {
+        self.max_path_bytes = bytes;
+        self
+    }
+
+    /// The same limits with another [`Limits::max_name_bytes`].
+    pub fn max_name_bytes(mut self, bytes: usize) -> Self {
+        self.max_name_bytes = bytes;
+        self
+    }
+
+    /// The same limits with another [`Limits::zstd_window_log_max`] (libzstd accepts 10 to 31).
+    pub fn zstd_window_log_max(mut self, log: u32) -> Self {
+        self.zstd_window_log_max = log;
+        self
+    }
+
+    /// The same limits with another [`Limits::max_expansion_ratio`].
+    pub fn max_expansion_ratio(mut self, ratio: u64) -> Self {
+        self.max_expansion_ratio = ratio;
+        self
+    }
+
+    /// The same limits with another [`Limits::expansion_allowance`].
+    pub fn expansion_allowance(mut self, bytes: u64) -> Self {
+        self.expansion_allowance = bytes;
+        self
+    }
+
+    /// Most uncompressed bytes allowed after `compressed` compressed bytes (saturating).
+    pub(crate) fn expansion_cap(&self, compressed: u64) -> u64 {
+        self.expansion_allowance
+            .saturating_add(compressed.saturating_mul(self.max_expansion_ratio))
     }
 }
 

@@ -7,6 +7,7 @@ use sha2::{Digest, Sha256};
 
 use crate::digest::{BlobDigest, DiffId};
 use crate::error::Error;
+use crate::report::Limits;
 
 /// How a layer blob is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,10 +141,20 @@ impl<R: Read> Read for Decoder<R> {
     }
 }
 
+impl<R: Read> Decoder<R> {
+    /// Compressed bytes taken from the blob so far (read-ahead of the buffer included).
+    fn compressed_len(&self) -> u64 {
+        let buffered = match self {
+            Decoder::Plain(r) => r,
+            Decoder::Gzip(r) => r.get_ref(),
+            Decoder::Zstd(r) => r.get_ref(),
+        };
+        buffered.get_ref().get_ref().1.len
+    }
+}
+
 /// Buffer between the blob source and the decompressor.
 const COMPRESSED_BUFFER: usize = 256 * 1024;
-/// zstd frames may use windows up to 2 GiB (`zstd --long=31`).
-const ZSTD_WINDOW_LOG_MAX: u32 = 31;
 
 /// A layer blob read as its uncompressed tar stream, hashing both the compressed and the
 /// uncompressed bytes on the way.
@@ -159,6 +170,9 @@ pub struct LayerReader<R: Read> {
     expected_blob: Option<BlobDigest>,
     expected_diff_id: Option<DiffId>,
     read_error: Option<(io::ErrorKind, String)>,
+    /// A limit the stream broke: reported as itself rather than as a read error.
+    limit_error: Option<Error>,
+    limits: Limits,
 }
 
 impl<R: Read> std::fmt::Debug for LayerReader<R> {
@@ -180,13 +194,26 @@ impl<R: Read> LayerReader<R> {
     /// [`Error::UnknownMediaType`] for a media type that is no layer; [`Error::Read`] when the
     /// first bytes cannot be read.
     pub fn open(blob: R, descriptor: &LayerDescriptor) -> Result<Self, Error> {
+        Self::open_with_limits(blob, descriptor, &Limits::default())
+    }
+
+    /// Like [`LayerReader::open`], with the zstd window and decompression-bomb limits taken from
+    /// `limits` instead of the defaults.
+    ///
+    /// # Errors
+    /// As [`LayerReader::open`].
+    pub fn open_with_limits(
+        blob: R,
+        descriptor: &LayerDescriptor,
+        limits: &Limits,
+    ) -> Result<Self, Error> {
         let Some(labelled) = Compression::from_media_type(&descriptor.media_type) else {
             return Err(Error::UnknownMediaType {
                 layer: descriptor.name.clone(),
                 media_type: descriptor.media_type.clone(),
             });
         };
-        Self::open_with(blob, labelled, descriptor)
+        Self::open_inner(blob, labelled, descriptor, limits)
     }
 
     /// Like [`LayerReader::open`], with the compression given instead of read from the media type
@@ -198,6 +225,15 @@ impl<R: Read> LayerReader<R> {
         blob: R,
         labelled: Compression,
         descriptor: &LayerDescriptor,
+    ) -> Result<Self, Error> {
+        Self::open_inner(blob, labelled, descriptor, &Limits::default())
+    }
+
+    fn open_inner(
+        blob: R,
+        labelled: Compression,
+        descriptor: &LayerDescriptor,
+        limits: &Limits,
     ) -> Result<Self, Error> {
         let layer = descriptor.name.clone();
         let mut hashing = HashingReader {
@@ -240,7 +276,14 @@ impl<R: Read> LayerReader<R> {
             Compression::Zstd => {
                 let mut d =
                     zstd::stream::read::Decoder::with_buffer(compressed).map_err(read_err)?;
-                d.window_log_max(ZSTD_WINDOW_LOG_MAX).map_err(read_err)?;
+                // The decoder allocates the window a frame asks for: bound it before any frame
+                // is read.
+                d.window_log_max(limits.zstd_window_log_max).map_err(|_| {
+                    Error::ZstdWindowTooLarge {
+                        layer: layer.clone(),
+                        window_log_max: limits.zstd_window_log_max,
+                    }
+                })?;
                 Decoder::Zstd(d)
             }
         };
@@ -253,6 +296,8 @@ impl<R: Read> LayerReader<R> {
             expected_blob: descriptor.blob_digest,
             expected_diff_id: descriptor.diff_id,
             read_error: None,
+            limit_error: None,
+            limits: *limits,
         })
     }
 
@@ -269,6 +314,9 @@ impl<R: Read> LayerReader<R> {
     /// If a read failed (truncated or corrupt blob), that failure as this crate's error. Extraction
     /// functions use it to report a broken blob as [`Error::Read`] rather than as a tar error.
     pub(crate) fn take_read_error(&mut self) -> Option<Error> {
+        if let Some(e) = self.limit_error.take() {
+            return Some(e);
+        }
         self.read_error.take().map(|(kind, message)| Error::Read {
             layer: self.layer.clone(),
             what: "compressed",
@@ -288,11 +336,11 @@ impl<R: Read> LayerReader<R> {
         }
         let layer = self.layer.clone();
         if let Err(source) = io::copy(&mut self, &mut io::sink()) {
-            return Err(Error::Read {
+            return Err(self.take_read_error().unwrap_or(Error::Read {
                 layer,
                 what: "compressed",
                 source,
-            });
+            }));
         }
         let compressed = match self.decoder {
             Decoder::Plain(r) => r,
@@ -337,15 +385,55 @@ impl<R: Read> LayerReader<R> {
     }
 }
 
+impl<R: Read> LayerReader<R> {
+    /// Records `error` as the stream's failure and returns it as an I/O error for the reader.
+    fn fail_limit(&mut self, error: Error) -> io::Error {
+        let io_error = io::Error::other(error.to_string());
+        self.limit_error.get_or_insert(error);
+        io_error
+    }
+}
+
 impl<R: Read> Read for LayerReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(e) = &self.limit_error {
+            // A stream that broke a limit stays broken: never hand out more of it.
+            return Err(io::Error::other(e.to_string()));
+        }
         match self.decoder.read(buf) {
             Ok(n) => {
                 self.hasher.update(&buf[..n]);
                 self.len += n as u64;
+                if !matches!(self.compression, Compression::None) {
+                    // Checked on every read, so a bomb stops within one buffer of the cap.
+                    let compressed = self.decoder.compressed_len();
+                    if self.len > self.limits.expansion_cap(compressed) {
+                        let error = Error::DecompressionBomb {
+                            layer: self.layer.clone(),
+                            compressed,
+                            uncompressed: self.len,
+                            ratio: self.limits.max_expansion_ratio,
+                            allowance: self.limits.expansion_allowance,
+                        };
+                        return Err(self.fail_limit(error));
+                    }
+                }
                 Ok(n)
             }
             Err(e) => {
+                let window = e
+                    .get_ref()
+                    .and_then(|inner| inner.downcast_ref::<zstd::Error>())
+                    .is_some_and(|z| {
+                        z.is(zstd::zstd_safe::zstd_sys::ZSTD_ErrorCode::ZSTD_error_frameParameter_windowTooLarge)
+                    });
+                if window {
+                    let error = Error::ZstdWindowTooLarge {
+                        layer: self.layer.clone(),
+                        window_log_max: self.limits.zstd_window_log_max,
+                    };
+                    return Err(self.fail_limit(error));
+                }
                 if e.kind() != io::ErrorKind::Interrupted && self.read_error.is_none() {
                     self.read_error = Some((e.kind(), e.to_string()));
                 }
@@ -362,6 +450,7 @@ mod tests {
     use sha2::{Digest, Sha256};
 
     use super::*;
+    use crate::report::Limits;
 
     const TAR: &str = "application/vnd.oci.image.layer.v1.tar";
     const GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
@@ -452,24 +541,211 @@ mod tests {
         assert_eq!(out, tar);
     }
 
-    #[test]
-    fn zstd_with_a_window_above_128_mib_is_accepted() {
-        let tar = sample_tar();
+    /// A zstd frame of `tar` that declares a window of 2^`log` bytes (streamed, so the encoder
+    /// cannot shrink the window to the content size).
+    fn zstd_with_window(tar: &[u8], log: u32) -> Vec<u8> {
         let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 3).expect("encoder");
-        encoder.window_log(30).expect("window");
+        encoder.window_log(log).expect("window");
         encoder.long_distance_matching(true).expect("ldm");
-        encoder.write_all(&tar).expect("write");
-        let blob = encoder.finish().expect("finish");
-        // The default decoder refuses this frame: the test pins the raised limit.
-        let mut plain = Vec::new();
-        let default =
-            zstd::stream::read::Decoder::new(&blob[..]).and_then(|mut d| d.read_to_end(&mut plain));
+        encoder.write_all(tar).expect("write");
+        encoder.finish().expect("finish")
+    }
+
+    #[test]
+    fn a_zstd_frame_with_a_window_over_the_limit_is_refused_naming_the_layer() {
+        let tar = sample_tar();
+        let blob = zstd_with_window(&tar, 28);
+        let mut reader =
+            LayerReader::open(&blob[..], &LayerDescriptor::new("test-layer", ZSTD)).expect("open");
+        let mut out = Vec::new();
+        reader
+            .read_to_end(&mut out)
+            .expect_err("window 2^28 over the default 2^27");
+        let err = reader.finish().expect_err("finish reports the limit");
         assert!(
-            default.is_err(),
-            "the frame should need a window above 2^27"
+            matches!(err, Error::ZstdWindowTooLarge { ref layer, window_log_max: 27 } if layer == "test-layer"),
+            "{err:?}"
         );
-        let (out, _) = read_back(&blob, ZSTD, &tar).expect("read");
+        assert!(err.to_string().contains("2^27"), "{err}");
+    }
+
+    #[test]
+    fn a_raised_zstd_window_limit_accepts_a_larger_window() {
+        let tar = sample_tar();
+        let blob = zstd_with_window(&tar, 30);
+        let limits = Limits::new().zstd_window_log_max(30);
+        let mut reader =
+            LayerReader::open_with_limits(&blob[..], &LayerDescriptor::new("l", ZSTD), &limits)
+                .expect("open");
+        let mut out = Vec::new();
+        reader.read_to_end(&mut out).expect("read");
         assert_eq!(out, tar);
+        reader.finish().expect("finish");
+    }
+
+    #[test]
+    fn a_window_limit_libzstd_cannot_take_is_an_error_at_open() {
+        let blob = zstd::encode_all(&sample_tar()[..], 3).expect("zstd");
+        let limits = Limits::new().zstd_window_log_max(63);
+        let err =
+            LayerReader::open_with_limits(&blob[..], &LayerDescriptor::new("l", ZSTD), &limits)
+                .expect_err("window log 63");
+        assert!(
+            matches!(
+                err,
+                Error::ZstdWindowTooLarge {
+                    window_log_max: 63,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    /// Compresses `len` zero bytes, streamed.
+    fn compressed_zeros(len: u64, zstd: bool) -> Vec<u8> {
+        let mut zeros = io::repeat(0).take(len);
+        if zstd {
+            let mut e = zstd::stream::write::Encoder::new(Vec::new(), 1).expect("encoder");
+            io::copy(&mut zeros, &mut e).expect("zstd");
+            e.finish().expect("zstd")
+        } else {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+            io::copy(&mut zeros, &mut e).expect("gzip");
+            e.finish().expect("gzip")
+        }
+    }
+
+    /// Reads a blob to its end; returns the error and how many uncompressed bytes came out.
+    fn read_until_error(blob: &[u8], media_type: &str, limits: &Limits) -> (Error, u64) {
+        let descriptor = LayerDescriptor::new("bomb-layer", media_type);
+        let mut reader = LayerReader::open_with_limits(blob, &descriptor, limits).expect("open");
+        let mut produced = 0u64;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) => panic!("read to the end after {produced} bytes: no limit hit"),
+                Ok(n) => produced += n as u64,
+                Err(_) => break,
+            }
+        }
+        (
+            reader.finish().expect_err("finish reports the limit"),
+            produced,
+        )
+    }
+
+    #[test]
+    fn a_gzip_bomb_stops_at_the_expansion_cap() {
+        // 256 MiB of zeros in about 250 KiB of gzip; a lowered cap, since gzip cannot exceed
+        // about 1032:1 and so never reaches the default ratio.
+        let blob = compressed_zeros(256 << 20, false);
+        let limits = Limits::new()
+            .max_expansion_ratio(64)
+            .expansion_allowance(1 << 20);
+        let (err, produced) = read_until_error(&blob, GZIP, &limits);
+        let cap = limits.expansion_cap(blob.len() as u64);
+        let Error::DecompressionBomb {
+            layer,
+            compressed,
+            uncompressed,
+            ratio,
+            allowance,
+        } = &err
+        else {
+            panic!("unexpected error {err:?}");
+        };
+        assert_eq!(
+            (layer.as_str(), *ratio, *allowance),
+            ("bomb-layer", 64, 1 << 20)
+        );
+        assert!(*compressed <= blob.len() as u64);
+        assert!(*uncompressed > limits.expansion_cap(*compressed));
+        assert!(produced <= cap, "{produced} bytes handed out, cap {cap}");
+        assert!(produced < 64 << 20, "stopped early: {produced}");
+        assert!(err.to_string().contains("decompression bomb"), "{err}");
+    }
+
+    #[test]
+    fn a_zstd_bomb_stops_under_the_default_limits() {
+        // 1 GiB of zeros in a few dozen KiB of zstd (over 30,000:1).
+        let blob = compressed_zeros(1 << 30, true);
+        let (err, produced) = read_until_error(&blob, ZSTD, &Limits::new());
+        assert!(matches!(err, Error::DecompressionBomb { .. }), "{err:?}");
+        let cap = Limits::new().expansion_cap(blob.len() as u64);
+        assert!(
+            produced <= cap && produced < 1 << 30,
+            "{produced} of cap {cap}"
+        );
+    }
+
+    #[test]
+    fn a_layer_of_zero_filled_files_passes_the_default_limits() {
+        // A realistic worst case: a 300 MiB preallocated zero file and a few small files,
+        // with both compressors.
+        let mut layer = crate::testutil::Layer::new();
+        layer.file("etc/hostname", b"box\n");
+        let mut tar = layer.bytes();
+        tar.truncate(tar.len() - 1024);
+        let mut builder = tar::Builder::new(tar);
+        let mut h = tar::Header::new_gnu();
+        h.set_size(300 << 20);
+        h.set_mode(0o600);
+        h.set_entry_type(tar::EntryType::Regular);
+        builder
+            .append_data(&mut h, "var/swapfile", io::repeat(0).take(300 << 20))
+            .expect("append");
+        let tar = builder.into_inner().expect("tar");
+        for zstd in [false, true] {
+            let blob = if zstd {
+                zstd::encode_all(&tar[..], 3).expect("zstd")
+            } else {
+                gzip(&tar)
+            };
+            let media_type = if zstd { ZSTD } else { GZIP };
+            let mut reader =
+                LayerReader::open(&blob[..], &LayerDescriptor::new("l", media_type)).expect("open");
+            let n = io::copy(&mut reader, &mut io::sink()).expect("under the limits");
+            assert_eq!(n, tar.len() as u64);
+            reader.finish().expect("finish");
+        }
+    }
+
+    #[test]
+    fn extractors_apply_the_limits_of_their_options() {
+        let tar = sample_tar();
+        // Flat, from a blob: the zstd window limit reaches the decompressing thread.
+        let blob = zstd_with_window(&tar, 28);
+        let root = tempfile::tempdir().expect("tempdir");
+        let mut flat =
+            crate::FlatExtractor::new(root.path(), &crate::ExtractOptions::new()).expect("flat");
+        let err = flat
+            .apply_blob(&blob[..], &LayerDescriptor::new("flat-layer", ZSTD))
+            .expect_err("default window limit");
+        assert!(matches!(err, Error::ZstdWindowTooLarge { .. }), "{err:?}");
+        let root = tempfile::tempdir().expect("tempdir");
+        let options = crate::ExtractOptions::new().limits(Limits::new().zstd_window_log_max(28));
+        let mut flat = crate::FlatExtractor::new(root.path(), &options).expect("flat");
+        flat.apply_blob(&blob[..], &LayerDescriptor::new("flat-layer", ZSTD))
+            .expect("raised window limit");
+        // Layer directory: the entry limit reaches the parser.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = crate::LayerDirOptions::new().limits(Limits::new().max_entries_per_layer(1));
+        let err = crate::extract_layer_dir(&tar[..], "dir-layer", dir.path(), &options)
+            .expect_err("two entries, limit 1");
+        assert!(
+            matches!(err, Error::TooManyEntries { ref layer, limit: 1 } if layer == "dir-layer"),
+            "{err:?}"
+        );
+        // Verbatim: the path limit reaches the parser.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = crate::ExtractOptions::new().limits(Limits::new().max_path_bytes(5));
+        let err = crate::extract_canonical_tar(&tar[..], "canon", dir.path(), &options)
+            .expect_err("etc/hello is 9 bytes");
+        assert!(
+            matches!(err, Error::PathTooLong { limit: 5, .. }),
+            "{err:?}"
+        );
     }
 
     #[test]
