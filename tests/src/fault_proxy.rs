@@ -46,6 +46,9 @@ pub enum Action {
         /// Body.
         body: Vec<u8>,
     },
+    /// Answer with these bytes exactly as they are (status line, headers, body), then close:
+    /// for malformed heads such as a garbage `Content-Length`.
+    RawResponse(Vec<u8>),
     /// Answer `307 Temporary Redirect` to this base URL followed by the request's path and query.
     Redirect(String),
     /// Serve `GET /v2/<name>/tags/list` in pages as distribution 3 and Docker Hub do (`n`,
@@ -53,6 +56,24 @@ pub enum Action {
     /// full list fetched upstream. The Debian registry (2.8) ignores `n` for tag lists, so
     /// pagination tests need this to see more than one page.
     PaginateTags(usize),
+    /// As [`Action::PaginateTags`], with the `Link` target absolute on another base URL
+    /// (`http://127.0.0.2:PORT`): a registry sending the client to another host for the next page.
+    PaginateTagsAt {
+        /// At most this many tags per page.
+        limit: usize,
+        /// Put in front of the `Link` target's path.
+        link_base: String,
+    },
+    /// Forward, and in the response replace `from` by `to` in every value of header `name`
+    /// (e.g. send an upload `Location` or a token `realm` to another host).
+    RewriteResponseHeader {
+        /// Header name, case-insensitive.
+        name: String,
+        /// Text to replace.
+        from: String,
+        /// Replacement.
+        to: String,
+    },
 }
 
 impl Action {
@@ -62,6 +83,15 @@ impl Action {
             status,
             headers: Vec::new(),
             body: Vec::new(),
+        }
+    }
+
+    /// Forward, replacing `from` by `to` in the response's `name` header.
+    pub fn rewrite_response_header(name: &str, from: &str, to: &str) -> Action {
+        Action::RewriteResponseHeader {
+            name: name.to_owned(),
+            from: from.to_owned(),
+            to: to.to_owned(),
         }
     }
 
@@ -168,6 +198,8 @@ impl RecordedRequest {
 
 struct Shared {
     upstream: String,
+    /// A header set on every request sent upstream (not recorded as the client's).
+    upstream_header: Mutex<Option<(String, String)>>,
     rules: Mutex<Vec<Rule>>,
     requests: Mutex<Vec<RecordedRequest>>,
     stop: AtomicBool,
@@ -191,10 +223,21 @@ const IO_TIMEOUT: Duration = Duration::from_secs(30);
 impl FaultProxy {
     /// Starts a proxy on a free port of 127.0.0.1 forwarding to `upstream` (`host:port`).
     pub fn start(upstream: &str, rules: Vec<Rule>) -> FaultProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind fault proxy");
+        FaultProxy::start_on("127.0.0.1", upstream, rules)
+    }
+
+    /// Starts a proxy on a free port of the loopback address `ip` (e.g. `127.0.0.2`, another
+    /// host as far as origins go) forwarding to `upstream`.
+    ///
+    /// # Panics
+    /// When `ip` cannot be bound (every `127.x.y.z` is loopback on Linux).
+    pub fn start_on(ip: &str, upstream: &str, rules: Vec<Rule>) -> FaultProxy {
+        let listener = TcpListener::bind((ip, 0))
+            .unwrap_or_else(|e| panic!("cannot bind the fault proxy on {ip}: {e}"));
         let addr = listener.local_addr().expect("proxy address").to_string();
         let shared = Arc::new(Shared {
             upstream: upstream.to_owned(),
+            upstream_header: Mutex::new(None),
             rules: Mutex::new(rules),
             requests: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
@@ -235,12 +278,19 @@ impl FaultProxy {
         }
     }
 
-    /// `127.0.0.1:PORT`, to use in place of the upstream's host.
+    /// Sets `name: value` on every request forwarded upstream from now on, e.g. the registry's
+    /// `Authorization`: the proxy then stands for a storage host that serves content without the
+    /// client's credentials. [`FaultProxy::requests`] still shows what the client sent.
+    pub fn set_upstream_header(&self, name: &str, value: &str) {
+        *self.shared.upstream_header.lock().unwrap() = Some((name.to_owned(), value.to_owned()));
+    }
+
+    /// `IP:PORT`, to use in place of the upstream's host.
     pub fn host(&self) -> &str {
         &self.addr
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://IP:PORT`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
@@ -368,6 +418,9 @@ fn handle_connection(shared: &Shared, client: TcpStream) {
         headers: head.headers.clone(),
         action: action.clone(),
     });
+    if let Some((name, value)) = shared.upstream_header.lock().unwrap().clone() {
+        head.set_header(&name, &value);
+    }
     let mut client = client;
     match action {
         Action::Reset => reset(&client),
@@ -390,6 +443,12 @@ fn handle_connection(shared: &Shared, client: TcpStream) {
                 .collect();
             let _ = http::write_response(&mut client, status, reason(status), &headers, &body);
         }
+        Action::RawResponse(bytes) => {
+            drain_request_body(&head, &mut client_reader);
+            let _ = client.write_all(&bytes);
+            let _ = client.flush();
+            let _ = client.shutdown(Shutdown::Both);
+        }
         Action::Redirect(base) => {
             drain_request_body(&head, &mut client_reader);
             let location = format!("{}{}", base.trim_end_matches('/'), target);
@@ -402,10 +461,23 @@ fn handle_connection(shared: &Shared, client: TcpStream) {
             );
         }
         Action::PaginateTags(limit) => {
-            let _ = paginate_tags(&tracked, shared, &head, &target, limit, &mut client);
+            let _ = paginate_tags(&tracked, shared, &head, &target, limit, "", &mut client);
+            let _ = client.shutdown(Shutdown::Both);
+        }
+        Action::PaginateTagsAt { limit, link_base } => {
+            let _ = paginate_tags(
+                &tracked,
+                shared,
+                &head,
+                &target,
+                limit,
+                &link_base,
+                &mut client,
+            );
             let _ = client.shutdown(Shutdown::Both);
         }
         Action::Forward
+        | Action::RewriteResponseHeader { .. }
         | Action::ResetAfterBody(_)
         | Action::TruncateBody(_)
         | Action::CorruptByte(_) => {
@@ -463,9 +535,16 @@ fn relay_response(
     client: &mut TcpStream,
     action: &Action,
 ) -> io::Result<bool> {
-    let Some(head) = http::read_head(upstream)? else {
+    let Some(mut head) = http::read_head(upstream)? else {
         return Ok(false);
     };
+    if let Action::RewriteResponseHeader { name, from, to } = action {
+        for (field, value) in &mut head.headers {
+            if field.eq_ignore_ascii_case(name) {
+                *value = value.replace(from.as_str(), to);
+            }
+        }
+    }
     client.write_all(&head.to_bytes())?;
     let limit = match action {
         Action::ResetAfterBody(n) | Action::TruncateBody(n) => Some(*n),
@@ -508,6 +587,7 @@ fn paginate_tags(
     head: &Head,
     target: &str,
     limit: usize,
+    link_base: &str,
     client: &mut TcpStream,
 ) -> io::Result<()> {
     let (path, _) = target.split_once('?').unwrap_or((target, ""));
@@ -561,7 +641,7 @@ fn paginate_tags(
     {
         headers.push((
             "Link",
-            format!("<{path}?n={page_size}&last={last_in_page}>; rel=\"next\""),
+            format!("<{link_base}{path}?n={page_size}&last={last_in_page}>; rel=\"next\""),
         ));
     }
     let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();

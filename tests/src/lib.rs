@@ -7,16 +7,21 @@
 //!   answers, and records every request it saw.
 //! - [`skopeo`]: `skopeo inspect --raw`, the independent oracle for registry content.
 //! - [`ducc_bin`]: the `ducc` binary under test.
+//! - [`skip_or_fail`]: a test that cannot run here fails, unless `DUCC_ALLOW_SKIP=1`.
+//! - [`hostile`]: a second loopback host (127.0.0.2) and a TLS front, to check that credentials
+//!   stay on their registry.
 #![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
 
 pub mod fault_proxy;
 pub mod fixtures;
+pub mod hostile;
 pub mod http;
 pub mod images;
 pub mod overlay;
 pub mod registry;
+pub mod skip;
 pub mod skopeo;
 pub mod token_issuer;
 pub mod tools;
@@ -24,6 +29,7 @@ pub mod tree;
 
 pub use fault_proxy::{Action, FaultProxy, RecordedRequest, Rule};
 pub use registry::{Flavour, Registry, random_hex, unique_repo};
+pub use skip::{require_root, skip_or_fail};
 pub use token_issuer::TokenIssuer;
 pub use tools::require_tool;
 

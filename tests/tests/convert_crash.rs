@@ -4,13 +4,14 @@
 
 mod convert_support;
 
+use std::os::unix::process::ExitStatusExt as _;
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use convert_support::{Backend, Image, Layer, REPO, Work, marker_config, run_options, scan};
 use ducc_tests::tree::Tree;
-use ducc_tests::{Registry, images, unique_repo};
+use ducc_tests::{Action, FaultProxy, Registry, Rule, images, unique_repo};
 
 /// An image big enough that a run takes a moment: four layers of 2 MiB random data, one of them
 /// overwriting a file of another.
@@ -103,12 +104,38 @@ fn partial_paths(dir: &Path) -> Vec<String> {
     out
 }
 
+/// A one-file image, pushed as `<name>:v1`.
+fn push_small(name: &str) -> Image {
+    let registry = Registry::anonymous();
+    let client = images::client_for(registry.host(), None);
+    let repo = images::repository(registry.host(), name);
+    let image = Image::new(vec![Layer::files(&[("etc/gate", b"gate\n")])], name);
+    image.push(&client, &repo, "v1");
+    image
+}
+
 #[test]
 fn killed_runs_end_in_the_repository_of_an_uninterrupted_run() {
     let registry = Registry::anonymous();
     let name = unique_repo("kill");
     let image = push_big(&name);
-    let inputs = [format!("http://{}/{name}:big", registry.host())];
+    // A second image behind a proxy whose manifest request stalls during the killed runs: the
+    // run cannot end before that request, so at every kill point of the first image the
+    // process is certainly still running, and its death is the signal's doing.
+    let gate_name = unique_repo("kill-gate");
+    let gate = push_small(&gate_name);
+    let gate_proxy = FaultProxy::start(registry.host(), Vec::new());
+    let stall_gate = || {
+        gate_proxy.set_rules(vec![
+            Rule::new(Action::Stall(Duration::from_secs(300)))
+                .path_contains(&format!("/{gate_name}/manifests/"))
+                .times(1),
+        ]);
+    };
+    let inputs = [
+        format!("http://{}/{name}:big", registry.host()),
+        format!("http://{}/{gate_name}:v1", gate_proxy.host()),
+    ];
     let expected = clean_run(&inputs);
 
     // After a download, after a layer, after the flat tree, at the public link (just before the
@@ -124,6 +151,7 @@ fn killed_runs_end_in_the_repository_of_an_uninterrupted_run() {
     for (label, action, delay) in points {
         let work = Work::new(Backend::Local);
         work.wishlist(&inputs, "");
+        stall_gate();
         let mut child = spawn(&work);
         let running = match action {
             Some(action) => wait_for_event(&work, &mut child, action),
@@ -132,14 +160,20 @@ fn killed_runs_end_in_the_repository_of_an_uninterrupted_run() {
                 child.try_wait().unwrap().is_none()
             }
         };
-        // A run that already ended (and was reaped by `try_wait`) has no process left to kill;
-        // the rerun must then still end in the same repository.
-        if running {
-            signal(&child, rustix::process::Signal::KILL);
-        }
+        assert!(running, "{label}: the run ended before the kill point");
+        signal(&child, rustix::process::Signal::KILL);
         let status = child.wait().unwrap();
-        eprintln!("{label}: killed while running: {running}, status {status}");
+        assert_eq!(
+            status.signal(),
+            Some(rustix::process::Signal::KILL.as_raw()),
+            "{label}: the run was not killed by the signal but ended with {status}"
+        );
+        assert!(
+            marker_config(&work.repo(), gate_proxy.host(), &format!("{gate_name}:v1")).is_none(),
+            "{label}: the gate image was converted before the kill"
+        );
 
+        gate_proxy.set_rules(Vec::new());
         let out = work.convert(&["-i"]);
         assert!(out.status.success(), "{label}: rerun failed");
         expected.assert_same_as(
@@ -156,6 +190,10 @@ fn killed_runs_end_in_the_repository_of_an_uninterrupted_run() {
         assert_eq!(
             marker_config(&work.repo(), registry.host(), &format!("{name}:big")).as_deref(),
             Some(image.config.digest.as_str())
+        );
+        assert_eq!(
+            marker_config(&work.repo(), gate_proxy.host(), &format!("{gate_name}:v1")).as_deref(),
+            Some(gate.config.digest.as_str())
         );
     }
 }

@@ -91,9 +91,9 @@ fn mount_or_skip(dir: &Path, size: &str) -> Option<Tmpfs> {
     match Tmpfs::mount(dir, size) {
         Ok(tmpfs) => Some(tmpfs),
         Err(reason) => {
-            eprintln!(
-                "SKIPPED: cannot mount a tmpfs here ({reason}); run as root to test a full disk"
-            );
+            ducc_tests::skip_or_fail(&format!(
+                "cannot mount a tmpfs here ({reason}); run as root to test a full disk"
+            ));
             None
         }
     }

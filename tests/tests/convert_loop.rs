@@ -44,7 +44,7 @@ fn loop_rereads_the_wish_list_keeps_the_last_good_one_and_stops_cleanly_on_sigte
 
     let mut looping = ducc_tests::ducc_command(&work.path("docker"));
     looping
-        .args(["loop", "--interval", "1", "-i"])
+        .args(["loop", "--interval", "2", "-i"])
         .arg(&wishlist)
         .arg("--root")
         .arg(work.path("cvmfs"))
@@ -91,8 +91,17 @@ fn loop_rereads_the_wish_list_keeps_the_last_good_one_and_stops_cleanly_on_sigte
     });
     assert!(flat_dir(&work.repo(), &second).exists());
 
-    // SIGTERM while it sleeps between passes: a clean stop.
-    std::thread::sleep(Duration::from_millis(300));
+    // SIGTERM while it waits between passes: a clean stop. The event says the pass after the
+    // second image's marker is over and the loop is idle.
+    let waits = || {
+        std::fs::read_to_string(work.path("events.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"action\":\"wait_next_pass\""))
+            .count()
+    };
+    let before = waits();
+    wait_until("the loop to wait for its next pass", || waits() > before);
     let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
     let out = child.wait_with_output().unwrap();
@@ -102,9 +111,11 @@ fn loop_rereads_the_wish_list_keeps_the_last_good_one_and_stops_cleanly_on_sigte
         "{stderr}"
     );
     assert!(
-        out.status.success() || stderr.contains("interrupted"),
-        "{stderr}"
+        out.status.success(),
+        "not a clean stop: {}: {stderr}",
+        out.status
     );
+    assert!(!stderr.contains("interrupted"), "{stderr}");
 }
 
 #[test]

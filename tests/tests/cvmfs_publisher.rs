@@ -643,8 +643,7 @@ fn what_ingest_would_silently_drop_fails_the_ingest_and_publishes_nothing() {
 
 #[test]
 fn whiteout_devices_are_ingested_on_a_stratum_0() {
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("skipped: the stand-in needs root to create device files");
+    if !ducc_tests::require_root("the stand-in needs root to create device files") {
         return;
     }
     let s = Stratum0::new(false);

@@ -146,10 +146,6 @@ fn tar_of(entries: &[(&str, char, &str, u32, u64)]) -> Vec<u8> {
     b.into_inner().unwrap()
 }
 
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
-
 #[test]
 fn every_call_is_logged_with_its_arguments() {
     let s = Standin::new(false);
@@ -416,8 +412,7 @@ fn ingest_drops_xattrs_and_stores_whiteout_names_literally() {
 
 #[test]
 fn ingest_replaces_owners_unless_asked_to_keep_them() {
-    if !is_root() {
-        eprintln!("skipped: owners can only be given away by root");
+    if !ducc_tests::require_root("owners can only be given away by root") {
         return;
     }
     let s = Standin::new(false);
@@ -482,8 +477,7 @@ fn ingest_never_updates_a_published_directory() {
 
 #[test]
 fn device_files_are_stored_on_a_stratum_0_and_dropped_by_a_gateway() {
-    if !is_root() {
-        eprintln!("skipped: creating device files needs root");
+    if !ducc_tests::require_root("creating device files needs root") {
         return;
     }
     let tar = tar_of(&[("wh", 'c', "", 0o000, 0), ("f", 'f', "x", 0o644, 0)]);

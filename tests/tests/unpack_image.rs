@@ -218,10 +218,10 @@ fn unpack_image_layers_stack_as_overlay_to_the_umoci_tree() {
         .output()
         .expect("mount runs");
     if !mount.status.success() {
-        eprintln!(
-            "SKIPPED: overlay mounting is not allowed here: {}",
+        ducc_tests::skip_or_fail(&format!(
+            "overlay mounting is not allowed here: {}",
             text(&mount)
-        );
+        ));
         return;
     }
     let guard = Mounted(merged.clone());

@@ -1,5 +1,6 @@
 //! `ducc convert`, `ducc loop` and `ducc convert-single-image`: wish lists in, repository out.
 
+mod bug;
 mod cache;
 mod events;
 mod pipeline;
@@ -66,6 +67,9 @@ pub fn run_loop(global: &GlobalArgs, args: LoopArgs) -> Result<(), Failure> {
             return run.finish(summary, &stop);
         }
         let deadline = Instant::now() + Duration::from_secs(args.interval);
+        // From here until the next pass a stop is clean (tests wait for this event).
+        run.events
+            .emit("wait_next_pass", json!({"seconds": args.interval}));
         while Instant::now() < deadline {
             if stop.load(Ordering::SeqCst) {
                 // Stopped between passes: nothing was interrupted, so this is a clean stop.

@@ -87,7 +87,8 @@ pub enum Outcome {
 /// A failed image: the step and the error.
 #[derive(Debug)]
 pub struct StepError {
-    /// `manifest`, `config`, `layers`, `flat`, `symlink`, `marker` or `thin`.
+    /// `manifest`, `config`, `layers`, `flat`, `symlink`, `marker`, `thin`, or `internal` for a
+    /// bug (a panic caught at the image boundary).
     pub step: &'static str,
     /// What went wrong.
     pub error: anyhow::Error,
@@ -204,6 +205,19 @@ impl Converter<'_> {
     /// one result, or, with `--multi-arch` and an index, one per platform (plus one for the
     /// image as a whole when its shared links or thin index fail).
     pub fn convert(&self, input: &ImageRef, output: Option<&ImageRef>) -> Vec<Converted> {
+        super::bug::catch_bug("the conversion", || self.convert_unguarded(input, output))
+            .unwrap_or_else(|error| {
+                vec![Converted {
+                    label: input.whole_name(),
+                    result: Err(StepError {
+                        step: "internal",
+                        error,
+                    }),
+                }]
+            })
+    }
+
+    fn convert_unguarded(&self, input: &ImageRef, output: Option<&ImageRef>) -> Vec<Converted> {
         if self.settings.multi_arch {
             return self.convert_multi(input, output);
         }
@@ -630,9 +644,12 @@ impl Converter<'_> {
             if unpacked.is_err() {
                 abandon.store(true, Ordering::SeqCst);
             }
-            let flat = flat
-                .join()
-                .unwrap_or_else(|_| Err(anyhow!("the flat tree thread panicked")));
+            let flat = flat.join().unwrap_or_else(|payload| {
+                Err(super::bug::panicked(
+                    "the flat tree thread",
+                    payload.as_ref(),
+                ))
+            });
             (unpacked, flat)
         });
         let layers_unpacked = layers_unpacked.map_err(at("layers"))?;
@@ -760,9 +777,12 @@ impl Converter<'_> {
                         if first_error.lock().map(|e| e.is_some()).unwrap_or(true) {
                             break;
                         }
-                        let result = self.check_stop().and_then(|()| {
-                            self.unpack_layer(repository, layer, config, created, input, &[])
-                        });
+                        let result = super::bug::catch_bug("a layer worker", || {
+                            self.check_stop().and_then(|()| {
+                                self.unpack_layer(repository, layer, config, created, input, &[])
+                            })
+                        })
+                        .and_then(|unpacked| unpacked);
                         if let Err(e) = &result
                             && needs_lower_layers(e)
                         {
@@ -1336,7 +1356,7 @@ fn ingest_from<T: Send>(
         let _ = std::io::copy(&mut reader, &mut std::io::sink());
         let produced = producer
             .join()
-            .map_err(|_| anyhow!("the tar writer thread panicked"))?;
+            .map_err(|payload| super::bug::panicked("the tar writer thread", payload.as_ref()))?;
         let value = produced?;
         ingested?;
         Ok(value)
