@@ -10,6 +10,10 @@
 //! Extraction runs with `Privileges::Unprivileged` (no device nodes, no chown) even as root.
 #![forbid(unsafe_code)]
 
+pub mod dates;
+pub mod registry;
+pub mod wishlist;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};

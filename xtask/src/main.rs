@@ -6,7 +6,7 @@
 //! - `cargo xtask fixtures`: build the shared test fixtures (also done lazily by the tests).
 //! - `cargo xtask bench unpack|convert [--rounds N]`: benchmarks on a 1 GB image, side by side
 //!   with peer tools (`bench` alone prints what each measures).
-//! - `cargo xtask fuzz [SECONDS]`: bounded fuzzing of the layer parser and extractor (not in CI).
+//! - `cargo xtask fuzz [SECONDS] [TARGET...]`: libFuzzer on each fuzz target for SECONDS (not in CI).
 
 mod bench;
 mod ci;
@@ -24,7 +24,9 @@ fn main() -> ExitCode {
         Some("bench") => bench::run(&args[1..]),
         Some("fuzz") => fuzz::run(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask ci|deps|fixtures|bench unpack|convert|fuzz [SECONDS]");
+            eprintln!(
+                "usage: cargo xtask ci|deps|fixtures|bench unpack|convert|fuzz [SECONDS] [TARGET...]"
+            );
             return ExitCode::from(2);
         }
     };
