@@ -706,12 +706,9 @@ fn what_ingest_would_silently_drop_fails_the_ingest_and_publishes_nothing() {
             other => panic!("gateway {gateway}: {other:?}"),
         }
         drop(tx);
+        // Stopped while staging: no command ran at all.
         let log = s.log_since(start);
-        assert_eq!(
-            log.last().map(String::as_str),
-            Some("abort -f test.repo"),
-            "{log:?}"
-        );
+        assert!(log.is_empty(), "{log:?}");
         assert!(
             !s.published().join("l/layerfs").exists(),
             "gateway {gateway}"
