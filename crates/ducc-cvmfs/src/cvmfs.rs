@@ -268,8 +268,11 @@ impl CvmfsPublisher {
                 command: command.clone(),
                 source,
             })?;
-        if record {
-            fs::remove_file(&record_path).map_err(io_err("remove", record_path.as_path()))?;
+        if record
+            && let Err(e) = fs::remove_file(&record_path)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            return Err(io_err("remove", record_path)(e));
         }
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         if !output.status.success() {

@@ -84,6 +84,7 @@ fn main() -> ExitCode {
     let standin = Standin {
         node: std::env::var("CVMFS_STANDIN_NODE").unwrap_or_else(|_| "local".into()),
         state,
+        args: args.clone(),
     };
     match standin.run(&args) {
         Ok(out) => {
@@ -104,6 +105,8 @@ fn main() -> ExitCode {
 struct Standin {
     state: PathBuf,
     node: String,
+    /// The call's arguments (for pause filters).
+    args: Vec<String>,
 }
 
 /// A repository's settings, from `mkfs`.
@@ -270,13 +273,15 @@ impl Standin {
     /// Waits at `pause/POINT` while that file exists (see the module docs).
     fn pause(&self, point: &str) -> Result<(), Failure> {
         let flag = self.state.join("pause").join(point);
-        if !flag.exists() {
-            return Ok(());
+        // The file's content, when not empty, must appear in the call's arguments.
+        match fs::read_to_string(&flag) {
+            Ok(filter) if filter.is_empty() || self.args.join(" ").contains(filter.trim()) => {}
+            _ => return Ok(()),
         }
-        fs::write(
-            self.state.join("paused"),
-            format!("{point} {}", std::process::id()),
-        )?;
+        // Written whole, then renamed: a reader never sees it half-written.
+        let tmp = self.state.join("paused.tmp");
+        fs::write(&tmp, format!("{point} {}", std::process::id()))?;
+        fs::rename(&tmp, self.state.join("paused"))?;
         while flag.exists() {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
