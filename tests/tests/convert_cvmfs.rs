@@ -9,6 +9,26 @@ use convert_support::{
     Backend, Image, Layer, REPO, Work, flat_dir, layer_dir, marker_config, run_options, scan,
 };
 use ducc_tests::{Registry, images, unique_repo};
+use std::os::unix::fs::MetadataExt;
+
+/// Entries of a published tree owned by 65534: directories `cvmfs_server ingest -k` invented.
+fn nobody_owned(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            let m = std::fs::symlink_metadata(&path).unwrap();
+            if m.uid() == 65534 || m.gid() == 65534 {
+                out.push(path.clone());
+            }
+            if m.is_dir() {
+                stack.push(path);
+            }
+        }
+    }
+    out
+}
 
 /// Converts `inputs` with the local publisher and with the `cvmfs` one (stand-in), each run
 /// succeeding; the local one keeps raw `.wh.` names, the form the cvmfs publisher ingests.
@@ -82,72 +102,42 @@ fn cvmfs_publisher_builds_the_same_repository_as_the_local_one() {
     );
     assert!(!flat_dir(&published, &one).join("tmp/gone").exists());
 
-    // Every layer and flat tree went in through one ingest each; every transaction was published,
-    // none aborted; each image's marker is its last transaction.
+    // Everything went in through ingest: no transaction, publish or abort, and no directory
+    // that ingest had to invent (owned by 4294967295, shown as 65534) anywhere.
     let log = cvmfs.standin_log();
-    assert!(log.iter().all(|l| !l.starts_with("abort")), "{log:#?}");
-    let ingest = |dir: &str| format!("ingest --catalog -k -t - -b {dir} {REPO}");
-    for image in [&one, &two] {
-        for layer in &image.layers {
-            let h = layer.hex();
-            let line = ingest(&format!(".layers/{}/{h}/layerfs", &h[..2]));
-            assert_eq!(
-                log.iter().filter(|l| **l == line).count(),
-                1,
-                "{line} in {log:#?}"
-            );
-        }
-        let c = image.config_hex();
-        let line = ingest(&format!(".flat/{}/{c}", &c[..2]));
-        assert_eq!(
-            log.iter().filter(|l| **l == line).count(),
-            1,
-            "{line} in {log:#?}"
-        );
-    }
-    for (i, line) in log.iter().enumerate() {
-        if line.starts_with("transaction ") {
-            assert_eq!(
-                log.get(i + 1).map(String::as_str),
-                Some(format!("publish {REPO}").as_str()),
-                "after {line}: {log:#?}"
-            );
-        }
-    }
-    let position = |line: &str| {
+    assert!(
         log.iter()
-            .position(|l| l == line)
-            .unwrap_or_else(|| panic!("{line} in {log:#?}"))
-    };
-    let marker = |tag: &str| {
-        position(&format!(
-            "transaction {REPO}/.metadata/{}/{name}:{tag}",
-            registry.host()
-        ))
-    };
-    let link = |tag: &str| {
-        position(&format!(
-            "transaction {REPO}/{}/{name}:{tag}",
-            registry.host()
-        ))
-    };
-    let flat = |image: &Image| {
-        let c = image.config_hex();
-        position(&ingest(&format!(".flat/{}/{c}", &c[..2])))
-    };
-    assert!(
-        flat(&one) < link("one") && link("one") < marker("one"),
+            .all(|l| l == "list" || l.starts_with("ingest ") || l.starts_with("mkfs ")),
         "{log:#?}"
     );
+    assert_eq!(nobody_owned(&published), Vec::<std::path::PathBuf>::new());
+    for image in [&one, &two] {
+        let flat = flat_dir(&published, image);
+        let meta = std::fs::metadata(&flat).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (0, 0),
+            "flat root of {}",
+            image.config_hex()
+        );
+        for layer in &image.layers {
+            let root = std::fs::metadata(layer_dir(&published, layer).join("layerfs")).unwrap();
+            assert_eq!((root.uid(), root.gid()), (0, 0));
+        }
+    }
+    // One ingest per layer (its layerfs and .metadata together), one per flat tree with its
+    // record, one per symlink and marker, plus the catalog markers and origin updates.
+    let ingests = log.iter().filter(|l| l.starts_with("ingest ")).count();
+    eprintln!("two images, 3 distinct layers: {ingests} ingests, 0 publishes");
+    // Image one: catalog markers .layers, .flat, .flat/<hh> and two layer shards (5), two
+    // layers (2), flat tree (1), symlink (1), marker (1). Image two: origin of the shared layer
+    // (1), two new shard markers (2), its own layer, flat tree, symlink and marker (4).
+    assert_eq!(ingests, 10 + 7, "{log:#?}");
+    let last = log.iter().rposition(|l| l.starts_with("ingest ")).unwrap();
     assert!(
-        flat(&two) < link("two") && link("two") < marker("two"),
-        "{log:#?}"
+        log[last].contains("-b .metadata"),
+        "the marker is last: {log:#?}"
     );
-    let last_transaction = log
-        .iter()
-        .rposition(|l| l.starts_with("transaction") || l.starts_with("ingest"))
-        .unwrap();
-    assert_eq!(last_transaction, marker("two"), "{log:#?}");
 
     // A rerun changes nothing and opens no transaction.
     let before = cvmfs.standin_log().len();
@@ -405,4 +395,182 @@ fn standin_delete(work: &Work, paths: &[&str]) {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// Runs a convert with the cvmfs publisher, pauses the stand-in at `point` on the first call
+/// whose arguments contain `filter`, kills ducc and the stand-in with SIGKILL there, and checks
+/// that a rerun finishes the work: the same repository as the local publisher's clean run.
+fn killed_then_rerun(point: &str, filter: &str, label: &str) {
+    let registry = Registry::anonymous();
+    let name = unique_repo(label);
+    let _ = push_pair(&name);
+    let inputs = [
+        format!("http://{}/{name}:one", registry.host()),
+        format!("http://{}/{name}:two", registry.host()),
+    ];
+    let local = Work::new(Backend::Local);
+    local.wishlist(&inputs, "");
+    assert!(
+        local
+            .convert(&["-i", "--layer-whiteouts", "oci"])
+            .status
+            .success()
+    );
+
+    let cvmfs = Work::new(Backend::Cvmfs);
+    cvmfs.wishlist(&inputs, "");
+    let pause = cvmfs.path("standin/pause");
+    std::fs::create_dir_all(&pause).unwrap();
+    std::fs::write(pause.join(point), filter).unwrap();
+    let mut child = cvmfs.command(&["-i"]).spawn().unwrap();
+    let paused = cvmfs.path("standin/paused");
+    let started = std::time::Instant::now();
+    while !paused.exists() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "the stand-in never reached {point}"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "ducc ended before {point}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let text = std::fs::read_to_string(&paused).unwrap();
+    let standin: i32 = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let pid = rustix::process::Pid::from_raw(standin).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    std::fs::remove_file(pause.join(point)).unwrap();
+    let before = cvmfs.standin_log().len();
+
+    assert!(cvmfs.convert(&["-i"]).status.success());
+    let rerun = cvmfs.standin_log()[before..].to_vec();
+    assert!(
+        rerun.iter().any(|l| l == &format!("abort -f {REPO}")),
+        "the stale transaction was aborted: {rerun:#?}"
+    );
+    scan(&local.repo()).assert_same_as(
+        &scan(&cvmfs.repo()),
+        &run_options(),
+        "local publisher",
+        "cvmfs after a kill and a rerun",
+    );
+    let before = cvmfs.standin_log().len();
+    assert!(cvmfs.convert(&["-i"]).status.success());
+    let again = &cvmfs.standin_log()[before..];
+    assert!(again.iter().all(|l| l == "list"), "{again:#?}");
+}
+
+#[test]
+fn a_run_killed_during_a_layer_ingest_is_finished_by_the_next_run() {
+    killed_then_rerun("ingest", "-b .layers/", "cvmfs-kill-ingest");
+}
+
+#[test]
+fn a_run_killed_while_an_ingest_publishes_is_finished_by_the_next_run() {
+    killed_then_rerun("ingest-commit", "-b .flat/", "cvmfs-kill-publish");
+}
+
+/// `ducc convert` of one wish list file with the publisher of `work`, not yet run.
+fn convert_command(work: &Work, wishlist: &std::path::Path) -> std::process::Command {
+    let command = work.command(&[]);
+    // The harness passes `<work>/wish.yaml`; a second list needs its own file: rebuild the
+    // argument list with it in place.
+    let args: Vec<std::ffi::OsString> = command
+        .get_args()
+        .map(|a| {
+            if a == work.path("wish.yaml").as_os_str() {
+                wishlist.as_os_str().to_owned()
+            } else {
+                a.to_owned()
+            }
+        })
+        .collect();
+    let mut rebuilt = std::process::Command::new(command.get_program());
+    rebuilt.args(args);
+    for (k, v) in command.get_envs() {
+        match v {
+            Some(v) => rebuilt.env(k, v),
+            None => rebuilt.env_remove(k),
+        };
+    }
+    rebuilt.arg("-i");
+    drop(command.get_args());
+    rebuilt
+}
+
+#[test]
+fn two_processes_adding_origins_to_one_layer_at_once_lose_no_entry() {
+    let registry = Registry::anonymous();
+    let client = images::client_for(registry.host(), None);
+    let name = unique_repo("cvmfs-origin-race");
+    let repo = images::repository(registry.host(), &name);
+    let base = Layer::files(&[("etc/os-release", b"ID=race\n")]);
+    let mut images_pushed = Vec::new();
+    for i in 0..5 {
+        let label = format!("img{i}");
+        let image = Image::new(
+            vec![
+                base.clone(),
+                Layer::files(&[(&format!("opt/{label}"), label.as_bytes())]),
+            ],
+            &label,
+        );
+        image.push(&client, &repo, &label);
+        images_pushed.push(image);
+    }
+    for backend in [Backend::Local, Backend::Cvmfs] {
+        let work = Work::new(backend);
+        // The shared layer exists first, so the racing runs only add origins to it.
+        work.wishlist(&[format!("http://{}/{name}:img0", registry.host())], "");
+        assert!(work.convert(&["-i"]).status.success());
+        let mut children = Vec::new();
+        for i in 1..5 {
+            let list = work.path(&format!("wish{i}.yaml"));
+            std::fs::write(
+                &list,
+                format!(
+                    "version: 1\nuser: ''\ncvmfs_repo: {REPO}\ninput:\n  - 'http://{}/{name}:img{i}'\n",
+                    registry.host()
+                ),
+            )
+            .unwrap();
+            children.push(convert_command(&work, &list).spawn().unwrap());
+        }
+        for mut child in children {
+            assert!(child.wait().unwrap().success());
+        }
+        let mut listed = convert_support::origin(&work.repo(), &base);
+        listed.sort();
+        let mut want: Vec<String> = images_pushed
+            .iter()
+            .map(|i| format!("sha256:{}", i.config_hex()))
+            .collect();
+        want.sort();
+        assert_eq!(listed, want, "{backend:?}");
+    }
+}
+
+#[test]
+fn a_corrupt_origin_json_fails_the_image_and_is_left_as_it_is() {
+    let registry = Registry::anonymous();
+    let name = unique_repo("cvmfs-origin-corrupt");
+    let (one, _) = push_pair(&name);
+    let work = Work::new(Backend::Cvmfs);
+    work.wishlist(&[format!("http://{}/{name}:one", registry.host())], "");
+    assert!(work.convert(&["-i"]).status.success());
+    let origin = layer_dir(&work.repo(), &one.layers[0]).join(".metadata/origin.json");
+    for dir in [work.repo(), work.path("standin/mnt").join(REPO)] {
+        let file = dir.join(origin.strip_prefix(work.repo()).unwrap());
+        std::fs::write(&file, b"{\"origin\": [tru").unwrap();
+    }
+    work.wishlist(&[format!("http://{}/{name}:two", registry.host())], "");
+    let out = work.convert(&["-i"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("origin.json"), "{stderr}");
+    assert_eq!(std::fs::read(&origin).unwrap(), b"{\"origin\": [tru");
 }

@@ -1,38 +1,57 @@
-//! The `cvmfs` publisher: drives `cvmfs_server` on a CernVM-FS stratum 0 (or a gateway
-//! publisher).
+//! The `cvmfs` publisher: drives `cvmfs_server` on a CernVM-FS stratum 0 or a gateway publisher,
+//! through `cvmfs_server ingest` only ("mountless": nothing is written through `/cvmfs/REPO`).
 //!
-//! How a [`Transaction`] maps to `cvmfs_server` (reference: cvmfs-server-semantics.md):
-//! - [`Transaction::ingest_tar`] runs `cvmfs_server ingest [--catalog] -k -t - -b DIR REPO` fed
-//!   with the tar stream, and [`Transaction::remove`] runs `cvmfs_server ingest --delete PATH
-//!   REPO`, at once: `ingest` is a transaction and publish of its own and cannot run while a
-//!   transaction is open, so what they do is published when they return and an abort cannot
-//!   take it back. Callers write the "converted" marker last for that reason.
-//! - Files and symlinks are staged locally and written at commit, in one
-//!   `cvmfs_server transaction REPO/LEASE`, through `/cvmfs/REPO` (`CVMFS_MOUNT_DIR`), then
-//!   `cvmfs_server publish REPO`. Any failure after the transaction opened runs
-//!   `cvmfs_server abort -f REPO` and returns the original error.
-//! - A lease's parent directory must be published before the lease is taken: missing parents
-//!   are created first, in a transaction of their own.
-//! - A tar stream holding what ingest would silently drop (an opaque directory's
-//!   `trusted.overlay.opaque` xattr; behind a gateway, device files) is stopped before it reaches
-//!   the repository and fails with [`PublishError::WouldDrop`].
-//! - One publisher host holds at most one transaction per repository, so every `cvmfs_server`
-//!   call that opens one (ingest included) runs under a host-wide lock; lease locks keep two ducc
-//!   processes off overlapping paths for the whole [`Transaction`].
+//! Why ingest only (reference: cvmfs-real-behaviour.md, cvmfs-gateway-behaviour.md): every
+//! directory an ingest has to invent (the `-b` directory or a parent missing from the tar) is
+//! stored owned by 4294967295 with `-k`, and nothing can ever be created below such a directory
+//! by a later transaction (scenarios 1, 3). So each [`Transaction`] becomes one tar that names
+//! every directory explicitly, with its owner and mode, before its children (scenario 11):
+//! - At [`Publisher::begin`] the ingest base is chosen: the lease's parent directory when it is
+//!   published (`-b .layers/<hh>` for a layer: scenario 14's shape), else its first missing
+//!   ancestor, which the tar's `./` entry creates 0755 0:0 (scenario 2). Its parent always exists,
+//!   as a gateway requires.
+//! - [`Transaction::ingest_tar`] rewrites the stream into the staged tar under the base, the tree's
+//!   root forced to 0:0 with the image root's mode (the `./` entry's, 0755 otherwise), a
+//!   `.cvmfscatalog` file entry where a nested catalog belongs (scenario 14; never `--catalog`,
+//!   which resets an existing `-b` directory: scenario 4d), hardlink targets prefixed alike.
+//! - [`Transaction::write_file`] and [`Transaction::symlink`] are appended at commit, after the
+//!   trees (a layer's `.metadata/` files, a flat tree's completion record), each path once.
+//! - [`Transaction::remove`] becomes `cvmfs_server ingest --delete` at commit, before the tar and
+//!   in a call of its own (a delete overlapping the tar's paths panics the server: scenario 8);
+//!   several paths in one call on a stratum 0, one per call behind a gateway.
+//! - [`Transaction::commit`] runs `cvmfs_server ingest -k -t FILE -b BASE REPO` on the complete
+//!   staged tar; a transaction that staged nothing runs nothing (every ingest is a revision, even
+//!   an empty one: scenario 9). [`Transaction::abort`] or a drop discards the staged tar: nothing
+//!   was published.
+//!
+//! A stratum 0 holds one transaction at a time and refuses an ingest while one is open (scenario
+//! 7), so every `cvmfs_server` call of this host runs under one lock (`spool.lock` in the state
+//! directory), and lease locks keep two ducc processes off overlapping paths for a whole
+//! [`Transaction`] (an `origin.json` read inside one is current). Before a call, a record
+//! `in-flight` names the child process; a run killed during a call leaves it behind, and the next
+//! publisher to take the lock waits for that child to end and aborts the transaction it left open
+//! (`cvmfs_server abort -f`), so a killed run never blocks the next one.
 
+use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsString;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::{PublishError, io_err};
 use crate::guard::{Refused, TarGuard};
-use crate::layout::{RepoPath, RepositoryName};
+use crate::layout::{CATALOG_MARKER, RepoPath, RepositoryName};
 use crate::lock::{FileLock, LeaseGuard, LeaseLocks, unique_name};
 use crate::publisher::{IngestOptions, OverlaySupport, Publisher, Transaction, check_lease};
+
+/// How long a gateway lease that is busy (another node holds an overlapping one: rc 16, no
+/// waiting on the server's side) is retried before the ingest fails.
+const BUSY_RETRY: Duration = Duration::from_secs(120);
+
+/// How long a publisher waits for a `cvmfs_server` process left running by a killed run.
+const ORPHAN_WAIT: Duration = Duration::from_secs(600);
 
 /// Settings of a [`CvmfsPublisher`]; [`CvmfsOptions::default`] is right on a stratum 0.
 #[derive(Debug, Clone, Default)]
@@ -40,10 +59,10 @@ use crate::publisher::{IngestOptions, OverlaySupport, Publisher, Transaction, ch
 pub struct CvmfsOptions {
     /// The `cvmfs_server` binary (default: `cvmfs_server` from `PATH`).
     pub server: Option<PathBuf>,
-    /// The directory the repositories are mounted under (default: `$CVMFS_MOUNT_DIR`, else
-    /// `/cvmfs`).
+    /// The directory the repositories are mounted under, for reading (default:
+    /// `$CVMFS_MOUNT_DIR`, else `/cvmfs`).
     pub mount_dir: Option<PathBuf>,
-    /// Where locks and staged files live (default: `$TMPDIR/ducc-cvmfs/<repo>`).
+    /// Where locks and staged tars live (default: `$TMPDIR/ducc-cvmfs/<repo>`).
     pub state_dir: Option<PathBuf>,
     /// Whether the repository publishes through a gateway (default: read
     /// `CVMFS_UPSTREAM_STORAGE` from `/etc/cvmfs/repositories.d/<repo>/server.conf`).
@@ -62,13 +81,13 @@ impl CvmfsOptions {
         self
     }
 
-    /// Reads and writes repositories under this directory instead of `/cvmfs`.
+    /// Reads repositories under this directory instead of `/cvmfs`.
     pub fn mount_dir(mut self, path: impl Into<PathBuf>) -> Self {
         self.mount_dir = Some(path.into());
         self
     }
 
-    /// Keeps locks and staged files here.
+    /// Keeps locks and staged tars here.
     pub fn state_dir(mut self, path: impl Into<PathBuf>) -> Self {
         self.state_dir = Some(path.into());
         self
@@ -81,16 +100,16 @@ impl CvmfsOptions {
     }
 }
 
-/// Publishes through `cvmfs_server` (see the module documentation for the command sequences).
+/// Publishes through `cvmfs_server ingest` (see the module documentation).
 ///
 /// ```no_run
 /// use ducc_cvmfs::{CvmfsOptions, CvmfsPublisher, Publisher, RepoPath, RepositoryName};
 ///
 /// let repo = RepositoryName::parse("unpacked.example.org").unwrap();
 /// let publisher = CvmfsPublisher::open(&repo, CvmfsOptions::new()).unwrap();
-/// let mut tx = publisher.begin(&RepoPath::new("notes").unwrap()).unwrap();
-/// tx.write_file(&RepoPath::new("notes/hello.txt").unwrap(), &mut &b"hi"[..]).unwrap();
-/// tx.commit().unwrap(); // cvmfs_server transaction unpacked.example.org/notes ... publish
+/// let mut tx = publisher.begin(&RepoPath::new("notes/today").unwrap()).unwrap();
+/// tx.write_file(&RepoPath::new("notes/today/hello.txt").unwrap(), &mut &b"hi"[..]).unwrap();
+/// tx.commit().unwrap(); // cvmfs_server ingest -k -t STAGED -b notes unpacked.example.org
 /// ```
 #[derive(Debug)]
 pub struct CvmfsPublisher {
@@ -102,24 +121,9 @@ pub struct CvmfsPublisher {
     gateway: bool,
 }
 
-/// A staged change, written through the mount at commit.
-#[derive(Debug, Clone)]
-enum Staged {
-    File(RepoPath),
-    Symlink(RepoPath),
-}
-
-impl Staged {
-    fn path(&self) -> &RepoPath {
-        match self {
-            Staged::File(p) | Staged::Symlink(p) => p,
-        }
-    }
-}
-
 impl CvmfsPublisher {
-    /// Checks with `cvmfs_server list` that the repository exists and prepares the state
-    /// directory.
+    /// Checks with `cvmfs_server list` that the repository exists, prepares the state directory
+    /// and cleans up after a killed run (see the module documentation).
     ///
     /// # Errors
     /// [`PublishError::NoSuchRepository`], or the failure of `cvmfs_server list`.
@@ -150,16 +154,14 @@ impl CvmfsPublisher {
             locks,
             gateway,
         };
-        let listing = publisher.run(&["list".into()], None)?;
-        let listed = listing
-            .lines()
-            .any(|line| line.split_whitespace().next() == Some(publisher.repo.as_str()));
-        if !listed {
+        let listing = publisher.run(&["list".into()])?;
+        if !publisher.listed(&listing) {
             return Err(PublishError::NoSuchRepository {
                 repo: publisher.repo,
             });
         }
         publisher.clean_dead_staging();
+        drop(publisher.spool_lock()?);
         Ok(publisher)
     }
 
@@ -172,134 +174,163 @@ impl CvmfsPublisher {
         self.mount_dir.join(&self.repo).join(path.as_path())
     }
 
+    fn listed(&self, listing: &str) -> bool {
+        listing
+            .lines()
+            .any(|line| line.split_whitespace().next() == Some(self.repo.as_str()))
+    }
+
+    fn in_flight_path(&self) -> PathBuf {
+        self.state_dir.join("in-flight")
+    }
+
+    /// Takes the host-wide lock every `cvmfs_server` call that opens a transaction runs under,
+    /// first finishing what a killed holder left behind.
     fn spool_lock(&self) -> Result<FileLock, PublishError> {
         let path = self.state_dir.join("spool.lock");
-        FileLock::exclusive(&path).map_err(io_err("lock", path))
+        let lock = FileLock::exclusive(&path).map_err(io_err("lock", path))?;
+        self.recover_killed_call()?;
+        Ok(lock)
     }
 
-    /// `REPO` or `REPO/PATH`, as `cvmfs_server transaction` takes a lease.
-    fn with_lease(&self, lease: &RepoPath) -> String {
-        if lease.is_root() {
-            self.repo.clone()
-        } else {
-            format!("{}/{}", self.repo, lease.as_str())
+    /// With the spool lock held: a leftover `in-flight` record means its writer died during a
+    /// `cvmfs_server` call. Waits for that call's process, then aborts the transaction it may
+    /// have left open (it was ours: no live ducc process holds the lock).
+    fn recover_killed_call(&self) -> Result<(), PublishError> {
+        let record = self.in_flight_path();
+        let Ok(text) = fs::read_to_string(&record) else {
+            return Ok(());
+        };
+        let pid = text
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse::<u32>().ok());
+        tracing::warn!(repo = %self.repo, call = %text.trim(), "a run was killed during a cvmfs_server call: recovering");
+        if let Some(pid) = pid {
+            let started = Instant::now();
+            while Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid) {
+                if started.elapsed() > ORPHAN_WAIT {
+                    return Err(PublishError::Command {
+                        command: text.trim().to_owned(),
+                        status: format!("still running as pid {pid}"),
+                        stderr: format!(
+                            "a cvmfs_server call left by a killed run is still running after {} s",
+                            ORPHAN_WAIT.as_secs()
+                        ),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
+        let listing = self.run(&["list".into()])?;
+        let open = listing.lines().any(|line| {
+            line.split_whitespace().next() == Some(self.repo.as_str())
+                && line.contains("in transaction")
+        });
+        if open {
+            self.run(&["abort".into(), "-f".into(), self.repo.clone().into()])?;
+        }
+        fs::remove_file(&record).map_err(io_err("remove", record))?;
+        Ok(())
     }
 
-    /// Runs `cvmfs_server ARGS`, feeding `stdin`; returns stdout. A failure carries stderr.
-    ///
-    /// When feeding `stdin` fails (a read error of the tar stream, or the guard stopping it), the
-    /// command's process group is killed before its stdin closes: a stream cut at an entry
-    /// boundary could otherwise pass for a complete tar and be published.
-    fn run(&self, args: &[OsString], stdin: Option<&mut dyn Read>) -> Result<String, PublishError> {
+    /// Runs `cvmfs_server ARGS` and returns stdout; a failure carries stderr.
+    fn run(&self, args: &[OsString]) -> Result<String, PublishError> {
+        self.run_recorded(args, false)
+    }
+
+    /// As [`Self::run`]; with `record`, the call is noted in `in-flight` while it runs (the
+    /// caller holds the spool lock).
+    fn run_recorded(&self, args: &[OsString], record: bool) -> Result<String, PublishError> {
         let command = std::iter::once(self.server.display().to_string())
             .chain(args.iter().map(|a| a.to_string_lossy().into_owned()))
             .collect::<Vec<_>>()
             .join(" ");
         tracing::debug!(%command, "running");
-        let mut cmd = Command::new(&self.server);
-        cmd.args(args)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
+        let child = Command::new(&self.server)
+            .args(args)
+            .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if stdin.is_some() {
-            cmd.process_group(0);
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| PublishError::Spawn {
+                command: command.clone(),
+                source,
+            })?;
+        let record_path = self.in_flight_path();
+        if record {
+            let text = format!("{} {command}\n", child.id());
+            fs::write(&record_path, text).map_err(io_err("write", record_path.as_path()))?;
         }
-        let mut child = cmd.spawn().map_err(|source| PublishError::Spawn {
-            command: command.clone(),
-            source,
-        })?;
-        let stdout = child.stdout.take().map(drain_in_thread);
-        let stderr = child.stderr.take().map(drain_in_thread);
-        let mut fed = Ok(());
-        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            fed = io::copy(input, &mut pipe).map(drop);
-            if fed.is_err() {
-                let group = rustix::process::Pid::from_child(&child);
-                if let Err(e) =
-                    rustix::process::kill_process_group(group, rustix::process::Signal::KILL)
-                {
-                    tracing::debug!(error = %e, "killing the ingest process group");
-                }
-            }
-            drop(pipe);
+        let output = child
+            .wait_with_output()
+            .map_err(|source| PublishError::Spawn {
+                command: command.clone(),
+                source,
+            })?;
+        if record
+            && let Err(e) = fs::remove_file(&record_path)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            return Err(io_err("remove", record_path)(e));
         }
-        let status = child.wait().map_err(|source| PublishError::Spawn {
-            command: command.clone(),
-            source,
-        })?;
-        let stdout = stdout.and_then(|h| h.join().ok()).unwrap_or_default();
-        let stderr = stderr.and_then(|h| h.join().ok()).unwrap_or_default();
-        // A command that failed on its own explains a broken pipe better than the pipe does; one
-        // we killed does not.
-        let killed_by_us = fed.is_err() && status.signal().is_some();
-        if !status.success() && !killed_by_us {
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            // `publish` says "not in a transaction" on stdout; keep both.
+            let text = [stderr.trim(), stdout.trim()]
+                .iter()
+                .filter(|t| !t.is_empty())
+                .copied()
+                .collect::<Vec<_>>()
+                .join("\n");
             return Err(PublishError::Command {
                 command,
-                status: status.to_string(),
-                stderr: stderr.trim().to_owned(),
+                status: output.status.to_string(),
+                stderr: text,
             });
         }
-        fed.map_err(|source| PublishError::Feed {
-            command: command.clone(),
-            source,
-        })?;
         Ok(stdout)
     }
 
-    /// `cvmfs_server abort -f REPO`, whose own failure is only logged: the caller returns the
-    /// error that made it abort.
-    fn abort_quietly(&self) {
-        if let Err(e) = self.run(
-            &["abort".into(), "-f".into(), self.repo.clone().into()],
-            None,
-        ) {
-            tracing::warn!(repo = %self.repo, error = %e, "abort after a failure did not succeed");
-        }
-    }
-
-    /// Runs `body` inside `cvmfs_server transaction REPO[/LEASE]` and publishes; any failure
-    /// after the transaction opened aborts it and returns the first error.
-    fn in_transaction(
-        &self,
-        lease: &RepoPath,
-        body: impl FnOnce() -> Result<(), PublishError>,
-    ) -> Result<(), PublishError> {
-        self.run(&["transaction".into(), self.with_lease(lease).into()], None)?;
-        let result = body().and_then(|()| {
-            self.run(&["publish".into(), self.repo.clone().into()], None)
-                .map(drop)
-        });
-        if result.is_err() {
-            self.abort_quietly();
-        }
-        result
-    }
-
-    /// Publishes the missing ancestors of `path` (so a lease on `path` has its parent), in a
-    /// transaction leased on the outermost missing one.
-    fn ensure_parent(&self, path: &RepoPath) -> Result<(), PublishError> {
-        let Some(parent) = path.parent() else {
-            return Ok(());
-        };
-        if parent.is_root() || self.mount(&parent).is_dir() {
-            return Ok(());
-        }
+    /// Runs an ingest under the spool lock. A gateway lease that another node holds is retried
+    /// for a while; an ingest that failed and left this repository in a transaction is aborted.
+    fn ingest(&self, args: Vec<OsString>) -> Result<(), PublishError> {
         let _spool = self.spool_lock()?;
-        let mut chain = parent.ancestors();
-        chain.push(parent.clone());
-        let Some(first_missing) = chain.into_iter().find(|p| !self.mount(p).is_dir()) else {
-            return Ok(()); // created meanwhile by another process
-        };
-        tracing::info!(repo = %self.repo, path = %parent, "creating missing parent directories");
-        self.in_transaction(&first_missing, || {
-            let dir = self.mount(&parent);
-            fs::create_dir_all(&dir).map_err(io_err("create", dir))
-        })
+        let started = Instant::now();
+        loop {
+            match self.run_recorded(&args, true) {
+                Ok(_) => return Ok(()),
+                Err(PublishError::Command { stderr, .. })
+                    if is_busy(&stderr) && started.elapsed() < BUSY_RETRY =>
+                {
+                    tracing::info!(repo = %self.repo, "gateway lease busy, retrying");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => {
+                    if let PublishError::Command { stderr, .. } = &e
+                        && !stderr.contains("another transaction is already open")
+                    {
+                        self.abort_left_open();
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Aborts a transaction a failed ingest of ours left open (the server normally aborts it
+    /// itself); only logged, the caller returns the ingest's error.
+    fn abort_left_open(&self) {
+        let open = self.run(&["list".into()]).is_ok_and(|listing| {
+            listing.lines().any(|line| {
+                line.split_whitespace().next() == Some(self.repo.as_str())
+                    && line.contains("in transaction")
+            })
+        });
+        if open && let Err(e) = self.run(&["abort".into(), "-f".into(), self.repo.clone().into()]) {
+            tracing::warn!(repo = %self.repo, error = %e, "abort after a failed ingest did not succeed");
+        }
     }
 
     /// Removes staging directories whose transaction's process is gone.
@@ -318,13 +349,36 @@ impl CvmfsPublisher {
             }
         }
     }
+
+    /// Whether `path` is a published directory.
+    fn is_dir(&self, path: &RepoPath) -> bool {
+        fs::symlink_metadata(self.mount(path)).is_ok_and(|m| m.is_dir())
+    }
+
+    /// The ingest base for a lease (see the module documentation) and whether it is new.
+    fn ingest_base(&self, lease: &RepoPath) -> (RepoPath, bool) {
+        let dir = match lease.parent() {
+            Some(parent) if !parent.is_root() => parent,
+            _ => lease.clone(),
+        };
+        let mut chain = dir.ancestors();
+        chain.push(dir.clone());
+        match chain.into_iter().find(|p| !self.is_dir(p)) {
+            Some(missing) => (missing, true),
+            None => (dir, false),
+        }
+    }
 }
 
-fn drain_in_thread<R: Read + Send + 'static>(mut reader: R) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = reader.read_to_end(&mut bytes);
-        String::from_utf8_lossy(&bytes).into_owned()
+fn is_busy(stderr: &str) -> bool {
+    stderr.contains("lease path busy") || stderr.contains("Path busy")
+}
+
+/// A process whose parent died is reaped by init; until then `/proc/PID` shows it as a zombie.
+fn is_zombie(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
     })
 }
 
@@ -351,19 +405,26 @@ impl Publisher for CvmfsPublisher {
                 lease: lease.clone(),
                 source,
             })?;
-        self.ensure_parent(lease)?;
         let id = unique_name("tx-");
         let root = self.state_dir.join("staging");
         let lock_path = root.join(format!("{id}.lock"));
         let owner = FileLock::exclusive(&lock_path).map_err(io_err("lock", lock_path.as_path()))?;
         let staging = root.join(id);
         fs::create_dir_all(&staging).map_err(io_err("create", staging.as_path()))?;
+        // Chosen with the lease held: what exists now stays (only this lease writes below it).
+        let (base, base_is_new) = self.ingest_base(lease);
         Ok(Box::new(CvmfsTransaction {
             publisher: self,
             lease: lease.clone(),
+            base,
+            base_is_new,
             staging,
             lock_path,
-            staged: Vec::new(),
+            tar: None,
+            dirs: HashSet::new(),
+            entries: HashSet::new(),
+            leaves: BTreeMap::new(),
+            removals: Vec::new(),
             finished: false,
             _owner: owner,
             _lease: guard,
@@ -386,75 +447,436 @@ impl Publisher for CvmfsPublisher {
     }
 }
 
+/// A file or symlink written at commit.
+#[derive(Debug)]
+enum Leaf {
+    /// Content staged in this file.
+    File(PathBuf),
+    /// A symlink with this target.
+    Symlink(PathBuf),
+}
+
 struct CvmfsTransaction<'p> {
     publisher: &'p CvmfsPublisher,
     lease: RepoPath,
+    /// The `-b` directory of the commit's ingest.
+    base: RepoPath,
+    /// Whether `base` is not published yet (the tar's `./` entry then creates it).
+    base_is_new: bool,
     staging: PathBuf,
     lock_path: PathBuf,
-    staged: Vec<Staged>,
+    /// The staged tar, once something was put in it.
+    tar: Option<tar::Builder<BufWriter<File>>>,
+    /// Directories named by the staged tar (repository paths; the base as its own path).
+    dirs: HashSet<String>,
+    /// Other entries of the staged tar.
+    entries: HashSet<String>,
+    /// Files and symlinks to append at commit, by repository path.
+    leaves: BTreeMap<RepoPath, Leaf>,
+    /// Paths to remove at commit, before the tar.
+    removals: Vec<RepoPath>,
     finished: bool,
     _owner: FileLock,
     _lease: LeaseGuard,
 }
 
+/// The current time in seconds, for directories the transaction adds on its own.
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn dir_header(mode: u32, uid: u64, gid: u64, mtime: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_mode(mode);
+    h.set_uid(uid);
+    h.set_gid(gid);
+    h.set_mtime(mtime);
+    h.set_size(0);
+    h
+}
+
+/// `name` without `./`, leading `/` and trailing `/` (empty for the tar's root).
+fn normalise(name: &str) -> &str {
+    let mut name = name;
+    while let Some(rest) = name.strip_prefix("./") {
+        name = rest;
+    }
+    let name = name.trim_start_matches('/').trim_end_matches('/');
+    if name == "." { "" } else { name }
+}
+
 impl CvmfsTransaction<'_> {
-    fn staged_file(&self, index: usize) -> PathBuf {
-        self.staging.join(index.to_string())
+    /// The name of repository path `path` in the staged tar (relative to the base).
+    fn tar_name(&self, path: &str) -> String {
+        let base = self.base.as_str();
+        let rel = if path == base {
+            ""
+        } else {
+            path.strip_prefix(base)
+                .and_then(|r| r.strip_prefix('/'))
+                .unwrap_or(path)
+        };
+        if rel.is_empty() {
+            "./".to_owned()
+        } else {
+            rel.to_owned()
+        }
     }
 
-    /// Checks that a file or symlink may go at `path` and forgets an earlier staged one there.
+    fn builder(&mut self) -> Result<&mut tar::Builder<BufWriter<File>>, PublishError> {
+        if self.tar.is_none() {
+            let path = self.staging.join("ingest.tar");
+            let file = File::create(&path).map_err(io_err("create", path))?;
+            let mut builder = tar::Builder::new(BufWriter::with_capacity(1 << 20, file));
+            builder.mode(tar::HeaderMode::Complete);
+            self.tar = Some(builder);
+        }
+        self.tar.as_mut().ok_or_else(|| PublishError::Io {
+            action: "create",
+            path: self.staging.join("ingest.tar"),
+            source: io::Error::other("no staged tar"),
+        })
+    }
+
+    fn staged_tar_path(&self) -> PathBuf {
+        self.staging.join("ingest.tar")
+    }
+
+    /// Appends a directory entry for repository path `path` unless the tar names it already.
+    fn add_dir(&mut self, path: &str, header: &mut tar::Header) -> Result<(), PublishError> {
+        if !self.dirs.insert(path.to_owned()) {
+            return Ok(());
+        }
+        let name = self.tar_name(path);
+        let staged = self.staged_tar_path();
+        self.builder()?
+            .append_data(header, &name, io::empty())
+            .map_err(io_err("write", staged))
+    }
+
+    /// Names in the tar every directory from the base down to `dir` that is neither published
+    /// nor named yet, 0755 0:0, so ingest never has to invent one.
+    fn ensure_dirs(&mut self, dir: &RepoPath) -> Result<(), PublishError> {
+        let base = self.base.clone();
+        let mut chain = dir.ancestors();
+        chain.push(dir.clone());
+        let now = now_secs();
+        for d in chain.iter().filter(|d| d.starts_with(&base)) {
+            if self.dirs.contains(d.as_str()) {
+                continue;
+            }
+            let removed = self.removed(d);
+            if !self.base_is_new && !removed {
+                match fs::symlink_metadata(self.publisher.mount(d)) {
+                    Ok(m) if m.is_dir() => continue,
+                    // A directory entry over a published file would be ignored (scenario 4e)
+                    // and everything below it lost.
+                    Ok(_) if !self.leaves.contains_key(d) => {
+                        return Err(PublishError::NotADirectory { path: d.clone() });
+                    }
+                    _ => {}
+                }
+            }
+            if self.entries.contains(d.as_str()) || self.leaves.contains_key(d) {
+                return Err(PublishError::NotADirectory { path: d.clone() });
+            }
+            self.add_dir(d.as_str(), &mut dir_header(0o755, 0, 0, now))?;
+        }
+        Ok(())
+    }
+
+    /// Whether `path` lies in a path this transaction removes.
+    fn removed(&self, path: &RepoPath) -> bool {
+        self.removals.iter().any(|r| path.starts_with(r))
+    }
+
+    /// Whether `path` will exist after the commit, apart from the leaves.
+    fn will_exist(&self, path: &RepoPath) -> bool {
+        self.dirs.contains(path.as_str())
+            || self.entries.contains(path.as_str())
+            || (fs::symlink_metadata(self.publisher.mount(path)).is_ok() && !self.removed(path))
+    }
+
+    /// Checks that a file or symlink may go at `path`.
     fn prepare_leaf(&mut self, path: &RepoPath) -> Result<(), PublishError> {
         check_lease(&self.lease, path)?;
-        let is_dir = fs::symlink_metadata(self.publisher.mount(path)).is_ok_and(|m| m.is_dir());
-        if path.is_root() || is_dir {
+        if !path.starts_with(&self.base) || *path == self.base {
+            return Err(PublishError::NoIngestBase { path: path.clone() });
+        }
+        if self.entries.contains(path.as_str()) {
+            return Err(PublishError::AlreadyStaged { path: path.clone() });
+        }
+        let published_dir = self.publisher.is_dir(path) && !self.removed(path);
+        if path.is_root() || published_dir || self.dirs.contains(path.as_str()) {
             return Err(PublishError::AlreadyExists { path: path.clone() });
         }
-        self.staged.retain(|s| s.path() != path);
+        Ok(())
+    }
+
+    /// Copies the entries of `tar` under `dir` into the staged tar.
+    fn stage_tree(
+        &mut self,
+        dir: &RepoPath,
+        tar: &mut dyn Read,
+        options: IngestOptions,
+    ) -> Result<(), PublishError> {
+        let stream_err = |source: io::Error| PublishError::Tar {
+            dir: dir.clone(),
+            source,
+        };
+        let staged = self.staged_tar_path();
+        let write_err = |source: io::Error| PublishError::Io {
+            action: "write",
+            path: staged.clone(),
+            source,
+        };
+        let mut archive = tar::Archive::new(tar);
+        let mut root_done = false;
+        let mut has_marker = false;
+        let mut root_mtime = now_secs();
+        for entry in archive.entries().map_err(stream_err)? {
+            let mut entry = entry.map_err(stream_err)?;
+            let raw = entry
+                .path()
+                .map_err(stream_err)?
+                .to_string_lossy()
+                .into_owned();
+            let name = normalise(&raw).to_owned();
+            if name.split('/').any(|c| c == "..") {
+                return Err(stream_err(io::Error::other(format!(
+                    "entry {raw:?} leaves the tree"
+                ))));
+            }
+            let header = entry.header().clone();
+            let kind = header.entry_type();
+            if matches!(
+                kind,
+                tar::EntryType::XGlobalHeader
+                    | tar::EntryType::XHeader
+                    | tar::EntryType::GNULongName
+                    | tar::EntryType::GNULongLink
+            ) {
+                // Extension records: ingest keeps none of what they carry beyond names.
+                continue;
+            }
+            let mode = header.mode().map_err(stream_err)? & 0o7777;
+            let mtime = header.mtime().map_err(stream_err)?;
+            if name.is_empty() {
+                if kind.is_dir() && !root_done {
+                    // The tree's root: the image root's mode, owned by root (issue 11).
+                    root_mtime = mtime;
+                    self.add_dir(dir.as_str(), &mut dir_header(mode, 0, 0, mtime))?;
+                    root_done = true;
+                }
+                continue;
+            }
+            if !root_done {
+                self.add_dir(dir.as_str(), &mut dir_header(0o755, 0, 0, root_mtime))?;
+                root_done = true;
+            }
+            let path = format!("{}/{name}", dir.as_str());
+            if name == CATALOG_MARKER {
+                // An image's own marker at its root stands in for ours; twice is once.
+                if has_marker {
+                    continue;
+                }
+                has_marker = true;
+            }
+            // A tar that skips a directory still gets it named (never a placeholder).
+            if let Some(parent) = RepoPath::new(&path).ok().and_then(|p| p.parent())
+                && !self.dirs.contains(parent.as_str())
+            {
+                self.ensure_dirs(&parent)?;
+            }
+            let mut out = tar::Header::new_gnu();
+            out.set_entry_type(kind);
+            out.set_mode(mode);
+            out.set_uid(header.uid().map_err(stream_err)?);
+            out.set_gid(header.gid().map_err(stream_err)?);
+            out.set_mtime(mtime);
+            let tar_name = self.tar_name(&path);
+            if kind.is_dir() {
+                out.set_size(0);
+                self.add_dir(&path, &mut out)?;
+                continue;
+            }
+            if !self.entries.insert(path.clone()) {
+                return Err(stream_err(io::Error::other(format!(
+                    "entry {raw:?} appears twice"
+                ))));
+            }
+            if kind.is_hard_link() || kind.is_symlink() {
+                let target = entry
+                    .link_name()
+                    .map_err(stream_err)?
+                    .ok_or_else(|| stream_err(io::Error::other(format!("{raw:?} has no target"))))?
+                    .to_string_lossy()
+                    .into_owned();
+                let target = if kind.is_hard_link() {
+                    // Hardlink targets name archive members: under the same prefix.
+                    self.tar_name(&format!("{}/{}", dir.as_str(), normalise(&target)))
+                } else {
+                    target
+                };
+                out.set_size(0);
+                self.builder()?
+                    .append_link(&mut out, &tar_name, &target)
+                    .map_err(write_err)?;
+            } else if kind.is_character_special() || kind.is_block_special() || kind.is_fifo() {
+                out.set_device_major(header.device_major().ok().flatten().unwrap_or(0))
+                    .map_err(write_err)?;
+                out.set_device_minor(header.device_minor().ok().flatten().unwrap_or(0))
+                    .map_err(write_err)?;
+                out.set_size(0);
+                self.builder()?
+                    .append_data(&mut out, &tar_name, io::empty())
+                    .map_err(write_err)?;
+            } else {
+                out.set_entry_type(tar::EntryType::Regular);
+                out.set_size(entry.size());
+                // A read error of the stream is the stream's, not the staged file's.
+                let mut failed = None;
+                let reader = ReadWatch {
+                    inner: &mut entry,
+                    failed: &mut failed,
+                };
+                let result = self.builder()?.append_data(&mut out, &tar_name, reader);
+                if let Some(e) = failed {
+                    return Err(stream_err(e));
+                }
+                result.map_err(write_err)?;
+            }
+        }
+        if !root_done {
+            self.add_dir(dir.as_str(), &mut dir_header(0o755, 0, 0, root_mtime))?;
+        }
+        if options.catalog && !has_marker {
+            let marker = format!("{}/{CATALOG_MARKER}", dir.as_str());
+            self.entries.insert(marker.clone());
+            let name = self.tar_name(&marker);
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(root_mtime);
+            h.set_size(0);
+            self.builder()?
+                .append_data(&mut h, &name, io::empty())
+                .map_err(write_err)?;
+        }
+        Ok(())
+    }
+
+    /// Appends the leaves to the staged tar.
+    fn stage_leaves(&mut self) -> Result<(), PublishError> {
+        let now = now_secs();
+        for (path, leaf) in std::mem::take(&mut self.leaves) {
+            if let Some(parent) = path.parent() {
+                self.ensure_dirs(&parent)?;
+            }
+            let name = self.tar_name(path.as_str());
+            let staged = self.staged_tar_path();
+            let mut h = tar::Header::new_gnu();
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(now);
+            match leaf {
+                Leaf::File(file) => {
+                    let content = File::open(&file).map_err(io_err("read", file.as_path()))?;
+                    let size = content
+                        .metadata()
+                        .map_err(io_err("inspect", file.as_path()))?
+                        .len();
+                    h.set_entry_type(tar::EntryType::Regular);
+                    h.set_mode(0o644);
+                    h.set_size(size);
+                    self.builder()?
+                        .append_data(&mut h, &name, content)
+                        .map_err(io_err("write", staged))?;
+                }
+                Leaf::Symlink(target) => {
+                    h.set_entry_type(tar::EntryType::Symlink);
+                    h.set_mode(0o777);
+                    h.set_size(0);
+                    self.builder()?
+                        .append_link(&mut h, &name, &target)
+                        .map_err(io_err("write", staged))?;
+                }
+            }
+            self.entries.insert(path.as_str().to_owned());
+        }
         Ok(())
     }
 
     fn finish(&mut self) {
         self.finished = true;
+        self.tar = None;
         let _ = fs::remove_dir_all(&self.staging);
         let _ = fs::remove_file(&self.lock_path);
     }
 
-    /// Writes the staged files and symlinks through the mount (inside an open transaction).
-    fn write_staged(&self) -> Result<(), PublishError> {
-        for (index, change) in self.staged.iter().enumerate() {
-            let target = self.publisher.mount(change.path());
-            if let Some(parent) = target.parent() {
-                fs::create_dir_all(parent).map_err(io_err("create", parent))?;
-            }
-            if fs::symlink_metadata(&target).is_ok() {
-                fs::remove_file(&target).map_err(io_err("replace", target.as_path()))?;
-            }
-            match change {
-                Staged::File(_) => {
-                    let mut src = File::open(self.staged_file(index))
-                        .map_err(io_err("read", self.staged_file(index)))?;
-                    let mut dst = OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .mode(0o644)
-                        .open(&target)
-                        .map_err(io_err("create", target.as_path()))?;
-                    io::copy(&mut src, &mut dst).map_err(io_err("write", target.as_path()))?;
-                    fs::set_permissions(
-                        &target,
-                        std::os::unix::fs::PermissionsExt::from_mode(0o644),
-                    )
-                    .map_err(io_err("chmod", target.as_path()))?;
+    fn do_commit(&mut self) -> Result<(), PublishError> {
+        let p = self.publisher;
+        if !self.removals.is_empty() {
+            let delete = |paths: &[RepoPath]| {
+                let mut args: Vec<OsString> = vec!["ingest".into()];
+                for path in paths {
+                    args.push("--delete".into());
+                    args.push(path.as_str().into());
                 }
-                Staged::Symlink(_) => {
-                    let link = fs::read_link(self.staged_file(index))
-                        .map_err(io_err("read", self.staged_file(index)))?;
-                    std::os::unix::fs::symlink(link, &target)
-                        .map_err(io_err("create symlink", target.as_path()))?;
+                args.push(p.repo.clone().into());
+                p.ingest(args)
+            };
+            if p.gateway {
+                // A gateway takes one delete path per call (gateway scenario 4).
+                for path in &self.removals {
+                    delete(std::slice::from_ref(path))?;
                 }
+            } else {
+                delete(&self.removals)?;
             }
         }
-        Ok(())
+        self.stage_leaves()?;
+        let Some(builder) = self.tar.take() else {
+            return Ok(());
+        };
+        let staged = self.staged_tar_path();
+        let mut out = builder
+            .into_inner()
+            .map_err(io_err("write", staged.as_path()))?;
+        out.flush().map_err(io_err("write", staged.as_path()))?;
+        drop(out);
+        let args: Vec<OsString> = vec![
+            "ingest".into(),
+            "-k".into(),
+            "-t".into(),
+            staged.into_os_string(),
+            "-b".into(),
+            self.base.as_str().into(),
+            p.repo.clone().into(),
+        ];
+        p.ingest(args)
+    }
+}
+
+/// Passes reads through and keeps the first error, so a failing source is told apart from a
+/// failing destination.
+struct ReadWatch<'a, R> {
+    inner: R,
+    failed: &'a mut Option<io::Error>,
+}
+
+impl<R: Read> Read for ReadWatch<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).inspect_err(|e| {
+            if self.failed.is_none() {
+                *self.failed = Some(io::Error::new(e.kind(), e.to_string()));
+            }
+        })
     }
 }
 
@@ -470,92 +892,73 @@ impl Transaction for CvmfsTransaction<'_> {
         options: IngestOptions,
     ) -> Result<(), PublishError> {
         check_lease(&self.lease, dir)?;
-        let p = self.publisher;
-        if dir.is_root() || fs::symlink_metadata(p.mount(dir)).is_ok() {
+        if dir.is_root() || self.will_exist(dir) || self.leaves.keys().any(|l| l.starts_with(dir)) {
             return Err(PublishError::AlreadyExists { path: dir.clone() });
         }
-        if p.gateway {
-            // The gateway takes the lease REPO/DIR, whose parent must exist.
-            p.ensure_parent(dir)?;
+        if !dir.starts_with(&self.base) {
+            return Err(PublishError::NoIngestBase { path: dir.clone() });
         }
-        let mut args: Vec<OsString> = vec!["ingest".into()];
-        if options.catalog {
-            args.push("--catalog".into());
+        if let Some(parent) = dir.parent() {
+            self.ensure_dirs(&parent)?;
         }
-        for a in ["-k", "-t", "-", "-b"] {
-            args.push(a.into());
-        }
-        args.push(dir.as_str().into());
-        args.push(p.repo.clone().into());
-        let _spool = p.spool_lock()?;
-        let mut guarded = TarGuard::new(tar, p.gateway);
-        let mut result = p.run(&args, Some(&mut guarded)).map(drop);
+        let mut guarded = TarGuard::new(tar, self.publisher.gateway);
+        let result = self.stage_tree(dir, &mut guarded, options);
         if let Some(found) = guarded.found() {
-            let what = match found {
-                Refused::OpaqueXattr => "an opaque directory (xattr trusted.overlay.opaque)",
-                Refused::SpecialFile => "a device file or FIFO behind a gateway",
-            };
-            result = Err(PublishError::WouldDrop {
-                dir: dir.clone(),
-                what,
+            return Err(match found {
+                Refused::OpaqueXattr => PublishError::WouldDrop {
+                    dir: dir.clone(),
+                    what: "an opaque directory (xattr trusted.overlay.opaque)",
+                },
+                Refused::SpecialFile => PublishError::WouldDrop {
+                    dir: dir.clone(),
+                    what: "a device file or FIFO behind a gateway",
+                },
+                Refused::OversizedEntry => PublishError::MalformedTar {
+                    dir: dir.clone(),
+                    reason: "an entry size overflows when padded",
+                },
             });
-        }
-        if result.is_err() {
-            // ingest normally cleans up its own transaction; make sure none is left open.
-            p.abort_quietly();
         }
         result
     }
 
     fn write_file(&mut self, path: &RepoPath, content: &mut dyn Read) -> Result<(), PublishError> {
         self.prepare_leaf(path)?;
-        let file = self.staged_file(self.staged.len());
+        let file = self.staging.join(unique_name("leaf-"));
         let mut out = File::create(&file).map_err(io_err("create", file.as_path()))?;
         io::copy(content, &mut out).map_err(io_err("write", file.as_path()))?;
-        out.flush().map_err(io_err("write", file))?;
-        self.staged.push(Staged::File(path.clone()));
+        out.flush().map_err(io_err("write", file.as_path()))?;
+        self.leaves.insert(path.clone(), Leaf::File(file));
         Ok(())
     }
 
     fn symlink(&mut self, path: &RepoPath, target: &Path) -> Result<(), PublishError> {
         self.prepare_leaf(path)?;
-        let file = self.staged_file(self.staged.len());
-        std::os::unix::fs::symlink(target, &file).map_err(io_err("create symlink", file))?;
-        self.staged.push(Staged::Symlink(path.clone()));
+        self.leaves
+            .insert(path.clone(), Leaf::Symlink(target.to_owned()));
         Ok(())
     }
 
     fn remove(&mut self, path: &RepoPath) -> Result<(), PublishError> {
         check_lease(&self.lease, path)?;
-        self.staged.retain(|s| !s.path().starts_with(path));
-        let p = self.publisher;
-        if fs::symlink_metadata(p.mount(path)).is_err() {
+        self.leaves.retain(|l, _| !l.starts_with(path));
+        let staged = |set: &HashSet<String>| {
+            set.iter()
+                .any(|s| RepoPath::new(s).is_ok_and(|s| s.starts_with(path)))
+        };
+        if staged(&self.dirs) || staged(&self.entries) {
+            return Err(PublishError::AlreadyStaged { path: path.clone() });
+        }
+        if fs::symlink_metadata(self.publisher.mount(path)).is_err() || self.removed(path) {
             return Ok(());
         }
-        let _spool = p.spool_lock()?;
-        let args: Vec<OsString> = vec![
-            "ingest".into(),
-            "--delete".into(),
-            path.as_str().into(),
-            p.repo.clone().into(),
-        ];
-        let result = p.run(&args, None).map(drop);
-        if result.is_err() {
-            p.abort_quietly();
-        }
-        result
+        self.removals.retain(|r| !r.starts_with(path));
+        self.removals.push(path.clone());
+        Ok(())
     }
 
     fn commit(mut self: Box<Self>) -> Result<(), PublishError> {
-        let result = if self.staged.is_empty() {
-            Ok(())
-        } else {
-            let p = self.publisher;
-            match p.spool_lock() {
-                Ok(_spool) => p.in_transaction(&self.lease, || self.write_staged()),
-                Err(e) => Err(e),
-            }
-        };
+        let result = self.do_commit();
         self.finish();
         result
     }
@@ -569,7 +972,7 @@ impl Transaction for CvmfsTransaction<'_> {
 impl Drop for CvmfsTransaction<'_> {
     fn drop(&mut self) {
         if !self.finished {
-            tracing::debug!(lease = %self.lease, "cvmfs transaction dropped without commit: staged writes discarded");
+            tracing::debug!(lease = %self.lease, "cvmfs transaction dropped without commit: staged tar discarded");
             self.finish();
         }
     }

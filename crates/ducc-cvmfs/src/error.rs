@@ -114,6 +114,48 @@ pub enum PublishError {
         #[source]
         source: io::Error,
     },
+    /// The tar stream given to a `cvmfs` transaction could not be read or rewritten.
+    #[error("cannot stage the tar stream for {dir}")]
+    Tar {
+        /// The directory being ingested.
+        dir: RepoPath,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The tar stream holds an entry that cannot be real (a size that overflows when padded).
+    #[error("cannot ingest {dir}: the tar stream is malformed ({reason})")]
+    MalformedTar {
+        /// The directory being ingested.
+        dir: RepoPath,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A `cvmfs` transaction cannot write `path` again: the tar it is building already holds it,
+    /// and one ingest cannot carry a path twice.
+    #[error("{path} is already part of this transaction's ingest and cannot be written again")]
+    AlreadyStaged {
+        /// The path.
+        path: RepoPath,
+    },
+    /// `cvmfs_server ingest` needs a base directory below the repository root; a lease on the
+    /// root or a top-level file has none.
+    #[error(
+        "cannot publish {path} through cvmfs_server ingest: it needs a lease below a top-level directory"
+    )]
+    NoIngestBase {
+        /// The path.
+        path: RepoPath,
+    },
+    /// A repository JSON file (such as `origin.json`) exists but cannot be read or parsed; it is
+    /// never overwritten with what could be read of it.
+    #[error("cannot read {path}: {reason}")]
+    CorruptFile {
+        /// The published file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// A journal of an interrupted commit could not be read.
     #[error("unreadable commit journal {path}")]
     Journal {

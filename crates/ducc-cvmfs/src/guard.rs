@@ -12,6 +12,8 @@ pub(crate) enum Refused {
     OpaqueXattr,
     /// A character or block device or a FIFO, on a repository that cannot store it.
     SpecialFile,
+    /// A header whose size field cannot be a real entry: padded to 512 bytes it overflows u64.
+    OversizedEntry,
 }
 
 #[derive(Debug)]
@@ -113,7 +115,10 @@ impl<R: Read> TarGuard<R> {
             return None; // end-of-archive block
         }
         let size = parse_size(&h[124..136]);
-        let padded = size.div_ceil(512) * 512;
+        // A hostile size (near u64::MAX) must stop the stream, not wrap or panic.
+        let Some(padded) = size.div_ceil(512).checked_mul(512) else {
+            return Some(Refused::OversizedEntry);
+        };
         let kind = h[156];
         if self.refuse_special && matches!(kind, b'3' | b'4' | b'6') {
             return Some(Refused::SpecialFile);
@@ -123,7 +128,7 @@ impl<R: Read> TarGuard<R> {
                 self.pax.clear();
                 State::Pax {
                     remaining: size,
-                    padding: padded - size,
+                    padding: padded.saturating_sub(size),
                 }
             }
             _ if padded > 0 => State::Skip { remaining: padded },
@@ -194,6 +199,52 @@ mod tests {
                 Err(_) => return guard.found(),
             }
         }
+    }
+
+    /// A header block with `size` written as GNU base-256 (the largest form a tar can carry).
+    fn header_with_size(kind: u8, size: u64) -> Vec<u8> {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::new(kind));
+        h.set_size(0);
+        let mut block = h.as_bytes().to_vec();
+        let field = &mut block[124..136];
+        field.fill(0);
+        field[0] = 0x80;
+        field[4..12].copy_from_slice(&size.to_be_bytes());
+        let sum: u32 = block
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                if (148..156).contains(&i) {
+                    32
+                } else {
+                    u32::from(*b)
+                }
+            })
+            .sum();
+        block[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        block.extend_from_slice(&[0; 1024]);
+        block
+    }
+
+    #[test]
+    fn hostile_entry_sizes_stop_the_stream_instead_of_overflowing() {
+        for kind in [b'0', b'x', b'g', b'L'] {
+            for size in [u64::MAX, u64::MAX - 510] {
+                let tar = header_with_size(kind, size);
+                for chunk in [1, 512, 4096] {
+                    assert_eq!(
+                        drain(&tar, false, chunk),
+                        Some(Refused::OversizedEntry),
+                        "type {kind} size {size} chunk {chunk}"
+                    );
+                }
+            }
+        }
+        // The largest size that still pads within u64 is skipped, not refused.
+        let fits = u64::MAX - 511;
+        assert_eq!(drain(&header_with_size(b'0', fits), false, 512), None);
     }
 
     #[test]

@@ -62,5 +62,6 @@ pub use layout::{
 pub use local::LocalPublisher;
 pub use metadata::{LayerInfo, MarkerDescriptor, MarkerManifest, Origin};
 pub use publisher::{
-    FillError, IngestOptions, OverlaySupport, Publisher, Transaction, ensure_catalog_markers,
+    FillError, IngestOptions, OverlaySupport, Publisher, Transaction, add_origin,
+    ensure_catalog_markers,
 };

@@ -35,6 +35,24 @@ impl Origin {
         Ok(out)
     }
 
+    /// Reads the `origin.json` at `path` (a published file): a missing file is an empty list;
+    /// an unreadable or corrupt one is an error naming it, so it is never overwritten with a
+    /// shorter list (garbage collection trusts it).
+    ///
+    /// # Errors
+    /// [`crate::PublishError::CorruptFile`].
+    pub fn read(path: &std::path::Path) -> Result<Self, crate::PublishError> {
+        let corrupt = |reason: String| crate::PublishError::CorruptFile {
+            path: path.to_owned(),
+            reason,
+        };
+        match std::fs::read(path) {
+            Ok(bytes) => Self::from_slice(&bytes).map_err(|e| corrupt(e.to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) => Err(corrupt(e.to_string())),
+        }
+    }
+
     /// Adds a config digest unless already listed; returns whether it was added.
     pub fn add(&mut self, config: &ConfigDigest) -> bool {
         let text = config.to_string();
@@ -145,30 +163,17 @@ impl MarkerManifest {
     }
 }
 
-/// `YYYY-MM-DDTHH:MM:SSZ` for a time (before 1970 counts as 1970).
+/// `YYYY-MM-DDTHH:MM:SSZ` for a time (before 1970 counts as 1970; past jiff's range, its end).
 pub(crate) fn rfc3339_utc(time: SystemTime) -> String {
     let secs = time
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let stamp = i64::try_from(secs)
+        .ok()
+        .and_then(|s| jiff::Timestamp::from_second(s).ok())
+        .unwrap_or(jiff::Timestamp::MAX);
+    stamp.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 #[cfg(test)]
@@ -225,6 +230,13 @@ mod tests {
         for (secs, want) in cases {
             assert_eq!(rfc3339_utc(UNIX_EPOCH + Duration::from_secs(secs)), want);
         }
+        // Beyond year 9999 (a hostile clock or config) is clamped, never a panic.
+        let far = UNIX_EPOCH + Duration::from_secs(1 << 40);
+        let clamped = rfc3339_utc(far);
+        assert!(
+            clamped.starts_with("9999-12-") && clamped.ends_with('Z'),
+            "{clamped}"
+        );
     }
 
     #[test]

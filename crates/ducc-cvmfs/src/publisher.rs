@@ -165,6 +165,32 @@ pub fn ensure_catalog_markers(
     Ok(())
 }
 
+/// Adds `config` to the `origin.json` of `layer`, reading the file inside the transaction that
+/// rewrites it: two processes adding origins to one layer hold overlapping leases, so each reads
+/// what the other published and no entry is lost. Returns whether the file changed; an entry
+/// already listed publishes nothing.
+///
+/// # Errors
+/// [`PublishError::CorruptFile`] when the existing file cannot be read or parsed (it is left as
+/// it is), and transaction errors.
+pub fn add_origin(
+    publisher: &dyn Publisher,
+    layout: &crate::Layout,
+    layer: &crate::LayerDigest,
+    config: &crate::ConfigDigest,
+) -> Result<bool, PublishError> {
+    let path = layout.layer_origin(layer);
+    let mut tx = publisher.begin(&layout.layer_metadata_dir(layer))?;
+    let mut origin = crate::Origin::read(&publisher.published_path(&path))?;
+    if !origin.add(config) {
+        tx.abort()?;
+        return Ok(false);
+    }
+    tx.write_file(&path, &mut &origin.to_json()[..])?;
+    tx.commit()?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,5 +214,26 @@ mod tests {
         ensure_catalog_markers(&publisher, &dirs).unwrap();
         let after = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&inner).unwrap());
         assert_eq!(after, before);
+    }
+
+    #[test]
+    fn a_corrupt_origin_json_is_an_error_naming_it_and_stays_untouched() {
+        let root = tempfile::tempdir().unwrap();
+        let repo = RepositoryName::parse("r").unwrap();
+        let layout = repo.layout();
+        let publisher = LocalPublisher::open(root.path(), &repo).unwrap();
+        let layer: crate::LayerDigest = format!("sha256:{}", "ab".repeat(32)).parse().unwrap();
+        let config = crate::ConfigDigest::from_hex(&"cd".repeat(32)).unwrap();
+        assert!(add_origin(&publisher, &layout, &layer, &config).unwrap());
+        assert!(!add_origin(&publisher, &layout, &layer, &config).unwrap());
+        let file = publisher.published_path(&layout.layer_origin(&layer));
+        std::fs::write(&file, b"{\"origin\": [\"sha256:").unwrap();
+        let other = crate::ConfigDigest::from_hex(&"ef".repeat(32)).unwrap();
+        let err = add_origin(&publisher, &layout, &layer, &other).unwrap_err();
+        assert!(
+            err.to_string().contains(&file.display().to_string()),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&file).unwrap(), b"{\"origin\": [\"sha256:");
     }
 }

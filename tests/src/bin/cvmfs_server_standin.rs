@@ -1,34 +1,52 @@
 //! A STAND-IN for `cvmfs_server`, for tests only: it is not CernVM-FS and publishes nothing
-//! anywhere. It plays a stratum 0 (optionally behind a gateway) in a state directory so the
-//! `cvmfs` publisher of ducc-rs can be tested without a real CernVM-FS installation.
+//! anywhere. It plays a CernVM-FS 2.12.0 stratum 0 (local upstream, or behind a repository
+//! gateway) in a state directory so the `cvmfs` publisher of ducc-rs can be tested without a real
+//! installation.
 //!
-//! It follows the real server wherever ducc-rs depends on it (SPEC section 4,
-//! reference/cvmfs-server-semantics.md sections A and C):
-//! - `transaction REPO[/PATH]`: one transaction per repository and node; a lease path's parent
-//!   must be a published directory; with a gateway, leases of different nodes may be open at
-//!   once unless they overlap by string prefix (`a/b` blocks `a/bc`), without one no second
-//!   transaction is possible at all.
-//! - `publish REPO` / `abort [-f] REPO`: only on an open transaction of this node.
-//! - `ingest [-c|--catalog] [-k] [-t FILE|-] [-b BASE] [-d PATH]... REPO`: a transaction and publish
-//!   of its own, refused while an overlapping transaction is open. An uncompressed tar only; a
-//!   duplicate non-directory path or a hardlink whose target is neither earlier in the stream
-//!   nor published aborts the whole ingest; a directory seen after one of its children keeps the
-//!   placeholder's 0755 and the current time; xattrs are dropped; `.wh.` names are stored
-//!   literally; owners become the repository owner's unless `-k`; `--catalog` creates
-//!   `BASE/.cvmfscatalog`; hardlinks become independent copies; with a gateway device files and
-//!   FIFOs are dropped.
-//! - `list`: `REPO (stratum0 / local|gw[ - in transaction])`, one line per repository.
-//! - `mkfs [-o UID:GID] [-u UPSTREAM] REPO` (stand-in only): creates a repository; an upstream
-//!   starting with `gw,` makes it publish through a gateway.
+//! It was checked, one test per scenario (`tests/tests/cvmfs_scenarios.rs`), against the
+//! behaviour measured on the real server: `reference/cvmfs-real-behaviour.md` scenarios 1-12 and
+//! 14 (13 is timing only) and `reference/cvmfs-gateway-behaviour.md` scenarios 1-5 (6 is timing;
+//! its "one revision per call" is checked). Where it follows the real server:
+//! - Revisions: every successful `publish`, `ingest` and `ingest --delete` adds one, even with no
+//!   change, an empty tar or a missing delete path (`repos/REPO/revision`, mkfs leaves 1).
+//! - Exit status and messages of the state errors: a second `transaction` 17, `ingest` during a
+//!   transaction 1 (`another transaction is already open`, `Impossible to start a transaction`),
+//!   `publish` without one 1 (message on stdout), `abort -f` without one 22; a lease whose parent
+//!   is missing 2, whose parent is a file 20; a busy gateway lease 16.
+//! - `ingest [-c|--catalog] [-k] [-t FILE|-] [-b BASE] [-d PATH]... REPO`: directories ingest
+//!   invents (the `-b` directory and parents missing from the tar) are 0755, mtime now, owned by
+//!   65534:65534 with `-k` (the kernel's view of the stored 4294967295) and by the repository
+//!   owner without; a `./` entry gives a new `-b` directory its metadata; published directories are
+//!   never updated by an entry, except that `--catalog` resets an existing `-b` directory (0755,
+//!   owner as above, now); a directory header after its child is ignored; duplicate directories:
+//!   first wins; a duplicate file, a dangling hardlink or a `-d` overlapping the tar aborts with
+//!   rc 1 and no revision; xattrs dropped, `.wh.` names literal, hardlinks split; `.cvmfscatalog`
+//!   files (from `--catalog` or the tar) make nested catalogs (`list-catalogs REPO`); an empty
+//!   tar creates no `-b` directory.
+//! - Transactions through the mount: on a stratum 0 a lease sub-path is only syntax (whole
+//!   repository writable, `publish`/`abort` ignore it); behind a gateway changes outside the lease
+//!   are dropped at publish without a word. Changes at or below a directory owned by 65534 cannot
+//!   be made on the real server (EACCES/EOVERFLOW at write time); the stand-in cannot fail the
+//!   write, so its `publish` drops them and names each on stderr (`... Permission denied`).
+//! - Gateway mode (`mkfs -u gw,...`): leases of different nodes (`$CVMFS_STANDIN_NODE`) conflict
+//!   when one is a string prefix of the other, ASCII case-insensitively, with `_` and `%` as SQL
+//!   LIKE wildcards; `ingest -b P` leases `P`, needs P's parent and takes one `--delete` only;
+//!   device files and FIFOs are dropped; a lease lives `$CVMFS_STANDIN_MAX_LEASE_TIME` seconds
+//!   (default 7200) and an expired one fails `publish` with rc 1 (`invalid lease`), leaving the
+//!   repository in transaction until `abort -f`.
+//!
+//! Stand-in limits (not like the real server): names `.` and `..` are refused (the real server
+//! stores literal `.`/`..` entries); a char 0/0 device is visible through the mount (the real
+//! overlay hides it); one node's second gateway lease (a token overwrite) is not modelled.
 //!
 //! State (`$CVMFS_STANDIN_STATE`): `mnt/REPO` plays `/cvmfs/REPO` (point `CVMFS_MOUNT_DIR` at
 //! `mnt`), `repos/REPO/published` holds the published tree, `repos/REPO/transactions/NODE` the
-//! open leases (`$CVMFS_STANDIN_NODE`, default `local`), `log` one line per call (the arguments
-//! joined by spaces). A file `fail/COMMAND` makes the next `COMMAND` fail with the file's content
-//! on stderr (and is removed). Every call first checks that the mount was not written outside
-//! an open transaction. Stand-in limits: names with `..` are refused (the real server would
-//! store them), and with `-k` placeholder directories keep the stand-in's owner (the real
-//! server stores uid 4294967295).
+//! open leases, `log` one line per call (the arguments joined by spaces). A file `fail/COMMAND`
+//! makes the next `COMMAND` fail with the file's content on stderr (and is removed). A file
+//! `pause/POINT` (`ingest`: lease taken, tar unread; `ingest-commit`: tar read, nothing
+//! published; `publish`: nothing published) makes the call write `paused` and wait while the
+//! file exists, so a test can kill it there. Every call first checks that the mount was not
+//! written outside an open transaction.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
@@ -40,17 +58,21 @@ use std::time::SystemTime;
 
 use rustix::fs::{AtFlags, CWD, FileType, FlockOperation, Mode, Timespec, Timestamps};
 
-/// A failure: the message goes to stderr, the exit status is 1.
-struct Failure(String);
+/// A failure: the message goes to stderr (or stdout, as `publish` does), with an exit status.
+struct Failure(String, u8, bool);
 
 impl<E: std::fmt::Display> From<E> for Failure {
     fn from(e: E) -> Self {
-        Failure(e.to_string())
+        Failure(e.to_string(), 1, false)
     }
 }
 
 fn fail<T>(msg: impl Into<String>) -> Result<T, Failure> {
-    Err(Failure(msg.into()))
+    Err(Failure(msg.into(), 1, false))
+}
+
+fn fail_with<T>(code: u8, msg: impl Into<String>) -> Result<T, Failure> {
+    Err(Failure(msg.into(), code, false))
 }
 
 fn main() -> ExitCode {
@@ -62,15 +84,20 @@ fn main() -> ExitCode {
     let standin = Standin {
         node: std::env::var("CVMFS_STANDIN_NODE").unwrap_or_else(|_| "local".into()),
         state,
+        args: args.clone(),
     };
     match standin.run(&args) {
         Ok(out) => {
             print!("{out}");
             ExitCode::SUCCESS
         }
-        Err(Failure(msg)) => {
-            eprintln!("{msg}");
-            ExitCode::FAILURE
+        Err(Failure(msg, code, on_stdout)) => {
+            if on_stdout {
+                println!("{msg}");
+            } else {
+                eprintln!("{msg}");
+            }
+            ExitCode::from(code)
         }
     }
 }
@@ -78,6 +105,8 @@ fn main() -> ExitCode {
 struct Standin {
     state: PathBuf,
     node: String,
+    /// The call's arguments (for pause filters).
+    args: Vec<String>,
 }
 
 /// A repository's settings, from `mkfs`.
@@ -104,7 +133,7 @@ impl Standin {
         let Some((command, rest)) = args.split_first() else {
             return fail("usage: cvmfs_server COMMAND [options] REPO");
         };
-        if command != "mkfs" && command != "list" {
+        if !matches!(command.as_str(), "mkfs" | "list" | "list-catalogs") {
             self.check_no_stray_writes()?;
         }
         let injected = self.state.join("fail").join(command);
@@ -119,6 +148,7 @@ impl Standin {
             "publish" => self.publish(rest),
             "abort" => self.abort(rest),
             "ingest" => self.ingest(rest),
+            "list-catalogs" => self.list_catalogs(rest),
             other => fail(format!("cvmfs_server stand-in: unknown command {other}")),
         }
     }
@@ -166,15 +196,22 @@ impl Standin {
         out
     }
 
-    /// Open transactions of a repository: node → lease path.
-    fn transactions(&self, repo: &str) -> Result<BTreeMap<String, String>, Failure> {
+    /// Open transactions of a repository: node → (lease path, expiry in seconds).
+    fn transactions(&self, repo: &str) -> Result<BTreeMap<String, (String, i64)>, Failure> {
         let mut out = BTreeMap::new();
         let dir = self.repo_dir(repo).join("transactions");
         if let Ok(entries) = fs::read_dir(&dir) {
             for e in entries.flatten() {
+                let text = fs::read_to_string(e.path())?;
+                let mut lines = text.lines();
+                let lease = lines.next().unwrap_or("").to_owned();
+                let expiry = lines
+                    .next()
+                    .and_then(|l| l.parse().ok())
+                    .unwrap_or(i64::MAX);
                 out.insert(
                     e.file_name().to_string_lossy().into_owned(),
-                    fs::read_to_string(e.path())?,
+                    (lease, expiry),
                 );
             }
         }
@@ -192,13 +229,13 @@ impl Standin {
         while let Some(flag) = it.next() {
             let value = it
                 .next()
-                .ok_or_else(|| Failure(format!("{flag} needs a value")))?;
+                .ok_or_else(|| Failure(format!("{flag} needs a value"), 1, false))?;
             match flag.as_str() {
                 "-u" => gateway = value.starts_with("gw,"),
                 "-o" => {
                     let (u, g) = value
                         .split_once(':')
-                        .ok_or_else(|| Failure("-o UID:GID".into()))?;
+                        .ok_or_else(|| Failure("-o UID:GID".into(), 1, false))?;
                     owner = (u.parse()?, g.parse()?);
                 }
                 other => return fail(format!("mkfs: unknown option {other}")),
@@ -210,6 +247,7 @@ impl Standin {
         fs::create_dir_all(self.published(&repo))?;
         fs::create_dir_all(self.mount(&repo))?;
         fs::create_dir_all(self.repo_dir(&repo).join("transactions"))?;
+        fs::write(self.repo_dir(&repo).join("revision"), "1\n")?;
         fs::write(
             self.repo_dir(&repo).join("config"),
             format!("gateway={gateway}\nowner={}:{}\n", owner.0, owner.1),
@@ -232,50 +270,145 @@ impl Standin {
         Ok(out)
     }
 
+    /// Waits at `pause/POINT` while that file exists (see the module docs).
+    fn pause(&self, point: &str) -> Result<(), Failure> {
+        let flag = self.state.join("pause").join(point);
+        // The file's content, when not empty, must appear in the call's arguments.
+        match fs::read_to_string(&flag) {
+            Ok(filter) if filter.is_empty() || self.args.join(" ").contains(filter.trim()) => {}
+            _ => return Ok(()),
+        }
+        // Written whole, then renamed: a reader never sees it half-written.
+        let tmp = self.state.join("paused.tmp");
+        fs::write(&tmp, format!("{point} {}", std::process::id()))?;
+        fs::rename(&tmp, self.state.join("paused"))?;
+        while flag.exists() {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    fn revision(&self, repo: &str) -> u64 {
+        fs::read_to_string(self.repo_dir(repo).join("revision"))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(1)
+    }
+
+    /// Every successful publish, ingest and delete is a new revision.
+    fn bump_revision(&self, repo: &str) -> Result<(), Failure> {
+        let next = self.revision(repo) + 1;
+        fs::write(self.repo_dir(repo).join("revision"), format!("{next}\n"))?;
+        Ok(())
+    }
+
+    /// `list-catalogs REPO`: `/` and every directory holding a `.cvmfscatalog`.
+    fn list_catalogs(&self, args: &[String]) -> Result<String, Failure> {
+        let (_, repo) = split_repo(args)?;
+        self.config(&repo)?;
+        fn walk(dir: &Path, rel: &str, out: &mut Vec<String>) {
+            let Ok(entries) = fs::read_dir(dir) else {
+                return;
+            };
+            let mut names: Vec<_> = entries.flatten().collect();
+            names.sort_by_key(|e| e.file_name());
+            for e in names {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    let child = format!("{rel}/{}", e.file_name().to_string_lossy());
+                    if e.path().join(".cvmfscatalog").is_file() {
+                        out.push(child.clone());
+                    }
+                    walk(&e.path(), &child, out);
+                }
+            }
+        }
+        let mut out = vec!["/".to_owned()];
+        walk(&self.published(&repo), "", &mut out);
+        Ok(out.into_iter().map(|l| l + "\n").collect())
+    }
+
+    /// Checks a lease path's parent in the published tree: missing is rc 2, a file rc 20.
+    fn check_lease_parent(&self, repo: &str, lease: &str) -> Result<(), Failure> {
+        if lease.is_empty() {
+            return Ok(());
+        }
+        let parent = lease.rsplit_once('/').map_or("", |(p, _)| p);
+        if parent.is_empty() {
+            return Ok(());
+        }
+        match fs::symlink_metadata(self.published(repo).join(parent)) {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) => fail_with(
+                20,
+                format!(
+                    "CernVM-FS transaction error: cannot open transaction on /{parent}, which is not a directory"
+                ),
+            ),
+            Err(_) => fail_with(
+                2,
+                format!(
+                    "CernVM-FS transaction error: cannot open transaction on non-existing path /{parent}"
+                ),
+            ),
+        }
+    }
+
     /// Takes a lease for this node, as `transaction` and `ingest` do.
     fn acquire(&self, repo: &str, lease: &str) -> Result<(), Failure> {
         let cfg = self.config(repo)?;
         let open = self.transactions(repo)?;
         if open.contains_key(&self.node) {
-            return fail(format!("Repository {repo} is already in a transaction"));
+            return fail_with(
+                17,
+                "CernVM-FS transaction error: another transaction is already open",
+            );
         }
-        if !lease.is_empty() {
-            let parent = lease.rsplit_once('/').map_or("", |(p, _)| p);
-            match fs::symlink_metadata(self.published(repo).join(parent)) {
-                Ok(m) if m.is_dir() => {}
-                Ok(_) => {
-                    return fail(format!(
-                        "failed to acquire lease {repo}/{lease}: parent {parent} is not a directory (ENOTDIR)"
-                    ));
-                }
-                Err(_) => {
-                    return fail(format!(
-                        "failed to acquire lease {repo}/{lease}: parent {parent} does not exist (ENOENT)"
-                    ));
-                }
+        if !cfg.gateway && !open.is_empty() {
+            // A stratum 0 has one transaction at a time (one spool area).
+            return fail_with(
+                17,
+                "CernVM-FS transaction error: another transaction is already open",
+            );
+        }
+        self.check_lease_parent(repo, lease)?;
+        let now = now_secs();
+        for (other, expiry) in open.values() {
+            if *expiry <= now {
+                continue; // an expired lease may be taken by anyone
+            }
+            if leases_conflict(lease, other) {
+                let left = expiry - now;
+                return fail_with(
+                    16,
+                    format!(
+                        "Path busy. Time remaining = {}h{}m{}s\nCernVM-FS transaction error: lease path busy",
+                        left / 3600,
+                        left % 3600 / 60,
+                        left % 60
+                    ),
+                );
             }
         }
-        for (node, other) in &open {
-            // Without a gateway a repository has one transaction; with one, leases conflict by
-            // string prefix (the gateway's SQL LIKE check).
-            if !cfg.gateway || lease.starts_with(other.as_str()) || other.starts_with(lease) {
-                return fail(format!(
-                    "failed to acquire lease {repo}/{lease}: path_busy (held by {node} on {repo}/{other})"
-                ));
-            }
-        }
+        let max: i64 = std::env::var("CVMFS_STANDIN_MAX_LEASE_TIME")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(7200);
         fs::write(
             self.repo_dir(repo).join("transactions").join(&self.node),
-            lease,
+            format!("{lease}\n{}\n", now + max),
         )?;
         Ok(())
     }
 
-    fn own_lease(&self, repo: &str) -> Result<String, Failure> {
+    fn own_lease(&self, repo: &str) -> Result<(String, i64), Failure> {
         self.config(repo)?;
         match self.transactions(repo)?.remove(&self.node) {
             Some(lease) => Ok(lease),
-            None => fail(format!("Repository {repo} is not in a transaction")),
+            None => Err(Failure(
+                format!("Repository {repo} is not in a transaction"),
+                1,
+                true,
+            )),
         }
     }
 
@@ -304,39 +437,71 @@ impl Standin {
             ));
         }
         let (repo, lease) = target.split_once('/').unwrap_or((target.as_str(), ""));
-        self.acquire(repo, lease)?;
+        self.acquire(repo, &clean(lease))?;
         Ok(String::new())
     }
 
     fn publish(&self, args: &[String]) -> Result<String, Failure> {
-        let (_, repo) = split_repo(args)?;
-        let lease = self.own_lease(&repo)?;
-        let scope = self.scope(&repo, &lease)?;
-        sync(&self.mount(&repo), &self.published(&repo), &scope)?;
-        self.release(&repo)?;
-        // A gateway ignores changes outside the lease: the mount shows the published state.
-        if self.config(&repo)?.gateway {
-            self.revert_outside_leases(&repo)?;
+        let (_, target) = split_repo(args)?;
+        // A sub-path is accepted and ignored: the transaction's own lease counts.
+        let repo = target.split_once('/').map_or(target.as_str(), |(r, _)| r);
+        let (lease, expiry) = self.own_lease(repo)?;
+        let cfg = self.config(repo)?;
+        if cfg.gateway && expiry <= now_secs() {
+            return fail(
+                "SessionContext::DoUpload - error reply: {\"reason\":\"invalid lease\",\"status\":\"error\"}\n\
+                 PANIC: session_context.cc : 405\n\
+                 SessionContext: could not submit payload. Aborting.\n\
+                 Synchronization failed",
+            );
         }
+        self.pause("publish")?;
+        let scope = self.scope(repo, &lease)?;
+        let mut warnings = String::new();
+        // What the real overlay would have refused at write time never reaches the upper dir.
+        for path in diff_trees(&self.published(repo), &self.mount(repo)) {
+            if within(&path, &scope) && below_immutable(&self.published(repo), &path) {
+                warnings.push_str(&format!(
+                    "cvmfs_server stand-in: {repo}/{path}: Permission denied (below a directory owned by 4294967295; dropped)\n"
+                ));
+                sync(&self.published(repo), &self.mount(repo), &path)?;
+            }
+        }
+        sync(&self.mount(repo), &self.published(repo), &scope)?;
+        self.release(repo)?;
+        self.bump_revision(repo)?;
+        // A gateway ignores changes outside the lease: the mount shows the published state.
+        if cfg.gateway {
+            self.revert_outside_leases(repo)?;
+        }
+        eprint!("{warnings}");
         Ok(String::new())
     }
 
     fn abort(&self, args: &[String]) -> Result<String, Failure> {
-        let (opts, repo) = split_repo(args)?;
+        let (opts, target) = split_repo(args)?;
         if let Some(flag) = opts.iter().find(|o| *o != "-f") {
             return fail(format!("abort: unknown option {flag}"));
         }
-        let lease = self.own_lease(&repo)?;
-        let scope = self.scope(&repo, &lease)?;
-        sync(&self.published(&repo), &self.mount(&repo), &scope)?;
-        self.release(&repo)?;
+        let repo = target.split_once('/').map_or(target.as_str(), |(r, _)| r);
+        let (lease, _) = self
+            .own_lease(repo)
+            .map_err(|Failure(m, _, _)| Failure(m, 22, false))?;
+        let scope = self.scope(repo, &lease)?;
+        sync(&self.published(repo), &self.mount(repo), &scope)?;
+        self.release(repo)?;
         Ok(String::new())
     }
 
     /// Fails when the mount differs from the published tree anywhere no open lease covers.
     fn check_no_stray_writes(&self) -> Result<(), Failure> {
         for repo in self.repos() {
-            let leases = self.open_scopes(&repo)?;
+            // With any transaction open the whole mount is writable (behind a gateway, what lies
+            // outside the lease is dropped at publish).
+            if !self.transactions(&repo)?.is_empty() {
+                continue;
+            }
+            let leases: Vec<String> = Vec::new();
             let stray: Vec<String> = diff_trees(&self.published(&repo), &self.mount(&repo))
                 .into_iter()
                 .filter(|p| !leases.iter().any(|l| within(p, l)))
@@ -354,7 +519,7 @@ impl Standin {
 
     fn open_scopes(&self, repo: &str) -> Result<Vec<String>, Failure> {
         let mut out = Vec::new();
-        for lease in self.transactions(repo)?.values() {
+        for (lease, _) in self.transactions(repo)?.values() {
             out.push(self.scope(repo, lease)?);
         }
         Ok(out)
@@ -386,7 +551,7 @@ impl Standin {
             let mut value = || {
                 it.next()
                     .cloned()
-                    .ok_or_else(|| Failure(format!("ingest: {flag} needs a value")))
+                    .ok_or_else(|| Failure(format!("ingest: {flag} needs a value"), 1, false))
             };
             match flag.as_str() {
                 "-t" | "--tar_file" => tar_file = Some(value()?),
@@ -404,10 +569,13 @@ impl Standin {
         if tar_file.is_none() && deletes.is_empty() {
             return fail("ingest: nothing to do (-t or -d)");
         }
-        if cfg.gateway && (deletes.len() > 1 || (!deletes.is_empty() && tar_file.is_some())) {
+        if cfg.gateway && deletes.len() > 1 {
             return fail(
-                "ingest: with a gateway only one --delete, and not together with --tar_file",
+                "Could not delete multiple paths using a gateway in a single transaction.",
             );
+        }
+        if cfg.gateway && !deletes.is_empty() && tar_file.is_some() {
+            return fail("ingest: with a gateway --delete cannot go with --tar_file");
         }
         // ingest opens a transaction of its own: REPO, or REPO/BASE resp. REPO/DELETE with a gateway.
         let lease = if cfg.gateway {
@@ -415,13 +583,24 @@ impl Standin {
         } else {
             String::new()
         };
-        self.acquire(&repo, &lease)?;
-        let result =
-            self.ingest_in_transaction(&repo, &cfg, tar_file, base, &deletes, catalog, keep_owners);
+        if let Err(Failure(msg, _, _)) = self.acquire(&repo, &lease) {
+            let msg = msg.replace("CernVM-FS transaction error: ", "");
+            return fail(format!(
+                "CernVM-FS transaction error: {msg}\nImpossible to start a transaction"
+            ));
+        }
+        let result = self.pause("ingest").and_then(|()| {
+            self.ingest_in_transaction(&repo, &cfg, tar_file, base, &deletes, catalog, keep_owners)
+        });
+        // The real server aborts a failed ingest's transaction itself.
         self.release(&repo)?;
-        result.map(|()| String::new())
+        let warnings = result?;
+        self.bump_revision(&repo)?;
+        eprint!("{warnings}");
+        Ok(String::new())
     }
 
+    /// Returns the warnings to print.
     #[allow(clippy::too_many_arguments)]
     fn ingest_in_transaction(
         &self,
@@ -432,7 +611,7 @@ impl Standin {
         deletes: &[String],
         catalog: bool,
         keep_owners: bool,
-    ) -> Result<(), Failure> {
+    ) -> Result<String, Failure> {
         let published = self.published(repo);
         let scratch = self.state.join("scratch");
         if scratch.exists() {
@@ -441,6 +620,8 @@ impl Standin {
         fs::create_dir_all(&scratch)?;
         let owner = if keep_owners { None } else { Some(cfg.owner) };
         let mut applied = Vec::new();
+        let mut warnings = String::new();
+        let mut reset = None;
         if let (Some(tar_file), Some(base)) = (tar_file, base) {
             let input: Box<dyn Read> = if tar_file == "-" {
                 Box::new(io::stdin().lock())
@@ -456,24 +637,91 @@ impl Standin {
                 written: BTreeSet::new(),
                 new_dirs: Vec::new(),
                 hardlinks: Vec::new(),
+                shadowed: Vec::new(),
+                reset_base: None,
             };
             ingest.run(input, &base, catalog)?;
-            applied.push(base);
+            reset = ingest.reset_base.map(|r| (base.clone(), r));
+            // A delete overlapping the tar's paths finds no catalog for them (scenario 8).
+            for path in deletes {
+                let touched = ingest.known_dirs.iter().chain(ingest.written.iter());
+                if let Some(hit) = touched
+                    .into_iter()
+                    .find(|t| within(t, path) || within(path, t))
+                {
+                    return fail(format!(
+                        "PANIC: catalog_mgr_rw.cc : 484 catalog for directory '/{hit}' cannot be found\nAborted\nSynchronization failed"
+                    ));
+                }
+            }
+            if scratch.join(&base).exists() {
+                applied.push(base);
+            }
         }
+        self.pause("ingest-commit")?;
         // Deletions run first, then the tar's tree is merged in.
         for path in deletes {
+            if fs::symlink_metadata(published.join(path)).is_err() {
+                warnings.push_str(&format!(
+                    "[WARNING] '{path}' cannot be deleted. Unrecognized file type.\n"
+                ));
+            }
             for root in [&published, &self.mount(repo)] {
                 remove_any(&root.join(path))?;
             }
         }
         for path in applied {
             merge(&scratch, &published, &path)?;
+            if let Some((base, (owner, mtime))) = reset.as_ref().filter(|(b, _)| *b == path) {
+                let dir = published.join(base);
+                lchown(&dir, *owner)?;
+                fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
+                set_mtime(&dir, *mtime)?;
+            }
             sync(&published, &self.mount(repo), &path)?;
         }
         fs::remove_dir_all(&scratch)?;
-        Ok(())
+        Ok(warnings)
     }
 }
+
+/// Whether two lease paths conflict at a gateway: SQL `a LIKE b||'%' OR b LIKE a||'%'`, so a
+/// string prefix either way, ASCII case-insensitive, `_` any one character, `%` any run.
+fn leases_conflict(a: &str, b: &str) -> bool {
+    let a = format!("{}/{a}", "REPO");
+    let b = format!("{}/{b}", "REPO");
+    like(a.as_bytes(), format!("{b}%").as_bytes()) || like(b.as_bytes(), format!("{a}%").as_bytes())
+}
+
+/// SQL LIKE, ASCII case-insensitive.
+fn like(text: &[u8], pattern: &[u8]) -> bool {
+    match pattern.split_first() {
+        None => text.is_empty(),
+        Some((b'%', rest)) => (0..=text.len()).any(|i| like(&text[i..], rest)),
+        Some((b'_', rest)) => !text.is_empty() && like(&text[1..], rest),
+        Some((c, rest)) => text
+            .split_first()
+            .is_some_and(|(t, tail)| t.eq_ignore_ascii_case(c) && like(tail, rest)),
+    }
+}
+
+/// Whether `path` or one of its ancestors is a published directory owned by 65534 (the stored
+/// 4294967295): the real overlay refuses every change there.
+fn below_immutable(published: &Path, path: &str) -> bool {
+    let mut prefix = PathBuf::from(published);
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        prefix.push(part);
+        match fs::symlink_metadata(&prefix) {
+            Ok(m) if m.is_dir() && m.uid() == NOBODY => return true,
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+/// How the kernel shows the uid/gid 4294967295 that ingest stores for invented directories.
+const NOBODY: u32 = 65534;
 
 /// The tar engine: builds the new entries in `scratch` (mirroring repository paths), deciding
 /// per entry against the published tree as `SyncUnionTarball` does.
@@ -490,6 +738,10 @@ struct Ingest<'a> {
     new_dirs: Vec<(String, u32, i64)>,
     /// (link, target) pairs, resolved after the stream.
     hardlinks: Vec<(String, String)>,
+    /// Directory entries over published files: they and their children are not reachable.
+    shadowed: Vec<String>,
+    /// With `--catalog` on an existing `-b` directory: its new owner and mtime (mode 0755).
+    reset_base: Option<((u32, u32), i64)>,
 }
 
 impl Ingest<'_> {
@@ -502,7 +754,7 @@ impl Ingest<'_> {
         }
         let stream = io::Cursor::new(first).chain(input);
         let now = now_secs();
-        self.placeholders(base, now)?;
+        // Nothing is created before the first entry: an empty tar makes no -b directory.
         let mut archive = tar::Archive::new(stream);
         for entry in archive.entries()? {
             let mut entry = entry?;
@@ -513,9 +765,9 @@ impl Ingest<'_> {
                 .or_else(|| raw.strip_prefix('/'))
                 .unwrap_or(&raw);
             let name = name.trim_end_matches('/');
-            if name.split('/').any(|c| c == "..") {
+            if name.split('/').any(|c| c == ".." || c == ".") {
                 return fail(format!(
-                    "cvmfs_server stand-in: refusing entry {raw:?} (the real server would store `..`)"
+                    "cvmfs_server stand-in: refusing entry {raw:?} (the real server would store a literal `.` or `..`)"
                 ));
             }
             let full = if name.is_empty() {
@@ -523,6 +775,9 @@ impl Ingest<'_> {
             } else {
                 format!("{base}/{name}")
             };
+            if self.shadowed.iter().any(|s| within(&full, s)) {
+                continue; // below a published file: stored unreachable by the real server
+            }
             let parent = full.rsplit_once('/').map_or("", |(p, _)| p).to_owned();
             self.placeholders(&parent, now)?;
             let kind = header.entry_type();
@@ -538,6 +793,11 @@ impl Ingest<'_> {
                 .unwrap_or((header.uid()? as u32, header.gid()? as u32));
             let dst = self.scratch.join(&full);
             if kind.is_dir() {
+                if fs::symlink_metadata(self.published.join(&full)).is_ok_and(|m| !m.is_dir()) {
+                    // A directory entry over a published file keeps the file (scenario 4e).
+                    self.shadowed.push(full);
+                    continue;
+                }
                 if self.known_dirs.insert(full.clone()) {
                     if fs::symlink_metadata(self.published.join(&full)).is_ok_and(|m| m.is_dir()) {
                         // Published directories are never updated by ingest.
@@ -572,7 +832,7 @@ impl Ingest<'_> {
             } else if kind.is_symlink() {
                 let target = entry
                     .link_name()?
-                    .ok_or_else(|| Failure(format!("symlink {full} has no target")))?;
+                    .ok_or_else(|| Failure(format!("symlink {full} has no target"), 1, false))?;
                 std::os::unix::fs::symlink(target, &dst)?;
             } else if is_special {
                 if self.gateway {
@@ -605,10 +865,15 @@ impl Ingest<'_> {
             set_mtime(&dst, mtime)?;
         }
         self.resolve_hardlinks()?;
-        if catalog {
+        if catalog && self.scratch.join(base).is_dir() {
             let marker = self.scratch.join(base).join(".cvmfscatalog");
             File::create(&marker)?;
             lchown(&marker, self.owner.unwrap_or((0, 0)))?;
+            fs::set_permissions(&marker, fs::Permissions::from_mode(0o664))?;
+            if fs::symlink_metadata(self.published.join(base)).is_ok_and(|m| m.is_dir()) {
+                // --catalog resets an existing -b directory (scenario 4d): applied at merge.
+                self.reset_base = Some((self.owner.unwrap_or((NOBODY, NOBODY)), now));
+            }
         }
         // Directory times last: creating children changes them.
         for (dir, mode, mtime) in self.new_dirs.iter().rev() {
@@ -636,9 +901,8 @@ impl Ingest<'_> {
             if fs::symlink_metadata(self.published.join(&path)).is_ok_and(|m| m.is_dir()) {
                 continue; // published directories are never updated by ingest
             }
-            if let Some(owner) = self.owner {
-                lchown(&scratch, owner)?;
-            }
+            // Invented directories: -U/-G, which -k makes 4294967295 (shown as 65534).
+            lchown(&scratch, self.owner.unwrap_or((NOBODY, NOBODY)))?;
             self.new_dirs.push((path.clone(), 0o755, now));
         }
         Ok(())

@@ -980,7 +980,7 @@ impl Converter<'_> {
             &self.layout.layer_info(&layer.digest),
             &mut &info.to_layers_json()[..],
         )?;
-        let mut origin = self.read_origin(&layer.digest);
+        let mut origin = self.read_origin(&layer.digest)?;
         origin.add(config);
         tx.write_file(
             &self.layout.layer_origin(&layer.digest),
@@ -996,23 +996,16 @@ impl Converter<'_> {
         Ok(())
     }
 
-    fn read_origin(&self, layer: &LayerDigest) -> Origin {
-        std::fs::read(self.published(&self.layout.layer_origin(layer)))
-            .ok()
-            .and_then(|bytes| Origin::from_slice(&bytes).ok())
-            .unwrap_or_default()
+    /// The layer's `origin.json`, read inside the transaction that rewrites it (a corrupt one is
+    /// an error, never overwritten with a shorter list).
+    fn read_origin(&self, layer: &LayerDigest) -> anyhow::Result<Origin> {
+        Ok(Origin::read(
+            &self.published(&self.layout.layer_origin(layer)),
+        )?)
     }
 
     fn add_origin(&self, layer: &LayerDigest, config: &ConfigDigest) -> anyhow::Result<()> {
-        let mut origin = self.read_origin(layer);
-        if !origin.add(config) {
-            return Ok(());
-        }
-        let mut tx = self
-            .publisher
-            .begin(&self.layout.layer_metadata_dir(layer))?;
-        tx.write_file(&self.layout.layer_origin(layer), &mut &origin.to_json()[..])?;
-        tx.commit()?;
+        ducc_cvmfs::add_origin(self.publisher, &self.layout, layer, config)?;
         Ok(())
     }
 

@@ -1,0 +1,891 @@
+//! The `cvmfs_server` stand-in reproduces the scenarios measured on a real CernVM-FS 2.12.0:
+//! one test per scenario of reference/cvmfs-real-behaviour.md (`s01_` ... `s14_`, stratum 0)
+//! and reference/cvmfs-gateway-behaviour.md (`g1_` ... `g5_`), asserting the recorded owner,
+//! mode, exit status, error text and whether a revision was published. Runs as root (owners).
+#![allow(clippy::unwrap_used)]
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+const REPO: &str = "test.repo";
+const MTIME: u64 = 1_600_000_000;
+const NOBODY: u32 = 65534;
+
+struct Standin {
+    state: tempfile::TempDir,
+}
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Standin {
+    fn new(gateway: bool) -> Self {
+        require_root();
+        let s = Standin {
+            state: tempfile::tempdir().unwrap(),
+        };
+        let mut args = vec!["mkfs", "-o", "0:0"];
+        if gateway {
+            args.extend([
+                "-u",
+                "gw,/srv/cvmfs/test.repo/data/txn,http://localhost:4929/api/v1",
+            ]);
+        }
+        args.push(REPO);
+        assert_eq!(s.run(&args).code, 0);
+        s
+    }
+
+    fn run(&self, args: &[&str]) -> Out {
+        self.run_on("local", args, None, &[])
+    }
+
+    fn run_on(&self, node: &str, args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> Out {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cvmfs_server_standin"));
+        cmd.args(args)
+            .env("CVMFS_STANDIN_STATE", self.state.path())
+            .env("CVMFS_STANDIN_NODE", node)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut pipe = child.stdin.take().unwrap();
+        if let Some(bytes) = stdin {
+            let _ = pipe.write_all(bytes);
+        }
+        drop(pipe);
+        let out = child.wait_with_output().unwrap();
+        Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn ingest(&self, flags: &[&str], tar: &[u8]) -> Out {
+        let mut args = vec!["ingest"];
+        args.extend(flags);
+        args.push(REPO);
+        self.run_on("local", &args, Some(tar), &[])
+    }
+
+    fn published(&self, path: &str) -> PathBuf {
+        self.state
+            .path()
+            .join("repos")
+            .join(REPO)
+            .join("published")
+            .join(path)
+    }
+
+    fn mount(&self, path: &str) -> PathBuf {
+        self.state.path().join("mnt").join(REPO).join(path)
+    }
+
+    fn rev(&self) -> u64 {
+        fs::read_to_string(self.state.path().join("repos").join(REPO).join("revision"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    fn catalogs(&self) -> Vec<String> {
+        let out = self.run(&["list-catalogs", REPO]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        out.stdout.lines().map(str::to_owned).collect()
+    }
+
+    /// Publishes directories (root-owned) through a transaction.
+    fn publish_dirs(&self, dirs: &[&str]) {
+        assert_eq!(self.run(&["transaction", REPO]).code, 0);
+        for d in dirs {
+            fs::create_dir_all(self.mount(d)).unwrap();
+        }
+        let out = self.run(&["publish", REPO]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    }
+}
+
+fn require_root() {
+    if !rustix::process::geteuid().is_root() {
+        if std::env::var_os("DUCC_ALLOW_SKIP").is_some() {
+            println!("skipped: needs root (owners)");
+            return;
+        }
+        panic!("these scenarios need root (set DUCC_ALLOW_SKIP=1 to skip)");
+    }
+}
+
+/// (mode & 07777, uid, gid, mtime)
+fn st(path: &PathBuf) -> (u32, u32, u32, i64) {
+    let m = fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (m.mode() & 0o7777, m.uid(), m.gid(), m.mtime())
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// A tar of (kind, name, mode, uid:gid, content or link target), mtime 1600000000.
+fn tar_of(entries: &[(char, &str, u32, u64, &str)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (kind, name, mode, id, data) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(*mode);
+        h.set_uid(*id);
+        h.set_gid(*id);
+        h.set_mtime(MTIME);
+        h.set_size(0);
+        match kind {
+            'd' => {
+                h.set_entry_type(tar::EntryType::Directory);
+                b.append_data(&mut h, name, &[][..]).unwrap();
+            }
+            'f' => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_size(data.len() as u64);
+                b.append_data(&mut h, name, data.as_bytes()).unwrap();
+            }
+            'l' | 'h' => {
+                h.set_entry_type(if *kind == 'l' {
+                    tar::EntryType::Symlink
+                } else {
+                    tar::EntryType::Link
+                });
+                b.append_link(&mut h, name, data).unwrap();
+            }
+            'c' | 'p' => {
+                h.set_entry_type(if *kind == 'c' {
+                    tar::EntryType::Char
+                } else {
+                    tar::EntryType::Fifo
+                });
+                h.set_device_major(0).unwrap();
+                h.set_device_minor(0).unwrap();
+                b.append_data(&mut h, name, &[][..]).unwrap();
+            }
+            other => panic!("kind {other}"),
+        }
+    }
+    b.into_inner().unwrap()
+}
+
+fn x_tar() -> Vec<u8> {
+    tar_of(&[
+        ('d', "x/", 0o750, 1000, ""),
+        ('f', "x/file", 0o644, 1000, "hello"),
+    ])
+}
+
+#[test]
+fn s01_ingest_k_catalog_into_an_empty_repo_leaves_placeholders_owned_by_nobody() {
+    let s = Standin::new(false);
+    assert_eq!(s.rev(), 1);
+    let before = now();
+    let out = s.ingest(&["--catalog", "-k", "-t", "-", "-b", "A/B/C"], &x_tar());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(s.rev(), 2);
+    for dir in ["A", "A/B", "A/B/C"] {
+        let (mode, uid, gid, mtime) = st(&s.published(dir));
+        assert_eq!((mode, uid, gid), (0o755, NOBODY, NOBODY), "{dir}");
+        assert!(mtime >= before, "{dir} mtime is the ingest time");
+    }
+    let (mode, uid, gid, _) = st(&s.published("A/B/C/.cvmfscatalog"));
+    assert_eq!((mode, uid, gid), (0o664, 0, 0));
+    assert_eq!(
+        st(&s.published("A/B/C/x")),
+        (0o750, 1000, 1000, MTIME as i64)
+    );
+    assert_eq!(
+        st(&s.published("A/B/C/x/file")),
+        (0o644, 1000, 1000, MTIME as i64)
+    );
+    assert_eq!(s.catalogs(), ["/", "/A/B/C"]);
+}
+
+#[test]
+fn s02_a_dot_slash_entry_gives_a_new_base_its_metadata_and_parents_stay_placeholders() {
+    let s = Standin::new(false);
+    let tar = tar_of(&[
+        ('d', "./", 0o700, 7, ""),
+        ('f', "./x/file", 0o644, 1000, "hi"),
+    ]);
+    let out = s.ingest(&["-k", "-t", "-", "-b", "A/B/C"], &tar);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(st(&s.published("A/B/C")), (0o700, 7, 7, MTIME as i64));
+    let (mode, uid, _, _) = st(&s.published("A/B"));
+    assert_eq!((mode, uid), (0o755, NOBODY));
+    // Leading `/` is stripped and `-b /LEAD/` is `-b LEAD`.
+    // The tar crate refuses to write an absolute name: set the header's name field by hand.
+    let mut h = tar::Header::new_ustar();
+    h.set_mode(0o644);
+    h.set_size(1);
+    h.set_mtime(MTIME);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.as_ustar_mut().unwrap().name[..6].copy_from_slice(b"/abs/f");
+    h.set_cksum();
+    let mut tar = h.as_bytes().to_vec();
+    tar.push(b'a');
+    tar.resize(512 * 2 + 1024, 0);
+    let out = s.ingest(&["-k", "-t", "-", "-b", "/LEAD/"], &tar);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(s.published("LEAD/abs/f").is_file());
+}
+
+#[test]
+fn s03_transaction_writes_at_or_below_a_nobody_directory_never_reach_the_repository() {
+    let s = Standin::new(false);
+    assert_eq!(
+        s.ingest(&["--catalog", "-k", "-t", "-", "-b", "A/B/C"], &x_tar())
+            .code,
+        0
+    );
+    assert_eq!(s.run(&["transaction", REPO]).code, 0);
+    fs::create_dir(s.mount("A/B/C/meta")).unwrap();
+    fs::write(s.mount("A/B/C/x/g"), b"g").unwrap();
+    fs::write(s.mount("topfile"), b"t").unwrap();
+    fs::create_dir_all(s.mount("topdir2/sub")).unwrap();
+    let rev = s.rev();
+    let out = s.run(&["publish", REPO]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(s.rev(), rev + 1);
+    assert!(
+        out.stderr.contains("A/B/C/meta: Permission denied"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("A/B/C/x/g: Permission denied"),
+        "{}",
+        out.stderr
+    );
+    assert!(!s.published("A/B/C/meta").exists() && !s.mount("A/B/C/meta").exists());
+    assert!(!s.published("A/B/C/x/g").exists());
+    assert!(s.published("topfile").is_file() && s.published("topdir2/sub").is_dir());
+}
+
+#[test]
+fn s04a_reingest_replaces_files_adds_placeholders_and_keeps_the_base_and_its_catalog() {
+    let s = Standin::new(false);
+    assert_eq!(
+        s.ingest(&["--catalog", "-k", "-t", "-", "-b", "A/B/C"], &x_tar())
+            .code,
+        0
+    );
+    let base = st(&s.published("A/B/C"));
+    let tar = tar_of(&[
+        ('f', "meta/origin.json", 0o644, 1000, "{}"),
+        ('f', "x/file", 0o600, 2000, "world!"),
+    ]);
+    let rev = s.rev();
+    assert_eq!(s.ingest(&["-k", "-t", "-", "-b", "A/B/C"], &tar).code, 0);
+    assert_eq!(s.rev(), rev + 1);
+    assert_eq!(st(&s.published("A/B/C")), base);
+    assert_eq!(
+        st(&s.published("A/B/C/x/file")),
+        (0o600, 2000, 2000, MTIME as i64)
+    );
+    assert_eq!(fs::read(s.published("A/B/C/x/file")).unwrap(), b"world!");
+    let (mode, uid, _, _) = st(&s.published("A/B/C/meta"));
+    assert_eq!((mode, uid), (0o755, NOBODY));
+    assert_eq!(st(&s.published("A/B/C/meta/origin.json")).1, 1000);
+    assert_eq!(s.catalogs(), ["/", "/A/B/C"]);
+}
+
+#[test]
+fn s04b_existing_directories_are_never_updated_by_directory_entries() {
+    let s = Standin::new(false);
+    assert_eq!(
+        s.ingest(&["--catalog", "-k", "-t", "-", "-b", "A/B/C"], &x_tar())
+            .code,
+        0
+    );
+    s.publish_dirs(&["topdir"]);
+    let (base, x, top) = (
+        st(&s.published("A/B/C")),
+        st(&s.published("A/B/C/x")),
+        st(&s.published("topdir")),
+    );
+    let tar = tar_of(&[
+        ('d', "./", 0o700, 7, ""),
+        ('d', "x/", 0o700, 3, ""),
+        ('f', "x/file2", 0o644, 0, "2"),
+    ]);
+    assert_eq!(s.ingest(&["-k", "-t", "-", "-b", "A/B/C"], &tar).code, 0);
+    assert_eq!(st(&s.published("A/B/C")), base);
+    assert_eq!(st(&s.published("A/B/C/x")), x);
+    assert!(s.published("A/B/C/x/file2").is_file());
+    // 4c: a new child dir under an existing -b dir is a placeholder; the root-owned -b stays.
+    let tar = tar_of(&[('f', "C2/y", 0o644, 1000, "y")]);
+    assert_eq!(s.ingest(&["-k", "-t", "-", "-b", "topdir"], &tar).code, 0);
+    assert_eq!(st(&s.published("topdir")), top);
+    assert_eq!((st(&s.published("topdir")).1), 0);
+    assert_eq!(st(&s.published("topdir/C2")).1, NOBODY);
+    assert_eq!(st(&s.published("topdir/C2/y")).1, 1000);
+}
+
+#[test]
+fn s04d_catalog_on_an_existing_base_resets_it() {
+    let s = Standin::new(false);
+    let tar = tar_of(&[('d', "./", 0o700, 0, ""), ('f', "f", 0o644, 0, "f")]);
+    assert_eq!(s.ingest(&["-k", "-t", "-", "-b", "D/B/C"], &tar).code, 0);
+    assert_eq!(st(&s.published("D/B/C")).0, 0o700);
+    let before = now();
+    let tar = tar_of(&[('f', "g", 0o644, 0, "g")]);
+    assert_eq!(
+        s.ingest(&["--catalog", "-k", "-t", "-", "-b", "D/B/C"], &tar)
+            .code,
+        0
+    );
+    let (mode, uid, gid, mtime) = st(&s.published("D/B/C"));
+    assert_eq!((mode, uid, gid), (0o755, NOBODY, NOBODY));
+    assert!(mtime >= before);
+    // Without -k the reset owner is the repository owner (0:0).
+    assert_eq!(
+        s.ingest(&["--catalog", "-t", "-", "-b", "D/B"], &tar).code,
+        0
+    );
+    let (mode, uid, gid, _) = st(&s.published("D/B"));
+    assert_eq!((mode, uid, gid), (0o755, 0, 0));
+    assert_eq!(s.catalogs(), ["/", "/D/B", "/D/B/C"]);
+}
+
+#[test]
+fn s04e_a_file_replaces_a_directory_and_a_directory_entry_over_a_file_keeps_the_file() {
+    let s = Standin::new(false);
+    let tar = tar_of(&[
+        ('d', "e/", 0o755, 0, ""),
+        ('f', "e/child", 0o644, 0, "c"),
+        ('f', "d", 0o644, 0, "file"),
+    ]);
+    assert_eq!(s.ingest(&["-k", "-t", "-", "-b", "T"], &tar).code, 0);
+    let tar = tar_of(&[
+        ('f', "e", 0o644, 0, "now a file"),
+        ('d', "d/", 0o755, 0, ""),
+        ('f', "d/inner", 0o644, 0, "i"),
+    ]);
+    let out = s.ingest(&["-k", "-t", "-", "-b", "T"], &tar);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(fs::read(s.published("T/e")).unwrap(), b"now a file");
+    assert_eq!(fs::read(s.published("T/d")).unwrap(), b"file");
+}
+
+#[test]
+fn s05_without_k_every_owner_is_the_repository_owner() {
+    let s = Standin::new(false);
+    assert_eq!(
+        s.ingest(&["--catalog", "-t", "-", "-b", "A/B/C"], &x_tar())
+            .code,
+        0
+    );
+    for dir in ["A", "A/B", "A/B/C"] {
+        let (mode, uid, gid, _) = st(&s.published(dir));
+        assert_eq!((mode, uid, gid), (0o755, 0, 0), "{dir}");
+    }
+    assert_eq!(st(&s.published("A/B/C/x")), (0o750, 0, 0, MTIME as i64));
+    assert_eq!(st(&s.published("A/B/C/x/file")).1, 0);
+    let tar = tar_of(&[('d', "./", 0o700, 7, ""), ('f', "f", 0o644, 7, "f")]);
+    assert_eq!(s.ingest(&["-t", "-", "-b", "E/C"], &tar).code, 0);
+    assert_eq!(st(&s.published("E/C")), (0o700, 0, 0, MTIME as i64));
+}
+
+#[test]
+fn s06_a_transaction_sub_path_is_only_syntax_on_a_stratum_0() {
+    let s = Standin::new(false);
+    assert_eq!(
+        s.ingest(&["-k", "-t", "-", "-b", "A/B/C"], &x_tar()).code,
+        0
+    );
+    let out = s.run(&["transaction", "test.repo/nonexistent/x"]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains(
+            "CernVM-FS transaction error: cannot open transaction on non-existing path /nonexistent"
+        ),
+        "{}",
+        out.stderr
+    );
+    let out = s.run(&["transaction", "test.repo/A/B/C/x/file/z"]);
+    assert_eq!(out.code, 20);
+    assert!(
+        out.stderr
+            .contains("cannot open transaction on /A/B/C/x/file, which is not a directory")
+    );
+    // The leaf may be missing or a file.
+    assert_eq!(s.run(&["transaction", "test.repo/A/nonexist"]).code, 0);
+    assert_eq!(s.run(&["abort", "-f", "test.repo/A"]).code, 0);
+    assert_eq!(s.run(&["transaction", "test.repo/A/B/C/x/file"]).code, 0);
+    assert_eq!(s.run(&["abort", "-f", REPO]).code, 0);
+    assert_eq!(s.run(&["transaction", "test.repo/A/B"]).code, 0);
+    assert!(
+        s.run(&["list"])
+            .stdout
+            .contains("test.repo (stratum0 / local - in transaction)")
+    );
+    fs::write(s.mount("topf"), b"t").unwrap();
+    let rev = s.rev();
+    assert_eq!(s.run(&["publish", "test.repo/D/zzz"]).code, 0);
+    assert_eq!(s.rev(), rev + 1);
+    assert!(
+        s.published("topf").is_file(),
+        "the whole repository was writable"
+    );
+}
+
+#[test]
+fn s07_state_errors_have_the_recorded_exit_status_and_text() {
+    let s = Standin::new(false);
+    assert_eq!(s.run(&["transaction", REPO]).code, 0);
+    let out = s.run(&["transaction", REPO]);
+    assert_eq!(out.code, 17);
+    assert!(
+        out.stderr
+            .contains("CernVM-FS transaction error: another transaction is already open")
+    );
+    let rev = s.rev();
+    let out = s.ingest(&["-k", "-t", "-", "-b", "Z"], &x_tar());
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr
+            .contains("CernVM-FS transaction error: another transaction is already open")
+    );
+    assert!(out.stderr.contains("Impossible to start a transaction"));
+    let out = s.run(&["ingest", "--delete", "Z", REPO]);
+    assert_eq!(out.code, 1);
+    assert_eq!(s.rev(), rev, "no revision");
+    assert!(
+        s.run(&["list"]).stdout.contains("in transaction"),
+        "left open"
+    );
+    assert_eq!(s.run(&["abort", "-f", REPO]).code, 0);
+    let out = s.run(&["publish", REPO]);
+    assert_eq!(out.code, 1);
+    assert_eq!(
+        out.stdout.trim(),
+        "Repository test.repo is not in a transaction"
+    );
+    let out = s.run(&["abort", "-f", REPO]);
+    assert_eq!(out.code, 22);
+    assert!(
+        out.stderr
+            .contains("Repository test.repo is not in a transaction")
+    );
+}
+
+#[test]
+fn s08_delete_removes_paths_and_nested_catalogs_and_an_overlap_with_the_tar_aborts() {
+    let s = Standin::new(false);
+    for b in ["A/B/C", ".layers/ab/hex1", ".layers/ab/hex2"] {
+        assert_eq!(
+            s.ingest(&["--catalog", "-k", "-t", "-", "-b", b], &x_tar())
+                .code,
+            0
+        );
+    }
+    let rev = s.rev();
+    assert_eq!(s.run(&["ingest", "--delete", "/A/B/C", REPO]).code, 0);
+    assert_eq!(s.rev(), rev + 1);
+    assert!(!s.published("A/B/C").exists());
+    let out = s.run(&[
+        "ingest",
+        "--delete",
+        ".layers/ab/hex1",
+        "--delete",
+        ".layers/ab/hex2",
+        REPO,
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(s.rev(), rev + 2, "several paths, one revision");
+    assert_eq!(s.catalogs(), ["/"]);
+    let out = s.run(&["ingest", "--delete", "does/not/exist", REPO]);
+    assert_eq!(out.code, 0);
+    assert!(
+        out.stderr
+            .contains("[WARNING] 'does/not/exist' cannot be deleted. Unrecognized file type.")
+    );
+    assert_eq!(s.rev(), rev + 3, "a revision anyway");
+    assert_eq!(s.ingest(&["-k", "-t", "-", "-b", "P"], &x_tar()).code, 0);
+    let rev = s.rev();
+    let out = s.ingest(&["-d", "P", "-k", "-t", "-", "-b", "P"], &x_tar());
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("PANIC: catalog_mgr_rw.cc")
+            && out.stderr.contains("Synchronization failed"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(s.rev(), rev);
+    assert!(
+        !s.run(&["list"]).stdout.contains("in transaction"),
+        "aborted automatically"
+    );
+    let out = s.ingest(&["-d", "P/x", "-k", "-t", "-", "-b", "Q"], &x_tar());
+    assert_eq!(out.code, 0, "an unrelated delete goes with a tar");
+    assert_eq!(s.rev(), rev + 1);
+}
+
+#[test]
+fn s09_an_empty_publish_or_tar_is_still_a_revision_and_creates_no_base() {
+    let s = Standin::new(false);
+    assert_eq!(s.run(&["transaction", REPO]).code, 0);
+    assert_eq!(s.run(&["publish", REPO]).code, 0);
+    assert_eq!(s.rev(), 2);
+    assert_eq!(
+        s.ingest(&["-k", "-t", "-", "-b", "EMPTY"], &[0; 10240])
+            .code,
+        0
+    );
+    assert_eq!(s.ingest(&["-k", "-t", "-", "-b", "EMPTY2"], &[]).code, 0);
+    assert_eq!(s.rev(), 4);
+    assert!(!s.published("EMPTY").exists() && !s.published("EMPTY2").exists());
+}
+
+#[test]
+fn s10_transaction_writes_publish_with_their_owners_and_symlinks() {
+    let s = Standin::new(false);
+    assert_eq!(s.run(&["transaction", REPO]).code, 0);
+    fs::create_dir_all(s.mount("mine/sub")).unwrap();
+    fs::set_permissions(s.mount("mine/sub"), fs::Permissions::from_mode(0o750)).unwrap();
+    fs::write(s.mount("mine/f"), b"f").unwrap();
+    fs::write(s.mount("mine/sub/g"), b"g").unwrap();
+    std::os::unix::fs::chown(s.mount("mine/sub/g"), Some(1000), Some(1000)).unwrap();
+    std::os::unix::fs::symlink("f", s.mount("mine/l")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", s.mount("mine/abs")).unwrap();
+    std::os::unix::fs::lchown(s.mount("mine/l"), Some(1000), Some(1000)).unwrap();
+    assert_eq!(s.run(&["publish", REPO]).code, 0);
+    assert_eq!(st(&s.published("mine/sub")).0, 0o750);
+    assert_eq!(st(&s.published("mine/sub/g")).1, 1000);
+    assert_eq!(st(&s.published("mine/l")).1, 1000);
+    assert_eq!(
+        fs::read_link(s.published("mine/abs")).unwrap(),
+        PathBuf::from("/etc/passwd")
+    );
+}
+
+#[test]
+fn s11_a_directory_entry_after_its_child_is_ignored_and_the_first_duplicate_wins() {
+    let s = Standin::new(false);
+    let tar = tar_of(&[
+        ('f', "d/f", 0o644, 1000, "f"),
+        ('d', "d/", 0o700, 42, ""),
+        ('d', "e/", 0o700, 42, ""),
+        ('f', "e/sub/f", 0o644, 0, "f"),
+        ('d', "e/sub/", 0o711, 43, ""),
+        ('d', "g/", 0o700, 5, ""),
+        ('d', "g/", 0o755, 6, ""),
+    ]);
+    assert_eq!(s.ingest(&["-k", "-t", "-", "-b", "S11"], &tar).code, 0);
+    let (mode, uid, _, _) = st(&s.published("S11/d"));
+    assert_eq!((mode, uid), (0o755, NOBODY));
+    assert_eq!(st(&s.published("S11/e")), (0o700, 42, 42, MTIME as i64));
+    assert_eq!(st(&s.published("S11/e/sub")).1, NOBODY);
+    assert_eq!(st(&s.published("S11/g")).1, 5);
+}
+
+#[test]
+fn s12_whiteout_names_and_devices_are_stored_literally_and_bad_tars_abort_whole() {
+    let s = Standin::new(false);
+    let tar = tar_of(&[
+        ('d', "w/", 0o755, 0, ""),
+        ('f', "w/.wh.foo", 0o644, 0, ""),
+        ('f', "w/.wh..wh..opq", 0o644, 0, ""),
+        ('c', "w/cdev", 0o644, 0, ""),
+        ('p', "w/fifo", 0o644, 0, ""),
+        ('f', "w/keep", 0o644, 0, "k"),
+        ('f', "t", 0o644, 7, "target"),
+        ('h', "hl", 0o600, 1, "t"),
+        ('l', "ln", 0o777, 1000, "t"),
+    ]);
+    assert_eq!(s.ingest(&["-k", "-b", "S12", "-t", "-"], &tar).code, 0);
+    assert!(s.published("S12/w/.wh.foo").is_file() && s.published("S12/w/.wh..wh..opq").is_file());
+    let cdev = fs::symlink_metadata(s.published("S12/w/cdev")).unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_char_device(
+        &cdev.file_type()
+    ));
+    assert_eq!(
+        st(&s.published("S12/hl")).1,
+        7,
+        "a hardlink is a copy of its target's entry"
+    );
+    assert_eq!(
+        fs::symlink_metadata(s.published("S12/hl")).unwrap().nlink(),
+        1
+    );
+    assert_eq!(st(&s.published("S12/ln")).1, 1000);
+    let rev = s.rev();
+    let dup = tar_of(&[('f', "a", 0o644, 0, "1"), ('f', "a", 0o644, 0, "2")]);
+    let out = s.ingest(&["-k", "-t", "-", "-b", "DUP"], &dup);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("Assertion `retval' failed"),
+        "{}",
+        out.stderr
+    );
+    let dangling = tar_of(&[('h', "hl", 0o644, 0, "not/here")]);
+    let out = s.ingest(&["-k", "-t", "-", "-b", "HL"], &dangling);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("cannot be found"));
+    let out = s.ingest(
+        &["-k", "-t", "-", "-b", "GZ"],
+        b"\x1f\x8b\x08\x00garbage-garbage",
+    );
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("Unrecognized archive format"));
+    assert_eq!(s.rev(), rev, "no revision from an aborted ingest");
+    assert!(!s.published("DUP").exists() && !s.published("HL").exists());
+}
+
+#[test]
+fn s14_cvmfscatalog_entries_make_nested_catalogs_and_explicit_dirs_stay_writable() {
+    let s = Standin::new(false);
+    assert_eq!(s.run(&["transaction", REPO]).code, 0);
+    fs::create_dir_all(s.mount(".layers/ab")).unwrap();
+    fs::write(s.mount(".layers/.cvmfscatalog"), b"").unwrap();
+    fs::write(s.mount(".layers/ab/.cvmfscatalog"), b"").unwrap();
+    assert_eq!(s.run(&["publish", REPO]).code, 0);
+    let shard = st(&s.published(".layers/ab"));
+    for hex in ["hex1", "hex2"] {
+        let tar = tar_of(&[
+            ('d', &format!("{hex}/"), 0o755, 0, ""),
+            ('d', &format!("{hex}/layerfs/"), 0o755, 0, ""),
+            ('f', &format!("{hex}/layerfs/.cvmfscatalog"), 0o644, 0, ""),
+            ('f', &format!("{hex}/layerfs/file"), 0o644, 0, "f"),
+            ('d', &format!("{hex}/.metadata/"), 0o755, 0, ""),
+            ('f', &format!("{hex}/.metadata/origin.json"), 0o644, 0, "{}"),
+        ]);
+        assert_eq!(
+            s.ingest(&["-k", "-t", "-", "-b", ".layers/ab"], &tar).code,
+            0
+        );
+    }
+    assert_eq!(st(&s.published(".layers/ab")), shard);
+    assert_eq!(st(&s.published(".layers/ab/hex1")).1, 0);
+    assert_eq!(st(&s.published(".layers/ab/hex1/layerfs")).1, 0);
+    assert_eq!(
+        s.catalogs(),
+        [
+            "/",
+            "/.layers",
+            "/.layers/ab",
+            "/.layers/ab/hex1/layerfs",
+            "/.layers/ab/hex2/layerfs"
+        ]
+    );
+    assert_eq!(s.run(&["transaction", REPO]).code, 0);
+    fs::write(
+        s.mount(".layers/ab/hex1/.metadata/origin.json"),
+        b"{\"origin\":[]}",
+    )
+    .unwrap();
+    let out = s.run(&["publish", REPO]);
+    assert_eq!(out.code, 0);
+    assert!(!out.stderr.contains("Permission denied"), "{}", out.stderr);
+    assert_eq!(
+        fs::read(s.published(".layers/ab/hex1/.metadata/origin.json")).unwrap(),
+        b"{\"origin\":[]}"
+    );
+}
+
+#[test]
+fn g1_gateway_lease_needs_its_parent_and_changes_outside_it_are_dropped() {
+    let s = Standin::new(true);
+    s.publish_dirs(&[]);
+    let out = s.run(&["transaction", "test.repo/a/b"]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr
+            .contains("cannot open transaction on non-existing path /a")
+    );
+    assert!(
+        !s.run(&["list"]).stdout.contains("in transaction"),
+        "no lease left"
+    );
+    // Whole-repository transaction to make `a` and a file in it.
+    assert_eq!(s.run(&["transaction", REPO]).code, 0);
+    fs::create_dir(s.mount("a")).unwrap();
+    fs::write(s.mount("a/top.txt"), b"top").unwrap();
+    fs::write(s.mount("smoke.txt"), b"s").unwrap();
+    assert_eq!(s.run(&["publish", REPO]).code, 0);
+    assert_eq!(s.run(&["transaction", "test.repo/a/top.txt/z"]).code, 20);
+    assert_eq!(s.run(&["transaction", "test.repo/a/b"]).code, 0);
+    fs::create_dir(s.mount("a/b")).unwrap();
+    fs::write(s.mount("a/b/in.txt"), b"in").unwrap();
+    fs::write(s.mount("a/out.txt"), b"out").unwrap();
+    fs::remove_file(s.mount("smoke.txt")).unwrap();
+    let rev = s.rev();
+    let out = s.run(&["publish", REPO]);
+    assert_eq!(out.code, 0);
+    assert!(out.stderr.is_empty(), "no warning: {}", out.stderr);
+    assert_eq!(s.rev(), rev + 1);
+    assert!(s.published("a/b/in.txt").is_file());
+    assert!(!s.published("a/out.txt").exists() && !s.mount("a/out.txt").exists());
+    assert!(s.published("smoke.txt").is_file() && s.mount("smoke.txt").is_file());
+}
+
+#[test]
+fn g2_gateway_leases_conflict_by_case_insensitive_string_prefix_with_wildcards() {
+    let s = Standin::new(true);
+    s.publish_dirs(&["a", "b", "zz"]);
+    let on = |node: &str, path: &str| {
+        s.run_on(node, &["transaction", &format!("{REPO}/{path}")], None, &[])
+    };
+    assert_eq!(on("local", "a").code, 0);
+    for other in ["b", "", "a"] {
+        let out = on("local", other);
+        assert_eq!(out.code, 17, "same node, {other:?}");
+    }
+    assert_eq!(on("node2", "b").code, 0);
+    for (path, busy) in [
+        ("a/x", true),
+        ("ab", true),
+        ("A", true),
+        ("", true),
+        ("zz/yy", false),
+    ] {
+        let out = on("node3", path);
+        if busy {
+            assert_eq!(out.code, 16, "{path}: {}", out.stderr);
+            assert!(
+                out.stderr.contains("Path busy. Time remaining = ")
+                    && out.stderr.contains("lease path busy")
+            );
+        } else {
+            assert_eq!(out.code, 0, "{path}: {}", out.stderr);
+            assert_eq!(s.run_on("node3", &["abort", "-f", REPO], None, &[]).code, 0);
+        }
+    }
+    assert_eq!(on("node3", "z_").code, 0);
+    assert_eq!(
+        on("node4", "zz/yy").code,
+        16,
+        "`_` matches any one character"
+    );
+}
+
+#[test]
+fn g3_gateway_ingest_needs_the_base_parent_and_drops_devices_and_splits_hardlinks() {
+    let s = Standin::new(true);
+    s.publish_dirs(&["a"]);
+    let rev = s.rev();
+    let out = s.ingest(&["--catalog", "-k", "-t", "-", "-b", "x/new"], &x_tar());
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr
+            .contains("cannot open transaction on non-existing path /x")
+    );
+    assert!(out.stderr.contains("Impossible to start a transaction"));
+    assert_eq!(s.rev(), rev);
+    let tar = tar_of(&[
+        ('d', "d/", 0o750, 1234, ""),
+        ('f', "d/f1", 0o644, 1234, "one"),
+        ('h', "d/h1", 0o644, 1234, "d/f1"),
+        ('p', "fifo", 0o644, 0, ""),
+        ('c', "cdev", 0o644, 0, ""),
+    ]);
+    let out = s.ingest(&["--catalog", "-k", "-t", "-", "-b", "a/new"], &tar);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(s.rev(), rev + 1);
+    let (mode, uid, _, _) = st(&s.published("a/new"));
+    assert_eq!((mode, uid), (0o755, NOBODY));
+    assert_eq!(
+        st(&s.published("a/new/d")),
+        (0o750, 1234, 1234, MTIME as i64)
+    );
+    assert!(!s.published("a/new/fifo").exists() && !s.published("a/new/cdev").exists());
+    assert_eq!(fs::read(s.published("a/new/d/h1")).unwrap(), b"one");
+    assert_eq!(
+        fs::symlink_metadata(s.published("a/new/d/h1"))
+            .unwrap()
+            .nlink(),
+        1
+    );
+    // One revision per call, also behind a gateway (scenario 6).
+    assert_eq!(s.run(&["transaction", REPO]).code, 0);
+    assert_eq!(s.run(&["publish", REPO]).code, 0);
+    assert_eq!(s.rev(), rev + 2);
+}
+
+#[test]
+fn g4_gateway_delete_takes_one_path_and_needs_its_parent() {
+    let s = Standin::new(true);
+    s.publish_dirs(&["a"]);
+    assert_eq!(
+        s.ingest(&["--catalog", "-k", "-t", "-", "-b", "a/new"], &x_tar())
+            .code,
+        0
+    );
+    let rev = s.rev();
+    assert_eq!(s.run(&["ingest", "--delete", "a/new", REPO]).code, 0);
+    assert!(!s.published("a/new").exists());
+    assert_eq!(s.catalogs(), ["/"]);
+    let out = s.run(&["ingest", "--delete", "a/doesnotexist", REPO]);
+    assert_eq!(out.code, 0);
+    assert!(
+        out.stderr
+            .contains("[WARNING] 'a/doesnotexist' cannot be deleted. Unrecognized file type.")
+    );
+    assert_eq!(s.rev(), rev + 2);
+    let out = s.run(&["ingest", "--delete", "nope/deeper", REPO]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("non-existing path /nope")
+            && out.stderr.contains("Impossible to start a transaction")
+    );
+    let out = s.run(&["ingest", "-d", "a/b", "-d", "a/sp", REPO]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr
+            .contains("Could not delete multiple paths using a gateway in a single transaction.")
+    );
+    assert_eq!(s.rev(), rev + 2);
+}
+
+#[test]
+fn g5_gateway_an_expired_lease_fails_the_publish_and_stays_in_transaction() {
+    let s = Standin::new(true);
+    s.publish_dirs(&["a"]);
+    let short = [("CVMFS_STANDIN_MAX_LEASE_TIME", "1")];
+    assert_eq!(
+        s.run_on("local", &["transaction", "test.repo/a"], None, &short)
+            .code,
+        0
+    );
+    fs::write(s.mount("a/x.txt"), b"x").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    // Once expired, another node may take the path.
+    assert_eq!(
+        s.run_on("node2", &["transaction", "test.repo/a/q"], None, &[])
+            .code,
+        0
+    );
+    let rev = s.rev();
+    let out = s.run(&["publish", REPO]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("invalid lease"), "{}", out.stderr);
+    assert_eq!(s.rev(), rev);
+    assert!(
+        s.mount("a/x.txt").is_file(),
+        "still in transaction with its changes"
+    );
+    assert_eq!(
+        s.run(&["publish", REPO]).code,
+        1,
+        "a retry fails the same way"
+    );
+    assert_eq!(s.run(&["abort", "-f", REPO]).code, 0);
+    assert!(!s.published("a/x.txt").exists());
+}
