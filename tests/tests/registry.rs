@@ -894,7 +894,15 @@ fn persistent_errors_fail_after_the_retry_bound() {
         (
             "429 asking for an hour",
             Action::too_many_requests("3600"),
-            |k| matches!(k, ErrorKind::RateLimited),
+            |k| {
+                matches!(
+                    k,
+                    ErrorKind::RetryAfterTooLong {
+                        asked_secs: 3600,
+                        limit_secs: 300
+                    }
+                )
+            },
             1,
         ),
         (

@@ -322,3 +322,21 @@ fn registry_that_cannot_start_fails_with_its_log() {
     std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     Registry::start_with_binary(Flavour::Anonymous, &fake);
 }
+
+#[test]
+fn a_test_that_cannot_run_fails_unless_skipping_is_allowed() {
+    let outcome = std::panic::catch_unwind(|| ducc_tests::skip_or_fail("no such capability"));
+    // CI never sets DUCC_ALLOW_SKIP, so there this is a failure, as it must be.
+    assert_eq!(outcome.is_err(), !ducc_tests::skip::skip_allowed());
+}
+
+#[test]
+fn the_other_host_is_another_loopback_address() {
+    let registry = Registry::anonymous();
+    let other = ducc_tests::hostile::other_host(registry.host(), Vec::new());
+    assert!(other.host().starts_with("127.0.0.2:"), "{}", other.host());
+    let status = ducc_tests::http::get_status(other.host(), "/v2/", Duration::from_secs(5))
+        .expect("the other host forwards to the registry");
+    assert_eq!(status, 200);
+    assert_eq!(other.count("GET", "/v2/"), 1);
+}

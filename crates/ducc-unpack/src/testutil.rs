@@ -232,11 +232,22 @@ pub(crate) fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
-/// Skips the calling test (with a printed reason) unless running as root.
+/// A test that cannot run here fails with `reason`, unless `DUCC_ALLOW_SKIP=1`: then it prints
+/// `skipped: REASON` on its own line and the caller returns (as `ducc_tests::skip_or_fail`,
+/// which this crate's unit tests cannot depend on).
+pub(crate) fn skip_or_fail(reason: &str) {
+    if std::env::var("DUCC_ALLOW_SKIP").is_ok_and(|v| v == "1") {
+        eprintln!("\nskipped: {reason}");
+    } else {
+        panic!("this test cannot run here: {reason} (set DUCC_ALLOW_SKIP=1 to skip it)");
+    }
+}
+
+/// Fails the calling test unless running as root (skips it with `DUCC_ALLOW_SKIP=1`).
 macro_rules! require_root {
     () => {
         if !crate::testutil::is_root() {
-            eprintln!("skipped: this test needs root");
+            crate::testutil::skip_or_fail("this test needs root");
             return;
         }
     };
