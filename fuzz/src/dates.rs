@@ -16,9 +16,9 @@ pub fn parse_http_date(value: &str) -> Option<Timestamp> {
     for format in ["%A, %d-%b-%y %H:%M:%S GMT", "%a %b %e %H:%M:%S %Y"] {
         if let Ok(broken) = strtime::parse(format, value)
             && let Ok(datetime) = broken.to_datetime()
-            && let Ok(zoned) = datetime.to_zoned(TimeZone::UTC)
+            && let Ok(timestamp) = TimeZone::UTC.to_timestamp(datetime)
         {
-            return Some(zoned.timestamp());
+            return Some(timestamp);
         }
     }
     None
