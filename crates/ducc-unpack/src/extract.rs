@@ -303,6 +303,58 @@ impl FlatExtractor {
         .map(|((), digests)| digests)
     }
 
+    /// Applies the next layer, given as its **uncompressed** tar stream, and writes the same
+    /// layer into its own directory `layer_dir` (an existing empty directory) in the same pass,
+    /// as [`extract_layer_dir`] would: one decode feeds both trees. Digests are not checked.
+    ///
+    /// The layer directory's implicit parents, hardlinks into lower layers and whiteouts are
+    /// resolved against this flat tree, which holds the layers beneath: stacked as overlayfs
+    /// lower directories, the layer directories of an image show its flat tree
+    /// ([`LayerDirOptions::lower_layers`] is not used). Returns the layer directory's report.
+    ///
+    /// # Errors
+    /// As [`FlatExtractor::apply_layer`] and [`extract_layer_dir`]; both trees are then
+    /// partially updated.
+    pub fn apply_layer_with_layer_dir<R: Read>(
+        &mut self,
+        tar: R,
+        layer: &str,
+        layer_dir: &Path,
+        options: &LayerDirOptions,
+    ) -> Result<Report, Error> {
+        let mut layer_applier = Applier::open(
+            layer_dir,
+            Target::LayerDir {
+                whiteouts: options.whiteouts,
+                lower_layers: Vec::new(),
+            },
+            options.privileges,
+            true,
+        )?;
+        crate::apply::apply_tar_both(&mut layer_applier, &mut self.applier, tar, layer)?;
+        Ok(layer_applier.into_report())
+    }
+
+    /// As [`FlatExtractor::apply_layer_with_layer_dir`], from the layer's blob: read,
+    /// decompressed and hashed on a second thread while this one writes both trees; both
+    /// digests are checked at the end. On a mismatch both trees are partially updated:
+    /// discard them (a publisher's staging area does).
+    ///
+    /// # Errors
+    /// As [`FlatExtractor::apply_blob`] and [`extract_layer_dir`].
+    pub fn apply_blob_with_layer_dir<R: Read + Send>(
+        &mut self,
+        blob: R,
+        descriptor: &LayerDescriptor,
+        layer_dir: &Path,
+        options: &LayerDirOptions,
+    ) -> Result<LayerOutcome, Error> {
+        pipelined(blob, descriptor, |tar| {
+            self.apply_layer_with_layer_dir(tar, &descriptor.name, layer_dir, options)
+        })
+        .map(|(report, digests)| LayerOutcome { report, digests })
+    }
+
     /// What the extraction did so far.
     pub fn report(&self) -> &Report {
         self.applier.report()
