@@ -4,9 +4,12 @@
 //! extraction of the same image. This is how containerd's cvmfs snapshotter and podman consume
 //! `.layers/<hh>/<hex>/layerfs`.
 //!
-//! Hardlink groups are not compared: a hardlink to a lower-layer file is materialised as a copy in
-//! its layer directory, and overlayfs reports its own inode numbers. Mounting needs root (or
-//! CAP_SYS_ADMIN); where it is refused the test prints why and stops.
+//! Each image's layer directories are written both ways: together with the flat tree (one decode
+//! per layer, as `ducc convert` does) and each alone on top of the lower layer directories. Both
+//! overlays must equal the flat tree in everything, directory times of implicit parents included
+//! (issue 14). The one exception is hardlink groups: a hardlink to a lower-layer file is
+//! materialised as a copy in its layer directory, and overlayfs reports its own inode numbers.
+//! Mounting needs root (or CAP_SYS_ADMIN); where it is refused the test prints why and stops.
 
 use std::fs::File;
 use std::io::BufReader;
@@ -52,6 +55,31 @@ fn unpack_layers(image: &Image, base: &Path) -> Vec<PathBuf> {
     dirs
 }
 
+/// The flat tree in `flat` and every layer directory in `base/together-<n>`, in one decode per
+/// layer; returns the directories bottom first.
+fn flatten_with_layers(image: &Image, flat: &Path, base: &Path) -> Vec<PathBuf> {
+    let mut extractor = FlatExtractor::new(flat, &ExtractOptions::new()).expect("flat extractor");
+    let mut dirs = Vec::new();
+    for (n, layer) in image.layers.iter().enumerate() {
+        let dest = base.join(format!("together-{n}"));
+        std::fs::create_dir(&dest).expect("mkdir layer");
+        let options = LayerDirOptions::new()
+            .whiteouts(WhiteoutFormat::Overlay)
+            .privileges(Privileges::Root);
+        extractor
+            .apply_blob_with_layer_dir(
+                open_blob(image, &layer.digest),
+                &descriptor(layer),
+                &dest,
+                &options,
+            )
+            .unwrap_or_else(|e| panic!("{}: {e}", image.name));
+        dirs.push(dest);
+    }
+    extractor.finish();
+    dirs
+}
+
 fn flatten(image: &Image, dest: &Path) {
     let mut flat = FlatExtractor::new(dest, &ExtractOptions::new()).expect("flat extractor");
     for layer in &image.layers {
@@ -69,34 +97,44 @@ fn check(name: &str) {
     flatten(&image, &flat);
     let layers_dir = scratch.path().join("layers");
     std::fs::create_dir(&layers_dir).expect("mkdir layers");
-    let layers = unpack_layers(&image, &layers_dir);
-    let merged = scratch.path().join("merged");
-    std::fs::create_dir(&merged).expect("mkdir merged");
-    let mount = match OverlayMount::mount(&layers, &merged) {
-        Ok(mount) => mount,
-        Err(reason) => {
-            ducc_tests::skip_or_fail(&format!(
-                "overlay mounting is not allowed here ({reason}); run as root to check the layer dirs"
-            ));
-            return;
-        }
-    };
-    let merged_tree = Tree::scan(&merged).expect("scan merged view");
+    let alone = unpack_layers(&image, &layers_dir);
+    let together_flat = scratch.path().join("together-flat");
+    std::fs::create_dir(&together_flat).expect("mkdir flat");
+    let together = flatten_with_layers(&image, &together_flat, &layers_dir);
     let flat_tree = Tree::scan(&flat).expect("scan flat tree");
-    drop(mount);
-    let mut options = Options {
-        hardlinks: false,
-        ..Options::default()
-    };
-    options
-        .skip_mtime
-        .extend(image.implicit_dirs.iter().cloned());
+    // Writing the layer directories on the way does not change the flat tree.
     flat_tree.assert_same_as(
-        &merged_tree,
-        &options,
+        &Tree::scan(&together_flat).expect("scan flat tree"),
+        &Options::default(),
         "flat extraction",
-        "overlay of the layer dirs",
+        "flat extraction with the layer dirs",
     );
+    for (label, layers) in [("alone", &alone), ("together", &together)] {
+        let merged = scratch.path().join(format!("merged-{label}"));
+        std::fs::create_dir(&merged).expect("mkdir merged");
+        let mount = match OverlayMount::mount(layers, &merged) {
+            Ok(mount) => mount,
+            Err(reason) => {
+                ducc_tests::skip_or_fail(&format!(
+                    "overlay mounting is not allowed here ({reason}); run as root to check the layer dirs"
+                ));
+                return;
+            }
+        };
+        let merged_tree = Tree::scan(&merged).expect("scan merged view");
+        drop(mount);
+        // Hardlink groups are the only exception; implicit directories' times are compared.
+        let options = Options {
+            hardlinks: false,
+            ..Options::default()
+        };
+        flat_tree.assert_same_as(
+            &merged_tree,
+            &options,
+            "flat extraction",
+            &format!("overlay of the layer dirs written {label}"),
+        );
+    }
 }
 
 macro_rules! overlay {

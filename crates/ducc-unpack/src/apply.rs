@@ -122,6 +122,20 @@ pub(crate) struct Applier {
     xattr_unsupported_warned: bool,
     /// Limits on hostile layers (set by the extractor from its options).
     pub(crate) limits: crate::Limits,
+    // Layer directory written together with the flat tree (see [`apply_tar_both`]):
+    /// The flat tree's root: the stack below this layer (plus the entries of this layer that
+    /// came before the current one).
+    below_flat: Option<OwnedFd>,
+    /// The flat tree's pending directory fixes, lent for the current entry: a directory the
+    /// flat side already touched in this layer has its pre-layer time and mode there.
+    below_fixes: HashMap<Vec<u8>, DirFix>,
+    /// Keep the last regular file written, so the flat side copies it instead of reading the
+    /// stream a second time.
+    keep_last_file: bool,
+    last_file: Option<std::fs::File>,
+    /// The flat side: the data of the next regular file comes from this file (the layer
+    /// directory's copy) rather than from the stream.
+    pending_copy: Option<std::fs::File>,
 }
 
 fn cstring(bytes: &[u8]) -> io::Result<CString> {
@@ -273,6 +287,11 @@ impl Applier {
             parent_cache: None,
             xattr_unsupported_warned: false,
             limits: crate::Limits::default(),
+            below_flat: None,
+            below_fixes: HashMap::new(),
+            keep_last_file: false,
+            last_file: None,
+            pending_copy: None,
         })
     }
 
@@ -286,19 +305,31 @@ impl Applier {
 
     /// Applies one layer's uncompressed tar stream.
     pub(crate) fn apply_tar<R: Read>(&mut self, tar: R, layer: &str) -> Result<(), Error> {
-        self.layer = layer.to_owned();
-        self.upper.clear();
-        self.dir_fixes.clear();
-        self.opaque_dirs.clear();
-        self.parent_cache = None;
-        self.xattr_unsupported_warned = false;
+        self.begin_layer(layer);
         let classify = !matches!(self.mode, Target::Verbatim);
         let limits = self.limits;
         let count = read_entries_limited(tar, layer, classify, &limits, |entry, data| {
             self.apply_entry(entry, data)
         })?;
+        self.end_layer(count)
+    }
+
+    fn begin_layer(&mut self, layer: &str) {
+        layer.clone_into(&mut self.layer);
+        self.upper.clear();
+        self.dir_fixes.clear();
+        self.opaque_dirs.clear();
+        self.parent_cache = None;
+        self.xattr_unsupported_warned = false;
+        self.last_file = None;
+        self.pending_copy = None;
+    }
+
+    fn end_layer(&mut self, count: u64) -> Result<(), Error> {
         self.report.entries += count;
         self.parent_cache = None;
+        self.last_file = None;
+        self.pending_copy = None;
         self.fix_directories()?;
         self.upper.clear();
         Ok(())
@@ -507,6 +538,9 @@ impl Applier {
                             }
                             return self.ensure_dir(entry, &redirected, depth + 1);
                         }
+                        // Creating a child changes the directory's time: put it back at the end.
+                        let dir_bytes = &unsafe_path[..start.saturating_sub(1)];
+                        self.remember_dir_time(entry, dir_bytes, &current)?;
                         match rustix::fs::mkdirat(&current, &name, Mode::from_raw_mode(0o755)) {
                             Ok(()) => {
                                 self.inherit_from_lower(entry, unsafe_prefix, &current, &name)?;
@@ -527,12 +561,16 @@ impl Applier {
                     }
                     Err(Errno::NOTDIR) => {
                         // Something that is not a directory sits where a directory must be.
+                        let dir_bytes = &unsafe_path[..start.saturating_sub(1)];
+                        self.remember_dir_time(entry, dir_bytes, &current)?;
                         let stat = rustix::fs::statat(&current, &name, AtFlags::SYMLINK_NOFOLLOW)
                             .map_err(|e| self.fs_err(entry, "stat parent", e))?;
                         let was_whiteout = is_whiteout_device(&stat);
                         self.remove_all(entry, &current, &name)?;
                         rustix::fs::mkdirat(&current, &name, Mode::from_raw_mode(0o755))
                             .map_err(|e| self.fs_err(entry, "create parent directory", e))?;
+                        self.dir_fixes
+                            .insert(unsafe_prefix.to_vec(), implicit_dir_fix(entry));
                         if was_whiteout && self.layer_whiteouts() == Some(WhiteoutFormat::Overlay) {
                             let dir = EntryPath::normalise(unsafe_prefix)
                                 .map_err(|r| self.invalid(entry, r))?;
@@ -546,39 +584,105 @@ impl Applier {
         Ok(current)
     }
 
-    /// The target of the symlink that the lower layers (topmost first) have at `unsafe_path`, if
-    /// the topmost of them that has anything there has a symlink.
+    /// The target of the symlink that the stack below has at `unsafe_path`, if it has one there.
     fn lower_symlink(&self, unsafe_path: &[u8]) -> Option<Vec<u8>> {
+        let (dir, stat, name) = self.lookup_below(unsafe_path)?;
+        if file_type(&stat) != FileType::Symlink {
+            return None;
+        }
+        rustix::fs::readlinkat(&dir, &name, Vec::new())
+            .ok()
+            .map(|t| t.into_bytes())
+    }
+
+    /// What the stack below this layer has at `unsafe_path`: the directory holding it (an
+    /// `O_PATH` fd), its `lstat` and its name. The stack below is the flat tree of the layers
+    /// beneath when the layer is written together with it, else the lower layer directories,
+    /// walked top down as overlayfs does: a whiteout, an opaque directory or a non-directory on
+    /// the way hides everything beneath it. `None` when the path is not in the stack below.
+    fn lookup_below(&self, unsafe_path: &[u8]) -> Option<(OwnedFd, Stat, CString)> {
         let path = EntryPath::normalise(unsafe_path).ok()?;
+        if path.is_root() {
+            return None;
+        }
         let (unsafe_parent, name) = split(&path);
-        let mut whiteout = b".wh.".to_vec();
-        whiteout.extend_from_slice(name);
-        for lower in &self.lower_roots {
-            let Ok(dir) = open_in_root(lower, unsafe_parent, OFlags::PATH | OFlags::DIRECTORY)
-            else {
-                continue;
-            };
-            match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(stat) if file_type(&stat) == FileType::Symlink => {
-                    return rustix::fs::readlinkat(&dir, name, Vec::new())
-                        .ok()
-                        .map(|t| t.into_bytes());
-                }
-                Ok(_) => return None,
-                Err(_) => {
-                    if rustix::fs::statat(&dir, whiteout.as_slice(), AtFlags::SYMLINK_NOFOLLOW)
-                        .is_ok()
-                    {
-                        return None;
+        let name = cstring(name).ok()?;
+        if let Some(flat) = &self.below_flat {
+            let dir = open_in_root(flat, unsafe_parent, OFlags::PATH | OFlags::DIRECTORY).ok()?;
+            let stat = rustix::fs::statat(&dir, &name, AtFlags::SYMLINK_NOFOLLOW).ok()?;
+            return Some((dir, stat, name));
+        }
+        let components: Vec<&[u8]> = path
+            .as_bytes()
+            .split(|&b| b == b'/')
+            .filter(|c| !c.is_empty())
+            .collect();
+        'layers: for lower in &self.lower_roots {
+            let mut dir = open_in_root(lower, b"", OFlags::PATH | OFlags::DIRECTORY).ok()?;
+            for (i, component) in components.iter().enumerate() {
+                let last = i + 1 == components.len();
+                let cname = cstring(component).ok()?;
+                match rustix::fs::statat(&dir, &cname, AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(stat) if is_whiteout_device(&stat) => return None,
+                    Ok(stat) if last => return Some((dir, stat, cname)),
+                    Ok(stat) if file_type(&stat) == FileType::Directory => {
+                        dir = rustix::fs::openat(
+                            &dir,
+                            &cname,
+                            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                            Mode::empty(),
+                        )
+                        .ok()?;
                     }
+                    // A file, symlink or device hides the layers' paths beneath it.
+                    Ok(_) => return None,
+                    Err(Errno::NOENT) => {
+                        let mut raw = b".wh.".to_vec();
+                        raw.extend_from_slice(component);
+                        if rustix::fs::statat(&dir, raw.as_slice(), AtFlags::SYMLINK_NOFOLLOW)
+                            .is_ok()
+                            || is_opaque_dir(&dir)
+                        {
+                            return None;
+                        }
+                        continue 'layers;
+                    }
+                    Err(_) => return None,
                 }
             }
         }
         None
     }
 
-    /// A layer directory's implicit parent takes the owner, mode and time of the same directory
-    /// in the lower layers (as containerd does), so that stacking the layers does not change it.
+    /// The directory at `unsafe_dir` in the stack below: its `stat` and xattrs.
+    fn below_dir(
+        &self,
+        entry: &Entry,
+        unsafe_dir: &[u8],
+    ) -> Result<Option<(Stat, Vec<crate::entry::Xattr>)>, Error> {
+        let Some((parent, stat, name)) = self.lookup_below(unsafe_dir) else {
+            return Ok(None);
+        };
+        if file_type(&stat) != FileType::Directory {
+            return Ok(None);
+        }
+        let fd = rustix::fs::openat(
+            &parent,
+            &name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| self.fs_err(entry, "open lower directory", e))?;
+        let stat =
+            rustix::fs::fstat(&fd).map_err(|e| self.fs_err(entry, "stat lower directory", e))?;
+        Ok(Some((stat, crate::tarout::fd_xattrs(&fd))))
+    }
+
+    /// A layer directory's implicit parent (one the layer has no entry for) takes the owner,
+    /// mode, times and xattrs of the same directory in the stack below (as containerd does), so
+    /// that stacking the layers does not change it. One that is not in the stack below either
+    /// (and a flat tree's implicit directory) is 0755 with the time of the entry that needed
+    /// it, the same on both sides and on every run.
     fn inherit_from_lower(
         &mut self,
         entry: &Entry,
@@ -586,17 +690,9 @@ impl Applier {
         parent: &OwnedFd,
         name: &CString,
     ) -> Result<(), Error> {
-        let mut found = None;
-        for lower in &self.lower_roots {
-            let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW;
-            if let Ok(fd) = open_in_root(lower, unsafe_dir, flags) {
-                let stat = rustix::fs::fstat(&fd)
-                    .map_err(|e| self.fs_err(entry, "stat lower directory", e))?;
-                found = Some((stat, crate::tarout::fd_xattrs(&fd)));
-                break;
-            }
-        }
-        let Some((stat, xattrs)) = found else {
+        let Some((stat, xattrs)) = self.below_dir(entry, unsafe_dir)? else {
+            self.dir_fixes
+                .insert(unsafe_dir.to_vec(), implicit_dir_fix(entry));
             return Ok(());
         };
         if self.privileged {
@@ -630,14 +726,25 @@ impl Applier {
             };
             self.set_xattrs_fd(&implicit, &dir)?;
         }
+        // The flat side may have touched the directory earlier in this layer (a whiteout below
+        // it that this layer directory dropped): its time and mode before the layer are in the
+        // flat side's pending fixes.
+        let flat_fix = self.below_fixes.get(unsafe_dir).copied();
         self.dir_fixes.insert(
             unsafe_dir.to_vec(),
             DirFix {
-                mtime: Timestamp {
-                    secs: stat.st_mtime,
-                    nanos: u32::try_from(stat.st_mtime_nsec).unwrap_or(0),
-                },
-                mode: Some(stat.st_mode & 0o7777),
+                mtime: flat_fix.map_or(
+                    Timestamp {
+                        secs: stat.st_mtime,
+                        nanos: u32::try_from(stat.st_mtime_nsec).unwrap_or(0),
+                    },
+                    |f| f.mtime,
+                ),
+                mode: Some(
+                    flat_fix
+                        .and_then(|f| f.mode)
+                        .unwrap_or(stat.st_mode & 0o7777),
+                ),
             },
         );
         Ok(())
@@ -843,17 +950,29 @@ impl Applier {
         name: &CString,
         data: &mut dyn Read,
     ) -> Result<(), CreateError> {
+        // Read back by the flat side when this layer directory is written together with it.
+        let access = if self.keep_last_file {
+            OFlags::RDWR
+        } else {
+            OFlags::WRONLY
+        };
         let fd = rustix::fs::openat(
             parent,
             name,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            access | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o600),
         )
         .map_err(|e| CreateError::from_errno(e, "create file"))?;
         let mut file = std::fs::File::from(fd);
-        let mut buffer = std::mem::take(&mut self.buffer);
-        let copied = copy_data(data, &mut file, &mut buffer);
-        self.buffer = buffer;
+        let copied = if let Some(mut source) = self.pending_copy.take() {
+            // File to file: `io::copy` uses copy_file_range, no copy through user space.
+            io::copy(&mut source, &mut file).map_err(CopyError::Write)
+        } else {
+            let mut buffer = std::mem::take(&mut self.buffer);
+            let copied = copy_data(data, &mut file, &mut buffer);
+            self.buffer = buffer;
+            copied
+        };
         let written = match copied {
             Ok(n) => n,
             Err(CopyError::Read(source)) => {
@@ -873,6 +992,9 @@ impl Applier {
             .map_err(|e| CreateError::Io(e.into(), "set mode"))?;
         rustix::fs::futimens(&file, &timestamps(entry.mtime))
             .map_err(|e| CreateError::Io(e.into(), "set time"))?;
+        if self.keep_last_file {
+            self.last_file = Some(file);
+        }
         Ok(())
     }
 
@@ -970,7 +1092,7 @@ impl Applier {
                     .map_err(|e| CreateError::from_errno(e, "create hardlink"))
             }
             None => {
-                if self.lower_roots.is_empty() {
+                if self.lower_roots.is_empty() && self.below_flat.is_none() {
                     if matches!(self.mode, Target::LayerDir { .. }) {
                         return Err(target_err(
                             "is not in this layer (give the lower layers to copy it from)",
@@ -991,40 +1113,18 @@ impl Applier {
         parent: &OwnedFd,
         name: &CString,
     ) -> Result<(), CreateError> {
-        let mut source = None;
-        for lower in &self.lower_roots {
-            match open_in_root(
-                lower,
-                unsafe_target.as_bytes(),
-                OFlags::RDONLY | OFlags::NOFOLLOW,
-            ) {
-                Ok(fd) => {
-                    source = Some(fd);
-                    break;
-                }
-                Err(Errno::NOENT) | Err(Errno::NOTDIR) => {
-                    // A whiteout in this lower layer hides the layers below it.
-                    let (tparent, tname) = split(unsafe_target);
-                    let mut raw = b".wh.".to_vec();
-                    raw.extend_from_slice(tname);
-                    if let Ok(dir) = open_in_root(lower, tparent, OFlags::PATH | OFlags::DIRECTORY)
-                        && (rustix::fs::statat(&dir, tname, AtFlags::SYMLINK_NOFOLLOW)
-                            .is_ok_and(|s| is_whiteout_device(&s))
-                            || rustix::fs::statat(&dir, raw.as_slice(), AtFlags::SYMLINK_NOFOLLOW)
-                                .is_ok())
-                    {
-                        break;
-                    }
-                }
-                Err(Errno::LOOP) => break,
-                Err(e) => {
-                    return Err(CreateError::Io(
-                        e.into(),
-                        "open hardlink target in lower layer",
-                    ));
-                }
-            }
-        }
+        let source = match self.lookup_below(unsafe_target.as_bytes()) {
+            Some((dir, stat, name)) if file_type(&stat) == FileType::RegularFile => Some(
+                rustix::fs::openat(
+                    &dir,
+                    &name,
+                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| CreateError::Io(e.into(), "open hardlink target in lower layer"))?,
+            ),
+            _ => None,
+        };
         let Some(source) = source else {
             return Err(CreateError::Done(Error::HardlinkTarget {
                 layer: self.layer.clone(),
@@ -1056,8 +1156,10 @@ impl Applier {
             xattrs: crate::tarout::fd_xattrs(&source),
             ..entry.clone()
         };
-        let mut reader = std::fs::File::from(source);
-        self.create_file(&copy, parent, name, &mut reader)
+        self.pending_copy = Some(std::fs::File::from(source));
+        let created = self.create_file(&copy, parent, name, &mut io::empty());
+        self.pending_copy = None;
+        created
     }
 
     /// Sets the owner as root; records it when unprivileged. `fresh` says the inode was just
@@ -1284,6 +1386,10 @@ impl Applier {
                 let name = cstring(name).map_err(|e| self.fs_err(entry, "name", e))?;
                 self.remove_lower(entry, &parent, &name, &entry.path)
             }
+            Target::LayerDir { .. } if !self.whiteout_parent_below(entry)? => {
+                tracing::debug!(layer = %self.layer, entry = %entry.display_name(), "whiteout with no directory to hide anything in: dropped");
+                Ok(())
+            }
             Target::LayerDir {
                 whiteouts: WhiteoutFormat::Oci,
                 ..
@@ -1337,6 +1443,32 @@ impl Applier {
             }
             Target::Verbatim => Ok(()),
         }
+    }
+
+    /// Whether a layer directory's whiteout has a directory to hide something in, in the merged
+    /// view of the stack below and this layer so far. Not when this layer made a path above it
+    /// a non-directory (umoci writes `dir2file` as a file, then `dir2file/.wh.sub`): writing the
+    /// whiteout would turn the file back into a directory. Not when the stack below lacks the
+    /// directory: a whiteout would create it. The flat tree ignores such whiteouts too.
+    fn whiteout_parent_below(&self, entry: &Entry) -> Result<bool, Error> {
+        let unsafe_parent = entry.path.parent_bytes();
+        let dir_flags = OFlags::PATH | OFlags::DIRECTORY;
+        if let Some(flat) = &self.below_flat {
+            return Ok(open_in_root(flat, unsafe_parent, dir_flags).is_ok());
+        }
+        match open_in_root(&self.root, unsafe_parent, dir_flags) {
+            Ok(_) => return Ok(true),
+            Err(Errno::NOTDIR) | Err(Errno::LOOP) => return Ok(false),
+            Err(Errno::NOENT) => {}
+            Err(e) => return Err(self.fs_err(entry, "resolve whiteout parent", e)),
+        }
+        if self.lower_roots.is_empty() {
+            // Nothing is known about the stack below: keep the whiteout.
+            return Ok(true);
+        }
+        Ok(self
+            .lookup_below(unsafe_parent)
+            .is_some_and(|(_, stat, _)| file_type(&stat) == FileType::Directory))
     }
 
     /// An opaque marker.
@@ -1534,6 +1666,90 @@ impl Applier {
         }
         Ok(())
     }
+}
+
+/// Applies one layer's uncompressed tar stream to its layer directory (`layer`) and to the flat
+/// tree of the image (`flat`, holding the layers beneath) in one pass over the stream.
+///
+/// Each entry goes to the layer directory first, while the flat tree still shows the stack
+/// below (with this layer's earlier entries): that is where an implicit parent's metadata,
+/// a hardlink's lower target and a whiteout's reason to exist are looked up. Then the flat side
+/// applies the entry, a regular file's data copied from the layer directory's new file.
+pub(crate) fn apply_tar_both<R: Read>(
+    layer: &mut Applier,
+    flat: &mut Applier,
+    tar: R,
+    name: &str,
+) -> Result<(), Error> {
+    let flat_root =
+        open_in_root(&flat.root, b"", OFlags::PATH | OFlags::DIRECTORY).map_err(|e| {
+            Error::DestinationIo {
+                path: flat.root_path.clone(),
+                op: "open the flat tree",
+                source: e.into(),
+            }
+        })?;
+    layer.begin_layer(name);
+    flat.begin_layer(name);
+    layer.below_flat = Some(flat_root);
+    layer.keep_last_file = true;
+    let limits = flat.limits;
+    let applied = read_entries_limited(tar, name, true, &limits, |entry, data| {
+        layer.last_file = None;
+        layer.below_fixes = std::mem::take(&mut flat.dir_fixes);
+        let result = layer.apply_entry(entry, data);
+        flat.dir_fixes = std::mem::take(&mut layer.below_fixes);
+        result?;
+        if entry.kind == EntryKind::File {
+            let mut written = layer.last_file.take().ok_or_else(|| {
+                flat.fs_err(
+                    entry,
+                    "copy from the layer directory",
+                    io::Error::from(io::ErrorKind::NotFound),
+                )
+            })?;
+            io::Seek::rewind(&mut written)
+                .map_err(|e| flat.fs_err(entry, "copy from the layer directory", e))?;
+            flat.pending_copy = Some(written);
+        }
+        let result = flat.apply_entry(entry, &mut io::empty());
+        flat.pending_copy = None;
+        result
+    });
+    layer.below_flat = None;
+    layer.keep_last_file = false;
+    let count = applied?;
+    layer.end_layer(count)?;
+    flat.end_layer(count)
+}
+
+/// The fix of a directory created implicitly with nothing below it: 0755, and the time of the
+/// entry that needed it, so that both trees (and every run) agree.
+fn implicit_dir_fix(entry: &Entry) -> DirFix {
+    DirFix {
+        mtime: entry.mtime,
+        mode: Some(0o755),
+    }
+}
+
+/// Whether the directory (an `O_PATH` fd in a layer directory) is marked opaque, in either
+/// whiteout form.
+fn is_opaque_dir(dir: &OwnedFd) -> bool {
+    if rustix::fs::statat(dir, c".wh..wh..opq", AtFlags::SYMLINK_NOFOLLOW).is_ok() {
+        return true;
+    }
+    let Ok(readable) = rustix::fs::openat(
+        dir,
+        c".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) else {
+        return false;
+    };
+    [OPAQUE_TRUSTED, OPAQUE_USER].iter().any(|name| {
+        let mut value = [0u8; 2];
+        matches!(rustix::fs::fgetxattr(&readable, *name, &mut value), Ok(1) if value[0] == b'y')
+    })
 }
 
 /// The names in a directory opened for reading, without `.` and `..`.

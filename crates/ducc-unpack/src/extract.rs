@@ -306,6 +306,60 @@ impl FlatExtractor {
         .map(|((), digests)| digests)
     }
 
+    /// Applies the next layer, given as its **uncompressed** tar stream, and writes the same
+    /// layer into its own directory `layer_dir` (an existing empty directory) in the same pass,
+    /// as [`extract_layer_dir`] would: one decode feeds both trees. Digests are not checked.
+    ///
+    /// The layer directory's implicit parents, hardlinks into lower layers and whiteouts are
+    /// resolved against this flat tree, which holds the layers beneath: stacked as overlayfs
+    /// lower directories, the layer directories of an image show its flat tree
+    /// ([`LayerDirOptions::lower_layers`] is not used). The stream is read under this
+    /// extractor's [`ExtractOptions::limits`]. Returns the layer directory's report.
+    ///
+    /// # Errors
+    /// As [`FlatExtractor::apply_layer`] and [`extract_layer_dir`]; both trees are then
+    /// partially updated.
+    pub fn apply_layer_with_layer_dir<R: Read>(
+        &mut self,
+        tar: R,
+        layer: &str,
+        layer_dir: &Path,
+        options: &LayerDirOptions,
+    ) -> Result<Report, Error> {
+        let mut layer_applier = Applier::open(
+            layer_dir,
+            Target::LayerDir {
+                whiteouts: options.whiteouts,
+                lower_layers: Vec::new(),
+            },
+            options.privileges,
+            true,
+        )?;
+        crate::apply::apply_tar_both(&mut layer_applier, &mut self.applier, tar, layer)?;
+        Ok(layer_applier.into_report())
+    }
+
+    /// As [`FlatExtractor::apply_layer_with_layer_dir`], from the layer's blob: read,
+    /// decompressed and hashed on a second thread while this one writes both trees; both
+    /// digests are checked at the end. On a mismatch both trees are partially updated:
+    /// discard them (a publisher's staging area does).
+    ///
+    /// # Errors
+    /// As [`FlatExtractor::apply_blob`] and [`extract_layer_dir`].
+    pub fn apply_blob_with_layer_dir<R: Read + Send>(
+        &mut self,
+        blob: R,
+        descriptor: &LayerDescriptor,
+        layer_dir: &Path,
+        options: &LayerDirOptions,
+    ) -> Result<LayerOutcome, Error> {
+        let limits = self.applier.limits;
+        pipelined(blob, descriptor, &limits, |tar| {
+            self.apply_layer_with_layer_dir(tar, &descriptor.name, layer_dir, options)
+        })
+        .map(|(report, digests)| LayerOutcome { report, digests })
+    }
+
     /// What the extraction did so far.
     pub fn report(&self) -> &Report {
         self.applier.report()
@@ -458,6 +512,68 @@ mod tests {
             "{err}"
         );
         assert_eq!(paths(base.path()), ["ok"]);
+    }
+
+    #[test]
+    fn one_decode_writes_the_layer_directory_and_the_flat_tree() {
+        let first = Layer::new()
+            .dir_mode("etc", 0o700)
+            .file("etc/a", b"a")
+            .bytes();
+        let second = Layer::new()
+            .file("etc/b", b"b")
+            .whiteout("etc/.wh.a")
+            .bytes();
+        let (b1, b2) = (gzip(&first), gzip(&second));
+        let base = tempfile::tempdir().expect("tempdir");
+        let flat_dir = base.path().join("flat");
+        let (l1, l2) = (base.path().join("l1"), base.path().join("l2"));
+        for dir in [&flat_dir, &l1, &l2] {
+            std::fs::create_dir(dir).expect("mkdir");
+        }
+        let mut flat = FlatExtractor::new(&flat_dir, &crate::ExtractOptions::new()).expect("flat");
+        let options = LayerDirOptions::new().whiteouts(crate::WhiteoutFormat::Oci);
+        flat.apply_blob_with_layer_dir(&b1[..], &descriptor(&b1, &first), &l1, &options)
+            .expect("first");
+        let outcome = flat
+            .apply_blob_with_layer_dir(&b2[..], &descriptor(&b2, &second), &l2, &options)
+            .expect("second");
+        assert_eq!(outcome.digests.uncompressed_size, second.len() as u64);
+        assert_eq!(paths(&flat_dir), ["etc", "etc/b"]);
+        assert_eq!(paths(&l2), ["etc", "etc/.wh.a", "etc/b"]);
+        assert_eq!(std::fs::read(l2.join("etc/b")).expect("read"), b"b");
+        // The implicit etc/ of the second layer is the lower one's.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o7777;
+        assert_eq!(mode(&l2.join("etc")), 0o700);
+        assert_eq!(mode(&flat_dir.join("etc")), 0o700);
+    }
+
+    #[test]
+    fn one_decode_reports_a_bad_digest_and_a_bad_layer_directory() {
+        let tar = Layer::new().file("f", b"f").bytes();
+        let blob = gzip(&tar);
+        let base = tempfile::tempdir().expect("tempdir");
+        let flat_dir = base.path().join("flat");
+        let layer = base.path().join("layer");
+        std::fs::create_dir(&flat_dir).expect("mkdir");
+        std::fs::create_dir(&layer).expect("mkdir");
+        let mut flat = FlatExtractor::new(&flat_dir, &crate::ExtractOptions::new()).expect("flat");
+        let bad = descriptor(&blob, &tar).with_diff_id(DiffId::from_sha256_bytes([7; 32]));
+        let err = flat
+            .apply_blob_with_layer_dir(&blob[..], &bad, &layer, &LayerDirOptions::new())
+            .expect_err("diff_id");
+        assert!(matches!(err, Error::DiffIdMismatch { .. }), "{err}");
+        // `layer` is not empty now: a layer directory must start empty.
+        let err = flat
+            .apply_blob_with_layer_dir(
+                &blob[..],
+                &descriptor(&blob, &tar),
+                &layer,
+                &LayerDirOptions::new(),
+            )
+            .expect_err("not empty");
+        assert!(matches!(err, Error::Destination { .. }), "{err}");
     }
 
     #[test]

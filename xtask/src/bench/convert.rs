@@ -25,9 +25,9 @@ use anyhow::{Context, bail, ensure};
 use ducc_tests::fixtures::Image;
 
 use super::{
-    Area, Contender, FreshFs, Measurement, fresh_dir, measure, median, parse_options, prepare,
-    registry_with, remove_dir, require_tools, skopeo_umoci_command, target_dir, timed,
-    uncompressed_size,
+    Area, Contender, Floor, FreshFs, Measurement, fresh_dir, load_average, measure, median,
+    parse_options, prepare, registry_with, remove_dir, require_tools, skopeo_umoci_command,
+    target_dir, timed, uncompressed_size,
 };
 
 /// The repository and tag the registry serves the bench image as.
@@ -43,7 +43,8 @@ const NOOP_TARGET_S: f64 = 1.0;
 
 /// `cargo xtask bench convert [--rounds N] [--no-fresh-fs]`.
 pub(super) fn run(args: &[String]) -> anyhow::Result<()> {
-    let options = parse_options(args, &["--no-fresh-fs"])?;
+    let options = parse_options(args, &["--no-fresh-fs", "--tmpfs"])?;
+    let tmpfs = options.flags.iter().any(|f| f == "--tmpfs");
     let fresh = !options.flags.iter().any(|f| f == "--no-fresh-fs") && FreshFs::available();
     if !fresh {
         eprintln!(
@@ -90,9 +91,17 @@ pub(super) fn run(args: &[String]) -> anyhow::Result<()> {
         "skopeo copy + umoci raw unpack",
         skopeo_umoci_command(&host, &reference),
     );
+    let mut floor = Floor::new(&image, &setup, 2)?;
+    let load_before = load_average();
     let mut timeline = String::new();
-    let mut area_a = Area::new("convert-a", fresh)?;
-    let mut area_b = Area::new("convert-b", fresh)?;
+    let (mut area_a, mut area_b) = if tmpfs {
+        (Area::tmpfs("convert-a")?, Area::tmpfs("convert-b")?)
+    } else {
+        (
+            Area::new("convert-a", fresh)?,
+            Area::new("convert-b", fresh)?,
+        )
+    };
 
     for round in 0..=rounds {
         let measured = round > 0;
@@ -122,6 +131,10 @@ pub(super) fn run(args: &[String]) -> anyhow::Result<()> {
         if !peer_first {
             run_one(&mut peer, &dest_b, &label, measured)?;
         }
+        // The floor's halves, beside the peer's output.
+        let floor_dest = dest_b.join("floor");
+        run_one(&mut floor.decode, &floor_dest, &label, measured)?;
+        run_one(&mut floor.write, &floor_dest, &label, measured)?;
         timed("comparing with umoci's rootfs", || {
             compare_with_peer(&expected.flat_dir(&dest_a), &dest_b.join("rootfs"))
                 .with_context(|| format!("{label}: ducc's flat tree differs from umoci's rootfs"))
@@ -159,6 +172,7 @@ pub(super) fn run(args: &[String]) -> anyhow::Result<()> {
         &breakdown,
         &timeline,
     );
+    report_floor(&ducc_full, &peer, &floor, &load_before, tmpfs);
     Ok(())
 }
 
@@ -468,5 +482,36 @@ fn report(
     );
     println!(
         "\nevents of the last full ducc convert (time since start, as ducc reports them):\n{timeline}"
+    );
+}
+
+/// The floor lines: its halves, the floor, ratios of ours and the peer's to it, the load.
+fn report_floor(ducc: &Contender, peer: &Contender, floor: &Floor, load_before: &str, tmpfs: bool) {
+    println!(
+        "\nfloor ({}): the slower of decoding and writing both trees, which overlap on two cores",
+        if tmpfs { "tmpfs" } else { "as above" }
+    );
+    for c in [&floor.decode, &floor.write] {
+        println!(
+            "{:<34} {:>9.2} s wall {:>9.2} s cpu {:>8.1} MiB",
+            c.name,
+            c.wall(),
+            c.cpu(),
+            c.peak_rss_mib()
+        );
+    }
+    let f = floor.wall();
+    println!(
+        "peer {:.2} s, floor {f:.2} s, ours {:.2} s: ours/peer {:.2} (target <= 0.4), ours/floor {:.2} (target <= 1.3), floor/peer {:.2}; peak RSS {:.1} MiB",
+        peer.wall(),
+        ducc.wall(),
+        ducc.wall() / peer.wall(),
+        ducc.wall() / f,
+        f / peer.wall(),
+        ducc.peak_rss_mib()
+    );
+    println!(
+        "load average: {load_before} before, {} after",
+        load_average()
     );
 }

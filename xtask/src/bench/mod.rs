@@ -27,8 +27,11 @@ use anyhow::{Context, bail};
 use ducc_tests::fixtures::{self, Image};
 
 const USAGE: &str = "\
-usage: cargo xtask bench unpack [--rounds N] [--no-registry] [--no-fresh-fs]
-       cargo xtask bench convert [--rounds N] [--no-fresh-fs]
+usage: cargo xtask bench unpack [--rounds N] [--no-registry] [--no-fresh-fs] [--tmpfs]
+       cargo xtask bench convert [--rounds N] [--no-fresh-fs] [--tmpfs]
+
+  --tmpfs  every run writes to /dev/shm (tmpfs) instead of a fresh ext4; both benches also
+           measure the floor: decoding with both digests, and tar -x of the uncompressed layers
 
   unpack   flat extraction of the 1 GB bench image: ducc-unpack vs umoci raw unpack vs
            gzip -dc | sha256sum (from the OCI layout), and ducc unpack-image vs skopeo copy +
@@ -45,6 +48,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         Some("unpack") => unpack::run(&args[1..]),
         Some("convert") => convert::run(&args[1..]),
         Some("flat-worker") => unpack::flat_worker(&args[1..]),
+        Some("decode-worker") => decode_worker(),
         _ => bail!("{USAGE}"),
     }
 }
@@ -379,6 +383,11 @@ enum Area {
 }
 
 impl Area {
+    /// A directory on tmpfs, emptied for every run (`--tmpfs`).
+    fn tmpfs(label: &str) -> anyhow::Result<Area> {
+        Ok(Area::Dir(tmpfs_dir(label)?))
+    }
+
     fn new(label: &str, fresh: bool) -> anyhow::Result<Area> {
         Ok(if fresh {
             Area::Fresh(FreshFs::new(label)?)
@@ -466,4 +475,98 @@ fn on_path(program: &str) -> bool {
     }
     std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
+/// The floor of a conversion (issue 14, SPEC section 6): decoding the layer blobs with both
+/// digests on one core, overlapped with writing the files on the other. Measured in its two
+/// halves, each a contender: `decode` (this xtask's `decode-worker`: every blob through
+/// `LayerReader`, the decompressor ducc uses, blob digest and diff_id checked, output dropped)
+/// and `write` (`tar -x` of the uncompressed layer tars, prepared once in `setup`, into one
+/// tree, or into one tree plus one directory per layer when `trees` is 2). The floor is the
+/// slower of the two.
+struct Floor {
+    decode: Contender,
+    write: Contender,
+}
+
+impl Floor {
+    fn new(image: &Image, setup: &Path, trees: usize) -> anyhow::Result<Floor> {
+        let worker = target_dir().join("release/xtask");
+        let mut extract = vec!["mkdir -p {dest}/flat".to_owned()];
+        for (n, layer) in image.layers.iter().enumerate() {
+            let tar = setup.join(format!("layer-{n}.tar"));
+            if !tar.is_file() {
+                let blob = std::fs::File::open(image.blob_path(&layer.digest))?;
+                let mut reader = ducc_unpack::LayerReader::open(
+                    std::io::BufReader::new(blob),
+                    &ducc_unpack::LayerDescriptor::new(
+                        layer.digest.clone(),
+                        layer.media_type.clone(),
+                    ),
+                )?;
+                let mut out = std::io::BufWriter::new(std::fs::File::create(&tar)?);
+                std::io::copy(&mut reader, &mut out)?;
+                reader.finish()?;
+            }
+            extract.push(format!("tar -xf {} -C {{dest}}/flat", tar.display()));
+            if trees > 1 {
+                extract.push(format!(
+                    "mkdir -p {{dest}}/layer-{n} && tar -xf {} -C {{dest}}/layer-{n}",
+                    tar.display()
+                ));
+            }
+        }
+        let write_name = if trees > 1 {
+            "floor: tar -x (flat + layers)"
+        } else {
+            "floor: tar -x (flat)"
+        };
+        Ok(Floor {
+            decode: Contender::new(
+                "floor: decode + both digests",
+                format!("{} bench decode-worker", worker.display()),
+            ),
+            write: Contender::new(write_name, extract.join(" && ")),
+        })
+    }
+
+    /// The floor's wall time: the slower half (they overlap on two cores).
+    fn wall(&self) -> f64 {
+        self.decode.wall().max(self.write.wall())
+    }
+}
+
+/// The measured decode-only process: every bench layer blob decompressed and both digests
+/// checked, the tar dropped.
+pub(super) fn decode_worker() -> anyhow::Result<()> {
+    let image = fixtures::bench_image()?;
+    for layer in &image.layers {
+        let descriptor =
+            ducc_unpack::LayerDescriptor::new(layer.digest.clone(), layer.media_type.clone())
+                .with_blob_digest(layer.digest.parse()?)
+                .with_diff_id(layer.diff_id.parse()?);
+        let blob = std::fs::File::open(image.blob_path(&layer.digest))?;
+        let mut reader = ducc_unpack::LayerReader::open(
+            std::io::BufReader::with_capacity(1 << 20, blob),
+            &descriptor,
+        )?;
+        std::io::copy(&mut reader, &mut std::io::sink())?;
+        reader.finish()?;
+    }
+    Ok(())
+}
+
+/// The 1, 5 and 15 minute load averages (the machine is shared: read the figures with them).
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+/// A directory on tmpfs (`/dev/shm`) for `label`, emptied, for `--tmpfs` runs.
+fn tmpfs_dir(label: &str) -> anyhow::Result<PathBuf> {
+    let dir = Path::new("/dev/shm").join(format!("ducc-bench-{label}-{}", std::process::id()));
+    remove_dir(&dir)?;
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }

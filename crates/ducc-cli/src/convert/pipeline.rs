@@ -5,10 +5,10 @@
 //! transaction, which aborts it, so a failed image leaves nothing half-published and no marker.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use anyhow::{Context, anyhow, bail};
@@ -60,7 +60,7 @@ pub struct Settings {
     pub multi_arch: bool,
     /// Scratch space for flat trees and canonical layer trees.
     pub scratch_dir: PathBuf,
-    /// Layers unpacked at once.
+    /// Layer blobs downloaded at once, ahead of the decoding (which goes layer by layer).
     pub parallel_layers: usize,
     /// Whether a layer's canonical tar is staged in the scratch space and its digests checked
     /// before it is ingested. Needed where ingesting publishes at once (`cvmfs`): a diff_id
@@ -618,42 +618,16 @@ impl Converter<'_> {
 
         self.check_stop().map_err(at("layers"))?;
         self.ensure_catalog_dirs().map_err(at("layers"))?;
-        // The flat tree does not need the layer directories: it is built from the same cached
-        // blobs at the same time, on a thread of its own, starting with the first blob. When the
-        // layers fail, it is abandoned before its commit.
-        let abandon = AtomicBool::new(false);
-        let (layers_unpacked, flat_built) = std::thread::scope(|scope| {
-            let flat = scope.spawn(|| {
-                if self.settings.skip_flat {
-                    return Ok(false);
-                }
-                self.build_flat(
-                    repository,
-                    &layers,
-                    &config_digest,
-                    config.config(),
-                    input,
-                    &abandon,
-                )
-            });
-            let unpacked = if self.settings.skip_layers {
-                Ok(0)
-            } else {
-                self.unpack_layers(repository, &layers, &config_digest, created, input)
-            };
-            if unpacked.is_err() {
-                abandon.store(true, Ordering::SeqCst);
-            }
-            let flat = flat.join().unwrap_or_else(|payload| {
-                Err(super::bug::panicked(
-                    "the flat tree thread",
-                    payload.as_ref(),
-                ))
-            });
-            (unpacked, flat)
-        });
+        let (layers_unpacked, flat_built) = self.build_trees(
+            repository,
+            &layers,
+            &config_digest,
+            config.config(),
+            created,
+            input,
+        );
         let layers_unpacked = layers_unpacked.map_err(at("layers"))?;
-        let flat_built = flat_built.map_err(at("flat"))?;
+        let flat_built = flat_built?;
         self.check_stop().map_err(at("symlink"))?;
         if !self.settings.skip_flat {
             self.set_symlink(
@@ -731,97 +705,187 @@ impl Converter<'_> {
         Ok(ducc_cvmfs::ensure_catalog_markers(self.publisher, dirs)?)
     }
 
-    fn unpack_layers(
+    /// The layer directories and the flat tree of an image, from one decode of each layer:
+    /// layers in order, each layer's entries written into its directory and onto the flat tree
+    /// in the same pass (see [`FlatExtractor::apply_blob_with_layer_dir`]). The flat tree
+    /// before a layer is the stack below it, so an implicit parent in a layer directory takes
+    /// the metadata that directory has beneath, and the overlay of the layer directories shows
+    /// the flat tree.
+    ///
+    /// A layer directory is written once per layer digest, by the first image that needs it:
+    /// another image with the same blob on a different stack below reuses it as it is (its
+    /// implicit parents then carry the first image's lower metadata; the files, whiteouts and
+    /// opaque markers of the layer itself are the same on any stack).
+    ///
+    /// Returns the layer directories written (or the `layers` error) and whether the flat tree
+    /// was built (or the error of its step).
+    fn build_trees(
         &self,
         repository: &ducc_registry::Repository,
         layers: &[LayerJob],
         config: &ConfigDigest,
+        image_config: &ImageConfiguration,
         created: Option<&str>,
         input: &ImageRef,
-    ) -> anyhow::Result<usize> {
-        let mut todo: Vec<&LayerJob> = layers
-            .iter()
-            .filter(|l| self.settings.overwrite_layers || !self.layer_complete(&l.digest))
-            .collect();
-        // An image may list one blob several times (empty layers often are): unpack it once.
+    ) -> (anyhow::Result<usize>, Result<bool, StepError>) {
+        // A blob listed twice (empty layers often are) is written once, where it first appears.
         let mut seen = std::collections::HashSet::new();
-        todo.retain(|l| seen.insert(l.digest));
-        // Layers whose directory exists still get this image in their origin.json.
-        for layer in layers
+        let write_layer: Vec<bool> = layers
             .iter()
-            .filter(|l| !todo.iter().any(|t| t.digest == l.digest))
-        {
-            self.add_origin(&layer.digest, config)?;
-        }
-        // Shard catalogs first: their leases are prefixes of the layer leases.
-        let mut shards: Vec<RepoPath> = todo
-            .iter()
-            .map(|l| self.layout.layer_shard(&l.digest))
+            .map(|l| {
+                !self.settings.skip_layers
+                    && seen.insert(l.digest)
+                    && (self.settings.overwrite_layers || !self.layer_complete(&l.digest))
+            })
             .collect();
-        shards.dedup();
-        for shard in &shards {
-            self.ensure_catalogs(std::slice::from_ref(shard))?;
+        let written = write_layer.iter().filter(|w| **w).count();
+        let prepared = self.prepare_layers(layers, &write_layer, config);
+        if let Err(e) = prepared {
+            return (Err(e), Ok(false));
         }
+        let flat_wanted = !self.settings.skip_flat && !self.flat_complete(config);
+        let needed: Vec<&LayerJob> = layers
+            .iter()
+            .zip(&write_layer)
+            .filter(|(_, write)| flat_wanted || **write)
+            .map(|(l, _)| l)
+            .collect();
+        let done = AtomicBool::new(false);
         let next = AtomicUsize::new(0);
-        let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
-        // Layers with a hardlink to a file of a lower layer: unpacked afterwards, in order, with
-        // the lower layers' directories to copy the file from.
-        let deferred: Mutex<Vec<&LayerJob>> = Mutex::new(Vec::new());
-        let workers = self.settings.parallel_layers.clamp(1, todo.len().max(1));
         std::thread::scope(|scope| {
-            for _ in 0..workers {
+            // Downloads run ahead of the decoding, bottom layer first: a layer waits for its own
+            // blob only. A failed download is retried, and reported, by the decoding side.
+            for _ in 0..self.settings.parallel_layers.clamp(1, needed.len().max(1)) {
                 scope.spawn(|| {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::SeqCst);
-                        let Some(layer) = todo.get(i) else { break };
-                        if first_error.lock().map(|e| e.is_some()).unwrap_or(true) {
+                    while let Some(layer) = needed.get(next.fetch_add(1, Ordering::SeqCst)) {
+                        if done.load(Ordering::SeqCst) || self.check_stop().is_err() {
                             break;
                         }
-                        let result = super::bug::catch_bug("a layer worker", || {
-                            self.check_stop().and_then(|()| {
-                                self.unpack_layer(repository, layer, config, created, input, &[])
-                            })
-                        })
-                        .and_then(|unpacked| unpacked);
-                        if let Err(e) = &result
-                            && needs_lower_layers(e)
-                        {
-                            tracing::debug!(
-                                "{input}: layer {} links into a lower layer: unpacked after them",
-                                layer.digest
-                            );
-                            deferred
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .push(layer);
-                            continue;
-                        }
-                        if let Err(e) = result {
-                            let mut slot = first_error.lock().unwrap_or_else(|e| e.into_inner());
-                            slot.get_or_insert(e);
+                        if let Err(e) = self.fetch_blob(repository, layer, input) {
+                            tracing::debug!("{input}: prefetching layer {}: {e:#}", layer.digest);
                             break;
                         }
                     }
                 });
             }
-        });
-        if let Some(e) = first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
-            return Err(e);
+            let result = if flat_wanted {
+                self.build_flat(
+                    repository,
+                    layers,
+                    &write_layer,
+                    config,
+                    image_config,
+                    created,
+                    input,
+                )
+                .map(|()| (written, true))
+            } else {
+                self.layers_in_order(
+                    repository,
+                    layers,
+                    &write_layer,
+                    config,
+                    created,
+                    input,
+                    None,
+                )
+                .map(|()| (written, false))
+                .map_err(at("layers"))
+            };
+            done.store(true, Ordering::SeqCst);
+            match result {
+                Ok((written, built)) => (Ok(written), Ok(built)),
+                Err(e) if e.step == "layers" => (Err(e.error), Ok(false)),
+                Err(e) => (Ok(written), Err(e)),
+            }
+        })
+    }
+
+    /// Before the layers are written: this image in the origin.json of the layers whose
+    /// directory exists, and the shard catalogs of those to write.
+    fn prepare_layers(
+        &self,
+        layers: &[LayerJob],
+        write_layer: &[bool],
+        config: &ConfigDigest,
+    ) -> anyhow::Result<()> {
+        if self.settings.skip_layers {
+            return Ok(());
         }
-        let position = |job: &LayerJob| layers.iter().position(|l| l.digest == job.digest);
-        let mut deferred = deferred.into_inner().unwrap_or_else(|e| e.into_inner());
-        deferred.sort_by_key(|job| position(job));
-        for layer in deferred {
-            self.check_stop()?;
-            let below = position(layer).unwrap_or(0);
-            let lower: Vec<PathBuf> = layers[..below]
+        let written = |digest: &LayerDigest| {
+            layers
                 .iter()
-                .rev()
-                .map(|l| self.published(&self.layout.layerfs(&l.digest)))
-                .collect();
-            self.unpack_layer(repository, layer, config, created, input, &lower)?;
+                .zip(write_layer)
+                .any(|(l, write)| *write && l.digest == *digest)
+        };
+        let mut origins_done = std::collections::HashSet::new();
+        for layer in layers {
+            if !written(&layer.digest) && origins_done.insert(layer.digest) {
+                self.add_origin(&layer.digest, config)?;
+            }
         }
-        Ok(todo.len())
+        // Shard catalogs first: their leases are prefixes of the layer leases.
+        let mut shards: Vec<RepoPath> = layers
+            .iter()
+            .zip(write_layer)
+            .filter(|(_, write)| **write)
+            .map(|(l, _)| self.layout.layer_shard(&l.digest))
+            .collect();
+        shards.dedup();
+        for shard in &shards {
+            self.ensure_catalogs(std::slice::from_ref(shard))?;
+        }
+        Ok(())
+    }
+
+    /// Goes through the layers bottom first: those marked in `write_layer` get their directory
+    /// (together with the flat tree when there is one), the others only go onto the flat tree.
+    /// Without a flat tree a layer directory's stack below is the lower layer directories.
+    #[allow(clippy::too_many_arguments)]
+    fn layers_in_order(
+        &self,
+        repository: &ducc_registry::Repository,
+        layers: &[LayerJob],
+        write_layer: &[bool],
+        config: &ConfigDigest,
+        created: Option<&str>,
+        input: &ImageRef,
+        mut flat: Option<&mut FlatExtractor>,
+    ) -> anyhow::Result<()> {
+        for (below, (layer, write)) in layers.iter().zip(write_layer).enumerate() {
+            self.check_stop()?;
+            if *write {
+                let lower: Vec<PathBuf> = if flat.is_some() {
+                    Vec::new()
+                } else {
+                    layers[..below]
+                        .iter()
+                        .rev()
+                        .map(|l| self.published(&self.layout.layerfs(&l.digest)))
+                        .collect()
+                };
+                self.unpack_layer(
+                    repository,
+                    layer,
+                    config,
+                    created,
+                    input,
+                    flat.as_deref_mut(),
+                    &lower,
+                )?;
+            } else if let Some(flat) = flat.as_deref_mut() {
+                let file = self.open_blob(repository, layer, input)?;
+                flat.apply_blob(
+                    Interrupted {
+                        inner: file,
+                        stop: &self.stop,
+                    },
+                    &self.descriptor(layer),
+                )
+                .with_context(|| format!("layer {} of {input}", layer.digest))?;
+            }
+        }
+        Ok(())
     }
 
     fn fetch_blob(
@@ -845,6 +909,19 @@ impl Converter<'_> {
         Ok(path)
     }
 
+    /// The cached blob of a layer (downloaded first if needed), opened for reading.
+    fn open_blob(
+        &self,
+        repository: &ducc_registry::Repository,
+        layer: &LayerJob,
+        input: &ImageRef,
+    ) -> anyhow::Result<BufReader<File>> {
+        let blob = self.fetch_blob(repository, layer, input)?;
+        let file = File::open(&blob)
+            .with_context(|| format!("cannot open cached blob {}", blob.display()))?;
+        Ok(BufReader::with_capacity(1 << 20, file))
+    }
+
     fn descriptor(&self, layer: &LayerJob) -> LayerDescriptor {
         LayerDescriptor::new(
             layer.digest.to_string(),
@@ -854,6 +931,9 @@ impl Converter<'_> {
         .with_diff_id(layer.diff_id)
     }
 
+    /// Writes one layer directory (and, in the same pass, the layer onto `flat` when given),
+    /// with its metadata, in one transaction.
+    #[allow(clippy::too_many_arguments)]
     fn unpack_layer(
         &self,
         repository: &ducc_registry::Repository,
@@ -861,110 +941,95 @@ impl Converter<'_> {
         config: &ConfigDigest,
         created: Option<&str>,
         input: &ImageRef,
+        mut flat: Option<&mut FlatExtractor>,
         lower: &[PathBuf],
     ) -> anyhow::Result<()> {
-        let blob = self.fetch_blob(repository, layer, input)?;
         let started = Instant::now();
         let layerfs = self.layout.layerfs(&layer.digest);
         let descriptor = self.descriptor(layer);
-        let whiteouts = self.settings.whiteouts;
-        let privileges = self.settings.privileges;
         let stop = &*self.stop;
-        let open = || -> anyhow::Result<LayerReader<BufReader<File>>> {
-            let file = File::open(&blob)
-                .with_context(|| format!("cannot open cached blob {}", blob.display()))?;
-            Ok(LayerReader::open(
-                BufReader::with_capacity(1 << 20, file),
-                &descriptor,
-            )?)
+        let options = LayerDirOptions::new()
+            .whiteouts(self.settings.whiteouts)
+            .privileges(self.settings.privileges)
+            .lower_layers(lower.to_vec());
+        // Decodes the blob into `dest`, an existing empty directory, and onto the flat tree.
+        let mut decode = |dest: &Path| -> anyhow::Result<LayerDigests> {
+            let blob = Interrupted {
+                inner: self.open_blob(repository, layer, input)?,
+                stop,
+            };
+            Ok(match flat.as_deref_mut() {
+                Some(flat) => {
+                    flat.apply_blob_with_layer_dir(blob, &descriptor, dest, &options)?
+                        .digests
+                }
+                None => {
+                    let mut reader = LayerReader::open(blob, &descriptor)?;
+                    ducc_unpack::extract_layer_dir(&mut reader, &descriptor.name, dest, &options)?;
+                    reader.finish()?
+                }
+            })
         };
         let scratch_dir = &self.settings.scratch_dir;
-        let options = LayerDirOptions::new()
-            .whiteouts(whiteouts)
-            .privileges(privileges)
-            .lower_layers(lower.to_vec());
-        // The layer as a canonical tar, for publishers that take tar streams.
-        let canonical = |out: &mut dyn std::io::Write| -> anyhow::Result<LayerDigests> {
-            let scratch = tempfile::Builder::new()
+        let scratch = || {
+            tempfile::Builder::new()
                 .prefix("ducc-layer-")
                 .tempdir_in(scratch_dir)
                 .with_context(|| {
                     format!("cannot create scratch space in {}", scratch_dir.display())
-                })?;
-            let mut reader = open()?;
-            ducc_unpack::extract_layer_dir(
-                &mut reader,
-                &descriptor.name,
-                scratch.path(),
-                &options,
-            )?;
-            let digests = reader.finish()?;
+                })
+        };
+        // The tree in `dir` as a canonical tar, for publishers that take tar streams.
+        let canonical = |dir: &Path, out: &mut dyn std::io::Write| -> anyhow::Result<()> {
             ducc_unpack::write_tree_as_tar(
-                scratch.path(),
+                dir,
                 Interruptible { inner: out, stop },
                 &TarWriteOptions::new(),
             )?;
-            Ok(digests)
+            Ok(())
         };
         let context = || format!("layer {} of {input}", layer.digest);
+        let begin = || -> anyhow::Result<Box<dyn Transaction + '_>> {
+            let mut tx = self
+                .publisher
+                .begin(&self.layout.layer_dir(&layer.digest))?;
+            if self.published(&layerfs).exists() {
+                tx.remove(&layerfs)?;
+            }
+            Ok(tx)
+        };
         let mut tx;
         let digests = if self.settings.verify_before_ingest {
-            // With a publisher whose ingest is final, the whole canonical tar is written to
-            // scratch and its digests checked before the transaction starts, so a bad layer
-            // publishes nothing.
-            let mut file = tempfile::Builder::new()
-                .prefix("ducc-layer-tar-")
-                .tempfile_in(scratch_dir)
-                .with_context(|| {
-                    format!("cannot create scratch space in {}", scratch_dir.display())
-                })?;
-            let mut out = BufWriter::with_capacity(1 << 20, file.as_file_mut());
-            let digests = canonical(&mut out).with_context(context)?;
-            out.flush().context("cannot write the staged layer tar")?;
-            drop(out);
-            let tar = file.reopen().context("cannot read the staged layer tar")?;
-            tx = self
-                .publisher
-                .begin(&self.layout.layer_dir(&layer.digest))?;
-            if self.published(&layerfs).exists() {
-                tx.remove(&layerfs)?;
-            }
-            tx.ingest_tar(
-                &layerfs,
-                &mut BufReader::with_capacity(1 << 20, tar),
-                IngestOptions { catalog: true },
-            )
-            .with_context(context)?;
+            // With a publisher whose ingest is final, the layer is decoded and its digests
+            // checked before the transaction starts, so a bad layer publishes nothing.
+            let tree = scratch()?;
+            let digests = decode(tree.path()).with_context(context)?;
+            tx = begin()?;
+            let dir = tree.path().to_owned();
+            ingest_from(&mut *tx, &layerfs, move |out| canonical(&dir, out))
+                .with_context(context)?;
             digests
         } else {
-            tx = self
-                .publisher
-                .begin(&self.layout.layer_dir(&layer.digest))?;
-            if self.published(&layerfs).exists() {
-                tx.remove(&layerfs)?;
-            }
+            tx = begin()?;
             // Where the publisher stages on disk, the layer is unpacked straight into its
             // staging area: one pass; a digest mismatch at the end drops the staged tree.
             let mut digests = None;
             let filled = tx
                 .fill_dir(&layerfs, IngestOptions { catalog: true }, &mut |dest| {
-                    let mut reader = open()?;
-                    ducc_unpack::extract_layer_dir(
-                        Interrupted {
-                            inner: &mut reader,
-                            stop,
-                        },
-                        &descriptor.name,
-                        dest,
-                        &options,
-                    )?;
-                    digests = Some(reader.finish()?);
+                    digests = Some(decode(dest)?);
                     Ok(())
                 })
                 .with_context(context)?;
             match digests {
                 Some(digests) if filled => digests,
-                _ => ingest_from(&mut *tx, &layerfs, canonical).with_context(context)?,
+                _ => {
+                    let tree = scratch()?;
+                    let digests = decode(tree.path()).with_context(context)?;
+                    let dir = tree.path().to_owned();
+                    ingest_from(&mut *tx, &layerfs, move |out| canonical(&dir, out))
+                        .with_context(context)?;
+                    digests
+                }
             }
         };
         let mut info = LayerInfo::new(
@@ -1019,64 +1084,77 @@ impl Converter<'_> {
                 .is_file()
     }
 
+    /// The flat tree, with the layer directories marked in `write_layer` written on the way.
+    /// Errors of a layer are the `layers` step's, the others the `flat` step's.
+    #[allow(clippy::too_many_arguments)]
     fn build_flat(
         &self,
         repository: &ducc_registry::Repository,
         layers: &[LayerJob],
+        write_layer: &[bool],
         config_digest: &ConfigDigest,
         config: &ImageConfiguration,
+        created: Option<&str>,
         input: &ImageRef,
-        abandon: &AtomicBool,
-    ) -> anyhow::Result<bool> {
-        if self.flat_complete(config_digest) {
-            return Ok(false);
-        }
-        let abandoned = || -> anyhow::Result<()> {
-            if abandon.load(Ordering::SeqCst) {
-                bail!("abandoned: the image's layer directories failed");
-            }
-            self.check_stop()
-        };
+    ) -> Result<(), StepError> {
         let flat = self.layout.flat_image(config_digest);
         let started = Instant::now();
-        self.ensure_catalogs(&[self.layout.flat_shard(config_digest)])?;
+        self.ensure_catalogs(&[self.layout.flat_shard(config_digest)])
+            .map_err(at("flat"))?;
+        // Which step failed: a layer's error is the layers step's.
+        let layer_failed = AtomicBool::new(false);
         let build = |dest: &Path| -> anyhow::Result<()> {
             let mut extractor = FlatExtractor::new(
                 dest,
                 &ExtractOptions::new().privileges(self.settings.privileges),
             )?;
-            for layer in layers {
-                abandoned()?;
-                let blob = self.fetch_blob(repository, layer, input)?;
-                let file = File::open(&blob)
-                    .with_context(|| format!("cannot open cached blob {}", blob.display()))?;
-                extractor
-                    .apply_blob(
-                        Interrupted {
-                            inner: BufReader::with_capacity(1 << 20, file),
-                            stop: &self.stop,
-                        },
-                        &self.descriptor(layer),
-                    )
-                    .with_context(|| format!("layer {} of {input}", layer.digest))?;
-            }
+            self.layers_in_order(
+                repository,
+                layers,
+                write_layer,
+                config_digest,
+                created,
+                input,
+                Some(&mut extractor),
+            )
+            .inspect_err(|_| layer_failed.store(true, Ordering::SeqCst))?;
             extractor.finish();
             ducc_unpack::add_apptainer_files(dest, &runtime(config))?;
             Ok(())
         };
-        let mut tx = self.publisher.begin(&flat)?;
-        if self.published(&flat).exists() {
-            // Left incomplete by a killed run.
-            tx.remove(&flat)?;
-        }
-        let filled = tx.fill_dir(&flat, IngestOptions { catalog: true }, &mut |dest| {
-            Ok(build(dest)?)
-        })?;
-        if !filled {
-            let scratch = self.scratch("ducc-flat-")?;
-            build(scratch.path())?;
-            // This ingest is published as it goes: the last moment to give up.
-            abandoned()?;
+        let step = |e: anyhow::Error| StepError {
+            step: if layer_failed.load(Ordering::SeqCst) {
+                "layers"
+            } else {
+                "flat"
+            },
+            error: e,
+        };
+        let record = json!({"config": config_digest.to_string(),
+                            "layers": layers.iter().map(|l| l.digest.to_string()).collect::<Vec<_>>()});
+        let finish = |mut tx: Box<dyn Transaction + '_>| -> anyhow::Result<()> {
+            tx.write_file(
+                &self.layout.flat_complete_record(config_digest),
+                &mut record.to_string().as_bytes(),
+            )?;
+            self.check_stop()?;
+            tx.commit()?;
+            Ok(())
+        };
+        let begin = || -> anyhow::Result<Box<dyn Transaction + '_>> {
+            let mut tx = self.publisher.begin(&flat)?;
+            if self.published(&flat).exists() {
+                // Left incomplete by a killed run.
+                tx.remove(&flat)?;
+            }
+            Ok(tx)
+        };
+        if self.settings.verify_before_ingest {
+            // A publisher that ingests tar streams: the trees are built in scratch space, each
+            // layer published on the way; the flat tree's transaction opens only after them.
+            let scratch = self.scratch("ducc-flat-").map_err(at("flat"))?;
+            build(scratch.path()).map_err(step)?;
+            let mut tx = begin().map_err(at("flat"))?;
             let tree = scratch.path().to_owned();
             let stop = &*self.stop;
             ingest_from(&mut *tx, &flat, move |out| {
@@ -1086,21 +1164,38 @@ impl Converter<'_> {
                     &TarWriteOptions::new(),
                 )?;
                 Ok(())
-            })?;
+            })
+            .map_err(at("flat"))?;
+            finish(tx).map_err(at("flat"))?;
+        } else {
+            let mut tx = begin().map_err(at("flat"))?;
+            let filled = tx
+                .fill_dir(&flat, IngestOptions { catalog: true }, &mut |dest| {
+                    Ok(build(dest)?)
+                })
+                .map_err(|e| step(e.into()))?;
+            if !filled {
+                let scratch = self.scratch("ducc-flat-").map_err(at("flat"))?;
+                build(scratch.path()).map_err(step)?;
+                let tree = scratch.path().to_owned();
+                let stop = &*self.stop;
+                ingest_from(&mut *tx, &flat, move |out| {
+                    ducc_unpack::write_tree_as_tar(
+                        &tree,
+                        Interruptible { inner: out, stop },
+                        &TarWriteOptions::new(),
+                    )?;
+                    Ok(())
+                })
+                .map_err(at("flat"))?;
+            }
+            finish(tx).map_err(at("flat"))?;
         }
-        let record = json!({"config": config_digest.to_string(),
-                            "layers": layers.iter().map(|l| l.digest.to_string()).collect::<Vec<_>>()});
-        tx.write_file(
-            &self.layout.flat_complete_record(config_digest),
-            &mut record.to_string().as_bytes(),
-        )?;
-        abandoned()?;
-        tx.commit()?;
         self.events.emit(
             "flat_built",
             json!({"image": input.whole_name(), "config": config_digest.to_string(), "time_elapsed_s": started.elapsed().as_secs_f64()}),
         );
-        Ok(true)
+        Ok(())
     }
 
     fn write_marker(&self, slot: &Slot, manifest: &ImageManifest) -> anyhow::Result<()> {
@@ -1263,18 +1358,6 @@ fn layer_jobs(
 /// the same bytes; without one, the time of conversion.
 fn layer_created(config: &ImageConfiguration) -> Option<&str> {
     config.created().as_deref().filter(|c| !c.is_empty())
-}
-
-/// Whether `error` is a layer's hardlink to a file of a lower layer, which needs the lower layers'
-/// directories to be unpacked (the file is copied from there).
-fn needs_lower_layers(error: &anyhow::Error) -> bool {
-    error.chain().any(|cause| {
-        matches!(
-            cause.downcast_ref::<ducc_unpack::Error>(),
-            Some(ducc_unpack::Error::HardlinkTarget { reason, .. })
-                if reason.contains("not in this layer")
-        )
-    })
 }
 
 /// A reader that fails once SIGINT or SIGTERM arrived, so a long extraction stops early and its
