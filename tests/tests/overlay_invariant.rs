@@ -158,7 +158,8 @@ fn merged(label: &str, dirs: &[PathBuf], base: &Path) -> Tree {
 /// Both ways of writing the layer directories give an overlay equal to the flat tree, which is
 /// also checked with `expect` on a few paths.
 fn check(name: &str, layers: &[&[E]], expect: impl Fn(&Tree)) {
-    if !ducc_tests::require_root("the invariant needs owners, whiteout devices and overlay mounts") {
+    if !ducc_tests::require_root("the invariant needs owners, whiteout devices and overlay mounts")
+    {
         return;
     }
     let layers: Vec<_> = layers
