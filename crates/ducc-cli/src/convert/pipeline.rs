@@ -1155,17 +1155,8 @@ impl Converter<'_> {
             let scratch = self.scratch("ducc-flat-").map_err(at("flat"))?;
             build(scratch.path()).map_err(step)?;
             let mut tx = begin().map_err(at("flat"))?;
-            let tree = scratch.path().to_owned();
-            let stop = &*self.stop;
-            ingest_from(&mut *tx, &flat, move |out| {
-                ducc_unpack::write_tree_as_tar(
-                    &tree,
-                    Interruptible { inner: out, stop },
-                    &TarWriteOptions::new(),
-                )?;
-                Ok(())
-            })
-            .map_err(at("flat"))?;
+            self.ingest_flat_scratch(&mut *tx, &flat, scratch.path())
+                .map_err(at("flat"))?;
             finish(tx).map_err(at("flat"))?;
         } else {
             let mut tx = begin().map_err(at("flat"))?;
@@ -1177,17 +1168,8 @@ impl Converter<'_> {
             if !filled {
                 let scratch = self.scratch("ducc-flat-").map_err(at("flat"))?;
                 build(scratch.path()).map_err(step)?;
-                let tree = scratch.path().to_owned();
-                let stop = &*self.stop;
-                ingest_from(&mut *tx, &flat, move |out| {
-                    ducc_unpack::write_tree_as_tar(
-                        &tree,
-                        Interruptible { inner: out, stop },
-                        &TarWriteOptions::new(),
-                    )?;
-                    Ok(())
-                })
-                .map_err(at("flat"))?;
+                self.ingest_flat_scratch(&mut *tx, &flat, scratch.path())
+                    .map_err(at("flat"))?;
             }
             finish(tx).map_err(at("flat"))?;
         }
@@ -1196,6 +1178,25 @@ impl Converter<'_> {
             json!({"image": input.whole_name(), "config": config_digest.to_string(), "time_elapsed_s": started.elapsed().as_secs_f64()}),
         );
         Ok(())
+    }
+
+    /// Ingests a flat tree built in scratch space as one canonical tar at `flat`.
+    fn ingest_flat_scratch(
+        &self,
+        tx: &mut dyn Transaction,
+        flat: &RepoPath,
+        tree: &Path,
+    ) -> anyhow::Result<()> {
+        let tree = tree.to_owned();
+        let stop = &*self.stop;
+        ingest_from(tx, flat, move |out| {
+            ducc_unpack::write_tree_as_tar(
+                &tree,
+                Interruptible { inner: out, stop },
+                &TarWriteOptions::new(),
+            )?;
+            Ok(())
+        })
     }
 
     fn write_marker(&self, slot: &Slot, manifest: &ImageManifest) -> anyhow::Result<()> {
