@@ -574,3 +574,61 @@ fn a_corrupt_origin_json_fails_the_image_and_is_left_as_it_is() {
     assert!(stderr.contains("origin.json"), "{stderr}");
     assert_eq!(std::fs::read(&origin).unwrap(), b"{\"origin\": [tru");
 }
+
+/// The convert scenarios through both publishers, compared (less what ingest cannot keep): zstd
+/// and uncompressed layers, images sharing layers, a tag glob, and a tag moved to a new image.
+#[test]
+fn zstd_plain_shared_glob_and_moved_tag_give_the_same_repository_with_either_publisher() {
+    use convert_support::Compression;
+    let registry = Registry::anonymous();
+    let client = images::client_for(registry.host(), None);
+    let name = unique_repo("cvmfs-set");
+    let repo = images::repository(registry.host(), &name);
+    let shared = Layer::new(
+        &convert_support::tar_of(&[("etc/os-release", b"ID=set\n")]),
+        Compression::Zstd,
+    );
+    let plain = Layer::new(
+        &convert_support::tar_of(&[("opt/plain", b"plain")]),
+        Compression::None,
+    );
+    for tag in ["1.0", "1.1", "2.0"] {
+        let own = Layer::files(&[(&format!("opt/{tag}"), tag.as_bytes())]);
+        Image::new(vec![shared.clone(), plain.clone(), own], tag).push(&client, &repo, tag);
+    }
+    let inputs = [format!("http://{}/{name}:1.*", registry.host())];
+    let (local, cvmfs) = convert_with_both(&inputs);
+    scan(&local.repo()).assert_same_as(
+        &scan(&cvmfs.repo()),
+        &run_options(),
+        "local publisher",
+        "cvmfs publisher",
+    );
+    // Move tag 1.0 to another image; both publishers convert it again and repoint the link.
+    let moved = Image::new(
+        vec![shared.clone(), Layer::files(&[("opt/moved", b"moved")])],
+        "moved",
+    );
+    moved.push(&client, &repo, "1.0");
+    assert!(
+        local
+            .convert(&["-i", "--layer-whiteouts", "oci"])
+            .status
+            .success()
+    );
+    assert!(cvmfs.convert(&["-i"]).status.success());
+    scan(&local.repo()).assert_same_as(
+        &scan(&cvmfs.repo()),
+        &run_options(),
+        "local publisher after the move",
+        "cvmfs publisher after the move",
+    );
+    assert_eq!(
+        marker_config(&cvmfs.repo(), registry.host(), &format!("{name}:1.0")).as_deref(),
+        Some(format!("sha256:{}", moved.config_hex()).as_str())
+    );
+    assert_eq!(
+        nobody_owned(&cvmfs.repo()),
+        Vec::<std::path::PathBuf>::new()
+    );
+}
