@@ -632,3 +632,200 @@ fn zstd_plain_shared_glob_and_moved_tag_give_the_same_repository_with_either_pub
         Vec::<std::path::PathBuf>::new()
     );
 }
+
+/// An image of `layers` in `format` for linux/`arch`, with a `created` time (so layers.json is
+/// the same bytes in both runs) and `label` making its config unique.
+fn image_in(
+    format: ducc_tests::images::Format,
+    layers: Vec<Layer>,
+    arch: &str,
+    variant: Option<&str>,
+    label: &str,
+) -> Image {
+    use ducc_tests::images::{Blob, Format};
+    let diff_ids: Vec<&str> = layers.iter().map(|l| l.diff_id.as_str()).collect();
+    let mut config = serde_json::json!({
+        "architecture": arch,
+        "os": "linux",
+        "created": "2024-05-06T07:08:09Z",
+        "config": {"Env": ["PATH=/usr/bin:/bin"], "Cmd": ["/bin/sh"], "Labels": {"test": label}},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    });
+    if let Some(variant) = variant {
+        config["variant"] = serde_json::json!(variant);
+    }
+    let config = Blob::new(serde_json::to_vec(&config).unwrap());
+    let (config_type, layer_type) = match format {
+        Format::Oci => ("application/vnd.oci.image.config.v1+json", None),
+        Format::Docker => (
+            "application/vnd.docker.container.image.v1+json",
+            Some("application/vnd.docker.image.rootfs.diff.tar.gzip"),
+        ),
+    };
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": format.manifest_type(),
+        "config": config.descriptor(config_type),
+        "layers": layers
+            .iter()
+            .map(|l| l.blob.descriptor(layer_type.unwrap_or(l.media_type)))
+            .collect::<Vec<_>>(),
+    });
+    Image {
+        layers,
+        config,
+        manifest: Blob::new(serde_json::to_vec(&manifest).unwrap()),
+    }
+}
+
+/// Pushes the blobs of `image` and its manifest under `reference` (a tag or its digest).
+fn push_in(
+    format: ducc_tests::images::Format,
+    client: &ducc_registry::Client,
+    repo: &ducc_registry::Repository,
+    reference: &str,
+    image: &Image,
+) {
+    for layer in &image.layers {
+        images::push_blob(client, repo, &layer.blob);
+    }
+    images::push_blob(client, repo, &image.config);
+    images::push_manifest(
+        client,
+        repo,
+        reference,
+        format.manifest_type(),
+        &image.manifest.bytes,
+    );
+}
+
+/// The manifest kinds through both publishers, compared: an OCI image, a Docker v2s2 image, an
+/// OCI index and a Docker manifest list (`--multi-arch`: per-platform trees under `.multiarch/`,
+/// the public name a CernVM-FS variant symlink, the `uname -m` aliases), all written by ingest.
+#[test]
+fn oci_docker_and_multi_arch_manifests_give_the_same_repository_with_either_publisher() {
+    use ducc_tests::images::Format;
+    let registry = Registry::anonymous();
+    let client = images::client_for(registry.host(), None);
+    let name = unique_repo("cvmfs-kinds");
+    let repo = images::repository(registry.host(), &name);
+    let base = Layer::files(&[("etc/os-release", b"ID=kinds\n"), ("usr/lib/x", b"x")]);
+    for format in [Format::Oci, Format::Docker] {
+        let single = image_in(
+            format,
+            vec![base.clone(), Layer::files(&[("opt/single", b"single")])],
+            "amd64",
+            None,
+            &format!("{format:?}"),
+        );
+        push_in(
+            format,
+            &client,
+            &repo,
+            &format!("{format:?}-single"),
+            &single,
+        );
+        let mut manifests = Vec::new();
+        for (arch, variant) in [("amd64", None), ("arm64", Some("v8"))] {
+            let label = format!("{format:?}-{arch}");
+            let child = image_in(
+                format,
+                vec![
+                    base.clone(),
+                    Layer::files(&[("etc/arch", label.as_bytes())]),
+                ],
+                arch,
+                variant,
+                &label,
+            );
+            push_in(format, &client, &repo, &child.manifest.digest, &child);
+            let mut entry = child.manifest.descriptor(format.manifest_type());
+            entry["platform"] = serde_json::json!({"architecture": arch, "os": "linux"});
+            if let Some(variant) = variant {
+                entry["platform"]["variant"] = serde_json::json!(variant);
+            }
+            manifests.push(entry);
+        }
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": format.index_type(),
+            "manifests": manifests,
+        });
+        images::push_manifest(
+            &client,
+            &repo,
+            &format!("{format:?}-index"),
+            format.index_type(),
+            &serde_json::to_vec(&index).unwrap(),
+        );
+    }
+    let inputs: Vec<String> = ["Oci-single", "Docker-single", "Oci-index", "Docker-index"]
+        .iter()
+        .map(|tag| format!("http://{}/{name}:{tag}", registry.host()))
+        .collect();
+
+    let local = Work::new(Backend::Local);
+    local.wishlist(&inputs, "");
+    let out = local.convert(&["-i", "--layer-whiteouts", "oci", "--multi-arch"]);
+    assert!(out.status.success());
+    let cvmfs = Work::new(Backend::Cvmfs);
+    cvmfs.wishlist(&inputs, "");
+    assert!(cvmfs.convert(&["-i", "--multi-arch"]).status.success());
+
+    let expected = scan(&local.repo());
+    expected.assert_same_as(
+        &scan(&cvmfs.repo()),
+        &run_options(),
+        "local publisher",
+        "cvmfs publisher",
+    );
+    let published = cvmfs.repo();
+    for tag in ["Oci-index", "Docker-index"] {
+        let public = published
+            .join(registry.host())
+            .join(format!("{name}:{tag}"));
+        let text = std::fs::read_link(&public).unwrap();
+        assert!(
+            text.to_string_lossy()
+                .contains(".multiarch/$(CVMFS_ARCH:-amd64)/"),
+            "{}",
+            text.display()
+        );
+        for arch in ["amd64", "arm64:v8"] {
+            let link = published
+                .join(".multiarch")
+                .join(arch)
+                .join(registry.host())
+                .join(format!("{name}:{tag}"));
+            assert!(link.join(".singularity.d").is_dir(), "{}", link.display());
+        }
+    }
+    for (alias, target) in [("x86_64", "amd64"), ("aarch64", "arm64:v8")] {
+        let link = std::fs::read_link(published.join(".multiarch").join(alias)).unwrap();
+        assert_eq!(link, std::path::Path::new(target), "{alias}");
+    }
+    let log = cvmfs.standin_log();
+    assert!(
+        log.iter()
+            .all(|l| l == "list" || l.starts_with("ingest ") || l.starts_with("mkfs ")),
+        "{log:#?}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("ingest ") && l.contains(".multiarch")),
+        "{log:#?}"
+    );
+    assert_eq!(nobody_owned(&published), Vec::<std::path::PathBuf>::new());
+
+    // A rerun publishes nothing.
+    let before = log.len();
+    assert!(cvmfs.convert(&["-i", "--multi-arch"]).status.success());
+    let rerun = &cvmfs.standin_log()[before..];
+    assert!(rerun.iter().all(|l| l == "list"), "{rerun:#?}");
+    expected.assert_same_as(
+        &scan(&cvmfs.repo()),
+        &run_options(),
+        "local publisher",
+        "cvmfs rerun",
+    );
+}
