@@ -829,3 +829,131 @@ fn oci_docker_and_multi_arch_manifests_give_the_same_repository_with_either_publ
         "cvmfs rerun",
     );
 }
+
+/// Whether process `pid` is gone (or a zombie nobody reaped yet).
+fn process_ended(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => true,
+    }
+}
+
+/// Kills ducc alone with SIGKILL while the stand-in's first layer ingest is paused (lease taken,
+/// tar unread), so that `cvmfs_server` process outlives it, then starts the rerun: it must wait
+/// for that process before any call of its own. With `kill_orphan`, the orphan is killed while
+/// the rerun waits (leaving the repository in a transaction, which the rerun aborts); otherwise
+/// it is let go on and ends by itself before the rerun calls anything but `list`.
+fn rerun_waits_for_the_orphaned_ingest(kill_orphan: bool, label: &str) {
+    let registry = Registry::anonymous();
+    let name = unique_repo(label);
+    let _ = push_pair(&name);
+    let inputs = [
+        format!("http://{}/{name}:one", registry.host()),
+        format!("http://{}/{name}:two", registry.host()),
+    ];
+    let local = Work::new(Backend::Local);
+    local.wishlist(&inputs, "");
+    assert!(
+        local
+            .convert(&["-i", "--layer-whiteouts", "oci"])
+            .status
+            .success()
+    );
+
+    let cvmfs = Work::new(Backend::Cvmfs);
+    cvmfs.wishlist(&inputs, "");
+    let pause = cvmfs.path("standin/pause");
+    std::fs::create_dir_all(&pause).unwrap();
+    std::fs::write(pause.join("ingest"), "-b .layers/").unwrap();
+    let mut first = cvmfs.command(&["-i"]).spawn().unwrap();
+    let paused = cvmfs.path("standin/paused");
+    let started = std::time::Instant::now();
+    while !paused.exists() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(120));
+        assert!(first.try_wait().unwrap().is_none(), "ducc ended first");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let text = std::fs::read_to_string(&paused).unwrap();
+    let orphan: i32 = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(!process_ended(orphan), "the ingest died with ducc");
+    let record = cvmfs.path("tmp/ducc-cvmfs").join(REPO).join("in-flight");
+    assert!(
+        std::fs::read_to_string(&record)
+            .unwrap()
+            .starts_with(&format!("{orphan} ")),
+        "the in-flight record names the orphan"
+    );
+
+    let before = cvmfs.standin_log().len();
+    let events = cvmfs.path("events.jsonl");
+    let mut rerun = cvmfs
+        .command(&["-i", "-n", events.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    // The rerun waits: it stays running and calls nothing but `list` while the orphan runs.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(
+        rerun.try_wait().unwrap().is_none(),
+        "the rerun did not wait"
+    );
+    let meanwhile = cvmfs.standin_log()[before..].to_vec();
+    assert!(meanwhile.iter().all(|l| l == "list"), "{meanwhile:#?}");
+    if kill_orphan {
+        let pid = rustix::process::Pid::from_raw(orphan).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+    }
+    std::fs::remove_file(pause.join("ingest")).unwrap();
+    let status = rerun.wait().unwrap();
+    assert!(status.success());
+    assert!(process_ended(orphan));
+    assert!(!record.exists(), "the in-flight record was cleared");
+
+    let log = cvmfs.standin_log()[before..].to_vec();
+    let aborts = log
+        .iter()
+        .filter(|l| *l == &format!("abort -f {REPO}"))
+        .count();
+    let unpacked = cvmfs
+        .events("events.jsonl")
+        .iter()
+        .filter(|e| e["action"] == "layer_unpack")
+        .count();
+    if kill_orphan {
+        // Killed with its transaction open: aborted once, before anything else was ingested.
+        assert_eq!(aborts, 1, "{log:#?}");
+        let abort = log.iter().position(|l| l.starts_with("abort ")).unwrap();
+        assert!(
+            log[..abort].iter().all(|l| l == "list"),
+            "the abort came first: {log:#?}"
+        );
+        assert_eq!(unpacked, 3, "every layer unpacked again");
+    } else {
+        // The orphan ended on its own; whatever it left, the rerun redoes at most every layer.
+        assert!(aborts <= 1, "{log:#?}");
+        assert!(unpacked <= 3, "{unpacked} layers unpacked");
+    }
+    scan(&local.repo()).assert_same_as(
+        &scan(&cvmfs.repo()),
+        &run_options(),
+        "local publisher",
+        "cvmfs after waiting for the orphan",
+    );
+    let before = cvmfs.standin_log().len();
+    assert!(cvmfs.convert(&["-i"]).status.success());
+    let again = &cvmfs.standin_log()[before..];
+    assert!(again.iter().all(|l| l == "list"), "{again:#?}");
+}
+
+#[test]
+fn a_rerun_waits_for_the_ingest_a_killed_run_left_running_before_calling_the_server() {
+    rerun_waits_for_the_orphaned_ingest(false, "cvmfs-orphan-done");
+}
+
+#[test]
+fn a_rerun_waits_for_the_ingest_a_killed_run_left_running_and_aborts_what_it_left_open() {
+    rerun_waits_for_the_orphaned_ingest(true, "cvmfs-orphan-killed");
+}
