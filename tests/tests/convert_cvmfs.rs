@@ -574,3 +574,386 @@ fn a_corrupt_origin_json_fails_the_image_and_is_left_as_it_is() {
     assert!(stderr.contains("origin.json"), "{stderr}");
     assert_eq!(std::fs::read(&origin).unwrap(), b"{\"origin\": [tru");
 }
+
+/// The convert scenarios through both publishers, compared (less what ingest cannot keep): zstd
+/// and uncompressed layers, images sharing layers, a tag glob, and a tag moved to a new image.
+#[test]
+fn zstd_plain_shared_glob_and_moved_tag_give_the_same_repository_with_either_publisher() {
+    use convert_support::Compression;
+    let registry = Registry::anonymous();
+    let client = images::client_for(registry.host(), None);
+    let name = unique_repo("cvmfs-set");
+    let repo = images::repository(registry.host(), &name);
+    let shared = Layer::new(
+        &convert_support::tar_of(&[("etc/os-release", b"ID=set\n")]),
+        Compression::Zstd,
+    );
+    let plain = Layer::new(
+        &convert_support::tar_of(&[("opt/plain", b"plain")]),
+        Compression::None,
+    );
+    for tag in ["1.0", "1.1", "2.0"] {
+        let own = Layer::files(&[(&format!("opt/{tag}"), tag.as_bytes())]);
+        Image::new(vec![shared.clone(), plain.clone(), own], tag).push(&client, &repo, tag);
+    }
+    let inputs = [format!("http://{}/{name}:1.*", registry.host())];
+    let (local, cvmfs) = convert_with_both(&inputs);
+    scan(&local.repo()).assert_same_as(
+        &scan(&cvmfs.repo()),
+        &run_options(),
+        "local publisher",
+        "cvmfs publisher",
+    );
+    // Move tag 1.0 to another image; both publishers convert it again and repoint the link.
+    let moved = Image::new(
+        vec![shared.clone(), Layer::files(&[("opt/moved", b"moved")])],
+        "moved",
+    );
+    moved.push(&client, &repo, "1.0");
+    assert!(
+        local
+            .convert(&["-i", "--layer-whiteouts", "oci"])
+            .status
+            .success()
+    );
+    assert!(cvmfs.convert(&["-i"]).status.success());
+    scan(&local.repo()).assert_same_as(
+        &scan(&cvmfs.repo()),
+        &run_options(),
+        "local publisher after the move",
+        "cvmfs publisher after the move",
+    );
+    assert_eq!(
+        marker_config(&cvmfs.repo(), registry.host(), &format!("{name}:1.0")).as_deref(),
+        Some(format!("sha256:{}", moved.config_hex()).as_str())
+    );
+    assert_eq!(
+        nobody_owned(&cvmfs.repo()),
+        Vec::<std::path::PathBuf>::new()
+    );
+}
+
+/// An image of `layers` in `format` for linux/`arch`, with a `created` time (so layers.json is
+/// the same bytes in both runs) and `label` making its config unique.
+fn image_in(
+    format: ducc_tests::images::Format,
+    layers: Vec<Layer>,
+    arch: &str,
+    variant: Option<&str>,
+    label: &str,
+) -> Image {
+    use ducc_tests::images::{Blob, Format};
+    let diff_ids: Vec<&str> = layers.iter().map(|l| l.diff_id.as_str()).collect();
+    let mut config = serde_json::json!({
+        "architecture": arch,
+        "os": "linux",
+        "created": "2024-05-06T07:08:09Z",
+        "config": {"Env": ["PATH=/usr/bin:/bin"], "Cmd": ["/bin/sh"], "Labels": {"test": label}},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    });
+    if let Some(variant) = variant {
+        config["variant"] = serde_json::json!(variant);
+    }
+    let config = Blob::new(serde_json::to_vec(&config).unwrap());
+    let (config_type, layer_type) = match format {
+        Format::Oci => ("application/vnd.oci.image.config.v1+json", None),
+        Format::Docker => (
+            "application/vnd.docker.container.image.v1+json",
+            Some("application/vnd.docker.image.rootfs.diff.tar.gzip"),
+        ),
+    };
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": format.manifest_type(),
+        "config": config.descriptor(config_type),
+        "layers": layers
+            .iter()
+            .map(|l| l.blob.descriptor(layer_type.unwrap_or(l.media_type)))
+            .collect::<Vec<_>>(),
+    });
+    Image {
+        layers,
+        config,
+        manifest: Blob::new(serde_json::to_vec(&manifest).unwrap()),
+    }
+}
+
+/// Pushes the blobs of `image` and its manifest under `reference` (a tag or its digest).
+fn push_in(
+    format: ducc_tests::images::Format,
+    client: &ducc_registry::Client,
+    repo: &ducc_registry::Repository,
+    reference: &str,
+    image: &Image,
+) {
+    for layer in &image.layers {
+        images::push_blob(client, repo, &layer.blob);
+    }
+    images::push_blob(client, repo, &image.config);
+    images::push_manifest(
+        client,
+        repo,
+        reference,
+        format.manifest_type(),
+        &image.manifest.bytes,
+    );
+}
+
+/// The manifest kinds through both publishers, compared: an OCI image, a Docker v2s2 image, an
+/// OCI index and a Docker manifest list (`--multi-arch`: per-platform trees under `.multiarch/`,
+/// the public name a CernVM-FS variant symlink, the `uname -m` aliases), all written by ingest.
+#[test]
+fn oci_docker_and_multi_arch_manifests_give_the_same_repository_with_either_publisher() {
+    use ducc_tests::images::Format;
+    let registry = Registry::anonymous();
+    let client = images::client_for(registry.host(), None);
+    let name = unique_repo("cvmfs-kinds");
+    let repo = images::repository(registry.host(), &name);
+    let base = Layer::files(&[("etc/os-release", b"ID=kinds\n"), ("usr/lib/x", b"x")]);
+    for format in [Format::Oci, Format::Docker] {
+        let single = image_in(
+            format,
+            vec![base.clone(), Layer::files(&[("opt/single", b"single")])],
+            "amd64",
+            None,
+            &format!("{format:?}"),
+        );
+        push_in(
+            format,
+            &client,
+            &repo,
+            &format!("{format:?}-single"),
+            &single,
+        );
+        let mut manifests = Vec::new();
+        for (arch, variant) in [("amd64", None), ("arm64", Some("v8"))] {
+            let label = format!("{format:?}-{arch}");
+            let child = image_in(
+                format,
+                vec![
+                    base.clone(),
+                    Layer::files(&[("etc/arch", label.as_bytes())]),
+                ],
+                arch,
+                variant,
+                &label,
+            );
+            push_in(format, &client, &repo, &child.manifest.digest, &child);
+            let mut entry = child.manifest.descriptor(format.manifest_type());
+            entry["platform"] = serde_json::json!({"architecture": arch, "os": "linux"});
+            if let Some(variant) = variant {
+                entry["platform"]["variant"] = serde_json::json!(variant);
+            }
+            manifests.push(entry);
+        }
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": format.index_type(),
+            "manifests": manifests,
+        });
+        images::push_manifest(
+            &client,
+            &repo,
+            &format!("{format:?}-index"),
+            format.index_type(),
+            &serde_json::to_vec(&index).unwrap(),
+        );
+    }
+    let inputs: Vec<String> = ["Oci-single", "Docker-single", "Oci-index", "Docker-index"]
+        .iter()
+        .map(|tag| format!("http://{}/{name}:{tag}", registry.host()))
+        .collect();
+
+    let local = Work::new(Backend::Local);
+    local.wishlist(&inputs, "");
+    let out = local.convert(&["-i", "--layer-whiteouts", "oci", "--multi-arch"]);
+    assert!(out.status.success());
+    let cvmfs = Work::new(Backend::Cvmfs);
+    cvmfs.wishlist(&inputs, "");
+    assert!(cvmfs.convert(&["-i", "--multi-arch"]).status.success());
+
+    let expected = scan(&local.repo());
+    expected.assert_same_as(
+        &scan(&cvmfs.repo()),
+        &run_options(),
+        "local publisher",
+        "cvmfs publisher",
+    );
+    let published = cvmfs.repo();
+    for tag in ["Oci-index", "Docker-index"] {
+        let public = published
+            .join(registry.host())
+            .join(format!("{name}:{tag}"));
+        let text = std::fs::read_link(&public).unwrap();
+        assert!(
+            text.to_string_lossy()
+                .contains(".multiarch/$(CVMFS_ARCH:-amd64)/"),
+            "{}",
+            text.display()
+        );
+        for arch in ["amd64", "arm64:v8"] {
+            let link = published
+                .join(".multiarch")
+                .join(arch)
+                .join(registry.host())
+                .join(format!("{name}:{tag}"));
+            assert!(link.join(".singularity.d").is_dir(), "{}", link.display());
+        }
+    }
+    for (alias, target) in [("x86_64", "amd64"), ("aarch64", "arm64:v8")] {
+        let link = std::fs::read_link(published.join(".multiarch").join(alias)).unwrap();
+        assert_eq!(link, std::path::Path::new(target), "{alias}");
+    }
+    let log = cvmfs.standin_log();
+    assert!(
+        log.iter()
+            .all(|l| l == "list" || l.starts_with("ingest ") || l.starts_with("mkfs ")),
+        "{log:#?}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("ingest ") && l.contains(".multiarch")),
+        "{log:#?}"
+    );
+    assert_eq!(nobody_owned(&published), Vec::<std::path::PathBuf>::new());
+
+    // A rerun publishes nothing.
+    let before = log.len();
+    assert!(cvmfs.convert(&["-i", "--multi-arch"]).status.success());
+    let rerun = &cvmfs.standin_log()[before..];
+    assert!(rerun.iter().all(|l| l == "list"), "{rerun:#?}");
+    expected.assert_same_as(
+        &scan(&cvmfs.repo()),
+        &run_options(),
+        "local publisher",
+        "cvmfs rerun",
+    );
+}
+
+/// Whether process `pid` is gone (or a zombie nobody reaped yet).
+fn process_ended(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => true,
+    }
+}
+
+/// Kills ducc alone with SIGKILL while the stand-in's first layer ingest is paused (lease taken,
+/// tar unread), so that `cvmfs_server` process outlives it, then starts the rerun: it must wait
+/// for that process before any call of its own. With `kill_orphan`, the orphan is killed while
+/// the rerun waits (leaving the repository in a transaction, which the rerun aborts); otherwise
+/// it is let go on and ends by itself before the rerun calls anything but `list`.
+fn rerun_waits_for_the_orphaned_ingest(kill_orphan: bool, label: &str) {
+    let registry = Registry::anonymous();
+    let name = unique_repo(label);
+    let _ = push_pair(&name);
+    let inputs = [
+        format!("http://{}/{name}:one", registry.host()),
+        format!("http://{}/{name}:two", registry.host()),
+    ];
+    let local = Work::new(Backend::Local);
+    local.wishlist(&inputs, "");
+    assert!(
+        local
+            .convert(&["-i", "--layer-whiteouts", "oci"])
+            .status
+            .success()
+    );
+
+    let cvmfs = Work::new(Backend::Cvmfs);
+    cvmfs.wishlist(&inputs, "");
+    let pause = cvmfs.path("standin/pause");
+    std::fs::create_dir_all(&pause).unwrap();
+    std::fs::write(pause.join("ingest"), "-b .layers/").unwrap();
+    let mut first = cvmfs.command(&["-i"]).spawn().unwrap();
+    let paused = cvmfs.path("standin/paused");
+    let started = std::time::Instant::now();
+    while !paused.exists() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(120));
+        assert!(first.try_wait().unwrap().is_none(), "ducc ended first");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let text = std::fs::read_to_string(&paused).unwrap();
+    let orphan: i32 = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(!process_ended(orphan), "the ingest died with ducc");
+    let record = cvmfs.path("tmp/ducc-cvmfs").join(REPO).join("in-flight");
+    assert!(
+        std::fs::read_to_string(&record)
+            .unwrap()
+            .starts_with(&format!("{orphan} ")),
+        "the in-flight record names the orphan"
+    );
+
+    let before = cvmfs.standin_log().len();
+    let events = cvmfs.path("events.jsonl");
+    let mut rerun = cvmfs
+        .command(&["-i", "-n", events.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    // The rerun waits: it stays running and calls nothing but `list` while the orphan runs.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(
+        rerun.try_wait().unwrap().is_none(),
+        "the rerun did not wait"
+    );
+    let meanwhile = cvmfs.standin_log()[before..].to_vec();
+    assert!(meanwhile.iter().all(|l| l == "list"), "{meanwhile:#?}");
+    if kill_orphan {
+        let pid = rustix::process::Pid::from_raw(orphan).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+    }
+    std::fs::remove_file(pause.join("ingest")).unwrap();
+    let status = rerun.wait().unwrap();
+    assert!(status.success());
+    assert!(process_ended(orphan));
+    assert!(!record.exists(), "the in-flight record was cleared");
+
+    let log = cvmfs.standin_log()[before..].to_vec();
+    let aborts = log
+        .iter()
+        .filter(|l| *l == &format!("abort -f {REPO}"))
+        .count();
+    let unpacked = cvmfs
+        .events("events.jsonl")
+        .iter()
+        .filter(|e| e["action"] == "layer_unpack")
+        .count();
+    if kill_orphan {
+        // Killed with its transaction open: aborted once, before anything else was ingested.
+        assert_eq!(aborts, 1, "{log:#?}");
+        let abort = log.iter().position(|l| l.starts_with("abort ")).unwrap();
+        assert!(
+            log[..abort].iter().all(|l| l == "list"),
+            "the abort came first: {log:#?}"
+        );
+        assert_eq!(unpacked, 3, "every layer unpacked again");
+    } else {
+        // The orphan ended on its own; whatever it left, the rerun redoes at most every layer.
+        assert!(aborts <= 1, "{log:#?}");
+        assert!(unpacked <= 3, "{unpacked} layers unpacked");
+    }
+    scan(&local.repo()).assert_same_as(
+        &scan(&cvmfs.repo()),
+        &run_options(),
+        "local publisher",
+        "cvmfs after waiting for the orphan",
+    );
+    let before = cvmfs.standin_log().len();
+    assert!(cvmfs.convert(&["-i"]).status.success());
+    let again = &cvmfs.standin_log()[before..];
+    assert!(again.iter().all(|l| l == "list"), "{again:#?}");
+}
+
+#[test]
+fn a_rerun_waits_for_the_ingest_a_killed_run_left_running_before_calling_the_server() {
+    rerun_waits_for_the_orphaned_ingest(false, "cvmfs-orphan-done");
+}
+
+#[test]
+fn a_rerun_waits_for_the_ingest_a_killed_run_left_running_and_aborts_what_it_left_open() {
+    rerun_waits_for_the_orphaned_ingest(true, "cvmfs-orphan-killed");
+}

@@ -160,8 +160,11 @@ impl CvmfsPublisher {
                 repo: publisher.repo,
             });
         }
+        // Staged tars of dead runs go only once the spool lock is held and any call a killed run
+        // left running has ended: such an orphan may still be about to read its tar.
+        let spool = publisher.spool_lock()?;
         publisher.clean_dead_staging();
-        drop(publisher.spool_lock()?);
+        drop(spool);
         Ok(publisher)
     }
 
