@@ -17,6 +17,7 @@
 //! [`FreshFs`]. On a shared machine the numbers move; the ratios are what to read.
 
 mod convert;
+mod convert_cvmfs;
 mod unpack;
 
 use std::path::{Path, PathBuf};
@@ -29,6 +30,7 @@ use ducc_tests::fixtures::{self, Image};
 const USAGE: &str = "\
 usage: cargo xtask bench unpack [--rounds N] [--no-registry] [--no-fresh-fs] [--tmpfs]
        cargo xtask bench convert [--rounds N] [--no-fresh-fs] [--tmpfs]
+       cargo xtask bench convert --publisher cvmfs [--rounds N]
 
   --tmpfs  every run writes to /dev/shm (tmpfs) instead of a fresh ext4; both benches also
            measure the floor: decoding with both digests, and tar -x of the uncompressed layers
@@ -40,13 +42,35 @@ usage: cargo xtask bench unpack [--rounds N] [--no-registry] [--no-fresh-fs] [--
            from a registry on loopback vs skopeo copy + umoci raw unpack, medians of N rounds
            (default 3): wall, CPU, peak RSS, ratio (target <= 0.5), RSS (target < 64 MiB), the
            no-op rerun (target < 1 s per image), and a layers-only (-s) / flat-only (-d) breakdown;
-           as root every run writes to a brand-new loop-mounted ext4 (--no-fresh-fs: the scratch dir)";
+           as root every run writes to a brand-new loop-mounted ext4 (--no-fresh-fs: the scratch dir)
+  convert --publisher cvmfs
+           the same conversion through cvmfs_server: with a real one on PATH into throwaway
+           repositories (time, ingests and publishes per image), else through the tests'
+           stand-in (counts only); fails when the no-op rerun publishes anything";
 
 /// Runs `cargo xtask bench WHAT`.
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("unpack") => unpack::run(&args[1..]),
-        Some("convert") => convert::run(&args[1..]),
+        Some("convert") => {
+            let rest = &args[1..];
+            match rest.iter().position(|a| a == "--publisher") {
+                Some(i) => {
+                    let publisher = rest.get(i + 1).map(String::as_str);
+                    let others: Vec<String> = rest[..i]
+                        .iter()
+                        .chain(rest.iter().skip(i + 2))
+                        .cloned()
+                        .collect();
+                    match publisher {
+                        Some("cvmfs") => convert_cvmfs::run(parse_options(&others, &[])?.rounds),
+                        Some("local") => convert::run(&others),
+                        _ => bail!("--publisher takes local or cvmfs\n{USAGE}"),
+                    }
+                }
+                None => convert::run(rest),
+            }
+        }
         Some("flat-worker") => unpack::flat_worker(&args[1..]),
         Some("decode-worker") => decode_worker(),
         _ => bail!("{USAGE}"),
