@@ -1,4 +1,4 @@
-//! libFuzzer target: `Retry-After` and `created` values through the jiff parsing call pattern of ducc-rs.
+//! libFuzzer target: one value as ducc-registry's `Retry-After` and as the `created` time `ducc_thin::ThinImage::build` reads.
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {

@@ -1,4 +1,4 @@
-//! libFuzzer target: a manifest or index document served by a loopback registry, read through `ducc_registry::Client::fetch_manifest`.
+//! libFuzzer target: a manifest or index document and its `Content-Type` through ducc-registry's manifest parser.
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {

@@ -1,54 +1,68 @@
-//! Date parsing as ducc-rs does it with jiff (issue 12: one maintained date crate, checked
-//! arithmetic). ducc-registry's `parse_retry_after` is `pub(crate)` (and being moved to jiff), so
-//! this runs the same call pattern: delta-seconds, else an HTTP date (IMF-fixdate through jiff's
-//! RFC 2822 parser, RFC 850, asctime), then the wait from now with checked arithmetic; and the
-//! RFC 3339 `created` timestamps of image configs.
+//! The date parsing of ducc-rs: ducc-registry's `Retry-After` parser (through
+//! [`ducc_registry::fuzzing`]) and the `created` time of an image config, which
+//! [`ducc_thin::ThinImage::build`] reads for the thin layer's file times.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use jiff::{SignedDuration, Timestamp, fmt::strtime, tz::TimeZone};
+use ducc_registry::fuzzing;
+use ducc_registry::oci_spec::image::ImageConfiguration;
+use ducc_thin::{ThinDescriptor, ThinFormat, ThinImage};
 
-/// An HTTP date (RFC 9110 section 5.6.7) in any of its three forms.
-pub fn parse_http_date(value: &str) -> Option<Timestamp> {
-    if let Ok(t) = jiff::fmt::rfc2822::DateTimeParser::new().parse_timestamp(value) {
-        return Some(t);
-    }
-    for format in ["%A, %d-%b-%y %H:%M:%S GMT", "%a %b %e %H:%M:%S %Y"] {
-        if let Ok(broken) = strtime::parse(format, value)
-            && let Ok(datetime) = broken.to_datetime()
-            && let Ok(timestamp) = TimeZone::UTC.to_timestamp(datetime)
-        {
-            return Some(timestamp);
-        }
-    }
-    None
-}
-
-/// A `Retry-After` value as a wait from `now`; a date in the past is no wait.
-pub fn parse_retry_after(value: &str, now: Timestamp) -> Option<Duration> {
-    let value = value.trim();
-    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-        return value.parse::<u64>().ok().map(Duration::from_secs);
-    }
-    let when = parse_http_date(value)?;
-    let wait: SignedDuration = when.duration_since(now);
-    Some(Duration::try_from(wait).unwrap_or(Duration::ZERO))
-}
-
-/// One input as a `Retry-After` value and as a `created` timestamp.
+/// One input as a `Retry-After` value and as a config's `created` time.
 pub fn check(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let now = Timestamp::now();
-    if let Some(wait) = parse_retry_after(text, now) {
-        // The caller caps the wait, then adds it to the clock: checked, never a panic.
-        let _ = std::time::SystemTime::now().checked_add(wait);
-        let _ = now.checked_add(SignedDuration::try_from(wait).unwrap_or(SignedDuration::MAX));
+    check_retry_after(text);
+    check_created(text);
+}
+
+fn check_retry_after(text: &str) {
+    let now = SystemTime::now();
+    let wait = fuzzing::parse_retry_after(text, now);
+    let trimmed = text.trim();
+    if !trimmed.is_empty() && trimmed.bytes().all(|b| b.is_ascii_digit()) {
+        // Delta-seconds never depend on the clock and are never refused.
+        let expected = trimmed
+            .parse::<u64>()
+            .map_or(Duration::MAX, Duration::from_secs);
+        assert_eq!(wait, Some(expected), "delta-seconds {text:?}");
     }
-    if let Ok(created) = text.trim().parse::<Timestamp>() {
-        let printed = created.to_string();
-        let back: Timestamp = printed.parse().expect("a printed timestamp parses");
-        assert_eq!(back, created, "{printed:?} does not round-trip");
+    // The same value against the epoch: a date is never a shorter wait from an earlier clock.
+    if let (Some(from_now), Some(from_epoch)) = (
+        wait,
+        fuzzing::parse_retry_after(text, SystemTime::UNIX_EPOCH),
+    ) {
+        assert!(
+            from_epoch >= from_now,
+            "{text:?}: {from_epoch:?} < {from_now:?}"
+        );
+    }
+    // The bounds of the clock range must not panic either.
+    for far in [
+        SystemTime::UNIX_EPOCH.checked_sub(Duration::from_secs(1 << 40)),
+        SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(1 << 40)),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let _ = fuzzing::parse_retry_after(text, far);
+    }
+}
+
+fn check_created(text: &str) {
+    let Ok(created) = serde_json::to_string(text) else {
+        return;
+    };
+    let json = format!(
+        r#"{{"architecture":"amd64","os":"linux","created":{created},"rootfs":{{"type":"layers","diff_ids":[]}}}}"#
+    );
+    let Ok(source) = serde_json::from_str::<ImageConfiguration>(&json) else {
+        return;
+    };
+    let descriptor = ThinDescriptor::new("https://fuzz.example/a:1", vec![]);
+    // Any `created` (or none that parses) must still build: the time is only the files' mtime.
+    if let Err(e) = ThinImage::build(&descriptor, &source, ThinFormat::DockerV2) {
+        panic!("created {text:?}: {e}");
     }
 }

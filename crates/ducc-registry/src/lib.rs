@@ -44,6 +44,8 @@ mod client;
 mod credentials;
 mod digest;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod link;
 mod manifest;
 mod name;
