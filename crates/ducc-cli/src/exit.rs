@@ -19,6 +19,14 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// The error's message with its causes (empty for one already reported).
+    pub fn message(&self) -> String {
+        match self {
+            Failure::Usage(err) | Failure::Run(err) => format!("{err:#}"),
+            Failure::Reported(_) => String::new(),
+        }
+    }
+
     /// Prints the error once, with its causes, and gives the exit code.
     pub fn report(self) -> ExitCode {
         let (err, code) = match self {

@@ -448,6 +448,10 @@ impl Publisher for CvmfsPublisher {
             OverlaySupport::DevicesOnly
         }
     }
+
+    fn ingest_is_final(&self) -> bool {
+        true
+    }
 }
 
 /// A file or symlink written at commit.

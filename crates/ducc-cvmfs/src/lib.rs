@@ -50,6 +50,7 @@ mod local;
 mod lock;
 mod metadata;
 mod publisher;
+mod state;
 
 pub use cvmfs::{CvmfsOptions, CvmfsPublisher};
 pub use digest::{ConfigDigest, DigestError};
@@ -65,3 +66,4 @@ pub use publisher::{
     FillError, IngestOptions, OverlaySupport, Publisher, Transaction, add_origin,
     ensure_catalog_markers,
 };
+pub use state::{FlatRecord, ImageSlot, RepositoryState};

@@ -225,6 +225,10 @@ impl Publisher for LocalPublisher {
     fn overlay_support(&self) -> OverlaySupport {
         self.overlay.clone()
     }
+
+    fn prefers_overlay_whiteouts(&self) -> bool {
+        true
+    }
 }
 
 /// Root, or both `CAP_MKNOD` (27) and `CAP_SYS_ADMIN` (21) effective.

@@ -54,6 +54,20 @@ pub trait Publisher: Send + Sync {
 
     /// What this publisher can store of overlayfs whiteouts.
     fn overlay_support(&self) -> OverlaySupport;
+
+    /// Whether layer directories take overlay-form whiteouts where the user chose no form and
+    /// [`Publisher::overlay_support`] is [`OverlaySupport::Full`] (the local publisher: its
+    /// trees are read by overlayfs directly); otherwise raw `.wh.` names (OCI form).
+    fn prefers_overlay_whiteouts(&self) -> bool {
+        false
+    }
+
+    /// Whether a tar given to [`Transaction::ingest_tar`] is published as it streams, before
+    /// [`Transaction::commit`] (`cvmfs_server ingest`). A caller then checks a layer's digests
+    /// before ingesting it: a mismatch found at the end of the stream would be published already.
+    fn ingest_is_final(&self) -> bool {
+        false
+    }
 }
 
 /// One open transaction. Paths must lie inside the lease. Dropping it without

@@ -1,6 +1,5 @@
 //! `-n FILE`: one JSON object per line per event, appended, so several ducc processes can share
-//! one file (each line is written with a single `write` on an `O_APPEND` file). The same events
-//! drive the progress bars on a terminal.
+//! one file (each line is written with a single `write` on an `O_APPEND` file).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -9,19 +8,17 @@ use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use serde_json::{Map, Value, json};
+use ducc_convert::{Event, EventSink};
+use serde_json::{Value, json};
 
-use super::progress::Progress;
-
-/// Where events go; a run without `-n` and without bars has neither and events cost nothing.
-pub struct Events {
+/// The `-n` file; without one, events cost nothing.
+pub struct JsonLines {
     file: Option<Mutex<File>>,
-    progress: Option<Progress>,
 }
 
-impl Events {
+impl JsonLines {
     /// Events appended to `path`, or none.
-    pub fn open(path: Option<&Path>) -> anyhow::Result<Events> {
+    pub fn open(path: Option<&Path>) -> anyhow::Result<JsonLines> {
         let file = match path {
             Some(path) => Some(Mutex::new(
                 OpenOptions::new()
@@ -32,39 +29,72 @@ impl Events {
             )),
             None => None,
         };
-        Ok(Events {
-            file,
-            progress: None,
-        })
+        Ok(JsonLines { file })
     }
+}
 
-    /// These events, also shown on `progress` when there is one.
-    pub fn with_progress(self, progress: Option<Progress>) -> Events {
-        Events { progress, ..self }
-    }
+/// `{"time":..,"pid":..,"action":..., ...fields}` for `event`.
+fn line(event: &Event) -> String {
+    let mut object = match serde_json::to_value(event) {
+        Ok(Value::Object(object)) => object,
+        // Every event serialises to an object; anything else would be a bug, kept visible.
+        Ok(other) => [("event".to_owned(), other)].into_iter().collect(),
+        Err(e) => [("error".to_owned(), json!(e.to_string()))]
+            .into_iter()
+            .collect(),
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    object.insert("time".to_owned(), json!(now.as_secs_f64()));
+    object.insert("pid".to_owned(), json!(std::process::id()));
+    let mut line = Value::Object(object).to_string();
+    line.push('\n');
+    line
+}
 
-    /// Appends `{"time":..,"pid":..,"action":action, ...fields}`. A failing write is logged, not
-    /// fatal: notifications must not stop a conversion.
-    pub fn emit(&self, action: &str, fields: Value) {
-        if let Some(progress) = &self.progress {
-            progress.event(action, &fields);
-        }
+impl EventSink for JsonLines {
+    /// A failing write is logged, not fatal: notifications must not stop a conversion.
+    fn event(&self, event: &Event) {
         let Some(file) = &self.file else { return };
-        let mut object = Map::new();
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        object.insert("time".to_owned(), json!(now.as_secs_f64()));
-        object.insert("pid".to_owned(), json!(std::process::id()));
-        object.insert("action".to_owned(), json!(action));
-        if let Value::Object(extra) = fields {
-            object.extend(extra);
-        }
-        let mut line = Value::Object(object).to_string();
-        line.push('\n');
+        let line = line(event);
         let mut file = file.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(e) = file.write_all(line.as_bytes()) {
             tracing::warn!("cannot write to the notification file: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_event_is_one_appended_line_with_time_pid_and_action() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        std::fs::write(&path, "{\"earlier\":1}\n").unwrap();
+        let sink = JsonLines::open(Some(&path)).unwrap();
+        sink.event(&Event::WaitNextPass { seconds: 5 });
+        sink.event(&Event::StartDucc {});
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[1]["action"], "wait_next_pass");
+        assert_eq!(lines[1]["seconds"], 5);
+        assert_eq!(lines[1]["pid"], std::process::id());
+        assert!(lines[1]["time"].as_f64().unwrap() > 1.0e9);
+        assert_eq!(lines[2]["action"], "start_ducc");
+    }
+
+    #[test]
+    fn an_unwritable_notification_file_is_a_setup_error_naming_it() {
+        let err = JsonLines::open(Some(Path::new("/nonexistent/dir/events.jsonl")))
+            .err()
+            .expect("cannot open");
+        assert!(format!("{err:#}").contains("/nonexistent/dir/events.jsonl"));
     }
 }

@@ -1,31 +1,27 @@
-//! `ducc convert`, `ducc loop` and `ducc convert-single-image`: wish lists in, repository out.
+//! `ducc convert`, `ducc loop` and `ducc convert-single-image`: flags to engine settings, the
+//! progress display, the summary and the exit status. The conversion itself is ducc-convert's.
 
-mod bug;
-mod cache;
 mod events;
-mod pipeline;
 mod progress;
 
 pub use self::progress::log_line;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
-use ducc_cvmfs::{
-    CvmfsOptions, CvmfsPublisher, LocalPublisher, OverlaySupport, Publisher, RepositoryName,
+use ducc_convert::{
+    BlobCache, Engine, Event, EventSink, ImageResult, Outcome, Settings, Sinks, StopToken,
 };
+use ducc_cvmfs::{CvmfsOptions, CvmfsPublisher, LocalPublisher, Publisher, RepositoryName};
 use ducc_registry::{Environment, Platform};
 use ducc_thin::ThinFormat;
-use ducc_unpack::{Privileges, WhiteoutFormat};
+use ducc_unpack::WhiteoutFormat;
 use ducc_wishlist::{ImageRef, WishList};
-use serde_json::json;
 
-use self::cache::BlobCache;
-use self::events::Events;
-use self::pipeline::{Converted, Converter, Outcome, Settings, StepError};
+use self::events::JsonLines;
 use self::progress::Progress;
 use crate::args::{
     ConversionFlags, ConvertArgs, ConvertSingleArgs, GlobalArgs, LayerWhiteouts, LoopArgs,
@@ -36,101 +32,107 @@ use crate::registry;
 
 /// Runs `ducc convert`.
 pub fn run(global: &GlobalArgs, args: ConvertArgs) -> Result<(), Failure> {
-    let stop = stop_flag()?;
+    let stop = stop_token()?;
     let list = load(&args.wishlist)?;
-    let run = Run::setup(
-        global,
-        &args.flags,
-        &list.cvmfs_repo().to_string(),
-        list.user(),
-        &stop,
-    )?;
+    let run = Run::setup(global, &args.flags, &list.cvmfs_repo().to_string(), "")?;
     let summary = run.convert_list(&list, &stop);
     run.finish(summary, &stop)
 }
 
-/// Runs `ducc loop`: convert, sleep, re-read, until SIGINT or SIGTERM.
+/// Runs `ducc loop`: convert, sleep, re-read, until SIGINT or SIGTERM. A changed `cvmfs_repo`
+/// (or `user`, or `output_format`) is taken at the next pass.
 pub fn run_loop(global: &GlobalArgs, args: LoopArgs) -> Result<(), Failure> {
-    let stop = stop_flag()?;
+    let stop = stop_token()?;
     let mut list = load(&args.wishlist)?;
-    let run = Run::setup(
-        global,
-        &args.flags,
-        &list.cvmfs_repo().to_string(),
-        list.user(),
-        &stop,
-    )?;
+    let mut run = Run::setup(global, &args.flags, &list.cvmfs_repo().to_string(), "")?;
     loop {
         let summary = run.convert_list(&list, &stop);
-        summary.print();
-        if stop.load(Ordering::SeqCst) {
+        if stop.is_stopped() {
             return run.finish(summary, &stop);
         }
+        summary.print();
         let deadline = Instant::now() + Duration::from_secs(args.interval);
         // From here until the next pass a stop is clean (tests wait for this event).
-        run.events
-            .emit("wait_next_pass", json!({"seconds": args.interval}));
+        run.events.event(&Event::WaitNextPass {
+            seconds: args.interval,
+        });
         while Instant::now() < deadline {
-            if stop.load(Ordering::SeqCst) {
+            if stop.is_stopped() {
                 // Stopped between passes: nothing was interrupted, so this is a clean stop.
-                run.converter.cache.clean();
+                run.engine.clean_cache();
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        match WishList::load(&args.wishlist) {
-            Ok(new) if new.cvmfs_repo() == list.cvmfs_repo() => list = new,
-            Ok(new) => tracing::error!(
-                "{}: cvmfs_repo changed from {} to {}: restart ducc loop to switch repositories; keeping the previous wish list",
-                args.wishlist.display(),
-                list.cvmfs_repo(),
-                new.cvmfs_repo()
-            ),
-            Err(err) => tracing::error!("{}; keeping the previous wish list", exit::chain(&err)),
+        let new = match WishList::load(&args.wishlist) {
+            Ok(new) => new,
+            Err(err) => {
+                tracing::error!("{}; keeping the previous wish list", exit::chain(&err));
+                continue;
+            }
+        };
+        if new.cvmfs_repo() != list.cvmfs_repo() {
+            match Run::setup(global, &args.flags, &new.cvmfs_repo().to_string(), "") {
+                Ok(switched) => {
+                    tracing::info!(
+                        "{}: cvmfs_repo changed from {} to {}",
+                        args.wishlist.display(),
+                        list.cvmfs_repo(),
+                        new.cvmfs_repo()
+                    );
+                    run.engine.clean_cache();
+                    run = switched;
+                }
+                Err(failure) => {
+                    tracing::error!(
+                        "{}: cannot switch to cvmfs_repo {}: {}; keeping the previous wish list",
+                        args.wishlist.display(),
+                        new.cvmfs_repo(),
+                        failure.message()
+                    );
+                    continue;
+                }
+            }
         }
+        list = new;
     }
 }
 
 /// Runs `ducc convert-single-image`.
 pub fn run_single(global: &GlobalArgs, args: ConvertSingleArgs) -> Result<(), Failure> {
-    let stop = stop_flag()?;
+    let stop = stop_token()?;
     let input = ImageRef::parse(&args.image).map_err(|e| Failure::Usage(e.into()))?;
     let output = if args.thin_image_name.is_empty() {
         None
     } else {
         Some(ImageRef::parse(&args.thin_image_name).map_err(|e| Failure::Usage(e.into()))?)
     };
-    let run = Run::setup(global, &args.flags, &args.repo, &args.username, &stop)?;
+    let run = Run::setup(global, &args.flags, &args.repo, &args.username)?;
     let mut summary = Summary::default();
-    let images = run.expand(&input, output.as_ref().map(|o| (o, None)));
-    match images {
-        Err(error) => summary.failed.push(Failed {
-            image: input.whole_name(),
-            step: "tags",
-            error,
-            ignored: false,
-        }),
+    match run.engine.expand(&input, output.as_ref(), None) {
+        Err(error) => {
+            let failed = ImageResult::failed(input.whole_name(), ducc_convert::Step::Tags, error);
+            summary.add(run.engine.report(failed, false));
+        }
         Ok(images) => {
             for (image, output) in images {
                 let mut attempt = 1;
                 loop {
-                    let results = run.converter.convert(&image, output.as_ref());
-                    let failed = results.iter().find_map(|r| r.result.as_ref().err());
-                    if let Some(e) = failed
+                    let results = run.engine.convert_image(&image, output.as_ref(), &stop);
+                    let failed = results.iter().find_map(ImageResult::failure);
+                    if let Some(failure) = failed
                         && attempt < args.attempts.max(1)
-                        && !stop.load(Ordering::SeqCst)
+                        && !stop.is_stopped()
                     {
                         tracing::warn!(
-                            "{image}: {} failed (attempt {attempt}): {:#}; retrying",
-                            e.step,
-                            e.error
+                            "{image}: {} failed (attempt {attempt}): {}; retrying",
+                            failure.step(),
+                            failure.error().chain()
                         );
                         attempt += 1;
                         continue;
                     }
-                    for converted in results {
-                        summary.add(run.events, converted, false);
-                    }
+                    results.into_iter().for_each(|r| summary.add(r));
                     break;
                 }
             }
@@ -146,224 +148,157 @@ fn load(path: &Path) -> Result<WishList, Failure> {
     })
 }
 
-/// SIGINT and SIGTERM set this flag; the run stops between steps and aborts what is open.
-fn stop_flag() -> Result<Arc<AtomicBool>, Failure> {
-    let stop = Arc::new(AtomicBool::new(false));
+/// SIGINT and SIGTERM stop the token; the run stops between steps and aborts what is open.
+fn stop_token() -> Result<StopToken, Failure> {
+    let flag = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))
+        signal_hook::flag::register(signal, Arc::clone(&flag))
             .map_err(|e| Failure::Usage(anyhow!("cannot install the signal handler: {e}")))?;
     }
-    Ok(stop)
+    Ok(StopToken::from_flag(flag))
 }
 
-/// Everything a run needs, set up once.
-struct Run {
-    converter: Converter<'static>,
-    events: &'static Events,
+/// The engine of a run and where its events go.
+pub(crate) struct Run {
+    pub(crate) engine: Engine,
+    pub(crate) events: Arc<dyn EventSink>,
     started: Instant,
 }
 
 impl Run {
-    fn setup(
+    /// The engine for `cvmfs_repo` with `flags`; `user` pushes thin images where no wish list
+    /// says whose they are.
+    pub(crate) fn setup(
         global: &GlobalArgs,
         flags: &ConversionFlags,
         cvmfs_repo: &str,
         user: &str,
-        stop: &Arc<AtomicBool>,
     ) -> Result<Run, Failure> {
         let usage = |e: anyhow::Error| Failure::Usage(e);
         let repo = RepositoryName::parse(cvmfs_repo)
             .with_context(|| format!("invalid repository `{cvmfs_repo}`"))
             .map_err(usage)?;
-        let publisher: Box<dyn Publisher> = match flags.publisher {
-            PublisherKind::Local => Box::new(
-                LocalPublisher::open(&flags.root, &repo)
-                    .with_context(|| {
-                        format!(
-                            "cannot open the local repository under {}",
-                            flags.root.display()
-                        )
-                    })
-                    .map_err(usage)?,
-            ),
-            PublisherKind::Cvmfs => Box::new(
-                CvmfsPublisher::open(&repo, CvmfsOptions::new().server(&flags.cvmfs_server))
-                    .with_context(|| format!("cannot use repository {}", repo.name()))
-                    .map_err(usage)?,
-            ),
-        };
-        // The publisher lives as long as the process; leaking it lets the converter borrow it.
-        let publisher: &'static dyn Publisher = Box::leak(publisher);
-        let whiteouts = choose_whiteouts(flags, publisher.overlay_support()).map_err(usage)?;
-        let platform: Platform = flags
-            .platform
-            .parse()
-            .with_context(|| format!("invalid --platform `{}`", flags.platform))
+        let publisher = open_publisher(flags.publisher, &flags.root, &flags.cvmfs_server, &repo)
             .map_err(usage)?;
-        let temp = global
-            .temporary_dir
-            .clone()
-            .unwrap_or_else(std::env::temp_dir);
+        let settings = settings(global, flags).map_err(usage)?;
         let cache_dir = flags
             .cache_dir
             .clone()
             .unwrap_or_else(|| default_cache_dir(global.temporary_dir.as_deref()));
         let progress = Progress::for_stderr(flags.no_progress);
+        let mut sinks = Sinks::new().with(Arc::new(
+            JsonLines::open(global.notification_file.as_deref()).map_err(usage)?,
+        ));
+        if let Some(progress) = progress {
+            sinks = sinks.with(Arc::new(progress));
+        }
+        let events: Arc<dyn EventSink> = Arc::new(sinks);
         let cache = BlobCache::open(&cache_dir, flags.max_concurrent_downloads)
-            .map_err(usage)?
-            .with_progress(progress.clone());
+            .map_err(|e| usage(anyhow!(e.chain())))?
+            .with_events(Arc::clone(&events));
         let env = Environment::from_process();
         let credentials = registry::credentials(&env).map_err(usage)?;
-        let thin_login = ducc_thin::output_login(user, &env);
-        let events: &'static Events = Box::leak(Box::new(
-            Events::open(global.notification_file.as_deref())
-                .map_err(usage)?
-                .with_progress(progress),
-        ));
-        events.emit("start_ducc", json!({}));
-        let settings = Settings {
-            overwrite_layers: flags.overwrite_layers,
-            convert_again: flags.convert_again,
-            skip_flat: flags.skip_flat,
-            skip_layers: flags.skip_layers,
-            skip_thin: flags.skip_thin_image || flags.skip_layers,
-            platform,
-            whiteouts,
-            privileges: Privileges::Auto,
-            thin_format: match flags.thin_format {
-                ThinFormatArg::Docker => ThinFormat::DockerV2,
-                ThinFormatArg::Oci => ThinFormat::Oci,
-            },
-            multi_arch: flags.multi_arch,
-            scratch_dir: temp,
-            parallel_layers: flags.max_concurrent_downloads.max(1),
-            verify_before_ingest: flags.publisher == PublisherKind::Cvmfs,
-        };
+        let engine = Engine::builder(publisher, repo)
+            .settings(settings)
+            .credentials(credentials)
+            .thin_login(ducc_thin::output_login(user, &env))
+            .environment(env)
+            .events(Arc::clone(&events))
+            .cache(cache)
+            .build()
+            .map_err(|e| usage(anyhow!(e.chain())))?;
+        events.event(&Event::StartDucc {});
         Ok(Run {
-            converter: Converter {
-                client: registry::client(credentials.clone()),
-                credentials,
-                thin_login,
-                publisher,
-                layout: repo.layout(),
-                repo,
-                cache,
-                settings,
-                events,
-                stop: Arc::clone(stop),
-            },
+            engine,
             events,
             started: Instant::now(),
         })
     }
 
-    /// The images a wish stands for: itself, or one per tag its glob matches, each with its
-    /// thin image.
-    fn expand(
-        &self,
-        input: &ImageRef,
-        output: Option<(&ImageRef, Option<&WishList>)>,
-    ) -> anyhow::Result<Vec<(ImageRef, Option<ImageRef>)>> {
-        let Some(glob) = input.tag_glob() else {
-            return Ok(vec![(input.clone(), output.map(|(o, _)| o.clone()))]);
-        };
-        let repository = registry::repository(input)?;
-        let mut tags: Vec<String> = self
-            .converter
-            .client
-            .list_tags(&repository)
-            .with_context(|| format!("cannot list the tags of {input}"))?
-            .into_iter()
-            .filter(|tag| glob.matches(tag))
-            .collect();
-        tags.sort();
-        let mut images = Vec::with_capacity(tags.len());
-        for tag in tags {
-            let image = input.with_tag(&tag)?;
-            let thin = match output {
-                Some((_, Some(list))) => Some(list.output_for(&image)?),
-                Some((single, None)) => Some(single.with_tag(&tag)?),
-                None => None,
-            };
-            images.push((image, thin));
-        }
-        if images.is_empty() {
-            tracing::warn!("{input}: no tag matches the glob");
-        }
-        Ok(images)
-    }
-
-    fn convert_list(&self, list: &WishList, stop: &AtomicBool) -> Summary {
+    fn convert_list(&self, list: &WishList, stop: &StopToken) -> Summary {
         let mut summary = Summary::default();
-        for wish in list.wishes() {
-            if stop.load(Ordering::SeqCst) {
-                break;
-            }
-            let ignored = list.is_error_ignored(&wish.input);
-            let images = match self.expand(&wish.input, Some((&wish.output, Some(list)))) {
-                Ok(images) => images,
-                Err(error) => {
-                    summary.fail(
-                        self.events,
-                        &wish.input.whole_name(),
-                        "tags",
-                        error,
-                        ignored,
-                    );
-                    continue;
-                }
-            };
-            for (image, output) in images {
-                if stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                let ignored = ignored || list.is_error_ignored(&image);
-                for converted in self.converter.convert(&image, output.as_ref()) {
-                    summary.add(self.events, converted, ignored);
-                }
-            }
+        match self.engine.convert_list(list, stop) {
+            Ok(results) => results.into_iter().for_each(|r| summary.add(r)),
+            Err(e) => summary.add(ImageResult::failed(
+                list.path().display().to_string(),
+                ducc_convert::Step::Tags,
+                e,
+            )),
         }
         summary
     }
 
-    fn finish(&self, summary: Summary, stop: &AtomicBool) -> Result<(), Failure> {
-        self.converter.cache.clean();
-        self.events.emit(
-            "end_ducc",
-            json!({"time_elapsed_s": self.started.elapsed().as_secs_f64(), "converted": summary.converted,
-                   "up_to_date": summary.up_to_date, "failed": summary.failed.iter().filter(|f| !f.ignored).count()}),
-        );
+    fn finish(&self, summary: Summary, stop: &StopToken) -> Result<(), Failure> {
+        self.engine.clean_cache();
+        self.events.event(&Event::EndDucc {
+            time_elapsed_s: self.started.elapsed().as_secs_f64(),
+            converted: summary.converted,
+            up_to_date: summary.up_to_date,
+            failed: summary.failed.iter().filter(|f| !f.is_ignored()).count(),
+        });
         summary.print();
-        if stop.load(Ordering::SeqCst) {
+        if stop.is_stopped() {
             eprintln!("ducc: interrupted; open transactions were aborted, run again to finish");
             return Err(Failure::Reported(exit::IMAGES_FAILED));
         }
-        if summary.failed.iter().any(|f| !f.ignored) {
+        if summary.failed.iter().any(|f| !f.is_ignored()) {
             return Err(Failure::Reported(exit::IMAGES_FAILED));
         }
         Ok(())
     }
 }
 
-fn choose_whiteouts(
-    flags: &ConversionFlags,
-    support: OverlaySupport,
-) -> anyhow::Result<WhiteoutFormat> {
-    match (flags.layer_whiteouts, support) {
-        (Some(LayerWhiteouts::Oci), _) => Ok(WhiteoutFormat::Oci),
-        (Some(LayerWhiteouts::Overlay), OverlaySupport::No { reason }) => Err(anyhow!(
-            "--layer-whiteouts overlay cannot be used here: {reason}"
-        )),
-        (Some(LayerWhiteouts::Overlay), _) => Ok(WhiteoutFormat::Overlay),
-        (None, OverlaySupport::Full) if flags.publisher == PublisherKind::Local => {
-            Ok(WhiteoutFormat::Overlay)
-        }
-        (None, OverlaySupport::No { reason }) if flags.publisher == PublisherKind::Local => {
-            eprintln!("ducc: layer directories keep raw .wh. whiteout names ({reason})");
-            Ok(WhiteoutFormat::Oci)
-        }
-        (None, _) => Ok(WhiteoutFormat::Oci),
+/// The publisher of `kind` for `repo`.
+pub(crate) fn open_publisher(
+    kind: PublisherKind,
+    root: &Path,
+    cvmfs_server: &Path,
+    repo: &RepositoryName,
+) -> anyhow::Result<Box<dyn Publisher>> {
+    Ok(match kind {
+        PublisherKind::Local => Box::new(LocalPublisher::open(root, repo).with_context(|| {
+            format!("cannot open the local repository under {}", root.display())
+        })?),
+        PublisherKind::Cvmfs => Box::new(
+            CvmfsPublisher::open(repo, CvmfsOptions::new().server(cvmfs_server))
+                .with_context(|| format!("cannot use repository {}", repo.name()))?,
+        ),
+    })
+}
+
+/// The engine settings `flags` ask for.
+fn settings(global: &GlobalArgs, flags: &ConversionFlags) -> anyhow::Result<Settings> {
+    let platform: Platform = flags
+        .platform
+        .parse()
+        .with_context(|| format!("invalid --platform `{}`", flags.platform))?;
+    let mut settings = Settings::new()
+        .overwrite_layers(flags.overwrite_layers)
+        .convert_again(flags.convert_again)
+        .skip_flat(flags.skip_flat)
+        .skip_layers(flags.skip_layers)
+        .skip_thin(flags.skip_thin_image || flags.skip_layers)
+        .skip_podman(flags.skip_podman)
+        .platform(platform)
+        .thin_format(match flags.thin_format {
+            ThinFormatArg::Docker => ThinFormat::DockerV2,
+            ThinFormatArg::Oci => ThinFormat::Oci,
+        })
+        .multi_arch(flags.multi_arch)
+        .scratch_dir(
+            &global
+                .temporary_dir
+                .clone()
+                .unwrap_or_else(std::env::temp_dir),
+        )
+        .parallel_layers(flags.max_concurrent_downloads);
+    if let Some(whiteouts) = flags.layer_whiteouts {
+        settings = settings.whiteouts(match whiteouts {
+            LayerWhiteouts::Oci => WhiteoutFormat::Oci,
+            LayerWhiteouts::Overlay => WhiteoutFormat::Overlay,
+        });
     }
+    Ok(settings)
 }
 
 /// `<-t>/ducc-cache`, else `$XDG_CACHE_HOME/ducc`, `~/.cache/ducc`, or the system temp dir.
@@ -380,46 +315,31 @@ fn default_cache_dir(temporary_dir: Option<&Path>) -> PathBuf {
     std::env::temp_dir().join("ducc-cache")
 }
 
-/// One failed image.
-struct Failed {
-    image: String,
-    step: &'static str,
-    error: anyhow::Error,
-    ignored: bool,
-}
-
 /// What a run did, printed at the end.
 #[derive(Default)]
-struct Summary {
+pub(crate) struct Summary {
     converted: usize,
     up_to_date: usize,
-    failed: Vec<Failed>,
+    failed: Vec<ImageResult>,
 }
 
 impl Summary {
-    fn add(&mut self, events: &Events, converted: Converted, ignored: bool) {
-        match converted.result {
-            Ok(outcome) => self.record(&converted.label, outcome),
-            Err(StepError { step, error }) => {
-                self.fail(events, &converted.label, step, error, ignored)
-            }
-        }
-    }
-
-    fn record(&mut self, image: &str, outcome: Outcome) {
-        match outcome {
-            Outcome::UpToDate => {
+    pub(crate) fn add(&mut self, result: ImageResult) {
+        let image = result.image().to_owned();
+        match result.result() {
+            Ok(Outcome::UpToDate) => {
                 tracing::info!("{image}: up to date");
                 self.up_to_date += 1;
             }
-            Outcome::Converted {
+            Ok(Outcome::Converted {
                 layers_unpacked,
                 flat_built,
                 thin,
-            } => {
+                ..
+            }) => {
                 tracing::info!(
                     "{image}: converted ({layers_unpacked} layers unpacked, flat tree {}, thin image {})",
-                    if flat_built { "built" } else { "kept" },
+                    if *flat_built { "built" } else { "kept" },
                     match thin {
                         Some(ducc_thin::PushOutcome::AlreadyPresent) => "already pushed",
                         Some(_) => "pushed",
@@ -428,34 +348,13 @@ impl Summary {
                 );
                 self.converted += 1;
             }
+            Ok(_) => self.converted += 1,
+            Err(_) => self.failed.push(result),
         }
     }
 
-    fn fail(
-        &mut self,
-        events: &Events,
-        image: &str,
-        step: &'static str,
-        error: anyhow::Error,
-        ignored: bool,
-    ) {
-        let message = format!("{error:#}");
-        if ignored {
-            tracing::warn!("{image}: {step} failed (ignored by ignore_errors): {message}");
-        } else {
-            tracing::error!("{image}: {step} failed: {message}");
-        }
-        events.emit("end_image", json!({"image": image, "status": "error", "step": step, "error": message, "ignored": ignored}));
-        self.failed.push(Failed {
-            image: image.to_owned(),
-            step,
-            error,
-            ignored,
-        });
-    }
-
-    fn print(&self) {
-        let failed: Vec<&Failed> = self.failed.iter().filter(|f| !f.ignored).collect();
+    pub(crate) fn print(&self) {
+        let failed: Vec<&ImageResult> = self.failed.iter().filter(|f| !f.is_ignored()).collect();
         eprintln!(
             "ducc: {} converted, {} up to date, {} failed{}",
             self.converted,
@@ -466,11 +365,16 @@ impl Summary {
                 n => format!(" ({n} more ignored by ignore_errors)"),
             }
         );
+        let line = |r: &ImageResult| {
+            let failure = r.failure().map(|f| (f.step().as_str(), f.error().chain()));
+            let (step, error) = failure.unwrap_or(("?", String::new()));
+            format!("{} ({step}): {error}", r.image())
+        };
         for f in failed {
-            eprintln!("  {} ({}): {:#}", f.image, f.step, f.error);
+            eprintln!("  {}", line(f));
         }
-        for f in self.failed.iter().filter(|f| f.ignored) {
-            eprintln!("  ignored: {} ({}): {:#}", f.image, f.step, f.error);
+        for f in self.failed.iter().filter(|f| f.is_ignored()) {
+            eprintln!("  ignored: {}", line(f));
         }
     }
 }

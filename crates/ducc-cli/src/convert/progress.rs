@@ -9,12 +9,14 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::io::{IsTerminal, Read, Write};
+#[cfg(test)]
+use std::io::Read;
+use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
+use ducc_convert::{DownloadObserver, EndStatus, Event, EventSink};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde_json::Value;
 
 /// The bars of the process, once [`Progress::for_stderr`] has drawn any: log lines are written
 /// around them.
@@ -102,46 +104,6 @@ impl Progress {
                 images: Mutex::new(Images::default()),
                 spin,
             }),
-        }
-    }
-
-    /// Takes one event of the run (`action` as written to the `-n` file, with its fields).
-    /// Unknown actions and fields are ignored: the display is best effort.
-    pub fn event(&self, action: &str, fields: &Value) {
-        let image = fields.get("image").and_then(Value::as_str);
-        match (action, image) {
-            ("start_image", Some(image)) => {
-                let layers = fields.get("layers").and_then(Value::as_u64);
-                self.start(image, layers);
-            }
-            ("layer_download", Some(image)) => self.update(Some(image), |s| s.downloaded += 1),
-            ("layer_unpack", Some(image)) => self.update(Some(image), |s| s.unpacked += 1),
-            ("flat_built", Some(image)) => self.update(Some(image), |s| s.flat = true),
-            ("symlink", _) => self.update(image, |s| s.symlink = true),
-            ("thin_push", Some(image)) => {
-                let pushed = fields.get("pushed").and_then(Value::as_bool);
-                self.update(Some(image), |s| s.thin = Some(pushed.unwrap_or(true)));
-            }
-            ("image_up_to_date", Some(image)) => self.finish(image, Finish::UpToDate),
-            ("end_image", Some(image)) => {
-                let finish = match fields.get("status").and_then(Value::as_str) {
-                    Some("ok") => Finish::Converted,
-                    _ => Finish::Failed {
-                        step: fields
-                            .get("step")
-                            .and_then(Value::as_str)
-                            .unwrap_or("conversion")
-                            .to_owned(),
-                        ignored: fields
-                            .get("ignored")
-                            .and_then(Value::as_bool)
-                            .unwrap_or(false),
-                    },
-                };
-                self.finish(image, finish);
-            }
-            ("end_ducc", _) => self.clear(),
-            _ => {}
         }
     }
 
@@ -342,6 +304,48 @@ impl Finish {
     }
 }
 
+impl EventSink for Progress {
+    /// Moves the line of the event's image through its steps; events of no interest to the
+    /// display are ignored (it is best effort).
+    fn event(&self, event: &Event) {
+        match event {
+            Event::StartImage { image, layers, .. } => {
+                self.start(image, (*layers > 0).then_some(*layers as u64));
+            }
+            Event::LayerDownload { image, .. } => self.update(Some(image), |s| s.downloaded += 1),
+            Event::LayerUnpack { image, .. } => self.update(Some(image), |s| s.unpacked += 1),
+            Event::FlatBuilt { image, .. } => self.update(Some(image), |s| s.flat = true),
+            Event::Symlink { .. } => self.update(None, |s| s.symlink = true),
+            Event::ThinPush { image, pushed, .. } => {
+                self.update(Some(image), |s| s.thin = Some(*pushed));
+            }
+            Event::ImageUpToDate { image, .. } => self.finish(image, Finish::UpToDate),
+            Event::EndImage { image, status } => {
+                let finish = match status {
+                    EndStatus::Error { step, ignored, .. } => Finish::Failed {
+                        step: step.to_string(),
+                        ignored: *ignored,
+                    },
+                    _ => Finish::Converted,
+                };
+                self.finish(image, finish);
+            }
+            Event::EndDucc { .. } => self.clear(),
+            _ => {}
+        }
+    }
+
+    fn download(&self, name: &str, size: u64) -> Box<dyn DownloadObserver> {
+        Box::new(Progress::download(self, name, size))
+    }
+}
+
+impl DownloadObserver for Download {
+    fn advance(&self, bytes: u64) {
+        Download::advance(self, bytes);
+    }
+}
+
 /// The bar of one blob download; dropping it (done or failed) removes the bar.
 pub struct Download {
     bar: ProgressBar,
@@ -355,6 +359,7 @@ impl Download {
     }
 
     /// `reader`, counting what is read from it on this bar.
+    #[cfg(test)]
     pub fn reader<R: Read>(&self, reader: R) -> Counted<'_, R> {
         Counted {
             inner: reader,
@@ -371,11 +376,13 @@ impl Drop for Download {
 }
 
 /// A reader that reports its bytes to a download bar.
+#[cfg(test)]
 pub struct Counted<'d, R> {
     inner: R,
     download: &'d Download,
 }
 
+#[cfg(test)]
 impl<R: Read> Read for Counted<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
@@ -428,7 +435,7 @@ impl Drop for LogLine {
 mod tests {
     use std::io;
 
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
 
@@ -555,12 +562,88 @@ mod tests {
     const IMAGE: &str = "http://127.0.0.1:5000/library/app:1";
     const SHOWN: &str = "127.0.0.1:5000/library/app:1";
 
+    /// The event `action` of the `-n` file with `fields` (image: [`IMAGE`] unless given).
+    fn event_of(action: &str, fields: &Value) -> Event {
+        let image = fields["image"].as_str().unwrap_or(IMAGE).to_owned();
+        let text = |key: &str| fields[key].as_str().unwrap_or_default().to_owned();
+        match action {
+            "start_image" => Event::StartImage {
+                image,
+                manifest: text("manifest"),
+                config: text("config"),
+                layers: fields["layers"].as_u64().unwrap_or(0) as usize,
+            },
+            "layer_download" => Event::LayerDownload {
+                image,
+                layer: text("layer"),
+                size: 0,
+                time_elapsed_s: 0.0,
+            },
+            "layer_unpack" => Event::LayerUnpack {
+                image,
+                layer: text("layer"),
+                diff_size: 0,
+                time_elapsed_s: 0.0,
+            },
+            "flat_built" => Event::FlatBuilt {
+                image,
+                config: text("config"),
+                time_elapsed_s: 0.0,
+            },
+            "symlink" => Event::Symlink {
+                link: text("link"),
+                target: text("target"),
+            },
+            "thin_push" => Event::ThinPush {
+                image,
+                thin_image: text("thin_image"),
+                digest: text("digest"),
+                pushed: fields["pushed"].as_bool().unwrap_or(true),
+            },
+            "image_up_to_date" => Event::ImageUpToDate {
+                image,
+                config: text("config"),
+            },
+            "end_image" if fields["status"] == "ok" => Event::EndImage {
+                image,
+                status: EndStatus::Ok {
+                    layers_unpacked: 0,
+                    flat_built: false,
+                    time_elapsed_s: 0.0,
+                },
+            },
+            "end_image" => Event::EndImage {
+                image,
+                status: EndStatus::Error {
+                    step: match fields["step"].as_str() {
+                        Some("manifest") => ducc_convert::Step::Manifest,
+                        _ => ducc_convert::Step::Layers,
+                    },
+                    error: text("error"),
+                    ignored: fields["ignored"].as_bool().unwrap_or(false),
+                },
+            },
+            "end_ducc" => Event::EndDucc {
+                time_elapsed_s: 0.0,
+                converted: 0,
+                up_to_date: 0,
+                failed: 0,
+            },
+            other => panic!("no event {other} in these tests"),
+        }
+    }
+
+    /// Hands `progress` the event `action` with `fields`.
+    fn send(progress: &Progress, action: &str, fields: &Value) {
+        progress.event(&event_of(action, fields));
+    }
+
     fn image_event(progress: &Progress, action: &str, extra: Value) {
         let mut fields = json!({"image": IMAGE});
         if let (Value::Object(fields), Value::Object(extra)) = (&mut fields, extra) {
             fields.extend(extra);
         }
-        progress.event(action, &fields);
+        send(progress, action, &fields);
     }
 
     #[test]
@@ -621,7 +704,11 @@ mod tests {
         let progress = Screen::default().progress();
         image_event(&progress, "start_image", json!({}));
         assert_eq!(progress.shown(IMAGE).as_deref(), Some("converting"));
-        progress.event("symlink", &json!({"link": "a/b:1", "target": "../.flat/x"}));
+        send(
+            &progress,
+            "symlink",
+            &json!({"link": "a/b:1", "target": "../.flat/x"}),
+        );
         assert_eq!(progress.shown(IMAGE).as_deref(), Some("symlink"));
         image_event(&progress, "layer_unpack", json!({}));
         assert_eq!(progress.shown(IMAGE).as_deref(), Some("layers 1 · symlink"));
@@ -692,7 +779,7 @@ mod tests {
     fn steps_named_without_the_platform_count_for_that_platforms_line() {
         let progress = Screen::default().progress();
         let arm = format!("{IMAGE} (linux/arm64)");
-        progress.event("start_image", &json!({"image": arm}));
+        send(&progress, "start_image", &json!({"image": arm}));
         image_event(&progress, "layer_unpack", json!({}));
         image_event(&progress, "flat_built", json!({}));
         assert_eq!(
@@ -700,7 +787,8 @@ mod tests {
             Some("layers 1 · flat tree")
         );
         // Another image's steps never land on this line.
-        progress.event(
+        send(
+            &progress,
             "layer_unpack",
             &json!({"image": "http://127.0.0.1:5000/other:1"}),
         );
@@ -708,7 +796,11 @@ mod tests {
             progress.shown(&arm).as_deref(),
             Some("layers 1 · flat tree")
         );
-        progress.event("end_image", &json!({"image": arm, "status": "ok"}));
+        send(
+            &progress,
+            "end_image",
+            &json!({"image": arm, "status": "ok"}),
+        );
         assert_eq!(progress.shown(&arm), None);
     }
 
@@ -728,7 +820,7 @@ mod tests {
         let progress = screen.progress();
         image_event(&progress, "start_image", json!({}));
         assert_eq!(screen.shown().len(), 1);
-        progress.event("end_ducc", &json!({}));
+        send(&progress, "end_ducc", &json!({}));
         assert_eq!(progress.shown(IMAGE), None);
         assert_eq!(screen.shown(), Vec::<String>::new());
     }

@@ -7,119 +7,45 @@
 use std::fs::File;
 use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Instant, SystemTime};
 
-use anyhow::{Context, anyhow, bail};
 use ducc_cvmfs::{
-    Arch, ConfigDigest, IngestOptions, LayerDigest, LayerInfo, Layout, MarkerDescriptor,
-    MarkerManifest, Origin, PublicName, Publisher, RepoPath, RepositoryName, Transaction,
+    Arch, ConfigDigest, FlatRecord, ImageSlot, IngestOptions, LayerDigest, LayerInfo,
+    MarkerDescriptor, MarkerManifest, PublicName, RepoPath, RepositoryName, RepositoryState,
+    Transaction,
 };
 use ducc_registry::oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
 use ducc_registry::{
-    Client, Credentials, FetchedManifest, ImageName, Login, ManifestSelection, Platform, Reference,
-    parse_digest,
+    Client, FetchedManifest, ImageName, Login, ManifestSelection, Platform, Reference, parse_digest,
 };
-use ducc_thin::{
-    PushOutcome, ThinDescriptor, ThinFormat, ThinImage, ThinIndex, ThinLayer, ThinPlatform,
-};
+use ducc_thin::{PushOutcome, ThinDescriptor, ThinImage, ThinIndex, ThinLayer, ThinPlatform};
 use ducc_unpack::{
     DiffId, ExtractOptions, FlatExtractor, ImageRuntime, LayerDescriptor, LayerDigests,
-    LayerDirOptions, LayerReader, Privileges, TarWriteOptions, WhiteoutFormat,
+    LayerDirOptions, LayerReader, TarWriteOptions,
 };
 use ducc_wishlist::ImageRef;
-use serde_json::json;
 
-use super::cache::{BlobCache, Fetch};
-use super::events::Events;
-use crate::registry;
+use crate::cache::Fetch;
+use crate::engine::{Engine, ImageResult, Outcome, StopToken, repository_of};
+use crate::error::{Context as _, ConvertError, ImageFailure, Step, at, bail_invalid, invalid};
+use crate::events::{EndStatus, Event};
 
-/// How images are converted: the flags of `convert`, as plain data.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// Unpack layers again even where their directory exists.
-    pub overwrite_layers: bool,
-    /// Convert again even where the marker says done.
-    pub convert_again: bool,
-    /// No flat tree.
-    pub skip_flat: bool,
-    /// No layer directories.
-    pub skip_layers: bool,
-    /// No thin image.
-    pub skip_thin: bool,
-    /// Platform to choose from an index.
-    pub platform: Platform,
-    /// Whiteout form of layer directories.
-    pub whiteouts: WhiteoutFormat,
-    /// Privileges of extraction.
-    pub privileges: Privileges,
-    /// Manifest format of thin images.
-    pub thin_format: ThinFormat,
-    /// Every linux platform of an index (`--multi-arch`), into `.multiarch/<arch>`.
-    pub multi_arch: bool,
-    /// Scratch space for flat trees and canonical layer trees.
-    pub scratch_dir: PathBuf,
-    /// Layer blobs downloaded at once, ahead of the decoding (which goes layer by layer).
-    pub parallel_layers: usize,
-    /// Whether a layer's canonical tar is staged in the scratch space and its digests checked
-    /// before it is ingested. Needed where ingesting publishes at once (`cvmfs`): a diff_id
-    /// mismatch found at the end of the stream would otherwise already be published.
-    pub verify_before_ingest: bool,
+type Result<T, E = ConvertError> = std::result::Result<T, E>;
+
+/// One call of the engine: the engine, the stop token and the push login of its thin images.
+pub(crate) struct Job<'e> {
+    engine: &'e Engine,
+    stop: &'e StopToken,
+    thin_login: Option<&'e Login>,
 }
 
-/// What happened to an image that did not fail.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// The marker records the same config: nothing was downloaded or written.
-    UpToDate,
-    /// Work was done.
-    Converted {
-        /// Layer directories written.
-        layers_unpacked: usize,
-        /// Whether the flat tree was built (else it existed already or was skipped).
-        flat_built: bool,
-        /// What the thin-image push did, when there was one.
-        thin: Option<PushOutcome>,
-    },
-}
+impl std::ops::Deref for Job<'_> {
+    type Target = Engine;
 
-/// A failed image: the step and the error.
-#[derive(Debug)]
-pub struct StepError {
-    /// `manifest`, `config`, `layers`, `flat`, `symlink`, `marker`, `thin`, or `internal` for a
-    /// bug (a panic caught at the image boundary).
-    pub step: &'static str,
-    /// What went wrong.
-    pub error: anyhow::Error,
-}
-
-fn at(step: &'static str) -> impl Fn(anyhow::Error) -> StepError {
-    move |error| StepError { step, error }
-}
-
-/// Converts images into one repository.
-pub struct Converter<'a> {
-    /// Pulls.
-    pub client: Client,
-    /// Registry credentials, for the thin-image client.
-    pub credentials: Credentials,
-    /// The wish list user's push login (`DUCC_OUTPUT_REGISTRY_PASS`), for the output registry.
-    pub thin_login: Option<Login>,
-    /// Where the repository is written.
-    pub publisher: &'a dyn Publisher,
-    /// The repository (and sub-directory).
-    pub repo: RepositoryName,
-    /// Its paths.
-    pub layout: Layout,
-    /// Downloaded blobs.
-    pub cache: BlobCache,
-    /// The flags.
-    pub settings: Settings,
-    /// `-n` events.
-    pub events: &'a Events,
-    /// Set by SIGINT/SIGTERM: the current step stops and its transaction is aborted.
-    pub stop: Arc<AtomicBool>,
+    fn deref(&self) -> &Engine {
+        self.engine
+    }
 }
 
 /// One layer of the image being converted.
@@ -127,52 +53,6 @@ struct LayerJob {
     descriptor: Descriptor,
     digest: LayerDigest,
     diff_id: DiffId,
-}
-
-/// The result of one image of a wish: one per platform with `--multi-arch`.
-#[derive(Debug)]
-pub struct Converted {
-    /// The image, with its platform when it is one platform of a multi-platform image.
-    pub label: String,
-    /// What happened.
-    pub result: Result<Outcome, StepError>,
-}
-
-/// Where an image's public names go: the plain layout, or, for one platform of a multi-platform
-/// image, under `.multiarch/<arch>` (upstream's newer layout).
-struct Slot {
-    public: PublicName,
-    arch: Option<Arch>,
-}
-
-impl Slot {
-    fn marker(&self, layout: &Layout) -> RepoPath {
-        match &self.arch {
-            None => layout.marker_manifest(&self.public),
-            Some(arch) => layout.arch_marker_manifest(&self.public, arch),
-        }
-    }
-
-    fn marker_dir(&self, layout: &Layout) -> RepoPath {
-        match &self.arch {
-            None => layout.marker_dir(&self.public),
-            Some(arch) => layout.arch_marker_dir(&self.public, arch),
-        }
-    }
-
-    fn link(&self, layout: &Layout) -> RepoPath {
-        match &self.arch {
-            None => layout.public_link(&self.public),
-            Some(arch) => layout.arch_link(&self.public, arch),
-        }
-    }
-
-    fn link_target(&self, layout: &Layout, config: &ConfigDigest) -> PathBuf {
-        match &self.arch {
-            None => layout.public_link_target(&self.public, config),
-            Some(arch) => layout.arch_link_target(&self.public, arch, config),
-        }
-    }
 }
 
 /// What the thin image of a converted image is made from.
@@ -186,7 +66,7 @@ struct PlatformDone {
     platform: Platform,
     arch: Arch,
     manifest: ImageManifest,
-    slot: Slot,
+    slot: ImageSlot,
     /// Where its result is in the list of results.
     result: usize,
     /// Set when work was done and the marker is still to be written.
@@ -200,29 +80,46 @@ struct Pending {
     started: Instant,
 }
 
-impl Converter<'_> {
+impl<'e> Job<'e> {
+    pub(crate) fn new(
+        engine: &'e Engine,
+        stop: &'e StopToken,
+        thin_login: Option<&'e Login>,
+    ) -> Job<'e> {
+        Job {
+            engine,
+            stop,
+            thin_login,
+        }
+    }
+
+    fn emit(&self, event: Event) {
+        self.events.event(&event);
+    }
+
+    fn state(&self) -> RepositoryState<'_> {
+        RepositoryState::new(&*self.publisher, &self.layout)
+    }
+
     /// Converts `input` (a plain tag or digest, no glob) and pushes `output` as its thin image:
     /// one result, or, with `--multi-arch` and an index, one per platform (plus one for the
     /// image as a whole when its shared links or thin index fail).
-    pub fn convert(&self, input: &ImageRef, output: Option<&ImageRef>) -> Vec<Converted> {
-        super::bug::catch_bug("the conversion", || self.convert_unguarded(input, output))
+    pub fn convert(&self, input: &ImageRef, output: Option<&ImageRef>) -> Vec<ImageResult> {
+        crate::bug::catch_bug("the conversion", || self.convert_unguarded(input, output))
             .unwrap_or_else(|error| {
-                vec![Converted {
-                    label: input.whole_name(),
-                    result: Err(StepError {
-                        step: "internal",
-                        error,
-                    }),
-                }]
+                vec![ImageResult::new(
+                    input.whole_name(),
+                    Err(ImageFailure::new(Step::Internal, error)),
+                )]
             })
     }
 
-    fn convert_unguarded(&self, input: &ImageRef, output: Option<&ImageRef>) -> Vec<Converted> {
+    fn convert_unguarded(&self, input: &ImageRef, output: Option<&ImageRef>) -> Vec<ImageResult> {
         if self.settings.multi_arch {
             return self.convert_multi(input, output);
         }
         let result = (|| {
-            let name = registry::image_name(input).map_err(at("manifest"))?;
+            let name = image_name(input).map_err(at(Step::Manifest))?;
             let fetched = self
                 .client
                 .fetch_manifest(
@@ -230,13 +127,10 @@ impl Converter<'_> {
                     &ManifestSelection::Platform(self.settings.platform.clone()),
                 )
                 .with_context(|| format!("cannot fetch the manifest of {input}"))
-                .map_err(at("manifest"))?;
+                .map_err(at(Step::Manifest))?;
             self.convert_single(input, output, &name.repository, &fetched)
         })();
-        vec![Converted {
-            label: input.whole_name(),
-            result,
-        }]
+        vec![ImageResult::new(input.whole_name(), result)]
     }
 
     /// An image manifest converted into the plain layout, then its thin image.
@@ -246,15 +140,12 @@ impl Converter<'_> {
         output: Option<&ImageRef>,
         repository: &ducc_registry::Repository,
         fetched: &FetchedManifest,
-    ) -> Result<Outcome, StepError> {
+    ) -> Result<Outcome, ImageFailure> {
         let manifest = fetched
             .image_manifest()
-            .ok_or_else(|| anyhow!("{input} names an index, not an image"))
-            .map_err(at("manifest"))?;
-        let slot = Slot {
-            public: public_name(input).map_err(at("manifest"))?,
-            arch: None,
-        };
+            .ok_or_else(|| invalid!("{input} names an index, not an image"))
+            .map_err(at(Step::Manifest))?;
+        let slot = ImageSlot::plain(public_name(input).map_err(at(Step::Manifest))?);
         let label = input.whole_name();
         let (mut outcome, pending) =
             self.convert_manifest(input, &label, repository, fetched.digest(), manifest, &slot)?;
@@ -264,16 +155,16 @@ impl Converter<'_> {
         if let Some(output) = output
             && self.wants_thin()
         {
-            self.check_stop().map_err(at("thin"))?;
+            self.check_stop().map_err(at(Step::Thin))?;
             let image = self
                 .thin_image(input, &pending.source)
-                .map_err(at("thin"))?;
+                .map_err(at(Step::Thin))?;
             let pushed = self
                 .push_thin(input, output, |client, repository, tag| {
                     ducc_thin::push(client, repository, tag, &image)
                         .map(|o| (o, image.manifest.digest.clone()))
                 })
-                .map_err(at("thin"))?;
+                .map_err(at(Step::Thin))?;
             outcome = with_thin(outcome, pushed);
         }
         self.finish_image(&label, &slot, manifest, &outcome, pending.started)?;
@@ -284,50 +175,54 @@ impl Converter<'_> {
     fn finish_image(
         &self,
         label: &str,
-        slot: &Slot,
+        slot: &ImageSlot,
         manifest: &ImageManifest,
         outcome: &Outcome,
         started: Instant,
-    ) -> Result<(), StepError> {
-        self.check_stop().map_err(at("marker"))?;
-        self.write_marker(slot, manifest).map_err(at("marker"))?;
-        self.events.emit(
-            "marker",
-            json!({"image": label, "marker": slot.marker(&self.layout).as_str()}),
-        );
+    ) -> Result<(), ImageFailure> {
+        self.check_stop().map_err(at(Step::Marker))?;
+        self.write_marker(slot, manifest)
+            .map_err(at(Step::Marker))?;
+        self.emit(Event::Marker {
+            image: label.to_owned(),
+            marker: slot.marker(&self.layout).as_str().to_owned(),
+        });
         if let Outcome::Converted {
             layers_unpacked,
             flat_built,
             ..
         } = outcome
         {
-            self.events.emit(
-                "end_image",
-                json!({"image": label, "status": "ok", "layers_unpacked": layers_unpacked,
-                       "flat_built": flat_built, "time_elapsed_s": started.elapsed().as_secs_f64()}),
-            );
+            self.emit(Event::EndImage {
+                image: label.to_owned(),
+                status: EndStatus::Ok {
+                    layers_unpacked: *layers_unpacked,
+                    flat_built: *flat_built,
+                    time_elapsed_s: started.elapsed().as_secs_f64(),
+                },
+            });
         }
         Ok(())
     }
 
     fn wants_thin(&self) -> bool {
-        !self.settings.skip_thin && !self.settings.skip_layers
+        self.settings.wants_thin()
     }
 
     /// `--multi-arch`: every linux platform of an index, each into `.multiarch/<arch>`, then the
     /// variant symlink, the architecture aliases and the thin index. A plain manifest is
     /// converted as without the flag.
-    fn convert_multi(&self, input: &ImageRef, output: Option<&ImageRef>) -> Vec<Converted> {
+    fn convert_multi(&self, input: &ImageRef, output: Option<&ImageRef>) -> Vec<ImageResult> {
         let whole = input.whole_name();
-        let failed = |step: &'static str, error: anyhow::Error| {
-            vec![Converted {
-                label: whole.clone(),
-                result: Err(StepError { step, error }),
-            }]
+        let failed = |step: Step, error: ConvertError| {
+            vec![ImageResult::new(
+                whole.clone(),
+                Err(ImageFailure::new(step, error)),
+            )]
         };
-        let name = match registry::image_name(input) {
+        let name = match image_name(input) {
             Ok(name) => name,
-            Err(e) => return failed("manifest", e),
+            Err(e) => return failed(Step::Manifest, e),
         };
         let fetched = match self
             .client
@@ -335,23 +230,23 @@ impl Converter<'_> {
             .with_context(|| format!("cannot fetch the manifest of {input}"))
         {
             Ok(fetched) => fetched,
-            Err(e) => return failed("manifest", e),
+            Err(e) => return failed(Step::Manifest, e),
         };
         let Some(index) = fetched.index() else {
-            return vec![Converted {
-                label: whole.clone(),
-                result: self.convert_single(input, output, &name.repository, &fetched),
-            }];
+            return vec![ImageResult::new(
+                whole.clone(),
+                self.convert_single(input, output, &name.repository, &fetched),
+            )];
         };
         let public = match public_name(input) {
             Ok(public) => public,
-            Err(e) => return failed("manifest", e),
+            Err(e) => return failed(Step::Manifest, e),
         };
         let entries = platform_entries(index);
         if entries.is_empty() {
             return failed(
-                "manifest",
-                anyhow!(
+                Step::Manifest,
+                invalid!(
                     "the index of {input} lists no linux platform (it has: {})",
                     ducc_registry::available_platforms(index)
                         .iter()
@@ -365,20 +260,20 @@ impl Converter<'_> {
         let mut done = Vec::new();
         for (descriptor, platform) in entries {
             let label = format!("{whole} ({platform})");
-            if self.stop.load(Ordering::SeqCst) {
-                results.push(Converted {
+            if self.stop.is_stopped() {
+                results.push(ImageResult::new(
                     label,
-                    result: Err(StepError {
-                        step: "manifest",
-                        error: anyhow!("interrupted by a signal"),
-                    }),
-                });
+                    Err(ImageFailure::new(
+                        Step::Manifest,
+                        ConvertError::interrupted(),
+                    )),
+                ));
                 continue;
             }
             let converted = (|| {
                 let arch = Arch::new(platform.architecture(), platform.variant())
-                    .map_err(|e| anyhow!("{label}: {e}"))
-                    .map_err(at("manifest"))?;
+                    .map_err(|e| invalid!("{label}: {e}"))
+                    .map_err(at(Step::Manifest))?;
                 let by_digest = ImageName::new(
                     name.repository.clone(),
                     Reference::digest(descriptor.digest().clone()),
@@ -387,15 +282,12 @@ impl Converter<'_> {
                     .client
                     .fetch_manifest(&by_digest, &ManifestSelection::Platform(platform.clone()))
                     .with_context(|| format!("cannot fetch the manifest of {label}"))
-                    .map_err(at("manifest"))?;
+                    .map_err(at(Step::Manifest))?;
                 let manifest = fetched
                     .image_manifest()
-                    .ok_or_else(|| anyhow!("the index entry for {label} is not an image"))
-                    .map_err(at("manifest"))?;
-                let slot = Slot {
-                    public: public.clone(),
-                    arch: Some(arch.clone()),
-                };
+                    .ok_or_else(|| invalid!("the index entry for {label} is not an image"))
+                    .map_err(at(Step::Manifest))?;
+                let slot = ImageSlot::platform(public.clone(), arch.clone());
                 let (outcome, pending) = self.convert_manifest(
                     input,
                     &label,
@@ -420,35 +312,28 @@ impl Converter<'_> {
                 Ok((outcome, mut platform_done)) => {
                     platform_done.result = results.len();
                     done.push(platform_done);
-                    results.push(Converted {
-                        label,
-                        result: Ok(outcome),
-                    });
+                    results.push(ImageResult::new(label, Ok(outcome)));
                 }
-                Err(e) => results.push(Converted {
-                    label,
-                    result: Err(e),
-                }),
+                Err(e) => results.push(ImageResult::new(label, Err(e))),
             }
         }
         // The shared links, the thin index and then the markers describe the whole image: they
         // wait for a run in which every platform converted (the next run redoes what is done
         // already cheaply: layers and flat trees are there).
-        if results.iter().any(|r| r.result.is_err()) {
+        if results.iter().any(|r| r.result().is_err()) {
             return results;
         }
-        let whole_failed = |step: &'static str, error: anyhow::Error| Converted {
-            label: whole.clone(),
-            result: Err(StepError { step, error }),
+        let whole_failed = |step: Step, error: ConvertError| {
+            ImageResult::new(whole.clone(), Err(ImageFailure::new(step, error)))
         };
         if let Err(e) = self.check_stop() {
-            results.push(whole_failed("symlink", e));
+            results.push(whole_failed(Step::Symlink, e));
             return results;
         }
         if !self.settings.skip_flat
             && let Err(e) = self.link_multiarch(&public, &done)
         {
-            results.push(whole_failed("symlink", e));
+            results.push(whole_failed(Step::Symlink, e));
             return results;
         }
         let converted_any = done.iter().any(|d| d.pending.is_some());
@@ -466,13 +351,13 @@ impl Converter<'_> {
             match pushed {
                 Ok(pushed) => {
                     for d in &done {
-                        if let Ok(outcome) = &mut results[d.result].result {
+                        if let Ok(outcome) = results[d.result].result_mut() {
                             *outcome = with_thin(outcome.clone(), pushed);
                         }
                     }
                 }
                 Err(e) => {
-                    results.push(whole_failed("thin", e));
+                    results.push(whole_failed(Step::Thin, e));
                     return results;
                 }
             }
@@ -480,29 +365,29 @@ impl Converter<'_> {
         for d in &done {
             let Some(pending) = &d.pending else { continue };
             let result = &mut results[d.result];
-            if let Ok(outcome) = &result.result
+            if let Ok(outcome) = result.result()
                 && let Err(e) = self.finish_image(
-                    &result.label,
+                    result.image(),
                     &d.slot,
                     &d.manifest,
                     outcome,
                     pending.started,
                 )
             {
-                result.result = Err(e);
+                *result.result_mut() = Err(e);
             }
         }
         results
     }
 
     /// The public variant symlink of a multi-platform image and the `.multiarch` aliases.
-    fn link_multiarch(&self, public: &PublicName, done: &[PlatformDone]) -> anyhow::Result<()> {
+    fn link_multiarch(&self, public: &PublicName, done: &[PlatformDone]) -> Result<()> {
         let default = done
             .iter()
             .find(|d| self.settings.platform.matches(&d.platform))
             .or_else(|| done.first())
             .map(|d| d.arch.clone())
-            .ok_or_else(|| anyhow!("no platform was converted"))?;
+            .ok_or_else(|| invalid!("no platform was converted"))?;
         let link = self.layout.public_link(public);
         let target = self.layout.variant_link_target(public, &default);
         self.set_symlink(&link, &target)?;
@@ -524,17 +409,17 @@ impl Converter<'_> {
     }
 
     /// Makes `link` a symlink with text `target`, unless it is one already.
-    fn set_symlink(&self, link: &RepoPath, target: &Path) -> anyhow::Result<()> {
-        if std::fs::read_link(self.published(link)).is_ok_and(|t| t == target) {
+    fn set_symlink(&self, link: &RepoPath, target: &Path) -> Result<()> {
+        if self.state().symlink_is(link, target) {
             return Ok(());
         }
         let mut tx = self.publisher.begin(link)?;
         tx.symlink(link, target)?;
         tx.commit()?;
-        self.events.emit(
-            "symlink",
-            json!({"link": link.as_str(), "target": target.display().to_string()}),
-        );
+        self.emit(Event::Symlink {
+            link: link.as_str().to_owned(),
+            target: target.display().to_string(),
+        });
         Ok(())
     }
 
@@ -545,7 +430,7 @@ impl Converter<'_> {
         input: &ImageRef,
         repository: &ducc_registry::Repository,
         done: &[PlatformDone],
-    ) -> anyhow::Result<ThinIndex> {
+    ) -> Result<ThinIndex> {
         let mut images = Vec::with_capacity(done.len());
         for platform_done in done {
             let fetched;
@@ -587,37 +472,41 @@ impl Converter<'_> {
         repository: &ducc_registry::Repository,
         manifest_digest: &ducc_registry::Digest,
         manifest: &ImageManifest,
-        slot: &Slot,
-    ) -> Result<(Outcome, Option<Pending>), StepError> {
+        slot: &ImageSlot,
+    ) -> Result<(Outcome, Option<Pending>), ImageFailure> {
         let started = Instant::now();
         let config_digest = ConfigDigest::parse(manifest.config().digest().as_ref())
-            .map_err(|e| anyhow!("{label}: {e}"))
-            .map_err(at("manifest"))?;
-        let marker = slot.marker(&self.layout);
+            .map_err(|e| invalid!("{label}: {e}"))
+            .map_err(at(Step::Manifest))?;
         if !self.settings.convert_again
-            && self.marker_config(&marker).as_ref() == Some(&config_digest)
+            && self.state().marker_config(slot).as_ref() == Some(&config_digest)
         {
             // A kill between the marker of one platform and the shared links is repaired by the
             // caller; a plain image's symlink was written before its marker.
-            self.events.emit(
-                "image_up_to_date",
-                json!({"image": label, "config": config_digest.to_string()}),
-            );
+            self.emit(Event::ImageUpToDate {
+                image: label.to_owned(),
+                config: config_digest.to_string(),
+            });
             return Ok((Outcome::UpToDate, None));
         }
-        self.events.emit("start_image", json!({"image": label, "manifest": manifest_digest.to_string(), "config": config_digest.to_string(), "layers": manifest.layers().len()}));
+        self.emit(Event::StartImage {
+            image: label.to_owned(),
+            manifest: manifest_digest.to_string(),
+            config: config_digest.to_string(),
+            layers: manifest.layers().len(),
+        });
 
         let config = self
             .client
             .fetch_config(repository, manifest.config())
             .with_context(|| format!("cannot fetch the config of {label}"))
-            .map_err(at("config"))?;
+            .map_err(at(Step::Config))?;
         let layers = layer_jobs(manifest, config.config())
-            .map_err(|e| at("config")(e.context(format!("image {label}"))))?;
+            .map_err(|e| at(Step::Config)(e.context(format!("image {label}"))))?;
         let created = layer_created(config.config());
 
-        self.check_stop().map_err(at("layers"))?;
-        self.ensure_catalog_dirs().map_err(at("layers"))?;
+        self.check_stop().map_err(at(Step::Layers))?;
+        self.ensure_catalog_dirs().map_err(at(Step::Layers))?;
         let (layers_unpacked, flat_built) = self.build_trees(
             repository,
             &layers,
@@ -626,15 +515,15 @@ impl Converter<'_> {
             created,
             input,
         );
-        let layers_unpacked = layers_unpacked.map_err(at("layers"))?;
+        let layers_unpacked = layers_unpacked.map_err(at(Step::Layers))?;
         let flat_built = flat_built?;
-        self.check_stop().map_err(at("symlink"))?;
+        self.check_stop().map_err(at(Step::Symlink))?;
         if !self.settings.skip_flat {
             self.set_symlink(
                 &slot.link(&self.layout),
                 &slot.link_target(&self.layout, &config_digest),
             )
-            .map_err(at("symlink"))?;
+            .map_err(at(Step::Symlink))?;
         }
         Ok((
             Outcome::Converted {
@@ -653,22 +542,15 @@ impl Converter<'_> {
     }
 
     /// `Err` once SIGINT or SIGTERM arrived.
-    fn check_stop(&self) -> anyhow::Result<()> {
-        if self.stop.load(Ordering::SeqCst) {
-            bail!("interrupted by a signal");
+    fn check_stop(&self) -> Result<()> {
+        if self.stop.is_stopped() {
+            return Err(ConvertError::interrupted());
         }
         Ok(())
     }
 
-    /// Whether the layer's directory is complete: `layerfs` and, written after it, `layers.json`
-    /// (with `cvmfs`, a run killed between the two leaves `layerfs` alone).
-    fn layer_complete(&self, layer: &LayerDigest) -> bool {
-        self.published(&self.layout.layerfs(layer)).is_dir()
-            && self.published(&self.layout.layer_info(layer)).is_file()
-    }
-
     /// A fresh directory under the scratch space, removed when dropped.
-    fn scratch(&self, prefix: &str) -> anyhow::Result<tempfile::TempDir> {
+    fn scratch(&self, prefix: &str) -> Result<tempfile::TempDir> {
         tempfile::Builder::new()
             .prefix(prefix)
             .tempdir_in(&self.settings.scratch_dir)
@@ -684,13 +566,8 @@ impl Converter<'_> {
         self.publisher.published_path(path)
     }
 
-    fn marker_config(&self, marker: &RepoPath) -> Option<ConfigDigest> {
-        let bytes = std::fs::read(self.published(marker)).ok()?;
-        MarkerManifest::from_slice(&bytes).ok()?.config_digest()
-    }
-
     /// `.cvmfscatalog` in `.layers/` and `.flat/`, before the transactions below them start.
-    fn ensure_catalog_dirs(&self) -> anyhow::Result<()> {
+    fn ensure_catalog_dirs(&self) -> Result<()> {
         let mut dirs = Vec::new();
         if !self.settings.skip_layers {
             dirs.push(self.layout.layers_root());
@@ -701,8 +578,8 @@ impl Converter<'_> {
         self.ensure_catalogs(&dirs)
     }
 
-    fn ensure_catalogs(&self, dirs: &[RepoPath]) -> anyhow::Result<()> {
-        Ok(ducc_cvmfs::ensure_catalog_markers(self.publisher, dirs)?)
+    fn ensure_catalogs(&self, dirs: &[RepoPath]) -> Result<()> {
+        Ok(ducc_cvmfs::ensure_catalog_markers(&*self.publisher, dirs)?)
     }
 
     /// The layer directories and the flat tree of an image, from one decode of each layer:
@@ -727,7 +604,7 @@ impl Converter<'_> {
         image_config: &ImageConfiguration,
         created: Option<&str>,
         input: &ImageRef,
-    ) -> (anyhow::Result<usize>, Result<bool, StepError>) {
+    ) -> (Result<usize>, Result<bool, ImageFailure>) {
         // A blob listed twice (empty layers often are) is written once, where it first appears.
         let mut seen = std::collections::HashSet::new();
         let write_layer: Vec<bool> = layers
@@ -735,7 +612,7 @@ impl Converter<'_> {
             .map(|l| {
                 !self.settings.skip_layers
                     && seen.insert(l.digest)
-                    && (self.settings.overwrite_layers || !self.layer_complete(&l.digest))
+                    && (self.settings.overwrite_layers || !self.state().layer_complete(&l.digest))
             })
             .collect();
         let written = write_layer.iter().filter(|w| **w).count();
@@ -743,7 +620,7 @@ impl Converter<'_> {
         if let Err(e) = prepared {
             return (Err(e), Ok(false));
         }
-        let flat_wanted = !self.settings.skip_flat && !self.flat_complete(config);
+        let flat_wanted = !self.settings.skip_flat && !self.state().flat_complete(config);
         let needed: Vec<&LayerJob> = layers
             .iter()
             .zip(&write_layer)
@@ -790,12 +667,12 @@ impl Converter<'_> {
                     None,
                 )
                 .map(|()| (written, false))
-                .map_err(at("layers"))
+                .map_err(at(Step::Layers))
             };
             done.store(true, Ordering::SeqCst);
             match result {
                 Ok((written, built)) => (Ok(written), Ok(built)),
-                Err(e) if e.step == "layers" => (Err(e.error), Ok(false)),
+                Err(e) if e.step() == Step::Layers => (Err(e.into_error()), Ok(false)),
                 Err(e) => (Ok(written), Err(e)),
             }
         })
@@ -808,7 +685,7 @@ impl Converter<'_> {
         layers: &[LayerJob],
         write_layer: &[bool],
         config: &ConfigDigest,
-    ) -> anyhow::Result<()> {
+    ) -> Result<()> {
         if self.settings.skip_layers {
             return Ok(());
         }
@@ -851,7 +728,7 @@ impl Converter<'_> {
         created: Option<&str>,
         input: &ImageRef,
         mut flat: Option<&mut FlatExtractor>,
-    ) -> anyhow::Result<()> {
+    ) -> Result<()> {
         for (below, (layer, write)) in layers.iter().zip(write_layer).enumerate() {
             self.check_stop()?;
             if *write {
@@ -878,7 +755,7 @@ impl Converter<'_> {
                 flat.apply_blob(
                     Interrupted {
                         inner: file,
-                        stop: &self.stop,
+                        stop: self.stop.flag(),
                     },
                     &self.descriptor(layer),
                 )
@@ -893,18 +770,19 @@ impl Converter<'_> {
         repository: &ducc_registry::Repository,
         layer: &LayerJob,
         input: &ImageRef,
-    ) -> anyhow::Result<PathBuf> {
+    ) -> Result<PathBuf> {
         let digest = parse_digest(&layer.digest.to_string())?;
         let started = Instant::now();
         let (path, fetch) =
             self.cache
                 .get(&self.client, repository, &digest, layer.descriptor.size())?;
         if let Fetch::Downloaded(size) = fetch {
-            self.events.emit(
-                "layer_download",
-                json!({"image": input.whole_name(), "layer": layer.digest.to_string(), "size": size,
-                       "time_elapsed_s": started.elapsed().as_secs_f64()}),
-            );
+            self.emit(Event::LayerDownload {
+                image: input.whole_name(),
+                layer: layer.digest.to_string(),
+                size,
+                time_elapsed_s: started.elapsed().as_secs_f64(),
+            });
         }
         Ok(path)
     }
@@ -915,7 +793,7 @@ impl Converter<'_> {
         repository: &ducc_registry::Repository,
         layer: &LayerJob,
         input: &ImageRef,
-    ) -> anyhow::Result<BufReader<File>> {
+    ) -> Result<BufReader<File>> {
         let blob = self.fetch_blob(repository, layer, input)?;
         let file = File::open(&blob)
             .with_context(|| format!("cannot open cached blob {}", blob.display()))?;
@@ -943,17 +821,17 @@ impl Converter<'_> {
         input: &ImageRef,
         mut flat: Option<&mut FlatExtractor>,
         lower: &[PathBuf],
-    ) -> anyhow::Result<()> {
+    ) -> Result<()> {
         let started = Instant::now();
         let layerfs = self.layout.layerfs(&layer.digest);
         let descriptor = self.descriptor(layer);
-        let stop = &*self.stop;
+        let stop = self.stop.flag();
         let options = LayerDirOptions::new()
-            .whiteouts(self.settings.whiteouts)
+            .whiteouts(self.whiteouts)
             .privileges(self.settings.privileges)
             .lower_layers(lower.to_vec());
         // Decodes the blob into `dest`, an existing empty directory, and onto the flat tree.
-        let mut decode = |dest: &Path| -> anyhow::Result<LayerDigests> {
+        let mut decode = |dest: &Path| -> Result<LayerDigests> {
             let blob = Interrupted {
                 inner: self.open_blob(repository, layer, input)?,
                 stop,
@@ -980,7 +858,7 @@ impl Converter<'_> {
                 })
         };
         // The tree in `dir` as a canonical tar, for publishers that take tar streams.
-        let canonical = |dir: &Path, out: &mut dyn std::io::Write| -> anyhow::Result<()> {
+        let canonical = |dir: &Path, out: &mut dyn std::io::Write| -> Result<()> {
             ducc_unpack::write_tree_as_tar(
                 dir,
                 Interruptible { inner: out, stop },
@@ -989,7 +867,7 @@ impl Converter<'_> {
             Ok(())
         };
         let context = || format!("layer {} of {input}", layer.digest);
-        let begin = || -> anyhow::Result<Box<dyn Transaction + '_>> {
+        let begin = || -> Result<Box<dyn Transaction + '_>> {
             let mut tx = self
                 .publisher
                 .begin(&self.layout.layer_dir(&layer.digest))?;
@@ -999,7 +877,7 @@ impl Converter<'_> {
             Ok(tx)
         };
         let mut tx;
-        let digests = if self.settings.verify_before_ingest {
+        let digests = if self.publisher.ingest_is_final() {
             // With a publisher whose ingest is final, the layer is decoded and its digests
             // checked before the transaction starts, so a bad layer publishes nothing.
             let tree = scratch()?;
@@ -1053,35 +931,24 @@ impl Converter<'_> {
         )?;
         self.check_stop()?;
         tx.commit()?;
-        self.events.emit(
-            "layer_unpack",
-            json!({"image": input.whole_name(), "layer": layer.digest.to_string(),
-                   "diff_size": digests.uncompressed_size, "time_elapsed_s": started.elapsed().as_secs_f64()}),
-        );
+        self.emit(Event::LayerUnpack {
+            image: input.whole_name(),
+            layer: layer.digest.to_string(),
+            diff_size: digests.uncompressed_size,
+            time_elapsed_s: started.elapsed().as_secs_f64(),
+        });
         Ok(())
     }
 
     /// The layer's `origin.json`, read inside the transaction that rewrites it (a corrupt one is
     /// an error, never overwritten with a shorter list).
-    fn read_origin(&self, layer: &LayerDigest) -> anyhow::Result<Origin> {
-        Ok(Origin::read(
-            &self.published(&self.layout.layer_origin(layer)),
-        )?)
+    fn read_origin(&self, layer: &LayerDigest) -> Result<ducc_cvmfs::Origin> {
+        Ok(self.state().origin(layer)?)
     }
 
-    fn add_origin(&self, layer: &LayerDigest, config: &ConfigDigest) -> anyhow::Result<()> {
-        ducc_cvmfs::add_origin(self.publisher, &self.layout, layer, config)?;
+    fn add_origin(&self, layer: &LayerDigest, config: &ConfigDigest) -> Result<()> {
+        ducc_cvmfs::add_origin(&*self.publisher, &self.layout, layer, config)?;
         Ok(())
-    }
-
-    /// Whether the flat tree is complete: its directory and, written after the tree in the same
-    /// transaction, its completion record (with `cvmfs`, an ingest cut by a kill may have
-    /// published part of the tree).
-    fn flat_complete(&self, config: &ConfigDigest) -> bool {
-        self.published(&self.layout.flat_image(config)).is_dir()
-            && self
-                .published(&self.layout.flat_complete_record(config))
-                .is_file()
     }
 
     /// The flat tree, with the layer directories marked in `write_layer` written on the way.
@@ -1096,14 +963,14 @@ impl Converter<'_> {
         config: &ImageConfiguration,
         created: Option<&str>,
         input: &ImageRef,
-    ) -> Result<(), StepError> {
+    ) -> Result<(), ImageFailure> {
         let flat = self.layout.flat_image(config_digest);
         let started = Instant::now();
         self.ensure_catalogs(&[self.layout.flat_shard(config_digest)])
-            .map_err(at("flat"))?;
+            .map_err(at(Step::Flat))?;
         // Which step failed: a layer's error is the layers step's.
         let layer_failed = AtomicBool::new(false);
-        let build = |dest: &Path| -> anyhow::Result<()> {
+        let build = |dest: &Path| -> Result<()> {
             let mut extractor = FlatExtractor::new(
                 dest,
                 &ExtractOptions::new().privileges(self.settings.privileges),
@@ -1122,26 +989,29 @@ impl Converter<'_> {
             ducc_unpack::add_apptainer_files(dest, &runtime(config))?;
             Ok(())
         };
-        let step = |e: anyhow::Error| StepError {
-            step: if layer_failed.load(Ordering::SeqCst) {
-                "layers"
+        let step = |e: ConvertError| {
+            let step = if layer_failed.load(Ordering::SeqCst) {
+                Step::Layers
             } else {
-                "flat"
-            },
-            error: e,
+                Step::Flat
+            };
+            ImageFailure::new(step, e)
         };
-        let record = json!({"config": config_digest.to_string(),
-                            "layers": layers.iter().map(|l| l.digest.to_string()).collect::<Vec<_>>()});
-        let finish = |mut tx: Box<dyn Transaction + '_>| -> anyhow::Result<()> {
+        let record = FlatRecord {
+            config: config_digest.clone(),
+            layers: layers.iter().map(|l| l.digest).collect(),
+        }
+        .to_json();
+        let finish = |mut tx: Box<dyn Transaction + '_>| -> Result<()> {
             tx.write_file(
                 &self.layout.flat_complete_record(config_digest),
-                &mut record.to_string().as_bytes(),
+                &mut &record[..],
             )?;
             self.check_stop()?;
             tx.commit()?;
             Ok(())
         };
-        let begin = || -> anyhow::Result<Box<dyn Transaction + '_>> {
+        let begin = || -> Result<Box<dyn Transaction + '_>> {
             let mut tx = self.publisher.begin(&flat)?;
             if self.published(&flat).exists() {
                 // Left incomplete by a killed run.
@@ -1149,34 +1019,35 @@ impl Converter<'_> {
             }
             Ok(tx)
         };
-        if self.settings.verify_before_ingest {
+        if self.publisher.ingest_is_final() {
             // A publisher that ingests tar streams: the trees are built in scratch space, each
             // layer published on the way; the flat tree's transaction opens only after them.
-            let scratch = self.scratch("ducc-flat-").map_err(at("flat"))?;
+            let scratch = self.scratch("ducc-flat-").map_err(at(Step::Flat))?;
             build(scratch.path()).map_err(step)?;
-            let mut tx = begin().map_err(at("flat"))?;
+            let mut tx = begin().map_err(at(Step::Flat))?;
             self.ingest_flat_scratch(&mut *tx, &flat, scratch.path())
-                .map_err(at("flat"))?;
-            finish(tx).map_err(at("flat"))?;
+                .map_err(at(Step::Flat))?;
+            finish(tx).map_err(at(Step::Flat))?;
         } else {
-            let mut tx = begin().map_err(at("flat"))?;
+            let mut tx = begin().map_err(at(Step::Flat))?;
             let filled = tx
                 .fill_dir(&flat, IngestOptions { catalog: true }, &mut |dest| {
                     Ok(build(dest)?)
                 })
                 .map_err(|e| step(e.into()))?;
             if !filled {
-                let scratch = self.scratch("ducc-flat-").map_err(at("flat"))?;
+                let scratch = self.scratch("ducc-flat-").map_err(at(Step::Flat))?;
                 build(scratch.path()).map_err(step)?;
                 self.ingest_flat_scratch(&mut *tx, &flat, scratch.path())
-                    .map_err(at("flat"))?;
+                    .map_err(at(Step::Flat))?;
             }
-            finish(tx).map_err(at("flat"))?;
+            finish(tx).map_err(at(Step::Flat))?;
         }
-        self.events.emit(
-            "flat_built",
-            json!({"image": input.whole_name(), "config": config_digest.to_string(), "time_elapsed_s": started.elapsed().as_secs_f64()}),
-        );
+        self.emit(Event::FlatBuilt {
+            image: input.whole_name(),
+            config: config_digest.to_string(),
+            time_elapsed_s: started.elapsed().as_secs_f64(),
+        });
         Ok(())
     }
 
@@ -1186,9 +1057,9 @@ impl Converter<'_> {
         tx: &mut dyn Transaction,
         flat: &RepoPath,
         tree: &Path,
-    ) -> anyhow::Result<()> {
+    ) -> Result<()> {
         let tree = tree.to_owned();
-        let stop = &*self.stop;
+        let stop = self.stop.flag();
         ingest_from(tx, flat, move |out| {
             ducc_unpack::write_tree_as_tar(
                 &tree,
@@ -1199,7 +1070,7 @@ impl Converter<'_> {
         })
     }
 
-    fn write_marker(&self, slot: &Slot, manifest: &ImageManifest) -> anyhow::Result<()> {
+    fn write_marker(&self, slot: &ImageSlot, manifest: &ImageManifest) -> Result<()> {
         let describe = |d: &Descriptor| MarkerDescriptor {
             media_type: d.media_type().to_string(),
             size: d.size(),
@@ -1222,7 +1093,7 @@ impl Converter<'_> {
     }
 
     /// The thin image of one converted image.
-    fn thin_image(&self, input: &ImageRef, source: &ThinSource) -> anyhow::Result<ThinImage> {
+    fn thin_image(&self, input: &ImageRef, source: &ThinSource) -> Result<ThinImage> {
         let thin_layers = source
             .layers
             .iter()
@@ -1248,21 +1119,23 @@ impl Converter<'_> {
             &ducc_registry::Repository,
             &str,
         ) -> Result<(PushOutcome, String), ducc_thin::ThinError>,
-    ) -> anyhow::Result<PushOutcome> {
+    ) -> Result<PushOutcome> {
         let tag = output
             .tag()
-            .ok_or_else(|| anyhow!("thin image {output} has no tag to push to"))?;
-        let repository = registry::repository(output)?;
+            .ok_or_else(|| invalid!("thin image {output} has no tag to push to"))?;
+        let repository = repository_of(output)?;
         let mut credentials = self.credentials.clone();
-        if let Some(login) = &self.thin_login {
+        if let Some(login) = self.thin_login {
             credentials = credentials.with_login(output.registry(), login.clone());
         }
-        let (outcome, digest) = push(&registry::client(credentials), &repository, tag)?;
-        self.events.emit(
-            "thin_push",
-            json!({"image": input.whole_name(), "thin_image": output.whole_name(), "digest": digest,
-                   "pushed": outcome != PushOutcome::AlreadyPresent}),
-        );
+        let client = Client::new(ducc_registry::ClientOptions::new().credentials(credentials));
+        let (outcome, digest) = push(&client, &repository, tag)?;
+        self.emit(Event::ThinPush {
+            image: input.whole_name(),
+            thin_image: output.whole_name(),
+            digest,
+            pushed: outcome != PushOutcome::AlreadyPresent,
+        });
         Ok(outcome)
     }
 }
@@ -1309,26 +1182,36 @@ fn subdir(repo: &RepositoryName) -> Option<&str> {
     (!sub.is_root()).then(|| sub.as_str())
 }
 
+/// The registry client's name for `image` (the digest wins over the tag for fetching).
+pub(crate) fn image_name(image: &ImageRef) -> Result<ImageName> {
+    let digest = image.digest().map(parse_digest).transpose()?;
+    let reference = match (image.tag(), digest) {
+        (Some(tag), Some(digest)) => Reference::tag_and_digest(tag, digest)?,
+        (None, Some(digest)) => Reference::digest(digest),
+        (Some(tag), None) => Reference::tag(tag)?,
+        // ImageRef guarantees a tag or a digest.
+        (None, None) => bail_invalid!("image {image} has neither a tag nor a digest"),
+    };
+    Ok(ImageName::new(repository_of(image)?, reference))
+}
+
 /// The public name of an image: by tag, or by digest when it has none.
-fn public_name(input: &ImageRef) -> anyhow::Result<PublicName> {
+fn public_name(input: &ImageRef) -> Result<PublicName> {
     Ok(match (input.tag(), input.digest()) {
         (Some(tag), _) => PublicName::tagged(input.registry(), input.repository(), tag)?,
         (None, Some(digest)) => {
             PublicName::by_digest(input.registry(), input.repository(), digest)?
         }
-        (None, None) => bail!("image {input} has neither a tag nor a digest"),
+        (None, None) => bail_invalid!("image {input} has neither a tag nor a digest"),
     })
 }
 
 /// The layers to convert with their diff_ids; foreign layers (Windows base layers that may not be
 /// redistributed) are skipped, as upstream does.
-fn layer_jobs(
-    manifest: &ImageManifest,
-    config: &ImageConfiguration,
-) -> anyhow::Result<Vec<LayerJob>> {
+fn layer_jobs(manifest: &ImageManifest, config: &ImageConfiguration) -> Result<Vec<LayerJob>> {
     let diff_ids = config.rootfs().diff_ids();
     if diff_ids.len() != manifest.layers().len() {
-        bail!(
+        bail_invalid!(
             "the manifest has {} layers but the config lists {} diff_ids",
             manifest.layers().len(),
             diff_ids.len()
@@ -1336,7 +1219,7 @@ fn layer_jobs(
     }
     let mut jobs = Vec::new();
     for (descriptor, diff_id) in manifest.layers().iter().zip(diff_ids) {
-        if descriptor.media_type().to_string().contains("foreign") {
+        if is_foreign(descriptor.media_type()) {
             tracing::warn!("skipping foreign layer {}", descriptor.digest());
             continue;
         }
@@ -1345,14 +1228,21 @@ fn layer_jobs(
                 .digest()
                 .to_string()
                 .parse()
-                .map_err(|e| anyhow!("layer {}: {e}", descriptor.digest()))?,
+                .map_err(|e| invalid!("layer {}: {e}", descriptor.digest()))?,
             diff_id: diff_id
                 .parse()
-                .map_err(|e| anyhow!("diff_id {diff_id}: {e}"))?,
+                .map_err(|e| invalid!("diff_id {diff_id}: {e}"))?,
             descriptor: descriptor.clone(),
         });
     }
     Ok(jobs)
+}
+
+/// Docker's foreign layers (Windows base layers that may not be redistributed): their blobs
+/// live elsewhere (`urls`), and upstream DUCC skips them.
+fn is_foreign(media_type: &ducc_registry::oci_spec::image::MediaType) -> bool {
+    const DOCKER_FOREIGN: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+    matches!(media_type, ducc_registry::oci_spec::image::MediaType::Other(other) if other == DOCKER_FOREIGN)
 }
 
 /// The `created` of layers.json: the image's creation time, so reruns and interrupted runs write
@@ -1420,8 +1310,8 @@ fn runtime(config: &ImageConfiguration) -> ImageRuntime {
 fn ingest_from<T: Send>(
     tx: &mut dyn Transaction,
     dir: &RepoPath,
-    produce: impl FnOnce(&mut dyn std::io::Write) -> anyhow::Result<T> + Send,
-) -> anyhow::Result<T> {
+    produce: impl FnOnce(&mut dyn std::io::Write) -> Result<T> + Send,
+) -> Result<T> {
     let (mut reader, writer) = std::io::pipe().context("cannot create a pipe")?;
     std::thread::scope(|scope| {
         let producer = scope.spawn(move || {
@@ -1433,7 +1323,7 @@ fn ingest_from<T: Send>(
         let _ = std::io::copy(&mut reader, &mut std::io::sink());
         let produced = producer
             .join()
-            .map_err(|payload| super::bug::panicked("the tar writer thread", payload.as_ref()))?;
+            .map_err(|payload| crate::bug::panicked("the tar writer thread", payload.as_ref()))?;
         let value = produced?;
         ingested?;
         Ok(value)

@@ -5,24 +5,27 @@
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use anyhow::anyhow;
+use crate::error::{ConvertError, ErrorKind};
 
 /// Runs `work`, turning a panic into `internal error (bug): {what} panicked: MESSAGE`.
 ///
 /// Unwind safety: what `work` leaves half done belongs to the failed image; shared state is
 /// behind locks whose users recover from poisoning, and transactions abort when dropped.
-pub(crate) fn catch_bug<T>(what: &str, work: impl FnOnce() -> T) -> Result<T, anyhow::Error> {
+pub(crate) fn catch_bug<T>(what: &str, work: impl FnOnce() -> T) -> Result<T, ConvertError> {
     catch_unwind(AssertUnwindSafe(work)).map_err(|payload| panicked(what, payload.as_ref()))
 }
 
 /// The error for a panic whose payload a join handle or `catch_unwind` returned.
-pub(crate) fn panicked(what: &str, payload: &(dyn Any + Send)) -> anyhow::Error {
+pub(crate) fn panicked(what: &str, payload: &(dyn Any + Send)) -> ConvertError {
     let message = payload
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "(no message)".to_owned());
-    anyhow!("internal error (bug): {what} panicked: {message}")
+    ConvertError::new(
+        ErrorKind::Bug,
+        format!("internal error (bug): {what} panicked: {message}"),
+    )
 }
 
 #[cfg(test)]

@@ -8,10 +8,10 @@ use std::io::{self, BufWriter, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
-use anyhow::Context;
 use ducc_registry::{Client, Digest, Repository};
 
-use super::progress::{Download, Progress};
+use crate::error::{Context as _, ConvertError};
+use crate::events::{DownloadObserver, EventSink, NoEvents};
 
 /// The blob cache, shared by the threads of a run.
 pub struct BlobCache {
@@ -21,8 +21,8 @@ pub struct BlobCache {
     /// Blobs this run fetched, removed again by [`BlobCache::clean`].
     fetched: Mutex<HashSet<PathBuf>>,
     downloads: Semaphore,
-    /// Where a bar per download is shown, on a terminal.
-    progress: Option<Progress>,
+    /// Told of each download (progress bars).
+    events: Arc<dyn EventSink>,
 }
 
 /// What [`BlobCache::get`] did.
@@ -36,7 +36,7 @@ pub enum Fetch {
 
 impl BlobCache {
     /// A cache in `dir`, with at most `max_downloads` downloads at once (0: no limit).
-    pub fn open(dir: &Path, max_downloads: usize) -> anyhow::Result<BlobCache> {
+    pub fn open(dir: &Path, max_downloads: usize) -> Result<BlobCache, ConvertError> {
         for sub in ["sha256", "partial"] {
             let path = dir.join(sub);
             fs::create_dir_all(&path)
@@ -52,13 +52,13 @@ impl BlobCache {
             } else {
                 max_downloads
             }),
-            progress: None,
+            events: Arc::new(NoEvents),
         })
     }
 
-    /// This cache, showing each download as a bar on `progress` when there is one.
-    pub fn with_progress(self, progress: Option<Progress>) -> BlobCache {
-        BlobCache { progress, ..self }
+    /// This cache, telling `events` of each download (for progress bars).
+    pub fn with_events(self, events: Arc<dyn EventSink>) -> BlobCache {
+        BlobCache { events, ..self }
     }
 
     /// Where the blob `digest` is (or will be) in the cache.
@@ -74,7 +74,7 @@ impl BlobCache {
         repository: &Repository,
         digest: &Digest,
         size: u64,
-    ) -> anyhow::Result<(PathBuf, Fetch)> {
+    ) -> Result<(PathBuf, Fetch), ConvertError> {
         let path = self.path(digest);
         let lock = {
             let mut map = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
@@ -89,12 +89,11 @@ impl BlobCache {
             self.dir
                 .join("partial")
                 .join(format!("{}.{}", digest.digest(), std::process::id()));
-        let bar = self
-            .progress
-            .as_ref()
-            .map(|p| p.download(&download_name(repository, digest), size));
-        let result = download(client, repository, digest, size, &partial, bar.as_ref());
-        drop(bar);
+        let observer = self
+            .events
+            .download(&download_name(repository, digest), size);
+        let result = download(client, repository, digest, size, &partial, &*observer);
+        drop(observer);
         if let Err(e) = result {
             let _ = fs::remove_file(&partial);
             return Err(e);
@@ -123,20 +122,17 @@ fn download(
     digest: &Digest,
     size: u64,
     partial: &Path,
-    bar: Option<&Download>,
-) -> anyhow::Result<()> {
+    observer: &dyn DownloadObserver,
+) -> Result<(), ConvertError> {
     let blob = client
         .open_blob(repository, digest, Some(size))
         .with_context(|| format!("cannot download blob {digest}"))?;
-    let mut blob: Box<dyn io::Read> = match bar {
-        Some(bar) => Box::new(bar.reader(blob)),
-        None => Box::new(blob),
-    };
+    let mut blob = blob;
     let file =
         File::create(partial).with_context(|| format!("cannot create {}", partial.display()))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let write_failed = |e: io::Error| {
-        anyhow::Error::new(e).context(format!(
+        ConvertError::from(e).context(format!(
             "cannot write blob {digest} into the cache: {}",
             partial.display()
         ))
@@ -152,11 +148,15 @@ fn download(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 return Err(match ducc_registry::Error::from_io(&e) {
-                    Some(registry) => anyhow::anyhow!("cannot download blob {digest}: {registry}"),
-                    None => anyhow::Error::new(e).context(format!("cannot download blob {digest}")),
+                    Some(registry) => ConvertError::new(
+                        crate::ErrorKind::Registry,
+                        format!("cannot download blob {digest}: {registry}"),
+                    ),
+                    None => ConvertError::from(e).context(format!("cannot download blob {digest}")),
                 });
             }
         };
+        observer.advance(n as u64);
         out.write_all(&buffer[..n]).map_err(write_failed)?;
     }
     let file = out.into_inner().map_err(|e| write_failed(e.into_error()))?;

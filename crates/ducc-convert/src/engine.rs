@@ -1,0 +1,444 @@
+//! The engine: set up once with a publisher, registry access and settings; converts one image,
+//! or every image of a wish list, into the repository.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use ducc_cvmfs::{Layout, OverlaySupport, Publisher, RepositoryName};
+use ducc_registry::{Client, ClientOptions, Credentials, Environment, Login, Repository};
+use ducc_thin::PushOutcome;
+use ducc_unpack::WhiteoutFormat;
+use ducc_wishlist::{ImageRef, WishList};
+
+use crate::cache::BlobCache;
+use crate::error::{ConvertError, ErrorKind, ImageFailure, Step};
+use crate::events::{EndStatus, Event, EventSink, NoEvents};
+use crate::image::Job;
+use crate::settings::Settings;
+
+/// Asks a running conversion to stop: it stops between steps (and inside long extractions), and
+/// the transaction it has open is aborted. Cheap to clone; all clones share one flag.
+#[derive(Debug, Clone, Default)]
+pub struct StopToken {
+    flag: Arc<AtomicBool>,
+}
+
+impl StopToken {
+    /// A token nobody has stopped yet.
+    pub fn new() -> StopToken {
+        StopToken::default()
+    }
+
+    /// A token backed by `flag` (e.g. one that signal handlers set).
+    pub fn from_flag(flag: Arc<AtomicBool>) -> StopToken {
+        StopToken { flag }
+    }
+
+    /// Asks for the stop.
+    pub fn stop(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a stop was asked for.
+    pub fn is_stopped(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn flag(&self) -> &AtomicBool {
+        &self.flag
+    }
+}
+
+/// What happened to an image that did not fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// The marker records the same config: nothing was downloaded or written.
+    UpToDate,
+    /// Work was done.
+    Converted {
+        /// Layer directories written.
+        layers_unpacked: usize,
+        /// Whether the flat tree was built (else it existed already or was skipped).
+        flat_built: bool,
+        /// What the thin-image push did, when there was one.
+        thin: Option<PushOutcome>,
+    },
+}
+
+/// The result of one image: one per platform with `--multi-arch`, and one for a wish whose tags
+/// could not be listed.
+#[derive(Debug)]
+pub struct ImageResult {
+    label: String,
+    result: Result<Outcome, ImageFailure>,
+    ignored: bool,
+}
+
+impl ImageResult {
+    pub(crate) fn new(label: String, result: Result<Outcome, ImageFailure>) -> ImageResult {
+        ImageResult {
+            label,
+            result,
+            ignored: false,
+        }
+    }
+
+    /// `image` failed at `step` with `error` (for a caller's own failures, e.g. a wish list that
+    /// could not be expanded; report it with [`Engine::report`]).
+    pub fn failed(image: String, step: Step, error: ConvertError) -> ImageResult {
+        ImageResult::new(image, Err(ImageFailure::new(step, error)))
+    }
+
+    /// The image, with its platform when it is one platform of a multi-platform image.
+    pub fn image(&self) -> &str {
+        &self.label
+    }
+
+    /// What happened.
+    pub fn result(&self) -> &Result<Outcome, ImageFailure> {
+        &self.result
+    }
+
+    /// What happened, by value.
+    pub fn into_result(self) -> Result<Outcome, ImageFailure> {
+        self.result
+    }
+
+    /// The failure, if the image failed.
+    pub fn failure(&self) -> Option<&ImageFailure> {
+        self.result.as_ref().err()
+    }
+
+    /// Whether the wish list's `ignore_errors` covers this image's failure.
+    pub fn is_ignored(&self) -> bool {
+        self.ignored
+    }
+
+    pub(crate) fn result_mut(&mut self) -> &mut Result<Outcome, ImageFailure> {
+        &mut self.result
+    }
+}
+
+/// Sets up an [`Engine`]; see [`Engine::builder`].
+pub struct EngineBuilder {
+    publisher: Box<dyn Publisher>,
+    repo: RepositoryName,
+    settings: Settings,
+    credentials: Credentials,
+    client: Option<Client>,
+    thin_login: Option<Login>,
+    environment: Option<Environment>,
+    events: Arc<dyn EventSink>,
+    cache: Option<BlobCache>,
+}
+
+impl EngineBuilder {
+    /// The settings (default: [`Settings::new`]).
+    pub fn settings(mut self, settings: Settings) -> EngineBuilder {
+        self.settings = settings;
+        self
+    }
+
+    /// Registry credentials, for pulling and for pushing thin images (default: anonymous).
+    pub fn credentials(mut self, credentials: Credentials) -> EngineBuilder {
+        self.credentials = credentials;
+        self
+    }
+
+    /// The client that pulls (default: one with [`EngineBuilder::credentials`] and the default
+    /// timeouts and retries).
+    pub fn client(mut self, client: Client) -> EngineBuilder {
+        self.client = Some(client);
+        self
+    }
+
+    /// The login for pushing thin images when no wish list says whose they are
+    /// (`convert-single-image --username`).
+    pub fn thin_login(mut self, login: Option<Login>) -> EngineBuilder {
+        self.thin_login = login;
+        self
+    }
+
+    /// Where a wish list's `user` finds its push password (`DUCC_OUTPUT_REGISTRY_PASS`);
+    /// default: the process environment.
+    pub fn environment(mut self, environment: Environment) -> EngineBuilder {
+        self.environment = Some(environment);
+        self
+    }
+
+    /// Where events go (default: nowhere).
+    pub fn events(mut self, events: Arc<dyn EventSink>) -> EngineBuilder {
+        self.events = events;
+        self
+    }
+
+    /// The blob cache (default: `ducc-cache` in the scratch directory).
+    pub fn cache(mut self, cache: BlobCache) -> EngineBuilder {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// The engine.
+    ///
+    /// # Errors
+    /// Overlay whiteouts asked for where the publisher cannot store them; a blob cache that
+    /// cannot be created.
+    pub fn build(self) -> Result<Engine, ConvertError> {
+        let whiteouts = choose_whiteouts(self.settings.whiteouts, &*self.publisher)?;
+        let cache = match self.cache {
+            Some(cache) => cache,
+            None => BlobCache::open(
+                &self.settings.scratch_dir.join("ducc-cache"),
+                self.settings.parallel_layers,
+            )?,
+        };
+        let client = self.client.unwrap_or_else(|| {
+            Client::new(ClientOptions::new().credentials(self.credentials.clone()))
+        });
+        Ok(Engine {
+            client,
+            credentials: self.credentials,
+            thin_login: self.thin_login,
+            environment: self.environment.unwrap_or_else(Environment::from_process),
+            layout: self.repo.layout(),
+            repo: self.repo,
+            publisher: self.publisher,
+            cache,
+            settings: self.settings,
+            whiteouts,
+            events: self.events,
+        })
+    }
+}
+
+/// The whiteout form of layer directories: the settings', checked against the publisher, else
+/// the publisher's preference.
+fn choose_whiteouts(
+    chosen: Option<WhiteoutFormat>,
+    publisher: &dyn Publisher,
+) -> Result<WhiteoutFormat, ConvertError> {
+    let support = publisher.overlay_support();
+    match (chosen, support) {
+        (Some(WhiteoutFormat::Overlay), OverlaySupport::No { reason }) => Err(ConvertError::new(
+            ErrorKind::Publish,
+            format!("overlay whiteouts cannot be used with this publisher: {reason}"),
+        )),
+        (Some(chosen), _) => Ok(chosen),
+        (None, OverlaySupport::Full) if publisher.prefers_overlay_whiteouts() => {
+            Ok(WhiteoutFormat::Overlay)
+        }
+        (None, OverlaySupport::No { reason }) if publisher.prefers_overlay_whiteouts() => {
+            tracing::warn!("layer directories keep raw .wh. whiteout names ({reason})");
+            Ok(WhiteoutFormat::Oci)
+        }
+        (None, _) => Ok(WhiteoutFormat::Oci),
+    }
+}
+
+/// Converts images into one repository. Set up once ([`Engine::builder`]); its methods take
+/// `&self` and may run on several threads at once (each image's writes are transactions on
+/// their own leases).
+pub struct Engine {
+    pub(crate) client: Client,
+    pub(crate) credentials: Credentials,
+    pub(crate) thin_login: Option<Login>,
+    pub(crate) environment: Environment,
+    pub(crate) publisher: Box<dyn Publisher>,
+    pub(crate) repo: RepositoryName,
+    pub(crate) layout: Layout,
+    pub(crate) cache: BlobCache,
+    pub(crate) settings: Settings,
+    pub(crate) whiteouts: WhiteoutFormat,
+    pub(crate) events: Arc<dyn EventSink>,
+}
+
+impl Engine {
+    /// An engine writing into `repo` through `publisher`.
+    pub fn builder(publisher: Box<dyn Publisher>, repo: RepositoryName) -> EngineBuilder {
+        EngineBuilder {
+            publisher,
+            repo,
+            settings: Settings::new(),
+            credentials: Credentials::anonymous(),
+            client: None,
+            thin_login: None,
+            environment: None,
+            events: Arc::new(NoEvents),
+            cache: None,
+        }
+    }
+
+    /// The repository (and sub-directory) the engine writes.
+    pub fn repository(&self) -> &RepositoryName {
+        &self.repo
+    }
+
+    /// The repository's paths.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The publisher.
+    pub fn publisher(&self) -> &dyn Publisher {
+        &*self.publisher
+    }
+
+    /// The whiteout form layer directories get.
+    pub fn whiteouts(&self) -> WhiteoutFormat {
+        self.whiteouts
+    }
+
+    /// Removes the blobs this engine downloaded (their content is in the repository); call it
+    /// when a run ends.
+    pub fn clean_cache(&self) {
+        self.cache.clean();
+    }
+
+    /// Converts `image` (a plain tag or digest, no glob) and pushes `thin` as its thin image:
+    /// one result, or, with multi-arch settings and an index, one per platform (plus one for
+    /// the image as a whole when its shared links or thin index fail). A failure ends with an
+    /// [`Event::EndImage`] error.
+    pub fn convert_image(
+        &self,
+        image: &ImageRef,
+        thin: Option<&ImageRef>,
+        stop: &StopToken,
+    ) -> Vec<ImageResult> {
+        let results = self
+            .job(stop, self.thin_login.as_ref())
+            .convert(image, thin);
+        results
+            .into_iter()
+            .map(|result| self.report(result, false))
+            .collect()
+    }
+
+    /// The images a wish stands for, each with its thin image: itself, or one per tag its glob
+    /// matches (sorted). `list` maps each tag to its thin image; without it, `thin` gets the
+    /// tag.
+    ///
+    /// # Errors
+    /// When the tags of the image's repository cannot be listed.
+    pub fn expand(
+        &self,
+        input: &ImageRef,
+        thin: Option<&ImageRef>,
+        list: Option<&WishList>,
+    ) -> Result<Vec<(ImageRef, Option<ImageRef>)>, ConvertError> {
+        let Some(glob) = input.tag_glob() else {
+            return Ok(vec![(input.clone(), thin.cloned())]);
+        };
+        let repository = repository_of(input)?;
+        let mut tags: Vec<String> = self
+            .client
+            .list_tags(&repository)
+            .map_err(|e| ConvertError::from(e).context(format!("cannot list the tags of {input}")))?
+            .into_iter()
+            .filter(|tag| glob.matches(tag))
+            .collect();
+        tags.sort();
+        let mut images = Vec::with_capacity(tags.len());
+        for tag in tags {
+            let image = input.with_tag(&tag)?;
+            let thin = match (list, thin) {
+                (Some(list), Some(_)) => Some(list.output_for(&image)?),
+                (None, Some(single)) => Some(single.with_tag(&tag)?),
+                (_, None) => None,
+            };
+            images.push((image, thin));
+        }
+        if images.is_empty() {
+            tracing::warn!("{input}: no tag matches the glob");
+        }
+        Ok(images)
+    }
+
+    /// Converts every image of `list`, in order, with the thin images it maps them to (pushed
+    /// with the list's `user`), until `stop`. Failures that the list's `ignore_errors` covers
+    /// are marked ignored.
+    ///
+    /// # Errors
+    /// When the list's `cvmfs_repo` is not the engine's repository (nothing is converted).
+    pub fn convert_list(
+        &self,
+        list: &WishList,
+        stop: &StopToken,
+    ) -> Result<Vec<ImageResult>, ConvertError> {
+        if list.cvmfs_repo().to_string() != self.repo.to_string() {
+            return Err(ConvertError::image(format!(
+                "{}: cvmfs_repo {} is not the repository {} this engine writes",
+                list.path().display(),
+                list.cvmfs_repo(),
+                self.repo
+            )));
+        }
+        let login = ducc_thin::output_login(list.user(), &self.environment);
+        let job = self.job(stop, login.as_ref().or(self.thin_login.as_ref()));
+        let mut all = Vec::new();
+        for wish in list.wishes() {
+            if stop.is_stopped() {
+                break;
+            }
+            let ignored = list.is_error_ignored(&wish.input);
+            let images = match self.expand(&wish.input, Some(&wish.output), Some(list)) {
+                Ok(images) => images,
+                Err(error) => {
+                    let failed = ImageResult::failed(wish.input.whole_name(), Step::Tags, error);
+                    all.push(self.report(failed, ignored));
+                    continue;
+                }
+            };
+            for (image, output) in images {
+                if stop.is_stopped() {
+                    break;
+                }
+                let ignored = ignored || list.is_error_ignored(&image);
+                let results = job.convert(&image, output.as_ref());
+                all.extend(results.into_iter().map(|r| self.report(r, ignored)));
+            }
+        }
+        Ok(all)
+    }
+
+    fn job<'e>(&'e self, stop: &'e StopToken, thin_login: Option<&'e Login>) -> Job<'e> {
+        Job::new(self, stop, thin_login)
+    }
+
+    /// Marks `result` ignored or not and, when it failed, logs it and tells it with an
+    /// [`Event::EndImage`] error. The engine's own methods do this for their results.
+    pub fn report(&self, mut result: ImageResult, ignored: bool) -> ImageResult {
+        result.ignored = ignored;
+        if let Err(failure) = &result.result {
+            let message = failure.error().chain();
+            let step = failure.step();
+            if ignored {
+                tracing::warn!(
+                    "{}: {step} failed (ignored by ignore_errors): {message}",
+                    result.label
+                );
+            } else {
+                tracing::error!("{}: {step} failed: {message}", result.label);
+            }
+            self.events.event(&Event::EndImage {
+                image: result.label.clone(),
+                status: EndStatus::Error {
+                    step,
+                    error: message,
+                    ignored,
+                },
+            });
+        }
+        result
+    }
+}
+
+/// The registry repository of `image`.
+pub(crate) fn repository_of(image: &ImageRef) -> Result<Repository, ConvertError> {
+    let scheme = match image.scheme() {
+        ducc_wishlist::Scheme::Https => ducc_registry::Scheme::Https,
+        ducc_wishlist::Scheme::Http => ducc_registry::Scheme::Http,
+    };
+    Repository::new(scheme, image.registry(), image.repository())
+        .map_err(|e| ConvertError::from(e).context(format!("cannot use image {image}")))
+}

@@ -1,0 +1,321 @@
+//! What the engine tells while it works: one [`Event`] per step, handed to an [`EventSink`].
+//!
+//! Events serialise (serde, internally tagged by `action`) to the JSON objects of `ducc -n FILE`:
+//! `{"action":"layer_unpack","image":...,"layer":...,"diff_size":...,"time_elapsed_s":...}`. A
+//! sink that writes them (adding `time` and `pid`) and one that draws progress bars are the CLI's;
+//! a program that embeds the engine brings its own, or [`NoEvents`].
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::error::Step;
+
+/// One thing that happened in a run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Event {
+    /// A run starts.
+    StartDucc {},
+    /// An image starts converting: its marker does not record this config.
+    StartImage {
+        /// The image (with its platform, for one platform of a multi-platform image).
+        image: String,
+        /// Its manifest digest.
+        manifest: String,
+        /// Its config digest.
+        config: String,
+        /// How many layers its manifest lists.
+        layers: usize,
+    },
+    /// The image's marker records this config: nothing to do.
+    ImageUpToDate {
+        /// The image.
+        image: String,
+        /// Its config digest.
+        config: String,
+    },
+    /// A layer blob was downloaded into the blob cache.
+    LayerDownload {
+        /// The image that needed it.
+        image: String,
+        /// The blob digest.
+        layer: String,
+        /// Bytes downloaded.
+        size: u64,
+        /// Seconds the download took.
+        time_elapsed_s: f64,
+    },
+    /// A layer directory was published.
+    LayerUnpack {
+        /// The image.
+        image: String,
+        /// The blob digest.
+        layer: String,
+        /// The uncompressed size of the layer's tar.
+        diff_size: u64,
+        /// Seconds since the layer started.
+        time_elapsed_s: f64,
+    },
+    /// A flat tree was published.
+    FlatBuilt {
+        /// The image.
+        image: String,
+        /// Its config digest (the flat tree's name).
+        config: String,
+        /// Seconds the flat tree took (its layers included).
+        time_elapsed_s: f64,
+    },
+    /// A symlink of the repository was set (a public name, a `.multiarch` link, an alias).
+    Symlink {
+        /// The link, relative to the repository.
+        link: String,
+        /// Its target, as written.
+        target: String,
+    },
+    /// The image's entry in the podman store was written.
+    PodmanStore {
+        /// The image.
+        image: String,
+        /// The podman image id (the config digest's hex).
+        id: String,
+    },
+    /// A thin image (or index) was pushed, or found already in the registry.
+    ThinPush {
+        /// The image it stands for.
+        image: String,
+        /// Where it was pushed.
+        thin_image: String,
+        /// Its manifest digest.
+        digest: String,
+        /// `false` when the registry already had it.
+        pushed: bool,
+    },
+    /// The marker was written: the image is converted.
+    Marker {
+        /// The image.
+        image: String,
+        /// The marker's path in the repository.
+        marker: String,
+    },
+    /// An image ended.
+    EndImage {
+        /// The image.
+        image: String,
+        /// How it ended.
+        #[serde(flatten)]
+        status: EndStatus,
+    },
+    /// A run ended.
+    EndDucc {
+        /// Seconds the run took.
+        time_elapsed_s: f64,
+        /// Images converted.
+        converted: usize,
+        /// Images already up to date.
+        up_to_date: usize,
+        /// Images that failed (not counting those `ignore_errors` covers).
+        failed: usize,
+    },
+    /// `ducc loop` sleeps until its next pass.
+    WaitNextPass {
+        /// How long.
+        seconds: u64,
+    },
+}
+
+/// How an image ended, in [`Event::EndImage`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EndStatus {
+    /// Converted.
+    Ok {
+        /// Layer directories written.
+        layers_unpacked: usize,
+        /// Whether the flat tree was built.
+        flat_built: bool,
+        /// Seconds the image took.
+        time_elapsed_s: f64,
+    },
+    /// Failed.
+    Error {
+        /// The step that failed.
+        step: Step,
+        /// The error with its causes.
+        error: String,
+        /// Whether the wish list's `ignore_errors` covers it.
+        ignored: bool,
+    },
+}
+
+impl Event {
+    /// The image the event is about, where it names one.
+    pub fn image(&self) -> Option<&str> {
+        match self {
+            Event::StartImage { image, .. }
+            | Event::ImageUpToDate { image, .. }
+            | Event::LayerDownload { image, .. }
+            | Event::LayerUnpack { image, .. }
+            | Event::FlatBuilt { image, .. }
+            | Event::PodmanStore { image, .. }
+            | Event::ThinPush { image, .. }
+            | Event::Marker { image, .. }
+            | Event::EndImage { image, .. } => Some(image),
+            Event::StartDucc {}
+            | Event::Symlink { .. }
+            | Event::EndDucc { .. }
+            | Event::WaitNextPass { .. } => None,
+        }
+    }
+}
+
+/// Where events go. Called from the engine's worker threads, so it must be quick and must not
+/// fail: a sink that cannot write logs and goes on (events never stop a conversion).
+pub trait EventSink: Send + Sync {
+    /// Takes one event.
+    fn event(&self, event: &Event);
+
+    /// A blob download of `size` bytes starts (`name` is short, for a progress bar); the
+    /// returned observer is told the bytes as they arrive and dropped when the download ends.
+    fn download(&self, name: &str, size: u64) -> Box<dyn DownloadObserver> {
+        let _ = (name, size);
+        Box::new(())
+    }
+}
+
+/// Watches one blob download (see [`EventSink::download`]).
+pub trait DownloadObserver: Send {
+    /// `bytes` more arrived.
+    fn advance(&self, bytes: u64);
+}
+
+impl DownloadObserver for () {
+    fn advance(&self, _bytes: u64) {}
+}
+
+/// A sink that drops every event.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoEvents;
+
+impl EventSink for NoEvents {
+    fn event(&self, _event: &Event) {}
+}
+
+/// Several sinks, each given every event, in order.
+#[derive(Clone, Default)]
+pub struct Sinks {
+    sinks: Vec<Arc<dyn EventSink>>,
+}
+
+impl Sinks {
+    /// No sink yet.
+    pub fn new() -> Sinks {
+        Sinks::default()
+    }
+
+    /// These sinks and `sink`.
+    pub fn with(mut self, sink: Arc<dyn EventSink>) -> Sinks {
+        self.sinks.push(sink);
+        self
+    }
+}
+
+impl EventSink for Sinks {
+    fn event(&self, event: &Event) {
+        for sink in &self.sinks {
+            sink.event(event);
+        }
+    }
+
+    fn download(&self, name: &str, size: u64) -> Box<dyn DownloadObserver> {
+        let observers: Vec<Box<dyn DownloadObserver>> = self
+            .sinks
+            .iter()
+            .map(|sink| sink.download(name, size))
+            .collect();
+        Box::new(observers)
+    }
+}
+
+impl DownloadObserver for Vec<Box<dyn DownloadObserver>> {
+    fn advance(&self, bytes: u64) {
+        for observer in self {
+            observer.advance(bytes);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn events_serialise_to_the_json_objects_of_the_notification_file() {
+        let cases = [
+            (
+                Event::LayerUnpack {
+                    image: "r/a:1".into(),
+                    layer: "sha256:ab".into(),
+                    diff_size: 10,
+                    time_elapsed_s: 0.5,
+                },
+                json!({"action": "layer_unpack", "image": "r/a:1", "layer": "sha256:ab",
+                       "diff_size": 10, "time_elapsed_s": 0.5}),
+            ),
+            (
+                Event::EndImage {
+                    image: "r/a:1".into(),
+                    status: EndStatus::Error {
+                        step: Step::Layers,
+                        error: "boom".into(),
+                        ignored: false,
+                    },
+                },
+                json!({"action": "end_image", "image": "r/a:1", "status": "error",
+                       "step": "layers", "error": "boom", "ignored": false}),
+            ),
+            (
+                Event::EndImage {
+                    image: "r/a:1".into(),
+                    status: EndStatus::Ok {
+                        layers_unpacked: 2,
+                        flat_built: true,
+                        time_elapsed_s: 1.0,
+                    },
+                },
+                json!({"action": "end_image", "image": "r/a:1", "status": "ok",
+                       "layers_unpacked": 2, "flat_built": true, "time_elapsed_s": 1.0}),
+            ),
+            (Event::StartDucc {}, json!({"action": "start_ducc"})),
+            (
+                Event::WaitNextPass { seconds: 3 },
+                json!({"action": "wait_next_pass", "seconds": 3}),
+            ),
+        ];
+        for (event, expected) in cases {
+            assert_eq!(serde_json::to_value(&event).unwrap(), expected, "{event:?}");
+        }
+    }
+
+    #[test]
+    fn every_sink_sees_every_event() {
+        use std::sync::Mutex;
+        #[derive(Default)]
+        struct Record(Mutex<Vec<Event>>);
+        impl EventSink for Record {
+            fn event(&self, event: &Event) {
+                self.0.lock().unwrap().push(event.clone());
+            }
+        }
+        let a = Arc::new(Record::default());
+        let b = Arc::new(Record::default());
+        let sinks = Sinks::new().with(a.clone()).with(b.clone());
+        sinks.event(&Event::StartDucc {});
+        sinks.download("x", 1).advance(1);
+        assert_eq!(a.0.lock().unwrap().len(), 1);
+        assert_eq!(b.0.lock().unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,139 @@
+//! How images are converted: the flags of `ducc convert`, as a builder.
+
+use std::path::{Path, PathBuf};
+
+use ducc_registry::Platform;
+use ducc_thin::ThinFormat;
+use ducc_unpack::{Privileges, WhiteoutFormat};
+
+/// How images are converted. Start from [`Settings::new`] (upstream DUCC's defaults: layers,
+/// flat tree and thin image, `linux/amd64`) and change what differs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub(crate) overwrite_layers: bool,
+    pub(crate) convert_again: bool,
+    pub(crate) skip_flat: bool,
+    pub(crate) skip_layers: bool,
+    pub(crate) skip_thin: bool,
+    pub(crate) skip_podman: bool,
+    pub(crate) platform: Platform,
+    pub(crate) whiteouts: Option<WhiteoutFormat>,
+    pub(crate) privileges: Privileges,
+    pub(crate) thin_format: ThinFormat,
+    pub(crate) multi_arch: bool,
+    pub(crate) scratch_dir: PathBuf,
+    pub(crate) parallel_layers: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings::new()
+    }
+}
+
+impl Settings {
+    /// Everything converted (layers, flat tree, thin image, podman store), `linux/amd64` from an
+    /// index, the publisher's whiteout form, privileges as the process has them, Docker v2 thin
+    /// manifests, scratch space in the system temp directory, 4 layer downloads at once.
+    pub fn new() -> Settings {
+        Settings {
+            overwrite_layers: false,
+            convert_again: false,
+            skip_flat: false,
+            skip_layers: false,
+            skip_thin: false,
+            skip_podman: false,
+            platform: Platform::linux_amd64(),
+            whiteouts: None,
+            privileges: Privileges::Auto,
+            thin_format: ThinFormat::DockerV2,
+            multi_arch: false,
+            scratch_dir: std::env::temp_dir(),
+            parallel_layers: 4,
+        }
+    }
+
+    /// Unpack layers again even where their directory is complete.
+    pub fn overwrite_layers(mut self, yes: bool) -> Settings {
+        self.overwrite_layers = yes;
+        self
+    }
+
+    /// Convert again even where the marker records the same config.
+    pub fn convert_again(mut self, yes: bool) -> Settings {
+        self.convert_again = yes;
+        self
+    }
+
+    /// No flat trees (and so no podman store entries).
+    pub fn skip_flat(mut self, yes: bool) -> Settings {
+        self.skip_flat = yes;
+        self
+    }
+
+    /// No layer directories (and so no thin images and no podman store entries).
+    pub fn skip_layers(mut self, yes: bool) -> Settings {
+        self.skip_layers = yes;
+        self
+    }
+
+    /// No thin images.
+    pub fn skip_thin(mut self, yes: bool) -> Settings {
+        self.skip_thin = yes;
+        self
+    }
+
+    /// No podman store entries.
+    pub fn skip_podman(mut self, yes: bool) -> Settings {
+        self.skip_podman = yes;
+        self
+    }
+
+    /// The platform chosen from an index (and, with [`Settings::multi_arch`], the default one).
+    pub fn platform(mut self, platform: Platform) -> Settings {
+        self.platform = platform;
+        self
+    }
+
+    /// The whiteout form of layer directories; without it the engine asks the publisher
+    /// ([`ducc_cvmfs::Publisher::preferred_whiteouts`]).
+    pub fn whiteouts(mut self, whiteouts: WhiteoutFormat) -> Settings {
+        self.whiteouts = Some(whiteouts);
+        self
+    }
+
+    /// The privileges of extraction (owners, device nodes, xattrs).
+    pub fn privileges(mut self, privileges: Privileges) -> Settings {
+        self.privileges = privileges;
+        self
+    }
+
+    /// The manifest format of thin images.
+    pub fn thin_format(mut self, format: ThinFormat) -> Settings {
+        self.thin_format = format;
+        self
+    }
+
+    /// Every linux platform of an index, each into `.multiarch/<arch>` (`--multi-arch`).
+    pub fn multi_arch(mut self, yes: bool) -> Settings {
+        self.multi_arch = yes;
+        self
+    }
+
+    /// Scratch space for trees that are checked before they are published.
+    pub fn scratch_dir(mut self, dir: &Path) -> Settings {
+        dir.clone_into(&mut self.scratch_dir);
+        self
+    }
+
+    /// Layer blobs downloaded at once, ahead of the decoding (at least 1).
+    pub fn parallel_layers(mut self, count: usize) -> Settings {
+        self.parallel_layers = count.max(1);
+        self
+    }
+
+    /// Whether thin images are pushed (not with `skip_thin` or `skip_layers`).
+    pub(crate) fn wants_thin(&self) -> bool {
+        !self.skip_thin && !self.skip_layers
+    }
+}
