@@ -157,3 +157,112 @@ fn convert_single_image_converts_without_a_wish_list_and_fails_clearly_on_a_miss
         "two attempts were made: {stderr}"
     );
 }
+
+/// The `ducc loop` command on `wishlist` in `work`, events into `events.jsonl`.
+fn loop_command(work: &Work, wishlist: &std::path::Path) -> std::process::Command {
+    let mut looping = ducc_tests::ducc_command(&work.path("docker"));
+    looping
+        .args(["loop", "--interval", "1", "-i"])
+        .arg(wishlist)
+        .arg("--root")
+        .arg(work.path("cvmfs"))
+        .arg("--cache-dir")
+        .arg(work.path("cache"))
+        .arg("-t")
+        .arg(work.path("tmp"))
+        .arg("-n")
+        .arg(work.path("events.jsonl"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    looping
+}
+
+fn events_of(work: &Work, action: &str) -> usize {
+    std::fs::read_to_string(work.path("events.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(&format!("\"action\":\"{action}\"")))
+        .count()
+}
+
+fn sigterm(child: &std::process::Child) {
+    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+}
+
+#[test]
+fn loop_takes_a_changed_cvmfs_repo_at_its_next_pass() {
+    let registry = Registry::anonymous();
+    let first_name = unique_repo("loop-repo-a");
+    let second_name = unique_repo("loop-repo-b");
+    let first = push(&first_name, "1", "first");
+    let second = push(&second_name, "1", "second");
+    let work = Work::new(Backend::Local);
+    let wishlist = work.wishlist(&[format!("http://{}/{first_name}:1", registry.host())], "");
+    let child = loop_command(&work, &wishlist).spawn().unwrap();
+    wait_until("the first image", || {
+        flat_dir(&work.repo(), &first).exists()
+    });
+    // The same list, now for another repository, with a second image.
+    let other = "other.example.org";
+    std::fs::write(
+        &wishlist,
+        format!(
+            "version: 1\nuser: ''\ncvmfs_repo: {other}\ninput:\n  - 'http://{host}/{first_name}:1'\n  - 'http://{host}/{second_name}:1'\n",
+            host = registry.host()
+        ),
+    )
+    .unwrap();
+    let other_repo = work.path("cvmfs").join(other);
+    wait_until("both images in the other repository", || {
+        marker_config(&other_repo, registry.host(), &format!("{second_name}:1")).is_some()
+            && marker_config(&other_repo, registry.host(), &format!("{first_name}:1")).is_some()
+    });
+    assert!(flat_dir(&other_repo, &second).exists());
+    assert!(flat_dir(&other_repo, &first).exists());
+    // The first repository got nothing of the second image.
+    assert!(marker_config(&work.repo(), registry.host(), &format!("{second_name}:1")).is_none());
+    let before = events_of(&work, "wait_next_pass");
+    wait_until("the loop to wait", || {
+        events_of(&work, "wait_next_pass") > before
+    });
+    sigterm(&child);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}: {stderr}", out.status);
+    assert!(!stderr.contains("restart ducc loop"), "{stderr}");
+}
+
+#[test]
+fn loop_stopped_in_the_middle_of_a_pass_prints_its_summary_once() {
+    let registry = Registry::anonymous();
+    let names: Vec<String> = (0..6)
+        .map(|i| unique_repo(&format!("loop-stop-{i}")))
+        .collect();
+    for (i, name) in names.iter().enumerate() {
+        push(name, "1", &format!("image {i}"));
+    }
+    let work = Work::new(Backend::Local);
+    let inputs: Vec<String> = names
+        .iter()
+        .map(|n| format!("http://{}/{n}:1", registry.host()))
+        .collect();
+    let wishlist = work.wishlist(&inputs, "");
+    let child = loop_command(&work, &wishlist).spawn().unwrap();
+    // The first image started: the pass is under way, with five more images to go.
+    wait_until("the first image to start", || {
+        events_of(&work, "start_image") > 0
+    });
+    sigterm(&child);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let summaries = stderr
+        .lines()
+        .filter(|l| l.starts_with("ducc: ") && l.contains(" converted, "))
+        .count();
+    assert_eq!(summaries, 1, "{stderr}");
+    assert_eq!(events_of(&work, "wait_next_pass"), 0, "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(events_of(&work, "end_ducc"), 1, "{stderr}");
+}

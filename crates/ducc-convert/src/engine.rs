@@ -442,3 +442,122 @@ pub(crate) fn repository_of(image: &ImageRef) -> Result<Repository, ConvertError
     Repository::new(scheme, image.registry(), image.repository())
         .map_err(|e| ConvertError::from(e).context(format!("cannot use image {image}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ducc_cvmfs::{LocalPublisher, PublishError, RepoPath, Transaction};
+
+    /// A publisher that only answers the policy questions (whiteouts), for `choose_whiteouts`.
+    struct Policy {
+        support: OverlaySupport,
+        prefers_overlay: bool,
+    }
+
+    impl Publisher for Policy {
+        fn begin(&self, lease: &RepoPath) -> Result<Box<dyn Transaction + '_>, PublishError> {
+            Err(PublishError::OutsideLease {
+                path: lease.clone(),
+                lease: lease.clone(),
+            })
+        }
+
+        fn published_path(&self, path: &RepoPath) -> std::path::PathBuf {
+            std::path::PathBuf::from("/nonexistent").join(path.as_str())
+        }
+
+        fn overlay_support(&self) -> OverlaySupport {
+            self.support.clone()
+        }
+
+        fn prefers_overlay_whiteouts(&self) -> bool {
+            self.prefers_overlay
+        }
+    }
+
+    fn no(reason: &str) -> OverlaySupport {
+        OverlaySupport::No {
+            reason: reason.into(),
+        }
+    }
+
+    #[test]
+    fn whiteouts_follow_the_choice_else_the_publisher() {
+        use WhiteoutFormat::{Oci, Overlay};
+        let cases = [
+            // (chosen, support, prefers overlay, result)
+            (None, OverlaySupport::Full, true, Some(Overlay)),
+            (None, no("not root"), true, Some(Oci)),
+            (None, OverlaySupport::DevicesOnly, true, Some(Oci)),
+            (None, OverlaySupport::DevicesOnly, false, Some(Oci)),
+            (None, OverlaySupport::Full, false, Some(Oci)),
+            (Some(Oci), OverlaySupport::Full, true, Some(Oci)),
+            (
+                Some(Overlay),
+                OverlaySupport::DevicesOnly,
+                false,
+                Some(Overlay),
+            ),
+            (Some(Overlay), no("a gateway drops devices"), false, None),
+        ];
+        for (chosen, support, prefers_overlay, expected) in cases {
+            let publisher = Policy {
+                support: support.clone(),
+                prefers_overlay,
+            };
+            let result = choose_whiteouts(chosen, &publisher);
+            match expected {
+                Some(format) => assert_eq!(
+                    result.unwrap(),
+                    format,
+                    "{chosen:?} {support:?} {prefers_overlay}"
+                ),
+                None => {
+                    let error = result.unwrap_err();
+                    assert_eq!(error.kind(), ErrorKind::Publish);
+                    assert!(
+                        error.to_string().contains("a gateway drops devices"),
+                        "{error}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_wish_list_for_another_repository_converts_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let repo = RepositoryName::parse("a.example.org").unwrap();
+        let publisher = LocalPublisher::open(root.path(), &repo).unwrap();
+        let engine = Engine::builder(Box::new(publisher), repo)
+            .settings(Settings::new().scratch_dir(root.path()))
+            .build()
+            .unwrap();
+        let list = WishList::from_yaml(
+            std::path::Path::new("other.yaml"),
+            "version: 1\nuser: u\ncvmfs_repo: b.example.org\noutput_format: '127.0.0.1:9/thin/$(image)'\ninput:\n  - http://127.0.0.1:9/x/y:1\n",
+        )
+        .unwrap();
+        let error = engine.convert_list(&list, &StopToken::new()).unwrap_err();
+        assert!(
+            error.to_string().contains("b.example.org") && error.to_string().contains("other.yaml"),
+            "{error}"
+        );
+        assert_eq!(
+            std::fs::read_dir(root.path().join("a.example.org"))
+                .unwrap()
+                .count(),
+            0,
+            "nothing written"
+        );
+    }
+
+    #[test]
+    fn stop_tokens_share_their_flag() {
+        let token = StopToken::new();
+        let clone = token.clone();
+        assert!(!clone.is_stopped());
+        token.stop();
+        assert!(clone.is_stopped());
+    }
+}

@@ -1329,3 +1329,23 @@ fn ingest_from<T: Send>(
         Ok(value)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ducc_registry::oci_spec::image::MediaType;
+
+    #[test]
+    fn only_dockers_foreign_layers_are_foreign() {
+        let foreign = MediaType::from("application/vnd.docker.image.rootfs.foreign.diff.tar.gzip");
+        assert!(is_foreign(&foreign));
+        for other in [
+            "application/vnd.docker.image.rootfs.diff.tar.gzip",
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            "application/vnd.oci.image.layer.v1.tar+zstd",
+            "application/vnd.example.foreign+json",
+        ] {
+            assert!(!is_foreign(&MediaType::from(other)), "{other}");
+        }
+    }
+}

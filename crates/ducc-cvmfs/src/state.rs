@@ -218,7 +218,10 @@ mod tests {
         std::fs::create_dir_all(publisher.published_path(&layout.layerfs(&layer))).unwrap();
         assert!(!state.flat_complete(&config), "a tree without its record");
         assert!(!state.layer_complete(&layer), "layerfs without layers.json");
-        for record in [layout.flat_complete_record(&config), layout.layer_info(&layer)] {
+        for record in [
+            layout.flat_complete_record(&config),
+            layout.layer_info(&layer),
+        ] {
             let path = publisher.published_path(&record);
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(path, b"{}").unwrap();
