@@ -56,6 +56,21 @@ impl BlobCache {
         })
     }
 
+    /// Where a run's cache goes by default: `<temporary_dir>/ducc-cache`, else
+    /// `$XDG_CACHE_HOME/ducc`, `~/.cache/ducc`, or `ducc-cache` in the system temp dir.
+    pub fn default_dir(temporary_dir: Option<&Path>) -> PathBuf {
+        if let Some(dir) = temporary_dir {
+            return dir.join("ducc-cache");
+        }
+        if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+            return PathBuf::from(dir).join("ducc");
+        }
+        if let Some(home) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+            return PathBuf::from(home).join(".cache/ducc");
+        }
+        std::env::temp_dir().join("ducc-cache")
+    }
+
     /// This cache, telling `events` of each download (for progress bars).
     pub fn with_events(self, events: Arc<dyn EventSink>) -> BlobCache {
         BlobCache { events, ..self }

@@ -110,6 +110,12 @@ impl ImageResult {
         self.result.as_ref().err()
     }
 
+    /// This result, marked as covered by `ignore_errors` or not.
+    pub fn with_ignored(mut self, ignored: bool) -> ImageResult {
+        self.ignored = ignored;
+        self
+    }
+
     /// Whether the wish list's `ignore_errors` covers this image's failure.
     pub fn is_ignored(&self) -> bool {
         self.ignored

@@ -20,7 +20,7 @@ macro_rules! bail_invalid {
 pub(crate) use {bail_invalid, invalid};
 
 /// The step of an image's conversion that failed, as the `-n` events and the summary name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Step {

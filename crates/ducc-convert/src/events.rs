@@ -3,16 +3,17 @@
 //! Events serialise (serde, internally tagged by `action`) to the JSON objects of `ducc -n FILE`:
 //! `{"action":"layer_unpack","image":...,"layer":...,"diff_size":...,"time_elapsed_s":...}`. A
 //! sink that writes them (adding `time` and `pid`) and one that draws progress bars are the CLI's;
-//! a program that embeds the engine brings its own, or [`NoEvents`].
+//! a program that embeds the engine brings its own, or [`NoEvents`]. A line of the `-n` file
+//! deserialises back into its event (`time` and `pid` are ignored).
 
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::Step;
 
 /// One thing that happened in a run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Event {
@@ -126,7 +127,7 @@ pub enum Event {
 }
 
 /// How an image ended, in [`Event::EndImage`].
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum EndStatus {
@@ -297,6 +298,11 @@ mod tests {
         ];
         for (event, expected) in cases {
             assert_eq!(serde_json::to_value(&event).unwrap(), expected, "{event:?}");
+            // A line of the file, with the sink's `time` and `pid`, reads back as the event.
+            let mut line = expected.clone();
+            line["time"] = json!(1.5e9);
+            line["pid"] = json!(7);
+            assert_eq!(serde_json::from_value::<Event>(line).unwrap(), event);
         }
     }
 

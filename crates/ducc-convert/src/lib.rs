@@ -51,6 +51,7 @@ mod events;
 mod image;
 mod pull;
 mod settings;
+mod summary;
 
 pub use cache::BlobCache;
 pub use engine::{Engine, EngineBuilder, ImageResult, Outcome, StopToken};
@@ -58,3 +59,4 @@ pub use error::{ConvertError, ErrorKind, ImageFailure, Step};
 pub use events::{DownloadObserver, EndStatus, Event, EventSink, NoEvents, Sinks};
 pub use pull::{PullTarget, pull_image};
 pub use settings::Settings;
+pub use summary::Summary;

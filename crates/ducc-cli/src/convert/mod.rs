@@ -6,14 +6,14 @@ mod progress;
 
 pub use self::progress::log_line;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use ducc_convert::{
-    BlobCache, Engine, Event, EventSink, ImageResult, Outcome, Settings, Sinks, StopToken,
+    BlobCache, Engine, Event, EventSink, ImageResult, Settings, Sinks, StopToken, Summary,
 };
 use ducc_cvmfs::{CvmfsOptions, CvmfsPublisher, LocalPublisher, Publisher, RepositoryName};
 use ducc_registry::{Environment, Platform};
@@ -50,7 +50,7 @@ pub fn run_loop(global: &GlobalArgs, args: LoopArgs) -> Result<(), Failure> {
         if stop.is_stopped() {
             return run.finish(summary, &stop);
         }
-        summary.print();
+        eprintln!("{summary}");
         let deadline = Instant::now() + Duration::from_secs(args.interval);
         // From here until the next pass a stop is clean (tests wait for this event).
         run.events.event(&Event::WaitNextPass {
@@ -184,7 +184,7 @@ impl Run {
         let cache_dir = flags
             .cache_dir
             .clone()
-            .unwrap_or_else(|| default_cache_dir(global.temporary_dir.as_deref()));
+            .unwrap_or_else(|| BlobCache::default_dir(global.temporary_dir.as_deref()));
         let progress = Progress::for_stderr(flags.no_progress);
         let mut sinks = Sinks::new().with(Arc::new(
             JsonLines::open(global.notification_file.as_deref()).map_err(usage)?,
@@ -232,16 +232,16 @@ impl Run {
         self.engine.clean_cache();
         self.events.event(&Event::EndDucc {
             time_elapsed_s: self.started.elapsed().as_secs_f64(),
-            converted: summary.converted,
-            up_to_date: summary.up_to_date,
-            failed: summary.failed.iter().filter(|f| !f.is_ignored()).count(),
+            converted: summary.converted(),
+            up_to_date: summary.up_to_date(),
+            failed: summary.failed().count(),
         });
-        summary.print();
+        eprintln!("{summary}");
         if stop.is_stopped() {
             eprintln!("ducc: interrupted; open transactions were aborted, run again to finish");
             return Err(Failure::Reported(exit::IMAGES_FAILED));
         }
-        if summary.failed.iter().any(|f| !f.is_ignored()) {
+        if summary.has_failures() {
             return Err(Failure::Reported(exit::IMAGES_FAILED));
         }
         Ok(())
@@ -299,82 +299,4 @@ fn settings(global: &GlobalArgs, flags: &ConversionFlags) -> anyhow::Result<Sett
         });
     }
     Ok(settings)
-}
-
-/// `<-t>/ducc-cache`, else `$XDG_CACHE_HOME/ducc`, `~/.cache/ducc`, or the system temp dir.
-fn default_cache_dir(temporary_dir: Option<&Path>) -> PathBuf {
-    if let Some(dir) = temporary_dir {
-        return dir.join("ducc-cache");
-    }
-    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir).join("ducc");
-    }
-    if let Some(home) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(home).join(".cache/ducc");
-    }
-    std::env::temp_dir().join("ducc-cache")
-}
-
-/// What a run did, printed at the end.
-#[derive(Default)]
-pub(crate) struct Summary {
-    converted: usize,
-    up_to_date: usize,
-    failed: Vec<ImageResult>,
-}
-
-impl Summary {
-    pub(crate) fn add(&mut self, result: ImageResult) {
-        let image = result.image().to_owned();
-        match result.result() {
-            Ok(Outcome::UpToDate) => {
-                tracing::info!("{image}: up to date");
-                self.up_to_date += 1;
-            }
-            Ok(Outcome::Converted {
-                layers_unpacked,
-                flat_built,
-                thin,
-                ..
-            }) => {
-                tracing::info!(
-                    "{image}: converted ({layers_unpacked} layers unpacked, flat tree {}, thin image {})",
-                    if *flat_built { "built" } else { "kept" },
-                    match thin {
-                        Some(ducc_thin::PushOutcome::AlreadyPresent) => "already pushed",
-                        Some(_) => "pushed",
-                        None => "skipped",
-                    }
-                );
-                self.converted += 1;
-            }
-            Ok(_) => self.converted += 1,
-            Err(_) => self.failed.push(result),
-        }
-    }
-
-    pub(crate) fn print(&self) {
-        let failed: Vec<&ImageResult> = self.failed.iter().filter(|f| !f.is_ignored()).collect();
-        eprintln!(
-            "ducc: {} converted, {} up to date, {} failed{}",
-            self.converted,
-            self.up_to_date,
-            failed.len(),
-            match self.failed.len() - failed.len() {
-                0 => String::new(),
-                n => format!(" ({n} more ignored by ignore_errors)"),
-            }
-        );
-        let line = |r: &ImageResult| {
-            let failure = r.failure().map(|f| (f.step().as_str(), f.error().chain()));
-            let (step, error) = failure.unwrap_or(("?", String::new()));
-            format!("{} ({step}): {error}", r.image())
-        };
-        for f in failed {
-            eprintln!("  {}", line(f));
-        }
-        for f in self.failed.iter().filter(|f| f.is_ignored()) {
-            eprintln!("  ignored: {}", line(f));
-        }
-    }
 }

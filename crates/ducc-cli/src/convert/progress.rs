@@ -562,75 +562,19 @@ mod tests {
     const IMAGE: &str = "http://127.0.0.1:5000/library/app:1";
     const SHOWN: &str = "127.0.0.1:5000/library/app:1";
 
-    /// The event `action` of the `-n` file with `fields` (image: [`IMAGE`] unless given).
+    /// The event `action` of the `-n` file with `fields`; the fields a test leaves out get
+    /// neutral values (image: [`IMAGE`]).
     fn event_of(action: &str, fields: &Value) -> Event {
-        let image = fields["image"].as_str().unwrap_or(IMAGE).to_owned();
-        let text = |key: &str| fields[key].as_str().unwrap_or_default().to_owned();
-        match action {
-            "start_image" => Event::StartImage {
-                image,
-                manifest: text("manifest"),
-                config: text("config"),
-                layers: fields["layers"].as_u64().unwrap_or(0) as usize,
-            },
-            "layer_download" => Event::LayerDownload {
-                image,
-                layer: text("layer"),
-                size: 0,
-                time_elapsed_s: 0.0,
-            },
-            "layer_unpack" => Event::LayerUnpack {
-                image,
-                layer: text("layer"),
-                diff_size: 0,
-                time_elapsed_s: 0.0,
-            },
-            "flat_built" => Event::FlatBuilt {
-                image,
-                config: text("config"),
-                time_elapsed_s: 0.0,
-            },
-            "symlink" => Event::Symlink {
-                link: text("link"),
-                target: text("target"),
-            },
-            "thin_push" => Event::ThinPush {
-                image,
-                thin_image: text("thin_image"),
-                digest: text("digest"),
-                pushed: fields["pushed"].as_bool().unwrap_or(true),
-            },
-            "image_up_to_date" => Event::ImageUpToDate {
-                image,
-                config: text("config"),
-            },
-            "end_image" if fields["status"] == "ok" => Event::EndImage {
-                image,
-                status: EndStatus::Ok {
-                    layers_unpacked: 0,
-                    flat_built: false,
-                    time_elapsed_s: 0.0,
-                },
-            },
-            "end_image" => Event::EndImage {
-                image,
-                status: EndStatus::Error {
-                    step: match fields["step"].as_str() {
-                        Some("manifest") => ducc_convert::Step::Manifest,
-                        _ => ducc_convert::Step::Layers,
-                    },
-                    error: text("error"),
-                    ignored: fields["ignored"].as_bool().unwrap_or(false),
-                },
-            },
-            "end_ducc" => Event::EndDucc {
-                time_elapsed_s: 0.0,
-                converted: 0,
-                up_to_date: 0,
-                failed: 0,
-            },
-            other => panic!("no event {other} in these tests"),
+        let mut full = json!({"action": action, "image": IMAGE, "manifest": "", "config": "",
+            "layers": 0, "layer": "", "size": 0, "diff_size": 0, "time_elapsed_s": 0.0,
+            "link": "", "target": "", "thin_image": "", "digest": "", "pushed": true,
+            "marker": "", "status": "ok", "layers_unpacked": 0, "flat_built": false,
+            "step": "layers", "error": "", "ignored": false, "converted": 0, "up_to_date": 0,
+            "failed": 0, "seconds": 0, "id": ""});
+        if let (Value::Object(full), Value::Object(fields)) = (&mut full, fields.clone()) {
+            full.extend(fields);
         }
+        serde_json::from_value(full).unwrap_or_else(|e| panic!("{action} {fields}: {e}"))
     }
 
     /// Hands `progress` the event `action` with `fields`.

@@ -1,0 +1,142 @@
+//! What a run did: counts of converted, up-to-date and failed images, and the failures.
+
+use std::fmt;
+
+use crate::engine::{ImageResult, Outcome};
+
+/// What a run (or one pass of a loop) did, built from its [`ImageResult`]s. Its `Display` is the
+/// end-of-run report: `ducc: 2 converted, 1 up to date, 1 failed` and a line per failure.
+#[derive(Debug, Default)]
+pub struct Summary {
+    converted: usize,
+    up_to_date: usize,
+    failed: Vec<ImageResult>,
+}
+
+impl Summary {
+    /// Nothing done yet.
+    pub fn new() -> Summary {
+        Summary::default()
+    }
+
+    /// Counts `result` (and logs what a converted image did).
+    pub fn add(&mut self, result: ImageResult) {
+        let image = result.image().to_owned();
+        match result.result() {
+            Ok(Outcome::UpToDate) => {
+                tracing::info!("{image}: up to date");
+                self.up_to_date += 1;
+            }
+            Ok(Outcome::Converted {
+                layers_unpacked,
+                flat_built,
+                thin,
+            }) => {
+                tracing::info!(
+                    "{image}: converted ({layers_unpacked} layers unpacked, flat tree {}, thin image {})",
+                    if *flat_built { "built" } else { "kept" },
+                    match thin {
+                        Some(ducc_thin::PushOutcome::AlreadyPresent) => "already pushed",
+                        Some(_) => "pushed",
+                        None => "skipped",
+                    }
+                );
+                self.converted += 1;
+            }
+            Err(_) => self.failed.push(result),
+        }
+    }
+
+    /// Images converted.
+    pub fn converted(&self) -> usize {
+        self.converted
+    }
+
+    /// Images already up to date.
+    pub fn up_to_date(&self) -> usize {
+        self.up_to_date
+    }
+
+    /// The failed images that `ignore_errors` does not cover.
+    pub fn failed(&self) -> impl Iterator<Item = &ImageResult> {
+        self.failed.iter().filter(|f| !f.is_ignored())
+    }
+
+    /// The failed images that `ignore_errors` covers.
+    pub fn ignored(&self) -> impl Iterator<Item = &ImageResult> {
+        self.failed.iter().filter(|f| f.is_ignored())
+    }
+
+    /// Whether some image failed that `ignore_errors` does not cover.
+    pub fn has_failures(&self) -> bool {
+        self.failed().next().is_some()
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let failed = self.failed().count();
+        write!(
+            f,
+            "ducc: {} converted, {} up to date, {failed} failed",
+            self.converted, self.up_to_date
+        )?;
+        match self.failed.len() - failed {
+            0 => {}
+            n => write!(f, " ({n} more ignored by ignore_errors)")?,
+        }
+        let line = |r: &ImageResult| match r.failure() {
+            Some(failure) => format!(
+                "{} ({}): {}",
+                r.image(),
+                failure.step(),
+                failure.error().chain()
+            ),
+            None => r.image().to_owned(),
+        };
+        for r in self.failed() {
+            write!(f, "\n  {}", line(r))?;
+        }
+        for r in self.ignored() {
+            write!(f, "\n  ignored: {}", line(r))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ConvertError, ErrorKind, Step};
+
+    #[test]
+    fn the_report_counts_and_lists_failures_ignored_ones_last() {
+        let mut summary = Summary::new();
+        summary.add(ImageResult::new("a".into(), Ok(Outcome::UpToDate)));
+        summary.add(ImageResult::new(
+            "b".into(),
+            Ok(Outcome::Converted {
+                layers_unpacked: 1,
+                flat_built: true,
+                thin: None,
+            }),
+        ));
+        let failed = |image: &str, message: &str| {
+            ImageResult::failed(
+                image.into(),
+                Step::Layers,
+                ConvertError::new(ErrorKind::Unpack, message),
+            )
+        };
+        summary.add(failed("c", "bad tar"));
+        summary.add(failed("d", "gone").with_ignored(true));
+        assert!(summary.has_failures());
+        assert_eq!(
+            summary.to_string(),
+            "ducc: 1 converted, 1 up to date, 1 failed (1 more ignored by ignore_errors)\n  c (layers): bad tar\n  ignored: d (layers): gone"
+        );
+        let mut clean = Summary::new();
+        clean.add(failed("e", "gone").with_ignored(true));
+        assert!(!clean.has_failures());
+    }
+}
