@@ -431,6 +431,12 @@ pub(crate) fn parse_error_codes(body: &[u8]) -> Vec<RegistryErrorCode> {
         .unwrap_or_default()
 }
 
+impl From<ducc_oci::PlatformError> for Error {
+    fn from(err: ducc_oci::PlatformError) -> Self {
+        Error::invalid_input("platform (want os/arch[/variant])", err.value())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
