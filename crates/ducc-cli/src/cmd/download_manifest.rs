@@ -48,7 +48,7 @@ fn registry_inputs(
     image: &ImageRef,
     username: Option<&str>,
 ) -> anyhow::Result<(ImageName, Credentials)> {
-    let name = registry::image_name(image)?;
+    let name = ImageName::from_ref(image)?;
     let env = Environment::from_process();
     let mut credentials = registry::credentials(&env)?;
     if let Some(user) = username {

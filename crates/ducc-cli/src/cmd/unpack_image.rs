@@ -42,7 +42,7 @@ pub fn run(_global: &GlobalArgs, args: UnpackImageArgs) -> Result<(), Failure> {
             Failure::Usage(ducc_registry::Error::from(e).into())
         })?;
     prepare_dest(&args.dest).map_err(Failure::Usage)?;
-    let name = registry::image_name(&image).map_err(Failure::Usage)?;
+    let name = ducc_registry::ImageName::from_ref(&image).map_err(|e| Failure::Usage(e.into()))?;
     let credentials =
         registry::credentials(&Environment::from_process()).map_err(Failure::Usage)?;
     let client = registry::client(credentials);

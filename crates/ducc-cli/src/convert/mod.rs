@@ -267,7 +267,7 @@ impl Run {
         let Some(glob) = input.tag_glob() else {
             return Ok(vec![(input.clone(), output.map(|(o, _)| o.clone()))]);
         };
-        let repository = registry::repository(input)?;
+        let repository = ducc_registry::Repository::of(input);
         let mut tags: Vec<String> = self
             .converter
             .client

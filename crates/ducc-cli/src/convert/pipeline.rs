@@ -18,8 +18,8 @@ use ducc_cvmfs::{
 };
 use ducc_registry::oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
 use ducc_registry::{
-    Client, Credentials, FetchedManifest, ImageName, Login, ManifestSelection, Platform, Reference,
-    parse_digest,
+    Client, Credentials, Digest, FetchedManifest, ImageName, Login, ManifestSelection, Platform,
+    Reference, Repository,
 };
 use ducc_thin::{
     PushOutcome, ThinDescriptor, ThinFormat, ThinImage, ThinIndex, ThinLayer, ThinPlatform,
@@ -222,7 +222,9 @@ impl Converter<'_> {
             return self.convert_multi(input, output);
         }
         let result = (|| {
-            let name = registry::image_name(input).map_err(at("manifest"))?;
+            let name = ImageName::from_ref(input)
+                .map_err(anyhow::Error::from)
+                .map_err(at("manifest"))?;
             let fetched = self
                 .client
                 .fetch_manifest(
@@ -271,7 +273,7 @@ impl Converter<'_> {
             let pushed = self
                 .push_thin(input, output, |client, repository, tag| {
                     ducc_thin::push(client, repository, tag, &image)
-                        .map(|o| (o, image.manifest.digest.clone()))
+                        .map(|o| (o, image.manifest.digest.to_string()))
                 })
                 .map_err(at("thin"))?;
             outcome = with_thin(outcome, pushed);
@@ -325,9 +327,9 @@ impl Converter<'_> {
                 result: Err(StepError { step, error }),
             }]
         };
-        let name = match registry::image_name(input) {
+        let name = match ImageName::from_ref(input) {
             Ok(name) => name,
-            Err(e) => return failed("manifest", e),
+            Err(e) => return failed("manifest", e.into()),
         };
         let fetched = match self
             .client
@@ -460,7 +462,7 @@ impl Converter<'_> {
                 let index = self.thin_index(input, &name.repository, &done)?;
                 self.push_thin(input, output, |client, repository, tag| {
                     ducc_thin::push_index(client, repository, tag, &index)
-                        .map(|o| (o, index.manifest.digest.clone()))
+                        .map(|o| (o, index.manifest.digest.to_string()))
                 })
             });
             match pushed {
@@ -590,7 +592,7 @@ impl Converter<'_> {
         slot: &Slot,
     ) -> Result<(Outcome, Option<Pending>), StepError> {
         let started = Instant::now();
-        let config_digest = ConfigDigest::parse(manifest.config().digest().as_ref())
+        let config_digest = ConfigDigest::try_from(manifest.config().digest())
             .map_err(|e| anyhow!("{label}: {e}"))
             .map_err(at("manifest"))?;
         let marker = slot.marker(&self.layout);
@@ -894,7 +896,7 @@ impl Converter<'_> {
         layer: &LayerJob,
         input: &ImageRef,
     ) -> anyhow::Result<PathBuf> {
-        let digest = parse_digest(&layer.digest.to_string())?;
+        let digest = Digest::from(layer.digest);
         let started = Instant::now();
         let (path, fetch) =
             self.cache
@@ -1226,9 +1228,7 @@ impl Converter<'_> {
         let thin_layers = source
             .layers
             .iter()
-            .map(|l| {
-                ThinLayer::in_repository(self.repo.name(), subdir(&self.repo), &l.digest.hex())
-            })
+            .map(|l| ThinLayer::in_repository(self.repo.name(), subdir(&self.repo), &l.digest))
             .collect();
         let descriptor = ThinDescriptor::new(&input.whole_name(), thin_layers);
         Ok(ThinImage::build(
@@ -1252,7 +1252,7 @@ impl Converter<'_> {
         let tag = output
             .tag()
             .ok_or_else(|| anyhow!("thin image {output} has no tag to push to"))?;
-        let repository = registry::repository(output)?;
+        let repository = Repository::of(output);
         let mut credentials = self.credentials.clone();
         if let Some(login) = &self.thin_login {
             credentials = credentials.with_login(output.registry(), login.clone());
