@@ -486,4 +486,13 @@ mod tests {
         let back = Error::from_io(&io).expect("registry error inside");
         assert!(matches!(back.kind(), ErrorKind::DigestMismatch { .. }));
     }
+
+    #[test]
+    fn a_bad_platform_becomes_invalid_input_naming_it() {
+        let err = Error::from("linux".parse::<ducc_oci::Platform>().unwrap_err());
+        assert!(
+            matches!(err.kind(), ErrorKind::InvalidInput { what, value } if what.starts_with("platform") && value == "linux"),
+            "{err}"
+        );
+    }
 }
