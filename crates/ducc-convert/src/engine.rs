@@ -335,7 +335,7 @@ impl Engine {
         let Some(glob) = input.tag_glob() else {
             return Ok(vec![(input.clone(), thin.cloned())]);
         };
-        let repository = repository_of(input)?;
+        let repository = Repository::of(input);
         let mut tags: Vec<String> = self
             .client
             .list_tags(&repository)
@@ -437,16 +437,6 @@ impl Engine {
         }
         result
     }
-}
-
-/// The registry repository of `image`.
-pub(crate) fn repository_of(image: &ImageRef) -> Result<Repository, ConvertError> {
-    let scheme = match image.scheme() {
-        ducc_wishlist::Scheme::Https => ducc_registry::Scheme::Https,
-        ducc_wishlist::Scheme::Http => ducc_registry::Scheme::Http,
-    };
-    Repository::new(scheme, image.registry(), image.repository())
-        .map_err(|e| ConvertError::from(e).context(format!("cannot use image {image}")))
 }
 
 #[cfg(test)]

@@ -201,7 +201,6 @@ from_library! {
     ducc_cvmfs::PathError => Image,
     ducc_cvmfs::DigestError => Image,
     ducc_unpack::Error => Unpack,
-    ducc_unpack::DigestParseError => Image,
     ducc_thin::ThinError => Thin,
     ducc_wishlist::ReferenceError => Image,
     ducc_wishlist::TemplateError => Image,

@@ -17,7 +17,8 @@ use ducc_cvmfs::{
 };
 use ducc_registry::oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
 use ducc_registry::{
-    Client, FetchedManifest, ImageName, Login, ManifestSelection, Platform, Reference, parse_digest,
+    Client, Digest, FetchedManifest, ImageName, Login, ManifestSelection, Platform, Reference,
+    Repository,
 };
 use ducc_thin::{PushOutcome, ThinDescriptor, ThinImage, ThinIndex, ThinLayer, ThinPlatform};
 use ducc_unpack::{
@@ -27,7 +28,7 @@ use ducc_unpack::{
 use ducc_wishlist::ImageRef;
 
 use crate::cache::Fetch;
-use crate::engine::{Engine, ImageResult, Outcome, StopToken, repository_of};
+use crate::engine::{Engine, ImageResult, Outcome, StopToken};
 use crate::error::{Context as _, ConvertError, ImageFailure, Step, at, bail_invalid, invalid};
 use crate::events::{EndStatus, Event};
 
@@ -119,7 +120,7 @@ impl<'e> Job<'e> {
             return self.convert_multi(input, output);
         }
         let result = (|| {
-            let name = image_name(input).map_err(at(Step::Manifest))?;
+            let name = ImageName::from_ref(input).map_err(at(Step::Manifest))?;
             let fetched = self
                 .client
                 .fetch_manifest(
@@ -162,7 +163,7 @@ impl<'e> Job<'e> {
             let pushed = self
                 .push_thin(input, output, |client, repository, tag| {
                     ducc_thin::push(client, repository, tag, &image)
-                        .map(|o| (o, image.manifest.digest.clone()))
+                        .map(|o| (o, image.manifest.digest.to_string()))
                 })
                 .map_err(at(Step::Thin))?;
             outcome = with_thin(outcome, pushed);
@@ -220,9 +221,9 @@ impl<'e> Job<'e> {
                 Err(ImageFailure::new(step, error)),
             )]
         };
-        let name = match image_name(input) {
+        let name = match ImageName::from_ref(input) {
             Ok(name) => name,
-            Err(e) => return failed(Step::Manifest, e),
+            Err(e) => return failed(Step::Manifest, e.into()),
         };
         let fetched = match self
             .client
@@ -345,7 +346,7 @@ impl<'e> Job<'e> {
                 let index = self.thin_index(input, &name.repository, &done)?;
                 self.push_thin(input, output, |client, repository, tag| {
                     ducc_thin::push_index(client, repository, tag, &index)
-                        .map(|o| (o, index.manifest.digest.clone()))
+                        .map(|o| (o, index.manifest.digest.to_string()))
                 })
             });
             match pushed {
@@ -475,7 +476,7 @@ impl<'e> Job<'e> {
         slot: &ImageSlot,
     ) -> Result<(Outcome, Option<Pending>), ImageFailure> {
         let started = Instant::now();
-        let config_digest = ConfigDigest::parse(manifest.config().digest().as_ref())
+        let config_digest = ConfigDigest::try_from(manifest.config().digest())
             .map_err(|e| invalid!("{label}: {e}"))
             .map_err(at(Step::Manifest))?;
         if !self.settings.convert_again
@@ -771,7 +772,7 @@ impl<'e> Job<'e> {
         layer: &LayerJob,
         input: &ImageRef,
     ) -> Result<PathBuf> {
-        let digest = parse_digest(&layer.digest.to_string())?;
+        let digest = Digest::from(layer.digest);
         let started = Instant::now();
         let (path, fetch) =
             self.cache
@@ -998,7 +999,7 @@ impl<'e> Job<'e> {
             ImageFailure::new(step, e)
         };
         let record = FlatRecord {
-            config: config_digest.clone(),
+            config: *config_digest,
             layers: layers.iter().map(|l| l.digest).collect(),
         }
         .to_json();
@@ -1097,9 +1098,7 @@ impl<'e> Job<'e> {
         let thin_layers = source
             .layers
             .iter()
-            .map(|l| {
-                ThinLayer::in_repository(self.repo.name(), subdir(&self.repo), &l.digest.hex())
-            })
+            .map(|l| ThinLayer::in_repository(self.repo.name(), subdir(&self.repo), &l.digest))
             .collect();
         let descriptor = ThinDescriptor::new(&input.whole_name(), thin_layers);
         Ok(ThinImage::build(
@@ -1123,7 +1122,7 @@ impl<'e> Job<'e> {
         let tag = output
             .tag()
             .ok_or_else(|| invalid!("thin image {output} has no tag to push to"))?;
-        let repository = repository_of(output)?;
+        let repository = Repository::of(output);
         let mut credentials = self.credentials.clone();
         if let Some(login) = self.thin_login {
             credentials = credentials.with_login(output.registry(), login.clone());
@@ -1180,19 +1179,6 @@ fn platform_entries(index: &ImageIndex) -> Vec<(&Descriptor, Platform)> {
 fn subdir(repo: &RepositoryName) -> Option<&str> {
     let sub = repo.subdir();
     (!sub.is_root()).then(|| sub.as_str())
-}
-
-/// The registry client's name for `image` (the digest wins over the tag for fetching).
-pub(crate) fn image_name(image: &ImageRef) -> Result<ImageName> {
-    let digest = image.digest().map(parse_digest).transpose()?;
-    let reference = match (image.tag(), digest) {
-        (Some(tag), Some(digest)) => Reference::tag_and_digest(tag, digest)?,
-        (None, Some(digest)) => Reference::digest(digest),
-        (Some(tag), None) => Reference::tag(tag)?,
-        // ImageRef guarantees a tag or a digest.
-        (None, None) => bail_invalid!("image {image} has neither a tag nor a digest"),
-    };
-    Ok(ImageName::new(repository_of(image)?, reference))
 }
 
 /// The public name of an image: by tag, or by digest when it has none.

@@ -17,7 +17,6 @@ use ducc_unpack::{
 use ducc_wishlist::ImageRef;
 
 use crate::error::{Context as _, ConvertError, bail_invalid, invalid};
-use crate::image::image_name;
 
 /// What [`pull_image`] writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +65,7 @@ impl Pull<'_> {
     /// The platform's manifest, its config's diff_ids, and one [`Layer`] per manifest layer.
     fn plan(&self, platform: &Platform) -> Result<Vec<Layer>, ConvertError> {
         let whole = self.image.whole_name();
-        let name = image_name(self.image)?;
+        let name = ducc_registry::ImageName::from_ref(self.image)?;
         let manifest = self
             .client
             .fetch_manifest(&name, &ManifestSelection::Platform(platform.clone()))
@@ -115,7 +114,7 @@ impl Pull<'_> {
 
     /// A streaming reader over one layer blob.
     fn open(&self, layer: &Layer) -> Result<BufReader<ducc_registry::BlobReader>, ConvertError> {
-        let repository = crate::engine::repository_of(self.image)?;
+        let repository = ducc_registry::Repository::of(self.image);
         let blob = self
             .client
             .open_blob(

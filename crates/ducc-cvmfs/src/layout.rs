@@ -6,9 +6,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use ducc_unpack::LayerDigest;
-
-use crate::digest::ConfigDigest;
+use ducc_oci::{ConfigDigest, LayerDigest};
 
 /// A path that is not a clean relative path inside a repository.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -409,7 +407,7 @@ impl Layout {
 
     /// `.layers/<hh>`
     pub fn layer_shard(&self, layer: &LayerDigest) -> RepoPath {
-        self.layers_root().child(&layer.hex()[..2])
+        self.layers_root().child(&layer.shard())
     }
 
     /// `.layers/<hh>/<hex>`: everything about one layer.
@@ -444,12 +442,12 @@ impl Layout {
 
     /// `.flat/<hh>`
     pub fn flat_shard(&self, config: &ConfigDigest) -> RepoPath {
-        self.flat_root().child(config.shard())
+        self.flat_root().child(&config.shard())
     }
 
     /// `.flat/<hh>/<cfg>`: the flattened root filesystem of the image with that config.
     pub fn flat_image(&self, config: &ConfigDigest) -> RepoPath {
-        self.flat_shard(config).child(config.hex())
+        self.flat_shard(config).child(&config.hex())
     }
 
     /// `.flat/<hh>/<cfg>/.singularity.d/.ducc-flat.json`: written after the flat tree, in the same

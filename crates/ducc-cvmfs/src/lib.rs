@@ -42,7 +42,6 @@
 #![forbid(unsafe_code)]
 
 mod cvmfs;
-mod digest;
 mod error;
 mod guard;
 mod layout;
@@ -53,8 +52,7 @@ mod publisher;
 mod state;
 
 pub use cvmfs::{CvmfsOptions, CvmfsPublisher};
-pub use digest::{ConfigDigest, DigestError};
-pub use ducc_unpack::{DiffId, LayerDigest};
+pub use ducc_oci::{ConfigDigest, DiffId, DigestError, LayerDigest};
 pub use error::PublishError;
 pub use layout::{
     ARCH_ALIASES, Arch, CATALOG_MARKER, Layout, PathError, PublicName, RepoPath, RepositoryName,

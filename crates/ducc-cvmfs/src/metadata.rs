@@ -5,9 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use ducc_unpack::{DiffId, LayerDigest};
-
-use crate::digest::ConfigDigest;
+use ducc_oci::{ConfigDigest, DiffId, LayerDigest};
 
 /// `.layers/<hh>/<hex>/.metadata/origin.json`: `{"origin":["sha256:<config digest>", ...]}`.
 ///

@@ -17,8 +17,8 @@ use crate::manifest::{
 };
 use crate::name::{ImageName, Reference, Repository};
 use crate::options::ClientOptions;
-use crate::platform::Platform;
 use crate::transport::{Access, Endpoint, Req};
+use ducc_oci::Platform;
 
 /// What [`Client::push_blob`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

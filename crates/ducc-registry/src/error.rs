@@ -431,6 +431,12 @@ pub(crate) fn parse_error_codes(body: &[u8]) -> Vec<RegistryErrorCode> {
         .unwrap_or_default()
 }
 
+impl From<ducc_oci::PlatformError> for Error {
+    fn from(err: ducc_oci::PlatformError) -> Self {
+        Error::invalid_input("platform (want os/arch[/variant])", err.value())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -479,5 +485,14 @@ mod tests {
         assert_eq!(io.kind(), std::io::ErrorKind::InvalidData);
         let back = Error::from_io(&io).expect("registry error inside");
         assert!(matches!(back.kind(), ErrorKind::DigestMismatch { .. }));
+    }
+
+    #[test]
+    fn a_bad_platform_becomes_invalid_input_naming_it() {
+        let err = Error::from("linux".parse::<ducc_oci::Platform>().unwrap_err());
+        assert!(
+            matches!(err.kind(), ErrorKind::InvalidInput { what, value } if what.starts_with("platform") && value == "linux"),
+            "{err}"
+        );
     }
 }

@@ -7,8 +7,11 @@
 //! - [`Client`] (built from [`ClientOptions`]) does the requests: [`Client::fetch_manifest`],
 //!   [`Client::fetch_config`], [`Client::open_blob`], [`Client::list_tags`],
 //!   [`Client::push_blob`], [`Client::push_manifest`].
-//! - [`Repository`], [`Reference`] and [`ImageName`] say what to fetch; this crate does not
-//!   depend on the wish-list crate.
+//! - [`Repository`], [`Reference`] and [`ImageName`] say what to fetch; they are built from
+//!   `ducc-oci`'s [`ImageRef`] ([`ImageName::from_ref`], [`Repository::of`]), the one grammar of
+//!   image names. Digests are [`oci_spec`]'s [`Digest`] here (any algorithm the registry uses);
+//!   `ducc-oci`'s typed digests ([`BlobDigest`], [`ConfigDigest`], [`ManifestDigest`], ...)
+//!   convert into it with `From` and back with `TryFrom`.
 //! - [`Credentials`] come from explicit logins, `DUCC_AUTH_REGISTRIES` and docker's
 //!   `config.json`, read from an injectable [`Environment`].
 //! - [`Platform`] and [`ManifestSelection`] choose a manifest from an index.
@@ -22,10 +25,11 @@
 //! refused, and a token request carries only that registry's login, to the realm it names.
 //!
 //! ```
-//! use ducc_registry::{Platform, Reference, Repository, Scheme, ManifestSelection};
+//! use ducc_registry::{ImageName, ImageRef, Platform, Repository, Scheme, ManifestSelection};
 //!
-//! let repo = Repository::new(Scheme::Https, "registry.example:5000", "library/ubuntu")?;
-//! let reference = Reference::parse("24.04")?;
+//! let image = ImageRef::parse("registry.example:5000/library/ubuntu:24.04").expect("valid");
+//! let ImageName { repository: repo, reference } = ImageName::from_ref(&image)?;
+//! assert_eq!(repo, Repository::new(Scheme::Https, "registry.example:5000", "library/ubuntu")?);
 //! let selection = ManifestSelection::Platform("linux/arm64/v8".parse::<Platform>()?);
 //! assert_eq!(repo.registry(), "registry.example:5000");
 //! assert_eq!(reference.url_part(), "24.04");
@@ -51,7 +55,6 @@ mod manifest;
 mod name;
 mod options;
 mod origin;
-mod platform;
 mod push;
 mod redact;
 mod retry;
@@ -66,6 +69,10 @@ pub use blob::BlobReader;
 pub use client::{BlobPush, Client};
 pub use credentials::{Credentials, Environment, Login, PullThroughProxy};
 pub use digest::{VerifyingReader, sha256_digest, verify_bytes};
+pub use ducc_oci::{
+    BlobDigest, ConfigDigest, DiffId, DigestError, ImageRef, LayerDigest, ManifestDigest, Platform,
+    PlatformError,
+};
 pub use error::{Error, ErrorKind, RegistryErrorCode, RequestInfo};
 pub use manifest::{
     FetchedConfig, FetchedManifest, Manifest, ManifestMediaType, ManifestSelection,
@@ -74,4 +81,3 @@ pub use manifest::{
 pub use name::{ImageName, Reference, Repository, Scheme, parse_digest};
 pub use oci_spec::image::Digest;
 pub use options::{ClientOptions, DEFAULT_MAX_RETRY_AFTER, RetryPolicy};
-pub use platform::Platform;

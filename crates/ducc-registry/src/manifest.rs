@@ -3,7 +3,7 @@
 use oci_spec::image::{Descriptor, Digest, ImageConfiguration, ImageIndex, ImageManifest};
 
 use crate::error::{Error, ErrorKind};
-use crate::platform::Platform;
+use ducc_oci::Platform;
 
 /// The manifest media types this client accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

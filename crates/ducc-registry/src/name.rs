@@ -1,38 +1,16 @@
 //! What the client is asked about: a repository on a registry, and a reference in it.
 //!
-//! These types stand alone (no dependency on the wish-list crate); callers convert their own
-//! image references into them.
+//! Image names have one grammar, `ducc-oci`'s [`ImageRef`]: these types are built from one
+//! ([`ImageName::from_ref`], [`Repository::of`]) or checked by it ([`Repository::new`],
+//! [`Reference::tag`]).
 
 use std::fmt;
 
+pub use ducc_oci::Scheme;
+use ducc_oci::{ImageRef, ReferenceProblem};
 use oci_spec::image::Digest;
 
 use crate::error::Error;
-
-/// How to talk to the registry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Scheme {
-    /// TLS (the default everywhere).
-    Https,
-    /// Plain HTTP (test registries, insecure local mirrors).
-    Http,
-}
-
-impl Scheme {
-    /// `"https"` or `"http"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scheme::Https => "https",
-            Scheme::Http => "http",
-        }
-    }
-}
-
-impl fmt::Display for Scheme {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// A repository on a registry: `scheme://host[:port]/v2/<path>/...`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -47,21 +25,33 @@ impl Repository {
     ///
     /// `registry` is `host[:port]`, with IPv6 literals in brackets (`[::1]:5000`); `path` is the
     /// repository name as the distribution spec allows it (`library/ubuntu`, `a/b-c/d_e.f`).
+    /// Both are checked by [`ImageRef`]'s grammar.
     ///
     /// # Errors
     /// [`crate::ErrorKind::InvalidInput`] naming the part that is malformed.
     pub fn new(scheme: Scheme, registry: &str, path: &str) -> Result<Self, Error> {
-        if !valid_registry(registry) {
-            return Err(Error::invalid_input("registry host", registry));
+        match ImageRef::from_parts(scheme, registry, path, Some("latest"), None) {
+            Ok(image) => Ok(Repository::of(&image)),
+            Err(e) => match e.problem() {
+                ReferenceProblem::NoRegistry
+                | ReferenceProblem::BadRegistry(_)
+                | ReferenceProblem::BadPort(_)
+                | ReferenceProblem::Credentials
+                | ReferenceProblem::UrlExtras
+                | ReferenceProblem::Whitespace
+                | ReferenceProblem::Empty => Err(Error::invalid_input("registry host", registry)),
+                _ => Err(Error::invalid_input("repository path", path).with_registry(registry)),
+            },
         }
-        if !valid_repository_path(path) {
-            return Err(Error::invalid_input("repository path", path).with_registry(registry));
+    }
+
+    /// The repository `image` is in.
+    pub fn of(image: &ImageRef) -> Self {
+        Repository {
+            scheme: image.scheme(),
+            registry: image.registry().to_owned(),
+            path: image.repository().to_owned(),
         }
-        Ok(Repository {
-            scheme,
-            registry: registry.to_owned(),
-            path: path.to_owned(),
-        })
     }
 
     /// `https` or `http`.
@@ -104,6 +94,20 @@ impl Reference {
         Ok(Reference {
             tag: Some(tag.to_owned()),
             digest: None,
+        })
+    }
+
+    /// The tag and digest `image` names (a tag glob is refused: it names no one manifest).
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::InvalidInput`] when the tag is a glob.
+    pub fn of(image: &ImageRef) -> Result<Self, Error> {
+        if let Some(tag) = image.tag() {
+            check_tag(tag)?;
+        }
+        Ok(Reference {
+            tag: image.tag().map(str::to_owned),
+            digest: image.pinned_digest().cloned(),
         })
     }
 
@@ -187,6 +191,30 @@ impl ImageName {
             reference,
         }
     }
+
+    /// The image `image` names: its repository, and its tag and digest (the digest wins for
+    /// fetching).
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::InvalidInput`] when the tag is a glob, which must be expanded against
+    /// the tag list first.
+    pub fn from_ref(image: &ImageRef) -> Result<Self, Error> {
+        Ok(ImageName::new(Repository::of(image), Reference::of(image)?))
+    }
+}
+
+impl TryFrom<&ImageRef> for ImageName {
+    type Error = Error;
+
+    fn try_from(image: &ImageRef) -> Result<Self, Error> {
+        ImageName::from_ref(image)
+    }
+}
+
+impl From<&ImageRef> for Repository {
+    fn from(image: &ImageRef) -> Self {
+        Repository::of(image)
+    }
 }
 
 impl fmt::Display for ImageName {
@@ -210,81 +238,7 @@ pub fn parse_digest(text: &str) -> Result<Digest, Error> {
 }
 
 fn check_tag(tag: &str) -> Result<(), Error> {
-    let mut chars = tag.chars();
-    let first_ok = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
-    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if first_ok && rest_ok && tag.len() <= 128 {
-        Ok(())
-    } else {
-        Err(Error::invalid_input("tag", tag))
-    }
-}
-
-fn valid_registry(registry: &str) -> bool {
-    let (host, port) = if let Some(rest) = registry.strip_prefix('[') {
-        let Some((v6, after)) = rest.split_once(']') else {
-            return false;
-        };
-        if v6.parse::<std::net::Ipv6Addr>().is_err() {
-            return false;
-        }
-        match after {
-            "" => return true,
-            p => match p.strip_prefix(':') {
-                Some(port) => ("v6", Some(port)),
-                None => return false,
-            },
-        }
-    } else {
-        match registry.split_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (registry, None),
-        }
-    };
-    let host_ok = !host.is_empty()
-        && host.split('.').all(|label| {
-            !label.is_empty()
-                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        });
-    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|n| n > 0));
-    host_ok && port_ok
-}
-
-/// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*`
-fn valid_repository_path(path: &str) -> bool {
-    if path.is_empty() || path.len() > 255 {
-        return false;
-    }
-    path.split('/').all(|component| {
-        let bytes = component.as_bytes();
-        let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
-        if bytes.is_empty() || !alnum(bytes[0]) || !alnum(bytes[bytes.len() - 1]) {
-            return false;
-        }
-        let mut i = 0;
-        while i < bytes.len() {
-            let b = bytes[i];
-            if alnum(b) {
-                i += 1;
-                continue;
-            }
-            // A separator run: ".", "_", "__" or one or more "-".
-            let start = i;
-            while i < bytes.len() && !alnum(bytes[i]) {
-                i += 1;
-            }
-            let sep = &component[start..i];
-            let ok = matches!(sep, "." | "_" | "__") || sep.bytes().all(|c| c == b'-');
-            if !ok {
-                return false;
-            }
-        }
-        true
-    })
+    ImageRef::check_plain_tag(tag).map_err(|_| Error::invalid_input("tag", tag))
 }
 
 #[cfg(test)]
@@ -298,6 +252,14 @@ mod tests {
                 assert_eq!($func($input), $ok, "{:?}", $input);
             }
         )*};
+    }
+
+    fn valid_registry(registry: &str) -> bool {
+        Repository::new(Scheme::Https, registry, "a").is_ok()
+    }
+
+    fn valid_repository_path(path: &str) -> bool {
+        Repository::new(Scheme::Https, "registry.example", path).is_ok()
     }
 
     validity_table! { valid_registry,
@@ -348,6 +310,45 @@ mod tests {
         ] {
             assert!(Reference::parse(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn bad_parts_are_named_in_the_error() {
+        let err = Repository::new(Scheme::Https, "host:", "a").unwrap_err();
+        assert!(
+            matches!(err.kind(), crate::ErrorKind::InvalidInput { what: "registry host", value } if value == "host:"),
+            "{err}"
+        );
+        let err = Repository::new(Scheme::Https, "host.io", "A").unwrap_err();
+        assert!(
+            matches!(err.kind(), crate::ErrorKind::InvalidInput { what: "repository path", value } if value == "A"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn image_name_from_ref_keeps_tag_and_digest() {
+        let hex = "a".repeat(64);
+        let image = ImageRef::parse(&format!("http://[::1]:5000/a/b:v1@sha256:{hex}")).unwrap();
+        let name = ImageName::from_ref(&image).unwrap();
+        assert_eq!(
+            name.repository,
+            Repository::new(Scheme::Http, "[::1]:5000", "a/b").unwrap()
+        );
+        assert_eq!(name.reference.tag_name(), Some("v1"));
+        assert_eq!(name.reference.url_part(), format!("sha256:{hex}"));
+        assert_eq!(name.to_string(), format!("[::1]:5000/a/b:v1@sha256:{hex}"));
+    }
+
+    #[test]
+    fn image_name_from_ref_refuses_a_tag_glob() {
+        let image = ImageRef::parse("quay.io/a:1.*").unwrap();
+        let err = ImageName::from_ref(&image).unwrap_err();
+        assert!(
+            matches!(err.kind(), crate::ErrorKind::InvalidInput { what: "tag", value } if value == "1.*"),
+            "{err}"
+        );
+        assert_eq!(Repository::of(&image).path(), "a");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `thin.json`: the descriptor the cvmfs graph driver reads.
 
+use ducc_oci::LayerDigest;
 use serde::{Deserialize, Serialize};
 
 /// The descriptor version upstream writes and the graph driver reads.
@@ -8,11 +9,12 @@ pub const THIN_VERSION: &str = "1.0";
 /// `thin.json`, field for field as upstream DUCC writes it.
 ///
 /// ```
-/// use ducc_thin::{ThinDescriptor, ThinLayer};
+/// use ducc_thin::{LayerDigest, ThinDescriptor, ThinLayer};
 /// let hex = "ab".repeat(32);
-/// let layer = ThinLayer::in_repository("unpacked.cern.ch", None, &hex);
+/// let layer = ThinLayer::in_repository("unpacked.cern.ch", None, &LayerDigest::from_hex(&hex)?);
 /// let thin = ThinDescriptor::new("https://registry.hub.docker.com/library/ubuntu:22.04", vec![layer]);
 /// assert_eq!(thin.layers[0].url, format!("cvmfs://unpacked.cern.ch/.layers/ab/{hex}/layerfs"));
+/// # Ok::<(), ducc_thin::DigestError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ThinDescriptor {
@@ -34,17 +36,18 @@ pub struct ThinDescriptor {
 /// One layer of a thin image: where its unpacked directory is in CernVM-FS.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ThinLayer {
-    /// The compressed layer digest, hex only (no `sha256:`), as upstream.
-    pub digest: String,
+    /// The compressed layer digest; `thin.json` holds its hex only (no `sha256:`), as upstream.
+    #[serde(with = "hex_only")]
+    pub digest: LayerDigest,
     /// `cvmfs://<repo>[/<subdir>]/.layers/<hh>/<hex>/layerfs`.
     pub url: String,
 }
 
 impl ThinLayer {
-    /// The layer whose compressed digest is `hex`, unpacked in repository `repo` (under `subdir`
-    /// when the wish list's `cvmfs_repo` has one), at the path of the repository layout.
-    pub fn in_repository(repo: &str, subdir: Option<&str>, hex: &str) -> ThinLayer {
-        let shard = hex.get(..2).unwrap_or(hex);
+    /// The layer `digest`, unpacked in repository `repo` (under `subdir` when the wish list's
+    /// `cvmfs_repo` has one), at the path of the repository layout.
+    pub fn in_repository(repo: &str, subdir: Option<&str>, digest: &LayerDigest) -> ThinLayer {
+        let (shard, hex) = (digest.shard(), digest.hex());
         let base = match subdir
             .map(|s| s.trim_matches('/'))
             .filter(|s| !s.is_empty())
@@ -53,7 +56,7 @@ impl ThinLayer {
             None => repo.to_owned(),
         };
         ThinLayer {
-            digest: hex.to_owned(),
+            digest: *digest,
             url: format!("cvmfs://{base}/.layers/{shard}/{hex}/layerfs"),
         }
     }
@@ -80,6 +83,26 @@ impl ThinDescriptor {
     }
 }
 
+/// `thin.json` writes layer digests as bare hex, as upstream does.
+mod hex_only {
+    use ducc_oci::LayerDigest;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        digest: &LayerDigest,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&digest.hex())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<LayerDigest, D::Error> {
+        let hex = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+        LayerDigest::from_hex(&hex).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,20 +110,22 @@ mod tests {
     #[test]
     fn layer_url_includes_the_subdir() {
         let hex = "0f".repeat(32);
-        let layer = ThinLayer::in_repository("unpacked.cern.ch", Some("/sub/dir/"), &hex);
+        let digest = LayerDigest::from_hex(&hex).unwrap();
+        let layer = ThinLayer::in_repository("unpacked.cern.ch", Some("/sub/dir/"), &digest);
         assert_eq!(
             layer.url,
             format!("cvmfs://unpacked.cern.ch/sub/dir/.layers/0f/{hex}/layerfs")
         );
-        assert_eq!(layer.digest, hex);
+        assert_eq!(layer.digest, digest);
     }
 
     #[test]
     fn json_has_upstream_field_names_and_omits_unset_fields() {
+        let hex = "aa".repeat(32);
         let thin = ThinDescriptor::new(
             "https://r.io/a:1",
             vec![ThinLayer {
-                digest: "aa".to_owned(),
+                digest: LayerDigest::from_hex(&hex).unwrap(),
                 url: "cvmfs://r/.layers/aa/aa/layerfs".to_owned(),
             }],
         );
@@ -110,9 +135,21 @@ mod tests {
             serde_json::json!({
                 "version": "1.0",
                 "origin": "https://r.io/a:1",
-                "layers": [{"digest": "aa", "url": "cvmfs://r/.layers/aa/aa/layerfs"}]
+                "layers": [{"digest": hex, "url": "cvmfs://r/.layers/aa/aa/layerfs"}]
             })
         );
+        let back: ThinDescriptor = serde_json::from_slice(&thin.to_json()).unwrap();
+        assert_eq!(back, thin);
+    }
+
+    #[test]
+    fn a_layer_digest_that_is_not_bare_sha256_hex_is_refused() {
+        for bad in [format!("sha256:{}", "aa".repeat(32)), "aa".to_owned()] {
+            let json =
+                serde_json::json!({"version": "1.0", "layers": [{"digest": bad, "url": "u"}]});
+            let err = serde_json::from_value::<ThinDescriptor>(json).unwrap_err();
+            assert!(err.to_string().contains("invalid blob digest"), "{err}");
+        }
     }
 
     #[test]

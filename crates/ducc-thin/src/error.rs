@@ -33,8 +33,8 @@ pub enum ThinError {
         /// The output image.
         image: String,
         /// The digest built here.
-        built: String,
+        built: ducc_oci::ManifestDigest,
         /// The digest the registry answered.
-        stored: String,
+        stored: ducc_registry::Digest,
     },
 }

@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
+use ducc_oci::{BlobDigest, ConfigDigest, DiffId, ManifestDigest};
 use ducc_registry::oci_spec::image::ImageConfiguration;
 use serde::Serialize;
-use sha2::{Digest as _, Sha256};
 
 use crate::ThinDescriptor;
 use crate::error::ThinError;
@@ -57,11 +57,12 @@ impl ThinFormat {
     }
 }
 
-/// One blob of the thin image, small enough to keep in memory (a few kilobytes).
+/// One blob of the thin image, small enough to keep in memory (a few kilobytes), with the digest
+/// of its kind ([`BlobDigest`] for the layer, [`ConfigDigest`], [`ManifestDigest`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ThinBlob {
-    /// `sha256:<hex>`.
-    pub digest: String,
+pub struct ThinBlob<D> {
+    /// The sha256 of [`ThinBlob::bytes`].
+    pub digest: D,
     /// The media type it is referenced with.
     pub media_type: &'static str,
     /// The bytes.
@@ -72,13 +73,13 @@ pub struct ThinBlob {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ThinImage {
     /// The gzip layer holding only `thin.json`.
-    pub layer: ThinBlob,
+    pub layer: ThinBlob<BlobDigest>,
     /// The uncompressed layer digest (`rootfs.diff_ids[0]`).
-    pub diff_id: String,
+    pub diff_id: DiffId,
     /// The image config.
-    pub config: ThinBlob,
+    pub config: ThinBlob<ConfigDigest>,
     /// The manifest; its digest is the thin image's digest.
-    pub manifest: ThinBlob,
+    pub manifest: ThinBlob<ManifestDigest>,
 }
 
 impl ThinImage {
@@ -113,17 +114,17 @@ impl ThinImage {
             .and_then(rfc3339_to_unix)
             .unwrap_or(0);
         let tar = thin_tar(&descriptor.to_json(), mtime)?;
-        let diff_id = sha256(&tar);
+        let diff_id = DiffId::of(&tar);
         let layer_bytes = gzip(&tar)?;
         let layer = ThinBlob {
-            digest: sha256(&layer_bytes),
+            digest: BlobDigest::of(&layer_bytes),
             media_type: format.layer_media_type(),
             bytes: layer_bytes,
         };
         let config_bytes = serde_json::to_vec(&thin_config(descriptor, source, &diff_id))
             .map_err(|e| ThinError::Build(format!("cannot serialise the config: {e}")))?;
         let config = ThinBlob {
-            digest: sha256(&config_bytes),
+            digest: ConfigDigest::of(&config_bytes),
             media_type: format.config_media_type(),
             bytes: config_bytes,
         };
@@ -139,7 +140,7 @@ impl ThinImage {
             layer,
             diff_id,
             manifest: ThinBlob {
-                digest: sha256(&manifest_bytes),
+                digest: ManifestDigest::of(&manifest_bytes),
                 media_type: format.manifest_media_type(),
                 bytes: manifest_bytes,
             },
@@ -174,10 +175,6 @@ fn gzip(data: &[u8]) -> Result<Vec<u8>, ThinError> {
         .write_all(data)
         .and_then(|()| encoder.finish())
         .map_err(|e| ThinError::Build(format!("cannot compress the thin layer: {e}")))
-}
-
-pub(crate) fn sha256(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
 /// The image config, with sorted maps so its bytes are stable.
@@ -253,11 +250,11 @@ struct DescriptorJson {
 }
 
 impl DescriptorJson {
-    fn of(blob: &ThinBlob) -> DescriptorJson {
+    fn of<D: std::fmt::Display>(blob: &ThinBlob<D>) -> DescriptorJson {
         DescriptorJson {
             media_type: blob.media_type,
             size: blob.bytes.len() as u64,
-            digest: blob.digest.clone(),
+            digest: blob.digest.to_string(),
         }
     }
 }
@@ -265,7 +262,7 @@ impl DescriptorJson {
 fn thin_config(
     descriptor: &ThinDescriptor,
     source: &ImageConfiguration,
-    diff_id: &str,
+    diff_id: &DiffId,
 ) -> ConfigJson {
     let mut runtime = RuntimeJson::default();
     if let Some(config) = source.config() {
@@ -293,7 +290,7 @@ fn thin_config(
         config: runtime,
         rootfs: RootFsJson {
             kind: "layers",
-            diff_ids: vec![diff_id.to_owned()],
+            diff_ids: vec![diff_id.to_string()],
         },
         history: vec![HistoryJson {
             created: source.created().clone(),
@@ -348,7 +345,7 @@ mod tests {
             vec![ThinLayer::in_repository(
                 "unpacked.cern.ch",
                 None,
-                &"ab".repeat(32),
+                &ducc_oci::LayerDigest::from_hex(&"ab".repeat(32)).unwrap(),
             )],
         )
     }
@@ -360,7 +357,7 @@ mod tests {
         flate2::read::GzDecoder::new(&image.layer.bytes[..])
             .read_to_end(&mut tar_bytes)
             .unwrap();
-        assert_eq!(sha256(&tar_bytes), image.diff_id);
+        assert_eq!(DiffId::of(&tar_bytes), image.diff_id);
         let mut archive = tar::Archive::new(&tar_bytes[..]);
         let mut entries = archive.entries().unwrap();
         let mut entry = entries.next().unwrap().unwrap();
@@ -402,7 +399,7 @@ mod tests {
         );
         assert_eq!(
             config["rootfs"]["diff_ids"],
-            serde_json::json!([image.diff_id])
+            serde_json::json!([image.diff_id.to_string()])
         );
         assert_eq!(config["history"].as_array().unwrap().len(), 1);
     }
@@ -436,7 +433,7 @@ mod tests {
 
     #[test]
     fn same_source_gives_the_same_digest_and_labels_do_not_reorder() {
-        let digests: Vec<String> = (0..5)
+        let digests: Vec<ManifestDigest> = (0..5)
             .map(|_| {
                 ThinImage::build(&descriptor(), &source(SOURCE), ThinFormat::DockerV2)
                     .unwrap()
@@ -474,11 +471,20 @@ mod tests {
                 serde_json::from_slice(&image.manifest.bytes).unwrap();
             assert_eq!(manifest["schemaVersion"], 2);
             assert_eq!(manifest["mediaType"], manifest_type);
-            assert_eq!(manifest["config"]["digest"], image.config.digest);
+            assert_eq!(
+                manifest["config"]["digest"],
+                image.config.digest.to_string()
+            );
             assert_eq!(manifest["config"]["size"], image.config.bytes.len());
             assert_eq!(manifest["layers"][0]["mediaType"], layer_type);
-            assert_eq!(manifest["layers"][0]["digest"], image.layer.digest);
-            assert_eq!(image.manifest.digest, sha256(&image.manifest.bytes));
+            assert_eq!(
+                manifest["layers"][0]["digest"],
+                image.layer.digest.to_string()
+            );
+            assert_eq!(
+                image.manifest.digest,
+                ManifestDigest::of(&image.manifest.bytes)
+            );
         }
     }
 

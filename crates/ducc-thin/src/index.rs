@@ -4,7 +4,9 @@
 use serde::Serialize;
 
 use crate::error::ThinError;
-use crate::image::{ThinBlob, ThinFormat, ThinImage, sha256};
+use ducc_oci::ManifestDigest;
+
+use crate::image::{ThinBlob, ThinFormat, ThinImage};
 
 /// The platform an index entry is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,7 +25,7 @@ pub struct ThinIndex {
     /// The platform images, in the order of the index.
     pub images: Vec<(ThinPlatform, ThinImage)>,
     /// The index document; its digest is what the tag names.
-    pub manifest: ThinBlob,
+    pub manifest: ThinBlob<ManifestDigest>,
 }
 
 impl ThinIndex {
@@ -60,7 +62,7 @@ impl ThinIndex {
                 .map(|(platform, image)| EntryJson {
                     media_type: image.manifest.media_type,
                     size: image.manifest.bytes.len() as u64,
-                    digest: image.manifest.digest.clone(),
+                    digest: image.manifest.digest.to_string(),
                     platform: PlatformJson {
                         architecture: platform.architecture.clone(),
                         os: platform.os.clone(),
@@ -74,7 +76,7 @@ impl ThinIndex {
         Ok(ThinIndex {
             images,
             manifest: ThinBlob {
-                digest: sha256(&bytes),
+                digest: ManifestDigest::of(&bytes),
                 media_type: format.index_media_type(),
                 bytes,
             },
@@ -152,19 +154,22 @@ mod tests {
             assert_eq!(json["schemaVersion"], 2);
             let entries = json["manifests"].as_array().unwrap();
             assert_eq!(entries.len(), 2);
-            assert_eq!(entries[0]["digest"], amd.manifest.digest);
+            assert_eq!(entries[0]["digest"], amd.manifest.digest.to_string());
             assert_eq!(entries[0]["size"], amd.manifest.bytes.len());
             assert_eq!(entries[0]["mediaType"], format.manifest_media_type());
             assert_eq!(
                 entries[0]["platform"],
                 serde_json::json!({"architecture":"amd64","os":"linux"})
             );
-            assert_eq!(entries[1]["digest"], arm.manifest.digest);
+            assert_eq!(entries[1]["digest"], arm.manifest.digest.to_string());
             assert_eq!(
                 entries[1]["platform"],
                 serde_json::json!({"architecture":"arm64","os":"linux","variant":"v8"})
             );
-            assert_eq!(index.manifest.digest, sha256(&index.manifest.bytes));
+            assert_eq!(
+                index.manifest.digest,
+                ManifestDigest::of(&index.manifest.bytes)
+            );
         }
     }
 

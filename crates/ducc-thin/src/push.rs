@@ -1,8 +1,9 @@
 //! Pushing a thin image with the registry client, and the push credentials.
 
+use ducc_oci::ManifestDigest;
 use ducc_registry::{
-    BlobPush, Client, Environment, ErrorKind, ImageName, Login, ManifestSelection, Reference,
-    Repository, parse_digest,
+    BlobPush, Client, Digest, Environment, ErrorKind, ImageName, Login, ManifestSelection,
+    Reference, Repository,
 };
 
 use crate::error::ThinError;
@@ -88,7 +89,7 @@ pub fn push_index(
     }
     let mut blobs_uploaded = 0;
     for (_, image) in &index.images {
-        let digest = parse_digest(&image.manifest.digest).map_err(target.fail("manifest"))?;
+        let digest = Digest::from(image.manifest.digest);
         blobs_uploaded += target.push_image(client, image, &Reference::digest(digest))?;
     }
     target.push_manifest(client, &index.manifest, &target.reference)?;
@@ -127,13 +128,13 @@ impl<'r> Target<'r> {
     }
 
     /// Whether the tag already names `digest`.
-    fn already_names(&self, client: &Client, digest: &str) -> Result<bool, ThinError> {
+    fn already_names(&self, client: &Client, digest: &ManifestDigest) -> Result<bool, ThinError> {
         let existing = client.fetch_manifest(
             &ImageName::new(self.repository.clone(), self.reference.clone()),
             &ManifestSelection::Index,
         );
         match existing {
-            Ok(found) if found.digest().to_string() == digest => {
+            Ok(found) if digest == found.digest() => {
                 tracing::debug!(image = %self.name, %digest, "thin image already in the registry");
                 Ok(true)
             }
@@ -161,8 +162,20 @@ impl<'r> Target<'r> {
         reference: &Reference,
     ) -> Result<u8, ThinError> {
         let mut blobs_uploaded = 0;
-        for (blob, step) in [(&image.layer, "layer"), (&image.config, "config")] {
-            if push_blob(client, self.repository, blob).map_err(self.fail(step))?
+        let blobs = [
+            (
+                Digest::from(image.layer.digest),
+                &image.layer.bytes,
+                "layer",
+            ),
+            (
+                Digest::from(image.config.digest),
+                &image.config.bytes,
+                "config",
+            ),
+        ];
+        for (digest, bytes, step) in blobs {
+            if push_blob(client, self.repository, &digest, bytes).map_err(self.fail(step))?
                 == BlobPush::Uploaded
             {
                 blobs_uploaded += 1;
@@ -175,7 +188,7 @@ impl<'r> Target<'r> {
     fn push_manifest(
         &self,
         client: &Client,
-        manifest: &ThinBlob,
+        manifest: &ThinBlob<ManifestDigest>,
         reference: &Reference,
     ) -> Result<(), ThinError> {
         let stored = client
@@ -186,11 +199,11 @@ impl<'r> Target<'r> {
                 &manifest.bytes,
             )
             .map_err(self.fail("manifest"))?;
-        if stored.to_string() != manifest.digest {
+        if manifest.digest != stored {
             return Err(ThinError::DigestChanged {
                 image: self.name.clone(),
-                built: manifest.digest.clone(),
-                stored: stored.to_string(),
+                built: manifest.digest,
+                stored,
             });
         }
         Ok(())
@@ -200,15 +213,10 @@ impl<'r> Target<'r> {
 fn push_blob(
     client: &Client,
     repository: &Repository,
-    blob: &ThinBlob,
+    digest: &Digest,
+    bytes: &[u8],
 ) -> Result<BlobPush, ducc_registry::Error> {
-    let digest = parse_digest(&blob.digest)?;
-    client.push_blob(
-        repository,
-        &digest,
-        blob.bytes.len() as u64,
-        &mut &blob.bytes[..],
-    )
+    client.push_blob(repository, digest, bytes.len() as u64, &mut &bytes[..])
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::digest::{BlobDigest, DiffId};
+use ducc_oci::{BlobDigest, DiffId};
 
 /// Everything that can go wrong while reading, extracting or writing a layer.
 ///

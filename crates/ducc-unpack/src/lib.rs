@@ -81,7 +81,6 @@
 
 mod apply;
 mod apptainer;
-mod digest;
 mod entry;
 mod error;
 mod extract;
@@ -93,7 +92,7 @@ mod testutil;
 mod writer;
 
 pub use apptainer::{ApptainerReport, BIND_FILES, ImageRuntime, MOUNT_POINTS, add_apptainer_files};
-pub use digest::{BlobDigest, DiffId, DigestParseError, LayerDigest};
+pub use ducc_oci::{BlobDigest, DiffId, DigestError, LayerDigest};
 pub use entry::{
     Entry, EntryKind, EntryPath, Timestamp, Xattr, read_entries, read_entries_with_limits,
 };

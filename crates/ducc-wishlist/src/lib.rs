@@ -14,8 +14,8 @@
 //! ```
 //!
 //! [`WishList::load`] reads and checks such a file; every error names the file, line and column.
-//! [`ImageRef`] parses `[SCHEME://]REGISTRY/REPOSITORY[:TAG][@DIGEST]`, [`OutputFormat`] expands
-//! `$(var)` templates and [`Glob`] matches tag globs and `ignore_errors` patterns.
+//! [`OutputFormat`] expands `$(var)` templates. Image references ([`ImageRef`]) and globs
+//! ([`Glob`], for tag globs and `ignore_errors` patterns) are `ducc-oci`'s, re-exported here.
 //!
 //! ```
 //! use ducc_wishlist::{ImageRef, WishList};
@@ -32,12 +32,9 @@
 //! ```
 #![forbid(unsafe_code)]
 
-mod glob;
-mod reference;
 mod template;
 mod wishlist;
 
-pub use glob::Glob;
-pub use reference::{ImageRef, ReferenceError, ReferenceProblem, Scheme};
+pub use ducc_oci::{Glob, ImageRef, ReferenceError, ReferenceProblem, Scheme};
 pub use template::{DEFAULT_OUTPUT_FORMAT, OutputFormat, TemplateError, VARIABLES};
 pub use wishlist::{CvmfsRepo, Location, Wish, WishList, WishListError, WishListProblem};

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::reference::ImageRef;
+use ducc_oci::ImageRef;
 
 /// The output format used when a wish list has none.
 pub const DEFAULT_OUTPUT_FORMAT: &str = "$(scheme)://$(registry)/$(repository)_thin:$(tag)";

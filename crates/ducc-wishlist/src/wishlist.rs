@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use crate::glob::Glob;
-use crate::reference::{ImageRef, ReferenceError};
 use crate::template::{OutputFormat, TemplateError};
+use ducc_oci::Glob;
+use ducc_oci::{ImageRef, ReferenceError};
 
 /// A line and column in the wish list file, both 1-based.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

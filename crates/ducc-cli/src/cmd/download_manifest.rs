@@ -20,7 +20,9 @@ pub fn run(_global: &GlobalArgs, args: DownloadManifestArgs) -> Result<(), Failu
     let platform: Platform = args
         .platform
         .parse()
-        .map_err(|e: ducc_registry::Error| Failure::Usage(e.into()))?;
+        .map_err(|e: ducc_registry::PlatformError| {
+            Failure::Usage(ducc_registry::Error::from(e).into())
+        })?;
     let (name, credentials) =
         registry_inputs(&image, args.username.as_deref()).map_err(Failure::Usage)?;
     let selection = if args.index {
@@ -46,7 +48,7 @@ fn registry_inputs(
     image: &ImageRef,
     username: Option<&str>,
 ) -> anyhow::Result<(ImageName, Credentials)> {
-    let name = registry::image_name(image)?;
+    let name = ImageName::from_ref(image)?;
     let env = Environment::from_process();
     let mut credentials = registry::credentials(&env)?;
     if let Some(user) = username {

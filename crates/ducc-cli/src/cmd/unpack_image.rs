@@ -30,7 +30,9 @@ pub fn run(_global: &GlobalArgs, args: UnpackImageArgs) -> Result<(), Failure> {
     let platform: Platform = args
         .platform
         .parse()
-        .map_err(|e: ducc_registry::Error| Failure::Usage(e.into()))?;
+        .map_err(|e: ducc_registry::PlatformError| {
+            Failure::Usage(ducc_registry::Error::from(e).into())
+        })?;
     prepare_dest(&args.dest).map_err(Failure::Usage)?;
     let credentials =
         registry::credentials(&Environment::from_process()).map_err(Failure::Usage)?;

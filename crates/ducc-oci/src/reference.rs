@@ -4,6 +4,8 @@ use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
+use oci_spec::image::Digest;
+
 use crate::glob::Glob;
 
 /// The registry a reference falls back to in suggestions: upstream DUCC has no default registry,
@@ -51,7 +53,7 @@ pub struct ImageRef {
     registry: String,
     repository: String,
     tag: Option<String>,
-    digest: Option<String>,
+    digest: Option<Digest>,
 }
 
 /// Why an image name was refused.
@@ -209,11 +211,11 @@ impl ImageRef {
     /// A [`ReferenceError`] saying what is wrong and, where it can, the corrected form.
     ///
     /// ```
-    /// use ducc_wishlist::ImageRef;
+    /// use ducc_oci::ImageRef;
     /// let image = ImageRef::parse("registry.hub.docker.com/library/ubuntu:22.04")?;
     /// assert_eq!(image.whole_name(), "https://registry.hub.docker.com/library/ubuntu:22.04");
     /// assert!(ImageRef::parse("ubuntu:22.04").is_err());
-    /// # Ok::<(), ducc_wishlist::ReferenceError>(())
+    /// # Ok::<(), ducc_oci::ReferenceError>(())
     /// ```
     pub fn parse(input: &str) -> Result<ImageRef, ReferenceError> {
         Parser { input }.parse()
@@ -244,7 +246,7 @@ impl ImageRef {
         if parsed.registry != registry
             || parsed.repository != repository
             || parsed.tag.as_deref() != tag
-            || parsed.digest.as_deref() != digest
+            || parsed.digest() != digest
         {
             return Err(ReferenceError {
                 input: name,
@@ -253,6 +255,18 @@ impl ImageRef {
             });
         }
         Ok(parsed)
+    }
+
+    /// Checks a plain tag, as a registry's `/manifests/<tag>` takes it:
+    /// `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`, no glob.
+    ///
+    /// # Errors
+    /// [`ReferenceProblem::BadTag`] naming the tag.
+    pub fn check_plain_tag(tag: &str) -> Result<(), ReferenceProblem> {
+        if tag.contains('*') {
+            return Err(ReferenceProblem::BadTag(tag.to_owned()));
+        }
+        check_tag(tag)
     }
 
     /// `https` unless the name said `http://`.
@@ -277,7 +291,13 @@ impl ImageRef {
 
     /// The digest, `algorithm:hex`.
     pub fn digest(&self) -> Option<&str> {
-        self.digest.as_deref()
+        self.digest.as_ref().map(AsRef::as_ref)
+    }
+
+    /// The digest the name pins (sha256 or sha512), as oci-spec's type, for the registry client.
+    /// A sha256 one converts into a [`crate::ManifestDigest`] with `TryFrom`.
+    pub fn pinned_digest(&self) -> Option<&Digest> {
+        self.digest.as_ref()
     }
 
     /// Whether the tag is a glob to expand against the registry's tag list.
@@ -316,7 +336,7 @@ impl ImageRef {
         }
         if let Some(digest) = &self.digest {
             out.push('@');
-            out.push_str(digest);
+            out.push_str(digest.as_ref());
         }
         out
     }
@@ -445,16 +465,23 @@ impl Parser<'_> {
         if let Some(tag) = tag {
             check_tag(tag).map_err(|p| self.fail(p))?;
         }
-        if let Some(digest) = digest {
-            check_digest(digest).map_err(|problem| {
-                let suggestion = (problem == ReferenceProblem::UppercaseDigest)
-                    .then(|| input.replace(digest, &digest.to_ascii_lowercase()));
-                self.fail_with(problem, suggestion)
-            })?;
-            if tag.is_some_and(|t| t.contains('*')) {
-                return Err(self.fail(ReferenceProblem::GlobWithDigest));
+        let digest = match digest {
+            Some(digest) => {
+                check_digest(digest).map_err(|problem| {
+                    let suggestion = (problem == ReferenceProblem::UppercaseDigest)
+                        .then(|| input.replace(digest, &digest.to_ascii_lowercase()));
+                    self.fail_with(problem, suggestion)
+                })?;
+                if tag.is_some_and(|t| t.contains('*')) {
+                    return Err(self.fail(ReferenceProblem::GlobWithDigest));
+                }
+                // check_digest is stricter than oci-spec, so this only fails if they disagree.
+                let parsed = Digest::from_str(digest)
+                    .map_err(|_| self.fail(ReferenceProblem::BadDigest(digest.to_owned())))?;
+                Some(parsed)
             }
-        }
+            None => None,
+        };
         if tag.is_none() && digest.is_none() {
             return Err(self.fail_with(
                 ReferenceProblem::NoTagOrDigest,
@@ -466,7 +493,7 @@ impl Parser<'_> {
             registry: host.to_owned(),
             repository: repository.to_owned(),
             tag: tag.map(str::to_owned),
-            digest: digest.map(str::to_owned),
+            digest,
         })
     }
 }
@@ -677,7 +704,8 @@ mod tests {
 
     fn parts(name: &str) -> (Scheme, String, String, Option<String>, Option<String>) {
         let r = ImageRef::parse(name).unwrap_or_else(|e| panic!("{name}: {e}"));
-        (r.scheme, r.registry, r.repository, r.tag, r.digest)
+        let digest = r.digest().map(str::to_owned);
+        (r.scheme, r.registry, r.repository, r.tag, digest)
     }
 
     macro_rules! accepts {
@@ -824,6 +852,18 @@ mod tests {
         assert!(!expanded.is_tag_glob());
         assert!(glob.with_tag("bad tag").is_err());
         assert!(glob.with_tag("x/y").is_err());
+    }
+
+    #[test]
+    fn plain_tags_refuse_globs() {
+        assert_eq!(ImageRef::check_plain_tag("v1.2_x-y"), Ok(()));
+        for bad in ["1.*", "", ".x", "a b", "x/y"] {
+            assert_eq!(
+                ImageRef::check_plain_tag(bad),
+                Err(ReferenceProblem::BadTag(bad.to_owned())),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -3,7 +3,19 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::error::Error;
+/// A platform string that is not `os/arch` or `os/arch/variant`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid platform `{value}` (want os/arch[/variant])")]
+pub struct PlatformError {
+    value: String,
+}
+
+impl PlatformError {
+    /// The platform as given.
+    pub fn value(&self) -> &str {
+        &self.value
+    }
+}
 
 /// A platform as the user names it: `linux/amd64`, `linux/arm64/v8`, `linux/arm/v7`.
 ///
@@ -106,6 +118,12 @@ impl Platform {
     }
 }
 
+impl From<&oci_spec::image::Platform> for Platform {
+    fn from(platform: &oci_spec::image::Platform) -> Self {
+        Platform::from_oci(platform)
+    }
+}
+
 impl Default for Platform {
     fn default() -> Self {
         Platform::linux_amd64()
@@ -123,10 +141,10 @@ impl fmt::Display for Platform {
 }
 
 impl FromStr for Platform {
-    type Err = Error;
+    type Err = PlatformError;
 
     /// Parses `os/arch` or `os/arch/variant`.
-    fn from_str(text: &str) -> Result<Self, Error> {
+    fn from_str(text: &str) -> Result<Self, PlatformError> {
         let parts: Vec<&str> = text.split('/').collect();
         let ok_part = |p: &str| {
             !p.is_empty()
@@ -138,10 +156,9 @@ impl FromStr for Platform {
             [os, arch, variant] if ok_part(os) && ok_part(arch) && ok_part(variant) => {
                 Ok(Platform::new(os, arch, Some(variant)))
             }
-            _ => Err(Error::invalid_input(
-                "platform (want os/arch[/variant])",
-                text,
-            )),
+            _ => Err(PlatformError {
+                value: text.to_owned(),
+            }),
         }
     }
 }
@@ -192,7 +209,9 @@ mod tests {
             "linux amd64",
             "",
         ] {
-            assert!(bad.parse::<Platform>().is_err(), "{bad:?} accepted");
+            let err = bad.parse::<Platform>().expect_err(bad);
+            assert_eq!(err.value(), bad);
+            assert!(err.to_string().contains("os/arch"), "{err}");
         }
     }
 

@@ -9,7 +9,7 @@ use std::fmt;
 /// `21.2.1*` matches `21.2.10` but not `21x2x10`.
 ///
 /// ```
-/// use ducc_wishlist::Glob;
+/// use ducc_oci::Glob;
 /// let glob = Glob::new("21.2.1*");
 /// assert!(glob.matches("21.2.100-20191127"));
 /// assert!(!glob.matches("21.3.10"));
