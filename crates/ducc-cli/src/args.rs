@@ -1,4 +1,6 @@
 //! Command-line flags, as plain data. Commands turn them into the library crates' own types.
+// The doc comments are clap's `--help` text, not markdown: URLs and `<n>` stay as typed.
+#![allow(rustdoc::bare_urls, rustdoc::invalid_html_tags)]
 
 use std::path::PathBuf;
 

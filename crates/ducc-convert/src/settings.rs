@@ -96,7 +96,7 @@ impl Settings {
     }
 
     /// The whiteout form of layer directories; without it the engine asks the publisher
-    /// ([`ducc_cvmfs::Publisher::preferred_whiteouts`]).
+    /// ([`ducc_cvmfs::Publisher::prefers_overlay_whiteouts`]).
     pub fn whiteouts(mut self, whiteouts: WhiteoutFormat) -> Settings {
         self.whiteouts = Some(whiteouts);
         self
