@@ -227,6 +227,7 @@ impl Run {
             skip_flat: flags.skip_flat,
             skip_layers: flags.skip_layers,
             skip_thin: flags.skip_thin_image || flags.skip_layers,
+            skip_podman: flags.skip_podman || flags.skip_layers,
             platform,
             whiteouts,
             privileges: Privileges::Auto,

@@ -48,6 +48,8 @@ pub struct Settings {
     pub skip_layers: bool,
     /// No thin image.
     pub skip_thin: bool,
+    /// No podman store entry (`-p`; also with `--skip-layers`, as upstream).
+    pub skip_podman: bool,
     /// Platform to choose from an index.
     pub platform: Platform,
     /// Whiteout form of layer directories.
@@ -87,8 +89,8 @@ pub enum Outcome {
 /// A failed image: the step and the error.
 #[derive(Debug)]
 pub struct StepError {
-    /// `manifest`, `config`, `layers`, `flat`, `symlink`, `marker`, `thin`, or `internal` for a
-    /// bug (a panic caught at the image boundary).
+    /// `manifest`, `config`, `layers`, `flat`, `symlink`, `podman`, `marker`, `thin`, or
+    /// `internal` for a bug (a panic caught at the image boundary).
     pub step: &'static str,
     /// What went wrong.
     pub error: anyhow::Error,
@@ -143,6 +145,9 @@ pub struct Converted {
 struct Slot {
     public: PublicName,
     arch: Option<Arch>,
+    /// Whether the image goes into the podman store under `public`: a plain image, or the
+    /// platform of a multi-platform image that matches `--platform` (issue 16).
+    podman: bool,
 }
 
 impl Slot {
@@ -254,10 +259,11 @@ impl Converter<'_> {
         let slot = Slot {
             public: public_name(input).map_err(at("manifest"))?,
             arch: None,
+            podman: true,
         };
         let label = input.whole_name();
         let (mut outcome, pending) =
-            self.convert_manifest(input, &label, repository, fetched.digest(), manifest, &slot)?;
+            self.convert_manifest(input, &label, repository, fetched, manifest, &slot)?;
         let Some(pending) = pending else {
             return Ok(outcome);
         };
@@ -395,12 +401,13 @@ impl Converter<'_> {
                 let slot = Slot {
                     public: public.clone(),
                     arch: Some(arch.clone()),
+                    podman: self.settings.platform.matches(&platform),
                 };
                 let (outcome, pending) = self.convert_manifest(
                     input,
                     &label,
                     &name.repository,
-                    fetched.digest(),
+                    &fetched,
                     manifest,
                     &slot,
                 )?;
@@ -578,18 +585,20 @@ impl Converter<'_> {
         Ok(ThinIndex::build(images, self.settings.thin_format)?)
     }
 
-    /// Converts one image manifest into `slot`: the marker check, layers, flat tree and symlink.
+    /// Converts one image manifest into `slot`: the marker check, layers, flat tree, symlink and
+    /// podman store entry.
     /// When work was done, returns what is pending: the marker (see [`Pending`]).
     fn convert_manifest(
         &self,
         input: &ImageRef,
         label: &str,
         repository: &ducc_registry::Repository,
-        manifest_digest: &ducc_registry::Digest,
+        fetched: &FetchedManifest,
         manifest: &ImageManifest,
         slot: &Slot,
     ) -> Result<(Outcome, Option<Pending>), StepError> {
         let started = Instant::now();
+        let manifest_digest = fetched.digest();
         let config_digest = ConfigDigest::parse(manifest.config().digest().as_ref())
             .map_err(|e| anyhow!("{label}: {e}"))
             .map_err(at("manifest"))?;
@@ -635,6 +644,28 @@ impl Converter<'_> {
                 &slot.link_target(&self.layout, &config_digest),
             )
             .map_err(at("symlink"))?;
+        }
+        // The podman store (issue 16): the image on its complete flat tree, before the marker.
+        if slot.podman
+            && !self.settings.skip_podman
+            && !self.settings.skip_flat
+            && !self.settings.skip_layers
+        {
+            self.check_stop().map_err(at("podman"))?;
+            let image = ducc_cvmfs::PodmanImage::new(
+                &slot.public,
+                config_digest.clone(),
+                config.bytes().to_vec(),
+                fetched.bytes().to_vec(),
+            )
+            .map_err(|e| at("podman")(e.into()))?;
+            let outcome = ducc_cvmfs::PodmanStore::new(self.publisher, &self.layout)
+                .add_image(&image)
+                .map_err(|e| at("podman")(e.into()))?;
+            self.events.emit(
+                "podman_store",
+                json!({"image": label, "name": image.name(), "id": image.id(), "outcome": outcome.as_str()}),
+            );
         }
         Ok((
             Outcome::Converted {
