@@ -281,7 +281,7 @@ impl<'a> PodmanStore<'a> {
     }
 
     fn path(&self, tail: &str) -> RepoPath {
-        // Every tail is built here from fixed names and hex: always clean.
+        // Every tail is built here from fixed names, hex and checked plain names: always clean.
         self.root()
             .join(tail)
             .unwrap_or_else(|_| unreachable!("podman store path {tail:?} is not clean"))
@@ -461,30 +461,22 @@ impl<'a> PodmanStore<'a> {
         let still_used: HashSet<&str> = images.iter().map(|r| r.layer.as_str()).collect();
         let mut removals = Vec::new();
         for record in &gone {
-            // A hostile or foreign id must not name a path outside overlay-images.
-            if let Ok(dir) = self.root().join(format!("overlay-images/{}", record.id))
-                && record.id.len() > 1
-                && !record.id.contains('/')
-            {
-                removals.push(dir);
+            // IDs and short names come from files others may have written: each must stay one
+            // path component inside the store.
+            if is_plain_name(&record.id) {
+                removals.push(self.path(&format!("overlay-images/{}", record.id)));
             }
-            if record.layer.is_empty()
-                || record.layer.contains('/')
-                || still_used.contains(record.layer.as_str())
-            {
+            if !is_plain_name(&record.layer) || still_used.contains(record.layer.as_str()) {
                 continue;
             }
-            let layer_dir = self.path("overlay").join(&record.layer);
-            let Ok(layer_dir) = layer_dir else { continue };
-            let link_file = self.published(&layer_dir.join("link").unwrap_or_default());
-            let short = std::fs::read_to_string(link_file)
+            let layer_dir = self.path(&format!("overlay/{}", record.layer));
+            let link_file = self.path(&format!("overlay/{}/link", record.layer));
+            let short = std::fs::read_to_string(self.published(&link_file))
                 .ok()
                 .map(|s| s.trim().to_owned())
-                .filter(|s| !s.is_empty() && !s.contains('/') && s != "..")
+                .filter(|s| is_plain_name(s))
                 .unwrap_or_else(|| short_name(&record.layer));
-            if let Ok(short_link) = self.path("overlay/l").join(&short) {
-                removals.push(short_link);
-            }
+            removals.push(self.path(&format!("overlay/l/{short}")));
             removals.push(layer_dir);
             layers.retain(|l| l.id != record.layer);
         }
@@ -498,6 +490,11 @@ impl<'a> PodmanStore<'a> {
         tx.commit().map_err(publish)?;
         Ok(gone.len())
     }
+}
+
+/// Whether `name` is one clean path component (not empty, `.`, `..`, and without `/`).
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0'])
 }
 
 /// Files and symlinks one call writes, in one transaction.

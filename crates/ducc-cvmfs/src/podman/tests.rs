@@ -475,3 +475,24 @@ fn removed_names_and_images_leave_the_rest_of_the_store() {
     );
     assert_eq!(r.store().remove_images(&[a.id()]).unwrap(), 0);
 }
+
+/// A record written by someone else may hold any text as its id or layer: removing it never
+/// removes a path outside the store's own directories.
+#[test]
+fn removing_a_record_with_a_hostile_id_removes_no_path_outside_the_store() {
+    let r = repo("r");
+    let outside = r.root.path().join("r/keep");
+    std::fs::create_dir_all(&outside).unwrap();
+    let hostile = r#"[{"id":"../../keep","layer":"../../../keep"},{"id":"..","layer":"."}]"#;
+    let mut tx = r.publisher.begin(&r.layout.podman_store()).unwrap();
+    let path = r
+        .layout
+        .podman_store()
+        .join("overlay-images/images.json")
+        .unwrap();
+    tx.write_file(&path, &mut hostile.as_bytes()).unwrap();
+    tx.commit().unwrap();
+    assert_eq!(r.store().remove_images(&["../../keep", ".."]).unwrap(), 2);
+    assert!(outside.is_dir());
+    assert!(r.store().images().unwrap().is_empty());
+}
