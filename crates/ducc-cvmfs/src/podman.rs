@@ -28,7 +28,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::io;
-use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -756,14 +755,14 @@ fn big_data_file_name(key: &str) -> String {
     }
 }
 
-/// What podman's overlay driver would report as the size of the tree: the apparent size of its
-/// regular files, each hardlinked file once. Symlinks are not followed.
+/// The size of the tree for `diff-size`: the apparent size of its regular files, symlinks not
+/// followed. A hardlinked file counts once per name: `cvmfs_server ingest` stores hardlinks as
+/// independent files, and the record must not depend on the publisher.
 fn tree_size(root: &Path) -> Result<u64, PodmanError> {
     let read_err = |path: &Path| {
         let path = path.to_owned();
         move |source| PodmanError::Read { path, source }
     };
-    let mut seen = HashSet::new();
     let mut total = 0u64;
     let mut stack = vec![root.to_owned()];
     while let Some(dir) = stack.pop() {
@@ -773,8 +772,7 @@ fn tree_size(root: &Path) -> Result<u64, PodmanError> {
             let meta = std::fs::symlink_metadata(&path).map_err(read_err(&path))?;
             if meta.is_dir() {
                 stack.push(path);
-            } else if meta.is_file() && (meta.nlink() < 2 || seen.insert((meta.dev(), meta.ino())))
-            {
+            } else if meta.is_file() {
                 total += meta.len();
             }
         }
