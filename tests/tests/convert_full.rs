@@ -1476,10 +1476,16 @@ fn one_wish_list_of_every_kind_converts_to_the_whole_layout_and_reruns_as_a_no_o
         .collect();
     assert_eq!(
         top,
-        [".flat", ".layers", ".metadata", host.as_str()]
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
+        [
+            ".flat",
+            ".layers",
+            ".metadata",
+            "podmanStore",
+            host.as_str()
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
     );
 
     // Thin images: one per converted tag, none for 2.0.

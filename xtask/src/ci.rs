@@ -13,6 +13,9 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("debootstrap", "debootstrap"),
     ("openssl", "openssl"),
     ("attr", "getfattr"),
+    // The podman store tests (issue 16); runc because crun refuses hybrid cgroup hierarchies.
+    ("podman", "podman"),
+    ("runc", "runc"),
 ];
 
 /// Installs what is missing, then runs fmt check, clippy and the whole test suite.

@@ -198,6 +198,7 @@ macro_rules! from_library {
 from_library! {
     ducc_registry::Error => Registry,
     ducc_cvmfs::PublishError => Publish,
+    ducc_cvmfs::PodmanError => Publish,
     ducc_cvmfs::PathError => Image,
     ducc_cvmfs::DigestError => Image,
     ducc_unpack::Error => Unpack,

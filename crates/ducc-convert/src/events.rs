@@ -75,12 +75,16 @@ pub enum Event {
         /// Its target, as written.
         target: String,
     },
-    /// The image's entry in the podman store was written.
+    /// The image's entry in the podman store was written (or found as it should be).
     PodmanStore {
         /// The image.
         image: String,
+        /// The name podman lists it under.
+        name: String,
         /// The podman image id (the config digest's hex).
         id: String,
+        /// `added`, `updated` or `unchanged`.
+        outcome: String,
     },
     /// A thin image (or index) was pushed, or found already in the registry.
     ThinPush {

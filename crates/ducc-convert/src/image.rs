@@ -149,7 +149,7 @@ impl<'e> Job<'e> {
         let slot = ImageSlot::plain(public_name(input).map_err(at(Step::Manifest))?);
         let label = input.whole_name();
         let (mut outcome, pending) =
-            self.convert_manifest(input, &label, repository, fetched.digest(), manifest, &slot)?;
+            self.convert_manifest(input, &label, repository, fetched, manifest, &slot, true)?;
         let Some(pending) = pending else {
             return Ok(outcome);
         };
@@ -289,13 +289,16 @@ impl<'e> Job<'e> {
                     .ok_or_else(|| invalid!("the index entry for {label} is not an image"))
                     .map_err(at(Step::Manifest))?;
                 let slot = ImageSlot::platform(public.clone(), arch.clone());
+                // The podman store holds the platform matching `--platform` (issue 16).
+                let podman = self.settings.platform.matches(&platform);
                 let (outcome, pending) = self.convert_manifest(
                     input,
                     &label,
                     &name.repository,
-                    fetched.digest(),
+                    &fetched,
                     manifest,
                     &slot,
+                    podman,
                 )?;
                 Ok((
                     outcome,
@@ -464,18 +467,22 @@ impl<'e> Job<'e> {
         Ok(ThinIndex::build(images, self.settings.thin_format)?)
     }
 
-    /// Converts one image manifest into `slot`: the marker check, layers, flat tree and symlink.
-    /// When work was done, returns what is pending: the marker (see [`Pending`]).
+    /// Converts one image manifest into `slot`: the marker check, layers, flat tree, symlink and
+    /// (where `podman`) the podman store entry. When work was done, returns what is pending: the
+    /// marker (see [`Pending`]).
+    #[allow(clippy::too_many_arguments)]
     fn convert_manifest(
         &self,
         input: &ImageRef,
         label: &str,
         repository: &ducc_registry::Repository,
-        manifest_digest: &ducc_registry::Digest,
+        fetched: &FetchedManifest,
         manifest: &ImageManifest,
         slot: &ImageSlot,
+        podman: bool,
     ) -> Result<(Outcome, Option<Pending>), ImageFailure> {
         let started = Instant::now();
+        let manifest_digest = fetched.digest();
         let config_digest = ConfigDigest::try_from(manifest.config().digest())
             .map_err(|e| invalid!("{label}: {e}"))
             .map_err(at(Step::Manifest))?;
@@ -526,6 +533,10 @@ impl<'e> Job<'e> {
             )
             .map_err(at(Step::Symlink))?;
         }
+        if podman && self.settings.wants_podman() {
+            self.add_to_podman_store(label, slot, config_digest, config.bytes(), fetched)
+                .map_err(at(Step::Podman))?;
+        }
         Ok((
             Outcome::Converted {
                 layers_unpacked,
@@ -540,6 +551,33 @@ impl<'e> Job<'e> {
                 started,
             }),
         ))
+    }
+
+    /// The image in the podman store, on its complete flat tree, before the marker (issue 16).
+    fn add_to_podman_store(
+        &self,
+        label: &str,
+        slot: &ImageSlot,
+        config_digest: ConfigDigest,
+        config: &[u8],
+        fetched: &FetchedManifest,
+    ) -> Result<()> {
+        self.check_stop()?;
+        let image = ducc_cvmfs::PodmanImage::new(
+            slot.public(),
+            config_digest,
+            config.to_vec(),
+            fetched.bytes().to_vec(),
+        )?;
+        let outcome =
+            ducc_cvmfs::PodmanStore::new(&*self.publisher, &self.layout).add_image(&image)?;
+        self.emit(Event::PodmanStore {
+            image: label.to_owned(),
+            name: image.name().to_owned(),
+            id: image.id().to_owned(),
+            outcome: outcome.as_str().to_owned(),
+        });
+        Ok(())
     }
 
     /// `Err` once SIGINT or SIGTERM arrived.

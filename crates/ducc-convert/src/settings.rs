@@ -136,4 +136,10 @@ impl Settings {
     pub(crate) fn wants_thin(&self) -> bool {
         !self.skip_thin && !self.skip_layers
     }
+
+    /// Whether podman store entries are written: not with `skip_podman`, and they need the flat
+    /// tree and the layers (upstream skips the store with `--skip-layers` too).
+    pub(crate) fn wants_podman(&self) -> bool {
+        !self.skip_podman && !self.skip_flat && !self.skip_layers
+    }
 }

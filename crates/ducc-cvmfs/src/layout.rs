@@ -281,6 +281,11 @@ impl PublicName {
         })
     }
 
+    /// The registry, the repository and the tag (or `sha256:<hex>` digest) of the name.
+    pub(crate) fn parts(&self) -> (&str, &str, &str) {
+        (&self.registry, &self.repository, &self.reference)
+    }
+
     /// `<registry>/<repository>:<tag or digest>`, the path of the public symlink below the
     /// layout root.
     fn relative(&self) -> RepoPath {
@@ -543,9 +548,11 @@ impl Layout {
         self.multiarch_root().child(alias)
     }
 
-    /// `podmanStore`: the podman additional image store (no leading dot, as upstream).
+    /// `podmanStore`: the podman additional image store (no leading dot, as upstream), at the
+    /// base repository's root even when the layout has a subdir (upstream's place, and where
+    /// sites point podman: `/cvmfs/REPO/podmanStore`).
     pub fn podman_store(&self) -> RepoPath {
-        self.root.child("podmanStore")
+        RepoPath::root().child("podmanStore")
     }
 
     /// `<dir>/.cvmfscatalog`
@@ -702,7 +709,6 @@ mod tests {
                     layout.marker_manifest(&ubuntu),
                     ".metadata/registry.hub.docker.com/library/ubuntu:22.04/manifest.json".into(),
                 ),
-                (layout.podman_store(), "podmanStore".into()),
                 (
                     Layout::catalog_marker(&layout.flat_root()),
                     ".flat/.cvmfscatalog".into(),
@@ -711,6 +717,9 @@ mod tests {
             for (got, want) in cases {
                 assert_eq!(got.as_str(), format!("{prefix}{want}"));
             }
+            // The podman store stays at the base repository's root (issue 16).
+            assert_eq!(layout.podman_store().as_str(), "podmanStore");
+            assert_eq!(layout.podman_catalog_dirs()[0].as_str(), "podmanStore");
         }
     }
 

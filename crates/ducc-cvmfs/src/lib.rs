@@ -10,6 +10,8 @@
 //!   run at once on one host, across processes (`flock`); disjoint ones do.
 //! - [`LocalPublisher`] publishes into a directory (staging plus atomic renames, crash safe);
 //!   [`CvmfsPublisher`] drives `cvmfs_server` (transaction, ingest, publish, `abort -f`).
+//! - [`PodmanStore`] keeps `podmanStore/`, the podman additional image store: one image per
+//!   converted image, whose single layer is its flat tree ([`PodmanImage`]).
 //!
 //! ```
 //! use ducc_cvmfs::{IngestOptions, LocalPublisher, Publisher, RepositoryName};
@@ -48,6 +50,7 @@ mod layout;
 mod local;
 mod lock;
 mod metadata;
+mod podman;
 mod publisher;
 mod state;
 
@@ -60,6 +63,7 @@ pub use layout::{
 };
 pub use local::LocalPublisher;
 pub use metadata::{LayerInfo, MarkerDescriptor, MarkerManifest, Origin};
+pub use podman::{PodmanError, PodmanImage, PodmanOutcome, PodmanStore, StoredImage};
 pub use publisher::{
     FillError, IngestOptions, OverlaySupport, Publisher, Transaction, add_origin,
     ensure_catalog_markers,
