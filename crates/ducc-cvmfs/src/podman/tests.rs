@@ -345,7 +345,7 @@ fn an_image_without_its_flat_tree_is_refused_naming_the_tree() {
 fn a_config_that_is_not_its_digest_or_not_json_is_refused() {
     let name = PublicName::tagged("reg.io", "a", "1").unwrap();
     let other = ConfigDigest::from_hex(&"ab".repeat(32)).unwrap();
-    let err = PodmanImage::new(&name, other.clone(), b"{}".to_vec(), Vec::new()).unwrap_err();
+    let err = PodmanImage::new(&name, other, b"{}".to_vec(), Vec::new()).unwrap_err();
     assert!(
         matches!(&err, PodmanError::ConfigMismatch { image, .. } if image == "reg.io/a:1"),
         "{err}"
