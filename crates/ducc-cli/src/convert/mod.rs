@@ -20,7 +20,7 @@ use ducc_cvmfs::{
 use ducc_registry::{Environment, Platform};
 use ducc_thin::ThinFormat;
 use ducc_unpack::{Privileges, WhiteoutFormat};
-use ducc_wishlist::{ImageRef, WishList};
+use ducc_wishlist::{ImageRef, Wish, WishList};
 use serde_json::json;
 
 use self::cache::BlobCache;
@@ -139,7 +139,53 @@ pub fn run_single(global: &GlobalArgs, args: ConvertSingleArgs) -> Result<(), Fa
     run.finish(summary, &stop)
 }
 
-fn load(path: &Path) -> Result<WishList, Failure> {
+/// `ducc serve`'s way into the engine (issue 17): a run set up as `convert` sets one up, then
+/// asked for one wish's images and one image at a time.
+pub(crate) struct ServeEngine(Run);
+
+/// One result of [`ServeEngine::convert`]: the image (with its platform under `--multi-arch`) and
+/// whether work was done, or the step that failed and why.
+pub(crate) type Served = (String, Result<bool, (&'static str, anyhow::Error)>);
+
+impl ServeEngine {
+    pub(crate) fn setup(
+        global: &GlobalArgs,
+        flags: &ConversionFlags,
+        list: &WishList,
+        stop: &Arc<AtomicBool>,
+    ) -> Result<ServeEngine, Failure> {
+        let repo = list.cvmfs_repo().to_string();
+        Run::setup(global, flags, &repo, list.user(), stop).map(ServeEngine)
+    }
+
+    /// The images `wish` stands for, each with its thin image, as `convert` expands it.
+    pub(crate) fn expand(
+        &self,
+        list: &WishList,
+        wish: &Wish,
+    ) -> anyhow::Result<Vec<(ImageRef, Option<ImageRef>)>> {
+        self.0.expand(&wish.input, Some((&wish.output, Some(list))))
+    }
+
+    /// Converts one image (a plain tag) and pushes its thin image.
+    pub(crate) fn convert(&self, image: &ImageRef, output: &ImageRef) -> Vec<Served> {
+        let results = self.0.converter.convert(image, Some(output));
+        results
+            .into_iter()
+            .map(|c| {
+                let result = c.result.map(|o| o != Outcome::UpToDate);
+                (c.label, result.map_err(|e| (e.step, e.error)))
+            })
+            .collect()
+    }
+
+    /// Removes the blob cache's unfinished downloads (at exit).
+    pub(crate) fn clean(&self) {
+        self.0.converter.cache.clean();
+    }
+}
+
+pub(crate) fn load(path: &Path) -> Result<WishList, Failure> {
     WishList::load(path).map_err(|err| {
         eprintln!("{}", exit::chain(&err));
         Failure::Reported(exit::USAGE)
