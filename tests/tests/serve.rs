@@ -344,6 +344,14 @@ fn a_skopeo_push_to_a_notifying_registry_converts_wished_images_and_ignores_the_
             std::fs::canonicalize(flat_dir(&work.repo(), &image)).unwrap()
         );
     }
+    // Each push converted at its first attempt: serve waited for the registry to link the tag
+    // (it notifies before it does).
+    let status = serve.status();
+    let results = status["results"].as_array().unwrap();
+    assert!(
+        results.iter().all(|r| r["step"] != "manifest"),
+        "a notified conversion found no manifest: {status}"
+    );
     latencies.sort();
     eprintln!(
         "serve figure: push-to-marker latency of a one-layer image, median of {}: {:.3} s (all: {:?})",
@@ -623,6 +631,10 @@ fn a_harbor_push_artifact_event_converts_the_image() {
         marker_config(&work.repo(), registry.host(), &format!("{name}:2.1")).is_some()
     });
     assert_eq!(label_in(&work, &image).as_deref(), Some("harbor"));
+    // The result is recorded just after the marker is written.
+    wait_until("the Harbor-notified result", || {
+        serve.status()["results"][0]["trigger"] != "full_pass"
+    });
     let result = &serve.status()["results"][0];
     assert_eq!(
         result["trigger"],

@@ -178,7 +178,10 @@ fn notify(shared: &Shared, request: &mut Request, source: Source) -> Answer {
                 }
                 Ok(Some(target)) => {
                     let key = target.key();
-                    match shared.queue.push(target, Trigger::Notification(source)) {
+                    match shared
+                        .queue
+                        .push(target, Trigger::Notification(source), shared.settle)
+                    {
                         Pushed::Queued => {
                             tracing::info!("{key}: pushed; queued");
                             EventOutcome::Queued

@@ -97,9 +97,10 @@ impl Queue {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Queues `target` unless it is queued already (then a pending retry of it becomes due now).
-    pub fn push(&self, target: Target, trigger: Trigger) -> Pushed {
-        let now = Instant::now();
+    /// Queues `target`, due after `settle`, unless it is queued already (then a pending retry
+    /// of it becomes due by then).
+    pub fn push(&self, target: Target, trigger: Trigger, settle: Duration) -> Pushed {
+        let now = Instant::now() + settle;
         let mut entries = self.lock();
         let key = target.key();
         if let Some(entry) = entries.iter_mut().find(|e| e.target.key() == key) {
@@ -216,9 +217,15 @@ mod tests {
     #[test]
     fn a_burst_for_one_image_leaves_one_entry() {
         let queue = Queue::new(4);
-        assert_eq!(queue.push(target("1"), PUSH), Pushed::Queued);
+        assert_eq!(
+            queue.push(target("1"), PUSH, Duration::ZERO),
+            Pushed::Queued
+        );
         for _ in 0..500 {
-            assert_eq!(queue.push(target("1"), PUSH), Pushed::AlreadyQueued);
+            assert_eq!(
+                queue.push(target("1"), PUSH, Duration::ZERO),
+                Pushed::AlreadyQueued
+            );
         }
         assert_eq!(queue.len(), 1);
         assert_eq!(queue.take_due().unwrap().target(), &target("1"));
@@ -228,10 +235,16 @@ mod tests {
     #[test]
     fn a_push_during_the_conversion_queues_the_image_once_more() {
         let queue = Queue::new(4);
-        queue.push(target("1"), PUSH);
+        queue.push(target("1"), PUSH, Duration::ZERO);
         let running = queue.take_due().unwrap();
-        assert_eq!(queue.push(target("1"), PUSH), Pushed::Queued);
-        assert_eq!(queue.push(target("1"), PUSH), Pushed::AlreadyQueued);
+        assert_eq!(
+            queue.push(target("1"), PUSH, Duration::ZERO),
+            Pushed::Queued
+        );
+        assert_eq!(
+            queue.push(target("1"), PUSH, Duration::ZERO),
+            Pushed::AlreadyQueued
+        );
         assert_eq!(queue.len(), 1);
         assert_eq!(queue.take_due().unwrap().target(), running.target());
     }
@@ -239,10 +252,19 @@ mod tests {
     #[test]
     fn a_full_queue_refuses_new_images_but_still_deduplicates() {
         let queue = Queue::new(2);
-        assert_eq!(queue.push(target("1"), PUSH), Pushed::Queued);
-        assert_eq!(queue.push(target("2"), PUSH), Pushed::Queued);
-        assert_eq!(queue.push(target("3"), PUSH), Pushed::Full);
-        assert_eq!(queue.push(target("1"), PUSH), Pushed::AlreadyQueued);
+        assert_eq!(
+            queue.push(target("1"), PUSH, Duration::ZERO),
+            Pushed::Queued
+        );
+        assert_eq!(
+            queue.push(target("2"), PUSH, Duration::ZERO),
+            Pushed::Queued
+        );
+        assert_eq!(queue.push(target("3"), PUSH, Duration::ZERO), Pushed::Full);
+        assert_eq!(
+            queue.push(target("1"), PUSH, Duration::ZERO),
+            Pushed::AlreadyQueued
+        );
         assert_eq!(queue.retry(target("4"), 1, Duration::ZERO), Pushed::Full);
         assert_eq!(queue.len(), 2);
         assert_eq!(queue.capacity(), 2);
@@ -252,7 +274,7 @@ mod tests {
     fn entries_come_out_oldest_first() {
         let queue = Queue::new(8);
         for tag in ["a", "b", "c"] {
-            queue.push(target(tag), PUSH);
+            queue.push(target(tag), PUSH, Duration::ZERO);
         }
         let order: Vec<String> = std::iter::from_fn(|| queue.take_due())
             .map(|e| e.target().image().tag().unwrap().to_owned())
@@ -271,10 +293,23 @@ mod tests {
         let started = Instant::now();
         queue.wait(Duration::from_millis(50));
         assert!(started.elapsed() >= Duration::from_millis(40));
-        assert_eq!(queue.push(target("1"), PUSH), Pushed::AlreadyQueued);
+        assert_eq!(
+            queue.push(target("1"), PUSH, Duration::ZERO),
+            Pushed::AlreadyQueued
+        );
         let entry = queue.take_due().unwrap();
         assert_eq!(entry.attempt(), 2);
         assert_eq!(entry.trigger(), Trigger::Retry);
+    }
+
+    #[test]
+    fn a_notified_image_waits_for_its_settle_time() {
+        let queue = Queue::new(4);
+        queue.push(target("1"), PUSH, Duration::from_millis(200));
+        assert!(queue.take_due().is_none());
+        queue.wait(Duration::from_secs(5));
+        queue.wait(Duration::from_millis(300));
+        assert!(queue.take_due().is_some());
     }
 
     #[test]
@@ -289,8 +324,8 @@ mod tests {
     #[test]
     fn the_full_pass_takes_out_what_it_converts() {
         let queue = Queue::new(4);
-        queue.push(target("1"), PUSH);
-        queue.push(target("2"), PUSH);
+        queue.push(target("1"), PUSH, Duration::ZERO);
+        queue.push(target("2"), PUSH, Duration::ZERO);
         assert!(queue.take(&target("1").key()).is_some());
         assert!(queue.take(&target("1").key()).is_none());
         assert_eq!(queue.len(), 1);

@@ -27,6 +27,7 @@ pub struct Config {
     auth: Auth,
     interval: Duration,
     retry_backoff: Duration,
+    settle: Duration,
     queue_capacity: usize,
     http_threads: usize,
 }
@@ -40,6 +41,7 @@ impl Config {
             auth,
             interval: Duration::from_secs(3600),
             retry_backoff: Duration::from_secs(30),
+            settle: Duration::from_millis(300),
             queue_capacity: 1024,
             http_threads: 4,
         }
@@ -55,6 +57,15 @@ impl Config {
     /// further failure, up to the pass interval.
     pub fn with_retry_backoff(mut self, backoff: Duration) -> Config {
         self.retry_backoff = backoff;
+        self
+    }
+
+    /// Wait between a notification and the conversion it queues (default 300 ms). The
+    /// distribution registry notifies a manifest push before it links the tag, so a conversion
+    /// started at once can find no manifest under that tag yet; a burst also settles into one
+    /// entry meanwhile.
+    pub fn with_settle(mut self, settle: Duration) -> Config {
+        self.settle = settle;
         self
     }
 
@@ -117,6 +128,7 @@ pub enum ServeError {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) auth: Auth,
+    pub(crate) settle: Duration,
     pub(crate) queue: Queue,
     pub(crate) metrics: Metrics,
     pub(crate) status: Status,
@@ -183,6 +195,7 @@ impl<B: Backend + 'static> Service<B> {
         status.wishlist_loaded(&config.wishlist.display().to_string(), list.wishes().len());
         let shared = Arc::new(Shared {
             auth: config.auth.clone(),
+            settle: config.settle,
             queue: Queue::new(config.queue_capacity),
             metrics: Metrics::new(),
             status,
