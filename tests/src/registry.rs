@@ -100,6 +100,19 @@ impl Registry {
     /// # Panics
     /// As [`Registry::start`].
     pub fn start_with_binary(flavour: Flavour, binary: &Path) -> Registry {
+        Registry::start_configured(flavour, binary, "")
+    }
+
+    /// As [`Registry::start`], with `extra` YAML (top-level sections such as `notifications:`)
+    /// appended to the registry's configuration.
+    ///
+    /// # Panics
+    /// As [`Registry::start`].
+    pub fn start_with_config(flavour: Flavour, extra: &str) -> Registry {
+        Registry::start_configured(flavour, &registry_binary(), extra)
+    }
+
+    fn start_configured(flavour: Flavour, binary: &Path, extra: &str) -> Registry {
         let dir = tempfile::Builder::new()
             .prefix("ducc-test-registry-")
             .tempdir()
@@ -150,7 +163,8 @@ impl Registry {
             let port = free_port();
             let host = format!("127.0.0.1:{port}");
             let config_path = dir.join("config.yml");
-            std::fs::write(&config_path, config_yaml(&dir, &host, &auth_section))
+            let sections = format!("{auth_section}{extra}");
+            std::fs::write(&config_path, config_yaml(&dir, &host, &sections))
                 .expect("write registry config");
             let _ = std::fs::remove_file(dir.join("registry.log"));
             let mut watchdog = Command::new("sh")

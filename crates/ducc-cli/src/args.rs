@@ -2,6 +2,7 @@
 // The doc comments are clap's `--help` text, not markdown: URLs and `<n>` stay as typed.
 #![allow(rustdoc::bare_urls, rustdoc::invalid_html_tags)]
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -45,6 +46,14 @@ pub struct GlobalArgs {
     pub verbose: u8,
 }
 
+const SERVE_EXIT_CODES: &str = "\
+Exit status:
+  0  stopped by SIGTERM or SIGINT (the running conversion finished or was aborted)
+  1  the conversion worker died (a bug)
+  2  usage, wish-list or setup error (no token, address in use, ...)
+
+SIGHUP re-reads the wish list; a broken one keeps the last good one.";
+
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -57,6 +66,9 @@ pub enum Command {
     /// Convert one image into a repository
     #[command(after_help = EXIT_CODES)]
     ConvertSingleImage(ConvertSingleArgs),
+    /// Convert images when their registry notifies a push; serve /status and /metrics
+    #[command(after_help = SERVE_EXIT_CODES)]
+    Serve(ServeArgs),
     /// Remove layers and flat trees that no image uses any more
     #[command(name = "garbage-collection", visible_alias = "gc", after_help = EXIT_CODES)]
     GarbageCollection(GcArgs),
@@ -174,6 +186,33 @@ pub struct LoopArgs {
     /// Seconds to sleep between passes
     #[arg(long, default_value_t = 60)]
     pub interval: u64,
+    #[command(flatten)]
+    pub flags: ConversionFlags,
+}
+
+/// `ducc serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The wish list (YAML), re-read at every full pass and on SIGHUP
+    pub wishlist: PathBuf,
+    /// Address to listen on, ADDR:PORT (e.g. 127.0.0.1:8080)
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: SocketAddr,
+    /// Seconds between full passes over the wish list (the first runs at start)
+    #[arg(long, default_value_t = 3600)]
+    pub interval: u64,
+    /// File holding the bearer token of notify requests (else $DUCC_WEBHOOK_TOKEN)
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Accept notifications without a token (only on a loopback address)
+    #[arg(long)]
+    pub no_auth: bool,
+    /// Seconds before the first retry of a failed image; doubles per failure, up to --interval
+    #[arg(long, default_value_t = 30)]
+    pub retry_backoff: u64,
+    /// Most images waiting for conversion; notifications beyond it are answered 503
+    #[arg(long, default_value_t = 1024)]
+    pub queue_capacity: usize,
     #[command(flatten)]
     pub flags: ConversionFlags,
 }

@@ -40,6 +40,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Convert(a) => convert::run(&cli.global, a),
         Command::Loop(a) => convert::run_loop(&cli.global, a),
         Command::ConvertSingleImage(a) => convert::run_single(&cli.global, a),
+        Command::Serve(a) => cmd::serve::run(&cli.global, a),
         Command::GarbageCollection(a) => cmd::gc::run(&cli.global, a),
         Command::CheckImageSyntax(a) => cmd::check_image_syntax::run(a),
         Command::Check(a) => cmd::check::run(a),

@@ -407,6 +407,25 @@ impl Engine {
         Ok(all)
     }
 
+    /// Converts `image`, one image of `list` (a plain tag, as [`Engine::expand`] gives them),
+    /// with its thin image `thin` pushed with the list's `user`; failures that the list's
+    /// `ignore_errors` covers are marked ignored.
+    pub fn convert_listed(
+        &self,
+        list: &WishList,
+        image: &ImageRef,
+        thin: Option<&ImageRef>,
+        stop: &StopToken,
+    ) -> Vec<ImageResult> {
+        let login = ducc_thin::output_login(list.user(), &self.environment);
+        let job = self.job(stop, login.as_ref().or(self.thin_login.as_ref()));
+        let ignored = list.is_error_ignored(image);
+        job.convert(image, thin)
+            .into_iter()
+            .map(|r| self.report(r, ignored))
+            .collect()
+    }
+
     fn job<'e>(&'e self, stop: &'e StopToken, thin_login: Option<&'e Login>) -> Job<'e> {
         Job::new(self, stop, thin_login)
     }

@@ -4,5 +4,6 @@ pub mod check;
 pub mod check_image_syntax;
 pub mod download_manifest;
 pub mod gc;
+pub mod serve;
 pub mod unpack_image;
 pub mod version;

@@ -141,7 +141,7 @@ pub fn run_single(global: &GlobalArgs, args: ConvertSingleArgs) -> Result<(), Fa
     run.finish(summary, &stop)
 }
 
-fn load(path: &Path) -> Result<WishList, Failure> {
+pub(crate) fn load(path: &Path) -> Result<WishList, Failure> {
     WishList::load(path).map_err(|err| {
         eprintln!("{}", exit::chain(&err));
         Failure::Reported(exit::USAGE)
@@ -149,7 +149,7 @@ fn load(path: &Path) -> Result<WishList, Failure> {
 }
 
 /// SIGINT and SIGTERM stop the token; the run stops between steps and aborts what is open.
-fn stop_token() -> Result<StopToken, Failure> {
+pub(crate) fn stop_token() -> Result<StopToken, Failure> {
     let flag = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&flag))
