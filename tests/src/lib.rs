@@ -21,6 +21,7 @@ pub mod http;
 pub mod images;
 pub mod overlay;
 pub mod registry;
+pub mod screen;
 pub mod skip;
 pub mod skopeo;
 pub mod token_issuer;

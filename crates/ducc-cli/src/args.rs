@@ -158,6 +158,9 @@ pub struct ConversionFlags {
     /// Never draw progress bars (drawn only when stderr is a terminal; else plain log lines)
     #[arg(long)]
     pub no_progress: bool,
+    /// Attempts per image (set by `convert-single-image -r`)
+    #[arg(skip = 1u32)]
+    pub attempts: u32,
 }
 
 /// Manifest format of thin images.

@@ -311,13 +311,8 @@ impl Engine {
         thin: Option<&ImageRef>,
         stop: &StopToken,
     ) -> Vec<ImageResult> {
-        let results = self
-            .job(stop, self.thin_login.as_ref())
-            .convert(image, thin);
-        results
-            .into_iter()
-            .map(|result| self.report(result, false))
-            .collect()
+        let job = self.job(stop, self.thin_login.as_ref());
+        self.attempt(&job, image, thin, false)
     }
 
     /// The images a wish stands for, each with its thin image: itself, or one per tag its glob
@@ -400,8 +395,7 @@ impl Engine {
                     break;
                 }
                 let ignored = ignored || list.is_error_ignored(&image);
-                let results = job.convert(&image, output.as_ref());
-                all.extend(results.into_iter().map(|r| self.report(r, ignored)));
+                all.extend(self.attempt(&job, &image, output.as_ref(), ignored));
             }
         }
         Ok(all)
@@ -419,11 +413,38 @@ impl Engine {
     ) -> Vec<ImageResult> {
         let login = ducc_thin::output_login(list.user(), &self.environment);
         let job = self.job(stop, login.as_ref().or(self.thin_login.as_ref()));
-        let ignored = list.is_error_ignored(image);
-        job.convert(image, thin)
-            .into_iter()
-            .map(|r| self.report(r, ignored))
-            .collect()
+        self.attempt(&job, image, thin, list.is_error_ignored(image))
+    }
+
+    /// Converts `image` up to [`Settings::attempts`] times, until it does not fail, and
+    /// reports the last attempt's results.
+    fn attempt(
+        &self,
+        job: &Job<'_>,
+        image: &ImageRef,
+        thin: Option<&ImageRef>,
+        ignored: bool,
+    ) -> Vec<ImageResult> {
+        let mut attempt = 1;
+        loop {
+            let results = job.convert(image, thin);
+            if let Some(failure) = results.iter().find_map(ImageResult::failure)
+                && attempt < self.settings.attempts
+                && !job.is_stopped()
+            {
+                tracing::warn!(
+                    "{image}: {} failed (attempt {attempt}): {}; retrying",
+                    failure.step(),
+                    failure.error().chain()
+                );
+                attempt += 1;
+                continue;
+            }
+            return results
+                .into_iter()
+                .map(|r| self.report(r, ignored))
+                .collect();
+        }
     }
 
     fn job<'e>(&'e self, stop: &'e StopToken, thin_login: Option<&'e Login>) -> Job<'e> {

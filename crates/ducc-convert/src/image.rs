@@ -94,6 +94,11 @@ impl<'e> Job<'e> {
         }
     }
 
+    /// Whether the stop token was set.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stop.is_stopped()
+    }
+
     fn emit(&self, event: Event) {
         self.events.event(&event);
     }

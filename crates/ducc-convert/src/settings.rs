@@ -23,6 +23,7 @@ pub struct Settings {
     pub(crate) multi_arch: bool,
     pub(crate) scratch_dir: PathBuf,
     pub(crate) parallel_layers: usize,
+    pub(crate) attempts: u32,
 }
 
 impl Default for Settings {
@@ -34,7 +35,8 @@ impl Default for Settings {
 impl Settings {
     /// Everything converted (layers, flat tree, thin image, podman store), `linux/amd64` from an
     /// index, the publisher's whiteout form, privileges as the process has them, Docker v2 thin
-    /// manifests, scratch space in the system temp directory, 4 layer downloads at once.
+    /// manifests, scratch space in the system temp directory, 4 layer downloads at once, one
+    /// attempt per image.
     pub fn new() -> Settings {
         Settings {
             overwrite_layers: false,
@@ -50,6 +52,7 @@ impl Settings {
             multi_arch: false,
             scratch_dir: std::env::temp_dir(),
             parallel_layers: 4,
+            attempts: 1,
         }
     }
 
@@ -129,6 +132,13 @@ impl Settings {
     /// Layer blobs downloaded at once, ahead of the decoding (at least 1).
     pub fn parallel_layers(mut self, count: usize) -> Settings {
         self.parallel_layers = count.max(1);
+        self
+    }
+
+    /// How often a failed image is converted again before its failure counts (at least 1;
+    /// `convert-single-image -r`). Each attempt redoes only what the last one left undone.
+    pub fn attempts(mut self, attempts: u32) -> Settings {
+        self.attempts = attempts.max(1);
         self
     }
 

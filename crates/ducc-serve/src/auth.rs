@@ -35,6 +35,26 @@ pub enum TokenError {
         /// `DUCC_WEBHOOK_TOKEN` or the file.
         origin: String,
     },
+    /// No token was given, and no `--no-auth`.
+    #[error(
+        "ducc serve needs a webhook token: set {var} or --token-file (or, on a loopback address only, --no-auth)"
+    )]
+    Missing {
+        /// The variable that would hold it.
+        var: String,
+    },
+    /// A token and `--no-auth` were both given.
+    #[error("--no-auth contradicts the token given in {var} or --token-file")]
+    Contradiction {
+        /// The variable that may hold it.
+        var: String,
+    },
+    /// A token in the variable and a token file were both given.
+    #[error("the webhook token is given twice: use {var} or --token-file, not both")]
+    Twice {
+        /// The variable that holds one.
+        var: String,
+    },
     /// The token file cannot be read.
     #[error("cannot read the webhook token file {path}")]
     Read {
@@ -103,6 +123,28 @@ pub enum Auth {
 }
 
 impl Auth {
+    /// The auth that serve's flags ask for: `no_auth` (`--no-auth`), a token file, or the
+    /// token held by the variable `var` (`env_token`: its value, when set). Exactly one of them.
+    ///
+    /// # Errors
+    /// [`TokenError`] when none or several are given, or the token is unusable.
+    pub fn from_sources(
+        no_auth: bool,
+        token_file: Option<&std::path::Path>,
+        var: &str,
+        env_token: Option<&str>,
+    ) -> Result<Auth, TokenError> {
+        let var = var.to_owned();
+        match (no_auth, token_file, env_token) {
+            (true, None, None) => Ok(Auth::Disabled),
+            (true, _, _) => Err(TokenError::Contradiction { var }),
+            (false, Some(_), Some(_)) => Err(TokenError::Twice { var }),
+            (false, Some(path), None) => Token::from_file(path).map(Auth::Bearer),
+            (false, None, Some(secret)) => Token::new(secret, &var).map(Auth::Bearer),
+            (false, None, None) => Err(TokenError::Missing { var }),
+        }
+    }
+
     /// Whether a request with this `Authorization` header may notify.
     pub fn allows(&self, authorization: Option<&str>) -> bool {
         match self {
@@ -117,6 +159,32 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn exactly_one_source_of_auth_is_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let var = "DUCC_WEBHOOK_TOKEN";
+        let from = |no_auth, file: Option<&std::path::Path>, env: Option<&str>| {
+            Auth::from_sources(no_auth, file, var, env)
+        };
+        assert!(matches!(from(true, None, None), Ok(Auth::Disabled)));
+        let by_file = from(false, Some(&file), None).unwrap();
+        assert!(by_file.allows(Some("Bearer from-file")));
+        let by_env = from(false, None, Some("from-env")).unwrap();
+        assert!(by_env.allows(Some("Bearer from-env")));
+        assert!(!by_env.allows(Some("Bearer from-file")));
+        for (result, says) in [
+            (from(false, None, None), "needs a webhook token"),
+            (from(true, None, Some("x")), "--no-auth contradicts"),
+            (from(true, Some(&file), None), "--no-auth contradicts"),
+            (from(false, Some(&file), Some("x")), "given twice"),
+        ] {
+            let error = result.expect_err("refused").to_string();
+            assert!(error.contains(says) && error.contains(var), "{error}");
+        }
+    }
 
     #[test]
     fn only_the_bearer_token_itself_is_accepted() {

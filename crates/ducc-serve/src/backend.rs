@@ -69,3 +69,76 @@ pub trait Backend: Send + Sync {
     /// transaction) and returns.
     fn convert(&self, list: &WishList, target: &Target, stop: &AtomicBool) -> ImageReport;
 }
+
+/// The [`Backend`] over ducc-convert's [`Engine`](ducc_convert::Engine): what `ducc serve`
+/// runs. Its stop token is the one SIGTERM sets, so a stop aborts the running step.
+pub struct EngineBackend {
+    engine: ducc_convert::Engine,
+    stop: ducc_convert::StopToken,
+}
+
+impl EngineBackend {
+    /// `engine`, stopped by `stop`.
+    pub fn new(engine: ducc_convert::Engine, stop: ducc_convert::StopToken) -> EngineBackend {
+        EngineBackend { engine, stop }
+    }
+}
+
+impl Drop for EngineBackend {
+    fn drop(&mut self) {
+        self.engine.clean_cache();
+    }
+}
+
+impl Backend for EngineBackend {
+    fn expand(&self, list: &WishList, wish: &Wish) -> Result<Vec<Target>, ConversionFailure> {
+        let images = self
+            .engine
+            .expand(&wish.input, Some(&wish.output), Some(list))
+            .map_err(|e| ConversionFailure::new("tags", e.chain()))?;
+        images
+            .into_iter()
+            .map(|(image, output)| {
+                let output = match output {
+                    Some(output) => output,
+                    None => list
+                        .output_for(&image)
+                        .map_err(|e| ConversionFailure::new("tags", e.to_string()))?,
+                };
+                Ok(Target::new(image, output))
+            })
+            .collect()
+    }
+
+    fn convert(&self, list: &WishList, target: &Target, _stop: &AtomicBool) -> ImageReport {
+        let results =
+            self.engine
+                .convert_listed(list, target.image(), Some(target.output()), &self.stop);
+        let mut converted = false;
+        let mut failures = Vec::new();
+        for result in &results {
+            match result.result() {
+                Ok(outcome) => converted |= *outcome != ducc_convert::Outcome::UpToDate,
+                Err(failure) => failures.push((
+                    result.image(),
+                    failure.step().as_str(),
+                    failure.error().chain(),
+                )),
+            }
+        }
+        match failures.as_slice() {
+            [] if converted => Ok(ImageOutcome::Converted),
+            [] => Ok(ImageOutcome::UpToDate),
+            [(_, step, message)] => Err(ConversionFailure::new(*step, message.clone())),
+            // --multi-arch: one line per failed platform.
+            [(_, step, _), ..] => Err(ConversionFailure::new(
+                *step,
+                failures
+                    .iter()
+                    .map(|(label, step, message)| format!("{label} ({step}): {message}"))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )),
+        }
+    }
+}

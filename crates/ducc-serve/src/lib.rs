@@ -57,7 +57,7 @@ mod service;
 mod status;
 
 pub use auth::{Auth, Token, TokenError};
-pub use backend::{Backend, ConversionFailure, ImageOutcome, ImageReport};
+pub use backend::{Backend, ConversionFailure, EngineBackend, ImageOutcome, ImageReport};
 pub use event::{EnvelopeError, Event, SkipReason, Source, parse_distribution, parse_harbor};
 pub use http::BODY_LIMIT;
 pub use matching::{Target, wished_target};

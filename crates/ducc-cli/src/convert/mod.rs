@@ -107,7 +107,9 @@ pub fn run_single(global: &GlobalArgs, args: ConvertSingleArgs) -> Result<(), Fa
     } else {
         Some(ImageRef::parse(&args.thin_image_name).map_err(|e| Failure::Usage(e.into()))?)
     };
-    let run = Run::setup(global, &args.flags, &args.repo, &args.username)?;
+    let mut flags = args.flags;
+    flags.attempts = args.attempts;
+    let run = Run::setup(global, &flags, &args.repo, &args.username)?;
     let mut summary = Summary::default();
     match run.engine.expand(&input, output.as_ref(), None) {
         Err(error) => {
@@ -116,25 +118,8 @@ pub fn run_single(global: &GlobalArgs, args: ConvertSingleArgs) -> Result<(), Fa
         }
         Ok(images) => {
             for (image, output) in images {
-                let mut attempt = 1;
-                loop {
-                    let results = run.engine.convert_image(&image, output.as_ref(), &stop);
-                    let failed = results.iter().find_map(ImageResult::failure);
-                    if let Some(failure) = failed
-                        && attempt < args.attempts.max(1)
-                        && !stop.is_stopped()
-                    {
-                        tracing::warn!(
-                            "{image}: {} failed (attempt {attempt}): {}; retrying",
-                            failure.step(),
-                            failure.error().chain()
-                        );
-                        attempt += 1;
-                        continue;
-                    }
-                    results.into_iter().for_each(|r| summary.add(r));
-                    break;
-                }
+                let results = run.engine.convert_image(&image, output.as_ref(), &stop);
+                results.into_iter().for_each(|r| summary.add(r));
             }
         }
     }
@@ -291,7 +276,8 @@ fn settings(global: &GlobalArgs, flags: &ConversionFlags) -> anyhow::Result<Sett
                 .clone()
                 .unwrap_or_else(std::env::temp_dir),
         )
-        .parallel_layers(flags.max_concurrent_downloads);
+        .parallel_layers(flags.max_concurrent_downloads)
+        .attempts(flags.attempts);
     if let Some(whiteouts) = flags.layer_whiteouts {
         settings = settings.whiteouts(match whiteouts {
             LayerWhiteouts::Oci => WhiteoutFormat::Oci,
