@@ -118,4 +118,3 @@ impl indicatif::TermLike for Screen {
         Ok(())
     }
 }
-

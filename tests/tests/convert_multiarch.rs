@@ -11,7 +11,7 @@ use std::path::Path;
 
 use convert_support::{Backend, Image, Layer, Work, flat_dir, layer_dir, run_options, scan};
 use ducc_registry::{Client, ImageName, ManifestSelection, Reference, Repository};
-use ducc_tests::images::{self, Blob};
+use ducc_tests::images;
 use ducc_tests::{FaultProxy, Registry, unique_repo};
 use serde_json::{Value, json};
 
@@ -31,18 +31,7 @@ fn platform_image(layers: Vec<Layer>, arch: &str, variant: Option<&str>) -> Imag
     if let Some(variant) = variant {
         config["variant"] = json!(variant);
     }
-    let config = Blob::new(serde_json::to_vec(&config).unwrap());
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": config.descriptor("application/vnd.oci.image.config.v1+json"),
-        "layers": layers.iter().map(|l| l.blob.descriptor(l.media_type)).collect::<Vec<_>>(),
-    });
-    Image {
-        layers,
-        config,
-        manifest: Blob::new(serde_json::to_vec(&manifest).unwrap()),
-    }
+    Image::with_config(layers, &config)
 }
 
 /// Pushes an OCI index over `entries` (image, os, arch, variant) plus an attestation-style

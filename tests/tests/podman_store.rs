@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use convert_support::{Backend, Image, Layer, REPO, Work};
-use ducc_tests::images::{self, Blob};
+use ducc_tests::images;
 use ducc_tests::tree::{Options, Tree};
 use ducc_tests::{Registry, fixtures, require_root, require_tool, skip_or_fail, unique_repo};
 use serde_json::{Value, json};
@@ -177,18 +177,7 @@ fn small_image(label: &str) -> Image {
         },
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
     });
-    let config = Blob::new(serde_json::to_vec(&config).unwrap());
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": config.descriptor("application/vnd.oci.image.config.v1+json"),
-        "layers": layers.iter().map(|l| l.blob.descriptor(l.media_type)).collect::<Vec<_>>(),
-    });
-    Image {
-        layers,
-        config,
-        manifest: Blob::new(serde_json::to_vec(&manifest).unwrap()),
-    }
+    Image::with_config(layers, &config)
 }
 
 /// Pushes the Debian fixture (a real bookworm rootfs) as `repository:tag`; returns its config

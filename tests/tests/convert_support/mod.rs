@@ -149,7 +149,12 @@ impl Image {
             "config": {"Env": ["PATH=/usr/bin:/bin", "HELLO=world"], "Cmd": ["/bin/sh"], "Labels": {"test": label}},
             "rootfs": {"type": "layers", "diff_ids": diff_ids},
         });
-        let config = Blob::new(serde_json::to_vec(&config).unwrap());
+        Image::with_config(layers, &config)
+    }
+
+    /// An OCI image of `layers` with `config` as its config (which must list their diff_ids).
+    pub fn with_config(layers: Vec<Layer>, config: &serde_json::Value) -> Image {
+        let config = Blob::new(serde_json::to_vec(config).unwrap());
         let manifest = json!({
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
