@@ -42,23 +42,7 @@ fn loop_rereads_the_wish_list_keeps_the_last_good_one_and_stops_cleanly_on_sigte
     let work = Work::new(Backend::Local);
     let wishlist = work.wishlist(&[format!("http://{}/{first_name}:1", registry.host())], "");
 
-    let mut looping = ducc_tests::ducc_command(&work.path("docker"));
-    looping
-        .args(["loop", "--interval", "2", "-i"])
-        .arg(&wishlist)
-        .arg("--root")
-        .arg(work.path("cvmfs"))
-        .arg("--cache-dir")
-        .arg(work.path("cache"))
-        .arg("-t")
-        .arg(work.path("tmp"))
-        .arg("-n")
-        .arg(work.path("events.jsonl"));
-    let child = looping
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = loop_command(&work, &wishlist, 2).spawn().unwrap();
 
     wait_until("the first image", || {
         flat_dir(&work.repo(), &first).exists()
@@ -102,8 +86,7 @@ fn loop_rereads_the_wish_list_keeps_the_last_good_one_and_stops_cleanly_on_sigte
     };
     let before = waits();
     wait_until("the loop to wait for its next pass", || waits() > before);
-    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
-    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    sigterm(&child);
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -159,10 +142,10 @@ fn convert_single_image_converts_without_a_wish_list_and_fails_clearly_on_a_miss
 }
 
 /// The `ducc loop` command on `wishlist` in `work`, events into `events.jsonl`.
-fn loop_command(work: &Work, wishlist: &std::path::Path) -> std::process::Command {
+fn loop_command(work: &Work, wishlist: &std::path::Path, interval: u64) -> std::process::Command {
     let mut looping = ducc_tests::ducc_command(&work.path("docker"));
     looping
-        .args(["loop", "--interval", "1", "-i"])
+        .args(["loop", "--interval", &interval.to_string(), "-i"])
         .arg(wishlist)
         .arg("--root")
         .arg(work.path("cvmfs"))
@@ -199,7 +182,7 @@ fn loop_takes_a_changed_cvmfs_repo_at_its_next_pass() {
     let second = push(&second_name, "1", "second");
     let work = Work::new(Backend::Local);
     let wishlist = work.wishlist(&[format!("http://{}/{first_name}:1", registry.host())], "");
-    let child = loop_command(&work, &wishlist).spawn().unwrap();
+    let child = loop_command(&work, &wishlist, 1).spawn().unwrap();
     wait_until("the first image", || {
         flat_dir(&work.repo(), &first).exists()
     });
@@ -248,7 +231,7 @@ fn loop_stopped_in_the_middle_of_a_pass_prints_its_summary_once() {
         .map(|n| format!("http://{}/{n}:1", registry.host()))
         .collect();
     let wishlist = work.wishlist(&inputs, "");
-    let child = loop_command(&work, &wishlist).spawn().unwrap();
+    let child = loop_command(&work, &wishlist, 1).spawn().unwrap();
     // The first image started: the pass is under way, with five more images to go.
     wait_until("the first image to start", || {
         events_of(&work, "start_image") > 0
