@@ -143,16 +143,9 @@ fn convert_single_image_converts_without_a_wish_list_and_fails_clearly_on_a_miss
 
 /// The `ducc loop` command on `wishlist` in `work`, events into `events.jsonl`.
 fn loop_command(work: &Work, wishlist: &std::path::Path, interval: u64) -> std::process::Command {
-    let mut looping = ducc_tests::ducc_command(&work.path("docker"));
+    let mut looping = work.ducc("loop", wishlist);
     looping
-        .args(["loop", "--interval", &interval.to_string(), "-i"])
-        .arg(wishlist)
-        .arg("--root")
-        .arg(work.path("cvmfs"))
-        .arg("--cache-dir")
-        .arg(work.path("cache"))
-        .arg("-t")
-        .arg(work.path("tmp"))
+        .args(["--interval", &interval.to_string(), "-i"])
         .arg("-n")
         .arg(work.path("events.jsonl"))
         .stdout(Stdio::null())

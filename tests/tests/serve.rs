@@ -78,17 +78,9 @@ impl Serve {
     /// `--no-auth`).
     fn start(work: &Work, listen: &str, token: Option<&str>, extra: &[&str]) -> Serve {
         let log = work.path(&format!("serve-{}.log", random_hex(4)));
-        let mut command = ducc_tests::ducc_command(&work.path("docker"));
+        let mut command = work.ducc("serve", &work.path("wish.yaml"));
         command
-            .arg("serve")
-            .arg(work.path("wish.yaml"))
             .args(["--listen", listen, "--retry-backoff", "1", "-i"])
-            .arg("--root")
-            .arg(work.path("cvmfs"))
-            .arg("--cache-dir")
-            .arg(work.path("cache"))
-            .arg("-t")
-            .arg(work.path("tmp"))
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

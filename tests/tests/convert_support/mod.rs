@@ -274,10 +274,18 @@ impl Work {
 
     /// The `ducc convert` command on the wish list, with `extra` arguments, not yet run.
     pub fn command(&self, extra: &[&str]) -> Command {
+        let mut command = self.ducc("convert", &self.path("wish.yaml"));
+        command.args(extra);
+        command
+    }
+
+    /// `ducc SUBCOMMAND WISHLIST` with this work's cache, scratch space and publisher.
+    #[allow(dead_code)] // not every test binary that shares this module runs it
+    pub fn ducc(&self, subcommand: &str, wishlist: &std::path::Path) -> Command {
         let mut command = ducc_tests::ducc_command(&self.path("docker"));
         command
-            .arg("convert")
-            .arg(self.path("wish.yaml"))
+            .arg(subcommand)
+            .arg(wishlist)
             .arg("--cache-dir")
             .arg(self.path("cache"))
             .arg("-t")
@@ -294,7 +302,6 @@ impl Work {
                     .env("CVMFS_MOUNT_DIR", self.path("standin/mnt"));
             }
         }
-        command.args(extra);
         command
     }
 
