@@ -748,3 +748,41 @@ fn a_failed_conversion_is_shown_counted_and_retried_with_backoff_until_it_works(
     let (status, log) = serve.terminate();
     assert!(status.success(), "{status}: {log}");
 }
+
+#[test]
+fn sigterm_in_the_middle_of_a_conversion_aborts_it_and_exits_cleanly() {
+    let registry = Registry::anonymous();
+    // The first layer download stalls: serve is mid-conversion when SIGTERM comes.
+    let proxy = ducc_tests::fault_proxy::FaultProxy::start(
+        registry.host(),
+        vec![
+            ducc_tests::fault_proxy::Rule::new(ducc_tests::fault_proxy::Action::Stall(
+                Duration::from_secs(3),
+            ))
+            .method("GET")
+            .path_contains("/blobs/")
+            .times(1),
+        ],
+    );
+    let name = unique_repo("serve-stop/app");
+    let image = labelled("stopped");
+    push_direct(&image, &name, "1");
+    let work = Work::new(Backend::Local);
+    work.wishlist(&[format!("http://{}/{name}:1", proxy.host())], "");
+    let token = format!("tok-{}", random_hex(16));
+    let serve = Serve::start(&work, "127.0.0.1:0", Some(&token), &[]);
+    // The start-up pass reached the layer blob.
+    wait_until("the stalled blob download", || {
+        proxy.count("GET", "/blobs/") > 0
+    });
+    let (status, log) = serve.terminate();
+    assert!(status.success(), "{status}: {log}");
+    assert!(
+        marker_config(&work.repo(), proxy.host(), &format!("{name}:1")).is_none(),
+        "a stopped conversion wrote its marker: {log}"
+    );
+    assert!(
+        !flat_dir(&work.repo(), &image).exists(),
+        "a stopped conversion published its flat tree: {log}"
+    );
+}
