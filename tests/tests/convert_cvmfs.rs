@@ -398,10 +398,15 @@ fn standin_delete(work: &Work, paths: &[&str]) {
     }
 }
 
-/// Runs a convert with the cvmfs publisher, pauses the stand-in at `point` on the first call
-/// whose arguments contain `filter`, kills ducc and the stand-in with SIGKILL there, and checks
-/// that a rerun finishes the work: the same repository as the local publisher's clean run.
-fn killed_then_rerun(point: &str, filter: &str, label: &str) {
+/// The pair `<label>:one`, `<label>:two` converted by the local publisher (the reference a
+/// rerun must match), and a convert of it through the cvmfs stand-in, started with the stand-in
+/// set to pause at `point` on the first call whose arguments contain `filter`. Returns both works,
+/// the paused ducc process and what the stand-in wrote into `standin/paused` (its point and pid).
+fn paused_cvmfs_run(
+    label: &str,
+    point: &str,
+    filter: &str,
+) -> (Work, Work, std::process::Child, String) {
     let registry = Registry::anonymous();
     let name = unique_repo(label);
     let _ = push_pair(&name);
@@ -438,6 +443,15 @@ fn killed_then_rerun(point: &str, filter: &str, label: &str) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let text = std::fs::read_to_string(&paused).unwrap();
+    (local, cvmfs, child, text)
+}
+
+/// Runs a convert with the cvmfs publisher, pauses the stand-in at `point` on the first call
+/// whose arguments contain `filter`, kills ducc and the stand-in with SIGKILL there, and checks
+/// that a rerun finishes the work: the same repository as the local publisher's clean run.
+fn killed_then_rerun(point: &str, filter: &str, label: &str) {
+    let (local, cvmfs, mut child, text) = paused_cvmfs_run(label, point, filter);
+    let pause = cvmfs.path("standin/pause");
     let standin: i32 = text.split_whitespace().nth(1).unwrap().parse().unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
@@ -643,7 +657,6 @@ fn image_in(
     variant: Option<&str>,
     label: &str,
 ) -> Image {
-    use ducc_tests::images::{Blob, Format};
     let diff_ids: Vec<&str> = layers.iter().map(|l| l.diff_id.as_str()).collect();
     let mut config = serde_json::json!({
         "architecture": arch,
@@ -655,28 +668,7 @@ fn image_in(
     if let Some(variant) = variant {
         config["variant"] = serde_json::json!(variant);
     }
-    let config = Blob::new(serde_json::to_vec(&config).unwrap());
-    let (config_type, layer_type) = match format {
-        Format::Oci => ("application/vnd.oci.image.config.v1+json", None),
-        Format::Docker => (
-            "application/vnd.docker.container.image.v1+json",
-            Some("application/vnd.docker.image.rootfs.diff.tar.gzip"),
-        ),
-    };
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": format.manifest_type(),
-        "config": config.descriptor(config_type),
-        "layers": layers
-            .iter()
-            .map(|l| l.blob.descriptor(layer_type.unwrap_or(l.media_type)))
-            .collect::<Vec<_>>(),
-    });
-    Image {
-        layers,
-        config,
-        manifest: Blob::new(serde_json::to_vec(&manifest).unwrap()),
-    }
+    Image::with_config_as(format, layers, &config)
 }
 
 /// Pushes the blobs of `image` and its manifest under `reference` (a tag or its digest).
@@ -847,36 +839,8 @@ fn process_ended(pid: i32) -> bool {
 /// the rerun waits (leaving the repository in a transaction, which the rerun aborts); otherwise
 /// it is let go on and ends by itself before the rerun calls anything but `list`.
 fn rerun_waits_for_the_orphaned_ingest(kill_orphan: bool, label: &str) {
-    let registry = Registry::anonymous();
-    let name = unique_repo(label);
-    let _ = push_pair(&name);
-    let inputs = [
-        format!("http://{}/{name}:one", registry.host()),
-        format!("http://{}/{name}:two", registry.host()),
-    ];
-    let local = Work::new(Backend::Local);
-    local.wishlist(&inputs, "");
-    assert!(
-        local
-            .convert(&["-i", "--layer-whiteouts", "oci"])
-            .status
-            .success()
-    );
-
-    let cvmfs = Work::new(Backend::Cvmfs);
-    cvmfs.wishlist(&inputs, "");
+    let (local, cvmfs, mut first, text) = paused_cvmfs_run(label, "ingest", "-b .layers/");
     let pause = cvmfs.path("standin/pause");
-    std::fs::create_dir_all(&pause).unwrap();
-    std::fs::write(pause.join("ingest"), "-b .layers/").unwrap();
-    let mut first = cvmfs.command(&["-i"]).spawn().unwrap();
-    let paused = cvmfs.path("standin/paused");
-    let started = std::time::Instant::now();
-    while !paused.exists() {
-        assert!(started.elapsed() < std::time::Duration::from_secs(120));
-        assert!(first.try_wait().unwrap().is_none(), "ducc ended first");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let text = std::fs::read_to_string(&paused).unwrap();
     let orphan: i32 = text.split_whitespace().nth(1).unwrap().parse().unwrap();
     first.kill().unwrap();
     first.wait().unwrap();

@@ -154,12 +154,32 @@ impl Image {
 
     /// An OCI image of `layers` with `config` as its config (which must list their diff_ids).
     pub fn with_config(layers: Vec<Layer>, config: &serde_json::Value) -> Image {
+        Image::with_config_as(images::Format::Oci, layers, config)
+    }
+
+    /// As [`Image::with_config`], its manifest in `format` (Docker v2s2: Docker media types for
+    /// the config and the layers).
+    pub fn with_config_as(
+        format: images::Format,
+        layers: Vec<Layer>,
+        config: &serde_json::Value,
+    ) -> Image {
         let config = Blob::new(serde_json::to_vec(config).unwrap());
+        let (config_type, layer_type) = match format {
+            images::Format::Oci => ("application/vnd.oci.image.config.v1+json", None),
+            images::Format::Docker => (
+                "application/vnd.docker.container.image.v1+json",
+                Some("application/vnd.docker.image.rootfs.diff.tar.gzip"),
+            ),
+        };
         let manifest = json!({
             "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": config.descriptor("application/vnd.oci.image.config.v1+json"),
-            "layers": layers.iter().map(|l| l.blob.descriptor(l.media_type)).collect::<Vec<_>>(),
+            "mediaType": format.manifest_type(),
+            "config": config.descriptor(config_type),
+            "layers": layers
+                .iter()
+                .map(|l| l.blob.descriptor(layer_type.unwrap_or(l.media_type)))
+                .collect::<Vec<_>>(),
         });
         Image {
             layers,

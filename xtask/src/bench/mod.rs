@@ -565,19 +565,29 @@ impl Floor {
 pub(super) fn decode_worker() -> anyhow::Result<()> {
     let image = fixtures::bench_image()?;
     for layer in &image.layers {
-        let descriptor =
-            ducc_unpack::LayerDescriptor::new(layer.digest.clone(), layer.media_type.clone())
-                .with_blob_digest(layer.digest.parse()?)
-                .with_diff_id(layer.diff_id.parse()?);
-        let blob = std::fs::File::open(image.blob_path(&layer.digest))?;
-        let mut reader = ducc_unpack::LayerReader::open(
-            std::io::BufReader::with_capacity(1 << 20, blob),
-            &descriptor,
-        )?;
+        let (blob, descriptor) = open_layer(&image, layer)?;
+        let mut reader = ducc_unpack::LayerReader::open(blob, &descriptor)?;
         std::io::copy(&mut reader, &mut std::io::sink())?;
         reader.finish()?;
     }
     Ok(())
+}
+
+/// The cached blob of a bench layer, opened for reading, and its descriptor with both digests
+/// to check.
+pub(super) fn open_layer(
+    image: &Image,
+    layer: &fixtures::LayerInfo,
+) -> anyhow::Result<(
+    std::io::BufReader<std::fs::File>,
+    ducc_unpack::LayerDescriptor,
+)> {
+    let descriptor =
+        ducc_unpack::LayerDescriptor::new(layer.digest.clone(), layer.media_type.clone())
+            .with_blob_digest(layer.digest.parse()?)
+            .with_diff_id(layer.diff_id.parse()?);
+    let blob = std::fs::File::open(image.blob_path(&layer.digest))?;
+    Ok((std::io::BufReader::with_capacity(1 << 20, blob), descriptor))
 }
 
 /// The 1, 5 and 15 minute load averages (the machine is shared: read the figures with them).

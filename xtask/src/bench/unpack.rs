@@ -35,15 +35,8 @@ pub(super) fn flat_worker(args: &[String]) -> anyhow::Result<()> {
     std::fs::create_dir_all(dest)?;
     let mut flat = ducc_unpack::FlatExtractor::new(dest, &ducc_unpack::ExtractOptions::new())?;
     for layer in &image.layers {
-        let descriptor =
-            ducc_unpack::LayerDescriptor::new(layer.digest.clone(), layer.media_type.clone())
-                .with_blob_digest(layer.digest.parse()?)
-                .with_diff_id(layer.diff_id.parse()?);
-        let blob = std::fs::File::open(image.blob_path(&layer.digest))?;
-        flat.apply_blob(
-            std::io::BufReader::with_capacity(1 << 20, blob),
-            &descriptor,
-        )?;
+        let (blob, descriptor) = super::open_layer(&image, layer)?;
+        flat.apply_blob(blob, &descriptor)?;
     }
     let report = flat.finish();
     eprintln!(
