@@ -844,12 +844,15 @@ impl<'e> Job<'e> {
         Ok(BufReader::with_capacity(1 << 20, file))
     }
 
+    /// The layer as ducc-unpack decodes it: with its diff_id to check. Not with its blob
+    /// digest: every blob decoded here comes from the blob cache, which holds only blobs whose
+    /// digest was checked as they were downloaded, so hashing the compressed bytes again would be
+    /// a second sha256 over every layer for nothing (the diff_id still checks what is unpacked).
     fn descriptor(&self, layer: &LayerJob) -> LayerDescriptor {
         LayerDescriptor::new(
             layer.digest.to_string(),
             layer.descriptor.media_type().to_string(),
         )
-        .with_blob_digest(layer.digest)
         .with_diff_id(layer.diff_id)
     }
 
