@@ -402,14 +402,13 @@ impl<'e> Job<'e> {
         self.set_symlink(&link, &target)?;
         for (alias, candidates) in ducc_cvmfs::ARCH_ALIASES {
             let alias_path = self.layout.arch_alias(alias);
-            let published = self.published(&alias_path);
-            if std::fs::symlink_metadata(&published).is_ok_and(|m| m.is_dir()) {
+            if self.state().is_real_dir(&alias_path) {
                 continue; // the repository holds real content under that name
             }
-            let Some(candidate) = candidates.iter().find(|c| {
-                std::fs::symlink_metadata(self.published(&self.layout.arch_alias(c)))
-                    .is_ok_and(|m| m.is_dir())
-            }) else {
+            let Some(candidate) = candidates
+                .iter()
+                .find(|c| self.state().is_real_dir(&self.layout.arch_alias(c)))
+            else {
                 continue;
             };
             self.set_symlink(&alias_path, Path::new(candidate))?;
