@@ -43,12 +43,18 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::error::{PublishError, io_err};
 use crate::guard::{Refused, TarGuard};
 use crate::layout::{CATALOG_MARKER, RepoPath, RepositoryName};
-use crate::lock::{FileLock, LeaseGuard, LeaseLocks, unique_name};
-use crate::publisher::{IngestOptions, OverlaySupport, Publisher, Transaction, check_lease};
+use crate::lock::{FileLock, LeaseGuard, LeaseLocks, dead_staging, unique_name};
+use crate::publisher::{
+    GcGuard, GcLock, IngestOptions, OverlaySupport, Publisher, Transaction, check_lease,
+};
 
 /// How long a gateway lease that is busy (another node holds an overlapping one: rc 16, no
 /// waiting on the server's side) is retried before the ingest fails.
 const BUSY_RETRY: Duration = Duration::from_secs(120);
+
+/// How many paths one `cvmfs_server ingest --delete` call takes on a stratum 0 (upstream's gc
+/// takes 50; 200 keep the command line near 20 KiB).
+const DELETE_BATCH: usize = 200;
 
 /// How long a publisher waits for a `cvmfs_server` process left running by a killed run.
 const ORPHAN_WAIT: Duration = Duration::from_secs(600);
@@ -452,6 +458,32 @@ impl Publisher for CvmfsPublisher {
     fn ingest_is_final(&self) -> bool {
         true
     }
+
+    fn gc_lock(&self, kind: GcLock) -> Result<GcGuard, PublishError> {
+        GcGuard::take(&self.state_dir.join("gc.lock"), kind)
+    }
+
+    fn remove_leftovers(&self, dry_run: bool) -> Result<Vec<PathBuf>, PublishError> {
+        let root = self.state_dir.join("staging");
+        // Only with the spool lock: a call left running by a killed run may still read its tar.
+        let spool = self.spool_lock()?;
+        let mut found = dead_staging(&root).map_err(io_err("read", root.as_path()))?;
+        if !dry_run {
+            for dir in &found {
+                fs::remove_dir_all(dir).map_err(io_err("remove", dir.as_path()))?;
+                let lock = dir.with_extension("lock");
+                let _ = fs::remove_file(lock);
+            }
+        }
+        drop(spool);
+        let locks = self.state_dir.join("locks");
+        found.extend(
+            self.locks
+                .remove_dead(dry_run)
+                .map_err(io_err("clean", locks))?,
+        );
+        Ok(found)
+    }
 }
 
 /// A file or symlink written at commit.
@@ -838,13 +870,12 @@ impl CvmfsTransaction<'_> {
                 args.push(p.repo.clone().into());
                 p.ingest(args)
             };
-            if p.gateway {
-                // A gateway takes one delete path per call (gateway scenario 4).
-                for path in &self.removals {
-                    delete(std::slice::from_ref(path))?;
-                }
-            } else {
-                delete(&self.removals)?;
+            // A gateway takes one delete path per call (gateway scenario 4); a stratum 0 takes
+            // many (scenario 8), in batches that keep the command line short. Each call is a
+            // revision of its own: a commit cut between two is published in part.
+            let batch = if p.gateway { 1 } else { DELETE_BATCH };
+            for paths in self.removals.chunks(batch) {
+                delete(paths)?;
             }
         }
         self.stage_leaves()?;

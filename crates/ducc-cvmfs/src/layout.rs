@@ -281,9 +281,34 @@ impl PublicName {
         })
     }
 
-    /// The registry, the repository and the tag (or `sha256:<hex>` digest) of the name.
-    pub(crate) fn parts(&self) -> (&str, &str, &str) {
-        (&self.registry, &self.repository, &self.reference)
+    /// The name a path below the layout root (or below `.metadata/`, `.multiarch/<arch>/`)
+    /// spells: `<registry>/<repository>:<tag>` or `<registry>/<repository>:sha256:<hex>`, the
+    /// inverse of [`Layout::public_link`]. `None` when the path is not such a name.
+    pub fn from_path(path: &RepoPath) -> Option<PublicName> {
+        let parts: Vec<&str> = path.components().collect();
+        let (registry, rest) = parts.split_first()?;
+        let (last, middle) = rest.split_last()?;
+        let (name, reference) = last.split_once(':')?;
+        let mut repository = middle.join("/");
+        if !repository.is_empty() {
+            repository.push('/');
+        }
+        repository.push_str(name);
+        if reference.starts_with("sha256:") {
+            PublicName::by_digest(registry, &repository, reference).ok()
+        } else {
+            PublicName::tagged(registry, &repository, reference).ok()
+        }
+    }
+
+    /// The name podman lists the image under: `<registry>/<repository>:<tag>`, or
+    /// `<registry>/<repository>@sha256:<hex>` for an image pulled by digest only.
+    pub fn podman_name(&self) -> String {
+        if self.reference.starts_with("sha256:") {
+            format!("{}/{}@{}", self.registry, self.repository, self.reference)
+        } else {
+            format!("{}/{}:{}", self.registry, self.repository, self.reference)
+        }
     }
 
     /// `<registry>/<repository>:<tag or digest>`, the path of the public symlink below the
@@ -489,6 +514,17 @@ impl Layout {
     /// was converted" (see [`crate::MarkerManifest`]).
     pub fn marker_manifest(&self, name: &PublicName) -> RepoPath {
         self.marker_dir(name).child("manifest.json")
+    }
+
+    /// `.metadata/.gc`: garbage collection's own records.
+    pub fn gc_dir(&self) -> RepoPath {
+        self.metadata_root().child(".gc")
+    }
+
+    /// `.metadata/.gc/pending.json`: the pieces garbage collection found unreferenced, each with
+    /// the time it was first found so (the grace period counts from there).
+    pub fn gc_pending(&self) -> RepoPath {
+        self.gc_dir().child("pending.json")
     }
 
     /// `.multiarch`: per-platform public symlinks of multi-platform images.

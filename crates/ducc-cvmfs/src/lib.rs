@@ -10,6 +10,8 @@
 //!   run at once on one host, across processes (`flock`); disjoint ones do.
 //! - [`LocalPublisher`] publishes into a directory (staging plus atomic renames, crash safe);
 //!   [`CvmfsPublisher`] drives `cvmfs_server` (transaction, ingest, publish, `abort -f`).
+//! - [`lifecycle`]: what the repository records ([`lifecycle::Inventory`]), deleting images
+//!   ([`lifecycle::delete_images`]) and garbage collection ([`lifecycle::collect_garbage`]).
 //! - [`PodmanStore`] keeps `podmanStore/`, the podman additional image store: one image per
 //!   converted image, whose single layer is its flat tree ([`PodmanImage`]).
 //!
@@ -47,6 +49,7 @@ mod cvmfs;
 mod error;
 mod guard;
 mod layout;
+pub mod lifecycle;
 mod local;
 mod lock;
 mod metadata;
@@ -65,7 +68,7 @@ pub use local::LocalPublisher;
 pub use metadata::{LayerInfo, MarkerDescriptor, MarkerManifest, Origin};
 pub use podman::{PodmanError, PodmanImage, PodmanOutcome, PodmanStore, StoredImage};
 pub use publisher::{
-    FillError, IngestOptions, OverlaySupport, Publisher, Transaction, add_origin,
+    FillError, GcGuard, GcLock, IngestOptions, OverlaySupport, Publisher, Transaction, add_origin,
     ensure_catalog_markers,
 };
 pub use state::{FlatRecord, ImageSlot, RepositoryState};

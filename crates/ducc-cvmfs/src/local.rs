@@ -20,9 +20,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{PublishError, io_err};
 use crate::layout::{CATALOG_MARKER, RepoPath, RepositoryName};
-use crate::lock::{FileLock, LeaseGuard, LeaseLocks, unique_name};
+use crate::lock::{FileLock, LeaseGuard, LeaseLocks, dead_staging, unique_name};
 use crate::publisher::{
-    FillError, IngestOptions, OverlaySupport, Publisher, Transaction, check_lease,
+    FillError, GcGuard, GcLock, IngestOptions, OverlaySupport, Publisher, Transaction,
+    check_lease,
 };
 
 /// Publishes into a directory: the repository `REPO` lives at `ROOT/REPO`.
@@ -224,6 +225,29 @@ impl Publisher for LocalPublisher {
 
     fn overlay_support(&self) -> OverlaySupport {
         self.overlay.clone()
+    }
+
+    fn gc_lock(&self, kind: GcLock) -> Result<GcGuard, PublishError> {
+        GcGuard::take(&self.state_dir.join("gc.lock"), kind)
+    }
+
+    fn remove_leftovers(&self, dry_run: bool) -> Result<Vec<PathBuf>, PublishError> {
+        let root = self.staging_root();
+        let mut found = {
+            let _table = self.staging_table()?;
+            dead_staging(&root).map_err(io_err("read", root.as_path()))?
+        };
+        if !dry_run && !found.is_empty() {
+            // Finishes a dead commit's journal before its staging goes.
+            self.recover()?;
+        }
+        let locks = self.state_dir.join("locks");
+        found.extend(
+            self.locks
+                .remove_dead(dry_run)
+                .map_err(io_err("clean", locks))?,
+        );
+        Ok(found)
     }
 
     fn prefers_overlay_whiteouts(&self) -> bool {

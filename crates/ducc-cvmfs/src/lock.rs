@@ -32,6 +32,13 @@ impl FileLock {
     }
 
     /// Takes the exclusive lock on `path` if nobody holds it; `None` when someone does.
+    /// A shared lock: many holders at once, none while an exclusive one is held.
+    pub(crate) fn shared(path: &Path) -> io::Result<Self> {
+        let file = open_lock_file(path)?;
+        flock(&file, FlockOperation::LockShared)?;
+        Ok(Self { _file: file })
+    }
+
     pub(crate) fn try_exclusive(path: &Path) -> io::Result<Option<Self>> {
         let file = open_lock_file(path)?;
         match flock(&file, FlockOperation::NonBlockingLockExclusive) {
@@ -126,6 +133,35 @@ impl LeaseLocks {
     }
 
     /// A live holder whose lease overlaps `lease`, opened; stale entries are removed on the way.
+    /// Lease files whose holder is gone (they are removed lazily when a lease overlaps them);
+    /// removed unless `dry_run`. Returns their paths.
+    pub(crate) fn remove_dead(&self, dry_run: bool) -> io::Result<Vec<PathBuf>> {
+        let _table = FileLock::exclusive(&self.dir.join("table.lock"))?;
+        let mut dead = Vec::new();
+        for entry in fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            if !entry.file_name().to_string_lossy().starts_with("lease-") {
+                continue;
+            }
+            let file = match File::open(entry.path()) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => {
+                    if !dry_run {
+                        fs::remove_file(entry.path())?;
+                    }
+                    dead.push(entry.path());
+                }
+                Err(e) if e == rustix::io::Errno::WOULDBLOCK => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(dead)
+    }
+
     fn find_live_overlap(&self, lease: &RepoPath) -> io::Result<Option<(File, String)>> {
         for entry in fs::read_dir(&self.dir)? {
             let entry = entry?;
@@ -170,6 +206,29 @@ impl Drop for LeaseGuard {
         }
         drop(table);
     }
+}
+
+/// The staging directories below `root` (each `<id>` beside its lock file `<id>.lock`, the layout
+/// both publishers use) whose owner is gone: the lock file is not held, or is missing.
+pub(crate) fn dead_staging(root: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut dead = Vec::new();
+    for entry in fs::read_dir(root)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".lock") || !entry.file_type()?.is_dir() {
+            continue;
+        }
+        let lock = root.join(format!("{name}.lock"));
+        let held = match fs::metadata(&lock) {
+            Ok(_) => FileLock::try_exclusive(&lock)?.is_none(),
+            Err(_) => false,
+        };
+        if !held {
+            dead.push(entry.path());
+        }
+    }
+    dead.sort();
+    Ok(dead)
 }
 
 #[cfg(test)]
@@ -230,3 +289,4 @@ mod tests {
         assert!(!dir.path().join("lease-dead.lock").exists());
     }
 }
+

@@ -134,12 +134,7 @@ impl PodmanImage {
         config_bytes: Vec<u8>,
         manifest_bytes: Vec<u8>,
     ) -> Result<Self, PodmanError> {
-        let (registry, repository, reference) = name.parts();
-        let name = if reference.starts_with("sha256:") {
-            format!("{registry}/{repository}@{reference}")
-        } else {
-            format!("{registry}/{repository}:{reference}")
-        };
+        let name = name.podman_name();
         let actual = sha256_digest(&config_bytes);
         if actual != config.to_string() {
             return Err(PodmanError::ConfigMismatch {

@@ -35,6 +35,35 @@ pub struct IngestOptions {
     pub catalog: bool,
 }
 
+/// Who holds a [`Publisher::gc_lock`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GcLock {
+    /// A conversion of one image (shared: conversions run side by side, never during a gc).
+    Convert,
+    /// A garbage collection (exclusive: it waits for the conversions running, and new ones wait
+    /// for it).
+    Collect,
+}
+
+/// A held [`Publisher::gc_lock`]; dropping it releases the lock (so does the death of its
+/// process).
+#[derive(Debug)]
+pub struct GcGuard {
+    _lock: crate::lock::FileLock,
+}
+
+impl GcGuard {
+    /// Takes the lock file at `path` for `kind`, waiting as long as needed.
+    pub(crate) fn take(path: &Path, kind: GcLock) -> Result<GcGuard, PublishError> {
+        let lock = match kind {
+            GcLock::Convert => crate::lock::FileLock::shared(path),
+            GcLock::Collect => crate::lock::FileLock::exclusive(path),
+        }
+        .map_err(crate::error::io_err("lock", path))?;
+        Ok(GcGuard { _lock: lock })
+    }
+}
+
 /// A backend that publishes into a repository through transactions.
 ///
 /// Object safe, so a caller can choose the backend at run time (`Box<dyn Publisher>`).
@@ -68,6 +97,23 @@ pub trait Publisher: Send + Sync {
     fn ingest_is_final(&self) -> bool {
         false
     }
+
+    /// Keeps garbage collection and conversions of this host apart (a `flock` in the
+    /// publisher's state directory, so it dies with its process): a conversion holds it shared
+    /// from its "already converted" check to its marker, so a gc never sees an image half
+    /// written, and a gc holds it exclusive from its mark to its last removal. Publishers on
+    /// other hosts are not held off (see `ducc_cvmfs::lifecycle`).
+    ///
+    /// # Errors
+    /// When the lock file cannot be created or locked.
+    fn gc_lock(&self, kind: GcLock) -> Result<GcGuard, PublishError>;
+
+    /// Finds what dead processes left in the publisher's state directory (staging areas, lease
+    /// files) and, unless `dry_run`, removes it. Returns the paths found.
+    ///
+    /// # Errors
+    /// When the state directory cannot be read or a leftover cannot be removed.
+    fn remove_leftovers(&self, dry_run: bool) -> Result<Vec<PathBuf>, PublishError>;
 }
 
 /// One open transaction. Paths must lie inside the lease. Dropping it without
