@@ -69,7 +69,13 @@ pub enum Command {
     /// Convert images when their registry notifies a push; serve /status and /metrics
     #[command(after_help = SERVE_EXIT_CODES)]
     Serve(ServeArgs),
-    /// Remove layers and flat trees that no image uses any more
+    /// Take images out of a repository (their links and markers; content goes at gc)
+    #[command(after_help = EXIT_CODES)]
+    DeleteImage(DeleteImageArgs),
+    /// Delete every image of the repository that the wish lists no longer stand for
+    #[command(visible_alias = "prune-images", after_help = EXIT_CODES)]
+    Prune(PruneArgs),
+    /// Remove layers, flat trees and podman entries that no image uses any more
     #[command(name = "garbage-collection", visible_alias = "gc", after_help = EXIT_CODES)]
     GarbageCollection(GcArgs),
     /// Parse an image name and print its fields
@@ -128,15 +134,8 @@ pub struct ConversionFlags {
     /// Do not write the podman image store
     #[arg(short = 'p', long)]
     pub skip_podman: bool,
-    /// Publisher backend
-    #[arg(long, value_enum, default_value_t = PublisherKind::Local)]
-    pub publisher: PublisherKind,
-    /// Root directory of the local publisher
-    #[arg(long, default_value = "./cvmfs")]
-    pub root: PathBuf,
-    /// The cvmfs_server program used by the cvmfs publisher
-    #[arg(long, default_value = "cvmfs_server")]
-    pub cvmfs_server: PathBuf,
+    #[command(flatten)]
+    pub target: PublisherFlags,
     /// Platform to convert, os/arch[/variant]
     #[arg(long, default_value = "linux/amd64")]
     pub platform: String,
@@ -240,17 +239,9 @@ pub struct ConvertSingleArgs {
     pub flags: ConversionFlags,
 }
 
-/// `ducc garbage-collection`.
+/// Where the repository is: the publisher flags of every command that writes it.
 #[derive(Debug, Args)]
-pub struct GcArgs {
-    /// The CernVM-FS repository (may be repo/subdir)
-    pub repo: String,
-    /// Only list what would be removed
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Keep unreferenced layers younger than this many days
-    #[arg(long, default_value_t = 0)]
-    pub grace_period: u32,
+pub struct PublisherFlags {
     /// Publisher backend
     #[arg(long, value_enum, default_value_t = PublisherKind::Local)]
     pub publisher: PublisherKind,
@@ -260,6 +251,53 @@ pub struct GcArgs {
     /// The cvmfs_server program used by the cvmfs publisher
     #[arg(long, default_value = "cvmfs_server")]
     pub cvmfs_server: PathBuf,
+}
+
+/// `ducc delete-image`.
+#[derive(Debug, Args)]
+pub struct DeleteImageArgs {
+    /// The CernVM-FS repository (may be repo/subdir)
+    pub repo: String,
+    /// The images, as in a wish list (https://registry.example.org/library/app:1.0)
+    #[arg(required = true)]
+    pub images: Vec<String>,
+    /// Only list what would be deleted
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub target: PublisherFlags,
+}
+
+/// `ducc prune`.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// The wish lists (YAML) that together say which images the repository keeps
+    #[arg(required = true)]
+    pub wishlists: Vec<PathBuf>,
+    /// Only list what would be deleted
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Delete nothing when more images than this would go
+    #[arg(long, default_value_t = 50)]
+    pub max_deletions: usize,
+    #[command(flatten)]
+    pub target: PublisherFlags,
+}
+
+/// `ducc garbage-collection`.
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// The CernVM-FS repository (may be repo/subdir)
+    pub repo: String,
+    /// Only list what would be removed
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Remove a piece only once it has been unreferenced this many days (counted from the gc
+    /// that first found it so; 0 removes now)
+    #[arg(long, default_value_t = 1)]
+    pub grace_period: u32,
+    #[command(flatten)]
+    pub target: PublisherFlags,
 }
 
 /// `ducc check-image-syntax`.

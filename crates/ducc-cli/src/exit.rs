@@ -57,13 +57,6 @@ pub fn print_bytes(bytes: &[u8]) -> Result<(), Failure> {
     }
 }
 
-/// The error for a command that a later piece of work will implement.
-pub fn not_yet(command: &str, what: &str) -> Failure {
-    Failure::Usage(anyhow::anyhow!(
-        "`ducc {command}` is not implemented yet in this version of ducc-rs ({what})"
-    ))
-}
-
 /// An error and its causes on one line, `error: cause: cause`.
 pub fn chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();

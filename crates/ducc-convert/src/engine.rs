@@ -509,6 +509,17 @@ mod tests {
         fn prefers_overlay_whiteouts(&self) -> bool {
             self.prefers_overlay
         }
+
+        fn gc_lock(&self, _kind: ducc_cvmfs::GcLock) -> Result<ducc_cvmfs::GcGuard, PublishError> {
+            Err(PublishError::OutsideLease {
+                path: RepoPath::root(),
+                lease: RepoPath::root(),
+            })
+        }
+
+        fn remove_leftovers(&self, _dry_run: bool) -> Result<Vec<std::path::PathBuf>, PublishError> {
+            Ok(Vec::new())
+        }
     }
 
     fn no(reason: &str) -> OverlaySupport {

@@ -199,6 +199,7 @@ from_library! {
     ducc_registry::Error => Registry,
     ducc_cvmfs::PublishError => Publish,
     ducc_cvmfs::PodmanError => Publish,
+    ducc_cvmfs::lifecycle::LifecycleError => Publish,
     ducc_cvmfs::PathError => Image,
     ducc_cvmfs::DigestError => Image,
     ducc_unpack::Error => Unpack,

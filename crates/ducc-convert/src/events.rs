@@ -123,6 +123,53 @@ pub enum Event {
         /// Images that failed (not counting those `ignore_errors` covers).
         failed: usize,
     },
+    /// An image was taken out of the repository (`delete-image`, `prune`): its markers and
+    /// links.
+    DeleteImage {
+        /// The image's public name.
+        image: String,
+        /// The paths removed (markers' directories, links).
+        paths: Vec<String>,
+        /// Whether this was a plan only.
+        dry_run: bool,
+    },
+    /// A wish of `prune` could not be expanded: the recorded images it could match are kept.
+    PruneProtected {
+        /// The wish.
+        wish: String,
+        /// Why it could not be expanded.
+        error: String,
+        /// The images it keeps.
+        images: Vec<String>,
+    },
+    /// Garbage collection removed a piece (or would, on a dry run).
+    GcRemove {
+        /// `layer`, `flat` or `podman`.
+        kind: String,
+        /// Its digest or podman image ID.
+        id: String,
+        /// Its path in the repository.
+        path: String,
+        /// Bytes of its files.
+        bytes: u64,
+        /// Whether this was a plan only.
+        dry_run: bool,
+    },
+    /// Garbage collection ended.
+    GcEnd {
+        /// Pieces removed (or to remove, on a dry run).
+        removed: usize,
+        /// Their bytes.
+        removed_bytes: u64,
+        /// Unreferenced pieces waiting for the grace period.
+        waiting: usize,
+        /// Their bytes.
+        waiting_bytes: u64,
+        /// Whether this was a plan only.
+        dry_run: bool,
+        /// Seconds the gc took.
+        time_elapsed_s: f64,
+    },
     /// `ducc loop` sleeps until its next pass.
     WaitNextPass {
         /// How long.
@@ -167,11 +214,15 @@ impl Event {
             | Event::PodmanStore { image, .. }
             | Event::ThinPush { image, .. }
             | Event::Marker { image, .. }
-            | Event::EndImage { image, .. } => Some(image),
+            | Event::EndImage { image, .. }
+            | Event::DeleteImage { image, .. } => Some(image),
             Event::StartDucc {}
             | Event::Symlink { .. }
             | Event::EndDucc { .. }
-            | Event::WaitNextPass { .. } => None,
+            | Event::WaitNextPass { .. }
+            | Event::PruneProtected { .. }
+            | Event::GcRemove { .. }
+            | Event::GcEnd { .. } => None,
         }
     }
 }

@@ -121,6 +121,16 @@ impl<'e> Job<'e> {
     }
 
     fn convert_unguarded(&self, input: &ImageRef, output: Option<&ImageRef>) -> Vec<ImageResult> {
+        // Held from the marker check to the marker: a gc of this host waits for it (issue 15).
+        let _gc = match self.publisher.gc_lock(ducc_cvmfs::GcLock::Convert) {
+            Ok(guard) => guard,
+            Err(e) => {
+                return vec![ImageResult::new(
+                    input.whole_name(),
+                    Err(ImageFailure::new(Step::Manifest, e.into())),
+                )];
+            }
+        };
         if self.settings.multi_arch {
             return self.convert_multi(input, output);
         }
@@ -1227,7 +1237,7 @@ fn subdir(repo: &RepositoryName) -> Option<&str> {
 }
 
 /// The public name of an image: by tag, or by digest when it has none.
-fn public_name(input: &ImageRef) -> Result<PublicName> {
+pub(crate) fn public_name(input: &ImageRef) -> Result<PublicName> {
     Ok(match (input.tag(), input.digest()) {
         (Some(tag), _) => PublicName::tagged(input.registry(), input.repository(), tag)?,
         (None, Some(digest)) => {

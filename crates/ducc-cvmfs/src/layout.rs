@@ -301,6 +301,21 @@ impl PublicName {
         }
     }
 
+    /// The registry (`host[:port]`).
+    pub fn registry(&self) -> &str {
+        &self.registry
+    }
+
+    /// The repository (`library/ubuntu`).
+    pub fn repository(&self) -> &str {
+        &self.repository
+    }
+
+    /// The tag, or `sha256:<hex>` for an image pulled by digest only.
+    pub fn reference(&self) -> &str {
+        &self.reference
+    }
+
     /// The name podman lists the image under: `<registry>/<repository>:<tag>`, or
     /// `<registry>/<repository>@sha256:<hex>` for an image pulled by digest only.
     pub fn podman_name(&self) -> String {

@@ -3,7 +3,7 @@
 pub mod check;
 pub mod check_image_syntax;
 pub mod download_manifest;
-pub mod gc;
+pub mod lifecycle;
 pub mod serve;
 pub mod unpack_image;
 pub mod version;

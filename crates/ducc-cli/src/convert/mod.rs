@@ -5,7 +5,8 @@ mod events;
 mod progress;
 
 pub use self::progress::log_line;
-
+pub(crate) use self::events::JsonLines;
+pub(crate) 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -21,11 +22,10 @@ use ducc_thin::ThinFormat;
 use ducc_unpack::WhiteoutFormat;
 use ducc_wishlist::{ImageRef, WishList};
 
-use self::events::JsonLines;
 use self::progress::Progress;
 use crate::args::{
     ConversionFlags, ConvertArgs, ConvertSingleArgs, GlobalArgs, LayerWhiteouts, LoopArgs,
-    PublisherKind, ThinFormatArg,
+    PublisherFlags, PublisherKind, ThinFormatArg,
 };
 use crate::exit::{self, Failure};
 use crate::registry;
@@ -163,8 +163,7 @@ impl Run {
         let repo = RepositoryName::parse(cvmfs_repo)
             .with_context(|| format!("invalid repository `{cvmfs_repo}`"))
             .map_err(usage)?;
-        let publisher = open_publisher(flags.publisher, &flags.root, &flags.cvmfs_server, &repo)
-            .map_err(usage)?;
+        let publisher = open_publisher(&flags.target, &repo).map_err(usage)?;
         let settings = settings(global, flags).map_err(usage)?;
         let cache_dir = flags
             .cache_dir
@@ -233,19 +232,18 @@ impl Run {
     }
 }
 
-/// The publisher of `kind` for `repo`.
+/// The publisher `flags` choose for `repo`.
 pub(crate) fn open_publisher(
-    kind: PublisherKind,
-    root: &Path,
-    cvmfs_server: &Path,
+    flags: &PublisherFlags,
     repo: &RepositoryName,
 ) -> anyhow::Result<Box<dyn Publisher>> {
-    Ok(match kind {
+    let root = &flags.root;
+    Ok(match flags.publisher {
         PublisherKind::Local => Box::new(LocalPublisher::open(root, repo).with_context(|| {
             format!("cannot open the local repository under {}", root.display())
         })?),
         PublisherKind::Cvmfs => Box::new(
-            CvmfsPublisher::open(repo, CvmfsOptions::new().server(cvmfs_server))
+            CvmfsPublisher::open(repo, CvmfsOptions::new().server(&flags.cvmfs_server))
                 .with_context(|| format!("cannot use repository {}", repo.name()))?,
         ),
     })
