@@ -5,14 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
-use ducc_convert::{Engine, EventSink, GcSummary, PruneOptions, Settings};
+use ducc_convert::{Engine, EventSink, GcSummary, NotificationFile, PruneOptions, Settings};
 use ducc_cvmfs::RepositoryName;
 use ducc_cvmfs::lifecycle::GcOptions;
 use ducc_registry::Environment;
 use ducc_wishlist::ImageRef;
 
 use crate::args::{DeleteImageArgs, GcArgs, GlobalArgs, PruneArgs, PublisherFlags};
-use crate::convert::{JsonLines, load, open_publisher};
+use crate::convert::{load, open_publisher};
 use crate::exit::{self, Failure, print_stdout};
 use crate::registry;
 
@@ -24,7 +24,7 @@ fn engine(global: &GlobalArgs, target: &PublisherFlags, repo: &str) -> Result<En
         .map_err(usage)?;
     let publisher = open_publisher(target, &repo).map_err(usage)?;
     let events: Arc<dyn EventSink> =
-        Arc::new(JsonLines::open(global.notification_file.as_deref()).map_err(usage)?);
+        Arc::new(NotificationFile::open(global.notification_file.as_deref()).map_err(|e| usage(anyhow!(e.chain())))?);
     let env = Environment::from_process();
     let scratch = global.temporary_dir.clone().unwrap_or_else(std::env::temp_dir);
     Engine::builder(publisher, repo)

@@ -1,11 +1,9 @@
 //! `ducc convert`, `ducc loop` and `ducc convert-single-image`: flags to engine settings, the
 //! progress display, the summary and the exit status. The conversion itself is ducc-convert's.
 
-mod events;
 mod progress;
 
 pub use self::progress::log_line;
-pub(crate) use self::events::JsonLines;
 pub(crate) 
 use std::path::Path;
 use std::sync::Arc;
@@ -14,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use ducc_convert::{
-    BlobCache, Engine, Event, EventSink, ImageResult, Settings, Sinks, StopToken, Summary,
+    BlobCache, Engine, Event, EventSink, ImageResult, NotificationFile, Settings, Sinks,
+    StopToken, Summary,
 };
 use ducc_cvmfs::{CvmfsOptions, CvmfsPublisher, LocalPublisher, Publisher, RepositoryName};
 use ducc_registry::{Environment, Platform};
@@ -171,7 +170,7 @@ impl Run {
             .unwrap_or_else(|| BlobCache::default_dir(global.temporary_dir.as_deref()));
         let progress = Progress::for_stderr(flags.no_progress);
         let mut sinks = Sinks::new().with(Arc::new(
-            JsonLines::open(global.notification_file.as_deref()).map_err(usage)?,
+            NotificationFile::open(global.notification_file.as_deref()).map_err(|e| usage(anyhow!(e.chain())))?,
         ));
         if let Some(progress) = progress {
             sinks = sinks.with(Arc::new(progress));

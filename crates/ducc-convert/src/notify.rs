@@ -1,5 +1,4 @@
-//! `-n FILE`: one JSON object per line per event, appended, so several ducc processes can share
-//! one file (each line is written with a single `write` on an `O_APPEND` file).
+//! The notification file sink.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -7,29 +6,39 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::Context;
-use ducc_convert::{Event, EventSink};
 use serde_json::{Value, json};
 
-/// The `-n` file; without one, events cost nothing.
-pub struct JsonLines {
+use crate::error::ConvertError;
+use crate::events::{Event, EventSink};
+
+/// The notification file (`ducc -n FILE`): one JSON object per event and line,
+/// `{"time":..,"pid":..,"action":..., ...fields}`, appended, so several processes can share one
+/// file (each line is a single `write` on an `O_APPEND` file). Without a file, events cost
+/// nothing.
+pub struct NotificationFile {
     file: Option<Mutex<File>>,
 }
 
-impl JsonLines {
+impl NotificationFile {
     /// Events appended to `path`, or none.
-    pub fn open(path: Option<&Path>) -> anyhow::Result<JsonLines> {
+    ///
+    /// # Errors
+    /// When the file cannot be opened for appending (the error names it).
+    pub fn open(path: Option<&Path>) -> Result<NotificationFile, ConvertError> {
         let file = match path {
             Some(path) => Some(Mutex::new(
                 OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(path)
-                    .with_context(|| format!("cannot open notification file {}", path.display()))?,
+                    .map_err(|e| {
+                        ConvertError::from(e)
+                            .context(format!("cannot open notification file {}", path.display()))
+                    })?,
             )),
             None => None,
         };
-        Ok(JsonLines { file })
+        Ok(NotificationFile { file })
     }
 }
 
@@ -53,7 +62,7 @@ fn line(event: &Event) -> String {
     line
 }
 
-impl EventSink for JsonLines {
+impl EventSink for NotificationFile {
     /// A failing write is logged, not fatal: notifications must not stop a conversion.
     fn event(&self, event: &Event) {
         let Some(file) = &self.file else { return };
@@ -68,13 +77,15 @@ impl EventSink for JsonLines {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
+    use std::path::Path;
 
     #[test]
     fn each_event_is_one_appended_line_with_time_pid_and_action() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("events.jsonl");
         std::fs::write(&path, "{\"earlier\":1}\n").unwrap();
-        let sink = JsonLines::open(Some(&path)).unwrap();
+        let sink = NotificationFile::open(Some(&path)).unwrap();
         sink.event(&Event::WaitNextPass { seconds: 5 });
         sink.event(&Event::StartDucc {});
         let text = std::fs::read_to_string(&path).unwrap();
@@ -92,9 +103,9 @@ mod tests {
 
     #[test]
     fn an_unwritable_notification_file_is_a_setup_error_naming_it() {
-        let err = JsonLines::open(Some(Path::new("/nonexistent/dir/events.jsonl")))
+        let err = NotificationFile::open(Some(Path::new("/nonexistent/dir/events.jsonl")))
             .err()
             .expect("cannot open");
-        assert!(format!("{err:#}").contains("/nonexistent/dir/events.jsonl"));
+        assert!(err.chain().contains("/nonexistent/dir/events.jsonl"));
     }
 }
