@@ -86,3 +86,6 @@ fn read_error(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Lifecycl
         source,
     }
 }
+
+#[cfg(test)]
+mod tests;
