@@ -517,7 +517,10 @@ mod tests {
             })
         }
 
-        fn remove_leftovers(&self, _dry_run: bool) -> Result<Vec<std::path::PathBuf>, PublishError> {
+        fn remove_leftovers(
+            &self,
+            _dry_run: bool,
+        ) -> Result<Vec<std::path::PathBuf>, PublishError> {
             Ok(Vec::new())
         }
     }

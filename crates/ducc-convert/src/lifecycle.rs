@@ -112,7 +112,11 @@ impl Engine {
         self.delete_planned(plan, dry_run)
     }
 
-    fn delete_planned(&self, plan: DeletePlan, dry_run: bool) -> Result<DeleteOutcome, ConvertError> {
+    fn delete_planned(
+        &self,
+        plan: DeletePlan,
+        dry_run: bool,
+    ) -> Result<DeleteOutcome, ConvertError> {
         let paths: Vec<Vec<RepoPath>> = plan
             .images
             .iter()
@@ -250,7 +254,8 @@ impl Engine {
                 dry_run,
             });
         };
-        let report = lifecycle::collect_garbage(&*self.publisher, &self.layout, options, &mut tell)?;
+        let report =
+            lifecycle::collect_garbage(&*self.publisher, &self.layout, options, &mut tell)?;
         if dry_run {
             report.removed.iter().for_each(&mut tell);
         }
@@ -297,7 +302,11 @@ fn bytes(n: u64) -> String {
 
 impl fmt::Display for DeleteOutcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let verb = if self.dry_run { "would delete" } else { "deleted" };
+        let verb = if self.dry_run {
+            "would delete"
+        } else {
+            "deleted"
+        };
         for (image, paths) in self.plan.images.iter().zip(&self.paths) {
             writeln!(f, "{verb} {}", image.name())?;
             for path in paths {
@@ -384,22 +393,29 @@ impl fmt::Display for GcSummary<'_> {
         let days = r.grace.as_secs() / 86_400;
         write!(
             f,
-            "{} image(s) recorded; {verb} {} piece(s), {}; {} piece(s), {}, wait for the grace \
-             period ({days} day(s))",
+            "{} image(s) recorded; {verb} {} piece(s), {}",
             r.images,
             r.removed.len(),
             bytes(r.removed_bytes()),
-            r.waiting.len(),
-            bytes(r.waiting_bytes()),
         )?;
+        if r.origins_updated > 0 {
+            write!(f, "; {} origin.json file(s) updated", r.origins_updated)?;
+        }
         if !r.waiting.is_empty() {
             write!(
                 f,
-                "; `ducc garbage-collection --grace-period 0` removes them now"
+                "; {} piece(s), {}, wait for the grace period ({days} day(s)): \
+                 `ducc garbage-collection --grace-period 0` removes them now",
+                r.waiting.len(),
+                bytes(r.waiting_bytes()),
             )?;
         }
         if !r.reclaimed.is_empty() {
-            write!(f, "; {} piece(s) were taken into use again", r.reclaimed.len())?;
+            write!(
+                f,
+                "; {} piece(s) were taken into use again",
+                r.reclaimed.len()
+            )?;
         }
         Ok(())
     }
@@ -415,8 +431,14 @@ mod tests {
         let name = |r: &str, repo: &str, t: &str| PublicName::tagged(r, repo, t).unwrap();
         assert!(wish_could_match(&wish, &name("reg.io", "lib/app", "1.2")));
         assert!(!wish_could_match(&wish, &name("reg.io", "lib/app", "2.0")));
-        assert!(!wish_could_match(&wish, &name("reg.io", "lib/other", "1.2")));
-        assert!(!wish_could_match(&wish, &name("other.io", "lib/app", "1.2")));
+        assert!(!wish_could_match(
+            &wish,
+            &name("reg.io", "lib/other", "1.2")
+        ));
+        assert!(!wish_could_match(
+            &wish,
+            &name("other.io", "lib/app", "1.2")
+        ));
     }
 
     #[test]

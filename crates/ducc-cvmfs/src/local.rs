@@ -22,8 +22,7 @@ use crate::error::{PublishError, io_err};
 use crate::layout::{CATALOG_MARKER, RepoPath, RepositoryName};
 use crate::lock::{FileLock, LeaseGuard, LeaseLocks, dead_staging, unique_name};
 use crate::publisher::{
-    FillError, GcGuard, GcLock, IngestOptions, OverlaySupport, Publisher, Transaction,
-    check_lease,
+    FillError, GcGuard, GcLock, IngestOptions, OverlaySupport, Publisher, Transaction, check_lease,
 };
 
 /// Publishes into a directory: the repository `REPO` lives at `ROOT/REPO`.

@@ -289,4 +289,3 @@ mod tests {
         assert!(!dir.path().join("lease-dead.lock").exists());
     }
 }
-

@@ -311,6 +311,12 @@ impl Work {
             .arg("-t")
             .arg(self.path("tmp"))
             .env("TMPDIR", self.path("tmp"));
+        self.publisher_args(&mut command);
+        command
+    }
+
+    /// The publisher flags of this work's backend.
+    fn publisher_args(&self, command: &mut Command) {
         match self.backend {
             Backend::Local => {
                 command.arg("--root").arg(self.path("cvmfs"));
@@ -322,7 +328,36 @@ impl Work {
                     .env("CVMFS_MOUNT_DIR", self.path("standin/mnt"));
             }
         }
+    }
+
+    /// `ducc SUBCOMMAND ARGS...` (`delete-image`, `prune`, `gc`) with this work's scratch space,
+    /// publisher and `-n <work>/events.jsonl`, not yet run.
+    #[allow(dead_code)] // not every test binary that shares this module runs it
+    pub fn lifecycle_command(&self, subcommand: &str, args: &[&str]) -> Command {
+        let mut command = ducc_tests::ducc_command(&self.path("docker"));
         command
+            .arg(subcommand)
+            .args(args)
+            .arg("-t")
+            .arg(self.path("tmp"))
+            .arg("-n")
+            .arg(self.path("events.jsonl"))
+            .env("TMPDIR", self.path("tmp"));
+        self.publisher_args(&mut command);
+        command
+    }
+
+    /// Runs [`Work::lifecycle_command`]: its exit code and stdout (stderr is printed).
+    #[allow(dead_code)]
+    pub fn lifecycle(&self, subcommand: &str, args: &[&str]) -> (i32, String) {
+        let out = self.lifecycle_command(subcommand, args).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        eprintln!(
+            "ducc {subcommand} {args:?}: {}\nstdout:\n{stdout}\nstderr:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code().unwrap_or(-1), stdout)
     }
 
     /// Runs `ducc convert` with `extra` arguments and returns its output (stderr is printed).

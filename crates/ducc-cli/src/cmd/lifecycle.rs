@@ -23,10 +23,15 @@ fn engine(global: &GlobalArgs, target: &PublisherFlags, repo: &str) -> Result<En
         .with_context(|| format!("invalid repository `{repo}`"))
         .map_err(usage)?;
     let publisher = open_publisher(target, &repo).map_err(usage)?;
-    let events: Arc<dyn EventSink> =
-        Arc::new(NotificationFile::open(global.notification_file.as_deref()).map_err(|e| usage(anyhow!(e.chain())))?);
+    let events: Arc<dyn EventSink> = Arc::new(
+        NotificationFile::open(global.notification_file.as_deref())
+            .map_err(|e| usage(anyhow!(e.chain())))?,
+    );
     let env = Environment::from_process();
-    let scratch = global.temporary_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let scratch = global
+        .temporary_dir
+        .clone()
+        .unwrap_or_else(std::env::temp_dir);
     Engine::builder(publisher, repo)
         .settings(Settings::new().scratch_dir(&scratch))
         .credentials(registry::credentials(&env).map_err(usage)?)

@@ -4,16 +4,15 @@
 mod progress;
 
 pub use self::progress::log_line;
-pub(crate) 
-use std::path::Path;
+pub(crate) use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use ducc_convert::{
-    BlobCache, Engine, Event, EventSink, ImageResult, NotificationFile, Settings, Sinks,
-    StopToken, Summary,
+    BlobCache, Engine, Event, EventSink, ImageResult, NotificationFile, Settings, Sinks, StopToken,
+    Summary,
 };
 use ducc_cvmfs::{CvmfsOptions, CvmfsPublisher, LocalPublisher, Publisher, RepositoryName};
 use ducc_registry::{Environment, Platform};
@@ -170,7 +169,8 @@ impl Run {
             .unwrap_or_else(|| BlobCache::default_dir(global.temporary_dir.as_deref()));
         let progress = Progress::for_stderr(flags.no_progress);
         let mut sinks = Sinks::new().with(Arc::new(
-            NotificationFile::open(global.notification_file.as_deref()).map_err(|e| usage(anyhow!(e.chain())))?,
+            NotificationFile::open(global.notification_file.as_deref())
+                .map_err(|e| usage(anyhow!(e.chain())))?,
         ));
         if let Some(progress) = progress {
             sinks = sinks.with(Arc::new(progress));

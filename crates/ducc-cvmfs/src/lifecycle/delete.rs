@@ -242,7 +242,11 @@ mod tests {
         );
         assert_eq!(
             collapse(&publisher, &lease, &asked, 2).unwrap(),
-            [p(".layers/ab/one"), p(".layers/ab/two"), p(".layers/cd/three")]
+            [
+                p(".layers/ab/one"),
+                p(".layers/ab/two"),
+                p(".layers/cd/three")
+            ]
         );
     }
 

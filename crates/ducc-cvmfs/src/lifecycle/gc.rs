@@ -220,23 +220,21 @@ pub fn collect_garbage(
                     path: path.clone(),
                     reason,
                 })?;
-            let config =
-                marker
-                    .config_digest()
-                    .ok_or_else(|| LifecycleError::CorruptRecord {
-                        path: path.clone(),
-                        reason: format!("config digest {:?} is malformed", marker.config.digest),
-                    })?;
+            let config = marker
+                .config_digest()
+                .ok_or_else(|| LifecycleError::CorruptRecord {
+                    path: path.clone(),
+                    reason: format!("config digest {:?} is malformed", marker.config.digest),
+                })?;
             live_configs.insert(config);
             for layer in &marker.layers {
                 let digest: LayerDigest =
-                    layer
-                        .digest
-                        .parse()
-                        .map_err(|e: ducc_oci::DigestError| LifecycleError::CorruptRecord {
+                    layer.digest.parse().map_err(|e: ducc_oci::DigestError| {
+                        LifecycleError::CorruptRecord {
                             path: path.clone(),
                             reason: e.to_string(),
-                        })?;
+                        }
+                    })?;
                 live_layers.insert(digest);
             }
         }
@@ -370,8 +368,14 @@ pub fn collect_garbage(
     }
 
     // Sweep. The record goes first, so a run killed below starts the next one from the same
-    // sightings.
-    write_pending(publisher, layout, &old, &pending)?;
+    // sightings; a piece due at its first sighting (no grace period) needs no record.
+    let mut first = pending.clone();
+    for piece in &due {
+        if !old.pieces.contains_key(&piece.key()) {
+            first.pieces.remove(&piece.key());
+        }
+    }
+    write_pending(publisher, layout, &old, &first)?;
     let mut sweep = Sweep {
         publisher,
         report: &mut report,
@@ -441,11 +445,10 @@ pub fn collect_garbage(
     }
     report.leftovers = publisher.remove_leftovers(false)?;
 
-    let written = pending.clone();
     for piece in &report.removed {
         pending.pieces.remove(&piece.key());
     }
-    write_pending(publisher, layout, &written, &pending)?;
+    write_pending(publisher, layout, &first, &pending)?;
     Ok(report)
 }
 

@@ -5,10 +5,10 @@ use std::fs;
 use std::path::Path;
 
 use super::{LifecycleError, read_error};
+use crate::ConfigDigest;
 use crate::layout::{Arch, Layout, PublicName, RepoPath};
 use crate::publisher::Publisher;
 use crate::state::ImageSlot;
-use crate::ConfigDigest;
 
 /// The name of a marker file in its directory.
 const MARKER_FILE: &str = "manifest.json";
@@ -71,7 +71,10 @@ impl Inventory {
 
         // Plain markers: .metadata/<registry>/<repository>:<tag>/manifest.json.
         let metadata = layout.metadata_root();
-        let skip = [layout.gc_dir(), metadata.join(".multiarch").unwrap_or_default()];
+        let skip = [
+            layout.gc_dir(),
+            metadata.join(".multiarch").unwrap_or_default(),
+        ];
         walk(&at(&metadata), &RepoPath::root(), &mut |rel, kind| {
             let full = metadata.join(rel.as_path()).unwrap_or_default();
             if skip.contains(&full) {
@@ -308,7 +311,10 @@ mod tests {
             Some(&layout.variant_link_target(&multi, &default)),
         );
         // Not ours: a symlink elsewhere, a file with a name-like path, an alias link.
-        put(RepoPath::new("sub/notes/x:1").unwrap(), Some(Path::new("/etc")));
+        put(
+            RepoPath::new("sub/notes/x:1").unwrap(),
+            Some(Path::new("/etc")),
+        );
         put(RepoPath::new("sub/reg.io/readme:txt").unwrap(), None);
         put(layout.arch_alias("aarch64"), Some(Path::new("arm64:v8")));
 
@@ -328,7 +334,10 @@ mod tests {
         assert!(!app.is_multiarch());
         let m = inventory.get(&multi).unwrap();
         assert!(m.is_multiarch());
-        assert_eq!(m.markers(), [ImageSlot::platform(multi.clone(), arm.clone())]);
+        assert_eq!(
+            m.markers(),
+            [ImageSlot::platform(multi.clone(), arm.clone())]
+        );
         let links: Vec<_> = m.links().iter().map(|(p, c)| (p.clone(), *c)).collect();
         assert_eq!(
             links,

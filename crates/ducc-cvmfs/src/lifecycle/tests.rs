@@ -20,7 +20,9 @@ struct Repo {
 }
 
 fn layer(c: char) -> LayerDigest {
-    format!("sha256:{}", c.to_string().repeat(64)).parse().unwrap()
+    format!("sha256:{}", c.to_string().repeat(64))
+        .parse()
+        .unwrap()
 }
 
 fn config(c: char) -> ConfigDigest {
@@ -73,7 +75,10 @@ impl Repo {
         self.write(&l.flat_image(&cfg).join("bin/sh").unwrap(), &[1; 500]);
         self.write(&l.flat_complete_record(&cfg), &record.to_json());
         let public = name(tag);
-        self.link(&l.public_link(&public), &l.public_link_target(&public, &cfg));
+        self.link(
+            &l.public_link(&public),
+            &l.public_link_target(&public, &cfg),
+        );
         if marker {
             let descriptor = |digest: String| MarkerDescriptor {
                 media_type: String::new(),
@@ -160,7 +165,11 @@ fn shared_layers_survive_and_what_only_the_deleted_image_used_goes() {
     for kept in [layer('a'), layer('c')] {
         assert!(repo.at(&l.layerfs(&kept)).join("etc/file").is_file());
     }
-    assert!(repo.at(&l.flat_image(&config('2'))).join("bin/sh").is_file());
+    assert!(
+        repo.at(&l.flat_image(&config('2')))
+            .join("bin/sh")
+            .is_file()
+    );
     // The shared layer no longer names the deleted image's config.
     assert_eq!(report.origins_updated, 1);
     let origin = Origin::read(&repo.at(&l.layer_origin(&layer('a')))).unwrap();
@@ -168,7 +177,10 @@ fn shared_layers_survive_and_what_only_the_deleted_image_used_goes() {
     // Nothing waits, no record is left, and a second gc finds nothing.
     assert!(!repo.at(&l.gc_pending()).exists());
     let again = repo.gc(Duration::ZERO, SystemTime::now(), false);
-    assert!(again.removed.is_empty() && again.waiting.is_empty(), "{again:?}");
+    assert!(
+        again.removed.is_empty() && again.waiting.is_empty(),
+        "{again:?}"
+    );
     assert_eq!(again.images, 1);
 }
 
@@ -225,7 +237,10 @@ fn a_layer_taken_into_use_again_while_waiting_starts_its_period_again() {
     repo.image("1", config('1'), &[layer('a')], true);
     repo.delete(&["1"]);
     let t0 = SystemTime::now();
-    assert_eq!(ids(&repo.gc(DAY, t0, false).waiting), ["flat:1111", "layer:aaaa"]);
+    assert_eq!(
+        ids(&repo.gc(DAY, t0, false).waiting),
+        ["flat:1111", "layer:aaaa"]
+    );
     // Another node's conversion reuses the layer: its origin gains a config, no marker yet.
     crate::add_origin(&repo.publisher, &repo.layout, &layer('a'), &config('9')).unwrap();
     let report = repo.gc(DAY, t0 + 2 * DAY, false);
@@ -265,7 +280,10 @@ fn a_corrupt_marker_stops_the_gc_before_anything_is_removed() {
     let options = GcOptions::new(Duration::ZERO);
     let err = collect_garbage(&repo.publisher, &repo.layout, &options, &mut |_| {}).unwrap_err();
     let text = err.to_string();
-    assert!(text.contains(&repo.at(&marker).display().to_string()), "{text}");
+    assert!(
+        text.contains(&repo.at(&marker).display().to_string()),
+        "{text}"
+    );
     assert!(text.contains("nothing was removed"), "{text}");
     assert_eq!(repo.snapshot(), before);
     // A corrupt gc record is refused the same way.
@@ -285,13 +303,20 @@ fn deleting_removes_markers_and_links_and_leaves_content() {
     assert!(std::fs::symlink_metadata(repo.at(&l.public_link(&name("1")))).is_err());
     assert!(!repo.at(&l.marker_dir(&name("1"))).exists());
     assert!(repo.at(&l.marker_manifest(&name("2"))).is_file());
-    assert!(repo.at(&l.flat_image(&config('1'))).is_dir(), "content stays for gc");
+    assert!(
+        repo.at(&l.flat_image(&config('1'))).is_dir(),
+        "content stays for gc"
+    );
     let inventory = Inventory::read(&repo.publisher, l).unwrap();
     assert_eq!(inventory.len(), 1);
     // Deleting the last image of the repository directory takes the directory too.
     repo.delete(&["2"]);
     assert!(!repo.at(&RepoPath::new("reg.io/lib").unwrap()).exists());
-    assert!(!repo.at(&RepoPath::new(".metadata/reg.io").unwrap()).exists());
+    assert!(
+        !repo
+            .at(&RepoPath::new(".metadata/reg.io").unwrap())
+            .exists()
+    );
 }
 
 #[test]
