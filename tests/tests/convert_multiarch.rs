@@ -9,7 +9,9 @@ mod convert_support;
 
 use std::path::Path;
 
-use convert_support::{Backend, Image, Layer, Work, flat_dir, layer_dir, run_options, scan};
+use convert_support::{
+    Backend, Image, Layer, REPO, Work, flat_dir, layer_dir, run_options, scan,
+};
 use ducc_registry::{Client, ImageName, ManifestSelection, Reference, Repository};
 use ducc_tests::images;
 use ducc_tests::{FaultProxy, Registry, unique_repo};
@@ -403,4 +405,48 @@ fn default_platform_picks_the_variant_link_default() {
             f.name
         )
     );
+}
+
+#[test]
+fn deleting_a_multi_arch_image_takes_every_platform_and_gc_its_content() {
+    let registry = Registry::anonymous();
+    let f = fixture(registry, true);
+    let work = Work::new(Backend::Local);
+    let image = format!("http://{}/{}:1", f.host, f.name);
+    work.wishlist(std::slice::from_ref(&image), "");
+    assert!(work.convert(&["--multi-arch", "-i"]).status.success());
+    let repo = work.repo();
+    let tag = format!("{}:1", f.name);
+    let link = repo.join(&f.host).join(&tag);
+    assert!(std::fs::symlink_metadata(&link).is_ok());
+
+    let out = work
+        .lifecycle_command("delete-image", &[REPO, &image])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(std::fs::symlink_metadata(&link).is_err(), "{stdout}");
+    for arch in ["amd64", "arm64:v8"] {
+        assert!(marker_config(&repo, Some(arch), &f.host, &tag).is_none(), "{arch}");
+        let arch_link = repo.join(".multiarch").join(arch).join(&f.host).join(&tag);
+        assert!(std::fs::symlink_metadata(&arch_link).is_err(), "{arch}");
+        // The platform directory stays: the alias links point at it.
+        assert!(repo.join(".multiarch").join(arch).is_dir(), "{arch}");
+    }
+    assert!(flat_dir(&repo, &f.amd).is_dir(), "content waits for gc");
+
+    let out = work
+        .lifecycle_command("gc", &[REPO, "--grace-period", "0"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    for image in [&f.amd, &f.arm] {
+        assert!(!flat_dir(&repo, image).exists(), "{stdout}");
+        for layer in &image.layers {
+            assert!(!layer_dir(&repo, layer).exists(), "{stdout}");
+        }
+    }
+    assert!(stdout.contains("0 image(s) recorded"), "{stdout}");
 }

@@ -209,12 +209,21 @@ fn delete_then_gc_keeps_shared_layers_cvmfs() {
 }
 
 #[test]
-fn dry_runs_change_nothing_and_the_grace_period_holds_pieces_back() {
+fn dry_runs_change_nothing_and_the_grace_period_holds_pieces_back_local() {
+    dry_runs_and_grace(Backend::Local);
+}
+
+#[test]
+fn dry_runs_change_nothing_and_the_grace_period_holds_pieces_back_cvmfs() {
+    dry_runs_and_grace(Backend::Cvmfs);
+}
+
+fn dry_runs_and_grace(backend: Backend) {
     let registry = Registry::anonymous();
     let name = unique_repo("lifecycle-dry");
     let trio = push_trio(registry, &name);
     let host = registry.host();
-    let work = converted(Backend::Local, host, &name, &["one", "two"]);
+    let work = converted(backend, host, &name, &["one", "two"]);
     let repo = work.repo();
     let image = format!("http://{host}/{name}:one");
 
@@ -287,12 +296,21 @@ fn deleting_a_name_the_repository_does_not_record_fails_after_deleting_the_other
 }
 
 #[test]
-fn prune_deletes_what_the_wish_lists_dropped_within_the_limit() {
+fn prune_deletes_what_the_wish_lists_dropped_within_the_limit_local() {
+    prune_within_the_limit(Backend::Local);
+}
+
+#[test]
+fn prune_deletes_what_the_wish_lists_dropped_within_the_limit_cvmfs() {
+    prune_within_the_limit(Backend::Cvmfs);
+}
+
+fn prune_within_the_limit(backend: Backend) {
     let registry = Registry::anonymous();
     let name = unique_repo("lifecycle-prune");
     let trio = push_trio(registry, &name);
     let host = registry.host();
-    let work = converted(Backend::Local, host, &name, &["one", "two", "three"]);
+    let work = converted(backend, host, &name, &["one", "two", "three"]);
     let repo = work.repo();
     // The wish list now keeps `one` only.
     let list = work.wishlist(&inputs(host, &name, &["one"]), "");
