@@ -116,9 +116,20 @@ fn delete_then_gc(backend: Backend) {
     assert!(flat_dir(&repo, &trio.one).is_dir());
     assert_eq!(podman_names(&repo), [format!("{host}/{name}:two")]);
 
+    // What a killed process left in the publisher's state: a lease file nobody holds.
+    let state = match backend {
+        Backend::Local => work.path("cvmfs/.ducc").join(REPO),
+        Backend::Cvmfs => work.path("tmp/ducc-cvmfs").join(REPO),
+    };
+    let dead_lease = state.join("locks/lease-4194304-0-0.lock");
+    // (on a path no gc lease overlaps: an overlapping lease would clean it up by itself)
+    std::fs::write(&dead_lease, "unrelated/place").unwrap();
+
     let log_before = work.standin_log().len();
     let (code, out) = work.lifecycle("gc", &[REPO, "--grace-period", "0"]);
     assert_eq!(code, 0, "{out}");
+    assert!(!dead_lease.exists(), "{out}");
+    assert!(out.contains(&format!("removed leftover {}", dead_lease.display())), "{out}");
     assert!(!layer_dir(&repo, &trio.one.layers[1]).exists(), "{out}");
     assert!(!flat_dir(&repo, &trio.one).exists(), "{out}");
     assert!(
@@ -550,4 +561,32 @@ fn a_gc_waits_for_a_convert_that_reuses_a_layer_waiting_for_deletion() {
     assert!(marker_config(&repo, &host, &format!("{name}:two")).is_some());
     assert!(!flat_dir(&repo, &trio.one).exists(), "{out}");
     assert!(!layer_dir(&repo, &trio.one.layers[1]).exists(), "{out}");
+}
+
+#[test]
+fn a_corrupt_marker_stops_gc_with_an_error_naming_it() {
+    let registry = Registry::anonymous();
+    let name = unique_repo("lifecycle-corrupt");
+    let _trio = push_trio(registry, &name);
+    let host = registry.host();
+    let work = converted(Backend::Local, host, &name, &["one", "two"]);
+    let one = format!("http://{host}/{name}:one");
+    assert_eq!(work.lifecycle("delete-image", &[REPO, &one]).0, 0);
+    let marker = work
+        .repo()
+        .join(".metadata")
+        .join(host)
+        .join(format!("{name}:two"))
+        .join("manifest.json");
+    std::fs::write(&marker, b"{\"Config\": [").unwrap();
+    let before = scan(&work.repo());
+    let out = work
+        .lifecycle_command("gc", &[REPO, "--grace-period", "0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&marker.display().to_string()), "{stderr}");
+    assert!(stderr.contains("nothing was removed"), "{stderr}");
+    before.assert_same_as(&scan(&work.repo()), &Options::default(), "before", "after");
 }
