@@ -9,9 +9,7 @@ mod convert_support;
 
 use std::path::Path;
 
-use convert_support::{
-    Backend, Image, Layer, REPO, Work, flat_dir, layer_dir, run_options, scan,
-};
+use convert_support::{Backend, Image, Layer, REPO, Work, flat_dir, layer_dir, run_options, scan};
 use ducc_registry::{Client, ImageName, ManifestSelection, Reference, Repository};
 use ducc_tests::images;
 use ducc_tests::{FaultProxy, Registry, unique_repo};
@@ -428,7 +426,10 @@ fn deleting_a_multi_arch_image_takes_every_platform_and_gc_its_content() {
     assert!(out.status.success(), "{stdout}");
     assert!(std::fs::symlink_metadata(&link).is_err(), "{stdout}");
     for arch in ["amd64", "arm64:v8"] {
-        assert!(marker_config(&repo, Some(arch), &f.host, &tag).is_none(), "{arch}");
+        assert!(
+            marker_config(&repo, Some(arch), &f.host, &tag).is_none(),
+            "{arch}"
+        );
         let arch_link = repo.join(".multiarch").join(arch).join(&f.host).join(&tag);
         assert!(std::fs::symlink_metadata(&arch_link).is_err(), "{arch}");
         // The platform directory stays: the alias links point at it.

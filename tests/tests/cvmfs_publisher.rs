@@ -738,3 +738,155 @@ fn whiteout_devices_are_ingested_on_a_stratum_0() {
     tx.commit().unwrap();
     assert!(s.published().join("l/layerfs/f31").is_file());
 }
+
+/// An image as a conversion leaves it, written through `publisher`: layers with origin, flat tree
+/// and its record, public link, marker.
+fn lifecycle_image(
+    publisher: &dyn Publisher,
+    tag: &str,
+    cfg: &ConfigDigest,
+    layers: &[LayerDigest],
+) {
+    let layout = RepositoryName::parse(REPO).unwrap().layout();
+    let put = |path: RepoPath, content: &[u8]| {
+        let mut tx = publisher.begin(&path).unwrap();
+        tx.write_file(&path, &mut &content[..]).unwrap();
+        tx.commit().unwrap();
+    };
+    for layer in layers {
+        if !publisher.published_path(&layout.layer_info(layer)).exists() {
+            let mut tx = publisher.begin(&layout.layer_dir(layer)).unwrap();
+            let mut tar = tar::Builder::new(Vec::new());
+            let mut header = tar::Header::new_ustar();
+            header.set_size(3);
+            header.set_mode(0o644);
+            header.set_mtime(1_600_000_000);
+            header.set_uid(0);
+            header.set_gid(0);
+            tar.append_data(&mut header, "etc/f", &b"abc"[..]).unwrap();
+            let bytes = tar.into_inner().unwrap();
+            tx.ingest_tar(
+                &layout.layerfs(layer),
+                &mut &bytes[..],
+                IngestOptions { catalog: true },
+            )
+            .unwrap();
+            tx.write_file(&layout.layer_info(layer), &mut &b"[]"[..])
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        ducc_cvmfs::add_origin(publisher, &layout, layer, cfg).unwrap();
+    }
+    let record = ducc_cvmfs::FlatRecord {
+        config: *cfg,
+        layers: layers.to_vec(),
+    };
+    put(layout.flat_complete_record(cfg), &record.to_json());
+    let name = PublicName::tagged("reg.io", "lib/app", tag).unwrap();
+    let link = layout.public_link(&name);
+    let mut tx = publisher.begin(&link).unwrap();
+    tx.symlink(&link, &layout.public_link_target(&name, cfg))
+        .unwrap();
+    tx.commit().unwrap();
+    let marker = serde_json::json!({
+        "SchemaVersion": 2,
+        "Config": {"Digest": cfg.to_string()},
+        "Layers": layers.iter().map(|l| serde_json::json!({"Digest": l.to_string()})).collect::<Vec<_>>(),
+    });
+    put(layout.marker_manifest(&name), marker.to_string().as_bytes());
+}
+
+#[test]
+fn gc_through_a_gateway_deletes_one_path_per_call_and_whole_shards_as_one() {
+    use ducc_cvmfs::lifecycle::{
+        GcOptions, Inventory, collect_garbage, delete_images, plan_delete,
+    };
+    for gateway in [false, true] {
+        let s = Stratum0::new(gateway);
+        let publisher = s.publisher(gateway);
+        let layout = RepositoryName::parse(REPO).unwrap().layout();
+        let digest = |prefix: &str| {
+            let hex = format!("{prefix}{}", "0".repeat(64 - prefix.len()));
+            LayerDigest::from_hex(&hex).unwrap()
+        };
+        // Shard `aa` holds two layers of the deleted image only; shard `bb` one of each.
+        let (a1, a2, shared, kept) = (digest("aa"), digest("aa01"), digest("bb"), digest("bb02"));
+        let gone = ConfigDigest::from_hex(&"c1".repeat(32)).unwrap();
+        let live = ConfigDigest::from_hex(&"c2".repeat(32)).unwrap();
+        lifecycle_image(&publisher, "gone", &gone, &[a1, a2, shared]);
+        lifecycle_image(&publisher, "live", &live, &[shared, kept]);
+        let inventory = Inventory::read(&publisher, &layout).unwrap();
+        let name = PublicName::tagged("reg.io", "lib/app", "gone").unwrap();
+        let plan = plan_delete(&inventory, &[name]);
+        delete_images(&publisher, &layout, &plan.images, &mut |_| {}).unwrap();
+
+        let from = s.log_since(0).len();
+        let options = GcOptions::new(std::time::Duration::ZERO);
+        let report = collect_garbage(&publisher, &layout, &options, &mut |_| {}).unwrap();
+        assert_eq!(report.removed.len(), 3, "{report:?}"); // two layers and the flat tree
+        let log = s.log_since(from);
+        let deletes: Vec<&String> = log.iter().filter(|l| l.contains("--delete")).collect();
+        let paths: usize = deletes.iter().map(|l| l.matches("--delete").count()).sum();
+        if gateway {
+            assert!(
+                deletes.iter().all(|l| l.matches("--delete").count() == 1),
+                "{log:#?}"
+            );
+        }
+        // The shard of the two gone layers is one path; the flat tree's shard another.
+        assert!(
+            deletes.iter().any(|l| l.contains("--delete .layers/aa ")),
+            "{log:#?}"
+        );
+        assert_eq!(paths, 2, "{log:#?}");
+        let published = s.published();
+        assert!(!published.join(".layers/aa").exists());
+        let shared_dir = published.join(".layers/bb").join(shared.hex());
+        assert!(shared_dir.join("layerfs/etc/f").is_file());
+        let origin = fs::read_to_string(shared_dir.join(".metadata/origin.json")).unwrap();
+        assert!(
+            !origin.contains(&gone.hex()) && origin.contains(&live.hex()),
+            "{origin}"
+        );
+    }
+}
+
+#[test]
+fn removals_on_a_stratum_0_go_in_batches_of_200_paths_per_delete() {
+    let s = Stratum0::new(false);
+    let publisher = s.publisher(false);
+    let dir = RepoPath::new("many/d").unwrap();
+    let mut tar = tar::Builder::new(Vec::new());
+    for i in 0..450 {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(1);
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(1_600_000_000);
+        tar.append_data(&mut header, format!("f{i:03}"), &b"x"[..])
+            .unwrap();
+    }
+    let bytes = tar.into_inner().unwrap();
+    let mut tx = publisher.begin(&dir).unwrap();
+    tx.ingest_tar(&dir, &mut &bytes[..], IngestOptions::default())
+        .unwrap();
+    tx.commit().unwrap();
+    let from = s.log_since(0).len();
+    let mut tx = publisher.begin(&dir).unwrap();
+    for i in 0..450 {
+        tx.remove(&dir.join(format!("f{i:03}")).unwrap()).unwrap();
+    }
+    tx.commit().unwrap();
+    let log = s.log_since(from);
+    let counts: Vec<usize> = log
+        .iter()
+        .filter(|l| l.contains("--delete"))
+        .map(|l| l.matches("--delete").count())
+        .collect();
+    assert_eq!(counts, [200, 200, 50], "{log:#?}");
+    assert_eq!(
+        fs::read_dir(s.published().join("many/d")).unwrap().count(),
+        0
+    );
+}

@@ -129,7 +129,10 @@ fn delete_then_gc(backend: Backend) {
     let (code, out) = work.lifecycle("gc", &[REPO, "--grace-period", "0"]);
     assert_eq!(code, 0, "{out}");
     assert!(!dead_lease.exists(), "{out}");
-    assert!(out.contains(&format!("removed leftover {}", dead_lease.display())), "{out}");
+    assert!(
+        out.contains(&format!("removed leftover {}", dead_lease.display())),
+        "{out}"
+    );
     assert!(!layer_dir(&repo, &trio.one.layers[1]).exists(), "{out}");
     assert!(!flat_dir(&repo, &trio.one).exists(), "{out}");
     assert!(
