@@ -296,7 +296,8 @@ pub fn collect_garbage(
     let store = PodmanStore::new(publisher, layout);
     for image in store.images()? {
         let live = ConfigDigest::from_hex(image.id()).is_ok_and(|c| live_configs.contains(&c));
-        if !live {
+        // The store is shared by every subdir of the repository: judge only this layout's.
+        if !live && podman_image_is_ours(publisher, layout, image.layer()) {
             let path = layout
                 .podman_store()
                 .join(format!("overlay-images/{}", image.id()))
@@ -450,6 +451,36 @@ pub fn collect_garbage(
     }
     write_pending(publisher, layout, &first, &pending)?;
     Ok(report)
+}
+
+/// Whether the podman store image whose layer is `layer` is a flat tree of `layout` (its
+/// `overlay/<layer>/diff` link leads into this layout's `.flat`): the store sits at the base
+/// repository's root, shared by the layouts of every `cvmfs_repo` subdir. An image without that
+/// link belongs to the layout at the base root.
+fn podman_image_is_ours(publisher: &dyn Publisher, layout: &Layout, layer: &str) -> bool {
+    let Ok(diff) = layout.podman_store().join(format!("overlay/{layer}/diff")) else {
+        return false;
+    };
+    let Ok(target) = fs::read_link(publisher.published_path(&diff)) else {
+        return layout.root().is_root();
+    };
+    let mut parts: Vec<String> = diff
+        .parent()
+        .map(|p| p.components().map(str::to_owned).collect())
+        .unwrap_or_default();
+    for part in target.iter() {
+        match part.to_str() {
+            Some("..") => {
+                if parts.pop().is_none() {
+                    return false;
+                }
+            }
+            Some(".") => {}
+            Some(name) => parts.push(name.to_owned()),
+            None => return false,
+        }
+    }
+    RepoPath::new(parts.join("/")).is_ok_and(|p| p.starts_with(&layout.flat_root()))
 }
 
 fn piece(kind: PieceKind, id: String, path: RepoPath, bytes: u64) -> Piece {

@@ -343,3 +343,56 @@ fn a_gc_waits_for_the_conversions_of_its_host() {
     });
     assert!(repo.at(&repo.layout.layerfs(&layer('a'))).is_dir());
 }
+
+#[test]
+fn a_gc_of_one_subdir_leaves_the_podman_images_of_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (
+        RepositoryName::parse("r/a").unwrap(),
+        RepositoryName::parse("r/b").unwrap(),
+    );
+    let publisher = LocalPublisher::open(dir.path(), &a).unwrap();
+    let podman_image = |layout: &Layout, tag: &str| {
+        let bytes = format!(r#"{{"architecture":"amd64","os":"linux","label":"{tag}"}}"#);
+        let cfg = ConfigDigest::of(bytes.as_bytes());
+        let file = layout.flat_image(&cfg).join("etc/f").unwrap();
+        let mut tx = publisher.begin(&file).unwrap();
+        tx.write_file(&file, &mut &b"x"[..]).unwrap();
+        tx.commit().unwrap();
+        let image =
+            crate::PodmanImage::new(&name(tag), cfg, bytes.into_bytes(), b"{}".to_vec()).unwrap();
+        crate::PodmanStore::new(&publisher, layout)
+            .add_image(&image)
+            .unwrap();
+        cfg
+    };
+    let (layout_a, layout_b) = (a.layout(), b.layout());
+    let in_a = podman_image(&layout_a, "in-a");
+    let in_b = podman_image(&layout_b, "in-b");
+    // Neither image has a marker: both are garbage, each in its own layout.
+    let options = GcOptions::new(Duration::ZERO);
+    let report = collect_garbage(&publisher, &layout_a, &options, &mut |_| {}).unwrap();
+    let mut removed: Vec<(PieceKind, String)> = report
+        .removed
+        .iter()
+        .map(|p| (p.kind, p.id.clone()))
+        .collect();
+    removed.sort();
+    assert_eq!(
+        removed,
+        [
+            (PieceKind::Flat, in_a.to_string()),
+            (PieceKind::Podman, in_a.hex()),
+        ]
+    );
+    let left = crate::PodmanStore::new(&publisher, &layout_b)
+        .images()
+        .unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].id(), in_b.hex());
+    assert!(
+        publisher
+            .published_path(&layout_b.flat_image(&in_b))
+            .is_dir()
+    );
+}
