@@ -103,6 +103,21 @@ fn config() -> ConfigDigest {
 }
 
 /// A canonical layer tar: a directory, files, a symlink, a hardlink and a whiteout name.
+/// A tar of regular files, 0644 0:0.
+fn files_tar(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    for (name, data) in files {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(1_600_000_000);
+        tar.append_data(&mut header, name, *data).unwrap();
+    }
+    tar.into_inner().unwrap()
+}
+
 fn layer_tar() -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     let mut add = |name: &str, kind: tar::EntryType, mode: u32, data: &[u8], link: Option<&str>| {
@@ -756,15 +771,7 @@ fn lifecycle_image(
     for layer in layers {
         if !publisher.published_path(&layout.layer_info(layer)).exists() {
             let mut tx = publisher.begin(&layout.layer_dir(layer)).unwrap();
-            let mut tar = tar::Builder::new(Vec::new());
-            let mut header = tar::Header::new_ustar();
-            header.set_size(3);
-            header.set_mode(0o644);
-            header.set_mtime(1_600_000_000);
-            header.set_uid(0);
-            header.set_gid(0);
-            tar.append_data(&mut header, "etc/f", &b"abc"[..]).unwrap();
-            let bytes = tar.into_inner().unwrap();
+            let bytes = files_tar(&[("etc/f", b"abc")]);
             tx.ingest_tar(
                 &layout.layerfs(layer),
                 &mut &bytes[..],
@@ -856,18 +863,9 @@ fn removals_on_a_stratum_0_go_in_batches_of_200_paths_per_delete() {
     let s = Stratum0::new(false);
     let publisher = s.publisher(false);
     let dir = RepoPath::new("many/d").unwrap();
-    let mut tar = tar::Builder::new(Vec::new());
-    for i in 0..450 {
-        let mut header = tar::Header::new_ustar();
-        header.set_size(1);
-        header.set_mode(0o644);
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_mtime(1_600_000_000);
-        tar.append_data(&mut header, format!("f{i:03}"), &b"x"[..])
-            .unwrap();
-    }
-    let bytes = tar.into_inner().unwrap();
+    let names: Vec<String> = (0..450).map(|i| format!("f{i:03}")).collect();
+    let files: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), &b"x"[..])).collect();
+    let bytes = files_tar(&files);
     let mut tx = publisher.begin(&dir).unwrap();
     tx.ingest_tar(&dir, &mut &bytes[..], IngestOptions::default())
         .unwrap();

@@ -476,12 +476,7 @@ impl Publisher for CvmfsPublisher {
             }
         }
         drop(spool);
-        let locks = self.state_dir.join("locks");
-        found.extend(
-            self.locks
-                .remove_dead(dry_run)
-                .map_err(io_err("clean", locks))?,
-        );
+        found.extend(self.locks.remove_dead(dry_run)?);
         Ok(found)
     }
 }

@@ -240,12 +240,7 @@ impl Publisher for LocalPublisher {
             // Finishes a dead commit's journal before its staging goes.
             self.recover()?;
         }
-        let locks = self.state_dir.join("locks");
-        found.extend(
-            self.locks
-                .remove_dead(dry_run)
-                .map_err(io_err("clean", locks))?,
-        );
+        found.extend(self.locks.remove_dead(dry_run)?);
         Ok(found)
     }
 

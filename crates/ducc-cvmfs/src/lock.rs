@@ -135,7 +135,12 @@ impl LeaseLocks {
     /// A live holder whose lease overlaps `lease`, opened; stale entries are removed on the way.
     /// Lease files whose holder is gone (they are removed lazily when a lease overlaps them);
     /// removed unless `dry_run`. Returns their paths.
-    pub(crate) fn remove_dead(&self, dry_run: bool) -> io::Result<Vec<PathBuf>> {
+    pub(crate) fn remove_dead(&self, dry_run: bool) -> Result<Vec<PathBuf>, crate::PublishError> {
+        self.remove_dead_io(dry_run)
+            .map_err(crate::error::io_err("clean", self.dir.as_path()))
+    }
+
+    fn remove_dead_io(&self, dry_run: bool) -> io::Result<Vec<PathBuf>> {
         let _table = FileLock::exclusive(&self.dir.join("table.lock"))?;
         let mut dead = Vec::new();
         for entry in fs::read_dir(&self.dir)? {
