@@ -412,7 +412,8 @@ impl Work {
         let before = self.calls()?.len();
         let revision_before = self.revision()?;
         let measured = measure(command).with_context(|| what.to_owned())?;
-        let calls = Calls::from_log(&self.calls()?[before..]);
+        let log = self.calls()?.split_off(before);
+        let calls = Calls::from_log(&log);
         let revisions = match (revision_before, self.revision()?) {
             (Some(a), Some(b)) => {
                 let revisions = b.saturating_sub(a);
@@ -430,6 +431,7 @@ impl Work {
             measured,
             calls,
             revisions,
+            log: log.iter().map(|l| summarise_call(l)).collect(),
         })
     }
 }
@@ -479,6 +481,45 @@ struct Step {
     calls: Calls,
     /// Revisions published (stand-in only).
     revisions: Option<u64>,
+    /// Each `cvmfs_server` call, summarised by [`summarise_call`].
+    log: Vec<String>,
+}
+
+/// A `cvmfs_server` call as a reader wants it: an ingest by its base, a delete by its path
+/// count and the directory its paths share, anything else as it was.
+fn summarise_call(line: &str) -> String {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    if words.first() != Some(&"ingest") {
+        return line.to_owned();
+    }
+    let deleted: Vec<&str> = words
+        .windows(2)
+        .filter(|w| w[0] == "--delete" || w[0] == "-d")
+        .map(|w| w[1])
+        .collect();
+    if let Some((first, rest)) = deleted.split_first() {
+        let mut shared: Vec<&str> = first.split('/').collect();
+        shared.pop();
+        for path in rest {
+            let parts: Vec<&str> = path.split('/').collect();
+            let same = shared
+                .iter()
+                .zip(&parts)
+                .take_while(|(a, b)| a == b)
+                .count();
+            shared.truncate(same);
+        }
+        let under = if shared.is_empty() {
+            "/".to_owned()
+        } else {
+            shared.join("/")
+        };
+        return format!("ingest --delete: {} path(s) under {under}", deleted.len());
+    }
+    match words.windows(2).find(|w| w[0] == "-b") {
+        Some(base) => format!("ingest -b {}", base[1]),
+        None => line.to_owned(),
+    }
 }
 
 /// What the `-n` file of a gc says.
@@ -917,6 +958,12 @@ fn report(
                 s.revisions.unwrap_or(0)
             );
         }
+        for (step, s) in [("prune", &last.prune), ("gc", &last.gc)] {
+            println!("{step}'s calls, in order:");
+            for call in &s.log {
+                println!("  {call}");
+            }
+        }
         println!(
             "(times through the stand-in are the stand-in's, not a real server's; the counts are \
              what a stratum 0 would see)"
@@ -938,7 +985,7 @@ fn report(
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::{BASES, Calls, bases_of, ustar};
+    use super::{BASES, Calls, bases_of, summarise_call, ustar};
 
     #[test]
     fn delete_calls_count_their_paths_and_every_ingest_is_a_revision() {
@@ -963,6 +1010,23 @@ mod tests {
             }
         );
         assert_eq!(calls.revisions(), 3);
+    }
+
+    #[test]
+    fn calls_are_summarised_by_base_and_by_the_directory_deleted_paths_share() {
+        assert_eq!(
+            summarise_call("ingest -k -t /tmp/s/ingest.tar -b .metadata/.gc r.test"),
+            "ingest -b .metadata/.gc"
+        );
+        assert_eq!(
+            summarise_call("ingest --delete .flat/ab/abc --delete .flat/cd/cde r.test"),
+            "ingest --delete: 2 path(s) under .flat"
+        );
+        assert_eq!(
+            summarise_call("ingest --delete .layers/ab/abc r.test"),
+            "ingest --delete: 1 path(s) under .layers/ab"
+        );
+        assert_eq!(summarise_call("list"), "list");
     }
 
     #[test]
