@@ -8,6 +8,10 @@
 //!   list (layers and flat tree, local publisher, no thin image) from a registry on loopback
 //!   against `skopeo copy` followed by `umoci raw unpack`, plus the no-op rerun and a layers-only
 //!   / flat-only breakdown (see [`convert`]).
+//! - `bench gc [--rounds N] [--images N]`: `ducc prune` of half of a repository of 200 small
+//!   synthetic images (shared base layers), then `ducc gc`: wall time, pieces and bytes removed,
+//!   and `cvmfs_server` calls and revisions, with the local publisher and through the tests'
+//!   stand-in (see [`gc`]).
 //!
 //! The image is the `bench` fixture (Debian bookworm minbase plus build-essential, python3 and
 //! friends: about 1 GB uncompressed in four gzip layers, built once by debootstrap). Every
@@ -18,6 +22,7 @@
 
 mod convert;
 mod convert_cvmfs;
+mod gc;
 mod unpack;
 
 use std::path::{Path, PathBuf};
@@ -31,6 +36,7 @@ const USAGE: &str = "\
 usage: cargo xtask bench unpack [--rounds N] [--no-registry] [--no-fresh-fs] [--tmpfs]
        cargo xtask bench convert [--rounds N] [--no-fresh-fs] [--tmpfs]
        cargo xtask bench convert --publisher cvmfs [--rounds N]
+       cargo xtask bench gc [--rounds N] [--images N]
 
   --tmpfs  every run writes to /dev/shm (tmpfs) instead of a fresh ext4; both benches also
            measure the floor: decoding with both digests, and tar -x of the uncompressed layers
@@ -46,7 +52,13 @@ usage: cargo xtask bench unpack [--rounds N] [--no-registry] [--no-fresh-fs] [--
   convert --publisher cvmfs
            the same conversion through cvmfs_server: with a real one on PATH into throwaway
            repositories (time, ingests and publishes per image), else through the tests'
-           stand-in (counts only); fails when the no-op rerun publishes anything";
+           stand-in (counts only); fails when the no-op rerun publishes anything
+  gc       a repository of N (default 200) synthetic images sharing base layers, half of them
+           pruned, then gc --grace-period 0, with the local publisher and through the tests'
+           cvmfs_server stand-in: wall time of convert (context), prune and gc, pieces and bytes
+           removed, cvmfs_server calls and revisions; fails unless the kept images keep every
+           layer, nothing only pruned images used remains and a second gc publishes nothing;
+           medians of --rounds N (default 1)";
 
 /// Runs `cargo xtask bench WHAT`.
 pub fn run(args: &[String]) -> anyhow::Result<()> {
@@ -71,6 +83,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 None => convert::run(rest),
             }
         }
+        Some("gc") => gc::run(&args[1..]),
         Some("flat-worker") => unpack::flat_worker(&args[1..]),
         Some("decode-worker") => decode_worker(),
         _ => bail!("{USAGE}"),
