@@ -4,7 +4,7 @@
 //!   `-D warnings`, and the whole test suite with nextest. This is the README's test command.
 //! - `cargo xtask deps`: only install the test dependencies.
 //! - `cargo xtask fixtures`: build the shared test fixtures (also done lazily by the tests).
-//! - `cargo xtask bench unpack|convert [--rounds N]`: benchmarks on a 1 GB image, side by side
+//! - `cargo xtask bench unpack|convert|gc [--rounds N]`: benchmarks (a 1 GB image; gc: 200 small images), side by side
 //!   with peer tools (`bench` alone prints what each measures).
 //! - `cargo xtask fuzz [SECONDS] [TARGET...]`: libFuzzer on each fuzz target for SECONDS (not in CI).
 
@@ -25,7 +25,7 @@ fn main() -> ExitCode {
         Some("fuzz") => fuzz::run(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask ci|deps|fixtures|bench unpack|convert|fuzz [SECONDS] [TARGET...]"
+                "usage: cargo xtask ci|deps|fixtures|bench unpack|convert|gc|fuzz [SECONDS] [TARGET...]"
             );
             return ExitCode::from(2);
         }
