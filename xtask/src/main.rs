@@ -4,8 +4,8 @@
 //!   `-D warnings`, and the whole test suite with nextest. This is the README's test command.
 //! - `cargo xtask deps`: only install the test dependencies.
 //! - `cargo xtask fixtures`: build the shared test fixtures (also done lazily by the tests).
-//! - `cargo xtask bench unpack|convert|gc [--rounds N]`: benchmarks (a 1 GB image; gc: 200 small images), side by side
-//!   with peer tools (`bench` alone prints what each measures).
+//! - `cargo xtask bench unpack|convert|gc [--rounds N]`: benchmarks (a 1 GB image; gc: 200
+//!   small images), side by side with peer tools (`bench` alone prints what each measures).
 //! - `cargo xtask fuzz [SECONDS] [TARGET...]`: libFuzzer on each fuzz target for SECONDS (not in CI).
 
 mod bench;
