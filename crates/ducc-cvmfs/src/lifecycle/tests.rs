@@ -396,3 +396,30 @@ fn a_gc_of_one_subdir_leaves_the_podman_images_of_the_others() {
             .is_dir()
     );
 }
+
+#[test]
+fn a_layer_another_node_takes_into_use_during_the_sweep_is_kept() {
+    let repo = Repo::new();
+    repo.image("1", config('1'), &[layer('a')], true);
+    repo.delete(&["1"]);
+    let options = GcOptions::new(Duration::ZERO);
+    // Between the flat trees' transaction and the layers' one, a conversion on another node
+    // (which the host's gc lock does not hold off) adds its config to the layer's origin.
+    let mut reused = false;
+    let report = collect_garbage(&repo.publisher, &repo.layout, &options, &mut |piece| {
+        if piece.kind == PieceKind::Flat && !reused {
+            crate::add_origin(&repo.publisher, &repo.layout, &layer('a'), &config('9')).unwrap();
+            reused = true;
+        }
+    })
+    .unwrap();
+    assert!(reused);
+    assert_eq!(ids(&report.removed), ["flat:1111"]);
+    assert_eq!(ids(&report.reclaimed), ["layer:aaaa"]);
+    assert!(repo.at(&repo.layout.layerfs(&layer('a'))).is_dir());
+    // It waits again, its period counted from now.
+    let pending = std::fs::read_to_string(repo.at(&repo.layout.gc_pending())).unwrap();
+    assert!(pending.contains(&layer('a').to_string()), "{pending}");
+    let next = repo.gc(DAY, SystemTime::now(), false);
+    assert_eq!(ids(&next.waiting), ["layer:aaaa"]);
+}
