@@ -298,11 +298,17 @@ pub fn collect_garbage(
         let live = ConfigDigest::from_hex(image.id()).is_ok_and(|c| live_configs.contains(&c));
         // The store is shared by every subdir of the repository: judge only this layout's.
         if !live && podman_image_is_ours(publisher, layout, image.layer()) {
-            let path = layout
+            // An ID that is no path component (another writer's) is shown as the store.
+            let (path, bytes) = match layout
                 .podman_store()
                 .join(format!("overlay-images/{}", image.id()))
-                .unwrap_or_else(|_| layout.podman_store());
-            let bytes = tree_bytes(&at(&path));
+            {
+                Ok(path) => {
+                    let bytes = tree_bytes(&at(&path));
+                    (path, bytes)
+                }
+                Err(_) => (layout.podman_store(), 0),
+            };
             let piece = piece(PieceKind::Podman, image.id().to_owned(), path, bytes);
             sight(piece, Vec::new(), &mut pending);
         }
