@@ -151,7 +151,7 @@ fn pipelined<R: Read + Send, T>(
                     }
                 }
                 if let Some(e) = failed {
-                    let _ = chunks.send(Err(std::io::Error::new(e.kind(), e.to_string())));
+                    let _ = chunks.send(Err(copy_with_causes(&e)));
                     return Err(reader.take_read_error().unwrap_or(Error::Read {
                         layer: descriptor.name.clone(),
                         what: "compressed",
@@ -201,6 +201,20 @@ fn pipelined<R: Read + Send, T>(
 }
 
 /// Hands a chunk back for reuse once its last holder is done with it.
+/// A copy of `e` for the other thread (an `io::Error` cannot be cloned) whose message carries
+/// its causes too (`cannot write blob ...: No space left on device`): whichever thread's error is
+/// reported, the cause is not lost.
+fn copy_with_causes(e: &std::io::Error) -> std::io::Error {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    std::io::Error::new(e.kind(), text)
+}
+
 fn give_back(chunk: std::sync::Arc<Vec<u8>>, recycle: &std::sync::mpsc::Sender<Vec<u8>>) {
     if let Some(chunk) = std::sync::Arc::into_inner(chunk) {
         let _ = recycle.send(chunk);
@@ -431,6 +445,44 @@ pub fn extract_canonical_tar<R: Read>(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_copy_for_the_other_thread_keeps_the_causes() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("cannot write blob into the cache")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        #[derive(Debug)]
+        struct Wrapper(Outer);
+        impl std::fmt::Display for Wrapper {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+        impl std::error::Error for Wrapper {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0.0)
+            }
+        }
+        let full = std::io::Error::from_raw_os_error(28);
+        let e = std::io::Error::other(Wrapper(Outer(full)));
+        let copy = super::copy_with_causes(&e);
+        let text = copy.to_string();
+        assert!(
+            text.starts_with("cannot write blob into the cache: "),
+            "{text}"
+        );
+        assert!(text.contains("No space left on device"), "{text}");
+        assert_eq!(copy.kind(), e.kind());
+    }
+
     use std::io::Write;
 
     use super::*;
