@@ -1,12 +1,18 @@
 //! The content-addressed blob cache of a run: each blob is downloaded at most once, verified while
 //! it streams (the registry client checks size and digest at the end), and only then renamed into
 //! `<dir>/sha256/<hex>`, so a file there is always a whole, verified blob.
+//!
+//! A blob still downloading can be read as it arrives ([`BlobCache::follow`]): the reader gets
+//! the bytes written so far and sees the end of the blob only once the download has verified it,
+//! so a decoder that reads it to the end has read a verified blob.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Read as _, Write as _};
+use std::io::{self, Read as _, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use ducc_registry::{Client, Digest, Repository};
 
@@ -18,6 +24,8 @@ pub struct BlobCache {
     dir: PathBuf,
     /// One lock per blob, so two images sharing a layer download it once.
     in_flight: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Downloads in progress, by digest, for readers that follow them.
+    downloading: Mutex<HashMap<String, Arc<InFlight>>>,
     /// Blobs this run fetched, removed again by [`BlobCache::clean`].
     fetched: Mutex<HashSet<PathBuf>>,
     downloads: Semaphore,
@@ -46,6 +54,7 @@ impl BlobCache {
         Ok(BlobCache {
             dir: dir.to_owned(),
             in_flight: Mutex::new(HashMap::new()),
+            downloading: Mutex::new(HashMap::new()),
             fetched: Mutex::new(HashSet::new()),
             downloads: Semaphore::new(if max_downloads == 0 {
                 usize::MAX
@@ -107,19 +116,83 @@ impl BlobCache {
         let observer = self
             .events
             .download(&download_name(repository, digest), size);
-        let result = download(client, repository, digest, size, &partial, &*observer);
+        let file = File::create(&partial)
+            .with_context(|| format!("cannot create {}", partial.display()))?;
+        let progress = Arc::new(InFlight {
+            progress: Mutex::new(Progress {
+                partial: partial.clone(),
+                written: 0,
+                ended: None,
+            }),
+            changed: Condvar::new(),
+        });
+        self.downloading
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(digest.to_string(), Arc::clone(&progress));
+        let sink = Sink {
+            file,
+            partial: &partial,
+            progress: &progress,
+        };
+        let result = download(client, repository, digest, size, sink, &*observer).and_then(|()| {
+            // Under the progress lock: a follower opening the file sees it either at its partial
+            // name or, once the download ended well, at its final one.
+            let mut state = progress.lock();
+            fs::rename(&partial, &path)
+                .with_context(|| format!("cannot move blob {digest} into the cache"))?;
+            state.ended = Some(Ok(()));
+            Ok(())
+        });
         drop(observer);
+        self.downloading
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&digest.to_string());
         if let Err(e) = result {
+            progress.lock().ended = Some(Err(()));
+            progress.changed.notify_all();
             let _ = fs::remove_file(&partial);
             return Err(e);
         }
-        fs::rename(&partial, &path)
-            .with_context(|| format!("cannot move blob {digest} into the cache"))?;
+        progress.changed.notify_all();
         self.fetched
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(path.clone());
         Ok((path, Fetch::Downloaded(size)))
+    }
+
+    /// A reader of blob `digest` while it is being downloaded (by [`BlobCache::get`] on another
+    /// thread), or `None` when no download of it is in progress. The reader gets the bytes as
+    /// they are written and reaches the end only once the download verified the blob; should
+    /// that download fail, the reader downloads the blob again itself (with `client` from
+    /// `repository`) and goes on where it was. It fails once `stop` is set.
+    pub(crate) fn follow<'a>(
+        &'a self,
+        client: &'a Client,
+        repository: &'a Repository,
+        digest: &Digest,
+        size: u64,
+        stop: &'a AtomicBool,
+    ) -> Option<FollowedBlob<'a>> {
+        let download = self
+            .downloading
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&digest.to_string())
+            .cloned()?;
+        Some(FollowedBlob {
+            cache: self,
+            client,
+            repository,
+            digest: digest.clone(),
+            size,
+            stop,
+            download: Some(download),
+            file: None,
+            position: 0,
+        })
     }
 
     /// Removes the blobs this run downloaded (their content is in the repository now).
@@ -131,21 +204,140 @@ impl BlobCache {
     }
 }
 
+/// A download in progress, as its followers see it.
+struct InFlight {
+    progress: Mutex<Progress>,
+    changed: Condvar,
+}
+
+impl InFlight {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Progress> {
+        self.progress.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+struct Progress {
+    /// The file the download writes, until it is renamed into the cache.
+    partial: PathBuf,
+    /// Bytes written to it so far.
+    written: u64,
+    /// `Ok` once the blob is verified and at its place in the cache, `Err` when the download
+    /// failed.
+    ended: Option<Result<(), ()>>,
+}
+
+/// How long a follower waits for more bytes before it looks at the stop flag again.
+const FOLLOW_POLL: Duration = Duration::from_millis(100);
+
+/// A blob read while it downloads: see [`BlobCache::follow`].
+pub(crate) struct FollowedBlob<'a> {
+    cache: &'a BlobCache,
+    client: &'a Client,
+    repository: &'a Repository,
+    digest: Digest,
+    size: u64,
+    stop: &'a AtomicBool,
+    /// The download followed; `None` once the blob is read from its cache file instead.
+    download: Option<Arc<InFlight>>,
+    /// The blob's file, opened once it exists.
+    file: Option<File>,
+    position: u64,
+}
+
+impl FollowedBlob<'_> {
+    /// After the followed download failed: the blob downloaded again, read from where this
+    /// reader was (the bytes of a verified blob are the same at every offset).
+    fn download_again(&mut self) -> io::Result<()> {
+        use std::io::Seek as _;
+        let (path, _) = self
+            .cache
+            .get(self.client, self.repository, &self.digest, self.size)
+            .map_err(io::Error::other)?;
+        let mut file = File::open(&path)?;
+        file.seek(io::SeekFrom::Start(self.position))?;
+        self.file = Some(file);
+        self.download = None;
+        Ok(())
+    }
+}
+
+impl io::Read for FollowedBlob<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return Err(io::Error::other("interrupted by a signal"));
+            }
+            let Some(download) = self.download.clone() else {
+                let file = self
+                    .file
+                    .as_mut()
+                    .ok_or_else(|| io::Error::other("a followed blob lost its file"))?;
+                let n = file.read(buf)?;
+                self.position += n as u64;
+                return Ok(n);
+            };
+            let state = download.lock();
+            if self.file.is_none() {
+                match state.ended {
+                    None => self.file = Some(File::open(&state.partial)?),
+                    Some(Ok(())) => self.file = Some(File::open(self.cache.path(&self.digest))?),
+                    Some(Err(())) => {}
+                }
+            }
+            if state.written > self.position
+                && let Some(file) = self.file.as_mut()
+            {
+                let available = state.written - self.position;
+                drop(state);
+                let want = buf
+                    .len()
+                    .min(usize::try_from(available).unwrap_or(usize::MAX));
+                let n = file.read(&mut buf[..want])?;
+                self.position += n as u64;
+                return Ok(n);
+            }
+            match state.ended {
+                // Every byte read, and verified.
+                Some(Ok(())) => return Ok(0),
+                Some(Err(())) => {
+                    drop(state);
+                    self.download_again()?;
+                }
+                None => {
+                    let _ = download
+                        .changed
+                        .wait_timeout(state, FOLLOW_POLL)
+                        .unwrap_or_else(|e| e.into_inner());
+                }
+            }
+        }
+    }
+}
+
+/// Where a download goes: the file at `partial`, with `progress` told of every byte written.
+struct Sink<'a> {
+    file: File,
+    partial: &'a Path,
+    progress: &'a InFlight,
+}
+
+/// Downloads blob `digest` of `size` bytes into `sink`.
 fn download(
     client: &Client,
     repository: &Repository,
     digest: &Digest,
     size: u64,
-    partial: &Path,
+    sink: Sink<'_>,
     observer: &dyn DownloadObserver,
 ) -> Result<(), ConvertError> {
-    let blob = client
+    let Sink {
+        file: mut out,
+        partial,
+        progress,
+    } = sink;
+    let mut blob = client
         .open_blob(repository, digest, Some(size))
         .with_context(|| format!("cannot download blob {digest}"))?;
-    let mut blob = blob;
-    let file =
-        File::create(partial).with_context(|| format!("cannot create {}", partial.display()))?;
-    let mut out = BufWriter::with_capacity(1 << 20, file);
     let write_failed = |e: io::Error| {
         ConvertError::from(e).context(format!(
             "cannot write blob {digest} into the cache: {}",
@@ -155,10 +347,11 @@ fn download(
     // The reader fails at the end when size or digest do not match, so a copy that succeeds has
     // verified the bytes. Read and write errors are told apart: a full disk is not a registry
     // problem.
-    let mut buffer = vec![0u8; 256 << 10];
+    let mut buffer = vec![0u8; 512 << 10];
+    let mut filled = 0;
     loop {
-        let n = match blob.read(&mut buffer) {
-            Ok(0) => break,
+        let n = match blob.read(&mut buffer[filled..]) {
+            Ok(0) => 0,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
@@ -172,10 +365,20 @@ fn download(
             }
         };
         observer.advance(n as u64);
-        out.write_all(&buffer[..n]).map_err(write_failed)?;
+        filled += n;
+        // Written in whole buffers, unbuffered beyond that, so that what `progress` counts is
+        // in the file for the followers.
+        if filled > 0 && (n == 0 || filled == buffer.len()) {
+            out.write_all(&buffer[..filled]).map_err(write_failed)?;
+            progress.lock().written += filled as u64;
+            progress.changed.notify_all();
+            filled = 0;
+        }
+        if n == 0 {
+            break;
+        }
     }
-    let file = out.into_inner().map_err(|e| write_failed(e.into_error()))?;
-    file.sync_all().map_err(write_failed)?;
+    out.sync_all().map_err(write_failed)?;
     Ok(())
 }
 
@@ -275,5 +478,145 @@ mod tests {
         let _ = live.kill();
         let _ = live.wait();
         assert_eq!(left, [names[0].clone()]);
+    }
+
+    /// A cache with one download of `digest` registered as in progress, as `get` registers it.
+    fn cache_with_download(digest: &Digest) -> (tempfile::TempDir, BlobCache, Arc<InFlight>) {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = BlobCache::open(dir.path(), 0).unwrap();
+        let partial = dir.path().join("partial").join(digest.digest());
+        File::create(&partial).unwrap();
+        let download = Arc::new(InFlight {
+            progress: Mutex::new(Progress {
+                partial,
+                written: 0,
+                ended: None,
+            }),
+            changed: Condvar::new(),
+        });
+        cache
+            .downloading
+            .lock()
+            .unwrap()
+            .insert(digest.to_string(), Arc::clone(&download));
+        (dir, cache, download)
+    }
+
+    /// Appends `bytes` to the download's file and tells its followers.
+    fn write_some(download: &InFlight, bytes: &[u8]) {
+        let path = download.lock().partial.clone();
+        let mut file = fs::OpenOptions::new().append(true).open(path).unwrap();
+        file.write_all(bytes).unwrap();
+        download.lock().written += bytes.len() as u64;
+        download.changed.notify_all();
+    }
+
+    fn blob_bytes() -> Vec<u8> {
+        (0..300_000u32).flat_map(|i| i.to_le_bytes()).collect()
+    }
+
+    fn test_digest() -> Digest {
+        ducc_registry::parse_digest(&format!("sha256:{}", "ab".repeat(32))).unwrap()
+    }
+
+    #[test]
+    fn a_follower_reads_a_blob_as_it_downloads_and_ends_only_once_it_is_verified() {
+        let digest = test_digest();
+        let blob = blob_bytes();
+        let (_dir, cache, download) = cache_with_download(&digest);
+        let client = Client::new(ducc_registry::ClientOptions::new());
+        let repository =
+            Repository::new(ducc_registry::Scheme::Http, "127.0.0.1:1", "follow/test").unwrap();
+        let stop = AtomicBool::new(false);
+        let verified = AtomicBool::new(false);
+        let mut follower = cache
+            .follow(&client, &repository, &digest, blob.len() as u64, &stop)
+            .expect("a download is in progress");
+        let read = std::thread::scope(|scope| {
+            let reader = scope.spawn(move || {
+                let mut out = Vec::new();
+                follower.read_to_end(&mut out).map(|_| out)
+            });
+            for chunk in blob.chunks(100_000) {
+                write_some(&download, chunk);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            // Every byte is written but not verified yet: the follower must still wait.
+            std::thread::sleep(Duration::from_millis(300));
+            let mut state = download.lock();
+            fs::rename(&state.partial, cache.path(&digest)).unwrap();
+            verified.store(true, Ordering::SeqCst);
+            state.ended = Some(Ok(()));
+            drop(state);
+            download.changed.notify_all();
+            reader.join().unwrap()
+        });
+        assert!(
+            verified.load(Ordering::SeqCst),
+            "the follower ended before the download"
+        );
+        assert_eq!(read.unwrap(), blob);
+    }
+
+    #[test]
+    fn a_follower_of_a_failed_download_goes_on_from_the_blob_fetched_again() {
+        let digest = test_digest();
+        let blob = blob_bytes();
+        let (_dir, cache, download) = cache_with_download(&digest);
+        let client = Client::new(ducc_registry::ClientOptions::new());
+        let repository =
+            Repository::new(ducc_registry::Scheme::Http, "127.0.0.1:1", "follow/test").unwrap();
+        let stop = AtomicBool::new(false);
+        let mut follower = cache
+            .follow(&client, &repository, &digest, blob.len() as u64, &stop)
+            .expect("a download is in progress");
+        write_some(&download, &blob[..500_000]);
+        let mut head = vec![0u8; 400_000];
+        follower.read_exact(&mut head).unwrap();
+        // The download fails; the blob is in the cache again (as a second download leaves it),
+        // so fetching it again needs no registry.
+        fs::write(cache.path(&digest), &blob).unwrap();
+        download.lock().ended = Some(Err(()));
+        download.changed.notify_all();
+        let mut rest = Vec::new();
+        follower.read_to_end(&mut rest).unwrap();
+        head.extend(rest);
+        assert_eq!(head, blob);
+    }
+
+    #[test]
+    fn a_follower_stops_waiting_when_told_to_stop() {
+        let digest = test_digest();
+        let (_dir, cache, _download) = cache_with_download(&digest);
+        let client = Client::new(ducc_registry::ClientOptions::new());
+        let repository =
+            Repository::new(ducc_registry::Scheme::Http, "127.0.0.1:1", "follow/test").unwrap();
+        let stop = AtomicBool::new(false);
+        let mut follower = cache
+            .follow(&client, &repository, &digest, 10, &stop)
+            .expect("a download is in progress");
+        let err = std::thread::scope(|scope| {
+            let reader = scope.spawn(move || follower.read(&mut [0u8; 16]));
+            std::thread::sleep(Duration::from_millis(200));
+            stop.store(true, Ordering::SeqCst);
+            reader.join().unwrap()
+        })
+        .expect_err("stopped");
+        assert!(err.to_string().contains("interrupted"), "{err}");
+    }
+
+    #[test]
+    fn no_follower_without_a_download_in_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = BlobCache::open(dir.path(), 0).unwrap();
+        let client = Client::new(ducc_registry::ClientOptions::new());
+        let repository =
+            Repository::new(ducc_registry::Scheme::Http, "127.0.0.1:1", "follow/test").unwrap();
+        let stop = AtomicBool::new(false);
+        assert!(
+            cache
+                .follow(&client, &repository, &test_digest(), 1, &stop)
+                .is_none()
+        );
     }
 }

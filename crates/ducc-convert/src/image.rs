@@ -840,23 +840,38 @@ impl<'e> Job<'e> {
         Ok(path)
     }
 
-    /// The cached blob of a layer (downloaded first if needed), opened for reading.
-    fn open_blob(
-        &self,
-        repository: &ducc_registry::Repository,
+    /// The blob of a layer, opened for reading: followed as it downloads when a download of it
+    /// is under way (the decoding overlaps with the download), else from the cache (downloaded
+    /// first if needed). Either way the reader reaches the end of the blob only once its digest
+    /// was checked.
+    fn open_blob<'a>(
+        &'a self,
+        repository: &'a ducc_registry::Repository,
         layer: &LayerJob,
         input: &ImageRef,
-    ) -> Result<BufReader<File>> {
+    ) -> Result<BufReader<LayerBlob<'a>>> {
+        let digest = Digest::from(layer.digest);
+        let size = layer.descriptor.size();
+        if let Some(followed) =
+            self.cache
+                .follow(&self.client, repository, &digest, size, self.stop.flag())
+        {
+            return Ok(BufReader::with_capacity(
+                1 << 20,
+                LayerBlob::Followed(followed),
+            ));
+        }
         let blob = self.fetch_blob(repository, layer, input)?;
         let file = File::open(&blob)
             .with_context(|| format!("cannot open cached blob {}", blob.display()))?;
-        Ok(BufReader::with_capacity(1 << 20, file))
+        Ok(BufReader::with_capacity(1 << 20, LayerBlob::Cached(file)))
     }
 
     /// The layer as ducc-unpack decodes it: with its diff_id to check. Not with its blob
     /// digest: every blob decoded here comes from the blob cache, which holds only blobs whose
-    /// digest was checked as they were downloaded, so hashing the compressed bytes again would be
-    /// a second sha256 over every layer for nothing (the diff_id still checks what is unpacked).
+    /// digest was checked as they were downloaded, or is followed as it downloads, ending only
+    /// once the download checked it; hashing the compressed bytes again would be a second
+    /// sha256 over every layer for nothing (the diff_id still checks what is unpacked).
     fn descriptor(&self, layer: &LayerJob) -> LayerDescriptor {
         LayerDescriptor::new(
             layer.digest.to_string(),
@@ -1305,6 +1320,21 @@ impl<R: std::io::Read> std::io::Read for Interrupted<'_, R> {
             return Err(std::io::Error::other("interrupted by a signal"));
         }
         self.inner.read(buf)
+    }
+}
+
+/// A layer blob being read: from the blob cache, or followed while it downloads.
+enum LayerBlob<'a> {
+    Cached(File),
+    Followed(crate::cache::FollowedBlob<'a>),
+}
+
+impl std::io::Read for LayerBlob<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            LayerBlob::Cached(file) => file.read(buf),
+            LayerBlob::Followed(blob) => blob.read(buf),
+        }
     }
 }
 

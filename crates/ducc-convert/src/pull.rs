@@ -1,12 +1,14 @@
 //! Pulling one image into a plain directory, outside any repository (`ducc unpack-image`): its
 //! flat root filesystem, or one directory per layer.
 //!
-//! Blobs stream from the registry straight into ducc-unpack: the registry client checks the blob
-//! digest and size as it reads, ducc-unpack checks the blob digest again and the config's
-//! diff_id after draining the stream. Nothing is held in memory whole.
+//! Blobs stream from the registry straight into ducc-unpack: a read-ahead thread takes them from
+//! the registry client, which checks the blob's size and digest as it reads (its end is an error
+//! when they do not match), while ducc-unpack decompresses and checks the config's diff_id after
+//! draining the stream. Nothing is held in memory whole.
 
-use std::io::BufReader;
+use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 
 use ducc_registry::oci_spec::image::Descriptor;
 use ducc_registry::{Client, ManifestSelection, Platform};
@@ -92,13 +94,10 @@ impl Pull<'_> {
             .zip(diff_ids)
             .map(|(descriptor, diff_id)| {
                 let digest = descriptor.digest().to_string();
+                // No blob digest for ducc-unpack to check: the registry client checks it (a
+                // second sha256 of the compressed bytes would cost the decoding thread).
                 let unpack =
                     LayerDescriptor::new(digest.clone(), descriptor.media_type().to_string())
-                        .with_blob_digest(
-                            digest
-                                .parse()
-                                .with_context(|| format!("{whole}: layer digest {digest}"))?,
-                        )
                         .with_diff_id(
                             diff_id
                                 .parse()
@@ -138,7 +137,8 @@ impl Pull<'_> {
         let mut flat = FlatExtractor::new(dest, &ExtractOptions::new())?;
         for layer in layers {
             tracing::info!(layer = %layer.descriptor.digest(), "applying");
-            flat.apply_blob(self.open(layer)?, &layer.unpack)
+            let blob = self.open(layer)?;
+            with_read_ahead(blob, |blob| flat.apply_blob(blob, &layer.unpack))
                 .with_context(|| self.unpack_context(layer))?;
         }
         Ok(flat.finish())
@@ -160,11 +160,174 @@ impl Pull<'_> {
                 .whiteouts(whiteouts)
                 .lower_layers(lower);
             tracing::info!(layer = %layer.descriptor.digest(), dest = %layer_dest.display(), "unpacking");
-            let outcome = unpack_layer_dir(self.open(layer)?, &layer.unpack, &layer_dest, &options)
-                .with_context(|| self.unpack_context(layer))?;
+            let blob = self.open(layer)?;
+            let outcome = with_read_ahead(blob, |blob| {
+                unpack_layer_dir(blob, &layer.unpack, &layer_dest, &options)
+            })
+            .with_context(|| self.unpack_context(layer))?;
             report.merge(outcome.report);
             done.push(layer_dest);
         }
         Ok(report)
+    }
+}
+
+/// Size of the chunks the read-ahead thread takes from the registry.
+const READ_AHEAD_CHUNK: usize = 1 << 20;
+/// Chunks read ahead (bounds the memory: a few MiB).
+const READ_AHEAD_CHUNKS: usize = 4;
+
+/// Runs `consume` on a reader of `blob` whose bytes a second thread takes from the registry
+/// ahead of it, so that the network and the registry client's digest check overlap with the
+/// decompression. Errors of `blob` reach the reader as they are (a registry error inside an
+/// [`io::Error`] stays there).
+fn with_read_ahead<R: Read + Send, T>(blob: R, consume: impl FnOnce(&mut ReadAhead) -> T) -> T {
+    std::thread::scope(|scope| {
+        let (chunks, incoming) = mpsc::sync_channel::<io::Result<Vec<u8>>>(READ_AHEAD_CHUNKS);
+        let (recycle, recycled) = mpsc::channel::<Vec<u8>>();
+        scope.spawn(move || {
+            let mut blob = blob;
+            loop {
+                let mut chunk = recycled.try_recv().unwrap_or_default();
+                chunk.resize(READ_AHEAD_CHUNK, 0);
+                let mut filled = 0;
+                while filled < chunk.len() {
+                    match blob.read(&mut chunk[filled..]) {
+                        Ok(0) => break,
+                        Ok(n) => filled += n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            let _ = chunks.send(Err(e));
+                            return;
+                        }
+                    }
+                }
+                chunk.truncate(filled);
+                // An empty chunk is the end of the blob; a send fails once the reader is gone.
+                if chunks.send(Ok(chunk)).is_err() || filled == 0 {
+                    return;
+                }
+            }
+        });
+        let mut reader = ReadAhead {
+            incoming,
+            recycle,
+            current: Vec::new(),
+            position: 0,
+            state: ReadAheadState::Reading,
+        };
+        consume(&mut reader)
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadAheadState {
+    Reading,
+    Ended,
+    Failed,
+}
+
+/// The reading side of [`with_read_ahead`].
+struct ReadAhead {
+    incoming: mpsc::Receiver<io::Result<Vec<u8>>>,
+    recycle: mpsc::Sender<Vec<u8>>,
+    current: Vec<u8>,
+    position: usize,
+    state: ReadAheadState,
+}
+
+impl Read for ReadAhead {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.position == self.current.len() {
+            match self.state {
+                ReadAheadState::Ended => return Ok(0),
+                ReadAheadState::Failed => {
+                    return Err(io::Error::other(
+                        "the blob could not be read (reported before)",
+                    ));
+                }
+                ReadAheadState::Reading => {}
+            }
+            match self.incoming.recv() {
+                Ok(Ok(chunk)) if chunk.is_empty() => self.state = ReadAheadState::Ended,
+                Ok(Ok(chunk)) => {
+                    let used = std::mem::replace(&mut self.current, chunk);
+                    let _ = self.recycle.send(used);
+                    self.position = 0;
+                }
+                Ok(Err(e)) => {
+                    self.state = ReadAheadState::Failed;
+                    return Err(e);
+                }
+                Err(_) => {
+                    self.state = ReadAheadState::Failed;
+                    return Err(io::Error::other("the blob reading thread ended early"));
+                }
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.position);
+        buf[..n].copy_from_slice(&self.current[self.position..self.position + n]);
+        self.position += n;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `data`, then an error of kind `ConnectionReset`.
+    struct FailingAfter<'a>(&'a [u8]);
+
+    impl Read for FailingAfter<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.0.is_empty() {
+                return Err(io::Error::new(io::ErrorKind::ConnectionReset, "reset"));
+            }
+            let n = buf.len().min(self.0.len()).min(70_000);
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    fn sample() -> Vec<u8> {
+        (0..3_000_000u32).map(|i| (i % 251) as u8).collect()
+    }
+
+    #[test]
+    fn read_ahead_hands_over_every_byte_in_order() {
+        let data = sample();
+        let out = with_read_ahead(&data[..], |reader| {
+            let mut out = Vec::new();
+            reader.read_to_end(&mut out).map(|_| out)
+        })
+        .expect("read");
+        assert_eq!(out, data);
+    }
+
+    #[test]
+    fn read_ahead_passes_the_blob_error_on_and_never_ends_cleanly_after_it() {
+        let data = sample();
+        let (head, first, second) = with_read_ahead(FailingAfter(&data), |reader| {
+            let mut head = Vec::new();
+            let first = reader.read_to_end(&mut head).expect_err("the blob fails");
+            let second = reader.read(&mut [0u8; 16]).expect_err("still failed");
+            (head, first, second)
+        });
+        assert_eq!(first.kind(), io::ErrorKind::ConnectionReset);
+        assert!(second.to_string().contains("could not be read"), "{second}");
+        assert!(data.starts_with(&head));
+    }
+
+    #[test]
+    fn read_ahead_stops_when_the_reader_leaves_early() {
+        let data = sample();
+        let first = with_read_ahead(&data[..], |reader| {
+            let mut byte = [0u8; 1];
+            reader.read_exact(&mut byte).map(|()| byte[0])
+        })
+        .expect("read");
+        assert_eq!(first, data[0]);
     }
 }

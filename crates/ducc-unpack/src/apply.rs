@@ -45,6 +45,8 @@ const MAX_PARENT_SYMLINKS: u32 = 40;
 
 const OPAQUE_TRUSTED: &str = "trusted.overlay.opaque";
 const OPAQUE_USER: &str = "user.overlay.opaque";
+/// A directory's default ACL: new inodes in it take their mode from it, not from the umask.
+const DEFAULT_ACL: &str = "system.posix_acl_default";
 
 /// Pending fixes for a directory, applied after its layer (children change a directory's mtime,
 /// and an unprivileged extractor needs write access until the last child is in).
@@ -52,6 +54,28 @@ const OPAQUE_USER: &str = "user.overlay.opaque";
 struct DirFix {
     mtime: Timestamp,
     mode: Option<u32>,
+}
+
+/// A parent directory resolved inside the root (an `O_PATH` fd), and the group that a new inode
+/// created in it gets: the directory's own when it is setgid, else the extractor's.
+#[derive(Debug)]
+struct ParentDir {
+    fd: OwnedFd,
+    new_inode_gid: u32,
+}
+
+impl std::ops::Deref for ParentDir {
+    type Target = OwnedFd;
+
+    fn deref(&self) -> &OwnedFd {
+        &self.fd
+    }
+}
+
+impl AsFd for ParentDir {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
 }
 
 /// The set of paths written by the current layer (and their ancestors), kept as 128-bit keyed
@@ -111,6 +135,12 @@ pub(crate) struct Applier {
     privileged: bool,
     euid: u32,
     egid: u32,
+    /// The process umask, when known: a file created with its final mode gets `mode & !umask`.
+    umask: Option<u32>,
+    /// Whether a new file may get its mode at creation: not where a default ACL (which replaces
+    /// the umask) may be in the tree, that is one on the root, one this extractor set, or a tree
+    /// that was not empty at the start.
+    mode_at_create: bool,
     report: Report,
     buffer: Vec<u8>,
     // Per layer:
@@ -118,7 +148,7 @@ pub(crate) struct Applier {
     upper: PathSet,
     dir_fixes: HashMap<Vec<u8>, DirFix>,
     opaque_dirs: Vec<EntryPath>,
-    parent_cache: Option<(Vec<u8>, Arc<OwnedFd>)>,
+    parent_cache: Option<(Vec<u8>, Arc<ParentDir>)>,
     xattr_unsupported_warned: bool,
     /// Limits on hostile layers (set by the extractor from its options).
     pub(crate) limits: crate::Limits,
@@ -132,10 +162,10 @@ pub(crate) struct Applier {
     /// Keep the last regular file written, so the flat side copies it instead of reading the
     /// stream a second time.
     keep_last_file: bool,
-    last_file: Option<std::fs::File>,
-    /// The flat side: the data of the next regular file comes from this file (the layer
-    /// directory's copy) rather than from the stream.
-    pending_copy: Option<std::fs::File>,
+    last_file: Option<(std::fs::File, u64)>,
+    /// The flat side: the data of the next regular file comes from this file and is this many
+    /// bytes (the layer directory's copy) rather than from the stream.
+    pending_copy: Option<(std::fs::File, u64)>,
 }
 
 fn cstring(bytes: &[u8]) -> io::Result<CString> {
@@ -278,6 +308,8 @@ impl Applier {
             privileged: privileges.is_root(),
             euid: rustix::process::geteuid().as_raw(),
             egid: rustix::process::getegid().as_raw(),
+            umask: process_umask(),
+            mode_at_create: tree_without_default_acls(dest),
             report: Report::default(),
             buffer: vec![0; COPY_BUFFER],
             layer: String::new(),
@@ -389,6 +421,14 @@ impl Applier {
                 let (unsafe_parent, name) = split(&entry.path);
                 let parent = self.parent_dir(entry, unsafe_parent)?;
                 let name = cstring(name).map_err(|e| self.fs_err(entry, "name", e))?;
+                if self
+                    .parent_cache
+                    .as_ref()
+                    .is_some_and(|(cached, _)| cached.as_slice() == entry.path.as_bytes())
+                {
+                    // This entry replaces, or changes the owner of, the cached directory.
+                    self.parent_cache = None;
+                }
                 self.create(entry, &parent, &name, data)?;
                 if self.is_flat() {
                     self.upper.insert_with_ancestors(entry.path.as_bytes());
@@ -447,16 +487,23 @@ impl Applier {
     /// Resolves (creating if needed) the parent directory of an entry inside the root and returns
     /// an `O_PATH` fd to it. The last parent is cached: consecutive entries of one directory are
     /// common, and an entry can never change its own parent's ancestry.
-    fn parent_dir(&mut self, entry: &Entry, unsafe_parent: &[u8]) -> Result<Arc<OwnedFd>, Error> {
-        if let Some((cached, fd)) = &self.parent_cache
+    fn parent_dir(&mut self, entry: &Entry, unsafe_parent: &[u8]) -> Result<Arc<ParentDir>, Error> {
+        if let Some((cached, dir)) = &self.parent_cache
             && cached.as_slice() == unsafe_parent
         {
-            return Ok(Arc::clone(fd));
+            return Ok(Arc::clone(dir));
         }
-        let fd = Arc::new(self.ensure_dir(entry, unsafe_parent, 0)?);
-        self.remember_dir_time(entry, unsafe_parent, &fd)?;
-        self.parent_cache = Some((unsafe_parent.to_vec(), Arc::clone(&fd)));
-        Ok(fd)
+        let fd = self.ensure_dir(entry, unsafe_parent, 0)?;
+        let stat = rustix::fs::fstat(&fd).map_err(|e| self.fs_err(entry, "stat directory", e))?;
+        self.remember_dir_stat(unsafe_parent, &stat);
+        let new_inode_gid = if stat.st_mode & 0o2000 != 0 {
+            stat.st_gid
+        } else {
+            self.egid
+        };
+        let dir = Arc::new(ParentDir { fd, new_inode_gid });
+        self.parent_cache = Some((unsafe_parent.to_vec(), Arc::clone(&dir)));
+        Ok(dir)
     }
 
     /// Remembers a directory's time before this layer changes its children, so that it can be
@@ -472,6 +519,15 @@ impl Applier {
             return Ok(());
         }
         let stat = rustix::fs::fstat(fd).map_err(|e| self.fs_err(entry, "stat directory", e))?;
+        self.remember_dir_stat(unsafe_dir, &stat);
+        Ok(())
+    }
+
+    /// [`Applier::remember_dir_time`] with the directory's `stat` at hand.
+    fn remember_dir_stat(&mut self, unsafe_dir: &[u8], stat: &Stat) {
+        if self.dir_fixes.contains_key(unsafe_dir) {
+            return;
+        }
         self.dir_fixes.insert(
             unsafe_dir.to_vec(),
             DirFix {
@@ -482,7 +538,6 @@ impl Applier {
                 mode: None,
             },
         );
-        Ok(())
     }
 
     /// `mkdir -p` inside the root: missing directories are created (0755, or 0700 until the
@@ -808,7 +863,7 @@ impl Applier {
     fn create(
         &mut self,
         entry: &Entry,
-        parent: &OwnedFd,
+        parent: &ParentDir,
         name: &CString,
         data: &mut dyn Read,
     ) -> Result<(), Error> {
@@ -871,7 +926,7 @@ impl Applier {
     fn try_create(
         &mut self,
         entry: &Entry,
-        parent: &OwnedFd,
+        parent: &ParentDir,
         name: &CString,
         data: &mut dyn Read,
     ) -> Result<(), CreateError> {
@@ -946,7 +1001,7 @@ impl Applier {
     fn create_file(
         &mut self,
         entry: &Entry,
-        parent: &OwnedFd,
+        parent: &ParentDir,
         name: &CString,
         data: &mut dyn Read,
     ) -> Result<(), CreateError> {
@@ -956,17 +1011,31 @@ impl Applier {
         } else {
             OFlags::WRONLY
         };
+        // As root, a new inode already has the entry's owner when it is ours (and the group a
+        // new inode gets in this directory): no chown then. Without a chown to clear them
+        // afterwards, the mode can be given at creation, when the umask leaves it whole and it
+        // has no setuid, setgid or sticky bit (which a write would clear unprivileged).
+        let owner_preset = self.privileged
+            && entry.uid == u64::from(self.euid)
+            && entry.gid == u64::from(parent.new_inode_gid);
+        let mode_preset = owner_preset
+            && self.mode_at_create
+            && entry.mode & !0o777 == 0
+            && self.umask.is_some_and(|umask| entry.mode & umask == 0);
+        let initial_mode = if mode_preset { entry.mode } else { 0o600 };
         let fd = rustix::fs::openat(
             parent,
             name,
             access | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
+            Mode::from_raw_mode(initial_mode),
         )
         .map_err(|e| CreateError::from_errno(e, "create file"))?;
         let mut file = std::fs::File::from(fd);
-        let copied = if let Some(mut source) = self.pending_copy.take() {
-            // File to file: `io::copy` uses copy_file_range, no copy through user space.
-            io::copy(&mut source, &mut file).map_err(CopyError::Write)
+        let copied = if let Some((source, len)) = self.pending_copy.take() {
+            let mut buffer = std::mem::take(&mut self.buffer);
+            let copied = copy_file(&source, &mut file, len, &mut buffer).map_err(CopyError::Write);
+            self.buffer = buffer;
+            copied
         } else {
             let mut buffer = std::mem::take(&mut self.buffer);
             let copied = copy_data(data, &mut file, &mut buffer);
@@ -984,16 +1053,20 @@ impl Applier {
             Err(CopyError::Write(e)) => return Err(CreateError::Io(e, "write file data")),
         };
         self.report.file_bytes += written;
-        self.set_owner_fd(entry, &file, true)
-            .map_err(CreateError::Done)?;
+        if !owner_preset {
+            self.set_owner_fd(entry, &file, true)
+                .map_err(CreateError::Done)?;
+        }
         self.set_xattrs_fd(entry, &file)
             .map_err(CreateError::Done)?;
-        rustix::fs::fchmod(&file, Mode::from_raw_mode(entry.mode))
-            .map_err(|e| CreateError::Io(e.into(), "set mode"))?;
+        if !mode_preset {
+            rustix::fs::fchmod(&file, Mode::from_raw_mode(entry.mode))
+                .map_err(|e| CreateError::Io(e.into(), "set mode"))?;
+        }
         rustix::fs::futimens(&file, &timestamps(entry.mtime))
             .map_err(|e| CreateError::Io(e.into(), "set time"))?;
         if self.keep_last_file {
-            self.last_file = Some(file);
+            self.last_file = Some((file, written));
         }
         Ok(())
     }
@@ -1058,7 +1131,7 @@ impl Applier {
         &mut self,
         entry: &Entry,
         unsafe_target: &EntryPath,
-        parent: &OwnedFd,
+        parent: &ParentDir,
         name: &CString,
     ) -> Result<(), CreateError> {
         if unsafe_target == &entry.path {
@@ -1110,7 +1183,7 @@ impl Applier {
         &mut self,
         entry: &Entry,
         unsafe_target: &EntryPath,
-        parent: &OwnedFd,
+        parent: &ParentDir,
         name: &CString,
     ) -> Result<(), CreateError> {
         let source = match self.lookup_below(unsafe_target.as_bytes()) {
@@ -1156,7 +1229,7 @@ impl Applier {
             xattrs: crate::tarout::fd_xattrs(&source),
             ..entry.clone()
         };
-        self.pending_copy = Some(std::fs::File::from(source));
+        self.pending_copy = Some((std::fs::File::from(source), copy.size));
         let created = self.create_file(&copy, parent, name, &mut io::empty());
         self.pending_copy = None;
         created
@@ -1298,7 +1371,12 @@ impl Applier {
         result: Result<(), Errno>,
     ) -> Result<(), Error> {
         let reason = match result {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                if name == DEFAULT_ACL.as_bytes() {
+                    self.mode_at_create = false;
+                }
+                return Ok(());
+            }
             Err(Errno::NOTSUP) => {
                 if self.xattr_unsupported_warned {
                     return Ok(());
@@ -1701,15 +1779,13 @@ pub(crate) fn apply_tar_both<R: Read>(
         flat.dir_fixes = std::mem::take(&mut layer.below_fixes);
         result?;
         if entry.kind == EntryKind::File {
-            let mut written = layer.last_file.take().ok_or_else(|| {
+            let written = layer.last_file.take().ok_or_else(|| {
                 flat.fs_err(
                     entry,
                     "copy from the layer directory",
                     io::Error::from(io::ErrorKind::NotFound),
                 )
             })?;
-            io::Seek::rewind(&mut written)
-                .map_err(|e| flat.fs_err(entry, "copy from the layer directory", e))?;
             flat.pending_copy = Some(written);
         }
         let result = flat.apply_entry(entry, &mut io::empty());
@@ -1787,6 +1863,64 @@ fn copy_data(
         out.write_all(&buffer[..n]).map_err(CopyError::Write)?;
         total += n as u64;
     }
+}
+
+/// Copies the first `len` bytes of `source` (from its start, whatever its offset) to the end of
+/// `out`: in the kernel with `copy_file_range` (no copy through user space, shared extents where
+/// the filesystem has them), through `buffer` where the kernel cannot.
+fn copy_file(
+    source: &std::fs::File,
+    out: &mut std::fs::File,
+    len: u64,
+    buffer: &mut [u8],
+) -> io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let mut offset = 0u64;
+    while offset < len {
+        let want = usize::try_from(len - offset).unwrap_or(usize::MAX);
+        match rustix::fs::copy_file_range(source, Some(&mut offset), &*out, None, want) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(Errno::INTR) => {}
+            // Across filesystems, or where the kernel has no such copy: through user space.
+            Err(Errno::XDEV | Errno::NOSYS | Errno::INVAL | Errno::OPNOTSUPP) => {
+                while offset < len {
+                    let want = buffer
+                        .len()
+                        .min(usize::try_from(len - offset).unwrap_or(usize::MAX));
+                    let n = match source.read_at(&mut buffer[..want], offset) {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(e),
+                    };
+                    out.write_all(&buffer[..n])?;
+                    offset += n as u64;
+                }
+                break;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(offset)
+}
+
+/// Whether `dest` is an empty directory without a default ACL.
+fn tree_without_default_acls(dest: &Path) -> bool {
+    let empty = std::fs::read_dir(dest).is_ok_and(|mut entries| entries.next().is_none());
+    empty
+        && matches!(
+            rustix::fs::getxattr(dest, DEFAULT_ACL, &mut [0u8; 0][..]),
+            Err(Errno::NODATA | Errno::NOTSUP)
+        )
+}
+
+/// The process umask, from `/proc/self/status` (reading it with `umask(2)` would change it for
+/// a moment under the other threads).
+fn process_umask() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+    u32::from_str_radix(line.trim(), 8).ok()
 }
 
 /// Why creating an entry did not succeed.

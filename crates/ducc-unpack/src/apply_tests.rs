@@ -682,6 +682,122 @@ fn setuid_setgid_and_sticky_bits_are_preserved_after_chown() {
     }
 }
 
+/// Applies `layers` in order, each written into its own directory and onto the flat tree in one
+/// pass, as `ducc convert` does; returns the base holding `root/` (the flat tree) and `layer-N/`.
+fn both_trees(layers: &[Vec<u8>]) -> tempfile::TempDir {
+    let base = tempfile::tempdir().expect("tempdir");
+    let flat_root = root(&base);
+    std::fs::create_dir(&flat_root).expect("mkdir");
+    let mut flat = FlatExtractor::new(&flat_root, &ExtractOptions::new()).expect("flat");
+    for (i, layer) in layers.iter().enumerate() {
+        let dir = base.path().join(format!("layer-{i}"));
+        std::fs::create_dir(&dir).expect("mkdir");
+        flat.apply_layer_with_layer_dir(
+            &layer[..],
+            &format!("layer{i}"),
+            &dir,
+            &LayerDirOptions::new(),
+        )
+        .expect("apply");
+    }
+    base
+}
+
+/// (mode, uid, gid) of a path.
+fn owner_and_mode(path: &Path) -> (u32, u32, u32) {
+    let meta = std::fs::symlink_metadata(path).expect("stat");
+    (meta.mode() & 0o7777, meta.uid(), meta.gid())
+}
+
+#[test]
+fn file_modes_the_umask_would_narrow_come_out_exact() {
+    // The files are created with their final mode where nothing changes it: not these.
+    let modes = [
+        0o644, 0o664, 0o666, 0o777, 0o600, 0o444, 0o000, 0o4755, 0o2711, 0o1777,
+    ];
+    let mut layer = Layer::new();
+    for mode in modes {
+        layer.file_with(format!("m{mode:o}").as_bytes(), b"x", mode, 0, 0, &[]);
+    }
+    let layer = layer.bytes();
+    let (base, result) = flat(std::slice::from_ref(&layer));
+    result.expect("flat");
+    let both = both_trees(&[layer]);
+    for mode in modes {
+        let name = format!("m{mode:o}");
+        assert_eq!(
+            snapshot(&root(&base))[&name],
+            file("x", mode),
+            "flat {name}"
+        );
+        for tree in ["root", "layer-0"] {
+            let got = owner_and_mode(&both.path().join(tree).join(&name)).0;
+            assert_eq!(got, mode, "{tree}/{name}: {got:o}");
+        }
+    }
+}
+
+#[test]
+fn a_file_in_a_setgid_directory_gets_the_group_of_its_entry() {
+    require_root!();
+    // New inodes in a setgid directory take its group (50): a file whose entry says group 0
+    // must still be given group 0, one that says 50 keeps it.
+    let lower = Layer::new().dir_owned("shared", 0o2775, 0, 50).bytes();
+    let upper = Layer::new()
+        .dir_owned("shared", 0o2775, 0, 50)
+        .file_with(b"shared/root-group", b"x", 0o644, 0, 0, &[])
+        .file_with(b"shared/dir-group", b"x", 0o644, 0, 50, &[])
+        .file_with(b"shared/other", b"x", 0o640, 7, 8, &[])
+        .bytes();
+    let (base, result) = flat(&[lower.clone(), upper.clone()]);
+    result.expect("flat");
+    let both = both_trees(&[lower, upper]);
+    for tree in [root(&base), root(&both), both.path().join("layer-1")] {
+        let at = |name: &str| owner_and_mode(&tree.join("shared").join(name));
+        assert_eq!(at("root-group"), (0o644, 0, 0), "{}", tree.display());
+        assert_eq!(at("dir-group"), (0o644, 0, 50), "{}", tree.display());
+        assert_eq!(at("other"), (0o640, 7, 8), "{}", tree.display());
+    }
+}
+
+#[test]
+fn a_default_acl_from_the_layer_does_not_change_the_modes_of_files() {
+    require_root!();
+    // system.posix_acl_default of u::rwx,g::r-x,o::--- (version 2; tag, permissions, id): a
+    // file created in it with mode 0644 would come out 0640, whatever the umask.
+    let mut acl = 2u32.to_le_bytes().to_vec();
+    for (tag, perm) in [(0x01u16, 7u16), (0x04, 5), (0x20, 0)] {
+        acl.extend_from_slice(&tag.to_le_bytes());
+        acl.extend_from_slice(&perm.to_le_bytes());
+        acl.extend_from_slice(&u32::MAX.to_le_bytes());
+    }
+    let layer = Layer::new()
+        .dir_with(
+            "acl",
+            0o755,
+            1_000,
+            &[("SCHILY.xattr.system.posix_acl_default", &acl)],
+        )
+        .file_with(b"acl/f", b"x", 0o644, 0, 0, &[])
+        .bytes();
+    let (base, result) = flat(std::slice::from_ref(&layer));
+    let report = result.expect("flat");
+    assert!(
+        report.warnings.is_empty(),
+        "the default ACL was not set: {:?}",
+        report.warnings
+    );
+    let both = both_trees(&[layer]);
+    for tree in [root(&base), root(&both), both.path().join("layer-0")] {
+        assert_eq!(
+            owner_and_mode(&tree.join("acl/f")).0,
+            0o644,
+            "{}",
+            tree.display()
+        );
+    }
+}
+
 #[test]
 fn owners_unprivileged_are_recorded_not_applied() {
     let layer = Layer::new()

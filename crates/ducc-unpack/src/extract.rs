@@ -7,6 +7,7 @@ use crate::apply::{Applier, Target};
 use crate::error::Error;
 use crate::report::{ExtractOptions, LayerDirOptions, Report};
 use crate::stream::{LayerDescriptor, LayerDigests, LayerReader};
+use ducc_oci::DiffId;
 
 /// The result of unpacking one layer blob.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,27 +95,45 @@ pub fn unpack_layer_dir<R: Read + Send>(
     }
 }
 
-/// Size of the uncompressed chunks handed from the decompressing thread to the extracting one.
-const CHUNK: usize = 256 * 1024;
-/// Chunks in flight between the two threads (bounds the memory used: about 2 MiB).
+/// Size of the uncompressed chunks handed from the decompressing thread to the extracting one:
+/// large, so that the two threads hand over (and wake each other) rarely.
+const CHUNK: usize = 1024 * 1024;
+/// Chunks in flight between the two threads (bounds the memory used: about 8 MiB).
 const CHUNKS_IN_FLIGHT: usize = 6;
 
-/// Decompresses and hashes `blob` on a second thread while `consume` parses and writes the tar
-/// on this one, so that inflating overlaps with the filesystem work. Returns what `consume`
-/// returned and the verified digests; a failure to read the blob or a digest mismatch wins over
-/// the error `consume` saw because of it.
+/// Decompresses `blob` on a second thread and hashes the uncompressed bytes on a third while
+/// `consume` parses and writes the tar on this one, so that inflating, hashing and the
+/// filesystem work overlap (on two cores the hash runs wherever there is room). Returns what
+/// `consume` returned and the verified digests; a failure to read the blob or a digest mismatch
+/// wins over the error `consume` saw because of it.
 fn pipelined<R: Read + Send, T>(
     blob: R,
     descriptor: &LayerDescriptor,
     limits: &crate::Limits,
     consume: impl FnOnce(&mut dyn Read) -> Result<T, Error>,
 ) -> Result<(T, LayerDigests), Error> {
-    use std::sync::mpsc;
+    use std::sync::{Arc, mpsc};
     let mut reader = LayerReader::open_with_limits(blob, descriptor, limits)?;
+    reader.hash_uncompressed_elsewhere();
     std::thread::scope(|scope| {
-        let (chunks, incoming) = mpsc::sync_channel::<std::io::Result<Vec<u8>>>(CHUNKS_IN_FLIGHT);
+        let (chunks, incoming) =
+            mpsc::sync_channel::<std::io::Result<Arc<Vec<u8>>>>(CHUNKS_IN_FLIGHT);
+        let (to_hash, hash_incoming) = mpsc::sync_channel::<Arc<Vec<u8>>>(CHUNKS_IN_FLIGHT);
         let (recycle, recycled) = mpsc::channel::<Vec<u8>>();
-        let producer = scope.spawn(move || -> Result<LayerDigests, Error> {
+        let hash_recycle = recycle.clone();
+        let hasher = scope.spawn(move || {
+            use sha2::Digest as _;
+            let mut hasher = sha2::Sha256::new();
+            for chunk in hash_incoming {
+                hasher.update(chunk.as_slice());
+                give_back(chunk, &hash_recycle);
+            }
+            DiffId::from_sha256_bytes(hasher.finalize().into())
+        });
+        let producer = scope.spawn(move || -> Result<LayerReader<R>, Error> {
+            // Once the tar has ended, the rest of the stream (padding, trailing blocks) still
+            // goes to the hasher: the diff_id covers every byte.
+            let mut tar_ended = false;
             loop {
                 let mut chunk = recycled.try_recv().unwrap_or_default();
                 chunk.resize(CHUNK, 0);
@@ -132,7 +151,7 @@ fn pipelined<R: Read + Send, T>(
                     }
                 }
                 if let Some(e) = failed {
-                    let _ = chunks.send(Err(std::io::Error::new(e.kind(), e.to_string())));
+                    let _ = chunks.send(Err(copy_with_causes(&e)));
                     return Err(reader.take_read_error().unwrap_or(Error::Read {
                         layer: descriptor.name.clone(),
                         what: "compressed",
@@ -143,26 +162,37 @@ fn pipelined<R: Read + Send, T>(
                     break;
                 }
                 chunk.truncate(filled);
-                if chunks.send(Ok(chunk)).is_err() {
-                    // The tar ended; `finish` reads and hashes the rest.
-                    break;
+                let chunk = Arc::new(chunk);
+                if to_hash.send(Arc::clone(&chunk)).is_err() {
+                    return Err(Error::Read {
+                        layer: descriptor.name.clone(),
+                        what: "uncompressed",
+                        source: std::io::Error::other("the hashing thread ended early"),
+                    });
+                }
+                if !tar_ended && chunks.send(Ok(chunk)).is_err() {
+                    tar_ended = true;
                 }
             }
-            drop(chunks);
-            reader.finish()
+            Ok(reader)
         });
         let mut tar = ChannelReader {
             incoming,
             recycle,
-            current: Vec::new(),
+            current: Arc::new(Vec::new()),
             position: 0,
         };
         let consumed = consume(&mut tar);
         drop(tar);
-        let digests = match producer.join() {
+        let reader = match producer.join() {
             Ok(result) => result,
             Err(panic) => std::panic::resume_unwind(panic),
         };
+        let diff_id = match hasher.join() {
+            Ok(diff_id) => diff_id,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        let digests = reader.and_then(|reader| reader.finish_with_diff_id(diff_id));
         match (consumed, digests) {
             (Ok(value), Ok(digests)) => Ok((value, digests)),
             (_, Err(e)) | (Err(e), Ok(_)) => Err(e),
@@ -170,11 +200,32 @@ fn pipelined<R: Read + Send, T>(
     })
 }
 
+/// Hands a chunk back for reuse once its last holder is done with it.
+/// A copy of `e` for the other thread (an `io::Error` cannot be cloned) whose message carries
+/// its causes too (`cannot write blob ...: No space left on device`): whichever thread's error is
+/// reported, the cause is not lost.
+fn copy_with_causes(e: &std::io::Error) -> std::io::Error {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    std::io::Error::new(e.kind(), text)
+}
+
+fn give_back(chunk: std::sync::Arc<Vec<u8>>, recycle: &std::sync::mpsc::Sender<Vec<u8>>) {
+    if let Some(chunk) = std::sync::Arc::into_inner(chunk) {
+        let _ = recycle.send(chunk);
+    }
+}
+
 /// The extracting side of [`pipelined`]: reads the chunks the decompressing thread sends.
 struct ChannelReader {
-    incoming: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    incoming: std::sync::mpsc::Receiver<std::io::Result<std::sync::Arc<Vec<u8>>>>,
     recycle: std::sync::mpsc::Sender<Vec<u8>>,
-    current: Vec<u8>,
+    current: std::sync::Arc<Vec<u8>>,
     position: usize,
 }
 
@@ -184,7 +235,7 @@ impl Read for ChannelReader {
             match self.incoming.recv() {
                 Ok(Ok(chunk)) => {
                     let used = std::mem::replace(&mut self.current, chunk);
-                    let _ = self.recycle.send(used);
+                    give_back(used, &self.recycle);
                     self.position = 0;
                 }
                 Ok(Err(e)) => return Err(e),
@@ -394,6 +445,44 @@ pub fn extract_canonical_tar<R: Read>(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_copy_for_the_other_thread_keeps_the_causes() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("cannot write blob into the cache")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        #[derive(Debug)]
+        struct Wrapper(Outer);
+        impl std::fmt::Display for Wrapper {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+        impl std::error::Error for Wrapper {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0.0)
+            }
+        }
+        let full = std::io::Error::from_raw_os_error(28);
+        let e = std::io::Error::other(Wrapper(Outer(full)));
+        let copy = super::copy_with_causes(&e);
+        let text = copy.to_string();
+        assert!(
+            text.starts_with("cannot write blob into the cache: "),
+            "{text}"
+        );
+        assert!(text.contains("No space left on device"), "{text}");
+        assert_eq!(copy.kind(), e.kind());
+    }
+
     use std::io::Write;
 
     use super::*;
@@ -574,6 +663,39 @@ mod tests {
             )
             .expect_err("not empty");
         assert!(matches!(err, Error::Destination { .. }), "{err}");
+    }
+
+    #[test]
+    fn the_diff_id_covers_every_byte_after_the_tar_end_hashed_on_its_own_thread() {
+        // A file of several chunks, then zero blocks after the end of the archive for several
+        // chunks more: the tar parser stops early, the hash must not.
+        let mut tar = Layer::new().file("big", &[5u8; 3 << 20]).bytes();
+        tar.extend(std::iter::repeat_n(0u8, 3 << 20));
+        let blob = gzip(&tar);
+        let good = descriptor(&blob, &tar);
+        let base = tempfile::tempdir().expect("tempdir");
+        let mut flat =
+            FlatExtractor::new(base.path(), &crate::ExtractOptions::new()).expect("flat");
+        let digests = flat.apply_blob(&blob[..], &good).expect("sound layer");
+        assert_eq!(digests.uncompressed_size, tar.len() as u64);
+        assert_eq!(
+            std::fs::metadata(base.path().join("big"))
+                .expect("big")
+                .len(),
+            3 << 20
+        );
+        let mut shorter = tar.clone();
+        shorter.truncate(tar.len() - 512);
+        let wrong = good.with_diff_id(DiffId::from_sha256_bytes(
+            <sha2::Sha256 as sha2::Digest>::digest(&shorter).into(),
+        ));
+        let base = tempfile::tempdir().expect("tempdir");
+        let mut flat =
+            FlatExtractor::new(base.path(), &crate::ExtractOptions::new()).expect("flat");
+        let err = flat
+            .apply_blob(&blob[..], &wrong)
+            .expect_err("the diff_id of all but the last block");
+        assert!(matches!(err, Error::DiffIdMismatch { .. }), "{err}");
     }
 
     #[test]

@@ -163,7 +163,8 @@ const COMPRESSED_BUFFER: usize = 256 * 1024;
 /// drains both streams to their ends and checks the digests the [`LayerDescriptor`] names.
 pub struct LayerReader<R: Read> {
     decoder: Decoder<R>,
-    hasher: Sha256,
+    /// The diff_id's hasher; `None` when the caller hashes the uncompressed bytes itself.
+    hasher: Option<Sha256>,
     len: u64,
     layer: String,
     compression: Compression,
@@ -289,7 +290,7 @@ impl<R: Read> LayerReader<R> {
         };
         Ok(LayerReader {
             decoder,
-            hasher: Sha256::new(),
+            hasher: Some(Sha256::new()),
             len: 0,
             layer,
             compression: sniffed,
@@ -330,17 +331,45 @@ impl<R: Read> LayerReader<R> {
     /// # Errors
     /// [`Error::Read`] when a stream fails before its end; [`Error::BlobDigestMismatch`] or
     /// [`Error::DiffIdMismatch`] naming the expected and actual values.
-    pub fn finish(mut self) -> Result<LayerDigests, Error> {
+    pub fn finish(self) -> Result<LayerDigests, Error> {
+        self.finish_inner(None)
+    }
+
+    /// From here on the uncompressed bytes are not hashed by this reader: the caller hashes
+    /// every byte it reads (to its end) and gives the result to
+    /// [`LayerReader::finish_with_diff_id`], so that the hash can run on another thread.
+    pub(crate) fn hash_uncompressed_elsewhere(&mut self) {
+        self.hasher = None;
+    }
+
+    /// As [`LayerReader::finish`], with the diff_id the caller computed over every uncompressed
+    /// byte (after [`LayerReader::hash_uncompressed_elsewhere`], and the stream read to its end).
+    pub(crate) fn finish_with_diff_id(self, diff_id: DiffId) -> Result<LayerDigests, Error> {
+        self.finish_inner(Some(diff_id))
+    }
+
+    fn finish_inner(mut self, hashed_elsewhere: Option<DiffId>) -> Result<LayerDigests, Error> {
         if let Some(e) = self.take_read_error() {
             return Err(e);
         }
         let layer = self.layer.clone();
-        if let Err(source) = io::copy(&mut self, &mut io::sink()) {
-            return Err(self.take_read_error().unwrap_or(Error::Read {
-                layer,
-                what: "compressed",
-                source,
-            }));
+        match io::copy(&mut self, &mut io::sink()) {
+            Err(source) => {
+                return Err(self.take_read_error().unwrap_or(Error::Read {
+                    layer,
+                    what: "compressed",
+                    source,
+                }));
+            }
+            // Hashed elsewhere, the caller must have read every byte.
+            Ok(left) if left > 0 && self.hasher.is_none() => {
+                return Err(Error::Read {
+                    layer,
+                    what: "uncompressed",
+                    source: io::Error::other(format!("{left} bytes left unhashed")),
+                });
+            }
+            Ok(_) => {}
         }
         let compressed = match self.decoder {
             Decoder::Plain(r) => r,
@@ -357,7 +386,17 @@ impl<R: Read> LayerReader<R> {
         }
         let (_, hashing) = chain.into_inner();
         let blob_digest = BlobDigest::from_sha256_bytes(hashing.hasher.finalize().into());
-        let diff_id = DiffId::from_sha256_bytes(self.hasher.finalize().into());
+        let diff_id = match (self.hasher, hashed_elsewhere) {
+            (Some(hasher), _) => DiffId::from_sha256_bytes(hasher.finalize().into()),
+            (None, Some(diff_id)) => diff_id,
+            (None, None) => {
+                return Err(Error::Read {
+                    layer,
+                    what: "uncompressed",
+                    source: io::Error::other("the uncompressed bytes were not hashed"),
+                });
+            }
+        };
         if let Some(expected) = self.expected_blob
             && expected != blob_digest
         {
@@ -402,7 +441,9 @@ impl<R: Read> Read for LayerReader<R> {
         }
         match self.decoder.read(buf) {
             Ok(n) => {
-                self.hasher.update(&buf[..n]);
+                if let Some(hasher) = &mut self.hasher {
+                    hasher.update(&buf[..n]);
+                }
                 self.len += n as u64;
                 if !matches!(self.compression, Compression::None) {
                     // Checked on every read, so a bomb stops within one buffer of the cap.

@@ -88,6 +88,13 @@ impl Layer {
         self.push(h, pax, &[])
     }
 
+    pub(crate) fn dir_owned(&mut self, name: &str, mode: u32, uid: u64, gid: u64) -> &mut Self {
+        let (mut h, pax) = self.header(name.as_bytes(), tar::EntryType::Directory, mode);
+        h.set_uid(uid);
+        h.set_gid(gid);
+        self.push(h, pax, &[])
+    }
+
     pub(crate) fn dir_with(
         &mut self,
         name: &str,

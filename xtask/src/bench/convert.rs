@@ -36,8 +36,8 @@ const TAG: &str = "latest";
 /// The CernVM-FS repository name in the wish list (the local publisher's `ROOT/bench.test`).
 const CVMFS_REPO: &str = "bench.test";
 
-/// Targets from SPEC section 6.
-const RATIO_TARGET: f64 = 0.5;
+/// Targets from SPEC section 6 and issue 14 (layers and flat tree together).
+const RATIO_TARGET: f64 = 0.4;
 const RSS_TARGET_MIB: f64 = 64.0;
 const NOOP_TARGET_S: f64 = 1.0;
 
@@ -53,7 +53,8 @@ pub(super) fn run(args: &[String]) -> anyhow::Result<()> {
     }
     let rounds = options.rounds;
     require_tools(&[("/usr/bin/time", "time"), ("umoci", "umoci")])?;
-    let image = prepare(&["ducc-cli"])?;
+    // The floor's decode half runs this xtask's release build.
+    let image = prepare(&["xtask", "ducc-cli"])?;
     let ducc = target_dir().join("release/ducc");
     let uncompressed = timed("decompressing the layers once", || {
         uncompressed_size(&image)
@@ -502,7 +503,7 @@ fn report_floor(ducc: &Contender, peer: &Contender, floor: &Floor, load_before: 
     }
     let f = floor.wall();
     println!(
-        "peer {:.2} s, floor {f:.2} s, ours {:.2} s: ours/peer {:.2} (target <= 0.4), ours/floor {:.2} (target <= 1.3), floor/peer {:.2}; peak RSS {:.1} MiB",
+        "peer {:.2} s, floor {f:.2} s, ours {:.2} s: ours/peer {:.2} (target <= {RATIO_TARGET}), ours/floor {:.2} (target <= 1.3), floor/peer {:.2}; peak RSS {:.1} MiB",
         peer.wall(),
         ducc.wall(),
         ducc.wall() / peer.wall(),
