@@ -205,14 +205,7 @@ fn pipelined<R: Read + Send, T>(
 /// its causes too (`cannot write blob ...: No space left on device`): whichever thread's error is
 /// reported, the cause is not lost.
 fn copy_with_causes(e: &std::io::Error) -> std::io::Error {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    std::io::Error::new(e.kind(), text)
+    std::io::Error::new(e.kind(), crate::error::with_causes(e))
 }
 
 fn give_back(chunk: std::sync::Arc<Vec<u8>>, recycle: &std::sync::mpsc::Sender<Vec<u8>>) {
