@@ -21,43 +21,10 @@ use std::process::Command;
 
 use anyhow::{Context, bail, ensure};
 
-use super::{fresh_dir, measure, median, on_path, prepare, registry_with, target_dir};
+use super::{Calls, fresh_dir, measure, median, on_path, prepare, registry_with, target_dir};
 
 const REPOSITORY: &str = "bench/debian";
 const TAG: &str = "latest";
-
-/// The calls of one conversion, from the wrapper's log.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct Calls {
-    ingests: usize,
-    deletes: usize,
-    publishes: usize,
-    aborts: usize,
-}
-
-impl Calls {
-    fn from_log(lines: &[String]) -> Calls {
-        let mut calls = Calls::default();
-        for line in lines {
-            let mut words = line.split_whitespace();
-            match words.next() {
-                Some("ingest") if line.contains("--delete") || line.contains(" -d ") => {
-                    calls.deletes += 1;
-                }
-                Some("ingest") => calls.ingests += 1,
-                Some("publish") => calls.publishes += 1,
-                Some("abort") => calls.aborts += 1,
-                _ => {}
-            }
-        }
-        calls
-    }
-
-    /// Revisions published: every ingest (a delete too) and every publish makes one.
-    fn revisions(&self) -> usize {
-        self.ingests + self.deletes + self.publishes
-    }
-}
 
 /// Where the calls go: a real `cvmfs_server` or the stand-in.
 enum Server {
@@ -269,7 +236,7 @@ fn read_log(log: &Path) -> anyhow::Result<Vec<String>> {
 
 #[cfg(test)]
 mod tests {
-    use super::Calls;
+    use crate::bench::Calls;
 
     #[test]
     fn calls_are_counted_by_kind_and_every_ingest_and_publish_is_a_revision() {
@@ -288,8 +255,10 @@ mod tests {
         assert_eq!(
             calls,
             Calls {
+                all: 6,
                 ingests: 1,
                 deletes: 1,
+                deleted_paths: 1,
                 publishes: 1,
                 aborts: 1
             }

@@ -32,7 +32,8 @@ use ducc_tests::tree::{Options as TreeOptions, Tree};
 use serde_json::{Value, json};
 
 use super::{
-    Measurement, fresh_dir, load_average, measure, median, remove_dir, require_tools, target_dir,
+    Calls, Measurement, fresh_dir, load_average, measure, median, remove_dir, require_tools,
+    target_dir,
 };
 
 /// The CernVM-FS repository the images are converted into.
@@ -433,45 +434,6 @@ impl Work {
             revisions,
             log: log.iter().map(|l| summarise_call(l)).collect(),
         })
-    }
-}
-
-/// The `cvmfs_server` calls of one step, from the wrapper's log.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct Calls {
-    all: usize,
-    ingests: usize,
-    deletes: usize,
-    deleted_paths: usize,
-    publishes: usize,
-}
-
-impl Calls {
-    fn from_log(lines: &[String]) -> Calls {
-        let mut calls = Calls::default();
-        for line in lines {
-            calls.all += 1;
-            let words: Vec<&str> = line.split_whitespace().collect();
-            let paths = words
-                .iter()
-                .filter(|w| **w == "--delete" || **w == "-d")
-                .count();
-            match words.first() {
-                Some(&"ingest") if paths > 0 => {
-                    calls.deletes += 1;
-                    calls.deleted_paths += paths;
-                }
-                Some(&"ingest") => calls.ingests += 1,
-                Some(&"publish") => calls.publishes += 1,
-                _ => {}
-            }
-        }
-        calls
-    }
-
-    /// Every ingest (a delete too) and every publish is a revision.
-    fn revisions(&self) -> u64 {
-        (self.ingests + self.deletes + self.publishes) as u64
     }
 }
 
@@ -985,7 +947,8 @@ fn report(
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::{BASES, Calls, bases_of, summarise_call, ustar};
+    use super::{BASES, bases_of, summarise_call, ustar};
+    use crate::bench::Calls;
 
     #[test]
     fn delete_calls_count_their_paths_and_every_ingest_is_a_revision() {
@@ -1006,7 +969,8 @@ mod tests {
                 ingests: 1,
                 deletes: 1,
                 deleted_paths: 2,
-                publishes: 1
+                publishes: 1,
+                aborts: 0
             }
         );
         assert_eq!(calls.revisions(), 3);

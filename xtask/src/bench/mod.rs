@@ -90,6 +90,49 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     }
 }
 
+/// The `cvmfs_server` calls of one step, from the log of the wrapper the benches give `ducc` as
+/// `--cvmfs-server` (one line per call, its arguments).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Calls {
+    all: usize,
+    ingests: usize,
+    deletes: usize,
+    deleted_paths: usize,
+    publishes: usize,
+    aborts: usize,
+}
+
+impl Calls {
+    /// Counts the calls of `lines` by kind; an `ingest` with `--delete`/`-d` is a delete.
+    fn from_log(lines: &[String]) -> Calls {
+        let mut calls = Calls::default();
+        for line in lines {
+            calls.all += 1;
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let paths = words
+                .iter()
+                .filter(|w| **w == "--delete" || **w == "-d")
+                .count();
+            match words.first() {
+                Some(&"ingest") if paths > 0 => {
+                    calls.deletes += 1;
+                    calls.deleted_paths += paths;
+                }
+                Some(&"ingest") => calls.ingests += 1,
+                Some(&"publish") => calls.publishes += 1,
+                Some(&"abort") => calls.aborts += 1,
+                _ => {}
+            }
+        }
+        calls
+    }
+
+    /// Revisions published: every ingest (a delete too) and every publish makes one.
+    fn revisions(&self) -> u64 {
+        (self.ingests + self.deletes + self.publishes) as u64
+    }
+}
+
 /// Options every bench takes: `--rounds N` and any flags of its own.
 struct Options {
     rounds: usize,
