@@ -515,6 +515,15 @@ mod tests {
         (0..300_000u32).flat_map(|i| i.to_le_bytes()).collect()
     }
 
+    /// A client and a repository on a port nothing listens on: a follower that needs the
+    /// registry fails.
+    fn nowhere() -> (Client, Repository) {
+        let client = Client::new(ducc_registry::ClientOptions::new());
+        let repository =
+            Repository::new(ducc_registry::Scheme::Http, "127.0.0.1:1", "follow/test").unwrap();
+        (client, repository)
+    }
+
     fn test_digest() -> Digest {
         ducc_registry::parse_digest(&format!("sha256:{}", "ab".repeat(32))).unwrap()
     }
@@ -524,9 +533,7 @@ mod tests {
         let digest = test_digest();
         let blob = blob_bytes();
         let (_dir, cache, download) = cache_with_download(&digest);
-        let client = Client::new(ducc_registry::ClientOptions::new());
-        let repository =
-            Repository::new(ducc_registry::Scheme::Http, "127.0.0.1:1", "follow/test").unwrap();
+        let (client, repository) = nowhere();
         let stop = AtomicBool::new(false);
         let verified = AtomicBool::new(false);
         let mut follower = cache
@@ -563,9 +570,7 @@ mod tests {
         let digest = test_digest();
         let blob = blob_bytes();
         let (_dir, cache, download) = cache_with_download(&digest);
-        let client = Client::new(ducc_registry::ClientOptions::new());
-        let repository =
-            Repository::new(ducc_registry::Scheme::Http, "127.0.0.1:1", "follow/test").unwrap();
+        let (client, repository) = nowhere();
         let stop = AtomicBool::new(false);
         let mut follower = cache
             .follow(&client, &repository, &digest, blob.len() as u64, &stop)
@@ -588,9 +593,7 @@ mod tests {
     fn a_follower_stops_waiting_when_told_to_stop() {
         let digest = test_digest();
         let (_dir, cache, _download) = cache_with_download(&digest);
-        let client = Client::new(ducc_registry::ClientOptions::new());
-        let repository =
-            Repository::new(ducc_registry::Scheme::Http, "127.0.0.1:1", "follow/test").unwrap();
+        let (client, repository) = nowhere();
         let stop = AtomicBool::new(false);
         let mut follower = cache
             .follow(&client, &repository, &digest, 10, &stop)
@@ -609,9 +612,7 @@ mod tests {
     fn no_follower_without_a_download_in_progress() {
         let dir = tempfile::tempdir().unwrap();
         let cache = BlobCache::open(dir.path(), 0).unwrap();
-        let client = Client::new(ducc_registry::ClientOptions::new());
-        let repository =
-            Repository::new(ducc_registry::Scheme::Http, "127.0.0.1:1", "follow/test").unwrap();
+        let (client, repository) = nowhere();
         let stop = AtomicBool::new(false);
         assert!(
             cache
