@@ -20,6 +20,7 @@ use rustix::fs::{
 };
 use rustix::io::Errno;
 
+use crate::copies::{CopyJob, CopyState, DeferredCopies};
 use crate::entry::{Entry, EntryKind, EntryPath, Timestamp, read_entries_limited};
 use crate::error::Error;
 use crate::report::{Privileges, Report, WarningKind, WhiteoutFormat};
@@ -39,7 +40,7 @@ pub(crate) enum Target {
 }
 
 /// Size of the buffer file data is copied through.
-const COPY_BUFFER: usize = 256 * 1024;
+pub(crate) const COPY_BUFFER: usize = 256 * 1024;
 /// How many symlinks deep a missing parent directory is followed to create it.
 const MAX_PARENT_SYMLINKS: u32 = 40;
 
@@ -166,6 +167,9 @@ pub(crate) struct Applier {
     /// The flat side: the data of the next regular file comes from this file and is this many
     /// bytes (the layer directory's copy) rather than from the stream.
     pending_copy: Option<(std::fs::File, u64)>,
+    /// The flat side: where the copy of [`Applier::pending_copy`] goes, when a copier thread
+    /// writes it (see [`crate::copies`]).
+    deferred: Option<DeferredCopies>,
 }
 
 fn cstring(bytes: &[u8]) -> io::Result<CString> {
@@ -203,7 +207,7 @@ fn timespec(t: Timestamp) -> Timespec {
     }
 }
 
-fn timestamps(t: Timestamp) -> Timestamps {
+pub(crate) fn timestamps(t: Timestamp) -> Timestamps {
     Timestamps {
         last_access: timespec(t),
         last_modification: timespec(t),
@@ -324,6 +328,7 @@ impl Applier {
             keep_last_file: false,
             last_file: None,
             pending_copy: None,
+            deferred: None,
         })
     }
 
@@ -1031,6 +1036,12 @@ impl Applier {
         )
         .map_err(|e| CreateError::from_errno(e, "create file"))?;
         let mut file = std::fs::File::from(fd);
+        if self.deferred.is_some()
+            && entry.xattrs.is_empty()
+            && let Some((source, len)) = self.pending_copy.take()
+        {
+            return self.defer_copy(entry, source, file, len, owner_preset, mode_preset);
+        }
         let copied = if let Some((source, len)) = self.pending_copy.take() {
             let mut buffer = std::mem::take(&mut self.buffer);
             let copied = copy_file(&source, &mut file, len, &mut buffer).map_err(CopyError::Write);
@@ -1069,6 +1080,53 @@ impl Applier {
             self.last_file = Some((file, written));
         }
         Ok(())
+    }
+
+    /// Queues the copy of `len` bytes of `source` into the new flat file `dest`, with the owner,
+    /// mode and time that follow the data, for the copier thread. Not for a file with xattrs (a
+    /// write drops `security.capability`, so they follow the data too, and their warnings go
+    /// to the report): those are copied here.
+    fn defer_copy(
+        &mut self,
+        entry: &Entry,
+        source: std::fs::File,
+        dest: std::fs::File,
+        len: u64,
+        owner_preset: bool,
+        mode_preset: bool,
+    ) -> Result<(), CreateError> {
+        let owner = if owner_preset {
+            None
+        } else {
+            self.owner_to_set(entry, true).map_err(CreateError::Done)?
+        };
+        let job = CopyJob {
+            source,
+            dest,
+            len,
+            owner,
+            mode: (!mode_preset).then_some(entry.mode),
+            mtime: entry.mtime,
+            layer: Arc::from(self.layer.as_str()),
+            entry: entry.display_name(),
+        };
+        let Some(deferred) = self.deferred.as_mut() else {
+            return Err(CreateError::Io(
+                io::Error::other("no copier for the flat tree"),
+                "write file data",
+            ));
+        };
+        deferred.send(job).map_err(CreateError::Done)?;
+        self.report.file_bytes += len;
+        Ok(())
+    }
+
+    /// Waits until the copier has written every flat file queued so far (a no-op without one).
+    fn wait_for_copies(&mut self) -> Result<(), Error> {
+        match self.deferred.as_mut() {
+            Some(deferred) => deferred.wait(&self.layer),
+            None => Ok(()),
+        }
     }
 
     /// Owner and xattrs now; mode and time when the layer ends.
@@ -1772,7 +1830,53 @@ pub(crate) fn apply_tar_both<R: Read>(
     layer.below_flat = Some(flat_root);
     layer.keep_last_file = true;
     let limits = flat.limits;
-    let applied = read_entries_limited(tar, name, true, &limits, |entry, data| {
+    let state = Arc::new(CopyState::default());
+    let (jobs, queued) = std::sync::mpsc::sync_channel(crate::copies::COPIES_IN_FLIGHT);
+    std::thread::scope(|scope| {
+        let copier = scope.spawn(|| crate::copies::run_copies(queued, &state));
+        // The queue closes however this ends (a panic too), so the copier ends and the scope
+        // can join it.
+        let flat = WithCopier(flat);
+        flat.0.deferred = Some(DeferredCopies::new(jobs, Arc::clone(&state)));
+        let applied = apply_entries_both(layer, flat.0, tar, name, &limits);
+        // Every flat file is written before the layer ends (and before anyone reads the tree).
+        let waited = flat.0.wait_for_copies();
+        flat.0.deferred = None;
+        if let Err(panic) = copier.join() {
+            std::panic::resume_unwind(panic);
+        }
+        layer.below_flat = None;
+        layer.keep_last_file = false;
+        let count = applied?;
+        waited?;
+        layer.end_layer(count)?;
+        flat.0.end_layer(count)
+    })
+}
+
+/// The flat applier while its copier runs: dropping it closes the copier's queue.
+struct WithCopier<'a>(&'a mut Applier);
+
+impl Drop for WithCopier<'_> {
+    fn drop(&mut self) {
+        self.0.deferred = None;
+    }
+}
+
+/// The entry loop of [`apply_tar_both`]: each entry into the layer directory, then onto the
+/// flat tree, the flat copy of a regular file queued for the copier.
+fn apply_entries_both<R: Read>(
+    layer: &mut Applier,
+    flat: &mut Applier,
+    tar: R,
+    name: &str,
+    limits: &crate::Limits,
+) -> Result<u64, Error> {
+    read_entries_limited(tar, name, true, limits, |entry, data| {
+        // A hardlink that the layer directory copies from the stack below reads a flat file.
+        if matches!(entry.kind, EntryKind::Hardlink(_)) {
+            flat.wait_for_copies()?;
+        }
         layer.last_file = None;
         layer.below_fixes = std::mem::take(&mut flat.dir_fixes);
         let result = layer.apply_entry(entry, data);
@@ -1791,12 +1895,7 @@ pub(crate) fn apply_tar_both<R: Read>(
         let result = flat.apply_entry(entry, &mut io::empty());
         flat.pending_copy = None;
         result
-    });
-    layer.below_flat = None;
-    layer.keep_last_file = false;
-    let count = applied?;
-    layer.end_layer(count)?;
-    flat.end_layer(count)
+    })
 }
 
 /// The fix of a directory created implicitly with nothing below it: 0755, and the time of the
@@ -1868,7 +1967,7 @@ fn copy_data(
 /// Copies the first `len` bytes of `source` (from its start, whatever its offset) to the end of
 /// `out`: in the kernel with `copy_file_range` (no copy through user space, shared extents where
 /// the filesystem has them), through `buffer` where the kernel cannot.
-fn copy_file(
+pub(crate) fn copy_file(
     source: &std::fs::File,
     out: &mut std::fs::File,
     len: u64,

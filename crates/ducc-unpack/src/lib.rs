@@ -81,6 +81,7 @@
 
 mod apply;
 mod apptainer;
+mod copies;
 mod entry;
 mod error;
 mod extract;
