@@ -12,6 +12,10 @@
 //! - Afterwards one round each of A with `-s` (layers only) and with `-d` (flat tree only), and
 //!   a timeline of A's events, to show where the time goes.
 //!
+//! With `--tmpfs` every run that writes starts right after 3 GiB were written to tmpfs and
+//! freed (see `prewarm`): on a VM that hands freed memory back to its host, whoever runs first
+//! after a deletion otherwise gets warm pages and the next one cold ones.
+//!
 //! One unmeasured round first warms the page cache (the registry's storage, the binaries). In
 //! each round A and B run one after the other (the order alternates between rounds), each on a
 //! brand-new loop-mounted ext4 filesystem (when root; `--no-fresh-fs` or no root: a fresh
@@ -26,8 +30,8 @@ use ducc_tests::fixtures::Image;
 
 use super::{
     Area, Contender, Floor, FreshFs, Measurement, fresh_dir, load_average, measure, median,
-    parse_options, prepare, registry_with, remove_dir, require_tools, skopeo_umoci_command,
-    target_dir, timed, uncompressed_size,
+    parse_options, prepare, prewarm, registry_with, remove_dir, require_tools,
+    skopeo_umoci_command, target_dir, timed, uncompressed_size,
 };
 
 /// The repository and tag the registry serves the bench image as.
@@ -117,25 +121,25 @@ pub(super) fn run(args: &[String]) -> anyhow::Result<()> {
         // Alternate who goes first, so a drift in the machine's load hits both alike.
         let peer_first = round % 2 == 0;
         if peer_first {
-            run_one(&mut peer, &dest_b, &label, measured)?;
+            run_one(&mut peer, &dest_b, &label, measured, tmpfs)?;
         }
-        run_one(&mut ducc_full, &dest_a, &label, measured)?;
+        run_one(&mut ducc_full, &dest_a, &label, measured, tmpfs)?;
         timed("checking ducc's tree", || {
             expected
                 .check(&dest_a, Parts::Both)
                 .with_context(|| format!("{label}: ducc convert did not produce the expected tree"))
         })?;
         timeline = read_timeline(&dest_a.join("events.jsonl"))?;
-        run_one(&mut rerun, &dest_a, &label, measured)?;
+        run_one(&mut rerun, &dest_a, &label, measured, false)?;
         check_noop(&dest_a.join("rerun-events.jsonl"))
             .with_context(|| format!("{label}: the no-op rerun did work"))?;
         if !peer_first {
-            run_one(&mut peer, &dest_b, &label, measured)?;
+            run_one(&mut peer, &dest_b, &label, measured, tmpfs)?;
         }
         // The floor's halves, beside the peer's output.
         let floor_dest = dest_b.join("floor");
-        run_one(&mut floor.decode, &floor_dest, &label, measured)?;
-        run_one(&mut floor.write, &floor_dest, &label, measured)?;
+        run_one(&mut floor.decode, &floor_dest, &label, measured, false)?;
+        run_one(&mut floor.write, &floor_dest, &label, measured, tmpfs)?;
         timed("comparing with umoci's rootfs", || {
             compare_with_peer(&expected.flat_dir(&dest_a), &dest_b.join("rootfs"))
                 .with_context(|| format!("{label}: ducc's flat tree differs from umoci's rootfs"))
@@ -154,7 +158,7 @@ pub(super) fn run(args: &[String]) -> anyhow::Result<()> {
     ] {
         let mut contender = Contender::new(name, convert_command(&ducc, &wishlist, flag, "events"));
         let dest = area_a.next_run()?;
-        run_one(&mut contender, &dest, "breakdown", true)?;
+        run_one(&mut contender, &dest, "breakdown", true, tmpfs)?;
         expected
             .check(&dest, parts)
             .with_context(|| format!("{name} did not produce the expected tree"))?;
@@ -188,13 +192,18 @@ fn convert_command(ducc: &Path, wishlist: &Path, extra: &str, events: &str) -> S
     )
 }
 
-/// Measures `contender` into `dest`, keeping the sample when `measured`.
+/// Measures `contender` into `dest`, keeping the sample when `measured`; on tmpfs right after
+/// [`prewarm`], so every contender starts with the same memory.
 fn run_one(
     contender: &mut Contender,
     dest: &Path,
     label: &str,
     measured: bool,
+    tmpfs: bool,
 ) -> anyhow::Result<Measurement> {
+    if tmpfs {
+        prewarm()?;
+    }
     let m = measure(&contender.command_for(dest))
         .with_context(|| format!("{label}: {} failed", contender.name))?;
     eprintln!("{label}: {:<32} {m}", contender.name);

@@ -653,6 +653,32 @@ fn load_average() -> String {
         .unwrap_or_else(|_| "unknown".to_owned())
 }
 
+/// Bytes that [`prewarm`] writes to tmpfs and frees: more than any contender's output.
+const PREWARM_BYTES: usize = 3 << 30;
+
+/// Writes [`PREWARM_BYTES`] to a file on tmpfs and deletes it, just before a measured `--tmpfs`
+/// run. A VM whose kernel reports free pages to its host (Linux free page reporting, as on the
+/// machines these benches run on) hands freed memory back within seconds, and the next first
+/// touch of each page then costs a fault in the host: whoever ran first after a round's
+/// output was deleted wrote into warm pages and the next contender into cold ones, worth up to
+/// 2x in system time for the same work. Freshly freed pages for every run make the runs
+/// comparable (and match a machine without page reporting).
+fn prewarm() -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let path = Path::new("/dev/shm").join(format!("ducc-bench-prewarm-{}", std::process::id()));
+    let written = (|| -> std::io::Result<()> {
+        let mut file = std::fs::File::create(&path)?;
+        let chunk = vec![0x5a_u8; 1 << 20];
+        for _ in 0..PREWARM_BYTES / chunk.len() {
+            file.write_all(&chunk)?;
+        }
+        Ok(())
+    })();
+    let removed = std::fs::remove_file(&path);
+    written.with_context(|| format!("cannot write {}", path.display()))?;
+    removed.with_context(|| format!("cannot remove {}", path.display()))
+}
+
 /// A directory on tmpfs (`/dev/shm`) for `label`, emptied, for `--tmpfs` runs.
 fn tmpfs_dir(label: &str) -> anyhow::Result<PathBuf> {
     let dir = Path::new("/dev/shm").join(format!("ducc-bench-{label}-{}", std::process::id()));

@@ -10,7 +10,8 @@
 //!   loopback, against `skopeo copy` to a layout plus `umoci raw unpack` (SPEC section 6).
 //!
 //! One unmeasured round first warms the page cache for all of them. As root every run writes to a
-//! brand-new loop-mounted ext4 filesystem (`--no-fresh-fs`: a directory on the scratch one).
+//! brand-new loop-mounted ext4 filesystem (`--no-fresh-fs`: a directory on the scratch one);
+//! `--tmpfs`: into tmpfs, each run right after 3 GiB were written there and freed (`prewarm`).
 
 use std::path::Path;
 
@@ -19,7 +20,8 @@ use ducc_tests::fixtures;
 
 use super::{
     Area, Contender, Floor, FreshFs, fresh_dir, load_average, measure, parse_options, prepare,
-    registry_with, remove_dir, require_tools, skopeo_umoci_command, target_dir, uncompressed_size,
+    prewarm, registry_with, remove_dir, require_tools, skopeo_umoci_command, target_dir,
+    uncompressed_size,
 };
 
 /// Where the registry holds the bench image.
@@ -136,6 +138,9 @@ pub(super) fn run(args: &[String]) -> anyhow::Result<()> {
             .chain([&mut floor.decode, &mut floor.write])
         {
             let dest = area.next_run()?;
+            if tmpfs {
+                prewarm()?;
+            }
             let m = measure(&c.command_for(&dest)).with_context(|| format!("{} failed", c.name))?;
             area.clear()?;
             if round > 0 {
