@@ -289,10 +289,17 @@ fn tempfile_path(label: &str) -> PathBuf {
     std::env::temp_dir().join(format!("xtask-bench-{label}-{}", std::process::id()))
 }
 
+/// The median: the middle value, or the mean of the two middle ones for an even count (NaN
+/// for none).
 fn median(values: &[f64]) -> f64 {
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    let middle = v.len() / 2;
+    match (v.len() % 2, v.get(middle)) {
+        (_, None) => f64::NAN,
+        (1, Some(m)) => *m,
+        (_, Some(upper)) => (v[middle - 1] + upper) / 2.0,
+    }
 }
 
 /// Fails with an install hint when one of `(program, Debian package)` is not on PATH.
@@ -685,4 +692,18 @@ fn tmpfs_dir(label: &str) -> anyhow::Result<PathBuf> {
     remove_dir(&dir)?;
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn the_median_of_an_even_count_is_the_mean_of_the_middle_two() {
+        let close = |got: f64, want: f64| (got - want).abs() < 1e-9;
+        assert!(close(median(&[4.6, 3.9, 4.5, 4.1]), 4.3));
+        assert!(close(median(&[3.0, 1.0, 2.0]), 2.0));
+        assert!(close(median(&[5.0]), 5.0));
+        assert!(median(&[]).is_nan());
+    }
 }
