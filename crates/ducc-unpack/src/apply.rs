@@ -20,7 +20,7 @@ use rustix::fs::{
 };
 use rustix::io::Errno;
 
-use crate::copies::{CopyJob, CopyState, DeferredCopies};
+use crate::copies::{CopyJob, DeferredCopies};
 use crate::entry::{Entry, EntryKind, EntryPath, Timestamp, read_entries_limited};
 use crate::error::Error;
 use crate::report::{Privileges, Report, WarningKind, WhiteoutFormat};
@@ -1830,21 +1830,14 @@ pub(crate) fn apply_tar_both<R: Read>(
     layer.below_flat = Some(flat_root);
     layer.keep_last_file = true;
     let limits = flat.limits;
-    let state = Arc::new(CopyState::default());
-    let (jobs, queued) = std::sync::mpsc::sync_channel(crate::copies::COPIES_IN_FLIGHT);
-    std::thread::scope(|scope| {
-        let copier = scope.spawn(|| crate::copies::run_copies(queued, &state));
+    crate::copies::with_copier(|copies| {
         // The queue closes however this ends (a panic too), so the copier ends and the scope
         // can join it.
         let flat = WithCopier(flat);
-        flat.0.deferred = Some(DeferredCopies::new(jobs, Arc::clone(&state)));
+        flat.0.deferred = Some(copies);
         let applied = apply_entries_both(layer, flat.0, tar, name, &limits);
         // Every flat file is written before the layer ends (and before anyone reads the tree).
         let waited = flat.0.wait_for_copies();
-        flat.0.deferred = None;
-        if let Err(panic) = copier.join() {
-            std::panic::resume_unwind(panic);
-        }
         layer.below_flat = None;
         layer.keep_last_file = false;
         let count = applied?;

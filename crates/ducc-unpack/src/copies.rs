@@ -15,7 +15,7 @@
 
 use std::fs::File;
 use std::sync::mpsc::{Receiver, SyncSender};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use rustix::fs::{Gid, Mode, Uid};
 
@@ -79,126 +79,87 @@ impl CopyJob {
     }
 }
 
-#[derive(Debug, Default)]
-struct Progress {
-    done: u64,
-    /// The copier stopped: at its first error (kept here until taken) or at the end.
-    stopped: bool,
-    failed: Option<Error>,
-    /// Someone waits in [`DeferredCopies::wait`]: wake them after each copy.
-    waiting: bool,
+/// What the copier is sent, in entry order.
+#[derive(Debug)]
+enum Job {
+    Copy(CopyJob),
+    /// Answered once every copy queued before it is written: the queue is in order.
+    Flush(SyncSender<()>),
 }
 
-/// What the copier and the thread that queues copies share.
-#[derive(Debug, Default)]
-pub(crate) struct CopyState {
-    progress: Mutex<Progress>,
-    changed: Condvar,
-}
-
-impl CopyState {
-    fn lock(&self) -> MutexGuard<'_, Progress> {
-        // A panic elsewhere cannot leave the counters inconsistent: take them as they are.
-        self.progress
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
+/// The copier's first error, kept for the queueing side (it stops at it).
+type Failure = Mutex<Option<Error>>;
 
 /// The queueing side, held by the flat tree's applier for one layer.
 #[derive(Debug)]
 pub(crate) struct DeferredCopies {
-    jobs: SyncSender<CopyJob>,
-    state: Arc<CopyState>,
-    sent: u64,
+    jobs: SyncSender<Job>,
+    failure: Arc<Failure>,
 }
 
 impl DeferredCopies {
-    /// A queue into `jobs`, whose copier reports through `state`.
-    pub(crate) fn new(jobs: SyncSender<CopyJob>, state: Arc<CopyState>) -> Self {
-        DeferredCopies {
-            jobs,
-            state,
-            sent: 0,
-        }
-    }
-
     /// Queues a copy (waits while [`COPIES_IN_FLIGHT`] are queued). Fails with the copier's
     /// error once it has stopped at one.
     pub(crate) fn send(&mut self, job: CopyJob) -> Result<(), Error> {
         let layer = Arc::clone(&job.layer);
-        match self.jobs.send(job) {
-            Ok(()) => {
-                self.sent += 1;
-                Ok(())
-            }
-            Err(_) => Err(self
-                .state
-                .lock()
-                .failed
-                .take()
-                .unwrap_or_else(|| stopped_early(&layer))),
-        }
+        self.jobs
+            .send(Job::Copy(job))
+            .map_err(|_| self.failure(&layer))
     }
 
     /// Waits until every queued copy is written; the copier's error if one failed.
     pub(crate) fn wait(&mut self, layer: &str) -> Result<(), Error> {
-        let mut progress = self.state.lock();
-        while progress.done < self.sent && !progress.stopped {
-            progress.waiting = true;
-            progress = self
-                .state
-                .changed
-                .wait(progress)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-        }
-        progress.waiting = false;
-        match progress.failed.take() {
-            Some(e) => Err(e),
-            None if progress.done < self.sent => Err(stopped_early(layer)),
-            None => Ok(()),
-        }
+        let (done, flushed) = std::sync::mpsc::sync_channel(1);
+        self.jobs
+            .send(Job::Flush(done))
+            .map_err(|_| self.failure(layer))?;
+        flushed.recv().map_err(|_| self.failure(layer))
+    }
+
+    /// Why the copier is gone: its error, or (a panic) that it ended early.
+    fn failure(&self, layer: &str) -> Error {
+        let kept = self
+            .failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        kept.unwrap_or_else(|| Error::Read {
+            layer: layer.to_owned(),
+            what: "uncompressed",
+            source: std::io::Error::other("the flat tree's copying thread ended early"),
+        })
     }
 }
 
-fn stopped_early(layer: &str) -> Error {
-    Error::Read {
-        layer: layer.to_owned(),
-        what: "uncompressed",
-        source: std::io::Error::other("the flat tree's copying thread ended early"),
-    }
+/// Runs `with` beside a copier thread that writes what its [`DeferredCopies`] queues, in
+/// order, until the queue is dropped or a copy fails (its error is then kept, and the queue
+/// closes, so the next send or wait returns it).
+pub(crate) fn with_copier<T>(with: impl FnOnce(DeferredCopies) -> T) -> T {
+    let failure = Arc::new(Failure::default());
+    let (jobs, queued) = std::sync::mpsc::sync_channel(COPIES_IN_FLIGHT);
+    std::thread::scope(|scope| {
+        let kept = Arc::clone(&failure);
+        scope.spawn(move || run_copies(queued, &kept));
+        with(DeferredCopies { jobs, failure })
+    })
 }
 
-/// The copier: runs the queued copies in order until the queue closes or one fails.
-pub(crate) fn run_copies(jobs: Receiver<CopyJob>, state: &CopyState) {
-    /// Marks the copier stopped however it ends (a panic included), so no waiter hangs.
-    struct Stopped<'a>(&'a CopyState);
-    impl Drop for Stopped<'_> {
-        fn drop(&mut self) {
-            let mut progress = self.0.lock();
-            progress.stopped = true;
-            drop(progress);
-            self.0.changed.notify_all();
-        }
-    }
-    let _stopped = Stopped(state);
+fn run_copies(jobs: Receiver<Job>, failure: &Failure) {
     // For filesystems without copy_file_range only.
     let mut buffer = vec![0; crate::apply::COPY_BUFFER];
     for job in jobs {
-        let result = job.run(&mut buffer);
-        let mut progress = state.lock();
-        progress.done += 1;
-        let failed = result.is_err();
-        if let Err(e) = result {
-            progress.failed = Some(e);
-        }
-        let wake = progress.waiting;
-        drop(progress);
-        if wake {
-            state.changed.notify_all();
-        }
-        if failed {
-            return;
+        match job {
+            Job::Copy(copy) => {
+                if let Err(e) = copy.run(&mut buffer) {
+                    *failure
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e);
+                    return;
+                }
+            }
+            Job::Flush(done) => {
+                let _ = done.send(());
+            }
         }
     }
 }
