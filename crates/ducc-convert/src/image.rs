@@ -5,7 +5,7 @@
 //! transaction, which aborts it, so a failed image leaves nothing half-published and no marker.
 
 use std::fs::File;
-use std::io::{BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Instant, SystemTime};
@@ -843,28 +843,26 @@ impl<'e> Job<'e> {
     /// The blob of a layer, opened for reading: followed as it downloads when a download of it
     /// is under way (the decoding overlaps with the download), else from the cache (downloaded
     /// first if needed). Either way the reader reaches the end of the blob only once its digest
-    /// was checked.
+    /// was checked. Unbuffered: the decoder buffers what it reads (a second buffer would copy
+    /// every compressed byte once more).
     fn open_blob<'a>(
         &'a self,
         repository: &'a ducc_registry::Repository,
         layer: &LayerJob,
         input: &ImageRef,
-    ) -> Result<BufReader<LayerBlob<'a>>> {
+    ) -> Result<LayerBlob<'a>> {
         let digest = Digest::from(layer.digest);
         let size = layer.descriptor.size();
         if let Some(followed) =
             self.cache
                 .follow(&self.client, repository, &digest, size, self.stop.flag())
         {
-            return Ok(BufReader::with_capacity(
-                1 << 20,
-                LayerBlob::Followed(followed),
-            ));
+            return Ok(LayerBlob::Followed(followed));
         }
         let blob = self.fetch_blob(repository, layer, input)?;
         let file = File::open(&blob)
             .with_context(|| format!("cannot open cached blob {}", blob.display()))?;
-        Ok(BufReader::with_capacity(1 << 20, LayerBlob::Cached(file)))
+        Ok(LayerBlob::Cached(file))
     }
 
     /// The layer as ducc-unpack decodes it: with its diff_id to check. Not with its blob

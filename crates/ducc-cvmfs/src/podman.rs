@@ -755,7 +755,9 @@ fn big_data_file_name(key: &str) -> String {
 
 /// The size of the tree for `diff-size`: the apparent size of its regular files, symlinks not
 /// followed. A hardlinked file counts once per name: `cvmfs_server ingest` stores hardlinks as
-/// independent files, and the record must not depend on the publisher.
+/// independent files, and the record must not depend on the publisher. The kind of each entry
+/// comes from the directory listing, and only regular files are looked at, by name inside
+/// their open directory (a whole flat tree is tens of thousands of files).
 fn tree_size(root: &Path) -> Result<u64, PodmanError> {
     let read_err = |path: &Path| {
         let path = path.to_owned();
@@ -766,12 +768,11 @@ fn tree_size(root: &Path) -> Result<u64, PodmanError> {
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir).map_err(read_err(&dir))? {
             let entry = entry.map_err(read_err(&dir))?;
-            let path = entry.path();
-            let meta = std::fs::symlink_metadata(&path).map_err(read_err(&path))?;
-            if meta.is_dir() {
-                stack.push(path);
-            } else if meta.is_file() {
-                total += meta.len();
+            let kind = entry.file_type().map_err(read_err(&entry.path()))?;
+            if kind.is_dir() {
+                stack.push(entry.path());
+            } else if kind.is_file() {
+                total += entry.metadata().map_err(read_err(&entry.path()))?.len();
             }
         }
     }

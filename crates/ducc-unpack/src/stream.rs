@@ -64,7 +64,8 @@ pub struct LayerDescriptor {
     pub name: String,
     /// The layer's media type from the manifest.
     pub media_type: String,
-    /// The expected digest of the blob (compressed bytes); not checked when `None`.
+    /// The expected digest of the blob (compressed bytes); when `None` the compressed bytes
+    /// are not hashed at all (for a caller that verified the blob as it downloaded it).
     pub blob_digest: Option<BlobDigest>,
     /// The expected diff_id (uncompressed bytes); not checked when `None`.
     pub diff_id: Option<DiffId>,
@@ -97,8 +98,9 @@ impl LayerDescriptor {
 /// Digests and sizes of a layer that was read to its end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LayerDigests {
-    /// sha256 of the compressed bytes.
-    pub blob_digest: BlobDigest,
+    /// sha256 of the compressed bytes, checked against the descriptor's; `None` when the
+    /// descriptor named none (the compressed bytes were then not hashed).
+    pub blob_digest: Option<BlobDigest>,
     /// sha256 of the uncompressed bytes.
     pub diff_id: DiffId,
     /// Number of compressed bytes.
@@ -107,17 +109,19 @@ pub struct LayerDigests {
     pub uncompressed_size: u64,
 }
 
-/// Counts and hashes every byte read through it.
+/// Counts, and hashes when it has a hasher, every byte read through it.
 struct HashingReader<R> {
     inner: R,
-    hasher: Sha256,
+    hasher: Option<Sha256>,
     len: u64,
 }
 
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(&buf[..n]);
+        }
         self.len += n as u64;
         Ok(n)
     }
@@ -239,7 +243,8 @@ impl<R: Read> LayerReader<R> {
         let layer = descriptor.name.clone();
         let mut hashing = HashingReader {
             inner: blob,
-            hasher: Sha256::new(),
+            // Only a digest that is checked is worth a sha256 over every compressed byte.
+            hasher: descriptor.blob_digest.map(|_| Sha256::new()),
             len: 0,
         };
         let mut prefix = Vec::with_capacity(4);
@@ -385,7 +390,9 @@ impl<R: Read> LayerReader<R> {
             });
         }
         let (_, hashing) = chain.into_inner();
-        let blob_digest = BlobDigest::from_sha256_bytes(hashing.hasher.finalize().into());
+        let blob_digest = hashing
+            .hasher
+            .map(|hasher| BlobDigest::from_sha256_bytes(hasher.finalize().into()));
         let diff_id = match (self.hasher, hashed_elsewhere) {
             (Some(hasher), _) => DiffId::from_sha256_bytes(hasher.finalize().into()),
             (None, Some(diff_id)) => diff_id,
@@ -397,13 +404,13 @@ impl<R: Read> LayerReader<R> {
                 });
             }
         };
-        if let Some(expected) = self.expected_blob
-            && expected != blob_digest
+        if let (Some(expected), Some(actual)) = (self.expected_blob, blob_digest)
+            && expected != actual
         {
             return Err(Error::BlobDigestMismatch {
                 layer,
                 expected,
-                actual: blob_digest,
+                actual,
             });
         }
         if let Some(expected) = self.expected_diff_id
@@ -540,7 +547,7 @@ mod tests {
         let (out, digests) = read_back(&tar, TAR, &tar).expect("read");
         assert_eq!(out, tar);
         assert_eq!(
-            digests.blob_digest.sha256_bytes(),
+            digests.blob_digest.expect("checked").sha256_bytes(),
             digests.diff_id.sha256_bytes()
         );
         assert_eq!(digests.compressed_size, tar.len() as u64);
@@ -554,7 +561,26 @@ mod tests {
         assert_eq!(out, tar);
         assert_eq!(digests.compressed_size, blob.len() as u64);
         assert_eq!(digests.uncompressed_size, tar.len() as u64);
-        assert_eq!(digests.blob_digest.sha256_bytes(), &sha(&blob));
+        assert_eq!(
+            digests.blob_digest.expect("checked").sha256_bytes(),
+            &sha(&blob)
+        );
+    }
+
+    #[test]
+    fn without_an_expected_blob_digest_the_compressed_bytes_are_not_hashed() {
+        let tar = sample_tar();
+        let blob = gzip(&tar);
+        let descriptor = LayerDescriptor::new("test-layer", GZIP)
+            .with_diff_id(DiffId::from_sha256_bytes(sha(&tar)));
+        let mut reader = LayerReader::open(blob.as_slice(), &descriptor).expect("open");
+        let mut out = Vec::new();
+        reader.read_to_end(&mut out).expect("read");
+        let digests = reader.finish().expect("finish");
+        assert_eq!(out, tar);
+        assert_eq!(digests.blob_digest, None);
+        assert_eq!(digests.compressed_size, blob.len() as u64);
+        assert_eq!(digests.diff_id.sha256_bytes(), &sha(&tar));
     }
 
     #[test]
