@@ -204,7 +204,7 @@ impl BlobCache {
             .into_iter()
             .map(|path| (fs::metadata(&path).map_or(0, |m| m.len()), path))
             .collect();
-        by_size.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        by_size.sort_unstable_by_key(|(size, _)| std::cmp::Reverse(*size));
         // Largest first, each to the less loaded half.
         let (mut halves, mut loads) = ([Vec::new(), Vec::new()], [0u64; 2]);
         for (size, path) in by_size {

@@ -20,10 +20,13 @@ use rustix::fs::{
 };
 use rustix::io::Errno;
 
-use crate::copies::{CopyJob, DeferredCopies};
 use crate::entry::{Entry, EntryKind, EntryPath, Timestamp, read_entries_limited};
 use crate::error::Error;
 use crate::report::{Privileges, Report, WarningKind, WhiteoutFormat};
+
+mod both;
+
+pub(crate) use both::apply_tar_both;
 
 /// What kind of tree is being built.
 #[derive(Debug, Clone)]
@@ -157,9 +160,10 @@ pub(crate) struct Applier {
     /// The flat tree's root: the stack below this layer (plus the entries of this layer that
     /// came before the current one).
     below_flat: Option<OwnedFd>,
-    /// The flat tree's pending directory fixes, lent for the current entry: a directory the
-    /// flat side already touched in this layer has its pre-layer time and mode there.
-    below_fixes: HashMap<Vec<u8>, DirFix>,
+    /// The flat tree's worker, which runs behind this side: waited for before the flat tree
+    /// is looked at, and asked for its pending directory fixes (a directory the flat side
+    /// already touched in this layer has its pre-layer time and mode there).
+    below_link: Option<both::FlatLink>,
     /// Keep the last regular file written, so the flat side copies it instead of reading the
     /// stream a second time.
     keep_last_file: bool,
@@ -167,9 +171,6 @@ pub(crate) struct Applier {
     /// The flat side: the data of the next regular file comes from this file and is this many
     /// bytes (the layer directory's copy) rather than from the stream.
     pending_copy: Option<(std::fs::File, u64)>,
-    /// The flat side: where the copy of [`Applier::pending_copy`] goes, when a copier thread
-    /// writes it (see [`crate::copies`]).
-    deferred: Option<DeferredCopies>,
 }
 
 fn cstring(bytes: &[u8]) -> io::Result<CString> {
@@ -324,11 +325,10 @@ impl Applier {
             xattr_unsupported_warned: false,
             limits: crate::Limits::default(),
             below_flat: None,
-            below_fixes: HashMap::new(),
+            below_link: None,
             keep_last_file: false,
             last_file: None,
             pending_copy: None,
-            deferred: None,
         })
     }
 
@@ -584,6 +584,7 @@ impl Applier {
                 match open_in_root(&self.root, unsafe_prefix, flags) {
                     Ok(fd) => break fd,
                     Err(Errno::NOENT) => {
+                        self.sync_below(None)?;
                         if let Some(target) = self.lower_symlink(unsafe_prefix) {
                             // The merged view has a symlink here (from a lower layer): the
                             // entry belongs where it points, as in the flat tree.
@@ -642,6 +643,16 @@ impl Applier {
             };
         }
         Ok(current)
+    }
+
+    /// Before the stack below is looked at: when it is the flat tree written by a worker that
+    /// runs behind (see [`both`]), waits until the worker has applied every earlier entry, and
+    /// returns the flat side's pending fix of `fix_of`. Without a worker, nothing to wait for.
+    fn sync_below(&self, fix_of: Option<&[u8]>) -> Result<Option<DirFix>, Error> {
+        match &self.below_link {
+            Some(link) => link.sync(fix_of),
+            None => Ok(None),
+        }
     }
 
     /// The target of the symlink that the stack below has at `unsafe_path`, if it has one there.
@@ -750,6 +761,7 @@ impl Applier {
         parent: &OwnedFd,
         name: &CString,
     ) -> Result<(), Error> {
+        let flat_fix = self.sync_below(Some(unsafe_dir))?;
         let Some((stat, xattrs)) = self.below_dir(entry, unsafe_dir)? else {
             self.dir_fixes
                 .insert(unsafe_dir.to_vec(), implicit_dir_fix(entry));
@@ -788,8 +800,7 @@ impl Applier {
         }
         // The flat side may have touched the directory earlier in this layer (a whiteout below
         // it that this layer directory dropped): its time and mode before the layer are in the
-        // flat side's pending fixes.
-        let flat_fix = self.below_fixes.get(unsafe_dir).copied();
+        // flat side's pending fixes (`flat_fix`).
         self.dir_fixes.insert(
             unsafe_dir.to_vec(),
             DirFix {
@@ -1036,12 +1047,6 @@ impl Applier {
         )
         .map_err(|e| CreateError::from_errno(e, "create file"))?;
         let mut file = std::fs::File::from(fd);
-        if self.deferred.is_some()
-            && entry.xattrs.is_empty()
-            && let Some((source, len)) = self.pending_copy.take()
-        {
-            return self.defer_copy(entry, source, file, len, owner_preset, mode_preset);
-        }
         let copied = if let Some((source, len)) = self.pending_copy.take() {
             let mut buffer = std::mem::take(&mut self.buffer);
             let copied = copy_file(&source, &mut file, len, &mut buffer).map_err(CopyError::Write);
@@ -1080,53 +1085,6 @@ impl Applier {
             self.last_file = Some((file, written));
         }
         Ok(())
-    }
-
-    /// Queues the copy of `len` bytes of `source` into the new flat file `dest`, with the owner,
-    /// mode and time that follow the data, for the copier thread. Not for a file with xattrs (a
-    /// write drops `security.capability`, so they follow the data too, and their warnings go
-    /// to the report): those are copied here.
-    fn defer_copy(
-        &mut self,
-        entry: &Entry,
-        source: std::fs::File,
-        dest: std::fs::File,
-        len: u64,
-        owner_preset: bool,
-        mode_preset: bool,
-    ) -> Result<(), CreateError> {
-        let owner = if owner_preset {
-            None
-        } else {
-            self.owner_to_set(entry, true).map_err(CreateError::Done)?
-        };
-        let job = CopyJob {
-            source,
-            dest,
-            len,
-            owner,
-            mode: (!mode_preset).then_some(entry.mode),
-            mtime: entry.mtime,
-            layer: Arc::from(self.layer.as_str()),
-            entry: entry.display_name(),
-        };
-        let Some(deferred) = self.deferred.as_mut() else {
-            return Err(CreateError::Io(
-                io::Error::other("no copier for the flat tree"),
-                "write file data",
-            ));
-        };
-        deferred.send(job).map_err(CreateError::Done)?;
-        self.report.file_bytes += len;
-        Ok(())
-    }
-
-    /// Waits until the copier has written every flat file queued so far (a no-op without one).
-    fn wait_for_copies(&mut self) -> Result<(), Error> {
-        match self.deferred.as_mut() {
-            Some(deferred) => deferred.wait(&self.layer),
-            None => Ok(()),
-        }
     }
 
     /// Owner and xattrs now; mode and time when the layer ends.
@@ -1244,6 +1202,7 @@ impl Applier {
         parent: &ParentDir,
         name: &CString,
     ) -> Result<(), CreateError> {
+        self.sync_below(None).map_err(CreateError::Done)?;
         let source = match self.lookup_below(unsafe_target.as_bytes()) {
             Some((dir, stat, name)) if file_type(&stat) == FileType::RegularFile => Some(
                 rustix::fs::openat(
@@ -1590,6 +1549,7 @@ impl Applier {
         let unsafe_parent = entry.path.parent_bytes();
         let dir_flags = OFlags::PATH | OFlags::DIRECTORY;
         if let Some(flat) = &self.below_flat {
+            self.sync_below(None)?;
             return Ok(open_in_root(flat, unsafe_parent, dir_flags).is_ok());
         }
         match open_in_root(&self.root, unsafe_parent, dir_flags) {
@@ -1802,93 +1762,6 @@ impl Applier {
         }
         Ok(())
     }
-}
-
-/// Applies one layer's uncompressed tar stream to its layer directory (`layer`) and to the flat
-/// tree of the image (`flat`, holding the layers beneath) in one pass over the stream.
-///
-/// Each entry goes to the layer directory first, while the flat tree still shows the stack
-/// below (with this layer's earlier entries): that is where an implicit parent's metadata,
-/// a hardlink's lower target and a whiteout's reason to exist are looked up. Then the flat side
-/// applies the entry, a regular file's data copied from the layer directory's new file.
-pub(crate) fn apply_tar_both<R: Read>(
-    layer: &mut Applier,
-    flat: &mut Applier,
-    tar: R,
-    name: &str,
-) -> Result<(), Error> {
-    let flat_root =
-        open_in_root(&flat.root, b"", OFlags::PATH | OFlags::DIRECTORY).map_err(|e| {
-            Error::DestinationIo {
-                path: flat.root_path.clone(),
-                op: "open the flat tree",
-                source: e.into(),
-            }
-        })?;
-    layer.begin_layer(name);
-    flat.begin_layer(name);
-    layer.below_flat = Some(flat_root);
-    layer.keep_last_file = true;
-    let limits = flat.limits;
-    crate::copies::with_copier(|copies| {
-        // The queue closes however this ends (a panic too), so the copier ends and the scope
-        // can join it.
-        let flat = WithCopier(flat);
-        flat.0.deferred = Some(copies);
-        let applied = apply_entries_both(layer, flat.0, tar, name, &limits);
-        // Every flat file is written before the layer ends (and before anyone reads the tree).
-        let waited = flat.0.wait_for_copies();
-        layer.below_flat = None;
-        layer.keep_last_file = false;
-        let count = applied?;
-        waited?;
-        layer.end_layer(count)?;
-        flat.0.end_layer(count)
-    })
-}
-
-/// The flat applier while its copier runs: dropping it closes the copier's queue.
-struct WithCopier<'a>(&'a mut Applier);
-
-impl Drop for WithCopier<'_> {
-    fn drop(&mut self) {
-        self.0.deferred = None;
-    }
-}
-
-/// The entry loop of [`apply_tar_both`]: each entry into the layer directory, then onto the
-/// flat tree, the flat copy of a regular file queued for the copier.
-fn apply_entries_both<R: Read>(
-    layer: &mut Applier,
-    flat: &mut Applier,
-    tar: R,
-    name: &str,
-    limits: &crate::Limits,
-) -> Result<u64, Error> {
-    read_entries_limited(tar, name, true, limits, |entry, data| {
-        // A hardlink that the layer directory copies from the stack below reads a flat file.
-        if matches!(entry.kind, EntryKind::Hardlink(_)) {
-            flat.wait_for_copies()?;
-        }
-        layer.last_file = None;
-        layer.below_fixes = std::mem::take(&mut flat.dir_fixes);
-        let result = layer.apply_entry(entry, data);
-        flat.dir_fixes = std::mem::take(&mut layer.below_fixes);
-        result?;
-        if entry.kind == EntryKind::File {
-            let written = layer.last_file.take().ok_or_else(|| {
-                flat.fs_err(
-                    entry,
-                    "copy from the layer directory",
-                    io::Error::from(io::ErrorKind::NotFound),
-                )
-            })?;
-            flat.pending_copy = Some(written);
-        }
-        let result = flat.apply_entry(entry, &mut io::empty());
-        flat.pending_copy = None;
-        result
-    })
 }
 
 /// The fix of a directory created implicitly with nothing below it: 0755, and the time of the

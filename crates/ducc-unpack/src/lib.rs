@@ -81,7 +81,6 @@
 
 mod apply;
 mod apptainer;
-mod copies;
 mod entry;
 mod error;
 mod extract;
