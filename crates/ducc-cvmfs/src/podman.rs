@@ -768,11 +768,16 @@ fn tree_size(root: &Path) -> Result<u64, PodmanError> {
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir).map_err(read_err(&dir))? {
             let entry = entry.map_err(read_err(&dir))?;
-            let kind = entry.file_type().map_err(read_err(&entry.path()))?;
+            // The entry's path is built only for an error (or a directory to walk).
+            let entry_err = |source| PodmanError::Read {
+                path: entry.path(),
+                source,
+            };
+            let kind = entry.file_type().map_err(entry_err)?;
             if kind.is_dir() {
                 stack.push(entry.path());
             } else if kind.is_file() {
-                total += entry.metadata().map_err(read_err(&entry.path()))?.len();
+                total += entry.metadata().map_err(entry_err)?.len();
             }
         }
     }

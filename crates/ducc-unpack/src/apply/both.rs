@@ -46,8 +46,9 @@ enum Job {
 /// The worker's first error, kept for this side (the worker stops at it).
 type Failure = Mutex<Option<Error>>;
 
-/// The layer directory's side of the link to the flat tree's worker.
-#[derive(Debug)]
+/// The layer directory's side of the link to the flat tree's worker (the queue closes once
+/// every clone is dropped).
+#[derive(Debug, Clone)]
 pub(super) struct FlatLink {
     jobs: SyncSender<Job>,
     failure: Arc<Failure>,
@@ -131,19 +132,17 @@ pub(crate) fn apply_tar_both<R: Read>(
                 op: "start the flat tree's thread",
                 source,
             })?;
-        // However this side ends (a panic too), the queue closes, so the worker ends and the
-        // scope can join it.
-        let linked = Linked::new(
-            layer,
-            flat_root,
-            FlatLink {
-                jobs,
-                failure: Arc::clone(&failure),
-                layer: Arc::from(name),
-            },
-        );
-        let applied = apply_entries_both(&mut *linked.0, name, tar, &limits);
-        drop(linked);
+        // However this side ends (a panic too), both senders are dropped and the queue closes,
+        // so the worker ends and the scope can join it.
+        let link = FlatLink {
+            jobs,
+            failure: Arc::clone(&failure),
+            layer: Arc::from(name),
+        };
+        let sender = link.clone();
+        let linked = Linked::new(layer, flat_root, link);
+        let applied = apply_entries_both(&mut *linked.0, &sender, name, tar, &limits);
+        drop((sender, linked));
         if let Err(panic) = worker.join() {
             std::panic::resume_unwind(panic);
         }
@@ -183,6 +182,7 @@ impl Drop for Linked<'_> {
 /// layer directory's file of a regular file.
 fn apply_entries_both<R: Read>(
     layer: &mut Applier,
+    link: &FlatLink,
     name: &str,
     tar: R,
     limits: &crate::Limits,
@@ -201,7 +201,6 @@ fn apply_entries_both<R: Read>(
         } else {
             None
         };
-        let link = layer.below_link.as_ref().ok_or_else(|| ended_early(name))?;
         link.send(entry.clone(), file)
     })
 }
