@@ -171,6 +171,9 @@ pub(crate) struct Applier {
     /// The flat side: the data of the next regular file comes from this file and is this many
     /// bytes (the layer directory's copy) rather than from the stream.
     pending_copy: Option<(std::fs::File, u64)>,
+    /// Flat side: tag each regular file with the layer entry it came from
+    /// ([`crate::SOURCE_XATTR`]).
+    pub(crate) record_sources: bool,
 }
 
 fn cstring(bytes: &[u8]) -> io::Result<CString> {
@@ -329,6 +332,7 @@ impl Applier {
             keep_last_file: false,
             last_file: None,
             pending_copy: None,
+            record_sources: false,
         })
     }
 
@@ -1075,6 +1079,16 @@ impl Applier {
         }
         self.set_xattrs_fd(entry, &file)
             .map_err(CreateError::Done)?;
+        if self.record_sources && self.is_flat() {
+            // Best effort: a file without its tag is published from its content.
+            let value = crate::source::encode(&self.layer, entry.path.as_bytes());
+            let _ = rustix::fs::fsetxattr(
+                &file,
+                crate::SOURCE_XATTR,
+                &value,
+                XattrFlags::empty(),
+            );
+        }
         if !mode_preset {
             rustix::fs::fchmod(&file, Mode::from_raw_mode(entry.mode))
                 .map_err(|e| CreateError::Io(e.into(), "set mode"))?;
@@ -1320,7 +1334,7 @@ impl Applier {
 
     fn set_xattrs_fd(&mut self, entry: &Entry, fd: impl AsFd) -> Result<(), Error> {
         for xattr in &entry.xattrs {
-            if self.skip_xattr(entry, &xattr.name) {
+            if xattr.name == crate::SOURCE_XATTR.as_bytes() || self.skip_xattr(entry, &xattr.name) {
                 continue;
             }
             let result = cstring(&xattr.name)
@@ -1349,7 +1363,7 @@ impl Applier {
         path.extend_from_slice(name.as_bytes());
         let path = cstring(&path).map_err(|e| self.fs_err(entry, "name", e))?;
         for xattr in &entry.xattrs {
-            if self.skip_xattr(entry, &xattr.name) {
+            if xattr.name == crate::SOURCE_XATTR.as_bytes() || self.skip_xattr(entry, &xattr.name) {
                 continue;
             }
             let result = cstring(&xattr.name)

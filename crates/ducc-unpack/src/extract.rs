@@ -319,6 +319,7 @@ impl FlatExtractor {
     pub fn new(dest: &Path, options: &ExtractOptions) -> Result<Self, Error> {
         let mut applier = Applier::open(dest, Target::Flat, options.privileges, false)?;
         applier.limits = options.limits;
+        applier.record_sources = options.record_sources;
         Ok(FlatExtractor { applier })
     }
 

@@ -85,6 +85,7 @@ mod entry;
 mod error;
 mod extract;
 mod report;
+mod source;
 mod stream;
 mod tarout;
 #[cfg(test)]
@@ -106,6 +107,7 @@ pub use report::{
     DEFAULT_ZSTD_WINDOW_LOG_MAX, ExtractOptions, LayerDirOptions, Limits, OwnerRecord, Privileges,
     REPORT_LIST_LIMIT, Report, Warning, WarningKind, WhiteoutFormat,
 };
+pub use source::{FileSource, SOURCE_XATTR, file_source};
 pub use stream::{Compression, LayerDescriptor, LayerDigests, LayerReader};
 pub use writer::{
     CanonicalTarWriter, TarSummary, TarWriteOptions, canonicalize_layer, write_tree_as_tar,

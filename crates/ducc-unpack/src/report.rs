@@ -96,6 +96,9 @@ pub struct ExtractOptions {
     pub privileges: Privileges,
     /// Limits on hostile layers (see [`Limits`]).
     pub limits: Limits,
+    /// Flat extraction: tag each regular file filled from a layer entry with its source (see
+    /// [`crate::file_source`]).
+    pub record_sources: bool,
 }
 
 impl ExtractOptions {
@@ -113,6 +116,12 @@ impl ExtractOptions {
     /// The same options with the given limits.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// The same options, tagging (or not) each flat file with its source layer entry.
+    pub fn record_sources(mut self, record: bool) -> Self {
+        self.record_sources = record;
         self
     }
 }

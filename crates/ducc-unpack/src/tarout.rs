@@ -624,7 +624,12 @@ pub(crate) fn fd_xattrs(fd: &OwnedFd) -> Vec<Xattr> {
         return out;
     };
     names.truncate(n);
-    for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+    // A flat file's source tag is ducc's own bookkeeping, never part of the tree's content.
+    let ours = |n: &[u8]| n == crate::SOURCE_XATTR.as_bytes();
+    for name in names
+        .split(|&b| b == 0)
+        .filter(|n| !n.is_empty() && !ours(n))
+    {
         let Ok(cname) = CString::new(name) else {
             continue;
         };
