@@ -224,16 +224,18 @@ fn a_layer_and_its_metadata_go_in_as_one_ingest_on_the_shard_with_root_owned_dir
     let publisher = s.publisher(false);
     let layout = RepositoryName::parse(REPO).unwrap().layout();
     let start = s.log_len();
+    let group = publisher.group();
     ducc_cvmfs::ensure_catalog_markers(
-        &publisher,
+        &*group,
         &[layout.layers_root(), layout.layer_shard(&layer())],
     )
     .unwrap();
+    group.commit().unwrap();
     let mut tx = publisher.begin(&layout.layer_dir(&layer())).unwrap();
     tx.ingest_tar(
         &layout.layerfs(&layer()),
         &mut &layer_tar_with_root()[..],
-        IngestOptions { catalog: true },
+        IngestOptions { catalog: true, ..Default::default() },
     )
     .unwrap();
     tx.write_file(&layout.layer_info(&layer()), &mut &b"[]"[..])
@@ -301,7 +303,7 @@ fn with_a_gateway_a_layer_is_one_ingest_whose_lease_parent_exists() {
     tx.ingest_tar(
         &layout.layerfs(&layer()),
         &mut &layer_tar()[..],
-        IngestOptions { catalog: true },
+        IngestOptions { catalog: true, ..Default::default() },
     )
     .unwrap();
     tx.commit().unwrap();
@@ -330,7 +332,7 @@ fn a_flat_tree_and_its_public_symlink_are_one_ingest_each_without_invented_dirs(
     tx.ingest_tar(
         &layout.flat_image(&config()),
         &mut &layer_tar()[..],
-        IngestOptions { catalog: true },
+        IngestOptions { catalog: true, ..Default::default() },
     )
     .unwrap();
     tx.write_file(&layout.flat_complete_record(&config()), &mut &b"{}"[..])
@@ -612,7 +614,7 @@ fn scenario(publisher: &dyn Publisher) {
     tx.ingest_tar(
         &layout.layerfs(&layer()),
         &mut &layer_tar()[..],
-        IngestOptions { catalog: true },
+        IngestOptions { catalog: true, ..Default::default() },
     )
     .unwrap();
     tx.write_file(&layout.layer_info(&layer()), &mut &b"[]"[..])
@@ -622,7 +624,7 @@ fn scenario(publisher: &dyn Publisher) {
     tx.ingest_tar(
         &layout.flat_image(&config()),
         &mut &layer_tar()[..],
-        IngestOptions { catalog: true },
+        IngestOptions { catalog: true, ..Default::default() },
     )
     .unwrap();
     tx.commit().unwrap();
@@ -638,7 +640,7 @@ fn scenario(publisher: &dyn Publisher) {
     tx.ingest_tar(
         &layout.layerfs(&layer()),
         &mut &layer_tar()[..],
-        IngestOptions { catalog: true },
+        IngestOptions { catalog: true, ..Default::default() },
     )
     .unwrap();
     tx.commit().unwrap();
@@ -775,14 +777,16 @@ fn lifecycle_image(
             tx.ingest_tar(
                 &layout.layerfs(layer),
                 &mut &bytes[..],
-                IngestOptions { catalog: true },
+                IngestOptions { catalog: true, ..Default::default() },
             )
             .unwrap();
             tx.write_file(&layout.layer_info(layer), &mut &b"[]"[..])
                 .unwrap();
             tx.commit().unwrap();
         }
-        ducc_cvmfs::add_origin(publisher, &layout, layer, cfg).unwrap();
+        let group = publisher.group();
+        ducc_cvmfs::add_origin(&*group, &layout, layer, cfg).unwrap();
+        group.commit().unwrap();
     }
     let record = ducc_cvmfs::FlatRecord {
         config: *cfg,

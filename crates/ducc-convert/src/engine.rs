@@ -510,6 +510,10 @@ mod tests {
             self.prefers_overlay
         }
 
+        fn group(&self) -> Box<dyn ducc_cvmfs::Group + '_> {
+            Box::new(ducc_cvmfs::Ungrouped::new(self))
+        }
+
         fn gc_lock(&self, _kind: ducc_cvmfs::GcLock) -> Result<ducc_cvmfs::GcGuard, PublishError> {
             Err(PublishError::OutsideLease {
                 path: RepoPath::root(),

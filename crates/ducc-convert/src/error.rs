@@ -209,19 +209,13 @@ from_library! {
     std::io::Error => Io,
 }
 
-/// `context` and `with_context` for results whose error becomes a [`ConvertError`].
+/// `with_context` for results whose error becomes a [`ConvertError`].
 pub(crate) trait Context<T> {
-    /// The error with `message` in front.
-    fn context(self, message: impl Into<String>) -> Result<T, ConvertError>;
     /// The error with the message `message()` makes in front.
     fn with_context<M: Into<String>>(self, message: impl FnOnce() -> M) -> Result<T, ConvertError>;
 }
 
 impl<T, E: Into<ConvertError>> Context<T> for Result<T, E> {
-    fn context(self, message: impl Into<String>) -> Result<T, ConvertError> {
-        self.map_err(|e| e.into().context(message))
-    }
-
     fn with_context<M: Into<String>>(self, message: impl FnOnce() -> M) -> Result<T, ConvertError> {
         self.map_err(|e| e.into().context(message()))
     }

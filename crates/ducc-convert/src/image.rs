@@ -5,15 +5,13 @@
 //! transaction, which aborts it, so a failed image leaves nothing half-published and no marker.
 
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Instant, SystemTime};
 
 use ducc_cvmfs::{
-    Arch, ConfigDigest, FlatRecord, ImageSlot, IngestOptions, LayerDigest, LayerInfo,
+    Arch, ConfigDigest, FillHints, FlatRecord, Group, ImageSlot, IngestOptions, LayerDigest, LayerInfo,
     MarkerDescriptor, MarkerManifest, PublicName, RepoPath, RepositoryName, RepositoryState,
-    Transaction,
 };
 use ducc_registry::oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
 use ducc_registry::{
@@ -23,7 +21,7 @@ use ducc_registry::{
 use ducc_thin::{PushOutcome, ThinDescriptor, ThinImage, ThinIndex, ThinLayer, ThinPlatform};
 use ducc_unpack::{
     DiffId, ExtractOptions, FlatExtractor, ImageRuntime, LayerDescriptor, LayerDigests,
-    LayerDirOptions, LayerReader, TarWriteOptions,
+    LayerDirOptions, LayerReader,
 };
 use ducc_wishlist::ImageRef;
 
@@ -63,7 +61,7 @@ struct ThinSource {
 }
 
 /// One platform of a multi-platform image, converted.
-struct PlatformDone {
+struct PlatformDone<'e> {
     platform: Platform,
     arch: Arch,
     manifest: ImageManifest,
@@ -71,14 +69,17 @@ struct PlatformDone {
     /// Where its result is in the list of results.
     result: usize,
     /// Set when work was done and the marker is still to be written.
-    pending: Option<Pending>,
+    pending: Option<Pending<'e>>,
 }
 
 /// A converted image whose marker is not written yet: it goes last, after the thin image, so a
 /// run killed before it does the (then cheap) remaining work again.
-struct Pending {
+struct Pending<'e> {
     source: ThinSource,
     started: Instant,
+    /// What the image publishes besides its layers (flat tree, link, podman store, origins),
+    /// held to be published with the marker; `None` once published.
+    group: Option<Box<dyn Group + 'e>>,
 }
 
 impl<'e> Job<'e> {
@@ -165,7 +166,7 @@ impl<'e> Job<'e> {
         let label = input.whole_name();
         let (mut outcome, pending) =
             self.convert_manifest(input, &label, repository, fetched, manifest, &slot, true)?;
-        let Some(pending) = pending else {
+        let Some(mut pending) = pending else {
             return Ok(outcome);
         };
         if let Some(output) = output
@@ -183,7 +184,8 @@ impl<'e> Job<'e> {
                 .map_err(at(Step::Thin))?;
             outcome = with_thin(outcome, pushed);
         }
-        self.finish_image(&label, &slot, manifest, &outcome, pending.started)?;
+        let group = pending.group.take();
+        self.finish_image(&label, &slot, manifest, &outcome, pending.started, group)?;
         Ok(outcome)
     }
 
@@ -195,10 +197,16 @@ impl<'e> Job<'e> {
         manifest: &ImageManifest,
         outcome: &Outcome,
         started: Instant,
+        group: Option<Box<dyn Group + 'e>>,
     ) -> Result<(), ImageFailure> {
         self.check_stop().map_err(at(Step::Marker))?;
-        self.write_marker(slot, manifest)
+        // The marker goes last into what the image publishes besides its layers: on a stratum
+        // 0 all of it is one revision, published whole or not at all.
+        let group = group.unwrap_or_else(|| self.engine.publisher.group());
+        self.write_marker(&*group, slot, manifest)
             .map_err(at(Step::Marker))?;
+        let revisions = group.commit().map_err(|e| at(Step::Marker)(ConvertError::from(e)))?;
+        tracing::debug!(image = label, revisions, "image published");
         self.emit(Event::Marker {
             image: label.to_owned(),
             marker: slot.marker(&self.layout).as_str().to_owned(),
@@ -306,7 +314,7 @@ impl<'e> Job<'e> {
                 let slot = ImageSlot::platform(public.clone(), arch.clone());
                 // The podman store holds the platform matching `--platform` (issue 16).
                 let podman = self.settings.platform.matches(&platform);
-                let (outcome, pending) = self.convert_manifest(
+                let (outcome, mut pending) = self.convert_manifest(
                     input,
                     &label,
                     &name.repository,
@@ -315,6 +323,12 @@ impl<'e> Job<'e> {
                     &slot,
                     podman,
                 )?;
+                // The shared links read back what each platform published.
+                if let Some(group) = pending.as_mut().and_then(|p| p.group.take()) {
+                    group
+                        .commit()
+                        .map_err(|e| at(Step::Flat)(ConvertError::from(e)))?;
+                }
                 Ok((
                     outcome,
                     PlatformDone {
@@ -391,6 +405,7 @@ impl<'e> Job<'e> {
                     &d.manifest,
                     outcome,
                     pending.started,
+                    None,
                 )
             {
                 *result.result_mut() = Err(e);
@@ -400,7 +415,8 @@ impl<'e> Job<'e> {
     }
 
     /// The public variant symlink of a multi-platform image and the `.multiarch` aliases.
-    fn link_multiarch(&self, public: &PublicName, done: &[PlatformDone]) -> Result<()> {
+    fn link_multiarch(&self, public: &PublicName, done: &[PlatformDone<'_>]) -> Result<()> {
+        let group = self.engine.publisher.group();
         let default = done
             .iter()
             .find(|d| self.settings.platform.matches(&d.platform))
@@ -409,7 +425,7 @@ impl<'e> Job<'e> {
             .ok_or_else(|| invalid!("no platform was converted"))?;
         let link = self.layout.public_link(public);
         let target = self.layout.variant_link_target(public, &default);
-        self.set_symlink(&link, &target)?;
+        self.set_symlink(&*group, &link, &target)?;
         for (alias, candidates) in ducc_cvmfs::ARCH_ALIASES {
             let alias_path = self.layout.arch_alias(alias);
             if self.state().is_real_dir(&alias_path) {
@@ -421,17 +437,18 @@ impl<'e> Job<'e> {
             else {
                 continue;
             };
-            self.set_symlink(&alias_path, Path::new(candidate))?;
+            self.set_symlink(&*group, &alias_path, Path::new(candidate))?;
         }
+        group.commit()?;
         Ok(())
     }
 
     /// Makes `link` a symlink with text `target`, unless it is one already.
-    fn set_symlink(&self, link: &RepoPath, target: &Path) -> Result<()> {
+    fn set_symlink(&self, group: &dyn Group, link: &RepoPath, target: &Path) -> Result<()> {
         if self.state().symlink_is(link, target) {
             return Ok(());
         }
-        let mut tx = self.publisher.begin(link)?;
+        let mut tx = group.begin(link)?;
         tx.symlink(link, target)?;
         tx.commit()?;
         self.emit(Event::Symlink {
@@ -447,7 +464,7 @@ impl<'e> Job<'e> {
         &self,
         input: &ImageRef,
         repository: &ducc_registry::Repository,
-        done: &[PlatformDone],
+        done: &[PlatformDone<'_>],
     ) -> Result<ThinIndex> {
         let mut images = Vec::with_capacity(done.len());
         for platform_done in done {
@@ -494,7 +511,7 @@ impl<'e> Job<'e> {
         manifest: &ImageManifest,
         slot: &ImageSlot,
         podman: bool,
-    ) -> Result<(Outcome, Option<Pending>), ImageFailure> {
+    ) -> Result<(Outcome, Option<Pending<'e>>), ImageFailure> {
         let started = Instant::now();
         let manifest_digest = fetched.digest();
         let config_digest = ConfigDigest::try_from(manifest.config().digest())
@@ -528,29 +545,51 @@ impl<'e> Job<'e> {
         let created = layer_created(config.config());
 
         self.check_stop().map_err(at(Step::Layers))?;
-        self.ensure_catalog_dirs().map_err(at(Step::Layers))?;
-        let (layers_unpacked, flat_built) = self.build_trees(
+        // Two groups: the new layers (one ingest on a stratum 0), then everything else the
+        // image publishes, with its marker last (one mounted transaction on a stratum 0).
+        let layers_group = self.engine.publisher.group();
+        let image_group = self.engine.publisher.group();
+        self.ensure_catalog_dirs(&*layers_group, &*image_group)
+            .map_err(at(Step::Layers))?;
+        let (layers_unpacked, flat) = self.build_trees(
             repository,
             &layers,
             &config_digest,
             config.config(),
             created,
             input,
+            &*layers_group,
+            &*image_group,
         );
         let layers_unpacked = layers_unpacked.map_err(at(Step::Layers))?;
-        let flat_built = flat_built?;
+        // The layers go in first, even when the flat tree failed: the flat tree's grafts name
+        // their stored objects, and a rerun need not unpack them again.
+        layers_group
+            .commit()
+            .map_err(|e| at(Step::Layers)(ConvertError::from(e)))?;
+        let flat_size = flat?;
         self.check_stop().map_err(at(Step::Symlink))?;
         if !self.settings.skip_flat {
             self.set_symlink(
+                &*image_group,
                 &slot.link(&self.layout),
                 &slot.link_target(&self.layout, &config_digest),
             )
             .map_err(at(Step::Symlink))?;
         }
         if podman && self.settings.wants_podman() {
-            self.add_to_podman_store(label, slot, config_digest, config.bytes(), fetched)
-                .map_err(at(Step::Podman))?;
+            self.add_to_podman_store(
+                &*image_group,
+                label,
+                slot,
+                config_digest,
+                config.bytes(),
+                fetched,
+                flat_size,
+            )
+            .map_err(at(Step::Podman))?;
         }
+        let flat_built = flat_size.is_some();
         Ok((
             Outcome::Converted {
                 layers_unpacked,
@@ -563,18 +602,22 @@ impl<'e> Job<'e> {
                     config: config.config().clone(),
                 },
                 started,
+                group: Some(image_group),
             }),
         ))
     }
 
     /// The image in the podman store, on its complete flat tree, before the marker (issue 16).
+    #[allow(clippy::too_many_arguments)]
     fn add_to_podman_store(
         &self,
+        group: &dyn Group,
         label: &str,
         slot: &ImageSlot,
         config_digest: ConfigDigest,
         config: &[u8],
         fetched: &FetchedManifest,
+        flat_size: Option<u64>,
     ) -> Result<()> {
         self.check_stop()?;
         let image = ducc_cvmfs::PodmanImage::new(
@@ -583,8 +626,8 @@ impl<'e> Job<'e> {
             config.to_vec(),
             fetched.bytes().to_vec(),
         )?;
-        let outcome =
-            ducc_cvmfs::PodmanStore::new(&*self.publisher, &self.layout).add_image(&image)?;
+        let outcome = ducc_cvmfs::PodmanStore::new(&*self.publisher, &self.layout)
+            .add_image_to(group, &image, flat_size)?;
         self.emit(Event::PodmanStore {
             image: label.to_owned(),
             name: image.name().to_owned(),
@@ -602,37 +645,23 @@ impl<'e> Job<'e> {
         Ok(())
     }
 
-    /// A fresh directory under the scratch space, removed when dropped.
-    fn scratch(&self, prefix: &str) -> Result<tempfile::TempDir> {
-        tempfile::Builder::new()
-            .prefix(prefix)
-            .tempdir_in(&self.settings.scratch_dir)
-            .with_context(|| {
-                format!(
-                    "cannot create scratch space in {}",
-                    self.settings.scratch_dir.display()
-                )
-            })
-    }
-
     fn published(&self, path: &RepoPath) -> PathBuf {
         self.publisher.published_path(path)
     }
 
     /// `.cvmfscatalog` in `.layers/` and `.flat/`, before the transactions below them start.
-    fn ensure_catalog_dirs(&self) -> Result<()> {
-        let mut dirs = Vec::new();
+    fn ensure_catalog_dirs(&self, layers: &dyn Group, image: &dyn Group) -> Result<()> {
         if !self.settings.skip_layers {
-            dirs.push(self.layout.layers_root());
+            self.ensure_catalogs(layers, &[self.layout.layers_root()])?;
         }
         if !self.settings.skip_flat {
-            dirs.push(self.layout.flat_root());
+            self.ensure_catalogs(image, &[self.layout.flat_root()])?;
         }
-        self.ensure_catalogs(&dirs)
+        Ok(())
     }
 
-    fn ensure_catalogs(&self, dirs: &[RepoPath]) -> Result<()> {
-        Ok(ducc_cvmfs::ensure_catalog_markers(&*self.publisher, dirs)?)
+    fn ensure_catalogs(&self, group: &dyn Group, dirs: &[RepoPath]) -> Result<()> {
+        Ok(ducc_cvmfs::ensure_catalog_markers(group, dirs)?)
     }
 
     /// The layer directories and the flat tree of an image, from one decode of each layer:
@@ -647,8 +676,10 @@ impl<'e> Job<'e> {
     /// implicit parents then carry the first image's lower metadata; the files, whiteouts and
     /// opaque markers of the layer itself are the same on any stack).
     ///
-    /// Returns the layer directories written (or the `layers` error) and whether the flat tree
-    /// was built (or the error of its step).
+    /// Layers go into `layers_group`, the flat tree into `image_group`. Returns the layer
+    /// directories written (or the `layers` error) and the flat tree's apparent size when it was
+    /// built (or the error of its step).
+    #[allow(clippy::too_many_arguments)]
     fn build_trees(
         &self,
         repository: &ducc_registry::Repository,
@@ -657,7 +688,9 @@ impl<'e> Job<'e> {
         image_config: &ImageConfiguration,
         created: Option<&str>,
         input: &ImageRef,
-    ) -> (Result<usize>, Result<bool, ImageFailure>) {
+        layers_group: &dyn Group,
+        image_group: &dyn Group,
+    ) -> (Result<usize>, Result<Option<u64>, ImageFailure>) {
         // A blob listed twice (empty layers often are) is written once, where it first appears.
         let mut seen = std::collections::HashSet::new();
         let write_layer: Vec<bool> = layers
@@ -669,9 +702,9 @@ impl<'e> Job<'e> {
             })
             .collect();
         let written = write_layer.iter().filter(|w| **w).count();
-        let prepared = self.prepare_layers(layers, &write_layer, config);
+        let prepared = self.prepare_layers(layers, &write_layer, config, layers_group, image_group);
         if let Err(e) = prepared {
-            return (Err(e), Ok(false));
+            return (Err(e), Ok(None));
         }
         let flat_wanted = !self.settings.skip_flat && !self.state().flat_complete(config);
         let needed: Vec<&LayerJob> = layers
@@ -707,8 +740,10 @@ impl<'e> Job<'e> {
                     image_config,
                     created,
                     input,
+                    layers_group,
+                    image_group,
                 )
-                .map(|()| (written, true))
+                .map(|size| (written, Some(size)))
             } else {
                 self.layers_in_order(
                     repository,
@@ -717,15 +752,16 @@ impl<'e> Job<'e> {
                     config,
                     created,
                     input,
+                    layers_group,
                     None,
                 )
-                .map(|()| (written, false))
+                .map(|()| (written, None))
                 .map_err(at(Step::Layers))
             };
             done.store(true, Ordering::SeqCst);
             match result {
-                Ok((written, built)) => (Ok(written), Ok(built)),
-                Err(e) if e.step() == Step::Layers => (Err(e.into_error()), Ok(false)),
+                Ok((written, size)) => (Ok(written), Ok(size)),
+                Err(e) if e.step() == Step::Layers => (Err(e.into_error()), Ok(None)),
                 Err(e) => (Ok(written), Err(e)),
             }
         })
@@ -738,6 +774,8 @@ impl<'e> Job<'e> {
         layers: &[LayerJob],
         write_layer: &[bool],
         config: &ConfigDigest,
+        layers_group: &dyn Group,
+        image_group: &dyn Group,
     ) -> Result<()> {
         if self.settings.skip_layers {
             return Ok(());
@@ -751,7 +789,7 @@ impl<'e> Job<'e> {
         let mut origins_done = std::collections::HashSet::new();
         for layer in layers {
             if !written(&layer.digest) && origins_done.insert(layer.digest) {
-                self.add_origin(&layer.digest, config)?;
+                self.add_origin(image_group, &layer.digest, config)?;
             }
         }
         // Shard catalogs first: their leases are prefixes of the layer leases.
@@ -761,10 +799,9 @@ impl<'e> Job<'e> {
             .filter(|(_, write)| **write)
             .map(|(l, _)| self.layout.layer_shard(&l.digest))
             .collect();
+        shards.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         shards.dedup();
-        for shard in &shards {
-            self.ensure_catalogs(std::slice::from_ref(shard))?;
-        }
+        self.ensure_catalogs(layers_group, &shards)?;
         Ok(())
     }
 
@@ -780,6 +817,7 @@ impl<'e> Job<'e> {
         config: &ConfigDigest,
         created: Option<&str>,
         input: &ImageRef,
+        layers_group: &dyn Group,
         mut flat: Option<&mut FlatExtractor>,
     ) -> Result<()> {
         for (below, (layer, write)) in layers.iter().zip(write_layer).enumerate() {
@@ -800,9 +838,15 @@ impl<'e> Job<'e> {
                     config,
                     created,
                     input,
+                    layers_group,
                     flat.as_deref_mut(),
                     &lower,
                 )?;
+                if flat.is_none() {
+                    // Without a flat tree the next layer's stack below is the published
+                    // layer directories: this one must be there.
+                    layers_group.flush()?;
+                }
             } else if let Some(flat) = flat.as_deref_mut() {
                 let file = self.open_blob(repository, layer, input)?;
                 flat.apply_blob(
@@ -888,6 +932,7 @@ impl<'e> Job<'e> {
         config: &ConfigDigest,
         created: Option<&str>,
         input: &ImageRef,
+        layers_group: &dyn Group,
         mut flat: Option<&mut FlatExtractor>,
         lower: &[PathBuf],
     ) -> Result<()> {
@@ -917,68 +962,27 @@ impl<'e> Job<'e> {
                 }
             })
         };
-        let scratch_dir = &self.settings.scratch_dir;
-        let scratch = || {
-            tempfile::Builder::new()
-                .prefix("ducc-layer-")
-                .tempdir_in(scratch_dir)
-                .with_context(|| {
-                    format!("cannot create scratch space in {}", scratch_dir.display())
-                })
-        };
-        // The tree in `dir` as a canonical tar, for publishers that take tar streams.
-        let canonical = |dir: &Path, out: &mut dyn std::io::Write| -> Result<()> {
-            ducc_unpack::write_tree_as_tar(
-                dir,
-                Interruptible { inner: out, stop },
-                &TarWriteOptions::new(),
-            )?;
-            Ok(())
-        };
         let context = || format!("layer {} of {input}", layer.digest);
-        let begin = || -> Result<Box<dyn Transaction + '_>> {
-            let mut tx = self
-                .publisher
-                .begin(&self.layout.layer_dir(&layer.digest))?;
-            if self.published(&layerfs).exists() {
-                tx.remove(&layerfs)?;
-            }
-            Ok(tx)
-        };
-        let mut tx;
-        let digests = if self.publisher.ingest_is_final() {
-            // With a publisher whose ingest is final, the layer is decoded and its digests
-            // checked before the transaction starts, so a bad layer publishes nothing.
-            let tree = scratch()?;
-            let digests = decode(tree.path()).with_context(context)?;
-            tx = begin()?;
-            let dir = tree.path().to_owned();
-            ingest_from(&mut *tx, &layerfs, move |out| canonical(&dir, out))
-                .with_context(context)?;
-            digests
-        } else {
-            tx = begin()?;
-            // Where the publisher stages on disk, the layer is unpacked straight into its
-            // staging area: one pass; a digest mismatch at the end drops the staged tree.
-            let mut digests = None;
-            let filled = tx
-                .fill_dir(&layerfs, IngestOptions { catalog: true }, &mut |dest| {
-                    digests = Some(decode(dest)?);
-                    Ok(())
-                })
-                .with_context(context)?;
-            match digests {
-                Some(digests) if filled => digests,
-                _ => {
-                    let tree = scratch()?;
-                    let digests = decode(tree.path()).with_context(context)?;
-                    let dir = tree.path().to_owned();
-                    ingest_from(&mut *tx, &layerfs, move |out| canonical(&dir, out))
-                        .with_context(context)?;
-                    digests
-                }
-            }
-        };
+        let mut tx = layers_group.begin(&self.layout.layer_dir(&layer.digest))?;
+        if self.published(&layerfs).exists() {
+            tx.remove(&layerfs)?;
+        }
+        // The layer is unpacked where the publisher wants it (its staging area, or scratch
+        // space): one pass; a digest mismatch at the end drops the tree, publishing nothing.
+        let mut digests = None;
+        tx.fill_dir(
+            &layerfs,
+            IngestOptions {
+                catalog: true,
+                from_layers: false,
+            },
+            &mut |dest, _| {
+                digests = Some(decode(dest)?);
+                Ok(())
+            },
+        )
+        .with_context(context)?;
+        let digests = digests.ok_or_else(|| invalid!("{}: the layer was not unpacked", context()))?;
         let mut info = LayerInfo::new(
             &layer.digest,
             &layer.diff_id,
@@ -1015,13 +1019,14 @@ impl<'e> Job<'e> {
         Ok(self.state().origin(layer)?)
     }
 
-    fn add_origin(&self, layer: &LayerDigest, config: &ConfigDigest) -> Result<()> {
-        ducc_cvmfs::add_origin(&*self.publisher, &self.layout, layer, config)?;
+    fn add_origin(&self, group: &dyn Group, layer: &LayerDigest, config: &ConfigDigest) -> Result<()> {
+        ducc_cvmfs::add_origin(group, &self.layout, layer, config)?;
         Ok(())
     }
 
-    /// The flat tree, with the layer directories marked in `write_layer` written on the way.
-    /// Errors of a layer are the `layers` step's, the others the `flat` step's.
+    /// The flat tree, with the layer directories marked in `write_layer` written on the way
+    /// (into `layers_group`); the tree itself goes into `image_group`. Returns its apparent
+    /// size. Errors of a layer are the `layers` step's, the others the `flat` step's.
     #[allow(clippy::too_many_arguments)]
     fn build_flat(
         &self,
@@ -1032,18 +1037,26 @@ impl<'e> Job<'e> {
         config: &ImageConfiguration,
         created: Option<&str>,
         input: &ImageRef,
-    ) -> Result<(), ImageFailure> {
+        layers_group: &dyn Group,
+        image_group: &dyn Group,
+    ) -> Result<u64, ImageFailure> {
         let flat = self.layout.flat_image(config_digest);
         let started = Instant::now();
-        self.ensure_catalogs(&[self.layout.flat_shard(config_digest)])
+        self.ensure_catalogs(image_group, &[self.layout.flat_shard(config_digest)])
             .map_err(at(Step::Flat))?;
+        let record = FlatRecord {
+            config: *config_digest,
+            layers: layers.iter().map(|l| l.digest).collect(),
+        }
+        .to_json();
         // Which step failed: a layer's error is the layers step's.
         let layer_failed = AtomicBool::new(false);
-        let build = |dest: &Path| -> Result<()> {
-            let mut extractor = FlatExtractor::new(
-                dest,
-                &ExtractOptions::new().privileges(self.settings.privileges),
-            )?;
+        let mut size = 0;
+        let mut build = |dest: &Path, hints: FillHints| -> Result<()> {
+            let options = ExtractOptions::new()
+                .privileges(self.settings.privileges)
+                .record_sources(hints.record_sources);
+            let mut extractor = FlatExtractor::new(dest, &options)?;
             self.layers_in_order(
                 repository,
                 layers,
@@ -1051,11 +1064,15 @@ impl<'e> Job<'e> {
                 config_digest,
                 created,
                 input,
+                layers_group,
                 Some(&mut extractor),
             )
             .inspect_err(|_| layer_failed.store(true, Ordering::SeqCst))?;
             extractor.finish();
             ducc_unpack::add_apptainer_files(dest, &runtime(config))?;
+            // What podman's store records as the tree's size, measured before it is published
+            // (the completion record is part of the published tree).
+            size = ducc_cvmfs::tree_size(dest)? + record.len() as u64;
             Ok(())
         };
         let step = |e: ConvertError| {
@@ -1066,12 +1083,21 @@ impl<'e> Job<'e> {
             };
             ImageFailure::new(step, e)
         };
-        let record = FlatRecord {
-            config: *config_digest,
-            layers: layers.iter().map(|l| l.digest).collect(),
+        let mut tx = image_group.begin(&flat).map_err(|e| at(Step::Flat)(ConvertError::from(e)))?;
+        if self.published(&flat).exists() {
+            // Left incomplete by a killed run.
+            tx.remove(&flat).map_err(|e| at(Step::Flat)(ConvertError::from(e)))?;
         }
-        .to_json();
-        let finish = |mut tx: Box<dyn Transaction + '_>| -> Result<()> {
+        tx.fill_dir(
+            &flat,
+            IngestOptions {
+                catalog: true,
+                from_layers: true,
+            },
+            &mut |dest, hints| Ok(build(dest, hints)?),
+        )
+        .map_err(|e| step(e.into()))?;
+        (|| -> Result<()> {
             tx.write_file(
                 &self.layout.flat_complete_record(config_digest),
                 &mut &record[..],
@@ -1079,67 +1105,22 @@ impl<'e> Job<'e> {
             self.check_stop()?;
             tx.commit()?;
             Ok(())
-        };
-        let begin = || -> Result<Box<dyn Transaction + '_>> {
-            let mut tx = self.publisher.begin(&flat)?;
-            if self.published(&flat).exists() {
-                // Left incomplete by a killed run.
-                tx.remove(&flat)?;
-            }
-            Ok(tx)
-        };
-        if self.publisher.ingest_is_final() {
-            // A publisher that ingests tar streams: the trees are built in scratch space, each
-            // layer published on the way; the flat tree's transaction opens only after them.
-            let scratch = self.scratch("ducc-flat-").map_err(at(Step::Flat))?;
-            build(scratch.path()).map_err(step)?;
-            let mut tx = begin().map_err(at(Step::Flat))?;
-            self.ingest_flat_scratch(&mut *tx, &flat, scratch.path())
-                .map_err(at(Step::Flat))?;
-            finish(tx).map_err(at(Step::Flat))?;
-        } else {
-            let mut tx = begin().map_err(at(Step::Flat))?;
-            let filled = tx
-                .fill_dir(&flat, IngestOptions { catalog: true }, &mut |dest| {
-                    Ok(build(dest)?)
-                })
-                .map_err(|e| step(e.into()))?;
-            if !filled {
-                let scratch = self.scratch("ducc-flat-").map_err(at(Step::Flat))?;
-                build(scratch.path()).map_err(step)?;
-                self.ingest_flat_scratch(&mut *tx, &flat, scratch.path())
-                    .map_err(at(Step::Flat))?;
-            }
-            finish(tx).map_err(at(Step::Flat))?;
-        }
+        })()
+        .map_err(at(Step::Flat))?;
         self.emit(Event::FlatBuilt {
             image: input.whole_name(),
             config: config_digest.to_string(),
             time_elapsed_s: started.elapsed().as_secs_f64(),
         });
-        Ok(())
+        Ok(size)
     }
 
-    /// Ingests a flat tree built in scratch space as one canonical tar at `flat`.
-    fn ingest_flat_scratch(
+    fn write_marker(
         &self,
-        tx: &mut dyn Transaction,
-        flat: &RepoPath,
-        tree: &Path,
+        group: &dyn Group,
+        slot: &ImageSlot,
+        manifest: &ImageManifest,
     ) -> Result<()> {
-        let tree = tree.to_owned();
-        let stop = self.stop.flag();
-        ingest_from(tx, flat, move |out| {
-            ducc_unpack::write_tree_as_tar(
-                &tree,
-                Interruptible { inner: out, stop },
-                &TarWriteOptions::new(),
-            )?;
-            Ok(())
-        })
-    }
-
-    fn write_marker(&self, slot: &ImageSlot, manifest: &ImageManifest) -> Result<()> {
         let describe = |d: &Descriptor| MarkerDescriptor {
             media_type: d.media_type().to_string(),
             size: d.size(),
@@ -1155,7 +1136,7 @@ impl<'e> Job<'e> {
             config: describe(manifest.config()),
             layers: manifest.layers().iter().map(describe).collect(),
         };
-        let mut tx = self.publisher.begin(&slot.marker_dir(&self.layout))?;
+        let mut tx = group.begin(&slot.marker_dir(&self.layout))?;
         tx.write_file(&slot.marker(&self.layout), &mut &marker.to_json()[..])?;
         tx.commit()?;
         Ok(())
@@ -1336,26 +1317,6 @@ impl std::io::Read for LayerBlob<'_> {
     }
 }
 
-/// A writer that fails once SIGINT or SIGTERM arrived, so a long tar stream stops early and its
-/// transaction is aborted.
-struct Interruptible<'s, W> {
-    inner: W,
-    stop: &'s AtomicBool,
-}
-
-impl<W: Write> Write for Interruptible<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.stop.load(Ordering::Relaxed) {
-            return Err(std::io::Error::other("interrupted by a signal"));
-        }
-        self.inner.write(buf)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 fn runtime(config: &ImageConfiguration) -> ImageRuntime {
     let Some(runtime) = config.config() else {
         return ImageRuntime::default();
@@ -1371,32 +1332,6 @@ fn runtime(config: &ImageConfiguration) -> ImageRuntime {
             .into_iter()
             .collect(),
     }
-}
-
-/// Ingests at `dir` the tar that `produce` writes: the producer runs on its own thread and writes
-/// into a pipe the transaction reads from, so the tar is never held whole. The producer's own
-/// error wins over the ingest error it causes.
-fn ingest_from<T: Send>(
-    tx: &mut dyn Transaction,
-    dir: &RepoPath,
-    produce: impl FnOnce(&mut dyn std::io::Write) -> Result<T> + Send,
-) -> Result<T> {
-    let (mut reader, writer) = std::io::pipe().context("cannot create a pipe")?;
-    std::thread::scope(|scope| {
-        let producer = scope.spawn(move || {
-            let mut writer = writer;
-            produce(&mut writer)
-        });
-        let ingested = tx.ingest_tar(dir, &mut reader, IngestOptions { catalog: true });
-        // Drain what the consumer left so the producer never blocks on a full pipe.
-        let _ = std::io::copy(&mut reader, &mut std::io::sink());
-        let produced = producer
-            .join()
-            .map_err(|payload| crate::bug::panicked("the tar writer thread", payload.as_ref()))?;
-        let value = produced?;
-        ingested?;
-        Ok(value)
-    })
 }
 
 #[cfg(test)]

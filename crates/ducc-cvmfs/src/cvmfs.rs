@@ -38,6 +38,7 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::{PublishError, io_err};
@@ -45,7 +46,8 @@ use crate::guard::{Refused, TarGuard};
 use crate::layout::{CATALOG_MARKER, RepoPath, RepositoryName};
 use crate::lock::{FileLock, LeaseGuard, LeaseLocks, dead_staging, unique_name};
 use crate::publisher::{
-    GcGuard, GcLock, IngestOptions, OverlaySupport, Publisher, Transaction, check_lease,
+    FillError, FillHints, GcGuard, GcLock, Group, IngestOptions, OverlaySupport, Publisher,
+    Transaction, check_lease,
 };
 
 /// How long a gateway lease that is busy (another node holds an overlapping one: rc 16, no
@@ -73,6 +75,10 @@ pub struct CvmfsOptions {
     /// Whether the repository publishes through a gateway (default: read
     /// `CVMFS_UPSTREAM_STORAGE` from `/etc/cvmfs/repositories.d/<repo>/server.conf`).
     pub gateway: Option<bool>,
+    /// Whether transactions may write through the mounted repository (`cvmfs_server
+    /// transaction`, writes under `/cvmfs/REPO`, `cvmfs_server publish`): flat trees as graft
+    /// files and groups as one publish (default: when the repository is mounted here).
+    pub mounted: Option<bool>,
 }
 
 impl CvmfsOptions {
@@ -104,6 +110,12 @@ impl CvmfsOptions {
         self.gateway = Some(gateway);
         self
     }
+
+    /// Says whether transactions may write through the mounted repository.
+    pub fn mounted(mut self, mounted: bool) -> Self {
+        self.mounted = Some(mounted);
+        self
+    }
 }
 
 /// Publishes through `cvmfs_server ingest` (see the module documentation).
@@ -125,6 +137,8 @@ pub struct CvmfsPublisher {
     state_dir: PathBuf,
     locks: LeaseLocks,
     gateway: bool,
+    mounted: bool,
+    layout: crate::Layout,
 }
 
 impl CvmfsPublisher {
@@ -152,6 +166,9 @@ impl CvmfsPublisher {
         let locks = LeaseLocks::new(&locks_dir).map_err(io_err("create", locks_dir))?;
         let staging = state_dir.join("staging");
         fs::create_dir_all(&staging).map_err(io_err("create", staging))?;
+        let mounted = options
+            .mounted
+            .unwrap_or_else(|| mount_dir.join(&name).is_dir());
         let publisher = Self {
             repo: name,
             server,
@@ -159,6 +176,8 @@ impl CvmfsPublisher {
             state_dir,
             locks,
             gateway,
+            mounted,
+            layout: repo.layout(),
         };
         let listing = publisher.run(&["list".into()])?;
         if !publisher.listed(&listing) {
@@ -363,20 +382,6 @@ impl CvmfsPublisher {
     fn is_dir(&self, path: &RepoPath) -> bool {
         fs::symlink_metadata(self.mount(path)).is_ok_and(|m| m.is_dir())
     }
-
-    /// The ingest base for a lease (see the module documentation) and whether it is new.
-    fn ingest_base(&self, lease: &RepoPath) -> (RepoPath, bool) {
-        let dir = match lease.parent() {
-            Some(parent) if !parent.is_root() => parent,
-            _ => lease.clone(),
-        };
-        let mut chain = dir.ancestors();
-        chain.push(dir.clone());
-        match chain.into_iter().find(|p| !self.is_dir(p)) {
-            Some(missing) => (missing, true),
-            None => (dir, false),
-        }
-    }
 }
 
 fn is_busy(stderr: &str) -> bool {
@@ -407,37 +412,11 @@ fn upstream_is_gateway(repo: &str) -> bool {
 
 impl Publisher for CvmfsPublisher {
     fn begin(&self, lease: &RepoPath) -> Result<Box<dyn Transaction + '_>, PublishError> {
-        let guard = self
-            .locks
-            .acquire(lease)
-            .map_err(|source| PublishError::Lock {
-                lease: lease.clone(),
-                source,
-            })?;
-        let id = unique_name("tx-");
-        let root = self.state_dir.join("staging");
-        let lock_path = root.join(format!("{id}.lock"));
-        let owner = FileLock::exclusive(&lock_path).map_err(io_err("lock", lock_path.as_path()))?;
-        let staging = root.join(id);
-        fs::create_dir_all(&staging).map_err(io_err("create", staging.as_path()))?;
-        // Chosen with the lease held: what exists now stays (only this lease writes below it).
-        let (base, base_is_new) = self.ingest_base(lease);
-        Ok(Box::new(CvmfsTransaction {
-            publisher: self,
+        let guard = self.locks.acquire(lease).map_err(|source| PublishError::Lock {
             lease: lease.clone(),
-            base,
-            base_is_new,
-            staging,
-            lock_path,
-            tar: None,
-            dirs: HashSet::new(),
-            entries: HashSet::new(),
-            leaves: BTreeMap::new(),
-            removals: Vec::new(),
-            finished: false,
-            _owner: owner,
-            _lease: guard,
-        }))
+            source,
+        })?;
+        Ok(Box::new(CvmfsTransaction::new(self, None, lease, guard)?))
     }
 
     fn published_path(&self, path: &RepoPath) -> PathBuf {
@@ -455,8 +434,12 @@ impl Publisher for CvmfsPublisher {
         }
     }
 
-    fn ingest_is_final(&self) -> bool {
-        true
+    fn group(&self) -> Box<dyn Group + '_> {
+        Box::new(CvmfsGroup {
+            publisher: self,
+            units: Mutex::new(Vec::new()),
+            revisions: Mutex::new(0),
+        })
     }
 
     fn gc_lock(&self, kind: GcLock) -> Result<GcGuard, PublishError> {
@@ -481,6 +464,54 @@ impl Publisher for CvmfsPublisher {
     }
 }
 
+/// A staging directory of this process: removed with its lock file when dropped; a dead
+/// process's is found by its unlocked lock file.
+#[derive(Debug)]
+struct Staging {
+    dir: PathBuf,
+    lock_path: PathBuf,
+    _owner: FileLock,
+}
+
+impl Staging {
+    fn new(publisher: &CvmfsPublisher, prefix: &str) -> Result<Self, PublishError> {
+        let id = unique_name(prefix);
+        let root = publisher.state_dir.join("staging");
+        let lock_path = root.join(format!("{id}.lock"));
+        let owner = FileLock::exclusive(&lock_path).map_err(io_err("lock", lock_path.as_path()))?;
+        let dir = root.join(id);
+        fs::create_dir_all(&dir).map_err(io_err("create", dir.as_path()))?;
+        Ok(Self {
+            dir,
+            lock_path,
+            _owner: owner,
+        })
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+        let _ = fs::remove_file(&self.lock_path);
+    }
+}
+
+/// A tree a transaction wrote, kept until its unit is published.
+#[derive(Debug)]
+struct Tree {
+    dir: RepoPath,
+    source: TreeSource,
+    options: IngestOptions,
+}
+
+#[derive(Debug)]
+enum TreeSource {
+    /// Built by a [`Transaction::fill_dir`] callback in this directory.
+    Dir(PathBuf),
+    /// Given to [`Transaction::ingest_tar`], copied to this file.
+    Tar(PathBuf),
+}
+
 /// A file or symlink written at commit.
 #[derive(Debug)]
 enum Leaf {
@@ -490,28 +521,523 @@ enum Leaf {
     Symlink(PathBuf),
 }
 
-struct CvmfsTransaction<'p> {
-    publisher: &'p CvmfsPublisher,
+/// What one committed transaction wrote, waiting to be published with its lease held.
+#[derive(Debug)]
+struct Unit {
     lease: RepoPath,
-    /// The `-b` directory of the commit's ingest.
-    base: RepoPath,
-    /// Whether `base` is not published yet (the tar's `./` entry then creates it).
-    base_is_new: bool,
-    staging: PathBuf,
-    lock_path: PathBuf,
-    /// The staged tar, once something was put in it.
-    tar: Option<tar::Builder<BufWriter<File>>>,
-    /// Directories named by the staged tar (repository paths; the base as its own path).
-    dirs: HashSet<String>,
-    /// Other entries of the staged tar.
-    entries: HashSet<String>,
-    /// Files and symlinks to append at commit, by repository path.
+    trees: Vec<Tree>,
     leaves: BTreeMap<RepoPath, Leaf>,
-    /// Paths to remove at commit, before the tar.
     removals: Vec<RepoPath>,
-    finished: bool,
-    _owner: FileLock,
+    // Dropped after the fields above were published or discarded.
+    _staging: Staging,
     _lease: LeaseGuard,
+}
+
+impl Unit {
+    fn is_empty(&self) -> bool {
+        self.trees.is_empty() && self.leaves.is_empty() && self.removals.is_empty()
+    }
+
+    /// Whether the unit can go through the mount: it holds no tree of new data (a layer), only
+    /// trees made of layer files, small files, links and removals.
+    fn mountable(&self) -> bool {
+        self.trees
+            .iter()
+            .all(|t| t.options.from_layers && matches!(t.source, TreeSource::Dir(_)))
+    }
+}
+
+/// A [`Group`] of the `cvmfs` publisher (see [`Group`] for the rules).
+struct CvmfsGroup<'p> {
+    publisher: &'p CvmfsPublisher,
+    units: Mutex<Vec<Unit>>,
+    revisions: Mutex<usize>,
+}
+
+impl CvmfsGroup<'_> {
+    fn take_units(&self) -> Vec<Unit> {
+        std::mem::take(&mut *self.units.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl Group for CvmfsGroup<'_> {
+    fn publisher(&self) -> &dyn Publisher {
+        self.publisher
+    }
+
+    fn begin(&self, lease: &RepoPath) -> Result<Box<dyn Transaction + '_>, PublishError> {
+        let lock_err = |source| PublishError::Lock {
+            lease: lease.clone(),
+            source,
+        };
+        let locks = &self.publisher.locks;
+        let guard = match locks.try_acquire(lease).map_err(lock_err)? {
+            Some(guard) => guard,
+            None => {
+                // Never wait while holding leases: what another process (or this group) holds
+                // may be waiting for ours.
+                self.flush()?;
+                locks.acquire(lease).map_err(lock_err)?
+            }
+        };
+        Ok(Box::new(CvmfsTransaction::new(
+            self.publisher,
+            Some(self),
+            lease,
+            guard,
+        )?))
+    }
+
+    fn flush(&self) -> Result<usize, PublishError> {
+        let units = self.take_units();
+        let n = self.publisher.publish(units)?;
+        *self.revisions.lock().unwrap_or_else(|e| e.into_inner()) += n;
+        Ok(n)
+    }
+
+    fn commit(self: Box<Self>) -> Result<usize, PublishError> {
+        self.flush()?;
+        Ok(*self.revisions.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+struct CvmfsTransaction<'a> {
+    publisher: &'a CvmfsPublisher,
+    /// Where the commit goes: `None` publishes at once.
+    group: Option<&'a CvmfsGroup<'a>>,
+    unit: Unit,
+    next_tree: usize,
+}
+
+impl<'a> CvmfsTransaction<'a> {
+    fn new(
+        publisher: &'a CvmfsPublisher,
+        group: Option<&'a CvmfsGroup<'a>>,
+        lease: &RepoPath,
+        guard: LeaseGuard,
+    ) -> Result<Self, PublishError> {
+        Ok(Self {
+            publisher,
+            group,
+            unit: Unit {
+                lease: lease.clone(),
+                trees: Vec::new(),
+                leaves: BTreeMap::new(),
+                removals: Vec::new(),
+                _staging: Staging::new(publisher, "tx-")?,
+                _lease: guard,
+            },
+            next_tree: 0,
+        })
+    }
+
+    fn removed(&self, path: &RepoPath) -> bool {
+        self.unit.removals.iter().any(|r| path.starts_with(r))
+    }
+
+    fn published(&self, path: &RepoPath) -> bool {
+        fs::symlink_metadata(self.publisher.mount(path)).is_ok() && !self.removed(path)
+    }
+
+    /// Checks that a new tree may go at `dir`.
+    fn prepare_tree(&self, dir: &RepoPath) -> Result<(), PublishError> {
+        check_lease(&self.unit.lease, dir)?;
+        let pending = self.unit.trees.iter().any(|t| t.dir.starts_with(dir) || dir.starts_with(&t.dir))
+            || self.unit.leaves.keys().any(|l| l.starts_with(dir));
+        if dir.is_root() || self.published(dir) || pending {
+            return Err(PublishError::AlreadyExists { path: dir.clone() });
+        }
+        Ok(())
+    }
+
+    /// Checks that a file or symlink may go at `path`.
+    fn prepare_leaf(&mut self, path: &RepoPath) -> Result<(), PublishError> {
+        check_lease(&self.unit.lease, path)?;
+        if self.unit.trees.iter().any(|t| path.starts_with(&t.dir)) {
+            return Err(PublishError::AlreadyStaged { path: path.clone() });
+        }
+        let published_dir = self.publisher.is_dir(path) && !self.removed(path);
+        if path.is_root() || published_dir {
+            return Err(PublishError::AlreadyExists { path: path.clone() });
+        }
+        Ok(())
+    }
+
+    fn staging_path(&mut self, what: &str) -> PathBuf {
+        self.next_tree += 1;
+        self.unit._staging.dir.join(format!("{what}-{}", self.next_tree))
+    }
+}
+
+impl Transaction for CvmfsTransaction<'_> {
+    fn lease(&self) -> &RepoPath {
+        &self.unit.lease
+    }
+
+    fn ingest_tar(
+        &mut self,
+        dir: &RepoPath,
+        tar: &mut dyn Read,
+        options: IngestOptions,
+    ) -> Result<(), PublishError> {
+        self.prepare_tree(dir)?;
+        let file = self.staging_path("tree") ;
+        let file = file.with_extension("tar");
+        let mut out = BufWriter::new(File::create(&file).map_err(io_err("create", file.as_path()))?);
+        // Checked now, so a bad stream fails here rather than at the group's commit.
+        let mut check = Stager::checker(self.publisher, dir);
+        let mut tee = Tee {
+            inner: tar,
+            copy: &mut out,
+        };
+        check.stage_stream(dir, &mut tee, options)?;
+        io::copy(&mut tee, &mut io::sink()).map_err(|source| PublishError::Tar {
+            dir: dir.clone(),
+            source,
+        })?;
+        out.flush().map_err(io_err("write", file.as_path()))?;
+        self.unit.trees.push(Tree {
+            dir: dir.clone(),
+            source: TreeSource::Tar(file),
+            options,
+        });
+        Ok(())
+    }
+
+    fn fill_dir(
+        &mut self,
+        dir: &RepoPath,
+        options: IngestOptions,
+        fill: &mut dyn FnMut(&Path, FillHints) -> Result<(), FillError>,
+    ) -> Result<(), PublishError> {
+        self.prepare_tree(dir)?;
+        let tree = self.staging_path("tree");
+        fs::create_dir_all(&tree).map_err(io_err("create", tree.as_path()))?;
+        let hints = FillHints {
+            record_sources: options.from_layers && self.publisher.mounted,
+        };
+        if let Err(source) = fill(&tree, hints) {
+            let _ = fs::remove_dir_all(&tree);
+            return Err(PublishError::Fill {
+                dir: dir.clone(),
+                source,
+            });
+        }
+        self.unit.trees.push(Tree {
+            dir: dir.clone(),
+            source: TreeSource::Dir(tree),
+            options,
+        });
+        Ok(())
+    }
+
+    fn write_file(&mut self, path: &RepoPath, content: &mut dyn Read) -> Result<(), PublishError> {
+        self.prepare_leaf(path)?;
+        let file = self.staging_path("leaf");
+        let mut out = File::create(&file).map_err(io_err("create", file.as_path()))?;
+        io::copy(content, &mut out).map_err(io_err("write", file.as_path()))?;
+        out.flush().map_err(io_err("write", file.as_path()))?;
+        self.unit.leaves.insert(path.clone(), Leaf::File(file));
+        Ok(())
+    }
+
+    fn symlink(&mut self, path: &RepoPath, target: &Path) -> Result<(), PublishError> {
+        self.prepare_leaf(path)?;
+        self.unit
+            .leaves
+            .insert(path.clone(), Leaf::Symlink(target.to_owned()));
+        Ok(())
+    }
+
+    fn remove(&mut self, path: &RepoPath) -> Result<(), PublishError> {
+        check_lease(&self.unit.lease, path)?;
+        self.unit.leaves.retain(|l, _| !l.starts_with(path));
+        if self.unit.trees.iter().any(|t| t.dir.starts_with(path) || path.starts_with(&t.dir)) {
+            return Err(PublishError::AlreadyStaged { path: path.clone() });
+        }
+        if !self.published(path) {
+            return Ok(());
+        }
+        self.unit.removals.retain(|r| !r.starts_with(path));
+        self.unit.removals.push(path.clone());
+        Ok(())
+    }
+
+    fn commit(self: Box<Self>) -> Result<(), PublishError> {
+        let this = *self;
+        match this.group {
+            Some(group) => {
+                group
+                    .units
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(this.unit);
+                Ok(())
+            }
+            None => this.publisher.publish(vec![this.unit]).map(|_| ()),
+        }
+    }
+
+    fn abort(self: Box<Self>) -> Result<(), PublishError> {
+        tracing::debug!(lease = %self.unit.lease, "cvmfs transaction aborted: nothing staged is kept");
+        Ok(())
+    }
+}
+
+/// Copies what is read from `inner` into `copy`.
+struct Tee<'a> {
+    inner: &'a mut dyn Read,
+    copy: &'a mut dyn Write,
+}
+
+impl Read for Tee<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.copy.write_all(&buf[..n])?;
+        Ok(n)
+    }
+}
+
+impl CvmfsPublisher {
+    /// Publishes `units` (see [`Group`]): behind a gateway one revision per unit, on its lease;
+    /// on a stratum 0 all of them in one revision. Returns the revisions made.
+    fn publish(&self, units: Vec<Unit>) -> Result<usize, PublishError> {
+        let units: Vec<Unit> = units.into_iter().filter(|u| !u.is_empty()).collect();
+        if units.is_empty() {
+            return Ok(0);
+        }
+        if self.gateway {
+            let mut revisions = 0;
+            for unit in units {
+                revisions += self.publish_together(std::slice::from_ref(&unit))?;
+            }
+            return Ok(revisions);
+        }
+        self.publish_together(&units)
+    }
+
+    fn publish_together(&self, units: &[Unit]) -> Result<usize, PublishError> {
+        if self.mounted && units.iter().all(Unit::mountable) {
+            self.commit_mounted(units)?;
+            Ok(1)
+        } else {
+            self.commit_ingest(units)
+        }
+    }
+
+    /// One tar for all units (`ingest -k -t TAR -b BASE`), after the removals
+    /// (`ingest --delete`, a revision each call).
+    fn commit_ingest(&self, units: &[Unit]) -> Result<usize, PublishError> {
+        let mut removals: Vec<RepoPath> = Vec::new();
+        for r in units.iter().flat_map(|u| &u.removals) {
+            if !removals.iter().any(|k| r.starts_with(k)) {
+                removals.retain(|k| !k.starts_with(r));
+                removals.push(r.clone());
+            }
+        }
+        let staging = Staging::new(self, "ingest-")?;
+        let (base, base_is_new) = self.ingest_base(units.iter().map(|u| &u.lease));
+        let mut stager = Stager {
+            publisher: self,
+            base,
+            base_is_new,
+            staged: staging.dir.join("ingest.tar"),
+            tar: None,
+            dirs: HashSet::new(),
+            entries: HashSet::new(),
+            leaves: units
+                .iter()
+                .flat_map(|u| u.leaves.keys().cloned())
+                .collect(),
+            removals: removals.clone(),
+            check_only: false,
+        };
+        for tree in units.iter().flat_map(|u| &u.trees) {
+            stager.stage(tree)?;
+        }
+        for unit in units {
+            stager.stage_leaves(&unit.leaves)?;
+        }
+        let mut revisions = 0;
+        // A gateway takes one delete path per call (gateway scenario 4); a stratum 0 takes
+        // many (scenario 8), in batches that keep the command line short. Each call is a
+        // revision of its own.
+        let batch = if self.gateway { 1 } else { DELETE_BATCH };
+        for paths in removals.chunks(batch) {
+            let mut args: Vec<OsString> = vec!["ingest".into()];
+            for path in paths {
+                args.push("--delete".into());
+                args.push(path.as_str().into());
+            }
+            args.push(self.repo.clone().into());
+            self.ingest(args)?;
+            revisions += 1;
+        }
+        let Some(builder) = stager.tar.take() else {
+            return Ok(revisions);
+        };
+        let staged = stager.staged.clone();
+        let mut out = builder
+            .into_inner()
+            .map_err(io_err("write", staged.as_path()))?;
+        out.flush().map_err(io_err("write", staged.as_path()))?;
+        drop(out);
+        let args: Vec<OsString> = vec![
+            "ingest".into(),
+            "-k".into(),
+            "-t".into(),
+            staged.into_os_string(),
+            "-b".into(),
+            stager.base.as_str().into(),
+            self.repo.clone().into(),
+        ];
+        self.ingest(args)?;
+        drop(staging);
+        Ok(revisions + 1)
+    }
+
+    /// The ingest base for leases: the deepest directory holding all of them (a lease's parent
+    /// for a single lease, as `-b .layers/<hh>` for a layer: scenario 14's shape) when it is
+    /// published, else its first missing ancestor, which the tar's `./` entry creates 0755 0:0
+    /// (scenario 2). Its parent always exists, as a gateway requires.
+    fn ingest_base<'l>(&self, leases: impl Iterator<Item = &'l RepoPath>) -> (RepoPath, bool) {
+        let mut common: Option<RepoPath> = None;
+        for lease in leases {
+            let anchor = match lease.parent() {
+                Some(parent) if !parent.is_root() => parent,
+                _ => lease.clone(),
+            };
+            common = Some(match common {
+                None => anchor,
+                Some(c) => common_ancestor(&c, &anchor),
+            });
+        }
+        let dir = common.unwrap_or_else(RepoPath::root);
+        let mut chain = dir.ancestors();
+        chain.push(dir.clone());
+        match chain.into_iter().find(|p| !self.is_dir(p)) {
+            Some(missing) => (missing, true),
+            None => (dir, false),
+        }
+    }
+
+    /// One mounted transaction for all units: `cvmfs_server transaction`, the writes through
+    /// the mount (flat trees as graft files), `cvmfs_server publish`; any failure aborts it
+    /// (`abort -f`), so nothing of it is published and nothing is left open.
+    fn commit_mounted(&self, units: &[Unit]) -> Result<(), PublishError> {
+        let _spool = self.spool_lock()?;
+        let target = if self.gateway {
+            let lease = &units[0].lease;
+            if lease.is_root() {
+                self.repo.clone()
+            } else {
+                format!("{}/{}", self.repo, lease.as_str())
+            }
+        } else {
+            self.repo.clone()
+        };
+        // Recorded before the transaction opens: a run killed anywhere from here on leaves
+        // the record, and the next one aborts what it left open.
+        let record = self.in_flight_path();
+        let text = format!("{} transaction {target} (mounted writes)\n", std::process::id());
+        fs::write(&record, text).map_err(io_err("write", record.as_path()))?;
+        let opened = self.run_busy_retry(&["transaction".into(), target.clone().into()]);
+        if let Err(e) = opened {
+            let _ = fs::remove_file(&record);
+            return Err(e);
+        }
+        let started = Instant::now();
+        let written = self.write_units(units);
+        let result = written.and_then(|report| {
+            self.run_recorded(&["publish".into(), self.repo.clone().into()], true)
+                .map(|_| report)
+        });
+        match result {
+            Ok(report) => {
+                tracing::info!(
+                    repo = %self.repo,
+                    grafted = report.grafted,
+                    stored = report.stored,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "published through the mount"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                if let Err(abort) = self.run(&["abort".into(), "-f".into(), self.repo.clone().into()])
+                {
+                    tracing::warn!(repo = %self.repo, error = %abort, "abort after a failed mounted transaction did not succeed");
+                }
+                let _ = fs::remove_file(&record);
+                Err(e)
+            }
+        }
+    }
+
+    /// `cvmfs_server ARGS`, retried while a gateway says the lease is busy (rc 16).
+    fn run_busy_retry(&self, args: &[OsString]) -> Result<String, PublishError> {
+        let started = Instant::now();
+        let mut wait = Duration::from_millis(200);
+        loop {
+            match self.run(args) {
+                Err(PublishError::Command { stderr, .. })
+                    if is_busy(&stderr) && started.elapsed() < BUSY_RETRY =>
+                {
+                    tracing::info!(repo = %self.repo, "gateway lease busy, retrying");
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The units' writes through the mount, in transaction order: removals, trees, leaves.
+    fn write_units(&self, units: &[Unit]) -> Result<crate::graft::GraftReport, PublishError> {
+        let mut report = crate::graft::GraftReport::default();
+        let mount_root = self.mount_dir.join(&self.repo);
+        for unit in units {
+            for path in &unit.removals {
+                crate::graft::remove_any(&self.mount(path))?;
+            }
+            for tree in &unit.trees {
+                let TreeSource::Dir(local) = &tree.source else {
+                    continue;
+                };
+                let writer = crate::graft::MountWriter {
+                    mount_root: &mount_root,
+                    layout: &self.layout,
+                };
+                writer.write_tree(local, &tree.dir, tree.options.catalog, &mut report)?;
+            }
+            for (path, leaf) in &unit.leaves {
+                let writer = crate::graft::MountWriter {
+                    mount_root: &mount_root,
+                    layout: &self.layout,
+                };
+                match leaf {
+                    Leaf::File(file) => writer.write_leaf_file(path, file)?,
+                    Leaf::Symlink(target) => writer.write_leaf_symlink(path, target)?,
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// The deepest common ancestor (or self) of two paths.
+fn common_ancestor(a: &RepoPath, b: &RepoPath) -> RepoPath {
+    let shared: Vec<&str> = a
+        .components()
+        .zip(b.components())
+        .take_while(|(x, y)| x == y)
+        .map(|(x, _)| x)
+        .collect();
+    if shared.is_empty() {
+        RepoPath::root()
+    } else {
+        RepoPath::new(shared.join("/")).unwrap_or_else(|_| RepoPath::root())
+    }
 }
 
 /// The current time in seconds, for directories the transaction adds on its own.
@@ -542,7 +1068,30 @@ fn normalise(name: &str) -> &str {
     if name == "." { "" } else { name }
 }
 
-impl CvmfsTransaction<'_> {
+/// Builds the one tar of an ingest: every directory named before its children, each path once,
+/// names relative to the ingest base.
+struct Stager<'p> {
+    publisher: &'p CvmfsPublisher,
+    /// The `-b` directory of the ingest.
+    base: RepoPath,
+    /// Whether `base` is not published yet (the tar's `./` entry then creates it).
+    base_is_new: bool,
+    staged: PathBuf,
+    /// The staged tar, once something was put in it.
+    tar: Option<tar::Builder<Box<dyn Write>>>,
+    /// Directories named by the staged tar (repository paths; the base as its own path).
+    dirs: HashSet<String>,
+    /// Other entries of the staged tar.
+    entries: HashSet<String>,
+    /// Files and symlinks that go in at the end, by repository path.
+    leaves: HashSet<RepoPath>,
+    /// Paths removed before the ingest.
+    removals: Vec<RepoPath>,
+    /// Only check the stream (nothing is written).
+    check_only: bool,
+}
+
+impl<'p> Stager<'p> {
     /// The name of repository path `path` in the staged tar (relative to the base).
     fn tar_name(&self, path: &str) -> String {
         let base = self.base.as_str();
@@ -560,23 +1109,28 @@ impl CvmfsTransaction<'_> {
         }
     }
 
-    fn builder(&mut self) -> Result<&mut tar::Builder<BufWriter<File>>, PublishError> {
+    fn builder(&mut self) -> Result<&mut tar::Builder<Box<dyn Write>>, PublishError> {
         if self.tar.is_none() {
-            let path = self.staging.join("ingest.tar");
-            let file = File::create(&path).map_err(io_err("create", path))?;
-            let mut builder = tar::Builder::new(BufWriter::with_capacity(1 << 20, file));
+            let out: Box<dyn Write> = if self.check_only {
+                Box::new(io::sink())
+            } else {
+                let path = self.staged.clone();
+                let file = File::create(&path).map_err(io_err("create", path))?;
+                Box::new(BufWriter::with_capacity(1 << 20, file))
+            };
+            let mut builder = tar::Builder::new(out);
             builder.mode(tar::HeaderMode::Complete);
             self.tar = Some(builder);
         }
         self.tar.as_mut().ok_or_else(|| PublishError::Io {
             action: "create",
-            path: self.staging.join("ingest.tar"),
+            path: self.staged.clone(),
             source: io::Error::other("no staged tar"),
         })
     }
 
     fn staged_tar_path(&self) -> PathBuf {
-        self.staging.join("ingest.tar")
+        self.staged.clone()
     }
 
     /// Appends a directory entry for repository path `path` unless the tar names it already.
@@ -608,13 +1162,13 @@ impl CvmfsTransaction<'_> {
                     Ok(m) if m.is_dir() => continue,
                     // A directory entry over a published file would be ignored (scenario 4e)
                     // and everything below it lost.
-                    Ok(_) if !self.leaves.contains_key(d) => {
+                    Ok(_) if !self.leaves.contains(d) => {
                         return Err(PublishError::NotADirectory { path: d.clone() });
                     }
                     _ => {}
                 }
             }
-            if self.entries.contains(d.as_str()) || self.leaves.contains_key(d) {
+            if self.entries.contains(d.as_str()) || self.leaves.contains(d) {
                 return Err(PublishError::NotADirectory { path: d.clone() });
             }
             self.add_dir(d.as_str(), &mut dir_header(0o755, 0, 0, now))?;
@@ -627,27 +1181,89 @@ impl CvmfsTransaction<'_> {
         self.removals.iter().any(|r| path.starts_with(r))
     }
 
-    /// Whether `path` will exist after the commit, apart from the leaves.
-    fn will_exist(&self, path: &RepoPath) -> bool {
-        self.dirs.contains(path.as_str())
-            || self.entries.contains(path.as_str())
-            || (fs::symlink_metadata(self.publisher.mount(path)).is_ok() && !self.removed(path))
+    /// A stager that only checks a stream given to [`Transaction::ingest_tar`].
+    fn checker(publisher: &'p CvmfsPublisher, dir: &RepoPath) -> Self {
+        Stager {
+            publisher,
+            base: dir.clone(),
+            base_is_new: true,
+            staged: PathBuf::new(),
+            tar: None,
+            dirs: HashSet::new(),
+            entries: HashSet::new(),
+            leaves: HashSet::new(),
+            removals: Vec::new(),
+            check_only: true,
+        }
     }
 
-    /// Checks that a file or symlink may go at `path`.
-    fn prepare_leaf(&mut self, path: &RepoPath) -> Result<(), PublishError> {
-        check_lease(&self.lease, path)?;
-        if !path.starts_with(&self.base) || *path == self.base {
-            return Err(PublishError::NoIngestBase { path: path.clone() });
+    /// Stages one tree of a unit.
+    fn stage(&mut self, tree: &Tree) -> Result<(), PublishError> {
+        match &tree.source {
+            TreeSource::Tar(file) => {
+                let mut input =
+                    io::BufReader::new(File::open(file).map_err(io_err("read", file.as_path()))?);
+                self.stage_stream(&tree.dir, &mut input, tree.options)
+            }
+            TreeSource::Dir(local) => {
+                // The tree as a canonical tar, written on a thread into a pipe this one reads.
+                let (mut reader, writer) = io::pipe().map_err(io_err("create a pipe for", local.as_path()))?;
+                std::thread::scope(|scope| {
+                    let producer = scope.spawn(move || {
+                        ducc_unpack::write_tree_as_tar(
+                            local,
+                            writer,
+                            &ducc_unpack::TarWriteOptions::new(),
+                        )
+                        .map(|_| ())
+                    });
+                    let staged = self.stage_stream(&tree.dir, &mut reader, tree.options);
+                    let _ = io::copy(&mut reader, &mut io::sink());
+                    let produced = producer.join().map_err(|_| PublishError::Io {
+                        action: "read",
+                        path: local.clone(),
+                        source: io::Error::other("the tar writer thread panicked"),
+                    })?;
+                    produced.map_err(|source| PublishError::Unpack {
+                        dir: tree.dir.clone(),
+                        source,
+                    })?;
+                    staged
+                })
+            }
         }
-        if self.entries.contains(path.as_str()) {
-            return Err(PublishError::AlreadyStaged { path: path.clone() });
+    }
+
+    /// Copies the entries of `tar` under `dir` into the staged tar, refusing what ingest would
+    /// silently drop.
+    fn stage_stream(
+        &mut self,
+        dir: &RepoPath,
+        tar: &mut dyn Read,
+        options: IngestOptions,
+    ) -> Result<(), PublishError> {
+        if let Some(parent) = dir.parent() {
+            self.ensure_dirs(&parent)?;
         }
-        let published_dir = self.publisher.is_dir(path) && !self.removed(path);
-        if path.is_root() || published_dir || self.dirs.contains(path.as_str()) {
-            return Err(PublishError::AlreadyExists { path: path.clone() });
+        let mut guarded = TarGuard::new(tar, self.publisher.gateway);
+        let result = self.stage_tree(dir, &mut guarded, options);
+        if let Some(found) = guarded.found() {
+            return Err(match found {
+                Refused::OpaqueXattr => PublishError::WouldDrop {
+                    dir: dir.clone(),
+                    what: "an opaque directory (xattr trusted.overlay.opaque)",
+                },
+                Refused::SpecialFile => PublishError::WouldDrop {
+                    dir: dir.clone(),
+                    what: "a device file or FIFO behind a gateway",
+                },
+                Refused::OversizedEntry => PublishError::MalformedTar {
+                    dir: dir.clone(),
+                    reason: "an entry size overflows when padded",
+                },
+            });
         }
-        Ok(())
+        result
     }
 
     /// Copies the entries of `tar` under `dir` into the staged tar.
@@ -806,9 +1422,9 @@ impl CvmfsTransaction<'_> {
     }
 
     /// Appends the leaves to the staged tar.
-    fn stage_leaves(&mut self) -> Result<(), PublishError> {
+    fn stage_leaves(&mut self, leaves: &BTreeMap<RepoPath, Leaf>) -> Result<(), PublishError> {
         let now = now_secs();
-        for (path, leaf) in std::mem::take(&mut self.leaves) {
+        for (path, leaf) in leaves {
             if let Some(parent) = path.parent() {
                 self.ensure_dirs(&parent)?;
             }
@@ -820,7 +1436,7 @@ impl CvmfsTransaction<'_> {
             h.set_mtime(now);
             match leaf {
                 Leaf::File(file) => {
-                    let content = File::open(&file).map_err(io_err("read", file.as_path()))?;
+                    let content = File::open(file).map_err(io_err("read", file.as_path()))?;
                     let size = content
                         .metadata()
                         .map_err(io_err("inspect", file.as_path()))?
@@ -837,7 +1453,7 @@ impl CvmfsTransaction<'_> {
                     h.set_mode(0o777);
                     h.set_size(0);
                     self.builder()?
-                        .append_link(&mut h, &name, &target)
+                        .append_link(&mut h, &name, target)
                         .map_err(io_err("write", staged))?;
                 }
             }
@@ -846,54 +1462,6 @@ impl CvmfsTransaction<'_> {
         Ok(())
     }
 
-    fn finish(&mut self) {
-        self.finished = true;
-        self.tar = None;
-        let _ = fs::remove_dir_all(&self.staging);
-        let _ = fs::remove_file(&self.lock_path);
-    }
-
-    fn do_commit(&mut self) -> Result<(), PublishError> {
-        let p = self.publisher;
-        if !self.removals.is_empty() {
-            let delete = |paths: &[RepoPath]| {
-                let mut args: Vec<OsString> = vec!["ingest".into()];
-                for path in paths {
-                    args.push("--delete".into());
-                    args.push(path.as_str().into());
-                }
-                args.push(p.repo.clone().into());
-                p.ingest(args)
-            };
-            // A gateway takes one delete path per call (gateway scenario 4); a stratum 0 takes
-            // many (scenario 8), in batches that keep the command line short. Each call is a
-            // revision of its own: a commit cut between two is published in part.
-            let batch = if p.gateway { 1 } else { DELETE_BATCH };
-            for paths in self.removals.chunks(batch) {
-                delete(paths)?;
-            }
-        }
-        self.stage_leaves()?;
-        let Some(builder) = self.tar.take() else {
-            return Ok(());
-        };
-        let staged = self.staged_tar_path();
-        let mut out = builder
-            .into_inner()
-            .map_err(io_err("write", staged.as_path()))?;
-        out.flush().map_err(io_err("write", staged.as_path()))?;
-        drop(out);
-        let args: Vec<OsString> = vec![
-            "ingest".into(),
-            "-k".into(),
-            "-t".into(),
-            staged.into_os_string(),
-            "-b".into(),
-            self.base.as_str().into(),
-            p.repo.clone().into(),
-        ];
-        p.ingest(args)
-    }
 }
 
 /// Passes reads through and keeps the first error, so a failing source is told apart from a
@@ -913,100 +1481,3 @@ impl<R: Read> Read for ReadWatch<'_, R> {
     }
 }
 
-impl Transaction for CvmfsTransaction<'_> {
-    fn lease(&self) -> &RepoPath {
-        &self.lease
-    }
-
-    fn ingest_tar(
-        &mut self,
-        dir: &RepoPath,
-        tar: &mut dyn Read,
-        options: IngestOptions,
-    ) -> Result<(), PublishError> {
-        check_lease(&self.lease, dir)?;
-        if dir.is_root() || self.will_exist(dir) || self.leaves.keys().any(|l| l.starts_with(dir)) {
-            return Err(PublishError::AlreadyExists { path: dir.clone() });
-        }
-        if !dir.starts_with(&self.base) {
-            return Err(PublishError::NoIngestBase { path: dir.clone() });
-        }
-        if let Some(parent) = dir.parent() {
-            self.ensure_dirs(&parent)?;
-        }
-        let mut guarded = TarGuard::new(tar, self.publisher.gateway);
-        let result = self.stage_tree(dir, &mut guarded, options);
-        if let Some(found) = guarded.found() {
-            return Err(match found {
-                Refused::OpaqueXattr => PublishError::WouldDrop {
-                    dir: dir.clone(),
-                    what: "an opaque directory (xattr trusted.overlay.opaque)",
-                },
-                Refused::SpecialFile => PublishError::WouldDrop {
-                    dir: dir.clone(),
-                    what: "a device file or FIFO behind a gateway",
-                },
-                Refused::OversizedEntry => PublishError::MalformedTar {
-                    dir: dir.clone(),
-                    reason: "an entry size overflows when padded",
-                },
-            });
-        }
-        result
-    }
-
-    fn write_file(&mut self, path: &RepoPath, content: &mut dyn Read) -> Result<(), PublishError> {
-        self.prepare_leaf(path)?;
-        let file = self.staging.join(unique_name("leaf-"));
-        let mut out = File::create(&file).map_err(io_err("create", file.as_path()))?;
-        io::copy(content, &mut out).map_err(io_err("write", file.as_path()))?;
-        out.flush().map_err(io_err("write", file.as_path()))?;
-        self.leaves.insert(path.clone(), Leaf::File(file));
-        Ok(())
-    }
-
-    fn symlink(&mut self, path: &RepoPath, target: &Path) -> Result<(), PublishError> {
-        self.prepare_leaf(path)?;
-        self.leaves
-            .insert(path.clone(), Leaf::Symlink(target.to_owned()));
-        Ok(())
-    }
-
-    fn remove(&mut self, path: &RepoPath) -> Result<(), PublishError> {
-        check_lease(&self.lease, path)?;
-        self.leaves.retain(|l, _| !l.starts_with(path));
-        let staged = |set: &HashSet<String>| {
-            set.iter()
-                .any(|s| RepoPath::new(s).is_ok_and(|s| s.starts_with(path)))
-        };
-        if staged(&self.dirs) || staged(&self.entries) {
-            return Err(PublishError::AlreadyStaged { path: path.clone() });
-        }
-        if fs::symlink_metadata(self.publisher.mount(path)).is_err() || self.removed(path) {
-            return Ok(());
-        }
-        self.removals.retain(|r| !r.starts_with(path));
-        self.removals.push(path.clone());
-        Ok(())
-    }
-
-    fn commit(mut self: Box<Self>) -> Result<(), PublishError> {
-        let result = self.do_commit();
-        self.finish();
-        result
-    }
-
-    fn abort(mut self: Box<Self>) -> Result<(), PublishError> {
-        self.finish();
-        Ok(())
-    }
-}
-
-impl Drop for CvmfsTransaction<'_> {
-    fn drop(&mut self) {
-        if !self.finished {
-            tracing::debug!(lease = %self.lease, "cvmfs transaction dropped without commit: staged tar discarded");
-            self.finish();
-        }
-    }
-}

@@ -36,7 +36,7 @@
 //! let publisher = LocalPublisher::open(root.path(), &repo)?;
 //!
 //! let mut tx = publisher.begin(&layout.layer_dir(&layer))?;
-//! tx.ingest_tar(&layout.layerfs(&layer), &mut &tar[..], IngestOptions { catalog: true })?;
+//! tx.ingest_tar(&layout.layerfs(&layer), &mut &tar[..], IngestOptions { catalog: true, ..Default::default() })?;
 //! tx.commit()?;
 //!
 //! let motd = publisher.published_path(&layout.layerfs(&layer)).join("etc/motd");
@@ -47,6 +47,7 @@
 
 mod cvmfs;
 mod error;
+mod graft;
 mod guard;
 mod layout;
 pub mod lifecycle;
@@ -66,9 +67,9 @@ pub use layout::{
 };
 pub use local::LocalPublisher;
 pub use metadata::{LayerInfo, MarkerDescriptor, MarkerManifest, Origin};
-pub use podman::{PodmanError, PodmanImage, PodmanOutcome, PodmanStore, StoredImage};
+pub use podman::{PodmanError, PodmanImage, PodmanOutcome, PodmanStore, StoredImage, tree_size};
 pub use publisher::{
-    FillError, GcGuard, GcLock, IngestOptions, OverlaySupport, Publisher, Transaction, add_origin,
-    ensure_catalog_markers,
+    FillError, FillHints, GcGuard, GcLock, Group, IngestOptions, OverlaySupport, Publisher,
+    Transaction, Ungrouped, add_origin, ensure_catalog_markers,
 };
 pub use state::{FlatRecord, ImageSlot, RepositoryState};

@@ -22,7 +22,8 @@ use crate::error::{PublishError, io_err};
 use crate::layout::{CATALOG_MARKER, RepoPath, RepositoryName};
 use crate::lock::{FileLock, LeaseGuard, LeaseLocks, dead_staging, unique_name};
 use crate::publisher::{
-    FillError, GcGuard, GcLock, IngestOptions, OverlaySupport, Publisher, Transaction, check_lease,
+    FillError, FillHints, GcGuard, GcLock, Group, IngestOptions, OverlaySupport, Publisher,
+    Transaction, Ungrouped, check_lease,
 };
 
 /// Publishes into a directory: the repository `REPO` lives at `ROOT/REPO`.
@@ -224,6 +225,11 @@ impl Publisher for LocalPublisher {
 
     fn overlay_support(&self) -> OverlaySupport {
         self.overlay.clone()
+    }
+
+    fn group(&self) -> Box<dyn Group + '_> {
+        // Each commit is a few renames: nothing to gain from publishing transactions together.
+        Box::new(Ungrouped::new(self))
     }
 
     fn gc_lock(&self, kind: GcLock) -> Result<GcGuard, PublishError> {
@@ -455,15 +461,15 @@ impl Transaction for LocalTransaction<'_> {
         &mut self,
         dir: &RepoPath,
         options: IngestOptions,
-        fill: &mut dyn FnMut(&Path) -> Result<(), FillError>,
-    ) -> Result<bool, PublishError> {
+        fill: &mut dyn FnMut(&Path, FillHints) -> Result<(), FillError>,
+    ) -> Result<(), PublishError> {
+        // The tree is built where it is published from: nothing to record.
         self.build_dir(dir, options, |target| {
-            fill(target).map_err(|source| PublishError::Fill {
+            fill(target, FillHints::default()).map_err(|source| PublishError::Fill {
                 dir: dir.clone(),
                 source,
             })
-        })?;
-        Ok(true)
+        })
     }
 
     fn write_file(&mut self, path: &RepoPath, content: &mut dyn Read) -> Result<(), PublishError> {

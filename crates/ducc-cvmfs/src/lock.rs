@@ -103,6 +103,16 @@ impl LeaseLocks {
 
     /// Blocks until no live holder overlaps `lease`, then holds it.
     pub(crate) fn acquire(&self, lease: &RepoPath) -> io::Result<LeaseGuard> {
+        self.take(lease, true)?
+            .ok_or_else(|| io::Error::other("lease not granted"))
+    }
+
+    /// Holds `lease` if no live holder overlaps it now; `None` when one does.
+    pub(crate) fn try_acquire(&self, lease: &RepoPath) -> io::Result<Option<LeaseGuard>> {
+        self.take(lease, false)
+    }
+
+    fn take(&self, lease: &RepoPath, wait: bool) -> io::Result<Option<LeaseGuard>> {
         loop {
             let table = FileLock::exclusive(&self.dir.join("table.lock"))?;
             match self.find_live_overlap(lease)? {
@@ -116,12 +126,13 @@ impl LeaseLocks {
                     file.write_all(lease.as_str().as_bytes())?;
                     drop(table);
                     tracing::debug!(lease = %lease, "lease granted");
-                    return Ok(LeaseGuard {
+                    return Ok(Some(LeaseGuard {
                         dir: self.dir.clone(),
                         path,
                         _lock: FileLock { _file: file },
-                    });
+                    }));
                 }
+                Some(_) if !wait => return Ok(None),
                 Some((holder, other)) => {
                     drop(table);
                     tracing::debug!(lease = %lease, holder = %other, "waiting for overlapping lease");

@@ -320,19 +320,40 @@ impl<'a> PodmanStore<'a> {
     /// [`PodmanError::FlatTreeMissing`], a corrupt or unreadable store file, or the failure of
     /// the transaction (nothing of this call is then published).
     pub fn add_image(&self, image: &PodmanImage) -> Result<PodmanOutcome, PodmanError> {
+        let group = self.publisher.group();
+        let outcome = self.add_image_to(&*group, image, None)?;
+        group.commit().map_err(|source| PodmanError::Publish {
+            what: image.name.clone(),
+            source: Box::new(source),
+        })?;
+        Ok(outcome)
+    }
+
+    /// As [`PodmanStore::add_image`], through `group`. With `flat_size` (the apparent size of
+    /// the image's flat tree, which the caller publishes in the same group), the flat tree need
+    /// not be published yet; without, it must be, and its size is measured there.
+    ///
+    /// # Errors
+    /// As [`PodmanStore::add_image`].
+    pub fn add_image_to(
+        &self,
+        group: &dyn crate::Group,
+        image: &PodmanImage,
+        flat_size: Option<u64>,
+    ) -> Result<PodmanOutcome, PodmanError> {
         let publish = |source| PodmanError::Publish {
             what: image.name.clone(),
             source: Box::new(source),
         };
         let flat = self.layout.flat_image(&image.config);
         let flat_published = self.published(&flat);
-        if !flat_published.is_dir() {
+        if flat_size.is_none() && !flat_published.is_dir() {
             return Err(PodmanError::FlatTreeMissing {
                 image: image.name.clone(),
                 path: flat_published,
             });
         }
-        let mut tx = self.publisher.begin(&self.root()).map_err(publish)?;
+        let mut tx = group.begin(&self.root()).map_err(publish)?;
         let mut images: Vec<ImageRecord> = read_records(&self.published(&self.images_json()))?;
         let mut layers: Vec<LayerRecord> = read_records(&self.published(&self.layers_json()))?;
         let layer_id = flat_layer_id(&image.config);
@@ -343,7 +364,10 @@ impl<'a> PodmanStore<'a> {
         let layers_changed = match layers.iter_mut().find(|l| l.id == layer_id) {
             Some(record) => record.bring_up_to_date(&layer_id, image.created.as_deref(), None),
             None => {
-                let size = tree_size(&flat_published)?;
+                let size = match flat_size {
+                    Some(size) => size,
+                    None => tree_size(&flat_published)?,
+                };
                 let mut record = LayerRecord::default();
                 record.bring_up_to_date(&layer_id, image.created.as_deref(), Some(size));
                 layers.push(record);
@@ -758,7 +782,11 @@ fn big_data_file_name(key: &str) -> String {
 /// independent files, and the record must not depend on the publisher. The kind of each entry
 /// comes from the directory listing, and only regular files are looked at, by name inside
 /// their open directory (a whole flat tree is tens of thousands of files).
-fn tree_size(root: &Path) -> Result<u64, PodmanError> {
+/// The apparent size of the regular files under `root`, as podman's `diff-size` counts it.
+///
+/// # Errors
+/// [`PodmanError::Read`] naming the directory or entry that could not be read.
+pub fn tree_size(root: &Path) -> Result<u64, PodmanError> {
     let read_err = |path: &Path| {
         let path = path.to_owned();
         move |source| PodmanError::Read { path, source }

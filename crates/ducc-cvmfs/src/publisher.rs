@@ -28,11 +28,24 @@ pub enum OverlaySupport {
 /// The error of a [`Transaction::fill_dir`] callback.
 pub type FillError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// Options of [`Transaction::ingest_tar`].
+/// Options of [`Transaction::ingest_tar`] and [`Transaction::fill_dir`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct IngestOptions {
     /// Make the directory a nested catalog (`.cvmfscatalog` in it).
     pub catalog: bool,
+    /// The tree's regular files are files of layers published before (a flat tree): a publisher
+    /// may store them by reference to those layers' stored objects instead of storing their
+    /// bytes again (see [`FillHints::record_sources`]).
+    pub from_layers: bool,
+}
+
+/// What a publisher asks of the tree a [`Transaction::fill_dir`] callback builds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FillHints {
+    /// Tag each regular file with the layer entry it came from (ducc-unpack's
+    /// `ExtractOptions::record_sources`): the publisher stores tagged files by reference.
+    pub record_sources: bool,
 }
 
 /// Who holds a [`Publisher::gc_lock`].
@@ -84,17 +97,14 @@ pub trait Publisher: Send + Sync {
     /// What this publisher can store of overlayfs whiteouts.
     fn overlay_support(&self) -> OverlaySupport;
 
+    /// Opens a group: transactions begun through it are published together when the group
+    /// commits, in as few revisions as the backend allows (see [`Group`]).
+    fn group(&self) -> Box<dyn Group + '_>;
+
     /// Whether layer directories take overlay-form whiteouts where the user chose no form and
     /// [`Publisher::overlay_support`] is [`OverlaySupport::Full`] (the local publisher: its
     /// trees are read by overlayfs directly); otherwise raw `.wh.` names (OCI form).
     fn prefers_overlay_whiteouts(&self) -> bool {
-        false
-    }
-
-    /// Whether a tar given to [`Transaction::ingest_tar`] is published as it streams, before
-    /// [`Transaction::commit`] (`cvmfs_server ingest`). A caller then checks a layer's digests
-    /// before ingesting it: a mismatch found at the end of the stream would be published already.
-    fn ingest_is_final(&self) -> bool {
         false
     }
 
@@ -135,12 +145,12 @@ pub trait Transaction {
         options: IngestOptions,
     ) -> Result<(), PublishError>;
 
-    /// Lets `fill` build the tree of `dir` in place, on this host's filesystem, instead of
-    /// streaming a tar into [`Transaction::ingest_tar`]: one pass over the data instead of
-    /// three where the backend keeps its staging area on disk (the local publisher). `fill` gets
-    /// an empty, existing directory; what it leaves there is published at commit like an
-    /// ingested tree. Returns `Ok(false)` without calling `fill` where the backend only takes
-    /// tar streams (`cvmfs`); the caller then uses [`Transaction::ingest_tar`].
+    /// Lets `fill` build the tree of `dir` on this host's filesystem: `fill` gets an empty,
+    /// existing directory and the publisher's [`FillHints`]; what it leaves there is published
+    /// at commit, never before, so a `fill` that fails (a digest mismatch found at the end of a
+    /// layer) publishes nothing. Where the tree goes meanwhile is the backend's choice (the local
+    /// publisher builds it in its staging area and moves it into place; `cvmfs` keeps it in
+    /// scratch space and ingests it, or grafts its files onto stored objects).
     ///
     /// # Errors
     /// As [`Transaction::ingest_tar`]; [`PublishError::Fill`] with `fill`'s error, after the
@@ -149,11 +159,8 @@ pub trait Transaction {
         &mut self,
         dir: &RepoPath,
         options: IngestOptions,
-        fill: &mut dyn FnMut(&Path) -> Result<(), FillError>,
-    ) -> Result<bool, PublishError> {
-        let _ = (dir, options, fill);
-        Ok(false)
-    }
+        fill: &mut dyn FnMut(&Path, FillHints) -> Result<(), FillError>,
+    ) -> Result<(), PublishError>;
 
     /// Writes a regular file (mode 0644), replacing a file or symlink at `path`. Missing parents
     /// are created (0755).
@@ -189,6 +196,74 @@ pub trait Transaction {
     fn abort(self: Box<Self>) -> Result<(), PublishError>;
 }
 
+/// Transactions published together: each [`Transaction::commit`] of a transaction begun
+/// through the group hands its content to the group, and [`Group::commit`] publishes all of it.
+/// A transaction aborted (or dropped) leaves nothing in the group, so one failing part never
+/// undoes the others. Dropping a group without committing it publishes nothing of it.
+///
+/// The local publisher publishes each transaction at its own commit (its commits are renames);
+/// `cvmfs` on a stratum 0 publishes a group as one revision (one ingest, or one mounted
+/// transaction), behind a gateway one revision per lease. A group holds the leases of its
+/// committed transactions until it commits; it never waits for a lease while holding others
+/// (it publishes what it has first), so two groups cannot wait for each other.
+pub trait Group {
+    /// The publisher of this group.
+    fn publisher(&self) -> &dyn Publisher;
+
+    /// Opens a transaction scoped to `lease` whose commit goes into this group.
+    ///
+    /// # Errors
+    /// As [`Publisher::begin`], and the failure to publish what the group held when `lease`
+    /// was busy.
+    fn begin(&self, lease: &RepoPath) -> Result<Box<dyn Transaction + '_>, PublishError>;
+
+    /// Publishes what the group holds now (its committed transactions) and releases their
+    /// leases; the group stays open for more. Returns how many revisions it took.
+    ///
+    /// # Errors
+    /// As [`Group::commit`].
+    fn flush(&self) -> Result<usize, PublishError>;
+
+    /// Publishes what the group's committed transactions wrote and releases their leases.
+    /// Returns how many revisions (`cvmfs_server` publishes and ingests) it took in all.
+    ///
+    /// # Errors
+    /// The first failure; nothing of the group is published then, as far as the backend can
+    /// tell (see each backend).
+    fn commit(self: Box<Self>) -> Result<usize, PublishError>;
+}
+
+/// A group whose transactions publish at their own commit, for publishers that gain nothing
+/// from grouping (their [`Publisher::group`]).
+pub struct Ungrouped<'p> {
+    publisher: &'p dyn Publisher,
+}
+
+impl<'p> Ungrouped<'p> {
+    /// The group of `publisher`.
+    pub fn new(publisher: &'p dyn Publisher) -> Self {
+        Self { publisher }
+    }
+}
+
+impl Group for Ungrouped<'_> {
+    fn publisher(&self) -> &dyn Publisher {
+        self.publisher
+    }
+
+    fn begin(&self, lease: &RepoPath) -> Result<Box<dyn Transaction + '_>, PublishError> {
+        self.publisher.begin(lease)
+    }
+
+    fn flush(&self) -> Result<usize, PublishError> {
+        Ok(0)
+    }
+
+    fn commit(self: Box<Self>) -> Result<usize, PublishError> {
+        Ok(0)
+    }
+}
+
 /// `Err(OutsideLease)` unless `path` is the lease or below it (path components).
 pub(crate) fn check_lease(lease: &RepoPath, path: &RepoPath) -> Result<(), PublishError> {
     if path.starts_with(lease) {
@@ -209,16 +284,13 @@ pub(crate) fn check_lease(lease: &RepoPath, path: &RepoPath) -> Result<(), Publi
 ///
 /// # Errors
 /// The first failing transaction.
-pub fn ensure_catalog_markers(
-    publisher: &dyn Publisher,
-    dirs: &[RepoPath],
-) -> Result<(), PublishError> {
+pub fn ensure_catalog_markers(group: &dyn Group, dirs: &[RepoPath]) -> Result<(), PublishError> {
     for dir in dirs {
         let marker = crate::Layout::catalog_marker(dir);
-        if std::fs::symlink_metadata(publisher.published_path(&marker)).is_ok() {
+        if std::fs::symlink_metadata(group.publisher().published_path(&marker)).is_ok() {
             continue;
         }
-        let mut tx = publisher.begin(&marker)?;
+        let mut tx = group.begin(&marker)?;
         tx.write_file(&marker, &mut std::io::empty())?;
         tx.commit()?;
     }
@@ -234,14 +306,14 @@ pub fn ensure_catalog_markers(
 /// [`PublishError::CorruptFile`] when the existing file cannot be read or parsed (it is left as
 /// it is), and transaction errors.
 pub fn add_origin(
-    publisher: &dyn Publisher,
+    group: &dyn Group,
     layout: &crate::Layout,
     layer: &crate::LayerDigest,
     config: &crate::ConfigDigest,
 ) -> Result<bool, PublishError> {
     let path = layout.layer_origin(layer);
-    let mut tx = publisher.begin(&layout.layer_metadata_dir(layer))?;
-    let mut origin = crate::Origin::read(&publisher.published_path(&path))?;
+    let mut tx = group.begin(&layout.layer_metadata_dir(layer))?;
+    let mut origin = crate::Origin::read(&group.publisher().published_path(&path))?;
     if !origin.add(config) {
         tx.abort()?;
         return Ok(false);
@@ -265,13 +337,13 @@ mod tests {
             RepoPath::new(".layers").unwrap(),
             RepoPath::new(".layers/ab").unwrap(),
         ];
-        ensure_catalog_markers(&publisher, &dirs).unwrap();
+        ensure_catalog_markers(&*publisher.group(), &dirs).unwrap();
         let inner = root.path().join("r/.layers/ab/.cvmfscatalog");
         assert_eq!(std::fs::read(&inner).unwrap(), b"");
         assert!(root.path().join("r/.layers/.cvmfscatalog").is_file());
         // A second call leaves existing markers alone.
         let before = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&inner).unwrap());
-        ensure_catalog_markers(&publisher, &dirs).unwrap();
+        ensure_catalog_markers(&*publisher.group(), &dirs).unwrap();
         let after = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&inner).unwrap());
         assert_eq!(after, before);
     }
@@ -284,12 +356,12 @@ mod tests {
         let publisher = LocalPublisher::open(root.path(), &repo).unwrap();
         let layer: crate::LayerDigest = format!("sha256:{}", "ab".repeat(32)).parse().unwrap();
         let config = crate::ConfigDigest::from_hex(&"cd".repeat(32)).unwrap();
-        assert!(add_origin(&publisher, &layout, &layer, &config).unwrap());
-        assert!(!add_origin(&publisher, &layout, &layer, &config).unwrap());
+        assert!(add_origin(&*publisher.group(), &layout, &layer, &config).unwrap());
+        assert!(!add_origin(&*publisher.group(), &layout, &layer, &config).unwrap());
         let file = publisher.published_path(&layout.layer_origin(&layer));
         std::fs::write(&file, b"{\"origin\": [\"sha256:").unwrap();
         let other = crate::ConfigDigest::from_hex(&"ef".repeat(32)).unwrap();
-        let err = add_origin(&publisher, &layout, &layer, &other).unwrap_err();
+        let err = add_origin(&*publisher.group(), &layout, &layer, &other).unwrap_err();
         assert!(
             err.to_string().contains(&file.display().to_string()),
             "{err}"

@@ -41,7 +41,7 @@ impl Repo {
     fn flat(&self, image: &PodmanImage) {
         let dir = self.layout.flat_image(&image.config);
         let mut tx = self.publisher.begin(&dir).unwrap();
-        tx.fill_dir(&dir, crate::IngestOptions::default(), &mut |path| {
+        tx.fill_dir(&dir, crate::IngestOptions::default(), &mut |path, _| {
             std::fs::create_dir(path.join("etc"))?;
             std::fs::write(path.join("etc/os-release"), b"ID=test\n")?;
             std::fs::hard_link(path.join("etc/os-release"), path.join("etc/again"))?;
