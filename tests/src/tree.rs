@@ -103,7 +103,11 @@ impl Default for Options {
             skip_mtime: BTreeSet::new(),
             root_metadata: false,
             hardlinks: true,
-            ignore_xattr_prefixes: vec!["security.selinux".to_owned()],
+            // The cvmfs stand-in keeps the magic xattrs a client reads by name (`user.hash`,
+            // `user.compression`, `user.chunks`) as real ones; a real client lists none of them.
+            ignore_xattr_prefixes: ["security.selinux", "user.hash", "user.compression", "user.chunks"]
+                .map(str::to_owned)
+                .to_vec(),
             max_differences: 30,
         }
     }

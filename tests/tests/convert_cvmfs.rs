@@ -102,12 +102,15 @@ fn cvmfs_publisher_builds_the_same_repository_as_the_local_one() {
     );
     assert!(!flat_dir(&published, &one).join("tmp/gone").exists());
 
-    // Everything went in through ingest: no transaction, publish or abort, and no directory
-    // that ingest had to invent (owned by 4294967295, shown as 65534) anywhere.
+    // Layers went in through ingest, the rest through mounted transactions (issue 24): no
+    // abort, and no directory that ingest had to invent (owned by 4294967295, shown as 65534) anywhere.
     let log = cvmfs.standin_log();
     assert!(
-        log.iter()
-            .all(|l| l == "list" || l.starts_with("ingest ") || l.starts_with("mkfs ")),
+        log.iter().all(|l| l == "list"
+            || l.starts_with("ingest ")
+            || l.starts_with("mkfs ")
+            || l.starts_with("transaction ")
+            || l.starts_with("publish ")),
         "{log:#?}"
     );
     assert_eq!(nobody_owned(&published), Vec::<std::path::PathBuf>::new());
@@ -125,19 +128,22 @@ fn cvmfs_publisher_builds_the_same_repository_as_the_local_one() {
             assert_eq!((root.uid(), root.gid()), (0, 0));
         }
     }
-    // One ingest per layer (its layerfs and .metadata together), one per flat tree with its
-    // record, one per symlink and marker, plus the catalog markers and origin updates.
+    // Issue 29: on a stratum 0 an image is two revisions: one ingest of its new layers (their
+    // metadata and new shard catalogs in the same tar), then one mounted transaction with the
+    // flat tree as grafts (issue 24), the symlink, the podman store, origin updates and the
+    // marker.
     let ingests = log.iter().filter(|l| l.starts_with("ingest ")).count();
-    eprintln!("two images, 3 distinct layers: {ingests} ingests, 0 publishes");
-    // Image one: catalog markers .layers, .flat, .flat/<hh> and two layer shards (5), two
-    // layers (2), flat tree (1), symlink (1), marker (1). Image two: origin of the shared layer
-    // (1), two new shard markers (2), its own layer, flat tree, symlink and marker (4). Each
-    // image's podman store entry is one more (issue 16).
-    assert_eq!(ingests, 10 + 7 + 2, "{log:#?}");
-    let last = log.iter().rposition(|l| l.starts_with("ingest ")).unwrap();
+    let publishes = log.iter().filter(|l| l.starts_with("publish ")).count();
+    eprintln!("two images, 3 distinct layers: {ingests} ingests, {publishes} publishes");
+    assert_eq!((ingests, publishes), (2, 2), "{log:#?}");
     assert!(
-        log[last].contains("-b .metadata"),
-        "the marker is last: {log:#?}"
+        !log.iter().any(|l| l.starts_with("abort ")),
+        "nothing aborted: {log:#?}"
+    );
+    assert_eq!(
+        log.iter().rev().find(|l| *l != "list").map(String::as_str),
+        Some("publish unpacked.test"),
+        "the marker's commit is last: {log:#?}"
     );
 
     // A rerun changes nothing and opens no transaction.
@@ -486,7 +492,20 @@ fn a_run_killed_during_a_layer_ingest_is_finished_by_the_next_run() {
 
 #[test]
 fn a_run_killed_while_an_ingest_publishes_is_finished_by_the_next_run() {
-    killed_then_rerun("ingest-commit", "-b .flat/", "cvmfs-kill-publish");
+    killed_then_rerun("ingest-commit", "-b .layers", "cvmfs-kill-publish");
+}
+
+/// Issue 24: killed while the flat tree's graft files are written through the mount (the
+/// mounted transaction is open, nothing published yet).
+#[test]
+fn a_run_killed_during_the_mounted_writes_is_finished_by_the_next_run() {
+    killed_then_rerun("transaction", "", "cvmfs-kill-mounted");
+}
+
+/// Issue 24: killed while the mounted transaction with the grafts publishes.
+#[test]
+fn a_run_killed_while_a_mounted_transaction_publishes_is_finished_by_the_next_run() {
+    killed_then_rerun("publish", "", "cvmfs-kill-graft-publish");
 }
 
 /// `ducc convert` of one wish list file with the publisher of `work`, not yet run.
@@ -799,14 +818,16 @@ fn oci_docker_and_multi_arch_manifests_give_the_same_repository_with_either_publ
     }
     let log = cvmfs.standin_log();
     assert!(
-        log.iter()
-            .all(|l| l == "list" || l.starts_with("ingest ") || l.starts_with("mkfs ")),
+        log.iter().all(|l| l == "list"
+            || l.starts_with("ingest ")
+            || l.starts_with("mkfs ")
+            || l.starts_with("transaction ")
+            || l.starts_with("publish ")),
         "{log:#?}"
     );
     assert!(
-        log.iter()
-            .any(|l| l.starts_with("ingest ") && l.contains(".multiarch")),
-        "{log:#?}"
+        log.iter().any(|l| l.starts_with("publish ")),
+        "the platforms' flat trees went in through the mount: {log:#?}"
     );
     assert_eq!(nobody_owned(&published), Vec::<std::path::PathBuf>::new());
 
@@ -839,7 +860,7 @@ fn process_ended(pid: i32) -> bool {
 /// the rerun waits (leaving the repository in a transaction, which the rerun aborts); otherwise
 /// it is let go on and ends by itself before the rerun calls anything but `list`.
 fn rerun_waits_for_the_orphaned_ingest(kill_orphan: bool, label: &str) {
-    let (local, cvmfs, mut first, text) = paused_cvmfs_run(label, "ingest", "-b .layers/");
+    let (local, cvmfs, mut first, text) = paused_cvmfs_run(label, "ingest", "-b .layers");
     let pause = cvmfs.path("standin/pause");
     let orphan: i32 = text.split_whitespace().nth(1).unwrap().parse().unwrap();
     first.kill().unwrap();

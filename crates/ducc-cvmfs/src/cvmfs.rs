@@ -653,8 +653,10 @@ impl<'a> CvmfsTransaction<'a> {
     /// Checks that a file or symlink may go at `path`.
     fn prepare_leaf(&mut self, path: &RepoPath) -> Result<(), PublishError> {
         check_lease(&self.unit.lease, path)?;
-        if self.unit.trees.iter().any(|t| path.starts_with(&t.dir)) {
-            return Err(PublishError::AlreadyStaged { path: path.clone() });
+        // A file may go into a tree of the same unit (a flat tree's completion record): the
+        // tree must then not hold that path itself, checked when the unit is staged.
+        if self.unit.trees.iter().any(|t| t.dir == *path) {
+            return Err(PublishError::AlreadyExists { path: path.clone() });
         }
         let published_dir = self.publisher.is_dir(path) && !self.removed(path);
         if path.is_root() || published_dir {
@@ -1425,6 +1427,9 @@ impl<'p> Stager<'p> {
     fn stage_leaves(&mut self, leaves: &BTreeMap<RepoPath, Leaf>) -> Result<(), PublishError> {
         let now = now_secs();
         for (path, leaf) in leaves {
+            if self.entries.contains(path.as_str()) || self.dirs.contains(path.as_str()) {
+                return Err(PublishError::AlreadyStaged { path: path.clone() });
+            }
             if let Some(parent) = path.parent() {
                 self.ensure_dirs(&parent)?;
             }

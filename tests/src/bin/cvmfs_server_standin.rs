@@ -44,7 +44,7 @@
 //! open leases, `log` one line per call (the arguments joined by spaces). A file `fail/COMMAND`
 //! makes the next `COMMAND` fail with the file's content on stderr (and is removed). A file
 //! `pause/POINT` (`ingest`: lease taken, tar unread; `ingest-commit`: tar read, nothing
-//! published; `publish`: nothing published) makes the call write `paused` and wait while the
+//! published; `transaction`: transaction open; `publish`: nothing published) makes the call write `paused` and wait while the
 //! file exists, so a test can kill it there. Every call first checks that the mount was not
 //! written outside an open transaction.
 
@@ -159,6 +159,100 @@ impl Standin {
 
     fn published(&self, repo: &str) -> PathBuf {
         self.repo_dir(repo).join("published")
+    }
+
+    /// The object store: `<hash>` files holding zlib-compressed content.
+    fn objects(&self, repo: &str) -> PathBuf {
+        self.repo_dir(repo).join("objects")
+    }
+
+    /// Replaces every graft marker (`.cvmfsgraft-NAME`) at or below `scope` in the mount by
+    /// the object it names, written into `NAME` (flat-without-rehash scenarios 5-12): every
+    /// marker is checked first, and one without `size=` fails the publish as the real server
+    /// panics, with the transaction left open. An object the store does not hold gives a file
+    /// that cannot be read: the stand-in cannot fail reads, so it lists such files in
+    /// `repos/REPO/unreadable`.
+    fn resolve_grafts(&self, repo: &str, scope: &str) -> Result<(), Failure> {
+        let root = self.mount(repo).join(scope);
+        let mut markers = Vec::new();
+        find_grafts(&root, &mut markers)?;
+        let mut grafts = Vec::new();
+        for marker in markers {
+            let text = fs::read_to_string(&marker)?;
+            let mut size = None;
+            let mut checksum = None;
+            let mut compression = "zlib".to_owned();
+            for line in text.lines() {
+                match line.split_once('=') {
+                    Some(("size", v)) => size = v.trim().parse::<u64>().ok(),
+                    Some(("checksum", v)) => checksum = Some(v.trim().to_owned()),
+                    Some(("compression", v)) => compression = v.trim().to_owned(),
+                    _ => {}
+                }
+            }
+            let name = marker.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let target = marker.with_file_name(name.trim_start_matches(".cvmfsgraft-"));
+            let (Some(size), Some(checksum)) = (size, checksum) else {
+                return fail(format!(
+                    "PANIC: sync_mediator.cc : 965 Encountered a grafted file ({}) with invalid grafting information; check the graft file format",
+                    target.display()
+                ));
+            };
+            grafts.push((marker, target, size, checksum, compression));
+        }
+        for (marker, target, size, checksum, compression) in grafts {
+            fs::remove_file(&marker)?;
+            if fs::symlink_metadata(&target).is_err() {
+                continue; // a marker without its file grafts nothing
+            }
+            let meta = fs::symlink_metadata(&target)?;
+            let object = self.objects(repo).join(&checksum);
+            let mut out = File::options().write(true).truncate(true).open(&target)?;
+            match File::open(&object) {
+                Ok(stored) if compression == "zlib" => {
+                    io::copy(&mut flate2::read::ZlibDecoder::new(stored), &mut out)?;
+                }
+                Ok(mut stored) => {
+                    io::copy(&mut stored, &mut out)?;
+                }
+                Err(_) => {
+                    out.set_len(size)?;
+                    let mut list = File::options()
+                        .create(true)
+                        .append(true)
+                        .open(self.repo_dir(repo).join("unreadable"))?;
+                    let rel = target.strip_prefix(self.mount(repo)).unwrap_or(&target);
+                    writeln!(list, "{}", rel.display())?;
+                }
+            }
+            drop(out);
+            set_magic_xattrs(&target, &checksum, &compression);
+            set_mtime(&target, meta.mtime())?;
+        }
+        Ok(())
+    }
+
+    /// Stores every regular file under `dir` that has no object yet (no `user.hash`).
+    fn store_new_files(&self, repo: &str, dir: &Path) -> Result<(), Failure> {
+        let objects = self.objects(repo);
+        fs::create_dir_all(&objects)?;
+        let Ok(meta) = fs::symlink_metadata(dir) else {
+            return Ok(());
+        };
+        if meta.is_file() {
+            if rustix::fs::lgetxattr(dir, "user.hash", &mut [0u8; 128]).is_err() {
+                let mtime = meta.mtime();
+                store_object(&objects, dir)?;
+                set_mtime(dir, mtime)?;
+            }
+            return Ok(());
+        }
+        if meta.is_dir() {
+            for entry in fs::read_dir(dir)?.flatten() {
+                self.store_new_files(repo, &entry.path())?;
+            }
+        }
+        Ok(())
     }
 
     fn mount(&self, repo: &str) -> PathBuf {
@@ -438,6 +532,7 @@ impl Standin {
         }
         let (repo, lease) = target.split_once('/').unwrap_or((target.as_str(), ""));
         self.acquire(repo, &clean(lease))?;
+        self.pause("transaction")?;
         Ok(String::new())
     }
 
@@ -457,6 +552,10 @@ impl Standin {
         }
         self.pause("publish")?;
         let scope = self.scope(repo, &lease)?;
+        // Graft markers first (a bad one fails the publish before anything changes), then every
+        // new regular file is stored as an object, as the server hashes what it publishes.
+        self.resolve_grafts(repo, &scope)?;
+        self.store_new_files(repo, &self.mount(repo).join(&scope))?;
         let mut warnings = String::new();
         // What the real overlay would have refused at write time never reaches the upper dir.
         for path in diff_trees(&self.published(repo), &self.mount(repo)) {
@@ -619,6 +718,8 @@ impl Standin {
         }
         fs::create_dir_all(&scratch)?;
         let owner = if keep_owners { None } else { Some(cfg.owner) };
+        let objects = self.objects(repo);
+        fs::create_dir_all(&objects)?;
         let mut applied = Vec::new();
         let mut warnings = String::new();
         let mut reset = None;
@@ -639,6 +740,7 @@ impl Standin {
                 hardlinks: Vec::new(),
                 shadowed: Vec::new(),
                 reset_base: None,
+                objects: &objects,
             };
             ingest.run(input, &base, catalog)?;
             reset = ingest.reset_base.map(|r| (base.clone(), r));
@@ -742,6 +844,8 @@ struct Ingest<'a> {
     shadowed: Vec<String>,
     /// With `--catalog` on an existing `-b` directory: its new owner and mtime (mode 0755).
     reset_base: Option<((u32, u32), i64)>,
+    /// The repository's object store.
+    objects: &'a Path,
 }
 
 impl Ingest<'_> {
@@ -829,6 +933,8 @@ impl Ingest<'_> {
             {
                 let mut out = File::create(&dst)?;
                 io::copy(&mut entry, &mut out)?;
+                drop(out);
+                store_object(self.objects, &dst)?;
             } else if kind.is_symlink() {
                 let target = entry
                     .link_name()?
@@ -1016,6 +1122,70 @@ fn remove_any(path: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The graft markers under `dir`.
+fn find_grafts(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Failure> {
+    let Ok(meta) = fs::symlink_metadata(dir) else {
+        return Ok(());
+    };
+    if !meta.is_dir() {
+        return Ok(());
+    }
+    for entry in fs::read_dir(dir)?.flatten() {
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            find_grafts(&path, out)?;
+        } else if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(".cvmfsgraft-"))
+        {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Stores the content of `file` as an object (zlib, as the server compresses by default) and
+/// names it on the file with the magic xattrs a client shows (`user.hash`, `user.compression`,
+/// `user.chunks`). The stand-in's hash is the first 40 hex digits of the SHA-256 of the stored
+/// object; the real server's is its SHA-1 (also 40 hex digits).
+fn store_object(objects: &Path, file: &Path) -> Result<String, Failure> {
+    use sha2::Digest as _;
+    let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    io::copy(&mut File::open(file)?, &mut encoder)?;
+    let compressed = encoder.finish()?;
+    let hash = hex::encode(sha2::Sha256::digest(&compressed))[..40].to_owned();
+    let object = objects.join(&hash);
+    if !object.exists() {
+        let partial = objects.join(format!("{hash}.partial"));
+        fs::write(&partial, &compressed)?;
+        fs::rename(&partial, &object)?;
+    }
+    set_magic_xattrs(file, &hash, "zlib");
+    Ok(hash)
+}
+
+/// The magic xattrs of a stored file (best effort: a file system without user xattrs keeps none,
+/// and ducc then publishes the files that would graft onto it by content).
+fn set_magic_xattrs(file: &Path, hash: &str, compression: &str) {
+    for (name, value) in [
+        ("user.hash", hash),
+        ("user.compression", compression),
+        ("user.chunks", "1"),
+    ] {
+        let _ = rustix::fs::lsetxattr(file, name, value.as_bytes(), rustix::fs::XattrFlags::empty());
+    }
+}
+
+fn copy_magic_xattrs(src: &Path, dst: &Path) {
+    for name in ["user.hash", "user.compression", "user.chunks"] {
+        let mut value = [0u8; 128];
+        if let Ok(n) = rustix::fs::lgetxattr(src, name, &mut value) {
+            let _ = rustix::fs::lsetxattr(dst, name, &value[..n], rustix::fs::XattrFlags::empty());
+        }
+    }
+}
+
 /// Copies one entry (file, symlink, device, FIFO or directory tree) with its metadata.
 fn copy_entry(src: &Path, dst: &Path) -> Result<(), Failure> {
     let meta = fs::symlink_metadata(src)?;
@@ -1034,6 +1204,7 @@ fn copy_entry(src: &Path, dst: &Path) -> Result<(), Failure> {
         std::os::unix::fs::symlink(fs::read_link(src)?, dst)?;
     } else if ft.is_file() {
         fs::copy(src, dst)?;
+        copy_magic_xattrs(src, dst);
     } else {
         let kind = FileType::from_raw_mode(meta.mode());
         rustix::fs::mknodat(
