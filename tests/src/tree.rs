@@ -105,9 +105,14 @@ impl Default for Options {
             hardlinks: true,
             // The cvmfs stand-in keeps the magic xattrs a client reads by name (`user.hash`,
             // `user.compression`, `user.chunks`) as real ones; a real client lists none of them.
-            ignore_xattr_prefixes: ["security.selinux", "user.hash", "user.compression", "user.chunks"]
-                .map(str::to_owned)
-                .to_vec(),
+            ignore_xattr_prefixes: [
+                "security.selinux",
+                "user.hash",
+                "user.compression",
+                "user.chunks",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
             max_differences: 30,
         }
     }

@@ -10,8 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Instant, SystemTime};
 
 use ducc_cvmfs::{
-    Arch, ConfigDigest, FillHints, FlatRecord, Group, ImageSlot, IngestOptions, LayerDigest, LayerInfo,
-    MarkerDescriptor, MarkerManifest, PublicName, RepoPath, RepositoryName, RepositoryState,
+    Arch, ConfigDigest, FillHints, FlatRecord, Group, ImageSlot, IngestOptions, LayerDigest,
+    LayerInfo, MarkerDescriptor, MarkerManifest, PublicName, RepoPath, RepositoryName,
+    RepositoryState,
 };
 use ducc_registry::oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
 use ducc_registry::{
@@ -205,7 +206,9 @@ impl<'e> Job<'e> {
         let group = group.unwrap_or_else(|| self.engine.publisher.group());
         self.write_marker(&*group, slot, manifest)
             .map_err(at(Step::Marker))?;
-        let revisions = group.commit().map_err(|e| at(Step::Marker)(ConvertError::from(e)))?;
+        let revisions = group
+            .commit()
+            .map_err(|e| at(Step::Marker)(ConvertError::from(e)))?;
         tracing::debug!(image = label, revisions, "image published");
         self.emit(Event::Marker {
             image: label.to_owned(),
@@ -982,7 +985,8 @@ impl<'e> Job<'e> {
             },
         )
         .with_context(context)?;
-        let digests = digests.ok_or_else(|| invalid!("{}: the layer was not unpacked", context()))?;
+        let digests =
+            digests.ok_or_else(|| invalid!("{}: the layer was not unpacked", context()))?;
         let mut info = LayerInfo::new(
             &layer.digest,
             &layer.diff_id,
@@ -1019,7 +1023,12 @@ impl<'e> Job<'e> {
         Ok(self.state().origin(layer)?)
     }
 
-    fn add_origin(&self, group: &dyn Group, layer: &LayerDigest, config: &ConfigDigest) -> Result<()> {
+    fn add_origin(
+        &self,
+        group: &dyn Group,
+        layer: &LayerDigest,
+        config: &ConfigDigest,
+    ) -> Result<()> {
         ducc_cvmfs::add_origin(group, &self.layout, layer, config)?;
         Ok(())
     }
@@ -1083,10 +1092,13 @@ impl<'e> Job<'e> {
             };
             ImageFailure::new(step, e)
         };
-        let mut tx = image_group.begin(&flat).map_err(|e| at(Step::Flat)(ConvertError::from(e)))?;
+        let mut tx = image_group
+            .begin(&flat)
+            .map_err(|e| at(Step::Flat)(ConvertError::from(e)))?;
         if self.published(&flat).exists() {
             // Left incomplete by a killed run.
-            tx.remove(&flat).map_err(|e| at(Step::Flat)(ConvertError::from(e)))?;
+            tx.remove(&flat)
+                .map_err(|e| at(Step::Flat)(ConvertError::from(e)))?;
         }
         tx.fill_dir(
             &flat,

@@ -412,10 +412,13 @@ fn upstream_is_gateway(repo: &str) -> bool {
 
 impl Publisher for CvmfsPublisher {
     fn begin(&self, lease: &RepoPath) -> Result<Box<dyn Transaction + '_>, PublishError> {
-        let guard = self.locks.acquire(lease).map_err(|source| PublishError::Lock {
-            lease: lease.clone(),
-            source,
-        })?;
+        let guard = self
+            .locks
+            .acquire(lease)
+            .map_err(|source| PublishError::Lock {
+                lease: lease.clone(),
+                source,
+            })?;
         Ok(Box::new(CvmfsTransaction::new(self, None, lease, guard)?))
     }
 
@@ -642,7 +645,11 @@ impl<'a> CvmfsTransaction<'a> {
     /// Checks that a new tree may go at `dir`.
     fn prepare_tree(&self, dir: &RepoPath) -> Result<(), PublishError> {
         check_lease(&self.unit.lease, dir)?;
-        let pending = self.unit.trees.iter().any(|t| t.dir.starts_with(dir) || dir.starts_with(&t.dir))
+        let pending = self
+            .unit
+            .trees
+            .iter()
+            .any(|t| t.dir.starts_with(dir) || dir.starts_with(&t.dir))
             || self.unit.leaves.keys().any(|l| l.starts_with(dir));
         if dir.is_root() || self.published(dir) || pending {
             return Err(PublishError::AlreadyExists { path: dir.clone() });
@@ -667,7 +674,10 @@ impl<'a> CvmfsTransaction<'a> {
 
     fn staging_path(&mut self, what: &str) -> PathBuf {
         self.next_tree += 1;
-        self.unit._staging.dir.join(format!("{what}-{}", self.next_tree))
+        self.unit
+            ._staging
+            .dir
+            .join(format!("{what}-{}", self.next_tree))
     }
 }
 
@@ -683,9 +693,10 @@ impl Transaction for CvmfsTransaction<'_> {
         options: IngestOptions,
     ) -> Result<(), PublishError> {
         self.prepare_tree(dir)?;
-        let file = self.staging_path("tree") ;
+        let file = self.staging_path("tree");
         let file = file.with_extension("tar");
-        let mut out = BufWriter::new(File::create(&file).map_err(io_err("create", file.as_path()))?);
+        let mut out =
+            BufWriter::new(File::create(&file).map_err(io_err("create", file.as_path()))?);
         // Checked now, so a bad stream fails here rather than at the group's commit.
         let mut check = Stager::checker(self.publisher, dir);
         let mut tee = Tee {
@@ -754,7 +765,12 @@ impl Transaction for CvmfsTransaction<'_> {
     fn remove(&mut self, path: &RepoPath) -> Result<(), PublishError> {
         check_lease(&self.unit.lease, path)?;
         self.unit.leaves.retain(|l, _| !l.starts_with(path));
-        if self.unit.trees.iter().any(|t| t.dir.starts_with(path) || path.starts_with(&t.dir)) {
+        if self
+            .unit
+            .trees
+            .iter()
+            .any(|t| t.dir.starts_with(path) || path.starts_with(&t.dir))
+        {
             return Err(PublishError::AlreadyStaged { path: path.clone() });
         }
         if !self.published(path) {
@@ -941,7 +957,10 @@ impl CvmfsPublisher {
         // Recorded before the transaction opens: a run killed anywhere from here on leaves
         // the record, and the next one aborts what it left open.
         let record = self.in_flight_path();
-        let text = format!("{} transaction {target} (mounted writes)\n", std::process::id());
+        let text = format!(
+            "{} transaction {target} (mounted writes)\n",
+            std::process::id()
+        );
         fs::write(&record, text).map_err(io_err("write", record.as_path()))?;
         let opened = self.run_busy_retry(&["transaction".into(), target.clone().into()]);
         if let Err(e) = opened {
@@ -966,7 +985,8 @@ impl CvmfsPublisher {
                 Ok(())
             }
             Err(e) => {
-                if let Err(abort) = self.run(&["abort".into(), "-f".into(), self.repo.clone().into()])
+                if let Err(abort) =
+                    self.run(&["abort".into(), "-f".into(), self.repo.clone().into()])
                 {
                     tracing::warn!(repo = %self.repo, error = %abort, "abort after a failed mounted transaction did not succeed");
                 }
@@ -1209,7 +1229,8 @@ impl<'p> Stager<'p> {
             }
             TreeSource::Dir(local) => {
                 // The tree as a canonical tar, written on a thread into a pipe this one reads.
-                let (mut reader, writer) = io::pipe().map_err(io_err("create a pipe for", local.as_path()))?;
+                let (mut reader, writer) =
+                    io::pipe().map_err(io_err("create a pipe for", local.as_path()))?;
                 std::thread::scope(|scope| {
                     let producer = scope.spawn(move || {
                         ducc_unpack::write_tree_as_tar(
@@ -1466,7 +1487,6 @@ impl<'p> Stager<'p> {
         }
         Ok(())
     }
-
 }
 
 /// Passes reads through and keeps the first error, so a failing source is told apart from a
@@ -1485,4 +1505,3 @@ impl<R: Read> Read for ReadWatch<'_, R> {
         })
     }
 }
-

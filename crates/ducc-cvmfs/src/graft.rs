@@ -66,7 +66,9 @@ impl Graft {
 fn valid_checksum(hash: &str) -> bool {
     let (hex, suffix) = hash.split_once('-').unwrap_or((hash, ""));
     hex.len() >= 40
-        && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
         && suffix.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
@@ -239,7 +241,11 @@ impl MountWriter<'_> {
     }
 
     /// A small file (mode 0644, root-owned) at `path`, replacing a file or symlink there.
-    pub(crate) fn write_leaf_file(&self, path: &RepoPath, content: &Path) -> Result<(), PublishError> {
+    pub(crate) fn write_leaf_file(
+        &self,
+        path: &RepoPath,
+        content: &Path,
+    ) -> Result<(), PublishError> {
         let to = self.prepare_leaf(path)?;
         fs::copy(content, &to).map_err(io_err("write", to.as_path()))?;
         fs::set_permissions(&to, fs::Permissions::from_mode(0o644))
@@ -248,7 +254,11 @@ impl MountWriter<'_> {
     }
 
     /// A symlink at `path`, replacing a file or symlink there.
-    pub(crate) fn write_leaf_symlink(&self, path: &RepoPath, target: &Path) -> Result<(), PublishError> {
+    pub(crate) fn write_leaf_symlink(
+        &self,
+        path: &RepoPath,
+        target: &Path,
+    ) -> Result<(), PublishError> {
         let to = self.prepare_leaf(path)?;
         std::os::unix::fs::symlink(target, &to).map_err(io_err("create", to.as_path()))?;
         chown(&to, 0, 0)

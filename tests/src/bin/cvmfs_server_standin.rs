@@ -190,7 +190,10 @@ impl Standin {
                     _ => {}
                 }
             }
-            let name = marker.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let name = marker
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
             let target = marker.with_file_name(name.trim_start_matches(".cvmfsgraft-"));
             let (Some(size), Some(checksum)) = (size, checksum) else {
                 return fail(format!(
@@ -1173,7 +1176,12 @@ fn set_magic_xattrs(file: &Path, hash: &str, compression: &str) {
         ("user.compression", compression),
         ("user.chunks", "1"),
     ] {
-        let _ = rustix::fs::lsetxattr(file, name, value.as_bytes(), rustix::fs::XattrFlags::empty());
+        let _ = rustix::fs::lsetxattr(
+            file,
+            name,
+            value.as_bytes(),
+            rustix::fs::XattrFlags::empty(),
+        );
     }
 }
 

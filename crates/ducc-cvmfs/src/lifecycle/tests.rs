@@ -242,7 +242,13 @@ fn a_layer_taken_into_use_again_while_waiting_starts_its_period_again() {
         ["flat:1111", "layer:aaaa"]
     );
     // Another node's conversion reuses the layer: its origin gains a config, no marker yet.
-    crate::add_origin(&*repo.publisher.group(), &repo.layout, &layer('a'), &config('9')).unwrap();
+    crate::add_origin(
+        &*repo.publisher.group(),
+        &repo.layout,
+        &layer('a'),
+        &config('9'),
+    )
+    .unwrap();
     let report = repo.gc(DAY, t0 + 2 * DAY, false);
     assert_eq!(ids(&report.removed), ["flat:1111"]);
     assert_eq!(ids(&report.waiting), ["layer:aaaa"]);
@@ -408,7 +414,13 @@ fn a_layer_another_node_takes_into_use_during_the_sweep_is_kept() {
     let mut reused = false;
     let report = collect_garbage(&repo.publisher, &repo.layout, &options, &mut |piece| {
         if piece.kind == PieceKind::Flat && !reused {
-            crate::add_origin(&*repo.publisher.group(), &repo.layout, &layer('a'), &config('9')).unwrap();
+            crate::add_origin(
+                &*repo.publisher.group(),
+                &repo.layout,
+                &layer('a'),
+                &config('9'),
+            )
+            .unwrap();
             reused = true;
         }
     })

@@ -135,7 +135,10 @@ fn commit_publishes_ingested_trees_files_and_symlinks() {
     tx.ingest_tar(
         &p("x/layerfs"),
         &mut &layer[..],
-        IngestOptions { catalog: true, ..Default::default() },
+        IngestOptions {
+            catalog: true,
+            ..Default::default()
+        },
     )
     .unwrap();
     tx.write_file(&p("x/meta/info.json"), &mut &b"[1]"[..])
@@ -527,13 +530,20 @@ fn a_directory_filled_in_place_is_published_at_commit_with_its_catalog() {
     publish_old_tree(&publisher);
     let mut tx = publisher.begin(&p("a")).unwrap();
     tx.remove(&p("a/layer")).unwrap();
-    tx.fill_dir(&p("a/layer"), IngestOptions { catalog: true, ..Default::default() }, &mut |dir, _| {
+    tx.fill_dir(
+        &p("a/layer"),
+        IngestOptions {
+            catalog: true,
+            ..Default::default()
+        },
+        &mut |dir, _| {
             assert_eq!(fs::read_dir(dir)?.count(), 0, "the directory starts empty");
             fs::create_dir(dir.join("etc"))?;
             fs::write(dir.join("etc/motd"), "new")?;
             Ok(())
-        })
-        .unwrap();
+        },
+    )
+    .unwrap();
     // Nothing changes before the commit.
     assert_eq!(tree(publisher.repository_dir()), old_tree());
     tx.commit().unwrap();
