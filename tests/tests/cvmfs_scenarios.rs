@@ -925,3 +925,156 @@ fn g5_gateway_an_expired_lease_fails_the_publish_and_stays_in_transaction() {
     assert_eq!(s.run(&["abort", "-f", REPO]).code, 0);
     assert!(!s.published("a/x.txt").exists());
 }
+
+// Scenarios of reference/cvmfs-flat-without-rehash.md (issue 24), numbered `fNN` after it.
+
+fn xattr(path: &PathBuf, name: &str) -> Option<String> {
+    let mut buffer = [0u8; 256];
+    let n = rustix::fs::lgetxattr(path, name, &mut buffer).ok()?;
+    Some(String::from_utf8_lossy(&buffer[..n]).into_owned())
+}
+
+/// Ingests `x/file` ("hello") and returns its object's hash as the mount shows it.
+fn ingested_hello(s: &Standin) -> String {
+    assert_eq!(s.ingest(&["-k", "-t", "-", "-b", "src"], &x_tar()).code, 0);
+    xattr(&s.mount("src/x/file"), "user.hash").expect("user.hash of an ingested file")
+}
+
+#[test]
+fn f01_ingested_files_show_hash_compression_and_chunks_by_name() {
+    let Some(s) = Standin::new(false) else {
+        return;
+    };
+    let hash = ingested_hello(&s);
+    assert_eq!(hash.len(), 40, "{hash}");
+    assert!(hash.bytes().all(|b| b.is_ascii_hexdigit()));
+    for path in [s.mount("src/x/file"), s.published("src/x/file")] {
+        assert_eq!(xattr(&path, "user.compression").as_deref(), Some("zlib"));
+        assert_eq!(xattr(&path, "user.chunks").as_deref(), Some("1"));
+    }
+    // The same content has the same object wherever it is ingested.
+    assert_eq!(
+        s.ingest(&["-k", "-t", "-", "-b", "again"], &x_tar()).code,
+        0
+    );
+    assert_eq!(xattr(&s.mount("again/x/file"), "user.hash"), Some(hash));
+}
+
+#[test]
+fn f05_a_graft_marker_publishes_the_stored_object_with_the_placeholder_metadata() {
+    let Some(s) = Standin::new(false) else {
+        return;
+    };
+    let hash = ingested_hello(&s);
+    let rev = s.rev();
+    assert_eq!(s.run(&["transaction", REPO]).code, 0);
+    fs::create_dir_all(s.mount("flat")).unwrap();
+    fs::write(s.mount("flat/file"), b"").unwrap();
+    std::os::unix::fs::chown(s.mount("flat/file"), Some(1000), Some(1001)).unwrap();
+    fs::set_permissions(s.mount("flat/file"), fs::Permissions::from_mode(0o4755)).unwrap();
+    fs::write(
+        s.mount("flat/.cvmfsgraft-file"),
+        format!("size=5\nchecksum={hash}\ncompression=zlib\n"),
+    )
+    .unwrap();
+    // A hardlink with a marker of its own (scenario 9): split into two files.
+    fs::hard_link(s.mount("flat/file"), s.mount("flat/second")).unwrap();
+    fs::write(
+        s.mount("flat/.cvmfsgraft-second"),
+        format!("size=5\nchecksum={hash}\ncompression=zlib\n"),
+    )
+    .unwrap();
+    let out = s.run(&["publish", REPO]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(s.rev(), rev + 1);
+    for name in ["flat/file", "flat/second"] {
+        assert_eq!(fs::read(s.published(name)).unwrap(), b"hello", "{name}");
+        assert_eq!(st(&s.published(name)).0, 0o4755);
+        assert_eq!(st(&s.published(name)).1, 1000);
+        assert_eq!(st(&s.published(name)).2, 1001);
+        assert_eq!(
+            xattr(&s.published(name), "user.hash").as_deref(),
+            Some(hash.as_str())
+        );
+    }
+    let a = fs::metadata(s.published("flat/file")).unwrap();
+    let b = fs::metadata(s.published("flat/second")).unwrap();
+    assert_ne!(a.ino(), b.ino(), "hardlinks are split");
+    assert_eq!(a.nlink(), 1);
+    // Markers never appear in the published tree.
+    assert!(!s.published("flat/.cvmfsgraft-file").exists());
+    assert!(!s.mount("flat/.cvmfsgraft-second").exists());
+}
+
+#[test]
+fn f09_a_marker_without_size_fails_the_publish_and_leaves_the_transaction_open() {
+    let Some(s) = Standin::new(false) else {
+        return;
+    };
+    let hash = ingested_hello(&s);
+    let rev = s.rev();
+    assert_eq!(s.run(&["transaction", REPO]).code, 0);
+    fs::create_dir_all(s.mount("flat")).unwrap();
+    fs::write(s.mount("flat/file"), b"").unwrap();
+    fs::write(
+        s.mount("flat/.cvmfsgraft-file"),
+        format!("checksum={hash}\ncompression=zlib\n"),
+    )
+    .unwrap();
+    let out = s.run(&["publish", REPO]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("invalid grafting information"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(s.rev(), rev, "nothing published");
+    assert!(!s.published("flat").exists());
+    assert!(
+        s.run(&["list"]).stdout.contains("in transaction"),
+        "the transaction stays open"
+    );
+    assert_eq!(s.run(&["abort", "-f", REPO]).code, 0);
+    assert!(!s.mount("flat").exists());
+}
+
+#[test]
+fn f09_a_marker_naming_an_unknown_object_publishes_an_unreadable_file() {
+    let Some(s) = Standin::new(false) else {
+        return;
+    };
+    ingested_hello(&s);
+    assert_eq!(s.run(&["transaction", REPO]).code, 0);
+    fs::write(s.mount("ghost"), b"").unwrap();
+    fs::write(
+        s.mount(".cvmfsgraft-ghost"),
+        format!("size=5\nchecksum={}\ncompression=zlib\n", "0".repeat(40)),
+    )
+    .unwrap();
+    let out = s.run(&["publish", REPO]);
+    assert_eq!(out.code, 0, "nothing checks the object: {}", out.stderr);
+    assert_eq!(fs::metadata(s.published("ghost")).unwrap().len(), 5);
+    let unreadable =
+        fs::read_to_string(s.state.path().join("repos").join(REPO).join("unreadable")).unwrap();
+    assert_eq!(unreadable.trim(), "ghost");
+}
+
+#[test]
+fn f22_a_tar_cut_at_an_entry_boundary_is_published_as_if_complete() {
+    let Some(s) = Standin::new(false) else {
+        return;
+    };
+    let whole = tar_of(&[
+        ('d', "d/", 0o755, 0, ""),
+        ('f', "d/one", 0o644, 0, "1"),
+        ('f', "d/two", 0o644, 0, "2"),
+    ]);
+    // Cut right after `d/one`'s data block: no `d/two`, no end-of-archive blocks.
+    let cut = &whole[..512 * 3];
+    let rev = s.rev();
+    let out = s.ingest(&["-k", "-t", "-", "-b", "cut"], cut);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(s.rev(), rev + 1);
+    assert_eq!(fs::read(s.published("cut/d/one")).unwrap(), b"1");
+    assert!(!s.published("cut/d/two").exists());
+}
