@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use crate::logging::LogFormat;
+
 const EXIT_CODES: &str = "\
 Exit status:
   0  everything asked for was done (failures matched by ignore_errors count as done)
@@ -44,6 +46,9 @@ pub struct GlobalArgs {
     /// More log detail (-v info, -vv debug, -vvv trace); RUST_LOG overrides
     #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// Log lines as text (coloured only on a terminal without NO_COLOR) or as JSON objects
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
 }
 
 const SERVE_EXIT_CODES: &str = "\

@@ -6,6 +6,7 @@ mod args;
 mod cmd;
 mod convert;
 mod exit;
+mod logging;
 mod registry;
 
 use std::process::ExitCode;
@@ -28,7 +29,7 @@ fn main() -> ExitCode {
             };
         }
     };
-    init_logging(cli.global.verbose);
+    logging::init(cli.global.verbose, cli.global.log_format);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => failure.report(),
@@ -50,20 +51,4 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::UnpackImage(a) => cmd::unpack_image::run(&cli.global, a),
         Command::Version => cmd::version::run(),
     }
-}
-
-fn init_logging(verbose: u8) {
-    use tracing_subscriber::EnvFilter;
-    let default = match verbose {
-        0 => "warn,ducc=info",
-        1 => "info",
-        2 => "debug",
-        _ => "trace",
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(convert::log_line)
-        .with_target(false)
-        .try_init();
 }
