@@ -145,7 +145,10 @@ fn a_config_nested_200000_deep_in_a_field_ducc_reads_fails_before_anything_is_pu
             stderr.contains(&format!("{name} (config)")) || stderr.contains("config failed"),
             "{backend:?}: {stderr}"
         );
-        assert!(stderr.contains("invalid image config"), "{backend:?}: {stderr}");
+        assert!(
+            stderr.contains("invalid image config"),
+            "{backend:?}: {stderr}"
+        );
         assert_nothing_published(&work);
     }
 }

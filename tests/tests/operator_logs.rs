@@ -91,7 +91,10 @@ fn log_lines_into_a_pipe_carry_no_escape_codes() {
         line.contains(&format!("ERROR {image}: manifest failed: ")),
         "{line}"
     );
-    assert!(!stderr.contains('\x1b'), "escape codes in a pipe: {stderr:?}");
+    assert!(
+        !stderr.contains('\x1b'),
+        "escape codes in a pipe: {stderr:?}"
+    );
 }
 
 #[test]

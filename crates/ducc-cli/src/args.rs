@@ -98,6 +98,13 @@ pub enum Command {
     /// Print the version
     #[command(visible_alias = "v")]
     Version,
+    /// Show what a repository holds: images, layers, and what gc would remove (reads only)
+    #[command(visible_alias = "ls", after_help = EXIT_CODES)]
+    List(ListArgs),
+    /// Print a shell completion script for bash, zsh or fish
+    Completions(CompletionsArgs),
+    /// Print the man page (roff) of ducc and its commands
+    Man,
 }
 
 /// How the publisher writes whiteouts into layer directories.
@@ -351,4 +358,45 @@ pub struct UnpackImageArgs {
     /// Write one directory per layer (DEST/<n>-<hex>/) instead of the flat tree
     #[arg(long)]
     pub layers: bool,
+}
+
+/// `ducc list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// The CernVM-FS repository (may be repo/subdir)
+    pub repo: String,
+    /// Print JSON (stable: sorted by name, full digests, sizes in bytes, times in seconds)
+    #[arg(long)]
+    pub json: bool,
+    /// List the layers instead: each with its size and the images that use it
+    #[arg(long, conflicts_with = "garbage")]
+    pub layers: bool,
+    /// List what `garbage-collection` would remove now and when the rest becomes due (its
+    /// `--dry-run` output)
+    #[arg(long)]
+    pub garbage: bool,
+    /// With --garbage: the grace period gc would use, in days
+    #[arg(long, default_value_t = 1, requires = "garbage")]
+    pub grace_period: u32,
+    #[command(flatten)]
+    pub target: PublisherFlags,
+}
+
+/// `ducc completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell
+    #[arg(value_enum)]
+    pub shell: CompletionShell,
+}
+
+/// The shells `ducc completions` writes for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    /// bash (source it, or put it in /usr/share/bash-completion/completions/ducc)
+    Bash,
+    /// zsh (put it as `_ducc` in a directory of $fpath)
+    Zsh,
+    /// fish (put it in ~/.config/fish/completions/ducc.fish)
+    Fish,
 }

@@ -75,7 +75,9 @@ where
     ) -> fmt::Result {
         let mut fields = Fields::default();
         event.record(&mut fields);
-        let time = jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or_else(|_| jiff::Timestamp::now());
+        let time = jiff::Timestamp::now()
+            .round(jiff::Unit::Second)
+            .unwrap_or_else(|_| jiff::Timestamp::now());
         let level = *event.metadata().level();
         match self.format {
             LogFormat::Text => writeln!(writer, "{}", fields.text(time, level, self.colour)),

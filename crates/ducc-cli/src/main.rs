@@ -50,5 +50,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::DownloadManifest(a) => cmd::download_manifest::run(&cli.global, a),
         Command::UnpackImage(a) => cmd::unpack_image::run(&cli.global, a),
         Command::Version => cmd::version::run(),
+        Command::List(a) => cmd::list::run(&cli.global, a),
+        Command::Completions(a) => cmd::completions::completions(&a),
+        Command::Man => cmd::completions::man(),
     }
 }

@@ -206,6 +206,7 @@ pub struct StoredImage {
     id: String,
     names: Vec<String>,
     layer: String,
+    manifest_digest: Option<String>,
 }
 
 impl StoredImage {
@@ -222,6 +223,11 @@ impl StoredImage {
     /// The ID of its top layer.
     pub fn layer(&self) -> &str {
         &self.layer
+    }
+
+    /// The digest of the manifest it was converted from (`sha256:<hex>`), where recorded.
+    pub fn manifest_digest(&self) -> Option<&str> {
+        self.manifest_digest.as_deref()
     }
 }
 
@@ -298,6 +304,7 @@ impl<'a> PodmanStore<'a> {
                 id: r.id,
                 names: r.names,
                 layer: r.layer,
+                manifest_digest: r.digest,
             })
             .collect())
     }

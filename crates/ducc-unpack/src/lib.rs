@@ -106,10 +106,11 @@ pub use extract::{
     FlatExtractor, LayerOutcome, extract_canonical_tar, extract_layer_dir, unpack_layer_dir,
 };
 pub use report::{
-    DEFAULT_EXPANSION_ALLOWANCE, DEFAULT_MAX_CONFIG_BYTES, DEFAULT_MAX_ENTRIES_PER_LAYER, DEFAULT_MAX_EXPANSION_RATIO,
-    DEFAULT_MAX_NAME_BYTES, DEFAULT_MAX_PATH_BYTES, DEFAULT_MAX_PAX_HEADER_BYTES,
-    DEFAULT_ZSTD_WINDOW_LOG_MAX, ExtractOptions, LayerDirOptions, Limits, OwnerRecord, Privileges,
-    REPORT_LIST_LIMIT, Report, Warning, WarningKind, WhiteoutFormat,
+    DEFAULT_EXPANSION_ALLOWANCE, DEFAULT_MAX_CONFIG_BYTES, DEFAULT_MAX_ENTRIES_PER_LAYER,
+    DEFAULT_MAX_EXPANSION_RATIO, DEFAULT_MAX_NAME_BYTES, DEFAULT_MAX_PATH_BYTES,
+    DEFAULT_MAX_PAX_HEADER_BYTES, DEFAULT_ZSTD_WINDOW_LOG_MAX, ExtractOptions, LayerDirOptions,
+    Limits, OwnerRecord, Privileges, REPORT_LIST_LIMIT, Report, Warning, WarningKind,
+    WhiteoutFormat,
 };
 pub use source::{FileSource, SOURCE_XATTR, file_source};
 pub use stream::{Compression, LayerDescriptor, LayerDigests, LayerReader};
