@@ -7,6 +7,8 @@ mod cmd;
 mod convert;
 mod exit;
 mod logging;
+#[cfg(test)]
+mod readme;
 mod registry;
 
 use std::process::ExitCode;
