@@ -354,7 +354,7 @@ impl Engine {
             images.push((image, thin));
         }
         if images.is_empty() {
-            tracing::warn!("{input}: no tag matches the glob");
+            tracing::warn!(image = %input, "no tag matches the glob");
         }
         Ok(images)
     }
