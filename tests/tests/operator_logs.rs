@@ -147,11 +147,43 @@ fn json_log_lines_parse_and_carry_the_image_step_and_error_chain() {
         time.len() == 20 && time.ends_with('Z') && time.as_bytes()[10] == b'T',
         "{time}"
     );
-    // Log lines are JSON; the only other lines are the run's summary (text, for people).
-    for line in stderr.lines().filter(|l| !l.starts_with('{')) {
-        assert!(
-            line.starts_with("ducc: ") || line.starts_with("  "),
-            "a log line that is not JSON: {line}"
-        );
-    }
+    // Every line of stderr is JSON, the run's summary too.
+    let summary = logged.last().unwrap();
+    assert_eq!(logged.len(), stderr.lines().count(), "{stderr}");
+    assert_eq!(
+        summary["message"], "0 converted, 0 up to date, 1 failed",
+        "{summary}"
+    );
+    assert_eq!(summary["failed"][0]["image"], image.as_str(), "{summary}");
+    assert_eq!(summary["failed"][0]["step"], "manifest", "{summary}");
+}
+
+#[test]
+fn a_setup_error_with_json_logs_is_one_json_line_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = ducc_tests::ducc_command(dir.path());
+    command.args([
+        "--log-format",
+        "json",
+        "convert-single-image",
+        "ubuntu:22.04",
+        "unpacked.example.org",
+        "--root",
+    ]);
+    command.arg(dir.path().join("cvmfs"));
+    let (code, stderr) = piped(command);
+    assert_eq!(code, Some(2), "{stderr}");
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert_eq!(lines[0]["level"], "ERROR");
+    assert!(
+        lines[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("registry.hub.docker.com/library/ubuntu:22.04"),
+        "{stderr}"
+    );
 }

@@ -30,8 +30,12 @@ pub enum LogFormat {
     Json,
 }
 
+/// The format [`init`] chose, for what the CLI writes to stderr itself (the run's summary).
+static FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
+
 /// Installs the log subscriber: `RUST_LOG` if set, else the level `-v` asks for.
 pub fn init(verbose: u8, format: LogFormat) {
+    let _ = FORMAT.set(format);
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
         0 => "warn,ducc=info",
@@ -49,6 +53,64 @@ pub fn init(verbose: u8, format: LogFormat) {
         .with_writer(log_line)
         .event_format(LineFormat { format, colour })
         .try_init();
+}
+
+/// Writes the summary of a conversion run to stderr: as the text people read, or, with
+/// `--log-format json`, as one more JSON line (`message` the counts, `failed` each failed image
+/// with its step and error), so a log shipper reads every line of stderr as JSON.
+pub fn summary(summary: &ducc_convert::Summary) {
+    use std::io::Write as _;
+    let line = match FORMAT.get().copied().unwrap_or_default() {
+        LogFormat::Text => format!("{summary}\n"),
+        LogFormat::Json => {
+            let text = summary.to_string();
+            let first = text.lines().next().unwrap_or("");
+            let failed: Vec<Value> = summary
+                .failed()
+                .filter_map(|r| {
+                    let failure = r.failure()?;
+                    Some(serde_json::json!({
+                        "image": r.image(),
+                        "step": failure.step().to_string(),
+                        "error": failure.error().chain(),
+                    }))
+                })
+                .collect();
+            let object = serde_json::json!({
+                "time": now().to_string(),
+                "level": if summary.has_failures() { "ERROR" } else { "INFO" },
+                "message": first.strip_prefix("ducc: ").unwrap_or(first),
+                "converted": summary.converted(),
+                "up_to_date": summary.up_to_date(),
+                "failed": failed,
+            });
+            format!("{object}\n")
+        }
+    };
+    let mut out = log_line();
+    let _ = out.write_all(line.as_bytes());
+}
+
+/// Writes a line the CLI has to say on stderr outside `tracing` (a fatal error, a stop, where
+/// `serve` listens): `text` as it is, or, with `--log-format json`, a JSON line with `level` and
+/// `text` as `message`.
+pub fn notice(level: Level, text: &str) {
+    use std::io::Write as _;
+    let line = match FORMAT.get().copied().unwrap_or_default() {
+        LogFormat::Text => format!("{text}\n"),
+        LogFormat::Json => format!(
+            "{}\n",
+            serde_json::json!({"time": now().to_string(), "level": level.as_str(), "message": text})
+        ),
+    };
+    let mut out = log_line();
+    let _ = out.write_all(line.as_bytes());
+}
+
+/// Now, to the second.
+fn now() -> jiff::Timestamp {
+    let now = jiff::Timestamp::now();
+    jiff::Timestamp::from_second(now.as_second()).unwrap_or(now)
 }
 
 /// Colour only on a terminal, and only when `NO_COLOR` is unset or empty (no-color.org).

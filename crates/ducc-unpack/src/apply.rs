@@ -1082,12 +1082,7 @@ impl Applier {
         if self.record_sources && self.is_flat() {
             // Best effort: a file without its tag is published from its content.
             let value = crate::source::encode(&self.layer, entry.path.as_bytes());
-            let _ = rustix::fs::fsetxattr(
-                &file,
-                crate::SOURCE_XATTR,
-                &value,
-                XattrFlags::empty(),
-            );
+            let _ = rustix::fs::fsetxattr(&file, crate::SOURCE_XATTR, &value, XattrFlags::empty());
         }
         if !mode_preset {
             rustix::fs::fchmod(&file, Mode::from_raw_mode(entry.mode))
