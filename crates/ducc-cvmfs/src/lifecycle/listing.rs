@@ -259,3 +259,44 @@ fn dropped_count(marker_dirs: &[std::path::PathBuf]) -> Option<usize> {
     }
     total
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{LocalPublisher, PublicName, RepositoryName};
+
+    #[test]
+    fn a_corrupt_marker_fails_the_listing_naming_the_file() {
+        let root = tempfile::tempdir().unwrap();
+        let repo = RepositoryName::parse("r").unwrap();
+        let layout = repo.layout();
+        let publisher = LocalPublisher::open(root.path(), &repo).unwrap();
+        let name = PublicName::tagged("reg.io", "a", "1").unwrap();
+        let marker = layout.marker_manifest(&name);
+        let mut tx = publisher.begin(&marker).unwrap();
+        tx.write_file(&marker, &mut &b"not json"[..]).unwrap();
+        tx.commit().unwrap();
+        let err = Listing::read(&publisher, &layout).unwrap_err();
+        assert!(
+            matches!(&err, LifecycleError::CorruptRecord { path, .. } if path.ends_with("reg.io/a:1/manifest.json")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn signature_state_and_dropped_count_come_from_the_files_beside_each_marker() {
+        let temps = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+        let dirs: Vec<std::path::PathBuf> = temps.iter().map(|t| t.path().to_owned()).collect();
+        assert_eq!(signature_state(&dirs), SignatureState::Unsigned);
+        assert_eq!(dropped_count(&dirs), None);
+        fs::write(dirs[0].join(SIGNATURE_FILE), b"{}").unwrap();
+        assert_eq!(signature_state(&dirs), SignatureState::Unclear);
+        fs::write(dirs[1].join(SIGNATURE_FILE), b"{}").unwrap();
+        assert_eq!(signature_state(&dirs), SignatureState::Signed);
+        fs::write(dirs[1].join(SIGNATURE_FILE), b"garbled").unwrap();
+        assert_eq!(signature_state(&dirs), SignatureState::Unclear);
+        fs::write(dirs[0].join(DROPPED_FILE), b"[1,2,3]").unwrap();
+        fs::write(dirs[1].join(DROPPED_FILE), br#"{"entries":[1]}"#).unwrap();
+        assert_eq!(dropped_count(&dirs), Some(4));
+    }
+}
