@@ -8,7 +8,7 @@
 
 mod convert_support;
 
-use convert_support::{Backend, Image, Layer, REPO, Work};
+use convert_support::{Backend, Image, Layer, REPO, Work, flat_dir};
 use ducc_tests::{Registry, images, unique_repo};
 use serde_json::Value;
 
@@ -24,6 +24,11 @@ struct Converted {
 
 impl Converted {
     fn new(backend: Backend) -> Converted {
+        Converted::with_flags(backend, &["-i"])
+    }
+
+    /// As [`Converted::new`], converted with `flags`.
+    fn with_flags(backend: Backend, flags: &[&str]) -> Converted {
         let registry = Registry::anonymous();
         let client = images::client_for(registry.host(), None);
         let path = unique_repo("list");
@@ -41,7 +46,7 @@ impl Converted {
         }
         let work = Work::new(backend);
         work.wishlist(&inputs, "");
-        let out = work.convert(&["-i"]);
+        let out = work.convert(flags);
         assert!(out.status.success(), "{backend:?}: convert failed");
         Converted {
             work,
@@ -69,6 +74,24 @@ impl Converted {
     fn list_json(&self, args: &[&str]) -> Value {
         serde_json::from_str(&self.list(args)).unwrap()
     }
+}
+
+/// The apparent size of the regular files below `dir` (symlinks not followed).
+fn file_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let kind = e.file_type().unwrap();
+            if kind.is_dir() {
+                file_bytes(&e.path())
+            } else if kind.is_file() {
+                e.metadata().unwrap().len()
+            } else {
+                0
+            }
+        })
+        .sum()
 }
 
 #[test]
@@ -103,7 +126,11 @@ fn list_shows_every_image_with_its_digests_and_counts_shared_layers() {
                 .map(|l| l.blob.digest.as_str())
                 .collect();
             assert_eq!(platform["layers"], serde_json::json!(layer_digests));
-            assert!(platform["flat_bytes"].as_u64().unwrap() > 0, "{entry}");
+            assert_eq!(
+                platform["flat_bytes"].as_u64().unwrap(),
+                file_bytes(&flat_dir(&c.work.repo(), image)),
+                "{backend:?} {tag}: {entry}"
+            );
             assert!(platform["converted_at"].as_u64().unwrap() > 1_700_000_000);
         }
 
@@ -239,4 +266,28 @@ fn list_of_a_repository_that_does_not_exist_fails_and_creates_nothing() {
     let (code, _) = work.lifecycle("list", &[REPO]);
     assert_eq!(code, 2);
     assert!(!work.repo().exists());
+}
+
+#[test]
+fn list_without_a_podman_store_measures_the_flat_tree_and_has_no_manifest_digest() {
+    let c = Converted::with_flags(Backend::Local, &["-i", "-p"]);
+    let listed = c.list_json(&["--json"]);
+    for (image, tag) in c.images.iter().zip(["one", "two", "three"]) {
+        let entry = listed["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"] == c.name(tag))
+            .unwrap();
+        let platform = &entry["platforms"][0];
+        assert_eq!(platform["manifest"], Value::Null, "{entry}");
+        assert_eq!(
+            platform["flat_bytes"].as_u64().unwrap(),
+            file_bytes(&flat_dir(&c.work.repo(), image)),
+            "{entry}"
+        );
+    }
+    let text = c.list(&[]);
+    let one: Vec<&str> = text.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(one[1], "-", "{text}");
 }

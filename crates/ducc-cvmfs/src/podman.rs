@@ -207,6 +207,7 @@ pub struct StoredImage {
     names: Vec<String>,
     layer: String,
     manifest_digest: Option<String>,
+    layer_size: Option<u64>,
 }
 
 impl StoredImage {
@@ -228,6 +229,12 @@ impl StoredImage {
     /// The digest of the manifest it was converted from (`sha256:<hex>`), where recorded.
     pub fn manifest_digest(&self) -> Option<&str> {
         self.manifest_digest.as_deref()
+    }
+
+    /// The size its layer record gives (`diff-size`: for an image ducc wrote, the apparent size
+    /// of the files of its flat tree, measured when it was added), where recorded.
+    pub fn layer_size(&self) -> Option<u64> {
+        self.layer_size
     }
 }
 
@@ -295,12 +302,19 @@ impl<'a> PodmanStore<'a> {
     /// The images the store lists, as published (no lease: for a report or a gc plan).
     ///
     /// # Errors
-    /// [`PodmanError::CorruptStoreFile`] or [`PodmanError::Read`] for `images.json`.
+    /// [`PodmanError::CorruptStoreFile`] or [`PodmanError::Read`] for `images.json` or
+    /// `layers.json`.
     pub fn images(&self) -> Result<Vec<StoredImage>, PodmanError> {
         let records: Vec<ImageRecord> = read_records(&self.published(&self.images_json()))?;
+        let layers: Vec<LayerRecord> = read_records(&self.published(&self.layers_json()))?;
+        let sizes: BTreeMap<String, u64> = layers
+            .into_iter()
+            .filter_map(|l| Some((l.id, l.diff_size?)))
+            .collect();
         Ok(records
             .into_iter()
             .map(|r| StoredImage {
+                layer_size: sizes.get(&r.layer).copied(),
                 id: r.id,
                 names: r.names,
                 layer: r.layer,

@@ -141,19 +141,26 @@ impl Listing {
                     .ok()
                     .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
                     .map_or(0, |d| d.as_secs());
-                let flat_bytes = match marker.config_digest() {
-                    Some(config) => *flat_sizes
-                        .entry(config)
-                        .or_insert_with(|| tree_bytes(&at(&layout.flat_image(&config)))),
-                    None => 0,
-                };
                 let hex = marker.config.digest.strip_prefix("sha256:").unwrap_or("");
-                let manifest = stored
+                let in_store = stored
                     .iter()
                     .find(|s| s.names().contains(&podman_name) && s.id() == hex)
-                    .or_else(|| stored.iter().find(|s| s.id() == hex))
+                    .or_else(|| stored.iter().find(|s| s.id() == hex));
+                let manifest = in_store
                     .and_then(|s| s.manifest_digest())
                     .map(str::to_owned);
+                // The podman store measured the flat tree when it added the image; walking a
+                // tree of a million files through /cvmfs is the fallback only.
+                let flat_bytes = match (
+                    in_store.and_then(|s| s.layer_size()),
+                    marker.config_digest(),
+                ) {
+                    (Some(size), _) => size,
+                    (None, Some(config)) => *flat_sizes
+                        .entry(config)
+                        .or_insert_with(|| tree_bytes(&at(&layout.flat_image(&config)))),
+                    (None, None) => 0,
+                };
                 for layer in &marker.layers {
                     users
                         .entry(layer.digest.clone())
