@@ -16,6 +16,9 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     // The podman store tests (issue 16); runc because crun refuses hybrid cgroup hierarchies.
     ("podman", "podman"),
     ("runc", "runc"),
+    // `ducc man` rendered by `man -l` (issue 27); `script` for the log-colour test on a pty.
+    ("man-db", "man"),
+    ("bsdutils", "script"),
 ];
 
 /// Installs what is missing, then runs fmt check, clippy and the whole test suite.

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use crate::logging::LogFormat;
+
 const EXIT_CODES: &str = "\
 Exit status:
   0  everything asked for was done (failures matched by ignore_errors count as done)
@@ -44,6 +46,9 @@ pub struct GlobalArgs {
     /// More log detail (-v info, -vv debug, -vvv trace); RUST_LOG overrides
     #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// Log lines as text (coloured only on a terminal without NO_COLOR) or as JSON objects
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
 }
 
 const SERVE_EXIT_CODES: &str = "\
@@ -93,6 +98,13 @@ pub enum Command {
     /// Print the version
     #[command(visible_alias = "v")]
     Version,
+    /// Show what a repository holds: images, layers, and what gc would remove (reads only)
+    #[command(visible_alias = "ls", after_help = EXIT_CODES)]
+    List(ListArgs),
+    /// Print a shell completion script for bash, zsh or fish
+    Completions(CompletionsArgs),
+    /// Print the man page (roff) of ducc and its commands
+    Man,
 }
 
 /// How the publisher writes whiteouts into layer directories.
@@ -346,4 +358,45 @@ pub struct UnpackImageArgs {
     /// Write one directory per layer (DEST/<n>-<hex>/) instead of the flat tree
     #[arg(long)]
     pub layers: bool,
+}
+
+/// `ducc list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// The CernVM-FS repository (may be repo/subdir)
+    pub repo: String,
+    /// Print JSON (stable: sorted by name, full digests, sizes in bytes, times in seconds)
+    #[arg(long)]
+    pub json: bool,
+    /// List the layers instead: each with its size and the images that use it
+    #[arg(long, conflicts_with = "garbage")]
+    pub layers: bool,
+    /// List what `garbage-collection` would remove now and when the rest becomes due (its
+    /// `--dry-run` output)
+    #[arg(long)]
+    pub garbage: bool,
+    /// With --garbage: the grace period gc would use, in days
+    #[arg(long, default_value_t = 1, requires = "garbage")]
+    pub grace_period: u32,
+    #[command(flatten)]
+    pub target: PublisherFlags,
+}
+
+/// `ducc completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell
+    #[arg(value_enum)]
+    pub shell: CompletionShell,
+}
+
+/// The shells `ducc completions` writes for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    /// bash (source it, or put it in /usr/share/bash-completion/completions/ducc)
+    Bash,
+    /// zsh (put it as `_ducc` in a directory of $fpath)
+    Zsh,
+    /// fish (put it in ~/.config/fish/completions/ducc.fish)
+    Fish,
 }

@@ -34,7 +34,7 @@ impl Failure {
             Failure::Run(err) => (err, IMAGES_FAILED),
             Failure::Reported(code) => return ExitCode::from(code),
         };
-        eprintln!("ducc: {err:#}");
+        crate::logging::notice(tracing::Level::ERROR, &format!("ducc: {err:#}"));
         ExitCode::from(code)
     }
 }

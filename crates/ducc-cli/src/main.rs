@@ -6,6 +6,9 @@ mod args;
 mod cmd;
 mod convert;
 mod exit;
+mod logging;
+#[cfg(test)]
+mod readme;
 mod registry;
 
 use std::process::ExitCode;
@@ -28,7 +31,7 @@ fn main() -> ExitCode {
             };
         }
     };
-    init_logging(cli.global.verbose);
+    logging::init(cli.global.verbose, cli.global.log_format);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => failure.report(),
@@ -49,21 +52,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::DownloadManifest(a) => cmd::download_manifest::run(&cli.global, a),
         Command::UnpackImage(a) => cmd::unpack_image::run(&cli.global, a),
         Command::Version => cmd::version::run(),
+        Command::List(a) => cmd::list::run(&cli.global, a),
+        Command::Completions(a) => cmd::completions::completions(&a),
+        Command::Man => cmd::completions::man(),
     }
-}
-
-fn init_logging(verbose: u8) {
-    use tracing_subscriber::EnvFilter;
-    let default = match verbose {
-        0 => "warn,ducc=info",
-        1 => "info",
-        2 => "debug",
-        _ => "trace",
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(convert::log_line)
-        .with_target(false)
-        .try_init();
 }

@@ -200,7 +200,11 @@ impl EngineBuilder {
             )?,
         };
         let client = self.client.unwrap_or_else(|| {
-            Client::new(ClientOptions::new().credentials(self.credentials.clone()))
+            Client::new(
+                ClientOptions::new()
+                    .credentials(self.credentials.clone())
+                    .max_config_bytes(ducc_unpack::Limits::default().max_config_bytes),
+            )
         });
         Ok(Engine {
             client,
@@ -350,7 +354,7 @@ impl Engine {
             images.push((image, thin));
         }
         if images.is_empty() {
-            tracing::warn!("{input}: no tag matches the glob");
+            tracing::warn!(image = %input, "no tag matches the glob");
         }
         Ok(images)
     }
@@ -433,9 +437,11 @@ impl Engine {
                 && !job.is_stopped()
             {
                 tracing::warn!(
-                    "{image}: {} failed (attempt {attempt}): {}; retrying",
+                    image = %image,
+                    step = %failure.step(),
+                    error = failure.error() as &dyn std::error::Error,
+                    "{} failed (attempt {attempt}), retrying",
                     failure.step(),
-                    failure.error().chain()
                 );
                 attempt += 1;
                 continue;
@@ -458,13 +464,17 @@ impl Engine {
         if let Err(failure) = &result.result {
             let message = failure.error().chain();
             let step = failure.step();
+            // The image, step and error chain are fields, so `--log-format json` carries them.
+            let error = failure.error() as &dyn std::error::Error;
             if ignored {
                 tracing::warn!(
-                    "{}: {step} failed (ignored by ignore_errors): {message}",
-                    result.label
+                    image = %result.label,
+                    step = %step,
+                    error,
+                    "{step} failed (ignored by ignore_errors)"
                 );
             } else {
-                tracing::error!("{}: {step} failed: {message}", result.label);
+                tracing::error!(image = %result.label, step = %step, error, "{step} failed");
             }
             self.events.event(&Event::EndImage {
                 image: result.label.clone(),

@@ -546,6 +546,20 @@ impl<'e> Job<'e> {
         let layers = layer_jobs(manifest, config.config())
             .map_err(|e| at(Step::Config)(e.context(format!("image {label}"))))?;
         let created = layer_created(config.config());
+        // Everything later steps need from the config comes from this one parse, here, before
+        // anything of the image is published (issue 27): a config that fails, fails now.
+        let podman_image = if podman && self.settings.wants_podman() {
+            let image = ducc_cvmfs::PodmanImage::new(
+                slot.public(),
+                config_digest,
+                config.bytes().to_vec(),
+                fetched.bytes().to_vec(),
+            )
+            .map_err(at(Step::Config))?;
+            Some(image.created(config.config().created().as_deref()))
+        } else {
+            None
+        };
 
         self.check_stop().map_err(at(Step::Layers))?;
         // Two groups: the new layers (one ingest on a stratum 0), then everything else the
@@ -580,17 +594,9 @@ impl<'e> Job<'e> {
             )
             .map_err(at(Step::Symlink))?;
         }
-        if podman && self.settings.wants_podman() {
-            self.add_to_podman_store(
-                &*image_group,
-                label,
-                slot,
-                config_digest,
-                config.bytes(),
-                fetched,
-                flat_size,
-            )
-            .map_err(at(Step::Podman))?;
+        if let Some(image) = &podman_image {
+            self.add_to_podman_store(&*image_group, label, image, flat_size)
+                .map_err(at(Step::Podman))?;
         }
         let flat_built = flat_size.is_some();
         Ok((
@@ -611,26 +617,16 @@ impl<'e> Job<'e> {
     }
 
     /// The image in the podman store, on its complete flat tree, before the marker (issue 16).
-    #[allow(clippy::too_many_arguments)]
     fn add_to_podman_store(
         &self,
         group: &dyn Group,
         label: &str,
-        slot: &ImageSlot,
-        config_digest: ConfigDigest,
-        config: &[u8],
-        fetched: &FetchedManifest,
+        image: &ducc_cvmfs::PodmanImage,
         flat_size: Option<u64>,
     ) -> Result<()> {
         self.check_stop()?;
-        let image = ducc_cvmfs::PodmanImage::new(
-            slot.public(),
-            config_digest,
-            config.to_vec(),
-            fetched.bytes().to_vec(),
-        )?;
         let outcome = ducc_cvmfs::PodmanStore::new(&*self.publisher, &self.layout)
-            .add_image_to(group, &image, flat_size)?;
+            .add_image_to(group, image, flat_size)?;
         self.emit(Event::PodmanStore {
             image: label.to_owned(),
             name: image.name().to_owned(),
@@ -1188,7 +1184,11 @@ impl<'e> Job<'e> {
         if let Some(login) = self.thin_login {
             credentials = credentials.with_login(output.registry(), login.clone());
         }
-        let client = Client::new(ducc_registry::ClientOptions::new().credentials(credentials));
+        let client = Client::new(
+            ducc_registry::ClientOptions::new()
+                .credentials(credentials)
+                .max_config_bytes(ducc_unpack::Limits::default().max_config_bytes),
+        );
         let (outcome, digest) = push(&client, &repository, tag)?;
         self.emit(Event::ThinPush {
             image: input.whole_name(),

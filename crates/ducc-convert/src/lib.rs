@@ -59,7 +59,7 @@ pub use cache::BlobCache;
 pub use engine::{Engine, EngineBuilder, ImageResult, Outcome, StopToken};
 pub use error::{ConvertError, ErrorKind, ImageFailure, Step};
 pub use events::{DownloadObserver, EndStatus, Event, EventSink, NoEvents, Sinks};
-pub use lifecycle::{DeleteOutcome, GcSummary, Protected, PruneOptions, PruneOutcome};
+pub use lifecycle::{DeleteOutcome, GcSummary, Protected, PruneOptions, PruneOutcome, human_bytes};
 pub use notify::NotificationFile;
 pub use pull::{PullTarget, pull_image};
 pub use settings::Settings;

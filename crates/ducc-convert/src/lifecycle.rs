@@ -285,6 +285,11 @@ fn wish_could_match(wish: &ImageRef, name: &PublicName) -> bool {
 }
 
 /// `12.3 MiB`.
+/// A byte count as an operator reads it: `512 B`, `1.5 KiB`, `3.0 GiB`.
+pub fn human_bytes(n: u64) -> String {
+    bytes(n)
+}
+
 fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = n as f64;
@@ -386,6 +391,23 @@ impl fmt::Display for GcSummary<'_> {
         }
         for path in &r.leftovers {
             writeln!(f, "{verb} leftover {}", path.display())?;
+        }
+        // When each waiting piece becomes due: unreferenced since its first sighting, plus the
+        // grace period (a gc at or after that time removes it).
+        for piece in &r.waiting {
+            let due = piece.since.saturating_add(r.grace.as_secs());
+            let due = i64::try_from(due)
+                .ok()
+                .and_then(|s| jiff::Timestamp::from_second(s).ok())
+                .unwrap_or(jiff::Timestamp::MAX);
+            writeln!(
+                f,
+                "waiting {} {} ({}) until {}",
+                piece.kind.as_str(),
+                piece.path,
+                bytes(piece.bytes),
+                due.strftime("%Y-%m-%dT%H:%M:%SZ")
+            )?;
         }
         for problem in &r.problems {
             writeln!(f, "left alone: {problem}")?;

@@ -24,7 +24,7 @@ impl Summary {
         let image = result.image().to_owned();
         match result.result() {
             Ok(Outcome::UpToDate) => {
-                tracing::info!("{image}: up to date");
+                tracing::info!(image = %image, "up to date");
                 self.up_to_date += 1;
             }
             Ok(Outcome::Converted {
@@ -33,7 +33,8 @@ impl Summary {
                 thin,
             }) => {
                 tracing::info!(
-                    "{image}: converted ({layers_unpacked} layers unpacked, flat tree {}, thin image {})",
+                    image = %image,
+                    "converted ({layers_unpacked} layers unpacked, flat tree {}, thin image {})",
                     if *flat_built { "built" } else { "kept" },
                     match thin {
                         Some(ducc_thin::PushOutcome::AlreadyPresent) => "already pushed",

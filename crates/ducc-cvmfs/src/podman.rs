@@ -78,15 +78,6 @@ pub enum PodmanError {
         /// What the bytes hash to.
         actual: String,
     },
-    /// The config is not an image config (JSON object).
-    #[error("the config of {image} is not a JSON object")]
-    BadConfig {
-        /// The image name.
-        image: String,
-        /// The cause.
-        #[source]
-        source: serde_json::Error,
-    },
     /// The image's flat tree is not published: the store's layer would point nowhere.
     #[error("the flat tree {path} of {image} is not published; the podman store needs it")]
     FlatTreeMissing {
@@ -122,12 +113,12 @@ pub struct PodmanImage {
 impl PodmanImage {
     /// The image named `name` (podman sees `<registry>/<repository>:<tag>`, or
     /// `<registry>/<repository>@sha256:<hex>` for an image pulled by digest only), with the
-    /// exact config and manifest bytes (their digests are what podman shows). The store's
-    /// `created` is the config's own, so a rerun writes the same record.
+    /// exact config and manifest bytes (their digests are what podman shows). The bytes are not
+    /// parsed again: the caller parsed the config once, when it fetched it, and gives its
+    /// `created` with [`PodmanImage::created`].
     ///
     /// # Errors
-    /// [`PodmanError::ConfigMismatch`] when `config_bytes` do not hash to `config`, and
-    /// [`PodmanError::BadConfig`] when they are not a JSON object.
+    /// [`PodmanError::ConfigMismatch`] when `config_bytes` do not hash to `config`.
     pub fn new(
         name: &PublicName,
         config: ConfigDigest,
@@ -143,17 +134,6 @@ impl PodmanImage {
                 actual,
             });
         }
-        let parsed: Map<String, Value> =
-            serde_json::from_slice(&config_bytes).map_err(|source| PodmanError::BadConfig {
-                image: name.clone(),
-                source,
-            })?;
-        // Only a time podman can parse goes into the record; else none, as for an old image.
-        let created = parsed
-            .get("created")
-            .and_then(Value::as_str)
-            .filter(|t| t.parse::<jiff::Timestamp>().is_ok())
-            .map(str::to_owned);
         Ok(Self {
             name,
             id: config.hex(),
@@ -161,8 +141,17 @@ impl PodmanImage {
             manifest_digest: sha256_digest(&manifest_bytes),
             config_bytes,
             manifest_bytes,
-            created,
+            created: None,
         })
+    }
+
+    /// The same image with the config's `created` time as the store's, so a rerun writes the
+    /// same record. Only a time podman can parse is kept; else none, as for an old image.
+    pub fn created(mut self, created: Option<&str>) -> Self {
+        self.created = created
+            .filter(|t| t.parse::<jiff::Timestamp>().is_ok())
+            .map(str::to_owned);
+        self
     }
 
     /// The name podman lists the image under.
@@ -217,6 +206,8 @@ pub struct StoredImage {
     id: String,
     names: Vec<String>,
     layer: String,
+    manifest_digest: Option<String>,
+    layer_size: Option<u64>,
 }
 
 impl StoredImage {
@@ -233,6 +224,17 @@ impl StoredImage {
     /// The ID of its top layer.
     pub fn layer(&self) -> &str {
         &self.layer
+    }
+
+    /// The digest of the manifest it was converted from (`sha256:<hex>`), where recorded.
+    pub fn manifest_digest(&self) -> Option<&str> {
+        self.manifest_digest.as_deref()
+    }
+
+    /// The size its layer record gives (`diff-size`: for an image ducc wrote, the apparent size
+    /// of the files of its flat tree, measured when it was added), where recorded.
+    pub fn layer_size(&self) -> Option<u64> {
+        self.layer_size
     }
 }
 
@@ -254,7 +256,8 @@ impl StoredImage {
 /// tx.commit()?;
 ///
 /// let name = PublicName::tagged("registry.example.org", "demo/app", "1.0")?;
-/// let image = PodmanImage::new(&name, config, config_bytes.to_vec(), b"{}".to_vec())?;
+/// let image = PodmanImage::new(&name, config, config_bytes.to_vec(), b"{}".to_vec())?
+///     .created(Some("2024-05-06T07:08:09Z"));
 /// let store = PodmanStore::new(&publisher, &layout);
 /// assert_eq!(store.add_image(&image)?, PodmanOutcome::Added);
 /// assert_eq!(store.add_image(&image)?, PodmanOutcome::Unchanged);
@@ -299,15 +302,23 @@ impl<'a> PodmanStore<'a> {
     /// The images the store lists, as published (no lease: for a report or a gc plan).
     ///
     /// # Errors
-    /// [`PodmanError::CorruptStoreFile`] or [`PodmanError::Read`] for `images.json`.
+    /// [`PodmanError::CorruptStoreFile`] or [`PodmanError::Read`] for `images.json` or
+    /// `layers.json`.
     pub fn images(&self) -> Result<Vec<StoredImage>, PodmanError> {
         let records: Vec<ImageRecord> = read_records(&self.published(&self.images_json()))?;
+        let layers: Vec<LayerRecord> = read_records(&self.published(&self.layers_json()))?;
+        let sizes: BTreeMap<String, u64> = layers
+            .into_iter()
+            .filter_map(|l| Some((l.id, l.diff_size?)))
+            .collect();
         Ok(records
             .into_iter()
             .map(|r| StoredImage {
+                layer_size: sizes.get(&r.layer).copied(),
                 id: r.id,
                 names: r.names,
                 layer: r.layer,
+                manifest_digest: r.digest,
             })
             .collect())
     }

@@ -167,7 +167,7 @@ fn notify(shared: &Shared, request: &mut Request, source: Source) -> Answer {
             Event::Skipped(_) => EventOutcome::Skipped,
             Event::TagPushed(image) => match matching::wished_target(&list, &image) {
                 Ok(None) => {
-                    tracing::info!("{image}: pushed, not in the wish list; ignored");
+                    tracing::info!(image = %image, "pushed, not in the wish list; ignored");
                     EventOutcome::NotWished
                 }
                 Err(error) => {
@@ -183,7 +183,7 @@ fn notify(shared: &Shared, request: &mut Request, source: Source) -> Answer {
                         .push(target, Trigger::Notification(source), shared.settle)
                     {
                         Pushed::Queued => {
-                            tracing::info!("{key}: pushed; queued");
+                            tracing::info!(image = %key, "pushed; queued");
                             EventOutcome::Queued
                         }
                         Pushed::AlreadyQueued => EventOutcome::Deduplicated,

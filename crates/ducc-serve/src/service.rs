@@ -393,7 +393,7 @@ impl<B: Backend> Worker<'_, B> {
                 Ok(targets) => targets,
                 Err(failure) => {
                     let image = wish.input.whole_name();
-                    tracing::error!("{image}: {failure}");
+                    tracing::error!(image = %image, "{failure}");
                     counts.failed += 1;
                     self.shared.metrics.conversion(Err(()), Duration::ZERO);
                     self.shared.status.finished(
@@ -518,9 +518,9 @@ impl<B: Backend> Worker<'_, B> {
                     None => "next full pass".to_owned(),
                 };
                 if ignored {
-                    tracing::warn!("{key}: {failure} (attempt {failures}; {next})");
+                    tracing::warn!(image = %key, step = %failure.step(), "{failure} (attempt {failures}; {next})");
                 } else {
-                    tracing::error!("{key}: {failure} (attempt {failures}; {next})");
+                    tracing::error!(image = %key, step = %failure.step(), "{failure} (attempt {failures}; {next})");
                 }
                 Finished::Failed {
                     step: failure.step().to_owned(),

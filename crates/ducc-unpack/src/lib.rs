@@ -27,6 +27,7 @@
 //! | path component | 255 bytes | [`Error::NameTooLong`] |
 //! | zstd window | 2^27 bytes (128 MiB) | [`Error::ZstdWindowTooLarge`] |
 //! | uncompressed bytes of a gzip or zstd layer | 512 MiB + 4096 × compressed bytes | [`Error::DecompressionBomb`] |
+//! | image config (checked by the engine's registry client, by descriptor size) | 32 MiB | the image fails at its config step |
 //!
 //! Why these values:
 //! - **Entries**: the largest real layers (a full TeX Live, a CUDA toolkit, a conda environment
@@ -54,6 +55,9 @@
 //!   bring at least one compressed byte per 4096 bytes it expands to, which only a layer that
 //!   is almost entirely zeros *and* larger than 512 MiB breaks. A plain tar is not checked (it
 //!   is its own size).
+//! - **Image config**: held in memory whole, and parsed once, when fetched, before anything of
+//!   the image is published ([`Limits::max_config_bytes`] says how deep nesting fares). Real
+//!   configs are a few KiB; 32 MiB leaves room for any real one while bounding the memory.
 //!
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -102,10 +106,11 @@ pub use extract::{
     FlatExtractor, LayerOutcome, extract_canonical_tar, extract_layer_dir, unpack_layer_dir,
 };
 pub use report::{
-    DEFAULT_EXPANSION_ALLOWANCE, DEFAULT_MAX_ENTRIES_PER_LAYER, DEFAULT_MAX_EXPANSION_RATIO,
-    DEFAULT_MAX_NAME_BYTES, DEFAULT_MAX_PATH_BYTES, DEFAULT_MAX_PAX_HEADER_BYTES,
-    DEFAULT_ZSTD_WINDOW_LOG_MAX, ExtractOptions, LayerDirOptions, Limits, OwnerRecord, Privileges,
-    REPORT_LIST_LIMIT, Report, Warning, WarningKind, WhiteoutFormat,
+    DEFAULT_EXPANSION_ALLOWANCE, DEFAULT_MAX_CONFIG_BYTES, DEFAULT_MAX_ENTRIES_PER_LAYER,
+    DEFAULT_MAX_EXPANSION_RATIO, DEFAULT_MAX_NAME_BYTES, DEFAULT_MAX_PATH_BYTES,
+    DEFAULT_MAX_PAX_HEADER_BYTES, DEFAULT_ZSTD_WINDOW_LOG_MAX, ExtractOptions, LayerDirOptions,
+    Limits, OwnerRecord, Privileges, REPORT_LIST_LIMIT, Report, Warning, WarningKind,
+    WhiteoutFormat,
 };
 pub use source::{FileSource, SOURCE_XATTR, file_source};
 pub use stream::{Compression, LayerDescriptor, LayerDigests, LayerReader};

@@ -157,6 +157,16 @@ pub struct Limits {
     /// Uncompressed bytes a compressed layer may always reach, whatever its compressed size
     /// ([`DEFAULT_EXPANSION_ALLOWANCE`]).
     pub expansion_allowance: u64,
+    /// Largest image config, in bytes ([`DEFAULT_MAX_CONFIG_BYTES`]): a config is held in
+    /// memory, so a bigger one is refused by its descriptor's size, before it is downloaded.
+    ///
+    /// The config is parsed once, as an image config, when it is fetched, before anything of the
+    /// image is published; every later step (the flat tree's `.singularity.d` environment, the
+    /// podman store, the thin image) uses that parsed value. Fields ducc does not read are
+    /// skipped at any depth (a valid config nested 200,000 deep there converts); a field it reads
+    /// (`config.Env`, `Labels`, ...) that is nested beyond the JSON parser's depth limit of 128
+    /// fails the image at that parse, so nothing of it is published.
+    pub max_config_bytes: u64,
 }
 
 /// Default [`Limits::max_entries_per_layer`]: 4 million.
@@ -173,6 +183,9 @@ pub const DEFAULT_ZSTD_WINDOW_LOG_MAX: u32 = 27;
 pub const DEFAULT_MAX_EXPANSION_RATIO: u64 = 4096;
 /// Default [`Limits::expansion_allowance`]: 512 MiB.
 pub const DEFAULT_EXPANSION_ALLOWANCE: u64 = 512 << 20;
+/// Default [`Limits::max_config_bytes`]: 32 MiB (real configs are a few KiB; the largest seen,
+/// with thousands of history entries, under 1 MiB).
+pub const DEFAULT_MAX_CONFIG_BYTES: u64 = 32 << 20;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -184,6 +197,7 @@ impl Default for Limits {
             zstd_window_log_max: DEFAULT_ZSTD_WINDOW_LOG_MAX,
             max_expansion_ratio: DEFAULT_MAX_EXPANSION_RATIO,
             expansion_allowance: DEFAULT_EXPANSION_ALLOWANCE,
+            max_config_bytes: DEFAULT_MAX_CONFIG_BYTES,
         }
     }
 }
@@ -233,6 +247,12 @@ impl Limits {
     /// The same limits with another [`Limits::expansion_allowance`].
     pub fn expansion_allowance(mut self, bytes: u64) -> Self {
         self.expansion_allowance = bytes;
+        self
+    }
+
+    /// The same limits with another [`Limits::max_config_bytes`].
+    pub fn max_config_bytes(mut self, bytes: u64) -> Self {
+        self.max_config_bytes = bytes;
         self
     }
 

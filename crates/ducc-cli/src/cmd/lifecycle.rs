@@ -17,7 +17,11 @@ use crate::exit::{self, Failure, print_stdout};
 use crate::registry;
 
 /// The engine for `repo`, its events going to `-n`.
-fn engine(global: &GlobalArgs, target: &PublisherFlags, repo: &str) -> Result<Engine, Failure> {
+pub(crate) fn engine(
+    global: &GlobalArgs,
+    target: &PublisherFlags,
+    repo: &str,
+) -> Result<Engine, Failure> {
     let usage = Failure::Usage;
     let repo = RepositoryName::parse(repo)
         .with_context(|| format!("invalid repository `{repo}`"))

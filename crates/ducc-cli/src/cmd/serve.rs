@@ -45,7 +45,10 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), Failure> {
         .with_queue_capacity(args.queue_capacity);
     let service = Service::bind(config, list, engine, signals)
         .map_err(|e| Failure::Usage(anyhow::Error::new(e)))?;
-    eprintln!("ducc serve: listening on http://{}", service.local_addr());
+    crate::logging::notice(
+        tracing::Level::INFO,
+        &format!("ducc serve: listening on http://{}", service.local_addr()),
+    );
     match service.run() {
         Ok(()) => Ok(()),
         Err(e @ ServeError::WorkerDied) => Err(Failure::Run(e.into())),

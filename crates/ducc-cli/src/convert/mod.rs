@@ -48,7 +48,7 @@ pub fn run_loop(global: &GlobalArgs, args: LoopArgs) -> Result<(), Failure> {
         if stop.is_stopped() {
             return run.finish(summary, &stop);
         }
-        eprintln!("{summary}");
+        crate::logging::summary(&summary);
         let deadline = Instant::now() + Duration::from_secs(args.interval);
         // From here until the next pass a stop is clean (tests wait for this event).
         run.events.event(&Event::WaitNextPass {
@@ -126,7 +126,7 @@ pub fn run_single(global: &GlobalArgs, args: ConvertSingleArgs) -> Result<(), Fa
 
 pub(crate) fn load(path: &Path) -> Result<WishList, Failure> {
     WishList::load(path).map_err(|err| {
-        eprintln!("{}", exit::chain(&err));
+        crate::logging::notice(tracing::Level::ERROR, &exit::chain(&err));
         Failure::Reported(exit::USAGE)
     })
 }
@@ -219,9 +219,12 @@ impl Run {
             up_to_date: summary.up_to_date(),
             failed: summary.failed().count(),
         });
-        eprintln!("{summary}");
+        crate::logging::summary(&summary);
         if stop.is_stopped() {
-            eprintln!("ducc: interrupted; open transactions were aborted, run again to finish");
+            crate::logging::notice(
+                tracing::Level::WARN,
+                "ducc: interrupted; open transactions were aborted, run again to finish",
+            );
             return Err(Failure::Reported(exit::IMAGES_FAILED));
         }
         if summary.has_failures() {

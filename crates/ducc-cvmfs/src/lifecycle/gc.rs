@@ -584,7 +584,7 @@ fn find_flats(
 
 /// The names of the directories two levels below `root` whose shard is their first two
 /// characters (`<hh>/<hex>`).
-fn sharded(root: &Path) -> Result<Vec<String>, LifecycleError> {
+pub(super) fn sharded(root: &Path) -> Result<Vec<String>, LifecycleError> {
     let mut out = Vec::new();
     for shard in dir_names(root)? {
         let dir = root.join(&shard);
@@ -619,7 +619,7 @@ fn dir_names(dir: &Path) -> Result<Vec<String>, LifecycleError> {
 
 /// The apparent size of every file below `path` (symlinks not followed; unreadable parts count
 /// as nothing).
-fn tree_bytes(path: &Path) -> u64 {
+pub(super) fn tree_bytes(path: &Path) -> u64 {
     let Ok(meta) = fs::symlink_metadata(path) else {
         return 0;
     };

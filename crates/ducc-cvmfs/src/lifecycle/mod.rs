@@ -7,6 +7,9 @@
 //!   goes first, so a run killed in between leaves an image that is no longer "converted" (the
 //!   next convert repairs it) and that [`Inventory`] still finds by its link (the next delete
 //!   finishes it). Content (layers, flat trees, podman entries) is left to the gc.
+//! - [`Listing`] is what `ducc list` shows: each converted image with its digests, time,
+//!   platforms, flat-tree size, layers (how many shared), signature state and dropped entries,
+//!   and each layer with the images that use it; read only, no lock taken.
 //! - [`collect_garbage`] marks what the recorded images reach (markers' manifests, links' flat
 //!   trees and their [`crate::FlatRecord`]s, podman entries of live configs) and sweeps the
 //!   rest: `.layers/<hh>/<hex>`, `.flat/<hh>/<cfg>` and podman store images, plus what dead
@@ -40,12 +43,16 @@
 mod delete;
 mod gc;
 mod inventory;
+mod listing;
 
 use std::path::PathBuf;
 
 pub use delete::{DeletePlan, DeleteReport, delete_images, plan_delete};
 pub use gc::{GcOptions, GcReport, Piece, PieceKind, collect_garbage};
 pub use inventory::{Inventory, RecordedImage};
+pub use listing::{
+    DROPPED_FILE, ListedImage, ListedLayer, ListedPlatform, Listing, SIGNATURE_FILE, SignatureState,
+};
 
 use crate::error::PublishError;
 use crate::podman::PodmanError;

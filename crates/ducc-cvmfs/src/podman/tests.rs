@@ -85,7 +85,9 @@ fn image(tag: &str, label: &str) -> PodmanImage {
     let digest = ConfigDigest::parse(&sha256_digest(&config)).unwrap();
     let manifest = format!(r#"{{"schemaVersion":2,"config":{{"digest":"{digest}"}}}}"#);
     let name = PublicName::tagged("registry.example.org", "lib/app", tag).unwrap();
-    PodmanImage::new(&name, digest, config, manifest.into_bytes()).unwrap()
+    PodmanImage::new(&name, digest, config, manifest.into_bytes())
+        .unwrap()
+        .created(Some("2024-05-06T07:08:09Z"))
 }
 
 #[test]
@@ -342,7 +344,7 @@ fn an_image_without_its_flat_tree_is_refused_naming_the_tree() {
 }
 
 #[test]
-fn a_config_that_is_not_its_digest_or_not_json_is_refused() {
+fn a_config_that_is_not_its_digest_is_refused() {
     let name = PublicName::tagged("reg.io", "a", "1").unwrap();
     let other = ConfigDigest::from_hex(&"ab".repeat(32)).unwrap();
     let err = PodmanImage::new(&name, other, b"{}".to_vec(), Vec::new()).unwrap_err();
@@ -350,10 +352,6 @@ fn a_config_that_is_not_its_digest_or_not_json_is_refused() {
         matches!(&err, PodmanError::ConfigMismatch { image, .. } if image == "reg.io/a:1"),
         "{err}"
     );
-    let not_json = b"[1]".to_vec();
-    let digest = ConfigDigest::parse(&sha256_digest(&not_json)).unwrap();
-    let err = PodmanImage::new(&name, digest, not_json, Vec::new()).unwrap_err();
-    assert!(matches!(err, PodmanError::BadConfig { .. }), "{err}");
 }
 
 #[test]
@@ -362,7 +360,9 @@ fn images_pulled_by_digest_are_named_with_at_and_a_bad_created_is_left_out() {
     let digest = ConfigDigest::parse(&sha256_digest(&config)).unwrap();
     let at = format!("sha256:{}", "cd".repeat(32));
     let name = PublicName::by_digest("reg.io", "lib/a", &at).unwrap();
-    let img = PodmanImage::new(&name, digest, config, Vec::new()).unwrap();
+    let img = PodmanImage::new(&name, digest, config, Vec::new())
+        .unwrap()
+        .created(Some("yesterday"));
     assert_eq!(img.name(), format!("reg.io/lib/a@{at}"));
     assert_eq!(img.created, None);
 }
