@@ -97,6 +97,20 @@ pub enum Event {
         /// `false` when the registry already had it.
         pushed: bool,
     },
+    /// What an image's conversion published, once it is in: on a `cvmfs_server` repository the
+    /// revisions it took (each ingest and each publish is one) and how its flat tree's files
+    /// went in (as graft files pointing at the layers' stored objects, or with their content).
+    Published {
+        /// The image.
+        image: String,
+        /// Revisions made for this image (0 with the local publisher).
+        revisions: usize,
+        /// Flat-tree files published as grafts of stored layer objects (not hashed again).
+        grafted_files: u64,
+        /// Flat-tree files of layers that went in with their content through a mounted
+        /// transaction (0 when the flat tree went in by ingest: then every file was ingested).
+        copied_files: u64,
+    },
     /// The marker was written: the image is converted.
     Marker {
         /// The image.
@@ -214,6 +228,7 @@ impl Event {
             | Event::PodmanStore { image, .. }
             | Event::ThinPush { image, .. }
             | Event::Marker { image, .. }
+            | Event::Published { image, .. }
             | Event::EndImage { image, .. }
             | Event::DeleteImage { image, .. } => Some(image),
             Event::StartDucc {}

@@ -11,7 +11,7 @@ use std::time::{Instant, SystemTime};
 
 use ducc_cvmfs::{
     Arch, ConfigDigest, FillHints, FlatRecord, Group, ImageSlot, IngestOptions, LayerDigest,
-    LayerInfo, MarkerDescriptor, MarkerManifest, PublicName, RepoPath, RepositoryName,
+    LayerInfo, MarkerDescriptor, MarkerManifest, PublicName, Published, RepoPath, RepositoryName,
     RepositoryState,
 };
 use ducc_registry::oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
@@ -81,6 +81,8 @@ struct Pending<'e> {
     /// What the image publishes besides its layers (flat tree, link, podman store, origins),
     /// held to be published with the marker; `None` once published.
     group: Option<Box<dyn Group + 'e>>,
+    /// What publishing its layers took.
+    published: Published,
 }
 
 impl<'e> Job<'e> {
@@ -186,7 +188,7 @@ impl<'e> Job<'e> {
             outcome = with_thin(outcome, pushed);
         }
         let group = pending.group.take();
-        self.finish_image(&label, &slot, manifest, &outcome, pending.started, group)?;
+        self.finish_image(&label, &slot, manifest, &outcome, &pending, group)?;
         Ok(outcome)
     }
 
@@ -197,19 +199,26 @@ impl<'e> Job<'e> {
         slot: &ImageSlot,
         manifest: &ImageManifest,
         outcome: &Outcome,
-        started: Instant,
+        pending: &Pending<'e>,
         group: Option<Box<dyn Group + 'e>>,
     ) -> Result<(), ImageFailure> {
+        let started = pending.started;
         self.check_stop().map_err(at(Step::Marker))?;
         // The marker goes last into what the image publishes besides its layers: on a stratum
         // 0 all of it is one revision, published whole or not at all.
         let group = group.unwrap_or_else(|| self.engine.publisher.group());
         self.write_marker(&*group, slot, manifest)
             .map_err(at(Step::Marker))?;
-        let revisions = group
+        let mut published = pending.published;
+        published += group
             .commit()
             .map_err(|e| at(Step::Marker)(ConvertError::from(e)))?;
-        tracing::debug!(image = label, revisions, "image published");
+        self.emit(Event::Published {
+            image: label.to_owned(),
+            revisions: published.revisions,
+            grafted_files: published.grafted_files,
+            copied_files: published.copied_files,
+        });
         self.emit(Event::Marker {
             image: label.to_owned(),
             marker: slot.marker(&self.layout).as_str().to_owned(),
@@ -327,8 +336,10 @@ impl<'e> Job<'e> {
                     podman,
                 )?;
                 // The shared links read back what each platform published.
-                if let Some(group) = pending.as_mut().and_then(|p| p.group.take()) {
-                    group
+                if let Some(pending) = pending.as_mut()
+                    && let Some(group) = pending.group.take()
+                {
+                    pending.published += group
                         .commit()
                         .map_err(|e| at(Step::Flat)(ConvertError::from(e)))?;
                 }
@@ -402,14 +413,8 @@ impl<'e> Job<'e> {
             let Some(pending) = &d.pending else { continue };
             let result = &mut results[d.result];
             if let Ok(outcome) = result.result()
-                && let Err(e) = self.finish_image(
-                    result.image(),
-                    &d.slot,
-                    &d.manifest,
-                    outcome,
-                    pending.started,
-                    None,
-                )
+                && let Err(e) =
+                    self.finish_image(result.image(), &d.slot, &d.manifest, outcome, pending, None)
             {
                 *result.result_mut() = Err(e);
             }
@@ -581,7 +586,7 @@ impl<'e> Job<'e> {
         let layers_unpacked = layers_unpacked.map_err(at(Step::Layers))?;
         // The layers go in first, even when the flat tree failed: the flat tree's grafts name
         // their stored objects, and a rerun need not unpack them again.
-        layers_group
+        let layers_published = layers_group
             .commit()
             .map_err(|e| at(Step::Layers)(ConvertError::from(e)))?;
         let flat_size = flat?;
@@ -612,6 +617,7 @@ impl<'e> Job<'e> {
                 },
                 started,
                 group: Some(image_group),
+                published: layers_published,
             }),
         ))
     }

@@ -46,8 +46,8 @@ use crate::guard::{Refused, TarGuard};
 use crate::layout::{CATALOG_MARKER, RepoPath, RepositoryName};
 use crate::lock::{FileLock, LeaseGuard, LeaseLocks, dead_staging, unique_name};
 use crate::publisher::{
-    FillError, FillHints, GcGuard, GcLock, Group, IngestOptions, OverlaySupport, Publisher,
-    Transaction, check_lease,
+    FillError, FillHints, GcGuard, GcLock, Group, IngestOptions, OverlaySupport, Published,
+    Publisher, Transaction, check_lease,
 };
 
 /// How long a gateway lease that is busy (another node holds an overlapping one: rc 16, no
@@ -441,7 +441,7 @@ impl Publisher for CvmfsPublisher {
         Box::new(CvmfsGroup {
             publisher: self,
             units: Mutex::new(Vec::new()),
-            revisions: Mutex::new(0),
+            published: Mutex::new(Published::default()),
         })
     }
 
@@ -554,7 +554,7 @@ impl Unit {
 struct CvmfsGroup<'p> {
     publisher: &'p CvmfsPublisher,
     units: Mutex<Vec<Unit>>,
-    revisions: Mutex<usize>,
+    published: Mutex<Published>,
 }
 
 impl CvmfsGroup<'_> {
@@ -591,16 +591,16 @@ impl Group for CvmfsGroup<'_> {
         )?))
     }
 
-    fn flush(&self) -> Result<usize, PublishError> {
+    fn flush(&self) -> Result<Published, PublishError> {
         let units = self.take_units();
-        let n = self.publisher.publish(units)?;
-        *self.revisions.lock().unwrap_or_else(|e| e.into_inner()) += n;
-        Ok(n)
+        let published = self.publisher.publish(units)?;
+        *self.published.lock().unwrap_or_else(|e| e.into_inner()) += published;
+        Ok(published)
     }
 
-    fn commit(self: Box<Self>) -> Result<usize, PublishError> {
+    fn commit(self: Box<Self>) -> Result<Published, PublishError> {
         self.flush()?;
-        Ok(*self.revisions.lock().unwrap_or_else(|e| e.into_inner()))
+        Ok(*self.published.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
@@ -819,28 +819,32 @@ impl Read for Tee<'_> {
 impl CvmfsPublisher {
     /// Publishes `units` (see [`Group`]): behind a gateway one revision per unit, on its lease;
     /// on a stratum 0 all of them in one revision. Returns the revisions made.
-    fn publish(&self, units: Vec<Unit>) -> Result<usize, PublishError> {
+    fn publish(&self, units: Vec<Unit>) -> Result<Published, PublishError> {
         let units: Vec<Unit> = units.into_iter().filter(|u| !u.is_empty()).collect();
+        let mut published = Published::default();
         if units.is_empty() {
-            return Ok(0);
+            return Ok(published);
         }
         if self.gateway {
-            let mut revisions = 0;
             for unit in units {
-                revisions += self.publish_together(std::slice::from_ref(&unit))?;
+                published += self.publish_together(std::slice::from_ref(&unit))?;
             }
-            return Ok(revisions);
+            return Ok(published);
         }
         self.publish_together(&units)
     }
 
-    fn publish_together(&self, units: &[Unit]) -> Result<usize, PublishError> {
+    fn publish_together(&self, units: &[Unit]) -> Result<Published, PublishError> {
+        let mut published = Published::default();
         if self.mounted && units.iter().all(Unit::mountable) {
-            self.commit_mounted(units)?;
-            Ok(1)
+            let report = self.commit_mounted(units)?;
+            published.revisions = 1;
+            published.grafted_files = report.grafted;
+            published.copied_files = report.stored;
         } else {
-            self.commit_ingest(units)
+            published.revisions = self.commit_ingest(units)?;
         }
+        Ok(published)
     }
 
     /// One tar for all units (`ingest -k -t TAR -b BASE`), after the removals
@@ -942,7 +946,7 @@ impl CvmfsPublisher {
     /// One mounted transaction for all units: `cvmfs_server transaction`, the writes through
     /// the mount (flat trees as graft files), `cvmfs_server publish`; any failure aborts it
     /// (`abort -f`), so nothing of it is published and nothing is left open.
-    fn commit_mounted(&self, units: &[Unit]) -> Result<(), PublishError> {
+    fn commit_mounted(&self, units: &[Unit]) -> Result<crate::graft::GraftReport, PublishError> {
         let _spool = self.spool_lock()?;
         let target = if self.gateway {
             let lease = &units[0].lease;
@@ -982,7 +986,7 @@ impl CvmfsPublisher {
                     seconds = started.elapsed().as_secs_f64(),
                     "published through the mount"
                 );
-                Ok(())
+                Ok(report)
             }
             Err(e) => {
                 if let Err(abort) =

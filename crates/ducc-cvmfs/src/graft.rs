@@ -327,6 +327,133 @@ pub(crate) fn remove_any(path: &Path) -> Result<(), PublishError> {
 mod tests {
     use super::*;
 
+    /// A mount with one published layer file `etc/motd` ("hello") carrying `xattrs`, and a flat
+    /// tree in `local` whose `etc/motd` came from it (source tag) and whose `etc/own` has none.
+    fn setup(xattrs: &[(&str, &str)]) -> (tempfile::TempDir, Layout, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = crate::RepositoryName::parse("r").unwrap().layout();
+        let layer: ducc_oci::LayerDigest = format!("sha256:{}", "ab".repeat(32)).parse().unwrap();
+        let mount = dir.path().join("mnt");
+        let layerfs = mount.join(layout.layerfs(&layer).as_path());
+        fs::create_dir_all(layerfs.join("etc")).unwrap();
+        fs::write(layerfs.join("etc/motd"), "hello").unwrap();
+        for (name, value) in xattrs {
+            rustix::fs::lsetxattr(
+                &layerfs.join("etc/motd"),
+                *name,
+                value.as_bytes(),
+                rustix::fs::XattrFlags::empty(),
+            )
+            .unwrap();
+        }
+        let local = dir.path().join("flat");
+        fs::create_dir_all(local.join("etc")).unwrap();
+        fs::write(local.join("etc/motd"), "hello").unwrap();
+        fs::write(local.join("etc/own"), "mine").unwrap();
+        let mut tag = layer.to_string().into_bytes();
+        tag.push(0);
+        tag.extend_from_slice(b"etc/motd");
+        rustix::fs::lsetxattr(
+            &local.join("etc/motd"),
+            ducc_unpack::SOURCE_XATTR,
+            &tag,
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+        (dir, layout, local)
+    }
+
+    fn write(dir: &Path, layout: &Layout, local: &Path) -> (GraftReport, PathBuf) {
+        let mount = dir.join("mnt");
+        let writer = MountWriter {
+            mount_root: &mount,
+            layout,
+        };
+        let mut report = GraftReport::default();
+        let flat = RepoPath::new(".flat/cd/flat").unwrap();
+        writer.write_tree(local, &flat, true, &mut report).unwrap();
+        (report, mount.join(flat.as_path()))
+    }
+
+    #[test]
+    fn a_layer_file_with_its_object_is_grafted_and_the_rest_written() {
+        let hash = "4ab2cb8c7b9fdcc1f56ae958ef186d9e09813b71";
+        let (dir, layout, local) = setup(&[
+            ("user.hash", hash),
+            ("user.compression", "zlib"),
+            ("user.chunks", "1"),
+        ]);
+        let (report, flat) = write(dir.path(), &layout, &local);
+        assert_eq!(
+            report,
+            GraftReport {
+                grafted: 1,
+                stored: 1
+            }
+        );
+        assert_eq!(
+            fs::read(flat.join("etc/motd")).unwrap(),
+            b"",
+            "a placeholder"
+        );
+        assert_eq!(
+            fs::read_to_string(flat.join("etc/.cvmfsgraft-motd")).unwrap(),
+            format!("size=5\nchecksum={hash}\ncompression=zlib\n")
+        );
+        assert_eq!(fs::read(flat.join("etc/own")).unwrap(), b"mine");
+        assert!(flat.join(CATALOG_MARKER).is_file());
+    }
+
+    #[test]
+    fn a_layer_file_whose_hash_cannot_be_read_or_is_chunked_goes_in_with_its_content() {
+        for xattrs in [
+            &[][..],
+            &[("user.hash", "not a hash"), ("user.compression", "zlib")][..],
+            &[
+                ("user.hash", "4ab2cb8c7b9fdcc1f56ae958ef186d9e09813b71"),
+                ("user.compression", "zlib"),
+                ("user.chunks", "3"),
+            ][..],
+        ] {
+            let (dir, layout, local) = setup(xattrs);
+            let (report, flat) = write(dir.path(), &layout, &local);
+            assert_eq!(
+                report,
+                GraftReport {
+                    grafted: 0,
+                    stored: 2
+                },
+                "{xattrs:?}"
+            );
+            assert_eq!(fs::read(flat.join("etc/motd")).unwrap(), b"hello");
+            assert!(!flat.join("etc/.cvmfsgraft-motd").exists());
+        }
+    }
+
+    #[test]
+    fn a_layer_file_behind_a_symlink_or_of_another_size_is_never_grafted() {
+        let (dir, layout, local) = setup(&[
+            ("user.hash", "4ab2cb8c7b9fdcc1f56ae958ef186d9e09813b71"),
+            ("user.compression", "zlib"),
+        ]);
+        // The flat file is bigger than the layer file it names.
+        fs::write(local.join("etc/motd"), "hello, world").unwrap();
+        let writer = MountWriter {
+            mount_root: &dir.path().join("mnt"),
+            layout: &layout,
+        };
+        assert_eq!(writer.graft_for(&local.join("etc/motd"), 12), None);
+        // A symlinked directory on the way in the layer.
+        let layerfs = dir.path().join("mnt").join(
+            layout
+                .layerfs(&format!("sha256:{}", "ab".repeat(32)).parse().unwrap())
+                .as_path(),
+        );
+        fs::rename(layerfs.join("etc"), layerfs.join("real")).unwrap();
+        std::os::unix::fs::symlink("real", layerfs.join("etc")).unwrap();
+        assert_eq!(writer.graft_for(&local.join("etc/motd"), 5), None);
+    }
+
     #[test]
     fn a_marker_always_starts_with_its_size() {
         let graft = Graft {

@@ -69,7 +69,7 @@ pub use local::LocalPublisher;
 pub use metadata::{LayerInfo, MarkerDescriptor, MarkerManifest, Origin};
 pub use podman::{PodmanError, PodmanImage, PodmanOutcome, PodmanStore, StoredImage, tree_size};
 pub use publisher::{
-    FillError, FillHints, GcGuard, GcLock, Group, IngestOptions, OverlaySupport, Publisher,
-    Transaction, Ungrouped, add_origin, ensure_catalog_markers,
+    FillError, FillHints, GcGuard, GcLock, Group, IngestOptions, OverlaySupport, Published,
+    Publisher, Transaction, Ungrouped, add_origin, ensure_catalog_markers,
 };
 pub use state::{FlatRecord, ImageSlot, RepositoryState};

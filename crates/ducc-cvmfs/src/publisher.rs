@@ -196,6 +196,28 @@ pub trait Transaction {
     fn abort(self: Box<Self>) -> Result<(), PublishError>;
 }
 
+/// What a [`Group`] published, for reports and benchmarks.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Published {
+    /// Revisions made (`cvmfs_server`: each ingest and each publish is one; 0 for publishers
+    /// without revisions).
+    pub revisions: usize,
+    /// Regular files of trees made of layer files ([`IngestOptions::from_layers`]) published as
+    /// references to the objects their layers stored (CernVM-FS graft files): not hashed again.
+    pub grafted_files: u64,
+    /// Regular files of such trees that could not be grafted and went in with their content.
+    pub copied_files: u64,
+}
+
+impl std::ops::AddAssign for Published {
+    fn add_assign(&mut self, other: Published) {
+        self.revisions += other.revisions;
+        self.grafted_files += other.grafted_files;
+        self.copied_files += other.copied_files;
+    }
+}
+
 /// Transactions published together: each [`Transaction::commit`] of a transaction begun
 /// through the group hands its content to the group, and [`Group::commit`] publishes all of it.
 /// A transaction aborted (or dropped) leaves nothing in the group, so one failing part never
@@ -222,15 +244,15 @@ pub trait Group {
     ///
     /// # Errors
     /// As [`Group::commit`].
-    fn flush(&self) -> Result<usize, PublishError>;
+    fn flush(&self) -> Result<Published, PublishError>;
 
     /// Publishes what the group's committed transactions wrote and releases their leases.
-    /// Returns how many revisions (`cvmfs_server` publishes and ingests) it took in all.
+    /// Returns what it published in all.
     ///
     /// # Errors
     /// The first failure; nothing of the group is published then, as far as the backend can
     /// tell (see each backend).
-    fn commit(self: Box<Self>) -> Result<usize, PublishError>;
+    fn commit(self: Box<Self>) -> Result<Published, PublishError>;
 }
 
 /// A group whose transactions publish at their own commit, for publishers that gain nothing
@@ -255,12 +277,12 @@ impl Group for Ungrouped<'_> {
         self.publisher.begin(lease)
     }
 
-    fn flush(&self) -> Result<usize, PublishError> {
-        Ok(0)
+    fn flush(&self) -> Result<Published, PublishError> {
+        Ok(Published::default())
     }
 
-    fn commit(self: Box<Self>) -> Result<usize, PublishError> {
-        Ok(0)
+    fn commit(self: Box<Self>) -> Result<Published, PublishError> {
+        Ok(Published::default())
     }
 }
 
