@@ -38,11 +38,12 @@ fn signed_image(referrers_api: bool, oversized_payload: bool) -> Signed {
         descriptor("application/vnd.oci.image.config.v1+json", &config, ""),
         sha256_digest(&payload),
     );
+    let subject_descriptor =
+        format!(r#"{{"mediaType":"{OCI_MANIFEST}","digest":"{subject}","size":18}}"#);
     let referrer = format!(
-        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","artifactType":"{BUNDLE}","config":{},"layers":[{}],"subject":{}}}"#,
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","artifactType":"{BUNDLE}","config":{},"layers":[{}],"subject":{subject_descriptor}}}"#,
         descriptor("application/vnd.oci.empty.v1+json", &config, ""),
         descriptor(BUNDLE, &bundle, ""),
-        format!(r#"{{"mediaType":"{OCI_MANIFEST}","digest":"{subject}","size":18}}"#),
     );
     let index = format!(
         r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{}]}}"#,
