@@ -30,6 +30,7 @@ use crate::cache::Fetch;
 use crate::engine::{Engine, ImageResult, Outcome, StopToken};
 use crate::error::{Context as _, ConvertError, ImageFailure, Step, at, bail_invalid, invalid};
 use crate::events::{EndStatus, Event};
+use crate::signature::SignatureRecord;
 
 type Result<T, E = ConvertError> = std::result::Result<T, E>;
 
@@ -81,6 +82,8 @@ struct Pending<'e> {
     /// What the image publishes besides its layers (flat tree, link, podman store, origins),
     /// held to be published with the marker; `None` once published.
     group: Option<Box<dyn Group + 'e>>,
+    /// What the signature policy accepted, written beside the marker.
+    signature: Option<SignatureRecord>,
 }
 
 impl<'e> Job<'e> {
@@ -165,8 +168,11 @@ impl<'e> Job<'e> {
             .map_err(at(Step::Manifest))?;
         let slot = ImageSlot::plain(public_name(input).map_err(at(Step::Manifest))?);
         let label = input.whole_name();
-        let (mut outcome, pending) =
-            self.convert_manifest(input, &label, repository, fetched, manifest, &slot, true)?;
+        // What the wish names is what is signed: an index's digest when the tag names one.
+        let signed = fetched.index_digest().unwrap_or(fetched.digest());
+        let (mut outcome, pending) = self.convert_manifest(
+            input, &label, repository, fetched, signed, manifest, &slot, true,
+        )?;
         let Some(mut pending) = pending else {
             return Ok(outcome);
         };
@@ -186,7 +192,7 @@ impl<'e> Job<'e> {
             outcome = with_thin(outcome, pushed);
         }
         let group = pending.group.take();
-        self.finish_image(&label, &slot, manifest, &outcome, pending.started, group)?;
+        self.finish_image(&label, &slot, manifest, &outcome, &pending, group)?;
         Ok(outcome)
     }
 
@@ -197,14 +203,14 @@ impl<'e> Job<'e> {
         slot: &ImageSlot,
         manifest: &ImageManifest,
         outcome: &Outcome,
-        started: Instant,
+        pending: &Pending<'_>,
         group: Option<Box<dyn Group + 'e>>,
     ) -> Result<(), ImageFailure> {
         self.check_stop().map_err(at(Step::Marker))?;
         // The marker goes last into what the image publishes besides its layers: on a stratum
         // 0 all of it is one revision, published whole or not at all.
         let group = group.unwrap_or_else(|| self.engine.publisher.group());
-        self.write_marker(&*group, slot, manifest)
+        self.write_marker(&*group, slot, manifest, pending.signature.as_ref())
             .map_err(at(Step::Marker))?;
         let revisions = group
             .commit()
@@ -225,7 +231,7 @@ impl<'e> Job<'e> {
                 status: EndStatus::Ok {
                     layers_unpacked: *layers_unpacked,
                     flat_built: *flat_built,
-                    time_elapsed_s: started.elapsed().as_secs_f64(),
+                    time_elapsed_s: pending.started.elapsed().as_secs_f64(),
                 },
             });
         }
@@ -269,6 +275,8 @@ impl<'e> Job<'e> {
             Ok(public) => public,
             Err(e) => return failed(Step::Manifest, e),
         };
+        // The index's digest is what `cosign sign IMAGE:TAG` signs (see crate::signature).
+        let index_digest = fetched.digest().clone();
         let entries = platform_entries(index);
         if entries.is_empty() {
             return failed(
@@ -322,6 +330,7 @@ impl<'e> Job<'e> {
                     &label,
                     &name.repository,
                     &fetched,
+                    &index_digest,
                     manifest,
                     &slot,
                     podman,
@@ -402,14 +411,8 @@ impl<'e> Job<'e> {
             let Some(pending) = &d.pending else { continue };
             let result = &mut results[d.result];
             if let Ok(outcome) = result.result()
-                && let Err(e) = self.finish_image(
-                    result.image(),
-                    &d.slot,
-                    &d.manifest,
-                    outcome,
-                    pending.started,
-                    None,
-                )
+                && let Err(e) =
+                    self.finish_image(result.image(), &d.slot, &d.manifest, outcome, pending, None)
             {
                 *result.result_mut() = Err(e);
             }
@@ -511,6 +514,7 @@ impl<'e> Job<'e> {
         label: &str,
         repository: &ducc_registry::Repository,
         fetched: &FetchedManifest,
+        signed_digest: &Digest,
         manifest: &ImageManifest,
         slot: &ImageSlot,
         podman: bool,
@@ -520,9 +524,21 @@ impl<'e> Job<'e> {
         let config_digest = ConfigDigest::try_from(manifest.config().digest())
             .map_err(|e| invalid!("{label}: {e}"))
             .map_err(at(Step::Manifest))?;
-        if !self.settings.convert_again
-            && self.state().marker_config(slot).as_ref() == Some(&config_digest)
-        {
+        let up_to_date = !self.settings.convert_again
+            && self.state().marker_config(slot).as_ref() == Some(&config_digest);
+        // Before any blob (issue 25); an image converted earlier is checked again only when
+        // the policy (or the digest) changed since its record.
+        let signature = if up_to_date && self.signature_recorded(slot, signed_digest) {
+            None
+        } else {
+            self.check_signature(input, label, repository, signed_digest)
+                .map_err(at(Step::Signature))?
+        };
+        if up_to_date {
+            if let Some(record) = &signature {
+                self.write_signature_record(slot, record)
+                    .map_err(at(Step::Signature))?;
+            }
             // A kill between the marker of one platform and the shared links is repaired by the
             // caller; a plain image's symlink was written before its marker.
             self.emit(Event::ImageUpToDate {
@@ -612,6 +628,7 @@ impl<'e> Job<'e> {
                 },
                 started,
                 group: Some(image_group),
+                signature,
             }),
         ))
     }
@@ -1128,6 +1145,7 @@ impl<'e> Job<'e> {
         group: &dyn Group,
         slot: &ImageSlot,
         manifest: &ImageManifest,
+        signature: Option<&SignatureRecord>,
     ) -> Result<()> {
         let describe = |d: &Descriptor| MarkerDescriptor {
             media_type: d.media_type().to_string(),
@@ -1145,6 +1163,11 @@ impl<'e> Job<'e> {
             layers: manifest.layers().iter().map(describe).collect(),
         };
         let mut tx = group.begin(&slot.marker_dir(&self.layout))?;
+        if let Some(record) = signature {
+            // Before the marker, in its transaction: a marker never lacks its record.
+            let path = crate::signature::record_path(self, slot)?;
+            tx.write_file(&path, &mut &record.to_json()[..])?;
+        }
         tx.write_file(&slot.marker(&self.layout), &mut &marker.to_json()[..])?;
         tx.commit()?;
         Ok(())
