@@ -97,13 +97,13 @@ pub struct VerifiedBy {
 #[non_exhaustive]
 pub enum Refusal {
     /// The scope's requirement is `reject`.
-    #[error("the policy rejects every image of scope {scope}")]
+    #[error("rejected: the policy rejects every image of scope {scope}")]
     Rejected {
         /// The scope.
         scope: String,
     },
     /// No signature is stored for the digest.
-    #[error("no signature for {digest} (scope {scope} requires one)")]
+    #[error("no signature: none is stored for {digest} (scope {scope} requires one)")]
     NoSignature {
         /// The scope.
         scope: String,
@@ -111,7 +111,9 @@ pub enum Refusal {
         digest: String,
     },
     /// Signatures exist, but none verifies with the scope's keys.
-    #[error("no signature of {digest} by the keys of scope {scope} ({count} found)")]
+    #[error(
+        "not signed by these keys: none of the {count} signatures stored for {digest} verifies with a key of scope {scope}"
+    )]
     NotByTheseKeys {
         /// The scope.
         scope: String,
@@ -144,7 +146,7 @@ pub enum Refusal {
         rule: &'static str,
     },
     /// The only signatures found cannot be read.
-    #[error("unreadable signature {source_name}: {detail}")]
+    #[error("unreadable signature: {source_name}: {detail}")]
     Unreadable {
         /// Where it was found.
         source_name: String,
