@@ -117,6 +117,16 @@ impl Site {
     }
 
     fn convert(&self, images: &[String], ignore: &[String], policy: Option<&Path>) -> Output {
+        self.convert_with(images, ignore, policy, &[])
+    }
+
+    fn convert_with(
+        &self,
+        images: &[String],
+        ignore: &[String],
+        policy: Option<&Path>,
+        extra: &[&str],
+    ) -> Output {
         let quoted = |list: &[String]| {
             list.iter()
                 .map(|i| format!("  - '{i}'\n"))
@@ -132,19 +142,18 @@ impl Site {
         let wishlist = self.write("wish.yaml", &wish);
         let cache = self.work.path().join("cache");
         let root = self.root();
-        self.ducc(
-            &[
-                "convert",
-                wishlist.to_str().unwrap(),
-                "--root",
-                root.to_str().unwrap(),
-                "--cache-dir",
-                cache.to_str().unwrap(),
-                "--skip-thin-image",
-                "--no-progress",
-            ],
-            policy,
-        )
+        let mut args = vec![
+            "convert",
+            wishlist.to_str().unwrap(),
+            "--root",
+            root.to_str().unwrap(),
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "--skip-thin-image",
+            "--no-progress",
+        ];
+        args.extend_from_slice(extra);
+        self.ducc(&args, policy)
     }
 
     fn marker_dir(&self, pushed: &Pushed) -> PathBuf {
@@ -329,13 +338,16 @@ fn refused_images_publish_nothing_say_why_and_the_run_goes_on() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
 
+/// For a host and repository: the `signedIdentity`, an identity it accepts, one it refuses.
+type IdentityCase = fn(&str, &str) -> (serde_json::Value, String, String);
+
 #[test]
 fn each_signed_identity_kind_accepts_its_identity_and_refuses_another() {
     let site = Site::new();
     let host = site.proxy.host().to_owned();
     let mut docker = serde_json::Map::new();
     let mut cases = Vec::new();
-    let kinds: [(&str, fn(&str, &str) -> (serde_json::Value, String, String)); 5] = [
+    let kinds: [(&str, IdentityCase); 5] = [
         ("exact", |host, repo| {
             (
                 serde_json::json!({"type": "matchRepoDigestOrExact"}),
@@ -592,4 +604,89 @@ fn verify_prints_accepted_or_refused_for_each_image_and_exits_0_only_when_all_ar
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+/// An index is checked on the index's digest, as `cosign sign IMAGE:TAG` signs it: with and
+/// without `--multi-arch`; a signature of the platform manifest alone does not count.
+#[test]
+fn an_index_is_checked_on_the_index_digest_that_cosign_signs() {
+    let site = Site::new();
+    let policy = site.policy(
+        serde_json::json!({"type": "matchRepository"}),
+        serde_json::json!({}),
+    );
+    let mut images = Vec::new();
+    for (name, sign_index) in [("index-signed", true), ("platform-signed", false)] {
+        let repo_name = unique_repo(name);
+        let repo = images::repository(site.proxy.host(), &repo_name);
+        let children: Vec<PushedImage> = [("amd64", None), ("arm64", Some("v8"))]
+            .into_iter()
+            .map(|(arch, variant)| {
+                let image = ImageSpec::new(Format::Oci)
+                    .platform("linux", arch, variant)
+                    .layers(1)
+                    .build();
+                images::push_image(&site.client, &repo, arch, &image)
+            })
+            .collect();
+        let index = images::build_index(Format::Oci, &children, None, &site.client, &repo);
+        let index_digest = images::push_manifest(
+            &site.client,
+            &repo,
+            "v1",
+            Format::Oci.index_type(),
+            &index.bytes,
+        );
+        let identity = format!("{}/{repo_name}", site.proxy.host());
+        let signed = if sign_index {
+            index_digest.clone()
+        } else {
+            children[0].manifest_digest.clone()
+        };
+        site.ours.push_tag_signature(
+            &site.client,
+            &repo,
+            &signed,
+            &identity,
+            &signed,
+            Damage::None,
+        );
+        images.push((
+            format!("http://{}/{repo_name}:v1", site.proxy.host()),
+            index_digest,
+        ));
+    }
+    for extra in [&[][..], &["--multi-arch"][..]] {
+        let out = site.convert_with(
+            &[images[0].0.clone(), images[1].0.clone()],
+            &[],
+            Some(&policy),
+            extra,
+        );
+        assert_eq!(out.status.code(), Some(1), "{extra:?}: {}", stderr(&out));
+        let text = stderr(&out);
+        let line = failure_line(&text, &images[1].0);
+        assert!(
+            line.contains(&format!("no signature: none is stored for {}", images[1].1)),
+            "{line}"
+        );
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.trim_start().starts_with(&images[0].0)),
+            "{text}"
+        );
+    }
+    let root = site.root().join("signed.test");
+    let link = root.join(images[0].0.trim_start_matches("http://"));
+    assert!(link.symlink_metadata().is_ok(), "{}", link.display());
+    let record: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(root.join(format!(
+            ".metadata/{}/signature.json",
+            images[0].0.trim_start_matches("http://")
+        )))
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["digest"], images[0].1.as_str());
 }
