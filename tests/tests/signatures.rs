@@ -690,3 +690,43 @@ fn an_index_is_checked_on_the_index_digest_that_cosign_signs() {
     .unwrap();
     assert_eq!(record["digest"], images[0].1.as_str());
 }
+
+#[test]
+fn convert_single_image_takes_the_policy_from_the_environment() {
+    let site = Site::new();
+    let unsigned = site.push(&unique_repo("single-no"));
+    let signed = site.push(&unique_repo("single-ok"));
+    site.sign(&site.ours, &signed, &site.identity(&signed), Damage::None);
+    let policy = site.policy(
+        serde_json::json!({"type": "matchRepository"}),
+        serde_json::json!({}),
+    );
+    let root = site.root();
+    let cache = site.work.path().join("cache");
+    let single = |pushed: &Pushed| {
+        let out = Command::new(ducc_tests::ducc_bin())
+            .args([
+                "convert-single-image",
+                &site.image(pushed),
+                "signed.test",
+                "--root",
+            ])
+            .arg(&root)
+            .arg("--cache-dir")
+            .arg(&cache)
+            .args(["--skip-thin-image", "--no-progress"])
+            .env_remove("DUCC_AUTH_REGISTRIES")
+            .env("DUCC_SIGNATURE_POLICY", &policy)
+            .output()
+            .unwrap();
+        eprintln!("{}", stderr(&out));
+        out
+    };
+    let out = single(&unsigned);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("(signature): "), "{}", stderr(&out));
+    assert_eq!(site.anything_of(&unsigned), Vec::<String>::new());
+    let out = single(&signed);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(site.marker_dir(&signed).join("signature.json").is_file());
+}
