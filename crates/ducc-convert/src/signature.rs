@@ -116,7 +116,7 @@ fn to_signature(stored: StoredSignature) -> Signature {
 
 impl Job<'_> {
     /// With a policy: `Ok(Some(record))` when the image is accepted, to be written with its
-    /// marker. `recorded_ok` skips the check for an up-to-date image whose record matches.
+    /// marker; without one `Ok(None)`.
     pub(crate) fn check_signature(
         &self,
         input: &ImageRef,

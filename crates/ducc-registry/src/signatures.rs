@@ -30,6 +30,10 @@ const BUNDLE_TYPES: [&str; 2] = [
 /// (each one costs requests).
 const MAX_SIGNATURES: usize = 64;
 
+/// The bytes of signature blobs still allowed for one digest: all of them together stay within
+/// the manifest size limit, so a registry cannot make ducc hold more than that in memory.
+struct Budget(u64);
+
 /// One signature stored for a manifest digest, not yet verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -75,8 +79,9 @@ impl Client {
         repository: &Repository,
         digest: &Digest,
     ) -> Result<Vec<StoredSignature>, Error> {
-        let mut found = self.tagged_signatures(repository, digest)?;
-        found.extend(self.bundle_signatures(repository, digest)?);
+        let mut budget = Budget(self.inner.options.max_manifest_bytes);
+        let mut found = self.tagged_signatures(repository, digest, &mut budget)?;
+        found.extend(self.bundle_signatures(repository, digest, &mut budget)?);
         Ok(found)
     }
 
@@ -85,6 +90,7 @@ impl Client {
         &self,
         repository: &Repository,
         digest: &Digest,
+        budget: &mut Budget,
     ) -> Result<Vec<StoredSignature>, Error> {
         let tag = format!("{}.sig", fallback_tag(digest));
         let Some(manifest) = self.optional_manifest(repository, Reference::tag(&tag)?)? else {
@@ -102,7 +108,7 @@ impl Client {
             if layer.media_type().to_string() != SIMPLE_SIGNING {
                 continue;
             }
-            let payload = self.small_blob(repository, layer)?;
+            let payload = self.small_blob(repository, layer, budget)?;
             let signature = layer
                 .annotations()
                 .as_ref()
@@ -122,6 +128,7 @@ impl Client {
         &self,
         repository: &Repository,
         digest: &Digest,
+        budget: &mut Budget,
     ) -> Result<Vec<StoredSignature>, Error> {
         let Some(index) = self.referrers(repository, digest)? else {
             return Ok(Vec::new());
@@ -148,7 +155,7 @@ impl Client {
                 found.push(malformed(source, "its subject is another digest"));
                 continue;
             }
-            found.push(self.bundle_artifact(repository, source, manifest)?);
+            found.push(self.bundle_artifact(repository, source, manifest, budget)?);
         }
         Ok(found)
     }
@@ -158,6 +165,7 @@ impl Client {
         repository: &Repository,
         source: String,
         manifest: &ImageManifest,
+        budget: &mut Budget,
     ) -> Result<StoredSignature, Error> {
         let layer_of = |types: &[&str]| {
             manifest
@@ -168,9 +176,9 @@ impl Client {
         let Some(bundle) = layer_of(&BUNDLE_TYPES) else {
             return Ok(malformed(source, "it has no sigstore bundle layer"));
         };
-        let bundle = self.small_blob(repository, bundle)?;
+        let bundle = self.small_blob(repository, bundle, budget)?;
         let payload = match layer_of(&[SIMPLE_SIGNING]) {
-            Some(layer) => Some(self.small_blob(repository, layer)?),
+            Some(layer) => Some(self.small_blob(repository, layer, budget)?),
             None => None,
         };
         Ok(StoredSignature::Bundle {
@@ -251,18 +259,20 @@ impl Client {
         }
     }
 
-    /// A signature blob, refused above the manifest size limit before it is asked for.
+    /// A signature blob, refused before it is asked for when it would take the signatures of
+    /// the digest over the manifest size limit.
     fn small_blob(
         &self,
         repository: &Repository,
         descriptor: &Descriptor,
+        budget: &mut Budget,
     ) -> Result<Vec<u8>, Error> {
         let endpoint = self.inner.endpoint(repository);
         let limit = self.inner.options.max_manifest_bytes;
-        if descriptor.size() > limit {
+        if descriptor.size() > budget.0 {
             return Err(endpoint.context(
                 Error::new(ErrorKind::TooLarge {
-                    what: "signature blob",
+                    what: "signature blobs of one digest",
                     limit,
                 })
                 .with_request(
@@ -271,6 +281,7 @@ impl Client {
                 ),
             ));
         }
+        budget.0 -= descriptor.size();
         let mut reader =
             self.open_blob(repository, descriptor.digest(), Some(descriptor.size()))?;
         let mut bytes = Vec::new();

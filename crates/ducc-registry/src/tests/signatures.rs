@@ -22,9 +22,10 @@ struct Signed {
     blobs: Vec<Vec<u8>>,
 }
 
-fn signed_image(referrers_api: bool, oversized_payload: bool) -> Signed {
+fn signed_image(referrers_api: bool, payload_len: usize, oversized_payload: bool) -> Signed {
     let subject = sha256_digest(b"the image manifest");
-    let payload = b"{\"critical\":{}}".to_vec();
+    let mut payload = b"{\"critical\":{}}".to_vec();
+    payload.resize(payload_len.max(payload.len()), b' ');
     let bundle = b"{\"mediaType\":\"application/vnd.dev.sigstore.bundle.v0.3+json\"}".to_vec();
     let config = b"{}".to_vec();
     let size_note = if oversized_payload {
@@ -93,7 +94,7 @@ fn serve(signed: &Signed) -> TestServer {
 
 #[test]
 fn signatures_come_from_the_sig_tag_and_the_referrers_api() {
-    let signed = signed_image(true, false);
+    let signed = signed_image(true, 0, false);
     let server = serve(&signed);
     let found = client()
         .fetch_signatures(&repo(&server, "ns/app"), &signed.subject)
@@ -110,7 +111,7 @@ fn signatures_come_from_the_sig_tag_and_the_referrers_api() {
 
 #[test]
 fn without_a_referrers_api_the_fallback_tag_is_read() {
-    let signed = signed_image(false, false);
+    let signed = signed_image(false, 0, false);
     let server = serve(&signed);
     let found = client()
         .fetch_signatures(&repo(&server, "ns/app"), &signed.subject)
@@ -144,7 +145,7 @@ fn an_unsigned_image_has_no_signatures() {
 
 #[test]
 fn an_oversized_signature_blob_is_refused_before_it_is_fetched() {
-    let signed = signed_image(true, true);
+    let signed = signed_image(true, 0, true);
     let server = serve(&signed);
     let err = client()
         .fetch_signatures(&repo(&server, "ns/app"), &signed.subject)
@@ -153,7 +154,7 @@ fn an_oversized_signature_blob_is_refused_before_it_is_fetched() {
         matches!(
             err.kind(),
             ErrorKind::TooLarge {
-                what: "signature blob",
+                what: "signature blobs of one digest",
                 ..
             }
         ),
@@ -164,5 +165,26 @@ fn an_oversized_signature_blob_is_refused_before_it_is_fetched() {
             .requests()
             .iter()
             .any(|r| r.path().contains("/blobs/"))
+    );
+}
+
+#[test]
+fn the_signatures_of_one_digest_share_one_size_limit() {
+    // Each blob fits the limit; the payload and the bundle together do not.
+    let signed = signed_image(true, 3000, false);
+    let server = serve(&signed);
+    let client = Client::new(ClientOptions::new().max_manifest_bytes(3040));
+    let err = client
+        .fetch_signatures(&repo(&server, "ns/app"), &signed.subject)
+        .expect_err("over the budget");
+    assert!(
+        matches!(
+            err.kind(),
+            ErrorKind::TooLarge {
+                what: "signature blobs of one digest",
+                ..
+            }
+        ),
+        "{err:?}"
     );
 }
