@@ -22,9 +22,6 @@ use crate::image::Job;
 
 type Result<T, E = ConvertError> = std::result::Result<T, E>;
 
-/// The file beside an image's marker recording its accepted signature.
-const RECORD_FILE: &str = "signature.json";
-
 /// What `signature.json` holds.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct SignatureRecord {
@@ -115,8 +112,8 @@ fn to_signature(stored: StoredSignature) -> Signature {
 }
 
 impl Job<'_> {
-    /// With a policy: `Ok(Some(record))` when the image is accepted, to be written with its
-    /// marker; without one `Ok(None)`.
+    /// With a policy: `Ok(Some(record))` when signatures made the image acceptable, to be
+    /// written with its marker; `Ok(None)` without a policy or when the scope accepts anything.
     pub(crate) fn check_signature(
         &self,
         input: &ImageRef,
@@ -138,6 +135,11 @@ impl Job<'_> {
                 .map(|v| v.key.to_string())
                 .collect(),
         });
+        if acceptance.verified.is_empty() {
+            // Accepted without a signature (`insecureAcceptAnything`): nothing to record, and
+            // `ducc list` must not show the image as signed.
+            return Ok(None);
+        }
         Ok(Some(SignatureRecord {
             policy: policy.fingerprint().to_owned(),
             image: input.whole_name(),
@@ -178,5 +180,7 @@ impl Job<'_> {
 
 /// `signature.json` in the image's marker directory.
 pub(crate) fn record_path(job: &Job<'_>, slot: &ImageSlot) -> Result<RepoPath> {
-    Ok(slot.marker_dir(&job.layout).join(RECORD_FILE)?)
+    Ok(slot
+        .marker_dir(&job.layout)
+        .join(ducc_cvmfs::lifecycle::SIGNATURE_FILE)?)
 }
