@@ -449,6 +449,9 @@ fn policy_scopes_default_reject_with_one_repository_and_one_namespace_allowed() 
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(site.anything_of(&open).contains(&"marker".to_owned()));
     assert!(site.anything_of(&team).contains(&"marker".to_owned()));
+    // Only a signature is recorded: `ducc list` shows the open one as unsigned.
+    assert!(site.marker_dir(&team).join("signature.json").is_file());
+    assert!(!site.marker_dir(&open).join("signature.json").exists());
     let line = failure_line(&stderr(&out), &site.image(&closed));
     assert!(
         line.contains("rejected: the policy rejects every image of scope default"),
