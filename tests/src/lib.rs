@@ -8,6 +8,7 @@
 //! - [`skopeo`]: `skopeo inspect --raw`, the independent oracle for registry content.
 //! - [`ducc_bin`]: the `ducc` binary under test.
 //! - [`skip_or_fail`]: a test that cannot run here fails, unless `DUCC_ALLOW_SKIP=1`.
+//! - [`signer::TestSigner`]: cosign-format signatures (`.sig` tag, bundle referrers) by a test key.
 //! - [`hostile`]: a second loopback host (127.0.0.2) and a TLS front, to check that credentials
 //!   stay on their registry.
 #![allow(clippy::unwrap_used)]
@@ -22,6 +23,7 @@ pub mod images;
 pub mod overlay;
 pub mod registry;
 pub mod screen;
+pub mod signer;
 pub mod skip;
 pub mod skopeo;
 pub mod token_issuer;

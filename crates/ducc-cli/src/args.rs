@@ -59,6 +59,12 @@ Exit status:
 
 SIGHUP re-reads the wish list; a broken one keeps the last good one.";
 
+const VERIFY_EXIT_CODES: &str = "\
+Exit status:
+  0  every image is accepted by the policy
+  1  some image is refused, or its signatures could not be read (each line says why)
+  2  usage or policy error (a malformed policy, an unsupported requirement)";
+
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -95,6 +101,9 @@ pub enum Command {
     /// Pull an image and write its flat root filesystem (or its layers) to a directory
     #[command(after_help = EXIT_CODES)]
     UnpackImage(UnpackImageArgs),
+    /// Check images against a signature policy: accepted (by which key) or refused (and why)
+    #[command(after_help = VERIFY_EXIT_CODES)]
+    Verify(VerifyArgs),
     /// Print the version
     #[command(visible_alias = "v")]
     Version,
@@ -169,6 +178,10 @@ pub struct ConversionFlags {
     /// Never draw progress bars (drawn only when stderr is a terminal; else plain log lines)
     #[arg(long)]
     pub no_progress: bool,
+    /// Signature policy (containers-policy.json(5)): publish only images whose cosign signature
+    /// by one of its keys covers the digest converted; an unsupported requirement is an error
+    #[arg(long, value_name = "FILE", env = "DUCC_SIGNATURE_POLICY")]
+    pub policy: Option<PathBuf>,
     /// Attempts per image (set by `convert-single-image -r`)
     #[arg(skip = 1u32)]
     pub attempts: u32,
@@ -399,4 +412,15 @@ pub enum CompletionShell {
     Zsh,
     /// fish (put it in ~/.config/fish/completions/ducc.fish)
     Fish,
+}
+
+/// `ducc verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Images, [SCHEME://]REGISTRY/REPOSITORY[:TAG][@DIGEST]
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<String>,
+    /// Signature policy (containers-policy.json(5))
+    #[arg(long, value_name = "FILE", env = "DUCC_SIGNATURE_POLICY")]
+    pub policy: PathBuf,
 }

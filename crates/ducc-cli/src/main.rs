@@ -51,6 +51,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Check(a) => cmd::check::run(a),
         Command::DownloadManifest(a) => cmd::download_manifest::run(&cli.global, a),
         Command::UnpackImage(a) => cmd::unpack_image::run(&cli.global, a),
+        Command::Verify(a) => cmd::verify::run(a),
         Command::Version => cmd::version::run(),
         Command::List(a) => cmd::list::run(&cli.global, a),
         Command::Completions(a) => cmd::completions::completions(&a),

@@ -30,6 +30,8 @@ pub enum Step {
     Manifest,
     /// Fetching or checking the image config.
     Config,
+    /// Checking the image's signatures against the signature policy (before any blob).
+    Signature,
     /// Downloading and unpacking the layers.
     Layers,
     /// Building the flat root filesystem.
@@ -53,6 +55,7 @@ impl Step {
             Step::Tags => "tags",
             Step::Manifest => "manifest",
             Step::Config => "config",
+            Step::Signature => "signature",
             Step::Layers => "layers",
             Step::Flat => "flat",
             Step::Symlink => "symlink",
@@ -87,6 +90,8 @@ pub enum ErrorKind {
     Image,
     /// Local I/O (scratch space, blob cache).
     Io,
+    /// The signature policy refuses the image.
+    Signature,
     /// A stop was requested (SIGINT, SIGTERM).
     Interrupted,
     /// A bug in ducc: a panic was caught.
@@ -197,6 +202,7 @@ macro_rules! from_library {
 
 from_library! {
     ducc_registry::Error => Registry,
+    ducc_trust::Refusal => Signature,
     ducc_cvmfs::PublishError => Publish,
     ducc_cvmfs::PodmanError => Publish,
     ducc_cvmfs::lifecycle::LifecycleError => Publish,

@@ -37,6 +37,17 @@ pub enum Event {
         /// Its config digest.
         config: String,
     },
+    /// The signature policy accepted the image (before any of its blobs was downloaded).
+    SignatureVerified {
+        /// The image.
+        image: String,
+        /// The digest checked (an index's, when the image's tag names an index).
+        digest: String,
+        /// The policy scope that applied.
+        scope: String,
+        /// Fingerprints of the keys that verified it (none when the scope accepts anything).
+        keys: Vec<String>,
+    },
     /// A layer blob was downloaded into the blob cache.
     LayerDownload {
         /// The image that needed it.
@@ -222,6 +233,7 @@ impl Event {
         match self {
             Event::StartImage { image, .. }
             | Event::ImageUpToDate { image, .. }
+            | Event::SignatureVerified { image, .. }
             | Event::LayerDownload { image, .. }
             | Event::LayerUnpack { image, .. }
             | Event::FlatBuilt { image, .. }

@@ -30,6 +30,7 @@ use crate::cache::Fetch;
 use crate::engine::{Engine, ImageResult, Outcome, StopToken};
 use crate::error::{Context as _, ConvertError, ImageFailure, Step, at, bail_invalid, invalid};
 use crate::events::{EndStatus, Event};
+use crate::signature::SignatureRecord;
 
 type Result<T, E = ConvertError> = std::result::Result<T, E>;
 
@@ -83,6 +84,8 @@ struct Pending<'e> {
     group: Option<Box<dyn Group + 'e>>,
     /// What publishing its layers took.
     published: Published,
+    /// What the signature policy accepted, written beside the marker.
+    signature: Option<SignatureRecord>,
 }
 
 impl<'e> Job<'e> {
@@ -167,8 +170,11 @@ impl<'e> Job<'e> {
             .map_err(at(Step::Manifest))?;
         let slot = ImageSlot::plain(public_name(input).map_err(at(Step::Manifest))?);
         let label = input.whole_name();
-        let (mut outcome, pending) =
-            self.convert_manifest(input, &label, repository, fetched, manifest, &slot, true)?;
+        // What the wish names is what is signed: an index's digest when the tag names one.
+        let signed = fetched.index_digest().unwrap_or(fetched.digest());
+        let (mut outcome, pending) = self.convert_manifest(
+            input, &label, repository, fetched, signed, manifest, &slot, true,
+        )?;
         let Some(mut pending) = pending else {
             return Ok(outcome);
         };
@@ -202,12 +208,11 @@ impl<'e> Job<'e> {
         pending: &Pending<'e>,
         group: Option<Box<dyn Group + 'e>>,
     ) -> Result<(), ImageFailure> {
-        let started = pending.started;
         self.check_stop().map_err(at(Step::Marker))?;
         // The marker goes last into what the image publishes besides its layers: on a stratum
         // 0 all of it is one revision, published whole or not at all.
         let group = group.unwrap_or_else(|| self.engine.publisher.group());
-        self.write_marker(&*group, slot, manifest)
+        self.write_marker(&*group, slot, manifest, pending.signature.as_ref())
             .map_err(at(Step::Marker))?;
         let mut published = pending.published;
         published += group
@@ -234,7 +239,7 @@ impl<'e> Job<'e> {
                 status: EndStatus::Ok {
                     layers_unpacked: *layers_unpacked,
                     flat_built: *flat_built,
-                    time_elapsed_s: started.elapsed().as_secs_f64(),
+                    time_elapsed_s: pending.started.elapsed().as_secs_f64(),
                 },
             });
         }
@@ -278,6 +283,8 @@ impl<'e> Job<'e> {
             Ok(public) => public,
             Err(e) => return failed(Step::Manifest, e),
         };
+        // The index's digest is what `cosign sign IMAGE:TAG` signs (see crate::signature).
+        let index_digest = fetched.digest().clone();
         let entries = platform_entries(index);
         if entries.is_empty() {
             return failed(
@@ -331,6 +338,7 @@ impl<'e> Job<'e> {
                     &label,
                     &name.repository,
                     &fetched,
+                    &index_digest,
                     manifest,
                     &slot,
                     podman,
@@ -516,6 +524,7 @@ impl<'e> Job<'e> {
         label: &str,
         repository: &ducc_registry::Repository,
         fetched: &FetchedManifest,
+        signed_digest: &Digest,
         manifest: &ImageManifest,
         slot: &ImageSlot,
         podman: bool,
@@ -525,9 +534,21 @@ impl<'e> Job<'e> {
         let config_digest = ConfigDigest::try_from(manifest.config().digest())
             .map_err(|e| invalid!("{label}: {e}"))
             .map_err(at(Step::Manifest))?;
-        if !self.settings.convert_again
-            && self.state().marker_config(slot).as_ref() == Some(&config_digest)
-        {
+        let up_to_date = !self.settings.convert_again
+            && self.state().marker_config(slot).as_ref() == Some(&config_digest);
+        // Before any blob (issue 25); an image converted earlier is checked again only when
+        // the policy (or the digest) changed since its record.
+        let signature = if up_to_date && self.signature_recorded(slot, signed_digest) {
+            None
+        } else {
+            self.check_signature(input, label, repository, signed_digest)
+                .map_err(at(Step::Signature))?
+        };
+        if up_to_date {
+            if let Some(record) = &signature {
+                self.write_signature_record(slot, record)
+                    .map_err(at(Step::Signature))?;
+            }
             // A kill between the marker of one platform and the shared links is repaired by the
             // caller; a plain image's symlink was written before its marker.
             self.emit(Event::ImageUpToDate {
@@ -618,6 +639,7 @@ impl<'e> Job<'e> {
                 started,
                 group: Some(image_group),
                 published: layers_published,
+                signature,
             }),
         ))
     }
@@ -1134,6 +1156,7 @@ impl<'e> Job<'e> {
         group: &dyn Group,
         slot: &ImageSlot,
         manifest: &ImageManifest,
+        signature: Option<&SignatureRecord>,
     ) -> Result<()> {
         let describe = |d: &Descriptor| MarkerDescriptor {
             media_type: d.media_type().to_string(),
@@ -1151,6 +1174,11 @@ impl<'e> Job<'e> {
             layers: manifest.layers().iter().map(describe).collect(),
         };
         let mut tx = group.begin(&slot.marker_dir(&self.layout))?;
+        if let Some(record) = signature {
+            // Before the marker, in its transaction: a marker never lacks its record.
+            let path = crate::signature::record_path(self, slot)?;
+            tx.write_file(&path, &mut &record.to_json()[..])?;
+        }
         tx.write_file(&slot.marker(&self.layout), &mut &marker.to_json()[..])?;
         tx.commit()?;
         Ok(())

@@ -53,6 +53,7 @@ mod lifecycle;
 mod notify;
 mod pull;
 mod settings;
+mod signature;
 mod summary;
 
 pub use cache::BlobCache;
@@ -63,4 +64,5 @@ pub use lifecycle::{DeleteOutcome, GcSummary, Protected, PruneOptions, PruneOutc
 pub use notify::NotificationFile;
 pub use pull::{PullTarget, pull_image};
 pub use settings::Settings;
+pub use signature::{check_signatures, verify_image};
 pub use summary::Summary;

@@ -1,9 +1,11 @@
 //! How images are converted: the flags of `ducc convert`, as a builder.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use ducc_registry::Platform;
 use ducc_thin::ThinFormat;
+use ducc_trust::Policy;
 use ducc_unpack::{Privileges, WhiteoutFormat};
 
 /// How images are converted. Start from [`Settings::new`] (upstream DUCC's defaults: layers,
@@ -24,6 +26,7 @@ pub struct Settings {
     pub(crate) scratch_dir: PathBuf,
     pub(crate) parallel_layers: usize,
     pub(crate) attempts: u32,
+    pub(crate) policy: Option<Arc<Policy>>,
 }
 
 impl Default for Settings {
@@ -53,7 +56,16 @@ impl Settings {
             scratch_dir: std::env::temp_dir(),
             parallel_layers: 4,
             attempts: 1,
+            policy: None,
         }
+    }
+
+    /// Publish only images that this signature policy accepts (`--policy`, issue 25): checked
+    /// on the digest converted before any blob is downloaded, and again for an image converted
+    /// earlier when the policy changed since.
+    pub fn signature_policy(mut self, policy: Arc<Policy>) -> Settings {
+        self.policy = Some(policy);
+        self
     }
 
     /// Unpack layers again even where their directory is complete.

@@ -241,7 +241,7 @@ impl Client {
 }
 
 /// Turns a blob reader's I/O error back into our error.
-fn blob_read_error(endpoint: &Endpoint, err: std::io::Error) -> Error {
+pub(crate) fn blob_read_error(endpoint: &Endpoint, err: std::io::Error) -> Error {
     match err.into_inner().map(|e| e.downcast::<Error>()) {
         Some(Ok(inner)) => endpoint.context(*inner),
         Some(Err(other)) => {

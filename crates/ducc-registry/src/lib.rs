@@ -6,7 +6,8 @@
 //!
 //! - [`Client`] (built from [`ClientOptions`]) does the requests: [`Client::fetch_manifest`],
 //!   [`Client::fetch_config`], [`Client::open_blob`], [`Client::list_tags`],
-//!   [`Client::push_blob`], [`Client::push_manifest`].
+//!   [`Client::push_blob`], [`Client::push_manifest`], and [`Client::fetch_signatures`] (cosign's
+//!   `.sig` tag and the referrers of a digest, read like manifests).
 //! - [`Repository`], [`Reference`] and [`ImageName`] say what to fetch; they are built from
 //!   `ducc-oci`'s [`ImageRef`] ([`ImageName::from_ref`], [`Repository::of`]), the one grammar of
 //!   image names. Digests are [`oci_spec`]'s [`Digest`] here (any algorithm the registry uses);
@@ -58,6 +59,7 @@ mod origin;
 mod push;
 mod redact;
 mod retry;
+mod signatures;
 mod transport;
 
 #[cfg(test)]
@@ -81,3 +83,4 @@ pub use manifest::{
 pub use name::{ImageName, Reference, Repository, Scheme, parse_digest};
 pub use oci_spec::image::Digest;
 pub use options::{ClientOptions, DEFAULT_MAX_RETRY_AFTER, RetryPolicy};
+pub use signatures::StoredSignature;

@@ -8,4 +8,5 @@ pub mod lifecycle;
 pub mod list;
 pub mod serve;
 pub mod unpack_image;
+pub mod verify;
 pub mod version;

@@ -278,6 +278,9 @@ fn settings(global: &GlobalArgs, flags: &ConversionFlags) -> anyhow::Result<Sett
         )
         .parallel_layers(flags.max_concurrent_downloads)
         .attempts(flags.attempts);
+    if let Some(path) = &flags.policy {
+        settings = settings.signature_policy(Arc::new(load_policy(path)?));
+    }
     if let Some(whiteouts) = flags.layer_whiteouts {
         settings = settings.whiteouts(match whiteouts {
             LayerWhiteouts::Oci => WhiteoutFormat::Oci,
@@ -285,4 +288,10 @@ fn settings(global: &GlobalArgs, flags: &ConversionFlags) -> anyhow::Result<Sett
         });
     }
     Ok(settings)
+}
+
+/// Reads the signature policy; any error (exit 2) names the file and, for a parse error, the line
+/// and column, for an unsupported requirement its scope.
+pub(crate) fn load_policy(path: &std::path::Path) -> anyhow::Result<ducc_trust::Policy> {
+    ducc_trust::Policy::load(path).context("the signature policy cannot be used")
 }

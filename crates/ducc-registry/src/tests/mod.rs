@@ -2,6 +2,7 @@
 //! redirects, resume, retries, pagination and push.
 
 mod server;
+mod signatures;
 
 use std::io::Read;
 use std::sync::Arc;

@@ -1,0 +1,44 @@
+//! `ducc verify IMAGE... --policy FILE`: each image accepted (by which key) or refused (and why),
+//! checked exactly as a conversion checks it, without converting anything.
+
+use anyhow::anyhow;
+use ducc_registry::Environment;
+use ducc_wishlist::ImageRef;
+
+use crate::args::VerifyArgs;
+use crate::exit::{Failure, IMAGES_FAILED, print_stdout};
+use crate::registry;
+
+/// Runs `ducc verify`.
+pub fn run(args: VerifyArgs) -> Result<(), Failure> {
+    let policy = crate::convert::load_policy(&args.policy).map_err(Failure::Usage)?;
+    let mut images = Vec::with_capacity(args.images.len());
+    for text in &args.images {
+        let image = ImageRef::parse(text).map_err(|e| Failure::Usage(e.into()))?;
+        if image.is_tag_glob() {
+            return Err(Failure::Usage(anyhow!(
+                "{}: verify needs plain images, not a tag glob",
+                image.whole_name()
+            )));
+        }
+        images.push(image);
+    }
+    let credentials =
+        registry::credentials(&Environment::from_process()).map_err(Failure::Usage)?;
+    let client = registry::client(credentials);
+    let mut refused = 0;
+    for image in &images {
+        let line = match ducc_convert::verify_image(&client, &policy, image) {
+            Ok(acceptance) => format!("{}: accepted: {acceptance}\n", image.whole_name()),
+            Err(error) => {
+                refused += 1;
+                format!("{}: refused: {}\n", image.whole_name(), error.chain())
+            }
+        };
+        print_stdout(&line)?;
+    }
+    if refused > 0 {
+        return Err(Failure::Reported(IMAGES_FAILED));
+    }
+    Ok(())
+}
