@@ -943,3 +943,71 @@ fn a_rerun_waits_for_the_ingest_a_killed_run_left_running_before_calling_the_ser
 fn a_rerun_waits_for_the_ingest_a_killed_run_left_running_and_aborts_what_it_left_open() {
     rerun_waits_for_the_orphaned_ingest(true, "cvmfs-orphan-killed");
 }
+
+/// Issue 29: the `cvmfs_server` calls of each image on a stratum 0, one run per image: the
+/// first image is one ingest (its layers, their metadata and the new shard catalogs) and one
+/// mounted transaction (flat tree by grafts, link, podman store, marker); a second image sharing
+/// a layer is the same (the shared layer's `origin.json` goes into its mounted transaction); an
+/// image that only adds a tag to an existing flat tree is one mounted transaction. Each ends as
+/// the local publisher's repository does.
+#[test]
+fn each_image_is_one_ingest_and_one_mounted_transaction_and_a_new_tag_one_transaction() {
+    let registry = Registry::anonymous();
+    let name = unique_repo("cvmfs-calls");
+    let (one, _two) = push_pair(&name);
+    let client = images::client_for(registry.host(), None);
+    one.push(
+        &client,
+        &images::repository(registry.host(), &name),
+        "again",
+    );
+    let input = |tag: &str| format!("http://{}/{name}:{tag}", registry.host());
+    let local = Work::new(Backend::Local);
+    let cvmfs = Work::new(Backend::Cvmfs);
+    let mut inputs = Vec::new();
+    for (tag, expected) in [
+        ("one", vec!["ingest -k -t", "transaction ", "publish "]),
+        ("two", vec!["ingest -k -t", "transaction ", "publish "]),
+        ("again", vec!["transaction ", "publish "]),
+    ] {
+        inputs.push(input(tag));
+        for work in [&local, &cvmfs] {
+            work.wishlist(&inputs, "");
+        }
+        assert!(
+            local
+                .convert(&["-i", "--layer-whiteouts", "oci"])
+                .status
+                .success()
+        );
+        let before = cvmfs.standin_log().len();
+        let events_file = cvmfs.path("events.jsonl");
+        let events_arg = events_file.to_str().unwrap();
+        assert!(cvmfs.convert(&["-i", "-n", events_arg]).status.success());
+        let calls: Vec<String> = cvmfs.standin_log()[before..]
+            .iter()
+            .filter(|l| *l != "list")
+            .cloned()
+            .collect();
+        assert_eq!(calls.len(), expected.len(), "{tag}: {calls:#?}");
+        for (call, prefix) in calls.iter().zip(&expected) {
+            assert!(call.starts_with(prefix), "{tag}: {calls:#?}");
+        }
+        let events = cvmfs.events("events.jsonl");
+        let last = events
+            .iter()
+            .rfind(|e| e["action"] == "published")
+            .unwrap_or_else(|| panic!("{tag}: no published event in {events:#?}"));
+        assert_eq!(
+            last["revisions"],
+            expected.len() as u64 - 1,
+            "{tag}: {last}"
+        );
+        scan(&local.repo()).assert_same_as(
+            &scan(&cvmfs.repo()),
+            &run_options(),
+            "local publisher",
+            &format!("cvmfs publisher after {tag}"),
+        );
+    }
+}

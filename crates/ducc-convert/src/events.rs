@@ -121,6 +121,10 @@ pub enum Event {
         /// Flat-tree files of layers that went in with their content through a mounted
         /// transaction (0 when the flat tree went in by ingest: then every file was ingested).
         copied_files: u64,
+        /// Seconds the publish of the image's new layers took (the server's hashing of them).
+        layers_publish_s: f64,
+        /// Seconds the publish of the rest took (flat tree, links, podman store, marker).
+        image_publish_s: f64,
     },
     /// The marker was written: the image is converted.
     Marker {

@@ -82,8 +82,9 @@ struct Pending<'e> {
     /// What the image publishes besides its layers (flat tree, link, podman store, origins),
     /// held to be published with the marker; `None` once published.
     group: Option<Box<dyn Group + 'e>>,
-    /// What publishing its layers took.
+    /// What publishing its layers took, and how long.
     published: Published,
+    layers_publish_s: f64,
     /// What the signature policy accepted, written beside the marker.
     signature: Option<SignatureRecord>,
 }
@@ -215,6 +216,7 @@ impl<'e> Job<'e> {
         self.write_marker(&*group, slot, manifest, pending.signature.as_ref())
             .map_err(at(Step::Marker))?;
         let mut published = pending.published;
+        let publish_started = Instant::now();
         published += group
             .commit()
             .map_err(|e| at(Step::Marker)(ConvertError::from(e)))?;
@@ -223,6 +225,8 @@ impl<'e> Job<'e> {
             revisions: published.revisions,
             grafted_files: published.grafted_files,
             copied_files: published.copied_files,
+            layers_publish_s: pending.layers_publish_s,
+            image_publish_s: publish_started.elapsed().as_secs_f64(),
         });
         self.emit(Event::Marker {
             image: label.to_owned(),
@@ -607,6 +611,7 @@ impl<'e> Job<'e> {
         let layers_unpacked = layers_unpacked.map_err(at(Step::Layers))?;
         // The layers go in first, even when the flat tree failed: the flat tree's grafts name
         // their stored objects, and a rerun need not unpack them again.
+        let layers_publish_started = Instant::now();
         let layers_published = layers_group
             .commit()
             .map_err(|e| at(Step::Layers)(ConvertError::from(e)))?;
@@ -639,6 +644,7 @@ impl<'e> Job<'e> {
                 started,
                 group: Some(image_group),
                 published: layers_published,
+                layers_publish_s: layers_publish_started.elapsed().as_secs_f64(),
                 signature,
             }),
         ))

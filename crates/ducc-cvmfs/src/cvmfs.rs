@@ -1,36 +1,43 @@
-//! The `cvmfs` publisher: drives `cvmfs_server` on a CernVM-FS stratum 0 or a gateway publisher,
-//! through `cvmfs_server ingest` only ("mountless": nothing is written through `/cvmfs/REPO`).
+//! The `cvmfs` publisher: drives `cvmfs_server` on a CernVM-FS stratum 0 or a gateway publisher.
 //!
-//! Why ingest only (reference: cvmfs-real-behaviour.md, cvmfs-gateway-behaviour.md): every
-//! directory an ingest has to invent (the `-b` directory or a parent missing from the tar) is
-//! stored owned by 4294967295 with `-k`, and nothing can ever be created below such a directory
-//! by a later transaction (scenarios 1, 3). So each [`Transaction`] becomes one tar that names
-//! every directory explicitly, with its owner and mode, before its children (scenario 11):
-//! - At [`Publisher::begin`] the ingest base is chosen: the lease's parent directory when it is
-//!   published (`-b .layers/<hh>` for a layer: scenario 14's shape), else its first missing
-//!   ancestor, which the tar's `./` entry creates 0755 0:0 (scenario 2). Its parent always exists,
-//!   as a gateway requires.
-//! - [`Transaction::ingest_tar`] rewrites the stream into the staged tar under the base, the tree's
-//!   root forced to 0:0 with the image root's mode (the `./` entry's, 0755 otherwise), a
-//!   `.cvmfscatalog` file entry where a nested catalog belongs (scenario 14; never `--catalog`,
-//!   which resets an existing `-b` directory: scenario 4d), hardlink targets prefixed alike.
-//! - [`Transaction::write_file`] and [`Transaction::symlink`] are appended at commit, after the
-//!   trees (a layer's `.metadata/` files, a flat tree's completion record), each path once.
-//! - [`Transaction::remove`] becomes `cvmfs_server ingest --delete` at commit, before the tar and
-//!   in a call of its own (a delete overlapping the tar's paths panics the server: scenario 8);
-//!   several paths in one call on a stratum 0, one per call behind a gateway.
-//! - [`Transaction::commit`] runs `cvmfs_server ingest -k -t FILE -b BASE REPO` on the complete
-//!   staged tar; a transaction that staged nothing runs nothing (every ingest is a revision, even
-//!   an empty one: scenario 9). [`Transaction::abort`] or a drop discards the staged tar: nothing
-//!   was published.
+//! Two ways in, chosen per commit (issues 24 and 29; references: cvmfs-real-behaviour.md,
+//! cvmfs-gateway-behaviour.md, cvmfs-flat-without-rehash.md):
+//! - **Ingest** (`cvmfs_server ingest -k -t FILE -b BASE REPO`) for layer data: the server reads,
+//!   hashes and compresses each byte once. Every directory an ingest has to invent (the `-b`
+//!   directory or a parent missing from the tar) is stored owned by 4294967295 with `-k`, and
+//!   nothing can ever be created below such a directory by a later transaction (scenarios 1, 3),
+//!   so the tar names every directory explicitly, with its owner and mode, before its children
+//!   (scenario 11). An ingest only ever reads a complete staged file: a stream cut at an entry
+//!   boundary would be published as if whole (flat-without-rehash scenario 22).
+//! - **Through the mount** (`cvmfs_server transaction`, writes under `/cvmfs/REPO`, `cvmfs_server
+//!   publish`) for everything else an image publishes: its flat tree, whose regular files are
+//!   graft files naming the objects its layers' ingests stored (see `graft.rs`: not hashed
+//!   again), its symlink, podman store entries, `origin.json` updates and marker. Used where the
+//!   repository is mounted on this host ([`CvmfsOptions::mounted`]); otherwise all goes in by
+//!   ingest. Directories ducc's ingests made are writable through the union (scenario 24).
 //!
-//! A stratum 0 holds one transaction at a time and refuses an ingest while one is open (scenario
-//! 7), so every `cvmfs_server` call of this host runs under one lock (`spool.lock` in the state
-//! directory), and lease locks keep two ducc processes off overlapping paths for a whole
-//! [`Transaction`] (an `origin.json` read inside one is current). Before a call, a record
-//! `in-flight` names the child process; a run killed during a call leaves it behind, and the next
-//! publisher to take the lock waits for that child to end and aborts the transaction it left open
-//! (`cvmfs_server abort -f`), so a killed run never blocks the next one.
+//! A [`Transaction`] only records what it writes: trees built by [`Transaction::fill_dir`] in
+//! scratch space (or a stream given to [`Transaction::ingest_tar`], checked and copied), files,
+//! symlinks and removals; nothing reaches the server before the commit. Its commit publishes it
+//! alone, or hands it to its [`Group`]. What one publish covers:
+//! - On a stratum 0 (one transaction at a time for the whole repository), a group goes in as one
+//!   revision: one ingest whose base is the deepest directory holding all its leases (`-b
+//!   .layers` for an image's new layers with their metadata and new shard catalogs), or one
+//!   mounted transaction when it holds no layer data. Removals alone stay `ingest --delete` calls
+//!   (several paths per call), in their own revisions.
+//! - Behind a gateway each transaction goes in on its own lease: an ingest (the lease's parent as
+//!   base, as a gateway requires; one `--delete` path per call) or a mounted transaction on the
+//!   lease (`transaction REPO/LEASE`), so other nodes keep working beside it.
+//! - A mounted transaction that fails anywhere (a write, a graft that cannot be checked, the
+//!   publish) is aborted with `abort -f`: nothing of it is published and nothing stays open.
+//!
+//! Every `cvmfs_server` call of this host runs under one lock (`spool.lock` in the state
+//! directory), and lease locks keep two ducc processes off overlapping paths from a
+//! transaction's begin to its publish (an `origin.json` read inside one is current). Before a
+//! call, or a mounted transaction, a record `in-flight` names the process; a run killed there
+//! leaves it behind, and the next publisher to take the lock waits for that process to end and
+//! aborts the transaction it left open (`cvmfs_server abort -f`), so a killed run never blocks
+//! the next one and never leaves anything half-published.
 
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsString;
@@ -836,7 +843,19 @@ impl CvmfsPublisher {
 
     fn publish_together(&self, units: &[Unit]) -> Result<Published, PublishError> {
         let mut published = Published::default();
-        if self.mounted && units.iter().all(Unit::mountable) {
+        // A flat tree of layer files goes through the mount (grafts), with whatever else its
+        // group holds; so do small files and links alone. Removals without one stay
+        // `ingest --delete` calls (batched, measured: gc and delete-image).
+        let grafts = units
+            .iter()
+            .any(|u| u.trees.iter().any(|t| t.options.from_layers));
+        // Behind a gateway a mounted transaction's lease needs its parent published, which a
+        // small commit of new paths may lack: those go by ingest, which creates its base.
+        let leaves_only = !self.gateway
+            && units
+                .iter()
+                .all(|u| u.trees.is_empty() && u.removals.is_empty());
+        if self.mounted && (grafts || leaves_only) && units.iter().all(Unit::mountable) {
             let report = self.commit_mounted(units)?;
             published.revisions = 1;
             published.grafted_files = report.grafted;

@@ -339,7 +339,7 @@ mod tests {
         fs::write(layerfs.join("etc/motd"), "hello").unwrap();
         for (name, value) in xattrs {
             rustix::fs::lsetxattr(
-                &layerfs.join("etc/motd"),
+                layerfs.join("etc/motd"),
                 *name,
                 value.as_bytes(),
                 rustix::fs::XattrFlags::empty(),
@@ -354,7 +354,7 @@ mod tests {
         tag.push(0);
         tag.extend_from_slice(b"etc/motd");
         rustix::fs::lsetxattr(
-            &local.join("etc/motd"),
+            local.join("etc/motd"),
             ducc_unpack::SOURCE_XATTR,
             &tag,
             rustix::fs::XattrFlags::empty(),

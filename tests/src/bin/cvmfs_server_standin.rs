@@ -204,7 +204,15 @@ impl Standin {
             grafts.push((marker, target, size, checksum, compression));
         }
         for (marker, target, size, checksum, compression) in grafts {
+            // Markers are never entries: removing one leaves its directory's time as it was.
+            let dir_mtime = marker
+                .parent()
+                .and_then(|d| fs::symlink_metadata(d).ok())
+                .map(|m| m.mtime());
             fs::remove_file(&marker)?;
+            if let (Some(dir), Some(mtime)) = (marker.parent(), dir_mtime) {
+                set_mtime(dir, mtime)?;
+            }
             if fs::symlink_metadata(&target).is_err() {
                 continue; // a marker without its file grafts nothing
             }

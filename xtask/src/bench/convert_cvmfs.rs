@@ -66,6 +66,7 @@ pub(super) fn run(rounds: usize) -> anyhow::Result<()> {
     let mut rerun_times = Vec::new();
     let mut first = None;
     let mut noop = None;
+    let mut flows = Vec::new();
     for round in 1..=rounds {
         let work = fresh_dir(&format!("convert-cvmfs-{round}"))?;
         let repo = format!("ducc-bench-{}-{round}.test", std::process::id());
@@ -102,6 +103,7 @@ pub(super) fn run(rounds: usize) -> anyhow::Result<()> {
         );
         first = Some(round.first);
         noop = Some(round.rerun);
+        flows.push(round.flow);
         super::remove_dir(&work)?;
     }
     drop(registry);
@@ -122,6 +124,27 @@ pub(super) fn run(rounds: usize) -> anyhow::Result<()> {
             calls.publishes,
             calls.revisions(),
             calls.aborts
+        );
+    }
+    let flow = flows.last().copied().unwrap_or_default();
+    println!(
+        "\nbytes ingested {} for {} uncompressed layer bytes ({:.2} times each byte); flat tree: \
+         {} files grafted onto stored layer objects, {} written with their content",
+        flow.ingested_bytes,
+        flow.layer_bytes,
+        flow.ingested_bytes as f64 / flow.layer_bytes.max(1) as f64,
+        flow.grafted_files,
+        flow.copied_files
+    );
+    if matches!(server, Server::Real) {
+        let steps = |f: fn(&Flow) -> f64| median(&flows.iter().map(f).collect::<Vec<_>>());
+        println!(
+            "steps (median s): decode and build {:.2}, layers publish {:.2}, flat tree and the rest \
+             publish {:.2} ({:.0}% of the layers')",
+            steps(|f| f.unpack_s),
+            steps(|f| f.layers_publish_s),
+            steps(|f| f.image_publish_s),
+            100.0 * steps(|f| f.image_publish_s) / steps(|f| f.layers_publish_s).max(1e-9)
         );
     }
     match server {
@@ -151,6 +174,7 @@ pub(super) fn run(rounds: usize) -> anyhow::Result<()> {
 
 struct Round {
     first: Calls,
+    flow: Flow,
     rerun: Calls,
     convert_s: f64,
     rerun_s: f64,
@@ -179,24 +203,27 @@ fn convert_round(
     }
     let command = format!(
         "TMPDIR={tmp} CVMFS_MOUNT_DIR={mount} {ducc} convert {wishlist} --publisher cvmfs \
-         --cvmfs-server {wrapper} -t {tmp} --cache-dir {cache} -i --no-progress",
+         --cvmfs-server {wrapper} -t {tmp} --cache-dir {cache} -i --no-progress -n {events}",
         tmp = work.join("tmp").display(),
         mount = mount.display(),
         ducc = ducc.display(),
         wishlist = wishlist.display(),
         wrapper = wrapper.display(),
         cache = work.join("cache").display(),
+        events = work.join("events.jsonl").display(),
     );
     let before = read_log(log)?.len();
     let converted = measure(&command).context("ducc convert --publisher cvmfs")?;
     let after = read_log(log)?;
     let first = Calls::from_log(&after[before..]);
+    let flow = Flow::read(&after[before..], &work.join("events.jsonl"))?;
     let rerun_measured = measure(&command).context("the no-op rerun")?;
     let again = read_log(log)?;
     let rerun = Calls::from_log(&again[after.len()..]);
     eprintln!("conversion: {converted}\nno-op rerun: {rerun_measured}");
     Ok(Round {
         first,
+        flow,
         rerun,
         convert_s: converted.wall,
         rerun_s: rerun_measured.wall,
@@ -214,9 +241,13 @@ fn write_wrapper(wrapper: &Path, server: &Server, work: &Path, log: &Path) -> an
             binary.display()
         ),
     };
+    // An ingest's tar is logged with its size: the bytes the server reads, hashes and compresses.
     std::fs::write(
         wrapper,
-        format!("#!/bin/sh\necho \"$*\" >> '{}'\n{exec}\n", log.display()),
+        format!(
+            "#!/bin/sh\nsize=''\nprev=''\nfor a in \"$@\"; do\n  if [ \"$prev\" = -t ] && [ -f \"$a\" ]; then size=\" bytes=$(stat -c %s \"$a\")\"; fi\n  prev=\"$a\"\ndone\necho \"$*$size\" >> '{}'\n{exec}\n",
+            log.display()
+        ),
     )?;
     std::fs::set_permissions(wrapper, std::fs::Permissions::from_mode(0o755))?;
     // The stand-in keeps its repositories and mount under its state directory.
@@ -224,6 +255,54 @@ fn write_wrapper(wrapper: &Path, server: &Server, work: &Path, log: &Path) -> an
         std::fs::create_dir_all(work.join("standin/mnt"))?;
     }
     Ok(())
+}
+
+/// What the first conversion of a round published, from the call log and ducc's events.
+#[derive(Debug, Default, Clone, Copy)]
+struct Flow {
+    /// Bytes of the tars the server ingested.
+    ingested_bytes: u64,
+    /// Uncompressed bytes of the layers unpacked (each should be ingested once).
+    layer_bytes: u64,
+    /// Seconds decoding the layers and building the flat tree took in ducc.
+    unpack_s: f64,
+    /// Seconds the layers' publish took, and the rest's (flat tree by grafts, links, marker).
+    layers_publish_s: f64,
+    image_publish_s: f64,
+    grafted_files: u64,
+    copied_files: u64,
+}
+
+impl Flow {
+    fn read(log: &[String], events: &Path) -> anyhow::Result<Flow> {
+        let mut flow = Flow::default();
+        for line in log {
+            if let Some(bytes) = line
+                .rsplit_once(" bytes=")
+                .and_then(|(_, b)| b.parse::<u64>().ok())
+            {
+                flow.ingested_bytes += bytes;
+            }
+        }
+        let text = std::fs::read_to_string(events)
+            .with_context(|| format!("cannot read {}", events.display()))?;
+        for line in text.lines() {
+            let event: serde_json::Value = serde_json::from_str(line)?;
+            let number = |key: &str| event[key].as_f64().unwrap_or(0.0);
+            match event["action"].as_str() {
+                Some("layer_unpack") => flow.layer_bytes += number("diff_size") as u64,
+                Some("flat_built") => flow.unpack_s += number("time_elapsed_s"),
+                Some("published") => {
+                    flow.layers_publish_s += number("layers_publish_s");
+                    flow.image_publish_s += number("image_publish_s");
+                    flow.grafted_files += number("grafted_files") as u64;
+                    flow.copied_files += number("copied_files") as u64;
+                }
+                _ => {}
+            }
+        }
+        Ok(flow)
+    }
 }
 
 fn read_log(log: &Path) -> anyhow::Result<Vec<String>> {
