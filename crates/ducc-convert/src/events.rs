@@ -195,6 +195,32 @@ pub enum Event {
         /// Seconds the gc took.
         time_elapsed_s: f64,
     },
+    /// Once per run, before the first layer directory is written: layer directories keep raw
+    /// `.wh.` whiteout names although the publisher prefers overlay form (behind a cvmfs
+    /// gateway), so containers that stack them (containerd's CernVM-FS snapshotter) show the
+    /// files their images deleted.
+    RawLayerWhiteouts {
+        /// The image whose layer came first.
+        image: String,
+        /// Why overlay form cannot be stored.
+        reason: String,
+    },
+    /// A layer directory written for another stack below is reused, and its whiteouts (written
+    /// for what that stack held under the layer's opaque directories) do not hide everything
+    /// this image's stack holds there: the image's flat tree is right, but a container that
+    /// stacks the layer directories (containerd's CernVM-FS snapshotter) shows these paths.
+    LayerWhiteoutsMismatch {
+        /// The image.
+        image: String,
+        /// The layer's blob digest.
+        layer: String,
+        /// The diff_ids of the stack below the whiteouts were written for, bottom first.
+        written_for: Vec<String>,
+        /// Paths a snapshotter container would show that the image deleted (at most 20).
+        would_show: Vec<String>,
+        /// How many such paths there are in all.
+        count: usize,
+    },
     /// `ducc loop` sleeps until its next pass.
     WaitNextPass {
         /// How long.
@@ -242,7 +268,9 @@ impl Event {
             | Event::Marker { image, .. }
             | Event::Published { image, .. }
             | Event::EndImage { image, .. }
-            | Event::DeleteImage { image, .. } => Some(image),
+            | Event::DeleteImage { image, .. }
+            | Event::RawLayerWhiteouts { image, .. }
+            | Event::LayerWhiteoutsMismatch { image, .. } => Some(image),
             Event::StartDucc {}
             | Event::Symlink { .. }
             | Event::EndDucc { .. }

@@ -445,6 +445,10 @@ impl Publisher for CvmfsPublisher {
         })
     }
 
+    fn prefers_overlay_whiteouts(&self) -> bool {
+        true
+    }
+
     fn gc_lock(&self, kind: GcLock) -> Result<GcGuard, PublishError> {
         GcGuard::take(&self.state_dir.join("gc.lock"), kind)
     }

@@ -1,5 +1,5 @@
 //! The JSON files of the layout, in upstream DUCC's shapes: `origin.json`, `layers.json` and the
-//! marker `manifest.json`.
+//! marker `manifest.json`; and ours, `whiteouts.json`.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -102,6 +102,66 @@ impl LayerInfo {
     /// The whole `layers.json`: a JSON array holding this one record, as upstream writes it.
     pub fn to_layers_json(&self) -> Vec<u8> {
         serde_json::to_vec(&[self]).unwrap_or_default()
+    }
+}
+
+/// `.layers/<hh>/<hex>/.metadata/whiteouts.json`, written with a layer directory whose whiteouts
+/// depend on the stack below it (issue 28): on a cvmfs stratum 0 an opaque directory becomes a
+/// whiteout device for each entry the layers below hold in it, so the devices are right for
+/// that stack only. `{"lower-diff-ids":["sha256:..", ...],"directories":["etc/x", ...]}`: the
+/// stack below they were written for (bottom first), and the layer's directories that hide
+/// everything below them (`""` is the root).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerWhiteouts {
+    /// The diff_ids (`sha256:<hex>`) of the layers below, bottom first.
+    #[serde(rename = "lower-diff-ids")]
+    pub lower_diff_ids: Vec<String>,
+    /// Layer-relative paths of the directories whose whiteouts were written for that stack.
+    pub directories: Vec<String>,
+}
+
+impl LayerWhiteouts {
+    /// The record for whiteouts written over `lower` (bottom first) in `directories`.
+    pub fn new(lower: &[DiffId], directories: Vec<String>) -> Self {
+        Self {
+            lower_diff_ids: lower.iter().map(ToString::to_string).collect(),
+            directories,
+        }
+    }
+
+    /// Reads the record at `path` (a published file): `None` where there is none (the layer's
+    /// whiteouts do not depend on the stack below, or it was written before this record).
+    ///
+    /// # Errors
+    /// [`crate::PublishError::CorruptFile`] when it cannot be read or parsed.
+    pub fn read(path: &std::path::Path) -> Result<Option<Self>, crate::PublishError> {
+        let corrupt = |reason: String| crate::PublishError::CorruptFile {
+            path: path.to_owned(),
+            reason,
+        };
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| corrupt(e.to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(corrupt(e.to_string())),
+        }
+    }
+
+    /// Whether the whiteouts were written for exactly this stack below (bottom first).
+    pub fn written_for(&self, lower: &[DiffId]) -> bool {
+        self.lower_diff_ids.len() == lower.len()
+            && self
+                .lower_diff_ids
+                .iter()
+                .zip(lower)
+                .all(|(recorded, id)| *recorded == id.to_string())
+    }
+
+    /// The JSON text.
+    pub fn to_json(&self) -> Vec<u8> {
+        // A struct of strings always serialises.
+        serde_json::to_vec(self).unwrap_or_default()
     }
 }
 

@@ -360,6 +360,10 @@ impl Applier {
         &self.report
     }
 
+    pub(crate) fn root_path(&self) -> &Path {
+        &self.root_path
+    }
+
     pub(crate) fn into_report(self) -> Report {
         self.report
     }
