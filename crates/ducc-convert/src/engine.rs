@@ -597,7 +597,12 @@ mod tests {
             // (chosen, support, prefers overlay, result)
             (None, OverlaySupport::Full, true, Some(Overlay)),
             (None, no("not root"), true, Some(Oci)),
-            (None, OverlaySupport::DevicesOnly, true, Some(OverlayDevices)),
+            (
+                None,
+                OverlaySupport::DevicesOnly,
+                true,
+                Some(OverlayDevices),
+            ),
             (None, OverlaySupport::DevicesOnly, false, Some(Oci)),
             (None, OverlaySupport::Full, false, Some(Oci)),
             (Some(Oci), OverlaySupport::Full, true, Some(Oci)),

@@ -993,7 +993,8 @@ impl<'e> Job<'e> {
             };
             Ok(match flat.as_deref_mut() {
                 Some(flat) => {
-                    let outcome = flat.apply_blob_with_layer_dir(blob, &descriptor, dest, &options)?;
+                    let outcome =
+                        flat.apply_blob_with_layer_dir(blob, &descriptor, dest, &options)?;
                     (outcome.digests, outcome.report.explicit_whiteout_dirs)
                 }
                 None => {

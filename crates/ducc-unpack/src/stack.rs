@@ -102,6 +102,10 @@ mod tests {
         assert_eq!(uncovered, ["o/new", "o/newdir", "o/sub/new"]);
         // A directory the stack below does not have hides nothing there.
         let none = [EntryPath::normalise(b"absent").expect("path")];
-        assert!(uncovered_below(&layer, &below, &none).expect("walk").is_empty());
+        assert!(
+            uncovered_below(&layer, &below, &none)
+                .expect("walk")
+                .is_empty()
+        );
     }
 }
