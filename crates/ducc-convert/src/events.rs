@@ -400,6 +400,25 @@ mod tests {
                 json!({"action": "end_image", "image": "r/a:1", "status": "ok",
                        "layers_unpacked": 2, "flat_built": true, "time_elapsed_s": 1.0}),
             ),
+            (
+                Event::LayerWhiteoutsMismatch {
+                    image: "r/a:2".into(),
+                    layer: "sha256:ab".into(),
+                    written_for: vec!["sha256:cd".into()],
+                    would_show: vec!["/app/c".into()],
+                    count: 1,
+                },
+                json!({"action": "layer_whiteouts_mismatch", "image": "r/a:2",
+                       "layer": "sha256:ab", "written_for": ["sha256:cd"],
+                       "would_show": ["/app/c"], "count": 1}),
+            ),
+            (
+                Event::RawLayerWhiteouts {
+                    image: "r/a:1".into(),
+                    reason: "a gateway".into(),
+                },
+                json!({"action": "raw_layer_whiteouts", "image": "r/a:1", "reason": "a gateway"}),
+            ),
             (Event::StartDucc {}, json!({"action": "start_ducc"})),
             (
                 Event::WaitNextPass { seconds: 3 },

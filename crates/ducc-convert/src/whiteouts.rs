@@ -115,3 +115,122 @@ impl Engine {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use ducc_cvmfs::{LocalPublisher, Publisher as _, RepositoryName};
+
+    use super::*;
+    use crate::events::EventSink;
+    use crate::settings::Settings;
+
+    #[derive(Default)]
+    struct Kept(Mutex<Vec<Event>>);
+
+    impl EventSink for Kept {
+        fn event(&self, event: &Event) {
+            self.0.lock().unwrap().push(event.clone());
+        }
+    }
+
+    /// An engine on a local repository, the layer `ab..` published with `layerfs/app/new` and
+    /// `whiteouts.json` holding `record`, and a stack below holding `app/{a,c,new}`.
+    struct Setup {
+        _root: tempfile::TempDir,
+        engine: Engine,
+        events: Arc<Kept>,
+        layer: LayerDigest,
+        below: std::path::PathBuf,
+    }
+
+    fn setup(record: &[u8]) -> Setup {
+        let root = tempfile::tempdir().unwrap();
+        let repo = RepositoryName::parse("r.example.org").unwrap();
+        let publisher = LocalPublisher::open(root.path(), &repo).unwrap();
+        let events = Arc::new(Kept::default());
+        let engine = Engine::builder(Box::new(publisher), repo)
+            .settings(Settings::new().scratch_dir(root.path()))
+            .events(events.clone())
+            .build()
+            .unwrap();
+        let layer: LayerDigest = format!("sha256:{}", "ab".repeat(32)).parse().unwrap();
+        let layerfs = engine
+            .publisher()
+            .published_path(&engine.layout().layerfs(&layer));
+        std::fs::create_dir_all(layerfs.join("app")).unwrap();
+        std::fs::write(layerfs.join("app/new"), b"n").unwrap();
+        let meta = engine
+            .publisher()
+            .published_path(&engine.layout().layer_whiteouts(&layer));
+        std::fs::create_dir_all(meta.parent().unwrap()).unwrap();
+        std::fs::write(&meta, record).unwrap();
+        let below = root.path().join("below");
+        std::fs::create_dir_all(below.join("app")).unwrap();
+        for name in ["a", "c", "new"] {
+            std::fs::write(below.join("app").join(name), b"x").unwrap();
+        }
+        Setup {
+            _root: root,
+            engine,
+            events,
+            layer,
+            below,
+        }
+    }
+
+    fn record(lower: &[DiffId], dirs: &[&str]) -> Vec<u8> {
+        LayerWhiteouts::new(lower, dirs.iter().map(|d| d.to_string()).collect()).to_json()
+    }
+
+    #[test]
+    fn a_layer_reused_over_another_stack_names_what_its_whiteouts_miss() {
+        let written_for = [DiffId::of(b"first base")];
+        let s = setup(&record(&written_for, &["app"]));
+        s.engine
+            .check_reused_whiteouts("r/i:2", &s.layer, &[DiffId::of(b"other base")], &s.below);
+        let events = s.events.0.lock().unwrap().clone();
+        assert_eq!(
+            events,
+            [Event::LayerWhiteoutsMismatch {
+                image: "r/i:2".into(),
+                layer: s.layer.to_string(),
+                written_for: vec![written_for[0].to_string()],
+                would_show: vec!["/app/a".into(), "/app/c".into()],
+                count: 2,
+            }]
+        );
+    }
+
+    #[test]
+    fn a_layer_reused_over_its_own_stack_says_nothing() {
+        let written_for = [DiffId::of(b"first base")];
+        let s = setup(&record(&written_for, &["app"]));
+        s.engine
+            .check_reused_whiteouts("r/i:1", &s.layer, &written_for, &s.below);
+        assert!(s.events.0.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_unreadable_whiteouts_record_is_logged_and_the_image_goes_on() {
+        for bad in [&b"{\"lower-diff-ids\": ["[..], &record(&[], &["../up"])] {
+            let s = setup(bad);
+            s.engine.check_reused_whiteouts(
+                "r/i:2",
+                &s.layer,
+                &[DiffId::of(b"other base")],
+                &s.below,
+            );
+            assert!(s.events.0.lock().unwrap().is_empty());
+        }
+    }
+
+    #[test]
+    fn a_publisher_that_stores_overlay_form_tells_nothing_about_raw_whiteouts() {
+        let s = setup(b"{}");
+        // A local publisher that may write overlay form has nothing to tell.
+        s.engine.tell_raw_whiteouts("r/i:1");
+        assert!(s.events.0.lock().unwrap().is_empty());
+    }
+}

@@ -244,6 +244,39 @@ mod tests {
     }
 
     #[test]
+    fn layer_whiteouts_round_trip_and_know_their_stack() {
+        let below = [DiffId::of(b"one"), DiffId::of(b"two")];
+        let record = LayerWhiteouts::new(&below, vec!["etc/x".into()]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("whiteouts.json");
+        assert_eq!(LayerWhiteouts::read(&path).unwrap(), None);
+        std::fs::write(&path, record.to_json()).unwrap();
+        let read = LayerWhiteouts::read(&path).unwrap().unwrap();
+        assert_eq!(read, record);
+        assert!(read.written_for(&below));
+        assert!(!read.written_for(&below[..1]));
+        assert!(!read.written_for(&[below[1], below[0]]));
+        let text: serde_json::Value = serde_json::from_slice(&record.to_json()).unwrap();
+        assert_eq!(
+            text,
+            serde_json::json!({"lower-diff-ids": [below[0].to_string(), below[1].to_string()],
+                               "directories": ["etc/x"]})
+        );
+    }
+
+    #[test]
+    fn a_corrupt_whiteouts_json_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("whiteouts.json");
+        std::fs::write(&path, b"{\"lower-diff-ids\": [").unwrap();
+        let err = LayerWhiteouts::read(&path).unwrap_err();
+        assert!(
+            matches!(&err, crate::PublishError::CorruptFile { path: p, .. } if *p == path),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn origin_lists_each_config_once_and_drops_upstream_duplicates() {
         let a = cfg('a');
         let upstream = format!(r#"{{"origin":["{a}","{a}"]}}"#);
