@@ -915,7 +915,13 @@ fn rerun_waits_for_the_orphaned_ingest(kill_orphan: bool, label: &str) {
     let before = cvmfs.standin_log().len();
     let events = cvmfs.path("events.jsonl");
     let mut rerun = cvmfs
-        .command(&["-i", "-n", events.to_str().unwrap()])
+        .command(&[
+            "-i",
+            "--layer-whiteouts",
+            "oci",
+            "-n",
+            events.to_str().unwrap(),
+        ])
         .spawn()
         .unwrap();
     // The rerun waits: it stays running and calls nothing but `list` while the orphan runs.

@@ -985,8 +985,8 @@ impl<'e> Job<'e> {
             .privileges(self.settings.privileges)
             .lower_layers(lower.to_vec());
         // Decodes the blob into `dest`, an existing empty directory, and onto the flat tree.
-        // Also returns the directories whose whiteouts depend on the stack below.
-        let mut decode = |dest: &Path| -> Result<(LayerDigests, Vec<ducc_unpack::EntryPath>)> {
+        // Also returns the layer directory's report (whiteouts that depend on the stack below).
+        let mut decode = |dest: &Path| -> Result<(LayerDigests, ducc_unpack::Report)> {
             let blob = Interrupted {
                 inner: self.open_blob(repository, layer, input)?,
                 stop,
@@ -995,7 +995,7 @@ impl<'e> Job<'e> {
                 Some(flat) => {
                     let outcome =
                         flat.apply_blob_with_layer_dir(blob, &descriptor, dest, &options)?;
-                    (outcome.digests, outcome.report.explicit_whiteout_dirs)
+                    (outcome.digests, outcome.report)
                 }
                 None => {
                     let mut reader = LayerReader::open(blob, &descriptor)?;
@@ -1005,7 +1005,7 @@ impl<'e> Job<'e> {
                         dest,
                         &options,
                     )?;
-                    (reader.finish()?, report.explicit_whiteout_dirs)
+                    (reader.finish()?, report)
                 }
             })
         };
@@ -1031,7 +1031,7 @@ impl<'e> Job<'e> {
         .with_context(context)?;
         let digests =
             digests.ok_or_else(|| invalid!("{}: the layer was not unpacked", context()))?;
-        let (digests, explicit_whiteouts) = digests;
+        let (digests, report) = digests;
         // The layer's nested catalog is its own directory (layers written before have theirs in
         // layerfs, where a container would see it: issue 28).
         tx.write_file(
@@ -1039,7 +1039,7 @@ impl<'e> Job<'e> {
             &mut std::io::empty(),
         )?;
         let whiteouts_path = self.layout.layer_whiteouts(&layer.digest);
-        match self.whiteouts_record(lower_ids, &explicit_whiteouts) {
+        match self.whiteouts_record(lower_ids, &report) {
             Some(record) => tx.write_file(&whiteouts_path, &mut &record.to_json()[..])?,
             None if self.published(&whiteouts_path).exists() => tx.remove(&whiteouts_path)?,
             None => {}

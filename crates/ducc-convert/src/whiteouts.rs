@@ -19,19 +19,30 @@ const NAMED: usize = 20;
 
 impl Engine {
     /// The `whiteouts.json` of a layer directory just written over `lower` (bottom first), when
-    /// its whiteouts depend on that stack (`directories`, from the layer's report).
+    /// its whiteouts depend on that stack (from the layer directory's report: explicit
+    /// whiteouts of opaque directories, whiteouts dropped for want of anything to hide).
     pub(crate) fn whiteouts_record(
         &self,
         lower: &[DiffId],
-        directories: &[EntryPath],
+        report: &ducc_unpack::Report,
     ) -> Option<LayerWhiteouts> {
-        if directories.is_empty() {
+        if report.explicit_whiteout_dirs.is_empty() && report.dropped_whiteouts.is_empty() {
             return None;
         }
-        Some(LayerWhiteouts::new(
+        let mut record = LayerWhiteouts::new(
             lower,
-            directories.iter().map(ToString::to_string).collect(),
-        ))
+            report
+                .explicit_whiteout_dirs
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+        );
+        record.dropped = report
+            .dropped_whiteouts
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        Some(record)
     }
 
     /// Before an image reuses the layer directory of `layer` over `lower` (bottom first), whose
@@ -61,21 +72,29 @@ impl Engine {
         if record.written_for(lower) {
             return;
         }
-        let mut directories = Vec::new();
-        for dir in &record.directories {
-            match EntryPath::normalise(dir.as_bytes()) {
-                Ok(path) => directories.push(path),
-                Err(reason) => {
-                    tracing::warn!(
-                        "{image}: cannot check the whiteouts of the reused layer {layer}: {} names {dir:?}: {reason}",
-                        record_path.display()
-                    );
-                    return;
+        let parse = |paths: &[String]| -> Option<Vec<EntryPath>> {
+            let mut parsed = Vec::new();
+            for path in paths {
+                match EntryPath::normalise(path.as_bytes()) {
+                    Ok(p) => parsed.push(p),
+                    Err(reason) => {
+                        tracing::warn!(
+                            "{image}: cannot check the whiteouts of the reused layer {layer}: {} names {path:?}: {reason}",
+                            record_path.display()
+                        );
+                        return None;
+                    }
                 }
             }
-        }
+            Some(parsed)
+        };
+        let (Some(directories), Some(dropped)) =
+            (parse(&record.directories), parse(&record.dropped))
+        else {
+            return;
+        };
         let layerfs = self.publisher.published_path(&self.layout.layerfs(layer));
-        let uncovered = match ducc_unpack::uncovered_below(&layerfs, below, &directories) {
+        let mut uncovered = match ducc_unpack::uncovered_below(&layerfs, below, &directories) {
             Ok(uncovered) => uncovered,
             Err(e) => {
                 tracing::warn!(
@@ -84,6 +103,9 @@ impl Engine {
                 return;
             }
         };
+        uncovered.extend(ducc_unpack::dropped_below(below, &dropped));
+        uncovered.sort();
+        uncovered.dedup();
         if uncovered.is_empty() {
             return;
         }
@@ -182,6 +204,22 @@ mod tests {
 
     fn record(lower: &[DiffId], dirs: &[&str]) -> Vec<u8> {
         LayerWhiteouts::new(lower, dirs.iter().map(|d| d.to_string()).collect()).to_json()
+    }
+
+    #[test]
+    fn a_whiteout_dropped_over_one_stack_shows_over_another_that_has_the_path() {
+        let written_for = [DiffId::of(b"first base")];
+        let mut dropped = LayerWhiteouts::new(&written_for, Vec::new());
+        dropped.dropped = vec!["app/c".into(), "nowhere/x".into()];
+        let s = setup(&dropped.to_json());
+        s.engine
+            .check_reused_whiteouts("r/i:2", &s.layer, &[DiffId::of(b"other base")], &s.below);
+        let events = s.events.0.lock().unwrap().clone();
+        assert!(
+            matches!(&events[..], [Event::LayerWhiteoutsMismatch { would_show, count: 1, .. }]
+                if would_show == &["/app/c".to_owned()]),
+            "{events:?}"
+        );
     }
 
     #[test]

@@ -110,7 +110,8 @@ impl LayerInfo {
 /// whiteout device for each entry the layers below hold in it, so the devices are right for
 /// that stack only. `{"lower-diff-ids":["sha256:..", ...],"directories":["etc/x", ...]}`: the
 /// stack below they were written for (bottom first), and the layer's directories that hide
-/// everything below them (`""` is the root).
+/// everything below them (`""` is the root); `"dropped"` lists whiteouts left out because that
+/// stack had nothing to hide there.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayerWhiteouts {
     /// The diff_ids (`sha256:<hex>`) of the layers below, bottom first.
@@ -118,6 +119,10 @@ pub struct LayerWhiteouts {
     pub lower_diff_ids: Vec<String>,
     /// Layer-relative paths of the directories whose whiteouts were written for that stack.
     pub directories: Vec<String>,
+    /// Layer-relative paths of whiteouts left out because that stack had no directory to hide
+    /// anything in (omitted when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped: Vec<String>,
 }
 
 impl LayerWhiteouts {
@@ -126,6 +131,7 @@ impl LayerWhiteouts {
         Self {
             lower_diff_ids: lower.iter().map(ToString::to_string).collect(),
             directories,
+            dropped: Vec::new(),
         }
     }
 

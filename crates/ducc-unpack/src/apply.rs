@@ -1527,6 +1527,7 @@ impl Applier {
             }
             Target::LayerDir { .. } if !self.whiteout_parent_below(entry)? => {
                 tracing::debug!(layer = %self.layer, entry = %entry.display_name(), "whiteout with no directory to hide anything in: dropped");
+                self.report.dropped_whiteout(entry.path.clone());
                 Ok(())
             }
             Target::LayerDir {

@@ -114,7 +114,7 @@ pub use report::{
     WhiteoutFormat,
 };
 pub use source::{FileSource, SOURCE_XATTR, file_source};
-pub use stack::uncovered_below;
+pub use stack::{dropped_below, uncovered_below};
 pub use stream::{Compression, LayerDescriptor, LayerDigests, LayerReader};
 pub use writer::{
     CanonicalTarWriter, TarSummary, TarWriteOptions, canonicalize_layer, write_tree_as_tar,

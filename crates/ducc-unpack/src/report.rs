@@ -342,6 +342,10 @@ pub struct Report {
     /// below them, where whiteout devices were written for what the stack below held (sorted).
     /// On another stack below, entries there that those devices do not name would show through.
     pub explicit_whiteout_dirs: Vec<EntryPath>,
+    /// Layer directories: whiteouts left out because the stack below has no directory to hide
+    /// anything in (writing them would make one), at most [`REPORT_LIST_LIMIT`]. On another
+    /// stack below that has the path, it would show through.
+    pub dropped_whiteouts: Vec<EntryPath>,
 }
 
 impl Report {
@@ -355,6 +359,12 @@ impl Report {
             });
         } else {
             self.warnings_dropped += 1;
+        }
+    }
+
+    pub(crate) fn dropped_whiteout(&mut self, path: EntryPath) {
+        if self.dropped_whiteouts.len() < REPORT_LIST_LIMIT {
+            self.dropped_whiteouts.push(path);
         }
     }
 
@@ -392,5 +402,8 @@ impl Report {
         self.owners_dropped += other.owners_dropped;
         self.explicit_whiteout_dirs
             .extend(other.explicit_whiteout_dirs);
+        for path in other.dropped_whiteouts {
+            self.dropped_whiteout(path);
+        }
     }
 }

@@ -22,6 +22,9 @@ use crate::entry::EntryPath;
 ///
 /// # Errors
 /// When a directory cannot be listed.
+///
+/// Whiteouts the layer dropped ([`crate::Report::dropped_whiteouts`]: nothing to hide on the
+/// stack it was written over) are checked with [`dropped_below`].
 pub fn uncovered_below(
     layer_dir: &Path,
     below: &Path,
@@ -29,10 +32,37 @@ pub fn uncovered_below(
 ) -> io::Result<Vec<EntryPath>> {
     let mut out = BTreeSet::new();
     for dir in directories {
-        let rel = Path::new(std::ffi::OsStr::from_bytes(dir.as_bytes()));
-        walk(&layer_dir.join(rel), &below.join(rel), dir, &mut out)?;
+        if let (Some(layer), Some(below)) = (inside(layer_dir, dir), inside(below, dir)) {
+            walk(&layer, &below, dir, &mut out)?;
+        }
     }
     Ok(out.into_iter().collect())
+}
+
+/// `root` joined with `path`, unless a directory on the way is a symlink (which could lead out
+/// of the tree: these trees hold images' content).
+fn inside(root: &Path, path: &EntryPath) -> Option<std::path::PathBuf> {
+    let mut at = root.to_owned();
+    let components: Vec<&[u8]> = path.components().collect();
+    for (i, component) in components.iter().enumerate() {
+        at.push(std::ffi::OsStr::from_bytes(component));
+        if i + 1 < components.len()
+            && std::fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink())
+        {
+            return None;
+        }
+    }
+    Some(at)
+}
+
+/// Of the whiteouts a layer directory dropped (its [`crate::Report::dropped_whiteouts`]), those
+/// whose path `below` (another stack below, flattened) holds: stacked over it, they would show.
+pub fn dropped_below(below: &Path, dropped: &[EntryPath]) -> Vec<EntryPath> {
+    dropped
+        .iter()
+        .filter(|p| inside(below, p).is_some_and(|at| std::fs::symlink_metadata(at).is_ok()))
+        .cloned()
+        .collect()
 }
 
 fn names(dir: &Path) -> io::Result<Option<BTreeSet<OsString>>> {
@@ -104,6 +134,24 @@ mod tests {
         let none = [EntryPath::normalise(b"absent").expect("path")];
         assert!(
             uncovered_below(&layer, &below, &none)
+                .expect("walk")
+                .is_empty()
+        );
+        let dropped = [
+            EntryPath::normalise(b"other/x").expect("path"),
+            EntryPath::normalise(b"nowhere/y").expect("path"),
+        ];
+        let shown: Vec<String> = dropped_below(&below, &dropped)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(shown, ["other/x"]);
+        // Never through a symlinked directory, which could lead out of the tree.
+        std::os::unix::fs::symlink(base.path(), below.join("out")).expect("symlink");
+        let outside = [EntryPath::normalise(b"out/below/other").expect("path")];
+        assert!(dropped_below(&below, &outside).is_empty());
+        assert!(
+            uncovered_below(&layer, &below, &outside)
                 .expect("walk")
                 .is_empty()
         );
