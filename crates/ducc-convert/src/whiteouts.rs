@@ -142,7 +142,7 @@ impl Engine {
 mod tests {
     use std::sync::{Arc, Mutex};
 
-    use ducc_cvmfs::{LocalPublisher, Publisher as _, RepositoryName};
+    use ducc_cvmfs::{LocalPublisher, RepositoryName};
 
     use super::*;
     use crate::events::EventSink;
