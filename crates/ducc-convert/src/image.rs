@@ -12,8 +12,7 @@ use std::time::{Instant, SystemTime};
 use ducc_cvmfs::{
     Arch, ConfigDigest, FillHints, FlatRecord, Group, ImageSlot, IngestOptions, LayerDigest,
     LayerInfo, Layout, MarkerDescriptor, MarkerManifest, PublicName, Published, RepoPath,
-    RepositoryName,
-    RepositoryState,
+    RepositoryName, RepositoryState,
 };
 use ducc_registry::oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
 use ducc_registry::{
