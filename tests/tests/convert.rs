@@ -71,7 +71,9 @@ fn convert_writes_layers_flat_tree_symlink_marker_and_thin_image() {
             dir.join(format!("layerfs/layer{i}/data.bin")).is_file(),
             "layer {i}"
         );
-        assert!(dir.join("layerfs/.cvmfscatalog").is_file());
+        // The layer's nested catalog is its own directory, not its layerfs (issue 28).
+        assert!(dir.join(".cvmfscatalog").is_file());
+        assert!(!dir.join("layerfs/.cvmfscatalog").exists());
         let origin: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.join(".metadata/origin.json")).unwrap())
                 .unwrap();

@@ -31,7 +31,7 @@ fn nobody_owned(root: &std::path::Path) -> Vec<std::path::PathBuf> {
 }
 
 /// Converts `inputs` with the local publisher and with the `cvmfs` one (stand-in), each run
-/// succeeding; the local one keeps raw `.wh.` names, the form the cvmfs publisher ingests.
+/// succeeding, both with raw `.wh.` names (`--layer-whiteouts oci`) so that their trees compare.
 fn convert_with_both(inputs: &[String]) -> (Work, Work) {
     let local = Work::new(Backend::Local);
     local.wishlist(inputs, "");
@@ -43,7 +43,12 @@ fn convert_with_both(inputs: &[String]) -> (Work, Work) {
     );
     let cvmfs = Work::new(Backend::Cvmfs);
     cvmfs.wishlist(inputs, "");
-    assert!(cvmfs.convert(&["-i"]).status.success());
+    assert!(
+        cvmfs
+            .convert(&["-i", "--layer-whiteouts", "oci"])
+            .status
+            .success()
+    );
     (local, cvmfs)
 }
 
@@ -148,7 +153,12 @@ fn cvmfs_publisher_builds_the_same_repository_as_the_local_one() {
 
     // A rerun changes nothing and opens no transaction.
     let before = cvmfs.standin_log().len();
-    assert!(cvmfs.convert(&["-i"]).status.success());
+    assert!(
+        cvmfs
+            .convert(&["-i", "--layer-whiteouts", "oci"])
+            .status
+            .success()
+    );
     let rerun = &cvmfs.standin_log()[before..];
     assert!(rerun.iter().all(|l| l == "list"), "{rerun:#?}");
     expected.assert_same_as(
@@ -434,7 +444,10 @@ fn paused_cvmfs_run(
     let pause = cvmfs.path("standin/pause");
     std::fs::create_dir_all(&pause).unwrap();
     std::fs::write(pause.join(point), filter).unwrap();
-    let mut child = cvmfs.command(&["-i"]).spawn().unwrap();
+    let mut child = cvmfs
+        .command(&["-i", "--layer-whiteouts", "oci"])
+        .spawn()
+        .unwrap();
     let paused = cvmfs.path("standin/paused");
     let started = std::time::Instant::now();
     while !paused.exists() {
@@ -467,7 +480,12 @@ fn killed_then_rerun(point: &str, filter: &str, label: &str) {
     std::fs::remove_file(pause.join(point)).unwrap();
     let before = cvmfs.standin_log().len();
 
-    assert!(cvmfs.convert(&["-i"]).status.success());
+    assert!(
+        cvmfs
+            .convert(&["-i", "--layer-whiteouts", "oci"])
+            .status
+            .success()
+    );
     let rerun = cvmfs.standin_log()[before..].to_vec();
     assert!(
         rerun.iter().any(|l| l == &format!("abort -f {REPO}")),
@@ -480,7 +498,12 @@ fn killed_then_rerun(point: &str, filter: &str, label: &str) {
         "cvmfs after a kill and a rerun",
     );
     let before = cvmfs.standin_log().len();
-    assert!(cvmfs.convert(&["-i"]).status.success());
+    assert!(
+        cvmfs
+            .convert(&["-i", "--layer-whiteouts", "oci"])
+            .status
+            .success()
+    );
     let again = &cvmfs.standin_log()[before..];
     assert!(again.iter().all(|l| l == "list"), "{again:#?}");
 }
@@ -650,7 +673,12 @@ fn zstd_plain_shared_glob_and_moved_tag_give_the_same_repository_with_either_pub
             .status
             .success()
     );
-    assert!(cvmfs.convert(&["-i"]).status.success());
+    assert!(
+        cvmfs
+            .convert(&["-i", "--layer-whiteouts", "oci"])
+            .status
+            .success()
+    );
     scan(&local.repo()).assert_same_as(
         &scan(&cvmfs.repo()),
         &run_options(),
@@ -782,7 +810,12 @@ fn oci_docker_and_multi_arch_manifests_give_the_same_repository_with_either_publ
     assert!(out.status.success());
     let cvmfs = Work::new(Backend::Cvmfs);
     cvmfs.wishlist(&inputs, "");
-    assert!(cvmfs.convert(&["-i", "--multi-arch"]).status.success());
+    assert!(
+        cvmfs
+            .convert(&["-i", "--layer-whiteouts", "oci", "--multi-arch"])
+            .status
+            .success()
+    );
 
     let expected = scan(&local.repo());
     expected.assert_same_as(
@@ -833,7 +866,12 @@ fn oci_docker_and_multi_arch_manifests_give_the_same_repository_with_either_publ
 
     // A rerun publishes nothing.
     let before = log.len();
-    assert!(cvmfs.convert(&["-i", "--multi-arch"]).status.success());
+    assert!(
+        cvmfs
+            .convert(&["-i", "--layer-whiteouts", "oci", "--multi-arch"])
+            .status
+            .success()
+    );
     let rerun = &cvmfs.standin_log()[before..];
     assert!(rerun.iter().all(|l| l == "list"), "{rerun:#?}");
     expected.assert_same_as(
@@ -877,7 +915,13 @@ fn rerun_waits_for_the_orphaned_ingest(kill_orphan: bool, label: &str) {
     let before = cvmfs.standin_log().len();
     let events = cvmfs.path("events.jsonl");
     let mut rerun = cvmfs
-        .command(&["-i", "-n", events.to_str().unwrap()])
+        .command(&[
+            "-i",
+            "--layer-whiteouts",
+            "oci",
+            "-n",
+            events.to_str().unwrap(),
+        ])
         .spawn()
         .unwrap();
     // The rerun waits: it stays running and calls nothing but `list` while the orphan runs.
@@ -929,7 +973,12 @@ fn rerun_waits_for_the_orphaned_ingest(kill_orphan: bool, label: &str) {
         "cvmfs after waiting for the orphan",
     );
     let before = cvmfs.standin_log().len();
-    assert!(cvmfs.convert(&["-i"]).status.success());
+    assert!(
+        cvmfs
+            .convert(&["-i", "--layer-whiteouts", "oci"])
+            .status
+            .success()
+    );
     let again = &cvmfs.standin_log()[before..];
     assert!(again.iter().all(|l| l == "list"), "{again:#?}");
 }

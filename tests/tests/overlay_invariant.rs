@@ -100,14 +100,18 @@ fn layer(name: &str, entries: &[E]) -> (Vec<u8>, LayerDescriptor) {
     (blob, descriptor)
 }
 
-fn layer_options() -> LayerDirOptions {
+fn layer_options(format: WhiteoutFormat) -> LayerDirOptions {
     LayerDirOptions::new()
-        .whiteouts(WhiteoutFormat::Overlay)
+        .whiteouts(format)
         .privileges(Privileges::Root)
 }
 
 /// The flat tree and the layer directories of `layers`, written together (one decode).
-fn together(layers: &[(Vec<u8>, LayerDescriptor)], base: &Path) -> (PathBuf, Vec<PathBuf>) {
+fn together(
+    layers: &[(Vec<u8>, LayerDescriptor)],
+    base: &Path,
+    format: WhiteoutFormat,
+) -> (PathBuf, Vec<PathBuf>) {
     let flat_dir = base.join("flat");
     std::fs::create_dir(&flat_dir).expect("mkdir flat");
     let mut flat = FlatExtractor::new(
@@ -119,7 +123,7 @@ fn together(layers: &[(Vec<u8>, LayerDescriptor)], base: &Path) -> (PathBuf, Vec
     for (n, (blob, descriptor)) in layers.iter().enumerate() {
         let dir = base.join(format!("together-{n}"));
         std::fs::create_dir(&dir).expect("mkdir layer");
-        flat.apply_blob_with_layer_dir(&blob[..], descriptor, &dir, &layer_options())
+        flat.apply_blob_with_layer_dir(&blob[..], descriptor, &dir, &layer_options(format))
             .unwrap_or_else(|e| panic!("layer {n}: {e}"));
         dirs.push(dir);
     }
@@ -128,7 +132,11 @@ fn together(layers: &[(Vec<u8>, LayerDescriptor)], base: &Path) -> (PathBuf, Vec
 }
 
 /// The layer directories of `layers`, each alone on top of the lower layer directories.
-fn alone(layers: &[(Vec<u8>, LayerDescriptor)], base: &Path) -> Vec<PathBuf> {
+fn alone(
+    layers: &[(Vec<u8>, LayerDescriptor)],
+    base: &Path,
+    format: WhiteoutFormat,
+) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = Vec::new();
     for (n, (blob, descriptor)) in layers.iter().enumerate() {
         let dir = base.join(format!("alone-{n}"));
@@ -137,7 +145,7 @@ fn alone(layers: &[(Vec<u8>, LayerDescriptor)], base: &Path) -> Vec<PathBuf> {
             &blob[..],
             descriptor,
             &dir,
-            &layer_options().lower_layers(lower),
+            &layer_options(format).lower_layers(lower),
         )
         .unwrap_or_else(|e| panic!("layer {n}: {e}"));
         dirs.push(dir);
@@ -155,9 +163,16 @@ fn merged(label: &str, dirs: &[PathBuf], base: &Path) -> Tree {
     tree
 }
 
-/// Both ways of writing the layer directories give an overlay equal to the flat tree, which is
-/// also checked with `expect` on a few paths.
+/// Both ways of writing the layer directories, in both overlay forms (opaque xattrs, and
+/// explicit whiteout devices as a cvmfs stratum 0 stores them: issue 28), give an overlay equal
+/// to the flat tree, which is also checked with `expect` on a few paths.
 fn check(name: &str, layers: &[&[E]], expect: impl Fn(&Tree)) {
+    for format in [WhiteoutFormat::Overlay, WhiteoutFormat::OverlayDevices] {
+        check_form(name, layers, format, &expect);
+    }
+}
+
+fn check_form(name: &str, layers: &[&[E]], format: WhiteoutFormat, expect: &impl Fn(&Tree)) {
     if !ducc_tests::require_root("the invariant needs owners, whiteout devices and overlay mounts")
     {
         return;
@@ -168,8 +183,8 @@ fn check(name: &str, layers: &[&[E]], expect: impl Fn(&Tree)) {
         .map(|(n, entries)| layer(&format!("{name} layer {n}"), entries))
         .collect();
     let scratch = scratch_dir(&format!("invariant-{name}")).expect("scratch");
-    let (flat_dir, together_dirs) = together(&layers, scratch.path());
-    let alone_dirs = alone(&layers, scratch.path());
+    let (flat_dir, together_dirs) = together(&layers, scratch.path(), format);
+    let alone_dirs = alone(&layers, scratch.path(), format);
     let flat = Tree::scan(&flat_dir).expect("scan flat");
     expect(&flat);
     // Only hardlink groups are left out; every mtime is compared.
@@ -183,7 +198,7 @@ fn check(name: &str, layers: &[&[E]], expect: impl Fn(&Tree)) {
             &tree,
             &options,
             &format!("{name}: flat tree"),
-            &format!("{name}: overlay of the layer dirs written {label}"),
+            &format!("{name}: overlay of the {format:?} layer dirs written {label}"),
         );
     }
 }
@@ -342,6 +357,107 @@ fn hardlinks_into_lower_layers_and_symlinked_parents_resolve_in_the_stack_below(
             );
             assert!(flat.nodes.contains_key("usr/lib/libx.so"));
             assert_eq!(flat.nodes["usr/lib"].mtime.0, 1_003);
+        },
+    );
+}
+
+/// Issue 28: an opaque directory over a lower one with nested subdirectories, whose layer makes
+/// some names again (a directory over a lower directory, a file over a directory, a directory
+/// over a file), with whiteouts under the re-created directory too.
+#[test]
+fn an_opaque_directory_that_makes_names_again_hides_everything_else_below() {
+    check(
+        "opaque-again",
+        &[
+            &[
+                E::Dir("o", 0o755, 0, 1_000),
+                E::Dir("o/sub", 0o755, 0, 1_001),
+                E::Dir("o/sub/deep", 0o755, 0, 1_002),
+                E::File("o/sub/deep/f", b"f", 0o644, 0, 1_003),
+                E::File("o/sub/keep-name", b"old", 0o644, 0, 1_004),
+                E::File("o/sub/gone", b"gone", 0o644, 0, 1_005),
+                E::Dir("o/dir2file", 0o755, 0, 1_006),
+                E::File("o/dir2file/x", b"x", 0o644, 0, 1_007),
+                E::File("o/file2dir", b"file", 0o644, 0, 1_008),
+                E::File("o/plain", b"plain", 0o644, 0, 1_009),
+            ],
+            &[
+                E::Dir("o", 0o755, 0, 2_000),
+                E::Whiteout("o/.wh..wh..opq"),
+                E::Dir("o/sub", 0o750, 0, 2_001),
+                E::File("o/sub/keep-name", b"new", 0o644, 0, 2_002),
+                E::File("o/dir2file", b"now a file", 0o644, 0, 2_003),
+                E::Dir("o/file2dir", 0o755, 0, 2_004),
+                E::File("o/file2dir/y", b"y", 0o644, 0, 2_005),
+            ],
+        ],
+        |flat| {
+            for gone in ["o/sub/deep", "o/sub/gone", "o/plain", "o/dir2file/x"] {
+                assert!(!flat.nodes.contains_key(gone), "{gone}");
+            }
+            assert_eq!(flat.nodes["o/sub/keep-name"].mtime.0, 2_002);
+            assert!(flat.nodes.contains_key("o/file2dir/y"));
+        },
+    );
+}
+
+/// Issue 28: a directory whited out and made again in the same layer is a new directory: none
+/// of the lower children show, nested ones included.
+#[test]
+fn a_directory_whited_out_and_made_again_shows_only_the_new_children() {
+    check(
+        "whiteout-again",
+        &[
+            &[
+                E::Dir("d", 0o755, 0, 1_000),
+                E::Dir("d/n", 0o755, 0, 1_001),
+                E::File("d/n/old", b"old", 0o644, 0, 1_002),
+                E::File("d/old", b"old", 0o644, 0, 1_003),
+            ],
+            &[
+                E::Whiteout("d/.wh.n"),
+                E::Whiteout(".wh.d"),
+                E::Dir("d", 0o700, 0, 2_000),
+                E::Dir("d/n", 0o700, 0, 2_001),
+                E::File("d/n/new", b"new", 0o644, 0, 2_002),
+            ],
+        ],
+        |flat| {
+            assert!(!flat.nodes.contains_key("d/old"));
+            assert!(!flat.nodes.contains_key("d/n/old"));
+            assert!(flat.nodes.contains_key("d/n/new"));
+        },
+    );
+}
+
+/// Issue 28: a directory replaced by a file and then by a directory again, and a whiteout of a
+/// directory of 200 files.
+#[test]
+fn a_directory_made_a_file_and_back_and_a_deleted_directory_of_200_files() {
+    let many: Vec<String> = (0..200).map(|n| format!("many/f{n:03}")).collect();
+    let mut base = vec![
+        E::Dir("t", 0o755, 0, 1_000),
+        E::File("t/inner", b"inner", 0o644, 0, 1_001),
+        E::Dir("many", 0o755, 0, 1_002),
+    ];
+    base.extend(many.iter().map(|p| E::File(p, b"m", 0o644, 0, 1_003)));
+    check(
+        "dir-file-dir",
+        &[
+            &base,
+            &[
+                E::File("t", b"a file now", 0o644, 0, 2_000),
+                E::Whiteout(".wh.many"),
+            ],
+            &[
+                E::Dir("t", 0o755, 0, 3_000),
+                E::File("t/again", b"again", 0o644, 0, 3_001),
+            ],
+        ],
+        |flat| {
+            assert!(!flat.nodes.contains_key("t/inner"));
+            assert!(flat.nodes.contains_key("t/again"));
+            assert!(!flat.nodes.keys().any(|k| k.starts_with("many")));
         },
     );
 }

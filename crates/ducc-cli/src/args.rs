@@ -119,7 +119,9 @@ pub enum Command {
 /// How the publisher writes whiteouts into layer directories.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LayerWhiteouts {
-    /// Overlayfs form: character device 0/0 and `trusted.overlay.opaque=y`
+    /// Overlayfs form: character device 0/0 and `trusted.overlay.opaque=y` (on a cvmfs stratum 0,
+    /// which drops xattrs, an opaque directory becomes whiteout devices for what the layers below
+    /// hold in it)
     Overlay,
     /// OCI form: the raw `.wh.` names, as in the layer tar
     Oci,
@@ -169,7 +171,8 @@ pub struct ConversionFlags {
     /// Content-addressed blob cache (default: under --temporary-dir or the user cache dir)
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
-    /// Whiteout form in layer directories (default: overlay where allowed for local, oci for cvmfs)
+    /// Whiteout form in layer directories (default: overlay where the publisher can store it,
+    /// so containerd's CernVM-FS snapshotter runs exactly the image; oci behind a cvmfs gateway)
     #[arg(long, value_enum)]
     pub layer_whiteouts: Option<LayerWhiteouts>,
     /// Manifest format of thin images

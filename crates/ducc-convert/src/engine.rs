@@ -191,7 +191,8 @@ impl EngineBuilder {
     /// Overlay whiteouts asked for where the publisher cannot store them; a blob cache that
     /// cannot be created.
     pub fn build(self) -> Result<Engine, ConvertError> {
-        let whiteouts = choose_whiteouts(self.settings.whiteouts, &*self.publisher)?;
+        let (whiteouts, raw_whiteouts_reason) =
+            choose_whiteouts(self.settings.whiteouts, &*self.publisher)?;
         let cache = match self.cache {
             Some(cache) => cache,
             None => BlobCache::open(
@@ -217,32 +218,47 @@ impl EngineBuilder {
             cache,
             settings: self.settings,
             whiteouts,
+            raw_whiteouts_reason,
+            raw_whiteouts_told: std::sync::atomic::AtomicBool::new(false),
             events: self.events,
         })
     }
 }
 
 /// The whiteout form of layer directories: the settings', checked against the publisher, else
-/// the publisher's preference.
+/// the publisher's preference. Overlay form on a publisher that keeps devices but drops xattrs
+/// (a cvmfs stratum 0) is [`WhiteoutFormat::OverlayDevices`]. With the second value, why the
+/// layer directories keep raw `.wh.` names where overlay form was preferred (told once per run,
+/// when a layer is written: [`Engine::tell_raw_whiteouts`]).
 fn choose_whiteouts(
     chosen: Option<WhiteoutFormat>,
     publisher: &dyn Publisher,
-) -> Result<WhiteoutFormat, ConvertError> {
+) -> Result<(WhiteoutFormat, Option<String>), ConvertError> {
     let support = publisher.overlay_support();
+    let prefers_overlay = publisher.prefers_overlay_whiteouts();
     match (chosen, support) {
         (Some(WhiteoutFormat::Overlay), OverlaySupport::No { reason }) => Err(ConvertError::new(
             ErrorKind::Publish,
             format!("overlay whiteouts cannot be used with this publisher: {reason}"),
         )),
-        (Some(chosen), _) => Ok(chosen),
-        (None, OverlaySupport::Full) if publisher.prefers_overlay_whiteouts() => {
-            Ok(WhiteoutFormat::Overlay)
+        (Some(WhiteoutFormat::Overlay), OverlaySupport::DevicesOnly) => {
+            Ok((WhiteoutFormat::OverlayDevices, None))
         }
-        (None, OverlaySupport::No { reason }) if publisher.prefers_overlay_whiteouts() => {
-            tracing::warn!("layer directories keep raw .wh. whiteout names ({reason})");
-            Ok(WhiteoutFormat::Oci)
+        (Some(WhiteoutFormat::OverlayDevices), OverlaySupport::No { reason }) => {
+            Err(ConvertError::new(
+                ErrorKind::Publish,
+                format!("overlay whiteouts cannot be used with this publisher: {reason}"),
+            ))
         }
-        (None, _) => Ok(WhiteoutFormat::Oci),
+        (Some(chosen), _) => Ok((chosen, None)),
+        (None, OverlaySupport::Full) if prefers_overlay => Ok((WhiteoutFormat::Overlay, None)),
+        (None, OverlaySupport::DevicesOnly) if prefers_overlay => {
+            Ok((WhiteoutFormat::OverlayDevices, None))
+        }
+        (None, OverlaySupport::No { reason }) if prefers_overlay => {
+            Ok((WhiteoutFormat::Oci, Some(reason)))
+        }
+        (None, _) => Ok((WhiteoutFormat::Oci, None)),
     }
 }
 
@@ -260,6 +276,10 @@ pub struct Engine {
     pub(crate) cache: BlobCache,
     pub(crate) settings: Settings,
     pub(crate) whiteouts: WhiteoutFormat,
+    /// Why layer directories keep raw `.wh.` names where overlay form was preferred.
+    raw_whiteouts_reason: Option<String>,
+    /// Whether [`Engine::tell_raw_whiteouts`] told it already.
+    raw_whiteouts_told: std::sync::atomic::AtomicBool,
     pub(crate) events: Arc<dyn EventSink>,
 }
 
@@ -297,6 +317,31 @@ impl Engine {
     /// The whiteout form layer directories get.
     pub fn whiteouts(&self) -> WhiteoutFormat {
         self.whiteouts
+    }
+
+    /// Called before a layer directory is written: where the layer directories keep raw `.wh.`
+    /// names although the publisher prefers overlay form (behind a cvmfs gateway, which drops
+    /// device files), says so once per run (a warning and [`Event::RawLayerWhiteouts`]), with
+    /// what it means for containers that stack the layer directories.
+    pub(crate) fn tell_raw_whiteouts(&self, image: &str) {
+        let Some(reason) = &self.raw_whiteouts_reason else {
+            return;
+        };
+        if self
+            .raw_whiteouts_told
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
+        tracing::warn!(
+            "layer directories keep raw .wh. whiteout names ({reason}): overlayfs gives them no \
+             meaning, so containers that containerd's CernVM-FS snapshotter starts from this \
+             repository show the files their images deleted, and the .wh. files themselves"
+        );
+        self.events.event(&Event::RawLayerWhiteouts {
+            image: image.to_owned(),
+            reason: reason.clone(),
+        });
     }
 
     /// Removes the blobs this engine downloaded (their content is in the repository); call it
@@ -547,22 +592,34 @@ mod tests {
 
     #[test]
     fn whiteouts_follow_the_choice_else_the_publisher() {
-        use WhiteoutFormat::{Oci, Overlay};
+        use WhiteoutFormat::{Oci, Overlay, OverlayDevices};
         let cases = [
             // (chosen, support, prefers overlay, result)
             (None, OverlaySupport::Full, true, Some(Overlay)),
             (None, no("not root"), true, Some(Oci)),
-            (None, OverlaySupport::DevicesOnly, true, Some(Oci)),
+            (
+                None,
+                OverlaySupport::DevicesOnly,
+                true,
+                Some(OverlayDevices),
+            ),
             (None, OverlaySupport::DevicesOnly, false, Some(Oci)),
             (None, OverlaySupport::Full, false, Some(Oci)),
             (Some(Oci), OverlaySupport::Full, true, Some(Oci)),
+            (Some(Oci), OverlaySupport::DevicesOnly, true, Some(Oci)),
             (
                 Some(Overlay),
                 OverlaySupport::DevicesOnly,
                 false,
-                Some(Overlay),
+                Some(OverlayDevices),
             ),
             (Some(Overlay), no("a gateway drops devices"), false, None),
+            (
+                Some(OverlayDevices),
+                no("a gateway drops devices"),
+                true,
+                None,
+            ),
         ];
         for (chosen, support, prefers_overlay, expected) in cases {
             let publisher = Policy {
@@ -572,7 +629,7 @@ mod tests {
             let result = choose_whiteouts(chosen, &publisher);
             match expected {
                 Some(format) => assert_eq!(
-                    result.unwrap(),
+                    result.unwrap().0,
                     format,
                     "{chosen:?} {support:?} {prefers_overlay}"
                 ),

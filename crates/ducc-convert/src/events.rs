@@ -199,6 +199,32 @@ pub enum Event {
         /// Seconds the gc took.
         time_elapsed_s: f64,
     },
+    /// Once per run, before the first layer directory is written: layer directories keep raw
+    /// `.wh.` whiteout names although the publisher prefers overlay form (behind a cvmfs
+    /// gateway), so containers that stack them (containerd's CernVM-FS snapshotter) show the
+    /// files their images deleted.
+    RawLayerWhiteouts {
+        /// The image whose layer came first.
+        image: String,
+        /// Why overlay form cannot be stored.
+        reason: String,
+    },
+    /// A layer directory written for another stack below is reused, and its whiteouts (written
+    /// for what that stack held under the layer's opaque directories) do not hide everything
+    /// this image's stack holds there: the image's flat tree is right, but a container that
+    /// stacks the layer directories (containerd's CernVM-FS snapshotter) shows these paths.
+    LayerWhiteoutsMismatch {
+        /// The image.
+        image: String,
+        /// The layer's blob digest.
+        layer: String,
+        /// The diff_ids of the stack below the whiteouts were written for, bottom first.
+        written_for: Vec<String>,
+        /// Paths a snapshotter container would show that the image deleted (at most 20).
+        would_show: Vec<String>,
+        /// How many such paths there are in all.
+        count: usize,
+    },
     /// `ducc loop` sleeps until its next pass.
     WaitNextPass {
         /// How long.
@@ -246,7 +272,9 @@ impl Event {
             | Event::Marker { image, .. }
             | Event::Published { image, .. }
             | Event::EndImage { image, .. }
-            | Event::DeleteImage { image, .. } => Some(image),
+            | Event::DeleteImage { image, .. }
+            | Event::RawLayerWhiteouts { image, .. }
+            | Event::LayerWhiteoutsMismatch { image, .. } => Some(image),
             Event::StartDucc {}
             | Event::Symlink { .. }
             | Event::EndDucc { .. }
@@ -375,6 +403,25 @@ mod tests {
                 },
                 json!({"action": "end_image", "image": "r/a:1", "status": "ok",
                        "layers_unpacked": 2, "flat_built": true, "time_elapsed_s": 1.0}),
+            ),
+            (
+                Event::LayerWhiteoutsMismatch {
+                    image: "r/a:2".into(),
+                    layer: "sha256:ab".into(),
+                    written_for: vec!["sha256:cd".into()],
+                    would_show: vec!["/app/c".into()],
+                    count: 1,
+                },
+                json!({"action": "layer_whiteouts_mismatch", "image": "r/a:2",
+                       "layer": "sha256:ab", "written_for": ["sha256:cd"],
+                       "would_show": ["/app/c"], "count": 1}),
+            ),
+            (
+                Event::RawLayerWhiteouts {
+                    image: "r/a:1".into(),
+                    reason: "a gateway".into(),
+                },
+                json!({"action": "raw_layer_whiteouts", "image": "r/a:1", "reason": "a gateway"}),
             ),
             (Event::StartDucc {}, json!({"action": "start_ducc"})),
             (

@@ -11,8 +11,8 @@ use std::time::{Instant, SystemTime};
 
 use ducc_cvmfs::{
     Arch, ConfigDigest, FillHints, FlatRecord, Group, ImageSlot, IngestOptions, LayerDigest,
-    LayerInfo, MarkerDescriptor, MarkerManifest, PublicName, Published, RepoPath, RepositoryName,
-    RepositoryState,
+    LayerInfo, Layout, MarkerDescriptor, MarkerManifest, PublicName, Published, RepoPath,
+    RepositoryName, RepositoryState,
 };
 use ducc_registry::oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
 use ducc_registry::{
@@ -855,6 +855,7 @@ impl<'e> Job<'e> {
     ) -> Result<()> {
         for (below, (layer, write)) in layers.iter().zip(write_layer).enumerate() {
             self.check_stop()?;
+            let lower_ids: Vec<DiffId> = layers[..below].iter().map(|l| l.diff_id).collect();
             if *write {
                 let lower: Vec<PathBuf> = if flat.is_some() {
                     Vec::new()
@@ -874,6 +875,7 @@ impl<'e> Job<'e> {
                     layers_group,
                     flat.as_deref_mut(),
                     &lower,
+                    &lower_ids,
                 )?;
                 if flat.is_none() {
                     // Without a flat tree the next layer's stack below is the published
@@ -881,6 +883,14 @@ impl<'e> Job<'e> {
                     layers_group.flush()?;
                 }
             } else if let Some(flat) = flat.as_deref_mut() {
+                if !self.settings.skip_layers {
+                    self.check_reused_whiteouts(
+                        &input.whole_name(),
+                        &layer.digest,
+                        &lower_ids,
+                        flat.root(),
+                    );
+                }
                 let file = self.open_blob(repository, layer, input)?;
                 flat.apply_blob(
                     Interrupted {
@@ -968,8 +978,10 @@ impl<'e> Job<'e> {
         layers_group: &dyn Group,
         mut flat: Option<&mut FlatExtractor>,
         lower: &[PathBuf],
+        lower_ids: &[DiffId],
     ) -> Result<()> {
         let started = Instant::now();
+        self.tell_raw_whiteouts(&input.whole_name());
         let layerfs = self.layout.layerfs(&layer.digest);
         let descriptor = self.descriptor(layer);
         let stop = self.stop.flag();
@@ -978,20 +990,27 @@ impl<'e> Job<'e> {
             .privileges(self.settings.privileges)
             .lower_layers(lower.to_vec());
         // Decodes the blob into `dest`, an existing empty directory, and onto the flat tree.
-        let mut decode = |dest: &Path| -> Result<LayerDigests> {
+        // Also returns the layer directory's report (whiteouts that depend on the stack below).
+        let mut decode = |dest: &Path| -> Result<(LayerDigests, ducc_unpack::Report)> {
             let blob = Interrupted {
                 inner: self.open_blob(repository, layer, input)?,
                 stop,
             };
             Ok(match flat.as_deref_mut() {
                 Some(flat) => {
-                    flat.apply_blob_with_layer_dir(blob, &descriptor, dest, &options)?
-                        .digests
+                    let outcome =
+                        flat.apply_blob_with_layer_dir(blob, &descriptor, dest, &options)?;
+                    (outcome.digests, outcome.report)
                 }
                 None => {
                     let mut reader = LayerReader::open(blob, &descriptor)?;
-                    ducc_unpack::extract_layer_dir(&mut reader, &descriptor.name, dest, &options)?;
-                    reader.finish()?
+                    let report = ducc_unpack::extract_layer_dir(
+                        &mut reader,
+                        &descriptor.name,
+                        dest,
+                        &options,
+                    )?;
+                    (reader.finish()?, report)
                 }
             })
         };
@@ -1006,7 +1025,7 @@ impl<'e> Job<'e> {
         tx.fill_dir(
             &layerfs,
             IngestOptions {
-                catalog: true,
+                catalog: false,
                 from_layers: false,
             },
             &mut |dest, _| {
@@ -1017,6 +1036,19 @@ impl<'e> Job<'e> {
         .with_context(context)?;
         let digests =
             digests.ok_or_else(|| invalid!("{}: the layer was not unpacked", context()))?;
+        let (digests, report) = digests;
+        // The layer's nested catalog is its own directory (layers written before have theirs in
+        // layerfs, where a container would see it: issue 28).
+        tx.write_file(
+            &Layout::catalog_marker(&self.layout.layer_dir(&layer.digest)),
+            &mut std::io::empty(),
+        )?;
+        let whiteouts_path = self.layout.layer_whiteouts(&layer.digest);
+        match self.whiteouts_record(lower_ids, &report) {
+            Some(record) => tx.write_file(&whiteouts_path, &mut &record.to_json()[..])?,
+            None if self.published(&whiteouts_path).exists() => tx.remove(&whiteouts_path)?,
+            None => {}
+        }
         let mut info = LayerInfo::new(
             &layer.digest,
             &layer.diff_id,

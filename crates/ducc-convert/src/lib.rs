@@ -55,6 +55,7 @@ mod pull;
 mod settings;
 mod signature;
 mod summary;
+mod whiteouts;
 
 pub use cache::BlobCache;
 pub use engine::{Engine, EngineBuilder, ImageResult, Outcome, StopToken};

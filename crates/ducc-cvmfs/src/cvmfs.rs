@@ -80,7 +80,8 @@ pub struct CvmfsOptions {
     /// Where locks and staged tars live (default: `$TMPDIR/ducc-cvmfs/<repo>`).
     pub state_dir: Option<PathBuf>,
     /// Whether the repository publishes through a gateway (default: read
-    /// `CVMFS_UPSTREAM_STORAGE` from `/etc/cvmfs/repositories.d/<repo>/server.conf`).
+    /// `CVMFS_UPSTREAM_STORAGE` from `/etc/cvmfs/repositories.d/<repo>/server.conf`, else the
+    /// upstream type `cvmfs_server list` shows, `(stratum0 / gw)`).
     pub gateway: Option<bool>,
     /// Whether transactions may write through the mounted repository (`cvmfs_server
     /// transaction`, writes under `/cvmfs/REPO`, `cvmfs_server publish`): flat trees as graft
@@ -166,9 +167,7 @@ impl CvmfsPublisher {
         let state_dir = options
             .state_dir
             .unwrap_or_else(|| std::env::temp_dir().join("ducc-cvmfs").join(&name));
-        let gateway = options
-            .gateway
-            .unwrap_or_else(|| upstream_is_gateway(&name));
+        let gateway = options.gateway;
         let locks_dir = state_dir.join("locks");
         let locks = LeaseLocks::new(&locks_dir).map_err(io_err("create", locks_dir))?;
         let staging = state_dir.join("staging");
@@ -182,7 +181,7 @@ impl CvmfsPublisher {
             mount_dir,
             state_dir,
             locks,
-            gateway,
+            gateway: gateway.unwrap_or(false),
             mounted,
             layout: repo.layout(),
         };
@@ -192,6 +191,10 @@ impl CvmfsPublisher {
                 repo: publisher.repo,
             });
         }
+        let mut publisher = publisher;
+        publisher.gateway = gateway.unwrap_or_else(|| {
+            upstream_is_gateway(&publisher.repo) || publisher.listed_as_gateway(&listing)
+        });
         // Staged tars of dead runs go only once the spool lock is held and any call a killed run
         // left running has ended: such an orphan may still be about to read its tar.
         let spool = publisher.spool_lock()?;
@@ -213,6 +216,13 @@ impl CvmfsPublisher {
         listing
             .lines()
             .any(|line| line.split_whitespace().next() == Some(self.repo.as_str()))
+    }
+
+    /// `cvmfs_server list` names the upstream type: `REPO (stratum0 / gw)` behind a gateway.
+    fn listed_as_gateway(&self, listing: &str) -> bool {
+        listing.lines().any(|line| {
+            line.split_whitespace().next() == Some(self.repo.as_str()) && line.contains("/ gw")
+        })
     }
 
     fn in_flight_path(&self) -> PathBuf {
@@ -450,6 +460,10 @@ impl Publisher for CvmfsPublisher {
             units: Mutex::new(Vec::new()),
             published: Mutex::new(Published::default()),
         })
+    }
+
+    fn prefers_overlay_whiteouts(&self) -> bool {
+        true
     }
 
     fn gc_lock(&self, kind: GcLock) -> Result<GcGuard, PublishError> {

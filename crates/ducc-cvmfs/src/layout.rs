@@ -480,6 +480,12 @@ impl Layout {
         self.layer_metadata_dir(layer).child("layers.json")
     }
 
+    /// `.layers/<hh>/<hex>/.metadata/whiteouts.json`: the stack below that the layer's whiteout
+    /// devices were written for, where they depend on it ([`crate::LayerWhiteouts`]).
+    pub fn layer_whiteouts(&self, layer: &LayerDigest) -> RepoPath {
+        self.layer_metadata_dir(layer).child("whiteouts.json")
+    }
+
     /// `.flat`
     pub fn flat_root(&self) -> RepoPath {
         self.root.child(".flat")
@@ -612,12 +618,14 @@ impl Layout {
     }
 
     /// Directories that are nested catalogs for one layer: `.layers`, `.layers/<hh>` and the
-    /// `layerfs` itself (outermost first).
+    /// layer's own directory `.layers/<hh>/<hex>` (outermost first). Not `layerfs`: its root is
+    /// the root of a container that containerd's CernVM-FS snapshotter starts, where a
+    /// `.cvmfscatalog` would show (issue 28). Layers written before keep theirs in `layerfs`.
     pub fn layer_catalog_dirs(&self, layer: &LayerDigest) -> [RepoPath; 3] {
         [
             self.layers_root(),
             self.layer_shard(layer),
-            self.layerfs(layer),
+            self.layer_dir(layer),
         ]
     }
 
@@ -787,7 +795,7 @@ mod tests {
             [
                 ".layers".to_owned(),
                 ".layers/4f".into(),
-                format!(".layers/4f/{L}/layerfs")
+                format!(".layers/4f/{L}")
             ]
         );
         let flat_dirs: Vec<String> = layout

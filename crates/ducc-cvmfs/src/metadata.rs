@@ -1,5 +1,5 @@
 //! The JSON files of the layout, in upstream DUCC's shapes: `origin.json`, `layers.json` and the
-//! marker `manifest.json`.
+//! marker `manifest.json`; and ours, `whiteouts.json`.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -105,6 +105,72 @@ impl LayerInfo {
     }
 }
 
+/// `.layers/<hh>/<hex>/.metadata/whiteouts.json`, written with a layer directory whose whiteouts
+/// depend on the stack below it (issue 28): on a cvmfs stratum 0 an opaque directory becomes a
+/// whiteout device for each entry the layers below hold in it, so the devices are right for
+/// that stack only. `{"lower-diff-ids":["sha256:..", ...],"directories":["etc/x", ...]}`: the
+/// stack below they were written for (bottom first), and the layer's directories that hide
+/// everything below them (`""` is the root); `"dropped"` lists whiteouts left out because that
+/// stack had nothing to hide there.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerWhiteouts {
+    /// The diff_ids (`sha256:<hex>`) of the layers below, bottom first.
+    #[serde(rename = "lower-diff-ids")]
+    pub lower_diff_ids: Vec<String>,
+    /// Layer-relative paths of the directories whose whiteouts were written for that stack.
+    pub directories: Vec<String>,
+    /// Layer-relative paths of whiteouts left out because that stack had no directory to hide
+    /// anything in (omitted when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped: Vec<String>,
+}
+
+impl LayerWhiteouts {
+    /// The record for whiteouts written over `lower` (bottom first) in `directories`.
+    pub fn new(lower: &[DiffId], directories: Vec<String>) -> Self {
+        Self {
+            lower_diff_ids: lower.iter().map(ToString::to_string).collect(),
+            directories,
+            dropped: Vec::new(),
+        }
+    }
+
+    /// Reads the record at `path` (a published file): `None` where there is none (the layer's
+    /// whiteouts do not depend on the stack below, or it was written before this record).
+    ///
+    /// # Errors
+    /// [`crate::PublishError::CorruptFile`] when it cannot be read or parsed.
+    pub fn read(path: &std::path::Path) -> Result<Option<Self>, crate::PublishError> {
+        let corrupt = |reason: String| crate::PublishError::CorruptFile {
+            path: path.to_owned(),
+            reason,
+        };
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| corrupt(e.to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(corrupt(e.to_string())),
+        }
+    }
+
+    /// Whether the whiteouts were written for exactly this stack below (bottom first).
+    pub fn written_for(&self, lower: &[DiffId]) -> bool {
+        self.lower_diff_ids.len() == lower.len()
+            && self
+                .lower_diff_ids
+                .iter()
+                .zip(lower)
+                .all(|(recorded, id)| *recorded == id.to_string())
+    }
+
+    /// The JSON text.
+    pub fn to_json(&self) -> Vec<u8> {
+        // A struct of strings always serialises.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
 /// One descriptor inside [`MarkerManifest`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MarkerDescriptor {
@@ -181,6 +247,39 @@ mod tests {
 
     fn cfg(c: char) -> ConfigDigest {
         ConfigDigest::from_hex(&c.to_string().repeat(64)).unwrap()
+    }
+
+    #[test]
+    fn layer_whiteouts_round_trip_and_know_their_stack() {
+        let below = [DiffId::of(b"one"), DiffId::of(b"two")];
+        let record = LayerWhiteouts::new(&below, vec!["etc/x".into()]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("whiteouts.json");
+        assert_eq!(LayerWhiteouts::read(&path).unwrap(), None);
+        std::fs::write(&path, record.to_json()).unwrap();
+        let read = LayerWhiteouts::read(&path).unwrap().unwrap();
+        assert_eq!(read, record);
+        assert!(read.written_for(&below));
+        assert!(!read.written_for(&below[..1]));
+        assert!(!read.written_for(&[below[1], below[0]]));
+        let text: serde_json::Value = serde_json::from_slice(&record.to_json()).unwrap();
+        assert_eq!(
+            text,
+            serde_json::json!({"lower-diff-ids": [below[0].to_string(), below[1].to_string()],
+                               "directories": ["etc/x"]})
+        );
+    }
+
+    #[test]
+    fn a_corrupt_whiteouts_json_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("whiteouts.json");
+        std::fs::write(&path, b"{\"lower-diff-ids\": [").unwrap();
+        let err = LayerWhiteouts::read(&path).unwrap_err();
+        assert!(
+            matches!(&err, crate::PublishError::CorruptFile { path: p, .. } if *p == path),
+            "{err}"
+        );
     }
 
     #[test]

@@ -15,8 +15,9 @@ pub enum OverlaySupport {
     /// Both whiteout devices and opaque-directory xattrs are stored (local publisher, privileged).
     Full,
     /// Whiteout devices are stored but xattrs are dropped (`cvmfs_server ingest` on a
-    /// non-gateway stratum 0): a layer with an opaque directory fails
-    /// ([`crate::PublishError::WouldDrop`]).
+    /// non-gateway stratum 0): overlay form there writes an opaque directory as whiteout
+    /// devices for what the stack below holds in it (`ducc_unpack::WhiteoutFormat::OverlayDevices`);
+    /// a layer tar that still carries the opaque xattr fails ([`crate::PublishError::WouldDrop`]).
     DevicesOnly,
     /// Overlay form cannot be stored; layers go in with raw `.wh.` names.
     No {
@@ -102,8 +103,10 @@ pub trait Publisher: Send + Sync {
     fn group(&self) -> Box<dyn Group + '_>;
 
     /// Whether layer directories take overlay-form whiteouts where the user chose no form and
-    /// [`Publisher::overlay_support`] is [`OverlaySupport::Full`] (the local publisher: its
-    /// trees are read by overlayfs directly); otherwise raw `.wh.` names (OCI form).
+    /// [`Publisher::overlay_support`] allows them (the local publisher, whose trees overlayfs
+    /// reads directly; the cvmfs one, whose layer directories containerd's CernVM-FS
+    /// snapshotter stacks); otherwise raw `.wh.` names (OCI form). A publisher that prefers
+    /// overlay form but cannot store it gets raw names with a notice.
     fn prefers_overlay_whiteouts(&self) -> bool {
         false
     }

@@ -82,6 +82,24 @@ impl AsFd for ParentDir {
     }
 }
 
+/// [`WhiteoutFormat::OverlayDevices`]: a path where this layer hides everything the stack below
+/// has (an opaque marker, or a whiteout whose name the layer may make a directory again), with
+/// what the stack below held there when it was still in view.
+#[derive(Debug)]
+struct HiddenBelow {
+    /// The entry that hid it: whiteout devices written for it take its owner and time.
+    marker: Entry,
+    /// The stack below at that path, when it is a directory there.
+    tree: Option<LowerTree>,
+}
+
+/// The names in a directory of the stack below, each with its own listing when it is a
+/// directory.
+#[derive(Debug, Default)]
+struct LowerTree {
+    children: Vec<(CString, Option<LowerTree>)>,
+}
+
 /// The set of paths written by the current layer (and their ancestors), kept as 128-bit keyed
 /// hashes so that memory stays small for layers with many entries.
 #[derive(Debug)]
@@ -152,6 +170,7 @@ pub(crate) struct Applier {
     upper: PathSet,
     dir_fixes: HashMap<Vec<u8>, DirFix>,
     opaque_dirs: Vec<EntryPath>,
+    hidden: HashMap<EntryPath, HiddenBelow>,
     parent_cache: Option<(Vec<u8>, Arc<ParentDir>)>,
     xattr_unsupported_warned: bool,
     /// Limits on hostile layers (set by the extractor from its options).
@@ -324,6 +343,7 @@ impl Applier {
             upper: PathSet::new(),
             dir_fixes: HashMap::new(),
             opaque_dirs: Vec::new(),
+            hidden: HashMap::new(),
             parent_cache: None,
             xattr_unsupported_warned: false,
             limits: crate::Limits::default(),
@@ -338,6 +358,10 @@ impl Applier {
 
     pub(crate) fn report(&self) -> &Report {
         &self.report
+    }
+
+    pub(crate) fn root_path(&self) -> &Path {
+        &self.root_path
     }
 
     pub(crate) fn into_report(self) -> Report {
@@ -360,6 +384,7 @@ impl Applier {
         self.upper.clear();
         self.dir_fixes.clear();
         self.opaque_dirs.clear();
+        self.hidden.clear();
         self.parent_cache = None;
         self.xattr_unsupported_warned = false;
         self.last_file = None;
@@ -371,6 +396,7 @@ impl Applier {
         self.parent_cache = None;
         self.last_file = None;
         self.pending_copy = None;
+        self.write_explicit_whiteouts()?;
         self.fix_directories()?;
         self.upper.clear();
         Ok(())
@@ -424,7 +450,10 @@ impl Applier {
             }
             _ if entry.path.is_root() => self.apply_root(entry),
             _ => {
-                if self.layer_whiteouts() == Some(WhiteoutFormat::Overlay) {
+                if self
+                    .layer_whiteouts()
+                    .is_some_and(WhiteoutFormat::uses_devices)
+                {
                     self.refuse_overlay_lookalikes(entry)?;
                 }
                 let (unsafe_parent, name) = split(&entry.path);
@@ -636,7 +665,11 @@ impl Applier {
                             .map_err(|e| self.fs_err(entry, "create parent directory", e))?;
                         self.dir_fixes
                             .insert(unsafe_prefix.to_vec(), implicit_dir_fix(entry));
-                        if was_whiteout && self.layer_whiteouts() == Some(WhiteoutFormat::Overlay) {
+                        if was_whiteout
+                            && self
+                                .layer_whiteouts()
+                                .is_some_and(WhiteoutFormat::uses_devices)
+                        {
                             let dir = EntryPath::normalise(unsafe_prefix)
                                 .map_err(|r| self.invalid(entry, r))?;
                             self.mark_opaque(entry, &dir)?;
@@ -920,7 +953,9 @@ impl Applier {
                     self.remove_all(entry, parent, name)?;
                     if was_whiteout
                         && entry.kind == EntryKind::Directory
-                        && self.layer_whiteouts() == Some(WhiteoutFormat::Overlay)
+                        && self
+                            .layer_whiteouts()
+                            .is_some_and(WhiteoutFormat::uses_devices)
                     {
                         // The lower directory was whited out: the new one must hide its children.
                         self.try_create(entry, parent, name, data)
@@ -1492,6 +1527,7 @@ impl Applier {
             }
             Target::LayerDir { .. } if !self.whiteout_parent_below(entry)? => {
                 tracing::debug!(layer = %self.layer, entry = %entry.display_name(), "whiteout with no directory to hide anything in: dropped");
+                self.report.dropped_whiteout(entry.path.clone());
                 Ok(())
             }
             Target::LayerDir {
@@ -1503,7 +1539,7 @@ impl Applier {
                 self.create_marker_file(entry, &entry.path.parent().join(&marker))
             }
             Target::LayerDir {
-                whiteouts: WhiteoutFormat::Overlay,
+                whiteouts: whiteouts @ (WhiteoutFormat::Overlay | WhiteoutFormat::OverlayDevices),
                 ..
             } => {
                 if self
@@ -1540,7 +1576,13 @@ impl Applier {
                             &timestamps(entry.mtime),
                             AtFlags::SYMLINK_NOFOLLOW,
                         )
-                        .map_err(|e| self.fs_err(entry, "set time", e))
+                        .map_err(|e| self.fs_err(entry, "set time", e))?;
+                        if whiteouts == WhiteoutFormat::OverlayDevices {
+                            // This layer may make the name a directory again: what the stack
+                            // below has there must then be whited out one by one.
+                            self.remember_hidden(entry, &entry.path)?;
+                        }
+                        Ok(())
                     }
                     Err(e) => Err(self.fs_err(entry, "stat whiteout target", e)),
                 }
@@ -1591,7 +1633,7 @@ impl Applier {
                 ..
             } => self.create_marker_file(entry, &entry.path.join(b".wh..wh..opq")),
             Target::LayerDir {
-                whiteouts: WhiteoutFormat::Overlay,
+                whiteouts: WhiteoutFormat::Overlay | WhiteoutFormat::OverlayDevices,
                 ..
             } => {
                 self.ensure_dir(entry, entry.path.as_bytes(), 0)?;
@@ -1620,8 +1662,16 @@ impl Applier {
     }
 
     /// Overlay form: sets the opaque xattr on a directory of this layer and drops the whiteout
-    /// devices this layer put below it.
+    /// devices this layer put below it. Without xattrs ([`WhiteoutFormat::OverlayDevices`]):
+    /// remembers what the stack below has there, whited out when the layer ends.
     fn mark_opaque(&mut self, entry: &Entry, unsafe_dir: &EntryPath) -> Result<(), Error> {
+        if self.layer_whiteouts() == Some(WhiteoutFormat::OverlayDevices) {
+            self.remember_hidden(entry, unsafe_dir)?;
+            if !self.opaque_dirs.contains(unsafe_dir) {
+                self.opaque_dirs.push(unsafe_dir.clone());
+            }
+            return Ok(());
+        }
         let dir = open_in_root(
             &self.root,
             unsafe_dir.as_bytes(),
@@ -1648,6 +1698,158 @@ impl Applier {
         self.remove_whiteout_devices(entry, &dir)?;
         if !self.opaque_dirs.contains(unsafe_dir) {
             self.opaque_dirs.push(unsafe_dir.clone());
+        }
+        Ok(())
+    }
+
+    /// [`WhiteoutFormat::OverlayDevices`]: takes down what the stack below has at `unsafe_path`
+    /// (recursively), while it is still in view: the flat tree below loses it once the flat
+    /// side applies this entry. The first record of a path wins: a directory made again over
+    /// a whiteout of this layer finds the stack below already gone from the flat tree.
+    fn remember_hidden(&mut self, entry: &Entry, unsafe_path: &EntryPath) -> Result<(), Error> {
+        if self.hidden.contains_key(unsafe_path) {
+            return Ok(());
+        }
+        self.sync_below(None)?;
+        let tree = self.snapshot_below(entry, unsafe_path)?;
+        self.hidden.insert(
+            unsafe_path.clone(),
+            HiddenBelow {
+                marker: entry.clone(),
+                tree,
+            },
+        );
+        Ok(())
+    }
+
+    /// The names the stack below has in the directory at `unsafe_path` (none when it has no
+    /// directory there), each with its own listing when it is a directory.
+    fn snapshot_below(
+        &self,
+        entry: &Entry,
+        unsafe_path: &EntryPath,
+    ) -> Result<Option<LowerTree>, Error> {
+        let is_dir = unsafe_path.is_root()
+            || self
+                .lookup_below(unsafe_path.as_bytes())
+                .is_some_and(|(_, stat, _)| file_type(&stat) == FileType::Directory);
+        if !is_dir {
+            return Ok(None);
+        }
+        let mut tree = LowerTree::default();
+        for name in self.names_below(entry, unsafe_path)? {
+            let child = unsafe_path.join(name.as_bytes());
+            let Some((_, stat, _)) = self.lookup_below(child.as_bytes()) else {
+                continue;
+            };
+            let sub = if file_type(&stat) == FileType::Directory {
+                self.snapshot_below(entry, &child)?
+            } else {
+                None
+            };
+            tree.children.push((name, sub));
+        }
+        Ok(Some(tree))
+    }
+
+    /// Every name found in the directory `unsafe_path` of the flat tree below, or of any lower
+    /// layer directory (some of them hidden by a higher layer: [`Applier::lookup_below`]
+    /// decides), without raw `.wh.` names.
+    fn names_below(&self, entry: &Entry, unsafe_path: &EntryPath) -> Result<Vec<CString>, Error> {
+        let roots: Vec<&OwnedFd> = match &self.below_flat {
+            Some(flat) => vec![flat],
+            None => self.lower_roots.iter().collect(),
+        };
+        let mut names = std::collections::BTreeSet::new();
+        for root in roots {
+            let dir = match open_in_root(
+                root,
+                unsafe_path.as_bytes(),
+                OFlags::RDONLY | OFlags::DIRECTORY,
+            ) {
+                Ok(dir) => dir,
+                Err(Errno::NOENT) | Err(Errno::NOTDIR) | Err(Errno::LOOP) => continue,
+                Err(e) => return Err(self.fs_err(entry, "open directory below", e)),
+            };
+            let listed =
+                list_dir(&dir).map_err(|e| self.fs_err(entry, "list directory below", e))?;
+            names.extend(
+                listed
+                    .into_iter()
+                    .filter(|n| !n.as_bytes().starts_with(b".wh.")),
+            );
+        }
+        Ok(names.into_iter().collect())
+    }
+
+    /// [`WhiteoutFormat::OverlayDevices`], when the layer ends: in each directory of the layer
+    /// that hides the stack below, a whiteout device for every name the stack below held that
+    /// the layer does not provide, recursively where the layer's directory lies over one below.
+    /// Paths the layer did not leave a directory at need nothing (a device or a file hides all).
+    fn write_explicit_whiteouts(&mut self) -> Result<(), Error> {
+        if self.hidden.is_empty() {
+            return Ok(());
+        }
+        let mut hidden: Vec<(EntryPath, HiddenBelow)> = self.hidden.drain().collect();
+        hidden.sort_by(|a, b| a.0.cmp(&b.0));
+        for (path, below) in hidden {
+            let dir = match open_in_root(
+                &self.root,
+                path.as_bytes(),
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW,
+            ) {
+                Ok(dir) => dir,
+                Err(Errno::NOENT) | Err(Errno::NOTDIR) | Err(Errno::LOOP) => continue,
+                Err(e) => return Err(self.fs_err(&below.marker, "open hiding directory", e)),
+            };
+            if let Some(tree) = &below.tree {
+                self.whiteout_rest(&below.marker, &dir, &path, tree)?;
+            }
+            self.report.explicit_whiteout_dirs.push(path);
+        }
+        self.report.explicit_whiteout_dirs.sort();
+        self.report.explicit_whiteout_dirs.dedup();
+        Ok(())
+    }
+
+    /// Whiteout devices in `dir` (the layer's directory at `unsafe_path`) for the names of
+    /// `below` it lacks; into its directories over directories below.
+    fn whiteout_rest(
+        &mut self,
+        marker: &Entry,
+        dir: &OwnedFd,
+        unsafe_path: &EntryPath,
+        below: &LowerTree,
+    ) -> Result<(), Error> {
+        for (name, sub) in &below.children {
+            match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+                Err(Errno::NOENT) => {
+                    self.remember_dir_time(marker, unsafe_path.as_bytes(), dir)?;
+                    rustix::fs::mknodat(dir, name, FileType::CharacterDevice, Mode::empty(), 0)
+                        .map_err(|e| self.fs_err(marker, "create whiteout device", e))?;
+                    self.set_owner_at(marker, dir, name, true)?;
+                    rustix::fs::utimensat(
+                        dir,
+                        name,
+                        &timestamps(marker.mtime),
+                        AtFlags::SYMLINK_NOFOLLOW,
+                    )
+                    .map_err(|e| self.fs_err(marker, "set time", e))?;
+                }
+                Ok(stat) if file_type(&stat) == FileType::Directory => {
+                    if let Some(sub) = sub {
+                        let child = self.open_dir_for_listing(marker, dir, name)?;
+                        self.whiteout_rest(
+                            marker,
+                            &child,
+                            &unsafe_path.join(name.as_bytes()),
+                            sub,
+                        )?;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => return Err(self.fs_err(marker, "stat whiteout target", e)),
+            }
         }
         Ok(())
     }

@@ -1204,6 +1204,81 @@ fn overlay_whiteout_then_same_layer_directory_makes_it_opaque() {
     );
 }
 
+/// Issue 28: without xattrs an opaque directory is whiteout devices for what the stack below
+/// has there and the layer does not provide, recursively under the layer's directories that lie
+/// over lower ones; the report names the directories whose devices depend on the stack below.
+#[test]
+fn devices_only_form_writes_explicit_whiteouts_for_an_opaque_directory() {
+    require_root!();
+    let lower = Layer::new()
+        .dir("o")
+        .dir("o/sub")
+        .file("o/sub/old", b"o")
+        .file("o/sub/same", b"o")
+        .file("o/gone", b"g")
+        .dir("o/tree")
+        .file("o/tree/leaf", b"l")
+        .dir("d")
+        .file("d/old", b"o")
+        .file("plain", b"p")
+        .bytes();
+    let base = tempfile::tempdir().expect("tempdir");
+    let lower_dir = base.path().join("lower");
+    std::fs::create_dir(&lower_dir).expect("mkdir");
+    let options = LayerDirOptions::new().whiteouts(WhiteoutFormat::OverlayDevices);
+    extract_layer_dir(&lower[..], "lower", &lower_dir, &options).expect("lower");
+    let upper = Layer::new()
+        .dir("o")
+        .whiteout("o/.wh..wh..opq")
+        .whiteout("o/.wh.gone")
+        .dir("o/sub")
+        .file("o/sub/same", b"new")
+        .file("o/new", b"n")
+        .whiteout(".wh.d")
+        .dir("d")
+        .file("d/new", b"n")
+        .whiteout(".wh.plain")
+        .bytes();
+    let upper_dir = base.path().join("upper");
+    std::fs::create_dir(&upper_dir).expect("mkdir");
+    let report = extract_layer_dir(
+        &upper[..],
+        "upper",
+        &upper_dir,
+        &options.clone().lower_layers(vec![lower_dir]),
+    )
+    .expect("upper");
+    let s = snapshot(&upper_dir);
+    assert_eq!(
+        s.keys().cloned().collect::<Vec<_>>(),
+        [
+            "d",
+            "d/new",
+            "d/old",
+            "o",
+            "o/gone",
+            "o/new",
+            "o/sub",
+            "o/sub/old",
+            "o/sub/same",
+            "o/tree",
+            "plain"
+        ]
+    );
+    for device in ["d/old", "o/gone", "o/sub/old", "o/tree", "plain"] {
+        assert_eq!(s[device], Node::Char(0), "{device}");
+    }
+    for dir in ["o", "o/sub", "d"] {
+        assert_eq!(xattr(&upper_dir.join(dir), "trusted.overlay.opaque"), None);
+    }
+    let explicit: Vec<String> = report
+        .explicit_whiteout_dirs
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(explicit, ["d", "o"]);
+}
+
 #[test]
 fn overlay_layer_refuses_content_that_overlayfs_would_misread() {
     require_root!();

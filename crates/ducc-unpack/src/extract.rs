@@ -405,6 +405,11 @@ impl FlatExtractor {
         .map(|(report, digests)| LayerOutcome { report, digests })
     }
 
+    /// The directory the flat tree is written in.
+    pub fn root(&self) -> &Path {
+        self.applier.root_path()
+    }
+
     /// What the extraction did so far.
     pub fn report(&self) -> &Report {
         self.applier.report()

@@ -90,6 +90,7 @@ mod error;
 mod extract;
 mod report;
 mod source;
+mod stack;
 mod stream;
 mod tarout;
 #[cfg(test)]
@@ -113,6 +114,7 @@ pub use report::{
     WhiteoutFormat,
 };
 pub use source::{FileSource, SOURCE_XATTR, file_source};
+pub use stack::{dropped_below, uncovered_below};
 pub use stream::{Compression, LayerDescriptor, LayerDigests, LayerReader};
 pub use writer::{
     CanonicalTarWriter, TarSummary, TarWriteOptions, canonicalize_layer, write_tree_as_tar,

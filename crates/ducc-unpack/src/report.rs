@@ -14,6 +14,24 @@ pub enum WhiteoutFormat {
     Overlay,
     /// OCI form: the `.wh.NAME` and `.wh..wh..opq` entries are kept as the empty files they are.
     Oci,
+    /// overlayfs form without xattrs, for stores that keep devices but drop xattrs (`cvmfs_server
+    /// ingest` on a stratum 0): `.wh.NAME` becomes a character device 0/0 named `NAME`; a
+    /// directory that hides everything below it (`.wh..wh..opq`, or a whiteout of a directory
+    /// that the layer makes again) gets a whiteout device for every entry the stack below has
+    /// in it that the layer does not provide, and so on inside every directory of the layer
+    /// that lies over a directory below. Those devices depend on the stack below: the layer's
+    /// [`Report::explicit_whiteout_dirs`] names the directories where they were computed.
+    OverlayDevices,
+}
+
+impl WhiteoutFormat {
+    /// Whether whiteouts are character devices 0/0 (either overlay form).
+    pub fn uses_devices(self) -> bool {
+        matches!(
+            self,
+            WhiteoutFormat::Overlay | WhiteoutFormat::OverlayDevices
+        )
+    }
 }
 
 /// Which privileged operations the extractor attempts.
@@ -320,6 +338,14 @@ pub struct Report {
     pub owners_not_applied: Vec<OwnerRecord>,
     /// Owner records not kept because of the limit.
     pub owners_dropped: u64,
+    /// [`WhiteoutFormat::OverlayDevices`]: the directories of the layer that hide everything
+    /// below them, where whiteout devices were written for what the stack below held (sorted).
+    /// On another stack below, entries there that those devices do not name would show through.
+    pub explicit_whiteout_dirs: Vec<EntryPath>,
+    /// Layer directories: whiteouts left out because the stack below has no directory to hide
+    /// anything in (writing them would make one), at most [`REPORT_LIST_LIMIT`]. On another
+    /// stack below that has the path, it would show through.
+    pub dropped_whiteouts: Vec<EntryPath>,
 }
 
 impl Report {
@@ -333,6 +359,12 @@ impl Report {
             });
         } else {
             self.warnings_dropped += 1;
+        }
+    }
+
+    pub(crate) fn dropped_whiteout(&mut self, path: EntryPath) {
+        if self.dropped_whiteouts.len() < REPORT_LIST_LIMIT {
+            self.dropped_whiteouts.push(path);
         }
     }
 
@@ -368,5 +400,10 @@ impl Report {
             }
         }
         self.owners_dropped += other.owners_dropped;
+        self.explicit_whiteout_dirs
+            .extend(other.explicit_whiteout_dirs);
+        for path in other.dropped_whiteouts {
+            self.dropped_whiteout(path);
+        }
     }
 }

@@ -86,7 +86,7 @@ impl<W: Write> TarOut<W> {
         // Whiteouts take the form the writer was asked for.
         let converted;
         let entry = match (&entry.kind, self.whiteouts) {
-            (EntryKind::Whiteout, WhiteoutFormat::Overlay) => {
+            (EntryKind::Whiteout, WhiteoutFormat::Overlay | WhiteoutFormat::OverlayDevices) => {
                 converted = Entry {
                     kind: EntryKind::CharDevice { major: 0, minor: 0 },
                     size: 0,
@@ -118,6 +118,12 @@ impl<W: Write> TarOut<W> {
                 return Err(Self::rule(
                     &entry.path,
                     "in overlay form an opaque directory is the trusted.overlay.opaque xattr of its directory entry",
+                ));
+            }
+            (EntryKind::OpaqueWhiteout, WhiteoutFormat::OverlayDevices) => {
+                return Err(Self::rule(
+                    &entry.path,
+                    "in overlay form without xattrs an opaque directory is whiteout devices for what the stack below holds, which a stream does not know",
                 ));
             }
             (EntryKind::AufsMetadata, _) => {
