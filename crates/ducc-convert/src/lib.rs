@@ -54,6 +54,7 @@ mod notify;
 mod pull;
 mod settings;
 mod signature;
+mod shard;
 mod summary;
 
 pub use cache::BlobCache;
@@ -65,4 +66,5 @@ pub use notify::NotificationFile;
 pub use pull::{PullTarget, pull_image};
 pub use settings::Settings;
 pub use signature::{check_signatures, verify_image};
+pub use shard::{Shard, ShardError};
 pub use summary::Summary;
