@@ -43,7 +43,8 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), Failure> {
     let config = Config::new(&args.wishlist, args.listen, auth)
         .with_interval(Duration::from_secs(args.interval.max(1)))
         .with_retry_backoff(Duration::from_secs(args.retry_backoff))
-        .with_queue_capacity(args.queue_capacity);
+        .with_queue_capacity(args.queue_capacity)
+        .with_shard(args.shard);
     let service = Service::bind(config, list, engine, signals)
         .map_err(|e| Failure::Usage(anyhow::Error::new(e)))?;
     crate::logging::notice(
