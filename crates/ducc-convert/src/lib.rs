@@ -53,8 +53,8 @@ mod lifecycle;
 mod notify;
 mod pull;
 mod settings;
-mod signature;
 mod shard;
+mod signature;
 mod summary;
 
 pub use cache::BlobCache;
@@ -65,6 +65,6 @@ pub use lifecycle::{DeleteOutcome, GcSummary, Protected, PruneOptions, PruneOutc
 pub use notify::NotificationFile;
 pub use pull::{PullTarget, pull_image};
 pub use settings::Settings;
-pub use signature::{check_signatures, verify_image};
 pub use shard::{Shard, ShardError};
+pub use signature::{check_signatures, verify_image};
 pub use summary::Summary;
