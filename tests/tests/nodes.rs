@@ -209,7 +209,19 @@ fn podman_names(repo: &Path) -> BTreeSet<String> {
 fn converted_by(set: &Set, n: u32) -> Work {
     let work = Work::new(Backend::Cvmfs);
     work.wishlist(&set.inputs(), "");
+    let started = std::time::Instant::now();
     let stderrs = run_nodes(&work, n);
+    let wall = started.elapsed().as_secs_f64();
+    let log = work.standin_log();
+    let ingests = log.iter().filter(|l| l.starts_with("ingest")).count();
+    let publishes = log.iter().filter(|l| l.starts_with("publish")).count();
+    // Stand-in timing on one host (debug build), not a server's: for orientation only.
+    eprintln!(
+        "{n} node(s): {wall:.1} s wall, {:.2} ingests and {:.2} publishes per image, {:.1} images per minute",
+        ingests as f64 / set.images.len() as f64,
+        publishes as f64 / set.images.len() as f64,
+        set.images.len() as f64 * 60.0 / wall
+    );
     let all: BTreeSet<String> = set.images.iter().map(|(i, _, _)| i.clone()).collect();
     let mut seen = BTreeSet::new();
     for k in 1..=n {
