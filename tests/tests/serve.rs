@@ -786,3 +786,91 @@ fn sigterm_in_the_middle_of_a_conversion_aborts_it_and_exits_cleanly() {
         "a stopped conversion published its flat tree: {log}"
     );
 }
+
+/// The node (from 1) of `n` that takes `name` (`<registry>/<repository>:<tag>`), as the README
+/// documents `--shard`: the highest first 8 bytes of SHA-256 of the node number and the name.
+fn shard_owner(name: &str, n: u32) -> u32 {
+    use sha2::{Digest, Sha256};
+    (1..=n)
+        .max_by_key(|k| {
+            let digest = Sha256::digest([&k.to_be_bytes()[..], name.as_bytes()].concat());
+            u64::from_be_bytes(digest[..8].try_into().unwrap())
+        })
+        .unwrap()
+}
+
+#[test]
+fn serve_with_a_shard_converts_its_images_and_ignores_other_shards_notifications() {
+    let registry = Registry::anonymous();
+    let host = registry.host();
+    let name = unique_repo("serve-shard");
+    let tags: Vec<String> = (0..8).map(|i| format!("v{i}")).collect();
+    for tag in &tags {
+        push_direct(&labelled(tag), &name, tag);
+    }
+    let (mine, others): (Vec<&String>, Vec<&String>) = tags
+        .iter()
+        .partition(|tag| shard_owner(&format!("{host}/{name}:{tag}"), 2) == 1);
+    assert!(
+        !mine.is_empty() && !others.is_empty(),
+        "{mine:?} {others:?}"
+    );
+    let work = Work::new(Backend::Local);
+    work.wishlist(&[format!("http://{host}/{name}:v*")], "");
+    let serve = Serve::start(&work, "127.0.0.1:0", None, &["--shard", "1/2"]);
+    wait_until("the first full pass", || serve.passes() >= 1);
+    for tag in &mine {
+        assert!(
+            marker_config(&work.repo(), host, &format!("{name}:{tag}")).is_some(),
+            "{tag} of this shard"
+        );
+    }
+    for tag in &others {
+        assert!(
+            marker_config(&work.repo(), host, &format!("{name}:{tag}")).is_none(),
+            "{tag} of the other shard"
+        );
+    }
+    let pass = &serve.status()["full_pass"];
+    assert_eq!(pass["last_converted"], mine.len(), "{pass}");
+    assert_eq!(pass["last_other_shard"], others.len(), "{pass}");
+    assert_eq!(
+        serve.metric("ducc_images_other_shard_total"),
+        others.len() as f64
+    );
+    let (code, page) = exchange(
+        &serve.addr,
+        "GET",
+        "/status",
+        &[("Accept", "text/html")],
+        b"",
+    );
+    assert_eq!(code, 200);
+    assert!(page.contains(" other shard"), "{page}");
+
+    // A push of another shard's image is answered, counted and not converted.
+    let other = others[0];
+    let (code, text) = serve.notify("/notify/distribution", &push_envelope(host, &name, other));
+    assert_eq!(code, 200, "{text}");
+    let answer: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(answer["other_shard"], 1, "{answer}");
+    assert_eq!(answer["queued"], 0, "{answer}");
+    assert_eq!(
+        serve
+            .metric("ducc_webhook_events_total{endpoint=\"distribution\",outcome=\"other_shard\"}"),
+        1.0
+    );
+    assert_eq!(serve.status()["queue"]["depth"], 0);
+    // A push of this shard's image is queued as before.
+    let (code, text) = serve.notify("/notify/distribution", &push_envelope(host, &name, mine[0]));
+    assert_eq!(code, 200, "{text}");
+    let answer: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(answer["queued"], 1, "{answer}");
+    let (status, log) = serve.terminate();
+    assert!(status.success(), "{status}: {log}");
+    assert!(
+        marker_config(&work.repo(), host, &format!("{name}:{other}")).is_none(),
+        "{log}"
+    );
+    assert!(log.contains("in another node's shard"), "{log}");
+}

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use ducc_convert::Shard;
 
 pub use crate::logging::LogFormat;
 
@@ -188,6 +189,9 @@ pub struct ConversionFlags {
     /// Attempts per image (set by `convert-single-image -r`)
     #[arg(skip = 1u32)]
     pub attempts: u32,
+    /// This node's shard (`--shard` of convert, loop and serve).
+    #[arg(skip = Shard::all())]
+    pub shard: Shard,
 }
 
 /// Manifest format of thin images.
@@ -204,6 +208,10 @@ pub enum ThinFormatArg {
 pub struct ConvertArgs {
     /// The wish list (YAML)
     pub wishlist: PathBuf,
+    /// This node's part of the wish list, K/N (node K of N publisher nodes sharing one list);
+    /// the other images are left to the other nodes
+    #[arg(long, value_name = "K/N", default_value = "1/1")]
+    pub shard: Shard,
     #[command(flatten)]
     pub flags: ConversionFlags,
 }
@@ -216,6 +224,10 @@ pub struct LoopArgs {
     /// Seconds to sleep between passes
     #[arg(long, default_value_t = 60)]
     pub interval: u64,
+    /// This node's part of the wish list, K/N (node K of N publisher nodes sharing one list);
+    /// the other images are left to the other nodes
+    #[arg(long, value_name = "K/N", default_value = "1/1")]
+    pub shard: Shard,
     #[command(flatten)]
     pub flags: ConversionFlags,
 }
@@ -243,6 +255,10 @@ pub struct ServeArgs {
     /// Most images waiting for conversion; notifications beyond it are answered 503
     #[arg(long, default_value_t = 1024)]
     pub queue_capacity: usize,
+    /// This node's part of the wish list, K/N (node K of N publisher nodes sharing one list);
+    /// the other images are left to the other nodes
+    #[arg(long, value_name = "K/N", default_value = "1/1")]
+    pub shard: Shard,
     #[command(flatten)]
     pub flags: ConversionFlags,
 }
@@ -308,6 +324,9 @@ pub struct PruneArgs {
     /// Delete nothing when more images than this would go
     #[arg(long, default_value_t = 50)]
     pub max_deletions: usize,
+    /// This node's part of the wish lists, K/N: only recorded images of this shard are deleted
+    #[arg(long, value_name = "K/N", default_value = "1/1")]
+    pub shard: Shard,
     #[command(flatten)]
     pub target: PublisherFlags,
 }

@@ -82,6 +82,7 @@ pub fn summary(summary: &ducc_convert::Summary) {
                 "message": first.strip_prefix("ducc: ").unwrap_or(first),
                 "converted": summary.converted(),
                 "up_to_date": summary.up_to_date(),
+                "other_shard": summary.other_shard(),
                 "failed": failed,
             });
             format!("{object}\n")

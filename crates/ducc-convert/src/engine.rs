@@ -55,6 +55,8 @@ impl StopToken {
 pub enum Outcome {
     /// The marker records the same config: nothing was downloaded or written.
     UpToDate,
+    /// The image is in another node's shard (`--shard K/N`): this node did not look at it.
+    OtherShard,
     /// Work was done.
     Converted {
         /// Layer directories written.
@@ -474,6 +476,16 @@ impl Engine {
         thin: Option<&ImageRef>,
         ignored: bool,
     ) -> Vec<ImageResult> {
+        let shard = self.settings.shard;
+        if !shard.contains(image) {
+            let label = image.whole_name();
+            self.events.event(&Event::ImageOtherShard {
+                image: label.clone(),
+                shard: shard.to_string(),
+                owner: crate::Shard::owner_of(&image.simple_name(), shard.count()),
+            });
+            return vec![ImageResult::new(label, Ok(Outcome::OtherShard)).with_ignored(ignored)];
+        }
         let mut attempt = 1;
         loop {
             let results = job.convert(image, thin);

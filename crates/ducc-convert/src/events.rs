@@ -48,6 +48,15 @@ pub enum Event {
         /// Fingerprints of the keys that verified it (none when the scope accepts anything).
         keys: Vec<String>,
     },
+    /// The image belongs to another node's shard (`--shard K/N`): this node leaves it alone.
+    ImageOtherShard {
+        /// The image.
+        image: String,
+        /// This node's shard (`K/N`).
+        shard: String,
+        /// The node (from 1) whose shard the image is in.
+        owner: u32,
+    },
     /// A layer blob was downloaded into the blob cache.
     LayerDownload {
         /// The image that needed it.
@@ -149,6 +158,9 @@ pub enum Event {
         converted: usize,
         /// Images already up to date.
         up_to_date: usize,
+        /// Images left to other nodes (`--shard`).
+        #[serde(default)]
+        other_shard: usize,
         /// Images that failed (not counting those `ignore_errors` covers).
         failed: usize,
     },
@@ -264,6 +276,7 @@ impl Event {
             Event::StartImage { image, .. }
             | Event::ImageUpToDate { image, .. }
             | Event::SignatureVerified { image, .. }
+            | Event::ImageOtherShard { image, .. }
             | Event::LayerDownload { image, .. }
             | Event::LayerUnpack { image, .. }
             | Event::FlatBuilt { image, .. }

@@ -53,6 +53,7 @@ mod lifecycle;
 mod notify;
 mod pull;
 mod settings;
+mod shard;
 mod signature;
 mod summary;
 mod whiteouts;
@@ -65,5 +66,6 @@ pub use lifecycle::{DeleteOutcome, GcSummary, Protected, PruneOptions, PruneOutc
 pub use notify::NotificationFile;
 pub use pull::{PullTarget, pull_image};
 pub use settings::Settings;
+pub use shard::{Shard, ShardError};
 pub use signature::{check_signatures, verify_image};
 pub use summary::Summary;

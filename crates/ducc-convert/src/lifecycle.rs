@@ -14,6 +14,7 @@ use ducc_wishlist::{ImageRef, WishList};
 use crate::engine::Engine;
 use crate::error::ConvertError;
 use crate::events::Event;
+use crate::shard::Shard;
 
 /// Settings of [`Engine::prune`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +23,8 @@ pub struct PruneOptions {
     pub dry_run: bool,
     /// Most images one prune deletes; with more, it deletes none.
     pub max_deletions: usize,
+    /// This node's shard (`--shard K/N`): recorded images of other shards are never deleted.
+    pub shard: Shard,
 }
 
 impl Default for PruneOptions {
@@ -29,6 +32,7 @@ impl Default for PruneOptions {
         PruneOptions {
             dry_run: false,
             max_deletions: 50,
+            shard: Shard::all(),
         }
     }
 }
@@ -73,6 +77,8 @@ pub struct PruneOutcome {
     pub desired: usize,
     /// Images recorded in the repository.
     pub recorded: usize,
+    /// Recorded images of other nodes' shards (`--shard`), left alone.
+    pub other_shard: usize,
     /// Recorded images that no wish stands for: deleted (planned, on a dry run; none when over
     /// the limit).
     pub undesired: Vec<PublicName>,
@@ -172,6 +178,9 @@ impl Engine {
                 match self.expand(&wish.input, None, None) {
                     Ok(images) => {
                         for (image, _) in images {
+                            if !options.shard.contains(&image) {
+                                continue;
+                            }
                             desired.insert(crate::image::public_name(&image)?.to_string());
                         }
                     }
@@ -206,8 +215,11 @@ impl Engine {
             .iter()
             .flat_map(|p| p.images.iter().map(ToString::to_string))
             .collect();
+        let mine = |i: &&RecordedImage| options.shard.contains_name(&i.name().to_string());
+        let other_shard = inventory.images().filter(|i| !mine(i)).count();
         let undesired: Vec<RecordedImage> = inventory
             .images()
+            .filter(mine)
             .filter(|i| {
                 let name = i.name().to_string();
                 !desired.contains(&name) && !kept.contains(&name)
@@ -219,6 +231,7 @@ impl Engine {
             dry_run: options.dry_run,
             desired: desired.len(),
             recorded: inventory.len(),
+            other_shard,
             undesired: names,
             protected,
             over_limit: None,
@@ -358,10 +371,13 @@ impl fmt::Display for PruneOutcome {
                 self.undesired.len()
             )?;
         }
+        write!(f, "{} image(s) recorded", self.recorded)?;
+        if self.other_shard > 0 {
+            write!(f, " ({} of other shards, left alone)", self.other_shard)?;
+        }
         write!(
             f,
-            "{} image(s) recorded, {} wished for, {} {verb}, {} protected by failed wishes",
-            self.recorded,
+            ", {} wished for, {} {verb}, {} protected by failed wishes",
             self.desired,
             if self.over_limit.is_some() {
                 0

@@ -8,6 +8,8 @@ use ducc_thin::ThinFormat;
 use ducc_trust::Policy;
 use ducc_unpack::{Privileges, WhiteoutFormat};
 
+use crate::shard::Shard;
+
 /// How images are converted. Start from [`Settings::new`] (upstream DUCC's defaults: layers,
 /// flat tree and thin image, `linux/amd64`) and change what differs.
 #[derive(Debug, Clone)]
@@ -27,6 +29,7 @@ pub struct Settings {
     pub(crate) parallel_layers: usize,
     pub(crate) attempts: u32,
     pub(crate) policy: Option<Arc<Policy>>,
+    pub(crate) shard: Shard,
 }
 
 impl Default for Settings {
@@ -57,6 +60,7 @@ impl Settings {
             parallel_layers: 4,
             attempts: 1,
             policy: None,
+            shard: Shard::all(),
         }
     }
 
@@ -152,6 +156,18 @@ impl Settings {
     pub fn attempts(mut self, attempts: u32) -> Settings {
         self.attempts = attempts.max(1);
         self
+    }
+
+    /// Converts only the images of this node's shard of the wish list (`--shard K/N`); the
+    /// others end as [`Outcome::OtherShard`](crate::Outcome::OtherShard). Default: all of them.
+    pub fn shard(mut self, shard: Shard) -> Settings {
+        self.shard = shard;
+        self
+    }
+
+    /// This node's shard.
+    pub fn shard_of(&self) -> Shard {
+        self.shard
     }
 
     /// Whether thin images are pushed (not with `skip_thin` or `skip_layers`).

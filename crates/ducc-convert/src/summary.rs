@@ -10,6 +10,7 @@ use crate::engine::{ImageResult, Outcome};
 pub struct Summary {
     converted: usize,
     up_to_date: usize,
+    other_shard: usize,
     failed: Vec<ImageResult>,
 }
 
@@ -26,6 +27,10 @@ impl Summary {
             Ok(Outcome::UpToDate) => {
                 tracing::info!(image = %image, "up to date");
                 self.up_to_date += 1;
+            }
+            Ok(Outcome::OtherShard) => {
+                tracing::debug!(image = %image, "other shard");
+                self.other_shard += 1;
             }
             Ok(Outcome::Converted {
                 layers_unpacked,
@@ -58,6 +63,11 @@ impl Summary {
         self.up_to_date
     }
 
+    /// Images left to other nodes (`--shard`).
+    pub fn other_shard(&self) -> usize {
+        self.other_shard
+    }
+
     /// The failed images that `ignore_errors` does not cover.
     pub fn failed(&self) -> impl Iterator<Item = &ImageResult> {
         self.failed.iter().filter(|f| !f.is_ignored())
@@ -79,9 +89,13 @@ impl fmt::Display for Summary {
         let failed = self.failed().count();
         write!(
             f,
-            "ducc: {} converted, {} up to date, {failed} failed",
+            "ducc: {} converted, {} up to date",
             self.converted, self.up_to_date
         )?;
+        if self.other_shard > 0 {
+            write!(f, ", {} other shard", self.other_shard)?;
+        }
+        write!(f, ", {failed} failed")?;
         match self.failed.len() - failed {
             0 => {}
             n => write!(f, " ({n} more ignored by ignore_errors)")?,
@@ -139,5 +153,20 @@ mod tests {
         let mut clean = Summary::new();
         clean.add(failed("e", "gone").with_ignored(true));
         assert!(!clean.has_failures());
+    }
+
+    #[test]
+    fn images_of_other_shards_are_counted_apart_from_up_to_date_ones() {
+        let mut summary = Summary::new();
+        summary.add(ImageResult::new("a".into(), Ok(Outcome::UpToDate)));
+        summary.add(ImageResult::new("b".into(), Ok(Outcome::OtherShard)));
+        summary.add(ImageResult::new("c".into(), Ok(Outcome::OtherShard)));
+        assert_eq!(summary.up_to_date(), 1);
+        assert_eq!(summary.other_shard(), 2);
+        assert!(!summary.has_failures());
+        assert_eq!(
+            summary.to_string(),
+            "ducc: 0 converted, 1 up to date, 2 other shard, 0 failed"
+        );
     }
 }

@@ -118,7 +118,9 @@ impl Backend for EngineBackend {
         let mut failures = Vec::new();
         for result in &results {
             match result.result() {
-                Ok(outcome) => converted |= *outcome != ducc_convert::Outcome::UpToDate,
+                Ok(outcome) => {
+                    converted |= matches!(outcome, ducc_convert::Outcome::Converted { .. });
+                }
                 Err(failure) => failures.push((
                     result.image(),
                     failure.step().as_str(),

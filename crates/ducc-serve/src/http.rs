@@ -162,6 +162,7 @@ fn notify(shared: &Shared, request: &mut Request, source: Source) -> Answer {
     };
     let list = shared.wishlist();
     let (mut queued, mut deduplicated, mut not_wished, mut skipped, mut full) = (0, 0, 0, 0, 0);
+    let mut other_shard = 0;
     for event in events {
         let outcome = match event {
             Event::Skipped(_) => EventOutcome::Skipped,
@@ -175,6 +176,14 @@ fn notify(shared: &Shared, request: &mut Request, source: Source) -> Answer {
                         "{image}: pushed, but the wish list's output format gives no valid thin image for it: {error}"
                     );
                     EventOutcome::NotWished
+                }
+                Ok(Some(target)) if !shared.shard.contains(target.image()) => {
+                    tracing::info!(
+                        image = %target.key(),
+                        "pushed, in another node's shard (this node is {}); ignored",
+                        shared.shard
+                    );
+                    EventOutcome::OtherShard
                 }
                 Ok(Some(target)) => {
                     let key = target.key();
@@ -205,12 +214,13 @@ fn notify(shared: &Shared, request: &mut Request, source: Source) -> Answer {
             EventOutcome::NotWished => &mut not_wished,
             EventOutcome::Skipped => &mut skipped,
             EventOutcome::QueueFull => &mut full,
+            EventOutcome::OtherShard => &mut other_shard,
         } += 1;
     }
     shared.metrics.queue_depth(shared.queue.len());
     let summary = serde_json::json!({
         "queued": queued, "deduplicated": deduplicated, "not_wished": not_wished,
-        "skipped": skipped, "queue_full": full,
+        "skipped": skipped, "queue_full": full, "other_shard": other_shard,
     });
     if full > 0 {
         with_header(json(503, &summary), "Retry-After", RETRY_AFTER_FULL)

@@ -38,6 +38,8 @@ pub enum EventOutcome {
     Skipped,
     /// A wished image refused because the queue was full.
     QueueFull,
+    /// A wished image of another node's shard (`--shard`): that node converts it.
+    OtherShard,
 }
 
 impl EventOutcome {
@@ -48,6 +50,7 @@ impl EventOutcome {
             EventOutcome::NotWished => "not_wished",
             EventOutcome::Skipped => "skipped",
             EventOutcome::QueueFull => "queue_full",
+            EventOutcome::OtherShard => "other_shard",
         }
     }
 }
@@ -58,6 +61,7 @@ pub struct Metrics {
     registry: Registry,
     converted: Counter,
     up_to_date: Counter,
+    other_shard: Counter,
     failures: Counter,
     requests: Family<RequestLabels, Counter>,
     events: Family<EventLabels, Counter>,
@@ -88,6 +92,12 @@ impl Metrics {
             "ducc_images_up_to_date",
             "Conversions that found the image up to date",
             up_to_date.clone(),
+        );
+        let other_shard = Counter::default();
+        registry.register(
+            "ducc_images_other_shard",
+            "Images of a full pass left to another node's shard (--shard)",
+            other_shard.clone(),
         );
         let failures = Counter::default();
         registry.register(
@@ -130,6 +140,7 @@ impl Metrics {
             registry,
             converted,
             up_to_date,
+            other_shard,
             failures,
             requests,
             events,
@@ -167,6 +178,11 @@ impl Metrics {
             Err(()) => self.failures.inc(),
         };
         self.duration.observe(took.as_secs_f64());
+    }
+
+    /// Counts an image of a full pass left to another node's shard.
+    pub fn other_shard(&self) {
+        self.other_shard.inc();
     }
 
     /// Sets the queue depth.

@@ -7,6 +7,7 @@ use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
+use ducc_convert::Shard;
 use ducc_wishlist::WishList;
 
 use crate::auth::Auth;
@@ -30,6 +31,7 @@ pub struct Config {
     settle: Duration,
     queue_capacity: usize,
     http_threads: usize,
+    shard: Shard,
 }
 
 impl Config {
@@ -44,6 +46,7 @@ impl Config {
             settle: Duration::from_millis(300),
             queue_capacity: 1024,
             http_threads: 4,
+            shard: Shard::all(),
         }
     }
 
@@ -72,6 +75,14 @@ impl Config {
     /// Most images the queue holds (default 1024); notifications beyond it get 503.
     pub fn with_queue_capacity(mut self, capacity: usize) -> Config {
         self.queue_capacity = capacity;
+        self
+    }
+
+    /// This node's shard of the wish list (default all of it): notifications of other shards'
+    /// images are ignored (counted), and full passes leave those images alone. The backend's
+    /// engine must have the same shard.
+    pub fn with_shard(mut self, shard: Shard) -> Config {
+        self.shard = shard;
         self
     }
 
@@ -129,6 +140,7 @@ pub enum ServeError {
 pub(crate) struct Shared {
     pub(crate) auth: Auth,
     pub(crate) settle: Duration,
+    pub(crate) shard: Shard,
     pub(crate) queue: Queue,
     pub(crate) metrics: Metrics,
     pub(crate) status: Status,
@@ -196,6 +208,7 @@ impl<B: Backend + 'static> Service<B> {
         let shared = Arc::new(Shared {
             auth: config.auth.clone(),
             settle: config.settle,
+            shard: config.shard,
             queue: Queue::new(config.queue_capacity),
             metrics: Metrics::new(),
             status,
@@ -422,6 +435,12 @@ impl<B: Backend> Worker<'_, B> {
                 if self.stopping() {
                     break 'wishes;
                 }
+                if !self.config.shard.contains(target.image()) {
+                    tracing::debug!(image = %target.key(), "other shard");
+                    counts.other_shard += 1;
+                    self.shared.metrics.other_shard();
+                    continue;
+                }
                 // This conversion covers a queued push of the same image.
                 let queued = self.shared.queue.take(&target.key());
                 let attempt = queued.map_or(0, |e| e.attempt());
@@ -438,9 +457,10 @@ impl<B: Backend> Worker<'_, B> {
         self.shared.status.pass_finished(counts);
         self.shared.metrics.full_pass(SystemTime::now());
         tracing::info!(
-            "full pass done: {} converted, {} up to date, {} failed",
+            "full pass done: {} converted, {} up to date, {} other shard, {} failed",
             counts.converted,
             counts.up_to_date,
+            counts.other_shard,
             counts.failed
         );
     }

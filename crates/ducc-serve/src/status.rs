@@ -59,6 +59,7 @@ struct Passes {
     last_finished_at: Option<u64>,
     last_converted: usize,
     last_up_to_date: usize,
+    last_other_shard: usize,
     last_failed: usize,
     completed: u64,
 }
@@ -86,6 +87,8 @@ pub struct PassCounts {
     pub converted: usize,
     /// Images found up to date.
     pub up_to_date: usize,
+    /// Images left to other nodes' shards (`--shard`).
+    pub other_shard: usize,
     /// Images (or wishes whose tags could not be listed) that failed.
     pub failed: usize,
 }
@@ -172,6 +175,7 @@ impl Status {
         state.passes.last_finished_at = Some(unix(SystemTime::now()));
         state.passes.last_converted = counts.converted;
         state.passes.last_up_to_date = counts.up_to_date;
+        state.passes.last_other_shard = counts.other_shard;
         state.passes.last_failed = counts.failed;
         state.passes.completed += 1;
     }
@@ -247,11 +251,12 @@ impl Status {
         let passes = &json["full_pass"];
         let _ = writeln!(
             page,
-            "<h2>Full passes</h2>\n<p>{} completed; last finished at {}: {} converted, {} up to date, {} failed{}</p>",
+            "<h2>Full passes</h2>\n<p>{} completed; last finished at {}: {} converted, {} up to date, {} other shard, {} failed{}</p>",
             text(&passes["completed"]),
             text(&passes["last_finished_at"]),
             text(&passes["last_converted"]),
             text(&passes["last_up_to_date"]),
+            text(&passes["last_other_shard"]),
             text(&passes["last_failed"]),
             if passes["running"] == true {
                 "; one is running"

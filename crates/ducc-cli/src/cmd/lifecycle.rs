@@ -80,6 +80,7 @@ pub fn prune(global: &GlobalArgs, args: PruneArgs) -> Result<(), Failure> {
     let options = PruneOptions {
         dry_run: args.dry_run,
         max_deletions: args.max_deletions,
+        shard: args.shard,
     };
     let outcome = engine
         .prune(&lists, &options)

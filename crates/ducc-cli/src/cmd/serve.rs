@@ -37,12 +37,14 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), Failure> {
     let mut flags = args.flags;
     // A daemon's stderr is a log, even when started from a terminal.
     flags.no_progress = true;
+    flags.shard = args.shard;
     let run = Run::setup(global, &flags, &list.cvmfs_repo().to_string(), "")?;
     let engine = EngineBackend::new(run.engine, StopToken::from_flag(Arc::clone(&signals.stop)));
     let config = Config::new(&args.wishlist, args.listen, auth)
         .with_interval(Duration::from_secs(args.interval.max(1)))
         .with_retry_backoff(Duration::from_secs(args.retry_backoff))
-        .with_queue_capacity(args.queue_capacity);
+        .with_queue_capacity(args.queue_capacity)
+        .with_shard(args.shard);
     let service = Service::bind(config, list, engine, signals)
         .map_err(|e| Failure::Usage(anyhow::Error::new(e)))?;
     crate::logging::notice(

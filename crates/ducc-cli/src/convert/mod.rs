@@ -32,7 +32,9 @@ use crate::registry;
 pub fn run(global: &GlobalArgs, args: ConvertArgs) -> Result<(), Failure> {
     let stop = stop_token()?;
     let list = load(&args.wishlist)?;
-    let run = Run::setup(global, &args.flags, &list.cvmfs_repo().to_string(), "")?;
+    let mut flags = args.flags;
+    flags.shard = args.shard;
+    let run = Run::setup(global, &flags, &list.cvmfs_repo().to_string(), "")?;
     let summary = run.convert_list(&list, &stop);
     run.finish(summary, &stop)
 }
@@ -42,7 +44,9 @@ pub fn run(global: &GlobalArgs, args: ConvertArgs) -> Result<(), Failure> {
 pub fn run_loop(global: &GlobalArgs, args: LoopArgs) -> Result<(), Failure> {
     let stop = stop_token()?;
     let mut list = load(&args.wishlist)?;
-    let mut run = Run::setup(global, &args.flags, &list.cvmfs_repo().to_string(), "")?;
+    let mut flags = args.flags;
+    flags.shard = args.shard;
+    let mut run = Run::setup(global, &flags, &list.cvmfs_repo().to_string(), "")?;
     loop {
         let summary = run.convert_list(&list, &stop);
         if stop.is_stopped() {
@@ -70,7 +74,7 @@ pub fn run_loop(global: &GlobalArgs, args: LoopArgs) -> Result<(), Failure> {
             }
         };
         if new.cvmfs_repo() != list.cvmfs_repo() {
-            match Run::setup(global, &args.flags, &new.cvmfs_repo().to_string(), "") {
+            match Run::setup(global, &flags, &new.cvmfs_repo().to_string(), "") {
                 Ok(switched) => {
                     tracing::info!(
                         "{}: cvmfs_repo changed from {} to {}",
@@ -217,6 +221,7 @@ impl Run {
             time_elapsed_s: self.started.elapsed().as_secs_f64(),
             converted: summary.converted(),
             up_to_date: summary.up_to_date(),
+            other_shard: summary.other_shard(),
             failed: summary.failed().count(),
         });
         crate::logging::summary(&summary);
@@ -277,7 +282,8 @@ fn settings(global: &GlobalArgs, flags: &ConversionFlags) -> anyhow::Result<Sett
                 .unwrap_or_else(std::env::temp_dir),
         )
         .parallel_layers(flags.max_concurrent_downloads)
-        .attempts(flags.attempts);
+        .attempts(flags.attempts)
+        .shard(flags.shard);
     if let Some(path) = &flags.policy {
         settings = settings.signature_policy(Arc::new(load_policy(path)?));
     }

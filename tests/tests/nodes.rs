@@ -1,0 +1,375 @@
+//! Several ducc processes share one wish list with `--shard K/N` (issue 30): N nodes started at
+//! once against one `cvmfs_server` stand-in convert every image exactly once between them, and
+//! the repository equals one node's run; `prune --shard` deletes only its shard's images.
+//!
+//! The stand-in models one publisher host here: the nodes share its state directory (spool lock
+//! and lease locks), as processes on one machine do.
+#![allow(clippy::unwrap_used)]
+
+mod convert_support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use convert_support::{Backend, Image, Layer, Work, marker_config, origin, run_options};
+use ducc_tests::tree::Tree;
+use ducc_tests::{Registry, images, unique_repo};
+use sha2::{Digest, Sha256};
+
+/// Twelve images over two registry repositories: every image has the shared base layer, each
+/// group of three shares a middle layer, and each has a top layer of its own. The first eight
+/// are wished by a tag glob, the last four by name.
+struct Set {
+    host: String,
+    globbed: String,
+    base: Layer,
+    middles: Vec<Layer>,
+    /// `(input as the events name it, public name, image)`.
+    images: Vec<(String, String, Image)>,
+}
+
+fn push_set() -> Set {
+    let registry = Registry::anonymous();
+    let host = registry.host().to_owned();
+    let client = images::client_for(&host, None);
+    let globbed = unique_repo("nodes-glob");
+    let named = unique_repo("nodes-named");
+    let base = Layer::files(&[("etc/os-release", b"ID=nodes\n"), ("usr/bin/sh", b"base")]);
+    let middles: Vec<Layer> = (0..4)
+        .map(|g| Layer::files(&[(&format!("opt/group{g}/lib") as &str, b"middle")]))
+        .collect();
+    let mut images = Vec::new();
+    for i in 0..12 {
+        let top = Layer::random(&format!("opt/image{i}"), 512 + i * 64);
+        let image = Image::new(
+            vec![base.clone(), middles[i / 3].clone(), top],
+            &format!("image{i}"),
+        );
+        let (name, tag) = if i < 8 {
+            (&globbed, format!("t{i:02}"))
+        } else {
+            (&named, format!("n{i:02}"))
+        };
+        image.push(&client, &images::repository(&host, name), &tag);
+        images.push((
+            format!("http://{host}/{name}:{tag}"),
+            format!("{host}/{name}:{tag}"),
+            image,
+        ));
+    }
+    Set {
+        host,
+        globbed,
+        base,
+        middles,
+        images,
+    }
+}
+
+impl Set {
+    /// The wish list's input lines: a glob for the first eight, names for the others.
+    fn inputs(&self) -> Vec<String> {
+        let mut inputs = vec![format!("http://{}/{}:t*", self.host, self.globbed)];
+        inputs.extend(self.images[8..].iter().map(|(input, _, _)| input.clone()));
+        inputs
+    }
+}
+
+/// `ducc convert` of node `k` of `n` on the work's wish list: its own cache and events file, the
+/// work's publisher and stand-in.
+/// The node (from 1) of `n` that takes the image `name` (`<registry>/<repository>:<tag>`), as the
+/// README documents it: the highest first 8 bytes (big-endian) of SHA-256 of the node's number
+/// (4 bytes, big-endian) and the name.
+fn owner_of(name: &str, n: u32) -> u32 {
+    (1..=n)
+        .max_by_key(|k| {
+            let digest = Sha256::digest([&k.to_be_bytes()[..], name.as_bytes()].concat());
+            u64::from_be_bytes(digest[..8].try_into().unwrap())
+        })
+        .unwrap()
+}
+
+fn node_command(work: &Work, k: u32, n: u32) -> Command {
+    let cache = work.path(&format!("cache-{k}"));
+    std::fs::create_dir_all(&cache).unwrap();
+    let mut command = ducc_tests::ducc_command(&work.path("docker"));
+    command
+        .arg("convert")
+        .arg(work.path("wish.yaml"))
+        .args(["-i", "--no-progress", "--shard", &format!("{k}/{n}")])
+        .arg("--cache-dir")
+        .arg(&cache)
+        .arg("-t")
+        .arg(work.path("tmp"))
+        .arg("-n")
+        .arg(work.path(&format!("events-{k}.jsonl")))
+        .env("TMPDIR", work.path("tmp"))
+        .args(["--publisher", "cvmfs", "--cvmfs-server"])
+        .arg(work.path("cvmfs_server"))
+        .env("CVMFS_MOUNT_DIR", work.path("standin/mnt"));
+    command
+}
+
+fn spawn_node(work: &Work, k: u32, n: u32) -> Child {
+    node_command(work, k, n)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Runs `n` nodes at once to the end; each node's stderr.
+fn run_nodes(work: &Work, n: u32) -> Vec<String> {
+    let children: Vec<Child> = (1..=n).map(|k| spawn_node(work, k, n)).collect();
+    children
+        .into_iter()
+        .enumerate()
+        .map(|(i, child)| {
+            let out = child.wait_with_output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            eprintln!("node {}/{n}: {}\n{stderr}", i + 1, out.status);
+            assert!(out.status.success(), "node {}/{n} failed:\n{stderr}", i + 1);
+            stderr
+        })
+        .collect()
+}
+
+/// A repository's tree with the files whose order follows the order of conversions (a layer's
+/// `origin.json`, the podman store's JSON records) replaced by their sorted content, so that two
+/// runs that converted the same images in another order compare equal.
+fn normalised(repo: &Path) -> Tree {
+    let mut tree = Tree::scan(repo).unwrap();
+    for (path, node) in &mut tree.nodes {
+        let order_dependent = path.ends_with("/.metadata/origin.json")
+            || (path.starts_with("podmanStore/") && path.ends_with(".json"));
+        if !order_dependent || node.content.is_none() {
+            continue;
+        }
+        let bytes = std::fs::read(repo.join(path.as_str())).unwrap();
+        let mut value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        sort_arrays(&mut value);
+        node.content = Some(value.to_string());
+        node.size = 0;
+    }
+    tree
+}
+
+fn sort_arrays(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Array(items) => {
+            items.iter_mut().for_each(sort_arrays);
+            items.sort_by_key(ToString::to_string);
+        }
+        serde_json::Value::Object(map) => map.values_mut().for_each(sort_arrays),
+        _ => {}
+    }
+}
+
+fn events(work: &Work, k: u32) -> Vec<serde_json::Value> {
+    work.events(&format!("events-{k}.jsonl"))
+}
+
+/// The images node `k` converted (`end_image` ok) and those it left to other shards, with the
+/// owner each `image_other_shard` names.
+fn node_images(work: &Work, k: u32) -> (BTreeSet<String>, BTreeMap<String, u64>) {
+    let mut converted = BTreeSet::new();
+    let mut other = BTreeMap::new();
+    for event in events(work, k) {
+        match event["action"].as_str().unwrap() {
+            "end_image" => {
+                assert_eq!(event["status"], "ok", "node {k}: {event}");
+                converted.insert(event["image"].as_str().unwrap().to_owned());
+            }
+            "image_other_shard" => {
+                other.insert(
+                    event["image"].as_str().unwrap().to_owned(),
+                    event["owner"].as_u64().unwrap(),
+                );
+            }
+            "image_up_to_date" => panic!("node {k}: nothing was converted before: {event}"),
+            _ => {}
+        }
+    }
+    (converted, other)
+}
+
+fn podman_names(repo: &Path) -> BTreeSet<String> {
+    let path = repo.join("podmanStore/overlay-images/images.json");
+    let images: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    images
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|i| i["names"].as_array().cloned().unwrap_or_default())
+        .map(|n| n.as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn converted_by(set: &Set, n: u32) -> Work {
+    let work = Work::new(Backend::Cvmfs);
+    work.wishlist(&set.inputs(), "");
+    let started = std::time::Instant::now();
+    let stderrs = run_nodes(&work, n);
+    let wall = started.elapsed().as_secs_f64();
+    let log = work.standin_log();
+    let ingests = log.iter().filter(|l| l.starts_with("ingest")).count();
+    let publishes = log.iter().filter(|l| l.starts_with("publish")).count();
+    // Stand-in timing on one host (debug build), not a server's: for orientation only.
+    eprintln!(
+        "{n} node(s): {wall:.1} s wall, {:.2} ingests and {:.2} publishes per image, {:.1} images per minute",
+        ingests as f64 / set.images.len() as f64,
+        publishes as f64 / set.images.len() as f64,
+        set.images.len() as f64 * 60.0 / wall
+    );
+    let all: BTreeSet<String> = set.images.iter().map(|(i, _, _)| i.clone()).collect();
+    let mut seen = BTreeSet::new();
+    for k in 1..=n {
+        let (converted, other) = node_images(&work, k);
+        for image in &converted {
+            assert!(seen.insert(image.clone()), "{image} converted by two nodes");
+            let name = image.strip_prefix("http://").unwrap();
+            assert_eq!(owner_of(name, n), k, "node {k}/{n} converted {image}");
+        }
+        // Every image a node did not convert it reports as another shard's, naming the owner.
+        let others: BTreeSet<String> = other.keys().cloned().collect();
+        let expected: BTreeSet<String> = all.difference(&converted).cloned().collect();
+        assert_eq!(others, expected, "node {k}/{n}");
+        for (image, owner) in &other {
+            let name = image.strip_prefix("http://").unwrap();
+            assert_eq!(u64::from(owner_of(name, n)), *owner, "{image}");
+        }
+        let summary = format!(
+            "ducc: {} converted, 0 up to date{}, 0 failed",
+            converted.len(),
+            if other.is_empty() {
+                String::new()
+            } else {
+                format!(", {} other shard", other.len())
+            }
+        );
+        assert!(
+            stderrs[k as usize - 1].contains(&summary),
+            "node {k}/{n}: {summary}"
+        );
+    }
+    assert_eq!(seen, all, "every image converted by exactly one node");
+
+    let repo = work.repo();
+    let configs: BTreeSet<String> = set
+        .images
+        .iter()
+        .map(|(_, _, image)| image.config.digest.clone())
+        .collect();
+    let base: BTreeSet<String> = origin(&repo, &set.base).into_iter().collect();
+    assert_eq!(base, configs, "the shared base layer's origin.json");
+    for (g, middle) in set.middles.iter().enumerate() {
+        let users: BTreeSet<String> = set.images[g * 3..g * 3 + 3]
+            .iter()
+            .map(|(_, _, image)| image.config.digest.clone())
+            .collect();
+        let recorded: BTreeSet<String> = origin(&repo, middle).into_iter().collect();
+        assert_eq!(recorded, users, "group {g}'s middle layer");
+    }
+    let names: BTreeSet<String> = set.images.iter().map(|(_, n, _)| n.clone()).collect();
+    assert_eq!(
+        podman_names(&repo),
+        names,
+        "the podman store lists every image"
+    );
+    for (_, name, image) in &set.images {
+        let (host, rest) = name.split_once('/').unwrap();
+        assert_eq!(
+            marker_config(&repo, host, rest).as_deref(),
+            Some(image.config.digest.as_str()),
+            "{name}"
+        );
+    }
+    work
+}
+
+#[test]
+fn one_two_and_three_nodes_convert_every_image_once_into_the_same_repository() {
+    let set = push_set();
+    let one = converted_by(&set, 1);
+    let expected = normalised(&one.repo());
+    for n in [2, 3] {
+        let work = converted_by(&set, n);
+        expected.assert_same_as(
+            &normalised(&work.repo()),
+            &run_options(),
+            "one node's run",
+            &format!("{n} nodes' run"),
+        );
+    }
+}
+
+#[test]
+fn prune_with_a_shard_deletes_only_that_shards_images() {
+    let set = push_set();
+    let work = converted_by(&set, 2);
+    // The list keeps only the named images: the eight globbed ones are no longer wished.
+    let kept: Vec<String> = set.images[8..].iter().map(|(i, _, _)| i.clone()).collect();
+    let wish = work.wishlist(&kept, "");
+    let wish = wish.to_str().unwrap();
+    let repo = work.repo();
+    let recorded = |name: &str| {
+        let (host, rest) = name.split_once('/').unwrap();
+        marker_config(&repo, host, rest).is_some()
+    };
+    let dropped: Vec<&String> = set.images[..8].iter().map(|(_, n, _)| n).collect();
+    let (first, second): (Vec<&String>, Vec<&String>) =
+        dropped.iter().partition(|name| owner_of(name, 2) == 1);
+    assert!(!first.is_empty() && !second.is_empty(), "{dropped:?}");
+
+    let (code, out) = work.lifecycle("prune", &[wish, "--shard", "1/2"]);
+    assert_eq!(code, 0, "{out}");
+    for name in &first {
+        assert!(!recorded(name), "{name} of shard 1 kept:\n{out}");
+        assert!(out.contains(&format!("deleted {name}")), "{out}");
+    }
+    for name in &second {
+        assert!(
+            recorded(name),
+            "{name} of shard 2 deleted by node 1:\n{out}"
+        );
+    }
+    for (_, name, _) in &set.images[8..] {
+        assert!(recorded(name), "{name} is still wished");
+    }
+    assert!(out.contains("of other shards, left alone"), "{out}");
+
+    let (code, out) = work.lifecycle("prune", &[wish, "--shard", "2/2"]);
+    assert_eq!(code, 0, "{out}");
+    for name in dropped {
+        assert!(!recorded(name), "{name}:\n{out}");
+    }
+    for (_, name, _) in &set.images[8..] {
+        assert!(recorded(name), "{name} is still wished");
+    }
+}
+
+#[test]
+fn a_bad_shard_is_a_usage_error() {
+    let work = Work::new(Backend::Local);
+    let wish = work.wishlist(&[], "");
+    for bad in ["0/2", "3/2", "1/0", "x", "1/2/3"] {
+        for command in ["convert", "loop", "serve"] {
+            let mut ducc = work.ducc(command, &wish);
+            ducc.args(["--shard", bad]);
+            if command == "serve" {
+                ducc.args(["--listen", "127.0.0.1:0", "--no-auth"]);
+            }
+            let out = ducc.output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{command} --shard {bad}: {stderr}"
+            );
+            assert!(stderr.contains("K/N"), "{command} --shard {bad}: {stderr}");
+        }
+        let (code, _) = work.lifecycle("prune", &[wish.to_str().unwrap(), "--shard", bad]);
+        assert_eq!(code, 2, "prune --shard {bad}");
+    }
+}
