@@ -940,6 +940,17 @@ fn ingested_hello(s: &Standin) -> String {
     xattr(&s.mount("src/x/file"), "user.hash").expect("user.hash of an ingested file")
 }
 
+/// After [`ingested_hello`]: a transaction open with an empty placeholder `flat/file`. Returns
+/// the object's hash and the revision before the transaction.
+fn placeholder_in_transaction(s: &Standin) -> (String, u64) {
+    let hash = ingested_hello(s);
+    let rev = s.rev();
+    assert_eq!(s.run(&["transaction", REPO]).code, 0);
+    fs::create_dir_all(s.mount("flat")).unwrap();
+    fs::write(s.mount("flat/file"), b"").unwrap();
+    (hash, rev)
+}
+
 #[test]
 fn f01_ingested_files_show_hash_compression_and_chunks_by_name() {
     let Some(s) = Standin::new(false) else {
@@ -965,11 +976,7 @@ fn f05_a_graft_marker_publishes_the_stored_object_with_the_placeholder_metadata(
     let Some(s) = Standin::new(false) else {
         return;
     };
-    let hash = ingested_hello(&s);
-    let rev = s.rev();
-    assert_eq!(s.run(&["transaction", REPO]).code, 0);
-    fs::create_dir_all(s.mount("flat")).unwrap();
-    fs::write(s.mount("flat/file"), b"").unwrap();
+    let (hash, rev) = placeholder_in_transaction(&s);
     std::os::unix::fs::chown(s.mount("flat/file"), Some(1000), Some(1001)).unwrap();
     fs::set_permissions(s.mount("flat/file"), fs::Permissions::from_mode(0o4755)).unwrap();
     fs::write(
@@ -1011,11 +1018,7 @@ fn f09_a_marker_without_size_fails_the_publish_and_leaves_the_transaction_open()
     let Some(s) = Standin::new(false) else {
         return;
     };
-    let hash = ingested_hello(&s);
-    let rev = s.rev();
-    assert_eq!(s.run(&["transaction", REPO]).code, 0);
-    fs::create_dir_all(s.mount("flat")).unwrap();
-    fs::write(s.mount("flat/file"), b"").unwrap();
+    let (hash, rev) = placeholder_in_transaction(&s);
     fs::write(
         s.mount("flat/.cvmfsgraft-file"),
         format!("checksum={hash}\ncompression=zlib\n"),
