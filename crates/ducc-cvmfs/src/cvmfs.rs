@@ -749,6 +749,7 @@ impl Transaction for CvmfsTransaction<'_> {
         fs::create_dir_all(&tree).map_err(io_err("create", tree.as_path()))?;
         let hints = FillHints {
             record_sources: options.from_layers && self.publisher.mounted,
+            leave_out_special_files: self.publisher.gateway,
         };
         if let Err(source) = fill(&tree, hints) {
             let _ = fs::remove_dir_all(&tree);
@@ -1312,10 +1313,14 @@ impl<'p> Stager<'p> {
                 Refused::OpaqueXattr => PublishError::WouldDrop {
                     dir: dir.clone(),
                     what: "an opaque directory (xattr trusted.overlay.opaque)",
+                    advice: "write the layer with raw .wh. whiteouts (--layer-whiteouts oci)",
                 },
+                // ducc's own trees leave them out (FillHints): only a tar stream given as it
+                // is can hold one here.
                 Refused::SpecialFile => PublishError::WouldDrop {
                     dir: dir.clone(),
                     what: "a device file or FIFO behind a gateway",
+                    advice: "leave device files and FIFOs out of the tree",
                 },
                 Refused::OversizedEntry => PublishError::MalformedTar {
                     dir: dir.clone(),
