@@ -983,7 +983,14 @@ impl CvmfsPublisher {
     fn commit_mounted(&self, units: &[Unit]) -> Result<crate::graft::GraftReport, PublishError> {
         let _spool = self.spool_lock()?;
         let target = if self.gateway {
+            // A gateway leases a path only below an existing directory (scenario 1): the
+            // first missing ancestor is leased instead, and the writes create the rest.
             let lease = &units[0].lease;
+            let lease = lease
+                .ancestors()
+                .into_iter()
+                .find(|a| !self.is_dir(a))
+                .unwrap_or_else(|| lease.clone());
             if lease.is_root() {
                 self.repo.clone()
             } else {
