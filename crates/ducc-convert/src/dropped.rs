@@ -60,16 +60,17 @@ mod tests {
     use ducc_unpack::{EntryPath, Report, SpecialKind};
 
     fn report(entries: &[(&str, SpecialKind)]) -> Report {
-        let mut report = Report::default();
-        report.left_out = entries
-            .iter()
-            .map(|(path, kind)| ducc_unpack::LeftOut {
-                layer: "sha256:ab".to_owned(),
-                path: EntryPath::normalise(path.as_bytes()).unwrap(),
-                kind: *kind,
-            })
-            .collect();
-        report
+        Report {
+            left_out: entries
+                .iter()
+                .map(|(path, kind)| ducc_unpack::LeftOut {
+                    layer: "sha256:ab".to_owned(),
+                    path: EntryPath::normalise(path.as_bytes()).unwrap(),
+                    kind: *kind,
+                })
+                .collect(),
+            ..Report::default()
+        }
     }
 
     #[test]
