@@ -741,6 +741,13 @@ fn what_ingest_would_silently_drop_fails_the_ingest_and_publishes_nothing() {
                     "{e}"
                 );
                 assert!(e.to_string().contains(what), "{e}");
+                // Issue 30: the advice never names a setting already in effect (raw `.wh.`
+                // whiteouts are the only form behind a gateway).
+                assert_eq!(
+                    e.to_string().contains("--layer-whiteouts oci"),
+                    opaque,
+                    "{e}"
+                );
             }
             other => panic!("gateway {gateway}: {other:?}"),
         }
@@ -916,4 +923,29 @@ fn removals_on_a_stratum_0_go_in_batches_of_200_paths_per_delete() {
         fs::read_dir(s.published().join("many/d")).unwrap().count(),
         0
     );
+}
+
+/// Issue 30: behind a gateway the tree is written without device files and FIFOs (the gateway
+/// would drop them without a word); a stratum 0 stores them.
+#[test]
+fn a_gateway_asks_the_fill_to_leave_special_files_out_and_a_stratum_0_does_not() {
+    for gateway in [false, true] {
+        let s = Stratum0::new(gateway);
+        let publisher = s.publisher(gateway);
+        let mut tx = publisher.begin(&p("l")).unwrap();
+        let mut asked = None;
+        tx.fill_dir(
+            &p("l/layerfs"),
+            IngestOptions::default(),
+            &mut |dest, hints| {
+                asked = Some(hints.leave_out_special_files);
+                std::fs::write(dest.join("f"), b"x")?;
+                Ok(())
+            },
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        assert_eq!(asked, Some(gateway), "gateway {gateway}");
+        assert!(s.published().join("l/layerfs/f").is_file());
+    }
 }

@@ -135,6 +135,17 @@ pub enum Event {
         /// Seconds the publish of the rest took (flat tree, links, podman store, marker).
         image_publish_s: f64,
     },
+    /// Entries the repository cannot store were left out of the image's layer directories and
+    /// flat tree (device files and FIFOs behind a cvmfs gateway); `dropped.json` beside the
+    /// marker lists them all.
+    EntriesDropped {
+        /// The image.
+        image: String,
+        /// How many entries (paths of a layer) were left out.
+        count: usize,
+        /// The first few, as `layer path (kind)`.
+        first: Vec<String>,
+    },
     /// The marker was written: the image is converted.
     Marker {
         /// The image.
@@ -284,6 +295,7 @@ impl Event {
             | Event::ThinPush { image, .. }
             | Event::Marker { image, .. }
             | Event::Published { image, .. }
+            | Event::EntriesDropped { image, .. }
             | Event::EndImage { image, .. }
             | Event::DeleteImage { image, .. }
             | Event::RawLayerWhiteouts { image, .. }
@@ -435,6 +447,15 @@ mod tests {
                     reason: "a gateway".into(),
                 },
                 json!({"action": "raw_layer_whiteouts", "image": "r/a:1", "reason": "a gateway"}),
+            ),
+            (
+                Event::EntriesDropped {
+                    image: "r/a:1".into(),
+                    count: 3,
+                    first: vec!["sha256:ab dev/null (char)".into()],
+                },
+                json!({"action": "entries_dropped", "image": "r/a:1", "count": 3,
+                       "first": ["sha256:ab dev/null (char)"]}),
             ),
             (Event::StartDucc {}, json!({"action": "start_ducc"})),
             (

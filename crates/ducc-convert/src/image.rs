@@ -39,6 +39,8 @@ pub(crate) struct Job<'e> {
     engine: &'e Engine,
     stop: &'e StopToken,
     thin_login: Option<&'e Login>,
+    /// What the image being converted loses to the repository (issue 30).
+    left_out: crate::dropped::LeftOut,
 }
 
 impl std::ops::Deref for Job<'_> {
@@ -87,6 +89,8 @@ struct Pending<'e> {
     layers_publish_s: f64,
     /// What the signature policy accepted, written beside the marker.
     signature: Option<SignatureRecord>,
+    /// What its trees left out, recorded beside the marker.
+    dropped: ducc_cvmfs::DroppedRecord,
 }
 
 impl<'e> Job<'e> {
@@ -99,6 +103,7 @@ impl<'e> Job<'e> {
             engine,
             stop,
             thin_login,
+            left_out: crate::dropped::LeftOut::default(),
         }
     }
 
@@ -213,8 +218,14 @@ impl<'e> Job<'e> {
         // The marker goes last into what the image publishes besides its layers: on a stratum
         // 0 all of it is one revision, published whole or not at all.
         let group = group.unwrap_or_else(|| self.engine.publisher.group());
-        self.write_marker(&*group, slot, manifest, pending.signature.as_ref())
-            .map_err(at(Step::Marker))?;
+        self.write_marker(
+            &*group,
+            slot,
+            manifest,
+            pending.signature.as_ref(),
+            &pending.dropped,
+        )
+        .map_err(at(Step::Marker))?;
         let mut published = pending.published;
         let publish_started = Instant::now();
         published += group
@@ -228,6 +239,27 @@ impl<'e> Job<'e> {
             layers_publish_s: pending.layers_publish_s,
             image_publish_s: publish_started.elapsed().as_secs_f64(),
         });
+        let dropped = &pending.dropped;
+        if !dropped.dropped.is_empty() {
+            let first = crate::dropped::first_entries(dropped);
+            tracing::warn!(
+                "{label}: the repository cannot store device files and FIFOs (a cvmfs gateway): \
+                 {} left out of its layers and flat tree, listed in {}: {}{}",
+                dropped.dropped.len(),
+                slot.dropped_record(&self.layout),
+                first.join(", "),
+                if first.len() < dropped.dropped.len() {
+                    ", ..."
+                } else {
+                    ""
+                }
+            );
+            self.emit(Event::EntriesDropped {
+                image: label.to_owned(),
+                count: dropped.dropped.len(),
+                first,
+            });
+        }
         self.emit(Event::Marker {
             image: label.to_owned(),
             marker: slot.marker(&self.layout).as_str().to_owned(),
@@ -561,6 +593,8 @@ impl<'e> Job<'e> {
             });
             return Ok((Outcome::UpToDate, None));
         }
+        // Nothing gathered for an image before (one that failed) is this one's.
+        self.left_out.take();
         self.emit(Event::StartImage {
             image: label.to_owned(),
             manifest: manifest_digest.to_string(),
@@ -646,6 +680,7 @@ impl<'e> Job<'e> {
                 published: layers_published,
                 layers_publish_s: layers_publish_started.elapsed().as_secs_f64(),
                 signature,
+                dropped: self.left_out.take(),
             }),
         ))
     }
@@ -991,29 +1026,35 @@ impl<'e> Job<'e> {
             .lower_layers(lower.to_vec());
         // Decodes the blob into `dest`, an existing empty directory, and onto the flat tree.
         // Also returns the layer directory's report (whiteouts that depend on the stack below).
-        let mut decode = |dest: &Path| -> Result<(LayerDigests, ducc_unpack::Report)> {
-            let blob = Interrupted {
-                inner: self.open_blob(repository, layer, input)?,
-                stop,
+        let mut decode =
+            |dest: &Path, hints: FillHints| -> Result<(LayerDigests, ducc_unpack::Report)> {
+                let options = options
+                    .clone()
+                    .leave_out_special_files(hints.leave_out_special_files);
+                let blob = Interrupted {
+                    inner: self.open_blob(repository, layer, input)?,
+                    stop,
+                };
+                let (digests, report) = match flat.as_deref_mut() {
+                    Some(flat) => {
+                        let outcome =
+                            flat.apply_blob_with_layer_dir(blob, &descriptor, dest, &options)?;
+                        (outcome.digests, outcome.report)
+                    }
+                    None => {
+                        let mut reader = LayerReader::open(blob, &descriptor)?;
+                        let report = ducc_unpack::extract_layer_dir(
+                            &mut reader,
+                            &descriptor.name,
+                            dest,
+                            &options,
+                        )?;
+                        (reader.finish()?, report)
+                    }
+                };
+                self.left_out.add(&report);
+                Ok((digests, report))
             };
-            Ok(match flat.as_deref_mut() {
-                Some(flat) => {
-                    let outcome =
-                        flat.apply_blob_with_layer_dir(blob, &descriptor, dest, &options)?;
-                    (outcome.digests, outcome.report)
-                }
-                None => {
-                    let mut reader = LayerReader::open(blob, &descriptor)?;
-                    let report = ducc_unpack::extract_layer_dir(
-                        &mut reader,
-                        &descriptor.name,
-                        dest,
-                        &options,
-                    )?;
-                    (reader.finish()?, report)
-                }
-            })
-        };
         let context = || format!("layer {} of {input}", layer.digest);
         let mut tx = layers_group.begin(&self.layout.layer_dir(&layer.digest))?;
         if self.published(&layerfs).exists() {
@@ -1028,8 +1069,8 @@ impl<'e> Job<'e> {
                 catalog: false,
                 from_layers: false,
             },
-            &mut |dest, _| {
-                digests = Some(decode(dest)?);
+            &mut |dest, hints| {
+                digests = Some(decode(dest, hints)?);
                 Ok(())
             },
         )
@@ -1126,7 +1167,8 @@ impl<'e> Job<'e> {
         let mut build = |dest: &Path, hints: FillHints| -> Result<()> {
             let options = ExtractOptions::new()
                 .privileges(self.settings.privileges)
-                .record_sources(hints.record_sources);
+                .record_sources(hints.record_sources)
+                .leave_out_special_files(hints.leave_out_special_files);
             let mut extractor = FlatExtractor::new(dest, &options)?;
             self.layers_in_order(
                 repository,
@@ -1139,7 +1181,7 @@ impl<'e> Job<'e> {
                 Some(&mut extractor),
             )
             .inspect_err(|_| layer_failed.store(true, Ordering::SeqCst))?;
-            extractor.finish();
+            self.left_out.add(&extractor.finish());
             ducc_unpack::add_apptainer_files(dest, &runtime(config))?;
             // What podman's store records as the tree's size, measured before it is published
             // (the completion record is part of the published tree).
@@ -1195,6 +1237,7 @@ impl<'e> Job<'e> {
         slot: &ImageSlot,
         manifest: &ImageManifest,
         signature: Option<&SignatureRecord>,
+        dropped: &ducc_cvmfs::DroppedRecord,
     ) -> Result<()> {
         let describe = |d: &Descriptor| MarkerDescriptor {
             media_type: d.media_type().to_string(),
@@ -1216,6 +1259,14 @@ impl<'e> Job<'e> {
             // Before the marker, in its transaction: a marker never lacks its record.
             let path = crate::signature::record_path(self, slot)?;
             tx.write_file(&path, &mut &record.to_json()[..])?;
+        }
+        // What the image lost goes with its marker (a conversion that lost nothing takes an
+        // older record away).
+        let record = slot.dropped_record(&self.layout);
+        if !dropped.dropped.is_empty() {
+            tx.write_file(&record, &mut &dropped.to_json()[..])?;
+        } else if std::fs::symlink_metadata(self.published(&record)).is_ok() {
+            tx.remove(&record)?;
         }
         tx.write_file(&slot.marker(&self.layout), &mut &marker.to_json()[..])?;
         tx.commit()?;

@@ -45,6 +45,7 @@
 
 mod bug;
 mod cache;
+mod dropped;
 mod engine;
 mod error;
 mod events;

@@ -749,6 +749,7 @@ impl Transaction for CvmfsTransaction<'_> {
         fs::create_dir_all(&tree).map_err(io_err("create", tree.as_path()))?;
         let hints = FillHints {
             record_sources: options.from_layers && self.publisher.mounted,
+            leave_out_special_files: self.publisher.gateway,
         };
         if let Err(source) = fill(&tree, hints) {
             let _ = fs::remove_dir_all(&tree);
@@ -982,7 +983,14 @@ impl CvmfsPublisher {
     fn commit_mounted(&self, units: &[Unit]) -> Result<crate::graft::GraftReport, PublishError> {
         let _spool = self.spool_lock()?;
         let target = if self.gateway {
+            // A gateway leases a path only below an existing directory (scenario 1): the
+            // first missing ancestor is leased instead, and the writes create the rest.
             let lease = &units[0].lease;
+            let lease = lease
+                .ancestors()
+                .into_iter()
+                .find(|a| !self.is_dir(a))
+                .unwrap_or_else(|| lease.clone());
             if lease.is_root() {
                 self.repo.clone()
             } else {
@@ -1312,10 +1320,14 @@ impl<'p> Stager<'p> {
                 Refused::OpaqueXattr => PublishError::WouldDrop {
                     dir: dir.clone(),
                     what: "an opaque directory (xattr trusted.overlay.opaque)",
+                    advice: "write the layer with raw .wh. whiteouts (--layer-whiteouts oci)",
                 },
+                // ducc's own trees leave them out (FillHints): only a tar stream given as it
+                // is can hold one here.
                 Refused::SpecialFile => PublishError::WouldDrop {
                     dir: dir.clone(),
                     what: "a device file or FIFO behind a gateway",
+                    advice: "leave device files and FIFOs out of the tree",
                 },
                 Refused::OversizedEntry => PublishError::MalformedTar {
                     dir: dir.clone(),

@@ -90,14 +90,14 @@ pub enum PublishError {
     /// The tar stream holds what the repository would drop without a word: an opaque directory
     /// (`trusted.overlay.opaque`; ingest drops xattrs) or, behind a gateway, a device file. The
     /// stream was stopped before it reached the repository.
-    #[error(
-        "cannot ingest {dir}: {what}, which cvmfs_server ingest would silently drop; use raw .wh. whiteouts (--layer-whiteouts oci)"
-    )]
+    #[error("cannot ingest {dir}: {what}, which cvmfs_server ingest would silently drop; {advice}")]
     WouldDrop {
         /// The directory being ingested.
         dir: RepoPath,
         /// What was found.
         what: &'static str,
+        /// What to do instead (never a setting already in effect).
+        advice: &'static str,
     },
     /// `cvmfs_server list` does not show the repository.
     #[error("repository {repo} does not exist on this stratum 0 (not in `cvmfs_server list`)")]

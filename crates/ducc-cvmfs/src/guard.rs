@@ -1,7 +1,9 @@
 //! Watches a tar stream on its way to `cvmfs_server ingest` for what ingest would drop without a
 //! word: the `trusted.overlay.opaque` xattr (ingest drops every xattr), and, behind a gateway,
 //! device files and FIFOs (the receiver drops them). The stream is stopped before such an entry
-//! reaches ingest, so the layer fails instead of being published wrong.
+//! reaches ingest, so the layer fails instead of being published wrong. Trees that a
+//! `fill_dir` callback builds behind a gateway leave special files out already (`FillHints`), so
+//! only a tar stream given to `ingest_tar` as it is can be stopped for one.
 
 use std::io::{self, Read};
 

@@ -86,7 +86,7 @@ impl RepoPath {
     }
 
     /// Appends one component known to be clean (layout constants and digest hex).
-    fn child(&self, name: &str) -> Self {
+    pub(crate) fn child(&self, name: &str) -> Self {
         debug_assert!(!name.is_empty() && !name.contains('/') && name != "..");
         if self.0.is_empty() {
             Self(name.to_owned())

@@ -66,7 +66,10 @@ pub use layout::{
     relative_target,
 };
 pub use local::LocalPublisher;
-pub use metadata::{LayerInfo, LayerWhiteouts, MarkerDescriptor, MarkerManifest, Origin};
+pub use metadata::{
+    DroppedEntry, DroppedRecord, LayerInfo, LayerWhiteouts, MarkerDescriptor, MarkerManifest,
+    Origin,
+};
 pub use podman::{PodmanError, PodmanImage, PodmanOutcome, PodmanStore, StoredImage, tree_size};
 pub use publisher::{
     FillError, FillHints, GcGuard, GcLock, Group, IngestOptions, OverlaySupport, Published,

@@ -1,5 +1,5 @@
 //! The JSON files of the layout, in upstream DUCC's shapes: `origin.json`, `layers.json` and the
-//! marker `manifest.json`; and ours, `whiteouts.json`.
+//! marker `manifest.json`; and ours, `whiteouts.json` and, beside the marker, `dropped.json`.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -224,6 +224,34 @@ impl MarkerManifest {
     /// The config digest, when it is a well-formed sha256 digest.
     pub fn config_digest(&self) -> Option<ConfigDigest> {
         ConfigDigest::parse(&self.config.digest).ok()
+    }
+}
+
+/// One entry of [`DroppedRecord`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DroppedEntry {
+    /// The entry's path in the image's tree (relative, as the layer names it).
+    pub path: String,
+    /// `fifo`, `char` or `block`.
+    pub kind: String,
+    /// The layer that held it (`sha256:<hex>`).
+    pub layer: String,
+}
+
+/// `dropped.json` beside an image's marker: the entries of the image that its layer
+/// directories and flat tree leave out because the repository cannot store them (device files
+/// and FIFOs behind a cvmfs gateway): `{"dropped":[{"path":...,"kind":...,"layer":...}]}`.
+/// Written and removed with the marker; `ducc list` counts its first array.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DroppedRecord {
+    /// The entries, by path.
+    pub dropped: Vec<DroppedEntry>,
+}
+
+impl DroppedRecord {
+    /// The JSON text.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
     }
 }
 

@@ -47,6 +47,10 @@ pub struct FillHints {
     /// Tag each regular file with the layer entry it came from (ducc-unpack's
     /// `ExtractOptions::record_sources`): the publisher stores tagged files by reference.
     pub record_sources: bool,
+    /// Leave device files and FIFOs out of the tree and tell the caller which (ducc-unpack's
+    /// `ExtractOptions::leave_out_special_files`): the repository cannot store them (a cvmfs
+    /// gateway drops them without a word), and a tree that holds one is refused.
+    pub leave_out_special_files: bool,
 }
 
 /// Who holds a [`Publisher::gc_lock`].

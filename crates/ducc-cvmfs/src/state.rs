@@ -60,6 +60,12 @@ impl ImageSlot {
         }
     }
 
+    /// `dropped.json` in [`ImageSlot::marker_dir`] (see [`crate::DroppedRecord`]).
+    pub fn dropped_record(&self, layout: &Layout) -> RepoPath {
+        self.marker_dir(layout)
+            .child(crate::lifecycle::DROPPED_FILE)
+    }
+
     /// The public symlink.
     pub fn link(&self, layout: &Layout) -> RepoPath {
         match &self.arch {

@@ -22,7 +22,7 @@ use rustix::io::Errno;
 
 use crate::entry::{Entry, EntryKind, EntryPath, Timestamp, read_entries_limited};
 use crate::error::Error;
-use crate::report::{Privileges, Report, WarningKind, WhiteoutFormat};
+use crate::report::{Privileges, Report, SpecialKind, WarningKind, WhiteoutFormat};
 
 mod both;
 
@@ -193,6 +193,10 @@ pub(crate) struct Applier {
     /// Flat side: tag each regular file with the layer entry it came from
     /// ([`crate::SOURCE_XATTR`]).
     pub(crate) record_sources: bool,
+    /// Device files and FIFOs are left out (and listed in the report).
+    pub(crate) leave_out_special: bool,
+    /// The paths left out so far and what they were, so that a hardlink to one is left out too.
+    left_out: HashMap<EntryPath, SpecialKind>,
 }
 
 fn cstring(bytes: &[u8]) -> io::Result<CString> {
@@ -353,6 +357,8 @@ impl Applier {
             last_file: None,
             pending_copy: None,
             record_sources: false,
+            leave_out_special: false,
+            left_out: HashMap::new(),
         })
     }
 
@@ -456,9 +462,20 @@ impl Applier {
                 {
                     self.refuse_overlay_lookalikes(entry)?;
                 }
+                let left_out = self.special_to_leave_out(entry);
                 let (unsafe_parent, name) = split(&entry.path);
                 let parent = self.parent_dir(entry, unsafe_parent)?;
                 let name = cstring(name).map_err(|e| self.fs_err(entry, "name", e))?;
+                if let Some(kind) = left_out {
+                    // What was at the path goes, as it would for the entry itself: the path
+                    // shows nothing rather than a lower layer's version.
+                    self.parent_cache = None;
+                    self.remove_all(entry, &parent, &name)?;
+                    self.report.leave_out(&self.layer, &entry.path, kind);
+                    self.left_out.insert(entry.path.clone(), kind);
+                    return Ok(());
+                }
+                self.left_out.remove(&entry.path);
                 if self
                     .parent_cache
                     .as_ref()
@@ -473,6 +490,21 @@ impl Applier {
                 }
                 Ok(())
             }
+        }
+    }
+
+    /// What special file `entry` is, when such files are left out: a device, a FIFO, or a
+    /// hardlink to one left out before.
+    fn special_to_leave_out(&self, entry: &Entry) -> Option<SpecialKind> {
+        if !self.leave_out_special {
+            return None;
+        }
+        match &entry.kind {
+            EntryKind::Fifo => Some(SpecialKind::Fifo),
+            EntryKind::CharDevice { .. } => Some(SpecialKind::Char),
+            EntryKind::BlockDevice { .. } => Some(SpecialKind::Block),
+            EntryKind::Hardlink(target) => self.left_out.get(target).copied(),
+            _ => None,
         }
     }
 

@@ -646,6 +646,68 @@ fn devices_unprivileged_are_skipped_with_a_warning_and_fifos_still_created() {
     assert_eq!(report.warnings[0].path.to_string(), "null");
 }
 
+/// Issue 30: a repository behind a CernVM-FS gateway cannot store special files.
+#[test]
+fn special_files_left_out_are_listed_and_hide_what_they_replace() {
+    let lower = Layer::new().dir("dev").file("dev/x", b"lower").bytes();
+    let upper = Layer::new()
+        .fifo("dev/x")
+        .device("dev/null", tar::EntryType::Char, 1, 3)
+        .device("dev/loop", tar::EntryType::Block, 7, 0)
+        .fifo("pipe")
+        .hardlink("pipe2", "pipe")
+        .file("keep", b"k")
+        .bytes();
+    let base = tempfile::tempdir().expect("tempdir");
+    let flat_root = base.path().join("flat");
+    let layer_dir = base.path().join("layer");
+    std::fs::create_dir(&flat_root).expect("mkdir");
+    std::fs::create_dir(&layer_dir).expect("mkdir");
+    let options = ExtractOptions::new().leave_out_special_files(true);
+    let mut flat = FlatExtractor::new(&flat_root, &options).expect("flat");
+    flat.apply_layer(&lower[..], "layer0").expect("lower");
+    let layer_report = flat
+        .apply_layer_with_layer_dir(
+            &upper[..],
+            "layer1",
+            &layer_dir,
+            &LayerDirOptions::new()
+                .whiteouts(WhiteoutFormat::Oci)
+                .leave_out_special_files(true),
+        )
+        .expect("upper");
+    let flat_report = flat.finish();
+    assert_eq!(paths(&flat_root), ["dev", "keep"]);
+    assert_eq!(paths(&layer_dir), ["dev", "keep"]);
+    let listed = |report: &Report| -> Vec<(String, String, &'static str)> {
+        report
+            .left_out
+            .iter()
+            .map(|l| (l.layer.clone(), l.path.to_string(), l.kind.as_str()))
+            .collect()
+    };
+    let expected = [
+        ("dev/x", "fifo"),
+        ("dev/null", "char"),
+        ("dev/loop", "block"),
+        ("pipe", "fifo"),
+        ("pipe2", "fifo"),
+    ]
+    .map(|(p, k)| ("layer1".to_owned(), p.to_owned(), k))
+    .to_vec();
+    assert_eq!(listed(&flat_report), expected);
+    assert_eq!(listed(&layer_report), expected);
+}
+
+#[test]
+fn special_files_are_kept_unless_asked_to_leave_them_out() {
+    let layer = Layer::new().fifo("pipe").bytes();
+    let (base, result) = flat(&[layer]);
+    let report = result.expect("apply");
+    assert_eq!(paths(&root(&base)), ["pipe"]);
+    assert!(report.left_out.is_empty());
+}
+
 #[test]
 fn device_numbers_that_do_not_parse_are_refused() {
     let mut layer = Layer::new().device("d", tar::EntryType::Char, 1, 1).bytes();

@@ -44,6 +44,7 @@ pub fn extract_layer_dir<R: Read>(
         true,
     )?;
     applier.limits = options.limits;
+    applier.leave_out_special = options.leave_out_special_files;
     applier.apply_tar(tar, layer)?;
     Ok(applier.into_report())
 }
@@ -320,6 +321,7 @@ impl FlatExtractor {
         let mut applier = Applier::open(dest, Target::Flat, options.privileges, false)?;
         applier.limits = options.limits;
         applier.record_sources = options.record_sources;
+        applier.leave_out_special = options.leave_out_special_files;
         Ok(FlatExtractor { applier })
     }
 
@@ -380,6 +382,7 @@ impl FlatExtractor {
             options.privileges,
             true,
         )?;
+        layer_applier.leave_out_special = options.leave_out_special_files;
         crate::apply::apply_tar_both(&mut layer_applier, &mut self.applier, tar, layer)?;
         Ok(layer_applier.into_report())
     }

@@ -110,8 +110,8 @@ pub use report::{
     DEFAULT_EXPANSION_ALLOWANCE, DEFAULT_MAX_CONFIG_BYTES, DEFAULT_MAX_ENTRIES_PER_LAYER,
     DEFAULT_MAX_EXPANSION_RATIO, DEFAULT_MAX_NAME_BYTES, DEFAULT_MAX_PATH_BYTES,
     DEFAULT_MAX_PAX_HEADER_BYTES, DEFAULT_ZSTD_WINDOW_LOG_MAX, ExtractOptions, LayerDirOptions,
-    Limits, OwnerRecord, Privileges, REPORT_LIST_LIMIT, Report, Warning, WarningKind,
-    WhiteoutFormat,
+    LeftOut, Limits, OwnerRecord, Privileges, REPORT_LIST_LIMIT, Report, SpecialKind, Warning,
+    WarningKind, WhiteoutFormat,
 };
 pub use source::{FileSource, SOURCE_XATTR, file_source};
 pub use stack::{dropped_below, uncovered_below};

@@ -73,6 +73,9 @@ pub struct LayerDirOptions {
     pub privileges: Privileges,
     /// Limits on hostile layers (see [`Limits`]).
     pub limits: Limits,
+    /// Leave device files and FIFOs out of the tree, listing them in [`Report::left_out`]
+    /// (for a repository that cannot store them, such as a CernVM-FS gateway).
+    pub leave_out_special_files: bool,
 }
 
 impl LayerDirOptions {
@@ -104,6 +107,12 @@ impl LayerDirOptions {
         self.limits = limits;
         self
     }
+
+    /// The same options, leaving device files and FIFOs out (or not).
+    pub fn leave_out_special_files(mut self, leave_out: bool) -> Self {
+        self.leave_out_special_files = leave_out;
+        self
+    }
 }
 
 /// Options for flat extraction and for verbatim tar extraction.
@@ -117,6 +126,9 @@ pub struct ExtractOptions {
     /// Flat extraction: tag each regular file filled from a layer entry with its source (see
     /// [`crate::file_source`]).
     pub record_sources: bool,
+    /// Leave device files and FIFOs out of the tree, listing them in [`Report::left_out`]
+    /// (for a repository that cannot store them, such as a CernVM-FS gateway).
+    pub leave_out_special_files: bool,
 }
 
 impl ExtractOptions {
@@ -140,6 +152,12 @@ impl ExtractOptions {
     /// The same options, tagging (or not) each flat file with its source layer entry.
     pub fn record_sources(mut self, record: bool) -> Self {
         self.record_sources = record;
+        self
+    }
+
+    /// The same options, leaving device files and FIFOs out (or not).
+    pub fn leave_out_special_files(mut self, leave_out: bool) -> Self {
+        self.leave_out_special_files = leave_out;
         self
     }
 }
@@ -319,6 +337,40 @@ pub struct OwnerRecord {
     pub gid: u64,
 }
 
+/// What kind of special file an entry left out was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SpecialKind {
+    /// A named pipe.
+    Fifo,
+    /// A character device.
+    Char,
+    /// A block device.
+    Block,
+}
+
+impl SpecialKind {
+    /// `fifo`, `char` or `block`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpecialKind::Fifo => "fifo",
+            SpecialKind::Char => "char",
+            SpecialKind::Block => "block",
+        }
+    }
+}
+
+/// A device file or FIFO left out of the tree (see
+/// [`ExtractOptions::leave_out_special_files`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeftOut {
+    /// The layer's name.
+    pub layer: String,
+    /// The entry's path (a hardlink to a special file left out is listed under its own path).
+    pub path: EntryPath,
+    /// What it was.
+    pub kind: SpecialKind,
+}
+
 /// At most this many warnings and owner records are kept; the rest are only counted.
 pub const REPORT_LIST_LIMIT: usize = 10_000;
 
@@ -346,6 +398,10 @@ pub struct Report {
     /// anything in (writing them would make one), at most [`REPORT_LIST_LIMIT`]. On another
     /// stack below that has the path, it would show through.
     pub dropped_whiteouts: Vec<EntryPath>,
+    /// Device files and FIFOs left out, at most [`REPORT_LIST_LIMIT`].
+    pub left_out: Vec<LeftOut>,
+    /// Entries left out but not kept in `left_out` because of the limit.
+    pub left_out_uncounted: u64,
 }
 
 impl Report {
@@ -380,6 +436,19 @@ impl Report {
         }
     }
 
+    pub(crate) fn leave_out(&mut self, layer: &str, path: &EntryPath, kind: SpecialKind) {
+        tracing::debug!(layer, path = %path, kind = kind.as_str(), "special file left out");
+        if self.left_out.len() < REPORT_LIST_LIMIT {
+            self.left_out.push(LeftOut {
+                layer: layer.to_owned(),
+                path: path.clone(),
+                kind,
+            });
+        } else {
+            self.left_out_uncounted += 1;
+        }
+    }
+
     /// Adds another report's counts and lists to this one.
     pub fn merge(&mut self, other: Report) {
         self.entries += other.entries;
@@ -405,5 +474,13 @@ impl Report {
         for path in other.dropped_whiteouts {
             self.dropped_whiteout(path);
         }
+        for l in other.left_out {
+            if self.left_out.len() < REPORT_LIST_LIMIT {
+                self.left_out.push(l);
+            } else {
+                self.left_out_uncounted += 1;
+            }
+        }
+        self.left_out_uncounted += other.left_out_uncounted;
     }
 }

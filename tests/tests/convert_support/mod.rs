@@ -235,6 +235,17 @@ pub struct Work {
 impl Work {
     /// A fresh work directory; for [`Backend::Cvmfs`] a stand-in repository [`REPO`] is created.
     pub fn new(backend: Backend) -> Work {
+        Work::create(backend, false)
+    }
+
+    /// A fresh work directory whose stand-in repository [`REPO`] publishes through a gateway
+    /// (`mkfs -u gw,...`; `cvmfs_server list` shows it as `(stratum0 / gw)`).
+    #[allow(dead_code)] // not every test binary that shares this module runs it
+    pub fn gateway() -> Work {
+        Work::create(Backend::Cvmfs, true)
+    }
+
+    fn create(backend: Backend, gateway: bool) -> Work {
         let work = Work {
             dir: tempfile::tempdir().unwrap(),
             backend,
@@ -254,10 +265,12 @@ impl Work {
             )
             .unwrap();
             std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-            let out = Command::new(&wrapper)
-                .args(["mkfs", REPO])
-                .output()
-                .unwrap();
+            let mut mkfs = Command::new(&wrapper);
+            mkfs.arg("mkfs");
+            if gateway {
+                mkfs.args(["-u", "gw,/srv/cvmfs/txn,http://127.0.0.1:4929/api/v1"]);
+            }
+            let out = mkfs.arg(REPO).output().unwrap();
             assert!(
                 out.status.success(),
                 "mkfs: {}",
