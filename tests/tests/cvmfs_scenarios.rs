@@ -957,8 +957,26 @@ fn f01_ingested_files_show_hash_compression_and_chunks_by_name() {
         return;
     };
     let hash = ingested_hello(&s);
-    assert_eq!(hash.len(), 40, "{hash}");
-    assert!(hash.bytes().all(|b| b.is_ascii_hexdigit()));
+    // The SHA-1 of the stored object (zlib), not of the content (scenario 2).
+    let object = fs::read(
+        s.state
+            .path()
+            .join("repos")
+            .join(REPO)
+            .join("objects")
+            .join(&hash),
+    )
+    .expect("the object named by user.hash");
+    use sha1::Digest as _;
+    assert_eq!(hash, hex::encode(sha1::Sha1::digest(&object)));
+    assert_eq!(&object[..2], b"\x78\x9c", "a zlib stream");
+    let mut content = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::ZlibDecoder::new(&object[..]),
+        &mut content,
+    )
+    .unwrap();
+    assert_eq!(content, b"hello");
     for path in [s.mount("src/x/file"), s.published("src/x/file")] {
         assert_eq!(xattr(&path, "user.compression").as_deref(), Some("zlib"));
         assert_eq!(xattr(&path, "user.chunks").as_deref(), Some("1"));

@@ -37,7 +37,11 @@
 //!
 //! Stand-in limits (not like the real server): names `.` and `..` are refused (the real server
 //! stores literal `.`/`..` entries); a char 0/0 device is visible through the mount (the real
-//! overlay hides it); one node's second gateway lease (a token overwrite) is not modelled.
+//! overlay hides it); one node's second gateway lease (a token overwrite) is not modelled; the magic
+//! xattrs `user.hash`, `user.compression` and `user.chunks` are real xattrs, so a listing shows
+//! them (the real client only answers them by name); a graft naming an unknown object publishes a
+//! file of the marker's size that reads as zeros (the real one fails with EIO), listed in
+//! `repos/REPO/unreadable` instead.
 //!
 //! State (`$CVMFS_STANDIN_STATE`): `mnt/REPO` plays `/cvmfs/REPO` (point `CVMFS_MOUNT_DIR` at
 //! `mnt`), `repos/REPO/published` holds the published tree, `repos/REPO/transactions/NODE` the
@@ -1158,14 +1162,14 @@ fn find_grafts(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Failure> {
 
 /// Stores the content of `file` as an object (zlib, as the server compresses by default) and
 /// names it on the file with the magic xattrs a client shows (`user.hash`, `user.compression`,
-/// `user.chunks`). The stand-in's hash is the first 40 hex digits of the SHA-256 of the stored
-/// object; the real server's is its SHA-1 (also 40 hex digits).
+/// `user.chunks`). The hash is the SHA-1 of the stored (compressed) object, as the real server's
+/// (flat-without-rehash scenario 2).
 fn store_object(objects: &Path, file: &Path) -> Result<String, Failure> {
-    use sha2::Digest as _;
+    use sha1::Digest as _;
     let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
     io::copy(&mut File::open(file)?, &mut encoder)?;
     let compressed = encoder.finish()?;
-    let hash = hex::encode(sha2::Sha256::digest(&compressed))[..40].to_owned();
+    let hash = hex::encode(sha1::Sha1::digest(&compressed));
     let object = objects.join(&hash);
     if !object.exists() {
         let partial = objects.join(format!("{hash}.partial"));
