@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use ducc_convert::Shard;
+use ducc_convert::{BatchLimits, Shard};
 
 pub use crate::logging::LogFormat;
 
@@ -192,6 +192,9 @@ pub struct ConversionFlags {
     /// This node's shard (`--shard` of convert, loop and serve).
     #[arg(skip = Shard::all())]
     pub shard: Shard,
+    /// Batch limits (`--batch`, `--batch-seconds` of convert and loop).
+    #[arg(skip = BatchLimits::none())]
+    pub batch: BatchLimits,
 }
 
 /// Manifest format of thin images.
@@ -212,6 +215,15 @@ pub struct ConvertArgs {
     /// the other images are left to the other nodes
     #[arg(long, value_name = "K/N", default_value = "1/1")]
     pub shard: Shard,
+    /// Images whose commits go in together: all an image publishes besides its layers (flat
+    /// tree, links, podman store, marker) waits for the batch and is one revision with it
+    /// (1: each image its own commit)
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub batch: usize,
+    /// Seconds after its first image at most before a batch is published (looked at between
+    /// images)
+    #[arg(long, value_name = "S", default_value_t = 60)]
+    pub batch_seconds: u64,
     #[command(flatten)]
     pub flags: ConversionFlags,
 }
@@ -228,6 +240,15 @@ pub struct LoopArgs {
     /// the other images are left to the other nodes
     #[arg(long, value_name = "K/N", default_value = "1/1")]
     pub shard: Shard,
+    /// Images whose commits go in together: all an image publishes besides its layers (flat
+    /// tree, links, podman store, marker) waits for the batch and is one revision with it
+    /// (1: each image its own commit)
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub batch: usize,
+    /// Seconds after its first image at most before a batch is published (looked at between
+    /// images)
+    #[arg(long, value_name = "S", default_value_t = 60)]
+    pub batch_seconds: u64,
     #[command(flatten)]
     pub flags: ConversionFlags,
 }

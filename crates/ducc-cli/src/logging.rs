@@ -83,6 +83,7 @@ pub fn summary(summary: &ducc_convert::Summary) {
                 "converted": summary.converted(),
                 "up_to_date": summary.up_to_date(),
                 "other_shard": summary.other_shard(),
+                "revisions": summary.revisions(),
                 "failed": failed,
             });
             format!("{object}\n")

@@ -75,6 +75,7 @@ pub struct ImageResult {
     label: String,
     result: Result<Outcome, ImageFailure>,
     ignored: bool,
+    revisions: usize,
 }
 
 impl ImageResult {
@@ -83,6 +84,7 @@ impl ImageResult {
             label,
             result,
             ignored: false,
+            revisions: 0,
         }
     }
 
@@ -121,6 +123,17 @@ impl ImageResult {
     /// Whether the wish list's `ignore_errors` covers this image's failure.
     pub fn is_ignored(&self) -> bool {
         self.ignored
+    }
+
+    /// Revisions (commits: each `cvmfs_server` ingest and publish) the conversion made; a
+    /// batch's commit (`--batch`) is counted on the last image in it. 0 with the local
+    /// publisher, which makes none.
+    pub fn revisions(&self) -> usize {
+        self.revisions
+    }
+
+    pub(crate) fn add_revisions(&mut self, revisions: usize) {
+        self.revisions += revisions;
     }
 
     pub(crate) fn result_mut(&mut self) -> &mut Result<Outcome, ImageFailure> {
@@ -363,7 +376,9 @@ impl Engine {
         stop: &StopToken,
     ) -> Vec<ImageResult> {
         let job = self.job(stop, self.thin_login.as_ref());
-        self.attempt(&job, image, thin, false)
+        let mut results = self.attempt(&job, image, thin, false);
+        self.publish_batch(&job, &mut results);
+        results
     }
 
     /// The images a wish stands for, each with its thin image: itself, or one per tag its glob
@@ -447,8 +462,13 @@ impl Engine {
                 }
                 let ignored = ignored || list.is_error_ignored(&image);
                 all.extend(self.attempt(&job, &image, output.as_ref(), ignored));
+                if job.batch().is_some_and(|b| b.is_due()) {
+                    self.publish_batch(&job, &mut all);
+                }
             }
         }
+        // Stopped or not: the images in the batch are complete.
+        self.publish_batch(&job, &mut all);
         Ok(all)
     }
 
@@ -464,7 +484,86 @@ impl Engine {
     ) -> Vec<ImageResult> {
         let login = ducc_thin::output_login(list.user(), &self.environment);
         let job = self.job(stop, login.as_ref().or(self.thin_login.as_ref()));
-        self.attempt(&job, image, thin, list.is_error_ignored(image))
+        let mut results = self.attempt(&job, image, thin, list.is_error_ignored(image));
+        self.publish_batch(&job, &mut results);
+        results
+    }
+
+    /// Publishes the batch of `job` (`--batch`, see [`crate::BatchLimits`]), then tells its
+    /// images' held events; when the publish fails, each of its images in `results` fails
+    /// (step `marker`: none of them is recorded).
+    fn publish_batch(&self, job: &Job<'_>, results: &mut [ImageResult]) {
+        let Some(batch) = job.batch() else { return };
+        let started = std::time::Instant::now();
+        let (images, published) = batch.publish();
+        let Some(last) = images.last().map(|d| d.label.clone()) else {
+            return;
+        };
+        let position = |results: &mut [ImageResult], label: &str| {
+            results.iter().rposition(|r| r.image() == label)
+        };
+        match published {
+            Ok(published) => {
+                tracing::info!(
+                    images = images.len(),
+                    revisions = published.revisions,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "batch of {} images published",
+                    images.len()
+                );
+                if let Some(i) = position(results, &last) {
+                    results[i].add_revisions(published.revisions);
+                }
+                for image in images {
+                    for mut event in image.events {
+                        if let Event::Published {
+                            revisions,
+                            grafted_files,
+                            copied_files,
+                            image_publish_s,
+                            ..
+                        } = &mut event
+                        {
+                            // The batch's one commit is counted on its last image.
+                            *image_publish_s = started.elapsed().as_secs_f64();
+                            if image.label == last {
+                                *revisions += published.revisions;
+                                *grafted_files += published.grafted_files;
+                                *copied_files += published.copied_files;
+                            }
+                        }
+                        self.events.event(&event);
+                    }
+                }
+            }
+            Err(error) => {
+                let error = ConvertError::from(error).chain();
+                let count = images.len();
+                let state = ducc_cvmfs::RepositoryState::new(&*self.publisher, &self.layout);
+                for image in images {
+                    let (slot, config) = &image.marker;
+                    if !self.settings.convert_again
+                        && state.marker_config(slot).as_ref() == Some(config)
+                    {
+                        // Published before the batch's end (see `Deferred::marker`).
+                        image.events.iter().for_each(|e| self.events.event(e));
+                        continue;
+                    }
+                    let Some(i) = position(results, &image.label) else {
+                        continue;
+                    };
+                    let ignored = results[i].is_ignored();
+                    let failed = ImageResult::failed(
+                        image.label,
+                        Step::Marker,
+                        ConvertError::image(format!(
+                            "the commit of its batch of {count} images failed: {error}"
+                        )),
+                    );
+                    results[i] = self.report(failed, ignored);
+                }
+            }
+        }
     }
 
     /// Converts `image` up to [`Settings::attempts`] times, until it does not fail, and

@@ -174,6 +174,9 @@ pub enum Event {
         other_shard: usize,
         /// Images that failed (not counting those `ignore_errors` covers).
         failed: usize,
+        /// Revisions the run made in the repository (`cvmfs_server` ingests and publishes).
+        #[serde(default)]
+        revisions: usize,
     },
     /// An image was taken out of the repository (`delete-image`, `prune`): its markers and
     /// links.

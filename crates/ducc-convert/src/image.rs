@@ -26,6 +26,7 @@ use ducc_unpack::{
 };
 use ducc_wishlist::ImageRef;
 
+use crate::batch::{Batch, Deferred};
 use crate::cache::Fetch;
 use crate::engine::{Engine, ImageResult, Outcome, StopToken};
 use crate::error::{Context as _, ConvertError, ImageFailure, Step, at, bail_invalid, invalid};
@@ -41,6 +42,10 @@ pub(crate) struct Job<'e> {
     thin_login: Option<&'e Login>,
     /// What the image being converted loses to the repository (issue 30).
     left_out: crate::dropped::LeftOut,
+    /// The batch images join once complete (`--batch`), when batching.
+    batch: Option<Batch<'e>>,
+    /// Revisions made by the conversion running (its layers, and its commit when unbatched).
+    revisions: AtomicUsize,
 }
 
 impl std::ops::Deref for Job<'_> {
@@ -91,6 +96,8 @@ struct Pending<'e> {
     signature: Option<SignatureRecord>,
     /// What its trees left out, recorded beside the marker.
     dropped: ducc_cvmfs::DroppedRecord,
+    /// The flat tree it built (config and apparent size), published with its group.
+    flat_tree: Option<(ConfigDigest, u64)>,
 }
 
 impl<'e> Job<'e> {
@@ -99,11 +106,16 @@ impl<'e> Job<'e> {
         stop: &'e StopToken,
         thin_login: Option<&'e Login>,
     ) -> Job<'e> {
+        let limits = engine.settings.batch;
+        let batch = (limits.images() > 1 && !engine.settings.multi_arch)
+            .then(|| Batch::new(&*engine.publisher, limits));
         Job {
             engine,
             stop,
             thin_login,
             left_out: crate::dropped::LeftOut::default(),
+            batch,
+            revisions: AtomicUsize::new(0),
         }
     }
 
@@ -124,13 +136,24 @@ impl<'e> Job<'e> {
     /// one result, or, with `--multi-arch` and an index, one per platform (plus one for the
     /// image as a whole when its shared links or thin index fail).
     pub fn convert(&self, input: &ImageRef, output: Option<&ImageRef>) -> Vec<ImageResult> {
-        crate::bug::catch_bug("the conversion", || self.convert_unguarded(input, output))
-            .unwrap_or_else(|error| {
-                vec![ImageResult::new(
-                    input.whole_name(),
-                    Err(ImageFailure::new(Step::Internal, error)),
-                )]
-            })
+        self.revisions.store(0, Ordering::SeqCst);
+        let mut results =
+            crate::bug::catch_bug("the conversion", || self.convert_unguarded(input, output))
+                .unwrap_or_else(|error| {
+                    vec![ImageResult::new(
+                        input.whole_name(),
+                        Err(ImageFailure::new(Step::Internal, error)),
+                    )]
+                });
+        if let Some(first) = results.first_mut() {
+            first.add_revisions(self.revisions.swap(0, Ordering::SeqCst));
+        }
+        results
+    }
+
+    /// The batch of this job, when batching (`--batch`).
+    pub(crate) fn batch(&self) -> Option<&Batch<'e>> {
+        self.batch.as_ref()
     }
 
     fn convert_unguarded(&self, input: &ImageRef, output: Option<&ImageRef>) -> Vec<ImageResult> {
@@ -211,12 +234,13 @@ impl<'e> Job<'e> {
         slot: &ImageSlot,
         manifest: &ImageManifest,
         outcome: &Outcome,
-        pending: &Pending<'e>,
-        group: Option<Box<dyn Group + 'e>>,
+        pending: &Pending<'_>,
+        group: Option<Box<dyn Group + '_>>,
     ) -> Result<(), ImageFailure> {
         self.check_stop().map_err(at(Step::Marker))?;
         // The marker goes last into what the image publishes besides its layers: on a stratum
-        // 0 all of it is one revision, published whole or not at all.
+        // 0 all of it is one revision, published whole or not at all (with its batch's).
+        let group_is_batched = group.is_some();
         let group = group.unwrap_or_else(|| self.engine.publisher.group());
         self.write_marker(
             &*group,
@@ -228,17 +252,22 @@ impl<'e> Job<'e> {
         .map_err(at(Step::Marker))?;
         let mut published = pending.published;
         let publish_started = Instant::now();
+        let batched = self.batch.is_some() && group_is_batched;
         published += group
             .commit()
             .map_err(|e| at(Step::Marker)(ConvertError::from(e)))?;
-        self.emit(Event::Published {
+        if !batched {
+            self.revisions
+                .fetch_add(published.revisions - pending.published.revisions, Ordering::SeqCst);
+        }
+        let mut events = vec![Event::Published {
             image: label.to_owned(),
             revisions: published.revisions,
             grafted_files: published.grafted_files,
             copied_files: published.copied_files,
             layers_publish_s: pending.layers_publish_s,
             image_publish_s: publish_started.elapsed().as_secs_f64(),
-        });
+        }];
         let dropped = &pending.dropped;
         if !dropped.dropped.is_empty() {
             let first = crate::dropped::first_entries(dropped);
@@ -254,13 +283,13 @@ impl<'e> Job<'e> {
                     ""
                 }
             );
-            self.emit(Event::EntriesDropped {
+            events.push(Event::EntriesDropped {
                 image: label.to_owned(),
                 count: dropped.dropped.len(),
                 first,
             });
         }
-        self.emit(Event::Marker {
+        events.push(Event::Marker {
             image: label.to_owned(),
             marker: slot.marker(&self.layout).as_str().to_owned(),
         });
@@ -270,7 +299,7 @@ impl<'e> Job<'e> {
             ..
         } = outcome
         {
-            self.emit(Event::EndImage {
+            events.push(Event::EndImage {
                 image: label.to_owned(),
                 status: EndStatus::Ok {
                     layers_unpacked: *layers_unpacked,
@@ -278,6 +307,26 @@ impl<'e> Job<'e> {
                     time_elapsed_s: pending.started.elapsed().as_secs_f64(),
                 },
             });
+        }
+        match &self.batch {
+            Some(batch) if batched => {
+                let config = ConfigDigest::try_from(manifest.config().digest())
+                    .map_err(|e| invalid!("{label}: {e}"))
+                    .map_err(at(Step::Marker))?;
+                batch.add(
+                    Deferred {
+                        label: label.to_owned(),
+                        events,
+                        marker: (slot.clone(), config),
+                    },
+                    pending.flat_tree,
+                );
+            }
+            _ => {
+                for event in &events {
+                    self.emit(event.clone());
+                }
+            }
         }
         Ok(())
     }
@@ -564,7 +613,7 @@ impl<'e> Job<'e> {
         manifest: &ImageManifest,
         slot: &ImageSlot,
         podman: bool,
-    ) -> Result<(Outcome, Option<Pending<'e>>), ImageFailure> {
+    ) -> Result<(Outcome, Option<Pending<'_>>), ImageFailure> {
         let started = Instant::now();
         let manifest_digest = fetched.digest();
         let config_digest = ConfigDigest::try_from(manifest.config().digest())
@@ -629,7 +678,10 @@ impl<'e> Job<'e> {
         // Two groups: the new layers (one ingest on a stratum 0), then everything else the
         // image publishes, with its marker last (one mounted transaction on a stratum 0).
         let layers_group = self.engine.publisher.group();
-        let image_group = self.engine.publisher.group();
+        let image_group = match &self.batch {
+            Some(batch) => batch.image_group(),
+            None => self.engine.publisher.group(),
+        };
         self.ensure_catalog_dirs(&*layers_group, &*image_group)
             .map_err(at(Step::Layers))?;
         let (layers_unpacked, flat) = self.build_trees(
@@ -649,7 +701,11 @@ impl<'e> Job<'e> {
         let layers_published = layers_group
             .commit()
             .map_err(|e| at(Step::Layers)(ConvertError::from(e)))?;
-        let flat_size = flat?;
+        self.revisions
+            .fetch_add(layers_published.revisions, Ordering::SeqCst);
+        let flat_built = flat?;
+        // A flat tree an earlier image of the batch built is not published yet.
+        let flat_size = flat_built.or_else(|| self.batch.as_ref()?.flat_tree(&config_digest));
         self.check_stop().map_err(at(Step::Symlink))?;
         if !self.settings.skip_flat {
             self.set_symlink(
@@ -663,14 +719,14 @@ impl<'e> Job<'e> {
             self.add_to_podman_store(&*image_group, label, image, flat_size)
                 .map_err(at(Step::Podman))?;
         }
-        let flat_built = flat_size.is_some();
         Ok((
             Outcome::Converted {
                 layers_unpacked,
-                flat_built,
+                flat_built: flat_built.is_some(),
                 thin: None,
             },
             Some(Pending {
+                flat_tree: flat_built.map(|size| (config_digest, size)),
                 source: ThinSource {
                     layers,
                     config: config.config().clone(),
@@ -774,7 +830,9 @@ impl<'e> Job<'e> {
         if let Err(e) = prepared {
             return (Err(e), Ok(None));
         }
-        let flat_wanted = !self.settings.skip_flat && !self.state().flat_complete(config);
+        let flat_wanted = !self.settings.skip_flat
+            && !self.state().flat_complete(config)
+            && self.batch.as_ref().is_none_or(|b| b.flat_tree(config).is_none());
         let needed: Vec<&LayerJob> = layers
             .iter()
             .zip(&write_layer)

@@ -43,6 +43,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod batch;
 mod bug;
 mod cache;
 mod dropped;
@@ -59,6 +60,7 @@ mod signature;
 mod summary;
 mod whiteouts;
 
+pub use batch::{BatchLimits, STAGED_LIMIT};
 pub use cache::BlobCache;
 pub use engine::{Engine, EngineBuilder, ImageResult, Outcome, StopToken};
 pub use error::{ConvertError, ErrorKind, ImageFailure, Step};

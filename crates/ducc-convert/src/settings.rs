@@ -8,6 +8,7 @@ use ducc_thin::ThinFormat;
 use ducc_trust::Policy;
 use ducc_unpack::{Privileges, WhiteoutFormat};
 
+use crate::batch::BatchLimits;
 use crate::shard::Shard;
 
 /// How images are converted. Start from [`Settings::new`] (upstream DUCC's defaults: layers,
@@ -30,6 +31,7 @@ pub struct Settings {
     pub(crate) attempts: u32,
     pub(crate) policy: Option<Arc<Policy>>,
     pub(crate) shard: Shard,
+    pub(crate) batch: BatchLimits,
 }
 
 impl Default for Settings {
@@ -61,6 +63,7 @@ impl Settings {
             attempts: 1,
             policy: None,
             shard: Shard::all(),
+            batch: BatchLimits::none(),
         }
     }
 
@@ -156,6 +159,20 @@ impl Settings {
     pub fn attempts(mut self, attempts: u32) -> Settings {
         self.attempts = attempts.max(1);
         self
+    }
+
+    /// Publishes what several images write besides their layers as one commit (`--batch`,
+    /// `--batch-seconds`; see [`BatchLimits`]) in [`Engine::convert_list`](crate::Engine::convert_list).
+    /// Default: [`BatchLimits::none`], every image its own commit. `--multi-arch` images are
+    /// never batched (their shared links read back what each platform published).
+    pub fn batch(mut self, limits: BatchLimits) -> Settings {
+        self.batch = limits;
+        self
+    }
+
+    /// The batch limits set.
+    pub fn batch_limits(&self) -> BatchLimits {
+        self.batch
     }
 
     /// Converts only the images of this node's shard of the wish list (`--shard K/N`); the

@@ -11,6 +11,7 @@ pub struct Summary {
     converted: usize,
     up_to_date: usize,
     other_shard: usize,
+    revisions: usize,
     failed: Vec<ImageResult>,
 }
 
@@ -23,6 +24,7 @@ impl Summary {
     /// Counts `result` (and logs what a converted image did).
     pub fn add(&mut self, result: ImageResult) {
         let image = result.image().to_owned();
+        self.revisions += result.revisions();
         match result.result() {
             Ok(Outcome::UpToDate) => {
                 tracing::info!(image = %image, "up to date");
@@ -68,6 +70,12 @@ impl Summary {
         self.other_shard
     }
 
+    /// Revisions the run made in the repository (each `cvmfs_server` ingest and publish: see
+    /// [`ImageResult::revisions`]); 0 with the local publisher.
+    pub fn revisions(&self) -> usize {
+        self.revisions
+    }
+
     /// The failed images that `ignore_errors` does not cover.
     pub fn failed(&self) -> impl Iterator<Item = &ImageResult> {
         self.failed.iter().filter(|f| !f.is_ignored())
@@ -99,6 +107,16 @@ impl fmt::Display for Summary {
         match self.failed.len() - failed {
             0 => {}
             n => write!(f, " ({n} more ignored by ignore_errors)")?,
+        }
+        if self.revisions > 0 {
+            write!(f, "; {} revisions", self.revisions)?;
+            if self.converted > 0 {
+                write!(
+                    f,
+                    " ({:.1} per converted image)",
+                    self.revisions as f64 / self.converted as f64
+                )?;
+            }
         }
         let line = |r: &ImageResult| match r.failure() {
             Some(failure) => format!(
@@ -153,6 +171,30 @@ mod tests {
         let mut clean = Summary::new();
         clean.add(failed("e", "gone").with_ignored(true));
         assert!(!clean.has_failures());
+    }
+
+    #[test]
+    fn revisions_are_counted_and_given_per_converted_image_when_there_are_any() {
+        let converted = || {
+            Ok(Outcome::Converted {
+                layers_unpacked: 1,
+                flat_built: true,
+                thin: None,
+            })
+        };
+        let mut summary = Summary::new();
+        let mut first = ImageResult::new("a".into(), converted());
+        first.add_revisions(2);
+        summary.add(first);
+        let mut second = ImageResult::new("b".into(), converted());
+        second.add_revisions(1);
+        summary.add(second);
+        summary.add(ImageResult::new("c".into(), Ok(Outcome::UpToDate)));
+        assert_eq!(summary.revisions(), 3);
+        assert_eq!(
+            summary.to_string(),
+            "ducc: 2 converted, 1 up to date, 0 failed; 3 revisions (1.5 per converted image)"
+        );
     }
 
     #[test]

@@ -45,7 +45,7 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::{PublishError, io_err};
@@ -54,7 +54,7 @@ use crate::layout::{CATALOG_MARKER, RepoPath, RepositoryName};
 use crate::lock::{FileLock, LeaseGuard, LeaseLocks, dead_staging, unique_name};
 use crate::publisher::{
     FillError, FillHints, GcGuard, GcLock, Group, IngestOptions, OverlaySupport, Published,
-    Publisher, Transaction, check_lease,
+    Publisher, Transaction, check_lease, read_link_at, read_small,
 };
 
 /// How long a gateway lease that is busy (another node holds an overlapping one: rc 16, no
@@ -436,7 +436,12 @@ impl Publisher for CvmfsPublisher {
                 lease: lease.clone(),
                 source,
             })?;
-        Ok(Box::new(CvmfsTransaction::new(self, None, lease, guard)?))
+        Ok(Box::new(CvmfsTransaction::new(
+            self,
+            None,
+            lease,
+            Arc::new(guard),
+        )?))
     }
 
     fn published_path(&self, path: &RepoPath) -> PathBuf {
@@ -455,11 +460,7 @@ impl Publisher for CvmfsPublisher {
     }
 
     fn group(&self) -> Box<dyn Group + '_> {
-        Box::new(CvmfsGroup {
-            publisher: self,
-            units: Mutex::new(Vec::new()),
-            published: Mutex::new(Published::default()),
-        })
+        Box::new(CvmfsGroup::new(self, None))
     }
 
     fn prefers_overlay_whiteouts(&self) -> bool {
@@ -552,14 +553,71 @@ struct Unit {
     trees: Vec<Tree>,
     leaves: BTreeMap<RepoPath, Leaf>,
     removals: Vec<RepoPath>,
-    // Dropped after the fields above were published or discarded.
+    /// Units merged into this one (see [`Unit::absorb`]): emptied, kept for their staging.
+    absorbed: Vec<Unit>,
+    // Dropped after the fields above were published or discarded. Shared by the transactions
+    // of one group on one lease (see `CvmfsGroup::begin`).
     _staging: Staging,
-    _lease: LeaseGuard,
+    _lease: Arc<LeaseGuard>,
+}
+
+/// What a unit holds at a path, as far as the unit decides it.
+enum Seen {
+    /// What is (or is not) at this path of this host's filesystem.
+    At(PathBuf),
+    /// A symlink with this target.
+    Link(PathBuf),
+    /// Nothing: removed, or inside a tree that does not hold it.
+    Nothing,
+    /// Inside a tree staged as a tar stream.
+    InTar,
 }
 
 impl Unit {
     fn is_empty(&self) -> bool {
         self.trees.is_empty() && self.leaves.is_empty() && self.removals.is_empty()
+    }
+
+    /// What this unit makes of `path`; `None` when it leaves it as it was.
+    fn sees(&self, path: &RepoPath) -> Option<Seen> {
+        match self.leaves.get(path) {
+            Some(Leaf::File(file)) => return Some(Seen::At(file.clone())),
+            Some(Leaf::Symlink(target)) => return Some(Seen::Link(target.clone())),
+            None => {}
+        }
+        if let Some(tree) = self.trees.iter().rev().find(|t| path.starts_with(&t.dir)) {
+            return Some(match &tree.source {
+                TreeSource::Dir(local) => {
+                    let rel = &path.as_str()[tree.dir.as_str().len()..];
+                    Seen::At(local.join(rel.trim_start_matches('/')))
+                }
+                TreeSource::Tar(_) => Seen::InTar,
+            });
+        }
+        if self.removals.iter().any(|r| path.starts_with(r)) {
+            return Some(Seen::Nothing);
+        }
+        None
+    }
+
+    /// Takes `later`'s writes into this unit when publishing them together, in this unit's
+    /// place, changes nothing: `later` lies in this unit's lease, removes nothing, and its trees
+    /// touch none of this unit's trees or files (`later`'s files replace this unit's at the same
+    /// paths). Otherwise gives `later` back.
+    fn absorb(&mut self, mut later: Unit) -> Result<(), Unit> {
+        let clash = later.trees.iter().any(|t| {
+            self.trees
+                .iter()
+                .any(|o| o.dir.starts_with(&t.dir) || t.dir.starts_with(&o.dir))
+                || self.leaves.keys().any(|l| l.starts_with(&t.dir))
+        });
+        if !later.lease.starts_with(&self.lease) || !later.removals.is_empty() || clash {
+            return Err(later);
+        }
+        self.trees.append(&mut later.trees);
+        self.leaves.append(&mut later.leaves);
+        self.absorbed.push(later);
+        Ok(())
     }
 
     /// Whether the unit can go through the mount: it holds no tree of new data (a layer), only
@@ -574,13 +632,64 @@ impl Unit {
 /// A [`Group`] of the `cvmfs` publisher (see [`Group`] for the rules).
 struct CvmfsGroup<'p> {
     publisher: &'p CvmfsPublisher,
+    /// The group this one is nested in ([`Group::nested`]).
+    parent: Option<&'p CvmfsGroup<'p>>,
     units: Mutex<Vec<Unit>>,
     published: Mutex<Published>,
 }
 
-impl CvmfsGroup<'_> {
+impl<'p> CvmfsGroup<'p> {
+    fn new(publisher: &'p CvmfsPublisher, parent: Option<&'p CvmfsGroup<'p>>) -> Self {
+        CvmfsGroup {
+            publisher,
+            parent,
+            units: Mutex::new(Vec::new()),
+            published: Mutex::new(Published::default()),
+        }
+    }
+
+    fn units(&self) -> std::sync::MutexGuard<'_, Vec<Unit>> {
+        self.units.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn take_units(&self) -> Vec<Unit> {
-        std::mem::take(&mut *self.units.lock().unwrap_or_else(|e| e.into_inner()))
+        std::mem::take(&mut *self.units())
+    }
+
+    /// This group and the groups it is nested in, innermost first.
+    fn chain(&self) -> impl Iterator<Item = &CvmfsGroup<'p>> {
+        std::iter::successors(Some(self), |g| g.parent)
+    }
+
+    /// The lease guard of a unit of this group (or of one it is nested in) whose lease holds
+    /// `lease`.
+    fn held(&self, lease: &RepoPath) -> Option<Arc<LeaseGuard>> {
+        self.chain().find_map(|g| {
+            g.units()
+                .iter()
+                .rev()
+                .find(|u| lease.starts_with(&u.lease))
+                .map(|u| Arc::clone(&u._lease))
+        })
+    }
+
+    /// The lease guards of the units of this group and of those it is nested in.
+    fn guards(&self) -> Vec<Arc<LeaseGuard>> {
+        self.chain()
+            .flat_map(|g| {
+                g.units()
+                    .iter()
+                    .map(|u| Arc::clone(&u._lease))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// What the units of this group (and of those it is nested in) make of `path`, newest
+    /// first.
+    fn sees(&self, path: &RepoPath) -> Option<Seen> {
+        self.chain()
+            .find_map(|g| g.units().iter().rev().find_map(|u| u.sees(path)))
     }
 }
 
@@ -594,15 +703,25 @@ impl Group for CvmfsGroup<'_> {
             lease: lease.clone(),
             source,
         };
+        // A lease this group holds already (an earlier transaction on it, committed into the
+        // group) is this group's to use again: a batch of images rewriting one shared file.
+        let held = self.held(lease);
         let locks = &self.publisher.locks;
-        let guard = match locks.try_acquire(lease).map_err(lock_err)? {
+        // The group's own leases never hold it off: they are published one after another (two
+        // tags `1.0` and `1.0.1` overlap by the gateway's string-prefix rule only).
+        let guards = self.guards();
+        let ours: Vec<&LeaseGuard> = guards.iter().map(|g| &**g).collect();
+        let guard = match held {
             Some(guard) => guard,
-            None => {
-                // Never wait while holding leases: what another process (or this group) holds
-                // may be waiting for ours.
-                self.flush()?;
-                locks.acquire(lease).map_err(lock_err)?
-            }
+            None => match locks.try_acquire_beside(lease, &ours).map_err(lock_err)? {
+                Some(guard) => Arc::new(guard),
+                None => {
+                    // Never wait while holding leases: what another process (or this group)
+                    // holds may be waiting for ours.
+                    self.flush()?;
+                    Arc::new(locks.acquire(lease).map_err(lock_err)?)
+                }
+            },
         };
         Ok(Box::new(CvmfsTransaction::new(
             self.publisher,
@@ -613,13 +732,25 @@ impl Group for CvmfsGroup<'_> {
     }
 
     fn flush(&self) -> Result<Published, PublishError> {
+        if let Some(parent) = self.parent {
+            parent.units().append(&mut self.units());
+            return parent.flush();
+        }
         let units = self.take_units();
         let published = self.publisher.publish(units)?;
         *self.published.lock().unwrap_or_else(|e| e.into_inner()) += published;
         Ok(published)
     }
 
+    fn nested(&self) -> Box<dyn Group + '_> {
+        Box::new(CvmfsGroup::new(self.publisher, Some(self)))
+    }
+
     fn commit(self: Box<Self>) -> Result<Published, PublishError> {
+        if let Some(parent) = self.parent {
+            parent.units().append(&mut self.units());
+            return Ok(Published::default());
+        }
         self.flush()?;
         Ok(*self.published.lock().unwrap_or_else(|e| e.into_inner()))
     }
@@ -638,7 +769,7 @@ impl<'a> CvmfsTransaction<'a> {
         publisher: &'a CvmfsPublisher,
         group: Option<&'a CvmfsGroup<'a>>,
         lease: &RepoPath,
-        guard: LeaseGuard,
+        guard: Arc<LeaseGuard>,
     ) -> Result<Self, PublishError> {
         Ok(Self {
             publisher,
@@ -648,6 +779,7 @@ impl<'a> CvmfsTransaction<'a> {
                 trees: Vec::new(),
                 leaves: BTreeMap::new(),
                 removals: Vec::new(),
+                absorbed: Vec::new(),
                 _staging: Staging::new(publisher, "tx-")?,
                 _lease: guard,
             },
@@ -691,6 +823,19 @@ impl<'a> CvmfsTransaction<'a> {
             return Err(PublishError::AlreadyExists { path: path.clone() });
         }
         Ok(())
+    }
+
+    /// Where what `path` will be can be read now (see [`Transaction::read_file`]): this
+    /// transaction's writes, then its group's, newest first, then the published tree.
+    fn future_source(&self, path: &RepoPath) -> Result<Option<Seen>, PublishError> {
+        check_lease(&self.unit.lease, path)?;
+        if let Some(seen) = self.unit.sees(path) {
+            return Ok(Some(seen));
+        }
+        if let Some(seen) = self.group.and_then(|g| g.sees(path)) {
+            return Ok(Some(seen));
+        }
+        Ok(Some(Seen::At(self.publisher.mount(path))))
     }
 
     fn staging_path(&mut self, what: &str) -> PathBuf {
@@ -776,6 +921,23 @@ impl Transaction for CvmfsTransaction<'_> {
         Ok(())
     }
 
+    fn read_file(&self, path: &RepoPath) -> Result<Option<Vec<u8>>, PublishError> {
+        match self.future_source(path)? {
+            Some(Seen::At(at)) => read_small(&at),
+            Some(Seen::InTar) => Err(in_tar(path)),
+            _ => Ok(None),
+        }
+    }
+
+    fn read_link(&self, path: &RepoPath) -> Result<Option<PathBuf>, PublishError> {
+        match self.future_source(path)? {
+            Some(Seen::At(at)) => read_link_at(&at),
+            Some(Seen::Link(target)) => Ok(Some(target)),
+            Some(Seen::InTar) => Err(in_tar(path)),
+            _ => Ok(None),
+        }
+    }
+
     fn symlink(&mut self, path: &RepoPath, target: &Path) -> Result<(), PublishError> {
         self.prepare_leaf(path)?;
         self.unit
@@ -824,6 +986,15 @@ impl Transaction for CvmfsTransaction<'_> {
     }
 }
 
+/// A read of a path staged inside a tar stream given to [`Transaction::ingest_tar`].
+fn in_tar(path: &RepoPath) -> PublishError {
+    PublishError::CorruptFile {
+        path: PathBuf::from(path.as_str()),
+        reason: "it is part of a tar stream staged for ingest, not readable before the commit"
+            .into(),
+    }
+}
+
 /// Copies what is read from `inner` into `copy`.
 struct Tee<'a> {
     inner: &'a mut dyn Read,
@@ -842,7 +1013,7 @@ impl CvmfsPublisher {
     /// Publishes `units` (see [`Group`]): behind a gateway one revision per unit, on its lease;
     /// on a stratum 0 all of them in one revision. Returns the revisions made.
     fn publish(&self, units: Vec<Unit>) -> Result<Published, PublishError> {
-        let units: Vec<Unit> = units.into_iter().filter(|u| !u.is_empty()).collect();
+        let units = coalesce(units.into_iter().filter(|u| !u.is_empty()));
         let mut published = Published::default();
         if units.is_empty() {
             return Ok(published);
@@ -1090,6 +1261,35 @@ impl CvmfsPublisher {
         }
         Ok(report)
     }
+}
+
+/// Merges each unit into the latest earlier one whose lease holds it (transactions of one group
+/// on one lease: a batch of images rewriting one shared file) where [`Unit::absorb`] allows, so
+/// each path is written once per publish and a gateway takes one revision per lease. A unit
+/// that cannot be merged stays after the ones before it, and nothing later merges past it.
+fn coalesce(units: impl Iterator<Item = Unit>) -> Vec<Unit> {
+    let mut out: Vec<Unit> = Vec::new();
+    let mut closed: Vec<bool> = Vec::new();
+    for unit in units {
+        let home = out
+            .iter()
+            .rposition(|u| unit.lease.starts_with(&u.lease) || u.lease.starts_with(&unit.lease));
+        let unit = match home {
+            Some(i) if !closed[i] && unit.lease.starts_with(&out[i].lease) => {
+                match out[i].absorb(unit) {
+                    Ok(()) => continue,
+                    Err(unit) => {
+                        closed[i] = true;
+                        unit
+                    }
+                }
+            }
+            _ => unit,
+        };
+        out.push(unit);
+        closed.push(false);
+    }
+    out
 }
 
 /// The deepest common ancestor (or self) of two paths.

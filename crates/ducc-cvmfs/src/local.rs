@@ -23,7 +23,7 @@ use crate::layout::{CATALOG_MARKER, RepoPath, RepositoryName};
 use crate::lock::{FileLock, LeaseGuard, LeaseLocks, dead_staging, unique_name};
 use crate::publisher::{
     FillError, FillHints, GcGuard, GcLock, Group, IngestOptions, OverlaySupport, Publisher,
-    Transaction, Ungrouped, check_lease,
+    Transaction, Ungrouped, check_lease, read_link_at, read_small,
 };
 
 /// Publishes into a directory: the repository `REPO` lives at `ROOT/REPO`.
@@ -316,6 +316,19 @@ impl LocalTransaction<'_> {
         fs::symlink_metadata(self.published(path)).ok()
     }
 
+    /// Where what `path` will be after commit can be read now: staged, or published unless
+    /// this transaction replaces or removes it (`None`).
+    fn future_source(&self, path: &RepoPath) -> Option<PathBuf> {
+        let staged = self.staged(path);
+        if fs::symlink_metadata(&staged).is_ok() {
+            return Some(staged);
+        }
+        if self.covered(path) || self.removed(path) {
+            return None;
+        }
+        Some(self.published(path))
+    }
+
     fn record_replace(&mut self, path: &RepoPath) {
         if !self.covered(path) {
             self.ops.push(Op::Replace(path.clone()));
@@ -486,6 +499,22 @@ impl Transaction for LocalTransaction<'_> {
             .map_err(io_err("chmod", target))?;
         self.record_replace(path);
         Ok(())
+    }
+
+    fn read_file(&self, path: &RepoPath) -> Result<Option<Vec<u8>>, PublishError> {
+        check_lease(&self.lease, path)?;
+        match self.future_source(path) {
+            Some(at) => read_small(&at),
+            None => Ok(None),
+        }
+    }
+
+    fn read_link(&self, path: &RepoPath) -> Result<Option<PathBuf>, PublishError> {
+        check_lease(&self.lease, path)?;
+        match self.future_source(path) {
+            Some(at) => read_link_at(&at),
+            None => Ok(None),
+        }
     }
 
     fn symlink(&mut self, path: &RepoPath, target: &Path) -> Result<(), PublishError> {

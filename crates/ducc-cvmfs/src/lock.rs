@@ -103,19 +103,30 @@ impl LeaseLocks {
 
     /// Blocks until no live holder overlaps `lease`, then holds it.
     pub(crate) fn acquire(&self, lease: &RepoPath) -> io::Result<LeaseGuard> {
-        self.take(lease, true)?
+        self.take(lease, true, &[])?
             .ok_or_else(|| io::Error::other("lease not granted"))
     }
 
-    /// Holds `lease` if no live holder overlaps it now; `None` when one does.
-    pub(crate) fn try_acquire(&self, lease: &RepoPath) -> io::Result<Option<LeaseGuard>> {
-        self.take(lease, false)
+    /// Holds `lease` if no live holder overlaps it now, the leases of `ours` not counting;
+    /// `None` when one does. `ours` are a caller's own leases that overlap `lease` by string
+    /// prefix only (`a:1.0` and `a:1.0.1`), held for commits it publishes one after another.
+    pub(crate) fn try_acquire_beside(
+        &self,
+        lease: &RepoPath,
+        ours: &[&LeaseGuard],
+    ) -> io::Result<Option<LeaseGuard>> {
+        self.take(lease, false, ours)
     }
 
-    fn take(&self, lease: &RepoPath, wait: bool) -> io::Result<Option<LeaseGuard>> {
+    fn take(
+        &self,
+        lease: &RepoPath,
+        wait: bool,
+        ours: &[&LeaseGuard],
+    ) -> io::Result<Option<LeaseGuard>> {
         loop {
             let table = FileLock::exclusive(&self.dir.join("table.lock"))?;
-            match self.find_live_overlap(lease)? {
+            match self.find_live_overlap(lease, ours)? {
                 None => {
                     let path = self.dir.join(unique_name("lease-") + ".lock");
                     let mut file = OpenOptions::new()
@@ -178,9 +189,16 @@ impl LeaseLocks {
         Ok(dead)
     }
 
-    fn find_live_overlap(&self, lease: &RepoPath) -> io::Result<Option<(File, String)>> {
+    fn find_live_overlap(
+        &self,
+        lease: &RepoPath,
+        ours: &[&LeaseGuard],
+    ) -> io::Result<Option<(File, String)>> {
         for entry in fs::read_dir(&self.dir)? {
             let entry = entry?;
+            if ours.iter().any(|g| g.path == entry.path()) {
+                continue;
+            }
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
             if !name.starts_with("lease-") {

@@ -299,6 +299,32 @@ impl<'a> PodmanStore<'a> {
         self.publisher.published_path(path)
     }
 
+    /// The records of the store file at `path` as `tx` sees it (see [`read_records`]).
+    fn read_records_in<T: serde::de::DeserializeOwned>(
+        &self,
+        tx: &dyn crate::Transaction,
+        path: &RepoPath,
+    ) -> Result<Vec<T>, PodmanError> {
+        let at = self.published(path);
+        let bytes = tx
+            .read_file(path)
+            .map_err(|e| store_read_error(self.published(path), e))?;
+        parse_records(&at, bytes.unwrap_or_default())
+    }
+
+    /// Whether `tx` sees a regular file with exactly `content` at `path`.
+    fn file_is_in(
+        &self,
+        tx: &dyn crate::Transaction,
+        path: &RepoPath,
+        content: &[u8],
+    ) -> Result<bool, PodmanError> {
+        let bytes = tx
+            .read_file(path)
+            .map_err(|e| store_read_error(self.published(path), e))?;
+        Ok(bytes.as_deref() == Some(content))
+    }
+
     /// The images the store lists, as published (no lease: for a report or a gc plan).
     ///
     /// # Errors
@@ -365,8 +391,8 @@ impl<'a> PodmanStore<'a> {
             });
         }
         let mut tx = group.begin(&self.root()).map_err(publish)?;
-        let mut images: Vec<ImageRecord> = read_records(&self.published(&self.images_json()))?;
-        let mut layers: Vec<LayerRecord> = read_records(&self.published(&self.layers_json()))?;
+        let mut images: Vec<ImageRecord> = self.read_records_in(&*tx, &self.images_json())?;
+        let mut layers: Vec<LayerRecord> = self.read_records_in(&*tx, &self.layers_json())?;
         let layer_id = flat_layer_id(&image.config);
         let short = short_name(&layer_id);
 
@@ -402,7 +428,7 @@ impl<'a> PodmanStore<'a> {
                 short.clone().into_bytes(),
             ),
         ] {
-            if !file_is(&self.published(&path), &content) {
+            if !self.file_is_in(&*tx, &path, &content)? {
                 writes.files.push((path, content));
             }
         }
@@ -412,7 +438,7 @@ impl<'a> PodmanStore<'a> {
                 image.id(),
                 big_data_file_name(&key)
             ));
-            if !file_is(&self.published(&path), content) {
+            if !self.file_is_in(&*tx, &path, content)? {
                 writes.files.push((path, content.to_vec()));
             }
         }
@@ -422,7 +448,7 @@ impl<'a> PodmanStore<'a> {
             (diff.clone(), relative_target(&diff, &flat)),
             (short_link, PathBuf::from(format!("../{layer_id}/diff"))),
         ] {
-            if std::fs::read_link(self.published(&link)).ok().as_ref() != Some(&target) {
+            if tx.read_link(&link).map_err(publish)?.as_ref() != Some(&target) {
                 writes.links.push((link, target));
             }
         }
@@ -452,7 +478,7 @@ impl<'a> PodmanStore<'a> {
             source: Box::new(source),
         };
         let mut tx = self.publisher.begin(&self.root()).map_err(publish)?;
-        let mut images: Vec<ImageRecord> = read_records(&self.published(&self.images_json()))?;
+        let mut images: Vec<ImageRecord> = self.read_records_in(&*tx, &self.images_json())?;
         let mut removed = 0;
         for record in &mut images {
             let before = record.names.len();
@@ -481,8 +507,8 @@ impl<'a> PodmanStore<'a> {
             source: Box::new(source),
         };
         let mut tx = self.publisher.begin(&self.root()).map_err(publish)?;
-        let mut images: Vec<ImageRecord> = read_records(&self.published(&self.images_json()))?;
-        let mut layers: Vec<LayerRecord> = read_records(&self.published(&self.layers_json()))?;
+        let mut images: Vec<ImageRecord> = self.read_records_in(&*tx, &self.images_json())?;
+        let mut layers: Vec<LayerRecord> = self.read_records_in(&*tx, &self.layers_json())?;
         let (gone, kept): (Vec<_>, Vec<_>) =
             images.drain(..).partition(|r| ids.contains(&r.id.as_str()));
         images = kept;
@@ -503,8 +529,11 @@ impl<'a> PodmanStore<'a> {
             }
             let layer_dir = self.path(&format!("overlay/{}", record.layer));
             let link_file = self.path(&format!("overlay/{}/link", record.layer));
-            let short = std::fs::read_to_string(self.published(&link_file))
+            let short = tx
+                .read_file(&link_file)
                 .ok()
+                .flatten()
+                .and_then(|b| String::from_utf8(b).ok())
                 .map(|s| s.trim().to_owned())
                 .filter(|s| is_plain_name(s))
                 .unwrap_or_else(|| short_name(&record.layer));
@@ -720,6 +749,25 @@ fn read_records<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>, P
             });
         }
     };
+    parse_records(path, bytes)
+}
+
+/// The error of reading the store file published at `path` through a transaction.
+fn store_read_error(path: PathBuf, error: PublishError) -> PodmanError {
+    match error {
+        PublishError::Io { source, .. } => PodmanError::Read { path, source },
+        other => PodmanError::CorruptStoreFile {
+            path,
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// Parses the bytes of the store file at `path` (`read_records`).
+fn parse_records<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    bytes: Vec<u8>,
+) -> Result<Vec<T>, PodmanError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Vec::new());
     }
@@ -732,16 +780,6 @@ fn read_records<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>, P
 fn to_json<T: Serialize>(records: &[T]) -> Vec<u8> {
     // Plain data with string keys: serialising cannot fail.
     serde_json::to_vec(records).unwrap_or_else(|e| unreachable!("podman store record: {e}"))
-}
-
-/// Whether the file at `path` exists with exactly `content`.
-fn file_is(path: &Path, content: &[u8]) -> bool {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.is_file() && m.len() == content.len() as u64 => {
-            std::fs::read(path).is_ok_and(|b| b == content)
-        }
-        _ => false,
-    }
 }
 
 fn sha256_digest(bytes: &[u8]) -> String {

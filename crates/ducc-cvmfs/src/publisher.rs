@@ -26,6 +26,61 @@ pub enum OverlaySupport {
     },
 }
 
+/// The largest file [`Transaction::read_file`] reads (metadata files: a podman store's
+/// `images.json` of thousands of images stays far below it).
+pub const READ_LIMIT: u64 = 64 << 20;
+
+/// Reads the regular file at `path` of this host's filesystem as [`Transaction::read_file`]
+/// does: `None` when nothing is there, an error when something other than a regular file is.
+pub(crate) fn read_small(path: &Path) -> Result<Option<Vec<u8>>, PublishError> {
+    use std::io::Read as _;
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error()) => {
+            return Ok(None);
+        }
+        Err(e) => return Err(crate::error::io_err("read", path)(e)),
+    };
+    let meta = file
+        .metadata()
+        .map_err(crate::error::io_err("inspect", path))?;
+    if !meta.is_file() || std::fs::symlink_metadata(path).is_ok_and(|m| m.is_symlink()) {
+        return Err(crate::error::io_err("read", path)(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not a regular file",
+        )));
+    }
+    if meta.len() > READ_LIMIT {
+        return Err(PublishError::CorruptFile {
+            path: path.to_owned(),
+            reason: format!("{} bytes, more than the {READ_LIMIT} read back", meta.len()),
+        });
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(READ_LIMIT + 1)
+        .read_to_end(&mut bytes)
+        .map_err(crate::error::io_err("read", path))?;
+    Ok(Some(bytes))
+}
+
+/// The target of the symlink at `path` of this host's filesystem; `None` when there is none.
+pub(crate) fn read_link_at(path: &Path) -> Result<Option<PathBuf>, PublishError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_symlink() => std::fs::read_link(path)
+            .map(Some)
+            .map_err(crate::error::io_err("read", path)),
+        Ok(_) => Ok(None),
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                || e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error()) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(crate::error::io_err("inspect", path)(e)),
+    }
+}
+
 /// The error of a [`Transaction::fill_dir`] callback.
 pub type FillError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -183,6 +238,27 @@ pub trait Transaction {
     /// As [`Transaction::write_file`].
     fn symlink(&mut self, path: &RepoPath, target: &Path) -> Result<(), PublishError>;
 
+    /// The content of the regular file at `path` as this transaction sees it: what it wrote,
+    /// else what earlier transactions of its group wrote (committed into the group, not
+    /// published yet), else the published file; `None` when nothing is there.
+    /// Read-modify-write of a file that several transactions (or
+    /// images) change, such as `origin.json` or the podman store's `images.json`, goes through
+    /// this inside the lease that rewrites it, so no change of another is lost. Files larger
+    /// than [`READ_LIMIT`] are refused.
+    ///
+    /// # Errors
+    /// [`PublishError::OutsideLease`]; [`PublishError::Io`] when something other than a regular
+    /// file is there or it cannot be read; [`PublishError::CorruptFile`] for a file over the
+    /// limit or one staged inside a tar stream (not readable before the commit).
+    fn read_file(&self, path: &RepoPath) -> Result<Option<Vec<u8>>, PublishError>;
+
+    /// The target of the symlink at `path` as this transaction sees it (as
+    /// [`Transaction::read_file`]); `None` when no symlink is there.
+    ///
+    /// # Errors
+    /// As [`Transaction::read_file`].
+    fn read_link(&self, path: &RepoPath) -> Result<Option<PathBuf>, PublishError>;
+
     /// Removes `path` and everything below it; a missing path is not an error.
     ///
     /// # Errors
@@ -235,7 +311,7 @@ impl std::ops::AddAssign for Published {
 /// transaction), behind a gateway one revision per lease. A group holds the leases of its
 /// committed transactions until it commits; it never waits for a lease while holding others
 /// (it publishes what it has first), so two groups cannot wait for each other.
-pub trait Group {
+pub trait Group: Send + Sync {
     /// The publisher of this group.
     fn publisher(&self) -> &dyn Publisher;
 
@@ -252,6 +328,15 @@ pub trait Group {
     /// # Errors
     /// As [`Group::commit`].
     fn flush(&self) -> Result<Published, PublishError>;
+
+    /// Opens a group inside this one (a batch of images, each in a group of its own): its
+    /// transactions see what this group holds ([`Transaction::read_file`]) and may use the
+    /// leases it holds; its [`Group::commit`] hands what they wrote to this group, to be
+    /// published with it (it publishes nothing itself and returns nothing published); dropping
+    /// it uncommitted drops what they wrote and nothing of this group. Its [`Group::flush`]
+    /// publishes this group too. Transactions of one group (nested ones included) on one lease
+    /// must not be open at the same time.
+    fn nested(&self) -> Box<dyn Group + '_>;
 
     /// Publishes what the group's committed transactions wrote and releases their leases.
     /// Returns what it published in all.
@@ -286,6 +371,10 @@ impl Group for Ungrouped<'_> {
 
     fn flush(&self) -> Result<Published, PublishError> {
         Ok(Published::default())
+    }
+
+    fn nested(&self) -> Box<dyn Group + '_> {
+        Box::new(Ungrouped::new(self.publisher))
     }
 
     fn commit(self: Box<Self>) -> Result<Published, PublishError> {
@@ -342,7 +431,13 @@ pub fn add_origin(
 ) -> Result<bool, PublishError> {
     let path = layout.layer_origin(layer);
     let mut tx = group.begin(&layout.layer_metadata_dir(layer))?;
-    let mut origin = crate::Origin::read(&group.publisher().published_path(&path))?;
+    let mut origin = match tx.read_file(&path)? {
+        Some(bytes) => crate::Origin::from_slice(&bytes).map_err(|e| PublishError::CorruptFile {
+            path: group.publisher().published_path(&path),
+            reason: e.to_string(),
+        })?,
+        None => crate::Origin::default(),
+    };
     if !origin.add(config) {
         tx.abort()?;
         return Ok(false);

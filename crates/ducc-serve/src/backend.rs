@@ -10,7 +10,10 @@ use crate::matching::Target;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImageOutcome {
     /// Work was done (layers, flat tree, links, marker or thin image written).
-    Converted,
+    Converted {
+        /// Revisions (commits) it made in the repository (0 with the local publisher).
+        revisions: usize,
+    },
     /// The repository records this image as converted already.
     UpToDate,
 }
@@ -116,6 +119,7 @@ impl Backend for EngineBackend {
                 .convert_listed(list, target.image(), Some(target.output()), &self.stop);
         let mut converted = false;
         let mut failures = Vec::new();
+        let revisions = results.iter().map(|r| r.revisions()).sum();
         for result in &results {
             match result.result() {
                 Ok(outcome) => {
@@ -129,7 +133,7 @@ impl Backend for EngineBackend {
             }
         }
         match failures.as_slice() {
-            [] if converted => Ok(ImageOutcome::Converted),
+            [] if converted => Ok(ImageOutcome::Converted { revisions }),
             [] => Ok(ImageOutcome::UpToDate),
             [(_, step, message)] => Err(ConversionFailure::new(*step, message.clone())),
             // --multi-arch: one line per failed platform.

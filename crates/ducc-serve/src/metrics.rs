@@ -62,6 +62,7 @@ pub struct Metrics {
     converted: Counter,
     up_to_date: Counter,
     other_shard: Counter,
+    revisions: Counter,
     failures: Counter,
     requests: Family<RequestLabels, Counter>,
     events: Family<EventLabels, Counter>,
@@ -98,6 +99,12 @@ impl Metrics {
             "ducc_images_other_shard",
             "Images of a full pass left to another node's shard (--shard)",
             other_shard.clone(),
+        );
+        let revisions = Counter::default();
+        registry.register(
+            "ducc_revisions",
+            "Repository revisions (cvmfs_server ingests and publishes) made by converted images",
+            revisions.clone(),
         );
         let failures = Counter::default();
         registry.register(
@@ -141,6 +148,7 @@ impl Metrics {
             converted,
             up_to_date,
             other_shard,
+            revisions,
             failures,
             requests,
             events,
@@ -178,6 +186,12 @@ impl Metrics {
             Err(()) => self.failures.inc(),
         };
         self.duration.observe(took.as_secs_f64());
+    }
+
+    /// Counts the revisions a converted image made.
+    pub fn revisions(&self, revisions: usize) {
+        self.revisions
+            .inc_by(u64::try_from(revisions).unwrap_or(u64::MAX));
     }
 
     /// Counts an image of a full pass left to another node's shard.
@@ -220,10 +234,13 @@ mod tests {
         metrics.conversion(Ok(true), Duration::from_secs(2));
         metrics.conversion(Err(()), Duration::from_secs(1));
         metrics.queue_depth(3);
+        metrics.revisions(2);
+        metrics.revisions(1);
         metrics.full_pass(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
         let text = metrics.encode();
         for line in [
             "ducc_images_converted_total 1",
+            "ducc_revisions_total 3",
             "ducc_conversion_failures_total 1",
             "ducc_webhook_requests_total{endpoint=\"/notify/distribution\",code=\"401\"} 1",
             "ducc_webhook_events_total{endpoint=\"distribution\",outcome=\"not_wished\"} 1",

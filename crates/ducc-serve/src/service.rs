@@ -501,8 +501,11 @@ impl<B: Backend> Worker<'_, B> {
         let finished = match &report {
             Ok(outcome) => {
                 self.attempts.remove(&key);
-                let converted = *outcome == ImageOutcome::Converted;
+                let converted = matches!(outcome, ImageOutcome::Converted { .. });
                 self.shared.metrics.conversion(Ok(converted), took);
+                if let ImageOutcome::Converted { revisions } = outcome {
+                    self.shared.metrics.revisions(*revisions);
+                }
                 tracing::info!(
                     "{key}: {} in {:.1} s",
                     if converted { "converted" } else { "up to date" },
@@ -554,7 +557,9 @@ impl<B: Backend> Worker<'_, B> {
             .status
             .finished(&key, trigger, attempt, started, finished);
         self.shared.metrics.queue_depth(self.shared.queue.len());
-        report.ok().map(|o| o == ImageOutcome::Converted)
+        report
+            .ok()
+            .map(|o| matches!(o, ImageOutcome::Converted { .. }))
     }
 }
 

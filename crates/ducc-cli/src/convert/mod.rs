@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use ducc_convert::{
+    BatchLimits,
     BlobCache, Engine, Event, EventSink, ImageResult, NotificationFile, Settings, Sinks, StopToken,
     Summary,
 };
@@ -34,9 +35,15 @@ pub fn run(global: &GlobalArgs, args: ConvertArgs) -> Result<(), Failure> {
     let list = load(&args.wishlist)?;
     let mut flags = args.flags;
     flags.shard = args.shard;
+    flags.batch = batch_limits(args.batch, args.batch_seconds)?;
     let run = Run::setup(global, &flags, &list.cvmfs_repo().to_string(), "")?;
     let summary = run.convert_list(&list, &stop);
     run.finish(summary, &stop)
+}
+
+/// The batch limits of `--batch N --batch-seconds S`.
+fn batch_limits(images: usize, seconds: u64) -> Result<BatchLimits, Failure> {
+    BatchLimits::new(images, seconds).map_err(|e| Failure::Usage(anyhow::anyhow!(e)))
 }
 
 /// Runs `ducc loop`: convert, sleep, re-read, until SIGINT or SIGTERM. A changed `cvmfs_repo`
@@ -46,6 +53,7 @@ pub fn run_loop(global: &GlobalArgs, args: LoopArgs) -> Result<(), Failure> {
     let mut list = load(&args.wishlist)?;
     let mut flags = args.flags;
     flags.shard = args.shard;
+    flags.batch = batch_limits(args.batch, args.batch_seconds)?;
     let mut run = Run::setup(global, &flags, &list.cvmfs_repo().to_string(), "")?;
     loop {
         let summary = run.convert_list(&list, &stop);
@@ -223,6 +231,7 @@ impl Run {
             up_to_date: summary.up_to_date(),
             other_shard: summary.other_shard(),
             failed: summary.failed().count(),
+            revisions: summary.revisions(),
         });
         crate::logging::summary(&summary);
         if stop.is_stopped() {
@@ -283,7 +292,8 @@ fn settings(global: &GlobalArgs, flags: &ConversionFlags) -> anyhow::Result<Sett
         )
         .parallel_layers(flags.max_concurrent_downloads)
         .attempts(flags.attempts)
-        .shard(flags.shard);
+        .shard(flags.shard)
+        .batch(flags.batch);
     if let Some(path) = &flags.policy {
         settings = settings.signature_policy(Arc::new(load_policy(path)?));
     }

@@ -1,0 +1,343 @@
+//! Issue 29: batches (`--batch N`, `--batch-seconds S`). Through the `cvmfs_server` stand-in on
+//! a stratum 0: each image's new layers go in as one ingest of their own (the flat tree's grafts
+//! name their stored objects), and what the images of a batch publish besides (flat trees,
+//! links, podman store, `origin.json` updates, markers) as one mounted transaction. The
+//! repository always ends as the local publisher's; a failing image never holds back or undoes
+//! the others; a killed run is finished by the next one.
+#![allow(clippy::unwrap_used)]
+
+mod convert_support;
+
+use convert_support::{
+    Backend, Image, Layer, REPO, Work, marker_config, origin, run_options, scan,
+};
+use ducc_tests::{Registry, images, unique_repo};
+
+/// `count` images sharing a base layer, each with a small layer of its own, pushed as
+/// `img0`, `img1`, ...; returns the base layer and the images.
+fn push_small_images(name: &str, count: usize) -> (Layer, Vec<Image>) {
+    let registry = Registry::anonymous();
+    let client = images::client_for(registry.host(), None);
+    let repo = images::repository(registry.host(), name);
+    let base = Layer::files(&[("etc/os-release", b"ID=batch\n"), ("tmp/gone", b"x")]);
+    let images = (0..count)
+        .map(|i| {
+            let label = format!("img{i}");
+            let image = Image::new(
+                vec![
+                    base.clone(),
+                    Layer::files(&[
+                        (&format!("opt/{label}/data"), label.as_bytes()),
+                        ("tmp/.wh.gone", b""),
+                    ]),
+                ],
+                &label,
+            );
+            image.push(&client, &repo, &label);
+            image
+        })
+        .collect();
+    (base, images)
+}
+
+fn inputs(name: &str, tags: &[&str]) -> Vec<String> {
+    let host = Registry::anonymous().host().to_owned();
+    tags.iter()
+        .map(|tag| format!("http://{host}/{name}:{tag}"))
+        .collect()
+}
+
+/// The stand-in's calls since `before`, without the `list` calls.
+fn calls_since(work: &Work, before: usize) -> Vec<String> {
+    work.standin_log()[before..]
+        .iter()
+        .filter(|l| *l != "list")
+        .cloned()
+        .collect()
+}
+
+/// How many calls start with each of `prefixes`, in order.
+fn count(calls: &[String], prefix: &str) -> usize {
+    calls.iter().filter(|c| c.starts_with(prefix)).count()
+}
+
+/// The local publisher's repository for `inputs` (raw whiteouts, no thin images).
+fn local_run(inputs: &[String]) -> Work {
+    let local = Work::new(Backend::Local);
+    local.wishlist(inputs, "");
+    assert!(
+        local
+            .convert(&["-i", "--layer-whiteouts", "oci"])
+            .status
+            .success()
+    );
+    local
+}
+
+fn assert_same(local: &Work, cvmfs: &Work, what: &str) {
+    scan(&local.repo()).assert_same_as(
+        &scan(&cvmfs.repo()),
+        &run_options(),
+        "local publisher",
+        what,
+    );
+}
+
+#[test]
+fn a_batch_is_one_ingest_per_image_and_one_mounted_transaction_for_the_rest() {
+    let name = unique_repo("batch-calls");
+    let (base, images) = push_small_images(&name, 5);
+    let tags = ["img0", "img1", "img2", "img3", "img4"];
+    let inputs = inputs(&name, &tags);
+    let local = local_run(&inputs);
+    let cvmfs = Work::new(Backend::Cvmfs);
+    cvmfs.wishlist(&inputs, "");
+    let before = cvmfs.standin_log().len();
+    let events = cvmfs.path("events.jsonl");
+    let out = cvmfs.convert(&[
+        "-i",
+        "--layer-whiteouts",
+        "oci",
+        "--batch",
+        "10",
+        "-n",
+        events.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let calls = calls_since(&cvmfs, before);
+    // One ingest per image (the first with the shared base), one transaction for all five.
+    assert_eq!(count(&calls, "ingest -k -t"), 5, "{calls:#?}");
+    assert_eq!(count(&calls, "transaction "), 1, "{calls:#?}");
+    assert_eq!(count(&calls, "publish "), 1, "{calls:#?}");
+    assert_eq!(calls.len(), 7, "{calls:#?}");
+    assert_same(&local, &cvmfs, "cvmfs publisher, one batch");
+    // Every image is in the shared layer's origin.json and in the podman store, though each
+    // one read them while the ones before it were only in the batch.
+    let mut configs: Vec<String> = images.iter().map(|i| i.config.digest.clone()).collect();
+    let mut listed = origin(&cvmfs.repo(), &base);
+    configs.sort();
+    listed.sort();
+    assert_eq!(listed, configs);
+    let store: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(cvmfs.repo().join("podmanStore/overlay-images/images.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(store.as_array().unwrap().len(), 5, "{store:#}");
+    // 5 ingests + 1 publish, counted in the summary and on the events.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("5 converted, 0 up to date, 0 failed; 6 revisions (1.2 per converted image)"),
+        "{stderr}"
+    );
+    let events = cvmfs.events("events.jsonl");
+    let published: usize = events
+        .iter()
+        .filter(|e| e["action"] == "published")
+        .map(|e| e["revisions"].as_u64().unwrap() as usize)
+        .sum();
+    assert_eq!(published, 6);
+    let end = events.iter().rfind(|e| e["action"] == "end_ducc").unwrap();
+    assert_eq!(end["revisions"], 6);
+    // Each marker event comes after the batch was published: the marker was in by then.
+    let markers = events.iter().filter(|e| e["action"] == "marker").count();
+    assert_eq!(markers, 5);
+
+    // A rerun does nothing.
+    let before = cvmfs.standin_log().len();
+    assert!(cvmfs.convert(&["-i", "--batch", "10"]).status.success());
+    assert!(calls_since(&cvmfs, before).is_empty());
+}
+
+#[test]
+fn batches_close_at_their_image_limit_and_a_tag_of_a_batched_tree_reuses_it() {
+    let name = unique_repo("batch-limit");
+    let registry = Registry::anonymous();
+    let client = images::client_for(registry.host(), None);
+    let (_, images) = push_small_images(&name, 3);
+    // `img1` again under another tag: its flat tree is in the batch when it comes.
+    images[1].push(&client, &images::repository(registry.host(), &name), "alias");
+    let inputs = inputs(&name, &["img0", "img1", "alias", "img2"]);
+    let local = local_run(&inputs);
+    let cvmfs = Work::new(Backend::Cvmfs);
+    cvmfs.wishlist(&inputs, "");
+    let before = cvmfs.standin_log().len();
+    assert!(
+        cvmfs
+            .convert(&["-i", "--layer-whiteouts", "oci", "--batch", "2"])
+            .status
+            .success()
+    );
+    let calls = calls_since(&cvmfs, before);
+    // Three images with new layers; two batches of two.
+    assert_eq!(count(&calls, "ingest -k -t"), 3, "{calls:#?}");
+    assert_eq!(count(&calls, "transaction "), 2, "{calls:#?}");
+    assert_same(&local, &cvmfs, "cvmfs publisher, batches of two");
+    for tag in ["img1", "alias"] {
+        assert_eq!(
+            marker_config(&cvmfs.repo(), registry.host(), &format!("{name}:{tag}")),
+            Some(images[1].config.digest.clone()),
+            "{tag}"
+        );
+    }
+}
+
+#[test]
+fn a_failing_image_leaves_the_others_of_its_batch_converted() {
+    let name = unique_repo("batch-failing");
+    let registry = Registry::anonymous();
+    let client = images::client_for(registry.host(), None);
+    let repo = images::repository(registry.host(), &name);
+    let (_, _images) = push_small_images(&name, 2);
+    // A config that lies about its layer's diff_id: the image fails while its layers and
+    // flat tree are built, after catalog markers went into its group.
+    let layer = Layer::files(&[("opt/liar", b"lie")]);
+    let liar = Image::with_diff_ids(vec![layer], "liar", &[&format!("sha256:{}", "0".repeat(64))]);
+    liar.push(&client, &repo, "liar");
+    let good = inputs(&name, &["img0", "img1"]);
+    let all = inputs(&name, &["img0", "liar", "img1"]);
+    let local = local_run(&good);
+    let cvmfs = Work::new(Backend::Cvmfs);
+    cvmfs.wishlist(&all, "");
+    let out = cvmfs.convert(&["-i", "--layer-whiteouts", "oci", "--batch", "10"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("2 converted, 0 up to date, 1 failed") && stderr.contains(":liar"),
+        "{stderr}"
+    );
+    assert_eq!(marker_config(&cvmfs.repo(), registry.host(), &format!("{name}:liar")), None);
+    // The two good images are in, exactly as a run without the liar makes them.
+    assert_same(&local, &cvmfs, "cvmfs publisher, a batch with a failing image");
+}
+
+#[test]
+fn a_batch_whose_commit_fails_fails_its_images_and_the_next_run_converts_them() {
+    let name = unique_repo("batch-commit-fails");
+    let _ = push_small_images(&name, 3);
+    let inputs = inputs(&name, &["img0", "img1", "img2"]);
+    let local = local_run(&inputs);
+    let cvmfs = Work::new(Backend::Cvmfs);
+    cvmfs.wishlist(&inputs, "");
+    let fail = cvmfs.path("standin/fail");
+    std::fs::create_dir_all(&fail).unwrap();
+    std::fs::write(fail.join("transaction"), "simulated: cannot open the transaction").unwrap();
+    let out = cvmfs.convert(&["-i", "--layer-whiteouts", "oci", "--batch", "10"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("0 converted, 0 up to date, 3 failed"), "{stderr}");
+    assert!(
+        stderr.contains("the commit of its batch of 3 images failed")
+            && stderr.contains("simulated: cannot open the transaction"),
+        "{stderr}"
+    );
+    for tag in ["img0", "img1", "img2"] {
+        let host = Registry::anonymous().host().to_owned();
+        assert_eq!(marker_config(&cvmfs.repo(), &host, &format!("{name}:{tag}")), None);
+    }
+    // The layers are in (their ingests came first); the next run publishes the rest.
+    let before = cvmfs.standin_log().len();
+    assert!(
+        cvmfs
+            .convert(&["-i", "--layer-whiteouts", "oci", "--batch", "10"])
+            .status
+            .success()
+    );
+    let calls = calls_since(&cvmfs, before);
+    assert_eq!(count(&calls, "ingest -k -t"), 0, "{calls:#?}");
+    assert_eq!(count(&calls, "transaction "), 1, "{calls:#?}");
+    assert_same(&local, &cvmfs, "cvmfs publisher after a failed batch commit and a rerun");
+}
+
+/// Runs a batched convert of three images and a last one (`late`) that pauses at the
+/// stand-in's `point` (`ingest`: the last image's layer ingest, two images complete in the
+/// batch; other points: the first such call), kills ducc and the stand-in there, and checks that
+/// the next run ends with the local publisher's repository and that a third run does nothing.
+fn killed_in_a_batch_then_rerun(point: &str, label: &str) {
+    let name = unique_repo(label);
+    let (base, images) = push_small_images(&name, 3);
+    // The late image's own layer lies in a shard no other layer uses, so its ingest's `-b`
+    // names it alone.
+    let registry = Registry::anonymous();
+    let taken: Vec<String> = std::iter::once(&base)
+        .chain(images.iter().flat_map(|i| &i.layers))
+        .map(|l| l.hex()[..2].to_owned())
+        .collect();
+    let own = (0..)
+        .map(|salt| Layer::files(&[("opt/late/data", format!("late {salt}").as_bytes())]))
+        .find(|l| !taken.iter().any(|t| *t == l.hex()[..2]))
+        .unwrap();
+    let shard = own.hex()[..2].to_owned();
+    let late = Image::new(vec![base.clone(), own], "late");
+    late.push(
+        &images::client_for(registry.host(), None),
+        &images::repository(registry.host(), &name),
+        "late",
+    );
+    let inputs = inputs(&name, &["img0", "img1", "late", "img2"]);
+    let local = local_run(&inputs);
+    let cvmfs = Work::new(Backend::Cvmfs);
+    cvmfs.wishlist(&inputs, "");
+    let pause = cvmfs.path("standin/pause");
+    std::fs::create_dir_all(&pause).unwrap();
+    let filter = if point == "ingest" {
+        format!("-b .layers/{shard} ")
+    } else {
+        String::new()
+    };
+    std::fs::write(pause.join(point), filter).unwrap();
+    let mut child = cvmfs
+        .command(&["-i", "--layer-whiteouts", "oci", "--batch", "10"])
+        .spawn()
+        .unwrap();
+    let paused = cvmfs.path("standin/paused");
+    let started = std::time::Instant::now();
+    while !paused.exists() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "the stand-in never reached {point}"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "ducc ended before {point}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let text = std::fs::read_to_string(&paused).unwrap();
+    let standin: i32 = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(standin).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    std::fs::remove_file(pause.join(point)).unwrap();
+    if point == "ingest" {
+        // Two images were complete in the batch: nothing of them but their layers is in.
+        let host = registry.host().to_owned();
+        for tag in ["img0", "img1"] {
+            assert_eq!(marker_config(&cvmfs.repo(), &host, &format!("{name}:{tag}")), None);
+        }
+    }
+    assert!(
+        cvmfs
+            .convert(&["-i", "--layer-whiteouts", "oci", "--batch", "10"])
+            .status
+            .success()
+    );
+    assert_same(&local, &cvmfs, &format!("cvmfs after a kill at {point} and a rerun"));
+    let before = cvmfs.standin_log().len();
+    assert!(cvmfs.convert(&["-i", "--batch", "10"]).status.success());
+    let again = calls_since(&cvmfs, before);
+    assert!(again.is_empty(), "{again:#?}");
+}
+
+/// Killed at the third image's layer ingest, two images complete in the batch and nothing of
+/// them but their layers published.
+#[test]
+fn a_run_killed_between_an_images_layer_ingest_and_its_batch_commit_is_finished_by_the_next() {
+    killed_in_a_batch_then_rerun("ingest", "batch-kill-ingest");
+}
+
+/// Killed while the batch's mounted transaction publishes.
+#[test]
+fn a_run_killed_in_the_middle_of_a_batch_commit_is_finished_by_the_next() {
+    killed_in_a_batch_then_rerun("publish", "batch-kill-publish");
+}
