@@ -390,6 +390,43 @@ pub fn random_bytes(size: usize) -> Vec<u8> {
     hex::decode(random_hex(size)).unwrap()
 }
 
+/// `count` tiny images as a busy site's daily updates look (issue 29's bench set): each is a
+/// shared base layer holding one small file plus a small layer of its own, in `format`.
+/// Built anew (random content) on every call.
+pub fn small_image_set(format: Format, count: usize) -> Vec<TestImage> {
+    let base_tar = random_tar("etc/os-release", 64);
+    let base = Blob::new(gzip(&base_tar));
+    (0..count)
+        .map(|index| {
+            let own_tar = random_tar(&format!("opt/app{index}/data.bin"), 512);
+            let own = Blob::new(gzip(&own_tar));
+            let config = Blob::new(
+                serde_json::to_vec(&json!({
+                    "architecture": "amd64",
+                    "os": "linux",
+                    "config": {"Env": ["PATH=/usr/bin:/bin"], "Cmd": ["/bin/sh"]},
+                    "rootfs": {"type": "layers", "diff_ids": [sha256(&base_tar), sha256(&own_tar)]},
+                }))
+                .unwrap(),
+            );
+            let layers = vec![base.clone(), own];
+            let manifest = json!({
+                "schemaVersion": 2,
+                "mediaType": format.manifest_type(),
+                "config": config.descriptor(format.config_type()),
+                "layers": layers.iter().map(|l| l.descriptor(format.layer_type())).collect::<Vec<_>>(),
+            });
+            TestImage {
+                format,
+                layers,
+                config,
+                manifest: Blob::new(serde_json::to_vec_pretty(&manifest).unwrap()),
+                platform: ("linux".into(), "amd64".into(), None),
+            }
+        })
+        .collect()
+}
+
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     encoder.write_all(bytes).unwrap();

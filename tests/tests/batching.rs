@@ -341,3 +341,49 @@ fn a_run_killed_between_an_images_layer_ingest_and_its_batch_commit_is_finished_
 fn a_run_killed_in_the_middle_of_a_batch_commit_is_finished_by_the_next() {
     killed_in_a_batch_then_rerun("publish", "batch-kill-publish");
 }
+
+/// Behind a gateway each commit stays on its own narrow lease (other nodes keep working), but
+/// what the images of a batch write on one lease goes in once: the podman store's files and the
+/// shared layer's `origin.json` are one commit each for the whole batch.
+#[test]
+fn behind_a_gateway_a_batch_commits_each_shared_lease_once() {
+    let name = unique_repo("batch-gateway");
+    let (base, images) = push_small_images(&name, 4);
+    let inputs = inputs(&name, &["img0", "img1", "img2", "img3"]);
+    let local = local_run(&inputs);
+    let count_calls = |batch: &str| {
+        let cvmfs = Work::gateway();
+        cvmfs.wishlist(&inputs, "");
+        let before = cvmfs.standin_log().len();
+        assert!(
+            cvmfs
+                .convert(&["-i", "--layer-whiteouts", "oci", "--batch", batch])
+                .status
+                .success()
+        );
+        let calls = calls_since(&cvmfs, before);
+        assert_same(&local, &cvmfs, &format!("cvmfs gateway, --batch {batch}"));
+        let mut configs: Vec<String> = images.iter().map(|i| i.config.digest.clone()).collect();
+        let mut listed = origin(&cvmfs.repo(), &base);
+        configs.sort();
+        listed.sort();
+        assert_eq!(listed, configs);
+        let on = |path: &str| {
+            calls
+                .iter()
+                .filter(|c| c.contains(&format!(" {path}")) || c.contains(&format!("/{path}")))
+                .count()
+        };
+        let shared = format!(".layers/{}/{}", &base.hex()[..2], base.hex());
+        let revisions = count(&calls, "ingest ") + count(&calls, "publish ");
+        (revisions, on("podmanStore"), on(&shared))
+    };
+    let (unbatched, store_unbatched, origin_unbatched) = count_calls("1");
+    let (batched, store_batched, origin_batched) = count_calls("10");
+    // Unbatched: every image writes the podman store, and the three after the first add
+    // themselves to the shared layer's origin.json; batched: once each.
+    assert_eq!((store_unbatched, origin_unbatched), (4, 3));
+    assert_eq!((store_batched, origin_batched), (1, 1));
+    assert!(batched < unbatched, "batched {batched} revisions, unbatched {unbatched}");
+    eprintln!("gateway, 4 images: {unbatched} revisions unbatched, {batched} batched");
+}

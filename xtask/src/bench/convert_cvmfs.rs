@@ -15,6 +15,12 @@
 //!
 //! Both modes count the calls the same way: `ducc` gets `--cvmfs-server WRAPPER`, a shell script
 //! that appends its arguments to a log and then runs the server.
+//!
+//! Then the **many small images** set (issue 29): [`SMALL_IMAGES`] tiny images sharing a
+//! one-file base layer, each with one small layer of its own (a busy site's daily updates),
+//! converted into a fresh repository once per batch size (`--batch 1`: every image its own
+//! commit; the default; all in one batch). Reported per batch size: ingests, publishes and
+//! revisions per image, and with a real server the wall time.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -159,6 +165,7 @@ pub(super) fn run(rounds: usize) -> anyhow::Result<()> {
             )
         }
     }
+    small_images(&server, &ducc)?;
     let noop_ok = noop.revisions() == 0;
     println!(
         "no-op rerun publishes nothing: {}",
@@ -169,6 +176,84 @@ pub(super) fn run(rounds: usize) -> anyhow::Result<()> {
         "the no-op rerun published {} revisions",
         noop.revisions()
     );
+    Ok(())
+}
+
+/// How many images the many-small-images set has (issue 29 measured 20 on a real stratum 0).
+const SMALL_IMAGES: usize = 20;
+
+/// The many-small-images set, converted once per batch size into a fresh repository.
+fn small_images(server: &Server, ducc: &Path) -> anyhow::Result<()> {
+    let registry = ducc_tests::Registry::start(ducc_tests::Flavour::Anonymous);
+    let host = registry.host().to_owned();
+    let client = ducc_tests::images::client_for(&host, None);
+    let repository = ducc_tests::images::repository(&host, "bench/small");
+    let set = ducc_tests::images::small_image_set(ducc_tests::images::Format::Oci, SMALL_IMAGES);
+    for (index, image) in set.iter().enumerate() {
+        ducc_tests::images::push_image(&client, &repository, &format!("v{index}"), image);
+    }
+    println!(
+        "
+many small images: {SMALL_IMAGES} images, each a shared one-file base layer and a          small layer of its own"
+    );
+    println!("| --batch | ingests | publishes | revisions | revisions per image | wall s |");
+    println!("|---|---|---|---|---|---|");
+    for batch in [1, 10, SMALL_IMAGES] {
+        let work = fresh_dir(&format!("convert-cvmfs-small-{batch}"))?;
+        let repo = format!("ducc-bench-small-{}-{batch}.test", std::process::id());
+        let log = work.join("calls.log");
+        let wrapper = work.join("cvmfs_server");
+        write_wrapper(&wrapper, server, &work, &log)?;
+        let mkfs: &[&str] = match server {
+            Server::Real => &["mkfs", "-o", "root"],
+            Server::Standin(_) => &["mkfs"],
+        };
+        let status = Command::new(&wrapper).args(mkfs).arg(&repo).status()?;
+        ensure!(status.success(), "cvmfs_server mkfs {repo} failed");
+        let mount = match server {
+            Server::Real => PathBuf::from("/cvmfs"),
+            Server::Standin(_) => work.join("standin/mnt"),
+        };
+        let wishlist = work.join("wishlist.yaml");
+        let mut text = format!("version: 1\nuser: ''\ncvmfs_repo: {repo}\ninput:\n");
+        for index in 0..SMALL_IMAGES {
+            text.push_str(&format!("  - 'http://{host}/bench/small:v{index}'\n"));
+        }
+        std::fs::write(&wishlist, text)?;
+        for sub in ["tmp", "cache"] {
+            std::fs::create_dir_all(work.join(sub))?;
+        }
+        let command = format!(
+            "TMPDIR={tmp} CVMFS_MOUNT_DIR={mount} {ducc} convert {wishlist} --publisher cvmfs \
+             --cvmfs-server {wrapper} -t {tmp} --cache-dir {cache} -i --no-progress --batch {batch}",
+            tmp = work.join("tmp").display(),
+            mount = mount.display(),
+            ducc = ducc.display(),
+            wishlist = wishlist.display(),
+            wrapper = wrapper.display(),
+            cache = work.join("cache").display(),
+        );
+        let measured = measure(&command);
+        if matches!(server, Server::Real) {
+            let _ = Command::new("cvmfs_server")
+                .args(["rmfs", "-f", &repo])
+                .status();
+        }
+        let measured = measured.with_context(|| format!("ducc convert --batch {batch}"))?;
+        let calls = Calls::from_log(&read_log(&log)?);
+        let wall = match server {
+            Server::Real => format!("{:.1}", measured.wall),
+            Server::Standin(_) => "(stand-in)".to_owned(),
+        };
+        println!(
+            "| {batch} | {} | {} | {} | {:.2} | {wall} |",
+            calls.ingests,
+            calls.publishes,
+            calls.revisions(),
+            calls.revisions() as f64 / SMALL_IMAGES as f64
+        );
+        super::remove_dir(&work)?;
+    }
     Ok(())
 }
 
