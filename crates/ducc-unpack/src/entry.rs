@@ -290,14 +290,78 @@ pub(crate) fn read_entries_with<R: Read>(
     read_entries_limited(tar, layer, classify_whiteouts, &Limits::default(), visit)
 }
 
+/// How a tar stream is read into [`Entry`] values: the [`Limits`], and whether whiteout names
+/// are recognised (a layer) or left as the plain entries they are (a tar copied into another
+/// tar, such as a publisher restaging a tree under a prefix). Every name goes through the same
+/// checks either way: `..` components, NUL bytes and the length limits refuse the stream;
+/// leading `/` and `./` are dropped. Names stay bytes ([`EntryPath`]).
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut builder = tar::Builder::new(Vec::new());
+/// let mut header = tar::Header::new_ustar();
+/// header.set_size(0);
+/// header.set_mode(0o644);
+/// builder.append_data(&mut header, "d/.wh.gone", &b""[..])?;
+/// let tar = builder.into_inner()?;
+///
+/// let mut names = Vec::new();
+/// ducc_unpack::EntryReader::new().verbatim().read(&tar[..], "copy", |entry, _| {
+///     names.push(entry.path.to_string());
+///     Ok::<_, ducc_unpack::Error>(())
+/// })?;
+/// assert_eq!(names, ["d/.wh.gone"]);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EntryReader {
+    limits: Limits,
+    verbatim: bool,
+}
+
+impl EntryReader {
+    /// A reader of layers: whiteout names recognised, the default [`Limits`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The same reader under `limits`.
+    pub fn limits(mut self, limits: &Limits) -> Self {
+        self.limits = *limits;
+        self
+    }
+
+    /// The same reader leaving `.wh.` names as the plain entries they are.
+    pub fn verbatim(mut self) -> Self {
+        self.verbatim = true;
+        self
+    }
+
+    /// Reads `tar` entry by entry and hands each normalised entry and its data to `visit`. PAX
+    /// global headers are skipped. Returns the number of entries visited.
+    ///
+    /// `layer` names the stream in errors.
+    ///
+    /// # Errors
+    /// As [`read_entries`], converted into `visit`'s own error type, or whatever `visit` returns.
+    pub fn read<R: Read, E: From<Error>>(
+        &self,
+        tar: R,
+        layer: &str,
+        visit: impl FnMut(&Entry, &mut dyn Read) -> Result<(), E>,
+    ) -> Result<u64, E> {
+        read_entries_limited(tar, layer, !self.verbatim, &self.limits, visit)
+    }
+}
+
 /// [`read_entries_with`] under the given limits.
-pub(crate) fn read_entries_limited<R: Read>(
+pub(crate) fn read_entries_limited<R: Read, E: From<Error>>(
     tar: R,
     layer: &str,
     classify_whiteouts: bool,
     limits: &Limits,
-    mut visit: impl FnMut(&Entry, &mut dyn Read) -> Result<(), Error>,
-) -> Result<u64, Error> {
+    mut visit: impl FnMut(&Entry, &mut dyn Read) -> Result<(), E>,
+) -> Result<u64, E> {
     let guard = TarGuard::new(tar, layer, limits);
     let broken = Rc::clone(&guard.broken);
     let mut archive = tar::Archive::new(guard);
@@ -317,7 +381,8 @@ pub(crate) fn read_entries_limited<R: Read>(
             return Err(Error::TooManyEntries {
                 layer: layer.to_owned(),
                 limit: limits.max_entries_per_layer,
-            });
+            }
+            .into());
         }
         let parsed = parse_entry(&mut tar_entry, layer, classify_whiteouts, limits)?;
         let Some((entry, sparse)) = parsed else {

@@ -100,7 +100,8 @@ mod writer;
 pub use apptainer::{ApptainerReport, BIND_FILES, ImageRuntime, MOUNT_POINTS, add_apptainer_files};
 pub use ducc_oci::{BlobDigest, DiffId, DigestError, LayerDigest};
 pub use entry::{
-    Entry, EntryKind, EntryPath, Timestamp, Xattr, read_entries, read_entries_with_limits,
+    Entry, EntryKind, EntryPath, EntryReader, Timestamp, Xattr, read_entries,
+    read_entries_with_limits,
 };
 pub use error::Error;
 pub use extract::{
