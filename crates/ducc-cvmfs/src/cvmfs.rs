@@ -1593,6 +1593,8 @@ impl<'p> Stager<'p> {
             }
             EntryKind::Fifo => {
                 out.set_entry_type(tar::EntryType::Fifo);
+                // Empty device fields are not numbers to every reader.
+                device(&mut out, 0, 0)?;
                 self.append(&mut out, &path, None, &mut io::empty())?;
             }
             _ => {
