@@ -196,11 +196,10 @@ impl Standin {
                     _ => {}
                 }
             }
-            let name = marker
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default();
-            let target = marker.with_file_name(name.trim_start_matches(".cvmfsgraft-"));
+            // Names are bytes: a graft of a file whose name is not UTF-8 is a graft too.
+            let name = marker.file_name().map(OsStr::as_bytes).unwrap_or_default();
+            let name = name.strip_prefix(b".cvmfsgraft-").unwrap_or(name);
+            let target = marker.with_file_name(OsStr::from_bytes(name));
             let (Some(size), Some(checksum)) = (size, checksum) else {
                 return fail(format!(
                     "PANIC: sync_mediator.cc : 965 Encountered a grafted file ({}) with invalid grafting information; check the graft file format",
@@ -1163,11 +1162,7 @@ fn find_grafts(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Failure> {
         let path = entry.path();
         if entry.file_type()?.is_dir() {
             find_grafts(&path, out)?;
-        } else if entry
-            .file_name()
-            .to_str()
-            .is_some_and(|n| n.starts_with(".cvmfsgraft-"))
-        {
+        } else if entry.file_name().as_bytes().starts_with(b".cvmfsgraft-") {
             out.push(path);
         }
     }
