@@ -20,9 +20,11 @@ use rustix::fs::{
 };
 use rustix::io::Errno;
 
-use crate::entry::{Entry, EntryKind, EntryPath, Timestamp, read_entries_limited};
+use crate::entry::{Entry, EntryKind, EntryPath, Timestamp};
 use crate::error::Error;
-use crate::report::{Privileges, Report, SpecialKind, WarningKind, WhiteoutFormat};
+use crate::options::{Privileges, WhiteoutFormat};
+use crate::read::read_entries_limited;
+use crate::report::{Report, SpecialKind, WarningKind};
 
 mod both;
 

@@ -13,7 +13,7 @@ use rustix::io::Errno;
 
 use crate::entry::{Entry, EntryKind, EntryPath, Timestamp, Xattr};
 use crate::error::Error;
-use crate::report::WhiteoutFormat;
+use crate::options::WhiteoutFormat;
 use crate::writer::{TarSummary, TarWriteOptions};
 
 /// Largest value the 12-byte octal size field holds.

@@ -21,8 +21,9 @@ use std::sync::{Arc, Mutex};
 use rustix::fs::OFlags;
 
 use super::{Applier, DirFix, open_in_root};
-use crate::entry::{Entry, EntryKind, read_entries_limited};
+use crate::entry::{Entry, EntryKind};
 use crate::error::Error;
+use crate::read::read_entries_limited;
 
 /// Entries queued for the worker at most (each regular file holds its open layer file).
 pub(super) const ENTRIES_IN_FLIGHT: usize = 128;
