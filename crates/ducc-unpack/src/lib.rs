@@ -109,6 +109,7 @@ mod options;
 mod read;
 mod records;
 mod report;
+mod root;
 mod source;
 mod stack;
 mod stream;
