@@ -949,3 +949,128 @@ fn a_gateway_asks_the_fill_to_leave_special_files_out_and_a_stratum_0_does_not()
         assert!(s.published().join("l/layerfs/f").is_file());
     }
 }
+
+/// Names that are bytes, not text: a file named in Latin-1, a 300-byte path (a PAX `path` record
+/// in ducc-unpack's tar output), a symlink whose target is not UTF-8 and a hardlink to the
+/// Latin-1 file.
+const LATIN1: &[u8] = b"caf\xe9";
+
+fn long_path() -> Vec<u8> {
+    let mut path = vec![b'd'; 150];
+    path.push(b'/');
+    path.extend(vec![b'n'; 149]);
+    assert_eq!(path.len(), 300);
+    path
+}
+
+fn byte_names_tar() -> Vec<u8> {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let mut b = tar::Builder::new(Vec::new());
+    let header = |kind: tar::EntryType, size: u64| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(if kind.is_dir() { 0o755 } else { 0o644 });
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_600_000_000);
+        h.set_size(size);
+        h
+    };
+    let path = |bytes: &[u8]| Path::new(OsStr::from_bytes(bytes)).to_owned();
+    let mut h = header(tar::EntryType::Regular, 6);
+    b.append_data(&mut h, path(LATIN1), &b"latin1"[..]).unwrap();
+    let long = long_path();
+    let mut h = header(tar::EntryType::Directory, 0);
+    b.append_data(&mut h, path(&long[..150]), &[][..]).unwrap();
+    let mut h = header(tar::EntryType::Regular, 4);
+    b.append_data(&mut h, path(&long), &b"long"[..]).unwrap();
+    let mut h = header(tar::EntryType::Symlink, 0);
+    b.append_link(&mut h, "link", path(b"caf\xe9/../caf\xe9"))
+        .unwrap();
+    let mut h = header(tar::EntryType::Link, 0);
+    b.append_link(&mut h, path(b"hard-\xff"), path(LATIN1))
+        .unwrap();
+    b.into_inner().unwrap()
+}
+
+/// Every name below `root` as bytes, with its content or symlink target.
+fn byte_listing(root: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = BTreeMap::new();
+    let mut pending = vec![root.to_owned()];
+    while let Some(dir) = pending.pop() {
+        for e in fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .as_os_str()
+                .as_bytes()
+                .to_vec();
+            let m = fs::symlink_metadata(&path).unwrap();
+            let content = if m.is_symlink() {
+                fs::read_link(&path)
+                    .unwrap()
+                    .as_os_str()
+                    .as_bytes()
+                    .to_vec()
+            } else if m.is_dir() {
+                pending.push(path.clone());
+                b"<dir>".to_vec()
+            } else {
+                fs::read(&path).unwrap()
+            };
+            out.insert(rel, content);
+        }
+    }
+    out
+}
+
+/// Issue 28: a layer's names reach its `layerfs` and the flat tree byte for byte (they were
+/// restaged as text, a non-UTF-8 name becoming U+FFFD).
+#[test]
+fn non_utf8_and_300_byte_names_are_published_byte_exact_in_layerfs_and_flat() {
+    let s = Stratum0::new(false);
+    let publisher = s.publisher(false);
+    let layout = RepositoryName::parse(REPO).unwrap().layout();
+    let tar = byte_names_tar();
+    let mut tx = publisher.begin(&layout.layer_dir(&layer())).unwrap();
+    tx.ingest_tar(
+        &layout.layerfs(&layer()),
+        &mut &tar[..],
+        IngestOptions::default(),
+    )
+    .unwrap();
+    tx.commit().unwrap();
+    let mut tx = publisher.begin(&layout.flat_shard(&config())).unwrap();
+    tx.fill_dir(
+        &layout.flat_image(&config()),
+        IngestOptions::default(),
+        &mut |dir, _| {
+            let mut flat =
+                ducc_unpack::FlatExtractor::new(dir, &ducc_unpack::ExtractOptions::new())?;
+            flat.apply_layer(&tar[..], "byte names")?;
+            flat.finish();
+            Ok(())
+        },
+    )
+    .unwrap();
+    tx.commit().unwrap();
+
+    let long = long_path();
+    let mut expected: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+    expected.insert(LATIN1.to_vec(), b"latin1".to_vec());
+    expected.insert(long[..150].to_vec(), b"<dir>".to_vec());
+    expected.insert(long.clone(), b"long".to_vec());
+    expected.insert(b"link".to_vec(), b"caf\xe9/../caf\xe9".to_vec());
+    expected.insert(b"hard-\xff".to_vec(), b"latin1".to_vec());
+    let published = s.published();
+    for tree in [layout.layerfs(&layer()), layout.flat_image(&config())] {
+        assert_eq!(
+            byte_listing(&published.join(tree.as_path())),
+            expected,
+            "{tree}"
+        );
+    }
+}

@@ -229,13 +229,11 @@ fn stratum_0_layer_directories_stack_into_each_image_of_the_convert_set() {
     let name = unique_repo("snapshotter");
     let repo = images::repository(registry.host(), &name);
     // Every fixture image but the Debian ones, whose rootfs comes from a Debian mirror (the
-    // real `layered:v1` was checked with the real snapshotter: issue 28).
-    // FIXME: and but `longnames`: the cvmfs publisher restages a layer's tar with names made
-    // UTF-8 (`to_string_lossy` in cvmfs.rs), so a non-UTF-8 name reaches the layer directory as
-    // U+FFFD while the flat tree, written through the mount, keeps its bytes.
+    // real `layered:v1` was checked with the real snapshotter: issue 28). `longnames` holds
+    // non-UTF-8 and long names, which reach the layer directories byte for byte.
     let names: Vec<String> = fixtures::all_names()
         .into_iter()
-        .filter(|n| !n.starts_with("debian") && !n.starts_with("longnames"))
+        .filter(|n| !n.starts_with("debian"))
         .collect();
     let fixtures: Vec<fixtures::Image> = names
         .iter()

@@ -1315,7 +1315,7 @@ fn now_secs() -> u64 {
 }
 
 fn dir_header(mode: u32, uid: u64, gid: u64, mtime: u64) -> tar::Header {
-    let mut h = tar::Header::new_gnu();
+    let mut h = tar::Header::new_ustar();
     h.set_entry_type(tar::EntryType::Directory);
     h.set_mode(mode);
     h.set_uid(uid);
@@ -1325,14 +1325,63 @@ fn dir_header(mode: u32, uid: u64, gid: u64, mtime: u64) -> tar::Header {
     h
 }
 
-/// `name` without `./`, leading `/` and trailing `/` (empty for the tar's root).
-fn normalise(name: &str) -> &str {
-    let mut name = name;
-    while let Some(rest) = name.strip_prefix("./") {
-        name = rest;
+/// Appends one entry to a staged tar, its name and link target as bytes: one that does not fit
+/// its header field or is not UTF-8 goes in a PAX `path` (`linkpath`) record, as ducc-unpack's
+/// tar output writes long names, and a name that is not UTF-8 comes with `hdrcharset=BINARY`:
+/// libarchive, ingest's reader, otherwise converts PAX names from UTF-8 to the locale.
+fn append_named(
+    builder: &mut tar::Builder<Box<dyn Write>>,
+    header: &mut tar::Header,
+    name: &[u8],
+    link: Option<&[u8]>,
+    data: &mut dyn Read,
+) -> io::Result<()> {
+    let mut pax: Vec<(&str, &[u8])> = Vec::new();
+    let binary =
+        std::str::from_utf8(name).is_err() || link.is_some_and(|l| std::str::from_utf8(l).is_err());
+    if binary {
+        pax.push(("hdrcharset", b"BINARY"));
     }
-    let name = name.trim_start_matches('/').trim_end_matches('/');
-    if name == "." { "" } else { name }
+    put_name(&mut header.as_old_mut().name, name, "path", &mut pax);
+    if let Some(link) = link {
+        put_name(
+            &mut header.as_old_mut().linkname,
+            link,
+            "linkpath",
+            &mut pax,
+        );
+    }
+    if !pax.is_empty() {
+        builder.append_pax_extensions(pax)?;
+    }
+    header.set_cksum();
+    builder.append(header, data)
+}
+
+/// Puts `name` in a header field; when it does not fit or is not UTF-8, also in a PAX record
+/// (the field then holds its first bytes, for readers that ignore PAX).
+fn put_name<'n>(
+    field: &mut [u8],
+    name: &'n [u8],
+    key: &'static str,
+    pax: &mut Vec<(&'static str, &'n [u8])>,
+) {
+    field.fill(0);
+    let shown = name.len().min(field.len());
+    field[..shown].copy_from_slice(&name[..shown]);
+    if name.len() > field.len() || std::str::from_utf8(name).is_err() {
+        pax.push((key, name));
+    }
+}
+
+/// `dir/rel` as repository path bytes (`dir` for the root of the tree).
+fn below(dir: &RepoPath, rel: &ducc_unpack::EntryPath) -> Vec<u8> {
+    let mut path = dir.as_str().as_bytes().to_vec();
+    if !rel.is_root() {
+        path.push(b'/');
+        path.extend_from_slice(rel.as_bytes());
+    }
+    path
 }
 
 /// Builds the one tar of an ingest: every directory named before its children, each path once,
@@ -1346,10 +1395,10 @@ struct Stager<'p> {
     staged: PathBuf,
     /// The staged tar, once something was put in it.
     tar: Option<tar::Builder<Box<dyn Write>>>,
-    /// Directories named by the staged tar (repository paths; the base as its own path).
-    dirs: HashSet<String>,
-    /// Other entries of the staged tar.
-    entries: HashSet<String>,
+    /// Directories named by the staged tar (repository paths as bytes; the base as its own path).
+    dirs: HashSet<Vec<u8>>,
+    /// Other entries of the staged tar (repository paths as bytes).
+    entries: HashSet<Vec<u8>>,
     /// Files and symlinks that go in at the end, by repository path.
     leaves: HashSet<RepoPath>,
     /// Paths removed before the ingest.
@@ -1358,21 +1407,51 @@ struct Stager<'p> {
     check_only: bool,
 }
 
+/// Why reading a stream into the staged tar stopped.
+enum Stop {
+    /// ducc-unpack's reader refused the stream (malformed, a `..` name, a limit).
+    Read(ducc_unpack::Error),
+    /// Staging an entry failed.
+    Stage(PublishError),
+}
+
+impl From<ducc_unpack::Error> for Stop {
+    fn from(e: ducc_unpack::Error) -> Self {
+        Stop::Read(e)
+    }
+}
+
+impl From<PublishError> for Stop {
+    fn from(e: PublishError) -> Self {
+        Stop::Stage(e)
+    }
+}
+
+/// How far one stream's tree is staged.
+struct TreeProgress {
+    /// Whether the tree's own directory is named.
+    root_done: bool,
+    /// Whether the stream brought its own catalog marker.
+    has_marker: bool,
+    /// The tree root's time (its entry's, else now).
+    root_mtime: u64,
+}
+
 impl<'p> Stager<'p> {
     /// The name of repository path `path` in the staged tar (relative to the base).
-    fn tar_name(&self, path: &str) -> String {
-        let base = self.base.as_str();
+    fn tar_name(&self, path: &[u8]) -> Vec<u8> {
+        let base = self.base.as_str().as_bytes();
         let rel = if path == base {
-            ""
+            &[][..]
         } else {
             path.strip_prefix(base)
-                .and_then(|r| r.strip_prefix('/'))
+                .and_then(|r| r.strip_prefix(b"/"))
                 .unwrap_or(path)
         };
         if rel.is_empty() {
-            "./".to_owned()
+            b"./".to_vec()
         } else {
-            rel.to_owned()
+            rel.to_vec()
         }
     }
 
@@ -1396,20 +1475,25 @@ impl<'p> Stager<'p> {
         })
     }
 
-    fn staged_tar_path(&self) -> PathBuf {
-        self.staged.clone()
+    /// Appends an entry for repository path `path` (a link to `link`) to the staged tar.
+    fn append(
+        &mut self,
+        header: &mut tar::Header,
+        path: &[u8],
+        link: Option<&[u8]>,
+        data: &mut dyn Read,
+    ) -> Result<(), PublishError> {
+        let name = self.tar_name(path);
+        let staged = self.staged.clone();
+        append_named(self.builder()?, header, &name, link, data).map_err(io_err("write", staged))
     }
 
     /// Appends a directory entry for repository path `path` unless the tar names it already.
-    fn add_dir(&mut self, path: &str, header: &mut tar::Header) -> Result<(), PublishError> {
+    fn add_dir(&mut self, path: &[u8], header: &mut tar::Header) -> Result<(), PublishError> {
         if !self.dirs.insert(path.to_owned()) {
             return Ok(());
         }
-        let name = self.tar_name(path);
-        let staged = self.staged_tar_path();
-        self.builder()?
-            .append_data(header, &name, io::empty())
-            .map_err(io_err("write", staged))
+        self.append(header, path, None, &mut io::empty())
     }
 
     /// Names in the tar every directory from the base down to `dir` that is neither published
@@ -1420,7 +1504,8 @@ impl<'p> Stager<'p> {
         chain.push(dir.clone());
         let now = now_secs();
         for d in chain.iter().filter(|d| d.starts_with(&base)) {
-            if self.dirs.contains(d.as_str()) {
+            let bytes = d.as_str().as_bytes();
+            if self.dirs.contains(bytes) {
                 continue;
             }
             let removed = self.removed(d);
@@ -1435,10 +1520,42 @@ impl<'p> Stager<'p> {
                     _ => {}
                 }
             }
-            if self.entries.contains(d.as_str()) || self.leaves.contains(d) {
+            if self.entries.contains(bytes) || self.leaves.contains(d) {
                 return Err(PublishError::NotADirectory { path: d.clone() });
             }
-            self.add_dir(d.as_str(), &mut dir_header(0o755, 0, 0, now))?;
+            self.add_dir(bytes, &mut dir_header(0o755, 0, 0, now))?;
+        }
+        Ok(())
+    }
+
+    /// Names in the tar every directory of the tree at `dir` down to `parent` (relative to
+    /// `dir`, names as bytes) that the stream has not named, 0755 0:0. Nothing below `dir` is
+    /// published (the tree is new, or replaces what this transaction removes).
+    fn ensure_tree_dirs(
+        &mut self,
+        dir: &RepoPath,
+        parent: &ducc_unpack::EntryPath,
+    ) -> Result<(), PublishError> {
+        let now = now_secs();
+        let mut path = dir.as_str().as_bytes().to_vec();
+        for component in parent.components() {
+            path.push(b'/');
+            path.extend_from_slice(component);
+            if self.dirs.contains(&path) {
+                continue;
+            }
+            let leaf = std::str::from_utf8(&path)
+                .ok()
+                .and_then(|p| RepoPath::new(p).ok())
+                .filter(|p| self.leaves.contains(p));
+            if self.entries.contains(&path) || leaf.is_some() {
+                return Err(PublishError::NotADirectory {
+                    path: dir
+                        .join(String::from_utf8_lossy(parent.as_bytes()).as_ref())
+                        .unwrap_or_else(|_| dir.clone()),
+                });
+            }
+            self.add_dir(&path.clone(), &mut dir_header(0o755, 0, 0, now))?;
         }
         Ok(())
     }
@@ -1538,157 +1655,167 @@ impl<'p> Stager<'p> {
         result
     }
 
-    /// Copies the entries of `tar` under `dir` into the staged tar.
+    /// Copies the entries of `tar` under `dir` into the staged tar. The stream is read by
+    /// ducc-unpack's entry reader, `.wh.` names left as they are: its checks (`..` names,
+    /// absolute names, the limits on names and entries) are the ones every layer goes through,
+    /// and names stay bytes.
     fn stage_tree(
         &mut self,
         dir: &RepoPath,
         tar: &mut dyn Read,
         options: IngestOptions,
     ) -> Result<(), PublishError> {
-        let stream_err = |source: io::Error| PublishError::Tar {
-            dir: dir.clone(),
-            source,
+        let mut progress = TreeProgress {
+            root_done: false,
+            has_marker: false,
+            root_mtime: now_secs(),
         };
-        let staged = self.staged_tar_path();
-        let write_err = |source: io::Error| PublishError::Io {
-            action: "write",
-            path: staged.clone(),
-            source,
-        };
-        let mut archive = tar::Archive::new(tar);
-        let mut root_done = false;
-        let mut has_marker = false;
-        let mut root_mtime = now_secs();
-        for entry in archive.entries().map_err(stream_err)? {
-            let mut entry = entry.map_err(stream_err)?;
-            let raw = entry
-                .path()
-                .map_err(stream_err)?
-                .to_string_lossy()
-                .into_owned();
-            let name = normalise(&raw).to_owned();
-            if name.split('/').any(|c| c == "..") {
-                return Err(stream_err(io::Error::other(format!(
-                    "entry {raw:?} leaves the tree"
-                ))));
+        let read =
+            ducc_unpack::EntryReader::new()
+                .verbatim()
+                .read(tar, dir.as_str(), |entry, data| {
+                    self.stage_entry(dir, entry, data, &mut progress)
+                });
+        match read {
+            Ok(_) => {}
+            Err(Stop::Read(source)) => {
+                return Err(PublishError::Unpack {
+                    dir: dir.clone(),
+                    source,
+                });
             }
-            let header = entry.header().clone();
-            let kind = header.entry_type();
-            if matches!(
-                kind,
-                tar::EntryType::XGlobalHeader
-                    | tar::EntryType::XHeader
-                    | tar::EntryType::GNULongName
-                    | tar::EntryType::GNULongLink
-            ) {
-                // Extension records: ingest keeps none of what they carry beyond names.
-                continue;
-            }
-            let mode = header.mode().map_err(stream_err)? & 0o7777;
-            let mtime = header.mtime().map_err(stream_err)?;
-            if name.is_empty() {
-                if kind.is_dir() && !root_done {
-                    // The tree's root: the image root's mode, owned by root (issue 11).
-                    root_mtime = mtime;
-                    self.add_dir(dir.as_str(), &mut dir_header(mode, 0, 0, mtime))?;
-                    root_done = true;
-                }
-                continue;
-            }
-            if !root_done {
-                self.add_dir(dir.as_str(), &mut dir_header(0o755, 0, 0, root_mtime))?;
-                root_done = true;
-            }
-            let path = format!("{}/{name}", dir.as_str());
-            if name == CATALOG_MARKER {
-                // An image's own marker at its root stands in for ours; twice is once.
-                if has_marker {
-                    continue;
-                }
-                has_marker = true;
-            }
-            // A tar that skips a directory still gets it named (never a placeholder).
-            if let Some(parent) = RepoPath::new(&path).ok().and_then(|p| p.parent())
-                && !self.dirs.contains(parent.as_str())
-            {
-                self.ensure_dirs(&parent)?;
-            }
-            let mut out = tar::Header::new_gnu();
-            out.set_entry_type(kind);
-            out.set_mode(mode);
-            out.set_uid(header.uid().map_err(stream_err)?);
-            out.set_gid(header.gid().map_err(stream_err)?);
-            out.set_mtime(mtime);
-            let tar_name = self.tar_name(&path);
-            if kind.is_dir() {
-                out.set_size(0);
-                self.add_dir(&path, &mut out)?;
-                continue;
-            }
-            if !self.entries.insert(path.clone()) {
-                return Err(stream_err(io::Error::other(format!(
-                    "entry {raw:?} appears twice"
-                ))));
-            }
-            if kind.is_hard_link() || kind.is_symlink() {
-                let target = entry
-                    .link_name()
-                    .map_err(stream_err)?
-                    .ok_or_else(|| stream_err(io::Error::other(format!("{raw:?} has no target"))))?
-                    .to_string_lossy()
-                    .into_owned();
-                let target = if kind.is_hard_link() {
-                    // Hardlink targets name archive members: under the same prefix.
-                    self.tar_name(&format!("{}/{}", dir.as_str(), normalise(&target)))
-                } else {
-                    target
-                };
-                out.set_size(0);
-                self.builder()?
-                    .append_link(&mut out, &tar_name, &target)
-                    .map_err(write_err)?;
-            } else if kind.is_character_special() || kind.is_block_special() || kind.is_fifo() {
-                out.set_device_major(header.device_major().ok().flatten().unwrap_or(0))
-                    .map_err(write_err)?;
-                out.set_device_minor(header.device_minor().ok().flatten().unwrap_or(0))
-                    .map_err(write_err)?;
-                out.set_size(0);
-                self.builder()?
-                    .append_data(&mut out, &tar_name, io::empty())
-                    .map_err(write_err)?;
-            } else {
-                out.set_entry_type(tar::EntryType::Regular);
-                out.set_size(entry.size());
-                // A read error of the stream is the stream's, not the staged file's.
-                let mut failed = None;
-                let reader = ReadWatch {
-                    inner: &mut entry,
-                    failed: &mut failed,
-                };
-                let result = self.builder()?.append_data(&mut out, &tar_name, reader);
-                if let Some(e) = failed {
-                    return Err(stream_err(e));
-                }
-                result.map_err(write_err)?;
-            }
+            Err(Stop::Stage(e)) => return Err(e),
         }
-        if !root_done {
-            self.add_dir(dir.as_str(), &mut dir_header(0o755, 0, 0, root_mtime))?;
+        if !progress.root_done {
+            let mtime = progress.root_mtime;
+            self.add_dir(dir.as_str().as_bytes(), &mut dir_header(0o755, 0, 0, mtime))?;
         }
-        if options.catalog && !has_marker {
-            let marker = format!("{}/{CATALOG_MARKER}", dir.as_str());
+        if options.catalog && !progress.has_marker {
+            let marker = format!("{}/{CATALOG_MARKER}", dir.as_str()).into_bytes();
             self.entries.insert(marker.clone());
-            let name = self.tar_name(&marker);
-            let mut h = tar::Header::new_gnu();
+            let mut h = tar::Header::new_ustar();
             h.set_entry_type(tar::EntryType::Regular);
             h.set_mode(0o644);
             h.set_uid(0);
             h.set_gid(0);
-            h.set_mtime(root_mtime);
+            h.set_mtime(progress.root_mtime);
             h.set_size(0);
-            self.builder()?
-                .append_data(&mut h, &name, io::empty())
-                .map_err(write_err)?;
+            self.append(&mut h, &marker, None, &mut io::empty())?;
+        }
+        Ok(())
+    }
+
+    /// Copies one entry of a stream under `dir` into the staged tar.
+    fn stage_entry(
+        &mut self,
+        dir: &RepoPath,
+        entry: &ducc_unpack::Entry,
+        data: &mut dyn Read,
+        progress: &mut TreeProgress,
+    ) -> Result<(), Stop> {
+        use ducc_unpack::EntryKind;
+        let stream_err = |reason: String| PublishError::Tar {
+            dir: dir.clone(),
+            source: io::Error::other(reason),
+        };
+        let mtime = u64::try_from(entry.mtime.secs).unwrap_or(0);
+        if entry.path.is_root() {
+            // The tree's root: the image root's mode, owned by root (issue 11). The reader
+            // refuses a root that is not a directory.
+            if !progress.root_done {
+                progress.root_mtime = mtime;
+                let mut header = dir_header(entry.mode, 0, 0, mtime);
+                self.add_dir(dir.as_str().as_bytes(), &mut header)?;
+                progress.root_done = true;
+            }
+            return Ok(());
+        }
+        if !progress.root_done {
+            let mut header = dir_header(0o755, 0, 0, progress.root_mtime);
+            self.add_dir(dir.as_str().as_bytes(), &mut header)?;
+            progress.root_done = true;
+        }
+        let path = below(dir, &entry.path);
+        if entry.path.as_bytes() == CATALOG_MARKER.as_bytes() {
+            // An image's own marker at its root stands in for ours; twice is once.
+            if progress.has_marker {
+                return Ok(());
+            }
+            progress.has_marker = true;
+        }
+        // A tar that skips a directory still gets it named (never a placeholder).
+        let parent = entry.path.parent();
+        if !self.dirs.contains(&below(dir, &parent)) {
+            self.ensure_tree_dirs(dir, &parent)?;
+        }
+        let mut out = tar::Header::new_ustar();
+        out.set_mode(entry.mode);
+        out.set_uid(entry.uid);
+        out.set_gid(entry.gid);
+        out.set_mtime(mtime);
+        out.set_size(0);
+        if entry.kind == EntryKind::Directory {
+            out.set_entry_type(tar::EntryType::Directory);
+            self.add_dir(&path, &mut out)?;
+            return Ok(());
+        }
+        if !self.entries.insert(path.clone()) {
+            return Err(
+                stream_err(format!("entry {:?} appears twice", entry.display_name())).into(),
+            );
+        }
+        let staged = self.staged.clone();
+        let device = |out: &mut tar::Header, major: u32, minor: u32| {
+            out.set_device_major(major)
+                .and_then(|()| out.set_device_minor(minor))
+                .map_err(io_err("write", staged.as_path()))
+        };
+        match &entry.kind {
+            EntryKind::Symlink(target) => {
+                out.set_entry_type(tar::EntryType::Symlink);
+                self.append(&mut out, &path, Some(target), &mut io::empty())?;
+            }
+            EntryKind::Hardlink(target) => {
+                // Hardlink targets name archive members: under the same prefix.
+                let target = self.tar_name(&below(dir, target));
+                out.set_entry_type(tar::EntryType::Link);
+                self.append(&mut out, &path, Some(&target), &mut io::empty())?;
+            }
+            EntryKind::CharDevice { major, minor } => {
+                out.set_entry_type(tar::EntryType::Char);
+                device(&mut out, *major, *minor)?;
+                self.append(&mut out, &path, None, &mut io::empty())?;
+            }
+            EntryKind::BlockDevice { major, minor } => {
+                out.set_entry_type(tar::EntryType::Block);
+                device(&mut out, *major, *minor)?;
+                self.append(&mut out, &path, None, &mut io::empty())?;
+            }
+            EntryKind::Fifo => {
+                out.set_entry_type(tar::EntryType::Fifo);
+                // Empty device fields are not numbers to every reader.
+                device(&mut out, 0, 0)?;
+                self.append(&mut out, &path, None, &mut io::empty())?;
+            }
+            _ => {
+                out.set_entry_type(tar::EntryType::Regular);
+                out.set_size(entry.size);
+                // A read error of the stream is the stream's, not the staged file's.
+                let mut failed = None;
+                let mut reader = ReadWatch {
+                    inner: data,
+                    failed: &mut failed,
+                };
+                let result = self.append(&mut out, &path, None, &mut reader);
+                if let Some(e) = failed {
+                    return Err(PublishError::Tar {
+                        dir: dir.clone(),
+                        source: e,
+                    }
+                    .into());
+                }
+                result?;
+            }
         }
         Ok(())
     }
@@ -1697,21 +1824,20 @@ impl<'p> Stager<'p> {
     fn stage_leaves(&mut self, leaves: &BTreeMap<RepoPath, Leaf>) -> Result<(), PublishError> {
         let now = now_secs();
         for (path, leaf) in leaves {
-            if self.entries.contains(path.as_str()) || self.dirs.contains(path.as_str()) {
+            let bytes = path.as_str().as_bytes();
+            if self.entries.contains(bytes) || self.dirs.contains(bytes) {
                 return Err(PublishError::AlreadyStaged { path: path.clone() });
             }
             if let Some(parent) = path.parent() {
                 self.ensure_dirs(&parent)?;
             }
-            let name = self.tar_name(path.as_str());
-            let staged = self.staged_tar_path();
-            let mut h = tar::Header::new_gnu();
+            let mut h = tar::Header::new_ustar();
             h.set_uid(0);
             h.set_gid(0);
             h.set_mtime(now);
             match leaf {
                 Leaf::File(file) => {
-                    let content = File::open(file).map_err(io_err("read", file.as_path()))?;
+                    let mut content = File::open(file).map_err(io_err("read", file.as_path()))?;
                     let size = content
                         .metadata()
                         .map_err(io_err("inspect", file.as_path()))?
@@ -1719,20 +1845,17 @@ impl<'p> Stager<'p> {
                     h.set_entry_type(tar::EntryType::Regular);
                     h.set_mode(0o644);
                     h.set_size(size);
-                    self.builder()?
-                        .append_data(&mut h, &name, content)
-                        .map_err(io_err("write", staged))?;
+                    self.append(&mut h, bytes, None, &mut content)?;
                 }
                 Leaf::Symlink(target) => {
                     h.set_entry_type(tar::EntryType::Symlink);
                     h.set_mode(0o777);
                     h.set_size(0);
-                    self.builder()?
-                        .append_link(&mut h, &name, target)
-                        .map_err(io_err("write", staged))?;
+                    let target = target.as_os_str().as_encoded_bytes();
+                    self.append(&mut h, bytes, Some(target), &mut io::empty())?;
                 }
             }
-            self.entries.insert(path.as_str().to_owned());
+            self.entries.insert(bytes.to_owned());
         }
         Ok(())
     }

@@ -15,14 +15,15 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustix::fs::{
-    AtFlags, Dir, FileType, Mode, OFlags, ResolveFlags, Stat, Timespec, Timestamps, XattrFlags,
-};
+use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, Stat, Timespec, Timestamps, XattrFlags};
 use rustix::io::Errno;
 
-use crate::entry::{Entry, EntryKind, EntryPath, Timestamp, read_entries_limited};
+use crate::entry::{Entry, EntryKind, EntryPath, Timestamp};
 use crate::error::Error;
-use crate::report::{Privileges, Report, SpecialKind, WarningKind, WhiteoutFormat};
+use crate::options::{Privileges, WhiteoutFormat};
+use crate::read::read_entries_limited;
+use crate::report::{Report, SpecialKind, WarningKind};
+use crate::root::Root;
 
 mod both;
 
@@ -150,10 +151,11 @@ impl PathSet {
 /// The extraction state for one target directory.
 #[derive(Debug)]
 pub(crate) struct Applier {
-    root: OwnedFd,
-    root_path: PathBuf,
+    /// The target directory.
+    root: Root,
     mode: Target,
-    lower_roots: Vec<OwnedFd>,
+    /// The lower layer directories, top first (a layer directory's stack below).
+    lower_roots: Vec<Root>,
     privileged: bool,
     euid: u32,
     egid: u32,
@@ -178,7 +180,7 @@ pub(crate) struct Applier {
     // Layer directory written together with the flat tree (see [`apply_tar_both`]):
     /// The flat tree's root: the stack below this layer (plus the entries of this layer that
     /// came before the current one).
-    below_flat: Option<OwnedFd>,
+    below_flat: Option<Root>,
     /// The flat tree's worker, which runs behind this side: waited for before the flat tree
     /// is looked at, and asked for its pending directory fixes (a directory the flat side
     /// already touched in this layer has its pre-layer time and mode there).
@@ -201,30 +203,6 @@ pub(crate) struct Applier {
 
 fn cstring(bytes: &[u8]) -> io::Result<CString> {
     CString::new(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in name"))
-}
-
-/// Opens `unsafe_path` below `root` with chroot-like resolution: `..` and absolute symlinks
-/// cannot leave the root.
-fn open_in_root(root: &OwnedFd, unsafe_path: &[u8], flags: OFlags) -> Result<OwnedFd, Errno> {
-    let path: &[u8] = if unsafe_path.is_empty() {
-        b"."
-    } else {
-        unsafe_path
-    };
-    let mut attempts = 0;
-    loop {
-        match rustix::fs::openat2(
-            root,
-            path,
-            flags | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-        ) {
-            // openat2 asks for a retry when a rename raced the lookup.
-            Err(Errno::AGAIN) if attempts < 16 => attempts += 1,
-            other => return other,
-        }
-    }
 }
 
 fn timespec(t: Timestamp) -> Timespec {
@@ -287,12 +265,8 @@ impl Applier {
             path: dest.to_owned(),
             reason: reason.to_owned(),
         };
-        let root = match rustix::fs::open(
-            dest,
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        ) {
-            Ok(fd) => fd,
+        let root = match Root::open(dest) {
+            Ok(root) => root,
             Err(Errno::NOENT) => return Err(dest_err("does not exist")),
             Err(Errno::NOTDIR) | Err(Errno::LOOP) => {
                 return Err(dest_err("is not a directory"));
@@ -318,22 +292,16 @@ impl Applier {
         let mut lower_roots = Vec::new();
         if let Target::LayerDir { lower_layers, .. } = &mode {
             for lower in lower_layers {
-                let fd = rustix::fs::open(
-                    lower,
-                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(|e| Error::DestinationIo {
+                let lower_root = Root::open_following(lower).map_err(|e| Error::DestinationIo {
                     path: lower.clone(),
                     op: "open lower layer directory",
                     source: e.into(),
                 })?;
-                lower_roots.push(fd);
+                lower_roots.push(lower_root);
             }
         }
         Ok(Applier {
             root,
-            root_path: dest.to_owned(),
             mode,
             lower_roots,
             privileged: privileges.is_root(),
@@ -367,7 +335,7 @@ impl Applier {
     }
 
     pub(crate) fn root_path(&self) -> &Path {
-        &self.root_path
+        self.root.path()
     }
 
     pub(crate) fn into_report(self) -> Report {
@@ -536,12 +504,10 @@ impl Applier {
         if entry.kind != EntryKind::Directory {
             return Err(self.invalid(entry, "a non-directory entry for the root"));
         }
-        let dir = rustix::fs::open(
-            &self.root_path,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| self.fs_err(entry, "open the root", e))?;
+        let dir = self
+            .root
+            .reopen(OFlags::RDONLY | OFlags::DIRECTORY)
+            .map_err(|e| self.fs_err(entry, "open the root", e))?;
         self.set_owner_fd(entry, &dir, true)?;
         self.set_xattrs_fd(entry, &dir)?;
         self.dir_fixes.insert(
@@ -620,7 +586,7 @@ impl Applier {
         depth: u32,
     ) -> Result<OwnedFd, Error> {
         let flags = OFlags::PATH | OFlags::DIRECTORY;
-        match open_in_root(&self.root, unsafe_path, flags) {
+        match self.root.resolve(unsafe_path, flags) {
             Ok(fd) => return Ok(fd),
             Err(Errno::NOENT) | Err(Errno::NOTDIR) => {}
             Err(e) => return Err(self.fs_err(entry, "resolve parent directory", e)),
@@ -628,7 +594,9 @@ impl Applier {
         if depth > MAX_PARENT_SYMLINKS {
             return Err(self.fs_err(entry, "resolve parent directory", Errno::LOOP));
         }
-        let mut current = open_in_root(&self.root, b"", flags)
+        let mut current = self
+            .root
+            .resolve(b"", flags)
             .map_err(|e| self.fs_err(entry, "open the root", e))?;
         let mut end = 0;
         let components: Vec<&[u8]> = unsafe_path
@@ -646,7 +614,7 @@ impl Applier {
                 if attempts > 4 {
                     return Err(self.fs_err(entry, "create parent directory", Errno::LOOP));
                 }
-                match open_in_root(&self.root, unsafe_prefix, flags) {
+                match self.root.resolve(unsafe_prefix, flags) {
                     Ok(fd) => break fd,
                     Err(Errno::NOENT) => {
                         self.sync_below(None)?;
@@ -748,7 +716,9 @@ impl Applier {
         let (unsafe_parent, name) = split(&path);
         let name = cstring(name).ok()?;
         if let Some(flat) = &self.below_flat {
-            let dir = open_in_root(flat, unsafe_parent, OFlags::PATH | OFlags::DIRECTORY).ok()?;
+            let dir = flat
+                .resolve(unsafe_parent, OFlags::PATH | OFlags::DIRECTORY)
+                .ok()?;
             let stat = rustix::fs::statat(&dir, &name, AtFlags::SYMLINK_NOFOLLOW).ok()?;
             return Some((dir, stat, name));
         }
@@ -758,7 +728,7 @@ impl Applier {
             .filter(|c| !c.is_empty())
             .collect();
         'layers: for lower in &self.lower_roots {
-            let mut dir = open_in_root(lower, b"", OFlags::PATH | OFlags::DIRECTORY).ok()?;
+            let mut dir = lower.resolve(b"", OFlags::PATH | OFlags::DIRECTORY).ok()?;
             for (i, component) in components.iter().enumerate() {
                 let last = i + 1 == components.len();
                 let cname = cstring(component).ok()?;
@@ -895,12 +865,10 @@ impl Applier {
     fn make_parent_writable(&mut self, entry: &Entry) -> Result<(), Error> {
         let unsafe_parent = entry.path.parent();
         let stat = if unsafe_parent.is_root() {
-            let root = rustix::fs::open(
-                &self.root_path,
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| self.fs_err(entry, "open the root", e))?;
+            let root = self
+                .root
+                .reopen(OFlags::RDONLY | OFlags::DIRECTORY)
+                .map_err(|e| self.fs_err(entry, "open the root", e))?;
             let stat =
                 rustix::fs::fstat(&root).map_err(|e| self.fs_err(entry, "stat the root", e))?;
             rustix::fs::fchmod(&root, Mode::from_raw_mode((stat.st_mode & 0o7777) | 0o700))
@@ -908,12 +876,10 @@ impl Applier {
             stat
         } else {
             let (unsafe_grandparent, name) = split(&unsafe_parent);
-            let grandparent = open_in_root(
-                &self.root,
-                unsafe_grandparent,
-                OFlags::PATH | OFlags::DIRECTORY,
-            )
-            .map_err(|e| self.fs_err(entry, "resolve parent directory", e))?;
+            let grandparent = self
+                .root
+                .resolve(unsafe_grandparent, OFlags::PATH | OFlags::DIRECTORY)
+                .map_err(|e| self.fs_err(entry, "resolve parent directory", e))?;
             let name = cstring(name).map_err(|e| self.fs_err(entry, "name", e))?;
             let stat = rustix::fs::statat(&grandparent, &name, AtFlags::SYMLINK_NOFOLLOW)
                 .map_err(|e| self.fs_err(entry, "stat parent", e))?;
@@ -1003,7 +969,7 @@ impl Applier {
 
     fn is_same_inode(&self, unsafe_target: &EntryPath, existing: &Stat) -> bool {
         let (tparent, tname) = split(unsafe_target);
-        let Ok(tdir) = open_in_root(&self.root, tparent, OFlags::PATH | OFlags::DIRECTORY) else {
+        let Ok(tdir) = self.root.resolve(tparent, OFlags::PATH | OFlags::DIRECTORY) else {
             return false;
         };
         rustix::fs::statat(&tdir, tname, AtFlags::SYMLINK_NOFOLLOW)
@@ -1238,7 +1204,7 @@ impl Applier {
             })
         };
         let (tparent, tname) = split(unsafe_target);
-        let found = match open_in_root(&self.root, tparent, OFlags::PATH | OFlags::DIRECTORY) {
+        let found = match self.root.resolve(tparent, OFlags::PATH | OFlags::DIRECTORY) {
             Ok(tdir) => match rustix::fs::statat(&tdir, tname, AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(stat) => Some((tdir, stat)),
                 Err(Errno::NOENT) => None,
@@ -1546,14 +1512,15 @@ impl Applier {
         match self.mode.clone() {
             Target::Flat => {
                 let (unsafe_parent, name) = split(&entry.path);
-                let parent =
-                    match open_in_root(&self.root, unsafe_parent, OFlags::PATH | OFlags::DIRECTORY)
-                    {
-                        Ok(_) => self.parent_dir(entry, unsafe_parent)?,
-                        // Nothing to hide.
-                        Err(Errno::NOENT) | Err(Errno::NOTDIR) => return Ok(()),
-                        Err(e) => return Err(self.fs_err(entry, "resolve whiteout parent", e)),
-                    };
+                let parent = match self
+                    .root
+                    .resolve(unsafe_parent, OFlags::PATH | OFlags::DIRECTORY)
+                {
+                    Ok(_) => self.parent_dir(entry, unsafe_parent)?,
+                    // Nothing to hide.
+                    Err(Errno::NOENT) | Err(Errno::NOTDIR) => return Ok(()),
+                    Err(e) => return Err(self.fs_err(entry, "resolve whiteout parent", e)),
+                };
                 let name = cstring(name).map_err(|e| self.fs_err(entry, "name", e))?;
                 self.remove_lower(entry, &parent, &name, &entry.path)
             }
@@ -1633,9 +1600,9 @@ impl Applier {
         let dir_flags = OFlags::PATH | OFlags::DIRECTORY;
         if let Some(flat) = &self.below_flat {
             self.sync_below(None)?;
-            return Ok(open_in_root(flat, unsafe_parent, dir_flags).is_ok());
+            return Ok(flat.resolve(unsafe_parent, dir_flags).is_ok());
         }
-        match open_in_root(&self.root, unsafe_parent, dir_flags) {
+        match self.root.resolve(unsafe_parent, dir_flags) {
             Ok(_) => return Ok(true),
             Err(Errno::NOTDIR) | Err(Errno::LOOP) => return Ok(false),
             Err(Errno::NOENT) => {}
@@ -1704,12 +1671,13 @@ impl Applier {
             }
             return Ok(());
         }
-        let dir = open_in_root(
-            &self.root,
-            unsafe_dir.as_bytes(),
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW,
-        )
-        .map_err(|e| self.fs_err(entry, "open opaque directory", e))?;
+        let dir = self
+            .root
+            .resolve(
+                unsafe_dir.as_bytes(),
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW,
+            )
+            .map_err(|e| self.fs_err(entry, "open opaque directory", e))?;
         let name = if self.privileged {
             OPAQUE_TRUSTED
         } else {
@@ -1788,17 +1756,14 @@ impl Applier {
     /// layer directory (some of them hidden by a higher layer: [`Applier::lookup_below`]
     /// decides), without raw `.wh.` names.
     fn names_below(&self, entry: &Entry, unsafe_path: &EntryPath) -> Result<Vec<CString>, Error> {
-        let roots: Vec<&OwnedFd> = match &self.below_flat {
+        let roots: Vec<&Root> = match &self.below_flat {
             Some(flat) => vec![flat],
             None => self.lower_roots.iter().collect(),
         };
         let mut names = std::collections::BTreeSet::new();
         for root in roots {
-            let dir = match open_in_root(
-                root,
-                unsafe_path.as_bytes(),
-                OFlags::RDONLY | OFlags::DIRECTORY,
-            ) {
+            let dir = match root.resolve(unsafe_path.as_bytes(), OFlags::RDONLY | OFlags::DIRECTORY)
+            {
                 Ok(dir) => dir,
                 Err(Errno::NOENT) | Err(Errno::NOTDIR) | Err(Errno::LOOP) => continue,
                 Err(e) => return Err(self.fs_err(entry, "open directory below", e)),
@@ -1825,8 +1790,7 @@ impl Applier {
         let mut hidden: Vec<(EntryPath, HiddenBelow)> = self.hidden.drain().collect();
         hidden.sort_by(|a, b| a.0.cmp(&b.0));
         for (path, below) in hidden {
-            let dir = match open_in_root(
-                &self.root,
+            let dir = match self.root.resolve(
                 path.as_bytes(),
                 OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW,
             ) {
@@ -1961,12 +1925,10 @@ impl Applier {
                 source: e.into(),
             };
             if unsafe_path.is_empty() {
-                let root = rustix::fs::open(
-                    &self.root_path,
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(|e| err("open the root", e))?;
+                let root = self
+                    .root
+                    .reopen(OFlags::RDONLY | OFlags::DIRECTORY)
+                    .map_err(|e| err("open the root", e))?;
                 if let Some(mode) = fix.mode {
                     rustix::fs::fchmod(&root, Mode::from_raw_mode(mode))
                         .map_err(|e| err("set mode", e))?;
@@ -1982,7 +1944,7 @@ impl Applier {
             } else {
                 OFlags::PATH | OFlags::DIRECTORY
             };
-            let dir = match open_in_root(&self.root, &unsafe_path, flags) {
+            let dir = match self.root.resolve(&unsafe_path, flags) {
                 Ok(fd) => fd,
                 // Removed or replaced later in the layer.
                 Err(Errno::NOENT) | Err(Errno::NOTDIR) | Err(Errno::LOOP) => continue,

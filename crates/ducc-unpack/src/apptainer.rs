@@ -10,12 +10,13 @@
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 use rustix::io::Errno;
 
 use crate::error::Error;
+use crate::root::Root;
 
 /// What the support files are generated from: the runtime part of the image config.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -331,8 +332,7 @@ fn json_string(text: &str) -> String {
 
 /// The flat tree, opened once; every operation resolves its parent inside it.
 struct Tree {
-    root: OwnedFd,
-    path: PathBuf,
+    root: Root,
 }
 
 /// What is at a path, without following a final symlink.
@@ -344,27 +344,19 @@ enum Existing {
 
 impl Tree {
     fn open(path: &Path) -> Result<Tree, Error> {
-        let root = rustix::fs::open(
-            path,
-            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-            Mode::empty(),
-        )
-        .map_err(|errno| Error::Destination {
+        let root = Root::open(path).map_err(|errno| Error::Destination {
             path: path.to_owned(),
             reason: format!(
                 "cannot open the flat tree as a directory: {}",
                 io::Error::from(errno)
             ),
         })?;
-        Ok(Tree {
-            root,
-            path: path.to_owned(),
-        })
+        Ok(Tree { root })
     }
 
     fn io_error(&self, rel: &str, op: &'static str, errno: Errno) -> Error {
         Error::DestinationIo {
-            path: self.path.join(rel),
+            path: self.root.path().join(rel),
             op,
             source: io::Error::from(errno),
         }
@@ -375,20 +367,10 @@ impl Tree {
     fn parent<'a>(&self, rel: &'a str) -> Result<(OwnedFd, &'a str), Errno> {
         let (dir, name) = rel.rsplit_once('/').unwrap_or(("", rel));
         let dir = if dir.is_empty() { "." } else { dir };
-        let mut attempts = 0;
-        loop {
-            match rustix::fs::openat2(
-                &self.root,
-                dir,
-                OFlags::DIRECTORY | OFlags::PATH | OFlags::CLOEXEC,
-                Mode::empty(),
-                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-            ) {
-                Err(Errno::AGAIN) if attempts < 16 => attempts += 1,
-                Ok(fd) => return Ok((fd, name)),
-                Err(e) => return Err(e),
-            }
-        }
+        let dir = self
+            .root
+            .resolve_no_symlinks(dir.as_bytes(), OFlags::DIRECTORY | OFlags::PATH)?;
+        Ok((dir, name))
     }
 
     /// The times of directory `rel`, when it is one (not a symlink).
@@ -557,7 +539,7 @@ impl Tree {
         let mut file = std::fs::File::from(fd);
         file.write_all(content)
             .map_err(|source| Error::DestinationIo {
-                path: self.path.join(rel),
+                path: self.root.path().join(rel),
                 op: "write",
                 source,
             })

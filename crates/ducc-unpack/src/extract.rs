@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use crate::apply::{Applier, Target};
 use crate::error::Error;
-use crate::report::{ExtractOptions, LayerDirOptions, Report};
+use crate::options::{ExtractOptions, LayerDirOptions};
+use crate::report::Report;
 use crate::stream::{LayerDescriptor, LayerDigests, LayerReader};
 use ducc_oci::DiffId;
 

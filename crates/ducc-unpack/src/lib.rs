@@ -7,17 +7,33 @@
 //! `openat2(RESOLVE_IN_ROOT)`: whatever an archive holds (`..` names, absolute symlinks, symlinked
 //! parents, hardlinks to outside), nothing is written outside the target directory.
 //!
-//! Main types: [`LayerReader`] (blob → uncompressed tar, both digests checked at the end),
-//! [`read_entries`] (the parser), [`unpack_layer_dir`] / [`extract_layer_dir`] (one layer, one
-//! directory), [`FlatExtractor`] (layers in order onto one tree), [`CanonicalTarWriter`] and
-//! [`write_tree_as_tar`] (canonical tar out), [`extract_canonical_tar`] (canonical tar in).
+//! # What an embedding tool uses
+//!
+//! - **Read a layer blob**: [`LayerReader`] turns a blob into its uncompressed tar
+//!   ([`LayerDescriptor`] in, [`LayerDigests`] out, both digests checked at the end).
+//! - **Unpack**: [`FlatExtractor`] applies layers in order onto one root filesystem;
+//!   [`unpack_layer_dir`] / [`extract_layer_dir`] write one layer into a directory of its own
+//!   (whiteouts in the [`WhiteoutFormat`] asked for); [`extract_canonical_tar`] writes a canonical
+//!   tar back into a tree. Each takes its options ([`ExtractOptions`], [`LayerDirOptions`], with
+//!   [`Limits`] and [`Privileges`]) and returns a [`Report`] of what it did not do as asked.
+//! - **Write tar**: [`write_tree_as_tar`] (a tree) and [`CanonicalTarWriter`] (entries) write
+//!   canonical streams for publishers that ingest tar; [`canonicalize_layer`] does both for a
+//!   layer.
+//! - **Read tar**: [`EntryReader`] hands out each entry of a stream as an [`Entry`] (names as
+//!   bytes, in [`EntryPath`]), through the same checks every layer goes through, for a tool that
+//!   copies entries somewhere else.
+//! - **Around a flat tree**: [`add_apptainer_files`] (the `.singularity.d` files of an image),
+//!   [`file_source`] (which layer file a flat file came from), [`dropped_below`] and
+//!   [`uncovered_below`] (what a layer's whiteouts miss over another stack of layers).
+//!
+//! Everything fails with one [`Error`], naming the layer and the entry.
 //!
 //! # Limits on hostile layers
 //!
 //! A layer is untrusted input: each of these limits stops a hostile one early with a typed
 //! [`Error`] naming the layer (the caller adds the image). The defaults are set far above what
 //! real images reach; [`Limits`] on [`ExtractOptions`] and [`LayerDirOptions`] (and
-//! [`LayerReader::open_with_limits`], [`read_entries_with_limits`]) raises any of them.
+//! [`LayerReader::open_with_limits`], [`EntryReader::limits`]) raises any of them.
 //!
 //! | limit | default | error |
 //! | --- | --- | --- |
@@ -88,7 +104,12 @@ mod apptainer;
 mod entry;
 mod error;
 mod extract;
+mod limits;
+mod options;
+mod read;
+mod records;
 mod report;
+mod root;
 mod source;
 mod stack;
 mod stream;
@@ -99,20 +120,17 @@ mod writer;
 
 pub use apptainer::{ApptainerReport, BIND_FILES, ImageRuntime, MOUNT_POINTS, add_apptainer_files};
 pub use ducc_oci::{BlobDigest, DiffId, DigestError, LayerDigest};
-pub use entry::{
-    Entry, EntryKind, EntryPath, Timestamp, Xattr, read_entries, read_entries_with_limits,
-};
+pub use entry::{Entry, EntryKind, EntryPath, Timestamp, Xattr};
 pub use error::Error;
 pub use extract::{
     FlatExtractor, LayerOutcome, extract_canonical_tar, extract_layer_dir, unpack_layer_dir,
 };
-pub use report::{
-    DEFAULT_EXPANSION_ALLOWANCE, DEFAULT_MAX_CONFIG_BYTES, DEFAULT_MAX_ENTRIES_PER_LAYER,
-    DEFAULT_MAX_EXPANSION_RATIO, DEFAULT_MAX_NAME_BYTES, DEFAULT_MAX_PATH_BYTES,
-    DEFAULT_MAX_PAX_HEADER_BYTES, DEFAULT_ZSTD_WINDOW_LOG_MAX, ExtractOptions, LayerDirOptions,
-    LeftOut, Limits, OwnerRecord, Privileges, REPORT_LIST_LIMIT, Report, SpecialKind, Warning,
-    WarningKind, WhiteoutFormat,
-};
+pub use limits::{DEFAULT_MAX_CONFIG_BYTES, Limits};
+pub use options::{ExtractOptions, LayerDirOptions, Privileges, WhiteoutFormat};
+pub use read::EntryReader;
+#[cfg(test)]
+use read::read_entries;
+pub use report::{LeftOut, OwnerRecord, Report, SpecialKind, Warning, WarningKind};
 pub use source::{FileSource, SOURCE_XATTR, file_source};
 pub use stack::{dropped_below, uncovered_below};
 pub use stream::{Compression, LayerDescriptor, LayerDigests, LayerReader};

@@ -6,7 +6,7 @@ use std::io::{self, BufReader, Cursor, Read};
 use sha2::{Digest, Sha256};
 
 use crate::error::Error;
-use crate::report::Limits;
+use crate::limits::Limits;
 use ducc_oci::{BlobDigest, DiffId};
 
 /// How a layer blob is compressed.
@@ -498,7 +498,7 @@ mod tests {
     use sha2::{Digest, Sha256};
 
     use super::*;
-    use crate::report::Limits;
+    use crate::limits::Limits;
 
     const TAR: &str = "application/vnd.oci.image.layer.v1.tar";
     const GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";

@@ -13,7 +13,8 @@ use rustix::io::Errno;
 
 use crate::entry::{Entry, EntryKind, EntryPath, Timestamp, Xattr};
 use crate::error::Error;
-use crate::report::WhiteoutFormat;
+use crate::options::WhiteoutFormat;
+use crate::root::Root;
 use crate::writer::{TarSummary, TarWriteOptions};
 
 /// Largest value the 12-byte octal size field holds.
@@ -389,12 +390,11 @@ pub(crate) fn write_tree<W: Write>(
         op,
         source: e.into(),
     };
-    let root = rustix::fs::open(
-        dir,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| io_err("open tree", e))?;
+    // Children are opened by name from their parent's fd: a tree that changes underneath
+    // cannot lead the walk outside it.
+    let root = Root::open_following(dir)
+        .and_then(|root| root.reopen(OFlags::RDONLY | OFlags::DIRECTORY))
+        .map_err(|e| io_err("open tree", e))?;
     let mut walker = TreeWalker {
         out: TarOut::new(out, options.whiteouts.unwrap_or(WhiteoutFormat::Overlay)),
         convert: options.whiteouts,

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use crate::entry::Entry;
 use crate::error::Error;
-use crate::report::WhiteoutFormat;
+use crate::options::WhiteoutFormat;
 
 /// Options for [`write_tree_as_tar`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -142,7 +142,7 @@ mod tests {
     use std::io;
 
     use super::*;
-    use crate::entry::read_entries_with;
+    use crate::read::read_entries_with;
     use crate::testutil::{Layer, Node, paths, require_root, snapshot};
     use crate::{
         EntryKind, EntryPath, ExtractOptions, FlatExtractor, LayerDirOptions, Privileges,

@@ -53,8 +53,10 @@
 //! written outside an open transaction.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -194,11 +196,10 @@ impl Standin {
                     _ => {}
                 }
             }
-            let name = marker
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default();
-            let target = marker.with_file_name(name.trim_start_matches(".cvmfsgraft-"));
+            // Names are bytes: a graft of a file whose name is not UTF-8 is a graft too.
+            let name = marker.file_name().map(OsStr::as_bytes).unwrap_or_default();
+            let name = name.strip_prefix(b".cvmfsgraft-").unwrap_or(name);
+            let target = marker.with_file_name(OsStr::from_bytes(name));
             let (Some(size), Some(checksum)) = (size, checksum) else {
                 return fail(format!(
                     "PANIC: sync_mediator.cc : 965 Encountered a grafted file ({}) with invalid grafting information; check the graft file format",
@@ -764,10 +765,11 @@ impl Standin {
                 let touched = ingest.known_dirs.iter().chain(ingest.written.iter());
                 if let Some(hit) = touched
                     .into_iter()
-                    .find(|t| within(t, path) || within(path, t))
+                    .find(|t| t.starts_with(path) || Path::new(path).starts_with(t))
                 {
                     return fail(format!(
-                        "PANIC: catalog_mgr_rw.cc : 484 catalog for directory '/{hit}' cannot be found\nAborted\nSynchronization failed"
+                        "PANIC: catalog_mgr_rw.cc : 484 catalog for directory '/{}' cannot be found\nAborted\nSynchronization failed",
+                        hit.display()
                     ));
                 }
             }
@@ -848,15 +850,15 @@ struct Ingest<'a> {
     owner: Option<(u32, u32)>,
     gateway: bool,
     /// Directories that exist (published, placeholders, or seen in this tar).
-    known_dirs: BTreeSet<String>,
+    known_dirs: BTreeSet<PathBuf>,
     /// Non-directory paths added by this tar.
-    written: BTreeSet<String>,
+    written: BTreeSet<PathBuf>,
     /// Directories this tar creates with their header's mode and mtime (applied at the end).
-    new_dirs: Vec<(String, u32, i64)>,
+    new_dirs: Vec<(PathBuf, u32, i64)>,
     /// (link, target) pairs, resolved after the stream.
-    hardlinks: Vec<(String, String)>,
+    hardlinks: Vec<(PathBuf, PathBuf)>,
     /// Directory entries over published files: they and their children are not reachable.
-    shadowed: Vec<String>,
+    shadowed: Vec<PathBuf>,
     /// With `--catalog` on an existing `-b` directory: its new owner and mtime (mode 0755).
     reset_base: Option<((u32, u32), i64)>,
     /// The repository's object store.
@@ -878,31 +880,35 @@ impl Ingest<'_> {
         for entry in archive.entries()? {
             let mut entry = entry?;
             let header = entry.header().clone();
-            let raw = entry.path()?.to_string_lossy().into_owned();
+            // Names are bytes, as libarchive hands them to the server (PAX names under
+            // `hdrcharset=BINARY`, header fields always).
+            let raw = entry.path_bytes().into_owned();
             let name = raw
-                .strip_prefix("./")
-                .or_else(|| raw.strip_prefix('/'))
+                .strip_prefix(b"./")
+                .or_else(|| raw.strip_prefix(b"/"))
                 .unwrap_or(&raw);
-            let name = name.trim_end_matches('/');
-            if name.split('/').any(|c| c == ".." || c == ".") {
+            let name = name.strip_suffix(b"/").unwrap_or(name);
+            if name.split(|b| *b == b'/').any(|c| c == b".." || c == b".") {
                 return fail(format!(
-                    "cvmfs_server stand-in: refusing entry {raw:?} (the real server would store a literal `.` or `..`)"
+                    "cvmfs_server stand-in: refusing entry {:?} (the real server would store a literal `.` or `..`)",
+                    String::from_utf8_lossy(&raw)
                 ));
             }
             let full = if name.is_empty() {
-                base.to_owned()
+                PathBuf::from(base)
             } else {
-                format!("{base}/{name}")
+                Path::new(base).join(OsStr::from_bytes(name))
             };
-            if self.shadowed.iter().any(|s| within(&full, s)) {
+            if self.shadowed.iter().any(|s| full.starts_with(s)) {
                 continue; // below a published file: stored unreachable by the real server
             }
-            let parent = full.rsplit_once('/').map_or("", |(p, _)| p).to_owned();
+            let parent = full.parent().map(Path::to_owned).unwrap_or_default();
             self.placeholders(&parent, now)?;
             let kind = header.entry_type();
-            if let Some(target) = entry.link_name()?.filter(|_| kind.is_hard_link()) {
-                let target = target.to_string_lossy().trim_start_matches("./").to_owned();
-                self.hardlinks.push((full, format!("{base}/{target}")));
+            if let Some(target) = entry.link_name_bytes().filter(|_| kind.is_hard_link()) {
+                let target = target.strip_prefix(b"./").unwrap_or(&target);
+                self.hardlinks
+                    .push((full, Path::new(base).join(OsStr::from_bytes(target))));
                 continue;
             }
             let mode = header.mode()? & 0o7777;
@@ -931,14 +937,16 @@ impl Ingest<'_> {
             }
             if !self.written.insert(full.clone()) {
                 return fail(format!(
-                    "catalog_rw.cc:171: void catalog::WritableCatalog::AddEntry(...): Assertion `retval' failed. (duplicate {full})"
+                    "catalog_rw.cc:171: void catalog::WritableCatalog::AddEntry(...): Assertion `retval' failed. (duplicate {})",
+                    full.display()
                 ));
             }
             let is_special =
                 kind.is_character_special() || kind.is_block_special() || kind.is_fifo();
-            if is_special && full.rsplit('/').next() == Some(".cvmfscatalog") {
+            if is_special && full.file_name() == Some(OsStr::new(".cvmfscatalog")) {
                 return fail(format!(
-                    "PANIC: special file {full} cannot be a catalog marker"
+                    "PANIC: special file {} cannot be a catalog marker",
+                    full.display()
                 ));
             }
             remove_any(&dst)?;
@@ -951,9 +959,13 @@ impl Ingest<'_> {
                 drop(out);
                 store_object(self.objects, &dst)?;
             } else if kind.is_symlink() {
-                let target = entry
-                    .link_name()?
-                    .ok_or_else(|| Failure(format!("symlink {full} has no target"), 1, false))?;
+                let target = entry.link_name()?.ok_or_else(|| {
+                    Failure(
+                        format!("symlink {} has no target", full.display()),
+                        1,
+                        false,
+                    )
+                })?;
                 std::os::unix::fs::symlink(target, &dst)?;
             } else if is_special {
                 if self.gateway {
@@ -975,7 +987,8 @@ impl Ingest<'_> {
                 rustix::fs::mknodat(CWD, &dst, file_type, Mode::from_raw_mode(mode), dev)?;
             } else {
                 return fail(format!(
-                    "PANIC: unexpected file {full} (tar type {:?})",
+                    "PANIC: unexpected file {} (tar type {:?})",
+                    full.display(),
                     kind
                 ));
             }
@@ -1006,13 +1019,10 @@ impl Ingest<'_> {
     }
 
     /// Creates placeholder directories (0755, now) for every not yet known ancestor down to `dir`.
-    fn placeholders(&mut self, dir: &str, now: i64) -> Result<(), Failure> {
-        let mut path = String::new();
-        for part in dir.split('/').filter(|p| !p.is_empty()) {
-            if !path.is_empty() {
-                path.push('/');
-            }
-            path.push_str(part);
+    fn placeholders(&mut self, dir: &Path, now: i64) -> Result<(), Failure> {
+        let mut path = PathBuf::new();
+        for part in dir.components() {
+            path.push(part);
             if self.known_dirs.contains(&path) {
                 continue;
             }
@@ -1040,13 +1050,16 @@ impl Ingest<'_> {
             match fs::symlink_metadata(&source) {
                 Ok(m) if m.is_dir() => {
                     return fail(format!(
-                        "PANIC: hardlink {link} points to directory {target}"
+                        "PANIC: hardlink {} points to directory {}",
+                        link.display(),
+                        target.display()
                     ));
                 }
                 Ok(_) => {}
                 Err(_) => {
                     return fail(format!(
-                        "PANIC: catalog_mgr_rw.cc:304 catalog for file '{target}' cannot be found, aborting"
+                        "PANIC: catalog_mgr_rw.cc:304 catalog for file '{}' cannot be found, aborting",
+                        target.display()
                     ));
                 }
             }
@@ -1149,11 +1162,7 @@ fn find_grafts(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Failure> {
         let path = entry.path();
         if entry.file_type()?.is_dir() {
             find_grafts(&path, out)?;
-        } else if entry
-            .file_name()
-            .to_str()
-            .is_some_and(|n| n.starts_with(".cvmfsgraft-"))
-        {
+        } else if entry.file_name().as_bytes().starts_with(b".cvmfsgraft-") {
             out.push(path);
         }
     }

@@ -18,11 +18,11 @@ use std::io::{self, Read};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 
-use rustix::fs::OFlags;
-
-use super::{Applier, DirFix, open_in_root};
-use crate::entry::{Entry, EntryKind, read_entries_limited};
+use super::{Applier, DirFix};
+use crate::entry::{Entry, EntryKind};
 use crate::error::Error;
+use crate::read::read_entries_limited;
+use crate::root::Root;
 
 /// Entries queued for the worker at most (each regular file holds its open layer file).
 pub(super) const ENTRIES_IN_FLIGHT: usize = 128;
@@ -108,14 +108,11 @@ pub(crate) fn apply_tar_both<R: Read>(
     tar: R,
     name: &str,
 ) -> Result<(), Error> {
-    let flat_root =
-        open_in_root(&flat.root, b"", OFlags::PATH | OFlags::DIRECTORY).map_err(|e| {
-            Error::DestinationIo {
-                path: flat.root_path.clone(),
-                op: "open the flat tree",
-                source: e.into(),
-            }
-        })?;
+    let flat_root = flat.root.try_clone().map_err(|e| Error::DestinationIo {
+        path: flat.root.path().to_owned(),
+        op: "open the flat tree",
+        source: e.into(),
+    })?;
     layer.begin_layer(name);
     flat.begin_layer(name);
     let limits = flat.limits;
@@ -128,7 +125,7 @@ pub(crate) fn apply_tar_both<R: Read>(
             .name("ducc-flat".to_owned())
             .spawn_scoped(scope, move || run_flat(worker_flat, queued, &kept))
             .map_err(|source| Error::DestinationIo {
-                path: layer.root_path.clone(),
+                path: layer.root.path().to_owned(),
                 op: "start the flat tree's thread",
                 source,
             })?;
@@ -161,7 +158,7 @@ pub(crate) fn apply_tar_both<R: Read>(
 struct Linked<'a>(&'a mut Applier);
 
 impl<'a> Linked<'a> {
-    fn new(layer: &'a mut Applier, flat_root: rustix::fd::OwnedFd, link: FlatLink) -> Self {
+    fn new(layer: &'a mut Applier, flat_root: Root, link: FlatLink) -> Self {
         layer.below_flat = Some(flat_root);
         layer.below_link = Some(link);
         layer.keep_last_file = true;
