@@ -14,6 +14,7 @@
 //!   [`Sha256Hasher`] make them from content.
 //! - [`Platform`]: `os/arch[/variant]`, matched against index entries as containerd normalises
 //!   them.
+//! - [`error_chain`]: an error and its causes on one line, the one printer every crate uses.
 //!
 //! ```
 //! use ducc_oci::{BlobDigest, ConfigDigest, ImageRef, Platform, Scheme};
@@ -38,6 +39,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod chain;
 mod digest;
 mod glob;
 mod platform;
@@ -45,6 +47,7 @@ mod reference;
 
 pub use oci_spec;
 
+pub use chain::error_chain;
 pub use digest::{
     BlobDigest, ConfigDigest, DiffId, DigestError, DigestProblem, LayerDigest, ManifestDigest,
     Sha256Hasher, sha256,
