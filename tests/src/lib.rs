@@ -7,7 +7,8 @@
 //!   answers, and records every request it saw.
 //! - [`skopeo`]: `skopeo inspect --raw`, the independent oracle for registry content.
 //! - [`ducc_bin`]: the `ducc` binary under test.
-//! - [`skip_or_fail`]: a test that cannot run here fails, unless `DUCC_ALLOW_SKIP=1`.
+//! - [`skip_or_fail`], [`require_root`]: a test that cannot run here fails, unless
+//!   `DUCC_ALLOW_SKIP=1`; the one skip rule.
 //! - [`signer::TestSigner`]: cosign-format signatures (`.sig` tag, bundle referrers) by a test key.
 //! - [`hostile`]: a second loopback host (127.0.0.2) and a TLS front, to check that credentials
 //!   stay on their registry.

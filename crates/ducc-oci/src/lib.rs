@@ -14,7 +14,8 @@
 //!   [`Sha256Hasher`] make them from content.
 //! - [`Platform`]: `os/arch[/variant]`, matched against index entries as containerd normalises
 //!   them.
-//! - [`error_chain`]: an error and its causes on one line, the one printer every crate uses.
+//! - [`error_chain`]: an error and its causes on one line, the one printer every crate uses;
+//!   [`is_root`]: the one root check.
 //!
 //! ```
 //! use ducc_oci::{BlobDigest, ConfigDigest, ImageRef, Platform, Scheme};
@@ -43,6 +44,7 @@ mod chain;
 mod digest;
 mod glob;
 mod platform;
+mod privileges;
 mod reference;
 
 pub use oci_spec;
@@ -54,4 +56,5 @@ pub use digest::{
 };
 pub use glob::Glob;
 pub use platform::{Platform, PlatformError};
+pub use privileges::is_root;
 pub use reference::{ImageRef, ReferenceError, ReferenceProblem, Scheme};
