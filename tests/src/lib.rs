@@ -9,6 +9,7 @@
 //! - [`ducc_bin`]: the `ducc` binary under test.
 //! - [`skip_or_fail`], [`require_root`]: a test that cannot run here fails, unless
 //!   `DUCC_ALLOW_SKIP=1`; the one skip rule.
+//! - [`tree::Tree`]: the one tree snapshot, to query or to compare with another.
 //! - [`signer::TestSigner`]: cosign-format signatures (`.sig` tag, bundle referrers) by a test key.
 //! - [`hostile`]: a second loopback host (127.0.0.2) and a TLS front, to check that credentials
 //!   stay on their registry.

@@ -12,22 +12,8 @@ use ducc_tests::{Registry, images, unique_repo};
 use std::os::unix::fs::MetadataExt;
 
 /// Entries of a published tree owned by 65534: directories `cvmfs_server ingest -k` invented.
-fn nobody_owned(root: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_owned()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).unwrap() {
-            let path = e.unwrap().path();
-            let m = std::fs::symlink_metadata(&path).unwrap();
-            if m.uid() == 65534 || m.gid() == 65534 {
-                out.push(path.clone());
-            }
-            if m.is_dir() {
-                stack.push(path);
-            }
-        }
-    }
-    out
+fn nobody_owned(root: &std::path::Path) -> Vec<String> {
+    scan(root).paths_where(|_, node| node.uid == 65534 || node.gid == 65534)
 }
 
 /// Converts `inputs` with the local publisher and with the `cvmfs` one (stand-in), each run
@@ -118,7 +104,7 @@ fn cvmfs_publisher_builds_the_same_repository_as_the_local_one() {
             || l.starts_with("publish ")),
         "{log:#?}"
     );
-    assert_eq!(nobody_owned(&published), Vec::<std::path::PathBuf>::new());
+    assert_eq!(nobody_owned(&published), Vec::<String>::new());
     for image in [&one, &two] {
         let flat = flat_dir(&published, image);
         let meta = std::fs::metadata(&flat).unwrap();
@@ -691,7 +677,7 @@ fn zstd_plain_shared_glob_and_moved_tag_give_the_same_repository_with_either_pub
     );
     assert_eq!(
         nobody_owned(&cvmfs.repo()),
-        Vec::<std::path::PathBuf>::new()
+        Vec::<String>::new()
     );
 }
 
@@ -862,7 +848,7 @@ fn oci_docker_and_multi_arch_manifests_give_the_same_repository_with_either_publ
         log.iter().any(|l| l.starts_with("publish ")),
         "the platforms' flat trees went in through the mount: {log:#?}"
     );
-    assert_eq!(nobody_owned(&published), Vec::<std::path::PathBuf>::new());
+    assert_eq!(nobody_owned(&published), Vec::<String>::new());
 
     // A rerun publishes nothing.
     let before = log.len();

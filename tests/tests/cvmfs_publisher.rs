@@ -2,7 +2,6 @@
 //! and one scenario run against both publishers with the trees compared.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -11,6 +10,7 @@ use ducc_cvmfs::{
     ConfigDigest, CvmfsOptions, CvmfsPublisher, IngestOptions, LayerDigest, LocalPublisher,
     OverlaySupport, PublicName, PublishError, Publisher, RepoPath, RepositoryName,
 };
+use ducc_tests::tree::{Options, Tree};
 
 const REPO: &str = "test.repo";
 
@@ -185,22 +185,10 @@ fn normalised(lines: Vec<String>) -> Vec<String> {
 }
 
 /// Every entry of a published tree owned by 65534 (what ingest invents with `-k`).
-fn nobody_owned(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_owned()];
-    while let Some(dir) = stack.pop() {
-        for e in fs::read_dir(&dir).unwrap() {
-            let path = e.unwrap().path();
-            let m = fs::symlink_metadata(&path).unwrap();
-            if m.uid() == 65534 || m.gid() == 65534 {
-                out.push(path.clone());
-            }
-            if m.is_dir() {
-                stack.push(path);
-            }
-        }
-    }
-    out
+fn nobody_owned(root: &Path) -> Vec<String> {
+    Tree::scan(root)
+        .unwrap()
+        .paths_where(|_, node| node.uid == 65534 || node.gid == 65534)
 }
 
 /// A layer tar with a root entry `./` of mode 0750 (the image root's mode).
@@ -282,7 +270,7 @@ fn a_layer_and_its_metadata_go_in_as_one_ingest_on_the_shard_with_root_owned_dir
     );
     assert_eq!(owner(&dir), (0o755, 0, 0));
     assert_eq!(owner(&dir.join(".metadata")), (0o755, 0, 0));
-    assert_eq!(nobody_owned(&s.published()), Vec::<PathBuf>::new());
+    assert_eq!(nobody_owned(&s.published()), Vec::<String>::new());
     // Nothing below is immutable: a later transaction may rewrite the metadata.
     let mut tx = publisher
         .begin(&layout.layer_metadata_dir(&layer()))
@@ -378,7 +366,7 @@ fn a_flat_tree_and_its_public_symlink_are_one_ingest_each_without_invented_dirs(
             .is_file()
     );
     if ducc_oci::is_root() {
-        assert_eq!(nobody_owned(&s.published()), Vec::<PathBuf>::new());
+        assert_eq!(nobody_owned(&s.published()), Vec::<String>::new());
         let flat = s.published().join(format!("sub/.flat/0f/{cfg}"));
         assert_eq!(fs::metadata(&flat).unwrap().uid(), 0);
     }
@@ -586,38 +574,15 @@ fn a_missing_cvmfs_server_binary_is_a_spawn_error() {
     }
 }
 
-/// Path → (kind, mode, content or target) of a tree, `.cvmfscatalog` included.
-fn snapshot(root: &Path) -> BTreeMap<String, (char, u32, Vec<u8>)> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, (char, u32, Vec<u8>)>) {
-        for e in fs::read_dir(dir).unwrap() {
-            let path = e.unwrap().path();
-            let rel = path
-                .strip_prefix(root)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
-            let m = fs::symlink_metadata(&path).unwrap();
-            let entry = if m.is_symlink() {
-                (
-                    'l',
-                    0,
-                    fs::read_link(&path)
-                        .unwrap()
-                        .into_os_string()
-                        .into_encoded_bytes(),
-                )
-            } else if m.is_dir() {
-                walk(root, &path, out);
-                ('d', m.mode() & 0o7777, Vec::new())
-            } else {
-                ('f', m.mode() & 0o7777, fs::read(&path).unwrap())
-            };
-            out.insert(rel, entry);
-        }
+/// What two publishers' trees are compared on: paths, types, modes, content and symlink
+/// targets, `.cvmfscatalog` included; not owners, times or hardlinks.
+fn publishers_options() -> Options {
+    Options {
+        owners: false,
+        mtimes: false,
+        hardlinks: false,
+        ..Options::default()
     }
-    let mut out = BTreeMap::new();
-    walk(root, root, &mut out);
-    out
 }
 
 /// The same conversion-like scenario through any publisher.
@@ -679,9 +644,10 @@ fn local_and_cvmfs_publishers_produce_the_same_tree() {
     let root = tempfile::tempdir().unwrap();
     let local = LocalPublisher::open(root.path(), &RepositoryName::parse(REPO).unwrap()).unwrap();
     scenario(&local);
-    let (cvmfs_tree, local_tree) = (snapshot(&s.published()), snapshot(local.repository_dir()));
-    assert!(cvmfs_tree.contains_key("reg.io/library/ubuntu:22.04"));
-    assert_eq!(cvmfs_tree, local_tree);
+    let cvmfs_tree = Tree::scan(&s.published()).unwrap();
+    let local_tree = Tree::scan(local.repository_dir()).unwrap();
+    assert!(cvmfs_tree.nodes.contains_key("reg.io/library/ubuntu:22.04"));
+    local_tree.assert_same_as(&cvmfs_tree, &publishers_options(), "local", "cvmfs");
 }
 
 /// A layer in overlay form: many files (so the stream passes in several chunks), then a
