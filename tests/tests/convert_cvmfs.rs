@@ -8,7 +8,7 @@ mod convert_support;
 use convert_support::{
     Backend, Image, Layer, REPO, Work, flat_dir, layer_dir, marker_config, run_options, scan,
 };
-use ducc_tests::{Registry, images, unique_repo};
+use ducc_tests::{Registry, images, unique_repo, wait};
 use std::os::unix::fs::MetadataExt;
 
 /// Entries of a published tree owned by 65534: directories `cvmfs_server ingest -k` invented.
@@ -462,7 +462,9 @@ fn killed_then_rerun(point: &str, filter: &str, label: &str) {
     child.wait().unwrap();
     let pid = rustix::process::Pid::from_raw(standin).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(100));
+    wait::until("the killed stand-in to end", wait::DEADLINE, || {
+        wait::process_ended(standin)
+    });
     std::fs::remove_file(pause.join(point)).unwrap();
     let before = cvmfs.standin_log().len();
 
@@ -675,10 +677,7 @@ fn zstd_plain_shared_glob_and_moved_tag_give_the_same_repository_with_either_pub
         marker_config(&cvmfs.repo(), registry.host(), &format!("{name}:1.0")).as_deref(),
         Some(format!("sha256:{}", moved.config_hex()).as_str())
     );
-    assert_eq!(
-        nobody_owned(&cvmfs.repo()),
-        Vec::<String>::new()
-    );
+    assert_eq!(nobody_owned(&cvmfs.repo()), Vec::<String>::new());
 }
 
 /// An image of `layers` in `format` for linux/`arch`, with a `created` time (so layers.json is
@@ -868,16 +867,6 @@ fn oci_docker_and_multi_arch_manifests_give_the_same_repository_with_either_publ
     );
 }
 
-/// Whether process `pid` is gone (or a zombie nobody reaped yet).
-fn process_ended(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-        Err(_) => true,
-    }
-}
-
 /// Kills ducc alone with SIGKILL while the stand-in's first layer ingest is paused (lease taken,
 /// tar unread), so that `cvmfs_server` process outlives it, then starts the rerun: it must wait
 /// for that process before any call of its own. With `kill_orphan`, the orphan is killed while
@@ -889,7 +878,7 @@ fn rerun_waits_for_the_orphaned_ingest(kill_orphan: bool, label: &str) {
     let orphan: i32 = text.split_whitespace().nth(1).unwrap().parse().unwrap();
     first.kill().unwrap();
     first.wait().unwrap();
-    assert!(!process_ended(orphan), "the ingest died with ducc");
+    assert!(!wait::process_ended(orphan), "the ingest died with ducc");
     let record = cvmfs.path("tmp/ducc-cvmfs").join(REPO).join("in-flight");
     assert!(
         std::fs::read_to_string(&record)
@@ -908,10 +897,17 @@ fn rerun_waits_for_the_orphaned_ingest(kill_orphan: bool, label: &str) {
             "-n",
             events.to_str().unwrap(),
         ])
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // The rerun waits: it stays running and calls nothing but `list` while the orphan runs.
-    std::thread::sleep(std::time::Duration::from_secs(3));
+    let mut stderr = wait::Lines::follow(rerun.stderr.take().unwrap());
+    // The rerun waits: once it says it recovers from the killed run it polls for the orphan,
+    // which the pause holds; it stays running and has called nothing but `list`.
+    stderr.wait_for(
+        "the rerun to recover the killed run",
+        wait::DEADLINE,
+        |line| line.contains("a run was killed during a cvmfs_server call: recovering"),
+    );
     assert!(
         rerun.try_wait().unwrap().is_none(),
         "the rerun did not wait"
@@ -924,8 +920,9 @@ fn rerun_waits_for_the_orphaned_ingest(kill_orphan: bool, label: &str) {
     }
     std::fs::remove_file(pause.join("ingest")).unwrap();
     let status = rerun.wait().unwrap();
+    eprintln!("stderr of the rerun:\n{}", stderr.into_text());
     assert!(status.success());
-    assert!(process_ended(orphan));
+    assert!(wait::process_ended(orphan));
     assert!(!record.exists(), "the in-flight record was cleared");
 
     let log = cvmfs.standin_log()[before..].to_vec();

@@ -23,12 +23,8 @@ use serde_json::json;
 /// Longest wait for anything serve should do by itself.
 const WAIT: Duration = Duration::from_secs(90);
 
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn wait_until(what: &str, done: impl FnMut() -> bool) {
+    ducc_tests::wait::until(what, WAIT, done);
 }
 
 /// One HTTP exchange with `Connection: close`: status and body.
@@ -514,7 +510,10 @@ fn a_burst_of_hundreds_of_events_converts_the_image_once_with_bounded_memory() {
     let serve = Serve::start(&work, "127.0.0.1:0", Some(&token), &[]);
     // The repository has no tags yet: the first pass converts nothing.
     wait_until("the first full pass", || serve.passes() >= 1);
-    std::thread::sleep(Duration::from_millis(500));
+    wait_until("an idle worker after the first pass", || {
+        let status = serve.status();
+        status["queue"]["depth"] == 0 && status["running"].is_null()
+    });
     let (idle_rss, _) = serve.memory_kib();
 
     let image = labelled("burst");
