@@ -191,6 +191,14 @@ fn nobody_owned(root: &Path) -> Vec<String> {
         .paths_where(|_, node| node.uid == 65534 || node.gid == 65534)
 }
 
+/// Ingest options that put a nested catalog at the ingested directory.
+fn with_catalog() -> IngestOptions {
+    IngestOptions {
+        catalog: true,
+        ..Default::default()
+    }
+}
+
 /// A layer tar with a root entry `./` of mode 0750 (the image root's mode).
 fn layer_tar_with_root() -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
@@ -227,10 +235,7 @@ fn a_layer_and_its_metadata_go_in_as_one_ingest_on_the_shard_with_root_owned_dir
     tx.ingest_tar(
         &layout.layerfs(&layer()),
         &mut &layer_tar_with_root()[..],
-        IngestOptions {
-            catalog: true,
-            ..Default::default()
-        },
+        with_catalog(),
     )
     .unwrap();
     tx.write_file(&layout.layer_info(&layer()), &mut &b"[]"[..])
@@ -298,10 +303,7 @@ fn with_a_gateway_a_layer_is_one_ingest_whose_lease_parent_exists() {
     tx.ingest_tar(
         &layout.layerfs(&layer()),
         &mut &layer_tar()[..],
-        IngestOptions {
-            catalog: true,
-            ..Default::default()
-        },
+        with_catalog(),
     )
     .unwrap();
     tx.commit().unwrap();
@@ -330,10 +332,7 @@ fn a_flat_tree_and_its_public_symlink_are_one_ingest_each_without_invented_dirs(
     tx.ingest_tar(
         &layout.flat_image(&config()),
         &mut &layer_tar()[..],
-        IngestOptions {
-            catalog: true,
-            ..Default::default()
-        },
+        with_catalog(),
     )
     .unwrap();
     tx.write_file(&layout.flat_complete_record(&config()), &mut &b"{}"[..])
@@ -592,10 +591,7 @@ fn scenario(publisher: &dyn Publisher) {
     tx.ingest_tar(
         &layout.layerfs(&layer()),
         &mut &layer_tar()[..],
-        IngestOptions {
-            catalog: true,
-            ..Default::default()
-        },
+        with_catalog(),
     )
     .unwrap();
     tx.write_file(&layout.layer_info(&layer()), &mut &b"[]"[..])
@@ -605,10 +601,7 @@ fn scenario(publisher: &dyn Publisher) {
     tx.ingest_tar(
         &layout.flat_image(&config()),
         &mut &layer_tar()[..],
-        IngestOptions {
-            catalog: true,
-            ..Default::default()
-        },
+        with_catalog(),
     )
     .unwrap();
     tx.commit().unwrap();
@@ -624,10 +617,7 @@ fn scenario(publisher: &dyn Publisher) {
     tx.ingest_tar(
         &layout.layerfs(&layer()),
         &mut &layer_tar()[..],
-        IngestOptions {
-            catalog: true,
-            ..Default::default()
-        },
+        with_catalog(),
     )
     .unwrap();
     tx.commit().unwrap();
@@ -769,15 +759,8 @@ fn lifecycle_image(
         if !publisher.published_path(&layout.layer_info(layer)).exists() {
             let mut tx = publisher.begin(&layout.layer_dir(layer)).unwrap();
             let bytes = files_tar(&[("etc/f", b"abc")]);
-            tx.ingest_tar(
-                &layout.layerfs(layer),
-                &mut &bytes[..],
-                IngestOptions {
-                    catalog: true,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+            tx.ingest_tar(&layout.layerfs(layer), &mut &bytes[..], with_catalog())
+                .unwrap();
             tx.write_file(&layout.layer_info(layer), &mut &b"[]"[..])
                 .unwrap();
             tx.commit().unwrap();
