@@ -10,7 +10,7 @@
 //! - [`skip_or_fail`], [`require_root`]: a test that cannot run here fails, unless
 //!   `DUCC_ALLOW_SKIP=1`; the one skip rule.
 //! - [`tree::Tree`]: the one tree snapshot, to query or to compare with another.
-//! - [`wait`]: waiting for an event (a line, a process state) with a deadline, never a sleep.
+//! - [`wait`]: waiting for an event (a status, a process state) with a deadline, never a sleep.
 //! - [`signer::TestSigner`]: cosign-format signatures (`.sig` tag, bundle referrers) by a test key.
 //! - [`hostile`]: a second loopback host (127.0.0.2) and a TLS front, to check that credentials
 //!   stay on their registry.

@@ -1,20 +1,16 @@
 //! Waiting for an event, never for a fixed time: a condition polled until a bounded deadline,
 //! after which the test fails naming what never happened. The events tests wait for: a file, a
-//! line a child prints, a process that ended or that blocks on a lock.
+//! status, a process that ended, or one that blocks on a lock (what proves that the other side
+//! waits, where a test shows that something does not happen).
 //!
 //! ```no_run
 //! use ducc_tests::wait;
-//! let mut child = std::process::Command::new("ducc")
-//!     .stderr(std::process::Stdio::piped())
-//!     .spawn()
-//!     .unwrap();
-//! let mut stderr = wait::Lines::follow(child.stderr.take().unwrap());
-//! stderr.wait_for("the recovery warning", wait::DEADLINE, |line| line.contains("recovering"));
-//! wait::until("ducc to end", wait::DEADLINE, || child.try_wait().unwrap().is_some());
+//! let gc = std::process::Command::new("ducc").arg("gc").spawn().unwrap();
+//! wait::until("gc to wait for the convert's lock", wait::DEADLINE, || {
+//!     wait::blocked_on_lock(gc.id())
+//! });
 //! ```
 
-use std::io::{BufRead, BufReader, Read};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 /// The longest a test waits for something that should happen soon: generous, since CI shares
@@ -50,6 +46,25 @@ pub fn process_ended(pid: i32) -> bool {
     }
 }
 
+/// The processes whose parent is `pid`.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            // `pid (comm) S ppid ...`: the parent follows the state, after the last `)`.
+            std::fs::read_to_string(format!("/proc/{child}/stat")).is_ok_and(|stat| {
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+                    == Some(pid)
+            })
+        })
+        .collect()
+}
+
 /// Whether process `pid` is blocked waiting for a `flock` (or POSIX lock) that another process
 /// holds: the kernel lists such a waiter in `/proc/locks` on a line marked `->`.
 pub fn blocked_on_lock(pid: u32) -> bool {
@@ -63,87 +78,9 @@ pub fn blocked_on_lock(pid: u32) -> bool {
     })
 }
 
-/// The lines of a child's output stream, read on a thread of their own (so the child never
-/// blocks on a full pipe), to wait for one of them.
-pub struct Lines {
-    lines: Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Lines {
-    /// Starts reading `stream` line by line.
-    pub fn follow(stream: impl Read + Send + 'static) -> Lines {
-        let (sender, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines() {
-                let Ok(line) = line else { break };
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Lines {
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits for the first line, from here on, that `wanted` accepts, and returns it.
-    ///
-    /// # Panics
-    /// When the stream ends or `deadline` passes first, naming `what` and the lines seen.
-    pub fn wait_for(
-        &mut self,
-        what: &str,
-        deadline: Duration,
-        wanted: impl Fn(&str) -> bool,
-    ) -> String {
-        let started = Instant::now();
-        loop {
-            let left = deadline.saturating_sub(started.elapsed());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if wanted(&line) {
-                        return line;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => panic!(
-                    "timed out after {deadline:?} waiting for {what}; lines so far:\n{}",
-                    self.seen.join("\n")
-                ),
-                Err(RecvTimeoutError::Disconnected) => panic!(
-                    "the stream ended before {what}; its lines:\n{}",
-                    self.seen.join("\n")
-                ),
-            }
-        }
-    }
-
-    /// Every line seen so far and the rest of the stream, read to its end.
-    pub fn into_text(mut self) -> String {
-        self.seen.extend(self.lines.iter());
-        self.seen.join("\n")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_line_that_comes_is_found_and_the_rest_is_kept() {
-        let mut lines = Lines::follow(&b"one\ntwo\nthree\n"[..]);
-        assert_eq!(lines.wait_for("two", DEADLINE, |l| l == "two"), "two");
-        assert_eq!(lines.into_text(), "one\ntwo\nthree");
-    }
-
-    #[test]
-    #[should_panic(expected = "the stream ended before four")]
-    fn a_line_that_never_comes_fails_when_the_stream_ends() {
-        let mut lines = Lines::follow(&b"one\n"[..]);
-        lines.wait_for("four", DEADLINE, |l| l == "four");
-    }
 
     #[test]
     #[should_panic(expected = "timed out after")]
@@ -155,5 +92,24 @@ mod tests {
     fn this_process_runs_and_is_not_blocked_on_a_lock() {
         assert!(!process_ended(i32::try_from(std::process::id()).unwrap()));
         assert!(!blocked_on_lock(std::process::id()));
+    }
+
+    #[test]
+    fn a_child_waiting_for_a_held_lock_is_found_blocked() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join("lock");
+        let held = std::fs::File::create(&lock).unwrap();
+        rustix::fs::flock(&held, rustix::fs::FlockOperation::LockExclusive).unwrap();
+        let mut child = std::process::Command::new("flock")
+            .arg(&lock)
+            .arg("true")
+            .spawn()
+            .unwrap();
+        until("flock to wait for the lock", DEADLINE, || {
+            children_of(std::process::id()).contains(&child.id()) && blocked_on_lock(child.id())
+        });
+        drop(held);
+        assert!(child.wait().unwrap().success());
+        assert!(process_ended(i32::try_from(child.id()).unwrap()));
     }
 }

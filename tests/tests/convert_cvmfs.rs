@@ -897,16 +897,19 @@ fn rerun_waits_for_the_orphaned_ingest(kill_orphan: bool, label: &str) {
             "-n",
             events.to_str().unwrap(),
         ])
-        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stderr = wait::Lines::follow(rerun.stderr.take().unwrap());
-    // The rerun waits: once it says it recovers from the killed run it polls for the orphan,
-    // which the pause holds; it stays running and has called nothing but `list`.
-    stderr.wait_for(
-        "the rerun to recover the killed run",
+    // The rerun waits: its first `cvmfs_server` call waits for the lock the paused orphan holds
+    // (one call at a time, as the spool lock serialises a real node); it stays running and has
+    // called nothing but `list`.
+    wait::until(
+        "the rerun's first call to wait for the orphan",
         wait::DEADLINE,
-        |line| line.contains("a run was killed during a cvmfs_server call: recovering"),
+        || {
+            wait::children_of(rerun.id())
+                .into_iter()
+                .any(wait::blocked_on_lock)
+        },
     );
     assert!(
         rerun.try_wait().unwrap().is_none(),
@@ -920,7 +923,6 @@ fn rerun_waits_for_the_orphaned_ingest(kill_orphan: bool, label: &str) {
     }
     std::fs::remove_file(pause.join("ingest")).unwrap();
     let status = rerun.wait().unwrap();
-    eprintln!("stderr of the rerun:\n{}", stderr.into_text());
     assert!(status.success());
     assert!(wait::process_ended(orphan));
     assert!(!record.exists(), "the in-flight record was cleared");
