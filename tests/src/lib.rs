@@ -7,7 +7,10 @@
 //!   answers, and records every request it saw.
 //! - [`skopeo`]: `skopeo inspect --raw`, the independent oracle for registry content.
 //! - [`ducc_bin`]: the `ducc` binary under test.
-//! - [`skip_or_fail`]: a test that cannot run here fails, unless `DUCC_ALLOW_SKIP=1`.
+//! - [`skip_or_fail`], [`require_root`]: a test that cannot run here fails, unless
+//!   `DUCC_ALLOW_SKIP=1`; the one skip rule.
+//! - [`tree::Tree`]: the one tree snapshot, to query or to compare with another.
+//! - [`wait`]: waiting for an event (a status, a process state) with a deadline, never a sleep.
 //! - [`signer::TestSigner`]: cosign-format signatures (`.sig` tag, bundle referrers) by a test key.
 //! - [`hostile`]: a second loopback host (127.0.0.2) and a TLS front, to check that credentials
 //!   stay on their registry.
@@ -29,6 +32,7 @@ pub mod skopeo;
 pub mod token_issuer;
 pub mod tools;
 pub mod tree;
+pub mod wait;
 
 pub use fault_proxy::{Action, FaultProxy, RecordedRequest, Rule};
 pub use registry::{Flavour, Registry, random_hex, unique_repo};

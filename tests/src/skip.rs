@@ -10,7 +10,7 @@ pub const ALLOW_SKIP_VAR: &str = "DUCC_ALLOW_SKIP";
 /// `skipped: REASON` on its own line and returns, and the caller returns too:
 ///
 /// ```no_run
-/// if !rustix::process::geteuid().is_root() {
+/// if !ducc_oci::is_root() {
 ///     ducc_tests::skip_or_fail("creating device files needs root");
 ///     return;
 /// }
@@ -38,7 +38,7 @@ pub fn skip_allowed() -> bool {
 /// Whether the process runs as root; when not, [`skip_or_fail`] with `why` (the caller returns
 /// on `false`).
 pub fn require_root(why: &str) -> bool {
-    if rustix::process::geteuid().is_root() {
+    if ducc_oci::is_root() {
         return true;
     }
     skip_or_fail(&format!("not running as root, and {why}"));

@@ -1,6 +1,7 @@
-//! Comparing two directory trees: paths, types, modes, owners, sizes, content hashes, symlink
-//! targets, device numbers, hardlink groups, xattrs and mtimes, with the first differences
-//! reported readably.
+//! The test crate's one tree snapshot: [`Tree::scan`] records paths, types, modes, owners,
+//! sizes, content hashes, symlink targets, device numbers, hardlink groups, xattrs and mtimes.
+//! A test asks a snapshot what it needs ([`Tree::paths_where`], [`Tree::file_bytes`]) or
+//! compares two, with the first differences reported readably.
 //!
 //! ```no_run
 //! use ducc_tests::tree::{Options, Tree};
@@ -87,6 +88,8 @@ pub struct Options {
     pub skip_mtime: BTreeSet<String>,
     /// Compare the root directory's own metadata.
     pub root_metadata: bool,
+    /// Compare owners and groups.
+    pub owners: bool,
     /// Compare hardlink groups.
     pub hardlinks: bool,
     /// xattr name prefixes ignored on both sides.
@@ -102,6 +105,7 @@ impl Default for Options {
             dir_mtimes: true,
             skip_mtime: BTreeSet::new(),
             root_metadata: false,
+            owners: true,
             hardlinks: true,
             // The cvmfs stand-in keeps the magic xattrs a client reads by name (`user.hash`,
             // `user.compression`, `user.chunks`) as real ones; a real client lists none of them.
@@ -220,6 +224,32 @@ impl Tree {
         Ok(tree)
     }
 
+    /// As [`Tree::scan`], but a `root` that does not exist is an empty tree: for directories a
+    /// run may or may not have made (a cache, a staging area).
+    ///
+    /// # Errors
+    /// Any other I/O error, with the path that caused it.
+    pub fn scan_if_present(root: &Path) -> io::Result<Tree> {
+        match fs::symlink_metadata(root) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Tree::default()),
+            _ => Tree::scan(root),
+        }
+    }
+
+    /// The paths below the root (the root itself left out) whose node `keep` accepts, sorted.
+    pub fn paths_where(&self, mut keep: impl FnMut(&str, &Node) -> bool) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|(path, node)| !path.is_empty() && keep(path, node))
+            .map(|(path, _)| path.clone())
+            .collect()
+    }
+
+    /// The total size of the regular files in the tree.
+    pub fn file_bytes(&self) -> u64 {
+        self.nodes.values().map(|node| node.size).sum()
+    }
+
     /// Lists the differences between `self` (expected) and `actual`, at most
     /// `options.max_differences` of them, in path order.
     pub fn diff(&self, actual: &Tree, options: &Options) -> Vec<Difference> {
@@ -300,11 +330,13 @@ fn compare_node(path: &str, e: &Node, a: &Node, options: &Options, out: &mut Vec
         return;
     }
     field("mode", format!("{:04o}", e.mode), format!("{:04o}", a.mode));
-    field(
-        "owner",
-        format!("{}:{}", e.uid, e.gid),
-        format!("{}:{}", a.uid, a.gid),
-    );
+    if options.owners {
+        field(
+            "owner",
+            format!("{}:{}", e.uid, e.gid),
+            format!("{}:{}", a.uid, a.gid),
+        );
+    }
     field("size", e.size.to_string(), a.size.to_string());
     field(
         "content sha256",

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use ducc_tests::images::{self, Format, ImageSpec};
+use ducc_tests::tree::{Options, Tree};
 use ducc_tests::{FaultProxy, Registry, unique_repo};
 
 fn ducc(args: &[&str], cache: &Path) -> Output {
@@ -113,39 +114,22 @@ fn convert_writes_layers_flat_tree_symlink_marker_and_thin_image() {
     assert!(!thin.is_empty());
 
     // A second run downloads nothing and changes nothing.
-    let before = tree_listing(&root);
+    let before = Tree::scan(&root).unwrap();
     proxy.clear_requests();
     let out = ducc(&args, &cache);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("0 converted, 1 up to date"));
     assert_eq!(proxy.count("GET", "/blobs/"), 0, "{:?}", proxy.requests());
-    assert_eq!(tree_listing(&root), before);
-}
-
-/// Every path under `root` with its type, size and symlink target, sorted.
-fn tree_listing(root: &Path) -> Vec<String> {
-    fn walk(dir: &Path, root: &Path, out: &mut Vec<String>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            let meta = std::fs::symlink_metadata(&path).unwrap();
-            let rel = path.strip_prefix(root).unwrap().display().to_string();
-            if meta.is_dir() {
-                out.push(format!("{rel}/"));
-                walk(&path, root, out);
-            } else if meta.file_type().is_symlink() {
-                out.push(format!(
-                    "{rel} -> {}",
-                    std::fs::read_link(&path).unwrap().display()
-                ));
-            } else {
-                out.push(format!("{rel} {}", meta.len()));
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(root, root, &mut out);
-    out.sort();
-    out
+    let unchanged = Options {
+        mtimes: false,
+        ..Options::default()
+    };
+    before.assert_same_as(
+        &Tree::scan(&root).unwrap(),
+        &unchanged,
+        "first run",
+        "second run",
+    );
 }
 
 #[test]

@@ -5,7 +5,6 @@
 mod convert_support;
 
 use std::os::unix::process::ExitStatusExt as _;
-use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -85,23 +84,6 @@ fn staging_left(work: &Work) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-fn partial_paths(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.contains(".partial") {
-            out.push(entry.path().display().to_string());
-        }
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            out.extend(partial_paths(&entry.path()));
-        }
-    }
-    out
 }
 
 /// A one-file image, pushed as `<name>:v1`.
@@ -220,11 +202,10 @@ fn sigterm_aborts_the_run_and_a_rerun_completes() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("interrupted"), "{stderr}");
     assert!(staging_left(&work).is_empty(), "{:?}", staging_left(&work));
-    assert!(
-        partial_paths(&work.path("cvmfs")).is_empty(),
-        "{:?}",
-        partial_paths(&work.path("cvmfs"))
-    );
+    let partial = Tree::scan_if_present(&work.path("cvmfs"))
+        .unwrap()
+        .paths_where(|path, _| path.rsplit('/').next().unwrap_or(path).contains(".partial"));
+    assert!(partial.is_empty(), "{partial:?}");
     assert!(marker_config(&work.repo(), registry.host(), &format!("{name}:big")).is_none());
     let events = work.events("events.jsonl");
     assert!(

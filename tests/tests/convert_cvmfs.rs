@@ -8,26 +8,12 @@ mod convert_support;
 use convert_support::{
     Backend, Image, Layer, REPO, Work, flat_dir, layer_dir, marker_config, run_options, scan,
 };
-use ducc_tests::{Registry, images, unique_repo};
+use ducc_tests::{Registry, images, unique_repo, wait};
 use std::os::unix::fs::MetadataExt;
 
 /// Entries of a published tree owned by 65534: directories `cvmfs_server ingest -k` invented.
-fn nobody_owned(root: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_owned()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).unwrap() {
-            let path = e.unwrap().path();
-            let m = std::fs::symlink_metadata(&path).unwrap();
-            if m.uid() == 65534 || m.gid() == 65534 {
-                out.push(path.clone());
-            }
-            if m.is_dir() {
-                stack.push(path);
-            }
-        }
-    }
-    out
+fn nobody_owned(root: &std::path::Path) -> Vec<String> {
+    scan(root).paths_where(|_, node| node.uid == 65534 || node.gid == 65534)
 }
 
 /// Converts `inputs` with the local publisher and with the `cvmfs` one (stand-in), each run
@@ -118,7 +104,7 @@ fn cvmfs_publisher_builds_the_same_repository_as_the_local_one() {
             || l.starts_with("publish ")),
         "{log:#?}"
     );
-    assert_eq!(nobody_owned(&published), Vec::<std::path::PathBuf>::new());
+    assert_eq!(nobody_owned(&published), Vec::<String>::new());
     for image in [&one, &two] {
         let flat = flat_dir(&published, image);
         let meta = std::fs::metadata(&flat).unwrap();
@@ -476,7 +462,9 @@ fn killed_then_rerun(point: &str, filter: &str, label: &str) {
     child.wait().unwrap();
     let pid = rustix::process::Pid::from_raw(standin).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(100));
+    wait::until("the killed stand-in to end", wait::DEADLINE, || {
+        wait::process_ended(standin)
+    });
     std::fs::remove_file(pause.join(point)).unwrap();
     let before = cvmfs.standin_log().len();
 
@@ -689,10 +677,7 @@ fn zstd_plain_shared_glob_and_moved_tag_give_the_same_repository_with_either_pub
         marker_config(&cvmfs.repo(), registry.host(), &format!("{name}:1.0")).as_deref(),
         Some(format!("sha256:{}", moved.config_hex()).as_str())
     );
-    assert_eq!(
-        nobody_owned(&cvmfs.repo()),
-        Vec::<std::path::PathBuf>::new()
-    );
+    assert_eq!(nobody_owned(&cvmfs.repo()), Vec::<String>::new());
 }
 
 /// An image of `layers` in `format` for linux/`arch`, with a `created` time (so layers.json is
@@ -862,7 +847,7 @@ fn oci_docker_and_multi_arch_manifests_give_the_same_repository_with_either_publ
         log.iter().any(|l| l.starts_with("publish ")),
         "the platforms' flat trees went in through the mount: {log:#?}"
     );
-    assert_eq!(nobody_owned(&published), Vec::<std::path::PathBuf>::new());
+    assert_eq!(nobody_owned(&published), Vec::<String>::new());
 
     // A rerun publishes nothing.
     let before = log.len();
@@ -882,16 +867,6 @@ fn oci_docker_and_multi_arch_manifests_give_the_same_repository_with_either_publ
     );
 }
 
-/// Whether process `pid` is gone (or a zombie nobody reaped yet).
-fn process_ended(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-        Err(_) => true,
-    }
-}
-
 /// Kills ducc alone with SIGKILL while the stand-in's first layer ingest is paused (lease taken,
 /// tar unread), so that `cvmfs_server` process outlives it, then starts the rerun: it must wait
 /// for that process before any call of its own. With `kill_orphan`, the orphan is killed while
@@ -903,7 +878,7 @@ fn rerun_waits_for_the_orphaned_ingest(kill_orphan: bool, label: &str) {
     let orphan: i32 = text.split_whitespace().nth(1).unwrap().parse().unwrap();
     first.kill().unwrap();
     first.wait().unwrap();
-    assert!(!process_ended(orphan), "the ingest died with ducc");
+    assert!(!wait::process_ended(orphan), "the ingest died with ducc");
     let record = cvmfs.path("tmp/ducc-cvmfs").join(REPO).join("in-flight");
     assert!(
         std::fs::read_to_string(&record)
@@ -924,8 +899,18 @@ fn rerun_waits_for_the_orphaned_ingest(kill_orphan: bool, label: &str) {
         ])
         .spawn()
         .unwrap();
-    // The rerun waits: it stays running and calls nothing but `list` while the orphan runs.
-    std::thread::sleep(std::time::Duration::from_secs(3));
+    // The rerun waits: its first `cvmfs_server` call waits for the lock the paused orphan holds
+    // (one call at a time, as the spool lock serialises a real node); it stays running and has
+    // called nothing but `list`.
+    wait::until(
+        "the rerun's first call to wait for the orphan",
+        wait::DEADLINE,
+        || {
+            wait::children_of(rerun.id())
+                .into_iter()
+                .any(wait::blocked_on_lock)
+        },
+    );
     assert!(
         rerun.try_wait().unwrap().is_none(),
         "the rerun did not wait"
@@ -939,7 +924,7 @@ fn rerun_waits_for_the_orphaned_ingest(kill_orphan: bool, label: &str) {
     std::fs::remove_file(pause.join("ingest")).unwrap();
     let status = rerun.wait().unwrap();
     assert!(status.success());
-    assert!(process_ended(orphan));
+    assert!(wait::process_ended(orphan));
     assert!(!record.exists(), "the in-flight record was cleared");
 
     let log = cvmfs.standin_log()[before..].to_vec();

@@ -27,7 +27,7 @@ struct Tmpfs {
 impl Tmpfs {
     /// Mounts a tmpfs of `size` (`4m`) on `dir`; `Err` says why it cannot be done here.
     fn mount(dir: &Path, size: &str) -> Result<Tmpfs, String> {
-        if !rustix::process::geteuid().is_root() {
+        if !ducc_oci::is_root() {
             return Err("not running as root".to_owned());
         }
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;

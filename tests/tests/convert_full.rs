@@ -1140,22 +1140,27 @@ fn check_events(events: &[Value], cases: &[Case], host: &str, missing: &str) {
     assert_eq!(failed["step"], "manifest");
 }
 
-// ---------------------------------------------------------------------------------------------
-// The tests
+/// Everything pushed for the headline run: one image of every kind, on a shared base.
+struct Pushed {
+    debian: fixtures::Image,
+    debian_image: Image,
+    shared: Layer,
+    app: Image,
+    app_runtime: Runtime,
+    zstd: Image,
+    zstd_tars: [Vec<u8>; 2],
+    zstd_runtime: Runtime,
+    plain: Image,
+    amd64: Image,
+    arm64: Image,
+    globbed: BTreeMap<&'static str, Image>,
+}
 
-#[test]
-fn one_wish_list_of_every_kind_converts_to_the_whole_layout_and_reruns_as_a_no_op() {
+/// The Debian fixture as an OCI image with gzip layers, pushed byte for byte.
+fn push_debian(client: &Client, repo: &Repository) -> (fixtures::Image, Image) {
     let debian = fixtures::image("debian").expect("the debian fixture (debootstrap)");
-    let registry = Registry::anonymous();
-    let client = images::client_for(registry.host(), None);
-    let proxy = FaultProxy::start(registry.host(), Vec::new());
-    let host = proxy.host().to_owned();
-    let base = unique_repo("full");
-    let repo_of = |path: &str| images::repository(registry.host(), &format!("{base}/{path}"));
-
-    // The Debian rootfs, an OCI image with gzip layers, pushed byte for byte.
-    push_fixture(&client, &repo_of("debian"), "bookworm", &debian);
-    let debian_image = Image {
+    push_fixture(client, repo, "bookworm", &debian);
+    let image = Image {
         layers: debian
             .layers
             .iter()
@@ -1171,6 +1176,12 @@ fn one_wish_list_of_every_kind_converts_to_the_whole_layout_and_reruns_as_a_no_o
         config: Blob::new(std::fs::read(debian.blob_path(&debian.config_digest)).unwrap()),
         manifest: Blob::new(std::fs::read(debian.blob_path(&debian.manifest_digest)).unwrap()),
     };
+    (debian, image)
+}
+
+/// Pushes one image of every kind under `repo_of(kind)`.
+fn push_every_kind(client: &Client, repo_of: &dyn Fn(&str) -> Repository) -> Pushed {
+    let (debian, debian_image) = push_debian(client, &repo_of("debian"));
 
     // A Docker v2s2 image on the shared base.
     let shared = Layer::new(&shared_base_tar(), Compression::Gzip);
@@ -1186,15 +1197,12 @@ fn one_wish_list_of_every_kind_converts_to_the_whole_layout_and_reruns_as_a_no_o
         label: "app".into(),
         ..Runtime::default()
     };
-    let app = build(
-        Format::Docker,
-        vec![
-            shared.clone(),
-            Layer::new(&app_top_tar(), Compression::Gzip),
-        ],
-        &app_runtime,
-    );
-    push(&client, &repo_of("app"), Some("2.1"), &app);
+    let app_layers = vec![
+        shared.clone(),
+        Layer::new(&app_top_tar(), Compression::Gzip),
+    ];
+    let app = build(Format::Docker, app_layers, &app_runtime);
+    push(client, &repo_of("app"), Some("2.1"), &app);
 
     // zstd layers, no PATH in Env, a Cmd without Entrypoint.
     let zstd_tars = zstd_layers();
@@ -1205,15 +1213,12 @@ fn one_wish_list_of_every_kind_converts_to_the_whole_layout_and_reruns_as_a_no_o
         label: "zstd".into(),
         ..Runtime::default()
     };
-    let zstd = build(
-        Format::Oci,
-        zstd_tars
-            .iter()
-            .map(|t| Layer::new(t, Compression::Zstd))
-            .collect(),
-        &zstd_runtime,
-    );
-    push(&client, &repo_of("zstd"), Some("1"), &zstd);
+    let zstd_layers = zstd_tars
+        .iter()
+        .map(|t| Layer::new(t, Compression::Zstd))
+        .collect();
+    let zstd = build(Format::Oci, zstd_layers, &zstd_runtime);
+    push(client, &repo_of("zstd"), Some("1"), &zstd);
 
     // Uncompressed layers, no Env, no Cmd or Entrypoint.
     let plain_runtime = Runtime {
@@ -1221,15 +1226,12 @@ fn one_wish_list_of_every_kind_converts_to_the_whole_layout_and_reruns_as_a_no_o
         label: "plain".into(),
         ..Runtime::default()
     };
-    let plain = build(
-        Format::Oci,
-        plain_layers()
-            .iter()
-            .map(|t| Layer::new(t, Compression::None))
-            .collect(),
-        &plain_runtime,
-    );
-    push(&client, &repo_of("plain"), Some("1"), &plain);
+    let plain_layers = plain_layers()
+        .iter()
+        .map(|t| Layer::new(t, Compression::None))
+        .collect();
+    let plain = build(Format::Oci, plain_layers, &plain_runtime);
+    push(client, &repo_of("plain"), Some("1"), &plain);
 
     // A multi-arch index: without --multi-arch the linux/amd64 image is converted.
     let arch_image = |arch: &'static str, variant: Option<&'static str>| {
@@ -1242,165 +1244,232 @@ fn one_wish_list_of_every_kind_converts_to_the_whole_layout_and_reruns_as_a_no_o
             ..Runtime::default()
         };
         let tar = tar_entries(&[Dir("etc", 0o755), File("etc/arch", arch.as_bytes(), 0o644)]);
-        (
-            build(
-                Format::Oci,
-                vec![Layer::new(&tar, Compression::Gzip)],
-                &runtime,
-            ),
-            runtime,
-        )
+        let layers = vec![Layer::new(&tar, Compression::Gzip)];
+        (build(Format::Oci, layers, &runtime), runtime)
     };
     let (amd64, amd64_runtime) = arch_image("amd64", None);
     let (arm64, arm64_runtime) = arch_image("arm64", Some("v8"));
-    push_index(
-        &client,
-        &repo_of("multi"),
-        "1",
-        &[(&amd64, amd64_runtime), (&arm64, arm64_runtime)],
-        true,
-        false,
-    );
+    let platforms = [(&amd64, amd64_runtime), (&arm64, arm64_runtime)];
+    push_index(client, &repo_of("multi"), "1", &platforms, true, false);
 
     // A tag glob: 1.0 and 1.1 match `1.*` and share the base with the Docker image; 2.0 does not.
-    let glob_runtime = |tag: &str| Runtime {
-        arch: "amd64",
-        env: vec!["PATH=/bin:/usr/bin", "VERSION=1"],
-        entrypoint: vec!["/bin/echo"],
-        label: format!("glob-{tag}"),
-        ..Runtime::default()
-    };
     let mut globbed = BTreeMap::new();
     for tag in ["1.0", "1.1", "2.0"] {
+        let runtime = Runtime {
+            arch: "amd64",
+            env: vec!["PATH=/bin:/usr/bin", "VERSION=1"],
+            entrypoint: vec!["/bin/echo"],
+            label: format!("glob-{tag}"),
+            ..Runtime::default()
+        };
         let top: &'static str = format!("version {tag}\n").leak();
-        let image = build(
-            Format::Oci,
-            vec![
-                shared.clone(),
-                Layer::new(
-                    &tar_entries(&[
-                        Dir("etc", 0o755),
-                        File("etc/version", top.as_bytes(), 0o644),
-                    ]),
-                    Compression::Gzip,
-                ),
-            ],
-            &glob_runtime(tag),
-        );
-        push(&client, &repo_of("glob"), Some(tag), &image);
+        let top = tar_entries(&[
+            Dir("etc", 0o755),
+            File("etc/version", top.as_bytes(), 0o644),
+        ]);
+        let layers = vec![shared.clone(), Layer::new(&top, Compression::Gzip)];
+        let image = build(Format::Oci, layers, &runtime);
+        push(client, &repo_of("glob"), Some(tag), &image);
         globbed.insert(tag, image);
     }
+    Pushed {
+        debian,
+        debian_image,
+        shared,
+        app,
+        app_runtime,
+        zstd,
+        zstd_tars,
+        zstd_runtime,
+        plain,
+        amd64,
+        arm64,
+        globbed,
+    }
+}
 
-    let work = Work::new(Backend::Local);
-    let missing = format!("http://{host}/{base}/absent:gone");
-    work.wishlist(
-        &[
-            format!("http://{host}/{base}/debian:bookworm"),
-            format!("http://{host}/{base}/app:2.1"),
-            format!("http://{host}/{base}/zstd:1"),
-            format!("http://{host}/{base}/plain:1"),
-            format!("http://{host}/{base}/multi:1"),
-            format!("http://{host}/{base}/glob:1.*"),
-            missing.clone(),
-        ],
-        "ignore_errors: ['*/absent:*']\n",
-    );
-    let out = work.convert(&["-n", work.path("events.json").to_str().unwrap()]);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+/// The headline run, set up once: every kind of image pushed, one wish list converted, each
+/// converted image a [`Case`] with umoci's tree of it.
+struct FullRun {
+    registry: &'static Registry,
+    proxy: FaultProxy,
+    /// The proxy's `host:port`: the registry name in the wish list and the layout.
+    host: String,
+    base: String,
+    work: Work,
+    repo: PathBuf,
+    /// The first run's exit code and stderr.
+    first: (Option<i32>, String),
+    missing: String,
+    /// Debian first, then app, zstd, plain, multi (amd64), glob 1.0 and 1.1.
+    cases: Vec<Case>,
+    origins: BTreeMap<String, Vec<String>>,
+    /// Pushed, not converted: the glob's 2.0 and the index's arm64 image.
+    glob_2_0: Image,
+    arm64: Image,
+    scratch: tempfile::TempDir,
+    scratch_dirs: std::cell::Cell<usize>,
+}
 
-    let repo = work.repo();
-    let scratch = scratch_dir("convert-full").unwrap();
-    let mut case_dirs = 0;
-    let mut next_scratch = || {
-        case_dirs += 1;
-        let dir = scratch.path().join(case_dirs.to_string());
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    };
-    // Runscripts: without arguments the entrypoint and Cmd run (neither: a shell, which runs
-    // what it reads on stdin); with arguments, the entrypoint with them, or the arguments.
-    const SHELL: (&[&str], &str, &str) = (
-        &["/bin/echo", "shell", "args"],
-        "from-the-shell\n",
-        "shell args\n",
-    );
-    let mut cases = vec![
-        Case {
-            name: format!("{base}/debian:bookworm"),
-            image: debian_image,
-            env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()],
-            run: (SHELL.0.to_vec(), SHELL.1, SHELL.2),
-            umoci: ducc_tests::tree::umoci_tree(&debian),
-            implicit_dirs: debian.implicit_dirs.clone(),
-        },
-        Case {
-            name: format!("{base}/app:2.1"),
-            umoci: {
-                let dir = next_scratch();
-                umoci_unpack(
-                    &skopeo_to_layout(registry.host(), &format!("{base}/app:2.1"), &dir),
-                    &dir,
-                )
-            },
-            image: app,
-            env: app_runtime.env.iter().map(|s| s.to_string()).collect(),
-            run: (vec!["x", "y"], "entry default-arg\n", "entry x y\n"),
-            implicit_dirs: vec![],
-        },
-        Case {
-            name: format!("{base}/zstd:1"),
-            umoci: {
-                let dir = next_scratch();
-                umoci_unpack(&gzip_twin_layout(&zstd, &zstd_tars, &dir), &dir)
-            },
-            image: zstd,
-            env: zstd_runtime.env.iter().map(|s| s.to_string()).collect(),
-            run: (vec!["/bin/echo", "x"], "zstd-cmd\n", "x\n"),
-            implicit_dirs: vec![],
-        },
-        Case {
-            name: format!("{base}/plain:1"),
-            umoci: {
-                let dir = next_scratch();
-                umoci_unpack(
-                    &skopeo_to_layout(registry.host(), &format!("{base}/plain:1"), &dir),
-                    &dir,
-                )
-            },
-            image: plain,
-            env: vec![],
-            run: (SHELL.0.to_vec(), SHELL.1, SHELL.2),
-            implicit_dirs: vec![],
-        },
-        Case {
-            name: format!("{base}/multi:1"),
-            umoci: {
-                let dir = next_scratch();
-                let layout = skopeo_to_layout(registry.host(), &format!("{base}/multi:1"), &dir);
-                umoci_unpack(&layout, &dir)
-            },
-            image: amd64,
-            env: vec!["PATH=/bin".into()],
-            run: (vec!["/bin/echo", "x"], "amd64\n", "x\n"),
-            implicit_dirs: vec![],
-        },
-    ];
-    for tag in ["1.0", "1.1"] {
-        let dir = next_scratch();
-        let layout = skopeo_to_layout(registry.host(), &format!("{base}/glob:{tag}"), &dir);
-        cases.push(Case {
-            name: format!("{base}/glob:{tag}"),
-            umoci: umoci_unpack(&layout, &dir),
-            image: globbed[tag].clone(),
-            env: vec!["PATH=/bin:/usr/bin".into(), "VERSION=1".into()],
-            run: (vec!["x", "y"], "\n", "x y\n"),
-            implicit_dirs: vec![],
-        });
+impl FullRun {
+    fn convert() -> FullRun {
+        let registry = Registry::anonymous();
+        let client = images::client_for(registry.host(), None);
+        let proxy = FaultProxy::start(registry.host(), Vec::new());
+        let host = proxy.host().to_owned();
+        let base = unique_repo("full");
+        let repo_of = |path: &str| images::repository(registry.host(), &format!("{base}/{path}"));
+        let mut pushed = push_every_kind(&client, &repo_of);
+
+        let work = Work::new(Backend::Local);
+        let missing = format!("http://{host}/{base}/absent:gone");
+        let wished = [
+            "debian:bookworm",
+            "app:2.1",
+            "zstd:1",
+            "plain:1",
+            "multi:1",
+            "glob:1.*",
+        ];
+        let mut inputs: Vec<String> = wished
+            .iter()
+            .map(|name| format!("http://{host}/{base}/{name}"))
+            .collect();
+        inputs.push(missing.clone());
+        work.wishlist(&inputs, "ignore_errors: ['*/absent:*']\n");
+        let out = work.convert(&["-n", work.path("events.json").to_str().unwrap()]);
+        let first = (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+
+        let mut run = FullRun {
+            registry,
+            proxy,
+            host,
+            repo: work.repo(),
+            base,
+            work,
+            first,
+            missing,
+            cases: Vec::new(),
+            origins: BTreeMap::new(),
+            glob_2_0: pushed.globbed.remove("2.0").unwrap(),
+            arm64: pushed.arm64.clone(),
+            scratch: scratch_dir("convert-full").unwrap(),
+            scratch_dirs: std::cell::Cell::new(0),
+        };
+        run.cases = run.cases_of(pushed);
+        run.origins = origins_of(&run.cases);
+        run
     }
 
-    // Which configs each layer's origin.json must list.
+    /// A fresh scratch directory.
+    fn next_scratch(&self) -> PathBuf {
+        self.scratch_dirs.set(self.scratch_dirs.get() + 1);
+        let dir = self
+            .scratch
+            .path()
+            .join(self.scratch_dirs.get().to_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// umoci's tree of `name` as skopeo copies it from the registry.
+    fn umoci_of(&self, name: &str) -> (Tree, BTreeSet<String>) {
+        let dir = self.next_scratch();
+        let layout = skopeo_to_layout(self.registry.host(), &format!("{}/{name}", self.base), &dir);
+        umoci_unpack(&layout, &dir)
+    }
+
+    fn cases_of(&self, mut pushed: Pushed) -> Vec<Case> {
+        let base = &self.base;
+        // Runscripts: without arguments the entrypoint and Cmd run (neither: a shell, which runs
+        // what it reads on stdin); with arguments, the entrypoint with them, or the arguments.
+        const SHELL: (&[&str], &str, &str) = (
+            &["/bin/echo", "shell", "args"],
+            "from-the-shell\n",
+            "shell args\n",
+        );
+        let env = |runtime: &Runtime| runtime.env.iter().map(|s| s.to_string()).collect();
+        let mut cases = vec![
+            Case {
+                name: format!("{base}/debian:bookworm"),
+                image: pushed.debian_image,
+                env: vec![
+                    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+                ],
+                run: (SHELL.0.to_vec(), SHELL.1, SHELL.2),
+                umoci: ducc_tests::tree::umoci_tree(&pushed.debian),
+                implicit_dirs: pushed.debian.implicit_dirs.clone(),
+            },
+            Case {
+                name: format!("{base}/app:2.1"),
+                umoci: self.umoci_of("app:2.1"),
+                image: pushed.app,
+                env: env(&pushed.app_runtime),
+                run: (vec!["x", "y"], "entry default-arg\n", "entry x y\n"),
+                implicit_dirs: vec![],
+            },
+            Case {
+                name: format!("{base}/zstd:1"),
+                umoci: {
+                    let dir = self.next_scratch();
+                    umoci_unpack(
+                        &gzip_twin_layout(&pushed.zstd, &pushed.zstd_tars, &dir),
+                        &dir,
+                    )
+                },
+                image: pushed.zstd,
+                env: env(&pushed.zstd_runtime),
+                run: (vec!["/bin/echo", "x"], "zstd-cmd\n", "x\n"),
+                implicit_dirs: vec![],
+            },
+            Case {
+                name: format!("{base}/plain:1"),
+                umoci: self.umoci_of("plain:1"),
+                image: pushed.plain,
+                env: vec![],
+                run: (SHELL.0.to_vec(), SHELL.1, SHELL.2),
+                implicit_dirs: vec![],
+            },
+            Case {
+                name: format!("{base}/multi:1"),
+                umoci: self.umoci_of("multi:1"),
+                image: pushed.amd64,
+                env: vec!["PATH=/bin".into()],
+                run: (vec!["/bin/echo", "x"], "amd64\n", "x\n"),
+                implicit_dirs: vec![],
+            },
+        ];
+        for tag in ["1.0", "1.1"] {
+            cases.push(Case {
+                name: format!("{base}/glob:{tag}"),
+                umoci: self.umoci_of(&format!("glob:{tag}")),
+                image: pushed.globbed.remove(tag).unwrap(),
+                env: vec!["PATH=/bin:/usr/bin".into(), "VERSION=1".into()],
+                run: (vec!["x", "y"], "\n", "x y\n"),
+                implicit_dirs: vec![],
+            });
+        }
+        assert_eq!(
+            origins_of(&cases)[&pushed.shared.blob.digest].len(),
+            3,
+            "the base is shared by three images"
+        );
+        cases
+    }
+
+    /// The flat tree of case `i`.
+    fn flat_of(&self, i: usize) -> PathBuf {
+        flat_dir(&self.repo, &self.cases[i].image)
+    }
+}
+
+/// Which configs each layer's origin.json must list.
+fn origins_of(cases: &[Case]) -> BTreeMap<String, Vec<String>> {
     let mut origins: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for case in &cases {
+    for case in cases {
         for layer in &case.image.layers {
             let list = origins.entry(layer.blob.digest.clone()).or_default();
             if !list.contains(&case.image.config.digest) {
@@ -1408,22 +1477,21 @@ fn one_wish_list_of_every_kind_converts_to_the_whole_layout_and_reruns_as_a_no_o
             }
         }
     }
-    assert_eq!(
-        origins[&shared.blob.digest].len(),
-        3,
-        "the base is shared by three images"
-    );
+    origins
+}
 
-    // The synthetic images first, so that a failure of the Debian image (checked below) does
-    // not hide what the others show.
-    for case in &cases[1..] {
-        check_layout(&repo, &host, case, &origins);
-        check_trees(&repo, case, &next_scratch());
+/// The synthetic images (every case but Debian's): layout, umoci trees and overlay stacks.
+fn synthetic_images_have_their_layout_and_match_umoci(run: &FullRun) {
+    for case in &run.cases[1..] {
+        check_layout(&run.repo, &run.host, case, &run.origins);
+        check_trees(&run.repo, case, &run.next_scratch());
     }
+}
 
-    // Explicit bind-file expectations: the image's own /etc/hosts is kept, the dangling
-    // resolv.conf symlink too; images without them get empty files.
-    let flat_of = |i: usize| flat_dir(&repo, &cases[i].image);
+/// The image's own /etc/hosts is kept, the dangling resolv.conf symlink too; images without
+/// them get empty files; every mount point is a directory.
+fn bind_files_are_kept_or_added_empty_and_mount_points_are_directories(run: &FullRun) {
+    let flat_of = |i| run.flat_of(i);
     assert_eq!(
         std::fs::read(flat_of(1).join("etc/hosts")).unwrap(),
         IMAGE_HOSTS
@@ -1438,120 +1506,180 @@ fn one_wish_list_of_every_kind_converts_to_the_whole_layout_and_reruns_as_a_no_o
     );
     assert_eq!(std::fs::read(flat_of(3).join("etc/hosts")).unwrap(), b"");
     for mount in MOUNT_POINTS {
-        for case in &cases[1..] {
-            let flat = flat_dir(&repo, &case.image);
-            assert!(
-                std::fs::symlink_metadata(flat.join(mount))
-                    .unwrap()
-                    .is_dir(),
-                "{}: /{mount}",
-                case.name
-            );
+        for case in &run.cases[1..] {
+            let flat = flat_dir(&run.repo, &case.image);
+            let meta = std::fs::symlink_metadata(flat.join(mount)).unwrap();
+            assert!(meta.is_dir(), "{}: /{mount}", case.name);
         }
     }
-    check_overlay_whiteouts(&repo, &cases[1].image, &cases[2].image);
+}
 
-    // Not converted: the glob's 2.0, the index's arm64 image, the missing image.
+/// Layer directories hold overlay whiteouts, not `.wh.` files.
+fn layer_directories_hold_overlay_whiteouts(run: &FullRun) {
+    check_overlay_whiteouts(&run.repo, &run.cases[1].image, &run.cases[2].image);
+}
+
+/// The glob's 2.0, the index's arm64 image and the missing image leave nothing; the top of the
+/// repository holds the layout's own entries only.
+fn images_not_wished_or_missing_leave_nothing(run: &FullRun) {
+    let (base, repo, host) = (&run.base, &run.repo, &run.host);
     let not_converted = [
-        (format!("{base}/glob:2.0"), &globbed["2.0"]),
-        (format!("{base}/multi:1-arm64"), &arm64),
+        (format!("{base}/glob:2.0"), &run.glob_2_0),
+        (format!("{base}/multi:1-arm64"), &run.arm64),
     ];
     for (name, image) in not_converted {
-        assert!(!flat_dir(&repo, image).exists(), "{name}");
-        assert!(
-            !layer_dir(&repo, image.layers.last().unwrap()).exists(),
-            "{name}"
-        );
+        assert!(!flat_dir(repo, image).exists(), "{name}");
+        let top = layer_dir(repo, image.layers.last().unwrap());
+        assert!(!top.exists(), "{name}");
     }
     for name in [format!("{base}/glob:2.0"), format!("{base}/absent:gone")] {
-        assert!(
-            std::fs::symlink_metadata(repo.join(&host).join(&name)).is_err(),
-            "{name}"
-        );
-        assert!(!repo.join(".metadata").join(&host).join(&name).exists());
+        let link = std::fs::symlink_metadata(repo.join(host).join(&name));
+        assert!(link.is_err(), "{name}");
+        assert!(!repo.join(".metadata").join(host).join(&name).exists());
     }
-    // Nothing else at the top of the repository than the layout's own entries.
-    let top: BTreeSet<String> = std::fs::read_dir(&repo)
+    let top: BTreeSet<String> = std::fs::read_dir(repo)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(
-        top,
-        [
-            ".flat",
-            ".layers",
-            ".metadata",
-            "podmanStore",
-            host.as_str()
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    );
+    let layout = [
+        ".flat",
+        ".layers",
+        ".metadata",
+        "podmanStore",
+        host.as_str(),
+    ];
+    assert_eq!(top, layout.iter().map(|s| s.to_string()).collect());
+}
 
-    // Thin images: one per converted tag, none for 2.0.
-    for case in &cases[1..] {
+/// One thin image per converted tag, none for the glob's 2.0.
+fn each_converted_tag_has_a_thin_image(run: &FullRun) {
+    let registry = run.registry.host();
+    for case in &run.cases[1..] {
         let (repository, tag) = case.name.split_once(':').unwrap();
         let thin_repository = format!("{repository}_thin");
-        let manifest = raw_manifest(registry.host(), &format!("{thin_repository}:{tag}"));
-        check_thin_manifest(registry.host(), &thin_repository, &manifest, &case.image);
+        let manifest = raw_manifest(registry, &format!("{thin_repository}:{tag}"));
+        check_thin_manifest(registry, &thin_repository, &manifest, &case.image);
     }
-    let no_thin = ducc_tests::skopeo::inspect_raw_command(
-        registry.host(),
-        &format!("{base}/glob_thin:2.0"),
-        None,
-    )
-    .output()
-    .unwrap();
+    let no_thin = format!("{}/glob_thin:2.0", run.base);
+    let no_thin = ducc_tests::skopeo::inspect_raw_command(registry, &no_thin, None)
+        .output()
+        .unwrap();
     assert!(!no_thin.status.success(), "no thin image for 2.0");
+}
 
-    // The whole run: every image converted, the missing one ignored and named in the summary.
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+/// Every image converted, the missing one ignored and named in the summary.
+fn the_run_succeeds_and_its_summary_names_the_ignored_image(run: &FullRun) {
+    let (code, stderr) = &run.first;
+    assert_eq!(*code, Some(0), "{stderr}");
     let summary_at = stderr
         .find("ducc: 7 converted, 0 up to date, 0 failed (1 more ignored by ignore_errors)")
         .unwrap_or_else(|| panic!("summary line: {stderr}"));
     assert!(
-        stderr[summary_at..].contains(&format!("{base}/absent:gone")),
+        stderr[summary_at..].contains(&format!("{}/absent:gone", run.base)),
         "the summary names the ignored image: {}",
         &stderr[summary_at..]
     );
+}
 
-    // The Debian rootfs: layout, umoci, overlay, its own resolv.conf kept, an empty hosts added.
-    let debian_case = &cases[0];
-    check_layout(&repo, &host, debian_case, &origins);
-    check_trees(&repo, debian_case, &next_scratch());
-    assert_eq!(std::fs::read(flat_of(0).join("etc/hosts")).unwrap(), b"");
-    assert!(
-        std::fs::metadata(flat_of(0).join("etc/resolv.conf"))
-            .unwrap()
-            .len()
-            > 0,
-        "debootstrap's resolv.conf is kept"
+/// The Debian rootfs: layout, umoci, overlay, its own resolv.conf kept, an empty hosts added,
+/// its thin image.
+fn the_debian_rootfs_converts_like_the_synthetic_images(run: &FullRun) {
+    let debian = &run.cases[0];
+    check_layout(&run.repo, &run.host, debian, &run.origins);
+    check_trees(&run.repo, debian, &run.next_scratch());
+    assert_eq!(
+        std::fs::read(run.flat_of(0).join("etc/hosts")).unwrap(),
+        b""
     );
-    let thin = raw_manifest(registry.host(), &format!("{base}/debian_thin:bookworm"));
-    check_thin_manifest(
-        registry.host(),
-        &format!("{base}/debian_thin"),
-        &thin,
-        &debian_case.image,
-    );
+    let resolv = std::fs::metadata(run.flat_of(0).join("etc/resolv.conf")).unwrap();
+    assert!(resolv.len() > 0, "debootstrap's resolv.conf is kept");
+    let registry = run.registry.host();
+    let thin_repository = format!("{}/debian_thin", run.base);
+    let thin = raw_manifest(registry, &format!("{thin_repository}:bookworm"));
+    check_thin_manifest(registry, &thin_repository, &thin, &debian.image);
+}
 
-    check_events(&work.events("events.json"), &cases, &host, &missing);
+/// The events of the run: one per image and step, the missing image's failure.
+fn the_events_tell_every_step_of_every_image(run: &FullRun) {
+    let events = run.work.events("events.json");
+    check_events(&events, &run.cases, &run.host, &run.missing);
+}
 
-    // Rerun: one manifest request per image, no blob, nothing changed.
-    let before = scan(&repo);
-    proxy.clear_requests();
-    let out = work.convert(&[]);
+/// Rerun: one manifest request per image, no blob, nothing changed.
+fn a_rerun_requests_no_blob_and_changes_nothing(run: &FullRun) {
+    let before = scan(&run.repo);
+    run.proxy.clear_requests();
+    let out = run.work.convert(&[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(
         stderr.contains("ducc: 0 converted, 7 up to date, 0 failed"),
         "{stderr}"
     );
+    let proxy = &run.proxy;
     assert_eq!(proxy.count("GET", "/blobs/"), 0, "{:?}", proxy.requests());
     assert_eq!(proxy.count("POST", "/blobs/uploads"), 0);
     assert_eq!(proxy.count("PUT", "/"), 0);
-    before.assert_same_as(&scan(&repo), &run_options(), "first run", "rerun");
+    before.assert_same_as(&scan(&run.repo), &run_options(), "first run", "rerun");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tests
+
+/// One behaviour of the headline run, checked on it.
+type Check = fn(&FullRun);
+
+/// One conversion of every kind of image, then each behaviour checked on it in turn. The
+/// behaviours share the set-up in one test: nextest runs every test in a process of its own,
+/// and this set-up (a Debian rootfs, seven images, umoci trees of each) is the slowest of the
+/// suite, so a test per behaviour would build it once per behaviour.
+#[test]
+fn one_wish_list_of_every_kind_converts_to_the_whole_layout_and_reruns_as_a_no_op() {
+    let run = FullRun::convert();
+    // The synthetic images first, so that a failure of the Debian image (checked after them)
+    // does not hide what the others show; the exit code after the layouts, for the same reason.
+    let behaviours: [(&str, Check); 9] = [
+        (
+            "synthetic images have their layout and match umoci",
+            synthetic_images_have_their_layout_and_match_umoci,
+        ),
+        (
+            "bind files are kept or added empty, mount points are directories",
+            bind_files_are_kept_or_added_empty_and_mount_points_are_directories,
+        ),
+        (
+            "layer directories hold overlay whiteouts",
+            layer_directories_hold_overlay_whiteouts,
+        ),
+        (
+            "images not wished or missing leave nothing",
+            images_not_wished_or_missing_leave_nothing,
+        ),
+        (
+            "each converted tag has a thin image",
+            each_converted_tag_has_a_thin_image,
+        ),
+        (
+            "the run succeeds and its summary names the ignored image",
+            the_run_succeeds_and_its_summary_names_the_ignored_image,
+        ),
+        (
+            "the Debian rootfs converts like the synthetic images",
+            the_debian_rootfs_converts_like_the_synthetic_images,
+        ),
+        (
+            "the events tell every step of every image",
+            the_events_tell_every_step_of_every_image,
+        ),
+        (
+            "a rerun requests no blob and changes nothing",
+            a_rerun_requests_no_blob_and_changes_nothing,
+        ),
+    ];
+    for (behaviour, check) in behaviours {
+        eprintln!("convert-full: {behaviour}");
+        check(&run);
+    }
 }
 
 /// One platform of a multi-arch test index.
@@ -1620,6 +1748,125 @@ fn check_thin_index(host: &str, repository: &str, tag: &str, platforms: &[Platfo
         assert_eq!(manifest["mediaType"], entry["mediaType"]);
         check_thin_manifest(host, &thin_repository, &manifest, &platform.image);
     }
+}
+
+/// One platform of a converted index: its flat tree, layers, marker and link under
+/// `.multiarch/<arch>/`.
+fn check_platform(repo: &Path, host: &str, name: &str, platform: &Platform) {
+    let image = &platform.image;
+    let cfg = image.config_hex();
+    let flat = flat_dir(repo, image);
+    assert!(
+        flat.join(".singularity.d/runscript").is_file(),
+        "{name} {}",
+        platform.ad
+    );
+    assert!(flat.join(".cvmfscatalog").is_file());
+    let arch = std::fs::read_to_string(flat.join("etc/platform")).unwrap();
+    assert!(arch.contains(image_arch(image).as_str()), "{arch}");
+    for layer in &image.layers {
+        assert!(
+            layer_dir(repo, layer)
+                .join("layerfs/etc/platform")
+                .is_file()
+        );
+        assert_eq!(origin(repo, layer), vec![image.config.digest.clone()]);
+    }
+    let marker = repo
+        .join(".metadata/.multiarch")
+        .join(platform.ad)
+        .join(host)
+        .join(name)
+        .join("manifest.json");
+    let marker: Value = serde_json::from_slice(
+        &std::fs::read(&marker).unwrap_or_else(|e| panic!("{}: {e}", marker.display())),
+    )
+    .unwrap();
+    assert_eq!(marker["Config"]["Digest"], image.config.digest.as_str());
+    let link = format!(".multiarch/{}/{host}/{name}", platform.ad);
+    let text = std::fs::read_link(repo.join(&link)).unwrap_or_else(|e| panic!("{link}: {e}"));
+    assert_eq!(
+        text,
+        PathBuf::from(format!("{}.flat/{}/{cfg}", ups(&link), &cfg[..2])),
+        "{link}"
+    );
+    assert_eq!(
+        std::fs::canonicalize(repo.join(&link)).unwrap(),
+        std::fs::canonicalize(&flat).unwrap()
+    );
+}
+
+/// `.multiarch/` holds one directory per converted platform (the attestation entry is no
+/// platform) and the alias links; the markers hold the same platforms.
+fn multiarch_holds_the_platforms_and_their_aliases_only(repo: &Path) {
+    let arch_dirs: BTreeMap<String, Option<PathBuf>> = std::fs::read_dir(repo.join(".multiarch"))
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read_link(e.path()).ok(),
+            )
+        })
+        .collect();
+    let expected: BTreeMap<String, Option<PathBuf>> = [
+        ("amd64", None),
+        ("arm64:v8", None),
+        ("arm:v7", None),
+        ("aarch64", Some("arm64:v8")),
+        ("arm64", Some("arm64:v8")),
+        ("x86_64", Some("amd64")),
+        ("x86-64", Some("amd64")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.map(PathBuf::from)))
+    .collect();
+    assert_eq!(
+        arch_dirs, expected,
+        ".multiarch entries (real dirs and aliases)"
+    );
+    let marker_archs: BTreeSet<String> = std::fs::read_dir(repo.join(".metadata/.multiarch"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        marker_archs,
+        ["amd64", "arm64:v8", "arm:v7"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    );
+}
+
+/// A plain image among indexes under `--multi-arch`: the single-image layout, nothing under
+/// `.multiarch`, its thin image.
+fn plain_image_keeps_the_single_image_layout(
+    repo: &Path,
+    host: &str,
+    registry: &str,
+    base: &str,
+    plain: &Image,
+) {
+    let plain_name = format!("{base}/plain:1");
+    let cfg = plain.config_hex();
+    let public = format!("{host}/{plain_name}");
+    assert_eq!(
+        std::fs::read_link(repo.join(&public)).unwrap(),
+        PathBuf::from(format!("{}.flat/{}/{cfg}", ups(&public), &cfg[..2]))
+    );
+    let marker: Value = serde_json::from_slice(
+        &std::fs::read(repo.join(".metadata").join(&public).join("manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(marker["Config"]["Digest"], plain.config.digest.as_str());
+    for ad in ["amd64", "arm64:v8", "arm:v7"] {
+        assert!(
+            std::fs::symlink_metadata(repo.join(".multiarch").join(ad).join(&public)).is_err(),
+            "the plain image is not under .multiarch/{ad}"
+        );
+    }
+    let thin = raw_manifest(registry, &format!("{base}/plain_thin:1"));
+    check_thin_manifest(registry, &format!("{base}/plain_thin"), &thin, plain);
 }
 
 #[test]
@@ -1704,48 +1951,7 @@ fn multi_arch_index_converts_every_platform_under_multiarch_with_variant_symlink
     for (name, default_ad, platforms) in &indexes {
         let name = format!("{base}/{name}");
         for platform in platforms {
-            let image = &platform.image;
-            let cfg = image.config_hex();
-            let flat = flat_dir(&repo, image);
-            assert!(
-                flat.join(".singularity.d/runscript").is_file(),
-                "{name} {}",
-                platform.ad
-            );
-            assert!(flat.join(".cvmfscatalog").is_file());
-            let arch = std::fs::read_to_string(flat.join("etc/platform")).unwrap();
-            assert!(arch.contains(image_arch(image).as_str()), "{arch}");
-            for layer in &image.layers {
-                assert!(
-                    layer_dir(&repo, layer)
-                        .join("layerfs/etc/platform")
-                        .is_file()
-                );
-                assert_eq!(origin(&repo, layer), vec![image.config.digest.clone()]);
-            }
-            let marker = repo
-                .join(".metadata/.multiarch")
-                .join(platform.ad)
-                .join(&host)
-                .join(&name)
-                .join("manifest.json");
-            let marker: Value = serde_json::from_slice(
-                &std::fs::read(&marker).unwrap_or_else(|e| panic!("{}: {e}", marker.display())),
-            )
-            .unwrap();
-            assert_eq!(marker["Config"]["Digest"], image.config.digest.as_str());
-            let link = format!(".multiarch/{}/{host}/{name}", platform.ad);
-            let text =
-                std::fs::read_link(repo.join(&link)).unwrap_or_else(|e| panic!("{link}: {e}"));
-            assert_eq!(
-                text,
-                PathBuf::from(format!("{}.flat/{}/{cfg}", ups(&link), &cfg[..2])),
-                "{link}"
-            );
-            assert_eq!(
-                std::fs::canonicalize(repo.join(&link)).unwrap(),
-                std::fs::canonicalize(&flat).unwrap()
-            );
+            check_platform(&repo, &host, &name, platform);
         }
         let public = format!("{host}/{name}");
         let text = std::fs::read_link(repo.join(&public)).unwrap();
@@ -1761,71 +1967,9 @@ fn multi_arch_index_converts_every_platform_under_multiarch_with_variant_symlink
         check_thin_index(registry.host(), repository, tag, platforms);
     }
 
-    // The attestation entry is no platform.
-    let arch_dirs: BTreeMap<String, Option<PathBuf>> = std::fs::read_dir(repo.join(".multiarch"))
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                std::fs::read_link(e.path()).ok(),
-            )
-        })
-        .collect();
-    let expected: BTreeMap<String, Option<PathBuf>> = [
-        ("amd64", None),
-        ("arm64:v8", None),
-        ("arm:v7", None),
-        ("aarch64", Some("arm64:v8")),
-        ("arm64", Some("arm64:v8")),
-        ("x86_64", Some("amd64")),
-        ("x86-64", Some("amd64")),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.map(PathBuf::from)))
-    .collect();
-    assert_eq!(
-        arch_dirs, expected,
-        ".multiarch entries (real dirs and aliases)"
-    );
-    let marker_archs: BTreeSet<String> = std::fs::read_dir(repo.join(".metadata/.multiarch"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(
-        marker_archs,
-        ["amd64", "arm64:v8", "arm:v7"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
-    );
+    multiarch_holds_the_platforms_and_their_aliases_only(&repo);
 
-    // The plain image: the single-image layout, nothing under .multiarch.
-    let plain_name = format!("{base}/plain:1");
-    let cfg = plain.config_hex();
-    let public = format!("{host}/{plain_name}");
-    assert_eq!(
-        std::fs::read_link(repo.join(&public)).unwrap(),
-        PathBuf::from(format!("{}.flat/{}/{cfg}", ups(&public), &cfg[..2]))
-    );
-    let marker: Value = serde_json::from_slice(
-        &std::fs::read(repo.join(".metadata").join(&public).join("manifest.json")).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(marker["Config"]["Digest"], plain.config.digest.as_str());
-    for ad in ["amd64", "arm64:v8", "arm:v7"] {
-        assert!(
-            std::fs::symlink_metadata(repo.join(".multiarch").join(ad).join(&public)).is_err(),
-            "the plain image is not under .multiarch/{ad}"
-        );
-    }
-    let thin = raw_manifest(registry.host(), &format!("{base}/plain_thin:1"));
-    check_thin_manifest(
-        registry.host(),
-        &format!("{base}/plain_thin"),
-        &thin,
-        &plain,
-    );
+    plain_image_keeps_the_single_image_layout(&repo, &host, registry.host(), &base, &plain);
 
     // Rerun: every platform's marker is checked, no blob is fetched, nothing changes.
     let before = scan(&repo);

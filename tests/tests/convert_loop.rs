@@ -6,7 +6,7 @@
 mod convert_support;
 
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use convert_support::{Backend, Image, Layer, Work, flat_dir, marker_config};
 use ducc_tests::images::{self, client_for};
@@ -24,12 +24,8 @@ fn push(name: &str, tag: &str, label: &str) -> Image {
     image
 }
 
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn wait_until(what: &str, done: impl FnMut() -> bool) {
+    ducc_tests::wait::until(what, Duration::from_secs(60), done);
 }
 
 #[test]

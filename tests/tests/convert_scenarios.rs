@@ -11,6 +11,7 @@ use convert_support::{
     Backend, Compression, Image, Layer, Work, closed_port, flat_dir, layer_dir, marker_config,
     origin, tar_of,
 };
+use ducc_tests::tree::Tree;
 use ducc_tests::{Action, FaultProxy, Registry, Rule, images, unique_repo};
 
 #[test]
@@ -306,11 +307,18 @@ fn unreachable_registry_and_corrupt_blob_fail_their_images_only() {
     );
     assert!(!published.join(format!("127.0.0.1:{port}")).exists());
     // Nothing half-written is left in the repository or the blob cache.
-    let leftovers: Vec<_> = walk(&work.path("cvmfs"))
-        .into_iter()
-        .chain(walk(&work.path("cache/sha256")))
+    let paths = |dir: &str| {
+        let root = work.path(dir);
+        Tree::scan_if_present(&root)
+            .unwrap()
+            .paths_where(|_, _| true)
+            .into_iter()
+            .map(move |path| root.join(path).display().to_string())
+    };
+    let leftovers: Vec<_> = paths("cvmfs")
+        .chain(paths("cache/sha256"))
         .filter(|p| p.contains(".partial") || p.contains(broken.hex()))
-        .chain(walk(&work.path("cache/partial")))
+        .chain(paths("cache/partial"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
@@ -400,22 +408,6 @@ fn zstd_and_uncompressed_layers_are_converted() {
             layer.blob.digest.as_str()
         );
     }
-}
-
-/// Every path below `dir`, as strings.
-fn walk(dir: &std::path::Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        out.push(path.display().to_string());
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            out.extend(walk(&path));
-        }
-    }
-    out
 }
 
 #[test]

@@ -2,7 +2,6 @@
 //! and one scenario run against both publishers with the trees compared.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -11,6 +10,7 @@ use ducc_cvmfs::{
     ConfigDigest, CvmfsOptions, CvmfsPublisher, IngestOptions, LayerDigest, LocalPublisher,
     OverlaySupport, PublicName, PublishError, Publisher, RepoPath, RepositoryName,
 };
+use ducc_tests::tree::{Options, Tree};
 
 const REPO: &str = "test.repo";
 
@@ -185,22 +185,18 @@ fn normalised(lines: Vec<String>) -> Vec<String> {
 }
 
 /// Every entry of a published tree owned by 65534 (what ingest invents with `-k`).
-fn nobody_owned(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_owned()];
-    while let Some(dir) = stack.pop() {
-        for e in fs::read_dir(&dir).unwrap() {
-            let path = e.unwrap().path();
-            let m = fs::symlink_metadata(&path).unwrap();
-            if m.uid() == 65534 || m.gid() == 65534 {
-                out.push(path.clone());
-            }
-            if m.is_dir() {
-                stack.push(path);
-            }
-        }
+fn nobody_owned(root: &Path) -> Vec<String> {
+    Tree::scan(root)
+        .unwrap()
+        .paths_where(|_, node| node.uid == 65534 || node.gid == 65534)
+}
+
+/// Ingest options that put a nested catalog at the ingested directory.
+fn with_catalog() -> IngestOptions {
+    IngestOptions {
+        catalog: true,
+        ..Default::default()
     }
-    out
 }
 
 /// A layer tar with a root entry `./` of mode 0750 (the image root's mode).
@@ -222,8 +218,8 @@ fn layer_tar_with_root() -> Vec<u8> {
 #[test]
 fn a_layer_and_its_metadata_go_in_as_one_ingest_on_the_shard_with_root_owned_dirs() {
     let s = Stratum0::new(false);
-    if !rustix::process::geteuid().is_root() {
-        panic!("needs root to check owners");
+    if !ducc_tests::require_root("the test checks owners") {
+        return;
     }
     let publisher = s.publisher(false);
     let layout = RepositoryName::parse(REPO).unwrap().layout();
@@ -239,10 +235,7 @@ fn a_layer_and_its_metadata_go_in_as_one_ingest_on_the_shard_with_root_owned_dir
     tx.ingest_tar(
         &layout.layerfs(&layer()),
         &mut &layer_tar_with_root()[..],
-        IngestOptions {
-            catalog: true,
-            ..Default::default()
-        },
+        with_catalog(),
     )
     .unwrap();
     tx.write_file(&layout.layer_info(&layer()), &mut &b"[]"[..])
@@ -282,7 +275,7 @@ fn a_layer_and_its_metadata_go_in_as_one_ingest_on_the_shard_with_root_owned_dir
     );
     assert_eq!(owner(&dir), (0o755, 0, 0));
     assert_eq!(owner(&dir.join(".metadata")), (0o755, 0, 0));
-    assert_eq!(nobody_owned(&s.published()), Vec::<PathBuf>::new());
+    assert_eq!(nobody_owned(&s.published()), Vec::<String>::new());
     // Nothing below is immutable: a later transaction may rewrite the metadata.
     let mut tx = publisher
         .begin(&layout.layer_metadata_dir(&layer()))
@@ -310,10 +303,7 @@ fn with_a_gateway_a_layer_is_one_ingest_whose_lease_parent_exists() {
     tx.ingest_tar(
         &layout.layerfs(&layer()),
         &mut &layer_tar()[..],
-        IngestOptions {
-            catalog: true,
-            ..Default::default()
-        },
+        with_catalog(),
     )
     .unwrap();
     tx.commit().unwrap();
@@ -342,10 +332,7 @@ fn a_flat_tree_and_its_public_symlink_are_one_ingest_each_without_invented_dirs(
     tx.ingest_tar(
         &layout.flat_image(&config()),
         &mut &layer_tar()[..],
-        IngestOptions {
-            catalog: true,
-            ..Default::default()
-        },
+        with_catalog(),
     )
     .unwrap();
     tx.write_file(&layout.flat_complete_record(&config()), &mut &b"{}"[..])
@@ -377,8 +364,8 @@ fn a_flat_tree_and_its_public_symlink_are_one_ingest_each_without_invented_dirs(
             .join(".singularity.d/.ducc-flat.json")
             .is_file()
     );
-    if rustix::process::geteuid().is_root() {
-        assert_eq!(nobody_owned(&s.published()), Vec::<PathBuf>::new());
+    if ducc_oci::is_root() {
+        assert_eq!(nobody_owned(&s.published()), Vec::<String>::new());
         let flat = s.published().join(format!("sub/.flat/0f/{cfg}"));
         assert_eq!(fs::metadata(&flat).unwrap().uid(), 0);
     }
@@ -586,38 +573,15 @@ fn a_missing_cvmfs_server_binary_is_a_spawn_error() {
     }
 }
 
-/// Path → (kind, mode, content or target) of a tree, `.cvmfscatalog` included.
-fn snapshot(root: &Path) -> BTreeMap<String, (char, u32, Vec<u8>)> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, (char, u32, Vec<u8>)>) {
-        for e in fs::read_dir(dir).unwrap() {
-            let path = e.unwrap().path();
-            let rel = path
-                .strip_prefix(root)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
-            let m = fs::symlink_metadata(&path).unwrap();
-            let entry = if m.is_symlink() {
-                (
-                    'l',
-                    0,
-                    fs::read_link(&path)
-                        .unwrap()
-                        .into_os_string()
-                        .into_encoded_bytes(),
-                )
-            } else if m.is_dir() {
-                walk(root, &path, out);
-                ('d', m.mode() & 0o7777, Vec::new())
-            } else {
-                ('f', m.mode() & 0o7777, fs::read(&path).unwrap())
-            };
-            out.insert(rel, entry);
-        }
+/// What two publishers' trees are compared on: paths, types, modes, content and symlink
+/// targets, `.cvmfscatalog` included; not owners, times or hardlinks.
+fn publishers_options() -> Options {
+    Options {
+        owners: false,
+        mtimes: false,
+        hardlinks: false,
+        ..Options::default()
     }
-    let mut out = BTreeMap::new();
-    walk(root, root, &mut out);
-    out
 }
 
 /// The same conversion-like scenario through any publisher.
@@ -627,10 +591,7 @@ fn scenario(publisher: &dyn Publisher) {
     tx.ingest_tar(
         &layout.layerfs(&layer()),
         &mut &layer_tar()[..],
-        IngestOptions {
-            catalog: true,
-            ..Default::default()
-        },
+        with_catalog(),
     )
     .unwrap();
     tx.write_file(&layout.layer_info(&layer()), &mut &b"[]"[..])
@@ -640,10 +601,7 @@ fn scenario(publisher: &dyn Publisher) {
     tx.ingest_tar(
         &layout.flat_image(&config()),
         &mut &layer_tar()[..],
-        IngestOptions {
-            catalog: true,
-            ..Default::default()
-        },
+        with_catalog(),
     )
     .unwrap();
     tx.commit().unwrap();
@@ -659,10 +617,7 @@ fn scenario(publisher: &dyn Publisher) {
     tx.ingest_tar(
         &layout.layerfs(&layer()),
         &mut &layer_tar()[..],
-        IngestOptions {
-            catalog: true,
-            ..Default::default()
-        },
+        with_catalog(),
     )
     .unwrap();
     tx.commit().unwrap();
@@ -679,9 +634,10 @@ fn local_and_cvmfs_publishers_produce_the_same_tree() {
     let root = tempfile::tempdir().unwrap();
     let local = LocalPublisher::open(root.path(), &RepositoryName::parse(REPO).unwrap()).unwrap();
     scenario(&local);
-    let (cvmfs_tree, local_tree) = (snapshot(&s.published()), snapshot(local.repository_dir()));
-    assert!(cvmfs_tree.contains_key("reg.io/library/ubuntu:22.04"));
-    assert_eq!(cvmfs_tree, local_tree);
+    let cvmfs_tree = Tree::scan(&s.published()).unwrap();
+    let local_tree = Tree::scan(local.repository_dir()).unwrap();
+    assert!(cvmfs_tree.nodes.contains_key("reg.io/library/ubuntu:22.04"));
+    local_tree.assert_same_as(&cvmfs_tree, &publishers_options(), "local", "cvmfs");
 }
 
 /// A layer in overlay form: many files (so the stream passes in several chunks), then a
@@ -803,15 +759,8 @@ fn lifecycle_image(
         if !publisher.published_path(&layout.layer_info(layer)).exists() {
             let mut tx = publisher.begin(&layout.layer_dir(layer)).unwrap();
             let bytes = files_tar(&[("etc/f", b"abc")]);
-            tx.ingest_tar(
-                &layout.layerfs(layer),
-                &mut &bytes[..],
-                IngestOptions {
-                    catalog: true,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+            tx.ingest_tar(&layout.layerfs(layer), &mut &bytes[..], with_catalog())
+                .unwrap();
             tx.write_file(&layout.layer_info(layer), &mut &b"[]"[..])
                 .unwrap();
             tx.commit().unwrap();

@@ -901,13 +901,14 @@ fn g5_gateway_an_expired_lease_fails_the_publish_and_stays_in_transaction() {
         0
     );
     fs::write(s.mount("a/x.txt"), b"x").unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(2100));
-    // Once expired, another node may take the path.
-    assert_eq!(
-        s.run_on("node2", &["transaction", "test.repo/a/q"], None, &[])
-            .code,
-        0
-    );
+    // Once expired, another node may take the path: until then it is busy (rc 16).
+    let mut take = Vec::new();
+    ducc_tests::wait::until("the lease to expire", ducc_tests::wait::DEADLINE, || {
+        let out = s.run_on("node2", &["transaction", "test.repo/a/q"], None, &[]);
+        take.push(out.code);
+        out.code != 16
+    });
+    assert_eq!(take.last(), Some(&0), "{take:?}");
     let rev = s.rev();
     let out = s.run(&["publish", REPO]);
     assert_eq!(out.code, 1);

@@ -13,7 +13,7 @@ use convert_support::{
 use ducc_tests::fault_proxy::{Action, FaultProxy, Rule};
 use ducc_tests::registry::Flavour;
 use ducc_tests::tree::Options;
-use ducc_tests::{Registry, images, unique_repo};
+use ducc_tests::{Registry, images, unique_repo, wait};
 
 /// Three images on one registry repository: `one` and `two` share a base layer, `three` has a
 /// layer of its own only.
@@ -487,7 +487,9 @@ fn a_gc_killed_during_a_delete_then_rerun_ends_as_an_uninterrupted_one() {
     child.wait().unwrap();
     let pid = rustix::process::Pid::from_raw(standin).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    wait::until("the killed stand-in to end", wait::DEADLINE, || {
+        wait::process_ended(standin)
+    });
     std::fs::remove_file(pause.join("ingest")).unwrap();
     assert!(
         flat_dir(&killed.repo(), &trio.one).is_dir(),
@@ -546,7 +548,14 @@ fn a_gc_waits_for_a_convert_that_reuses_a_layer_waiting_for_deletion() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1000));
+    // gc blocks on the lock the running convert holds: the kernel lists it as a waiter.
+    wait::until("gc to wait for the convert's lock", wait::DEADLINE, || {
+        assert!(
+            gc.try_wait().unwrap().is_none(),
+            "gc ran while a convert was running"
+        );
+        wait::blocked_on_lock(gc.id())
+    });
     assert!(
         gc.try_wait().unwrap().is_none(),
         "gc ran while a convert was running"

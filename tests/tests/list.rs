@@ -9,6 +9,7 @@
 mod convert_support;
 
 use convert_support::{Backend, Image, Layer, REPO, Work, flat_dir};
+use ducc_tests::tree::Tree;
 use ducc_tests::{Registry, images, unique_repo};
 use serde_json::Value;
 
@@ -76,24 +77,6 @@ impl Converted {
     }
 }
 
-/// The apparent size of the regular files below `dir` (symlinks not followed).
-fn file_bytes(dir: &std::path::Path) -> u64 {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            let kind = e.file_type().unwrap();
-            if kind.is_dir() {
-                file_bytes(&e.path())
-            } else if kind.is_file() {
-                e.metadata().unwrap().len()
-            } else {
-                0
-            }
-        })
-        .sum()
-}
-
 #[test]
 fn list_shows_every_image_with_its_digests_and_counts_shared_layers() {
     for backend in [Backend::Local, Backend::Cvmfs] {
@@ -128,7 +111,9 @@ fn list_shows_every_image_with_its_digests_and_counts_shared_layers() {
             assert_eq!(platform["layers"], serde_json::json!(layer_digests));
             assert_eq!(
                 platform["flat_bytes"].as_u64().unwrap(),
-                file_bytes(&flat_dir(&c.work.repo(), image)),
+                Tree::scan(&flat_dir(&c.work.repo(), image))
+                    .unwrap()
+                    .file_bytes(),
                 "{backend:?} {tag}: {entry}"
             );
             assert!(platform["converted_at"].as_u64().unwrap() > 1_700_000_000);
@@ -283,7 +268,9 @@ fn list_without_a_podman_store_measures_the_flat_tree_and_has_no_manifest_digest
         assert_eq!(platform["manifest"], Value::Null, "{entry}");
         assert_eq!(
             platform["flat_bytes"].as_u64().unwrap(),
-            file_bytes(&flat_dir(&c.work.repo(), image)),
+            Tree::scan(&flat_dir(&c.work.repo(), image))
+                .unwrap()
+                .file_bytes(),
             "{entry}"
         );
     }

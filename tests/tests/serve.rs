@@ -23,12 +23,18 @@ use serde_json::json;
 /// Longest wait for anything serve should do by itself.
 const WAIT: Duration = Duration::from_secs(90);
 
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn wait_until(what: &str, done: impl FnMut() -> bool) {
+    ducc_tests::wait::until(what, WAIT, done);
+}
+
+/// A work directory whose wish list holds `wish` alone, and serve started on it on loopback
+/// with a fresh notification token.
+fn serve_wishing(wish: &str) -> (Work, String, Serve) {
+    let work = Work::new(Backend::Local);
+    work.wishlist(&[wish.to_owned()], "");
+    let token = format!("tok-{}", random_hex(16));
+    let serve = Serve::start(&work, "127.0.0.1:0", Some(&token), &[]);
+    (work, token, serve)
 }
 
 /// One HTTP exchange with `Connection: close`: status and body.
@@ -375,10 +381,7 @@ fn a_skopeo_push_to_a_notifying_registry_converts_wished_images_and_ignores_the_
 fn notify_refuses_missing_or_wrong_tokens_malformed_and_oversized_bodies_and_counts_them() {
     let registry = Registry::anonymous();
     let name = unique_repo("serve-refused");
-    let work = Work::new(Backend::Local);
-    work.wishlist(&[format!("http://{}/{name}:1", registry.host())], "");
-    let token = format!("tok-{}", random_hex(16));
-    let serve = Serve::start(&work, "127.0.0.1:0", Some(&token), &[]);
+    let (_work, token, serve) = serve_wishing(&format!("http://{}/{name}:1", registry.host()));
     let wished = push_envelope(registry.host(), &name, "1");
     let post = |headers: &[(&str, &str)], body: &[u8]| {
         exchange(&serve.addr, "POST", "/notify/distribution", headers, body)
@@ -508,13 +511,13 @@ fn serve_refuses_to_start_without_a_token_unless_on_loopback_with_no_auth() {
 fn a_burst_of_hundreds_of_events_converts_the_image_once_with_bounded_memory() {
     let registry = Registry::anonymous();
     let name = unique_repo("serve-burst");
-    let work = Work::new(Backend::Local);
-    work.wishlist(&[format!("http://{}/{name}:1.*", registry.host())], "");
-    let token = format!("tok-{}", random_hex(16));
-    let serve = Serve::start(&work, "127.0.0.1:0", Some(&token), &[]);
+    let (work, _token, serve) = serve_wishing(&format!("http://{}/{name}:1.*", registry.host()));
     // The repository has no tags yet: the first pass converts nothing.
     wait_until("the first full pass", || serve.passes() >= 1);
-    std::thread::sleep(Duration::from_millis(500));
+    wait_until("an idle worker after the first pass", || {
+        let status = serve.status();
+        status["queue"]["depth"] == 0 && status["running"].is_null()
+    });
     let (idle_rss, _) = serve.memory_kib();
 
     let image = labelled("burst");
@@ -590,10 +593,7 @@ fn a_burst_of_hundreds_of_events_converts_the_image_once_with_bounded_memory() {
 fn a_harbor_push_artifact_event_converts_the_image() {
     let registry = Registry::anonymous();
     let name = unique_repo("serve-harbor/app");
-    let work = Work::new(Backend::Local);
-    work.wishlist(&[format!("http://{}/{name}:2.*", registry.host())], "");
-    let token = format!("tok-{}", random_hex(16));
-    let serve = Serve::start(&work, "127.0.0.1:0", Some(&token), &[]);
+    let (work, _token, serve) = serve_wishing(&format!("http://{}/{name}:2.*", registry.host()));
     wait_until("the first full pass", || serve.passes() >= 1);
     let image = labelled("harbor");
     push_direct(&image, &name, "2.1");
@@ -705,11 +705,8 @@ fn sighup_rereads_the_wish_list_and_a_broken_one_keeps_the_last_good_one() {
 fn a_failed_conversion_is_shown_counted_and_retried_with_backoff_until_it_works() {
     let registry = Registry::anonymous();
     let name = unique_repo("serve-retry");
-    let work = Work::new(Backend::Local);
     // A literal tag that does not exist yet: every attempt fails at the manifest.
-    work.wishlist(&[format!("http://{}/{name}:1", registry.host())], "");
-    let token = format!("tok-{}", random_hex(16));
-    let serve = Serve::start(&work, "127.0.0.1:0", Some(&token), &[]);
+    let (work, _token, serve) = serve_wishing(&format!("http://{}/{name}:1", registry.host()));
     wait_until("two failed attempts", || {
         serve.metric("ducc_conversion_failures_total") >= 2.0
     });

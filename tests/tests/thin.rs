@@ -230,22 +230,11 @@ fn push_without_credentials_fails_with_the_registry_message() {
     .unwrap();
     let err = ducc_thin::push(&client, &repo, "1", &image).unwrap_err();
     assert!(matches!(err, ThinError::Push { .. }), "{err}");
-    let chain = format!("{:#}", anyhow_like(&err));
+    let chain = ducc_oci::error_chain(&err);
     assert!(
         chain.contains("401") || chain.to_lowercase().contains("unauthorized"),
         "{chain}"
     );
-}
-
-fn anyhow_like(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[test]

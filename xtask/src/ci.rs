@@ -53,7 +53,11 @@ pub fn install_deps() -> anyhow::Result<()> {
         .collect();
     if !missing.is_empty() {
         eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
-        let sudo = if is_root() { vec![] } else { vec!["sudo"] };
+        let sudo = if ducc_oci::is_root() {
+            vec![]
+        } else {
+            vec!["sudo"]
+        };
         run_cmd(&sudo, "apt-get", &["update", "-qq"])?;
         let mut install = vec!["install", "-y", "-qq", "--no-install-recommends"];
         install.extend(&missing);
@@ -77,14 +81,6 @@ fn on_path(program: &str) -> bool {
             .chain(["/usr/sbin".into(), "/sbin".into()])
             .any(|dir| dir.join(program).is_file())
     })
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
 }
 
 fn run_cmd(prefix: &[&str], program: &str, args: &[&str]) -> anyhow::Result<()> {

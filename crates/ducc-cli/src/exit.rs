@@ -56,15 +56,3 @@ pub fn print_bytes(bytes: &[u8]) -> Result<(), Failure> {
         )),
     }
 }
-
-/// An error and its causes on one line, `error: cause: cause`.
-pub fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}

@@ -232,13 +232,9 @@ impl Visit for Fields {
             self.set(field, value.to_string());
             return;
         }
-        let mut chain = vec![value.to_string()];
-        let mut source = value.source();
-        while let Some(cause) = source {
-            chain.push(cause.to_string());
-            source = cause.source();
-        }
-        self.error = chain;
+        self.error = std::iter::successors(Some(value), |e| e.source())
+            .map(ToString::to_string)
+            .collect();
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {

@@ -257,7 +257,7 @@ impl Publisher for LocalPublisher {
 
 /// Root, or both `CAP_MKNOD` (27) and `CAP_SYS_ADMIN` (21) effective.
 fn may_write_overlay_whiteouts() -> bool {
-    if rustix::process::geteuid().is_root() {
+    if ducc_oci::is_root() {
         return true;
     }
     let Ok(status) = fs::read_to_string("/proc/self/status") else {

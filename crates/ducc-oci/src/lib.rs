@@ -14,6 +14,8 @@
 //!   [`Sha256Hasher`] make them from content.
 //! - [`Platform`]: `os/arch[/variant]`, matched against index entries as containerd normalises
 //!   them.
+//! - [`error_chain`]: an error and its causes on one line, the one printer every crate uses;
+//!   [`is_root`]: the one root check.
 //!
 //! ```
 //! use ducc_oci::{BlobDigest, ConfigDigest, ImageRef, Platform, Scheme};
@@ -38,17 +40,21 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod chain;
 mod digest;
 mod glob;
 mod platform;
+mod privileges;
 mod reference;
 
 pub use oci_spec;
 
+pub use chain::error_chain;
 pub use digest::{
     BlobDigest, ConfigDigest, DiffId, DigestError, DigestProblem, LayerDigest, ManifestDigest,
     Sha256Hasher, sha256,
 };
 pub use glob::Glob;
 pub use platform::{Platform, PlatformError};
+pub use privileges::is_root;
 pub use reference::{ImageRef, ReferenceError, ReferenceProblem, Scheme};

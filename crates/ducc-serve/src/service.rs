@@ -387,7 +387,7 @@ impl<B: Backend> Worker<'_, B> {
                 current.cvmfs_repo(),
                 list.cvmfs_repo()
             ),
-            Err(error) => error_chain(&error),
+            Err(error) => ducc_oci::error_chain(&error),
         };
         tracing::error!("{problem}; keeping the previous wish list");
         self.shared.status.wishlist_rejected(&problem);
@@ -561,18 +561,6 @@ impl<B: Backend> Worker<'_, B> {
             .ok()
             .map(|o| matches!(o, ImageOutcome::Converted { .. }))
     }
-}
-
-/// An error and its causes on one line.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -738,7 +738,7 @@ fn setuid_setgid_and_sticky_bits_are_preserved_after_chown() {
     assert_eq!(s["suid"], file("x", 0o4755));
     assert_eq!(s["sgid"], file("x", 0o2755));
     assert_eq!(s["tmp"], Node::Dir { mode: 0o1777 });
-    if crate::testutil::is_root() {
+    if ducc_oci::is_root() {
         let meta = std::fs::metadata(root(&base).join("suid")).expect("suid");
         assert_eq!((meta.uid(), meta.gid()), (1000, 1000));
     }
@@ -966,7 +966,7 @@ fn user_xattrs_are_set_and_selinux_labels_skipped() {
         .iter()
         .any(|w| matches!(&w.kind, WarningKind::XattrSkipped { name, .. } if name == "user.note"))
     {
-        crate::testutil::skip_or_fail("the temp filesystem has no user xattrs");
+        ducc_tests::skip_or_fail("the temp filesystem has no user xattrs");
         return;
     }
     assert_eq!(xattr(&path, "user.note"), Some(b"hi".to_vec()));
@@ -1217,7 +1217,7 @@ fn read_only_directories_still_get_their_children_unprivileged() {
     };
     assert_eq!((mode("ro"), mode("none")), (0o500, 0o000));
     assert_eq!(read(&root(&base), "ro/f"), "f");
-    if crate::testutil::is_root() {
+    if ducc_oci::is_root() {
         assert_eq!(read(&root(&base), "none/sub/g"), "g");
         assert_eq!(mode("none/sub"), 0o555);
     }
@@ -1484,7 +1484,7 @@ fn unprivileged_devices_are_skipped_and_owners_recorded() {
             .any(|o| (o.uid, o.gid) == (42, 43))
     );
     let meta = std::fs::metadata(root(&base).join("owned")).expect("owned");
-    if crate::testutil::is_root() {
+    if ducc_oci::is_root() {
         assert_eq!(meta.uid(), crate::testutil::NOBODY);
     }
 }
@@ -1750,7 +1750,7 @@ fn unprivileged_overlay_layers_use_whiteout_devices_and_the_user_opaque_xattr() 
             source,
             ..
         }) if source.raw_os_error() == Some(rustix::io::Errno::NOTSUP.raw_os_error()) => {
-            crate::testutil::skip_or_fail("the temp filesystem has no user xattrs");
+            ducc_tests::skip_or_fail("the temp filesystem has no user xattrs");
             return;
         }
         other => other.expect("apply"),

@@ -222,16 +222,3 @@ pub enum Error {
         allowance: u64,
     },
 }
-
-/// The message of `e` followed by its causes, `error: cause: cause`: for a copy of an error
-/// that cannot be cloned (an `io::Error` kept while the original goes on).
-pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}

@@ -207,7 +207,7 @@ fn pipelined<R: Read + Send, T>(
 /// its causes too (`cannot write blob ...: No space left on device`): whichever thread's error is
 /// reported, the cause is not lost.
 fn copy_with_causes(e: &std::io::Error) -> std::io::Error {
-    std::io::Error::new(e.kind(), crate::error::with_causes(e))
+    std::io::Error::new(e.kind(), ducc_oci::error_chain(e))
 }
 
 fn give_back(chunk: std::sync::Arc<Vec<u8>>, recycle: &std::sync::mpsc::Sender<Vec<u8>>) {

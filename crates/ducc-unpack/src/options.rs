@@ -53,7 +53,7 @@ impl Privileges {
     /// Whether root behaviour applies.
     pub(crate) fn is_root(self) -> bool {
         match self {
-            Privileges::Auto => rustix::process::geteuid().is_root(),
+            Privileges::Auto => ducc_oci::is_root(),
             Privileges::Root => true,
             Privileges::Unprivileged => false,
         }

@@ -483,7 +483,7 @@ impl<R: Read> Read for LayerReader<R> {
                     return Err(self.fail_limit(error));
                 }
                 if e.kind() != io::ErrorKind::Interrupted && self.read_error.is_none() {
-                    self.read_error = Some((e.kind(), crate::error::with_causes(&e)));
+                    self.read_error = Some((e.kind(), ducc_oci::error_chain(&e)));
                 }
                 Err(e)
             }

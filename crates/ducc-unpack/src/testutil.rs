@@ -235,26 +235,11 @@ pub(crate) fn paths(root: &Path) -> Vec<String> {
     snapshot(root).into_keys().collect()
 }
 
-pub(crate) fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
-
-/// A test that cannot run here fails with `reason`, unless `DUCC_ALLOW_SKIP=1`: then it prints
-/// `skipped: REASON` on its own line and the caller returns (as `ducc_tests::skip_or_fail`,
-/// which this crate's unit tests cannot depend on).
-pub(crate) fn skip_or_fail(reason: &str) {
-    if std::env::var("DUCC_ALLOW_SKIP").is_ok_and(|v| v == "1") {
-        eprintln!("\nskipped: {reason}");
-    } else {
-        panic!("this test cannot run here: {reason} (set DUCC_ALLOW_SKIP=1 to skip it)");
-    }
-}
-
-/// Fails the calling test unless running as root (skips it with `DUCC_ALLOW_SKIP=1`).
+/// Fails the calling test unless running as root (skips it with `DUCC_ALLOW_SKIP=1`): the test
+/// crate's one skip rule, [`ducc_tests::require_root`].
 macro_rules! require_root {
     () => {
-        if !crate::testutil::is_root() {
-            crate::testutil::skip_or_fail("this test needs root");
+        if !ducc_tests::require_root("this test needs root") {
             return;
         }
     };
@@ -268,7 +253,7 @@ pub(crate) const NOBODY: u32 = 65534;
 /// credentials of one thread only, so other tests are unaffected), after giving `dir` to nobody.
 /// Not root: runs `f` as the current user.
 pub(crate) fn as_nobody<T: Send>(dir: &Path, f: impl FnOnce() -> T + Send) -> T {
-    let root = is_root();
+    let root = ducc_oci::is_root();
     if root {
         let nobody = (
             Some(rustix::fs::Uid::from_raw(NOBODY)),
@@ -285,7 +270,7 @@ pub(crate) fn as_nobody<T: Send>(dir: &Path, f: impl FnOnce() -> T + Send) -> T 
                     rustix::thread::set_thread_groups(&[]).expect("drop groups");
                     rustix::thread::set_thread_res_gid(gid, gid, gid).expect("drop gid");
                     rustix::thread::set_thread_res_uid(uid, uid, uid).expect("drop uid");
-                    assert!(!rustix::process::geteuid().is_root());
+                    assert!(!ducc_oci::is_root());
                 }
                 f()
             })

@@ -349,17 +349,15 @@ fn registry_with(image: &Image, reference: &str) -> anyhow::Result<ducc_tests::R
 /// The peer from a registry: `skopeo copy` to a layout in `{dest}`, then `umoci raw unpack` of it
 /// (`--rootless` when not root), as one command.
 fn skopeo_umoci_command(host: &str, reference: &str) -> String {
-    let rootless = if is_root() { "" } else { " --rootless" };
+    let rootless = if ducc_oci::is_root() {
+        ""
+    } else {
+        " --rootless"
+    };
     format!(
         "skopeo copy --quiet --src-tls-verify=false docker://{host}/{reference} oci:{{dest}}/layout:latest \
          && umoci raw unpack{rootless} --image {{dest}}/layout:latest {{dest}}/rootfs"
     )
-}
-
-/// Whether this process runs as root: `/proc/self` belongs to the effective user.
-fn is_root() -> bool {
-    use std::os::unix::fs::MetadataExt as _;
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
 /// A fresh, empty directory under the fixtures' scratch area for `label`.
@@ -388,7 +386,7 @@ const FRESH_FS_SIZE: u64 = 8 << 30;
 impl FreshFs {
     /// Whether fresh filesystems can be made here: root, with mkfs.ext4 and mount.
     fn available() -> bool {
-        is_root() && on_path("mkfs.ext4") && on_path("mount") && on_path("umount")
+        ducc_oci::is_root() && on_path("mkfs.ext4") && on_path("mount") && on_path("umount")
     }
 
     /// Makes and mounts a fresh filesystem named `label` under the fixtures' scratch area.

@@ -11,7 +11,7 @@ pub fn run(args: CheckArgs) -> Result<(), Failure> {
         Ok(list) => list,
         Err(err) => {
             // `FILE:LINE:COL: message`, like a compiler, so editors can jump to it.
-            eprintln!("{}", exit::chain(&err));
+            eprintln!("{}", ducc_oci::error_chain(&err));
             return Err(Failure::Reported(exit::USAGE));
         }
     };

@@ -36,7 +36,7 @@ pub fn run(global: &GlobalArgs, args: ListArgs) -> Result<(), Failure> {
     }
     let publisher = open_publisher(&args.target, &repo).map_err(Failure::Usage)?;
     let listing = Listing::read(&*publisher, &repo.layout())
-        .map_err(|e| Failure::Run(anyhow!(crate::exit::chain(&e))))?;
+        .map_err(|e| Failure::Run(anyhow!(ducc_oci::error_chain(&e))))?;
     let text = match (args.json, args.layers) {
         (true, false) => json_text(&json!({ "images": listing.images })),
         (true, true) => json_text(&json!({ "layers": listing.layers })),

@@ -77,7 +77,10 @@ pub fn run_loop(global: &GlobalArgs, args: LoopArgs) -> Result<(), Failure> {
         let new = match WishList::load(&args.wishlist) {
             Ok(new) => new,
             Err(err) => {
-                tracing::error!("{}; keeping the previous wish list", exit::chain(&err));
+                tracing::error!(
+                    "{}; keeping the previous wish list",
+                    ducc_oci::error_chain(&err)
+                );
                 continue;
             }
         };
@@ -138,7 +141,7 @@ pub fn run_single(global: &GlobalArgs, args: ConvertSingleArgs) -> Result<(), Fa
 
 pub(crate) fn load(path: &Path) -> Result<WishList, Failure> {
     WishList::load(path).map_err(|err| {
-        crate::logging::notice(tracing::Level::ERROR, &exit::chain(&err));
+        crate::logging::notice(tracing::Level::ERROR, &ducc_oci::error_chain(&err));
         Failure::Reported(exit::USAGE)
     })
 }
