@@ -8,9 +8,7 @@
 
 mod convert_support;
 
-use convert_support::{
-    Backend, Image, Layer, REPO, Work, marker_config, origin, run_options, scan,
-};
+use convert_support::{Backend, Image, Layer, Work, marker_config, origin, run_options, scan};
 use ducc_tests::{Registry, images, unique_repo};
 
 /// `count` images sharing a base layer, each with a small layer of its own, pushed as
@@ -126,7 +124,8 @@ fn a_batch_is_one_ingest_per_image_and_one_mounted_transaction_for_the_rest() {
     // 5 ingests + 1 publish, counted in the summary and on the events.
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("5 converted, 0 up to date, 0 failed; 6 revisions (1.2 per converted image)"),
+        stderr
+            .contains("5 converted, 0 up to date, 0 failed; 6 revisions (1.2 per converted image)"),
         "{stderr}"
     );
     let events = cvmfs.events("events.jsonl");
@@ -155,7 +154,11 @@ fn batches_close_at_their_image_limit_and_a_tag_of_a_batched_tree_reuses_it() {
     let client = images::client_for(registry.host(), None);
     let (_, images) = push_small_images(&name, 3);
     // `img1` again under another tag: its flat tree is in the batch when it comes.
-    images[1].push(&client, &images::repository(registry.host(), &name), "alias");
+    images[1].push(
+        &client,
+        &images::repository(registry.host(), &name),
+        "alias",
+    );
     let inputs = inputs(&name, &["img0", "img1", "alias", "img2"]);
     let local = local_run(&inputs);
     let cvmfs = Work::new(Backend::Cvmfs);
@@ -191,7 +194,11 @@ fn a_failing_image_leaves_the_others_of_its_batch_converted() {
     // A config that lies about its layer's diff_id: the image fails while its layers and
     // flat tree are built, after catalog markers went into its group.
     let layer = Layer::files(&[("opt/liar", b"lie")]);
-    let liar = Image::with_diff_ids(vec![layer], "liar", &[&format!("sha256:{}", "0".repeat(64))]);
+    let liar = Image::with_diff_ids(
+        vec![layer],
+        "liar",
+        &[&format!("sha256:{}", "0".repeat(64))],
+    );
     liar.push(&client, &repo, "liar");
     let good = inputs(&name, &["img0", "img1"]);
     let all = inputs(&name, &["img0", "liar", "img1"]);
@@ -205,9 +212,16 @@ fn a_failing_image_leaves_the_others_of_its_batch_converted() {
         stderr.contains("2 converted, 0 up to date, 1 failed") && stderr.contains(":liar"),
         "{stderr}"
     );
-    assert_eq!(marker_config(&cvmfs.repo(), registry.host(), &format!("{name}:liar")), None);
+    assert_eq!(
+        marker_config(&cvmfs.repo(), registry.host(), &format!("{name}:liar")),
+        None
+    );
     // The two good images are in, exactly as a run without the liar makes them.
-    assert_same(&local, &cvmfs, "cvmfs publisher, a batch with a failing image");
+    assert_same(
+        &local,
+        &cvmfs,
+        "cvmfs publisher, a batch with a failing image",
+    );
 }
 
 #[test]
@@ -220,11 +234,18 @@ fn a_batch_whose_commit_fails_fails_its_images_and_the_next_run_converts_them() 
     cvmfs.wishlist(&inputs, "");
     let fail = cvmfs.path("standin/fail");
     std::fs::create_dir_all(&fail).unwrap();
-    std::fs::write(fail.join("transaction"), "simulated: cannot open the transaction").unwrap();
+    std::fs::write(
+        fail.join("transaction"),
+        "simulated: cannot open the transaction",
+    )
+    .unwrap();
     let out = cvmfs.convert(&["-i", "--layer-whiteouts", "oci", "--batch", "10"]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("0 converted, 0 up to date, 3 failed"), "{stderr}");
+    assert!(
+        stderr.contains("0 converted, 0 up to date, 3 failed"),
+        "{stderr}"
+    );
     assert!(
         stderr.contains("the commit of its batch of 3 images failed")
             && stderr.contains("simulated: cannot open the transaction"),
@@ -232,7 +253,10 @@ fn a_batch_whose_commit_fails_fails_its_images_and_the_next_run_converts_them() 
     );
     for tag in ["img0", "img1", "img2"] {
         let host = Registry::anonymous().host().to_owned();
-        assert_eq!(marker_config(&cvmfs.repo(), &host, &format!("{name}:{tag}")), None);
+        assert_eq!(
+            marker_config(&cvmfs.repo(), &host, &format!("{name}:{tag}")),
+            None
+        );
     }
     // The layers are in (their ingests came first); the next run publishes the rest.
     let before = cvmfs.standin_log().len();
@@ -245,7 +269,11 @@ fn a_batch_whose_commit_fails_fails_its_images_and_the_next_run_converts_them() 
     let calls = calls_since(&cvmfs, before);
     assert_eq!(count(&calls, "ingest -k -t"), 0, "{calls:#?}");
     assert_eq!(count(&calls, "transaction "), 1, "{calls:#?}");
-    assert_same(&local, &cvmfs, "cvmfs publisher after a failed batch commit and a rerun");
+    assert_same(
+        &local,
+        &cvmfs,
+        "cvmfs publisher after a failed batch commit and a rerun",
+    );
 }
 
 /// Runs a batched convert of three images and a last one (`late`) that pauses at the
@@ -296,7 +324,10 @@ fn killed_in_a_batch_then_rerun(point: &str, label: &str) {
             started.elapsed() < std::time::Duration::from_secs(120),
             "the stand-in never reached {point}"
         );
-        assert!(child.try_wait().unwrap().is_none(), "ducc ended before {point}");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "ducc ended before {point}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let text = std::fs::read_to_string(&paused).unwrap();
@@ -313,7 +344,10 @@ fn killed_in_a_batch_then_rerun(point: &str, label: &str) {
         // Two images were complete in the batch: nothing of them but their layers is in.
         let host = registry.host().to_owned();
         for tag in ["img0", "img1"] {
-            assert_eq!(marker_config(&cvmfs.repo(), &host, &format!("{name}:{tag}")), None);
+            assert_eq!(
+                marker_config(&cvmfs.repo(), &host, &format!("{name}:{tag}")),
+                None
+            );
         }
     }
     assert!(
@@ -322,7 +356,11 @@ fn killed_in_a_batch_then_rerun(point: &str, label: &str) {
             .status
             .success()
     );
-    assert_same(&local, &cvmfs, &format!("cvmfs after a kill at {point} and a rerun"));
+    assert_same(
+        &local,
+        &cvmfs,
+        &format!("cvmfs after a kill at {point} and a rerun"),
+    );
     let before = cvmfs.standin_log().len();
     assert!(cvmfs.convert(&["-i", "--batch", "10"]).status.success());
     let again = calls_since(&cvmfs, before);
@@ -384,6 +422,9 @@ fn behind_a_gateway_a_batch_commits_each_shared_lease_once() {
     // themselves to the shared layer's origin.json; batched: once each.
     assert_eq!((store_unbatched, origin_unbatched), (4, 3));
     assert_eq!((store_batched, origin_batched), (1, 1));
-    assert!(batched < unbatched, "batched {batched} revisions, unbatched {unbatched}");
+    assert!(
+        batched < unbatched,
+        "batched {batched} revisions, unbatched {unbatched}"
+    );
     eprintln!("gateway, 4 images: {unbatched} revisions unbatched, {batched} batched");
 }

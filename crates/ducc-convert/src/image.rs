@@ -257,8 +257,10 @@ impl<'e> Job<'e> {
             .commit()
             .map_err(|e| at(Step::Marker)(ConvertError::from(e)))?;
         if !batched {
-            self.revisions
-                .fetch_add(published.revisions - pending.published.revisions, Ordering::SeqCst);
+            self.revisions.fetch_add(
+                published.revisions - pending.published.revisions,
+                Ordering::SeqCst,
+            );
         }
         let mut events = vec![Event::Published {
             image: label.to_owned(),
@@ -832,7 +834,10 @@ impl<'e> Job<'e> {
         }
         let flat_wanted = !self.settings.skip_flat
             && !self.state().flat_complete(config)
-            && self.batch.as_ref().is_none_or(|b| b.flat_tree(config).is_none());
+            && self
+                .batch
+                .as_ref()
+                .is_none_or(|b| b.flat_tree(config).is_none());
         let needed: Vec<&LayerJob> = layers
             .iter()
             .zip(&write_layer)

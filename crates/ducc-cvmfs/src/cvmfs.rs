@@ -604,7 +604,7 @@ impl Unit {
     /// place, changes nothing: `later` lies in this unit's lease, removes nothing, and its trees
     /// touch none of this unit's trees or files (`later`'s files replace this unit's at the same
     /// paths). Otherwise gives `later` back.
-    fn absorb(&mut self, mut later: Unit) -> Result<(), Unit> {
+    fn absorb(&mut self, mut later: Unit) -> Option<Unit> {
         let clash = later.trees.iter().any(|t| {
             self.trees
                 .iter()
@@ -612,12 +612,12 @@ impl Unit {
                 || self.leaves.keys().any(|l| l.starts_with(&t.dir))
         });
         if !later.lease.starts_with(&self.lease) || !later.removals.is_empty() || clash {
-            return Err(later);
+            return Some(later);
         }
         self.trees.append(&mut later.trees);
         self.leaves.append(&mut later.leaves);
         self.absorbed.push(later);
-        Ok(())
+        None
     }
 
     /// Whether the unit can go through the mount: it holds no tree of new data (a layer), only
@@ -1277,8 +1277,8 @@ fn coalesce(units: impl Iterator<Item = Unit>) -> Vec<Unit> {
         let unit = match home {
             Some(i) if !closed[i] && unit.lease.starts_with(&out[i].lease) => {
                 match out[i].absorb(unit) {
-                    Ok(()) => continue,
-                    Err(unit) => {
+                    None => continue,
+                    Some(unit) => {
                         closed[i] = true;
                         unit
                     }

@@ -432,10 +432,12 @@ pub fn add_origin(
     let path = layout.layer_origin(layer);
     let mut tx = group.begin(&layout.layer_metadata_dir(layer))?;
     let mut origin = match tx.read_file(&path)? {
-        Some(bytes) => crate::Origin::from_slice(&bytes).map_err(|e| PublishError::CorruptFile {
-            path: group.publisher().published_path(&path),
-            reason: e.to_string(),
-        })?,
+        Some(bytes) => {
+            crate::Origin::from_slice(&bytes).map_err(|e| PublishError::CorruptFile {
+                path: group.publisher().published_path(&path),
+                reason: e.to_string(),
+            })?
+        }
         None => crate::Origin::default(),
     };
     if !origin.add(config) {

@@ -11,9 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use ducc_convert::{
-    BatchLimits,
-    BlobCache, Engine, Event, EventSink, ImageResult, NotificationFile, Settings, Sinks, StopToken,
-    Summary,
+    BatchLimits, BlobCache, Engine, Event, EventSink, ImageResult, NotificationFile, Settings,
+    Sinks, StopToken, Summary,
 };
 use ducc_cvmfs::{CvmfsOptions, CvmfsPublisher, LocalPublisher, Publisher, RepositoryName};
 use ducc_registry::{Environment, Platform};
