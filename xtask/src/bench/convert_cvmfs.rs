@@ -193,8 +193,8 @@ fn small_images(server: &Server, ducc: &Path) -> anyhow::Result<()> {
         ducc_tests::images::push_image(&client, &repository, &format!("v{index}"), image);
     }
     println!(
-        "
-many small images: {SMALL_IMAGES} images, each a shared one-file base layer and a          small layer of its own"
+        "\nmany small images: {SMALL_IMAGES} images, each a shared one-file base layer and a \
+         small layer of its own"
     );
     println!("| --batch | ingests | publishes | revisions | revisions per image | wall s |");
     println!("|---|---|---|---|---|---|");
