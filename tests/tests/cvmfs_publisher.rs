@@ -1024,3 +1024,32 @@ fn non_utf8_and_300_byte_names_are_published_byte_exact_in_layerfs_and_flat() {
         );
     }
 }
+
+/// The stream given to a transaction goes through ducc-unpack's reader: a name that leaves the
+/// tree is refused there, before anything is staged or run.
+#[test]
+fn a_tar_entry_that_leaves_the_tree_is_refused_by_the_reader_before_any_command() {
+    let s = Stratum0::new(false);
+    let publisher = s.publisher(false);
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    let name = b"../escape";
+    h.as_old_mut().name[..name.len()].copy_from_slice(name);
+    h.set_mode(0o644);
+    h.set_size(1);
+    h.set_cksum();
+    b.append(&h, &b"x"[..]).unwrap();
+    let tar = b.into_inner().unwrap();
+    let start = s.log_len();
+    let mut tx = publisher.begin(&p("e/layer")).unwrap();
+    match tx.ingest_tar(&p("e/layer"), &mut &tar[..], IngestOptions::default()) {
+        Err(PublishError::Unpack {
+            source: ducc_unpack::Error::InvalidEntry { entry, .. },
+            ..
+        }) => assert_eq!(entry, "../escape"),
+        other => panic!("{other:?}"),
+    }
+    drop(tx);
+    assert!(s.log_since(start).is_empty());
+    assert!(!s.published().join("escape").exists());
+}
