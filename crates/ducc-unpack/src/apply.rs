@@ -148,6 +148,62 @@ impl PathSet {
     }
 }
 
+/// What the application of one layer keeps from its first entry to its end, when directory
+/// times and modes are fixed and explicit whiteouts written; reset for the next layer.
+#[derive(Debug)]
+struct LayerState {
+    /// The layer's name, for messages.
+    name: String,
+    /// The paths this layer wrote, and their ancestors.
+    upper: PathSet,
+    /// Directories whose time (and mode) are set again when the layer ends.
+    dir_fixes: HashMap<Vec<u8>, DirFix>,
+    /// Directories this layer made opaque.
+    opaque_dirs: Vec<EntryPath>,
+    /// What this layer hides of the stack below, for explicit whiteouts
+    /// ([`WhiteoutFormat::OverlayDevices`]).
+    hidden: HashMap<EntryPath, HiddenBelow>,
+    /// The last parent directory resolved, for consecutive entries of one directory.
+    parent_cache: Option<(Vec<u8>, Arc<ParentDir>)>,
+    /// Whether the layer was warned once that the tree takes no xattrs.
+    xattr_unsupported_warned: bool,
+    /// Layer directory side with a flat tree: the last regular file written, which the flat
+    /// side copies instead of reading the stream a second time.
+    last_file: Option<(std::fs::File, u64)>,
+    /// Flat side with a layer directory: the data of the next regular file comes from this file
+    /// and is this many bytes (the layer directory's copy) rather than from the stream.
+    pending_copy: Option<(std::fs::File, u64)>,
+}
+
+impl LayerState {
+    fn new() -> Self {
+        LayerState {
+            name: String::new(),
+            upper: PathSet::new(),
+            dir_fixes: HashMap::new(),
+            opaque_dirs: Vec::new(),
+            hidden: HashMap::new(),
+            parent_cache: None,
+            xattr_unsupported_warned: false,
+            last_file: None,
+            pending_copy: None,
+        }
+    }
+
+    /// Starts layer `name`, keeping the allocations of the one before.
+    fn begin(&mut self, name: &str) {
+        name.clone_into(&mut self.name);
+        self.upper.clear();
+        self.dir_fixes.clear();
+        self.opaque_dirs.clear();
+        self.hidden.clear();
+        self.parent_cache = None;
+        self.xattr_unsupported_warned = false;
+        self.last_file = None;
+        self.pending_copy = None;
+    }
+}
+
 /// The extraction state for one target directory.
 #[derive(Debug)]
 pub(crate) struct Applier {
@@ -167,14 +223,8 @@ pub(crate) struct Applier {
     mode_at_create: bool,
     report: Report,
     buffer: Vec<u8>,
-    // Per layer:
-    layer: String,
-    upper: PathSet,
-    dir_fixes: HashMap<Vec<u8>, DirFix>,
-    opaque_dirs: Vec<EntryPath>,
-    hidden: HashMap<EntryPath, HiddenBelow>,
-    parent_cache: Option<(Vec<u8>, Arc<ParentDir>)>,
-    xattr_unsupported_warned: bool,
+    /// What the layer being applied keeps until it ends.
+    current: LayerState,
     /// Limits on hostile layers (set by the extractor from its options).
     pub(crate) limits: crate::Limits,
     // Layer directory written together with the flat tree (see [`apply_tar_both`]):
@@ -188,10 +238,6 @@ pub(crate) struct Applier {
     /// Keep the last regular file written, so the flat side copies it instead of reading the
     /// stream a second time.
     keep_last_file: bool,
-    last_file: Option<(std::fs::File, u64)>,
-    /// The flat side: the data of the next regular file comes from this file and is this many
-    /// bytes (the layer directory's copy) rather than from the stream.
-    pending_copy: Option<(std::fs::File, u64)>,
     /// Flat side: tag each regular file with the layer entry it came from
     /// ([`crate::SOURCE_XATTR`]).
     pub(crate) record_sources: bool,
@@ -311,19 +357,11 @@ impl Applier {
             mode_at_create: tree_without_default_acls(dest),
             report: Report::default(),
             buffer: vec![0; COPY_BUFFER],
-            layer: String::new(),
-            upper: PathSet::new(),
-            dir_fixes: HashMap::new(),
-            opaque_dirs: Vec::new(),
-            hidden: HashMap::new(),
-            parent_cache: None,
-            xattr_unsupported_warned: false,
+            current: LayerState::new(),
             limits: crate::Limits::default(),
             below_flat: None,
             below_link: None,
             keep_last_file: false,
-            last_file: None,
-            pending_copy: None,
             record_sources: false,
             leave_out_special: false,
             left_out: HashMap::new(),
@@ -354,31 +392,23 @@ impl Applier {
     }
 
     fn begin_layer(&mut self, layer: &str) {
-        layer.clone_into(&mut self.layer);
-        self.upper.clear();
-        self.dir_fixes.clear();
-        self.opaque_dirs.clear();
-        self.hidden.clear();
-        self.parent_cache = None;
-        self.xattr_unsupported_warned = false;
-        self.last_file = None;
-        self.pending_copy = None;
+        self.current.begin(layer);
     }
 
     fn end_layer(&mut self, count: u64) -> Result<(), Error> {
         self.report.entries += count;
-        self.parent_cache = None;
-        self.last_file = None;
-        self.pending_copy = None;
+        self.current.parent_cache = None;
+        self.current.last_file = None;
+        self.current.pending_copy = None;
         self.write_explicit_whiteouts()?;
         self.fix_directories()?;
-        self.upper.clear();
+        self.current.upper.clear();
         Ok(())
     }
 
     fn fs_err(&self, entry: &Entry, op: &'static str, source: impl Into<io::Error>) -> Error {
         Error::Fs {
-            layer: self.layer.clone(),
+            layer: self.current.name.clone(),
             entry: entry.display_name(),
             op,
             source: source.into(),
@@ -387,7 +417,7 @@ impl Applier {
 
     fn invalid(&self, entry: &Entry, reason: impl Into<String>) -> Error {
         Error::InvalidEntry {
-            layer: self.layer.clone(),
+            layer: self.current.name.clone(),
             entry: entry.display_name(),
             reason: reason.into(),
         }
@@ -408,18 +438,18 @@ impl Applier {
     fn apply_entry(&mut self, entry: &Entry, data: &mut dyn Read) -> Result<(), Error> {
         match &entry.kind {
             EntryKind::AufsMetadata => {
-                tracing::debug!(layer = %self.layer, entry = %entry.display_name(), "skipping AUFS metadata");
+                tracing::debug!(layer = %self.current.name, entry = %entry.display_name(), "skipping AUFS metadata");
                 Ok(())
             }
             EntryKind::Whiteout | EntryKind::OpaqueWhiteout => {
                 // Removals may take away the cached parent directory: resolve afresh after them.
-                self.parent_cache = None;
+                self.current.parent_cache = None;
                 let result = if entry.kind == EntryKind::Whiteout {
                     self.apply_whiteout(entry)
                 } else {
                     self.apply_opaque(entry)
                 };
-                self.parent_cache = None;
+                self.current.parent_cache = None;
                 result
             }
             _ if entry.path.is_root() => self.apply_root(entry),
@@ -437,24 +467,27 @@ impl Applier {
                 if let Some(kind) = left_out {
                     // What was at the path goes, as it would for the entry itself: the path
                     // shows nothing rather than a lower layer's version.
-                    self.parent_cache = None;
+                    self.current.parent_cache = None;
                     self.remove_all(entry, &parent, &name)?;
-                    self.report.leave_out(&self.layer, &entry.path, kind);
+                    self.report.leave_out(&self.current.name, &entry.path, kind);
                     self.left_out.insert(entry.path.clone(), kind);
                     return Ok(());
                 }
                 self.left_out.remove(&entry.path);
                 if self
+                    .current
                     .parent_cache
                     .as_ref()
                     .is_some_and(|(cached, _)| cached.as_slice() == entry.path.as_bytes())
                 {
                     // This entry replaces, or changes the owner of, the cached directory.
-                    self.parent_cache = None;
+                    self.current.parent_cache = None;
                 }
                 self.create(entry, &parent, &name, data)?;
                 if self.is_flat() {
-                    self.upper.insert_with_ancestors(entry.path.as_bytes());
+                    self.current
+                        .upper
+                        .insert_with_ancestors(entry.path.as_bytes());
                 }
                 Ok(())
             }
@@ -510,7 +543,7 @@ impl Applier {
             .map_err(|e| self.fs_err(entry, "open the root", e))?;
         self.set_owner_fd(entry, &dir, true)?;
         self.set_xattrs_fd(entry, &dir)?;
-        self.dir_fixes.insert(
+        self.current.dir_fixes.insert(
             Vec::new(),
             DirFix {
                 mtime: entry.mtime,
@@ -524,7 +557,7 @@ impl Applier {
     /// an `O_PATH` fd to it. The last parent is cached: consecutive entries of one directory are
     /// common, and an entry can never change its own parent's ancestry.
     fn parent_dir(&mut self, entry: &Entry, unsafe_parent: &[u8]) -> Result<Arc<ParentDir>, Error> {
-        if let Some((cached, dir)) = &self.parent_cache
+        if let Some((cached, dir)) = &self.current.parent_cache
             && cached.as_slice() == unsafe_parent
         {
             return Ok(Arc::clone(dir));
@@ -538,7 +571,7 @@ impl Applier {
             self.egid
         };
         let dir = Arc::new(ParentDir { fd, new_inode_gid });
-        self.parent_cache = Some((unsafe_parent.to_vec(), Arc::clone(&dir)));
+        self.current.parent_cache = Some((unsafe_parent.to_vec(), Arc::clone(&dir)));
         Ok(dir)
     }
 
@@ -551,7 +584,7 @@ impl Applier {
         unsafe_dir: &[u8],
         fd: &OwnedFd,
     ) -> Result<(), Error> {
-        if self.dir_fixes.contains_key(unsafe_dir) {
+        if self.current.dir_fixes.contains_key(unsafe_dir) {
             return Ok(());
         }
         let stat = rustix::fs::fstat(fd).map_err(|e| self.fs_err(entry, "stat directory", e))?;
@@ -561,10 +594,10 @@ impl Applier {
 
     /// [`Applier::remember_dir_time`] with the directory's `stat` at hand.
     fn remember_dir_stat(&mut self, unsafe_dir: &[u8], stat: &Stat) {
-        if self.dir_fixes.contains_key(unsafe_dir) {
+        if self.current.dir_fixes.contains_key(unsafe_dir) {
             return;
         }
-        self.dir_fixes.insert(
+        self.current.dir_fixes.insert(
             unsafe_dir.to_vec(),
             DirFix {
                 mtime: Timestamp {
@@ -663,7 +696,8 @@ impl Applier {
                         self.remove_all(entry, &current, &name)?;
                         rustix::fs::mkdirat(&current, &name, Mode::from_raw_mode(0o755))
                             .map_err(|e| self.fs_err(entry, "create parent directory", e))?;
-                        self.dir_fixes
+                        self.current
+                            .dir_fixes
                             .insert(unsafe_prefix.to_vec(), implicit_dir_fix(entry));
                         if was_whiteout
                             && self
@@ -802,7 +836,8 @@ impl Applier {
     ) -> Result<(), Error> {
         let flat_fix = self.sync_below(Some(unsafe_dir))?;
         let Some((stat, xattrs)) = self.below_dir(entry, unsafe_dir)? else {
-            self.dir_fixes
+            self.current
+                .dir_fixes
                 .insert(unsafe_dir.to_vec(), implicit_dir_fix(entry));
             return Ok(());
         };
@@ -840,7 +875,7 @@ impl Applier {
         // The flat side may have touched the directory earlier in this layer (a whiteout below
         // it that this layer directory dropped): its time and mode before the layer are in the
         // flat side's pending fixes (`flat_fix`).
-        self.dir_fixes.insert(
+        self.current.dir_fixes.insert(
             unsafe_dir.to_vec(),
             DirFix {
                 mtime: flat_fix.map_or(
@@ -897,6 +932,7 @@ impl Applier {
         };
         let original = stat.st_mode & 0o7777;
         let fix = self
+            .current
             .dir_fixes
             .entry(unsafe_parent.as_bytes().to_vec())
             .or_insert(DirFix {
@@ -1022,7 +1058,7 @@ impl Applier {
             EntryKind::CharDevice { major, minor } | EntryKind::BlockDevice { major, minor } => {
                 if !self.privileged {
                     self.report
-                        .warn(&self.layer, &entry.path, WarningKind::DeviceSkipped);
+                        .warn(&self.current.name, &entry.path, WarningKind::DeviceSkipped);
                     return Ok(());
                 }
                 let kind = if matches!(entry.kind, EntryKind::CharDevice { .. }) {
@@ -1084,7 +1120,7 @@ impl Applier {
         )
         .map_err(|e| CreateError::from_errno(e, "create file"))?;
         let mut file = std::fs::File::from(fd);
-        let copied = if let Some((source, len)) = self.pending_copy.take() {
+        let copied = if let Some((source, len)) = self.current.pending_copy.take() {
             let mut buffer = std::mem::take(&mut self.buffer);
             let copied = copy_file(&source, &mut file, len, &mut buffer).map_err(CopyError::Write);
             self.buffer = buffer;
@@ -1099,7 +1135,7 @@ impl Applier {
             Ok(n) => n,
             Err(CopyError::Read(source)) => {
                 return Err(CreateError::Done(Error::Tar {
-                    layer: self.layer.clone(),
+                    layer: self.current.name.clone(),
                     source,
                 }));
             }
@@ -1114,7 +1150,7 @@ impl Applier {
             .map_err(CreateError::Done)?;
         if self.record_sources && self.is_flat() {
             // Best effort: a file without its tag is published from its content.
-            let value = crate::source::encode(&self.layer, entry.path.as_bytes());
+            let value = crate::source::encode(&self.current.name, entry.path.as_bytes());
             let _ = rustix::fs::fsetxattr(&file, crate::SOURCE_XATTR, &value, XattrFlags::empty());
         }
         if !mode_preset {
@@ -1124,7 +1160,7 @@ impl Applier {
         rustix::fs::futimens(&file, &timestamps(entry.mtime))
             .map_err(|e| CreateError::Io(e.into(), "set time"))?;
         if self.keep_last_file {
-            self.last_file = Some((file, written));
+            self.current.last_file = Some((file, written));
         }
         Ok(())
     }
@@ -1148,7 +1184,7 @@ impl Applier {
             .map_err(|e| self.fs_err(entry, "open directory", e))?;
             self.set_xattrs_fd(entry, &dir)?;
         }
-        self.dir_fixes.insert(
+        self.current.dir_fixes.insert(
             entry.path.as_bytes().to_vec(),
             DirFix {
                 mtime: entry.mtime,
@@ -1197,7 +1233,7 @@ impl Applier {
         }
         let target_err = |reason| {
             CreateError::Done(Error::HardlinkTarget {
-                layer: self.layer.clone(),
+                layer: self.current.name.clone(),
                 entry: entry.display_name(),
                 target: unsafe_target.to_string(),
                 reason,
@@ -1259,7 +1295,7 @@ impl Applier {
         };
         let Some(source) = source else {
             return Err(CreateError::Done(Error::HardlinkTarget {
-                layer: self.layer.clone(),
+                layer: self.current.name.clone(),
                 entry: entry.display_name(),
                 target: unsafe_target.to_string(),
                 reason: "is neither in this layer nor in the lower layers",
@@ -1269,7 +1305,7 @@ impl Applier {
             rustix::fs::fstat(&source).map_err(|e| CreateError::Io(e.into(), "stat lower file"))?;
         if file_type(&stat) != FileType::RegularFile {
             return Err(CreateError::Done(Error::HardlinkTarget {
-                layer: self.layer.clone(),
+                layer: self.current.name.clone(),
                 entry: entry.display_name(),
                 target: unsafe_target.to_string(),
                 reason: "is not a regular file in the lower layers",
@@ -1288,9 +1324,9 @@ impl Applier {
             xattrs: crate::tarout::fd_xattrs(&source),
             ..entry.clone()
         };
-        self.pending_copy = Some((std::fs::File::from(source), copy.size));
+        self.current.pending_copy = Some((std::fs::File::from(source), copy.size));
         let created = self.create_file(&copy, parent, name, &mut io::empty());
-        self.pending_copy = None;
+        self.current.pending_copy = None;
         created
     }
 
@@ -1410,7 +1446,7 @@ impl Applier {
             Err(reason) => {
                 if name != b"security.selinux" {
                     self.report.warn(
-                        &self.layer,
+                        &self.current.name,
                         &entry.path,
                         WarningKind::XattrSkipped {
                             name: String::from_utf8_lossy(name).into_owned(),
@@ -1437,10 +1473,10 @@ impl Applier {
                 return Ok(());
             }
             Err(Errno::NOTSUP) => {
-                if self.xattr_unsupported_warned {
+                if self.current.xattr_unsupported_warned {
                     return Ok(());
                 }
-                self.xattr_unsupported_warned = true;
+                self.current.xattr_unsupported_warned = true;
                 "the target filesystem does not support it (further such xattrs of this layer are skipped silently)"
             }
             Err(Errno::PERM) | Err(Errno::ACCESS) if !self.privileged => {
@@ -1451,7 +1487,7 @@ impl Applier {
             Err(e) => return Err(self.fs_err(entry, "set xattr", e)),
         };
         self.report.warn(
-            &self.layer,
+            &self.current.name,
             &entry.path,
             WarningKind::XattrSkipped {
                 name: String::from_utf8_lossy(name).into_owned(),
@@ -1525,7 +1561,7 @@ impl Applier {
                 self.remove_lower(entry, &parent, &name, &entry.path)
             }
             Target::LayerDir { .. } if !self.whiteout_parent_below(entry)? => {
-                tracing::debug!(layer = %self.layer, entry = %entry.display_name(), "whiteout with no directory to hide anything in: dropped");
+                tracing::debug!(layer = %self.current.name, entry = %entry.display_name(), "whiteout with no directory to hide anything in: dropped");
                 self.report.dropped_whiteout(entry.path.clone());
                 Ok(())
             }
@@ -1542,6 +1578,7 @@ impl Applier {
                 ..
             } => {
                 if self
+                    .current
                     .opaque_dirs
                     .iter()
                     .any(|d| entry.path.starts_with(d) && &entry.path != d)
@@ -1624,7 +1661,9 @@ impl Applier {
                 let dir = self.ensure_dir(entry, entry.path.as_bytes(), 0)?;
                 self.remember_dir_time(entry, entry.path.as_bytes(), &dir)?;
                 self.prune_lower_children(entry, &dir, &entry.path)?;
-                self.upper.insert_with_ancestors(entry.path.as_bytes());
+                self.current
+                    .upper
+                    .insert_with_ancestors(entry.path.as_bytes());
                 Ok(())
             }
             Target::LayerDir {
@@ -1666,8 +1705,8 @@ impl Applier {
     fn mark_opaque(&mut self, entry: &Entry, unsafe_dir: &EntryPath) -> Result<(), Error> {
         if self.layer_whiteouts() == Some(WhiteoutFormat::OverlayDevices) {
             self.remember_hidden(entry, unsafe_dir)?;
-            if !self.opaque_dirs.contains(unsafe_dir) {
-                self.opaque_dirs.push(unsafe_dir.clone());
+            if !self.current.opaque_dirs.contains(unsafe_dir) {
+                self.current.opaque_dirs.push(unsafe_dir.clone());
             }
             return Ok(());
         }
@@ -1682,7 +1721,7 @@ impl Applier {
             OPAQUE_TRUSTED
         } else {
             self.report.warn(
-                &self.layer,
+                &self.current.name,
                 unsafe_dir,
                 WarningKind::XattrSkipped {
                     name: OPAQUE_TRUSTED.to_owned(),
@@ -1696,8 +1735,8 @@ impl Applier {
         rustix::fs::fsetxattr(&dir, name, b"y", XattrFlags::empty())
             .map_err(|e| self.fs_err(entry, "set opaque xattr", e))?;
         self.remove_whiteout_devices(entry, &dir)?;
-        if !self.opaque_dirs.contains(unsafe_dir) {
-            self.opaque_dirs.push(unsafe_dir.clone());
+        if !self.current.opaque_dirs.contains(unsafe_dir) {
+            self.current.opaque_dirs.push(unsafe_dir.clone());
         }
         Ok(())
     }
@@ -1707,12 +1746,12 @@ impl Applier {
     /// side applies this entry. The first record of a path wins: a directory made again over
     /// a whiteout of this layer finds the stack below already gone from the flat tree.
     fn remember_hidden(&mut self, entry: &Entry, unsafe_path: &EntryPath) -> Result<(), Error> {
-        if self.hidden.contains_key(unsafe_path) {
+        if self.current.hidden.contains_key(unsafe_path) {
             return Ok(());
         }
         self.sync_below(None)?;
         let tree = self.snapshot_below(entry, unsafe_path)?;
-        self.hidden.insert(
+        self.current.hidden.insert(
             unsafe_path.clone(),
             HiddenBelow {
                 marker: entry.clone(),
@@ -1784,10 +1823,10 @@ impl Applier {
     /// the layer does not provide, recursively where the layer's directory lies over one below.
     /// Paths the layer did not leave a directory at need nothing (a device or a file hides all).
     fn write_explicit_whiteouts(&mut self) -> Result<(), Error> {
-        if self.hidden.is_empty() {
+        if self.current.hidden.is_empty() {
             return Ok(());
         }
-        let mut hidden: Vec<(EntryPath, HiddenBelow)> = self.hidden.drain().collect();
+        let mut hidden: Vec<(EntryPath, HiddenBelow)> = self.current.hidden.drain().collect();
         hidden.sort_by(|a, b| a.0.cmp(&b.0));
         for (path, below) in hidden {
             let dir = match self.root.resolve(
@@ -1874,7 +1913,7 @@ impl Applier {
         name: &CString,
         path: &EntryPath,
     ) -> Result<(), Error> {
-        if !self.upper.contains(path.as_bytes()) {
+        if !self.current.upper.contains(path.as_bytes()) {
             return self.remove_all(entry, parent, name);
         }
         match rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
@@ -1911,7 +1950,7 @@ impl Applier {
     /// After a layer: directory modes (deepest first, so an unprivileged extractor keeps access
     /// until the end) and times.
     fn fix_directories(&mut self) -> Result<(), Error> {
-        let mut fixes: Vec<(Vec<u8>, DirFix)> = self.dir_fixes.drain().collect();
+        let mut fixes: Vec<(Vec<u8>, DirFix)> = self.current.dir_fixes.drain().collect();
         fixes.sort_by(|a, b| {
             let depth =
                 |p: &[u8]| p.iter().filter(|&&c| c == b'/').count() + usize::from(!p.is_empty());
@@ -1919,7 +1958,7 @@ impl Applier {
         });
         for (unsafe_path, fix) in fixes {
             let err = |op, e: Errno| Error::Fs {
-                layer: self.layer.clone(),
+                layer: self.current.name.clone(),
                 entry: String::from_utf8_lossy(&unsafe_path).into_owned(),
                 op,
                 source: e.into(),

@@ -171,7 +171,7 @@ impl Drop for Linked<'_> {
         self.0.below_link = None;
         self.0.below_flat = None;
         self.0.keep_last_file = false;
-        self.0.last_file = None;
+        self.0.current.last_file = None;
     }
 }
 
@@ -185,10 +185,10 @@ fn apply_entries_both<R: Read>(
     limits: &crate::Limits,
 ) -> Result<u64, Error> {
     read_entries_limited(tar, name, true, limits, |entry, data| {
-        layer.last_file = None;
+        layer.current.last_file = None;
         layer.apply_entry(entry, data)?;
         let file = if entry.kind == EntryKind::File {
-            Some(layer.last_file.take().ok_or_else(|| {
+            Some(layer.current.last_file.take().ok_or_else(|| {
                 layer.fs_err(
                     entry,
                     "copy from the layer directory",
@@ -211,9 +211,9 @@ fn run_flat(flat: &mut Applier, jobs: Receiver<Job>, failure: &Failure) {
             Job::Entry { entry, file } => {
                 #[cfg(test)]
                 tests::lag();
-                flat.pending_copy = file;
+                flat.current.pending_copy = file;
                 let applied = flat.apply_entry(&entry, &mut io::empty());
-                flat.pending_copy = None;
+                flat.current.pending_copy = None;
                 if let Err(e) = applied {
                     *failure
                         .lock()
@@ -222,7 +222,7 @@ fn run_flat(flat: &mut Applier, jobs: Receiver<Job>, failure: &Failure) {
                 }
             }
             Job::Sync { fix_of, answer } => {
-                let fix = fix_of.and_then(|dir| flat.dir_fixes.get(&dir).copied());
+                let fix = fix_of.and_then(|dir| flat.current.dir_fixes.get(&dir).copied());
                 let _ = answer.send(fix);
             }
         }
