@@ -927,6 +927,103 @@ fn g5_gateway_an_expired_lease_fails_the_publish_and_stays_in_transaction() {
     assert!(!s.published("a/x.txt").exists());
 }
 
+/// `<state>/mnt-NODE/REPO/path`: another node's view of the repository.
+fn node_mount(s: &Standin, node: &str, path: &str) -> PathBuf {
+    s.state
+        .path()
+        .join(format!("mnt-{node}"))
+        .join(REPO)
+        .join(path)
+}
+
+#[test]
+fn g7_a_node_sees_other_nodes_publishes_only_after_its_transaction_and_is_pinned_by_it() {
+    let Some(s) = Standin::new(true) else {
+        return;
+    };
+    s.publish_dirs(&["a", "b", "c"]);
+    let on = |node: &str, args: &[&str], stdin: Option<&[u8]>| s.run_on(node, args, stdin, &[]);
+    // node2's first call mounts the newest revision.
+    assert_eq!(on("node2", &["list"], None).code, 0);
+    assert!(node_mount(&s, "node2", "a").is_dir());
+    // Both nodes hold leases side by side; each has one transaction only.
+    assert_eq!(on("local", &["transaction", "test.repo/a"], None).code, 0);
+    assert_eq!(on("node2", &["transaction", "test.repo/b"], None).code, 0);
+    assert_eq!(on("node2", &["transaction", "test.repo/c"], None).code, 17);
+    assert!(
+        on("node2", &["list"], None)
+            .stdout
+            .contains("in transaction")
+            && on("node3", &["list"], None)
+                .stdout
+                .lines()
+                .all(|l| !l.contains("in transaction")),
+        "a node's list shows its own transaction only"
+    );
+    fs::write(node_mount(&s, "node2", "b/node2.txt"), b"2").unwrap();
+    assert_eq!(on("node2", &["publish", REPO], None).code, 0);
+    fs::write(s.mount("a/local.txt"), b"1").unwrap();
+    let out = on("local", &["publish", REPO], None);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(s.published("a/local.txt").is_file() && s.published("b/node2.txt").is_file());
+    // node2 does not see local's publish until it remounts.
+    assert!(!node_mount(&s, "node2", "a/local.txt").exists());
+    assert_eq!(on("node2", &["transaction", "test.repo/c"], None).code, 0);
+    assert!(
+        node_mount(&s, "node2", "a/local.txt").is_file(),
+        "remounted first"
+    );
+    assert_eq!(on("node2", &["abort", "-f", REPO], None).code, 0);
+    // That repair pinned node2: its own ingest does not move its view.
+    let out = on(
+        "node2",
+        &["ingest", "-k", "-t", "-", "-b", "c/new", REPO],
+        Some(&x_tar()),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(s.published("c/new/x/file").is_file());
+    assert!(!node_mount(&s, "node2", "c/new").exists(), "pinned");
+    // `cvmfs_server mount` (or the next transaction) brings it to the newest revision.
+    assert_eq!(on("node2", &["mount", REPO], None).code, 0);
+    assert!(node_mount(&s, "node2", "c/new/x/file").is_file());
+    // The local node was never repaired (its publish moved it): it lags behind node2's ingest
+    // until its own ingest, which (unpinned) moves it to the newest revision.
+    assert!(!s.mount("c/new").exists(), "node2's ingest is not seen yet");
+    let out = s.ingest(&["-k", "-t", "-", "-b", "a/mine"], &x_tar());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(s.mount("a/mine/x/file").is_file() && s.mount("c/new/x/file").is_file());
+    // A paused call of one node lets other nodes' calls run; its lease stays held.
+    fs::create_dir_all(s.state.path().join("pause")).unwrap();
+    fs::write(s.state.path().join("pause/transaction"), "node=node2").unwrap();
+    let waiting = {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cvmfs_server_standin"));
+        cmd.args(["transaction", "test.repo/b"])
+            .env("CVMFS_STANDIN_STATE", s.state.path())
+            .env("CVMFS_STANDIN_NODE", "node2")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        cmd.spawn().unwrap()
+    };
+    let paused = s.state.path().join("paused");
+    let started = std::time::Instant::now();
+    while !paused.exists() {
+        assert!(started.elapsed().as_secs() < 30, "node2 never paused");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let busy = on("local", &["transaction", "test.repo/b/x"], None);
+    assert_eq!(
+        busy.code, 16,
+        "node2's lease is held while it waits: {}",
+        busy.stderr
+    );
+    assert_eq!(on("local", &["transaction", "test.repo/c"], None).code, 0);
+    assert_eq!(on("local", &["abort", "-f", REPO], None).code, 0);
+    fs::remove_file(s.state.path().join("pause/transaction")).unwrap();
+    let status = { waiting }.wait_with_output().unwrap().status;
+    assert!(status.success());
+    assert_eq!(on("node2", &["abort", "-f", REPO], None).code, 0);
+}
+
 // Scenarios of reference/cvmfs-flat-without-rehash.md (issue 24), numbered `fNN` after it.
 
 fn xattr(path: &PathBuf, name: &str) -> Option<String> {

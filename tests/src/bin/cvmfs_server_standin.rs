@@ -34,6 +34,17 @@
 //!   device files and FIFOs are dropped; a lease lives `$CVMFS_STANDIN_MAX_LEASE_TIME` seconds
 //!   (default 7200) and an expired one fails `publish` with rc 1 (`invalid lease`), leaving the
 //!   repository in transaction until `abort -f`.
+//! - Several publisher nodes behind one gateway (scenario 7): each node (`$CVMFS_STANDIN_NODE`,
+//!   default `local`) has its own spool (one call at a time, one open transaction: a second is
+//!   rc 17; `list` shows only its own), its own scratch area and its own view of the repository,
+//!   its mount `mnt/REPO` (node `local`) or `mnt-NODE/REPO`; all nodes share the published tree,
+//!   the object store, the lease table and the revision counter. A view lags: it moves to the
+//!   newest revision at the node's own `transaction` (before it opens: "not based on the newest
+//!   published revision") and at `cvmfs_server mount REPO`, not at other nodes' publishes; that
+//!   repair pins it, after which the node's own gateway `ingest` no longer moves it (its view
+//!   keeps the revision from before) until its next `transaction` or `mount`. Its own `publish`
+//!   moves it to the newest revision. A node that never fell behind (one node alone) always
+//!   shows the newest revision, as before. A node's first call mounts the newest revision.
 //!
 //! Stand-in limits (not like the real server): names `.` and `..` are refused (the real server
 //! stores literal `.`/`..` entries); a char 0/0 device is visible through the mount (the real
@@ -41,15 +52,24 @@
 //! xattrs `user.hash`, `user.compression` and `user.chunks` are real xattrs, so a listing shows
 //! them (the real client only answers them by name); a graft naming an unknown object publishes a
 //! file of the marker's size that reads as zeros (the real one fails with EIO), listed in
-//! `repos/REPO/unreadable` instead.
+//! `repos/REPO/unreadable` instead. Of several nodes: no older revision is kept, so a lagging
+//! view is the node's mount left as it was (never rebuilt at an older revision), an `abort` on
+//! a lagging view remounts the newest revision, and the check for writes outside a transaction
+//! skips a view that lags; whether the real `publish` un-pins a pinned node is not measured (the
+//! stand-in moves the view and keeps the pin); `cvmfs_talk remount sync` (which leaves stale
+//! entries on the real client) is not modelled; all nodes' calls are serialised on the shared
+//! state (a real gateway merges commits of several nodes at once), but a paused call lets other
+//! nodes' calls run.
 //!
 //! State (`$CVMFS_STANDIN_STATE`): `mnt/REPO` plays `/cvmfs/REPO` (point `CVMFS_MOUNT_DIR` at
-//! `mnt`), `repos/REPO/published` holds the published tree, `repos/REPO/transactions/NODE` the
-//! open leases, `log` one line per call (the arguments joined by spaces). A file `fail/COMMAND`
+//! `mnt`; another node's at `mnt-NODE`), `repos/REPO/published` holds the published tree,
+//! `repos/REPO/transactions/NODE` the open leases, `repos/REPO/views/NODE` the revision a node's
+//! mount shows (` pinned` after it), `log` one line per call (the arguments joined by spaces). A file `fail/COMMAND`
 //! makes the next `COMMAND` fail with the file's content on stderr (and is removed). A file
 //! `pause/POINT` (`ingest`: lease taken, tar unread; `ingest-commit`: tar read, nothing
 //! published; `transaction`: transaction open; `publish`: nothing published) makes the call write `paused` and wait while the
-//! file exists, so a test can kill it there. Every call first checks that the mount was not
+//! file exists, so a test can kill it there; other nodes' calls run meanwhile. The file's
+//! content, if any, filters: text the call's arguments contain, or `node=NODE`. Every call first checks that the mount was not
 //! written outside an open transaction.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -91,6 +111,7 @@ fn main() -> ExitCode {
         node: std::env::var("CVMFS_STANDIN_NODE").unwrap_or_else(|_| "local".into()),
         state,
         args: args.clone(),
+        shared: std::cell::OnceCell::new(),
     };
     match standin.run(&args) {
         Ok(out) => {
@@ -113,6 +134,18 @@ struct Standin {
     node: String,
     /// The call's arguments (for pause filters).
     args: Vec<String>,
+    /// The lock on the state all nodes share, held for the whole call but while paused.
+    shared: std::cell::OnceCell<File>,
+}
+
+/// What a node's mount shows of a repository (gateway scenario 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct View {
+    /// The revision the mount shows.
+    rev: u64,
+    /// Pinned to that revision by a remount that brought it forward: the node's own gateway
+    /// ingests no longer move it.
+    pinned: bool,
 }
 
 /// A repository's settings, from `mkfs`.
@@ -124,13 +157,22 @@ struct RepoConfig {
 impl Standin {
     fn run(&self, args: &[String]) -> Result<String, Failure> {
         fs::create_dir_all(&self.state)?;
-        // One call at a time, as the spool lock serialises a real publisher node.
-        let lock = File::options()
+        // One call of a node at a time, as the spool lock serialises a real publisher node.
+        let node_lock = File::options()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(self.state.join("lock"))?;
-        rustix::fs::flock(&lock, FlockOperation::LockExclusive)?;
+            .open(self.state.join(self.per_node("lock")))?;
+        rustix::fs::flock(&node_lock, FlockOperation::LockExclusive)?;
+        // The shared state (published tree, leases, revisions) one call at a time; a paused
+        // call lets other nodes' calls run (see `pause`).
+        let shared = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.state.join("shared.lock"))?;
+        rustix::fs::flock(&shared, FlockOperation::LockExclusive)?;
+        let _ = self.shared.set(shared);
         let mut log = File::options()
             .create(true)
             .append(true)
@@ -139,6 +181,12 @@ impl Standin {
         let Some((command, rest)) = args.split_first() else {
             return fail("usage: cvmfs_server COMMAND [options] REPO");
         };
+        if command != "mkfs" {
+            // A node's first call mounts the newest revision.
+            for repo in self.repos() {
+                self.view(&repo)?;
+            }
+        }
         if !matches!(command.as_str(), "mkfs" | "list" | "list-catalogs") {
             self.check_no_stray_writes()?;
         }
@@ -155,6 +203,7 @@ impl Standin {
             "abort" => self.abort(rest),
             "ingest" => self.ingest(rest),
             "list-catalogs" => self.list_catalogs(rest),
+            "mount" => self.mount_command(rest),
             other => fail(format!("cvmfs_server stand-in: unknown command {other}")),
         }
     }
@@ -271,8 +320,88 @@ impl Standin {
         Ok(())
     }
 
+    /// `NAME` for the node `local`, `NAME-NODE` for the others.
+    fn per_node(&self, name: &str) -> String {
+        if self.node == "local" {
+            name.to_owned()
+        } else {
+            format!("{name}-{}", self.node)
+        }
+    }
+
+    /// This node's `/cvmfs/REPO`: `mnt/REPO` for the node `local`, `mnt-NODE/REPO` for others.
     fn mount(&self, repo: &str) -> PathBuf {
-        self.state.join("mnt").join(repo)
+        self.state.join(self.per_node("mnt")).join(repo)
+    }
+
+    fn view_path(&self, repo: &str) -> PathBuf {
+        self.repo_dir(repo).join("views").join(&self.node)
+    }
+
+    /// What this node's mount shows. A node's first call mounts the newest revision.
+    fn view(&self, repo: &str) -> Result<View, Failure> {
+        if let Ok(text) = fs::read_to_string(self.view_path(repo)) {
+            let mut words = text.split_whitespace();
+            let rev = words.next().and_then(|r| r.parse().ok()).unwrap_or(1);
+            let pinned = words.next() == Some("pinned");
+            return Ok(View { rev, pinned });
+        }
+        let mount = self.mount(repo);
+        if fs::symlink_metadata(&mount).is_err() {
+            if let Some(parent) = mount.parent() {
+                fs::create_dir_all(parent)?;
+            }
+            copy_entry(&self.published(repo), &mount)?;
+        }
+        let view = View {
+            rev: self.revision(repo),
+            pinned: false,
+        };
+        self.set_view(repo, view)?;
+        Ok(view)
+    }
+
+    fn set_view(&self, repo: &str, view: View) -> Result<(), Failure> {
+        let path = self.view_path(repo);
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        let pinned = if view.pinned { " pinned" } else { "" };
+        fs::write(path, format!("{}{pinned}\n", view.rev))?;
+        Ok(())
+    }
+
+    /// Makes this node's mount show the newest revision (a remount), whole.
+    fn remount_newest(&self, repo: &str, pinned: bool) -> Result<(), Failure> {
+        let mount = self.mount(repo);
+        sync(&self.published(repo), &mount, "")?;
+        self.set_view(
+            repo,
+            View {
+                rev: self.revision(repo),
+                pinned,
+            },
+        )
+    }
+
+    /// `transaction` and `mount` behind a gateway: a node whose view is behind the newest
+    /// revision is remounted to it, and that repair pins it (gateway scenario 7).
+    fn repair_view(&self, repo: &str) -> Result<(), Failure> {
+        let view = self.view(repo)?;
+        if view.rev < self.revision(repo) {
+            self.remount_newest(repo, true)?;
+        }
+        Ok(())
+    }
+
+    /// `mount REPO`: brings this node's view to the newest revision (gateway scenario 7).
+    fn mount_command(&self, args: &[String]) -> Result<String, Failure> {
+        let (_, repo) = split_repo(args)?;
+        let cfg = self.config(&repo)?;
+        if cfg.gateway && !self.transactions(&repo)?.contains_key(&self.node) {
+            self.repair_view(&repo)?;
+        }
+        Ok(String::new())
     }
 
     fn config(&self, repo: &str) -> Result<RepoConfig, Failure> {
@@ -370,7 +499,8 @@ impl Standin {
         for repo in self.repos() {
             let cfg = self.config(&repo)?;
             let kind = if cfg.gateway { "gw" } else { "local" };
-            let busy = if self.transactions(&repo)?.is_empty() {
+            // A node's spool knows its own transaction only.
+            let busy = if !self.transactions(&repo)?.contains_key(&self.node) {
                 ""
             } else {
                 " - in transaction"
@@ -383,17 +513,26 @@ impl Standin {
     /// Waits at `pause/POINT` while that file exists (see the module docs).
     fn pause(&self, point: &str) -> Result<(), Failure> {
         let flag = self.state.join("pause").join(point);
-        // The file's content, when not empty, must appear in the call's arguments.
+        // The file's content, when not empty, must appear in the call's arguments, or, as
+        // `node=NODE`, name the calling node.
         match fs::read_to_string(&flag) {
             Ok(filter) if filter.is_empty() || self.args.join(" ").contains(filter.trim()) => {}
+            Ok(filter) if filter.trim().strip_prefix("node=") == Some(self.node.as_str()) => {}
             _ => return Ok(()),
         }
         // Written whole, then renamed: a reader never sees it half-written.
         let tmp = self.state.join("paused.tmp");
         fs::write(&tmp, format!("{point} {}", std::process::id()))?;
         fs::rename(&tmp, self.state.join("paused"))?;
+        // Other nodes' calls run meanwhile (this node's wait for it, as its spool lock is held).
+        if let Some(shared) = self.shared.get() {
+            rustix::fs::flock(shared, FlockOperation::Unlock)?;
+        }
         while flag.exists() {
             std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        if let Some(shared) = self.shared.get() {
+            rustix::fs::flock(shared, FlockOperation::LockExclusive)?;
         }
         Ok(())
     }
@@ -548,6 +687,10 @@ impl Standin {
         }
         let (repo, lease) = target.split_once('/').unwrap_or((target.as_str(), ""));
         self.acquire(repo, &clean(lease))?;
+        if self.config(repo)?.gateway {
+            // "not based on the newest published revision": remounted first (scenario 7).
+            self.repair_view(repo)?;
+        }
         self.pause("transaction")?;
         Ok(String::new())
     }
@@ -567,6 +710,8 @@ impl Standin {
             );
         }
         self.pause("publish")?;
+        let view = self.view(repo)?;
+        let current = view.rev == self.revision(repo);
         let scope = self.scope(repo, &lease)?;
         // Graft markers first (a bad one fails the publish before anything changes), then every
         // new regular file is stored as an object, as the server hashes what it publishes.
@@ -585,10 +730,22 @@ impl Standin {
         sync(&self.mount(repo), &self.published(repo), &scope)?;
         self.release(repo)?;
         self.bump_revision(repo)?;
-        // A gateway ignores changes outside the lease: the mount shows the published state.
+        // A gateway ignores changes outside the lease: the mount shows the published state,
+        // the newest revision (what others published meanwhile too).
         if cfg.gateway {
-            self.revert_outside_leases(repo)?;
+            if current {
+                self.revert_outside_leases(repo)?;
+            } else {
+                self.remount_newest(repo, view.pinned)?;
+            }
         }
+        self.set_view(
+            repo,
+            View {
+                rev: self.revision(repo),
+                pinned: view.pinned,
+            },
+        )?;
         eprint!("{warnings}");
         Ok(String::new())
     }
@@ -603,7 +760,13 @@ impl Standin {
             .own_lease(repo)
             .map_err(|Failure(m, _, _)| Failure(m, 22, false))?;
         let scope = self.scope(repo, &lease)?;
-        sync(&self.published(repo), &self.mount(repo), &scope)?;
+        let view = self.view(repo)?;
+        if view.rev == self.revision(repo) {
+            sync(&self.published(repo), &self.mount(repo), &scope)?;
+        } else {
+            // The stand-in keeps no older revisions: the mount shows the newest one.
+            self.remount_newest(repo, view.pinned)?;
+        }
         self.release(repo)?;
         Ok(String::new())
     }
@@ -611,16 +774,15 @@ impl Standin {
     /// Fails when the mount differs from the published tree anywhere no open lease covers.
     fn check_no_stray_writes(&self) -> Result<(), Failure> {
         for repo in self.repos() {
-            // With any transaction open the whole mount is writable (behind a gateway, what lies
-            // outside the lease is dropped at publish).
-            if !self.transactions(&repo)?.is_empty() {
+            // With a transaction open the whole mount is writable (behind a gateway, what lies
+            // outside the lease is dropped at publish). A view behind the newest revision
+            // cannot be checked (no older revisions are kept).
+            if self.transactions(&repo)?.contains_key(&self.node)
+                || self.view(&repo)?.rev != self.revision(&repo)
+            {
                 continue;
             }
-            let leases: Vec<String> = Vec::new();
-            let stray: Vec<String> = diff_trees(&self.published(&repo), &self.mount(&repo))
-                .into_iter()
-                .filter(|p| !leases.iter().any(|l| within(p, l)))
-                .collect();
+            let stray = diff_trees(&self.published(&repo), &self.mount(&repo));
             if let Some(first) = stray.first() {
                 return fail(format!(
                     "cvmfs_server stand-in: {}/{first} was written outside a transaction ({} paths)",
@@ -632,9 +794,10 @@ impl Standin {
         Ok(())
     }
 
+    /// The scope of this node's open transaction (other nodes write their own mounts).
     fn open_scopes(&self, repo: &str) -> Result<Vec<String>, Failure> {
         let mut out = Vec::new();
-        for (lease, _) in self.transactions(repo)?.values() {
+        if let Some((lease, _)) = self.transactions(repo)?.get(&self.node) {
             out.push(self.scope(repo, lease)?);
         }
         Ok(out)
@@ -709,13 +872,24 @@ impl Standin {
         });
         // The real server aborts a failed ingest's transaction itself.
         self.release(&repo)?;
-        let warnings = result?;
+        let (warnings, follow) = result?;
         self.bump_revision(&repo)?;
+        match follow {
+            Follow::Stay => {}
+            Follow::Step => self.set_view(
+                &repo,
+                View {
+                    rev: self.revision(&repo),
+                    pinned: false,
+                },
+            )?,
+            Follow::Remount => self.remount_newest(&repo, false)?,
+        }
         eprint!("{warnings}");
         Ok(String::new())
     }
 
-    /// Returns the warnings to print.
+    /// Returns the warnings to print and how this node's view follows the ingest.
     #[allow(clippy::too_many_arguments)]
     fn ingest_in_transaction(
         &self,
@@ -726,9 +900,9 @@ impl Standin {
         deletes: &[String],
         catalog: bool,
         keep_owners: bool,
-    ) -> Result<String, Failure> {
+    ) -> Result<(String, Follow), Failure> {
         let published = self.published(repo);
-        let scratch = self.state.join("scratch");
+        let scratch = self.state.join(self.per_node("scratch"));
         if scratch.exists() {
             fs::remove_dir_all(&scratch)?;
         }
@@ -778,6 +952,17 @@ impl Standin {
             }
         }
         self.pause("ingest-commit")?;
+        // Behind a gateway a pinned view stays where it is (scenario 7); otherwise this node's
+        // mount shows the new revision: path by path when it showed the one before.
+        let view = self.view(repo)?;
+        let follow = if cfg.gateway && view.pinned {
+            Follow::Stay
+        } else if view.rev == self.revision(repo) {
+            Follow::Step
+        } else {
+            Follow::Remount
+        };
+        let mount = self.mount(repo);
         // Deletions run first, then the tar's tree is merged in.
         for path in deletes {
             if fs::symlink_metadata(published.join(path)).is_err() {
@@ -785,8 +970,9 @@ impl Standin {
                     "[WARNING] '{path}' cannot be deleted. Unrecognized file type.\n"
                 ));
             }
-            for root in [&published, &self.mount(repo)] {
-                remove_any(&root.join(path))?;
+            remove_any(&published.join(path))?;
+            if follow == Follow::Step {
+                remove_any(&mount.join(path))?;
             }
         }
         for path in applied {
@@ -797,11 +983,24 @@ impl Standin {
                 fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
                 set_mtime(&dir, *mtime)?;
             }
-            sync(&published, &self.mount(repo), &path)?;
+            if follow == Follow::Step {
+                sync(&published, &mount, &path)?;
+            }
         }
         fs::remove_dir_all(&scratch)?;
-        Ok(warnings)
+        Ok((warnings, follow))
     }
+}
+
+/// How a node's view follows its own ingest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Follow {
+    /// Pinned: the mount keeps showing the revision before.
+    Stay,
+    /// The mount showed the revision before: the ingest's paths are updated in it.
+    Step,
+    /// The mount was behind: remounted to the newest revision.
+    Remount,
 }
 
 /// Whether two lease paths conflict at a gateway: SQL `a LIKE b||'%' OR b LIKE a||'%'`, so a
