@@ -90,9 +90,21 @@ fn owner_of(name: &str, n: u32) -> u32 {
         .unwrap()
 }
 
+/// Node `k` is a publisher host of its own behind the stand-in gateway: its own cache, scratch
+/// and state directory (`TMPDIR`), its own node name for the stand-in and its own lagging view
+/// of the repository (`standin/mnt-nodeK`).
 fn node_command(work: &Work, k: u32, n: u32) -> Command {
     let cache = work.path(&format!("cache-{k}"));
+    let tmp = work.path(&format!("tmp-{k}"));
     std::fs::create_dir_all(&cache).unwrap();
+    std::fs::create_dir_all(&tmp).unwrap();
+    // The node's first call to the stand-in mounts the repository there.
+    let listed = Command::new(work.path("cvmfs_server"))
+        .arg("list")
+        .env("CVMFS_STANDIN_NODE", format!("node{k}"))
+        .output()
+        .unwrap();
+    assert!(listed.status.success());
     let mut command = ducc_tests::ducc_command(&work.path("docker"));
     command
         .arg("convert")
@@ -101,13 +113,14 @@ fn node_command(work: &Work, k: u32, n: u32) -> Command {
         .arg("--cache-dir")
         .arg(&cache)
         .arg("-t")
-        .arg(work.path("tmp"))
+        .arg(&tmp)
         .arg("-n")
         .arg(work.path(&format!("events-{k}.jsonl")))
-        .env("TMPDIR", work.path("tmp"))
+        .env("TMPDIR", &tmp)
         .args(["--publisher", "cvmfs", "--cvmfs-server"])
         .arg(work.path("cvmfs_server"))
-        .env("CVMFS_MOUNT_DIR", work.path("standin/mnt"));
+        .env("CVMFS_STANDIN_NODE", format!("node{k}"))
+        .env("CVMFS_MOUNT_DIR", work.path(&format!("standin/mnt-node{k}")));
     command
 }
 
@@ -207,7 +220,7 @@ fn podman_names(repo: &Path) -> BTreeSet<String> {
 }
 
 fn converted_by(set: &Set, n: u32) -> Work {
-    let work = Work::new(Backend::Cvmfs);
+    let work = Work::gateway();
     work.wishlist(&set.inputs(), "");
     let started = std::time::Instant::now();
     let stderrs = run_nodes(&work, n);

@@ -57,6 +57,8 @@ use crate::publisher::{
     Publisher, Transaction, check_lease, read_link_at, read_small,
 };
 
+mod fresh;
+
 /// How long a gateway lease that is busy (another node holds an overlapping one: rc 16, no
 /// waiting on the server's side) is retried before the ingest fails.
 const BUSY_RETRY: Duration = Duration::from_secs(120);
@@ -147,6 +149,8 @@ pub struct CvmfsPublisher {
     gateway: bool,
     mounted: bool,
     layout: crate::Layout,
+    /// Whether a transaction of fresh reads is open (see `fresh.rs`): it holds the spool lock.
+    fresh_open: std::sync::atomic::AtomicBool,
 }
 
 impl CvmfsPublisher {
@@ -184,6 +188,7 @@ impl CvmfsPublisher {
             gateway: gateway.unwrap_or(false),
             mounted,
             layout: repo.layout(),
+            fresh_open: std::sync::atomic::AtomicBool::new(false),
         };
         let listing = publisher.run(&["list".into()])?;
         if !publisher.listed(&listing) {
@@ -233,6 +238,16 @@ impl CvmfsPublisher {
     /// first finishing what a killed holder left behind.
     fn spool_lock(&self) -> Result<FileLock, PublishError> {
         let path = self.state_dir.join("spool.lock");
+        if self.fresh_open.load(std::sync::atomic::Ordering::SeqCst) {
+            // This process holds it for a transaction of fresh reads: waiting would never end.
+            return Err(PublishError::Command {
+                command: format!("{} (spool lock)", self.server.display()),
+                status: "refused".into(),
+                stderr: "a cvmfs_server call while a transaction of fresh reads of this process \
+                         is open on the same repository"
+                    .into(),
+            });
+        }
         let lock = FileLock::exclusive(&path).map_err(io_err("lock", path))?;
         self.recover_killed_call()?;
         Ok(lock)
@@ -1154,19 +1169,7 @@ impl CvmfsPublisher {
     fn commit_mounted(&self, units: &[Unit]) -> Result<crate::graft::GraftReport, PublishError> {
         let _spool = self.spool_lock()?;
         let target = if self.gateway {
-            // A gateway leases a path only below an existing directory (scenario 1): the
-            // first missing ancestor is leased instead, and the writes create the rest.
-            let lease = &units[0].lease;
-            let lease = lease
-                .ancestors()
-                .into_iter()
-                .find(|a| !self.is_dir(a))
-                .unwrap_or_else(|| lease.clone());
-            if lease.is_root() {
-                self.repo.clone()
-            } else {
-                format!("{}/{}", self.repo, lease.as_str())
-            }
+            self.transaction_target(&units[0].lease)
         } else {
             self.repo.clone()
         };
@@ -1216,14 +1219,33 @@ impl CvmfsPublisher {
     fn run_busy_retry(&self, args: &[OsString]) -> Result<String, PublishError> {
         let started = Instant::now();
         let mut wait = Duration::from_millis(200);
+        let mut waits = 0;
         loop {
             match self.run(args) {
                 Err(PublishError::Command { stderr, .. })
                     if is_busy(&stderr) && started.elapsed() < BUSY_RETRY =>
                 {
-                    tracing::info!(repo = %self.repo, "gateway lease busy, retrying");
+                    let target = args.last().map(|a| a.to_string_lossy().into_owned());
+                    let target = target.unwrap_or_default();
+                    if waits == 0 {
+                        // Visible: another node holds an overlapping lease.
+                        tracing::warn!(
+                            repo = %self.repo,
+                            "gateway lease {target} busy (another publisher holds an overlapping one): waiting up to {} s",
+                            BUSY_RETRY.as_secs()
+                        );
+                    } else {
+                        tracing::info!(repo = %self.repo, waited_s = started.elapsed().as_secs_f64(), "gateway lease {target} still busy, retrying");
+                    }
+                    waits += 1;
                     std::thread::sleep(wait);
                     wait = (wait * 2).min(Duration::from_secs(5));
+                }
+                Ok(out) => {
+                    if waits > 0 {
+                        tracing::info!(repo = %self.repo, waited_s = started.elapsed().as_secs_f64(), waits, "gateway lease granted after waiting");
+                    }
+                    return Ok(out);
                 }
                 other => return other,
             }
