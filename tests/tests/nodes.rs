@@ -9,10 +9,13 @@
 mod convert_support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
-use convert_support::{Backend, Image, Layer, Work, marker_config, origin, run_options};
+use convert_support::{
+    Backend, Image, Layer, REPO, Work, flat_dir, marker_config, origin, run_options,
+};
 use ducc_tests::tree::Tree;
 use ducc_tests::{Registry, images, unique_repo};
 use sha2::{Digest, Sha256};
@@ -76,8 +79,6 @@ impl Set {
     }
 }
 
-/// `ducc convert` of node `k` of `n` on the work's wish list: its own cache and events file, the
-/// work's publisher and stand-in.
 /// The node (from 1) of `n` that takes the image `name` (`<registry>/<repository>:<tag>`), as the
 /// README documents it: the highest first 8 bytes (big-endian) of SHA-256 of the node's number
 /// (4 bytes, big-endian) and the name.
@@ -92,11 +93,9 @@ fn owner_of(name: &str, n: u32) -> u32 {
 
 /// Node `k` is a publisher host of its own behind the stand-in gateway: its own cache, scratch
 /// and state directory (`TMPDIR`), its own node name for the stand-in and its own lagging view
-/// of the repository (`standin/mnt-nodeK`).
-fn node_command(work: &Work, k: u32, n: u32) -> Command {
-    let cache = work.path(&format!("cache-{k}"));
+/// of the repository (`standin/mnt-nodeK`). `ducc SUBCOMMAND ARGS` as that node, not yet run.
+fn node_ducc(work: &Work, k: u32, subcommand: &str, args: &[&str]) -> Command {
     let tmp = work.path(&format!("tmp-{k}"));
-    std::fs::create_dir_all(&cache).unwrap();
     std::fs::create_dir_all(&tmp).unwrap();
     // The node's first call to the stand-in mounts the repository there.
     let listed = Command::new(work.path("cvmfs_server"))
@@ -107,20 +106,40 @@ fn node_command(work: &Work, k: u32, n: u32) -> Command {
     assert!(listed.status.success());
     let mut command = ducc_tests::ducc_command(&work.path("docker"));
     command
-        .arg("convert")
-        .arg(work.path("wish.yaml"))
-        .args(["-i", "--no-progress", "--shard", &format!("{k}/{n}")])
-        .arg("--cache-dir")
-        .arg(&cache)
+        .arg(subcommand)
+        .args(args)
         .arg("-t")
         .arg(&tmp)
-        .arg("-n")
-        .arg(work.path(&format!("events-{k}.jsonl")))
         .env("TMPDIR", &tmp)
         .args(["--publisher", "cvmfs", "--cvmfs-server"])
         .arg(work.path("cvmfs_server"))
         .env("CVMFS_STANDIN_NODE", format!("node{k}"))
         .env("CVMFS_MOUNT_DIR", work.path(&format!("standin/mnt-node{k}")));
+    command
+}
+
+/// `ducc convert` of node `k` of `n` on the work's wish list (see [`node_ducc`]).
+fn node_command(work: &Work, k: u32, n: u32) -> Command {
+    let cache = work.path(&format!("cache-{k}"));
+    std::fs::create_dir_all(&cache).unwrap();
+    let wish = work.path("wish.yaml");
+    let mut command = node_ducc(
+        work,
+        k,
+        "convert",
+        &[
+            wish.to_str().unwrap(),
+            "-i",
+            "--no-progress",
+            "--shard",
+            &format!("{k}/{n}"),
+        ],
+    );
+    command
+        .arg("--cache-dir")
+        .arg(&cache)
+        .arg("-n")
+        .arg(work.path(&format!("events-{k}.jsonl")));
     command
 }
 
@@ -385,4 +404,248 @@ fn a_bad_shard_is_a_usage_error() {
         let (code, _) = work.lifecycle("prune", &[wish.to_str().unwrap(), "--shard", bad]);
         assert_eq!(code, 2, "prune --shard {bad}");
     }
+}
+
+/// Waits (polling) until `ready` holds, failing after two minutes with `what`.
+fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !ready() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Makes the stand-in's next call at `point` whose node and arguments match `filter` (see its
+/// module docs) wait; returns the pause file (remove it to go on).
+fn pause_at(work: &Work, point: &str, filter: &str) -> PathBuf {
+    let dir = work.path("standin/pause");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(point), filter).unwrap();
+    dir.join(point)
+}
+
+/// The pid of the stand-in call that paused (see [`pause_at`]), once it has.
+fn paused_call(work: &Work, child: &mut Child) -> i32 {
+    let paused = work.path("standin/paused");
+    wait_for("the pause", || {
+        assert!(child.try_wait().unwrap().is_none(), "ducc ended first");
+        paused.exists()
+    });
+    let text = std::fs::read_to_string(&paused).unwrap();
+    std::fs::remove_file(&paused).unwrap();
+    text.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+fn finish(child: Child, what: &str) -> String {
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    eprintln!("{what}: {}\n{stderr}", out.status);
+    assert!(out.status.success(), "{what} failed:\n{stderr}");
+    stderr
+}
+
+#[test]
+fn two_nodes_racing_for_one_new_layer_write_it_once_and_both_list_themselves_in_its_origin() {
+    let registry = Registry::anonymous();
+    let host = registry.host().to_owned();
+    let client = images::client_for(&host, None);
+    let name = unique_repo("nodes-race");
+    let shared = Layer::random("opt/shared", 4096);
+    let images: Vec<Image> = (0..2)
+        .map(|i| {
+            let top = Layer::random(&format!("opt/own{i}"), 700 + i * 10);
+            let image = Image::new(vec![shared.clone(), top], &format!("race{i}"));
+            image.push(&client, &images::repository(&host, &name), &format!("r{i}"));
+            image
+        })
+        .collect();
+    let work = Work::gateway();
+    // Each node its own one-image wish list (shard 1/1): both need the shared layer.
+    let convert = |k: u32| {
+        let wish = work.path(&format!("wish-{k}.yaml"));
+        std::fs::write(
+            &wish,
+            format!(
+                "version: 1\nuser: ''\ncvmfs_repo: {REPO}\ninput:\n  - 'http://{host}/{name}:r{}'\n",
+                k - 1
+            ),
+        )
+        .unwrap();
+        let cache = work.path(&format!("cache-{k}"));
+        let events = work.path(&format!("events-{k}.jsonl"));
+        let mut command = node_ducc(
+            &work,
+            k,
+            "convert",
+            &[wish.to_str().unwrap(), "-i", "--no-progress"],
+        );
+        command
+            .arg("--cache-dir")
+            .arg(cache)
+            .arg("-n")
+            .arg(events)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    };
+    let hex = shared.hex().to_owned();
+    let lease = format!("{REPO}/.layers/{}/{hex}", &hex[..2]);
+    // Node 1 holds the layer's lease (its transaction open, nothing published yet) ...
+    let pause = pause_at(&work, "transaction", &format!("node=node1 {lease}"));
+    let mut first = convert(1).spawn().unwrap();
+    paused_call(&work, &mut first);
+    // ... while node 2, which found no such layer, asks for it.
+    let second = convert(2).spawn().unwrap();
+    let asked = |work: &Work| {
+        work.standin_log()
+            .iter()
+            .filter(|l| l.starts_with("transaction ") && l.ends_with(&lease))
+            .count()
+    };
+    wait_for("node 2 asking for the busy lease", || asked(&work) >= 2);
+    std::fs::remove_file(&pause).unwrap();
+    finish(first, "node 1");
+    let stderr = finish(second, "node 2");
+    assert!(
+        stderr.contains("busy"),
+        "the wait for the lease is visible:\n{stderr}"
+    );
+
+    let unpacked = |k: u32| {
+        work.events(&format!("events-{k}.jsonl"))
+            .iter()
+            .filter(|e| e["action"] == "layer_unpack" && e["layer"] == shared.blob.digest.as_str())
+            .count()
+    };
+    assert_eq!(unpacked(1), 1, "node 1 wrote the layer");
+    assert_eq!(unpacked(2), 0, "node 2 found it there inside its lease");
+    let recorded: BTreeSet<String> = origin(&work.repo(), &shared).into_iter().collect();
+    let configs: BTreeSet<String> = images.iter().map(|i| i.config.digest.clone()).collect();
+    assert_eq!(recorded, configs, "both images in the layer's origin.json");
+    // Node 2 gave its transaction on the layer back without publishing it.
+    let log = work.standin_log();
+    let last = log.iter().rposition(|l| l.ends_with(&lease)).unwrap();
+    assert_eq!(log[last + 1], format!("abort -f {REPO}"), "{log:#?}");
+    for image in &images {
+        assert!(flat_dir(&work.repo(), image).is_dir());
+    }
+}
+
+#[test]
+fn a_node_killed_in_the_middle_of_an_image_finishes_its_shard_when_started_again() {
+    let set = push_set();
+    let expected = normalised(&converted_by(&set, 1).repo());
+    let work = Work::gateway();
+    work.wishlist(&set.inputs(), "");
+    // Node 1 is killed (ducc and the stand-in call) as it publishes its first transaction.
+    let pause = pause_at(&work, "publish", "node=node1");
+    let mut first = node_command(&work, 1, 2)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let second = spawn_node(&work, 2, 2);
+    let standin = paused_call(&work, &mut first);
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let pid = rustix::process::Pid::from_raw(standin).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+    std::fs::remove_file(&pause).unwrap();
+    finish(second, "node 2");
+    let rerun = node_command(&work, 1, 2)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = finish(rerun, "node 1 again");
+    assert!(
+        stderr.contains("killed during a cvmfs_server call"),
+        "the rerun recovers what the kill left:\n{stderr}"
+    );
+    expected.assert_same_as(
+        &normalised(&work.repo()),
+        &run_options(),
+        "one node's uninterrupted run",
+        "two nodes, one killed and started again",
+    );
+    let names: BTreeSet<String> = set.images.iter().map(|(_, n, _)| n.clone()).collect();
+    assert_eq!(podman_names(&work.repo()), names);
+}
+
+#[test]
+fn a_second_gc_on_another_node_refuses_to_start_while_one_runs() {
+    let set = push_set();
+    let work = converted_by(&set, 2);
+    let gone = &set.images[0].1;
+    let out = node_ducc(&work, 1, "delete-image", &[REPO, gone])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Node 1's gc is held at its first removal, holding the repository's gc lock.
+    let pause = pause_at(&work, "ingest", "node=node1 --delete");
+    let mut first = node_ducc(&work, 1, "gc", &[REPO, "--grace-period", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    paused_call(&work, &mut first);
+    let lock = work.repo().join(".metadata/.gc/lock.json");
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&lock).unwrap()).unwrap();
+    assert_eq!(record["pid"].as_u64(), Some(u64::from(first.id())));
+    let refused = node_ducc(&work, 2, "gc", &[REPO, "--grace-period", "0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("another garbage collection is running")
+            && stderr.contains(&format!("pid {}", first.id())),
+        "{stderr}"
+    );
+    std::fs::remove_file(&pause).unwrap();
+    finish(first, "node 1's gc");
+    assert!(!lock.exists(), "released at its end");
+    assert!(flat_dir(&work.repo(), &set.images[0].2).symlink_metadata().is_err());
+    // Once it ended, node 2's gc runs.
+    let out = node_ducc(&work, 2, "gc", &[REPO, "--grace-period", "0"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn the_gc_lock_of_a_killed_gc_is_taken_over_by_the_next_one() {
+    let set = push_set();
+    let work = converted_by(&set, 2);
+    let gone = &set.images[0].1;
+    let out = node_ducc(&work, 1, "delete-image", &[REPO, gone])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pause = pause_at(&work, "ingest", "node=node1 --delete");
+    let mut first = node_ducc(&work, 1, "gc", &[REPO, "--grace-period", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let standin = paused_call(&work, &mut first);
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let pid = rustix::process::Pid::from_raw(standin).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+    std::fs::remove_file(&pause).unwrap();
+    assert!(work.repo().join(".metadata/.gc/lock.json").is_file());
+    // The record names a process of this host that is gone: node 2's gc takes it over.
+    let out = node_ducc(&work, 2, "gc", &[REPO, "--grace-period", "0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("taken over"), "{stderr}");
+    assert!(!work.repo().join(".metadata/.gc/lock.json").exists());
+    assert!(flat_dir(&work.repo(), &set.images[0].2).symlink_metadata().is_err());
 }

@@ -58,6 +58,9 @@ use crate::publisher::{
 };
 
 mod fresh;
+mod gclock;
+
+pub use gclock::GC_LOCK_EXPIRY;
 
 /// How long a gateway lease that is busy (another node holds an overlapping one: rc 16, no
 /// waiting on the server's side) is retried before the ingest fails.
@@ -482,8 +485,16 @@ impl Publisher for CvmfsPublisher {
         true
     }
 
+    /// As the trait says; behind a gateway a gc also takes the repository's own gc lock, so a
+    /// second gc on another node refuses to start (see `gclock.rs`).
     fn gc_lock(&self, kind: GcLock) -> Result<GcGuard, PublishError> {
-        GcGuard::take(&self.state_dir.join("gc.lock"), kind)
+        let guard = GcGuard::take(&self.state_dir.join("gc.lock"), kind)?;
+        if kind == GcLock::Collect
+            && let Some(repo_lock) = self.take_repo_gc_lock()?
+        {
+            return Ok(guard.holding(Box::new(repo_lock)));
+        }
+        Ok(guard)
     }
 
     fn remove_leftovers(&self, dry_run: bool) -> Result<Vec<PathBuf>, PublishError> {

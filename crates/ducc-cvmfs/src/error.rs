@@ -20,6 +20,27 @@ pub enum PublishError {
         #[source]
         source: io::Error,
     },
+    /// Another garbage collection holds the repository's gc lock (several publisher nodes).
+    #[error(
+        "another garbage collection is running on this repository: host {host}, pid {pid}, \
+         started at {started} (seconds since the epoch), as {record} records; run one gc at a \
+         time. If that gc is gone, its lock is taken over once it is older than 24 h (at \
+         {expires}), at once from its own host, or now by removing the record in a transaction \
+         of its own (cvmfs_server transaction REPO/.metadata/.gc/lock.json; rm the file; \
+         cvmfs_server publish REPO)"
+    )]
+    GcRunning {
+        /// The lock record as this host reads it.
+        record: PathBuf,
+        /// The holder's host name.
+        host: String,
+        /// The holder's process id.
+        pid: u32,
+        /// When the holder started (seconds since the epoch).
+        started: u64,
+        /// When the record counts as stale (seconds since the epoch).
+        expires: u64,
+    },
     /// A write outside the transaction's lease.
     #[error("path {path} is outside the transaction's lease {lease}")]
     OutsideLease {

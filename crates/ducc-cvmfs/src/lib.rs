@@ -58,7 +58,7 @@ mod podman;
 mod publisher;
 mod state;
 
-pub use cvmfs::{CvmfsOptions, CvmfsPublisher};
+pub use cvmfs::{CvmfsOptions, CvmfsPublisher, GC_LOCK_EXPIRY};
 pub use ducc_oci::{ConfigDigest, DiffId, DigestError, LayerDigest};
 pub use error::PublishError;
 pub use layout::{

@@ -122,6 +122,9 @@ pub enum GcLock {
 /// process).
 #[derive(Debug)]
 pub struct GcGuard {
+    /// A lock of the publisher's own released with this one (the cvmfs publisher's lock in the
+    /// repository behind a gateway), dropped first.
+    _also: Option<Box<dyn std::fmt::Debug + Send + Sync>>,
     _lock: crate::lock::FileLock,
 }
 
@@ -133,7 +136,18 @@ impl GcGuard {
             GcLock::Collect => crate::lock::FileLock::exclusive(path),
         }
         .map_err(crate::error::io_err("lock", path))?;
-        Ok(GcGuard { _lock: lock })
+        Ok(GcGuard {
+            _lock: lock,
+            _also: None,
+        })
+    }
+
+    /// This guard, also holding `other` (released first when it is dropped).
+    pub(crate) fn holding(self, other: Box<dyn std::fmt::Debug + Send + Sync>) -> GcGuard {
+        GcGuard {
+            _also: Some(other),
+            ..self
+        }
     }
 }
 

@@ -69,7 +69,8 @@
 //! `pause/POINT` (`ingest`: lease taken, tar unread; `ingest-commit`: tar read, nothing
 //! published; `transaction`: transaction open; `publish`: nothing published) makes the call write `paused` and wait while the
 //! file exists, so a test can kill it there; other nodes' calls run meanwhile. The file's
-//! content, if any, filters: text the call's arguments contain, or `node=NODE`. Every call first checks that the mount was not
+//! content, if any, filters: text the call's arguments contain, after an optional first word
+//! `node=NODE` naming the calling node. Every call first checks that the mount was not
 //! written outside an open transaction.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -513,12 +514,24 @@ impl Standin {
     /// Waits at `pause/POINT` while that file exists (see the module docs).
     fn pause(&self, point: &str) -> Result<(), Failure> {
         let flag = self.state.join("pause").join(point);
-        // The file's content, when not empty, must appear in the call's arguments, or, as
-        // `node=NODE`, name the calling node.
-        match fs::read_to_string(&flag) {
-            Ok(filter) if filter.is_empty() || self.args.join(" ").contains(filter.trim()) => {}
-            Ok(filter) if filter.trim().strip_prefix("node=") == Some(self.node.as_str()) => {}
-            _ => return Ok(()),
+        // The file's content, when not empty, must appear in the call's arguments; a first
+        // word `node=NODE` must name the calling node.
+        let Ok(filter) = fs::read_to_string(&flag) else {
+            return Ok(());
+        };
+        let filter = filter.trim();
+        let text = match filter.strip_prefix("node=") {
+            Some(rest) => {
+                let (node, text) = rest.split_once(' ').unwrap_or((rest, ""));
+                if node != self.node {
+                    return Ok(());
+                }
+                text.trim()
+            }
+            None => filter,
+        };
+        if !self.args.join(" ").contains(text) {
+            return Ok(());
         }
         // Written whole, then renamed: a reader never sees it half-written.
         let tmp = self.state.join("paused.tmp");

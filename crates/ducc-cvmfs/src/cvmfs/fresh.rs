@@ -113,24 +113,30 @@ impl Fresh<'_> {
 
     /// Writes `unit` through the mount and publishes it; on any failure the transaction is
     /// aborted (`abort -f`) and nothing of it is published.
-    pub(super) fn publish(mut self, unit: &Unit) -> Result<GraftReport, PublishError> {
+    pub(super) fn publish(self, unit: &Unit) -> Result<GraftReport, PublishError> {
         let publisher = self.publisher;
-        let written = publisher.write_units(std::slice::from_ref(unit));
-        let result = written.and_then(|report| {
-            publisher
-                .run_recorded(&["publish".into(), publisher.repo.clone().into()], true)
-                .map(|_| report)
-        });
-        match result {
-            Ok(report) => {
-                self.closed = true;
-                publisher.fresh_open.store(false, Ordering::SeqCst);
-                tracing::debug!(repo = %publisher.repo, target = %self.target, "published the transaction of fresh reads");
-                Ok(report)
-            }
-            // Dropping `self` aborts it.
-            Err(e) => Err(e),
-        }
+        let mut report = GraftReport::default();
+        self.publish_with(|| {
+            report = publisher.write_units(std::slice::from_ref(unit))?;
+            Ok(())
+        })?;
+        Ok(report)
+    }
+
+    /// Lets `write` write through the mount, then publishes; on any failure the transaction is
+    /// aborted (`abort -f`) and nothing of it is published.
+    pub(super) fn publish_with(
+        mut self,
+        write: impl FnOnce() -> Result<(), PublishError>,
+    ) -> Result<(), PublishError> {
+        let publisher = self.publisher;
+        // On an error, dropping `self` aborts it.
+        write()?;
+        publisher.run_recorded(&["publish".into(), publisher.repo.clone().into()], true)?;
+        self.closed = true;
+        publisher.fresh_open.store(false, Ordering::SeqCst);
+        tracing::debug!(repo = %publisher.repo, target = %self.target, "published the transaction of fresh reads");
+        Ok(())
     }
 
     /// Aborts the transaction (`abort -f`): nothing of it is published.
