@@ -114,7 +114,10 @@ fn node_ducc(work: &Work, k: u32, subcommand: &str, args: &[&str]) -> Command {
         .args(["--publisher", "cvmfs", "--cvmfs-server"])
         .arg(work.path("cvmfs_server"))
         .env("CVMFS_STANDIN_NODE", format!("node{k}"))
-        .env("CVMFS_MOUNT_DIR", work.path(&format!("standin/mnt-node{k}")));
+        .env(
+            "CVMFS_MOUNT_DIR",
+            work.path(&format!("standin/mnt-node{k}")),
+        );
     command
 }
 
@@ -583,7 +586,11 @@ fn a_second_gc_on_another_node_refuses_to_start_while_one_runs() {
     let out = node_ducc(&work, 1, "delete-image", &[REPO, gone])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Node 1's gc is held at its first removal, holding the repository's gc lock.
     let pause = pause_at(&work, "ingest", "node=node1 --delete");
     let mut first = node_ducc(&work, 1, "gc", &[REPO, "--grace-period", "0"])
@@ -593,8 +600,7 @@ fn a_second_gc_on_another_node_refuses_to_start_while_one_runs() {
         .unwrap();
     paused_call(&work, &mut first);
     let lock = work.repo().join(".metadata/.gc/lock.json");
-    let record: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&lock).unwrap()).unwrap();
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(&lock).unwrap()).unwrap();
     assert_eq!(record["pid"].as_u64(), Some(u64::from(first.id())));
     let refused = node_ducc(&work, 2, "gc", &[REPO, "--grace-period", "0"])
         .output()
@@ -609,12 +615,20 @@ fn a_second_gc_on_another_node_refuses_to_start_while_one_runs() {
     std::fs::remove_file(&pause).unwrap();
     finish(first, "node 1's gc");
     assert!(!lock.exists(), "released at its end");
-    assert!(flat_dir(&work.repo(), &set.images[0].2).symlink_metadata().is_err());
+    assert!(
+        flat_dir(&work.repo(), &set.images[0].2)
+            .symlink_metadata()
+            .is_err()
+    );
     // Once it ended, node 2's gc runs.
     let out = node_ducc(&work, 2, "gc", &[REPO, "--grace-period", "0"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -625,7 +639,11 @@ fn the_gc_lock_of_a_killed_gc_is_taken_over_by_the_next_one() {
     let out = node_ducc(&work, 1, "delete-image", &[REPO, gone])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let pause = pause_at(&work, "ingest", "node=node1 --delete");
     let mut first = node_ducc(&work, 1, "gc", &[REPO, "--grace-period", "0"])
         .stdout(Stdio::piped())
@@ -647,5 +665,9 @@ fn the_gc_lock_of_a_killed_gc_is_taken_over_by_the_next_one() {
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("taken over"), "{stderr}");
     assert!(!work.repo().join(".metadata/.gc/lock.json").exists());
-    assert!(flat_dir(&work.repo(), &set.images[0].2).symlink_metadata().is_err());
+    assert!(
+        flat_dir(&work.repo(), &set.images[0].2)
+            .symlink_metadata()
+            .is_err()
+    );
 }

@@ -12,6 +12,8 @@
 //!   synthetic images (shared base layers), then `ducc gc`: wall time, pieces and bytes removed,
 //!   and `cvmfs_server` calls and revisions, with the local publisher and through the tests'
 //!   stand-in (see [`gc`]).
+//! - `bench nodes [--nodes 1,2,4] [--images N]`: N publisher nodes sharing one wish list with
+//!   `--shard K/N` behind the stand-in gateway (see [`nodes`]).
 //!
 //! The image is the `bench` fixture (Debian bookworm minbase plus build-essential, python3 and
 //! friends: about 1 GB uncompressed in four gzip layers, built once by debootstrap). Every
@@ -23,6 +25,7 @@
 mod convert;
 mod convert_cvmfs;
 mod gc;
+mod nodes;
 mod unpack;
 
 use std::path::{Path, PathBuf};
@@ -37,6 +40,7 @@ usage: cargo xtask bench unpack [--rounds N] [--no-registry] [--no-fresh-fs] [--
        cargo xtask bench convert [--rounds N] [--no-fresh-fs] [--tmpfs]
        cargo xtask bench convert --publisher cvmfs [--rounds N]
        cargo xtask bench gc [--rounds N] [--images N]
+       cargo xtask bench nodes [--nodes 1,2,4] [--images N]
 
   --tmpfs  every run writes to /dev/shm (tmpfs) instead of a fresh ext4; both benches also
            measure the floor: decoding with both digests, and tar -x of the uncompressed layers
@@ -58,7 +62,12 @@ usage: cargo xtask bench unpack [--rounds N] [--no-registry] [--no-fresh-fs] [--
            cvmfs_server stand-in: wall time of convert (context), prune and gc, pieces and bytes
            removed, cvmfs_server calls and revisions; fails unless the kept images keep every
            layer, nothing only pruned images used remains and a second gc publishes nothing;
-           medians of --rounds N (default 1)";
+           medians of --rounds N (default 1)
+  nodes    N publisher nodes (each count of --nodes, default 1,2,4) converting one wish list of
+           --images N (default 12) small images sharing a base layer with --shard K/N, through
+           the tests' cvmfs_server stand-in in gateway mode: wall time (stand-in timing, not a
+           gateway's), ingests and publishes per image, lease waits, images per minute; fails
+           unless every image is converted once and the base's origin.json names them all";
 
 /// Runs `cargo xtask bench WHAT`.
 pub fn run(args: &[String]) -> anyhow::Result<()> {
@@ -84,6 +93,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             }
         }
         Some("gc") => gc::run(&args[1..]),
+        Some("nodes") => nodes::run(&args[1..]),
         Some("flat-worker") => unpack::flat_worker(&args[1..]),
         Some("decode-worker") => decode_worker(),
         _ => bail!("{USAGE}"),
