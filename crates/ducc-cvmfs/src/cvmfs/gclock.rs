@@ -191,3 +191,49 @@ impl Drop for RepoGcLock {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_of_a_gone_process_of_this_host_or_past_its_expiry_is_stale() {
+        let now = now_secs();
+        let live = LockRecord::ours(now);
+        assert!(!live.is_stale(now), "our own, fresh");
+        let parent = LockRecord {
+            pid: std::os::unix::process::parent_id(),
+            ..live.clone()
+        };
+        assert!(!parent.is_stale(now), "a running process of this host");
+        // A pid above the kernel's limit never runs.
+        let gone = LockRecord {
+            pid: 4_194_305,
+            ..live.clone()
+        };
+        assert!(gone.is_stale(now));
+        let elsewhere = LockRecord {
+            host: format!("{}-not-this-one", host_name()),
+            pid: 4_194_305,
+            started: now - 3600,
+        };
+        assert!(!elsewhere.is_stale(now), "another host's cannot be checked");
+        assert!(
+            elsewhere.is_stale(now + GC_LOCK_EXPIRY.as_secs()),
+            "until it expires"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_lock_record_is_an_error_and_a_missing_one_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock.json");
+        assert_eq!(read_record(&path).unwrap(), None);
+        fs::write(&path, b"{\"host\": 3").unwrap();
+        let err = read_record(&path).unwrap_err().to_string();
+        assert!(err.contains("lock.json"), "{err}");
+        let record = LockRecord::ours(12);
+        fs::write(&path, serde_json::to_vec(&record).unwrap()).unwrap();
+        assert_eq!(read_record(&path).unwrap(), Some(record));
+    }
+}
