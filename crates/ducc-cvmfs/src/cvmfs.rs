@@ -788,9 +788,32 @@ struct CvmfsTransaction<'a> {
     group: Option<&'a CvmfsGroup<'a>>,
     unit: Unit,
     next_tree: usize,
+    /// Behind a gateway: the server transaction its first read of the published tree opened
+    /// on its lease, published at its commit (see `fresh.rs`).
+    fresh: Mutex<Option<fresh::Fresh<'a>>>,
 }
 
 impl<'a> CvmfsTransaction<'a> {
+    /// Before a read of the published tree that decides a write: behind a gateway, opens the
+    /// server transaction on this transaction's lease (once), after its group published what
+    /// it holds, so the read sees the newest revision and nobody else publishes below the
+    /// lease until this transaction's commit (see `fresh.rs`).
+    fn go_fresh(&self) -> Result<(), PublishError> {
+        if !self.publisher.reads_fresh() {
+            return Ok(());
+        }
+        let mut fresh = self.fresh.lock().unwrap_or_else(|e| e.into_inner());
+        if fresh.is_some() {
+            return Ok(());
+        }
+        // Never wait for a lease while holding others, never two server transactions.
+        if let Some(group) = self.group {
+            group.flush()?;
+        }
+        *fresh = Some(self.publisher.open_fresh(&self.unit.lease)?);
+        Ok(())
+    }
+
     fn new(
         publisher: &'a CvmfsPublisher,
         group: Option<&'a CvmfsGroup<'a>>,
@@ -810,6 +833,7 @@ impl<'a> CvmfsTransaction<'a> {
                 _lease: guard,
             },
             next_tree: 0,
+            fresh: Mutex::new(None),
         })
     }
 
@@ -993,6 +1017,26 @@ impl Transaction for CvmfsTransaction<'_> {
 
     fn commit(self: Box<Self>) -> Result<(), PublishError> {
         let this = *self;
+        let fresh = this.fresh.into_inner().unwrap_or_else(|e| e.into_inner());
+        if let Some(fresh) = fresh {
+            if this.unit.is_empty() {
+                // Read, found nothing to change: no revision.
+                return fresh.abort();
+            }
+            if fresh::Fresh::can_publish(&this.unit) {
+                // Published now, on the lease its reads were made in.
+                let report = fresh.publish(&this.unit)?;
+                if let Some(group) = this.group {
+                    *group.published.lock().unwrap_or_else(|e| e.into_inner()) += Published {
+                        revisions: 1,
+                        grafted_files: report.grafted,
+                        copied_files: report.stored,
+                    };
+                }
+                return Ok(());
+            }
+            fresh.abort()?;
+        }
         match this.group {
             Some(group) => {
                 group
