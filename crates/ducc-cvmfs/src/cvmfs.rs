@@ -1319,6 +1319,16 @@ impl CvmfsPublisher {
                 let TreeSource::Dir(local) = &tree.source else {
                     continue;
                 };
+                if self.gateway
+                    && tree.options.from_layers
+                    && fs::symlink_metadata(self.mount(&tree.dir)).is_ok()
+                {
+                    // Another node published this tree of layer files (a flat tree is named by
+                    // its config) since this node's view was taken: the transaction's remount
+                    // shows it now, and it is the same.
+                    tracing::info!(repo = %self.repo, dir = %tree.dir, "another publisher node published this tree meanwhile: kept");
+                    continue;
+                }
                 let writer = crate::graft::MountWriter {
                     mount_root: &mount_root,
                     layout: &self.layout,
