@@ -30,7 +30,12 @@
 //! exclusive from its mark to its last removal, so what a running convert is writing or reusing
 //! is never removed. Conversions on other publisher nodes (a gateway) are not held off by that
 //! lock: there the grace period protects them (keep it longer than a conversion takes), and the
-//! sweep re-reads each layer's `origin.json` inside the lease that removes it.
+//! sweep re-reads each layer's `origin.json` inside the lease that removes it (behind a gateway
+//! at the newest revision: the node's own view lags). Behind a gateway a gc also holds a lock in
+//! the repository itself, `.metadata/.gc/lock.json` (host, pid, start), taken and released each
+//! inside a lease of its own, so two gcs on two nodes never run at once: the second refuses
+//! ([`crate::PublishError::GcRunning`]); a dead holder's record is taken over (see the cvmfs
+//! publisher's `gc_lock`).
 //!
 //! # Publishes
 //! Removals are grouped by lease: one transaction for the markers, one per registry for the
