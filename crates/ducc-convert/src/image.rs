@@ -1141,6 +1141,23 @@ impl<'e> Job<'e> {
         let digests =
             digests.ok_or_else(|| invalid!("{}: the layer was not unpacked", context()))?;
         let (digests, report) = digests;
+        // Another publisher node may have published this layer since this one looked (its view
+        // of the repository lags): checked again inside the layer's lease, where nobody else
+        // can publish it until this transaction ends. Found there, only this image joins its
+        // origin.json.
+        if !self.settings.overwrite_layers
+            && tx
+                .read_file(&self.layout.layer_info(&layer.digest))?
+                .is_some()
+        {
+            tx.abort()?;
+            tracing::info!(
+                "{input}: layer {} was published meanwhile (by another publisher node): not written again",
+                layer.digest
+            );
+            self.add_origin(layers_group, &layer.digest, config)?;
+            return Ok(());
+        }
         // The layer's nested catalog is its own directory (layers written before have theirs in
         // layerfs, where a container would see it: issue 28).
         tx.write_file(
@@ -1166,7 +1183,7 @@ impl<'e> Job<'e> {
             &self.layout.layer_info(&layer.digest),
             &mut &info.to_layers_json()[..],
         )?;
-        let mut origin = self.read_origin(&layer.digest)?;
+        let mut origin = self.read_origin(&*tx, &layer.digest)?;
         origin.add(config);
         tx.write_file(
             &self.layout.layer_origin(&layer.digest),
@@ -1185,8 +1202,21 @@ impl<'e> Job<'e> {
 
     /// The layer's `origin.json`, read inside the transaction that rewrites it (a corrupt one is
     /// an error, never overwritten with a shorter list).
-    fn read_origin(&self, layer: &LayerDigest) -> Result<ducc_cvmfs::Origin> {
-        Ok(self.state().origin(layer)?)
+    fn read_origin(
+        &self,
+        tx: &dyn ducc_cvmfs::Transaction,
+        layer: &LayerDigest,
+    ) -> Result<ducc_cvmfs::Origin> {
+        let path = self.layout.layer_origin(layer);
+        Ok(match tx.read_file(&path)? {
+            Some(bytes) => ducc_cvmfs::Origin::from_slice(&bytes).map_err(|e| {
+                ducc_cvmfs::PublishError::CorruptFile {
+                    path: self.published(&path),
+                    reason: e.to_string(),
+                }
+            })?,
+            None => ducc_cvmfs::Origin::default(),
+        })
     }
 
     fn add_origin(

@@ -885,6 +885,9 @@ impl<'a> CvmfsTransaction<'a> {
         if let Some(seen) = self.group.and_then(|g| g.sees(path)) {
             return Ok(Some(seen));
         }
+        // Behind a gateway this node's view lags: brought to the newest revision inside the
+        // lease first (see `fresh.rs`).
+        self.go_fresh()?;
         Ok(Some(Seen::At(self.publisher.mount(path))))
     }
 

@@ -410,7 +410,8 @@ pub fn collect_garbage(
         let Ok(digest) = piece.id.parse::<LayerDigest>() else {
             continue;
         };
-        let now_origin = Origin::read(&at(&layout.layer_origin(&digest)))
+        // Read inside the lease (behind a gateway: at the newest revision, see cvmfs.rs).
+        let now_origin = read_origin_in(&*tx, &layout.layer_origin(&digest))
             .map(|o| o.origin)
             .unwrap_or_default();
         let key = piece.key();
@@ -440,7 +441,7 @@ pub fn collect_garbage(
     for (digest, origin) in &origin_updates {
         // Rewritten only when nobody changed it since the mark.
         let file = layout.layer_origin(digest);
-        if Origin::read(&at(&file)).ok().as_ref() == origin_at_mark.get(digest) {
+        if read_origin_in(&*tx, &file).ok().as_ref() == origin_at_mark.get(digest) {
             tx.write_file(&file, &mut &origin.to_json()[..])?;
             updated += 1;
         }
@@ -551,6 +552,14 @@ fn write_pending(
     }
     tx.commit()?;
     Ok(())
+}
+
+/// The `origin.json` at `path` as `tx` sees it (empty when there is none).
+fn read_origin_in(tx: &dyn crate::Transaction, path: &RepoPath) -> Result<Origin, String> {
+    match tx.read_file(path).map_err(|e| e.to_string())? {
+        Some(bytes) => Origin::from_slice(&bytes).map_err(|e| e.to_string()),
+        None => Ok(Origin::default()),
+    }
 }
 
 /// The layer directories of `.layers/<hh>/<hex>` (names that are not digests are not ours and
