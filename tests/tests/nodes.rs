@@ -659,6 +659,15 @@ fn the_gc_lock_of_a_killed_gc_is_taken_over_by_the_next_one() {
     rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
     std::fs::remove_file(&pause).unwrap();
     assert!(work.repo().join(".metadata/.gc/lock.json").is_file());
+    // The killed call's lease stays held at the gateway (until it expires) until node 1 aborts
+    // what it left open, as its next ducc run does first.
+    let wrapper = work.path("cvmfs_server");
+    let aborted = Command::new(&wrapper)
+        .args(["abort", "-f", REPO])
+        .env("CVMFS_STANDIN_NODE", "node1")
+        .output()
+        .unwrap();
+    assert!(aborted.status.success());
     // The record names a process of this host that is gone: node 2's gc takes it over.
     let out = node_ducc(&work, 2, "gc", &[REPO, "--grace-period", "0"])
         .output()
