@@ -5,7 +5,6 @@
 //! [`pull_image`]. Layer directories use the overlayfs whiteout form when running as root (they
 //! can be stacked with `mount -t overlay`), the raw `.wh.` names otherwise.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use anyhow::{Context, anyhow, bail};
@@ -38,7 +37,7 @@ pub fn run(_global: &GlobalArgs, args: UnpackImageArgs) -> Result<(), Failure> {
         registry::credentials(&Environment::from_process()).map_err(Failure::Usage)?;
     let client = registry::client(credentials);
     let target = if args.layers {
-        PullTarget::Layers(if running_as_root() {
+        PullTarget::Layers(if ducc_oci::is_root() {
             WhiteoutFormat::Overlay
         } else {
             eprintln!(
@@ -75,11 +74,6 @@ fn prepare_dest(dest: &Path) -> anyhow::Result<()> {
             dest.display()
         ))),
     }
-}
-
-/// Whether this process runs as root: `/proc/self` belongs to the effective user.
-fn running_as_root() -> bool {
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
 fn summarise(image: &ImageRef, dest: &Path, report: &Report) {
