@@ -305,41 +305,14 @@ fn killed_in_a_batch_then_rerun(point: &str, label: &str) {
     let local = local_run(&inputs);
     let cvmfs = Work::new(Backend::Cvmfs);
     cvmfs.wishlist(&inputs, "");
-    let pause = cvmfs.path("standin/pause");
-    std::fs::create_dir_all(&pause).unwrap();
     let filter = if point == "ingest" {
         format!("-b .layers/{shard} ")
     } else {
         String::new()
     };
-    std::fs::write(pause.join(point), filter).unwrap();
-    let mut child = cvmfs
-        .command(&["-i", "--layer-whiteouts", "oci", "--batch", "10"])
-        .spawn()
-        .unwrap();
-    let paused = cvmfs.path("standin/paused");
-    let started = std::time::Instant::now();
-    while !paused.exists() {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(120),
-            "the stand-in never reached {point}"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "ducc ended before {point}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let text = std::fs::read_to_string(&paused).unwrap();
-    let standin: i32 = text.split_whitespace().nth(1).unwrap().parse().unwrap();
-    child.kill().unwrap();
-    child.wait().unwrap();
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(standin).unwrap(),
-        rustix::process::Signal::KILL,
-    )
-    .unwrap();
-    std::fs::remove_file(pause.join(point)).unwrap();
+    let command = cvmfs.command(&["-i", "--layer-whiteouts", "oci", "--batch", "10"]);
+    let (child, standin) = cvmfs.spawn_paused(command, point, &filter);
+    cvmfs.kill_paused(child, standin, point);
     if point == "ingest" {
         // Two images were complete in the batch: nothing of them but their layers is in.
         let host = registry.host().to_owned();

@@ -408,7 +408,7 @@ fn paused_cvmfs_run(
     label: &str,
     point: &str,
     filter: &str,
-) -> (Work, Work, std::process::Child, String) {
+) -> (Work, Work, std::process::Child, i32) {
     let registry = Registry::anonymous();
     let name = unique_repo(label);
     let _ = push_pair(&name);
@@ -427,45 +427,17 @@ fn paused_cvmfs_run(
 
     let cvmfs = Work::new(Backend::Cvmfs);
     cvmfs.wishlist(&inputs, "");
-    let pause = cvmfs.path("standin/pause");
-    std::fs::create_dir_all(&pause).unwrap();
-    std::fs::write(pause.join(point), filter).unwrap();
-    let mut child = cvmfs
-        .command(&["-i", "--layer-whiteouts", "oci"])
-        .spawn()
-        .unwrap();
-    let paused = cvmfs.path("standin/paused");
-    let started = std::time::Instant::now();
-    while !paused.exists() {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(120),
-            "the stand-in never reached {point}"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "ducc ended before {point}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let text = std::fs::read_to_string(&paused).unwrap();
-    (local, cvmfs, child, text)
+    let command = cvmfs.command(&["-i", "--layer-whiteouts", "oci"]);
+    let (child, standin) = cvmfs.spawn_paused(command, point, filter);
+    (local, cvmfs, child, standin)
 }
 
 /// Runs a convert with the cvmfs publisher, pauses the stand-in at `point` on the first call
 /// whose arguments contain `filter`, kills ducc and the stand-in with SIGKILL there, and checks
 /// that a rerun finishes the work: the same repository as the local publisher's clean run.
 fn killed_then_rerun(point: &str, filter: &str, label: &str) {
-    let (local, cvmfs, mut child, text) = paused_cvmfs_run(label, point, filter);
-    let pause = cvmfs.path("standin/pause");
-    let standin: i32 = text.split_whitespace().nth(1).unwrap().parse().unwrap();
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let pid = rustix::process::Pid::from_raw(standin).unwrap();
-    rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
-    wait::until("the killed stand-in to end", wait::DEADLINE, || {
-        wait::process_ended(standin)
-    });
-    std::fs::remove_file(pause.join(point)).unwrap();
+    let (local, cvmfs, child, standin) = paused_cvmfs_run(label, point, filter);
+    cvmfs.kill_paused(child, standin, point);
     let before = cvmfs.standin_log().len();
 
     assert!(
@@ -873,9 +845,8 @@ fn oci_docker_and_multi_arch_manifests_give_the_same_repository_with_either_publ
 /// the rerun waits (leaving the repository in a transaction, which the rerun aborts); otherwise
 /// it is let go on and ends by itself before the rerun calls anything but `list`.
 fn rerun_waits_for_the_orphaned_ingest(kill_orphan: bool, label: &str) {
-    let (local, cvmfs, mut first, text) = paused_cvmfs_run(label, "ingest", "-b .layers");
+    let (local, cvmfs, mut first, orphan) = paused_cvmfs_run(label, "ingest", "-b .layers");
     let pause = cvmfs.path("standin/pause");
-    let orphan: i32 = text.split_whitespace().nth(1).unwrap().parse().unwrap();
     first.kill().unwrap();
     first.wait().unwrap();
     assert!(!wait::process_ended(orphan), "the ingest died with ducc");

@@ -383,6 +383,53 @@ impl Work {
         out
     }
 
+    /// Starts `command` (a `ducc` run of this work) with the stand-in paused at `point` on its
+    /// first call whose arguments contain `filter` (see the stand-in's docs), and waits until
+    /// it is there. Returns the running `ducc` and the paused stand-in's pid.
+    #[allow(dead_code)] // not every test binary that shares this module runs it
+    pub fn spawn_paused(
+        &self,
+        mut command: Command,
+        point: &str,
+        filter: &str,
+    ) -> (std::process::Child, i32) {
+        let pause = self.path("standin/pause");
+        std::fs::create_dir_all(&pause).unwrap();
+        std::fs::write(pause.join(point), filter).unwrap();
+        let mut child = command.spawn().unwrap();
+        let paused = self.path("standin/paused");
+        ducc_tests::wait::until(
+            &format!("the stand-in to pause at {point}"),
+            ducc_tests::wait::DEADLINE,
+            || {
+                assert!(
+                    child.try_wait().unwrap().is_none(),
+                    "ducc ended before {point}"
+                );
+                paused.exists()
+            },
+        );
+        let text = std::fs::read_to_string(&paused).unwrap();
+        let standin = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+        (child, standin)
+    }
+
+    /// Kills `ducc` and the stand-in paused at `point` with SIGKILL (a crash of the publisher
+    /// node), waits for the stand-in's end, and takes the pause away.
+    #[allow(dead_code)]
+    pub fn kill_paused(&self, mut child: std::process::Child, standin: i32, point: &str) {
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let pid = rustix::process::Pid::from_raw(standin).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+        ducc_tests::wait::until(
+            "the killed stand-in to end",
+            ducc_tests::wait::DEADLINE,
+            || ducc_tests::wait::process_ended(standin),
+        );
+        std::fs::remove_file(self.path("standin/pause").join(point)).unwrap();
+    }
+
     /// The stand-in's log lines.
     pub fn standin_log(&self) -> Vec<String> {
         std::fs::read_to_string(self.path("standin/log"))

@@ -76,19 +76,11 @@ pub(super) fn run(rounds: usize) -> anyhow::Result<()> {
     for round in 1..=rounds {
         let work = fresh_dir(&format!("convert-cvmfs-{round}"))?;
         let repo = format!("ducc-bench-{}-{round}.test", std::process::id());
-        let log = work.join("calls.log");
-        let wrapper = work.join("cvmfs_server");
-        write_wrapper(&wrapper, &server, &work, &log)?;
-        let mkfs: &[&str] = match server {
-            Server::Real => &["mkfs", "-o", "root"],
-            Server::Standin(_) => &["mkfs"],
-        };
-        let status = Command::new(&wrapper).args(mkfs).arg(&repo).status()?;
-        ensure!(status.success(), "cvmfs_server mkfs {repo} failed");
-        let mount = match server {
-            Server::Real => PathBuf::from("/cvmfs"),
-            Server::Standin(_) => work.join("standin/mnt"),
-        };
+        let Throwaway {
+            log,
+            wrapper,
+            mount,
+        } = Throwaway::make(&server, &work, &repo)?;
         let result = convert_round(
             &ducc, &wrapper, &work, &mount, &repo, &host, &reference, &log,
         );
@@ -179,6 +171,40 @@ pub(super) fn run(rounds: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A throwaway repository of a round: made with `mkfs` through the logging wrapper.
+struct Throwaway {
+    /// The wrapper's call log.
+    log: PathBuf,
+    /// The wrapper `ducc` runs as its `cvmfs_server`.
+    wrapper: PathBuf,
+    /// Where the repository is mounted (`CVMFS_MOUNT_DIR`).
+    mount: PathBuf,
+}
+
+impl Throwaway {
+    /// Writes the wrapper into `work` and makes `repo` through it.
+    fn make(server: &Server, work: &Path, repo: &str) -> anyhow::Result<Throwaway> {
+        let log = work.join("calls.log");
+        let wrapper = work.join("cvmfs_server");
+        write_wrapper(&wrapper, server, work, &log)?;
+        let mkfs: &[&str] = match server {
+            Server::Real => &["mkfs", "-o", "root"],
+            Server::Standin(_) => &["mkfs"],
+        };
+        let status = Command::new(&wrapper).args(mkfs).arg(repo).status()?;
+        ensure!(status.success(), "cvmfs_server mkfs {repo} failed");
+        let mount = match server {
+            Server::Real => PathBuf::from("/cvmfs"),
+            Server::Standin(_) => work.join("standin/mnt"),
+        };
+        Ok(Throwaway {
+            log,
+            wrapper,
+            mount,
+        })
+    }
+}
+
 /// How many images the many-small-images set has (issue 29 measured 20 on a real stratum 0).
 const SMALL_IMAGES: usize = 20;
 
@@ -201,19 +227,11 @@ fn small_images(server: &Server, ducc: &Path) -> anyhow::Result<()> {
     for batch in [1, 10, SMALL_IMAGES] {
         let work = fresh_dir(&format!("convert-cvmfs-small-{batch}"))?;
         let repo = format!("ducc-bench-small-{}-{batch}.test", std::process::id());
-        let log = work.join("calls.log");
-        let wrapper = work.join("cvmfs_server");
-        write_wrapper(&wrapper, server, &work, &log)?;
-        let mkfs: &[&str] = match server {
-            Server::Real => &["mkfs", "-o", "root"],
-            Server::Standin(_) => &["mkfs"],
-        };
-        let status = Command::new(&wrapper).args(mkfs).arg(&repo).status()?;
-        ensure!(status.success(), "cvmfs_server mkfs {repo} failed");
-        let mount = match server {
-            Server::Real => PathBuf::from("/cvmfs"),
-            Server::Standin(_) => work.join("standin/mnt"),
-        };
+        let Throwaway {
+            log,
+            wrapper,
+            mount,
+        } = Throwaway::make(server, &work, &repo)?;
         let wishlist = work.join("wishlist.yaml");
         let mut text = format!("version: 1\nuser: ''\ncvmfs_repo: {repo}\ninput:\n");
         for index in 0..SMALL_IMAGES {
