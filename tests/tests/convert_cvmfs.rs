@@ -403,7 +403,7 @@ fn standin_delete(work: &Work, paths: &[&str]) {
 /// The pair `<label>:one`, `<label>:two` converted by the local publisher (the reference a
 /// rerun must match), and a convert of it through the cvmfs stand-in, started with the stand-in
 /// set to pause at `point` on the first call whose arguments contain `filter`. Returns both works,
-/// the paused ducc process and what the stand-in wrote into `standin/paused` (its point and pid).
+/// the paused ducc process and the paused stand-in's pid.
 fn paused_cvmfs_run(
     label: &str,
     point: &str,
