@@ -460,8 +460,12 @@ pub enum CompletionShell {
 /// `ducc verify`.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// Images, [SCHEME://]REGISTRY/REPOSITORY[:TAG][@DIGEST]
-    #[arg(required = true, value_name = "IMAGE")]
+    /// The images to verify
+    #[arg(
+        required = true,
+        value_name = "IMAGE",
+        help = "Images, [SCHEME://]REGISTRY/REPOSITORY[:TAG][@DIGEST]"
+    )]
     pub images: Vec<String>,
     /// Signature policy (containers-policy.json(5))
     #[arg(long, value_name = "FILE", env = "DUCC_SIGNATURE_POLICY")]

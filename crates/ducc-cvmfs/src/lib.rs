@@ -73,6 +73,6 @@ pub use metadata::{
 pub use podman::{PodmanError, PodmanImage, PodmanOutcome, PodmanStore, StoredImage, tree_size};
 pub use publisher::{
     FillError, FillHints, GcGuard, GcLock, Group, IngestOptions, OverlaySupport, Published,
-    Publisher, Transaction, Ungrouped, add_origin, ensure_catalog_markers,
+    Publisher, READ_LIMIT, Transaction, Ungrouped, add_origin, ensure_catalog_markers,
 };
 pub use state::{FlatRecord, ImageSlot, RepositoryState};

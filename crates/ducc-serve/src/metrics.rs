@@ -213,7 +213,7 @@ impl Metrics {
         self.last_full_pass.set(seconds);
     }
 
-    /// The metrics in the OpenMetrics text format ([`CONTENT_TYPE`]).
+    /// The metrics in the OpenMetrics text format (`CONTENT_TYPE`).
     pub fn encode(&self) -> String {
         let mut text = String::new();
         // Writing into a String cannot fail.
