@@ -530,8 +530,11 @@ fn two_nodes_racing_for_one_new_layer_write_it_once_and_both_list_themselves_in_
     assert_eq!(recorded, configs, "both images in the layer's origin.json");
     // Node 2 gave its transaction on the layer back without publishing it.
     let log = work.standin_log();
-    let last = log.iter().rposition(|l| l.ends_with(&lease)).unwrap();
-    assert_eq!(log[last + 1], format!("abort -f {REPO}"), "{log:#?}");
+    let first_ask = log.iter().position(|l| l.ends_with(&lease)).unwrap();
+    assert!(
+        log[first_ask..].contains(&format!("abort -f {REPO}")),
+        "{log:#?}"
+    );
     for image in &images {
         assert!(flat_dir(&work.repo(), image).is_dir());
     }
