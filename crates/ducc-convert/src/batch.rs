@@ -99,6 +99,8 @@ pub(crate) struct Deferred {
 
 #[derive(Default)]
 struct State {
+    /// What the batch's group had published when the last batch was published.
+    reported: Published,
     opened: Option<Instant>,
     images: Vec<Deferred>,
     /// Flat trees in the batch: config and apparent size.
@@ -160,14 +162,29 @@ impl<'e> Batch<'e> {
                     .is_some_and(|t| t.elapsed() >= Duration::from_secs(self.limits.seconds)))
     }
 
-    /// Publishes the batch: its images, and what the publish made (or why it failed).
+    /// Publishes the batch: its images, and what was published for them since the last batch
+    /// (its commit, and what its images' transactions published at once), or why it failed.
     pub(crate) fn publish(&self) -> (Vec<Deferred>, Result<Published, PublishError>) {
-        let published = self.group.flush();
+        let flushed = self.group.flush();
         let mut state = self.state();
         let images = std::mem::take(&mut state.images);
-        *state = State::default();
-        (images, published)
+        let total = self.group.published();
+        let since = since(total, state.reported);
+        *state = State {
+            reported: total,
+            ..State::default()
+        };
+        (images, flushed.map(|_| since))
     }
+}
+
+/// What `total` holds beyond `before`.
+fn since(total: Published, before: Published) -> Published {
+    let mut out = Published::default();
+    out.revisions = total.revisions.saturating_sub(before.revisions);
+    out.grafted_files = total.grafted_files.saturating_sub(before.grafted_files);
+    out.copied_files = total.copied_files.saturating_sub(before.copied_files);
+    out
 }
 
 #[cfg(test)]

@@ -772,9 +772,16 @@ impl Group for CvmfsGroup<'_> {
         Box::new(CvmfsGroup::new(self.publisher, Some(self)))
     }
 
+    fn published(&self) -> Published {
+        *self.published.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn commit(self: Box<Self>) -> Result<Published, PublishError> {
         if let Some(parent) = self.parent {
             parent.units().append(&mut self.units());
+            // What its transactions published at their own commit (fresh reads behind a
+            // gateway) counts for the parent.
+            *parent.published.lock().unwrap_or_else(|e| e.into_inner()) += self.published();
             return Ok(Published::default());
         }
         self.flush()?;

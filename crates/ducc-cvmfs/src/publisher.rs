@@ -352,6 +352,10 @@ pub trait Group: Send + Sync {
     /// must not be open at the same time.
     fn nested(&self) -> Box<dyn Group + '_>;
 
+    /// What this group published so far: its flushes, and what transactions begun through it
+    /// (or through groups nested in it and committed into it) published at their own commit.
+    fn published(&self) -> Published;
+
     /// Publishes what the group's committed transactions wrote and releases their leases.
     /// Returns what it published in all.
     ///
@@ -389,6 +393,10 @@ impl Group for Ungrouped<'_> {
 
     fn nested(&self) -> Box<dyn Group + '_> {
         Box::new(Ungrouped::new(self.publisher))
+    }
+
+    fn published(&self) -> Published {
+        Published::default()
     }
 
     fn commit(self: Box<Self>) -> Result<Published, PublishError> {
