@@ -59,19 +59,6 @@ fn count(calls: &[String], prefix: &str) -> usize {
     calls.iter().filter(|c| c.starts_with(prefix)).count()
 }
 
-/// The local publisher's repository for `inputs` (raw whiteouts, no thin images).
-fn local_run(inputs: &[String]) -> Work {
-    let local = Work::new(Backend::Local);
-    local.wishlist(inputs, "");
-    assert!(
-        local
-            .convert(&["-i", "--layer-whiteouts", "oci"])
-            .status
-            .success()
-    );
-    local
-}
-
 fn assert_same(local: &Work, cvmfs: &Work, what: &str) {
     scan(&local.repo()).assert_same_as(
         &scan(&cvmfs.repo()),
@@ -87,7 +74,7 @@ fn a_batch_is_one_ingest_per_image_and_one_mounted_transaction_for_the_rest() {
     let (base, images) = push_small_images(&name, 5);
     let tags = ["img0", "img1", "img2", "img3", "img4"];
     let inputs = inputs(&name, &tags);
-    let local = local_run(&inputs);
+    let local = Work::local_reference(&inputs);
     let cvmfs = Work::new(Backend::Cvmfs);
     cvmfs.wishlist(&inputs, "");
     let before = cvmfs.standin_log().len();
@@ -160,7 +147,7 @@ fn batches_close_at_their_image_limit_and_a_tag_of_a_batched_tree_reuses_it() {
         "alias",
     );
     let inputs = inputs(&name, &["img0", "img1", "alias", "img2"]);
-    let local = local_run(&inputs);
+    let local = Work::local_reference(&inputs);
     let cvmfs = Work::new(Backend::Cvmfs);
     cvmfs.wishlist(&inputs, "");
     let before = cvmfs.standin_log().len();
@@ -202,7 +189,7 @@ fn a_failing_image_leaves_the_others_of_its_batch_converted() {
     liar.push(&client, &repo, "liar");
     let good = inputs(&name, &["img0", "img1"]);
     let all = inputs(&name, &["img0", "liar", "img1"]);
-    let local = local_run(&good);
+    let local = Work::local_reference(&good);
     let cvmfs = Work::new(Backend::Cvmfs);
     cvmfs.wishlist(&all, "");
     let out = cvmfs.convert(&["-i", "--layer-whiteouts", "oci", "--batch", "10"]);
@@ -229,7 +216,7 @@ fn a_batch_whose_commit_fails_fails_its_images_and_the_next_run_converts_them() 
     let name = unique_repo("batch-commit-fails");
     let _ = push_small_images(&name, 3);
     let inputs = inputs(&name, &["img0", "img1", "img2"]);
-    let local = local_run(&inputs);
+    let local = Work::local_reference(&inputs);
     let cvmfs = Work::new(Backend::Cvmfs);
     cvmfs.wishlist(&inputs, "");
     let fail = cvmfs.path("standin/fail");
@@ -302,7 +289,7 @@ fn killed_in_a_batch_then_rerun(point: &str, label: &str) {
         "late",
     );
     let inputs = inputs(&name, &["img0", "img1", "late", "img2"]);
-    let local = local_run(&inputs);
+    let local = Work::local_reference(&inputs);
     let cvmfs = Work::new(Backend::Cvmfs);
     cvmfs.wishlist(&inputs, "");
     let filter = if point == "ingest" {
@@ -363,7 +350,7 @@ fn behind_a_gateway_a_batch_changes_no_read_modify_write_commit_and_counts_every
     let name = unique_repo("batch-gateway");
     let (base, images) = push_small_images(&name, 4);
     let inputs = inputs(&name, &["img0", "img1", "img2", "img3"]);
-    let local = local_run(&inputs);
+    let local = Work::local_reference(&inputs);
     let count_calls = |batch: &str| {
         let cvmfs = Work::gateway();
         cvmfs.wishlist(&inputs, "");

@@ -19,14 +19,7 @@ fn nobody_owned(root: &std::path::Path) -> Vec<String> {
 /// Converts `inputs` with the local publisher and with the `cvmfs` one (stand-in), each run
 /// succeeding, both with raw `.wh.` names (`--layer-whiteouts oci`) so that their trees compare.
 fn convert_with_both(inputs: &[String]) -> (Work, Work) {
-    let local = Work::new(Backend::Local);
-    local.wishlist(inputs, "");
-    assert!(
-        local
-            .convert(&["-i", "--layer-whiteouts", "oci"])
-            .status
-            .success()
-    );
+    let local = Work::local_reference(inputs);
     let cvmfs = Work::new(Backend::Cvmfs);
     cvmfs.wishlist(inputs, "");
     assert!(
@@ -416,14 +409,7 @@ fn paused_cvmfs_run(
         format!("http://{}/{name}:one", registry.host()),
         format!("http://{}/{name}:two", registry.host()),
     ];
-    let local = Work::new(Backend::Local);
-    local.wishlist(&inputs, "");
-    assert!(
-        local
-            .convert(&["-i", "--layer-whiteouts", "oci"])
-            .status
-            .success()
-    );
+    let local = Work::local_reference(&inputs);
 
     let cvmfs = Work::new(Backend::Cvmfs);
     cvmfs.wishlist(&inputs, "");

@@ -383,6 +383,21 @@ impl Work {
         out
     }
 
+    /// A local publisher's repository of `inputs`, converted with raw whiteouts
+    /// (`--layer-whiteouts oci`) and no thin images: the reference a cvmfs run is compared with.
+    #[allow(dead_code)] // not every test binary that shares this module runs it
+    pub fn local_reference(inputs: &[String]) -> Work {
+        let local = Work::new(Backend::Local);
+        local.wishlist(inputs, "");
+        assert!(
+            local
+                .convert(&["-i", "--layer-whiteouts", "oci"])
+                .status
+                .success()
+        );
+        local
+    }
+
     /// Starts `command` (a `ducc` run of this work) with the stand-in paused at `point` on its
     /// first call whose arguments contain `filter` (see the stand-in's docs), and waits until
     /// it is there. Returns the running `ducc` and the paused stand-in's pid.
