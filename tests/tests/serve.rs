@@ -871,3 +871,170 @@ fn serve_with_a_shard_converts_its_images_and_ignores_other_shards_notifications
     );
     assert!(log.contains("in another node's shard"), "{log}");
 }
+
+/// The stand-in's calls of `work` from `before` on that start with `prefix`.
+fn standin_calls(work: &Work, before: usize, prefix: &str) -> usize {
+    work.standin_log()[before..]
+        .iter()
+        .filter(|c| c.starts_with(prefix))
+        .count()
+}
+
+/// Pushes `tags` of `name`, each a one-layer image labelled with its tag; the wish list inputs.
+fn push_tags(name: &str, tags: &[&str]) -> Vec<String> {
+    let host = Registry::anonymous().host().to_owned();
+    tags.iter()
+        .map(|tag| {
+            push_direct(&labelled(tag), name, tag);
+            format!("http://{host}/{name}:{tag}")
+        })
+        .collect()
+}
+
+/// serve through the cvmfs publisher (the stand-in, a stratum 0) over `wish`, with `--batch`.
+fn serve_batching(wish: &str) -> (Work, Serve) {
+    let work = Work::new(Backend::Cvmfs);
+    work.wishlist(&[wish.to_owned()], "");
+    let serve = Serve::start(
+        &work,
+        "127.0.0.1:0",
+        Some("tok-batch"),
+        &["--layer-whiteouts", "oci", "--batch", "10"],
+    );
+    (work, serve)
+}
+
+#[test]
+fn serve_batches_the_images_of_a_full_pass_and_publishes_a_lone_notified_image_at_once() {
+    let registry = Registry::anonymous();
+    let name = unique_repo("serve-batch");
+    let tags = ["1.0", "1.1", "1.2", "1.3"];
+    let inputs = push_tags(&name, &tags);
+    let (work, serve) = serve_batching(&format!("http://{}/{name}:1.*", registry.host()));
+    wait_until("the first full pass", || serve.passes() >= 1);
+    // Four images: one ingest each, and one mounted transaction for the rest of all four.
+    assert_eq!(
+        standin_calls(&work, 0, "ingest -k -t"),
+        4,
+        "{:#?}",
+        work.standin_log()
+    );
+    assert_eq!(
+        standin_calls(&work, 0, "transaction "),
+        1,
+        "{:#?}",
+        work.standin_log()
+    );
+    assert_eq!(
+        standin_calls(&work, 0, "publish "),
+        1,
+        "{:#?}",
+        work.standin_log()
+    );
+    let status = serve.status();
+    assert_eq!(status["full_pass"]["last_converted"], 4, "{status:#}");
+    assert_eq!(status["batch"]["images"], json!([]), "{status:#}");
+    assert_eq!(serve.metric("ducc_images_converted_total"), 4.0);
+    assert_eq!(serve.metric("ducc_revisions_total"), 5.0);
+    let reference = Work::local_reference(&inputs);
+    convert_support::scan(&reference.repo()).assert_same_as(
+        &convert_support::scan(&work.repo()),
+        &convert_support::run_options(),
+        "local publisher",
+        "serve's batched full pass",
+    );
+
+    // A notified image with nothing else to do is published at once, on its own.
+    let before = work.standin_log().len();
+    push_tags(&name, &["1.4"]);
+    let (code, text) = serve.notify(
+        "/notify/distribution",
+        &push_envelope(registry.host(), &name, "1.4"),
+    );
+    assert_eq!(code, 200, "{text}");
+    wait_until("the notified image", || {
+        marker_config(&work.repo(), registry.host(), &format!("{name}:1.4")).is_some()
+    });
+    wait_until("its result", || {
+        serve.metric("ducc_images_converted_total") >= 5.0
+    });
+    assert_eq!(standin_calls(&work, before, "ingest -k -t"), 1);
+    assert_eq!(standin_calls(&work, before, "transaction "), 1);
+    assert_eq!(serve.metric("ducc_revisions_total"), 7.0);
+    let (status, log) = serve.terminate();
+    assert!(status.success(), "{status}: {log}");
+    assert!(log.contains("waiting for its batch's commit"), "{log}");
+}
+
+#[test]
+fn in_serve_a_failed_batch_commit_fails_its_images_and_their_retries_convert_them() {
+    let registry = Registry::anonymous();
+    let name = unique_repo("serve-batch-fails");
+    let tags = ["2.0", "2.1", "2.2"];
+    let inputs = push_tags(&name, &tags);
+    let work = Work::new(Backend::Cvmfs);
+    let fail = work.path("standin/fail");
+    std::fs::create_dir_all(&fail).unwrap();
+    std::fs::write(
+        fail.join("transaction"),
+        "simulated: cannot open the transaction",
+    )
+    .unwrap();
+    work.wishlist(&[format!("http://{}/{name}:2.*", registry.host())], "");
+    let serve = Serve::start(
+        &work,
+        "127.0.0.1:0",
+        Some("tok-batch"),
+        &["--layer-whiteouts", "oci", "--batch", "10"],
+    );
+    wait_until("the first full pass", || serve.passes() >= 1);
+    let status = serve.status();
+    assert_eq!(status["full_pass"]["last_failed"], 3, "{status:#}");
+    assert!(!fail.join("transaction").exists(), "the failure was used");
+    let failed: Vec<&serde_json::Value> = status["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["outcome"] == "failed")
+        .collect();
+    // The pass's three images failed with their batch; retries (batches of their own) may
+    // have failed since.
+    let of_the_pass = failed
+        .iter()
+        .filter(|r| {
+            r["error"]
+                .as_str()
+                .unwrap()
+                .contains("the commit of its batch of 3 images failed")
+        })
+        .count();
+    assert_eq!(of_the_pass, 3, "{status:#}");
+    for result in failed {
+        assert_eq!(result["step"], "marker", "{status:#}");
+        let error = result["error"].as_str().unwrap();
+        assert!(
+            error.contains("simulated: cannot open the transaction"),
+            "{status:#}"
+        );
+        assert!(result["retry_in_seconds"].as_u64().is_some(), "{status:#}");
+    }
+    // The stand-in fails one transaction only: the retries convert them (their layers are in
+    // already).
+    wait_until("the retried images", || {
+        tags.iter().all(|tag| {
+            marker_config(&work.repo(), registry.host(), &format!("{name}:{tag}")).is_some()
+        })
+    });
+    wait_until("their results", || {
+        serve.metric("ducc_images_converted_total") >= 3.0
+    });
+    let (status, log) = serve.terminate();
+    assert!(status.success(), "{status}: {log}");
+    let reference = Work::local_reference(&inputs);
+    convert_support::scan(&reference.repo()).assert_same_as(
+        &convert_support::scan(&work.repo()),
+        &convert_support::run_options(),
+        "local publisher",
+        "serve after a failed batch commit and retries",
+    );
+}

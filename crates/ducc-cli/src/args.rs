@@ -192,7 +192,7 @@ pub struct ConversionFlags {
     /// This node's shard (`--shard` of convert, loop and serve).
     #[arg(skip = Shard::all())]
     pub shard: Shard,
-    /// Batch limits (`--batch`, `--batch-seconds` of convert and loop).
+    /// Batch limits (`--batch`, `--batch-seconds` of convert, loop and serve).
     #[arg(skip = BatchLimits::none())]
     pub batch: BatchLimits,
 }
@@ -215,15 +215,8 @@ pub struct ConvertArgs {
     /// the other images are left to the other nodes
     #[arg(long, value_name = "K/N", default_value = "1/1")]
     pub shard: Shard,
-    /// Images whose commits go in together: all an image publishes besides its layers (flat
-    /// tree, links, podman store, marker) waits for the batch and is one revision with it
-    /// (1: each image its own commit)
-    #[arg(long, value_name = "N", default_value_t = 10)]
-    pub batch: usize,
-    /// Seconds after its first image at most before a batch is published (looked at between
-    /// images)
-    #[arg(long, value_name = "S", default_value_t = 60)]
-    pub batch_seconds: u64,
+    #[command(flatten)]
+    pub batch: BatchArgs,
     #[command(flatten)]
     pub flags: ConversionFlags,
 }
@@ -240,17 +233,25 @@ pub struct LoopArgs {
     /// the other images are left to the other nodes
     #[arg(long, value_name = "K/N", default_value = "1/1")]
     pub shard: Shard,
+    #[command(flatten)]
+    pub batch: BatchArgs,
+    #[command(flatten)]
+    pub flags: ConversionFlags,
+}
+
+/// `--batch N --batch-seconds S` of convert, loop and serve.
+#[derive(Debug, Args)]
+pub struct BatchArgs {
     /// Images whose commits go in together: all an image publishes besides its layers (flat
     /// tree, links, podman store, marker) waits for the batch and is one revision with it
-    /// (1: each image its own commit)
+    /// (1: each image its own commit; serve publishes a batch as soon as it has nothing else
+    /// to convert)
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub batch: usize,
     /// Seconds after its first image at most before a batch is published (looked at between
     /// images)
     #[arg(long, value_name = "S", default_value_t = 60)]
     pub batch_seconds: u64,
-    #[command(flatten)]
-    pub flags: ConversionFlags,
 }
 
 /// `ducc serve`.
@@ -280,6 +281,8 @@ pub struct ServeArgs {
     /// the other images are left to the other nodes
     #[arg(long, value_name = "K/N", default_value = "1/1")]
     pub shard: Shard,
+    #[command(flatten)]
+    pub batch: BatchArgs,
     #[command(flatten)]
     pub flags: ConversionFlags,
 }

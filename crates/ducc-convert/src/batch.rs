@@ -89,6 +89,12 @@ impl Default for BatchLimits {
 pub(crate) struct Deferred {
     /// The image's result label.
     pub(crate) label: String,
+    /// What its conversion did, reported once the batch is in.
+    pub(crate) outcome: crate::Outcome,
+    /// Whether the wish list's `ignore_errors` covers it.
+    pub(crate) ignored: bool,
+    /// The revisions it made before the batch (its layers).
+    pub(crate) revisions: usize,
     /// Its events held until the batch is published (`published`, `marker`, `end_image`).
     pub(crate) events: Vec<Event>,
     /// Its marker and the config it records: when the batch's publish fails, an image whose
@@ -148,6 +154,16 @@ impl<'e> Batch<'e> {
         state.opened.get_or_insert_with(Instant::now);
         state.images.push(image);
         state.flat_trees.extend(flat_tree);
+    }
+
+    /// Whether the image labelled `label` waits in the batch.
+    pub(crate) fn holds(&self, label: &str) -> bool {
+        self.state().images.iter().any(|d| d.label == label)
+    }
+
+    /// How many images wait in the batch.
+    pub(crate) fn len(&self) -> usize {
+        self.state().images.len()
     }
 
     /// Whether the batch should be published now.

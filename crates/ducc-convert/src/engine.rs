@@ -13,7 +13,6 @@ use ducc_wishlist::{ImageRef, WishList};
 use crate::cache::BlobCache;
 use crate::error::{ConvertError, ErrorKind, ImageFailure, Step};
 use crate::events::{EndStatus, Event, EventSink, NoEvents};
-use crate::image::Job;
 use crate::settings::Settings;
 
 /// Asks a running conversion to stop: it stops between steps (and inside long extractions), and
@@ -76,6 +75,7 @@ pub struct ImageResult {
     result: Result<Outcome, ImageFailure>,
     ignored: bool,
     revisions: usize,
+    held: bool,
 }
 
 impl ImageResult {
@@ -85,6 +85,7 @@ impl ImageResult {
             result,
             ignored: false,
             revisions: 0,
+            held: false,
         }
     }
 
@@ -132,6 +133,17 @@ impl ImageResult {
         self.revisions
     }
 
+    /// Whether the image is complete but waits in its [`crate::Session`]'s batch: its final
+    /// result comes from [`crate::Session::publish_batch`].
+    pub fn is_held(&self) -> bool {
+        self.held
+    }
+
+    pub(crate) fn with_held(mut self, held: bool) -> ImageResult {
+        self.held = held;
+        self
+    }
+
     pub(crate) fn add_revisions(&mut self, revisions: usize) {
         self.revisions += revisions;
     }
@@ -139,6 +151,20 @@ impl ImageResult {
     pub(crate) fn result_mut(&mut self) -> &mut Result<Outcome, ImageFailure> {
         &mut self.result
     }
+}
+
+/// `results` with each held image's result replaced by its final one from `settled`.
+fn settle(mut results: Vec<ImageResult>, settled: Vec<ImageResult>) -> Vec<ImageResult> {
+    for result in settled {
+        match results
+            .iter()
+            .rposition(|r| r.is_held() && r.image() == result.image())
+        {
+            Some(i) => results[i] = result,
+            None => results.push(result),
+        }
+    }
+    results
 }
 
 /// Sets up an [`Engine`]; see [`Engine::builder`].
@@ -375,10 +401,9 @@ impl Engine {
         thin: Option<&ImageRef>,
         stop: &StopToken,
     ) -> Vec<ImageResult> {
-        let job = self.job(stop, self.thin_login.as_ref());
-        let mut results = self.attempt(&job, image, thin, false);
-        self.publish_batch(&job, &mut results);
-        results
+        let session = self.session(stop);
+        let results = session.convert_image(image, thin);
+        settle(results, session.publish_batch())
     }
 
     /// The images a wish stands for, each with its thin image: itself, or one per tag its glob
@@ -440,8 +465,7 @@ impl Engine {
                 self.repo
             )));
         }
-        let login = ducc_thin::output_login(list.user(), &self.environment);
-        let job = self.job(stop, login.as_ref().or(self.thin_login.as_ref()));
+        let session = self.session(stop);
         let mut all = Vec::new();
         for wish in list.wishes() {
             if stop.is_stopped() {
@@ -461,15 +485,14 @@ impl Engine {
                     break;
                 }
                 let ignored = ignored || list.is_error_ignored(&image);
-                all.extend(self.attempt(&job, &image, output.as_ref(), ignored));
-                if job.batch().is_some_and(|b| b.is_due()) {
-                    self.publish_batch(&job, &mut all);
+                all.extend(session.convert_wished(list, &image, output.as_ref(), ignored));
+                if session.batch_is_due() {
+                    all = settle(all, session.publish_batch());
                 }
             }
         }
         // Stopped or not: the images in the batch are complete.
-        self.publish_batch(&job, &mut all);
-        Ok(all)
+        Ok(settle(all, session.publish_batch()))
     }
 
     /// Converts `image`, one image of `list` (a plain tag, as [`Engine::expand`] gives them),
@@ -482,135 +505,9 @@ impl Engine {
         thin: Option<&ImageRef>,
         stop: &StopToken,
     ) -> Vec<ImageResult> {
-        let login = ducc_thin::output_login(list.user(), &self.environment);
-        let job = self.job(stop, login.as_ref().or(self.thin_login.as_ref()));
-        let mut results = self.attempt(&job, image, thin, list.is_error_ignored(image));
-        self.publish_batch(&job, &mut results);
-        results
-    }
-
-    /// Publishes the batch of `job` (`--batch`, see [`crate::BatchLimits`]), then tells its
-    /// images' held events; when the publish fails, each of its images in `results` fails
-    /// (step `marker`: none of them is recorded).
-    fn publish_batch(&self, job: &Job<'_>, results: &mut [ImageResult]) {
-        let Some(batch) = job.batch() else { return };
-        let started = std::time::Instant::now();
-        let (images, published) = batch.publish();
-        let Some(last) = images.last().map(|d| d.label.clone()) else {
-            return;
-        };
-        let position = |results: &mut [ImageResult], label: &str| {
-            results.iter().rposition(|r| r.image() == label)
-        };
-        match published {
-            Ok(published) => {
-                tracing::info!(
-                    images = images.len(),
-                    revisions = published.revisions,
-                    seconds = started.elapsed().as_secs_f64(),
-                    "batch of {} images published",
-                    images.len()
-                );
-                if let Some(i) = position(results, &last) {
-                    results[i].add_revisions(published.revisions);
-                }
-                for image in images {
-                    for mut event in image.events {
-                        if let Event::Published {
-                            revisions,
-                            grafted_files,
-                            copied_files,
-                            image_publish_s,
-                            ..
-                        } = &mut event
-                        {
-                            // The batch's one commit is counted on its last image.
-                            *image_publish_s = started.elapsed().as_secs_f64();
-                            if image.label == last {
-                                *revisions += published.revisions;
-                                *grafted_files += published.grafted_files;
-                                *copied_files += published.copied_files;
-                            }
-                        }
-                        self.events.event(&event);
-                    }
-                }
-            }
-            Err(error) => {
-                let error = ConvertError::from(error).chain();
-                let count = images.len();
-                let state = ducc_cvmfs::RepositoryState::new(&*self.publisher, &self.layout);
-                for image in images {
-                    let (slot, config) = &image.marker;
-                    if !self.settings.convert_again
-                        && state.marker_config(slot).as_ref() == Some(config)
-                    {
-                        // Published before the batch's end (see `Deferred::marker`).
-                        image.events.iter().for_each(|e| self.events.event(e));
-                        continue;
-                    }
-                    let Some(i) = position(results, &image.label) else {
-                        continue;
-                    };
-                    let ignored = results[i].is_ignored();
-                    let failed = ImageResult::failed(
-                        image.label,
-                        Step::Marker,
-                        ConvertError::image(format!(
-                            "the commit of its batch of {count} images failed: {error}"
-                        )),
-                    );
-                    results[i] = self.report(failed, ignored);
-                }
-            }
-        }
-    }
-
-    /// Converts `image` up to [`Settings::attempts`] times, until it does not fail, and
-    /// reports the last attempt's results.
-    fn attempt(
-        &self,
-        job: &Job<'_>,
-        image: &ImageRef,
-        thin: Option<&ImageRef>,
-        ignored: bool,
-    ) -> Vec<ImageResult> {
-        let shard = self.settings.shard;
-        if !shard.contains(image) {
-            let label = image.whole_name();
-            self.events.event(&Event::ImageOtherShard {
-                image: label.clone(),
-                shard: shard.to_string(),
-                owner: crate::Shard::owner_of(&image.simple_name(), shard.count()),
-            });
-            return vec![ImageResult::new(label, Ok(Outcome::OtherShard)).with_ignored(ignored)];
-        }
-        let mut attempt = 1;
-        loop {
-            let results = job.convert(image, thin);
-            if let Some(failure) = results.iter().find_map(ImageResult::failure)
-                && attempt < self.settings.attempts
-                && !job.is_stopped()
-            {
-                tracing::warn!(
-                    image = %image,
-                    step = %failure.step(),
-                    error = failure.error() as &dyn std::error::Error,
-                    "{} failed (attempt {attempt}), retrying",
-                    failure.step(),
-                );
-                attempt += 1;
-                continue;
-            }
-            return results
-                .into_iter()
-                .map(|r| self.report(r, ignored))
-                .collect();
-        }
-    }
-
-    fn job<'e>(&'e self, stop: &'e StopToken, thin_login: Option<&'e Login>) -> Job<'e> {
-        Job::new(self, stop, thin_login)
+        let session = self.session(stop);
+        let results = session.convert_listed(list, image, thin);
+        settle(results, session.publish_batch())
     }
 
     /// Marks `result` ignored or not and, when it failed, logs it and tells it with an

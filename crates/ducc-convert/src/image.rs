@@ -35,15 +35,18 @@ use crate::signature::SignatureRecord;
 
 type Result<T, E = ConvertError> = std::result::Result<T, E>;
 
-/// One call of the engine: the engine, the stop token and the push login of its thin images.
+/// One conversion of one image: the engine, the stop token, the push login of its thin image and
+/// the batch it joins.
 pub(crate) struct Job<'e> {
     engine: &'e Engine,
     stop: &'e StopToken,
     thin_login: Option<&'e Login>,
     /// What the image being converted loses to the repository (issue 30).
     left_out: crate::dropped::LeftOut,
-    /// The batch images join once complete (`--batch`), when batching.
-    batch: Option<Batch<'e>>,
+    /// The batch the image joins once complete (`--batch`), when batching: its session's.
+    batch: Option<&'e Batch<'e>>,
+    /// Whether the wish list's `ignore_errors` covers the image.
+    ignored: bool,
     /// Revisions made by the conversion running (its layers, and its commit when unbatched).
     revisions: AtomicUsize,
 }
@@ -105,11 +108,11 @@ impl<'e> Job<'e> {
         engine: &'e Engine,
         stop: &'e StopToken,
         thin_login: Option<&'e Login>,
+        batch: Option<&'e Batch<'e>>,
+        ignored: bool,
     ) -> Job<'e> {
-        let limits = engine.settings.batch;
-        let batch = (limits.images() > 1 && !engine.settings.multi_arch)
-            .then(|| Batch::new(&*engine.publisher, limits));
         Job {
+            ignored,
             engine,
             stop,
             thin_login,
@@ -117,11 +120,6 @@ impl<'e> Job<'e> {
             batch,
             revisions: AtomicUsize::new(0),
         }
-    }
-
-    /// Whether the stop token was set.
-    pub(crate) fn is_stopped(&self) -> bool {
-        self.stop.is_stopped()
     }
 
     fn emit(&self, event: Event) {
@@ -149,11 +147,6 @@ impl<'e> Job<'e> {
             first.add_revisions(self.revisions.swap(0, Ordering::SeqCst));
         }
         results
-    }
-
-    /// The batch of this job, when batching (`--batch`).
-    pub(crate) fn batch(&self) -> Option<&Batch<'e>> {
-        self.batch.as_ref()
     }
 
     fn convert_unguarded(&self, input: &ImageRef, output: Option<&ImageRef>) -> Vec<ImageResult> {
@@ -310,7 +303,7 @@ impl<'e> Job<'e> {
                 },
             });
         }
-        match &self.batch {
+        match self.batch {
             Some(batch) if batched => {
                 let config = ConfigDigest::try_from(manifest.config().digest())
                     .map_err(|e| invalid!("{label}: {e}"))
@@ -318,6 +311,9 @@ impl<'e> Job<'e> {
                 batch.add(
                     Deferred {
                         label: label.to_owned(),
+                        outcome: outcome.clone(),
+                        ignored: self.ignored,
+                        revisions: self.revisions.load(Ordering::SeqCst),
                         events,
                         marker: (slot.clone(), config),
                     },
@@ -680,7 +676,7 @@ impl<'e> Job<'e> {
         // Two groups: the new layers (one ingest on a stratum 0), then everything else the
         // image publishes, with its marker last (one mounted transaction on a stratum 0).
         let layers_group = self.engine.publisher.group();
-        let image_group = match &self.batch {
+        let image_group = match self.batch {
             Some(batch) => batch.image_group(),
             None => self.engine.publisher.group(),
         };
@@ -707,7 +703,7 @@ impl<'e> Job<'e> {
             .fetch_add(layers_published.revisions, Ordering::SeqCst);
         let flat_built = flat?;
         // A flat tree an earlier image of the batch built is not published yet.
-        let flat_size = flat_built.or_else(|| self.batch.as_ref()?.flat_tree(&config_digest));
+        let flat_size = flat_built.or_else(|| self.batch?.flat_tree(&config_digest));
         self.check_stop().map_err(at(Step::Symlink))?;
         if !self.settings.skip_flat {
             self.set_symlink(
@@ -834,10 +830,7 @@ impl<'e> Job<'e> {
         }
         let flat_wanted = !self.settings.skip_flat
             && !self.state().flat_complete(config)
-            && self
-                .batch
-                .as_ref()
-                .is_none_or(|b| b.flat_tree(config).is_none());
+            && self.batch.is_none_or(|b| b.flat_tree(config).is_none());
         let needed: Vec<&LayerJob> = layers
             .iter()
             .zip(&write_layer)

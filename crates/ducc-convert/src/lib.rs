@@ -54,6 +54,7 @@ mod image;
 mod lifecycle;
 mod notify;
 mod pull;
+mod session;
 mod settings;
 mod shard;
 mod signature;
@@ -68,6 +69,7 @@ pub use events::{DownloadObserver, EndStatus, Event, EventSink, NoEvents, Sinks}
 pub use lifecycle::{DeleteOutcome, GcSummary, Protected, PruneOptions, PruneOutcome, human_bytes};
 pub use notify::NotificationFile;
 pub use pull::{PullTarget, pull_image};
+pub use session::Session;
 pub use settings::Settings;
 pub use shard::{Shard, ShardError};
 pub use signature::{check_signatures, verify_image};

@@ -55,6 +55,47 @@ impl std::fmt::Display for ConversionFailure {
 /// What one image's conversion ended in.
 pub type ImageReport = Result<ImageOutcome, ConversionFailure>;
 
+/// What [`Session::convert`] did with one image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Conversion {
+    /// The conversion ended.
+    Done(ImageReport),
+    /// The image is complete but waits in the session's batch of commits (`--batch`): its
+    /// report comes from [`Session::publish`].
+    Held,
+}
+
+/// Conversions one at a time, on the worker thread, that may hold converted images in a batch
+/// of commits (`--batch`): serve publishes the batch when it is due, when the queue is empty,
+/// at the end of a full pass and before it stops.
+pub trait Session {
+    /// Converts one image (a plain tag), as [`Backend::convert`] does, or holds it in the batch.
+    fn convert(&mut self, list: &WishList, target: &Target, stop: &AtomicBool) -> Conversion;
+
+    /// Whether the batch reached one of its limits and should be published now.
+    fn batch_is_due(&self) -> bool;
+
+    /// Publishes the batch: the report of each image it held.
+    fn publish(&mut self) -> Vec<(Target, ImageReport)>;
+}
+
+/// A session over [`Backend::convert`]: every image ends on its own.
+struct Unbatched<'a, B: ?Sized>(&'a B);
+
+impl<B: Backend + ?Sized> Session for Unbatched<'_, B> {
+    fn convert(&mut self, list: &WishList, target: &Target, stop: &AtomicBool) -> Conversion {
+        Conversion::Done(self.0.convert(list, target, stop))
+    }
+
+    fn batch_is_due(&self) -> bool {
+        false
+    }
+
+    fn publish(&mut self) -> Vec<(Target, ImageReport)> {
+        Vec::new()
+    }
+}
+
 /// The conversion engine serve drives: `ducc convert` one image at a time. The CLI implements it
 /// over its engine; tests implement it to script outcomes.
 ///
@@ -71,6 +112,13 @@ pub trait Backend: Send + Sync {
     /// `ducc convert` does for it. Once `stop` is set it aborts the running step (and its
     /// transaction) and returns.
     fn convert(&self, list: &WishList, target: &Target, stop: &AtomicBool) -> ImageReport;
+
+    /// The session the worker converts in, for as long as serve runs. The default converts
+    /// each image on its own through [`Backend::convert`]; a backend that batches commits
+    /// returns its own.
+    fn session(&self) -> Box<dyn Session + '_> {
+        Box::new(Unbatched(self))
+    }
 }
 
 /// The [`Backend`] over ducc-convert's [`Engine`](ducc_convert::Engine): what `ducc serve`
@@ -114,37 +162,85 @@ impl Backend for EngineBackend {
     }
 
     fn convert(&self, list: &WishList, target: &Target, _stop: &AtomicBool) -> ImageReport {
-        let results =
-            self.engine
-                .convert_listed(list, target.image(), Some(target.output()), &self.stop);
-        let mut converted = false;
-        let mut failures = Vec::new();
-        let revisions = results.iter().map(|r| r.revisions()).sum();
-        for result in &results {
-            match result.result() {
-                Ok(outcome) => {
-                    converted |= matches!(outcome, ducc_convert::Outcome::Converted { .. });
-                }
-                Err(failure) => failures.push((
-                    result.image(),
-                    failure.step().as_str(),
-                    failure.error().chain(),
-                )),
-            }
+        report(
+            &self
+                .engine
+                .convert_listed(list, target.image(), Some(target.output()), &self.stop),
+        )
+    }
+
+    fn session(&self) -> Box<dyn Session + '_> {
+        Box::new(EngineSession {
+            session: self.engine.session(&self.stop),
+            held: Vec::new(),
+        })
+    }
+}
+
+/// The engine's session (its batch of commits), and the images it holds.
+struct EngineSession<'e> {
+    session: ducc_convert::Session<'e>,
+    held: Vec<Target>,
+}
+
+impl Session for EngineSession<'_> {
+    fn convert(&mut self, list: &WishList, target: &Target, _stop: &AtomicBool) -> Conversion {
+        let results = self
+            .session
+            .convert_listed(list, target.image(), Some(target.output()));
+        if results.iter().any(ducc_convert::ImageResult::is_held) {
+            self.held.push(target.clone());
+            return Conversion::Held;
         }
-        match failures.as_slice() {
-            [] if converted => Ok(ImageOutcome::Converted { revisions }),
-            [] => Ok(ImageOutcome::UpToDate),
-            [(_, step, message)] => Err(ConversionFailure::new(*step, message.clone())),
-            // --multi-arch: one line per failed platform.
-            [(_, step, _), ..] => Err(ConversionFailure::new(
-                *step,
-                failures
-                    .iter()
-                    .map(|(label, step, message)| format!("{label} ({step}): {message}"))
-                    .collect::<Vec<_>>()
-                    .join("; "),
+        Conversion::Done(report(&results))
+    }
+
+    fn batch_is_due(&self) -> bool {
+        self.session.batch_is_due()
+    }
+
+    fn publish(&mut self) -> Vec<(Target, ImageReport)> {
+        let results = self.session.publish_batch();
+        let held = std::mem::take(&mut self.held);
+        held.into_iter()
+            .filter_map(|target| {
+                let label = target.image().whole_name();
+                let result = results.iter().find(|r| r.image() == label)?;
+                Some((target, report(std::slice::from_ref(result))))
+            })
+            .collect()
+    }
+}
+
+/// The report of one image from the engine's results (one per platform with `--multi-arch`).
+fn report(results: &[ducc_convert::ImageResult]) -> ImageReport {
+    let mut converted = false;
+    let mut failures = Vec::new();
+    let revisions = results.iter().map(|r| r.revisions()).sum();
+    for result in results {
+        match result.result() {
+            Ok(outcome) => {
+                converted |= matches!(outcome, ducc_convert::Outcome::Converted { .. });
+            }
+            Err(failure) => failures.push((
+                result.image(),
+                failure.step().as_str(),
+                failure.error().chain(),
             )),
         }
+    }
+    match failures.as_slice() {
+        [] if converted => Ok(ImageOutcome::Converted { revisions }),
+        [] => Ok(ImageOutcome::UpToDate),
+        [(_, step, message)] => Err(ConversionFailure::new(*step, message.clone())),
+        // --multi-arch: one line per failed platform.
+        [(_, step, _), ..] => Err(ConversionFailure::new(
+            *step,
+            failures
+                .iter()
+                .map(|(label, step, message)| format!("{label} ({step}): {message}"))
+                .collect::<Vec<_>>()
+                .join("; "),
+        )),
     }
 }

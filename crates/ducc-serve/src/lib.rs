@@ -57,7 +57,9 @@ mod service;
 mod status;
 
 pub use auth::{Auth, Token, TokenError};
-pub use backend::{Backend, ConversionFailure, EngineBackend, ImageOutcome, ImageReport};
+pub use backend::{
+    Backend, Conversion, ConversionFailure, EngineBackend, ImageOutcome, ImageReport, Session,
+};
 pub use event::{EnvelopeError, Event, SkipReason, Source, parse_distribution, parse_harbor};
 pub use http::BODY_LIMIT;
 pub use matching::{Target, wished_target};

@@ -11,7 +11,7 @@ use ducc_convert::Shard;
 use ducc_wishlist::WishList;
 
 use crate::auth::Auth;
-use crate::backend::{Backend, ImageOutcome};
+use crate::backend::{Backend, Conversion, ImageOutcome, ImageReport, Session};
 use crate::matching::{self, Target};
 use crate::metrics::Metrics;
 use crate::queue::{Entry, Pushed, Queue, Trigger};
@@ -257,6 +257,9 @@ impl<B: Backend + 'static> Service<B> {
                         shared: &shared,
                         config: &config,
                         backend: &backend,
+                        session: backend.session(),
+                        held: Vec::new(),
+                        pass: None,
                         signals: &signals,
                         attempts: std::collections::HashMap::new(),
                     }
@@ -334,9 +337,23 @@ struct Worker<'a, B> {
     shared: &'a Shared,
     config: &'a Config,
     backend: &'a B,
+    /// The backend's session: converted images may wait in its batch of commits.
+    session: Box<dyn Session + 'a>,
+    /// The images waiting in the session's batch.
+    held: Vec<Held>,
+    /// The counts of the full pass running, if one is.
+    pass: Option<PassCounts>,
     signals: &'a Signals,
     /// Failures in a row per image key, for the backoff.
     attempts: std::collections::HashMap<String, u32>,
+}
+
+/// An image converted and waiting in the session's batch.
+struct Held {
+    target: Target,
+    trigger: Trigger,
+    attempt: u32,
+    started: Instant,
 }
 
 impl<B: Backend> Worker<'_, B> {
@@ -344,6 +361,8 @@ impl<B: Backend> Worker<'_, B> {
         let mut next_pass = Instant::now();
         loop {
             if self.stopping() {
+                // The images in the batch are complete: their commit goes in.
+                self.publish_held();
                 return;
             }
             if self.signals.reload.swap(false, Ordering::SeqCst) {
@@ -357,6 +376,11 @@ impl<B: Backend> Worker<'_, B> {
             }
             if let Some(entry) = self.shared.queue.take_due() {
                 self.convert_queued(entry);
+                continue;
+            }
+            // Nothing more to convert now: the batch goes in rather than wait.
+            if !self.held.is_empty() {
+                self.publish_held();
                 continue;
             }
             let until_pass = next_pass.saturating_duration_since(Instant::now());
@@ -397,7 +421,7 @@ impl<B: Backend> Worker<'_, B> {
         let list = self.shared.wishlist();
         tracing::info!("full pass over {} wishes", list.wishes().len());
         self.shared.status.pass_started();
-        let mut counts = PassCounts::default();
+        self.pass = Some(PassCounts::default());
         'wishes: for wish in list.wishes() {
             if self.stopping() {
                 break;
@@ -407,7 +431,7 @@ impl<B: Backend> Worker<'_, B> {
                 Err(failure) => {
                     let image = wish.input.whole_name();
                     tracing::error!(image = %image, "{failure}");
-                    counts.failed += 1;
+                    self.count(|c| c.failed += 1);
                     self.shared.metrics.conversion(Err(()), Duration::ZERO);
                     self.shared.status.finished(
                         &image,
@@ -437,20 +461,19 @@ impl<B: Backend> Worker<'_, B> {
                 }
                 if !self.config.shard.contains(target.image()) {
                     tracing::debug!(image = %target.key(), "other shard");
-                    counts.other_shard += 1;
+                    self.count(|c| c.other_shard += 1);
                     self.shared.metrics.other_shard();
                     continue;
                 }
                 // This conversion covers a queued push of the same image.
                 let queued = self.shared.queue.take(&target.key());
                 let attempt = queued.map_or(0, |e| e.attempt());
-                match self.convert(&list, &target, Trigger::FullPass, attempt) {
-                    Some(true) => counts.converted += 1,
-                    Some(false) => counts.up_to_date += 1,
-                    None => counts.failed += 1,
-                }
+                self.convert(&list, &target, Trigger::FullPass, attempt);
             }
         }
+        // The pass's images are complete: the batch goes in, stopped or not.
+        self.publish_held();
+        let counts = self.pass.take().unwrap_or_default();
         if self.stopping() {
             return;
         }
@@ -483,22 +506,87 @@ impl<B: Backend> Worker<'_, B> {
         self.convert(&list, &target, entry.trigger(), entry.attempt());
     }
 
-    /// Converts one image and records the result; a failure is queued again after its backoff.
-    /// `Some(converted?)` on success, `None` on failure.
-    fn convert(
+    /// Adds to the counts of the full pass running, if one is.
+    fn count(&mut self, add: impl FnOnce(&mut PassCounts)) {
+        if let Some(counts) = &mut self.pass {
+            add(counts);
+        }
+    }
+
+    /// Converts one image and records the result, or holds it in the session's batch (which
+    /// is published once due).
+    fn convert(&mut self, list: &WishList, target: &Target, trigger: Trigger, attempt: u32) {
+        let key = target.key();
+        self.shared.metrics.queue_depth(self.shared.queue.len());
+        self.shared.status.started(&key, trigger);
+        let started = Instant::now();
+        match self.session.convert(list, target, &self.signals.stop) {
+            Conversion::Done(report) => {
+                self.record(list, target, trigger, attempt, started, &report);
+            }
+            Conversion::Held => {
+                tracing::info!(
+                    "{key}: converted in {:.1} s, waiting for its batch's commit",
+                    started.elapsed().as_secs_f64()
+                );
+                self.shared.status.held(&key);
+                self.held.push(Held {
+                    target: target.clone(),
+                    trigger,
+                    attempt,
+                    started,
+                });
+                if self.session.batch_is_due() {
+                    self.publish_held();
+                }
+            }
+        }
+    }
+
+    /// Publishes the session's batch and records the images it held.
+    fn publish_held(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        let list = self.shared.wishlist();
+        let mut held = std::mem::take(&mut self.held);
+        for (target, report) in self.session.publish() {
+            let Some(i) = held.iter().position(|h| h.target.key() == target.key()) else {
+                continue;
+            };
+            let image = held.remove(i);
+            self.record(
+                &list,
+                &image.target,
+                image.trigger,
+                image.attempt,
+                image.started,
+                &report,
+            );
+        }
+        // A held image the batch did not report on (a bug): converted again at the next pass.
+        for image in held {
+            tracing::error!(
+                "{}: its batch's commit gave no result for it (a bug); it is converted again at \
+                 the next full pass",
+                image.target.key()
+            );
+        }
+    }
+
+    /// Records the result of one image; a failure is queued again after its backoff.
+    fn record(
         &mut self,
         list: &WishList,
         target: &Target,
         trigger: Trigger,
         attempt: u32,
-    ) -> Option<bool> {
+        started: Instant,
+        report: &ImageReport,
+    ) {
         let key = target.key();
-        self.shared.metrics.queue_depth(self.shared.queue.len());
-        self.shared.status.started(&key, trigger);
-        let started = Instant::now();
-        let report = self.backend.convert(list, target, &self.signals.stop);
         let took = started.elapsed();
-        let finished = match &report {
+        let finished = match report {
             Ok(outcome) => {
                 self.attempts.remove(&key);
                 let converted = matches!(outcome, ImageOutcome::Converted { .. });
@@ -511,6 +599,15 @@ impl<B: Backend> Worker<'_, B> {
                     if converted { "converted" } else { "up to date" },
                     took.as_secs_f64()
                 );
+                if trigger == Trigger::FullPass {
+                    self.count(|c| {
+                        if converted {
+                            c.converted += 1;
+                        } else {
+                            c.up_to_date += 1;
+                        }
+                    });
+                }
                 if converted {
                     Finished::Converted
                 } else {
@@ -518,6 +615,9 @@ impl<B: Backend> Worker<'_, B> {
                 }
             }
             Err(failure) => {
+                if trigger == Trigger::FullPass {
+                    self.count(|c| c.failed += 1);
+                }
                 self.shared.metrics.conversion(Err(()), took);
                 let ignored = list.is_error_ignored(target.image());
                 let failures = {
@@ -557,9 +657,6 @@ impl<B: Backend> Worker<'_, B> {
             .status
             .finished(&key, trigger, attempt, started, finished);
         self.shared.metrics.queue_depth(self.shared.queue.len());
-        report
-            .ok()
-            .map(|o| matches!(o, ImageOutcome::Converted { .. }))
     }
 }
 
@@ -579,5 +676,189 @@ mod tests {
         let delays: Vec<u64> = (1..=6).map(|a| config.backoff(a).as_secs()).collect();
         assert_eq!(delays, [30, 60, 120, 240, 300, 300]);
         assert_eq!(config.backoff(u32::MAX).as_secs(), 300);
+    }
+
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicBool;
+
+    use ducc_wishlist::Wish;
+
+    use crate::backend::{ConversionFailure, Session};
+
+    /// A backend whose session holds every image in a batch, due at `due` images; what it
+    /// did goes to `log` (`convert TAG`, `publish N`). With `stop_after`, it sets the stop flag
+    /// once that many images converted.
+    struct Batching {
+        log: Mutex<Vec<String>>,
+        due: usize,
+        stop_after: Option<(usize, Arc<AtomicBool>)>,
+    }
+
+    struct BatchingSession<'a> {
+        backend: &'a Batching,
+        held: Vec<Target>,
+        converted: usize,
+    }
+
+    impl Backend for Batching {
+        fn expand(&self, _: &WishList, wish: &Wish) -> Result<Vec<Target>, ConversionFailure> {
+            Ok(vec![Target::new(wish.input.clone(), wish.output.clone())])
+        }
+
+        fn convert(&self, _: &WishList, _: &Target, _: &AtomicBool) -> ImageReport {
+            unreachable!("the worker converts through its session")
+        }
+
+        fn session(&self) -> Box<dyn Session + '_> {
+            Box::new(BatchingSession {
+                backend: self,
+                held: Vec::new(),
+                converted: 0,
+            })
+        }
+    }
+
+    impl Session for BatchingSession<'_> {
+        fn convert(&mut self, _: &WishList, target: &Target, _: &AtomicBool) -> Conversion {
+            let tag = target.image().tag().unwrap_or_default().to_owned();
+            self.backend
+                .log
+                .lock()
+                .unwrap()
+                .push(format!("convert {tag}"));
+            self.held.push(target.clone());
+            self.converted += 1;
+            if let Some((after, stop)) = &self.backend.stop_after
+                && self.converted == *after
+            {
+                stop.store(true, Ordering::SeqCst);
+            }
+            Conversion::Held
+        }
+
+        fn batch_is_due(&self) -> bool {
+            self.held.len() >= self.backend.due
+        }
+
+        fn publish(&mut self) -> Vec<(Target, ImageReport)> {
+            let held = std::mem::take(&mut self.held);
+            self.backend
+                .log
+                .lock()
+                .unwrap()
+                .push(format!("publish {}", held.len()));
+            held.into_iter()
+                .map(|t| (t, Ok(ImageOutcome::Converted { revisions: 1 })))
+                .collect()
+        }
+    }
+
+    /// A worker over a wish list of `tags` of one image, with `backend`, run until it stops
+    /// by itself (`stop_after`) or after one full pass and its idle publish.
+    fn run_worker(tags: &[&str], backend: &Batching, signals: &Signals) -> Arc<Shared> {
+        let inputs: String = tags
+            .iter()
+            .map(|t| format!("  - http://127.0.0.1:9/app:{t}\n"))
+            .collect();
+        let list = WishList::from_yaml(
+            "w.yaml".as_ref(),
+            &format!("version: 1\ncvmfs_repo: unpacked.test\ninput:\n{inputs}"),
+        )
+        .unwrap();
+        let config = Config::new(
+            "/nonexistent/w.yaml".as_ref(),
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            Auth::Disabled,
+        );
+        let shared = Arc::new(Shared {
+            auth: Auth::Disabled,
+            settle: config.settle,
+            shard: config.shard,
+            queue: Queue::new(16),
+            metrics: Metrics::new(),
+            status: Status::default(),
+            list: RwLock::new(Arc::new(list)),
+            worker_alive: AtomicBool::new(true),
+        });
+        {
+            let mut worker = Worker {
+                shared: &shared,
+                config: &config,
+                backend,
+                session: backend.session(),
+                held: Vec::new(),
+                pass: None,
+                signals,
+                attempts: std::collections::HashMap::new(),
+            };
+            if backend.stop_after.is_some() {
+                worker.run();
+            } else {
+                worker.full_pass();
+                assert!(
+                    worker.held.is_empty(),
+                    "a pass ends with its batch published"
+                );
+            }
+        }
+        shared
+    }
+
+    #[test]
+    fn a_full_pass_publishes_its_batch_when_due_and_at_its_end_and_counts_every_image() {
+        let backend = Batching {
+            log: Mutex::new(Vec::new()),
+            due: 2,
+            stop_after: None,
+        };
+        let shared = run_worker(&["1", "2", "3"], &backend, &Signals::default());
+        assert_eq!(
+            *backend.log.lock().unwrap(),
+            [
+                "convert 1",
+                "convert 2",
+                "publish 2",
+                "convert 3",
+                "publish 1"
+            ]
+        );
+        let status = shared.status.to_json(&crate::status::View {
+            worker_alive: true,
+            queued: &[],
+            capacity: 16,
+        });
+        assert_eq!(status["full_pass"]["last_converted"], 3, "{status:#}");
+        assert_eq!(
+            status["batch"]["images"],
+            serde_json::json!([]),
+            "{status:#}"
+        );
+        assert_eq!(status["results"].as_array().unwrap().len(), 3, "{status:#}");
+    }
+
+    #[test]
+    fn a_stopped_worker_publishes_the_images_it_holds_before_it_ends() {
+        let signals = Signals::default();
+        let backend = Batching {
+            log: Mutex::new(Vec::new()),
+            due: 10,
+            stop_after: Some((2, Arc::clone(&signals.stop))),
+        };
+        let shared = run_worker(&["1", "2", "3"], &backend, &signals);
+        assert_eq!(
+            *backend.log.lock().unwrap(),
+            ["convert 1", "convert 2", "publish 2"]
+        );
+        let status = shared.status.to_json(&crate::status::View {
+            worker_alive: true,
+            queued: &[],
+            capacity: 16,
+        });
+        let results = status["results"].as_array().unwrap();
+        assert_eq!(results.len(), 2, "{status:#}");
+        assert!(
+            results.iter().all(|r| r["outcome"] == "converted"),
+            "{status:#}"
+        );
     }
 }

@@ -75,6 +75,8 @@ struct WishListState {
 #[derive(Debug, Default)]
 struct State {
     running: Option<Running>,
+    /// Images converted and waiting for their batch's commit (`--batch`).
+    batched: Vec<Running>,
     results: VecDeque<ResultRecord>,
     passes: Passes,
     wishlist: WishListState,
@@ -137,7 +139,16 @@ impl Status {
         });
     }
 
-    /// Records the end of the running conversion.
+    /// Records that the running conversion is complete and waits for its batch's commit.
+    pub fn held(&self, image: &str) {
+        let mut state = self.lock();
+        if let Some(running) = state.running.take() {
+            debug_assert_eq!(running.image, image);
+            state.batched.push(running);
+        }
+    }
+
+    /// Records the end of the running conversion, or of one waiting in the batch.
     pub fn finished(
         &self,
         image: &str,
@@ -147,7 +158,12 @@ impl Status {
         finished: Finished,
     ) {
         let mut state = self.lock();
-        state.running = None;
+        match state.batched.iter().position(|b| b.image == image) {
+            Some(i) => {
+                state.batched.remove(i);
+            }
+            None => state.running = None,
+        }
         if state.results.len() == KEPT_RESULTS {
             state.results.pop_back();
         }
@@ -202,6 +218,7 @@ impl Status {
             "wishlist": state.wishlist,
             "queue": {"depth": queue.len(), "capacity": view.capacity, "images": queue},
             "running": state.running,
+            "batch": {"images": state.batched},
             "full_pass": state.passes,
             "results": state.results,
         })
@@ -248,6 +265,19 @@ impl Status {
                 ),
             }
         );
+        let batch: Vec<String> = json["batch"]["images"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|b| text(&b["image"]))
+            .collect();
+        if !batch.is_empty() {
+            let _ = writeln!(
+                page,
+                "<p>Converted, waiting for their batch's commit: {}</p>",
+                batch.join(", ")
+            );
+        }
         let passes = &json["full_pass"];
         let _ = writeln!(
             page,

@@ -38,6 +38,7 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), Failure> {
     // A daemon's stderr is a log, even when started from a terminal.
     flags.no_progress = true;
     flags.shard = args.shard;
+    flags.batch = crate::convert::batch_limits(&args.batch)?;
     let run = Run::setup(global, &flags, &list.cvmfs_repo().to_string(), "")?;
     let engine = EngineBackend::new(run.engine, StopToken::from_flag(Arc::clone(&signals.stop)));
     let config = Config::new(&args.wishlist, args.listen, auth)

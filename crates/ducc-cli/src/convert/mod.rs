@@ -22,8 +22,8 @@ use ducc_wishlist::{ImageRef, WishList};
 
 use self::progress::Progress;
 use crate::args::{
-    ConversionFlags, ConvertArgs, ConvertSingleArgs, GlobalArgs, LayerWhiteouts, LoopArgs,
-    PublisherFlags, PublisherKind, ThinFormatArg,
+    BatchArgs, ConversionFlags, ConvertArgs, ConvertSingleArgs, GlobalArgs, LayerWhiteouts,
+    LoopArgs, PublisherFlags, PublisherKind, ThinFormatArg,
 };
 use crate::exit::{self, Failure};
 use crate::registry;
@@ -34,15 +34,15 @@ pub fn run(global: &GlobalArgs, args: ConvertArgs) -> Result<(), Failure> {
     let list = load(&args.wishlist)?;
     let mut flags = args.flags;
     flags.shard = args.shard;
-    flags.batch = batch_limits(args.batch, args.batch_seconds)?;
+    flags.batch = batch_limits(&args.batch)?;
     let run = Run::setup(global, &flags, &list.cvmfs_repo().to_string(), "")?;
     let summary = run.convert_list(&list, &stop);
     run.finish(summary, &stop)
 }
 
 /// The batch limits of `--batch N --batch-seconds S`.
-fn batch_limits(images: usize, seconds: u64) -> Result<BatchLimits, Failure> {
-    BatchLimits::new(images, seconds).map_err(|e| Failure::Usage(anyhow::anyhow!(e)))
+pub(crate) fn batch_limits(args: &BatchArgs) -> Result<BatchLimits, Failure> {
+    BatchLimits::new(args.batch, args.batch_seconds).map_err(|e| Failure::Usage(anyhow::anyhow!(e)))
 }
 
 /// Runs `ducc loop`: convert, sleep, re-read, until SIGINT or SIGTERM. A changed `cvmfs_repo`
@@ -52,7 +52,7 @@ pub fn run_loop(global: &GlobalArgs, args: LoopArgs) -> Result<(), Failure> {
     let mut list = load(&args.wishlist)?;
     let mut flags = args.flags;
     flags.shard = args.shard;
-    flags.batch = batch_limits(args.batch, args.batch_seconds)?;
+    flags.batch = batch_limits(&args.batch)?;
     let mut run = Run::setup(global, &flags, &list.cvmfs_repo().to_string(), "")?;
     loop {
         let summary = run.convert_list(&list, &stop);
