@@ -772,6 +772,7 @@ fn lifecycle_image(
     let record = ducc_cvmfs::FlatRecord {
         config: *cfg,
         layers: layers.to_vec(),
+        tree_bytes: None,
     };
     put(layout.flat_complete_record(cfg), &record.to_json());
     let name = PublicName::tagged("reg.io", "lib/app", tag).unwrap();

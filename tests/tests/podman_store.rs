@@ -476,6 +476,48 @@ fn a_moved_tag_moves_the_name_and_reruns_leave_the_store_bytes_alone() {
 }
 
 #[test]
+fn an_image_put_into_the_store_on_an_existing_flat_tree_takes_the_size_its_record_kept() {
+    let registry = Registry::anonymous();
+    let base = unique_repo("podman-size");
+    let image = small_image("size");
+    push(registry, &format!("{base}/app"), "1", &image);
+    let work = Work::new(Backend::Local);
+    let input = format!("http://{}/{base}/app:1", registry.host());
+    wishlist(&work, REPO, std::slice::from_ref(&input));
+    // The flat tree goes in without the store; its completion record keeps the tree's size.
+    assert_converted(&work.convert(&["-i", "--skip-podman"]));
+    let record_path = flat(&work.repo(), image.config_hex()).join(".singularity.d/.ducc-flat.json");
+    let mut record: Value = serde_json::from_slice(&std::fs::read(&record_path).unwrap()).unwrap();
+    let measured = record["tree_bytes"]
+        .as_u64()
+        .expect("the record keeps the size");
+    let walked = ducc_cvmfs::tree_size(&flat(&work.repo(), image.config_hex())).unwrap();
+    let record_len = std::fs::metadata(&record_path).unwrap().len();
+    assert_eq!(
+        measured + record_len,
+        walked,
+        "the size is the tree's apparent size"
+    );
+    // Now the store, on the existing tree: its size comes from the record, not from a walk
+    // over the published tree (a record saying otherwise shows which was used).
+    record["tree_bytes"] = json!(7_000_000);
+    let record_bytes = serde_json::to_vec(&record).unwrap();
+    std::fs::write(&record_path, &record_bytes).unwrap();
+    assert_converted(&work.convert(&["-i", "-g"]));
+    let layers: Value = serde_json::from_slice(
+        &std::fs::read(work.repo().join("podmanStore/overlay-layers/layers.json")).unwrap(),
+    )
+    .unwrap();
+    let sizes: Vec<u64> = layers
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["diff-size"].as_u64())
+        .collect();
+    assert_eq!(sizes, [7_000_000 + record_bytes.len() as u64], "{layers:#}");
+}
+
+#[test]
 fn skip_podman_skip_flat_and_skip_layers_write_no_store() {
     let registry = Registry::anonymous();
     let base = unique_repo("podman-skip");

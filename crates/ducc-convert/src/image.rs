@@ -703,7 +703,9 @@ impl<'e> Job<'e> {
             .fetch_add(layers_published.revisions, Ordering::SeqCst);
         let flat_built = flat?;
         // A flat tree an earlier image of the batch built is not published yet.
-        let flat_size = flat_built.or_else(|| self.batch?.flat_tree(&config_digest));
+        let flat_size = flat_built
+            .or_else(|| self.batch?.flat_tree(&config_digest))
+            .or_else(|| self.state().flat_size(&config_digest));
         self.check_stop().map_err(at(Step::Symlink))?;
         if !self.settings.skip_flat {
             self.set_symlink(
@@ -1242,14 +1244,13 @@ impl<'e> Job<'e> {
         let started = Instant::now();
         self.ensure_catalogs(image_group, &[self.layout.flat_shard(config_digest)])
             .map_err(at(Step::Flat))?;
-        let record = FlatRecord {
+        let mut record = FlatRecord {
             config: *config_digest,
             layers: layers.iter().map(|l| l.digest).collect(),
-        }
-        .to_json();
+            tree_bytes: None,
+        };
         // Which step failed: a layer's error is the layers step's.
         let layer_failed = AtomicBool::new(false);
-        let mut size = 0;
         let mut build = |dest: &Path, hints: FillHints| -> Result<()> {
             let options = ExtractOptions::new()
                 .privileges(self.settings.privileges)
@@ -1269,9 +1270,10 @@ impl<'e> Job<'e> {
             .inspect_err(|_| layer_failed.store(true, Ordering::SeqCst))?;
             self.left_out.add(&extractor.finish());
             ducc_unpack::add_apptainer_files(dest, &runtime(config))?;
-            // What podman's store records as the tree's size, measured before it is published
-            // (the completion record is part of the published tree).
-            size = ducc_cvmfs::tree_size(dest)? + record.len() as u64;
+            // What podman's store records as the tree's size, measured before it is published,
+            // and kept in the completion record (part of the published tree) for the tags
+            // that come later.
+            record.tree_bytes = Some(ducc_cvmfs::tree_size(dest)?);
             Ok(())
         };
         let step = |e: ConvertError| {
@@ -1299,6 +1301,14 @@ impl<'e> Job<'e> {
             &mut |dest, hints| Ok(build(dest, hints)?),
         )
         .map_err(|e| step(e.into()))?;
+        let tree_bytes = record.tree_bytes.ok_or_else(|| {
+            at(Step::Flat)(ConvertError::new(
+                crate::ErrorKind::Bug,
+                "internal error (bug): the publisher filled the flat tree without building it",
+            ))
+        })?;
+        let record = record.to_json();
+        let size = record.len() as u64 + tree_bytes;
         (|| -> Result<()> {
             tx.write_file(
                 &self.layout.flat_complete_record(config_digest),

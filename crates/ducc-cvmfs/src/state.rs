@@ -92,17 +92,23 @@ pub struct FlatRecord {
     pub config: ConfigDigest,
     /// Its layers, bottom first.
     pub layers: Vec<LayerDigest>,
+    /// The apparent size of the tree without this record, measured when it was built (what
+    /// podman's store records for an image on it, with the record's own length); `None` in
+    /// records written before it was kept.
+    pub tree_bytes: Option<u64>,
 }
 
 impl FlatRecord {
     /// The record's bytes, as written.
     pub fn to_json(&self) -> Vec<u8> {
-        serde_json::json!({
+        let mut record = serde_json::json!({
             "config": self.config.to_string(),
             "layers": self.layers.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        })
-        .to_string()
-        .into_bytes()
+        });
+        if let Some(bytes) = self.tree_bytes {
+            record["tree_bytes"] = bytes.into();
+        }
+        record.to_string().into_bytes()
     }
 
     /// Parses a record.
@@ -114,6 +120,8 @@ impl FlatRecord {
         struct Raw {
             config: String,
             layers: Vec<String>,
+            #[serde(default)]
+            tree_bytes: Option<u64>,
         }
         let raw: Raw = serde_json::from_slice(bytes)?;
         let config = ConfigDigest::parse(&raw.config).map_err(serde::de::Error::custom)?;
@@ -122,7 +130,11 @@ impl FlatRecord {
             .iter()
             .map(|l| l.parse::<LayerDigest>().map_err(serde::de::Error::custom))
             .collect::<Result<_, _>>()?;
-        Ok(FlatRecord { config, layers })
+        Ok(FlatRecord {
+            config,
+            layers,
+            tree_bytes: raw.tree_bytes,
+        })
     }
 }
 
@@ -166,6 +178,16 @@ impl<'a> RepositoryState<'a> {
                 .is_file()
     }
 
+    /// The apparent size of the published flat tree of `config` (completion record included),
+    /// as its record says it was measured when the tree was built; `None` when the tree is not
+    /// complete or its record predates the size.
+    pub fn flat_size(&self, config: &ConfigDigest) -> Option<u64> {
+        let path = self.published(&self.layout.flat_complete_record(config));
+        let bytes = std::fs::read(path).ok()?;
+        let record = FlatRecord::from_slice(&bytes).ok()?;
+        Some(record.tree_bytes? + bytes.len() as u64)
+    }
+
     /// The layer's `origin.json` (empty where there is none). Read it inside the transaction
     /// that rewrites it: a corrupt one is an error, never overwritten with a shorter list.
     ///
@@ -200,9 +222,13 @@ mod tests {
         let record = FlatRecord {
             config: ConfigDigest::parse(&digest('c')).unwrap(),
             layers: vec![digest('a').parse().unwrap(), digest('b').parse().unwrap()],
+            tree_bytes: Some(4096),
         };
         let bytes = record.to_json();
         assert_eq!(FlatRecord::from_slice(&bytes).unwrap(), record);
+        // A record written before the size was kept.
+        let old = br#"{"config":"sha256:cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc","layers":[]}"#;
+        assert_eq!(FlatRecord::from_slice(old).unwrap().tree_bytes, None);
         let text = String::from_utf8(bytes).unwrap();
         assert!(text.contains(&digest('a')), "{text}");
         assert!(FlatRecord::from_slice(br#"{"config":"md5:1","layers":[]}"#).is_err());

@@ -71,6 +71,7 @@ impl Repo {
         let record = FlatRecord {
             config: cfg,
             layers: layers.to_vec(),
+            tree_bytes: None,
         };
         self.write(&l.flat_image(&cfg).join("bin/sh").unwrap(), &[1; 500]);
         self.write(&l.flat_complete_record(&cfg), &record.to_json());
