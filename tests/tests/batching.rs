@@ -9,7 +9,7 @@
 mod convert_support;
 
 use convert_support::{Backend, Image, Layer, Work, marker_config, origin, run_options, scan};
-use ducc_tests::{Registry, images, unique_repo};
+use ducc_tests::{Registry, images, random_hex, unique_repo};
 
 /// `count` images sharing a base layer, each with a small layer of its own, pushed as
 /// `img0`, `img1`, ...; returns the base layer and the images.
@@ -393,4 +393,72 @@ fn behind_a_gateway_a_batch_changes_no_read_modify_write_commit_and_counts_every
         "batched {batched} revisions, unbatched {unbatched}"
     );
     eprintln!("gateway, 4 images: {unbatched} revisions unbatched, {batched} batched");
+}
+
+/// Issue 24: the next image's blobs download while the server ingests the layers of the one
+/// before it; the next image reports the download as its own, once.
+#[test]
+fn the_next_images_blobs_download_while_the_server_ingests_the_layers_before_them() {
+    let name = unique_repo("download-ahead");
+    let _ = push_small_images(&name, 1);
+    let registry = Registry::anonymous();
+    let own = Layer::files(&[("opt/next/data", random_hex(32).as_bytes())]);
+    let next = Image::new(vec![own.clone()], "next");
+    next.push(
+        &images::client_for(registry.host(), None),
+        &images::repository(registry.host(), &name),
+        "next",
+    );
+    let inputs = inputs(&name, &["img0", "next"]);
+    let local = Work::local_reference(&inputs);
+    let cvmfs = Work::new(Backend::Cvmfs);
+    cvmfs.wishlist(&inputs, "");
+    let events = cvmfs.path("events.jsonl");
+    let command = cvmfs.command(&[
+        "-i",
+        "--layer-whiteouts",
+        "oci",
+        "-n",
+        events.to_str().unwrap(),
+    ]);
+    // Paused in the first image's layer ingest: the next image's blob arrives in the cache.
+    let (mut child, _standin) = cvmfs.spawn_paused(command, "ingest", "");
+    let blob = own.hex();
+    ducc_tests::wait::until(
+        "the next image's blob in the cache during the first image's ingest",
+        ducc_tests::wait::DEADLINE,
+        || {
+            ducc_tests::tree::Tree::scan(&cvmfs.path("cache"))
+                .unwrap()
+                .paths_where(|path, _| path.ends_with(&format!("sha256/{blob}")))
+                .len()
+                == 1
+        },
+    );
+    assert_eq!(
+        count(&calls_since(&cvmfs, 0), "ingest -k -t"),
+        1,
+        "still in the first ingest"
+    );
+    std::fs::remove_file(cvmfs.path("standin/pause/ingest")).unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_same(&local, &cvmfs, "cvmfs publisher, downloads ahead");
+    let downloads: Vec<(String, String)> = cvmfs
+        .events("events.jsonl")
+        .iter()
+        .filter(|e| e["action"] == "layer_download")
+        .map(|e| {
+            (
+                e["image"].as_str().unwrap().to_owned(),
+                e["layer"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let next_label = format!("{}/{name}:next", registry.host());
+    let of_next: Vec<&(String, String)> = downloads
+        .iter()
+        .filter(|(_, layer)| *layer == own.blob.digest)
+        .collect();
+    assert_eq!(of_next.len(), 1, "{downloads:#?}");
+    assert!(of_next[0].0.ends_with(&next_label), "{downloads:#?}");
 }

@@ -28,6 +28,9 @@ pub struct BlobCache {
     downloading: Mutex<HashMap<String, Arc<InFlight>>>,
     /// Blobs this run fetched, removed again by [`BlobCache::clean`].
     fetched: Mutex<HashSet<PathBuf>>,
+    /// Blobs downloaded ahead of the image that needs them, with their size: reported as
+    /// downloaded to the first image that gets them.
+    ahead: Mutex<HashMap<String, u64>>,
     downloads: Semaphore,
     /// Told of each download (progress bars).
     events: Arc<dyn EventSink>,
@@ -56,6 +59,7 @@ impl BlobCache {
             in_flight: Mutex::new(HashMap::new()),
             downloading: Mutex::new(HashMap::new()),
             fetched: Mutex::new(HashSet::new()),
+            ahead: Mutex::new(HashMap::new()),
             downloads: Semaphore::new(if max_downloads == 0 {
                 usize::MAX
             } else {
@@ -99,6 +103,19 @@ impl BlobCache {
         digest: &Digest,
         size: u64,
     ) -> Result<(PathBuf, Fetch), ConvertError> {
+        self.fetch(client, repository, digest, size, false)
+    }
+
+    /// [`BlobCache::get`]; `ahead`: for an image still to come, which is told it downloaded
+    /// the blob when it gets it.
+    fn fetch(
+        &self,
+        client: &Client,
+        repository: &Repository,
+        digest: &Digest,
+        size: u64,
+        ahead: bool,
+    ) -> Result<(PathBuf, Fetch), ConvertError> {
         let path = self.path(digest);
         let lock = {
             let mut map = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
@@ -106,7 +123,19 @@ impl BlobCache {
         };
         let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
         if fs::metadata(&path).is_ok_and(|m| m.len() == size) {
-            return Ok((path, Fetch::Cached));
+            // The first image to get a blob downloaded ahead for it reports the download.
+            let downloaded_ahead = (!ahead)
+                .then(|| {
+                    self.ahead
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&digest.to_string())
+                })
+                .flatten();
+            return Ok((
+                path,
+                downloaded_ahead.map_or(Fetch::Cached, Fetch::Downloaded),
+            ));
         }
         let _slot = self.downloads.acquire();
         let partial =
@@ -160,7 +189,39 @@ impl BlobCache {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(path.clone());
+        if ahead {
+            // Under the blob's lock: the image that waits for it sees the record.
+            self.ahead
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(digest.to_string(), size);
+        }
         Ok((path, Fetch::Downloaded(size)))
+    }
+
+    /// Downloads blob `digest` ahead of the image that will need it (see `ahead.rs`): the
+    /// first [`BlobCache::get`] of it then says [`Fetch::Downloaded`], as if it downloaded it.
+    pub(crate) fn prefetch(
+        &self,
+        client: &Client,
+        repository: &Repository,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<(), ConvertError> {
+        let lock = {
+            let mut map = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            map.entry(digest.to_string()).or_default().clone()
+        };
+        // Not while the image itself downloads it: it would report it twice.
+        let Ok(_guard) = lock.try_lock() else {
+            return Ok(());
+        };
+        if fs::metadata(self.path(digest)).is_ok_and(|m| m.len() == size) {
+            return Ok(());
+        }
+        drop(_guard);
+        self.fetch(client, repository, digest, size, true)?;
+        Ok(())
     }
 
     /// A reader of blob `digest` while it is being downloaded (by [`BlobCache::get`] on another

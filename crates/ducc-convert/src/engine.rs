@@ -1,6 +1,7 @@
 //! The engine: set up once with a publisher, registry access and settings; converts one image,
 //! or every image of a wish list, into the repository.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -150,6 +151,23 @@ impl ImageResult {
 
     pub(crate) fn result_mut(&mut self) -> &mut Result<Outcome, ImageFailure> {
         &mut self.result
+    }
+}
+
+/// An image of a wish list still to convert, or a wish whose tags could not be listed.
+enum Coming {
+    /// The image, its thin image, whether `ignore_errors` covers it.
+    Image(ImageRef, Option<ImageRef>, bool),
+    /// The failed listing, whether `ignore_errors` covers it.
+    Failed(ImageResult, bool),
+}
+
+impl Coming {
+    fn image(&self) -> Option<&ImageRef> {
+        match self {
+            Coming::Image(image, ..) => Some(image),
+            Coming::Failed(..) => None,
+        }
     }
 }
 
@@ -466,33 +484,54 @@ impl Engine {
             )));
         }
         let session = self.session(stop);
-        let mut all = Vec::new();
-        for wish in list.wishes() {
-            if stop.is_stopped() {
-                break;
+        std::thread::scope(|scope| {
+            // The next image's blobs download while this one converts (see `ahead.rs`).
+            let (ahead, images_ahead) = std::sync::mpsc::channel::<ImageRef>();
+            if crate::ahead::enabled(self) {
+                scope.spawn(move || crate::ahead::download_ahead(self, images_ahead, stop));
             }
-            let ignored = list.is_error_ignored(&wish.input);
-            let images = match self.expand(&wish.input, Some(&wish.output), Some(list)) {
-                Ok(images) => images,
-                Err(error) => {
-                    let failed = ImageResult::failed(wish.input.whole_name(), Step::Tags, error);
-                    all.push(self.report(failed, ignored));
-                    continue;
+            let mut all = Vec::new();
+            let mut wishes = list.wishes().iter();
+            // The images (and failed tag listings) to come, known one image ahead.
+            let mut coming: VecDeque<Coming> = VecDeque::new();
+            while !stop.is_stopped() {
+                while coming.iter().filter(|c| c.image().is_some()).count() < 2 {
+                    let Some(wish) = wishes.next() else { break };
+                    let ignored = list.is_error_ignored(&wish.input);
+                    match self.expand(&wish.input, Some(&wish.output), Some(list)) {
+                        Ok(images) => coming.extend(images.into_iter().map(|(image, output)| {
+                            let ignored = ignored || list.is_error_ignored(&image);
+                            Coming::Image(image, output, ignored)
+                        })),
+                        Err(error) => coming.push_back(Coming::Failed(
+                            ImageResult::failed(wish.input.whole_name(), Step::Tags, error),
+                            ignored,
+                        )),
+                    }
                 }
-            };
-            for (image, output) in images {
-                if stop.is_stopped() {
+                let Some(next) = coming.pop_front() else {
                     break;
+                };
+                let (image, output, ignored) = match next {
+                    Coming::Failed(failed, ignored) => {
+                        all.push(self.report(failed, ignored));
+                        continue;
+                    }
+                    Coming::Image(image, output, ignored) => (image, output, ignored),
+                };
+                if let Some(after) = coming.iter().find_map(Coming::image) {
+                    // A closed channel (no downloads ahead) only drops it.
+                    let _ = ahead.send(after.clone());
                 }
-                let ignored = ignored || list.is_error_ignored(&image);
                 all.extend(session.convert_wished(list, &image, output.as_ref(), ignored));
                 if session.batch_is_due() {
                     all = settle(all, session.publish_batch());
                 }
             }
-        }
-        // Stopped or not: the images in the batch are complete.
-        Ok(settle(all, session.publish_batch()))
+            drop(ahead);
+            // Stopped or not: the images in the batch are complete.
+            Ok(settle(all, session.publish_batch()))
+        })
     }
 
     /// Converts `image`, one image of `list` (a plain tag, as [`Engine::expand`] gives them),

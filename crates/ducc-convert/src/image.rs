@@ -1506,7 +1506,7 @@ fn layer_jobs(manifest: &ImageManifest, config: &ImageConfiguration) -> Result<V
 
 /// Docker's foreign layers (Windows base layers that may not be redistributed): their blobs
 /// live elsewhere (`urls`), and upstream DUCC skips them.
-fn is_foreign(media_type: &ducc_registry::oci_spec::image::MediaType) -> bool {
+pub(crate) fn is_foreign(media_type: &ducc_registry::oci_spec::image::MediaType) -> bool {
     const DOCKER_FOREIGN: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
     matches!(media_type, ducc_registry::oci_spec::image::MediaType::Other(other) if other == DOCKER_FOREIGN)
 }

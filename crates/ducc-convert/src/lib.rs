@@ -43,6 +43,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod ahead;
 mod batch;
 mod bug;
 mod cache;
