@@ -84,5 +84,5 @@ fn plan(engine: &Engine, image: &ImageRef) -> Option<(Repository, Vec<(Digest, u
             wanted.then(|| (layer.digest().clone(), layer.size()))
         })
         .collect();
-    (!blobs.is_empty()).then(|| (name.repository, blobs))
+    (!blobs.is_empty()).then_some((name.repository, blobs))
 }
