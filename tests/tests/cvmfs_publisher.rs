@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use ducc_cvmfs::{
@@ -12,87 +12,9 @@ use ducc_cvmfs::{
 };
 use ducc_tests::tree::{Options, Tree};
 
-const REPO: &str = "test.repo";
+mod standin_support;
 
-/// A stand-in stratum 0 plus the wrapper script the publisher runs as its `cvmfs_server`.
-struct Stratum0 {
-    dir: tempfile::TempDir,
-}
-
-impl Stratum0 {
-    fn new(gateway: bool) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let state = dir.path().join("state");
-        let wrapper = dir.path().join("cvmfs_server");
-        fs::write(
-            &wrapper,
-            format!(
-                "#!/bin/sh\nCVMFS_STANDIN_STATE='{}' exec '{}' \"$@\"\n",
-                state.display(),
-                env!("CARGO_BIN_EXE_cvmfs_server_standin")
-            ),
-        )
-        .unwrap();
-        fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
-        let s = Stratum0 { dir };
-        let mut mkfs = vec!["mkfs"];
-        if gateway {
-            mkfs.extend(["-u", "gw,/srv/txn,http://gateway:4929/api/v1"]);
-        }
-        mkfs.push(REPO);
-        let out = std::process::Command::new(s.wrapper())
-            .args(&mkfs)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        s
-    }
-
-    fn wrapper(&self) -> PathBuf {
-        self.dir.path().join("cvmfs_server")
-    }
-
-    /// The publisher without mounted writes: every commit through `cvmfs_server ingest`, the
-    /// form used where the repository is not mounted on the publisher (the convert tests cover
-    /// the mounted form).
-    fn publisher(&self, gateway: bool) -> CvmfsPublisher {
-        let options = CvmfsOptions::new()
-            .server(self.wrapper())
-            .mount_dir(self.dir.path().join("state/mnt"))
-            .state_dir(self.dir.path().join("ducc-state"))
-            .gateway(gateway)
-            .mounted(false);
-        CvmfsPublisher::open(&RepositoryName::parse(REPO).unwrap(), options).unwrap()
-    }
-
-    fn published(&self) -> PathBuf {
-        self.dir
-            .path()
-            .join("state/repos")
-            .join(REPO)
-            .join("published")
-    }
-
-    /// Log lines from index `from` on.
-    fn log_since(&self, from: usize) -> Vec<String> {
-        fs::read_to_string(self.dir.path().join("state/log"))
-            .unwrap()
-            .lines()
-            .skip(from)
-            .map(str::to_owned)
-            .collect()
-    }
-
-    fn log_len(&self) -> usize {
-        self.log_since(0).len()
-    }
-
-    fn fail_next(&self, command: &str, message: &str) {
-        let dir = self.dir.path().join("state/fail");
-        fs::create_dir_all(&dir).unwrap();
-        fs::write(dir.join(command), message).unwrap();
-    }
-}
+use standin_support::{REPO, Stratum0};
 
 fn p(s: &str) -> RepoPath {
     RepoPath::new(s).unwrap()
