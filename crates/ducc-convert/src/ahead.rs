@@ -75,7 +75,7 @@ fn plan(engine: &Engine, image: &ImageRef) -> Option<(Repository, Vec<(Digest, u
     let blobs: Vec<(Digest, u64)> = manifest
         .layers()
         .iter()
-        .filter(|layer| !crate::image::is_foreign(layer.media_type()))
+        .filter(|layer| !crate::layers::is_foreign(layer.media_type()))
         .filter_map(|layer| {
             let digest = LayerDigest::try_from(layer.digest()).ok()?;
             let wanted = flat

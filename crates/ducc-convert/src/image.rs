@@ -21,8 +21,7 @@ use ducc_registry::{
 };
 use ducc_thin::{PushOutcome, ThinDescriptor, ThinImage, ThinIndex, ThinLayer, ThinPlatform};
 use ducc_unpack::{
-    DiffId, ExtractOptions, FlatExtractor, ImageRuntime, LayerDescriptor, LayerDigests,
-    LayerDirOptions, LayerReader,
+    DiffId, ExtractOptions, FlatExtractor, ImageRuntime, LayerDigests, LayerDirOptions, LayerReader,
 };
 use ducc_wishlist::ImageRef;
 
@@ -31,6 +30,7 @@ use crate::cache::Fetch;
 use crate::engine::{Engine, ImageResult, Outcome, StopToken};
 use crate::error::{Context as _, ConvertError, ImageFailure, Step, at, bail_invalid, invalid};
 use crate::events::{EndStatus, Event};
+use crate::layers::PlannedLayer;
 use crate::signature::SignatureRecord;
 
 type Result<T, E = ConvertError> = std::result::Result<T, E>;
@@ -59,16 +59,9 @@ impl std::ops::Deref for Job<'_> {
     }
 }
 
-/// One layer of the image being converted.
-struct LayerJob {
-    descriptor: Descriptor,
-    digest: LayerDigest,
-    diff_id: DiffId,
-}
-
 /// What the thin image of a converted image is made from.
 struct ThinSource {
-    layers: Vec<LayerJob>,
+    layers: Vec<PlannedLayer>,
     config: ImageConfiguration,
 }
 
@@ -581,7 +574,10 @@ impl<'e> Job<'e> {
                             )
                         })?;
                     fetched = ThinSource {
-                        layers: layer_jobs(&platform_done.manifest, config.config())?,
+                        layers: crate::layers::plan_layers(
+                            &platform_done.manifest,
+                            config.config(),
+                        )?,
                         config: config.config().clone(),
                     };
                     &fetched
@@ -654,7 +650,7 @@ impl<'e> Job<'e> {
             .fetch_config(repository, manifest.config())
             .with_context(|| format!("cannot fetch the config of {label}"))
             .map_err(at(Step::Config))?;
-        let layers = layer_jobs(manifest, config.config())
+        let layers = crate::layers::plan_layers(manifest, config.config())
             .map_err(|e| at(Step::Config)(e.context(format!("image {label}"))))?;
         let created = layer_created(config.config());
         // Everything later steps need from the config comes from this one parse, here, before
@@ -807,7 +803,7 @@ impl<'e> Job<'e> {
     fn build_trees(
         &self,
         repository: &ducc_registry::Repository,
-        layers: &[LayerJob],
+        layers: &[PlannedLayer],
         config: &ConfigDigest,
         image_config: &ImageConfiguration,
         created: Option<&str>,
@@ -833,7 +829,7 @@ impl<'e> Job<'e> {
         let flat_wanted = !self.settings.skip_flat
             && !self.state().flat_complete(config)
             && self.batch.is_none_or(|b| b.flat_tree(config).is_none());
-        let needed: Vec<&LayerJob> = layers
+        let needed: Vec<&PlannedLayer> = layers
             .iter()
             .zip(&write_layer)
             .filter(|(_, write)| flat_wanted || **write)
@@ -897,7 +893,7 @@ impl<'e> Job<'e> {
     /// directory exists, and the shard catalogs of those to write.
     fn prepare_layers(
         &self,
-        layers: &[LayerJob],
+        layers: &[PlannedLayer],
         write_layer: &[bool],
         config: &ConfigDigest,
         layers_group: &dyn Group,
@@ -938,7 +934,7 @@ impl<'e> Job<'e> {
     fn layers_in_order(
         &self,
         repository: &ducc_registry::Repository,
-        layers: &[LayerJob],
+        layers: &[PlannedLayer],
         write_layer: &[bool],
         config: &ConfigDigest,
         created: Option<&str>,
@@ -990,7 +986,7 @@ impl<'e> Job<'e> {
                         inner: file,
                         stop: self.stop.flag(),
                     },
-                    &self.descriptor(layer),
+                    &layer.unpack_descriptor(),
                 )
                 .with_context(|| format!("layer {} of {input}", layer.digest))?;
             }
@@ -1001,7 +997,7 @@ impl<'e> Job<'e> {
     fn fetch_blob(
         &self,
         repository: &ducc_registry::Repository,
-        layer: &LayerJob,
+        layer: &PlannedLayer,
         input: &ImageRef,
     ) -> Result<PathBuf> {
         let digest = Digest::from(layer.digest);
@@ -1028,7 +1024,7 @@ impl<'e> Job<'e> {
     fn open_blob<'a>(
         &'a self,
         repository: &'a ducc_registry::Repository,
-        layer: &LayerJob,
+        layer: &PlannedLayer,
         input: &ImageRef,
     ) -> Result<LayerBlob<'a>> {
         let digest = Digest::from(layer.digest);
@@ -1045,26 +1041,10 @@ impl<'e> Job<'e> {
         Ok(LayerBlob::Cached(file))
     }
 
-    /// The layer as ducc-unpack decodes it: with its diff_id to check. Not with its blob
-    /// digest: every blob decoded here comes from the blob cache, which holds only blobs whose
-    /// digest was checked as they were downloaded, or is followed as it downloads, ending only
-    /// once the download checked it; hashing the compressed bytes again would be a second
-    /// sha256 over every layer for nothing (the diff_id still checks what is unpacked).
-    fn descriptor(&self, layer: &LayerJob) -> LayerDescriptor {
-        LayerDescriptor::new(
-            layer.digest.to_string(),
-            layer.descriptor.media_type().to_string(),
-        )
-        .with_diff_id(layer.diff_id)
-    }
-
-    /// Writes one layer directory (and, in the same pass, the layer onto `flat` when given),
-    /// with its metadata, in one transaction.
-    #[allow(clippy::too_many_arguments)]
     fn unpack_layer(
         &self,
         repository: &ducc_registry::Repository,
-        layer: &LayerJob,
+        layer: &PlannedLayer,
         config: &ConfigDigest,
         created: Option<&str>,
         input: &ImageRef,
@@ -1076,7 +1056,7 @@ impl<'e> Job<'e> {
         let started = Instant::now();
         self.tell_raw_whiteouts(&input.whole_name());
         let layerfs = self.layout.layerfs(&layer.digest);
-        let descriptor = self.descriptor(layer);
+        let descriptor = layer.unpack_descriptor();
         let stop = self.stop.flag();
         let options = LayerDirOptions::new()
             .whiteouts(self.whiteouts)
@@ -1231,7 +1211,7 @@ impl<'e> Job<'e> {
     fn build_flat(
         &self,
         repository: &ducc_registry::Repository,
-        layers: &[LayerJob],
+        layers: &[PlannedLayer],
         write_layer: &[bool],
         config_digest: &ConfigDigest,
         config: &ImageConfiguration,
@@ -1474,43 +1454,6 @@ pub(crate) fn public_name(input: &ImageRef) -> Result<PublicName> {
 
 /// The layers to convert with their diff_ids; foreign layers (Windows base layers that may not be
 /// redistributed) are skipped, as upstream does.
-fn layer_jobs(manifest: &ImageManifest, config: &ImageConfiguration) -> Result<Vec<LayerJob>> {
-    let diff_ids = config.rootfs().diff_ids();
-    if diff_ids.len() != manifest.layers().len() {
-        bail_invalid!(
-            "the manifest has {} layers but the config lists {} diff_ids",
-            manifest.layers().len(),
-            diff_ids.len()
-        );
-    }
-    let mut jobs = Vec::new();
-    for (descriptor, diff_id) in manifest.layers().iter().zip(diff_ids) {
-        if is_foreign(descriptor.media_type()) {
-            tracing::warn!("skipping foreign layer {}", descriptor.digest());
-            continue;
-        }
-        jobs.push(LayerJob {
-            digest: descriptor
-                .digest()
-                .to_string()
-                .parse()
-                .map_err(|e| invalid!("layer {}: {e}", descriptor.digest()))?,
-            diff_id: diff_id
-                .parse()
-                .map_err(|e| invalid!("diff_id {diff_id}: {e}"))?,
-            descriptor: descriptor.clone(),
-        });
-    }
-    Ok(jobs)
-}
-
-/// Docker's foreign layers (Windows base layers that may not be redistributed): their blobs
-/// live elsewhere (`urls`), and upstream DUCC skips them.
-pub(crate) fn is_foreign(media_type: &ducc_registry::oci_spec::image::MediaType) -> bool {
-    const DOCKER_FOREIGN: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
-    matches!(media_type, ducc_registry::oci_spec::image::MediaType::Other(other) if other == DOCKER_FOREIGN)
-}
-
 /// The `created` of layers.json: the image's creation time, so reruns and interrupted runs write
 /// the same bytes; without one, the time of conversion.
 fn layer_created(config: &ImageConfiguration) -> Option<&str> {
@@ -1562,25 +1505,5 @@ fn runtime(config: &ImageConfiguration) -> ImageRuntime {
             .unwrap_or_default()
             .into_iter()
             .collect(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use ducc_registry::oci_spec::image::MediaType;
-
-    #[test]
-    fn only_dockers_foreign_layers_are_foreign() {
-        let foreign = MediaType::from("application/vnd.docker.image.rootfs.foreign.diff.tar.gzip");
-        assert!(is_foreign(&foreign));
-        for other in [
-            "application/vnd.docker.image.rootfs.diff.tar.gzip",
-            "application/vnd.oci.image.layer.v1.tar+gzip",
-            "application/vnd.oci.image.layer.v1.tar+zstd",
-            "application/vnd.example.foreign+json",
-        ] {
-            assert!(!is_foreign(&MediaType::from(other)), "{other}");
-        }
     }
 }

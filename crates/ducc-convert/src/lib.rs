@@ -52,6 +52,7 @@ mod engine;
 mod error;
 mod events;
 mod image;
+mod layers;
 mod lifecycle;
 mod notify;
 mod pull;

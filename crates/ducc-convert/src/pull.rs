@@ -10,15 +10,14 @@ use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
-use ducc_registry::oci_spec::image::Descriptor;
 use ducc_registry::{Client, ManifestSelection, Platform};
 use ducc_unpack::{
-    ExtractOptions, FlatExtractor, LayerDescriptor, LayerDirOptions, Report, WhiteoutFormat,
-    unpack_layer_dir,
+    ExtractOptions, FlatExtractor, LayerDirOptions, Report, WhiteoutFormat, unpack_layer_dir,
 };
 use ducc_wishlist::ImageRef;
 
-use crate::error::{Context as _, ConvertError, bail_invalid, invalid};
+use crate::error::{Context as _, ConvertError, invalid};
+use crate::layers::PlannedLayer;
 
 /// What [`pull_image`] writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,20 +51,14 @@ pub fn pull_image(
     }
 }
 
-/// One layer to unpack: what the manifest and config say about it.
-struct Layer {
-    descriptor: Descriptor,
-    unpack: LayerDescriptor,
-}
-
 struct Pull<'a> {
     client: &'a Client,
     image: &'a ImageRef,
 }
 
 impl Pull<'_> {
-    /// The platform's manifest, its config's diff_ids, and one [`Layer`] per manifest layer.
-    fn plan(&self, platform: &Platform) -> Result<Vec<Layer>, ConvertError> {
+    /// The platform's manifest and config, and the layers to unpack.
+    fn plan(&self, platform: &Platform) -> Result<Vec<PlannedLayer>, ConvertError> {
         let whole = self.image.whole_name();
         let name = ducc_registry::ImageName::from_ref(self.image)?;
         let manifest = self
@@ -79,40 +72,17 @@ impl Pull<'_> {
             .client
             .fetch_config(&name.repository, image_manifest.config())
             .with_context(|| format!("cannot fetch the config of {whole}"))?;
-        let diff_ids = config.config().rootfs().diff_ids();
-        let layers = image_manifest.layers();
-        if diff_ids.len() != layers.len() {
-            bail_invalid!(
-                "{whole}: the manifest lists {} layers but the config {} diff_ids",
-                layers.len(),
-                diff_ids.len()
-            );
-        }
+        let layers = crate::layers::plan_layers(image_manifest, config.config())
+            .map_err(|e| e.context(format!("image {whole}")))?;
         tracing::info!(image = %whole, manifest = %manifest.digest(), layers = layers.len(), "pulling");
-        layers
-            .iter()
-            .zip(diff_ids)
-            .map(|(descriptor, diff_id)| {
-                let digest = descriptor.digest().to_string();
-                // No blob digest for ducc-unpack to check: the registry client checks it (a
-                // second sha256 of the compressed bytes would cost the decoding thread).
-                let unpack =
-                    LayerDescriptor::new(digest.clone(), descriptor.media_type().to_string())
-                        .with_diff_id(
-                            diff_id
-                                .parse()
-                                .with_context(|| format!("{whole}: diff_id {diff_id}"))?,
-                        );
-                Ok(Layer {
-                    descriptor: descriptor.clone(),
-                    unpack,
-                })
-            })
-            .collect()
+        Ok(layers)
     }
 
     /// A streaming reader over one layer blob.
-    fn open(&self, layer: &Layer) -> Result<BufReader<ducc_registry::BlobReader>, ConvertError> {
+    fn open(
+        &self,
+        layer: &PlannedLayer,
+    ) -> Result<BufReader<ducc_registry::BlobReader>, ConvertError> {
         let repository = ducc_registry::Repository::of(self.image);
         let blob = self
             .client
@@ -125,7 +95,7 @@ impl Pull<'_> {
         Ok(BufReader::with_capacity(1 << 20, blob))
     }
 
-    fn unpack_context(&self, layer: &Layer) -> String {
+    fn unpack_context(&self, layer: &PlannedLayer) -> String {
         format!(
             "{}: cannot unpack layer {}",
             self.image.whole_name(),
@@ -133,20 +103,22 @@ impl Pull<'_> {
         )
     }
 
-    fn flat(&self, layers: &[Layer], dest: &Path) -> Result<Report, ConvertError> {
+    fn flat(&self, layers: &[PlannedLayer], dest: &Path) -> Result<Report, ConvertError> {
         let mut flat = FlatExtractor::new(dest, &ExtractOptions::new())?;
         for layer in layers {
             tracing::info!(layer = %layer.descriptor.digest(), "applying");
             let blob = self.open(layer)?;
-            with_read_ahead(blob, |blob| flat.apply_blob(blob, &layer.unpack))
-                .with_context(|| self.unpack_context(layer))?;
+            with_read_ahead(blob, |blob| {
+                flat.apply_blob(blob, &layer.unpack_descriptor())
+            })
+            .with_context(|| self.unpack_context(layer))?;
         }
         Ok(flat.finish())
     }
 
     fn layers(
         &self,
-        layers: &[Layer],
+        layers: &[PlannedLayer],
         dest: &Path,
         whiteouts: WhiteoutFormat,
     ) -> Result<Report, ConvertError> {
@@ -162,7 +134,7 @@ impl Pull<'_> {
             tracing::info!(layer = %layer.descriptor.digest(), dest = %layer_dest.display(), "unpacking");
             let blob = self.open(layer)?;
             let outcome = with_read_ahead(blob, |blob| {
-                unpack_layer_dir(blob, &layer.unpack, &layer_dest, &options)
+                unpack_layer_dir(blob, &layer.unpack_descriptor(), &layer_dest, &options)
             })
             .with_context(|| self.unpack_context(layer))?;
             report.merge(outcome.report);
