@@ -1041,6 +1041,9 @@ impl<'e> Job<'e> {
         Ok(LayerBlob::Cached(file))
     }
 
+    /// Writes one layer directory (and, in the same pass, the layer onto `flat` when given),
+    /// with its metadata, in one transaction.
+    #[allow(clippy::too_many_arguments)]
     fn unpack_layer(
         &self,
         repository: &ducc_registry::Repository,
