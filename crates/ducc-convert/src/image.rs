@@ -33,12 +33,14 @@ use crate::events::{EndStatus, Event};
 use crate::layers::PlannedLayer;
 use crate::signature::SignatureRecord;
 
+mod multiarch;
+
 type Result<T, E = ConvertError> = std::result::Result<T, E>;
 
 /// One conversion of one image: the engine, the stop token, the push login of its thin image and
 /// the batch it joins.
 pub(crate) struct Job<'e> {
-    engine: &'e Engine,
+    pub(crate) engine: &'e Engine,
     stop: &'e StopToken,
     thin_login: Option<&'e Login>,
     /// What the image being converted loses to the repository (issue 30).
@@ -51,30 +53,10 @@ pub(crate) struct Job<'e> {
     revisions: AtomicUsize,
 }
 
-impl std::ops::Deref for Job<'_> {
-    type Target = Engine;
-
-    fn deref(&self) -> &Engine {
-        self.engine
-    }
-}
-
 /// What the thin image of a converted image is made from.
 struct ThinSource {
     layers: Vec<PlannedLayer>,
     config: ImageConfiguration,
-}
-
-/// One platform of a multi-platform image, converted.
-struct PlatformDone<'e> {
-    platform: Platform,
-    arch: Arch,
-    manifest: ImageManifest,
-    slot: ImageSlot,
-    /// Where its result is in the list of results.
-    result: usize,
-    /// Set when work was done and the marker is still to be written.
-    pending: Option<Pending<'e>>,
 }
 
 /// A converted image whose marker is not written yet: it goes last, after the thin image, so a
@@ -116,11 +98,11 @@ impl<'e> Job<'e> {
     }
 
     fn emit(&self, event: Event) {
-        self.events.event(&event);
+        self.engine.events.event(&event);
     }
 
     fn state(&self) -> RepositoryState<'_> {
-        RepositoryState::new(&*self.publisher, &self.layout)
+        RepositoryState::new(&*self.engine.publisher, &self.engine.layout)
     }
 
     /// Converts `input` (a plain tag or digest, no glob) and pushes `output` as its thin image:
@@ -144,7 +126,7 @@ impl<'e> Job<'e> {
 
     fn convert_unguarded(&self, input: &ImageRef, output: Option<&ImageRef>) -> Vec<ImageResult> {
         // Held from the marker check to the marker: a gc of this host waits for it (issue 15).
-        let _gc = match self.publisher.gc_lock(ducc_cvmfs::GcLock::Convert) {
+        let _gc = match self.engine.publisher.gc_lock(ducc_cvmfs::GcLock::Convert) {
             Ok(guard) => guard,
             Err(e) => {
                 return vec![ImageResult::new(
@@ -153,16 +135,17 @@ impl<'e> Job<'e> {
                 )];
             }
         };
-        if self.settings.multi_arch {
+        if self.engine.settings.multi_arch {
             return self.convert_multi(input, output);
         }
         let result = (|| {
             let name = ImageName::from_ref(input).map_err(at(Step::Manifest))?;
             let fetched = self
+                .engine
                 .client
                 .fetch_manifest(
                     &name,
-                    &ManifestSelection::Platform(self.settings.platform.clone()),
+                    &ManifestSelection::Platform(self.engine.settings.platform.clone()),
                 )
                 .with_context(|| format!("cannot fetch the manifest of {input}"))
                 .map_err(at(Step::Manifest))?;
@@ -263,7 +246,7 @@ impl<'e> Job<'e> {
                 "{label}: the repository cannot store device files and FIFOs (a cvmfs gateway): \
                  {} left out of its layers and flat tree, listed in {}: {}{}",
                 dropped.dropped.len(),
-                slot.dropped_record(&self.layout),
+                slot.dropped_record(&self.engine.layout),
                 first.join(", "),
                 if first.len() < dropped.dropped.len() {
                     ", ..."
@@ -279,7 +262,7 @@ impl<'e> Job<'e> {
         }
         events.push(Event::Marker {
             image: label.to_owned(),
-            marker: slot.marker(&self.layout).as_str().to_owned(),
+            marker: slot.marker(&self.engine.layout).as_str().to_owned(),
         });
         if let Outcome::Converted {
             layers_unpacked,
@@ -323,219 +306,9 @@ impl<'e> Job<'e> {
     }
 
     fn wants_thin(&self) -> bool {
-        self.settings.wants_thin()
+        self.engine.settings.wants_thin()
     }
 
-    /// `--multi-arch`: every linux platform of an index, each into `.multiarch/<arch>`, then the
-    /// variant symlink, the architecture aliases and the thin index. A plain manifest is
-    /// converted as without the flag.
-    fn convert_multi(&self, input: &ImageRef, output: Option<&ImageRef>) -> Vec<ImageResult> {
-        let whole = input.whole_name();
-        let failed = |step: Step, error: ConvertError| {
-            vec![ImageResult::new(
-                whole.clone(),
-                Err(ImageFailure::new(step, error)),
-            )]
-        };
-        let name = match ImageName::from_ref(input) {
-            Ok(name) => name,
-            Err(e) => return failed(Step::Manifest, e.into()),
-        };
-        let fetched = match self
-            .client
-            .fetch_manifest(&name, &ManifestSelection::Index)
-            .with_context(|| format!("cannot fetch the manifest of {input}"))
-        {
-            Ok(fetched) => fetched,
-            Err(e) => return failed(Step::Manifest, e),
-        };
-        let Some(index) = fetched.index() else {
-            return vec![ImageResult::new(
-                whole.clone(),
-                self.convert_single(input, output, &name.repository, &fetched),
-            )];
-        };
-        let public = match public_name(input) {
-            Ok(public) => public,
-            Err(e) => return failed(Step::Manifest, e),
-        };
-        // The index's digest is what `cosign sign IMAGE:TAG` signs (see crate::signature).
-        let index_digest = fetched.digest().clone();
-        let entries = platform_entries(index);
-        if entries.is_empty() {
-            return failed(
-                Step::Manifest,
-                invalid!(
-                    "the index of {input} lists no linux platform (it has: {})",
-                    ducc_registry::available_platforms(index)
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            );
-        }
-        let mut results = Vec::new();
-        let mut done = Vec::new();
-        for (descriptor, platform) in entries {
-            let label = format!("{whole} ({platform})");
-            if self.stop.is_stopped() {
-                results.push(ImageResult::new(
-                    label,
-                    Err(ImageFailure::new(
-                        Step::Manifest,
-                        ConvertError::interrupted(),
-                    )),
-                ));
-                continue;
-            }
-            let converted = (|| {
-                let arch = Arch::new(platform.architecture(), platform.variant())
-                    .map_err(|e| invalid!("{label}: {e}"))
-                    .map_err(at(Step::Manifest))?;
-                let by_digest = ImageName::new(
-                    name.repository.clone(),
-                    Reference::digest(descriptor.digest().clone()),
-                );
-                let fetched = self
-                    .client
-                    .fetch_manifest(&by_digest, &ManifestSelection::Platform(platform.clone()))
-                    .with_context(|| format!("cannot fetch the manifest of {label}"))
-                    .map_err(at(Step::Manifest))?;
-                let manifest = fetched
-                    .image_manifest()
-                    .ok_or_else(|| invalid!("the index entry for {label} is not an image"))
-                    .map_err(at(Step::Manifest))?;
-                let slot = ImageSlot::platform(public.clone(), arch.clone());
-                // The podman store holds the platform matching `--platform` (issue 16).
-                let podman = self.settings.platform.matches(&platform);
-                let (outcome, mut pending) = self.convert_manifest(
-                    input,
-                    &label,
-                    &name.repository,
-                    &fetched,
-                    &index_digest,
-                    manifest,
-                    &slot,
-                    podman,
-                )?;
-                // The shared links read back what each platform published.
-                if let Some(pending) = pending.as_mut()
-                    && let Some(group) = pending.group.take()
-                {
-                    pending.published += group
-                        .commit()
-                        .map_err(|e| at(Step::Flat)(ConvertError::from(e)))?;
-                }
-                Ok((
-                    outcome,
-                    PlatformDone {
-                        platform: platform.clone(),
-                        arch,
-                        manifest: manifest.clone(),
-                        slot,
-                        result: 0,
-                        pending,
-                    },
-                ))
-            })();
-            match converted {
-                Ok((outcome, mut platform_done)) => {
-                    platform_done.result = results.len();
-                    done.push(platform_done);
-                    results.push(ImageResult::new(label, Ok(outcome)));
-                }
-                Err(e) => results.push(ImageResult::new(label, Err(e))),
-            }
-        }
-        // The shared links, the thin index and then the markers describe the whole image: they
-        // wait for a run in which every platform converted (the next run redoes what is done
-        // already cheaply: layers and flat trees are there).
-        if results.iter().any(|r| r.result().is_err()) {
-            return results;
-        }
-        let whole_failed = |step: Step, error: ConvertError| {
-            ImageResult::new(whole.clone(), Err(ImageFailure::new(step, error)))
-        };
-        if let Err(e) = self.check_stop() {
-            results.push(whole_failed(Step::Symlink, e));
-            return results;
-        }
-        if !self.settings.skip_flat
-            && let Err(e) = self.link_multiarch(&public, &done)
-        {
-            results.push(whole_failed(Step::Symlink, e));
-            return results;
-        }
-        let converted_any = done.iter().any(|d| d.pending.is_some());
-        if let Some(output) = output
-            && converted_any
-            && self.wants_thin()
-        {
-            let pushed = self.check_stop().and_then(|()| {
-                let index = self.thin_index(input, &name.repository, &done)?;
-                self.push_thin(input, output, |client, repository, tag| {
-                    ducc_thin::push_index(client, repository, tag, &index)
-                        .map(|o| (o, index.manifest.digest.to_string()))
-                })
-            });
-            match pushed {
-                Ok(pushed) => {
-                    for d in &done {
-                        if let Ok(outcome) = results[d.result].result_mut() {
-                            *outcome = with_thin(outcome.clone(), pushed);
-                        }
-                    }
-                }
-                Err(e) => {
-                    results.push(whole_failed(Step::Thin, e));
-                    return results;
-                }
-            }
-        }
-        for d in &done {
-            let Some(pending) = &d.pending else { continue };
-            let result = &mut results[d.result];
-            if let Ok(outcome) = result.result()
-                && let Err(e) =
-                    self.finish_image(result.image(), &d.slot, &d.manifest, outcome, pending, None)
-            {
-                *result.result_mut() = Err(e);
-            }
-        }
-        results
-    }
-
-    /// The public variant symlink of a multi-platform image and the `.multiarch` aliases.
-    fn link_multiarch(&self, public: &PublicName, done: &[PlatformDone<'_>]) -> Result<()> {
-        let group = self.engine.publisher.group();
-        let default = done
-            .iter()
-            .find(|d| self.settings.platform.matches(&d.platform))
-            .or_else(|| done.first())
-            .map(|d| d.arch.clone())
-            .ok_or_else(|| invalid!("no platform was converted"))?;
-        let link = self.layout.public_link(public);
-        let target = self.layout.variant_link_target(public, &default);
-        self.set_symlink(&*group, &link, &target)?;
-        for (alias, candidates) in ducc_cvmfs::ARCH_ALIASES {
-            let alias_path = self.layout.arch_alias(alias);
-            if self.state().is_real_dir(&alias_path) {
-                continue; // the repository holds real content under that name
-            }
-            let Some(candidate) = candidates
-                .iter()
-                .find(|c| self.state().is_real_dir(&self.layout.arch_alias(c)))
-            else {
-                continue;
-            };
-            self.set_symlink(&*group, &alias_path, Path::new(candidate))?;
-        }
-        group.commit()?;
-        Ok(())
-    }
-
-    /// Makes `link` a symlink with text `target`, unless it is one already.
     fn set_symlink(&self, group: &dyn Group, link: &RepoPath, target: &Path) -> Result<()> {
         if self.state().symlink_is(link, target) {
             return Ok(());
@@ -548,49 +321,6 @@ impl<'e> Job<'e> {
             target: target.display().to_string(),
         });
         Ok(())
-    }
-
-    /// The thin index of a multi-platform image: each platform's thin image, in index order. The
-    /// configs of platforms that were up to date are fetched (a small request each).
-    fn thin_index(
-        &self,
-        input: &ImageRef,
-        repository: &ducc_registry::Repository,
-        done: &[PlatformDone<'_>],
-    ) -> Result<ThinIndex> {
-        let mut images = Vec::with_capacity(done.len());
-        for platform_done in done {
-            let fetched;
-            let source = match &platform_done.pending {
-                Some(pending) => &pending.source,
-                None => {
-                    let config = self
-                        .client
-                        .fetch_config(repository, platform_done.manifest.config())
-                        .with_context(|| {
-                            format!(
-                                "cannot fetch the config of {input} ({})",
-                                platform_done.platform
-                            )
-                        })?;
-                    fetched = ThinSource {
-                        layers: crate::layers::plan_layers(
-                            &platform_done.manifest,
-                            config.config(),
-                        )?,
-                        config: config.config().clone(),
-                    };
-                    &fetched
-                }
-            };
-            let platform = ThinPlatform {
-                os: platform_done.platform.os().to_owned(),
-                architecture: platform_done.platform.architecture().to_owned(),
-                variant: platform_done.platform.variant().map(ToOwned::to_owned),
-            };
-            images.push((platform, self.thin_image(input, source)?));
-        }
-        Ok(ThinIndex::build(images, self.settings.thin_format)?)
     }
 
     /// Converts one image manifest into `slot`: the marker check, layers, flat tree, symlink and
@@ -613,7 +343,7 @@ impl<'e> Job<'e> {
         let config_digest = ConfigDigest::try_from(manifest.config().digest())
             .map_err(|e| invalid!("{label}: {e}"))
             .map_err(at(Step::Manifest))?;
-        let up_to_date = !self.settings.convert_again
+        let up_to_date = !self.engine.settings.convert_again
             && self.state().marker_config(slot).as_ref() == Some(&config_digest);
         // Before any blob (issue 25); an image converted earlier is checked again only when
         // the policy (or the digest) changed since its record.
@@ -646,6 +376,7 @@ impl<'e> Job<'e> {
         });
 
         let config = self
+            .engine
             .client
             .fetch_config(repository, manifest.config())
             .with_context(|| format!("cannot fetch the config of {label}"))
@@ -655,7 +386,7 @@ impl<'e> Job<'e> {
         let created = layer_created(config.config());
         // Everything later steps need from the config comes from this one parse, here, before
         // anything of the image is published (issue 27): a config that fails, fails now.
-        let podman_image = if podman && self.settings.wants_podman() {
+        let podman_image = if podman && self.engine.settings.wants_podman() {
             let image = ducc_cvmfs::PodmanImage::new(
                 slot.public(),
                 config_digest,
@@ -703,11 +434,11 @@ impl<'e> Job<'e> {
             .or_else(|| self.batch?.flat_tree(&config_digest))
             .or_else(|| self.state().flat_size(&config_digest));
         self.check_stop().map_err(at(Step::Symlink))?;
-        if !self.settings.skip_flat {
+        if !self.engine.settings.skip_flat {
             self.set_symlink(
                 &*image_group,
-                &slot.link(&self.layout),
-                &slot.link_target(&self.layout, &config_digest),
+                &slot.link(&self.engine.layout),
+                &slot.link_target(&self.engine.layout, &config_digest),
             )
             .map_err(at(Step::Symlink))?;
         }
@@ -746,7 +477,7 @@ impl<'e> Job<'e> {
         flat_size: Option<u64>,
     ) -> Result<()> {
         self.check_stop()?;
-        let outcome = ducc_cvmfs::PodmanStore::new(&*self.publisher, &self.layout)
+        let outcome = ducc_cvmfs::PodmanStore::new(&*self.engine.publisher, &self.engine.layout)
             .add_image_to(group, image, flat_size)?;
         self.emit(Event::PodmanStore {
             image: label.to_owned(),
@@ -766,16 +497,16 @@ impl<'e> Job<'e> {
     }
 
     fn published(&self, path: &RepoPath) -> PathBuf {
-        self.publisher.published_path(path)
+        self.engine.publisher.published_path(path)
     }
 
     /// `.cvmfscatalog` in `.layers/` and `.flat/`, before the transactions below them start.
     fn ensure_catalog_dirs(&self, layers: &dyn Group, image: &dyn Group) -> Result<()> {
-        if !self.settings.skip_layers {
-            self.ensure_catalogs(layers, &[self.layout.layers_root()])?;
+        if !self.engine.settings.skip_layers {
+            self.ensure_catalogs(layers, &[self.engine.layout.layers_root()])?;
         }
-        if !self.settings.skip_flat {
-            self.ensure_catalogs(image, &[self.layout.flat_root()])?;
+        if !self.engine.settings.skip_flat {
+            self.ensure_catalogs(image, &[self.engine.layout.flat_root()])?;
         }
         Ok(())
     }
@@ -816,9 +547,10 @@ impl<'e> Job<'e> {
         let write_layer: Vec<bool> = layers
             .iter()
             .map(|l| {
-                !self.settings.skip_layers
+                !self.engine.settings.skip_layers
                     && seen.insert(l.digest)
-                    && (self.settings.overwrite_layers || !self.state().layer_complete(&l.digest))
+                    && (self.engine.settings.overwrite_layers
+                        || !self.state().layer_complete(&l.digest))
             })
             .collect();
         let written = write_layer.iter().filter(|w| **w).count();
@@ -826,7 +558,7 @@ impl<'e> Job<'e> {
         if let Err(e) = prepared {
             return (Err(e), Ok(None));
         }
-        let flat_wanted = !self.settings.skip_flat
+        let flat_wanted = !self.engine.settings.skip_flat
             && !self.state().flat_complete(config)
             && self.batch.is_none_or(|b| b.flat_tree(config).is_none());
         let needed: Vec<&PlannedLayer> = layers
@@ -840,7 +572,12 @@ impl<'e> Job<'e> {
         std::thread::scope(|scope| {
             // Downloads run ahead of the decoding, bottom layer first: a layer waits for its own
             // blob only. A failed download is retried, and reported, by the decoding side.
-            for _ in 0..self.settings.parallel_layers.clamp(1, needed.len().max(1)) {
+            for _ in 0..self
+                .engine
+                .settings
+                .parallel_layers
+                .clamp(1, needed.len().max(1))
+            {
                 scope.spawn(|| {
                     while let Some(layer) = needed.get(next.fetch_add(1, Ordering::SeqCst)) {
                         if done.load(Ordering::SeqCst) || self.check_stop().is_err() {
@@ -899,7 +636,7 @@ impl<'e> Job<'e> {
         layers_group: &dyn Group,
         image_group: &dyn Group,
     ) -> Result<()> {
-        if self.settings.skip_layers {
+        if self.engine.settings.skip_layers {
             return Ok(());
         }
         let written = |digest: &LayerDigest| {
@@ -919,7 +656,7 @@ impl<'e> Job<'e> {
             .iter()
             .zip(write_layer)
             .filter(|(_, write)| **write)
-            .map(|(l, _)| self.layout.layer_shard(&l.digest))
+            .map(|(l, _)| self.engine.layout.layer_shard(&l.digest))
             .collect();
         shards.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         shards.dedup();
@@ -952,7 +689,7 @@ impl<'e> Job<'e> {
                     layers[..below]
                         .iter()
                         .rev()
-                        .map(|l| self.published(&self.layout.layerfs(&l.digest)))
+                        .map(|l| self.published(&self.engine.layout.layerfs(&l.digest)))
                         .collect()
                 };
                 self.unpack_layer(
@@ -972,8 +709,8 @@ impl<'e> Job<'e> {
                     layers_group.flush()?;
                 }
             } else if let Some(flat) = flat.as_deref_mut() {
-                if !self.settings.skip_layers {
-                    self.check_reused_whiteouts(
+                if !self.engine.settings.skip_layers {
+                    self.engine.check_reused_whiteouts(
                         &input.whole_name(),
                         &layer.digest,
                         &lower_ids,
@@ -1002,9 +739,12 @@ impl<'e> Job<'e> {
     ) -> Result<PathBuf> {
         let digest = Digest::from(layer.digest);
         let started = Instant::now();
-        let (path, fetch) =
-            self.cache
-                .get(&self.client, repository, &digest, layer.descriptor.size())?;
+        let (path, fetch) = self.engine.cache.get(
+            &self.engine.client,
+            repository,
+            &digest,
+            layer.descriptor.size(),
+        )?;
         if let Fetch::Downloaded(size) = fetch {
             self.emit(Event::LayerDownload {
                 image: input.whole_name(),
@@ -1029,10 +769,13 @@ impl<'e> Job<'e> {
     ) -> Result<LayerBlob<'a>> {
         let digest = Digest::from(layer.digest);
         let size = layer.descriptor.size();
-        if let Some(followed) =
-            self.cache
-                .follow(&self.client, repository, &digest, size, self.stop.flag())
-        {
+        if let Some(followed) = self.engine.cache.follow(
+            &self.engine.client,
+            repository,
+            &digest,
+            size,
+            self.stop.flag(),
+        ) {
             return Ok(LayerBlob::Followed(followed));
         }
         let blob = self.fetch_blob(repository, layer, input)?;
@@ -1057,13 +800,13 @@ impl<'e> Job<'e> {
         lower_ids: &[DiffId],
     ) -> Result<()> {
         let started = Instant::now();
-        self.tell_raw_whiteouts(&input.whole_name());
-        let layerfs = self.layout.layerfs(&layer.digest);
+        self.engine.tell_raw_whiteouts(&input.whole_name());
+        let layerfs = self.engine.layout.layerfs(&layer.digest);
         let descriptor = layer.unpack_descriptor();
         let stop = self.stop.flag();
         let options = LayerDirOptions::new()
-            .whiteouts(self.whiteouts)
-            .privileges(self.settings.privileges)
+            .whiteouts(self.engine.whiteouts)
+            .privileges(self.engine.settings.privileges)
             .lower_layers(lower.to_vec());
         // Decodes the blob into `dest`, an existing empty directory, and onto the flat tree.
         // Also returns the layer directory's report (whiteouts that depend on the stack below).
@@ -1097,7 +840,7 @@ impl<'e> Job<'e> {
                 Ok((digests, report))
             };
         let context = || format!("layer {} of {input}", layer.digest);
-        let mut tx = layers_group.begin(&self.layout.layer_dir(&layer.digest))?;
+        let mut tx = layers_group.begin(&self.engine.layout.layer_dir(&layer.digest))?;
         if self.published(&layerfs).exists() {
             tx.remove(&layerfs)?;
         }
@@ -1123,9 +866,9 @@ impl<'e> Job<'e> {
         // of the repository lags): checked again inside the layer's lease, where nobody else
         // can publish it until this transaction ends. Found there, only this image joins its
         // origin.json.
-        if !self.settings.overwrite_layers
+        if !self.engine.settings.overwrite_layers
             && tx
-                .read_file(&self.layout.layer_info(&layer.digest))?
+                .read_file(&self.engine.layout.layer_info(&layer.digest))?
                 .is_some()
         {
             tx.abort()?;
@@ -1139,11 +882,11 @@ impl<'e> Job<'e> {
         // The layer's nested catalog is its own directory (layers written before have theirs in
         // layerfs, where a container would see it: issue 28).
         tx.write_file(
-            &Layout::catalog_marker(&self.layout.layer_dir(&layer.digest)),
+            &Layout::catalog_marker(&self.engine.layout.layer_dir(&layer.digest)),
             &mut std::io::empty(),
         )?;
-        let whiteouts_path = self.layout.layer_whiteouts(&layer.digest);
-        match self.whiteouts_record(lower_ids, &report) {
+        let whiteouts_path = self.engine.layout.layer_whiteouts(&layer.digest);
+        match self.engine.whiteouts_record(lower_ids, &report) {
             Some(record) => tx.write_file(&whiteouts_path, &mut &record.to_json()[..])?,
             None if self.published(&whiteouts_path).exists() => tx.remove(&whiteouts_path)?,
             None => {}
@@ -1158,13 +901,13 @@ impl<'e> Job<'e> {
             created.clone_into(&mut info.created);
         }
         tx.write_file(
-            &self.layout.layer_info(&layer.digest),
+            &self.engine.layout.layer_info(&layer.digest),
             &mut &info.to_layers_json()[..],
         )?;
         let mut origin = self.read_origin(&*tx, &layer.digest)?;
         origin.add(config);
         tx.write_file(
-            &self.layout.layer_origin(&layer.digest),
+            &self.engine.layout.layer_origin(&layer.digest),
             &mut &origin.to_json()[..],
         )?;
         self.check_stop()?;
@@ -1185,7 +928,7 @@ impl<'e> Job<'e> {
         tx: &dyn ducc_cvmfs::Transaction,
         layer: &LayerDigest,
     ) -> Result<ducc_cvmfs::Origin> {
-        let path = self.layout.layer_origin(layer);
+        let path = self.engine.layout.layer_origin(layer);
         Ok(match tx.read_file(&path)? {
             Some(bytes) => ducc_cvmfs::Origin::from_slice(&bytes).map_err(|e| {
                 ducc_cvmfs::PublishError::CorruptFile {
@@ -1203,7 +946,7 @@ impl<'e> Job<'e> {
         layer: &LayerDigest,
         config: &ConfigDigest,
     ) -> Result<()> {
-        ducc_cvmfs::add_origin(group, &self.layout, layer, config)?;
+        ducc_cvmfs::add_origin(group, &self.engine.layout, layer, config)?;
         Ok(())
     }
 
@@ -1223,9 +966,9 @@ impl<'e> Job<'e> {
         layers_group: &dyn Group,
         image_group: &dyn Group,
     ) -> Result<u64, ImageFailure> {
-        let flat = self.layout.flat_image(config_digest);
+        let flat = self.engine.layout.flat_image(config_digest);
         let started = Instant::now();
-        self.ensure_catalogs(image_group, &[self.layout.flat_shard(config_digest)])
+        self.ensure_catalogs(image_group, &[self.engine.layout.flat_shard(config_digest)])
             .map_err(at(Step::Flat))?;
         let mut record = FlatRecord {
             config: *config_digest,
@@ -1236,7 +979,7 @@ impl<'e> Job<'e> {
         let layer_failed = AtomicBool::new(false);
         let mut build = |dest: &Path, hints: FillHints| -> Result<()> {
             let options = ExtractOptions::new()
-                .privileges(self.settings.privileges)
+                .privileges(self.engine.settings.privileges)
                 .record_sources(hints.record_sources)
                 .leave_out_special_files(hints.leave_out_special_files);
             let mut extractor = FlatExtractor::new(dest, &options)?;
@@ -1294,7 +1037,7 @@ impl<'e> Job<'e> {
         let size = record.len() as u64 + tree_bytes;
         (|| -> Result<()> {
             tx.write_file(
-                &self.layout.flat_complete_record(config_digest),
+                &self.engine.layout.flat_complete_record(config_digest),
                 &mut &record[..],
             )?;
             self.check_stop()?;
@@ -1333,7 +1076,7 @@ impl<'e> Job<'e> {
             config: describe(manifest.config()),
             layers: manifest.layers().iter().map(describe).collect(),
         };
-        let mut tx = group.begin(&slot.marker_dir(&self.layout))?;
+        let mut tx = group.begin(&slot.marker_dir(&self.engine.layout))?;
         if let Some(record) = signature {
             // Before the marker, in its transaction: a marker never lacks its record.
             let path = crate::signature::record_path(self, slot)?;
@@ -1341,13 +1084,16 @@ impl<'e> Job<'e> {
         }
         // What the image lost goes with its marker (a conversion that lost nothing takes an
         // older record away).
-        let record = slot.dropped_record(&self.layout);
+        let record = slot.dropped_record(&self.engine.layout);
         if !dropped.dropped.is_empty() {
             tx.write_file(&record, &mut &dropped.to_json()[..])?;
         } else if std::fs::symlink_metadata(self.published(&record)).is_ok() {
             tx.remove(&record)?;
         }
-        tx.write_file(&slot.marker(&self.layout), &mut &marker.to_json()[..])?;
+        tx.write_file(
+            &slot.marker(&self.engine.layout),
+            &mut &marker.to_json()[..],
+        )?;
         tx.commit()?;
         Ok(())
     }
@@ -1357,13 +1103,19 @@ impl<'e> Job<'e> {
         let thin_layers = source
             .layers
             .iter()
-            .map(|l| ThinLayer::in_repository(self.repo.name(), subdir(&self.repo), &l.digest))
+            .map(|l| {
+                ThinLayer::in_repository(
+                    self.engine.repo.name(),
+                    subdir(&self.engine.repo),
+                    &l.digest,
+                )
+            })
             .collect();
         let descriptor = ThinDescriptor::new(&input.whole_name(), thin_layers);
         Ok(ThinImage::build(
             &descriptor,
             &source.config,
-            self.settings.thin_format,
+            self.engine.settings.thin_format,
         )?)
     }
 
@@ -1382,7 +1134,7 @@ impl<'e> Job<'e> {
             .tag()
             .ok_or_else(|| invalid!("thin image {output} has no tag to push to"))?;
         let repository = Repository::of(output);
-        let mut credentials = self.credentials.clone();
+        let mut credentials = self.engine.credentials.clone();
         if let Some(login) = self.thin_login {
             credentials = credentials.with_login(output.registry(), login.clone());
         }
@@ -1416,27 +1168,6 @@ fn with_thin(outcome: Outcome, pushed: PushOutcome) -> Outcome {
         },
         up_to_date => up_to_date,
     }
-}
-
-/// The entries of an index that `--multi-arch` converts, with their platforms: linux (or no os
-/// given) with an architecture; attestation manifests (`unknown/unknown`, or annotated as a
-/// reference to another manifest) and other operating systems are left out.
-fn platform_entries(index: &ImageIndex) -> Vec<(&Descriptor, Platform)> {
-    index
-        .manifests()
-        .iter()
-        .filter(|d| {
-            !d.annotations()
-                .as_ref()
-                .is_some_and(|a| a.contains_key("vnd.docker.reference.type"))
-        })
-        .filter_map(|d| {
-            let platform = Platform::from_oci(d.platform().as_ref()?);
-            let linux = platform.os().is_empty() || platform.os() == "linux";
-            (linux && !platform.is_unknown() && !platform.architecture().is_empty())
-                .then_some((d, platform))
-        })
-        .collect()
 }
 
 fn subdir(repo: &RepositoryName) -> Option<&str> {

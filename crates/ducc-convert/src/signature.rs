@@ -121,11 +121,11 @@ impl Job<'_> {
         repository: &Repository,
         digest: &Digest,
     ) -> Result<Option<SignatureRecord>> {
-        let Some(policy) = &self.settings.policy else {
+        let Some(policy) = &self.engine.settings.policy else {
             return Ok(None);
         };
-        let acceptance = check_signatures(&self.client, policy, input, repository, digest)?;
-        self.events.event(&Event::SignatureVerified {
+        let acceptance = check_signatures(&self.engine.client, policy, input, repository, digest)?;
+        self.engine.events.event(&Event::SignatureVerified {
             image: label.to_owned(),
             digest: acceptance.digest.clone(),
             scope: acceptance.scope.clone(),
@@ -150,13 +150,13 @@ impl Job<'_> {
     /// Whether the image in `slot` was accepted for `digest` by the policy in use (so an
     /// up-to-date image need not be checked again).
     pub(crate) fn signature_recorded(&self, slot: &ImageSlot, digest: &Digest) -> bool {
-        let Some(policy) = &self.settings.policy else {
+        let Some(policy) = &self.engine.settings.policy else {
             return true;
         };
         let Ok(path) = record_path(self, slot) else {
             return false;
         };
-        let Ok(bytes) = std::fs::read(self.publisher.published_path(&path)) else {
+        let Ok(bytes) = std::fs::read(self.engine.publisher.published_path(&path)) else {
             return false;
         };
         serde_json::from_slice::<SignatureRecord>(&bytes).is_ok_and(|record| {
@@ -171,7 +171,10 @@ impl Job<'_> {
         slot: &ImageSlot,
         record: &SignatureRecord,
     ) -> Result<()> {
-        let mut tx = self.publisher.begin(&slot.marker_dir(&self.layout))?;
+        let mut tx = self
+            .engine
+            .publisher
+            .begin(&slot.marker_dir(&self.engine.layout))?;
         tx.write_file(&record_path(self, slot)?, &mut &record.to_json()[..])?;
         tx.commit()?;
         Ok(())
@@ -181,6 +184,6 @@ impl Job<'_> {
 /// `signature.json` in the image's marker directory.
 pub(crate) fn record_path(job: &Job<'_>, slot: &ImageSlot) -> Result<RepoPath> {
     Ok(slot
-        .marker_dir(&job.layout)
+        .marker_dir(&job.engine.layout)
         .join(ducc_cvmfs::lifecycle::SIGNATURE_FILE)?)
 }
