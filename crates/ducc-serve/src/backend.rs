@@ -2,6 +2,7 @@
 
 use std::sync::atomic::AtomicBool;
 
+use ducc_convert::Step;
 use ducc_wishlist::{Wish, WishList};
 
 use crate::matching::Target;
@@ -22,22 +23,22 @@ pub enum ImageOutcome {
 /// (the engine's error types stay the engine's).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConversionFailure {
-    step: String,
+    step: Step,
     message: String,
 }
 
 impl ConversionFailure {
-    /// A failure at `step` (`tags`, `manifest`, `layers`, `flat`, ...).
-    pub fn new(step: impl Into<String>, message: impl Into<String>) -> ConversionFailure {
+    /// A failure at `step` (the engine's steps: `tags`, `manifest`, `layers`, `flat`, ...).
+    pub fn new(step: Step, message: impl Into<String>) -> ConversionFailure {
         ConversionFailure {
-            step: step.into(),
+            step,
             message: message.into(),
         }
     }
 
     /// The step that failed.
-    pub fn step(&self) -> &str {
-        &self.step
+    pub fn step(&self) -> Step {
+        self.step
     }
 
     /// What went wrong, with its causes.
@@ -146,7 +147,7 @@ impl Backend for EngineBackend {
         let images = self
             .engine
             .expand(&wish.input, Some(&wish.output), Some(list))
-            .map_err(|e| ConversionFailure::new("tags", e.chain()))?;
+            .map_err(|e| ConversionFailure::new(Step::Tags, e.chain()))?;
         images
             .into_iter()
             .map(|(image, output)| {
@@ -154,7 +155,7 @@ impl Backend for EngineBackend {
                     Some(output) => output,
                     None => list
                         .output_for(&image)
-                        .map_err(|e| ConversionFailure::new("tags", e.to_string()))?,
+                        .map_err(|e| ConversionFailure::new(Step::Tags, e.to_string()))?,
                 };
                 Ok(Target::new(image, output))
             })
@@ -222,11 +223,9 @@ fn report(results: &[ducc_convert::ImageResult]) -> ImageReport {
             Ok(outcome) => {
                 converted |= matches!(outcome, ducc_convert::Outcome::Converted { .. });
             }
-            Err(failure) => failures.push((
-                result.image(),
-                failure.step().as_str(),
-                failure.error().chain(),
-            )),
+            Err(failure) => {
+                failures.push((result.image(), failure.step(), failure.error().chain()))
+            }
         }
     }
     match failures.as_slice() {

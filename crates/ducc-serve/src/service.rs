@@ -439,7 +439,7 @@ impl<B: Backend> Worker<'_, B> {
                         0,
                         Instant::now(),
                         Finished::Failed {
-                            step: failure.step().to_owned(),
+                            step: failure.step().to_string(),
                             error: failure.message().to_owned(),
                             ignored: list.is_error_ignored(&wish.input),
                             retry_in_seconds: None,
@@ -646,7 +646,7 @@ impl<B: Backend> Worker<'_, B> {
                     tracing::error!(image = %key, step = %failure.step(), "{failure} (attempt {failures}; {next})");
                 }
                 Finished::Failed {
-                    step: failure.step().to_owned(),
+                    step: failure.step().to_string(),
                     error: failure.message().to_owned(),
                     ignored,
                     retry_in_seconds,
