@@ -169,6 +169,10 @@ pub struct ConversionFlags {
     /// Layers downloaded at once
     #[arg(long, default_value_t = 4, env = "DUCC_MAX_CONCURRENT_DOWNLOADS")]
     pub max_concurrent_downloads: usize,
+    /// Do not download the next image's blobs while an image converts (they take cache space
+    /// beside the current image's)
+    #[arg(long)]
+    pub no_download_ahead: bool,
     /// Content-addressed blob cache (default: under --temporary-dir or the user cache dir)
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,

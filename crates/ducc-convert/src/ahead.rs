@@ -18,6 +18,7 @@ use ducc_registry::{Digest, ImageName, ManifestSelection, Repository};
 use ducc_wishlist::ImageRef;
 
 use crate::engine::{Engine, StopToken};
+use crate::settings::Settings;
 
 /// Downloads ahead the images that come from `images`, one after the other, until the channel
 /// closes or `stop` is set.
@@ -45,8 +46,8 @@ pub(crate) fn download_ahead(engine: &Engine, images: Receiver<ImageRef>, stop: 
 }
 
 /// Whether images may be downloaded ahead with these settings.
-pub(crate) fn enabled(engine: &Engine) -> bool {
-    !engine.settings.multi_arch && engine.settings.policy.is_none()
+pub(crate) fn enabled(settings: &Settings) -> bool {
+    settings.download_ahead && !settings.multi_arch && settings.policy.is_none()
 }
 
 /// The blobs the conversion of `image` will download, with its repository; `None` when it has
@@ -85,4 +86,16 @@ fn plan(engine: &Engine, image: &ImageRef) -> Option<(Repository, Vec<(Digest, u
         })
         .collect();
     (!blobs.is_empty()).then_some((name.repository, blobs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn downloads_ahead_by_default_but_not_when_asked_not_to_nor_for_multi_arch() {
+        assert!(enabled(&Settings::new()));
+        assert!(!enabled(&Settings::new().download_ahead(false)));
+        assert!(!enabled(&Settings::new().multi_arch(true)));
+    }
 }

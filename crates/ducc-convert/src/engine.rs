@@ -487,7 +487,7 @@ impl Engine {
         std::thread::scope(|scope| {
             // The next image's blobs download while this one converts (see `ahead.rs`).
             let (ahead, images_ahead) = std::sync::mpsc::channel::<ImageRef>();
-            if crate::ahead::enabled(self) {
+            if crate::ahead::enabled(&self.settings) {
                 scope.spawn(move || crate::ahead::download_ahead(self, images_ahead, stop));
             }
             let mut all = Vec::new();

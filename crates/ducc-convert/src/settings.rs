@@ -28,6 +28,7 @@ pub struct Settings {
     pub(crate) multi_arch: bool,
     pub(crate) scratch_dir: PathBuf,
     pub(crate) parallel_layers: usize,
+    pub(crate) download_ahead: bool,
     pub(crate) attempts: u32,
     pub(crate) policy: Option<Arc<Policy>>,
     pub(crate) shard: Shard,
@@ -60,6 +61,7 @@ impl Settings {
             multi_arch: false,
             scratch_dir: std::env::temp_dir(),
             parallel_layers: 4,
+            download_ahead: true,
             attempts: 1,
             policy: None,
             shard: Shard::all(),
@@ -151,6 +153,13 @@ impl Settings {
     /// Layer blobs downloaded at once, ahead of the decoding (at least 1).
     pub fn parallel_layers(mut self, count: usize) -> Settings {
         self.parallel_layers = count.max(1);
+        self
+    }
+
+    /// Whether the next image's blobs download while an image converts (default: yes; they
+    /// then take cache space beside the current image's).
+    pub fn download_ahead(mut self, yes: bool) -> Settings {
+        self.download_ahead = yes;
         self
     }
 

@@ -293,6 +293,7 @@ fn settings(global: &GlobalArgs, flags: &ConversionFlags) -> anyhow::Result<Sett
                 .unwrap_or_else(std::env::temp_dir),
         )
         .parallel_layers(flags.max_concurrent_downloads)
+        .download_ahead(!flags.no_download_ahead)
         .attempts(flags.attempts)
         .shard(flags.shard)
         .batch(flags.batch);
