@@ -14,7 +14,7 @@ use ducc_tests::tree::{Options, Tree};
 
 mod standin_support;
 
-use standin_support::{REPO, Stratum0};
+use standin_support::{REPO, Stratum0, files_tar};
 
 fn p(s: &str) -> RepoPath {
     RepoPath::new(s).unwrap()
@@ -29,21 +29,6 @@ fn config() -> ConfigDigest {
 }
 
 /// A canonical layer tar: a directory, files, a symlink, a hardlink and a whiteout name.
-/// A tar of regular files, 0644 0:0.
-fn files_tar(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut tar = tar::Builder::new(Vec::new());
-    for (name, data) in files {
-        let mut header = tar::Header::new_ustar();
-        header.set_size(data.len() as u64);
-        header.set_mode(0o644);
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_mtime(1_600_000_000);
-        tar.append_data(&mut header, name, *data).unwrap();
-    }
-    tar.into_inner().unwrap()
-}
-
 fn layer_tar() -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     let mut add = |name: &str, kind: tar::EntryType, mode: u32, data: &[u8], link: Option<&str>| {

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use ducc_cvmfs::{
     IngestOptions, LocalPublisher, PublishError, Publisher, RepoPath, RepositoryName,
 };
-use standin_support::{REPO, Stratum0};
+use standin_support::{REPO, Stratum0, files_tar};
 
 /// A publisher under test, with what keeps its repository alive.
 struct Subject {
@@ -40,6 +40,31 @@ impl Subject {
 
     fn read(&self, path: &str) -> Option<Vec<u8>> {
         fs::read(self.published(path)).ok()
+    }
+
+    /// `path` is published with `content`.
+    fn assert_file(&self, path: &str, content: &[u8]) {
+        assert_eq!(
+            self.read(path).as_deref(),
+            Some(content),
+            "{}: {path}",
+            self.name
+        );
+    }
+
+    /// Nothing is published at `path`.
+    fn assert_absent(&self, path: &str) {
+        assert!(!self.published(path).exists(), "{}: {path}", self.name);
+    }
+
+    /// `path` is published as a symlink to `target`.
+    fn assert_link(&self, path: &str, target: &str) {
+        assert_eq!(
+            fs::read_link(self.published(path)).ok().as_deref(),
+            Some(Path::new(target)),
+            "{}: {path}",
+            self.name
+        );
     }
 }
 
@@ -82,21 +107,6 @@ fn p(s: &str) -> RepoPath {
     RepoPath::new(s).unwrap()
 }
 
-/// A tar of regular files (0644, 0:0), parents first.
-fn files_tar(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut tar = tar::Builder::new(Vec::new());
-    for (name, data) in files {
-        let mut header = tar::Header::new_ustar();
-        header.set_size(data.len() as u64);
-        header.set_mode(0o644);
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_mtime(1_600_000_000);
-        tar.append_data(&mut header, name, *data).unwrap();
-    }
-    tar.into_inner().unwrap()
-}
-
 fn plain() -> IngestOptions {
     IngestOptions::default()
 }
@@ -107,42 +117,17 @@ fn a_committed_transaction_publishes_its_files_and_symlinks_and_nothing_before()
         let mut tx = s.publisher.begin(&p("a")).unwrap();
         tx.write_file(&p("a/sub/f"), &mut &b"content"[..]).unwrap();
         tx.symlink(&p("a/l"), Path::new("sub/f")).unwrap();
-        assert_eq!(
-            s.read("a/sub/f"),
-            None,
-            "{}: published before the commit",
-            s.name
-        );
+        s.assert_absent("a/sub/f");
         tx.commit().unwrap();
-        assert_eq!(
-            s.read("a/sub/f").as_deref(),
-            Some(&b"content"[..]),
-            "{}",
-            s.name
-        );
-        assert_eq!(
-            fs::read_link(s.published("a/l")).unwrap(),
-            Path::new("sub/f"),
-            "{}",
-            s.name
-        );
+        s.assert_file("a/sub/f", b"content");
+        s.assert_link("a/l", "sub/f");
         // A second commit replaces the file and the symlink in place.
         let mut tx = s.publisher.begin(&p("a")).unwrap();
         tx.write_file(&p("a/sub/f"), &mut &b"second"[..]).unwrap();
         tx.symlink(&p("a/l"), Path::new("elsewhere")).unwrap();
         tx.commit().unwrap();
-        assert_eq!(
-            s.read("a/sub/f").as_deref(),
-            Some(&b"second"[..]),
-            "{}",
-            s.name
-        );
-        assert_eq!(
-            fs::read_link(s.published("a/l")).unwrap(),
-            Path::new("elsewhere"),
-            "{}",
-            s.name
-        );
+        s.assert_file("a/sub/f", b"second");
+        s.assert_link("a/l", "elsewhere");
     }
 }
 
@@ -177,18 +162,8 @@ fn an_ingested_tar_is_its_tree_and_a_tree_is_replaced_only_after_its_removal() {
         )
         .unwrap();
         tx.commit().unwrap();
-        assert_eq!(
-            s.read("t/dir/x/one").as_deref(),
-            Some(&b"1"[..]),
-            "{}",
-            s.name
-        );
-        assert_eq!(
-            s.read("t/dir/two").as_deref(),
-            Some(&b"2"[..]),
-            "{}",
-            s.name
-        );
+        s.assert_file("t/dir/x/one", b"1");
+        s.assert_file("t/dir/two", b"2");
 
         let mut tx = s.publisher.begin(&p("t")).unwrap();
         let again = tx.ingest_tar(&p("t/dir"), &mut &files_tar(&[("y", b"y")])[..], plain());
@@ -198,26 +173,16 @@ fn an_ingested_tar_is_its_tree_and_a_tree_is_replaced_only_after_its_removal() {
             s.name
         );
         drop(tx);
-        assert_eq!(
-            s.read("t/dir/two").as_deref(),
-            Some(&b"2"[..]),
-            "{}",
-            s.name
-        );
+        s.assert_file("t/dir/two", b"2");
 
         let mut tx = s.publisher.begin(&p("t")).unwrap();
         tx.remove(&p("t/dir")).unwrap();
         tx.ingest_tar(&p("t/dir"), &mut &files_tar(&[("new", b"n")])[..], plain())
             .unwrap();
         tx.commit().unwrap();
-        assert_eq!(
-            s.read("t/dir/new").as_deref(),
-            Some(&b"n"[..]),
-            "{}",
-            s.name
-        );
-        assert!(!s.published("t/dir/two").exists(), "{}", s.name);
-        assert!(!s.published("t/dir/x").exists(), "{}", s.name);
+        s.assert_file("t/dir/new", b"n");
+        s.assert_absent("t/dir/two");
+        s.assert_absent("t/dir/x");
     }
 }
 
@@ -237,12 +202,7 @@ fn a_filled_dir_is_published_at_commit_and_a_failed_fill_publishes_nothing() {
             s.name
         );
         tx.commit().unwrap();
-        assert_eq!(
-            s.read("f/built/d/file").as_deref(),
-            Some(&b"filled"[..]),
-            "{}",
-            s.name
-        );
+        s.assert_file("f/built/d/file", b"filled");
 
         let mut tx = s.publisher.begin(&p("f")).unwrap();
         let failed = tx.fill_dir(&p("f/failed"), plain(), &mut |dest, _hints| {
@@ -257,7 +217,7 @@ fn a_filled_dir_is_published_at_commit_and_a_failed_fill_publishes_nothing() {
             other => panic!("{}: {other:?}", s.name),
         }
         tx.commit().unwrap();
-        assert!(!s.published("f/failed").exists(), "{}", s.name);
+        s.assert_absent("f/failed");
     }
 }
 
@@ -300,12 +260,7 @@ fn paths_outside_the_lease_are_refused_and_a_file_never_replaces_a_directory() {
             s.name
         );
         drop(tx);
-        assert_eq!(
-            s.read("o/in/dir/f").as_deref(),
-            Some(&b"x"[..]),
-            "{}",
-            s.name
-        );
+        s.assert_file("o/in/dir/f", b"x");
     }
 }
 
@@ -362,12 +317,7 @@ fn reads_see_the_transaction_then_its_group_then_the_published_tree() {
             s.name
         );
         group.commit().unwrap();
-        assert_eq!(
-            s.read("r/published").as_deref(),
-            Some(&b"mine"[..]),
-            "{}",
-            s.name
-        );
+        s.assert_file("r/published", b"mine");
     }
 }
 
@@ -392,14 +342,9 @@ fn a_group_publishes_its_transactions_together_and_a_dropped_one_per_its_backend
         );
         group.commit().unwrap();
         for file in ["g/one/f", "g/two/f"] {
-            assert_eq!(
-                s.read(file).as_deref(),
-                Some(&b"g"[..]),
-                "{}: {file}",
-                s.name
-            );
+            s.assert_file(file, b"g");
         }
-        assert!(!s.published("g/three").exists(), "{}", s.name);
+        s.assert_absent("g/three");
 
         // A group dropped uncommitted publishes nothing of what it holds.
         let group = s.publisher.group();
@@ -451,13 +396,8 @@ fn a_nested_group_hands_its_writes_to_its_parent_and_a_dropped_one_leaves_the_pa
             tx.commit().unwrap();
         }
         parent.commit().unwrap();
-        assert_eq!(
-            s.read("n/parent/f").as_deref(),
-            Some(&b"p"[..]),
-            "{}",
-            s.name
-        );
-        assert_eq!(s.read("n/kept/f").as_deref(), Some(&b"k"[..]), "{}", s.name);
+        s.assert_file("n/parent/f", b"p");
+        s.assert_file("n/kept/f", b"k");
         assert_eq!(
             s.published("n/dropped/f").exists(),
             s.publishes_at_transaction_commit,

@@ -54,25 +54,23 @@ impl Stratum0 {
     /// form used where the repository is not mounted on the publisher (the convert tests cover
     /// the mounted form).
     pub fn publisher(&self, gateway: bool) -> CvmfsPublisher {
-        let options = CvmfsOptions::new()
-            .server(self.wrapper())
-            .mount_dir(self.dir.path().join("state/mnt"))
-            .state_dir(self.dir.path().join("ducc-state"))
-            .gateway(gateway)
-            .mounted(false);
-        CvmfsPublisher::open(&RepositoryName::parse(REPO).unwrap(), options).unwrap()
+        self.publisher_with(gateway, false)
     }
 
     /// The publisher writing through the mounted repository (`/cvmfs/REPO`, here the
     /// stand-in's `mnt/REPO`): mounted transactions, and ingests for layers.
     #[allow(dead_code)] // not every test binary that shares this module uses it
     pub fn mounted_publisher(&self, gateway: bool) -> CvmfsPublisher {
+        self.publisher_with(gateway, true)
+    }
+
+    fn publisher_with(&self, gateway: bool, mounted: bool) -> CvmfsPublisher {
         let options = CvmfsOptions::new()
             .server(self.wrapper())
             .mount_dir(self.dir.path().join("state/mnt"))
             .state_dir(self.dir.path().join("ducc-state"))
             .gateway(gateway)
-            .mounted(true);
+            .mounted(mounted);
         CvmfsPublisher::open(&RepositoryName::parse(REPO).unwrap(), options).unwrap()
     }
 
@@ -103,4 +101,19 @@ impl Stratum0 {
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join(command), message).unwrap();
     }
+}
+
+/// A tar of regular files (0644, 0:0, mtime 1600000000), in the order given.
+pub fn files_tar(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    for (name, data) in files {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(1_600_000_000);
+        tar.append_data(&mut header, name, *data).unwrap();
+    }
+    tar.into_inner().unwrap()
 }
