@@ -30,6 +30,13 @@
 //!   lease (`transaction REPO/LEASE`), so other nodes keep working beside it.
 //! - A mounted transaction that fails anywhere (a write, a graft that cannot be checked, the
 //!   publish) is aborted with `abort -f`: nothing of it is published and nothing stays open.
+//! - Behind a gateway this node's view of the repository lags (other nodes' publishes, and its
+//!   own ingests once a remount pinned it: gateway-behaviour section 7). Reads that decide
+//!   writes inside a lease are made fresh (`fresh.rs`); reads outside a lease (markers, the
+//!   lifecycle commands' inventory) come after [`Publisher::refresh_view`], which remounts with
+//!   `cvmfs_server mount REPO` (at a pass's start, and before an image when this host published
+//!   since). A lease another node holds (rc 16) is retried with backoff for up to two minutes,
+//!   told to the [`PublishObserver`] installed with [`Publisher::observe`].
 //!
 //! Every `cvmfs_server` call of this host runs under one lock (`spool.lock` in the state
 //! directory), and lease locks keep two ducc processes off overlapping paths from a
@@ -53,8 +60,8 @@ use crate::guard::{Refused, TarGuard};
 use crate::layout::{CATALOG_MARKER, RepoPath, RepositoryName};
 use crate::lock::{FileLock, LeaseGuard, LeaseLocks, dead_staging, unique_name};
 use crate::publisher::{
-    FillError, FillHints, GcGuard, GcLock, Group, IngestOptions, OverlaySupport, Published,
-    Publisher, Transaction, check_lease, read_link_at, read_small,
+    FillError, FillHints, GcGuard, GcLock, Group, IngestOptions, OverlaySupport, PublishObserver,
+    Published, Publisher, RefreshPoint, Transaction, check_lease, read_link_at, read_small,
 };
 
 mod fresh;
@@ -154,6 +161,30 @@ pub struct CvmfsPublisher {
     layout: crate::Layout,
     /// Whether a transaction of fresh reads is open (see `fresh.rs`): it holds the spool lock.
     fresh_open: std::sync::atomic::AtomicBool,
+    /// Behind a gateway: whether this host published since its last remount, so that its view
+    /// may lack its own writes (see [`Publisher::refresh_view`]).
+    view_behind: std::sync::atomic::AtomicBool,
+    /// Who is told about lease waits ([`Publisher::observe`]).
+    observer: ObserverSlot,
+}
+
+/// The installed [`PublishObserver`], if any.
+#[derive(Default)]
+struct ObserverSlot(Mutex<Option<Arc<dyn PublishObserver>>>);
+
+impl ObserverSlot {
+    fn get(&self) -> Option<Arc<dyn PublishObserver>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl std::fmt::Debug for ObserverSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let installed = self.get().is_some();
+        f.debug_struct("ObserverSlot")
+            .field("installed", &installed)
+            .finish()
+    }
 }
 
 impl CvmfsPublisher {
@@ -192,6 +223,8 @@ impl CvmfsPublisher {
             mounted,
             layout: repo.layout(),
             fresh_open: std::sync::atomic::AtomicBool::new(false),
+            view_behind: std::sync::atomic::AtomicBool::new(false),
+            observer: ObserverSlot::default(),
         };
         let listing = publisher.run(&["list".into()])?;
         if !publisher.listed(&listing) {
@@ -358,28 +391,29 @@ impl CvmfsPublisher {
 
     /// Runs an ingest under the spool lock. A gateway lease that another node holds is retried
     /// for a while; an ingest that failed and left this repository in a transaction is aborted.
-    fn ingest(&self, args: Vec<OsString>) -> Result<(), PublishError> {
+    fn ingest(&self, args: Vec<OsString>, lease: &str) -> Result<(), PublishError> {
         let _spool = self.spool_lock()?;
-        let started = Instant::now();
-        loop {
-            match self.run_recorded(&args, true) {
-                Ok(_) => return Ok(()),
-                Err(PublishError::Command { stderr, .. })
-                    if is_busy(&stderr) && started.elapsed() < BUSY_RETRY =>
+        match self.run_busy_retry(&args, lease, true) {
+            Ok(_) => {
+                self.published_here();
+                Ok(())
+            }
+            Err(e) => {
+                if let PublishError::Command { stderr, .. } = &e
+                    && !stderr.contains("another transaction is already open")
                 {
-                    tracing::info!(repo = %self.repo, "gateway lease busy, retrying");
-                    std::thread::sleep(Duration::from_millis(500));
+                    self.abort_left_open();
                 }
-                Err(e) => {
-                    if let PublishError::Command { stderr, .. } = &e
-                        && !stderr.contains("another transaction is already open")
-                    {
-                        self.abort_left_open();
-                    }
-                    return Err(e);
-                }
+                Err(e)
             }
         }
+    }
+
+    /// Notes that this host made a revision: behind a gateway its view may not show it until
+    /// its next remount (see [`Publisher::refresh_view`]).
+    fn published_here(&self) {
+        self.view_behind
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Aborts a transaction a failed ingest of ours left open (the server normally aborts it
@@ -495,6 +529,32 @@ impl Publisher for CvmfsPublisher {
             return Ok(guard.holding(Box::new(repo_lock)));
         }
         Ok(guard)
+    }
+
+    /// As the trait says: behind a gateway with the repository mounted here, `cvmfs_server
+    /// mount REPO` under the spool lock (so no transaction of this host is open meanwhile).
+    fn refresh_view(&self, point: RefreshPoint) -> Result<bool, PublishError> {
+        use std::sync::atomic::Ordering;
+        if !self.reads_fresh() {
+            return Ok(false);
+        }
+        if point == RefreshPoint::NextImage && !self.view_behind.load(Ordering::SeqCst) {
+            return Ok(false);
+        }
+        let _spool = self.spool_lock()?;
+        // Cleared before the remount: a revision made meanwhile by another thread marks it
+        // again.
+        self.view_behind.store(false, Ordering::SeqCst);
+        if let Err(e) = self.run(&["mount".into(), self.repo.clone().into()]) {
+            self.view_behind.store(true, Ordering::SeqCst);
+            return Err(e);
+        }
+        tracing::debug!(repo = %self.repo, ?point, "remounted to the newest revision");
+        Ok(true)
+    }
+
+    fn observe(&self, observer: Arc<dyn PublishObserver>) {
+        *self.observer.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(observer);
     }
 
     fn remove_leftovers(&self, dry_run: bool) -> Result<Vec<PathBuf>, PublishError> {
@@ -1177,13 +1237,15 @@ impl CvmfsPublisher {
                 args.push(path.as_str().into());
             }
             args.push(self.repo.clone().into());
-            self.ingest(args)?;
+            let lease = format!("{}/{}", self.repo, paths[0].as_str());
+            self.ingest(args, &lease)?;
             revisions += 1;
         }
         let Some(builder) = stager.tar.take() else {
             return Ok(revisions);
         };
         let staged = stager.staged.clone();
+        let lease = format!("{}/{}", self.repo, stager.base.as_str());
         let mut out = builder
             .into_inner()
             .map_err(io_err("write", staged.as_path()))?;
@@ -1198,7 +1260,7 @@ impl CvmfsPublisher {
             stager.base.as_str().into(),
             self.repo.clone().into(),
         ];
-        self.ingest(args)?;
+        self.ingest(args, &lease)?;
         drop(staging);
         Ok(revisions + 1)
     }
@@ -1246,7 +1308,11 @@ impl CvmfsPublisher {
             std::process::id()
         );
         fs::write(&record, text).map_err(io_err("write", record.as_path()))?;
-        let opened = self.run_busy_retry(&["transaction".into(), target.clone().into()]);
+        let opened = self.run_busy_retry(
+            &["transaction".into(), target.clone().into()],
+            &target,
+            false,
+        );
         if let Err(e) = opened {
             let _ = fs::remove_file(&record);
             return Err(e);
@@ -1257,6 +1323,9 @@ impl CvmfsPublisher {
             self.run_recorded(&["publish".into(), self.repo.clone().into()], true)
                 .map(|_| report)
         });
+        if result.is_ok() {
+            self.published_here();
+        }
         match result {
             Ok(report) => {
                 tracing::info!(
@@ -1280,39 +1349,54 @@ impl CvmfsPublisher {
         }
     }
 
-    /// `cvmfs_server ARGS`, retried while a gateway says the lease is busy (rc 16).
-    fn run_busy_retry(&self, args: &[OsString]) -> Result<String, PublishError> {
+    /// `cvmfs_server ARGS` (noted in `in-flight` with `record`), retried with backoff while a
+    /// gateway says `lease` is busy (rc 16: another node holds an overlapping lease), for up to
+    /// [`BUSY_RETRY`]. The wait is visible: a warning and the observer's `lease_busy` when it
+    /// starts, `lease_wait_ended` when it ends.
+    fn run_busy_retry(
+        &self,
+        args: &[OsString],
+        lease: &str,
+        record: bool,
+    ) -> Result<String, PublishError> {
         let started = Instant::now();
         let mut wait = Duration::from_millis(200);
         let mut waits = 0;
         loop {
-            match self.run(args) {
+            match self.run_recorded(args, record) {
                 Err(PublishError::Command { stderr, .. })
                     if is_busy(&stderr) && started.elapsed() < BUSY_RETRY =>
                 {
-                    let target = args.last().map(|a| a.to_string_lossy().into_owned());
-                    let target = target.unwrap_or_default();
                     if waits == 0 {
-                        // Visible: another node holds an overlapping lease.
                         tracing::warn!(
                             repo = %self.repo,
-                            "gateway lease {target} busy (another publisher holds an overlapping one): waiting up to {} s",
+                            "gateway lease {lease} busy (another publisher holds an overlapping one): waiting up to {} s",
                             BUSY_RETRY.as_secs()
                         );
+                        if let Some(observer) = self.observer.get() {
+                            observer.lease_busy(lease, BUSY_RETRY);
+                        }
                     } else {
-                        tracing::info!(repo = %self.repo, waited_s = started.elapsed().as_secs_f64(), "gateway lease {target} still busy, retrying");
+                        tracing::info!(repo = %self.repo, waited_s = started.elapsed().as_secs_f64(), "gateway lease {lease} still busy, retrying");
                     }
                     waits += 1;
                     std::thread::sleep(wait);
                     wait = (wait * 2).min(Duration::from_secs(5));
                 }
-                Ok(out) => {
+                result => {
                     if waits > 0 {
-                        tracing::info!(repo = %self.repo, waited_s = started.elapsed().as_secs_f64(), waits, "gateway lease granted after waiting");
+                        let waited = started.elapsed();
+                        if result.is_ok() {
+                            tracing::info!(repo = %self.repo, waited_s = waited.as_secs_f64(), waits, "gateway lease {lease} granted after waiting");
+                        } else {
+                            tracing::warn!(repo = %self.repo, waited_s = waited.as_secs_f64(), waits, "gave up waiting for gateway lease {lease}");
+                        }
+                        if let Some(observer) = self.observer.get() {
+                            observer.lease_wait_ended(lease, waited, result.is_ok());
+                        }
                     }
-                    return Ok(out);
+                    return result;
                 }
-                other => return other,
             }
         }
     }

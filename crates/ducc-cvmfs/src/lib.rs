@@ -72,7 +72,8 @@ pub use metadata::{
 };
 pub use podman::{PodmanError, PodmanImage, PodmanOutcome, PodmanStore, StoredImage, tree_size};
 pub use publisher::{
-    FillError, FillHints, GcGuard, GcLock, Group, IngestOptions, OverlaySupport, Published,
-    Publisher, READ_LIMIT, Transaction, Ungrouped, add_origin, ensure_catalog_markers,
+    FillError, FillHints, GcGuard, GcLock, Group, IngestOptions, OverlaySupport, PublishObserver,
+    Published, Publisher, READ_LIMIT, RefreshPoint, Transaction, Ungrouped, add_origin,
+    ensure_catalog_markers,
 };
 pub use state::{FlatRecord, ImageSlot, RepositoryState};

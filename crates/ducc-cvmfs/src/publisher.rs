@@ -151,6 +151,31 @@ impl GcGuard {
     }
 }
 
+/// Where a caller is when it asks [`Publisher::refresh_view`] to bring this host's view of the
+/// repository up to date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RefreshPoint {
+    /// A command or a pass starts and reads the repository to decide its work: other
+    /// publisher nodes may have published anything since.
+    Start,
+    /// The next image of a pass starts: only this publisher's own writes since its last
+    /// refresh are known to be missing from its view (behind a cvmfs gateway its own ingests
+    /// leave the view where it was).
+    NextImage,
+}
+
+/// What a publisher tells while it works, beyond what its methods return: installed with
+/// [`Publisher::observe`] (an engine turns it into events).
+pub trait PublishObserver: Send + Sync {
+    /// A lease this host asked for is held by another publisher node (a cvmfs gateway said
+    /// busy): the call waits and retries with backoff for up to `limit`.
+    fn lease_busy(&self, lease: &str, limit: std::time::Duration);
+
+    /// The wait for `lease` ended after `waited`: granted, or given up at the limit.
+    fn lease_wait_ended(&self, lease: &str, waited: std::time::Duration, granted: bool);
+}
+
 /// A backend that publishes into a repository through transactions.
 ///
 /// Object safe, so a caller can choose the backend at run time (`Box<dyn Publisher>`).
@@ -200,6 +225,29 @@ pub trait Publisher: Send + Sync {
     /// # Errors
     /// When the state directory cannot be read or a leftover cannot be removed.
     fn remove_leftovers(&self, dry_run: bool) -> Result<Vec<PathBuf>, PublishError>;
+
+    /// Brings this host's view of the published repository ([`Publisher::published_path`]) to
+    /// the newest revision where it may lag, before reads outside a lease that decide work
+    /// (the "already converted" check, `list`, `prune`, `delete-image`, gc's mark). Returns
+    /// whether it did anything. Default: nothing to do (the view is the repository).
+    ///
+    /// The `cvmfs` publisher behind a gateway runs `cvmfs_server mount REPO` (a node sees other
+    /// nodes' publishes only after a remount, and its own gateway ingests only after the next
+    /// one: cvmfs-gateway-behaviour.md, section 7): at [`RefreshPoint::Start`] always, at
+    /// [`RefreshPoint::NextImage`] only when it published since its last remount.
+    ///
+    /// # Errors
+    /// When the remount fails.
+    fn refresh_view(&self, point: RefreshPoint) -> Result<bool, PublishError> {
+        let _ = point;
+        Ok(false)
+    }
+
+    /// Tells `observer` what this publisher does besides its results (lease waits); replaces an
+    /// observer installed before. Default: nothing to tell.
+    fn observe(&self, observer: std::sync::Arc<dyn PublishObserver>) {
+        let _ = observer;
+    }
 }
 
 /// One open transaction. Paths must lie inside the lease. Dropping it without

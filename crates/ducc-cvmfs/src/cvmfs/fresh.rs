@@ -87,7 +87,7 @@ impl CvmfsPublisher {
         );
         fs::write(&record, text).map_err(io_err("write", record.as_path()))?;
         let args: Vec<OsString> = vec!["transaction".into(), target.clone().into()];
-        if let Err(e) = self.run_busy_retry(&args) {
+        if let Err(e) = self.run_busy_retry(&args, &target, false) {
             let _ = fs::remove_file(&record);
             return Err(e);
         }
@@ -133,6 +133,7 @@ impl Fresh<'_> {
         // On an error, dropping `self` aborts it.
         write()?;
         publisher.run_recorded(&["publish".into(), publisher.repo.clone().into()], true)?;
+        publisher.published_here();
         self.closed = true;
         publisher.fresh_open.store(false, Ordering::SeqCst);
         tracing::debug!(repo = %publisher.repo, target = %self.target, "published the transaction of fresh reads");

@@ -61,11 +61,16 @@ pub struct Inventory {
 
 impl Inventory {
     /// Reads the markers under `.metadata/` and the links under the layout root and
-    /// `.multiarch/` as `publisher` shows them published.
+    /// `.multiarch/` as `publisher` shows them published, after bringing its view to the
+    /// newest revision ([`Publisher::refresh_view`]): behind a gateway a node's own view lags
+    /// behind what other nodes (and its own ingests) published, and everything that reads the
+    /// inventory (`list`, `prune`, `delete-image`, gc's mark) decides from it.
     ///
     /// # Errors
-    /// [`LifecycleError::Read`] when a directory of the tree cannot be read.
+    /// [`LifecycleError::Read`] when a directory of the tree cannot be read;
+    /// [`LifecycleError::Publish`] when the view cannot be brought up to date.
     pub fn read(publisher: &dyn Publisher, layout: &Layout) -> Result<Inventory, LifecycleError> {
+        publisher.refresh_view(crate::RefreshPoint::Start)?;
         let mut inventory = Inventory::default();
         let at = |path: &RepoPath| publisher.published_path(path);
 
