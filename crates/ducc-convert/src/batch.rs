@@ -95,6 +95,8 @@ pub(crate) struct Deferred {
     pub(crate) ignored: bool,
     /// The revisions it made before the batch (its layers).
     pub(crate) revisions: usize,
+    /// The lease waits of its conversion before the batch.
+    pub(crate) lease_waits: usize,
     /// Its events held until the batch is published (`published`, `marker`, `end_image`).
     pub(crate) events: Vec<Event>,
     /// Its marker and the config it records: when the batch's publish fails, an image whose

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use ducc_cvmfs::{Layout, OverlaySupport, Publisher, RepositoryName};
+use ducc_cvmfs::{Layout, OverlaySupport, Publisher, RefreshPoint, RepositoryName};
 use ducc_registry::{Client, ClientOptions, Credentials, Environment, Login, Repository};
 use ducc_thin::PushOutcome;
 use ducc_unpack::WhiteoutFormat;
@@ -13,7 +13,7 @@ use ducc_wishlist::{ImageRef, WishList};
 
 use crate::cache::BlobCache;
 use crate::error::{ConvertError, ErrorKind, ImageFailure, Step};
-use crate::events::{EndStatus, Event, EventSink, NoEvents};
+use crate::events::{EndStatus, Event, EventSink, LeaseWaits, NoEvents};
 use crate::settings::Settings;
 
 /// Asks a running conversion to stop: it stops between steps (and inside long extractions), and
@@ -77,6 +77,7 @@ pub struct ImageResult {
     ignored: bool,
     revisions: usize,
     held: bool,
+    lease_waits: usize,
 }
 
 impl ImageResult {
@@ -87,6 +88,7 @@ impl ImageResult {
             ignored: false,
             revisions: 0,
             held: false,
+            lease_waits: 0,
         }
     }
 
@@ -147,6 +149,16 @@ impl ImageResult {
 
     pub(crate) fn add_revisions(&mut self, revisions: usize) {
         self.revisions += revisions;
+    }
+
+    /// Waits for a repository lease another publisher node held ([`Event::LeaseWait`]) during
+    /// the conversion; a batch's commit's are counted on the last image in it.
+    pub fn lease_waits(&self) -> usize {
+        self.lease_waits
+    }
+
+    pub(crate) fn add_lease_waits(&mut self, waits: usize) {
+        self.lease_waits += waits;
     }
 
     pub(crate) fn result_mut(&mut self) -> &mut Result<Outcome, ImageFailure> {
@@ -259,6 +271,9 @@ impl EngineBuilder {
                 self.settings.parallel_layers,
             )?,
         };
+        // The publisher's lease waits become events (issue 30).
+        let lease_waits = Arc::new(LeaseWaits::new(Arc::clone(&self.events)));
+        self.publisher.observe(lease_waits.clone());
         let client = self.client.unwrap_or_else(|| {
             Client::new(
                 ClientOptions::new()
@@ -280,6 +295,7 @@ impl EngineBuilder {
             raw_whiteouts_reason,
             raw_whiteouts_told: std::sync::atomic::AtomicBool::new(false),
             events: self.events,
+            lease_waits,
         })
     }
 }
@@ -340,6 +356,8 @@ pub struct Engine {
     /// Whether [`Engine::tell_raw_whiteouts`] told it already.
     raw_whiteouts_told: std::sync::atomic::AtomicBool,
     pub(crate) events: Arc<dyn EventSink>,
+    /// The publisher's lease waits, counted as they become events.
+    lease_waits: Arc<LeaseWaits>,
 }
 
 impl Engine {
@@ -403,6 +421,24 @@ impl Engine {
         });
     }
 
+    /// Lease waits of the publisher since the engine was built ([`Event::LeaseWait`]).
+    pub(crate) fn lease_waits(&self) -> usize {
+        self.lease_waits.count()
+    }
+
+    /// Brings the publisher's view of the repository to the newest revision before reads that
+    /// decide work (see `Publisher::refresh_view`; issue 30). A failure is only logged: the
+    /// checks made inside each lease keep the conversion right; it may repeat work.
+    pub(crate) fn refresh_view(&self, point: RefreshPoint) {
+        if let Err(e) = self.publisher.refresh_view(point) {
+            tracing::warn!(
+                error = &e as &dyn std::error::Error,
+                "cannot bring this node's view of the repository to the newest revision: images \
+                 and layers published since it was taken may be converted again"
+            );
+        }
+    }
+
     /// Removes the blobs this engine downloaded (their content is in the repository); call it
     /// when a run ends.
     pub fn clean_cache(&self) {
@@ -419,6 +455,7 @@ impl Engine {
         thin: Option<&ImageRef>,
         stop: &StopToken,
     ) -> Vec<ImageResult> {
+        self.refresh_view(RefreshPoint::Start);
         let session = self.session(stop);
         let results = session.convert_image(image, thin);
         settle(results, session.publish_batch())
@@ -483,6 +520,8 @@ impl Engine {
                 self.repo
             )));
         }
+        // Other publisher nodes may have published anything since the last pass.
+        self.refresh_view(RefreshPoint::Start);
         let session = self.session(stop);
         std::thread::scope(|scope| {
             // The next image's blobs download while this one converts (see `ahead.rs`).
@@ -544,6 +583,7 @@ impl Engine {
         thin: Option<&ImageRef>,
         stop: &StopToken,
     ) -> Vec<ImageResult> {
+        self.refresh_view(RefreshPoint::Start);
         let session = self.session(stop);
         let results = session.convert_listed(list, image, thin);
         settle(results, session.publish_batch())

@@ -79,6 +79,34 @@ pub enum Event {
         /// Seconds since the layer started.
         time_elapsed_s: f64,
     },
+    /// A layer directory this image was to write was found published inside the layer's lease
+    /// (another publisher node wrote it since this node looked): not written again; the image
+    /// only joined its `origin.json`. Counted in [`EndStatus::Ok`]'s `layers_found`, not in
+    /// `layers_unpacked`.
+    LayerFound {
+        /// The image.
+        image: String,
+        /// The blob digest.
+        layer: String,
+    },
+    /// A repository lease this node needs is held by another publisher node (a cvmfs gateway
+    /// answered busy): it waits, retrying with backoff, for up to `limit_s` seconds. Followed
+    /// by [`Event::LeaseWaitEnd`].
+    LeaseWait {
+        /// The lease, as `REPO/PATH`.
+        lease: String,
+        /// The longest it waits, in seconds.
+        limit_s: u64,
+    },
+    /// The wait of [`Event::LeaseWait`] ended.
+    LeaseWaitEnd {
+        /// The lease, as `REPO/PATH`.
+        lease: String,
+        /// Seconds waited.
+        waited_s: f64,
+        /// Whether the lease was granted (else the limit was reached and the step failed).
+        granted: bool,
+    },
     /// A flat tree was published.
     FlatBuilt {
         /// The image.
@@ -177,6 +205,9 @@ pub enum Event {
         /// Revisions the run made in the repository (`cvmfs_server` ingests and publishes).
         #[serde(default)]
         revisions: usize,
+        /// Waits for a repository lease another publisher node held ([`Event::LeaseWait`]).
+        #[serde(default)]
+        lease_waits: usize,
     },
     /// An image was taken out of the repository (`delete-image`, `prune`): its markers and
     /// links.
@@ -258,6 +289,45 @@ pub enum Event {
     },
 }
 
+/// Turns a publisher's lease waits into [`Event::LeaseWait`] and [`Event::LeaseWaitEnd`] and
+/// counts them; the engine installs it on its publisher (`Publisher::observe`).
+pub(crate) struct LeaseWaits {
+    events: Arc<dyn EventSink>,
+    count: std::sync::atomic::AtomicUsize,
+}
+
+impl LeaseWaits {
+    pub(crate) fn new(events: Arc<dyn EventSink>) -> LeaseWaits {
+        LeaseWaits {
+            events,
+            count: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// Waits begun so far.
+    pub(crate) fn count(&self) -> usize {
+        self.count.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl ducc_cvmfs::PublishObserver for LeaseWaits {
+    fn lease_busy(&self, lease: &str, limit: std::time::Duration) {
+        self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.events.event(&Event::LeaseWait {
+            lease: lease.to_owned(),
+            limit_s: limit.as_secs(),
+        });
+    }
+
+    fn lease_wait_ended(&self, lease: &str, waited: std::time::Duration, granted: bool) {
+        self.events.event(&Event::LeaseWaitEnd {
+            lease: lease.to_owned(),
+            waited_s: waited.as_secs_f64(),
+            granted,
+        });
+    }
+}
+
 /// How an image ended, in [`Event::EndImage`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
@@ -267,6 +337,10 @@ pub enum EndStatus {
     Ok {
         /// Layer directories written.
         layers_unpacked: usize,
+        /// Layer directories it was to write that another publisher node published meanwhile
+        /// ([`Event::LayerFound`]): not written by this one.
+        #[serde(default)]
+        layers_found: usize,
         /// Whether the flat tree was built.
         flat_built: bool,
         /// Seconds the image took.
@@ -293,6 +367,7 @@ impl Event {
             | Event::ImageOtherShard { image, .. }
             | Event::LayerDownload { image, .. }
             | Event::LayerUnpack { image, .. }
+            | Event::LayerFound { image, .. }
             | Event::FlatBuilt { image, .. }
             | Event::PodmanStore { image, .. }
             | Event::ThinPush { image, .. }
@@ -306,6 +381,8 @@ impl Event {
             Event::StartDucc {}
             | Event::Symlink { .. }
             | Event::EndDucc { .. }
+            | Event::LeaseWait { .. }
+            | Event::LeaseWaitEnd { .. }
             | Event::WaitNextPass { .. }
             | Event::PruneProtected { .. }
             | Event::GcRemove { .. }
@@ -425,12 +502,52 @@ mod tests {
                     image: "r/a:1".into(),
                     status: EndStatus::Ok {
                         layers_unpacked: 2,
+                        layers_found: 1,
                         flat_built: true,
                         time_elapsed_s: 1.0,
                     },
                 },
                 json!({"action": "end_image", "image": "r/a:1", "status": "ok",
-                       "layers_unpacked": 2, "flat_built": true, "time_elapsed_s": 1.0}),
+                       "layers_unpacked": 2, "layers_found": 1, "flat_built": true,
+                       "time_elapsed_s": 1.0}),
+            ),
+            (
+                Event::LayerFound {
+                    image: "r/a:1".into(),
+                    layer: "sha256:ab".into(),
+                },
+                json!({"action": "layer_found", "image": "r/a:1", "layer": "sha256:ab"}),
+            ),
+            (
+                Event::LeaseWait {
+                    lease: "repo.org/.layers/ab/abcd".into(),
+                    limit_s: 120,
+                },
+                json!({"action": "lease_wait", "lease": "repo.org/.layers/ab/abcd",
+                       "limit_s": 120}),
+            ),
+            (
+                Event::LeaseWaitEnd {
+                    lease: "repo.org/.layers/ab/abcd".into(),
+                    waited_s: 1.5,
+                    granted: true,
+                },
+                json!({"action": "lease_wait_end", "lease": "repo.org/.layers/ab/abcd",
+                       "waited_s": 1.5, "granted": true}),
+            ),
+            (
+                Event::EndDucc {
+                    time_elapsed_s: 2.0,
+                    converted: 1,
+                    up_to_date: 0,
+                    other_shard: 2,
+                    failed: 0,
+                    revisions: 4,
+                    lease_waits: 1,
+                },
+                json!({"action": "end_ducc", "time_elapsed_s": 2.0, "converted": 1,
+                       "up_to_date": 0, "other_shard": 2, "failed": 0, "revisions": 4,
+                       "lease_waits": 1}),
             ),
             (
                 Event::LayerWhiteoutsMismatch {
@@ -474,6 +591,65 @@ mod tests {
             line["pid"] = json!(7);
             assert_eq!(serde_json::from_value::<Event>(line).unwrap(), event);
         }
+    }
+
+    #[test]
+    fn lines_written_before_lease_waits_and_found_layers_were_counted_still_read() {
+        let end: Event = serde_json::from_value(json!({"action": "end_ducc",
+            "time_elapsed_s": 1.0, "converted": 1, "up_to_date": 0, "failed": 0}))
+        .unwrap();
+        assert!(
+            matches!(end, Event::EndDucc { lease_waits: 0, .. }),
+            "{end:?}"
+        );
+        let image: Event = serde_json::from_value(json!({"action": "end_image", "image": "r/a:1",
+            "status": "ok", "layers_unpacked": 2, "flat_built": true, "time_elapsed_s": 1.0}))
+        .unwrap();
+        assert!(
+            matches!(
+                image,
+                Event::EndImage {
+                    status: EndStatus::Ok {
+                        layers_found: 0,
+                        ..
+                    },
+                    ..
+                }
+            ),
+            "{image:?}"
+        );
+    }
+
+    #[test]
+    fn lease_waits_become_events_and_are_counted_once_per_wait() {
+        use ducc_cvmfs::PublishObserver as _;
+        use std::sync::Mutex;
+        #[derive(Default)]
+        struct Record(Mutex<Vec<Event>>);
+        impl EventSink for Record {
+            fn event(&self, event: &Event) {
+                self.0.lock().unwrap().push(event.clone());
+            }
+        }
+        let record = Arc::new(Record::default());
+        let waits = LeaseWaits::new(record.clone());
+        waits.lease_busy("r.org/a", std::time::Duration::from_secs(120));
+        waits.lease_wait_ended("r.org/a", std::time::Duration::from_millis(1500), true);
+        assert_eq!(waits.count(), 1);
+        assert_eq!(
+            *record.0.lock().unwrap(),
+            [
+                Event::LeaseWait {
+                    lease: "r.org/a".into(),
+                    limit_s: 120
+                },
+                Event::LeaseWaitEnd {
+                    lease: "r.org/a".into(),
+                    waited_s: 1.5,
+                    granted: true
+                }
+            ]
+        );
     }
 
     #[test]

@@ -51,6 +51,11 @@ pub(crate) struct Job<'e> {
     ignored: bool,
     /// Revisions made by the conversion running (its layers, and its commit when unbatched).
     revisions: AtomicUsize,
+    /// Layers of the image being converted that another publisher node published meanwhile
+    /// (found inside their lease: [`Event::LayerFound`]).
+    layers_found: AtomicUsize,
+    /// The engine's lease waits when the conversion running started.
+    waits_before: AtomicUsize,
 }
 
 /// What the thin image of a converted image is made from.
@@ -74,6 +79,8 @@ struct Pending<'e> {
     signature: Option<SignatureRecord>,
     /// What its trees left out, recorded beside the marker.
     dropped: ducc_cvmfs::DroppedRecord,
+    /// Layers it was to write that another publisher node published meanwhile.
+    layers_found: usize,
     /// The flat tree it built (config and apparent size), published with its group.
     flat_tree: Option<(ConfigDigest, u64)>,
 }
@@ -94,7 +101,16 @@ impl<'e> Job<'e> {
             left_out: crate::dropped::LeftOut::default(),
             batch,
             revisions: AtomicUsize::new(0),
+            layers_found: AtomicUsize::new(0),
+            waits_before: AtomicUsize::new(0),
         }
+    }
+
+    /// Lease waits of the conversion running so far.
+    fn lease_waits(&self) -> usize {
+        self.engine
+            .lease_waits()
+            .saturating_sub(self.waits_before.load(Ordering::SeqCst))
     }
 
     fn emit(&self, event: Event) {
@@ -110,6 +126,8 @@ impl<'e> Job<'e> {
     /// image as a whole when its shared links or thin index fail).
     pub fn convert(&self, input: &ImageRef, output: Option<&ImageRef>) -> Vec<ImageResult> {
         self.revisions.store(0, Ordering::SeqCst);
+        self.waits_before
+            .store(self.engine.lease_waits(), Ordering::SeqCst);
         let mut results =
             crate::bug::catch_bug("the conversion", || self.convert_unguarded(input, output))
                 .unwrap_or_else(|error| {
@@ -120,6 +138,7 @@ impl<'e> Job<'e> {
                 });
         if let Some(first) = results.first_mut() {
             first.add_revisions(self.revisions.swap(0, Ordering::SeqCst));
+            first.add_lease_waits(self.lease_waits());
         }
         results
     }
@@ -274,6 +293,7 @@ impl<'e> Job<'e> {
                 image: label.to_owned(),
                 status: EndStatus::Ok {
                     layers_unpacked: *layers_unpacked,
+                    layers_found: pending.layers_found,
                     flat_built: *flat_built,
                     time_elapsed_s: pending.started.elapsed().as_secs_f64(),
                 },
@@ -290,6 +310,7 @@ impl<'e> Job<'e> {
                         outcome: outcome.clone(),
                         ignored: self.ignored,
                         revisions: self.revisions.load(Ordering::SeqCst),
+                        lease_waits: self.lease_waits(),
                         events,
                         marker: (slot.clone(), config),
                     },
@@ -368,6 +389,7 @@ impl<'e> Job<'e> {
         }
         // Nothing gathered for an image before (one that failed) is this one's.
         self.left_out.take();
+        self.layers_found.store(0, Ordering::SeqCst);
         self.emit(Event::StartImage {
             image: label.to_owned(),
             manifest: manifest_digest.to_string(),
@@ -419,7 +441,11 @@ impl<'e> Job<'e> {
             &*layers_group,
             &*image_group,
         );
-        let layers_unpacked = layers_unpacked.map_err(at(Step::Layers))?;
+        // Layers another node published meanwhile were not written by this one.
+        let layers_found = self.layers_found.swap(0, Ordering::SeqCst);
+        let layers_unpacked = layers_unpacked
+            .map_err(at(Step::Layers))?
+            .saturating_sub(layers_found);
         // The layers go in first, even when the flat tree failed: the flat tree's grafts name
         // their stored objects, and a rerun need not unpack them again.
         let layers_publish_started = Instant::now();
@@ -464,6 +490,7 @@ impl<'e> Job<'e> {
                 layers_publish_s: layers_publish_started.elapsed().as_secs_f64(),
                 signature,
                 dropped: self.left_out.take(),
+                layers_found,
             }),
         ))
     }
@@ -877,6 +904,11 @@ impl<'e> Job<'e> {
                 layer.digest
             );
             self.add_origin(layers_group, &layer.digest, config)?;
+            self.layers_found.fetch_add(1, Ordering::SeqCst);
+            self.emit(Event::LayerFound {
+                image: input.whole_name(),
+                layer: layer.digest.to_string(),
+            });
             return Ok(());
         }
         // The layer's nested catalog is its own directory (layers written before have theirs in

@@ -94,7 +94,10 @@ impl<'e> Session<'e> {
         };
         let engine = self.engine;
         let started = std::time::Instant::now();
+        let waits_before = engine.lease_waits();
         let (images, published) = batch.publish();
+        // Lease waits of the batch's commit count on its last image.
+        let batch_waits = engine.lease_waits() - waits_before;
         let Some(last) = images.last().map(|d| d.label.clone()) else {
             return Vec::new();
         };
@@ -131,8 +134,10 @@ impl<'e> Session<'e> {
                     let mut result = ImageResult::new(image.label, Ok(image.outcome))
                         .with_ignored(image.ignored);
                     result.add_revisions(image.revisions);
+                    result.add_lease_waits(image.lease_waits);
                     if result.image() == last {
                         result.add_revisions(published.revisions);
+                        result.add_lease_waits(batch_waits);
                     }
                     results.push(result);
                 }
@@ -151,6 +156,10 @@ impl<'e> Session<'e> {
                         let mut result = ImageResult::new(image.label, Ok(image.outcome))
                             .with_ignored(image.ignored);
                         result.add_revisions(image.revisions);
+                        result.add_lease_waits(image.lease_waits);
+                        if result.image() == last {
+                            result.add_lease_waits(batch_waits);
+                        }
                         results.push(result);
                         continue;
                     }
@@ -164,6 +173,10 @@ impl<'e> Session<'e> {
                     );
                     let mut failed = engine.report(failed, image.ignored);
                     failed.add_revisions(image.revisions);
+                    failed.add_lease_waits(image.lease_waits);
+                    if failed.image() == last {
+                        failed.add_lease_waits(batch_waits);
+                    }
                     results.push(failed);
                 }
             }
@@ -194,6 +207,9 @@ impl<'e> Session<'e> {
         let job = Job::new(engine, self.stop, login, self.batch.as_ref(), ignored);
         let mut attempt = 1;
         loop {
+            // This node's own publishes since its last refresh (behind a gateway) show in its
+            // view only after one: the image's checks would miss them and write again.
+            engine.refresh_view(ducc_cvmfs::RefreshPoint::NextImage);
             let results = job.convert(image, thin);
             if let Some(failure) = results.iter().find_map(ImageResult::failure)
                 && attempt < engine.settings.attempts

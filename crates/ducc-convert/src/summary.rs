@@ -12,6 +12,7 @@ pub struct Summary {
     up_to_date: usize,
     other_shard: usize,
     revisions: usize,
+    lease_waits: usize,
     failed: Vec<ImageResult>,
 }
 
@@ -25,6 +26,7 @@ impl Summary {
     pub fn add(&mut self, result: ImageResult) {
         let image = result.image().to_owned();
         self.revisions += result.revisions();
+        self.lease_waits += result.lease_waits();
         match result.result() {
             Ok(Outcome::UpToDate) => {
                 tracing::info!(image = %image, "up to date");
@@ -76,6 +78,12 @@ impl Summary {
         self.revisions
     }
 
+    /// Waits for a repository lease that another publisher node held (see
+    /// [`ImageResult::lease_waits`]).
+    pub fn lease_waits(&self) -> usize {
+        self.lease_waits
+    }
+
     /// The failed images that `ignore_errors` does not cover.
     pub fn failed(&self) -> impl Iterator<Item = &ImageResult> {
         self.failed.iter().filter(|f| !f.is_ignored())
@@ -117,6 +125,11 @@ impl fmt::Display for Summary {
                     self.revisions as f64 / self.converted as f64
                 )?;
             }
+        }
+        match self.lease_waits {
+            0 => {}
+            1 => write!(f, "; 1 lease wait")?,
+            n => write!(f, "; {n} lease waits")?,
         }
         let line = |r: &ImageResult| match r.failure() {
             Some(failure) => format!(
@@ -195,6 +208,36 @@ mod tests {
             summary.to_string(),
             "ducc: 2 converted, 1 up to date, 0 failed; 3 revisions (1.5 per converted image)"
         );
+    }
+
+    #[test]
+    fn lease_waits_are_counted_and_told_when_there_were_any() {
+        let mut summary = Summary::new();
+        let mut waited = ImageResult::new(
+            "a".into(),
+            Ok(Outcome::Converted {
+                layers_unpacked: 1,
+                flat_built: true,
+                thin: None,
+            }),
+        );
+        waited.add_lease_waits(2);
+        summary.add(waited);
+        let mut failed = ImageResult::failed(
+            "b".into(),
+            Step::Layers,
+            ConvertError::new(ErrorKind::Publish, "lease path busy"),
+        );
+        failed.add_lease_waits(1);
+        summary.add(failed);
+        assert_eq!(summary.lease_waits(), 3);
+        assert_eq!(
+            summary.to_string(),
+            "ducc: 1 converted, 0 up to date, 1 failed; 3 lease waits\n  b (layers): lease path busy"
+        );
+        let mut none = Summary::new();
+        none.add(ImageResult::new("c".into(), Ok(Outcome::UpToDate)));
+        assert!(!none.to_string().contains("lease"), "{none}");
     }
 
     #[test]

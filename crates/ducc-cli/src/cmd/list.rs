@@ -1,6 +1,7 @@
 //! `ducc list`: what a repository holds, read from its published tree (issue 27). It opens the
-//! publisher as `convert` does (for `cvmfs`, that runs only `cvmfs_server list`), publishes
-//! nothing and takes no lock; `--garbage` is gc's own dry run.
+//! publisher as `convert` does (for `cvmfs`, that runs only `cvmfs_server list`, and behind a
+//! gateway `cvmfs_server mount` to see the newest revision: issue 30), publishes nothing and
+//! takes no lock but the publisher's own while remounting; `--garbage` is gc's own dry run.
 
 use std::time::Duration;
 

@@ -234,6 +234,7 @@ impl Run {
             other_shard: summary.other_shard(),
             failed: summary.failed().count(),
             revisions: summary.revisions(),
+            lease_waits: summary.lease_waits(),
         });
         crate::logging::summary(&summary);
         if stop.is_stopped() {

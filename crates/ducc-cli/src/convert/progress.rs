@@ -64,6 +64,10 @@ struct Steps {
     layers: Option<u64>,
     downloaded: u64,
     unpacked: u64,
+    /// Layers another publisher node published meanwhile (not written here).
+    found: u64,
+    /// The repository lease being waited for (another publisher node holds it).
+    waiting: Option<String>,
     flat: bool,
     symlink: bool,
     /// `Some(true)` pushed, `Some(false)` already in the registry.
@@ -248,10 +252,14 @@ impl Steps {
     /// The steps done, for the line of an image being converted.
     fn done(&self) -> Vec<String> {
         let mut done = Vec::new();
+        let layers = self.unpacked + self.found;
         match self.layers {
-            Some(all) => done.push(format!("layers {}/{all}", self.unpacked)),
-            None if self.unpacked > 0 => done.push(format!("layers {}", self.unpacked)),
+            Some(all) => done.push(format!("layers {layers}/{all}")),
+            None if layers > 0 => done.push(format!("layers {layers}")),
             None => {}
+        }
+        if self.found > 0 {
+            done.push(format!("{} found published by another node", self.found));
         }
         if self.downloaded > 0 {
             done.push(format!("{} downloaded", self.downloaded));
@@ -272,10 +280,14 @@ impl Steps {
 
     fn working(&self) -> String {
         let done = self.done();
-        if done.is_empty() {
+        let doing = if done.is_empty() {
             "converting".to_owned()
         } else {
             done.join(" · ")
+        };
+        match &self.waiting {
+            Some(lease) => format!("{doing} · waiting for lease {lease} (another node holds it)"),
+            None => doing,
         }
     }
 }
@@ -314,6 +326,11 @@ impl EventSink for Progress {
             }
             Event::LayerDownload { image, .. } => self.update(Some(image), |s| s.downloaded += 1),
             Event::LayerUnpack { image, .. } => self.update(Some(image), |s| s.unpacked += 1),
+            Event::LayerFound { image, .. } => self.update(Some(image), |s| s.found += 1),
+            Event::LeaseWait { lease, .. } => {
+                self.update(None, |s| s.waiting = Some(lease.clone()));
+            }
+            Event::LeaseWaitEnd { .. } => self.update(None, |s| s.waiting = None),
             Event::FlatBuilt { image, .. } => self.update(Some(image), |s| s.flat = true),
             Event::Symlink { .. } => self.update(None, |s| s.symlink = true),
             Event::ThinPush { image, pushed, .. } => {
@@ -534,6 +551,38 @@ mod tests {
                 "{action}: the screen shows {shown:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_lease_wait_shows_on_the_line_of_the_image_being_converted_until_it_ends() {
+        let progress = Screen::default().progress();
+        image_event(&progress, "start_image", json!({"layers": 2}));
+        image_event(&progress, "layer_found", json!({}));
+        assert_eq!(
+            progress.shown(IMAGE).as_deref(),
+            Some("layers 1/2 · 1 found published by another node")
+        );
+        send(
+            &progress,
+            "lease_wait",
+            &json!({"lease": "r.org/.layers/ab/abcd", "limit_s": 120}),
+        );
+        assert_eq!(
+            progress.shown(IMAGE).as_deref(),
+            Some(
+                "layers 1/2 · 1 found published by another node · waiting for lease \
+                 r.org/.layers/ab/abcd (another node holds it)"
+            )
+        );
+        send(
+            &progress,
+            "lease_wait_end",
+            &json!({"lease": "r.org/.layers/ab/abcd", "waited_s": 1.0, "granted": true}),
+        );
+        assert_eq!(
+            progress.shown(IMAGE).as_deref(),
+            Some("layers 1/2 · 1 found published by another node")
+        );
     }
 
     #[test]
