@@ -2,8 +2,11 @@
 //! once against one `cvmfs_server` stand-in convert every image exactly once between them, and
 //! the repository equals one node's run; `prune --shard` deletes only its shard's images.
 //!
-//! The stand-in models one publisher host here: the nodes share its state directory (spool lock
-//! and lease locks), as processes on one machine do.
+//! Each node is a publisher host of its own behind the stand-in gateway (its own state
+//! directory, node name and lagging view of the repository: gateway-behaviour section 7): a
+//! node's view shows other nodes' publishes, and its own ingests, only after it is brought to
+//! the newest revision, which ducc does at the start of a pass or command and before an image
+//! when it published since (`cvmfs_server mount REPO`).
 #![allow(clippy::unwrap_used)]
 
 mod convert_support;
@@ -121,8 +124,39 @@ fn node_ducc(work: &Work, k: u32, subcommand: &str, args: &[&str]) -> Command {
     command
 }
 
-/// `ducc convert` of node `k` of `n` on the work's wish list (see [`node_ducc`]).
+/// Node `k`'s first call to the stand-in: from then on its view lags (it moves only when the
+/// node is brought to the newest revision).
+fn mount_node(work: &Work, k: u32) {
+    let listed = Command::new(work.path("cvmfs_server"))
+        .arg("list")
+        .env("CVMFS_STANDIN_NODE", format!("node{k}"))
+        .output()
+        .unwrap();
+    assert!(listed.status.success());
+}
+
+/// Node `k`'s view of the repository (its `/cvmfs/REPO`).
+fn node_view(work: &Work, k: u32) -> PathBuf {
+    work.path(&format!("standin/mnt-node{k}")).join(REPO)
+}
+
+/// How many `cvmfs_server mount` calls (remounts to the newest revision) the stand-in's log
+/// holds from line `from` on.
+fn remounts_since(work: &Work, from: usize) -> usize {
+    work.standin_log()[from..]
+        .iter()
+        .filter(|l| l.starts_with("mount "))
+        .count()
+}
+
+/// `ducc convert` of node `k` of `n` on the work's wish list (see [`node_ducc`]), its events in
+/// `events-K.jsonl`.
 fn node_command(work: &Work, k: u32, n: u32) -> Command {
+    node_command_to(work, k, n, &format!("events-{k}.jsonl"))
+}
+
+/// As [`node_command`], the events in `events` (under the work directory).
+fn node_command_to(work: &Work, k: u32, n: u32, events: &str) -> Command {
     let cache = work.path(&format!("cache-{k}"));
     std::fs::create_dir_all(&cache).unwrap();
     let wish = work.path("wish.yaml");
@@ -142,7 +176,7 @@ fn node_command(work: &Work, k: u32, n: u32) -> Command {
         .arg("--cache-dir")
         .arg(&cache)
         .arg("-n")
-        .arg(work.path(&format!("events-{k}.jsonl")));
+        .arg(work.path(events));
     command
 }
 
@@ -242,7 +276,11 @@ fn podman_names(repo: &Path) -> BTreeSet<String> {
 }
 
 fn converted_by(set: &Set, n: u32) -> Work {
-    let work = Work::gateway();
+    convert_nodes(Work::gateway(), set, n)
+}
+
+/// Runs `n` nodes at once over the set in `work` (see [`converted_by`]).
+fn convert_nodes(work: Work, set: &Set, n: u32) -> Work {
     work.wishlist(&set.inputs(), "");
     let started = std::time::Instant::now();
     let stderrs = run_nodes(&work, n);
@@ -339,10 +377,43 @@ fn one_two_and_three_nodes_convert_every_image_once_into_the_same_repository() {
     }
 }
 
+/// The public names of the images `ducc list --json` shows as node `k`.
+fn listed_by(work: &Work, k: u32) -> BTreeSet<String> {
+    let out = node_ducc(work, k, "list", &[REPO, "--json"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "list as node {k}: {stderr}");
+    let listing: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    listing["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 #[test]
-fn prune_with_a_shard_deletes_only_that_shards_images() {
+fn a_node_that_never_converted_anything_lists_and_prunes_each_shard_after_other_nodes_converted() {
     let set = push_set();
-    let work = converted_by(&set, 2);
+    // Node 3 mounted the repository before anything was published and converts nothing: its
+    // view stays empty until it is brought to the newest revision.
+    let work = Work::gateway();
+    mount_node(&work, 3);
+    let work = convert_nodes(work, &set, 2);
+    assert!(
+        !node_view(&work, 3).join(".metadata").exists(),
+        "node 3's view lags (the premise)"
+    );
+    let names: BTreeSet<String> = set.images.iter().map(|(_, n, _)| n.clone()).collect();
+    let before = work.standin_log().len();
+    assert_eq!(listed_by(&work, 3), names, "node 3 lists every image");
+    assert_eq!(
+        remounts_since(&work, before),
+        1,
+        "one remount for the listing"
+    );
+
     // The list keeps only the named images: the eight globbed ones are no longer wished.
     let kept: Vec<String> = set.images[8..].iter().map(|(i, _, _)| i.clone()).collect();
     let wish = work.wishlist(&kept, "");
@@ -357,14 +428,14 @@ fn prune_with_a_shard_deletes_only_that_shards_images() {
         dropped.iter().partition(|name| owner_of(name, 2) == 1);
     assert!(!first.is_empty() && !second.is_empty(), "{dropped:?}");
 
-    // Each node prunes its own shard, reading its own view (it shows the images it converted).
+    // Node 3 prunes shard 1, then shard 2: each time from the newest revision.
     let prune = |k: u32| {
-        let out = node_ducc(&work, k, "prune", &[wish, "--shard", &format!("{k}/2")])
+        let out = node_ducc(&work, 3, "prune", &[wish, "--shard", &format!("{k}/2")])
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         eprintln!(
-            "prune as node {k}: {}\n{stdout}\n{}",
+            "prune --shard {k}/2 as node 3: {}\n{stdout}\n{}",
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
@@ -379,7 +450,7 @@ fn prune_with_a_shard_deletes_only_that_shards_images() {
     for name in &second {
         assert!(
             recorded(name),
-            "{name} of shard 2 deleted by node 1:\n{out}"
+            "{name} of shard 2 deleted by a prune of shard 1:\n{out}"
         );
     }
     for (_, name, _) in &set.images[8..] {
@@ -389,12 +460,121 @@ fn prune_with_a_shard_deletes_only_that_shards_images() {
 
     let (code, out) = prune(2);
     assert_eq!(code, 0, "{out}");
+    for name in &second {
+        assert!(out.contains(&format!("deleted {name}")), "{out}");
+    }
     for name in dropped {
         assert!(!recorded(name), "{name}:\n{out}");
     }
     for (_, name, _) in &set.images[8..] {
         assert!(recorded(name), "{name} is still wished");
     }
+    let kept: BTreeSet<String> = set.images[8..].iter().map(|(_, n, _)| n.clone()).collect();
+    assert_eq!(listed_by(&work, 3), kept);
+}
+
+#[test]
+fn a_second_pass_on_a_node_whose_view_its_own_ingests_left_behind_does_no_work() {
+    let set = push_set();
+    let work = Work::gateway();
+    work.wishlist(&set.inputs(), "");
+    mount_node(&work, 1);
+    // Node 2 converts its shard first, so node 1's view is behind and repaired (pinned) at its
+    // first remount; its own ingests after that leave it where it was.
+    let run = |k: u32, events: &str| {
+        let mut command = node_command_to(&work, k, 2, events);
+        finish(
+            command
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+            &format!("node {k} ({events})"),
+        )
+    };
+    run(2, "events-2.jsonl");
+    let before = work.standin_log().len();
+    run(1, "events-1.jsonl");
+    let (converted, other) = node_images(&work, 1);
+    let first_pass = remounts_since(&work, before);
+    eprintln!(
+        "node 1's first pass: {} converted, {first_pass} remounts",
+        converted.len()
+    );
+    assert!(
+        first_pass <= 1 + converted.len(),
+        "{first_pass} remounts for {} images converted",
+        converted.len()
+    );
+    // The premise: the view lacks a marker node 1's own last ingests published.
+    let lagging = set.images.iter().any(|(input, name, _)| {
+        let (host, rest) = name.split_once('/').unwrap();
+        converted.contains(input)
+            && marker_config(&work.repo(), host, rest).is_some()
+            && marker_config(&node_view(&work, 1), host, rest).is_none()
+    });
+    assert!(lagging, "node 1's view shows all its own markers already");
+
+    let before = work.standin_log().len();
+    let stderr = run(1, "events-1-again.jsonl");
+    let mut up_to_date = 0;
+    for event in work.events("events-1-again.jsonl") {
+        match event["action"].as_str().unwrap() {
+            "start_image" | "layer_unpack" | "layer_found" | "flat_built" => {
+                panic!("the second pass did work: {event}")
+            }
+            "image_up_to_date" => up_to_date += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(up_to_date, converted.len());
+    let summary = format!(
+        "ducc: 0 converted, {up_to_date} up to date, {} other shard, 0 failed",
+        other.len()
+    );
+    assert!(stderr.contains(&summary), "{summary}:\n{stderr}");
+    let log = &work.standin_log()[before..];
+    assert!(
+        !log.iter()
+            .any(|l| l.starts_with("ingest") || l.starts_with("publish")),
+        "{log:#?}"
+    );
+    assert_eq!(remounts_since(&work, before), 1, "one remount for the pass");
+}
+
+#[test]
+fn a_remount_that_fails_is_a_warning_for_convert_and_an_error_for_list() {
+    let registry = Registry::anonymous();
+    let host = registry.host().to_owned();
+    let client = images::client_for(&host, None);
+    let name = unique_repo("nodes-remount");
+    let image = Image::new(vec![Layer::random("opt/a", 600)], "remount");
+    image.push(&client, &images::repository(&host, &name), "v1");
+    let work = Work::gateway();
+    work.wishlist(&[format!("http://{host}/{name}:v1")], "");
+    let fail = |what: &str| {
+        let dir = work.path("standin/fail");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("mount"), what).unwrap();
+    };
+    fail("mount failed: injected");
+    let stderr = run_nodes(&work, 1).remove(0);
+    assert!(
+        stderr.contains("cannot bring this node's view of the repository to the newest revision")
+            && stderr.contains("mount failed: injected"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("ducc: 1 converted"), "{stderr}");
+    assert_eq!(
+        marker_config(&work.repo(), &host, &format!("{name}:v1")).as_deref(),
+        Some(image.config.digest.as_str())
+    );
+
+    fail("mount failed: injected again");
+    let out = node_ducc(&work, 1, "list", &[REPO]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("mount failed: injected again"), "{stderr}");
 }
 
 #[test]
@@ -526,9 +706,24 @@ fn two_nodes_racing_for_one_new_layer_write_it_once_and_both_list_themselves_in_
     finish(first, "node 1");
     let stderr = finish(second, "node 2");
     assert!(
-        stderr.contains("busy"),
+        stderr.contains("busy") && stderr.contains("lease wait"),
         "the wait for the lease is visible:\n{stderr}"
     );
+    // The wait is an event, and counted.
+    let events2 = work.events("events-2.jsonl");
+    let waits: Vec<&serde_json::Value> = events2
+        .iter()
+        .filter(|e| e["action"] == "lease_wait" && e["lease"] == lease.as_str())
+        .collect();
+    assert_eq!(waits.len(), 1, "{events2:#?}");
+    assert_eq!(waits[0]["limit_s"], 120);
+    let ended = events2
+        .iter()
+        .find(|e| e["action"] == "lease_wait_end" && e["lease"] == lease.as_str())
+        .unwrap();
+    assert_eq!(ended["granted"], true, "{ended}");
+    let end = events2.iter().find(|e| e["action"] == "end_ducc").unwrap();
+    assert!(end["lease_waits"].as_u64().unwrap() >= 1, "{end}");
 
     let unpacked = |k: u32| {
         work.events(&format!("events-{k}.jsonl"))
@@ -538,6 +733,18 @@ fn two_nodes_racing_for_one_new_layer_write_it_once_and_both_list_themselves_in_
     };
     assert_eq!(unpacked(1), 1, "node 1 wrote the layer");
     assert_eq!(unpacked(2), 0, "node 2 found it there inside its lease");
+    // Node 2 counts the layer as found, not as unpacked, and says so.
+    let found: Vec<serde_json::Value> = events2
+        .iter()
+        .filter(|e| e["action"] == "layer_found")
+        .cloned()
+        .collect();
+    assert_eq!(found.len(), 1, "{events2:#?}");
+    assert_eq!(found[0]["layer"], shared.blob.digest.as_str());
+    let image2 = events2.iter().find(|e| e["action"] == "end_image").unwrap();
+    assert_eq!(image2["status"], "ok", "{image2}");
+    assert_eq!(image2["layers_unpacked"], 1, "its own layer only: {image2}");
+    assert_eq!(image2["layers_found"], 1, "{image2}");
     let recorded: BTreeSet<String> = origin(&work.repo(), &shared).into_iter().collect();
     let configs: BTreeSet<String> = images.iter().map(|i| i.config.digest.clone()).collect();
     assert_eq!(recorded, configs, "both images in the layer's origin.json");
