@@ -66,8 +66,9 @@ usage: cargo xtask bench unpack [--rounds N] [--no-registry] [--no-fresh-fs] [--
   nodes    N publisher nodes (each count of --nodes, default 1,2,4) converting one wish list of
            --images N (default 12) small images sharing a base layer with --shard K/N, through
            the tests' cvmfs_server stand-in in gateway mode: wall time (stand-in timing, not a
-           gateway's), ingests and publishes per image, lease waits, images per minute; fails
-           unless every image is converted once and the base's origin.json names them all";
+           gateway's), ingests and publishes per image, lease waits (from the end_ducc
+           events), remounts per node, images per minute; fails unless every image is
+           converted once and the base's origin.json names them all";
 
 /// Runs `cargo xtask bench WHAT`.
 pub fn run(args: &[String]) -> anyhow::Result<()> {

@@ -13,9 +13,11 @@
 //! nodes race for the base's `origin.json` and the podman store. For each N, a fresh repository;
 //! N `ducc convert --shard K/N` processes start at once, each with its own state directory, node
 //! name (`CVMFS_STANDIN_NODE`) and mount. Reported per N: wall time until the last node ends,
-//! ingests and publishes per image, lease waits (gateway answers "busy", rc 16, that a node then
-//! waited on), and images per minute. The run fails unless every image was converted by exactly
-//! one node and the base layer's `origin.json` names every image.
+//! ingests and publishes per image, lease waits (as the nodes' `end_ducc` events count them: a
+//! lease the gateway said was busy, rc 16, that a node then waited for), remounts (`cvmfs_server
+//! mount`, bringing a node's view to the newest revision before reads that decide work) per
+//! node, and images per minute. The run fails unless every image was converted by exactly one
+//! node and the base layer's `origin.json` names every image.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -124,6 +126,7 @@ struct Row {
     ingests: usize,
     publishes: usize,
     lease_waits: usize,
+    remounts: usize,
     images: usize,
 }
 
@@ -170,18 +173,19 @@ pub(super) fn run(args: &[String]) -> anyhow::Result<()> {
         options.images
     );
     println!(
-        "| nodes | wall (s, stand-in) | ingests per image | publishes per image | lease waits | images per minute |"
+        "| nodes | wall (s, stand-in) | ingests per image | publishes per image | lease waits | remounts per node | images per minute |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for row in &rows {
         let per = |count: usize| count as f64 / row.images as f64;
         println!(
-            "| {} | {:.1} | {:.2} | {:.2} | {} | {:.1} |",
+            "| {} | {:.1} | {:.2} | {:.2} | {} | {:.1} | {:.1} |",
             row.nodes,
             row.wall_s,
             per(row.ingests),
             per(row.publishes),
             row.lease_waits,
+            row.remounts as f64 / f64::from(row.nodes),
             row.images as f64 * 60.0 / row.wall_s
         );
     }
@@ -244,16 +248,14 @@ fn run_nodes(
     let children: Vec<Child> = (1..=n)
         .map(|k| node(work, ducc, &wrapper, &wish, k, n).spawn())
         .collect::<Result<_, _>>()?;
-    let mut stderrs = Vec::new();
     for (k, child) in (1..=n).zip(children) {
         let out = child.wait_with_output()?;
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr);
         ensure!(out.status.success(), "node {k} of {n} failed:\n{stderr}");
-        stderrs.push(stderr);
     }
     let wall_s = started.elapsed().as_secs_f64();
 
-    let mut converted = 0;
+    let (mut converted, mut lease_waits) = (0, 0);
     for k in 1..=n {
         let events = std::fs::read_to_string(work.join(format!("events-{k}.jsonl")))?;
         for line in events.lines() {
@@ -261,8 +263,14 @@ fn run_nodes(
             if event["action"] == "end_image" && event["status"] == "ok" {
                 converted += 1;
             }
+            if event["action"] == "end_ducc" {
+                lease_waits += event["lease_waits"]
+                    .as_u64()
+                    .context("end_ducc without lease_waits")?;
+            }
         }
     }
+    let lease_waits = usize::try_from(lease_waits)?;
     ensure!(
         converted == corpus.tags.len(),
         "{converted} conversions for {} images",
@@ -286,7 +294,7 @@ fn run_nodes(
     );
 
     let calls = std::fs::read_to_string(&log)?;
-    let (mut ingests, mut publishes, mut lease_waits) = (0, 0, 0);
+    let (mut ingests, mut publishes, mut busy, mut remounts) = (0, 0, 0, 0);
     for line in calls.lines() {
         let mut words = line.split_whitespace().skip(1);
         let rc = words.next().unwrap_or_default();
@@ -294,16 +302,13 @@ fn run_nodes(
         match (rc, command) {
             ("rc=0", "ingest") => ingests += 1,
             ("rc=0", "publish") => publishes += 1,
-            ("rc=16", _) => lease_waits += 1,
+            ("rc=0", "mount") => remounts += 1,
+            ("rc=16", _) => busy += 1,
             _ => {}
         }
     }
     eprintln!(
-        "xtask: {n} node(s): {wall_s:.1} s, {ingests} ingests, {publishes} publishes, {lease_waits} busy answers ({} busy warnings)",
-        stderrs
-            .iter()
-            .map(|s| s.matches(" busy ").count())
-            .sum::<usize>()
+        "xtask: {n} node(s): {wall_s:.1} s, {ingests} ingests, {publishes} publishes, {remounts} remounts, {lease_waits} lease waits ({busy} busy answers)"
     );
     Ok(Row {
         nodes: n,
@@ -311,6 +316,7 @@ fn run_nodes(
         ingests,
         publishes,
         lease_waits,
+        remounts,
         images: corpus.tags.len(),
     })
 }
