@@ -481,20 +481,24 @@ fn a_second_pass_on_a_node_whose_view_its_own_ingests_left_behind_does_no_work()
     mount_node(&work, 1);
     // Node 2 converts its shard first, so node 1's view is behind and repaired (pinned) at its
     // first remount; its own ingests after that leave it where it was.
+    // Each run's stderr, and the remounts a pass may make: one at its start, one per image
+    // converted, one a minute.
     let run = |k: u32, events: &str| {
         let mut command = node_command_to(&work, k, 2, events);
-        finish(
+        let started = Instant::now();
+        let stderr = finish(
             command
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
                 .unwrap(),
             &format!("node {k} ({events})"),
-        )
+        );
+        (stderr, 1 + started.elapsed().as_secs() as usize / 60)
     };
     run(2, "events-2.jsonl");
     let before = work.standin_log().len();
-    run(1, "events-1.jsonl");
+    let (_, minutes) = run(1, "events-1.jsonl");
     let (converted, other) = node_images(&work, 1);
     let first_pass = remounts_since(&work, before);
     eprintln!(
@@ -502,7 +506,7 @@ fn a_second_pass_on_a_node_whose_view_its_own_ingests_left_behind_does_no_work()
         converted.len()
     );
     assert!(
-        first_pass <= 1 + converted.len(),
+        first_pass <= 1 + converted.len() + minutes,
         "{first_pass} remounts for {} images converted",
         converted.len()
     );
@@ -516,7 +520,7 @@ fn a_second_pass_on_a_node_whose_view_its_own_ingests_left_behind_does_no_work()
     assert!(lagging, "node 1's view shows all its own markers already");
 
     let before = work.standin_log().len();
-    let stderr = run(1, "events-1-again.jsonl");
+    let (stderr, minutes) = run(1, "events-1-again.jsonl");
     let mut up_to_date = 0;
     for event in work.events("events-1-again.jsonl") {
         match event["action"].as_str().unwrap() {
@@ -539,7 +543,12 @@ fn a_second_pass_on_a_node_whose_view_its_own_ingests_left_behind_does_no_work()
             .any(|l| l.starts_with("ingest") || l.starts_with("publish")),
         "{log:#?}"
     );
-    assert_eq!(remounts_since(&work, before), 1, "one remount for the pass");
+    let remounts = remounts_since(&work, before);
+    eprintln!("node 1's second pass: {remounts} remounts");
+    assert!(
+        (1..=minutes).contains(&remounts),
+        "one remount for the pass (and one a minute): {remounts}"
+    );
 }
 
 #[test]

@@ -73,6 +73,11 @@ pub use gclock::GC_LOCK_EXPIRY;
 /// waiting on the server's side) is retried before the ingest fails.
 const BUSY_RETRY: Duration = Duration::from_secs(120);
 
+/// How old a remount to the newest revision may get before the next image remounts again,
+/// though this host published nothing since: other nodes' publishes show then (a long pass, or
+/// `serve` between notifications). See [`Publisher::refresh_view`].
+const VIEW_MAX_AGE: Duration = Duration::from_secs(60);
+
 /// How many paths one `cvmfs_server ingest --delete` call takes on a stratum 0 (upstream's gc
 /// takes 50; 200 keep the command line near 20 KiB).
 const DELETE_BATCH: usize = 200;
@@ -164,6 +169,8 @@ pub struct CvmfsPublisher {
     /// Behind a gateway: whether this host published since its last remount, so that its view
     /// may lack its own writes (see [`Publisher::refresh_view`]).
     view_behind: std::sync::atomic::AtomicBool,
+    /// When this host last remounted to the newest revision ([`Publisher::refresh_view`]).
+    last_remount: Mutex<Option<Instant>>,
     /// Who is told about lease waits ([`Publisher::observe`]).
     observer: ObserverSlot,
 }
@@ -224,6 +231,7 @@ impl CvmfsPublisher {
             layout: repo.layout(),
             fresh_open: std::sync::atomic::AtomicBool::new(false),
             view_behind: std::sync::atomic::AtomicBool::new(false),
+            last_remount: Mutex::new(None),
             observer: ObserverSlot::default(),
         };
         let listing = publisher.run(&["list".into()])?;
@@ -532,13 +540,17 @@ impl Publisher for CvmfsPublisher {
     }
 
     /// As the trait says: behind a gateway with the repository mounted here, `cvmfs_server
-    /// mount REPO` under the spool lock (so no transaction of this host is open meanwhile).
+    /// mount REPO` under the spool lock (so no transaction of this host is open meanwhile). At
+    /// [`RefreshPoint::NextImage`] also when the last remount is over a minute old, so other
+    /// nodes' publishes show in a long pass and to `serve` between notifications.
     fn refresh_view(&self, point: RefreshPoint) -> Result<bool, PublishError> {
         use std::sync::atomic::Ordering;
         if !self.reads_fresh() {
             return Ok(false);
         }
-        if point == RefreshPoint::NextImage && !self.view_behind.load(Ordering::SeqCst) {
+        let last = *self.last_remount.lock().unwrap_or_else(|e| e.into_inner());
+        let recent = last.is_some_and(|at| at.elapsed() < VIEW_MAX_AGE);
+        if point == RefreshPoint::NextImage && recent && !self.view_behind.load(Ordering::SeqCst) {
             return Ok(false);
         }
         let _spool = self.spool_lock()?;
@@ -549,6 +561,7 @@ impl Publisher for CvmfsPublisher {
             self.view_behind.store(true, Ordering::SeqCst);
             return Err(e);
         }
+        *self.last_remount.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         tracing::debug!(repo = %self.repo, ?point, "remounted to the newest revision");
         Ok(true)
     }

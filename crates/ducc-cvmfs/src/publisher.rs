@@ -234,7 +234,8 @@ pub trait Publisher: Send + Sync {
     /// The `cvmfs` publisher behind a gateway runs `cvmfs_server mount REPO` (a node sees other
     /// nodes' publishes only after a remount, and its own gateway ingests only after the next
     /// one: cvmfs-gateway-behaviour.md, section 7): at [`RefreshPoint::Start`] always, at
-    /// [`RefreshPoint::NextImage`] only when it published since its last remount.
+    /// [`RefreshPoint::NextImage`] only when it published since its last remount or that
+    /// remount is over a minute old.
     ///
     /// # Errors
     /// When the remount fails.
