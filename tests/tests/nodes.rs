@@ -424,9 +424,10 @@ fn a_node_that_never_converted_anything_lists_and_prunes_each_shard_after_other_
         marker_config(&repo, host, rest).is_some()
     };
     let dropped: Vec<&String> = set.images[..8].iter().map(|(_, n, _)| n).collect();
+    // Usually both shards hold some (all eight in one shard happens once in 128 sets).
     let (first, second): (Vec<&String>, Vec<&String>) =
         dropped.iter().partition(|name| owner_of(name, 2) == 1);
-    assert!(!first.is_empty() && !second.is_empty(), "{dropped:?}");
+    let shard_2_has_some = set.images.iter().any(|(_, n, _)| owner_of(n, 2) == 2);
 
     // Node 3 prunes shard 1, then shard 2: each time from the newest revision.
     let prune = |k: u32| {
@@ -456,7 +457,9 @@ fn a_node_that_never_converted_anything_lists_and_prunes_each_shard_after_other_
     for (_, name, _) in &set.images[8..] {
         assert!(recorded(name), "{name} is still wished");
     }
-    assert!(out.contains("of other shards, left alone"), "{out}");
+    if shard_2_has_some {
+        assert!(out.contains("of other shards, left alone"), "{out}");
+    }
 
     let (code, out) = prune(2);
     assert_eq!(code, 0, "{out}");
