@@ -7,9 +7,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use ducc_cvmfs::{
-    ConfigDigest, CvmfsOptions, CvmfsPublisher, IngestOptions, LayerDigest, LocalPublisher,
-    OverlaySupport, PublicName, PublishError, Publisher, RepoPath, RepositoryName,
+    ConfigDigest, CvmfsOptions, CvmfsPublisher, IngestOptions, LayerDigest, Layout, LocalPublisher,
+    OverlaySupport, PublicName, PublishError, Publisher, RepoPath,
 };
+use ducc_oci::RepositoryName;
 use ducc_tests::tree::{Options, Tree};
 
 mod standin_support;
@@ -129,7 +130,7 @@ fn a_layer_and_its_metadata_go_in_as_one_ingest_on_the_shard_with_root_owned_dir
         return;
     }
     let publisher = s.publisher(false);
-    let layout = RepositoryName::parse(REPO).unwrap().layout();
+    let layout = Layout::of(&RepositoryName::parse(REPO).unwrap());
     let start = s.log_len();
     let group = publisher.group();
     ducc_cvmfs::ensure_catalog_markers(
@@ -204,7 +205,7 @@ fn with_a_gateway_a_layer_is_one_ingest_whose_lease_parent_exists() {
         publisher.overlay_support(),
         OverlaySupport::No { .. }
     ));
-    let layout = RepositoryName::parse(REPO).unwrap().layout();
+    let layout = Layout::of(&RepositoryName::parse(REPO).unwrap());
     let start = s.log_len();
     let mut tx = publisher.begin(&layout.layer_dir(&layer())).unwrap();
     tx.ingest_tar(
@@ -231,7 +232,7 @@ fn a_flat_tree_and_its_public_symlink_are_one_ingest_each_without_invented_dirs(
     let publisher = s.publisher(false);
     assert_eq!(publisher.overlay_support(), OverlaySupport::DevicesOnly);
     let repo = RepositoryName::parse("test.repo/sub").unwrap();
-    let layout = repo.layout();
+    let layout = Layout::of(&repo);
     let name = PublicName::tagged("reg.io", "library/ubuntu", "22.04").unwrap();
     let cfg = "0f".repeat(32);
     let start = s.log_len();
@@ -493,7 +494,7 @@ fn publishers_options() -> Options {
 
 /// The same conversion-like scenario through any publisher.
 fn scenario(publisher: &dyn Publisher) {
-    let layout = RepositoryName::parse(REPO).unwrap().layout();
+    let layout = Layout::of(&RepositoryName::parse(REPO).unwrap());
     let mut tx = publisher.begin(&layout.layer_dir(&layer())).unwrap();
     tx.ingest_tar(
         &layout.layerfs(&layer()),
@@ -656,7 +657,7 @@ fn lifecycle_image(
     cfg: &ConfigDigest,
     layers: &[LayerDigest],
 ) {
-    let layout = RepositoryName::parse(REPO).unwrap().layout();
+    let layout = Layout::of(&RepositoryName::parse(REPO).unwrap());
     let put = |path: RepoPath, content: &[u8]| {
         let mut tx = publisher.begin(&path).unwrap();
         tx.write_file(&path, &mut &content[..]).unwrap();
@@ -704,7 +705,7 @@ fn gc_through_a_gateway_deletes_one_path_per_call_and_whole_shards_as_one() {
     for gateway in [false, true] {
         let s = Stratum0::new(gateway);
         let publisher = s.publisher(gateway);
-        let layout = RepositoryName::parse(REPO).unwrap().layout();
+        let layout = Layout::of(&RepositoryName::parse(REPO).unwrap());
         let digest = |prefix: &str| {
             let hex = format!("{prefix}{}", "0".repeat(64 - prefix.len()));
             LayerDigest::from_hex(&hex).unwrap()
@@ -857,7 +858,7 @@ fn byte_names_tar() -> Vec<u8> {
 fn non_utf8_and_300_byte_names_are_published_byte_exact_in_layerfs_and_flat() {
     let s = Stratum0::new(false);
     let publisher = s.publisher(false);
-    let layout = RepositoryName::parse(REPO).unwrap().layout();
+    let layout = Layout::of(&RepositoryName::parse(REPO).unwrap());
     let tar = byte_names_tar();
     let mut tx = publisher.begin(&layout.layer_dir(&layer())).unwrap();
     tx.ingest_tar(

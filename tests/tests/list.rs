@@ -253,6 +253,27 @@ fn list_of_a_repository_that_does_not_exist_fails_and_creates_nothing() {
     assert!(!work.repo().exists());
 }
 
+/// The command line's repository has the wish list's `cvmfs_repo` grammar (issue 26): a name
+/// with a space is a usage error that says what is wrong, and nothing is created.
+#[test]
+fn list_of_a_malformed_repository_name_is_a_usage_error_naming_the_problem() {
+    let work = Work::new(Backend::Local);
+    let out = work
+        .lifecycle_command("list", &["bad repo"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "invalid repository name `bad repo`: a repository name has only letters, digits, \
+             `.`, `-` and `_`"
+        ),
+        "{stderr}"
+    );
+    assert!(!work.path("cvmfs").join("bad repo").exists());
+}
+
 #[test]
 fn list_without_a_podman_store_measures_the_flat_tree_and_has_no_manifest_digest() {
     let c = Converted::with_flags(Backend::Local, &["-i", "-p"]);

@@ -13,9 +13,8 @@ mod standin_support;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use ducc_cvmfs::{
-    IngestOptions, LocalPublisher, PublishError, Publisher, RepoPath, RepositoryName,
-};
+use ducc_cvmfs::{IngestOptions, LocalPublisher, PublishError, Publisher, RepoPath};
+use ducc_oci::RepositoryName;
 use standin_support::{REPO, Stratum0, files_tar};
 
 /// A publisher under test, with what keeps its repository alive.

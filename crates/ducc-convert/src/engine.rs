@@ -5,7 +5,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use ducc_cvmfs::{Layout, OverlaySupport, Publisher, RefreshPoint, RepositoryName};
+use ducc_cvmfs::{Layout, OverlaySupport, Publisher, RefreshPoint};
+use ducc_oci::RepositoryName;
 use ducc_registry::{Client, ClientOptions, Credentials, Environment, Login, Repository};
 use ducc_thin::PushOutcome;
 use ducc_unpack::WhiteoutFormat;
@@ -286,7 +287,7 @@ impl EngineBuilder {
             credentials: self.credentials,
             thin_login: self.thin_login,
             environment: self.environment.unwrap_or_else(Environment::from_process),
-            layout: self.repo.layout(),
+            layout: Layout::of(&self.repo),
             repo: self.repo,
             publisher: self.publisher,
             cache,
@@ -512,7 +513,7 @@ impl Engine {
         list: &WishList,
         stop: &StopToken,
     ) -> Result<Vec<ImageResult>, ConvertError> {
-        if list.cvmfs_repo().to_string() != self.repo.to_string() {
+        if list.cvmfs_repo() != &self.repo {
             return Err(ConvertError::image(format!(
                 "{}: cvmfs_repo {} is not the repository {} this engine writes",
                 list.path().display(),

@@ -12,7 +12,7 @@ use std::time::{Instant, SystemTime};
 use ducc_cvmfs::{
     Arch, ConfigDigest, FillHints, FlatRecord, Group, ImageSlot, IngestOptions, LayerDigest,
     LayerInfo, Layout, MarkerDescriptor, MarkerManifest, PublicName, Published, RepoPath,
-    RepositoryName, RepositoryState,
+    RepositoryState,
 };
 use ducc_registry::oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
 use ducc_registry::{
@@ -1138,7 +1138,7 @@ impl<'e> Job<'e> {
             .map(|l| {
                 ThinLayer::in_repository(
                     self.engine.repo.name(),
-                    subdir(&self.engine.repo),
+                    self.engine.repo.subdir(),
                     &l.digest,
                 )
             })
@@ -1200,11 +1200,6 @@ fn with_thin(outcome: Outcome, pushed: PushOutcome) -> Outcome {
         },
         up_to_date => up_to_date,
     }
-}
-
-fn subdir(repo: &RepositoryName) -> Option<&str> {
-    let sub = repo.subdir();
-    (!sub.is_root()).then(|| sub.as_str())
 }
 
 /// The public name of an image: by tag, or by digest when it has none.

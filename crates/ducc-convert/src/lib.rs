@@ -21,7 +21,8 @@
 //! use std::path::Path;
 //!
 //! use ducc_convert::{Engine, Settings, StopToken};
-//! use ducc_cvmfs::{LocalPublisher, RepositoryName};
+//! use ducc_cvmfs::LocalPublisher;
+//! use ducc_oci::RepositoryName;
 //! use ducc_wishlist::ImageRef;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {

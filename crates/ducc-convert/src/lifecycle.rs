@@ -165,7 +165,7 @@ impl Engine {
         let inventory = Inventory::read(&*self.publisher, &self.layout)?;
         let mut protected = Vec::new();
         for list in lists {
-            if list.cvmfs_repo().to_string() != self.repo.to_string() {
+            if list.cvmfs_repo() != &self.repo {
                 return Err(ConvertError::image(format!(
                     "{}: cvmfs_repo {} is not {} (every wish list given to prune must name the \
                      same repository)",

@@ -142,7 +142,8 @@ impl Engine {
 mod tests {
     use std::sync::{Arc, Mutex};
 
-    use ducc_cvmfs::{LocalPublisher, RepositoryName};
+    use ducc_cvmfs::LocalPublisher;
+    use ducc_oci::RepositoryName;
 
     use super::*;
     use crate::events::EventSink;

@@ -57,12 +57,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::{PublishError, io_err};
 use crate::guard::{Refused, TarGuard};
-use crate::layout::{CATALOG_MARKER, RepoPath, RepositoryName};
+use crate::layout::{CATALOG_MARKER, Layout, RepoPath};
 use crate::lock::{FileLock, LeaseGuard, LeaseLocks, dead_staging, unique_name};
 use crate::publisher::{
     FillError, FillHints, GcGuard, GcLock, Group, IngestOptions, OverlaySupport, PublishObserver,
     Published, Publisher, RefreshPoint, Transaction, check_lease, read_link_at, read_small,
 };
+use ducc_oci::RepositoryName;
 
 mod fresh;
 mod gclock;
@@ -146,7 +147,8 @@ impl CvmfsOptions {
 /// Publishes through `cvmfs_server ingest` (see the module documentation).
 ///
 /// ```no_run
-/// use ducc_cvmfs::{CvmfsOptions, CvmfsPublisher, Publisher, RepoPath, RepositoryName};
+/// use ducc_cvmfs::{CvmfsOptions, CvmfsPublisher, Publisher, RepoPath};
+/// use ducc_oci::RepositoryName;
 ///
 /// let repo = RepositoryName::parse("unpacked.example.org").unwrap();
 /// let publisher = CvmfsPublisher::open(&repo, CvmfsOptions::new()).unwrap();
@@ -228,7 +230,7 @@ impl CvmfsPublisher {
             locks,
             gateway: gateway.unwrap_or(false),
             mounted,
-            layout: repo.layout(),
+            layout: Layout::of(repo),
             fresh_open: std::sync::atomic::AtomicBool::new(false),
             view_behind: std::sync::atomic::AtomicBool::new(false),
             last_remount: Mutex::new(None),

@@ -331,7 +331,7 @@ mod tests {
     /// tree in `local` whose `etc/motd` came from it (source tag) and whose `etc/own` has none.
     fn setup(xattrs: &[(&str, &str)]) -> (tempfile::TempDir, Layout, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
-        let layout = crate::RepositoryName::parse("r").unwrap().layout();
+        let layout = crate::Layout::of(&ducc_oci::RepositoryName::parse("r").unwrap());
         let layer: ducc_oci::LayerDigest = format!("sha256:{}", "ab".repeat(32)).parse().unwrap();
         let mount = dir.path().join("mnt");
         let layerfs = mount.join(layout.layerfs(&layer).as_path());

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use ducc_oci::{ConfigDigest, LayerDigest};
+use ducc_oci::{ConfigDigest, LayerDigest, RepositoryName};
 
 /// A path that is not a clean relative path inside a repository.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -23,12 +23,6 @@ pub enum PathError {
     BadImagePart {
         /// Which part: `registry`, `repository`, `tag` or `digest`.
         what: &'static str,
-        /// The rejected value.
-        value: String,
-    },
-    /// A `cvmfs_repo` value that is not `REPO` or `REPO/SUBDIR`.
-    #[error("repository {value:?} is not a valid REPO or REPO/SUBDIR name")]
-    BadRepository {
         /// The rejected value.
         value: String,
     },
@@ -180,60 +174,6 @@ pub fn relative_target(link: &RepoPath, target: &RepoPath) -> PathBuf {
         out.push(part);
     }
     out
-}
-
-/// A repository name as written in the wish list's `cvmfs_repo`: `REPO` or `REPO/SUBDIR`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RepositoryName {
-    name: String,
-    subdir: RepoPath,
-}
-
-impl RepositoryName {
-    /// Parses `unpacked.cern.ch` or `unpacked.cern.ch/some/subdir`.
-    ///
-    /// # Errors
-    /// [`PathError::BadRepository`] when the name part is empty or not a plain file name, or the
-    /// subdir is not clean.
-    pub fn parse(value: &str) -> Result<Self, PathError> {
-        let bad = || PathError::BadRepository {
-            value: value.to_owned(),
-        };
-        let (name, subdir) = value.split_once('/').unwrap_or((value, ""));
-        if name.is_empty() || name == "." || name == ".." {
-            return Err(bad());
-        }
-        let subdir = RepoPath::new(subdir).map_err(|_| bad())?;
-        Ok(Self {
-            name: name.to_owned(),
-            subdir,
-        })
-    }
-
-    /// The repository's own name (`unpacked.cern.ch`), what `cvmfs_server` takes.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The subdir everything goes under (the root when none was given).
-    pub fn subdir(&self) -> &RepoPath {
-        &self.subdir
-    }
-
-    /// The layout of this repository (rooted at the subdir).
-    pub fn layout(&self) -> Layout {
-        Layout::new(self.subdir.clone())
-    }
-}
-
-impl fmt::Display for RepositoryName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.subdir.is_root() {
-            f.write_str(&self.name)
-        } else {
-            write!(f, "{}/{}", self.name, self.subdir.as_str())
-        }
-    }
 }
 
 /// How an image is named in the public tree: `<registry>/<repository>:<tag>`, or, for an image
@@ -417,10 +357,11 @@ pub const CATALOG_MARKER: &str = ".cvmfscatalog";
 /// All paths of SPEC section 3 below an optional repository subdir.
 ///
 /// ```
-/// use ducc_cvmfs::{ConfigDigest, Layout, PublicName, RepositoryName};
+/// use ducc_cvmfs::{Layout, PublicName};
+/// use ducc_oci::{ConfigDigest, RepositoryName};
 ///
 /// let repo = RepositoryName::parse("unpacked.cern.ch/sub").unwrap();
-/// let layout = repo.layout();
+/// let layout = Layout::of(&repo);
 /// let cfg = ConfigDigest::from_hex(&"0f".repeat(32)).unwrap();
 /// let name = PublicName::tagged("registry.example.org", "library/ubuntu", "22.04").unwrap();
 /// assert_eq!(layout.flat_image(&cfg).as_str(), format!("sub/.flat/0f/{}", "0f".repeat(32)));
@@ -438,6 +379,13 @@ impl Layout {
     /// A layout rooted at `root` (the repository subdir; [`RepoPath::root`] for none).
     pub fn new(root: RepoPath) -> Self {
         Self { root }
+    }
+
+    /// The layout of `repo`: rooted at its sub-directory, or at the repository root.
+    pub fn of(repo: &RepositoryName) -> Self {
+        // The repository name's grammar allows only clean sub-directories (no empty, `.` or
+        // `..` component, no control characters), which is what a `RepoPath` holds.
+        Self::new(RepoPath(repo.subdir().unwrap_or_default().to_owned()))
     }
 
     /// The directory everything goes under.
@@ -915,20 +863,12 @@ mod tests {
     }
 
     #[test]
-    fn repository_names_split_into_name_and_subdir() {
-        let r = RepositoryName::parse("unpacked.cern.ch/some/sub").unwrap();
-        assert_eq!(r.name(), "unpacked.cern.ch");
-        assert_eq!(r.subdir().as_str(), "some/sub");
-        assert_eq!(r.to_string(), "unpacked.cern.ch/some/sub");
-        assert_eq!(r.layout().flat_root().as_str(), "some/sub/.flat");
-        assert!(
-            RepositoryName::parse("unpacked.cern.ch")
-                .unwrap()
-                .subdir()
-                .is_root()
-        );
-        for bad in ["", "/x", "..", "r/../x", "r//x"] {
-            assert!(RepositoryName::parse(bad).is_err(), "{bad}");
-        }
+    fn a_repository_layout_is_rooted_at_its_subdir() {
+        let sub = RepositoryName::parse("unpacked.cern.ch/some/sub").unwrap();
+        assert_eq!(Layout::of(&sub).root().as_str(), "some/sub");
+        assert_eq!(Layout::of(&sub).flat_root().as_str(), "some/sub/.flat");
+        let plain = RepositoryName::parse("unpacked.cern.ch").unwrap();
+        assert!(Layout::of(&plain).root().is_root());
+        assert_eq!(Layout::of(&plain).flat_root().as_str(), ".flat");
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! - [`Layout`] owns every path of the repository (SPEC section 3): typed digests in
 //!   ([`LayerDigest`], [`ConfigDigest`]), [`RepoPath`]s out, upstream DUCC's names, under an
-//!   optional `cvmfs_repo` subdir ([`RepositoryName`]). [`Origin`], [`LayerInfo`] and
+//!   optional `cvmfs_repo` subdir ([`Layout::of`] a [`ducc_oci::RepositoryName`]). [`Origin`], [`LayerInfo`] and
 //!   [`MarkerManifest`] are its JSON files.
 //! - [`Publisher`] opens [`Transaction`]s scoped to a sub-path (a lease): ingest a tar stream
 //!   into a directory, write a file, make a symlink, remove a path, then commit or abort;
@@ -16,7 +16,8 @@
 //!   converted image, whose single layer is its flat tree ([`PodmanImage`]).
 //!
 //! ```
-//! use ducc_cvmfs::{IngestOptions, LocalPublisher, Publisher, RepositoryName};
+//! use ducc_cvmfs::{IngestOptions, Layout, LocalPublisher, Publisher};
+//! use ducc_oci::RepositoryName;
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! // A layer as canonical tar (normally written by ducc-unpack).
 //! let mut builder = tar::Builder::new(Vec::new());
@@ -31,7 +32,7 @@
 //!
 //! let root = tempfile::tempdir()?;
 //! let repo = RepositoryName::parse("unpacked.example.org")?;
-//! let layout = repo.layout();
+//! let layout = Layout::of(&repo);
 //! let layer = format!("sha256:{}", "ab".repeat(32)).parse()?;
 //! let publisher = LocalPublisher::open(root.path(), &repo)?;
 //!
@@ -62,8 +63,7 @@ pub use cvmfs::{CvmfsOptions, CvmfsPublisher, GC_LOCK_EXPIRY};
 pub use ducc_oci::{ConfigDigest, DiffId, DigestError, LayerDigest};
 pub use error::PublishError;
 pub use layout::{
-    ARCH_ALIASES, Arch, CATALOG_MARKER, Layout, PathError, PublicName, RepoPath, RepositoryName,
-    relative_target,
+    ARCH_ALIASES, Arch, CATALOG_MARKER, Layout, PathError, PublicName, RepoPath, relative_target,
 };
 pub use local::LocalPublisher;
 pub use metadata::{

@@ -19,17 +19,19 @@ use rustix::fs::{CWD, RenameFlags, renameat_with};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{PublishError, io_err};
-use crate::layout::{CATALOG_MARKER, RepoPath, RepositoryName};
+use crate::layout::{CATALOG_MARKER, RepoPath};
 use crate::lock::{FileLock, LeaseGuard, LeaseLocks, dead_staging, unique_name};
 use crate::publisher::{
     FillError, FillHints, GcGuard, GcLock, Group, IngestOptions, OverlaySupport, Publisher,
     Transaction, Ungrouped, check_lease, read_link_at, read_small,
 };
+use ducc_oci::RepositoryName;
 
 /// Publishes into a directory: the repository `REPO` lives at `ROOT/REPO`.
 ///
 /// ```
-/// use ducc_cvmfs::{LocalPublisher, Publisher, RepoPath, RepositoryName};
+/// use ducc_cvmfs::{LocalPublisher, Publisher, RepoPath};
+/// use ducc_oci::RepositoryName;
 ///
 /// let root = tempfile::tempdir().unwrap();
 /// let repo = RepositoryName::parse("unpacked.example.org").unwrap();

@@ -241,12 +241,13 @@ impl StoredImage {
 /// The podman store of one repository, written through a publisher.
 ///
 /// ```
-/// use ducc_cvmfs::{ConfigDigest, IngestOptions, LocalPublisher, PodmanImage, PodmanOutcome,
-///     PodmanStore, PublicName, Publisher, RepositoryName};
+/// use ducc_cvmfs::{ConfigDigest, IngestOptions, Layout, LocalPublisher, PodmanImage,
+///     PodmanOutcome, PodmanStore, PublicName, Publisher};
+/// use ducc_oci::RepositoryName;
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let root = tempfile::tempdir()?;
 /// let repo = RepositoryName::parse("unpacked.example.org")?;
-/// let layout = repo.layout();
+/// let layout = Layout::of(&repo);
 /// let publisher = LocalPublisher::open(root.path(), &repo)?;
 /// let config_bytes = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
 /// let config = ConfigDigest::parse(&format!("sha256:{}", sha256_hex(config_bytes)))?;

@@ -523,7 +523,8 @@ pub fn add_origin(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{LocalPublisher, RepositoryName};
+    use crate::{Layout, LocalPublisher};
+    use ducc_oci::RepositoryName;
 
     #[test]
     fn catalog_markers_are_created_once_outermost_first() {
@@ -549,7 +550,7 @@ mod tests {
     fn a_corrupt_origin_json_is_an_error_naming_it_and_stays_untouched() {
         let root = tempfile::tempdir().unwrap();
         let repo = RepositoryName::parse("r").unwrap();
-        let layout = repo.layout();
+        let layout = Layout::of(&repo);
         let publisher = LocalPublisher::open(root.path(), &repo).unwrap();
         let layer: crate::LayerDigest = format!("sha256:{}", "ab".repeat(32)).parse().unwrap();
         let config = crate::ConfigDigest::from_hex(&"cd".repeat(32)).unwrap();

@@ -211,7 +211,8 @@ impl<'a> RepositoryState<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{LocalPublisher, RepositoryName};
+    use crate::LocalPublisher;
+    use ducc_oci::RepositoryName;
 
     fn digest(c: char) -> String {
         format!("sha256:{}", c.to_string().repeat(64))
@@ -240,7 +241,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let repo = RepositoryName::parse("r").unwrap();
         let publisher = LocalPublisher::open(root.path(), &repo).unwrap();
-        let layout = repo.layout();
+        let layout = Layout::of(&repo);
         let state = RepositoryState::new(&publisher, &layout);
         let config = ConfigDigest::parse(&digest('c')).unwrap();
         let layer: LayerDigest = digest('a').parse().unwrap();

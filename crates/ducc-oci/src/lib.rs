@@ -14,6 +14,8 @@
 //!   [`Sha256Hasher`] make them from content.
 //! - [`Platform`]: `os/arch[/variant]`, matched against index entries as containerd normalises
 //!   them.
+//! - [`RepositoryName`]: the CernVM-FS repository (and optional sub-directory) a wish list's
+//!   `cvmfs_repo` names, with a [`RepositoryNameError`] that says what is wrong.
 //! - [`error_chain`]: an error and its causes on one line, the one printer every crate uses;
 //!   [`is_root`]: the one root check.
 //!
@@ -46,6 +48,7 @@ mod glob;
 mod platform;
 mod privileges;
 mod reference;
+mod repository;
 
 pub use oci_spec;
 
@@ -58,3 +61,4 @@ pub use glob::Glob;
 pub use platform::{Platform, PlatformError};
 pub use privileges::is_root;
 pub use reference::{ImageRef, ReferenceError, ReferenceProblem, Scheme};
+pub use repository::{RepositoryName, RepositoryNameError, RepositoryNameProblem};

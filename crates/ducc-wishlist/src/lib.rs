@@ -37,4 +37,4 @@ mod wishlist;
 
 pub use ducc_oci::{Glob, ImageRef, ReferenceError, ReferenceProblem, Scheme};
 pub use template::{DEFAULT_OUTPUT_FORMAT, OutputFormat, TemplateError, VARIABLES};
-pub use wishlist::{CvmfsRepo, Location, Wish, WishList, WishListError, WishListProblem};
+pub use wishlist::{Location, Wish, WishList, WishListError, WishListProblem};

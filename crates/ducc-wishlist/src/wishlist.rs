@@ -8,7 +8,7 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor
 
 use crate::template::{OutputFormat, TemplateError};
 use ducc_oci::Glob;
-use ducc_oci::{ImageRef, ReferenceError};
+use ducc_oci::{ImageRef, ReferenceError, RepositoryName, RepositoryNameError};
 
 /// A line and column in the wish list file, both 1-based.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,13 +39,8 @@ pub enum WishListProblem {
     #[error("unsupported wish list version {0} (only version 1 exists)")]
     Version(String),
     /// `cvmfs_repo` is not `repo` or `repo/subdir`.
-    #[error("invalid cvmfs_repo `{repo}`: {reason}")]
-    CvmfsRepo {
-        /// The value as written.
-        repo: String,
-        /// What is wrong with it.
-        reason: &'static str,
-    },
+    #[error("invalid cvmfs_repo `{}`: {}", .0.value(), .0.problem())]
+    CvmfsRepo(RepositoryNameError),
     /// `input` has no entries.
     #[error("the input list is empty: name at least one image")]
     EmptyInput,
@@ -115,80 +110,6 @@ impl WishListError {
     }
 }
 
-/// The CernVM-FS repository a wish list publishes into: a repository name and an optional
-/// sub-directory under which everything goes.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct CvmfsRepo {
-    name: String,
-    subdir: Option<String>,
-}
-
-impl CvmfsRepo {
-    /// Parses `repo` or `repo/sub/dir`.
-    ///
-    /// # Errors
-    /// A reason when the name or the sub-directory is malformed.
-    pub fn parse(value: &str) -> Result<CvmfsRepo, &'static str> {
-        let (name, subdir) = match value.split_once('/') {
-            Some((name, subdir)) => (name, Some(subdir.trim_end_matches('/'))),
-            None => (value, None),
-        };
-        if name.is_empty() {
-            return Err("the repository name is empty");
-        }
-        if !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
-        {
-            return Err("a repository name has only letters, digits, `.`, `-` and `_`");
-        }
-        if name.starts_with('.') || name.ends_with('.') {
-            return Err("a repository name cannot start or end with `.`");
-        }
-        let subdir = match subdir {
-            None | Some("") => None,
-            Some(sub) => {
-                if sub
-                    .split('/')
-                    .any(|c| c.is_empty() || c == "." || c == "..")
-                {
-                    return Err("the sub-directory has an empty, `.` or `..` component");
-                }
-                if sub.split('/').any(|c| c.starts_with(".cvmfs")) {
-                    return Err("the sub-directory cannot be a CernVM-FS internal path");
-                }
-                if sub.chars().any(|c| c.is_control()) {
-                    return Err("the sub-directory holds control characters");
-                }
-                Some(sub.to_owned())
-            }
-        };
-        Ok(CvmfsRepo {
-            name: name.to_owned(),
-            subdir,
-        })
-    }
-
-    /// The repository name (`unpacked.cern.ch`).
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The sub-directory inside the repository, if any (`sub/dir`, no slashes at either end).
-    pub fn subdir(&self) -> Option<&str> {
-        self.subdir.as_deref()
-    }
-}
-
-impl fmt::Display for CvmfsRepo {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.subdir {
-            Some(sub) => write!(f, "{}/{sub}", self.name),
-            None => f.write_str(&self.name),
-        }
-    }
-}
-
 /// A loaded and checked wish list.
 ///
 /// ```
@@ -209,7 +130,7 @@ impl fmt::Display for CvmfsRepo {
 pub struct WishList {
     path: PathBuf,
     user: String,
-    cvmfs_repo: CvmfsRepo,
+    cvmfs_repo: RepositoryName,
     output_format: OutputFormat,
     wishes: Vec<Wish>,
     ignore_errors: Vec<Glob>,
@@ -278,13 +199,10 @@ impl WishList {
                 WishListProblem::Version(raw.version.to_string()),
             ));
         }
-        let cvmfs_repo = CvmfsRepo::parse(&raw.cvmfs_repo).map_err(|reason| {
+        let cvmfs_repo = RepositoryName::parse(&raw.cvmfs_repo).map_err(|e| {
             fail(
                 Target::Key("cvmfs_repo", None),
-                WishListProblem::CvmfsRepo {
-                    repo: raw.cvmfs_repo.clone(),
-                    reason,
-                },
+                WishListProblem::CvmfsRepo(e),
             )
         })?;
         let output_format = match &raw.output_format {
@@ -341,7 +259,7 @@ impl WishList {
     }
 
     /// The repository (and sub-directory) to publish into.
-    pub fn cvmfs_repo(&self) -> &CvmfsRepo {
+    pub fn cvmfs_repo(&self) -> &RepositoryName {
         &self.cvmfs_repo
     }
 

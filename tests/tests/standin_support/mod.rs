@@ -6,7 +6,8 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
-use ducc_cvmfs::{CvmfsOptions, CvmfsPublisher, RepositoryName};
+use ducc_cvmfs::{CvmfsOptions, CvmfsPublisher};
+use ducc_oci::RepositoryName;
 
 /// The repository's name.
 pub const REPO: &str = "test.repo";

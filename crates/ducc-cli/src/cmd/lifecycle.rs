@@ -4,15 +4,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, anyhow};
+use anyhow::anyhow;
 use ducc_convert::{Engine, EventSink, GcSummary, NotificationFile, PruneOptions, Settings};
-use ducc_cvmfs::RepositoryName;
 use ducc_cvmfs::lifecycle::GcOptions;
+use ducc_oci::RepositoryName;
 use ducc_registry::Environment;
 use ducc_wishlist::ImageRef;
 
 use crate::args::{DeleteImageArgs, GcArgs, GlobalArgs, PruneArgs, PublisherFlags};
-use crate::convert::{load, open_publisher};
+use crate::convert::{load, open_publisher, repository};
 use crate::exit::{self, Failure, print_stdout};
 use crate::registry;
 
@@ -20,13 +20,10 @@ use crate::registry;
 pub(crate) fn engine(
     global: &GlobalArgs,
     target: &PublisherFlags,
-    repo: &str,
+    repo: &RepositoryName,
 ) -> Result<Engine, Failure> {
     let usage = Failure::Usage;
-    let repo = RepositoryName::parse(repo)
-        .with_context(|| format!("invalid repository `{repo}`"))
-        .map_err(usage)?;
-    let publisher = open_publisher(target, &repo).map_err(usage)?;
+    let publisher = open_publisher(target, repo).map_err(usage)?;
     let events: Arc<dyn EventSink> = Arc::new(
         NotificationFile::open(global.notification_file.as_deref())
             .map_err(|e| usage(anyhow!(e.chain())))?,
@@ -36,7 +33,7 @@ pub(crate) fn engine(
         .temporary_dir
         .clone()
         .unwrap_or_else(std::env::temp_dir);
-    Engine::builder(publisher, repo)
+    Engine::builder(publisher, repo.clone())
         .settings(Settings::new().scratch_dir(&scratch))
         .credentials(registry::credentials(&env).map_err(usage)?)
         .environment(env)
@@ -61,7 +58,7 @@ pub fn delete_image(global: &GlobalArgs, args: DeleteImageArgs) -> Result<(), Fa
         .iter()
         .map(|i| ImageRef::parse(i).map_err(|e| Failure::Usage(e.into())))
         .collect::<Result<Vec<_>, _>>()?;
-    let engine = engine(global, &args.target, &args.repo)?;
+    let engine = engine(global, &args.target, &repository(&args.repo)?)?;
     let outcome = engine
         .delete_images(&images, args.dry_run)
         .map_err(|e| Failure::Run(anyhow!(e.chain())))?;
@@ -75,8 +72,7 @@ pub fn prune(global: &GlobalArgs, args: PruneArgs) -> Result<(), Failure> {
         .iter()
         .map(|path| load(path))
         .collect::<Result<Vec<_>, _>>()?;
-    let repo = lists[0].cvmfs_repo().to_string();
-    let engine = engine(global, &args.target, &repo)?;
+    let engine = engine(global, &args.target, lists[0].cvmfs_repo())?;
     let options = PruneOptions {
         dry_run: args.dry_run,
         max_deletions: args.max_deletions,
@@ -90,7 +86,7 @@ pub fn prune(global: &GlobalArgs, args: PruneArgs) -> Result<(), Failure> {
 
 /// Runs `ducc garbage-collection`.
 pub fn gc(global: &GlobalArgs, args: GcArgs) -> Result<(), Failure> {
-    let engine = engine(global, &args.target, &args.repo)?;
+    let engine = engine(global, &args.target, &repository(&args.repo)?)?;
     let mut options = GcOptions::new(Duration::from_secs(u64::from(args.grace_period) * 86_400));
     options.dry_run = args.dry_run;
     let report = engine

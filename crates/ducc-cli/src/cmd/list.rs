@@ -5,15 +5,15 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, anyhow};
+use anyhow::anyhow;
 use ducc_convert::{GcSummary, human_bytes};
-use ducc_cvmfs::RepositoryName;
+use ducc_cvmfs::Layout;
 use ducc_cvmfs::lifecycle::{GcOptions, GcReport, ListedImage, ListedLayer, Listing, Piece};
 use serde_json::json;
 
 use crate::args::{GlobalArgs, ListArgs, PublisherKind};
 use crate::cmd::lifecycle;
-use crate::convert::open_publisher;
+use crate::convert::{open_publisher, repository};
 use crate::exit::{Failure, print_stdout};
 
 /// Runs `ducc list`.
@@ -21,9 +21,7 @@ pub fn run(global: &GlobalArgs, args: ListArgs) -> Result<(), Failure> {
     if args.garbage {
         return garbage(global, &args);
     }
-    let repo = RepositoryName::parse(&args.repo)
-        .with_context(|| format!("invalid repository `{}`", args.repo))
-        .map_err(Failure::Usage)?;
+    let repo = repository(&args.repo)?;
     if args.target.publisher == PublisherKind::Local {
         // Listing must not create an empty repository where there was none.
         let dir = args.target.root.join(repo.name());
@@ -36,7 +34,7 @@ pub fn run(global: &GlobalArgs, args: ListArgs) -> Result<(), Failure> {
         }
     }
     let publisher = open_publisher(&args.target, &repo).map_err(Failure::Usage)?;
-    let listing = Listing::read(&*publisher, &repo.layout())
+    let listing = Listing::read(&*publisher, &Layout::of(&repo))
         .map_err(|e| Failure::Run(anyhow!(ducc_oci::error_chain(&e))))?;
     let text = match (args.json, args.layers) {
         (true, false) => json_text(&json!({ "images": listing.images })),
@@ -49,7 +47,7 @@ pub fn run(global: &GlobalArgs, args: ListArgs) -> Result<(), Failure> {
 
 /// `--garbage`: gc's dry run, printed as `gc --dry-run` prints it (or as JSON).
 fn garbage(global: &GlobalArgs, args: &ListArgs) -> Result<(), Failure> {
-    let engine = lifecycle::engine(global, &args.target, &args.repo)?;
+    let engine = lifecycle::engine(global, &args.target, &repository(&args.repo)?)?;
     let mut options = GcOptions::new(Duration::from_secs(u64::from(args.grace_period) * 86_400));
     options.dry_run = true;
     let report = engine

@@ -39,7 +39,7 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), Failure> {
     flags.no_progress = true;
     flags.shard = args.shard;
     flags.batch = crate::convert::batch_limits(&args.batch)?;
-    let run = Run::setup(global, &flags, &list.cvmfs_repo().to_string(), "")?;
+    let run = Run::setup(global, &flags, list.cvmfs_repo(), "")?;
     let engine = EngineBackend::new(run.engine, StopToken::from_flag(Arc::clone(&signals.stop)));
     let config = Config::new(&args.wishlist, args.listen, auth)
         .with_interval(Duration::from_secs(args.interval.max(1)))

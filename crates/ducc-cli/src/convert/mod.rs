@@ -14,7 +14,8 @@ use ducc_convert::{
     BatchLimits, BlobCache, Engine, Event, EventSink, ImageResult, NotificationFile, Settings,
     Sinks, StopToken, Summary,
 };
-use ducc_cvmfs::{CvmfsOptions, CvmfsPublisher, LocalPublisher, Publisher, RepositoryName};
+use ducc_cvmfs::{CvmfsOptions, CvmfsPublisher, LocalPublisher, Publisher};
+use ducc_oci::RepositoryName;
 use ducc_registry::{Environment, Platform};
 use ducc_thin::ThinFormat;
 use ducc_unpack::WhiteoutFormat;
@@ -35,7 +36,7 @@ pub fn run(global: &GlobalArgs, args: ConvertArgs) -> Result<(), Failure> {
     let mut flags = args.flags;
     flags.shard = args.shard;
     flags.batch = batch_limits(&args.batch)?;
-    let run = Run::setup(global, &flags, &list.cvmfs_repo().to_string(), "")?;
+    let run = Run::setup(global, &flags, list.cvmfs_repo(), "")?;
     let summary = run.convert_list(&list, &stop);
     run.finish(summary, &stop)
 }
@@ -53,7 +54,7 @@ pub fn run_loop(global: &GlobalArgs, args: LoopArgs) -> Result<(), Failure> {
     let mut flags = args.flags;
     flags.shard = args.shard;
     flags.batch = batch_limits(&args.batch)?;
-    let mut run = Run::setup(global, &flags, &list.cvmfs_repo().to_string(), "")?;
+    let mut run = Run::setup(global, &flags, list.cvmfs_repo(), "")?;
     loop {
         let summary = run.convert_list(&list, &stop);
         if stop.is_stopped() {
@@ -84,7 +85,7 @@ pub fn run_loop(global: &GlobalArgs, args: LoopArgs) -> Result<(), Failure> {
             }
         };
         if new.cvmfs_repo() != list.cvmfs_repo() {
-            match Run::setup(global, &flags, &new.cvmfs_repo().to_string(), "") {
+            match Run::setup(global, &flags, new.cvmfs_repo(), "") {
                 Ok(switched) => {
                     tracing::info!(
                         "{}: cvmfs_repo changed from {} to {}",
@@ -121,7 +122,7 @@ pub fn run_single(global: &GlobalArgs, args: ConvertSingleArgs) -> Result<(), Fa
     };
     let mut flags = args.flags;
     flags.attempts = args.attempts;
-    let run = Run::setup(global, &flags, &args.repo, &args.username)?;
+    let run = Run::setup(global, &flags, &repository(&args.repo)?, &args.username)?;
     let mut summary = Summary::default();
     match run.engine.expand(&input, output.as_ref(), None) {
         Err(error) => {
@@ -163,19 +164,16 @@ pub(crate) struct Run {
 }
 
 impl Run {
-    /// The engine for `cvmfs_repo` with `flags`; `user` pushes thin images where no wish list
+    /// The engine for the repository `repo` with `flags`; `user` pushes thin images where no wish list
     /// says whose they are.
     pub(crate) fn setup(
         global: &GlobalArgs,
         flags: &ConversionFlags,
-        cvmfs_repo: &str,
+        repo: &RepositoryName,
         user: &str,
     ) -> Result<Run, Failure> {
         let usage = |e: anyhow::Error| Failure::Usage(e);
-        let repo = RepositoryName::parse(cvmfs_repo)
-            .with_context(|| format!("invalid repository `{cvmfs_repo}`"))
-            .map_err(usage)?;
-        let publisher = open_publisher(&flags.target, &repo).map_err(usage)?;
+        let publisher = open_publisher(&flags.target, repo).map_err(usage)?;
         let settings = settings(global, flags).map_err(usage)?;
         let cache_dir = flags
             .cache_dir
@@ -195,7 +193,7 @@ impl Run {
             .with_events(Arc::clone(&events));
         let env = Environment::from_process();
         let credentials = registry::credentials(&env).map_err(usage)?;
-        let engine = Engine::builder(publisher, repo)
+        let engine = Engine::builder(publisher, repo.clone())
             .settings(settings)
             .credentials(credentials)
             .thin_login(ducc_thin::output_login(user, &env))
@@ -249,6 +247,12 @@ impl Run {
         }
         Ok(())
     }
+}
+
+/// The repository a command line names (`REPO` or `REPO/SUBDIR`), or a usage error saying what
+/// is wrong with it.
+pub(crate) fn repository(text: &str) -> Result<RepositoryName, Failure> {
+    RepositoryName::parse(text).map_err(|e| Failure::Usage(e.into()))
 }
 
 /// The publisher `flags` choose for `repo`.

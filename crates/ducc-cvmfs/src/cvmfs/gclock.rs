@@ -23,7 +23,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{CvmfsOptions, CvmfsPublisher};
 use crate::error::{PublishError, io_err};
-use crate::layout::{RepoPath, RepositoryName};
+use crate::layout::RepoPath;
+use ducc_oci::RepositoryName;
 
 /// How long a gc lock record holds when its holder cannot be checked (another host): a gc
 /// running longer than this can be joined by a second one.

@@ -205,7 +205,8 @@ pub(super) fn collapse(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{LocalPublisher, RepositoryName};
+    use crate::LocalPublisher;
+    use ducc_oci::RepositoryName;
 
     fn write(publisher: &LocalPublisher, path: &str) {
         let path = RepoPath::new(path).unwrap();

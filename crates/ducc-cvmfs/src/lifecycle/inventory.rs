@@ -277,13 +277,14 @@ fn walk(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{LocalPublisher, RepositoryName};
+    use crate::LocalPublisher;
+    use ducc_oci::RepositoryName;
 
     #[test]
     fn markers_and_links_are_found_by_name_and_foreign_entries_ignored() {
         let root = tempfile::tempdir().unwrap();
         let repo = RepositoryName::parse("r/sub").unwrap();
-        let layout = repo.layout();
+        let layout = Layout::of(&repo);
         let publisher = LocalPublisher::open(root.path(), &repo).unwrap();
         let cfg = ConfigDigest::from_hex(&"c1".repeat(32)).unwrap();
         let plain = PublicName::tagged("127.0.0.1:5000", "library/app", "1.0").unwrap();
@@ -359,7 +360,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let repo = RepositoryName::parse("r").unwrap();
         let publisher = LocalPublisher::open(root.path(), &repo).unwrap();
-        let inventory = Inventory::read(&publisher, &repo.layout()).unwrap();
+        let inventory = Inventory::read(&publisher, &Layout::of(&repo)).unwrap();
         assert!(inventory.is_empty());
         assert_eq!(inventory.len(), 0);
     }

@@ -270,13 +270,14 @@ fn dropped_count(marker_dirs: &[std::path::PathBuf]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{LocalPublisher, PublicName, RepositoryName};
+    use crate::{LocalPublisher, PublicName};
+    use ducc_oci::RepositoryName;
 
     #[test]
     fn a_corrupt_marker_fails_the_listing_naming_the_file() {
         let root = tempfile::tempdir().unwrap();
         let repo = RepositoryName::parse("r").unwrap();
-        let layout = repo.layout();
+        let layout = Layout::of(&repo);
         let publisher = LocalPublisher::open(root.path(), &repo).unwrap();
         let name = PublicName::tagged("reg.io", "a", "1").unwrap();
         let marker = layout.marker_manifest(&name);

@@ -9,7 +9,8 @@ use crate::layout::{Layout, PublicName, RepoPath};
 use crate::metadata::{MarkerDescriptor, MarkerManifest, Origin};
 use crate::publisher::{GcLock, Publisher};
 use crate::state::FlatRecord;
-use crate::{ConfigDigest, LayerDigest, LocalPublisher, RepositoryName};
+use crate::{ConfigDigest, LayerDigest, LocalPublisher};
+use ducc_oci::RepositoryName;
 
 const DAY: Duration = Duration::from_secs(86_400);
 
@@ -41,7 +42,7 @@ impl Repo {
         Repo {
             _dir: dir,
             publisher,
-            layout: repo.layout(),
+            layout: Layout::of(&repo),
         }
     }
 
@@ -373,7 +374,7 @@ fn a_gc_of_one_subdir_leaves_the_podman_images_of_the_others() {
             .unwrap();
         cfg
     };
-    let (layout_a, layout_b) = (a.layout(), b.layout());
+    let (layout_a, layout_b) = (Layout::of(&a), Layout::of(&b));
     let in_a = podman_image(&layout_a, "in-a");
     let in_b = podman_image(&layout_b, "in-b");
     // Neither image has a marker: both are garbage, each in its own layout.

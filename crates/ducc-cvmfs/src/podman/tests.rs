@@ -3,7 +3,8 @@
 use std::os::unix::fs::MetadataExt as _;
 
 use super::*;
-use crate::{LocalPublisher, RepositoryName};
+use crate::LocalPublisher;
+use ducc_oci::RepositoryName;
 
 struct Repo {
     root: tempfile::TempDir,
@@ -18,7 +19,7 @@ fn repo(name: &str) -> Repo {
     Repo {
         root,
         publisher,
-        layout: repo.layout(),
+        layout: Layout::of(&repo),
     }
 }
 
