@@ -63,7 +63,7 @@ impl<'e> Session<'e> {
         thin: Option<&ImageRef>,
         ignored: bool,
     ) -> Vec<ImageResult> {
-        let login = ducc_thin::output_login(list.user(), &self.engine.environment);
+        let login = ducc_registry::output_login(list.user(), &self.engine.environment);
         let login = login.as_ref().or(self.engine.thin_login.as_ref());
         self.attempt(image, thin, login, ignored)
     }

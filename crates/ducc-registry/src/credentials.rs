@@ -460,6 +460,33 @@ fn run_credential_helper(
     Ok(Some(Login::new(reply.username, reply.secret)))
 }
 
+/// The environment variable holding the password that pushes thin images.
+pub const OUTPUT_PASSWORD_VAR: &str = "DUCC_OUTPUT_REGISTRY_PASS";
+/// Older names of [`OUTPUT_PASSWORD_VAR`], still read, with a deprecation warning.
+pub const DEPRECATED_OUTPUT_PASSWORD_VARS: [&str; 2] = [
+    "DUCC_DOCKER_REGISTRY_PASS",
+    "DOCKER2CVMFS_DOCKER_REGISTRY_PASS",
+];
+
+/// The login that pushes thin images as `user` (a wish list's `user`): the password from
+/// `DUCC_OUTPUT_REGISTRY_PASS` (or, with a warning, its older names). `None` when `user` is
+/// empty or no password is set, in which case the client's other credentials (docker's
+/// `config.json`) or anonymous access apply.
+pub fn output_login(user: &str, env: &Environment) -> Option<Login> {
+    if user.is_empty() {
+        return None;
+    }
+    if let Some(password) = env.get(OUTPUT_PASSWORD_VAR) {
+        return Some(Login::new(user, password));
+    }
+    DEPRECATED_OUTPUT_PASSWORD_VARS.iter().find_map(|var| {
+        env.get(var).map(|password| {
+            tracing::warn!("{var} is deprecated: set {OUTPUT_PASSWORD_VAR} instead");
+            Login::new(user, password)
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -678,5 +705,32 @@ mod tests {
         let environment = env(&[("DUCC_R_PASS", "topsecret")]);
         assert!(!format!("{login:?}").contains("topsecret"));
         assert!(!format!("{environment:?}").contains("topsecret"));
+    }
+
+    #[test]
+    fn output_password_comes_from_the_current_variable_first() {
+        let env = env(&[
+            (OUTPUT_PASSWORD_VAR, "new"),
+            ("DUCC_DOCKER_REGISTRY_PASS", "old"),
+        ]);
+        let login = output_login("alice", &env).unwrap();
+        assert_eq!((login.username(), login.password()), ("alice", "new"));
+    }
+
+    #[test]
+    fn deprecated_output_password_variables_are_still_read_in_order() {
+        let both = env(&[
+            ("DOCKER2CVMFS_DOCKER_REGISTRY_PASS", "oldest"),
+            ("DUCC_DOCKER_REGISTRY_PASS", "old"),
+        ]);
+        assert_eq!(output_login("alice", &both).unwrap().password(), "old");
+        let oldest = env(&[("DOCKER2CVMFS_DOCKER_REGISTRY_PASS", "oldest")]);
+        assert_eq!(output_login("alice", &oldest).unwrap().password(), "oldest");
+    }
+
+    #[test]
+    fn no_output_user_or_no_password_means_no_output_login() {
+        assert!(output_login("", &env(&[(OUTPUT_PASSWORD_VAR, "pw")])).is_none());
+        assert!(output_login("alice", &env(&[])).is_none());
     }
 }

@@ -15,6 +15,8 @@
 //!   convert into it with `From` and back with `TryFrom`.
 //! - [`Credentials`] come from explicit logins, `DUCC_AUTH_REGISTRIES` and docker's
 //!   `config.json`, read from an injectable [`Environment`].
+//!   [`output_login`] is the login that pushes thin images (a wish list's `user` with
+//!   `DUCC_OUTPUT_REGISTRY_PASS`).
 //! - [`Platform`] and [`ManifestSelection`] choose a manifest from an index.
 //! - Every failure is an [`Error`] whose [`ErrorKind`] callers match on; it names the registry,
 //!   repository and request, carries status and registry error codes, and says whether a retry
@@ -69,7 +71,10 @@ pub use oci_spec;
 
 pub use blob::BlobReader;
 pub use client::{BlobPush, Client};
-pub use credentials::{Credentials, Environment, Login, PullThroughProxy};
+pub use credentials::{
+    Credentials, DEPRECATED_OUTPUT_PASSWORD_VARS, Environment, Login, OUTPUT_PASSWORD_VAR,
+    PullThroughProxy, output_login,
+};
 pub use digest::{VerifyingReader, sha256_digest, verify_bytes};
 pub use ducc_oci::{
     BlobDigest, ConfigDigest, DiffId, DigestError, ImageRef, LayerDigest, ManifestDigest, Platform,

@@ -35,6 +35,4 @@ pub use descriptor::{THIN_VERSION, ThinDescriptor, ThinLayer};
 pub use error::ThinError;
 pub use image::{CVMFS_IMAGE_ENV, ThinBlob, ThinFormat, ThinImage};
 pub use index::{ThinIndex, ThinPlatform};
-pub use push::{
-    DEPRECATED_PASSWORD_VARS, PASSWORD_VAR, PushOutcome, output_login, push, push_index,
-};
+pub use push::{PushOutcome, push, push_index};

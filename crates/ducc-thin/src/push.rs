@@ -2,21 +2,12 @@
 
 use ducc_oci::ManifestDigest;
 use ducc_registry::{
-    BlobPush, Client, Digest, Environment, ErrorKind, ImageName, Login, ManifestSelection,
-    Reference, Repository,
+    BlobPush, Client, Digest, ErrorKind, ImageName, ManifestSelection, Reference, Repository,
 };
 
 use crate::error::ThinError;
 use crate::image::{ThinBlob, ThinImage};
 use crate::index::ThinIndex;
-
-/// The environment variable holding the thin-image push password.
-pub const PASSWORD_VAR: &str = "DUCC_OUTPUT_REGISTRY_PASS";
-/// Older names of [`PASSWORD_VAR`], still read, with a deprecation warning.
-pub const DEPRECATED_PASSWORD_VARS: [&str; 2] = [
-    "DUCC_DOCKER_REGISTRY_PASS",
-    "DOCKER2CVMFS_DOCKER_REGISTRY_PASS",
-];
 
 /// What [`push`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,24 +19,6 @@ pub enum PushOutcome {
         /// Blobs uploaded (0 to 2).
         blobs_uploaded: u8,
     },
-}
-
-/// The login for pushing thin images as `user`: the password from `DUCC_OUTPUT_REGISTRY_PASS`
-/// (or, with a warning, its older names). `None` when `user` is empty or no password is set, in
-/// which case the client's other credentials (docker config.json) or anonymous access apply.
-pub fn output_login(user: &str, env: &Environment) -> Option<Login> {
-    if user.is_empty() {
-        return None;
-    }
-    if let Some(password) = env.get(PASSWORD_VAR) {
-        return Some(Login::new(user, password));
-    }
-    DEPRECATED_PASSWORD_VARS.iter().find_map(|var| {
-        env.get(var).map(|password| {
-            tracing::warn!("{var} is deprecated: set {PASSWORD_VAR} instead");
-            Login::new(user, password)
-        })
-    })
 }
 
 /// Pushes `image` to `repository` under `tag`, unless the tag already names the same manifest.
@@ -217,41 +190,4 @@ fn push_blob(
     bytes: &[u8],
 ) -> Result<BlobPush, ducc_registry::Error> {
     client.push_blob(repository, digest, bytes.len() as u64, &mut &bytes[..])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn password_comes_from_the_current_variable_first() {
-        let env =
-            Environment::from_vars([(PASSWORD_VAR, "new"), ("DUCC_DOCKER_REGISTRY_PASS", "old")]);
-        let login = output_login("alice", &env).unwrap();
-        assert_eq!((login.username(), login.password()), ("alice", "new"));
-    }
-
-    #[test]
-    fn deprecated_variables_are_still_read_in_order() {
-        let env = Environment::from_vars([
-            ("DOCKER2CVMFS_DOCKER_REGISTRY_PASS", "oldest"),
-            ("DUCC_DOCKER_REGISTRY_PASS", "old"),
-        ]);
-        assert_eq!(output_login("alice", &env).unwrap().password(), "old");
-        let env = Environment::from_vars([("DOCKER2CVMFS_DOCKER_REGISTRY_PASS", "oldest")]);
-        assert_eq!(output_login("alice", &env).unwrap().password(), "oldest");
-    }
-
-    #[test]
-    fn no_user_or_no_password_means_no_login() {
-        let env = Environment::from_vars([(PASSWORD_VAR, "pw")]);
-        assert!(output_login("", &env).is_none());
-        assert!(
-            output_login(
-                "alice",
-                &Environment::from_vars(Vec::<(String, String)>::new())
-            )
-            .is_none()
-        );
-    }
 }

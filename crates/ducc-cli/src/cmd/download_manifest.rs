@@ -52,7 +52,7 @@ fn registry_inputs(
     let env = Environment::from_process();
     let mut credentials = registry::credentials(&env)?;
     if let Some(user) = username {
-        let login = match ducc_thin::output_login(user, &env) {
+        let login = match ducc_registry::output_login(user, &env) {
             Some(login) => login,
             None => credentials
                 .login_for(image.registry())?

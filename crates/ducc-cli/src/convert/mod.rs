@@ -196,7 +196,7 @@ impl Run {
         let engine = Engine::builder(publisher, repo.clone())
             .settings(settings)
             .credentials(credentials)
-            .thin_login(ducc_thin::output_login(user, &env))
+            .thin_login(ducc_registry::output_login(user, &env))
             .environment(env)
             .events(Arc::clone(&events))
             .cache(cache)
