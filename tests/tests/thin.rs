@@ -341,7 +341,8 @@ fn each_expanded_glob_tag_gets_its_own_thin_image() {
 /// its platform's thin image; a second push of the same index sends nothing.
 #[test]
 fn thin_index_reads_back_through_skopeo_and_a_second_push_sends_nothing() {
-    use ducc_thin::{ThinIndex, ThinPlatform};
+    use ducc_oci::Platform;
+    use ducc_thin::ThinIndex;
     let registry = Registry::anonymous();
     let proxy = FaultProxy::start(registry.host(), Vec::new());
     let client = client_for(proxy.host(), None);
@@ -362,11 +363,7 @@ fn thin_index_reads_back_through_skopeo_and_a_second_push_sends_nothing() {
                     ThinFormat::Oci,
                 )
                 .unwrap();
-                let platform = ThinPlatform {
-                    os: "linux".into(),
-                    architecture: (*arch).into(),
-                    variant: variant.map(Into::into),
-                };
+                let platform = Platform::new("linux", arch, *variant);
                 (platform, image)
             })
             .collect();

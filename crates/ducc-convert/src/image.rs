@@ -19,7 +19,7 @@ use ducc_registry::{
     Client, Digest, FetchedManifest, ImageName, Login, ManifestSelection, Platform, Reference,
     Repository,
 };
-use ducc_thin::{PushOutcome, ThinDescriptor, ThinImage, ThinIndex, ThinLayer, ThinPlatform};
+use ducc_thin::{PushOutcome, ThinDescriptor, ThinImage, ThinIndex, ThinLayer};
 use ducc_unpack::{
     DiffId, ExtractOptions, FlatExtractor, ImageRuntime, LayerDigests, LayerDirOptions, LayerReader,
 };

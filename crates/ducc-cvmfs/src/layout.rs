@@ -6,7 +6,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use ducc_oci::{ConfigDigest, LayerDigest, RepositoryName};
+use ducc_oci::{ConfigDigest, LayerDigest, Platform, RepositoryName};
 
 /// A path that is not a clean relative path inside a repository.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -326,6 +326,15 @@ impl Arch {
         }
     }
 
+    /// The directory name of `platform` (its architecture and variant as the index names them;
+    /// the os is not part of it).
+    ///
+    /// # Errors
+    /// As [`Arch::new`].
+    pub fn of(platform: &Platform) -> Result<Self, PathError> {
+        Self::new(platform.architecture(), platform.variant())
+    }
+
     /// The directory name.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -614,6 +623,21 @@ mod tests {
 
     fn arch(a: &str, v: Option<&str>) -> Arch {
         Arch::new(a, v).unwrap()
+    }
+
+    #[test]
+    fn a_platform_names_its_multiarch_directory_by_architecture_and_variant() {
+        let arm: Platform = "linux/arm64/v8".parse().unwrap();
+        assert_eq!(Arch::of(&arm).unwrap(), arch("arm64", Some("v8")));
+        assert_eq!(
+            Arch::of(&Platform::linux_amd64()).unwrap().as_str(),
+            "amd64"
+        );
+        let hostile = Platform::new("linux", "..", None);
+        assert!(matches!(
+            Arch::of(&hostile),
+            Err(PathError::BadImagePart { .. })
+        ));
     }
 
     /// Upstream's newer `.multiarch` layout, with and without a repository subdir.

@@ -4,26 +4,15 @@
 use serde::Serialize;
 
 use crate::error::ThinError;
-use ducc_oci::ManifestDigest;
+use ducc_oci::{ManifestDigest, Platform};
 
 use crate::image::{ThinBlob, ThinFormat, ThinImage};
-
-/// The platform an index entry is for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ThinPlatform {
-    /// `linux`.
-    pub os: String,
-    /// `amd64`, `arm64`, ...
-    pub architecture: String,
-    /// `v8`, `v7`, ... where the source index names one.
-    pub variant: Option<String>,
-}
 
 /// A built thin index: the per-platform thin images and the index document over them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ThinIndex {
     /// The platform images, in the order of the index.
-    pub images: Vec<(ThinPlatform, ThinImage)>,
+    pub images: Vec<(Platform, ThinImage)>,
     /// The index document; its digest is what the tag names.
     pub manifest: ThinBlob<ManifestDigest>,
 }
@@ -36,19 +25,20 @@ impl ThinIndex {
     /// [`ThinError::Build`] when the list is empty or cannot be serialised.
     ///
     /// ```
-    /// use ducc_thin::{ThinDescriptor, ThinFormat, ThinImage, ThinIndex, ThinPlatform};
+    /// use ducc_oci::Platform;
+    /// use ducc_thin::{ThinDescriptor, ThinFormat, ThinImage, ThinIndex};
     /// use ducc_registry::oci_spec::image::ImageConfiguration;
     /// let source: ImageConfiguration = serde_json::from_str(
     ///     r#"{"architecture":"arm64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#,
     /// )?;
     /// let image = ThinImage::build(&ThinDescriptor::new("https://r.io/a:1", vec![]), &source, ThinFormat::Oci)?;
-    /// let platform = ThinPlatform { os: "linux".into(), architecture: "arm64".into(), variant: Some("v8".into()) };
+    /// let platform: Platform = "linux/arm64/v8".parse()?;
     /// let index = ThinIndex::build(vec![(platform, image)], ThinFormat::Oci)?;
     /// assert_eq!(index.manifest.media_type, "application/vnd.oci.image.index.v1+json");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn build(
-        images: Vec<(ThinPlatform, ThinImage)>,
+        images: Vec<(Platform, ThinImage)>,
         format: ThinFormat,
     ) -> Result<ThinIndex, ThinError> {
         if images.is_empty() {
@@ -64,9 +54,9 @@ impl ThinIndex {
                     size: image.manifest.bytes.len() as u64,
                     digest: image.manifest.digest.to_string(),
                     platform: PlatformJson {
-                        architecture: platform.architecture.clone(),
-                        os: platform.os.clone(),
-                        variant: platform.variant.clone().filter(|v| !v.is_empty()),
+                        architecture: platform.architecture(),
+                        os: platform.os(),
+                        variant: platform.variant(),
                     },
                 })
                 .collect(),
@@ -86,27 +76,27 @@ impl ThinIndex {
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct IndexJson {
+struct IndexJson<'a> {
     schema_version: u32,
     media_type: &'static str,
-    manifests: Vec<EntryJson>,
+    manifests: Vec<EntryJson<'a>>,
 }
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct EntryJson {
+struct EntryJson<'a> {
     media_type: &'static str,
     size: u64,
     digest: String,
-    platform: PlatformJson,
+    platform: PlatformJson<'a>,
 }
 
 #[derive(Serialize)]
-struct PlatformJson {
-    architecture: String,
-    os: String,
+struct PlatformJson<'a> {
+    architecture: &'a str,
+    os: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    variant: Option<String>,
+    variant: Option<&'a str>,
 }
 
 #[cfg(test)]
@@ -128,12 +118,8 @@ mod tests {
         .unwrap()
     }
 
-    fn platform(arch: &str, variant: Option<&str>) -> ThinPlatform {
-        ThinPlatform {
-            os: "linux".into(),
-            architecture: arch.into(),
-            variant: variant.map(Into::into),
-        }
+    fn platform(arch: &str, variant: Option<&str>) -> Platform {
+        Platform::new("linux", arch, variant)
     }
 
     #[test]

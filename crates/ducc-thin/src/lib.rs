@@ -34,5 +34,5 @@ pub use ducc_oci::{BlobDigest, ConfigDigest, DiffId, DigestError, LayerDigest, M
 pub use descriptor::{THIN_VERSION, ThinDescriptor, ThinLayer};
 pub use error::ThinError;
 pub use image::{CVMFS_IMAGE_ENV, ThinBlob, ThinFormat, ThinImage};
-pub use index::{ThinIndex, ThinPlatform};
+pub use index::ThinIndex;
 pub use push::{PushOutcome, push, push_index};

@@ -85,7 +85,7 @@ impl Job<'_> {
                 continue;
             }
             let converted = (|| {
-                let arch = Arch::new(platform.architecture(), platform.variant())
+                let arch = Arch::of(&platform)
                     .map_err(|e| invalid!("{label}: {e}"))
                     .map_err(at(Step::Manifest))?;
                 let by_digest = ImageName::new(
@@ -266,12 +266,10 @@ impl Job<'_> {
                     &fetched
                 }
             };
-            let platform = ThinPlatform {
-                os: platform_done.platform.os().to_owned(),
-                architecture: platform_done.platform.architecture().to_owned(),
-                variant: platform_done.platform.variant().map(ToOwned::to_owned),
-            };
-            images.push((platform, self.thin_image(input, source)?));
+            images.push((
+                platform_done.platform.clone(),
+                self.thin_image(input, source)?,
+            ));
         }
         Ok(ThinIndex::build(images, self.engine.settings.thin_format)?)
     }
