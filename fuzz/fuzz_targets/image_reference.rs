@@ -1,4 +1,4 @@
-//! libFuzzer target: an image reference through `ducc_wishlist::ImageRef::parse` (and back through its display).
+//! libFuzzer target: an image reference through `ducc_oci::ImageRef::parse` (and back through its display).
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {

@@ -2,7 +2,8 @@
 
 use std::path::Path;
 
-use ducc_wishlist::{ImageRef, WishList};
+use ducc_wishlist::WishList;
+use ducc_oci::ImageRef;
 
 /// A wish-list file; for each wish that parses, its outputs and ignore rules are computed.
 pub fn check_wishlist(data: &[u8]) {

@@ -16,7 +16,8 @@
 
 use std::io::Write as _;
 
-use ducc_registry::{Client, ClientOptions, Login, Reference, Repository, RetryPolicy, Scheme};
+use ducc_oci::Scheme;
+use ducc_registry::{Client, ClientOptions, Login, Reference, Repository, RetryPolicy};
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 

@@ -7,10 +7,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use ducc_cvmfs::{
-    ConfigDigest, CvmfsOptions, CvmfsPublisher, IngestOptions, LayerDigest, Layout, LocalPublisher,
-    OverlaySupport, PublicName, PublishError, Publisher, RepoPath,
+    CvmfsOptions, CvmfsPublisher, IngestOptions, Layout, LocalPublisher, OverlaySupport,
+    PublicName, PublishError, Publisher, RepoPath,
 };
-use ducc_oci::RepositoryName;
+use ducc_oci::{ConfigDigest, LayerDigest, RepositoryName};
 use ducc_tests::tree::{Options, Tree};
 
 mod standin_support;

@@ -9,9 +9,10 @@
 use std::io::Read as _;
 use std::time::{Duration, Instant};
 
+use ducc_oci::Platform;
 use ducc_registry::{
-    BlobPush, Client, ClientOptions, Error, ErrorKind, ImageName, ManifestSelection, Platform,
-    Reference, Repository, parse_digest,
+    BlobPush, Client, ClientOptions, Error, ErrorKind, ImageName, ManifestSelection, Reference,
+    Repository, parse_digest,
 };
 use ducc_tests::images::{self, Blob, Format, ImageSpec, PushedImage};
 use ducc_tests::{Action, Credentials, FaultProxy, Registry, Rule, skopeo, unique_repo};

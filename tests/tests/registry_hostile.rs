@@ -15,9 +15,10 @@ use std::process::Output;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
+use ducc_oci::Scheme;
 use ducc_registry::{
     Client, ClientOptions, ErrorKind, ImageName, Login, ManifestSelection, Reference, Repository,
-    Scheme, parse_digest,
+    parse_digest,
 };
 use ducc_tests::hostile::{TlsAnswer, TlsFront, other_host};
 use ducc_tests::images::{self, Format, ImageSpec, PushedImage};

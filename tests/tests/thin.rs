@@ -7,13 +7,11 @@
 use std::io::Read;
 use std::process::Command;
 
+use ducc_oci::{LayerDigest, ManifestDigest};
 use ducc_registry::oci_spec::image::ImageConfiguration;
 use ducc_tests::images::{self, client_for};
 use ducc_tests::{FaultProxy, Registry, require_tool, skopeo, unique_repo};
-use ducc_thin::{
-    LayerDigest, ManifestDigest, PushOutcome, ThinDescriptor, ThinError, ThinFormat, ThinImage,
-    ThinLayer,
-};
+use ducc_thin::{PushOutcome, ThinDescriptor, ThinError, ThinFormat, ThinImage, ThinLayer};
 
 const SOURCE_CONFIG: &str = r#"{
     "created": "2024-05-06T07:08:09Z",

@@ -13,9 +13,9 @@
 
 use std::sync::mpsc::Receiver;
 
-use ducc_cvmfs::{ConfigDigest, ImageSlot, LayerDigest, RepositoryState};
+use ducc_cvmfs::{ImageSlot, RepositoryState};
+use ducc_oci::{ConfigDigest, ImageRef, LayerDigest};
 use ducc_registry::{Digest, ImageName, ManifestSelection, Repository};
-use ducc_wishlist::ImageRef;
 
 use crate::engine::{Engine, StopToken};
 use crate::settings::Settings;

@@ -16,7 +16,8 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use ducc_cvmfs::{ConfigDigest, Group, ImageSlot, PublishError, Published, Publisher};
+use ducc_cvmfs::{Group, ImageSlot, PublishError, Published, Publisher};
+use ducc_oci::ConfigDigest;
 
 use crate::events::Event;
 

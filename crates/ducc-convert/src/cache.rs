@@ -637,7 +637,7 @@ mod tests {
     fn nowhere() -> (Client, Repository) {
         let client = Client::new(ducc_registry::ClientOptions::new());
         let repository =
-            Repository::new(ducc_registry::Scheme::Http, "127.0.0.1:1", "follow/test").unwrap();
+            Repository::new(ducc_oci::Scheme::Http, "127.0.0.1:1", "follow/test").unwrap();
         (client, repository)
     }
 

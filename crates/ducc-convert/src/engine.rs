@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use ducc_cvmfs::{Layout, OverlaySupport, Publisher, RefreshPoint};
-use ducc_oci::RepositoryName;
+use ducc_oci::{ImageRef, RepositoryName};
 use ducc_registry::{Client, ClientOptions, Credentials, Environment, Login, Repository};
 use ducc_thin::PushOutcome;
 use ducc_unpack::WhiteoutFormat;
-use ducc_wishlist::{ImageRef, WishList};
+use ducc_wishlist::WishList;
 
 use crate::cache::BlobCache;
 use crate::error::{ConvertError, ErrorKind, ImageFailure, Step};

@@ -200,10 +200,10 @@ from_library! {
     ducc_cvmfs::PodmanError => Publish,
     ducc_cvmfs::lifecycle::LifecycleError => Publish,
     ducc_cvmfs::PathError => Image,
-    ducc_cvmfs::DigestError => Image,
+    ducc_oci::DigestError => Image,
     ducc_unpack::Error => Unpack,
     ducc_thin::ThinError => Thin,
-    ducc_wishlist::ReferenceError => Image,
+    ducc_oci::ReferenceError => Image,
     ducc_wishlist::TemplateError => Image,
     std::io::Error => Io,
 }

@@ -10,20 +10,18 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Instant, SystemTime};
 
 use ducc_cvmfs::{
-    Arch, ConfigDigest, FillHints, FlatRecord, Group, ImageSlot, IngestOptions, LayerDigest,
-    LayerInfo, Layout, MarkerDescriptor, MarkerManifest, PublicName, Published, RepoPath,
-    RepositoryState,
+    Arch, FillHints, FlatRecord, Group, ImageSlot, IngestOptions, LayerInfo, Layout,
+    MarkerDescriptor, MarkerManifest, PublicName, Published, RepoPath, RepositoryState,
 };
+use ducc_oci::{ConfigDigest, DiffId, ImageRef, LayerDigest, Platform};
 use ducc_registry::oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
 use ducc_registry::{
-    Client, Digest, FetchedManifest, ImageName, Login, ManifestSelection, Platform, Reference,
-    Repository,
+    Client, Digest, FetchedManifest, ImageName, Login, ManifestSelection, Reference, Repository,
 };
 use ducc_thin::{PushOutcome, ThinDescriptor, ThinImage, ThinIndex, ThinLayer};
 use ducc_unpack::{
-    DiffId, ExtractOptions, FlatExtractor, ImageRuntime, LayerDigests, LayerDirOptions, LayerReader,
+    ExtractOptions, FlatExtractor, ImageRuntime, LayerDigests, LayerDirOptions, LayerReader,
 };
-use ducc_wishlist::ImageRef;
 
 use crate::batch::{Batch, Deferred};
 use crate::cache::Fetch;

@@ -1,8 +1,9 @@
 //! The one layer planner: the layers of an image manifest, each with the diff_id its config
 //! lists, for every path that unpacks an image (`convert`, `unpack-image`).
 
+use ducc_oci::{DiffId, LayerDigest};
 use ducc_registry::oci_spec::image::{Descriptor, ImageConfiguration, ImageManifest, MediaType};
-use ducc_unpack::{DiffId, LayerDescriptor, LayerDigest};
+use ducc_unpack::LayerDescriptor;
 
 use crate::error::{ConvertError, bail_invalid, invalid};
 

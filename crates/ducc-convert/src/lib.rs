@@ -22,8 +22,7 @@
 //!
 //! use ducc_convert::{Engine, Settings, StopToken};
 //! use ducc_cvmfs::LocalPublisher;
-//! use ducc_oci::RepositoryName;
-//! use ducc_wishlist::ImageRef;
+//! use ducc_oci::{ImageRef, RepositoryName};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let repo = RepositoryName::parse("unpacked.example.org")?;

@@ -9,7 +9,8 @@ use ducc_cvmfs::lifecycle::{
     self, DeletePlan, DeleteReport, GcOptions, GcReport, Inventory, RecordedImage,
 };
 use ducc_cvmfs::{PublicName, RepoPath};
-use ducc_wishlist::{ImageRef, WishList};
+use ducc_oci::ImageRef;
+use ducc_wishlist::WishList;
 
 use crate::engine::Engine;
 use crate::error::ConvertError;

@@ -10,11 +10,11 @@ use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
-use ducc_registry::{Client, ManifestSelection, Platform};
+use ducc_oci::{ImageRef, Platform};
+use ducc_registry::{Client, ManifestSelection};
 use ducc_unpack::{
     ExtractOptions, FlatExtractor, LayerDirOptions, Report, WhiteoutFormat, unpack_layer_dir,
 };
-use ducc_wishlist::ImageRef;
 
 use crate::error::{Context as _, ConvertError, invalid};
 use crate::layers::PlannedLayer;

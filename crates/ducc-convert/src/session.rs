@@ -2,8 +2,9 @@
 //! wish list; `serve` keeps one for as long as it runs, so the images of a full pass or of a
 //! burst of notifications go in as few commits as the batch limits allow.
 
+use ducc_oci::ImageRef;
 use ducc_registry::Login;
-use ducc_wishlist::{ImageRef, WishList};
+use ducc_wishlist::WishList;
 
 use crate::batch::Batch;
 use crate::engine::{Engine, ImageResult, Outcome, StopToken};

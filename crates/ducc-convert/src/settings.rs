@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ducc_registry::Platform;
+use ducc_oci::Platform;
 use ducc_thin::ThinFormat;
 use ducc_trust::Policy;
 use ducc_unpack::{Privileges, WhiteoutFormat};

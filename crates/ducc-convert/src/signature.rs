@@ -12,9 +12,9 @@
 //! policy in use and checks again when they differ. Nothing is ever deleted for a refusal.
 
 use ducc_cvmfs::{ImageSlot, RepoPath};
+use ducc_oci::ImageRef;
 use ducc_registry::{Client, Digest, ImageName, ManifestSelection, Repository, StoredSignature};
 use ducc_trust::{Acceptance, DockerReference, Policy, Signature};
-use ducc_wishlist::ImageRef;
 
 use crate::error::{Context as _, ConvertError};
 use crate::events::Event;

@@ -8,8 +8,9 @@
 
 use std::path::Path;
 
-use ducc_cvmfs::{LayerDigest, LayerWhiteouts};
-use ducc_unpack::{DiffId, EntryPath};
+use ducc_cvmfs::LayerWhiteouts;
+use ducc_oci::{DiffId, LayerDigest};
+use ducc_unpack::EntryPath;
 
 use crate::engine::Engine;
 use crate::events::Event;

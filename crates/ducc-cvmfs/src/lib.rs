@@ -1,9 +1,10 @@
 //! Repository layout and publishers for ducc-rs.
 //!
 //! - [`Layout`] owns every path of the repository (SPEC section 3): typed digests in
-//!   ([`LayerDigest`], [`ConfigDigest`]), [`RepoPath`]s out, upstream DUCC's names, under an
-//!   optional `cvmfs_repo` subdir ([`Layout::of`] a [`ducc_oci::RepositoryName`]). [`Origin`], [`LayerInfo`] and
-//!   [`MarkerManifest`] are its JSON files.
+//!   ([`ducc_oci::LayerDigest`], [`ducc_oci::ConfigDigest`]), [`RepoPath`]s out, upstream
+//!   DUCC's names, under an optional `cvmfs_repo` subdir ([`Layout::of`] a
+//!   [`ducc_oci::RepositoryName`]). [`Origin`], [`LayerInfo`] and [`MarkerManifest`] are its
+//!   JSON files.
 //! - [`Publisher`] opens [`Transaction`]s scoped to a sub-path (a lease): ingest a tar stream
 //!   into a directory, write a file, make a symlink, remove a path, then commit or abort;
 //!   dropping an uncommitted transaction aborts it. Two transactions whose leases overlap never
@@ -60,7 +61,6 @@ mod publisher;
 mod state;
 
 pub use cvmfs::{CvmfsOptions, CvmfsPublisher, GC_LOCK_EXPIRY};
-pub use ducc_oci::{ConfigDigest, DiffId, DigestError, LayerDigest};
 pub use error::PublishError;
 pub use layout::{
     ARCH_ALIASES, Arch, CATALOG_MARKER, Layout, PathError, PublicName, RepoPath, relative_target,

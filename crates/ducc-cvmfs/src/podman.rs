@@ -35,10 +35,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
 
-use crate::ConfigDigest;
 use crate::error::PublishError;
 use crate::layout::{Layout, PublicName, RepoPath, relative_target};
 use crate::publisher::{Publisher, Transaction};
+use ducc_oci::ConfigDigest;
 
 /// Domain prefix of flat-tree layer IDs (see the module documentation).
 const LAYER_ID_PREFIX: &str = "ducc-rs podman store: the flat tree of image ";
@@ -241,9 +241,11 @@ impl StoredImage {
 /// The podman store of one repository, written through a publisher.
 ///
 /// ```
-/// use ducc_cvmfs::{ConfigDigest, IngestOptions, Layout, LocalPublisher, PodmanImage,
-///     PodmanOutcome, PodmanStore, PublicName, Publisher};
-/// use ducc_oci::RepositoryName;
+/// use ducc_cvmfs::{
+///     IngestOptions, Layout, LocalPublisher, PodmanImage, PodmanOutcome, PodmanStore, PublicName,
+///     Publisher,
+/// };
+/// use ducc_oci::{ConfigDigest, RepositoryName};
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let root = tempfile::tempdir()?;
 /// let repo = RepositoryName::parse("unpacked.example.org")?;

@@ -497,8 +497,8 @@ pub fn ensure_catalog_markers(group: &dyn Group, dirs: &[RepoPath]) -> Result<()
 pub fn add_origin(
     group: &dyn Group,
     layout: &crate::Layout,
-    layer: &crate::LayerDigest,
-    config: &crate::ConfigDigest,
+    layer: &ducc_oci::LayerDigest,
+    config: &ducc_oci::ConfigDigest,
 ) -> Result<bool, PublishError> {
     let path = layout.layer_origin(layer);
     let mut tx = group.begin(&layout.layer_metadata_dir(layer))?;
@@ -552,13 +552,13 @@ mod tests {
         let repo = RepositoryName::parse("r").unwrap();
         let layout = Layout::of(&repo);
         let publisher = LocalPublisher::open(root.path(), &repo).unwrap();
-        let layer: crate::LayerDigest = format!("sha256:{}", "ab".repeat(32)).parse().unwrap();
-        let config = crate::ConfigDigest::from_hex(&"cd".repeat(32)).unwrap();
+        let layer: ducc_oci::LayerDigest = format!("sha256:{}", "ab".repeat(32)).parse().unwrap();
+        let config = ducc_oci::ConfigDigest::from_hex(&"cd".repeat(32)).unwrap();
         assert!(add_origin(&*publisher.group(), &layout, &layer, &config).unwrap());
         assert!(!add_origin(&*publisher.group(), &layout, &layer, &config).unwrap());
         let file = publisher.published_path(&layout.layer_origin(&layer));
         std::fs::write(&file, b"{\"origin\": [\"sha256:").unwrap();
-        let other = crate::ConfigDigest::from_hex(&"ef".repeat(32)).unwrap();
+        let other = ducc_oci::ConfigDigest::from_hex(&"ef".repeat(32)).unwrap();
         let err = add_origin(&*publisher.group(), &layout, &layer, &other).unwrap_err();
         assert!(
             err.to_string().contains(&file.display().to_string()),

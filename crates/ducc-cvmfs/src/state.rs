@@ -10,7 +10,7 @@ use crate::error::PublishError;
 use crate::layout::{Arch, Layout, PublicName, RepoPath};
 use crate::metadata::{MarkerManifest, Origin};
 use crate::publisher::Publisher;
-use crate::{ConfigDigest, LayerDigest};
+use ducc_oci::{ConfigDigest, LayerDigest};
 
 /// Where an image's public names go: the plain layout, or, for one platform of a multi-platform
 /// image, under `.multiarch/<arch>` (upstream's newer layout).

@@ -9,15 +9,16 @@
 //!   [`Client::push_blob`], [`Client::push_manifest`], and [`Client::fetch_signatures`] (cosign's
 //!   `.sig` tag and the referrers of a digest, read like manifests).
 //! - [`Repository`], [`Reference`] and [`ImageName`] say what to fetch; they are built from
-//!   `ducc-oci`'s [`ImageRef`] ([`ImageName::from_ref`], [`Repository::of`]), the one grammar of
-//!   image names. Digests are [`oci_spec`]'s [`Digest`] here (any algorithm the registry uses);
-//!   `ducc-oci`'s typed digests ([`BlobDigest`], [`ConfigDigest`], [`ManifestDigest`], ...)
-//!   convert into it with `From` and back with `TryFrom`.
+//!   `ducc-oci`'s [`ducc_oci::ImageRef`] ([`ImageName::from_ref`], [`Repository::of`]), the one
+//!   grammar of image names. Digests are [`oci_spec`]'s [`Digest`] here (any algorithm the
+//!   registry uses); `ducc-oci`'s typed digests ([`ducc_oci::BlobDigest`],
+//!   [`ducc_oci::ConfigDigest`], [`ducc_oci::ManifestDigest`], ...) convert into it with `From`
+//!   and back with `TryFrom`.
 //! - [`Credentials`] come from explicit logins, `DUCC_AUTH_REGISTRIES` and docker's
 //!   `config.json`, read from an injectable [`Environment`].
 //!   [`output_login`] is the login that pushes thin images (a wish list's `user` with
 //!   `DUCC_OUTPUT_REGISTRY_PASS`).
-//! - [`Platform`] and [`ManifestSelection`] choose a manifest from an index.
+//! - [`ManifestSelection`] (a [`ducc_oci::Platform`]) and [`choose_platform`] choose a manifest from an index.
 //! - Every failure is an [`Error`] whose [`ErrorKind`] callers match on; it names the registry,
 //!   repository and request, carries status and registry error codes, and says whether a retry
 //!   may help.
@@ -28,7 +29,8 @@
 //! refused, and a token request carries only that registry's login, to the realm it names.
 //!
 //! ```
-//! use ducc_registry::{ImageName, ImageRef, Platform, Repository, Scheme, ManifestSelection};
+//! use ducc_registry::{ImageName, Repository, ManifestSelection};
+//! use ducc_oci::{ImageRef, Platform, Scheme};
 //!
 //! let image = ImageRef::parse("registry.example:5000/library/ubuntu:24.04").expect("valid");
 //! let ImageName { repository: repo, reference } = ImageName::from_ref(&image)?;
@@ -76,16 +78,12 @@ pub use credentials::{
     PullThroughProxy, output_login,
 };
 pub use digest::{VerifyingReader, sha256_digest, verify_bytes};
-pub use ducc_oci::{
-    BlobDigest, ConfigDigest, DiffId, DigestError, ImageRef, LayerDigest, ManifestDigest, Platform,
-    PlatformError,
-};
 pub use error::{Error, ErrorKind, RegistryErrorCode, RequestInfo};
 pub use manifest::{
     FetchedConfig, FetchedManifest, Manifest, ManifestMediaType, ManifestSelection,
     available_platforms, choose_platform,
 };
-pub use name::{ImageName, Reference, Repository, Scheme, parse_digest};
+pub use name::{ImageName, Reference, Repository, parse_digest};
 pub use oci_spec::image::Digest;
 pub use options::{ClientOptions, DEFAULT_MAX_RETRY_AFTER, RetryPolicy};
 pub use signatures::StoredSignature;

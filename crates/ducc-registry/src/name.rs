@@ -6,8 +6,7 @@
 
 use std::fmt;
 
-pub use ducc_oci::Scheme;
-use ducc_oci::{ImageRef, ReferenceProblem};
+use ducc_oci::{ImageRef, ReferenceProblem, Scheme};
 use oci_spec::image::Digest;
 
 use crate::error::Error;

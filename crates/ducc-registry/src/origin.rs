@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use crate::name::Scheme;
+use ducc_oci::Scheme;
 
 /// `scheme://host:port`, lowercase, with the scheme's default port filled in.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 use crate::auth::{Challenge, encode_query_value, parse_challenges};
 use crate::credentials::Login;
 use crate::error::{Error, ErrorKind, parse_error_codes};
-use crate::name::{Repository, Scheme};
+use crate::name::Repository;
 use crate::options::ClientOptions;
 use crate::origin::Origin;
 use crate::retry::{backoff, parse_retry_after};
+use ducc_oci::Scheme;
 
 const MAX_REDIRECTS: usize = 10;
 /// How much of an error response body is read for registry error codes.

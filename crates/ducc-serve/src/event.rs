@@ -1,7 +1,7 @@
 //! Notification bodies: the CNCF distribution registry's envelope and Harbor's webhook payload,
 //! reduced to the tagged manifests they say were pushed.
 
-use ducc_wishlist::{ImageRef, Scheme};
+use ducc_oci::{ImageRef, Scheme};
 use serde::Deserialize;
 
 /// Which endpoint a notification came in on.

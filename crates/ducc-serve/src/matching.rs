@@ -1,7 +1,8 @@
 //! Which wish a pushed image answers: the same matching as `ducc convert` (registry, repository,
 //! and the tag, literally or by the wish's tag glob).
 
-use ducc_wishlist::{ImageRef, ReferenceError, WishList};
+use ducc_oci::{ImageRef, ReferenceError};
+use ducc_wishlist::WishList;
 
 /// One image to convert: a plain tag the wish list names, and the thin image it maps to.
 #[derive(Debug, Clone, PartialEq, Eq)]

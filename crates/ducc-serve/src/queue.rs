@@ -204,7 +204,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use ducc_wishlist::ImageRef;
+    use ducc_oci::ImageRef;
 
     fn target(tag: &str) -> Target {
         let image = ImageRef::parse(&format!("http://r.local/app:{tag}")).unwrap();

@@ -9,12 +9,13 @@ pub const THIN_VERSION: &str = "1.0";
 /// `thin.json`, field for field as upstream DUCC writes it.
 ///
 /// ```
-/// use ducc_thin::{LayerDigest, ThinDescriptor, ThinLayer};
+/// use ducc_thin::{ThinDescriptor, ThinLayer};
+/// use ducc_oci::LayerDigest;
 /// let hex = "ab".repeat(32);
 /// let layer = ThinLayer::in_repository("unpacked.cern.ch", None, &LayerDigest::from_hex(&hex)?);
 /// let thin = ThinDescriptor::new("https://registry.hub.docker.com/library/ubuntu:22.04", vec![layer]);
 /// assert_eq!(thin.layers[0].url, format!("cvmfs://unpacked.cern.ch/.layers/ab/{hex}/layerfs"));
-/// # Ok::<(), ducc_thin::DigestError>(())
+/// # Ok::<(), ducc_oci::DigestError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ThinDescriptor {

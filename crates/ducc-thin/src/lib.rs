@@ -7,7 +7,8 @@
 //! ([`push`]), which skips whatever the registry already has.
 //!
 //! ```
-//! use ducc_thin::{LayerDigest, ThinDescriptor, ThinFormat, ThinImage, ThinLayer};
+//! use ducc_thin::{ThinDescriptor, ThinFormat, ThinImage, ThinLayer};
+//! use ducc_oci::LayerDigest;
 //! use ducc_registry::oci_spec::image::ImageConfiguration;
 //!
 //! let source: ImageConfiguration = serde_json::from_str(
@@ -17,7 +18,7 @@
 //! let layers = vec![ThinLayer::in_repository("unpacked.cern.ch", None, &layer)];
 //! let thin = ThinDescriptor::new("https://registry.hub.docker.com/library/ubuntu:22.04", layers);
 //! let image = ThinImage::build(&thin, &source, ThinFormat::DockerV2)?;
-//! assert_eq!(image.manifest.digest, ducc_thin::ManifestDigest::of(&image.manifest.bytes));
+//! assert_eq!(image.manifest.digest, ducc_oci::ManifestDigest::of(&image.manifest.bytes));
 //! // ducc_thin::push(&client, &repository, "22.04", &image)?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -28,8 +29,6 @@ mod error;
 mod image;
 mod index;
 mod push;
-
-pub use ducc_oci::{BlobDigest, ConfigDigest, DiffId, DigestError, LayerDigest, ManifestDigest};
 
 pub use descriptor::{THIN_VERSION, ThinDescriptor, ThinLayer};
 pub use error::ThinError;

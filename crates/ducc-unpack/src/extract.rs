@@ -490,7 +490,7 @@ mod tests {
 
     use super::*;
     use crate::testutil::{Layer, paths};
-    use crate::{BlobDigest, DiffId};
+    use ducc_oci::{BlobDigest, DiffId};
 
     const GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 

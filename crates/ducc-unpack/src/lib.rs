@@ -119,7 +119,6 @@ mod testutil;
 mod writer;
 
 pub use apptainer::{ApptainerReport, BIND_FILES, ImageRuntime, MOUNT_POINTS, add_apptainer_files};
-pub use ducc_oci::{BlobDigest, DiffId, DigestError, LayerDigest};
 pub use entry::{Entry, EntryKind, EntryPath, Timestamp, Xattr};
 pub use error::Error;
 pub use extract::{

@@ -14,11 +14,13 @@
 //! ```
 //!
 //! [`WishList::load`] reads and checks such a file; every error names the file, line and column.
-//! [`OutputFormat`] expands `$(var)` templates. Image references ([`ImageRef`]) and globs
-//! ([`Glob`], for tag globs and `ignore_errors` patterns) are `ducc-oci`'s, re-exported here.
+//! [`OutputFormat`] expands `$(var)` templates. Image references ([`ducc_oci::ImageRef`]),
+//! globs ([`ducc_oci::Glob`], for tag globs and `ignore_errors` patterns) and the repository
+//! name ([`ducc_oci::RepositoryName`]) are `ducc-oci`'s: import them from there.
 //!
 //! ```
-//! use ducc_wishlist::{ImageRef, WishList};
+//! use ducc_wishlist::WishList;
+//! use ducc_oci::ImageRef;
 //! let list = WishList::from_yaml(
 //!     "wishlist.yaml".as_ref(),
 //!     "version: 1\ncvmfs_repo: unpacked.cern.ch/sub\ninput: ['localhost:5000/a/b:1.*']\n",
@@ -35,6 +37,5 @@
 mod template;
 mod wishlist;
 
-pub use ducc_oci::{Glob, ImageRef, ReferenceError, ReferenceProblem, Scheme};
 pub use template::{DEFAULT_OUTPUT_FORMAT, OutputFormat, TemplateError, VARIABLES};
 pub use wishlist::{Location, Wish, WishList, WishListError, WishListProblem};

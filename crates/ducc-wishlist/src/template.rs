@@ -66,7 +66,8 @@ impl Variable {
 /// An `output_format` whose variables have been checked.
 ///
 /// ```
-/// use ducc_wishlist::{ImageRef, OutputFormat};
+/// use ducc_wishlist::OutputFormat;
+/// use ducc_oci::ImageRef;
 /// let format = OutputFormat::parse("$(scheme)://registry.example.org/thin/$(image)")?;
 /// let input = ImageRef::parse("https://registry.hub.docker.com/library/fedora:latest")?;
 /// assert_eq!(format.expand(&input), "https://registry.example.org/thin/library/fedora:latest");

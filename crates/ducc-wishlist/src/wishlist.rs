@@ -7,8 +7,7 @@ use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::template::{OutputFormat, TemplateError};
-use ducc_oci::Glob;
-use ducc_oci::{ImageRef, ReferenceError, RepositoryName, RepositoryNameError};
+use ducc_oci::{Glob, ImageRef, ReferenceError, RepositoryName, RepositoryNameError};
 
 /// A line and column in the wish list file, both 1-based.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,6 @@
 //! `ducc check-image-syntax`.
 
-use ducc_wishlist::ImageRef;
+use ducc_oci::ImageRef;
 
 use crate::args::CheckImageSyntaxArgs;
 use crate::exit::{self, Failure, print_stdout};

@@ -1,8 +1,8 @@
 //! `ducc download-manifest`: the exact manifest bytes on stdout, digest and media type on stderr.
 
 use anyhow::{Context, anyhow};
-use ducc_registry::{Credentials, Environment, ImageName, ManifestSelection, Platform};
-use ducc_wishlist::ImageRef;
+use ducc_oci::{ImageRef, Platform};
+use ducc_registry::{Credentials, Environment, ImageName, ManifestSelection};
 
 use crate::args::{DownloadManifestArgs, GlobalArgs};
 use crate::exit::Failure;
@@ -20,7 +20,7 @@ pub fn run(_global: &GlobalArgs, args: DownloadManifestArgs) -> Result<(), Failu
     let platform: Platform = args
         .platform
         .parse()
-        .map_err(|e: ducc_registry::PlatformError| {
+        .map_err(|e: ducc_oci::PlatformError| {
             Failure::Usage(ducc_registry::Error::from(e).into())
         })?;
     let (name, credentials) =

@@ -7,9 +7,8 @@ use std::time::Duration;
 use anyhow::anyhow;
 use ducc_convert::{Engine, EventSink, GcSummary, NotificationFile, PruneOptions, Settings};
 use ducc_cvmfs::lifecycle::GcOptions;
-use ducc_oci::RepositoryName;
+use ducc_oci::{ImageRef, RepositoryName};
 use ducc_registry::Environment;
-use ducc_wishlist::ImageRef;
 
 use crate::args::{DeleteImageArgs, GcArgs, GlobalArgs, PruneArgs, PublisherFlags};
 use crate::convert::{load, open_publisher, repository};

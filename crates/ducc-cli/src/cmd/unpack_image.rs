@@ -9,9 +9,9 @@ use std::path::Path;
 
 use anyhow::{Context, anyhow, bail};
 use ducc_convert::{PullTarget, pull_image};
-use ducc_registry::{Environment, Platform};
+use ducc_oci::{ImageRef, Platform};
+use ducc_registry::Environment;
 use ducc_unpack::{Report, WhiteoutFormat};
-use ducc_wishlist::ImageRef;
 
 use crate::args::{GlobalArgs, UnpackImageArgs};
 use crate::exit::Failure;
@@ -29,7 +29,7 @@ pub fn run(_global: &GlobalArgs, args: UnpackImageArgs) -> Result<(), Failure> {
     let platform: Platform = args
         .platform
         .parse()
-        .map_err(|e: ducc_registry::PlatformError| {
+        .map_err(|e: ducc_oci::PlatformError| {
             Failure::Usage(ducc_registry::Error::from(e).into())
         })?;
     prepare_dest(&args.dest).map_err(Failure::Usage)?;

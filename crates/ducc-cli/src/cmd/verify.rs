@@ -2,8 +2,8 @@
 //! checked exactly as a conversion checks it, without converting anything.
 
 use anyhow::anyhow;
+use ducc_oci::ImageRef;
 use ducc_registry::Environment;
-use ducc_wishlist::ImageRef;
 
 use crate::args::VerifyArgs;
 use crate::exit::{Failure, IMAGES_FAILED, print_stdout};

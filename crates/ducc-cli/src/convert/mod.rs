@@ -15,11 +15,11 @@ use ducc_convert::{
     Sinks, StopToken, Summary,
 };
 use ducc_cvmfs::{CvmfsOptions, CvmfsPublisher, LocalPublisher, Publisher};
-use ducc_oci::RepositoryName;
-use ducc_registry::{Environment, Platform};
+use ducc_oci::{ImageRef, Platform, RepositoryName};
+use ducc_registry::Environment;
 use ducc_thin::ThinFormat;
 use ducc_unpack::WhiteoutFormat;
-use ducc_wishlist::{ImageRef, WishList};
+use ducc_wishlist::WishList;
 
 use self::progress::Progress;
 use crate::args::{

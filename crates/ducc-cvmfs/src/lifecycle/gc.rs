@@ -14,7 +14,7 @@ use crate::metadata::{MarkerManifest, Origin};
 use crate::podman::PodmanStore;
 use crate::publisher::{GcLock, Publisher};
 use crate::state::FlatRecord;
-use crate::{ConfigDigest, LayerDigest};
+use ducc_oci::{ConfigDigest, LayerDigest};
 
 /// Settings of [`collect_garbage`].
 #[derive(Debug, Clone)]

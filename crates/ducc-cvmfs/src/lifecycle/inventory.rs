@@ -5,10 +5,10 @@ use std::fs;
 use std::path::Path;
 
 use super::{LifecycleError, read_error};
-use crate::ConfigDigest;
 use crate::layout::{Arch, Layout, PublicName, RepoPath};
 use crate::publisher::Publisher;
 use crate::state::ImageSlot;
+use ducc_oci::ConfigDigest;
 
 /// The name of a marker file in its directory.
 const MARKER_FILE: &str = "manifest.json";

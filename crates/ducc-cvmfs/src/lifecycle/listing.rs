@@ -15,7 +15,7 @@ use crate::metadata::{LayerInfo, MarkerManifest};
 use crate::podman::PodmanStore;
 use crate::publisher::Publisher;
 use crate::state::ImageSlot;
-use crate::{ConfigDigest, LayerDigest};
+use ducc_oci::{ConfigDigest, LayerDigest};
 
 /// The file beside an image's marker that records its signature check (issue 25).
 pub const SIGNATURE_FILE: &str = "signature.json";

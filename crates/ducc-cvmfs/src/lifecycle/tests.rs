@@ -5,12 +5,12 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use super::*;
+use crate::LocalPublisher;
 use crate::layout::{Layout, PublicName, RepoPath};
 use crate::metadata::{MarkerDescriptor, MarkerManifest, Origin};
 use crate::publisher::{GcLock, Publisher};
 use crate::state::FlatRecord;
-use crate::{ConfigDigest, LayerDigest, LocalPublisher};
-use ducc_oci::RepositoryName;
+use ducc_oci::{ConfigDigest, LayerDigest, RepositoryName};
 
 const DAY: Duration = Duration::from_secs(86_400);
 

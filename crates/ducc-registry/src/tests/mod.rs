@@ -13,6 +13,7 @@ use base64::Engine;
 
 use self::server::{Answer, Recorded, TestServer};
 use crate::*;
+use ducc_oci::Scheme;
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
