@@ -15,7 +15,8 @@ use std::sync::mpsc::Receiver;
 
 use ducc_cvmfs::{ImageSlot, RepositoryState};
 use ducc_oci::{ConfigDigest, ImageRef, LayerDigest};
-use ducc_registry::{Digest, ImageName, ManifestSelection, Repository};
+use ducc_registry::oci_spec::image::Digest;
+use ducc_registry::{ImageName, ManifestSelection, Repository};
 
 use crate::engine::{Engine, StopToken};
 use crate::settings::Settings;

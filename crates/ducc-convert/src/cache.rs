@@ -14,7 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use ducc_registry::{Client, Digest, Repository};
+use ducc_registry::oci_spec::image::Digest;
+use ducc_registry::{Client, Repository};
 
 use crate::error::{Context as _, ConvertError};
 use crate::events::{DownloadObserver, EventSink, NoEvents};

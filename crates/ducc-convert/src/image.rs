@@ -14,9 +14,10 @@ use ducc_cvmfs::{
     MarkerDescriptor, MarkerManifest, PublicName, Published, RepoPath, RepositoryState,
 };
 use ducc_oci::{ConfigDigest, DiffId, ImageRef, LayerDigest, Platform};
+use ducc_registry::oci_spec::image::Digest;
 use ducc_registry::oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
 use ducc_registry::{
-    Client, Digest, FetchedManifest, ImageName, Login, ManifestSelection, Reference, Repository,
+    Client, FetchedManifest, ImageName, Login, ManifestSelection, Reference, Repository,
 };
 use ducc_thin::{PushOutcome, ThinDescriptor, ThinImage, ThinIndex, ThinLayer};
 use ducc_unpack::{

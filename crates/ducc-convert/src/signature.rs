@@ -13,7 +13,8 @@
 
 use ducc_cvmfs::{ImageSlot, RepoPath};
 use ducc_oci::ImageRef;
-use ducc_registry::{Client, Digest, ImageName, ManifestSelection, Repository, StoredSignature};
+use ducc_registry::oci_spec::image::Digest;
+use ducc_registry::{Client, ImageName, ManifestSelection, Repository, StoredSignature};
 use ducc_trust::{Acceptance, DockerReference, Policy, Signature};
 
 use crate::error::{Context as _, ConvertError};

@@ -50,14 +50,10 @@ impl Hasher {
     }
 }
 
-/// The sha256 digest of some bytes.
-pub fn sha256_digest(bytes: &[u8]) -> Digest {
-    let text = format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)));
-    match text.parse() {
-        Ok(d) => d,
-        // sha256 of anything is 64 lowercase hex digits, which oci-spec always accepts.
-        Err(_) => unreachable!("a sha256 digest string is always valid"),
-    }
+/// The sha256 digest of some bytes, as the untyped digest a registry's answers carry
+/// (`ducc-oci` computes it).
+pub(crate) fn sha256_digest(bytes: &[u8]) -> Digest {
+    ducc_oci::BlobDigest::of(bytes).into()
 }
 
 /// Checks in-memory bytes against a digest.

@@ -10,7 +10,7 @@
 //!   `.sig` tag and the referrers of a digest, read like manifests).
 //! - [`Repository`], [`Reference`] and [`ImageName`] say what to fetch; they are built from
 //!   `ducc-oci`'s [`ducc_oci::ImageRef`] ([`ImageName::from_ref`], [`Repository::of`]), the one
-//!   grammar of image names. Digests are [`oci_spec`]'s [`Digest`] here (any algorithm the
+//!   grammar of image names. Digests are [`oci_spec::image::Digest`] here (any algorithm the
 //!   registry uses); `ducc-oci`'s typed digests ([`ducc_oci::BlobDigest`],
 //!   [`ducc_oci::ConfigDigest`], [`ducc_oci::ManifestDigest`], ...) convert into it with `From`
 //!   and back with `TryFrom`.
@@ -77,13 +77,12 @@ pub use credentials::{
     Credentials, DEPRECATED_OUTPUT_PASSWORD_VARS, Environment, Login, OUTPUT_PASSWORD_VAR,
     PullThroughProxy, output_login,
 };
-pub use digest::{VerifyingReader, sha256_digest, verify_bytes};
+pub use digest::{VerifyingReader, verify_bytes};
 pub use error::{Error, ErrorKind, RegistryErrorCode, RequestInfo};
 pub use manifest::{
     FetchedConfig, FetchedManifest, Manifest, ManifestMediaType, ManifestSelection,
     available_platforms, choose_platform,
 };
 pub use name::{ImageName, Reference, Repository, parse_digest};
-pub use oci_spec::image::Digest;
 pub use options::{ClientOptions, DEFAULT_MAX_RETRY_AFTER, RetryPolicy};
 pub use signatures::StoredSignature;

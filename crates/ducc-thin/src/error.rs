@@ -35,6 +35,6 @@ pub enum ThinError {
         /// The digest built here.
         built: ducc_oci::ManifestDigest,
         /// The digest the registry answered.
-        stored: ducc_registry::Digest,
+        stored: ducc_registry::oci_spec::image::Digest,
     },
 }

@@ -1,8 +1,9 @@
 //! Pushing a thin image with the registry client, and the push credentials.
 
 use ducc_oci::ManifestDigest;
+use ducc_registry::oci_spec::image::Digest;
 use ducc_registry::{
-    BlobPush, Client, Digest, ErrorKind, ImageName, ManifestSelection, Reference, Repository,
+    BlobPush, Client, ErrorKind, ImageName, ManifestSelection, Reference, Repository,
 };
 
 use crate::error::ThinError;

@@ -12,6 +12,7 @@ use std::time::Duration;
 use base64::Engine;
 
 use self::server::{Answer, Recorded, TestServer};
+use crate::digest::sha256_digest;
 use crate::*;
 use ducc_oci::Scheme;
 

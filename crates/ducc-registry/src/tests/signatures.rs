@@ -2,7 +2,9 @@
 
 use super::server::{Answer, TestServer};
 use super::{OCI_INDEX, OCI_MANIFEST, client, manifest_answer, repo};
+use crate::digest::sha256_digest;
 use crate::*;
+use oci_spec::image::Digest;
 
 const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 const BUNDLE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
