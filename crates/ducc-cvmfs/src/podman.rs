@@ -126,7 +126,7 @@ impl PodmanImage {
         manifest_bytes: Vec<u8>,
     ) -> Result<Self, PodmanError> {
         let name = name.podman_name();
-        let actual = sha256_digest(&config_bytes);
+        let actual = ConfigDigest::of(&config_bytes).to_string();
         if actual != config.to_string() {
             return Err(PodmanError::ConfigMismatch {
                 image: name,
@@ -138,7 +138,7 @@ impl PodmanImage {
             name,
             id: config.hex(),
             config,
-            manifest_digest: sha256_digest(&manifest_bytes),
+            manifest_digest: ducc_oci::ManifestDigest::of(&manifest_bytes).to_string(),
             config_bytes,
             manifest_bytes,
             created: None,
@@ -733,7 +733,9 @@ fn expected_record(current: &ImageRecord, image: &PodmanImage, layer_id: &str) -
         record
             .big_data_sizes
             .insert(key.clone(), content.len() as u64);
-        record.big_data_digests.insert(key, sha256_digest(content));
+        record
+            .big_data_digests
+            .insert(key, ducc_oci::BlobDigest::of(content).to_string());
     }
     record.created = image.created.clone();
     record
@@ -783,10 +785,6 @@ fn parse_records<T: serde::de::DeserializeOwned>(
 fn to_json<T: Serialize>(records: &[T]) -> Vec<u8> {
     // Plain data with string keys: serialising cannot fail.
     serde_json::to_vec(records).unwrap_or_else(|e| unreachable!("podman store record: {e}"))
-}
-
-fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
 /// The layer ID of the flat tree of `config` (see the module documentation).
