@@ -423,7 +423,7 @@ impl Engine {
     }
 
     /// Lease waits of the publisher since the engine was built ([`Event::LeaseWait`]).
-    pub(crate) fn lease_waits(&self) -> usize {
+    pub fn lease_waits(&self) -> usize {
         self.lease_waits.count()
     }
 

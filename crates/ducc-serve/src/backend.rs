@@ -114,6 +114,12 @@ pub trait Backend: Send + Sync {
     /// transaction) and returns.
     fn convert(&self, list: &WishList, target: &Target, stop: &AtomicBool) -> ImageReport;
 
+    /// Waits for a repository lease another publisher node held, since the backend was
+    /// made (it only grows; `ducc_lease_waits_total`). The default: none.
+    fn lease_waits(&self) -> u64 {
+        0
+    }
+
     /// The session the worker converts in, for as long as serve runs. The default converts
     /// each image on its own through [`Backend::convert`]; a backend that batches commits
     /// returns its own.
@@ -168,6 +174,10 @@ impl Backend for EngineBackend {
                 .engine
                 .convert_listed(list, target.image(), Some(target.output()), &self.stop),
         )
+    }
+
+    fn lease_waits(&self) -> u64 {
+        u64::try_from(self.engine.lease_waits()).unwrap_or(u64::MAX)
     }
 
     fn session(&self) -> Box<dyn Session + '_> {

@@ -63,6 +63,9 @@ pub struct Metrics {
     up_to_date: Counter,
     other_shard: Counter,
     revisions: Counter,
+    lease_waits: Counter,
+    /// The backend's lease-wait count when last looked at.
+    lease_waits_seen: std::sync::atomic::AtomicU64,
     failures: Counter,
     requests: Family<RequestLabels, Counter>,
     events: Family<EventLabels, Counter>,
@@ -105,6 +108,12 @@ impl Metrics {
             "ducc_revisions",
             "Repository revisions (cvmfs_server ingests and publishes) made by converted images",
             revisions.clone(),
+        );
+        let lease_waits = Counter::default();
+        registry.register(
+            "ducc_lease_waits",
+            "Waits for a repository lease another publisher node held (behind a cvmfs gateway)",
+            lease_waits.clone(),
         );
         let failures = Counter::default();
         registry.register(
@@ -149,6 +158,8 @@ impl Metrics {
             up_to_date,
             other_shard,
             revisions,
+            lease_waits,
+            lease_waits_seen: std::sync::atomic::AtomicU64::new(0),
             failures,
             requests,
             events,
@@ -194,6 +205,17 @@ impl Metrics {
             .inc_by(u64::try_from(revisions).unwrap_or(u64::MAX));
     }
 
+    /// Takes the backend's count of lease waits so far (it only grows): the counter moves by
+    /// what was added since the last call.
+    pub fn lease_waits(&self, total: u64) {
+        let before = self
+            .lease_waits_seen
+            .fetch_max(total, std::sync::atomic::Ordering::SeqCst);
+        if total > before {
+            self.lease_waits.inc_by(total - before);
+        }
+    }
+
     /// Counts an image of a full pass left to another node's shard.
     pub fn other_shard(&self) {
         self.other_shard.inc();
@@ -236,11 +258,16 @@ mod tests {
         metrics.queue_depth(3);
         metrics.revisions(2);
         metrics.revisions(1);
+        // The backend's running total: counted once however often it is looked at.
+        metrics.lease_waits(3);
+        metrics.lease_waits(3);
+        metrics.lease_waits(4);
         metrics.full_pass(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
         let text = metrics.encode();
         for line in [
             "ducc_images_converted_total 1",
             "ducc_revisions_total 3",
+            "ducc_lease_waits_total 4",
             "ducc_conversion_failures_total 1",
             "ducc_webhook_requests_total{endpoint=\"/notify/distribution\",code=\"401\"} 1",
             "ducc_webhook_events_total{endpoint=\"distribution\",outcome=\"not_wished\"} 1",

@@ -656,6 +656,7 @@ impl<B: Backend> Worker<'_, B> {
         self.shared
             .status
             .finished(&key, trigger, attempt, started, finished);
+        self.shared.metrics.lease_waits(self.backend.lease_waits());
         self.shared.metrics.queue_depth(self.shared.queue.len());
     }
 }
@@ -707,6 +708,16 @@ mod tests {
 
         fn convert(&self, _: &WishList, _: &Target, _: &AtomicBool) -> ImageReport {
             unreachable!("the worker converts through its session")
+        }
+
+        /// One wait per image converted so far.
+        fn lease_waits(&self) -> u64 {
+            self.log
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.starts_with("convert"))
+                .count() as u64
         }
 
         fn session(&self) -> Box<dyn Session + '_> {
@@ -834,6 +845,14 @@ mod tests {
             "{status:#}"
         );
         assert_eq!(status["results"].as_array().unwrap().len(), 3, "{status:#}");
+        assert!(
+            shared
+                .metrics
+                .encode()
+                .lines()
+                .any(|l| l == "ducc_lease_waits_total 3"),
+            "the backend's lease waits reach /metrics"
+        );
     }
 
     #[test]
