@@ -10,7 +10,7 @@ mod convert_support;
 use std::path::Path;
 
 use convert_support::{Backend, Image, Layer, REPO, Work, flat_dir, layer_dir, run_options, scan};
-use ducc_registry::{Client, ImageName, ManifestSelection, Reference, Repository};
+use ducc_registry::{Client, ManifestSelection, Reference, Repository};
 use ducc_tests::images;
 use ducc_tests::{FaultProxy, Registry, unique_repo};
 use serde_json::{Value, json};
@@ -258,8 +258,9 @@ fn multi_arch_index_gets_the_multiarch_layout_variant_link_aliases_and_thin_inde
     for (entry, image) in entries.iter().zip([&f.amd, &f.arm]) {
         let digest = ducc_registry::parse_digest(entry["digest"].as_str().unwrap()).unwrap();
         let child = client
-            .fetch_manifest(
-                &ImageName::new(thin_repo.clone(), Reference::digest(digest)),
+            .fetch_manifest_at(
+                &thin_repo,
+                &Reference::digest(digest),
                 &ManifestSelection::Index,
             )
             .unwrap();

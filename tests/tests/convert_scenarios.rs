@@ -200,8 +200,9 @@ fn tag_glob_converts_each_matching_tag_under_its_own_thin_tag() {
         let link = published
             .join(registry.host())
             .join(format!("{name}:{tag}"));
-        let thin = client.fetch_manifest(
-            &ducc_registry::ImageName::new(thin_repo.clone(), images::tag(tag)),
+        let thin = client.fetch_manifest_at(
+            &thin_repo,
+            &images::tag(tag),
             &ducc_registry::ManifestSelection::Platform("linux/amd64".parse().unwrap()),
         );
         if tag.starts_with("1.") {

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use ducc_oci::Platform;
 use ducc_registry::{
-    BlobPush, Client, ClientOptions, Error, ErrorKind, ImageName, ManifestSelection, Reference,
-    Repository, parse_digest,
+    BlobPush, Client, ClientOptions, Error, ErrorKind, ManifestSelection, Reference, Repository,
+    parse_digest,
 };
 use ducc_tests::images::{self, Blob, Format, ImageSpec, PushedImage};
 use ducc_tests::{Action, Credentials, FaultProxy, Registry, Rule, skopeo, unique_repo};
@@ -20,8 +20,8 @@ use ducc_tests::{Action, Credentials, FaultProxy, Registry, Rule, skopeo, unique
 // ---------------------------------------------------------------------------------------------
 // helpers
 
-fn name(repo: &Repository, reference: &str) -> ImageName {
-    ImageName::new(repo.clone(), Reference::parse(reference).unwrap())
+fn reference(text: &str) -> Reference {
+    Reference::parse(text).unwrap()
 }
 
 fn platform(text: &str) -> ManifestSelection {
@@ -63,7 +63,7 @@ fn assert_pulls_exactly(
 ) {
     let repo = images::repository(registry.host(), repo_path);
     let fetched = client
-        .fetch_manifest(&name(&repo, tag), &ManifestSelection::default())
+        .fetch_manifest_at(&repo, &reference(tag), &ManifestSelection::default())
         .unwrap_or_else(|err| {
             panic!(
                 "fetch {repo_path}:{tag}: {err}\nregistry log:\n{}",
@@ -171,7 +171,7 @@ fn token_is_fetched_once_per_repository_and_reused() {
     let client = images::client_for(registry.host(), registry.credentials());
     let repo = images::repository(registry.host(), &repo_path);
     client
-        .fetch_manifest(&name(&repo, "v1"), &ManifestSelection::default())
+        .fetch_manifest_at(&repo, &reference("v1"), &ManifestSelection::default())
         .unwrap();
     for layer in &pushed.image.layers {
         read_blob(&client, &repo, layer).unwrap();
@@ -243,7 +243,7 @@ fn refused_pulls_fail_with_unauthorized_naming_registry_and_repository() {
         let client = images::client_for(registry.host(), login);
         let repo = images::repository(registry.host(), &repo_path);
         let err = client
-            .fetch_manifest(&name(&repo, "v1"), &ManifestSelection::default())
+            .fetch_manifest_at(&repo, &reference("v1"), &ManifestSelection::default())
             .unwrap_err();
         assert!(
             matches!(err.kind(), ErrorKind::Unauthorized),
@@ -404,7 +404,7 @@ fn index_resolves_to_the_asked_platform_and_skips_attestations() {
         ];
         for (wanted, child) in cases {
             let fetched = client
-                .fetch_manifest(&name(&multi.repo, "multi"), &platform(wanted))
+                .fetch_manifest_at(&multi.repo, &reference("multi"), &platform(wanted))
                 .unwrap();
             let oracle = skopeo::inspect_raw(
                 registry.host(),
@@ -427,7 +427,11 @@ fn index_resolves_to_the_asked_platform_and_skips_attestations() {
             );
         }
         let default = client
-            .fetch_manifest(&name(&multi.repo, "multi"), &ManifestSelection::default())
+            .fetch_manifest_at(
+                &multi.repo,
+                &reference("multi"),
+                &ManifestSelection::default(),
+            )
             .unwrap();
         assert_eq!(
             default.digest().to_string(),
@@ -436,7 +440,7 @@ fn index_resolves_to_the_asked_platform_and_skips_attestations() {
         );
 
         let whole = client
-            .fetch_manifest(&name(&multi.repo, "multi"), &ManifestSelection::Index)
+            .fetch_manifest_at(&multi.repo, &reference("multi"), &ManifestSelection::Index)
             .unwrap();
         let oracle =
             skopeo::inspect_raw(registry.host(), &format!("{}:multi", multi.repo_path), None);
@@ -456,7 +460,7 @@ fn missing_platform_error_lists_the_available_ones() {
     let multi = push_multi_arch(Format::Oci);
     let client = images::client_for(Registry::anonymous().host(), None);
     let err = client
-        .fetch_manifest(&name(&multi.repo, "multi"), &platform("linux/s390x"))
+        .fetch_manifest_at(&multi.repo, &reference("multi"), &platform("linux/s390x"))
         .unwrap_err();
     match err.kind() {
         ErrorKind::PlatformNotFound { wanted, available } => {
@@ -598,16 +602,16 @@ fn corrupted_stored_manifest_fails_with_digest_mismatch_by_tag_and_by_digest() {
 
     let client = images::client_for(registry.host(), None);
     let repo = images::repository(registry.host(), &repo_path);
-    for reference in ["v1".to_owned(), pushed.manifest_digest.clone()] {
+    for text in ["v1".to_owned(), pushed.manifest_digest.clone()] {
         let err = client
-            .fetch_manifest(&name(&repo, &reference), &ManifestSelection::default())
+            .fetch_manifest_at(&repo, &reference(&text), &ManifestSelection::default())
             .unwrap_err();
         match err.kind() {
             ErrorKind::DigestMismatch { expected, actual } => {
-                assert_eq!(expected, &pushed.manifest_digest, "{reference}");
-                assert_eq!(actual, &images::sha256(&tampered), "{reference}");
+                assert_eq!(expected, &pushed.manifest_digest, "{text}");
+                assert_eq!(actual, &images::sha256(&tampered), "{text}");
             }
-            other => panic!("{reference}: expected DigestMismatch, got {other:?}: {err}"),
+            other => panic!("{text}: expected DigestMismatch, got {other:?}: {err}"),
         }
     }
 }
@@ -675,7 +679,7 @@ fn unsupported_and_ambiguous_manifests_are_refused() {
         let client = images::client_for(proxy.host(), None);
         let repo = images::repository(proxy.host(), "old/app");
         let err = client
-            .fetch_manifest(&name(&repo, "v1"), &ManifestSelection::default())
+            .fetch_manifest_at(&repo, &reference("v1"), &ManifestSelection::default())
             .unwrap_err();
         assert!(expected(err.kind()), "{case}: got {:?}: {err}", err.kind());
         assert_eq!(
@@ -728,7 +732,7 @@ fn manifest_fetch_waits_for_retry_after_then_succeeds() {
     let started = Instant::now();
     let fetched = f
         .client
-        .fetch_manifest(&name(&f.repo, "v1"), &ManifestSelection::default())
+        .fetch_manifest_at(&f.repo, &reference("v1"), &ManifestSelection::default())
         .unwrap();
     assert_eq!(fetched.bytes(), f.pushed.image.manifest.bytes.as_slice());
     assert!(
@@ -786,7 +790,7 @@ fn cut_or_corrupted_manifest_responses_are_fetched_again() {
         );
         let fetched = f
             .client
-            .fetch_manifest(&name(&f.repo, "v1"), &ManifestSelection::default())
+            .fetch_manifest_at(&f.repo, &reference("v1"), &ManifestSelection::default())
             .unwrap_or_else(|err| panic!("{case}: {err}"));
         assert_eq!(
             fetched.bytes(),
@@ -922,7 +926,7 @@ fn persistent_errors_fail_after_the_retry_bound() {
         let client = images::client_with(f.proxy.host(), None, policy);
         let started = Instant::now();
         let err = client
-            .fetch_manifest(&name(&f.repo, "v1"), &ManifestSelection::default())
+            .fetch_manifest_at(&f.repo, &reference("v1"), &ManifestSelection::default())
             .unwrap_err();
         assert!(expected(err.kind()), "{case}: {:?}: {err}", err.kind());
         assert_eq!(f.proxy.count("GET", "/manifests/"), gets, "{case}");
@@ -959,7 +963,7 @@ fn stalled_response_times_out_and_is_retried() {
             .retry(images::quick_retries()),
     );
     let fetched = client
-        .fetch_manifest(&name(&f.repo, "v1"), &ManifestSelection::default())
+        .fetch_manifest_at(&f.repo, &reference("v1"), &ManifestSelection::default())
         .unwrap();
     assert_eq!(fetched.bytes(), f.pushed.image.manifest.bytes.as_slice());
     assert_eq!(f.proxy.count("GET", "/manifests/"), 2);

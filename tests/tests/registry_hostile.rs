@@ -17,8 +17,7 @@ use base64::engine::general_purpose::STANDARD;
 
 use ducc_oci::Scheme;
 use ducc_registry::{
-    Client, ClientOptions, ErrorKind, ImageName, Login, ManifestSelection, Reference, Repository,
-    parse_digest,
+    Client, ClientOptions, ErrorKind, Login, ManifestSelection, Reference, Repository, parse_digest,
 };
 use ducc_tests::hostile::{TlsAnswer, TlsFront, other_host};
 use ducc_tests::images::{self, Format, ImageSpec, PushedImage};
@@ -31,8 +30,8 @@ fn basic(credentials: &Credentials) -> String {
     format!("Basic {}", STANDARD.encode(pair))
 }
 
-fn name(repo: &Repository, reference: &str) -> ImageName {
-    ImageName::new(repo.clone(), Reference::parse(reference).unwrap())
+fn reference(text: &str) -> Reference {
+    Reference::parse(text).unwrap()
 }
 
 /// Pushes a one-layer image to `registry` as `path:tag`.
@@ -195,7 +194,7 @@ fn blob_and_manifest_redirects_to_another_host_are_followed_without_credentials(
     let client = images::client_for(front.host(), Some(credentials));
     let repo = images::repository(front.host(), &path);
     let fetched = client
-        .fetch_manifest(&name(&repo, "v1"), &ManifestSelection::default())
+        .fetch_manifest_at(&repo, &reference("v1"), &ManifestSelection::default())
         .unwrap();
     assert_eq!(fetched.bytes(), pushed.image.manifest.bytes.as_slice());
     let layer = &pushed.image.layers[0];
@@ -253,7 +252,7 @@ fn token_realm_on_another_host_gets_only_this_registrys_login() {
     );
     let repo = images::repository(front.host(), &path);
     client
-        .fetch_manifest(&name(&repo, "v1"), &ManifestSelection::default())
+        .fetch_manifest_at(&repo, &reference("v1"), &ManifestSelection::default())
         .unwrap();
 
     let token_requests = realm_host.requests();
@@ -328,7 +327,7 @@ fn https_registry_pointing_at_plain_http_is_refused() {
 
     assert_eq!(client.list_tags(&repo("c")).unwrap(), ["y"]);
     let redirect = client
-        .fetch_manifest(&name(&repo("a"), "t"), &ManifestSelection::default())
+        .fetch_manifest_at(&repo("a"), &reference("t"), &ManifestSelection::default())
         .unwrap_err();
     assert!(
         matches!(redirect.kind(), ErrorKind::InsecureRedirect { target } if target.starts_with("http://127.0.0.2")),
@@ -341,7 +340,7 @@ fn https_registry_pointing_at_plain_http_is_refused() {
         "{link:?}"
     );
     let realm = client
-        .fetch_manifest(&name(&repo("b"), "t"), &ManifestSelection::default())
+        .fetch_manifest_at(&repo("b"), &reference("t"), &ManifestSelection::default())
         .unwrap_err();
     assert!(
         matches!(realm.kind(), ErrorKind::AuthChallenge { challenge } if challenge.contains("plain http")),

@@ -16,7 +16,7 @@ use std::sync::mpsc::Receiver;
 use ducc_cvmfs::{ImageSlot, RepositoryState};
 use ducc_oci::{ConfigDigest, ImageRef, LayerDigest};
 use ducc_registry::oci_spec::image::Digest;
-use ducc_registry::{ImageName, ManifestSelection, Repository};
+use ducc_registry::{ManifestSelection, Repository};
 
 use crate::engine::{Engine, StopToken};
 use crate::settings::Settings;
@@ -57,11 +57,10 @@ fn plan(engine: &Engine, image: &ImageRef) -> Option<(Repository, Vec<(Digest, u
     if !engine.settings.shard.contains(image) {
         return None;
     }
-    let name = ImageName::from_ref(image).ok()?;
     let fetched = engine
         .client
         .fetch_manifest(
-            &name,
+            image,
             &ManifestSelection::Platform(engine.settings.platform.clone()),
         )
         .inspect_err(|e| tracing::debug!("{image}: manifest for downloading ahead: {e}"))
@@ -86,7 +85,7 @@ fn plan(engine: &Engine, image: &ImageRef) -> Option<(Repository, Vec<(Digest, u
             wanted.then(|| (layer.digest().clone(), layer.size()))
         })
         .collect();
-    (!blobs.is_empty()).then_some((name.repository, blobs))
+    (!blobs.is_empty()).then_some((Repository::of(image), blobs))
 }
 
 #[cfg(test)]

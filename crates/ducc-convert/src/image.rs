@@ -16,9 +16,7 @@ use ducc_cvmfs::{
 use ducc_oci::{ConfigDigest, DiffId, ImageRef, LayerDigest, Platform};
 use ducc_registry::oci_spec::image::Digest;
 use ducc_registry::oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
-use ducc_registry::{
-    Client, FetchedManifest, ImageName, Login, ManifestSelection, Reference, Repository,
-};
+use ducc_registry::{Client, FetchedManifest, Login, ManifestSelection, Reference, Repository};
 use ducc_thin::{PushOutcome, ThinDescriptor, ThinImage, ThinIndex, ThinLayer};
 use ducc_unpack::{
     ExtractOptions, FlatExtractor, ImageRuntime, LayerDigests, LayerDirOptions, LayerReader,
@@ -157,17 +155,16 @@ impl<'e> Job<'e> {
             return self.convert_multi(input, output);
         }
         let result = (|| {
-            let name = ImageName::from_ref(input).map_err(at(Step::Manifest))?;
             let fetched = self
                 .engine
                 .client
                 .fetch_manifest(
-                    &name,
+                    input,
                     &ManifestSelection::Platform(self.engine.settings.platform.clone()),
                 )
                 .with_context(|| format!("cannot fetch the manifest of {input}"))
                 .map_err(at(Step::Manifest))?;
-            self.convert_single(input, output, &name.repository, &fetched)
+            self.convert_single(input, output, &Repository::of(input), &fetched)
         })();
         vec![ImageResult::new(input.whole_name(), result)]
     }

@@ -60,17 +60,17 @@ impl Pull<'_> {
     /// The platform's manifest and config, and the layers to unpack.
     fn plan(&self, platform: &Platform) -> Result<Vec<PlannedLayer>, ConvertError> {
         let whole = self.image.whole_name();
-        let name = ducc_registry::ImageName::from_ref(self.image)?;
+        let repository = ducc_registry::Repository::of(self.image);
         let manifest = self
             .client
-            .fetch_manifest(&name, &ManifestSelection::Platform(platform.clone()))
+            .fetch_manifest(self.image, &ManifestSelection::Platform(platform.clone()))
             .with_context(|| format!("cannot fetch the manifest of {whole}"))?;
         let image_manifest = manifest.image_manifest().ok_or_else(|| {
             invalid!("{whole}: the registry answered with an index, not an image manifest")
         })?;
         let config = self
             .client
-            .fetch_config(&name.repository, image_manifest.config())
+            .fetch_config(&repository, image_manifest.config())
             .with_context(|| format!("cannot fetch the config of {whole}"))?;
         let layers = crate::layers::plan_layers(image_manifest, config.config())
             .map_err(|e| e.context(format!("image {whole}")))?;

@@ -14,7 +14,7 @@
 use ducc_cvmfs::{ImageSlot, RepoPath};
 use ducc_oci::ImageRef;
 use ducc_registry::oci_spec::image::Digest;
-use ducc_registry::{Client, ImageName, ManifestSelection, Repository, StoredSignature};
+use ducc_registry::{Client, ManifestSelection, Repository, StoredSignature};
 use ducc_trust::{Acceptance, DockerReference, Policy, Signature};
 
 use crate::error::{Context as _, ConvertError};
@@ -81,11 +81,16 @@ pub fn check_signatures(
 /// # Errors
 /// As [`check_signatures`], and the manifest's registry errors.
 pub fn verify_image(client: &Client, policy: &Policy, image: &ImageRef) -> Result<Acceptance> {
-    let name = ImageName::from_ref(image)?;
     let fetched = client
-        .fetch_manifest(&name, &ManifestSelection::Index)
+        .fetch_manifest(image, &ManifestSelection::Index)
         .with_context(|| format!("cannot fetch the manifest of {image}"))?;
-    check_signatures(client, policy, image, &name.repository, fetched.digest())
+    check_signatures(
+        client,
+        policy,
+        image,
+        &Repository::of(image),
+        fetched.digest(),
+    )
 }
 
 fn to_signature(stored: StoredSignature) -> Signature {

@@ -15,9 +15,10 @@ use crate::manifest::{
     FetchedConfig, FetchedManifest, Manifest, ManifestMediaType, ManifestSelection,
     choose_platform, parse_manifest,
 };
-use crate::name::{ImageName, Reference, Repository};
+use crate::name::{Reference, Repository};
 use crate::options::ClientOptions;
 use crate::transport::{Access, Endpoint, Req};
+use ducc_oci::ImageRef;
 use ducc_oci::Platform;
 
 /// What [`Client::push_blob`] did.
@@ -53,7 +54,7 @@ impl Client {
         }
     }
 
-    /// Fetches the manifest an image name points at.
+    /// Fetches the manifest `image` names (its digest when it has one, else its tag).
     ///
     /// With [`ManifestSelection::Platform`], an index (or Docker manifest list) is resolved to
     /// the entry for that platform, which is fetched by digest; an image manifest is returned as
@@ -67,11 +68,24 @@ impl Client {
     /// [`ErrorKind::PlatformNotFound`], [`ErrorKind::DigestMismatch`], auth and network errors.
     pub fn fetch_manifest(
         &self,
-        image: &ImageName,
+        image: &ImageRef,
         selection: &ManifestSelection,
     ) -> Result<FetchedManifest, Error> {
-        let endpoint = self.inner.endpoint(&image.repository);
-        let reference = &image.reference;
+        self.fetch_manifest_at(&Repository::of(image), &Reference::of(image)?, selection)
+    }
+
+    /// [`Client::fetch_manifest`] of the manifest `reference` names in `repository` (another
+    /// manifest of an image's repository: an index entry by digest, a signature's tag).
+    ///
+    /// # Errors
+    /// As [`Client::fetch_manifest`].
+    pub fn fetch_manifest_at(
+        &self,
+        repository: &Repository,
+        reference: &Reference,
+        selection: &ManifestSelection,
+    ) -> Result<FetchedManifest, Error> {
+        let endpoint = self.inner.endpoint(repository);
         let (bytes, media_type, manifest, digest) = self.get_manifest(
             &endpoint,
             &reference.url_part(),

@@ -8,9 +8,10 @@
 //!   [`Client::fetch_config`], [`Client::open_blob`], [`Client::list_tags`],
 //!   [`Client::push_blob`], [`Client::push_manifest`], and [`Client::fetch_signatures`] (cosign's
 //!   `.sig` tag and the referrers of a digest, read like manifests).
-//! - [`Repository`], [`Reference`] and [`ImageName`] say what to fetch; they are built from
-//!   `ducc-oci`'s [`ducc_oci::ImageRef`] ([`ImageName::from_ref`], [`Repository::of`]), the one
-//!   grammar of image names. Digests are [`oci_spec::image::Digest`] here (any algorithm the
+//! - Images are named by `ducc-oci`'s [`ducc_oci::ImageRef`], the one grammar of image names
+//!   ([`Client::fetch_manifest`] takes one); [`Repository`] and [`Reference`] are the parts a
+//!   request is made of ([`Repository::of`], [`Reference::of`]), for manifests that no image
+//!   name names ([`Client::fetch_manifest_at`]: an index entry by digest, a signature tag). Digests are [`oci_spec::image::Digest`] here (any algorithm the
 //!   registry uses); `ducc-oci`'s typed digests ([`ducc_oci::BlobDigest`],
 //!   [`ducc_oci::ConfigDigest`], [`ducc_oci::ManifestDigest`], ...) convert into it with `From`
 //!   and back with `TryFrom`.
@@ -29,11 +30,11 @@
 //! refused, and a token request carries only that registry's login, to the realm it names.
 //!
 //! ```
-//! use ducc_registry::{ImageName, Repository, ManifestSelection};
+//! use ducc_registry::{Reference, Repository, ManifestSelection};
 //! use ducc_oci::{ImageRef, Platform, Scheme};
 //!
 //! let image = ImageRef::parse("registry.example:5000/library/ubuntu:24.04").expect("valid");
-//! let ImageName { repository: repo, reference } = ImageName::from_ref(&image)?;
+//! let (repo, reference) = (Repository::of(&image), Reference::of(&image)?);
 //! assert_eq!(repo, Repository::new(Scheme::Https, "registry.example:5000", "library/ubuntu")?);
 //! let selection = ManifestSelection::Platform("linux/arm64/v8".parse::<Platform>()?);
 //! assert_eq!(repo.registry(), "registry.example:5000");
@@ -42,7 +43,7 @@
 //!
 //! // With a reachable registry:
 //! // let client = ducc_registry::Client::new(ducc_registry::ClientOptions::new());
-//! // let manifest = client.fetch_manifest(&ImageName::new(repo, reference), &selection)?;
+//! // let manifest = client.fetch_manifest(&image, &selection)?;
 //! # Ok::<(), ducc_registry::Error>(())
 //! ```
 #![forbid(unsafe_code)]
@@ -83,6 +84,6 @@ pub use manifest::{
     FetchedConfig, FetchedManifest, Manifest, ManifestMediaType, ManifestSelection,
     available_platforms, choose_platform,
 };
-pub use name::{ImageName, Reference, Repository, parse_digest};
+pub use name::{Reference, Repository, parse_digest};
 pub use options::{ClientOptions, DEFAULT_MAX_RETRY_AFTER, RetryPolicy};
 pub use signatures::StoredSignature;

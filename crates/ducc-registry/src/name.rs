@@ -1,7 +1,7 @@
 //! What the client is asked about: a repository on a registry, and a reference in it.
 //!
 //! Image names have one grammar, `ducc-oci`'s [`ImageRef`]: these types are built from one
-//! ([`ImageName::from_ref`], [`Repository::of`]) or checked by it ([`Repository::new`],
+//! ([`Reference::of`], [`Repository::of`]) or checked by it ([`Repository::new`],
 //! [`Reference::tag`]).
 
 use std::fmt;
@@ -173,57 +173,9 @@ impl fmt::Display for Reference {
     }
 }
 
-/// A repository plus a reference: one image (or index) to fetch.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ImageName {
-    /// Where.
-    pub repository: Repository,
-    /// Which manifest.
-    pub reference: Reference,
-}
-
-impl ImageName {
-    /// Puts the two together.
-    pub fn new(repository: Repository, reference: Reference) -> Self {
-        ImageName {
-            repository,
-            reference,
-        }
-    }
-
-    /// The image `image` names: its repository, and its tag and digest (the digest wins for
-    /// fetching).
-    ///
-    /// # Errors
-    /// [`crate::ErrorKind::InvalidInput`] when the tag is a glob, which must be expanded against
-    /// the tag list first.
-    pub fn from_ref(image: &ImageRef) -> Result<Self, Error> {
-        Ok(ImageName::new(Repository::of(image), Reference::of(image)?))
-    }
-}
-
-impl TryFrom<&ImageRef> for ImageName {
-    type Error = Error;
-
-    fn try_from(image: &ImageRef) -> Result<Self, Error> {
-        ImageName::from_ref(image)
-    }
-}
-
 impl From<&ImageRef> for Repository {
     fn from(image: &ImageRef) -> Self {
         Repository::of(image)
-    }
-}
-
-impl fmt::Display for ImageName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let sep = if self.reference.tag.is_some() {
-            ":"
-        } else {
-            "@"
-        };
-        write!(f, "{}{sep}{}", self.repository, self.reference)
     }
 }
 
@@ -326,34 +278,27 @@ mod tests {
     }
 
     #[test]
-    fn image_name_from_ref_keeps_tag_and_digest() {
+    fn an_image_ref_gives_its_repository_and_its_tag_and_digest() {
         let hex = "a".repeat(64);
         let image = ImageRef::parse(&format!("http://[::1]:5000/a/b:v1@sha256:{hex}")).unwrap();
-        let name = ImageName::from_ref(&image).unwrap();
         assert_eq!(
-            name.repository,
+            Repository::of(&image),
             Repository::new(Scheme::Http, "[::1]:5000", "a/b").unwrap()
         );
-        assert_eq!(name.reference.tag_name(), Some("v1"));
-        assert_eq!(name.reference.url_part(), format!("sha256:{hex}"));
-        assert_eq!(name.to_string(), format!("[::1]:5000/a/b:v1@sha256:{hex}"));
+        let reference = Reference::of(&image).unwrap();
+        assert_eq!(reference.tag_name(), Some("v1"));
+        assert_eq!(reference.url_part(), format!("sha256:{hex}"));
+        assert_eq!(reference.to_string(), format!("v1@sha256:{hex}"));
     }
 
     #[test]
-    fn image_name_from_ref_refuses_a_tag_glob() {
+    fn a_tag_glob_is_no_reference() {
         let image = ImageRef::parse("quay.io/a:1.*").unwrap();
-        let err = ImageName::from_ref(&image).unwrap_err();
+        let err = Reference::of(&image).unwrap_err();
         assert!(
             matches!(err.kind(), crate::ErrorKind::InvalidInput { what: "tag", value } if value == "1.*"),
             "{err}"
         );
         assert_eq!(Repository::of(&image).path(), "a");
-    }
-
-    #[test]
-    fn image_name_displays_like_a_docker_reference() {
-        let repo = Repository::new(Scheme::Http, "[::1]:5000", "a/b").unwrap();
-        let name = ImageName::new(repo, Reference::tag("x").unwrap());
-        assert_eq!(name.to_string(), "[::1]:5000/a/b:x");
     }
 }

@@ -14,7 +14,7 @@ use oci_spec::image::{Descriptor, Digest, ImageIndex, ImageManifest};
 use crate::client::Client;
 use crate::error::{Error, ErrorKind};
 use crate::manifest::{Manifest, ManifestSelection};
-use crate::name::{ImageName, Reference, Repository};
+use crate::name::{Reference, Repository};
 use crate::transport::Req;
 
 /// Media type of a cosign simple-signing payload layer.
@@ -141,11 +141,11 @@ impl Client {
         });
         for descriptor in bundles.take(MAX_SIGNATURES) {
             let source = format!("referrer {}", descriptor.digest());
-            let name = ImageName::new(
-                repository.clone(),
-                Reference::digest(descriptor.digest().clone()),
-            );
-            let fetched = self.fetch_manifest(&name, &ManifestSelection::Index)?;
+            let fetched = self.fetch_manifest_at(
+                repository,
+                &Reference::digest(descriptor.digest().clone()),
+                &ManifestSelection::Index,
+            )?;
             let Some(manifest) = fetched.image_manifest() else {
                 found.push(malformed(source, "it is an index"));
                 continue;
@@ -251,8 +251,7 @@ impl Client {
         repository: &Repository,
         reference: Reference,
     ) -> Result<Option<Manifest>, Error> {
-        let name = ImageName::new(repository.clone(), reference);
-        match self.fetch_manifest(&name, &ManifestSelection::Index) {
+        match self.fetch_manifest_at(repository, &reference, &ManifestSelection::Index) {
             Ok(fetched) => Ok(Some(fetched.manifest().clone())),
             Err(e) if matches!(e.kind(), ErrorKind::NotFound) => Ok(None),
             Err(e) => Err(e),

@@ -2,9 +2,7 @@
 
 use ducc_oci::ManifestDigest;
 use ducc_registry::oci_spec::image::Digest;
-use ducc_registry::{
-    BlobPush, Client, ErrorKind, ImageName, ManifestSelection, Reference, Repository,
-};
+use ducc_registry::{BlobPush, Client, ErrorKind, ManifestSelection, Reference, Repository};
 
 use crate::error::ThinError;
 use crate::image::{ThinBlob, ThinImage};
@@ -103,10 +101,8 @@ impl<'r> Target<'r> {
 
     /// Whether the tag already names `digest`.
     fn already_names(&self, client: &Client, digest: &ManifestDigest) -> Result<bool, ThinError> {
-        let existing = client.fetch_manifest(
-            &ImageName::new(self.repository.clone(), self.reference.clone()),
-            &ManifestSelection::Index,
-        );
+        let existing =
+            client.fetch_manifest_at(self.repository, &self.reference, &ManifestSelection::Index);
         match existing {
             Ok(found) if digest == found.digest() => {
                 tracing::debug!(image = %self.name, %digest, "thin image already in the registry");

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, anyhow};
 use ducc_oci::{ImageRef, Platform};
-use ducc_registry::{Credentials, Environment, ImageName, ManifestSelection};
+use ducc_registry::{Credentials, Environment, ManifestSelection};
 
 use crate::args::{DownloadManifestArgs, GlobalArgs};
 use crate::exit::Failure;
@@ -23,8 +23,7 @@ pub fn run(_global: &GlobalArgs, args: DownloadManifestArgs) -> Result<(), Failu
         .map_err(|e: ducc_oci::PlatformError| {
             Failure::Usage(ducc_registry::Error::from(e).into())
         })?;
-    let (name, credentials) =
-        registry_inputs(&image, args.username.as_deref()).map_err(Failure::Usage)?;
+    let credentials = credentials_for(&image, args.username.as_deref()).map_err(Failure::Usage)?;
     let selection = if args.index {
         ManifestSelection::Index
     } else {
@@ -32,7 +31,7 @@ pub fn run(_global: &GlobalArgs, args: DownloadManifestArgs) -> Result<(), Failu
     };
     let client = registry::client(credentials);
     let manifest = client
-        .fetch_manifest(&name, &selection)
+        .fetch_manifest(&image, &selection)
         .with_context(|| format!("cannot download the manifest of {}", image.whole_name()))
         .map_err(Failure::Run)?;
     write_stdout(manifest.bytes())?;
@@ -41,14 +40,12 @@ pub fn run(_global: &GlobalArgs, args: DownloadManifestArgs) -> Result<(), Failu
     Ok(())
 }
 
-/// The registry client's view of the image, and the credentials to use for it: those of every
-/// command, plus `-u USER` with the password from `DUCC_OUTPUT_REGISTRY_PASS` (or its older
+/// The credentials to use for the image (which must name one manifest: no tag glob): those of
+/// every command, plus `-u USER` with the password from `DUCC_OUTPUT_REGISTRY_PASS` (or its older
 /// names), else from a credential source that has the same user.
-fn registry_inputs(
-    image: &ImageRef,
-    username: Option<&str>,
-) -> anyhow::Result<(ImageName, Credentials)> {
-    let name = ImageName::from_ref(image)?;
+fn credentials_for(image: &ImageRef, username: Option<&str>) -> anyhow::Result<Credentials> {
+    // A tag glob names no manifest: a usage error, before any request.
+    ducc_registry::Reference::of(image)?;
     let env = Environment::from_process();
     let mut credentials = registry::credentials(&env)?;
     if let Some(user) = username {
@@ -67,7 +64,7 @@ fn registry_inputs(
         };
         credentials = credentials.with_login(image.registry(), login);
     }
-    Ok((name, credentials))
+    Ok(credentials)
 }
 
 /// Writes the manifest bytes as they are; a closed pipe is not an error.

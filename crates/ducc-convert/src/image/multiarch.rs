@@ -31,14 +31,11 @@ impl Job<'_> {
                 Err(ImageFailure::new(step, error)),
             )]
         };
-        let name = match ImageName::from_ref(input) {
-            Ok(name) => name,
-            Err(e) => return failed(Step::Manifest, e.into()),
-        };
+        let repository = Repository::of(input);
         let fetched = match self
             .engine
             .client
-            .fetch_manifest(&name, &ManifestSelection::Index)
+            .fetch_manifest(input, &ManifestSelection::Index)
             .with_context(|| format!("cannot fetch the manifest of {input}"))
         {
             Ok(fetched) => fetched,
@@ -47,7 +44,7 @@ impl Job<'_> {
         let Some(index) = fetched.index() else {
             return vec![ImageResult::new(
                 whole.clone(),
-                self.convert_single(input, output, &name.repository, &fetched),
+                self.convert_single(input, output, &repository, &fetched),
             )];
         };
         let public = match public_name(input) {
@@ -88,14 +85,14 @@ impl Job<'_> {
                 let arch = Arch::of(&platform)
                     .map_err(|e| invalid!("{label}: {e}"))
                     .map_err(at(Step::Manifest))?;
-                let by_digest = ImageName::new(
-                    name.repository.clone(),
-                    Reference::digest(descriptor.digest().clone()),
-                );
                 let fetched = self
                     .engine
                     .client
-                    .fetch_manifest(&by_digest, &ManifestSelection::Platform(platform.clone()))
+                    .fetch_manifest_at(
+                        &repository,
+                        &Reference::digest(descriptor.digest().clone()),
+                        &ManifestSelection::Platform(platform.clone()),
+                    )
                     .with_context(|| format!("cannot fetch the manifest of {label}"))
                     .map_err(at(Step::Manifest))?;
                 let manifest = fetched
@@ -108,7 +105,7 @@ impl Job<'_> {
                 let (outcome, mut pending) = self.convert_manifest(
                     input,
                     &label,
-                    &name.repository,
+                    &repository,
                     &fetched,
                     &index_digest,
                     manifest,
@@ -169,7 +166,7 @@ impl Job<'_> {
             && self.wants_thin()
         {
             let pushed = self.check_stop().and_then(|()| {
-                let index = self.thin_index(input, &name.repository, &done)?;
+                let index = self.thin_index(input, &repository, &done)?;
                 self.push_thin(input, output, |client, repository, tag| {
                     ducc_thin::push_index(client, repository, tag, &index)
                         .map(|o| (o, index.manifest.digest.to_string()))

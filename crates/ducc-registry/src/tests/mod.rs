@@ -14,7 +14,7 @@ use base64::Engine;
 use self::server::{Answer, Recorded, TestServer};
 use crate::digest::sha256_digest;
 use crate::*;
-use ducc_oci::Scheme;
+use ducc_oci::{ImageRef, Scheme};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -42,8 +42,10 @@ fn repo(server: &TestServer, path: &str) -> Repository {
     Repository::new(Scheme::Http, &server.host(), path).unwrap()
 }
 
-fn image(server: &TestServer, path: &str, reference: &str) -> ImageName {
-    ImageName::new(repo(server, path), Reference::parse(reference).unwrap())
+/// The image `reference` of `path` on `server`.
+fn image(server: &TestServer, path: &str, reference: &str) -> ImageRef {
+    let sep = if reference.contains(':') { "@" } else { ":" };
+    ImageRef::parse(&format!("http://{}/{path}{sep}{reference}", server.host())).unwrap()
 }
 
 fn image_manifest(config: &[u8], layers: &[&[u8]]) -> String {
@@ -464,10 +466,7 @@ fn pull_through_proxy_rewrites_host_and_path() {
         ("DUCC_HUB_PROXY", format!("{}/cache/hub", proxy.host())),
     ]);
     let client = client_with(Credentials::from_environment(&env).unwrap());
-    let name = ImageName::new(
-        Repository::new(Scheme::Http, "registry-1.docker.io", "library/ubuntu").unwrap(),
-        Reference::parse("24.04").unwrap(),
-    );
+    let name = ImageRef::parse("http://registry-1.docker.io/library/ubuntu:24.04").unwrap();
     client
         .fetch_manifest(&name, &ManifestSelection::default())
         .unwrap();
@@ -595,10 +594,7 @@ fn connection_refused_is_a_retryable_connect_error() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().to_string()
     };
-    let name = ImageName::new(
-        Repository::new(Scheme::Http, &host, "a").unwrap(),
-        Reference::parse("t").unwrap(),
-    );
+    let name = ImageRef::parse(&format!("http://{host}/a:t")).unwrap();
     let client = Client::new(ClientOptions::new().retry(fast_retries().max_retries(1)));
     let err = client
         .fetch_manifest(&name, &ManifestSelection::default())
