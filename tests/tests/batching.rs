@@ -219,13 +219,7 @@ fn a_batch_whose_commit_fails_fails_its_images_and_the_next_run_converts_them() 
     let local = Work::local_reference(&inputs);
     let cvmfs = Work::new(Backend::Cvmfs);
     cvmfs.wishlist(&inputs, "");
-    let fail = cvmfs.path("standin/fail");
-    std::fs::create_dir_all(&fail).unwrap();
-    std::fs::write(
-        fail.join("transaction"),
-        "simulated: cannot open the transaction",
-    )
-    .unwrap();
+    cvmfs.fail_next("transaction", "simulated: cannot open the transaction");
     let out = cvmfs.convert(&["-i", "--layer-whiteouts", "oci", "--batch", "10"]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -565,9 +565,7 @@ fn a_remount_that_fails_is_a_warning_for_convert_and_an_error_for_list() {
     let work = Work::gateway();
     work.wishlist(&[format!("http://{host}/{name}:v1")], "");
     let fail = |what: &str| {
-        let dir = work.path("standin/fail");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("mount"), what).unwrap();
+        work.fail_next("mount", what);
     };
     fail("mount failed: injected");
     let stderr = run_nodes(&work, 1).remove(0);
@@ -815,27 +813,37 @@ fn a_node_killed_in_the_middle_of_an_image_finishes_its_shard_when_started_again
     assert_eq!(podman_names(&work.repo()), names);
 }
 
-#[test]
-fn a_second_gc_on_another_node_refuses_to_start_while_one_runs() {
-    let set = push_set();
-    let work = converted_by(&set, 2);
-    let gone = &set.images[0].1;
-    let out = node_ducc(&work, 1, "delete-image", &[REPO, gone])
-        .output()
-        .unwrap();
+/// `ducc SUBCOMMAND ARGS...` on node `k`, which must succeed.
+fn node_ok(work: &Work, k: u32, subcommand: &str, args: &[&str]) {
+    let out = node_ducc(work, k, subcommand, args).output().unwrap();
     assert!(
         out.status.success(),
-        "{}",
+        "{subcommand} on node {k}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // Node 1's gc is held at its first removal, holding the repository's gc lock.
+}
+
+/// Two nodes' conversion of `set`, the first image deleted, and node 1's gc started and held at
+/// its first removal (holding the repository's gc lock): the work, the pause file, the gc and
+/// the paused stand-in's pid.
+fn gc_held_at_its_first_removal(set: &Set) -> (Work, PathBuf, Child, i32) {
+    let work = converted_by(set, 2);
+    node_ok(&work, 1, "delete-image", &[REPO, &set.images[0].1]);
     let pause = pause_at(&work, "ingest", "node=node1 --delete");
-    let mut first = node_ducc(&work, 1, "gc", &[REPO, "--grace-period", "0"])
+    let mut gc = node_ducc(&work, 1, "gc", &[REPO, "--grace-period", "0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    paused_call(&work, &mut first);
+    let standin = paused_call(&work, &mut gc);
+    (work, pause, gc, standin)
+}
+
+#[test]
+fn a_second_gc_on_another_node_refuses_to_start_while_one_runs() {
+    let set = push_set();
+    // Node 1's gc is held at its first removal, holding the repository's gc lock.
+    let (work, pause, first, _standin) = gc_held_at_its_first_removal(&set);
     let lock = work.repo().join(".metadata/.gc/lock.json");
     let record: serde_json::Value = serde_json::from_slice(&std::fs::read(&lock).unwrap()).unwrap();
     assert_eq!(record["pid"].as_u64(), Some(u64::from(first.id())));
@@ -858,36 +866,13 @@ fn a_second_gc_on_another_node_refuses_to_start_while_one_runs() {
             .is_err()
     );
     // Once it ended, node 2's gc runs.
-    let out = node_ducc(&work, 2, "gc", &[REPO, "--grace-period", "0"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    node_ok(&work, 2, "gc", &[REPO, "--grace-period", "0"]);
 }
 
 #[test]
 fn the_gc_lock_of_a_killed_gc_is_taken_over_by_the_next_one() {
     let set = push_set();
-    let work = converted_by(&set, 2);
-    let gone = &set.images[0].1;
-    let out = node_ducc(&work, 1, "delete-image", &[REPO, gone])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let pause = pause_at(&work, "ingest", "node=node1 --delete");
-    let mut first = node_ducc(&work, 1, "gc", &[REPO, "--grace-period", "0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let standin = paused_call(&work, &mut first);
+    let (work, pause, mut first, standin) = gc_held_at_its_first_removal(&set);
     first.kill().unwrap();
     first.wait().unwrap();
     let pid = rustix::process::Pid::from_raw(standin).unwrap();

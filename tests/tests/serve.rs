@@ -973,13 +973,7 @@ fn in_serve_a_failed_batch_commit_fails_its_images_and_their_retries_convert_the
     let tags = ["2.0", "2.1", "2.2"];
     let inputs = push_tags(&name, &tags);
     let work = Work::new(Backend::Cvmfs);
-    let fail = work.path("standin/fail");
-    std::fs::create_dir_all(&fail).unwrap();
-    std::fs::write(
-        fail.join("transaction"),
-        "simulated: cannot open the transaction",
-    )
-    .unwrap();
+    let fail = work.fail_next("transaction", "simulated: cannot open the transaction");
     work.wishlist(&[format!("http://{}/{name}:2.*", registry.host())], "");
     let serve = Serve::start(
         &work,
@@ -990,7 +984,7 @@ fn in_serve_a_failed_batch_commit_fails_its_images_and_their_retries_convert_the
     wait_until("the first full pass", || serve.passes() >= 1);
     let status = serve.status();
     assert_eq!(status["full_pass"]["last_failed"], 3, "{status:#}");
-    assert!(!fail.join("transaction").exists(), "the failure was used");
+    assert!(!fail.exists(), "the failure was used");
     let failed: Vec<&serde_json::Value> = status["results"]
         .as_array()
         .unwrap()

@@ -445,6 +445,17 @@ impl Work {
         std::fs::remove_file(self.path("standin/pause").join(point)).unwrap();
     }
 
+    /// Makes the stand-in's next `command` fail with `message` on stderr (its `fail/COMMAND`
+    /// file, used once); returns the file.
+    #[allow(dead_code)] // not every test binary that shares this module uses it
+    pub fn fail_next(&self, command: &str, message: &str) -> PathBuf {
+        let dir = self.path("standin/fail");
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join(command);
+        std::fs::write(&file, message).unwrap();
+        file
+    }
+
     /// The stand-in's log lines.
     pub fn standin_log(&self) -> Vec<String> {
         std::fs::read_to_string(self.path("standin/log"))

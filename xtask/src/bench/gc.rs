@@ -33,7 +33,6 @@ use serde_json::{Value, json};
 
 use super::{
     Calls, Measurement, fresh_dir, load_average, measure, median, remove_dir, require_tools,
-    target_dir,
 };
 
 /// The CernVM-FS repository the images are converted into.
@@ -560,25 +559,7 @@ pub(super) fn run(args: &[String]) -> anyhow::Result<()> {
         ("/usr/bin/time", "time"),
         ("docker-registry", "docker-registry"),
     ])?;
-    eprintln!("xtask: building ducc and the cvmfs_server stand-in (release)");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let status = Command::new(&cargo)
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "ducc-cli",
-            "-p",
-            "ducc-tests",
-            "--bins",
-        ])
-        .status()?;
-    ensure!(
-        status.success(),
-        "release build of ducc and the stand-in failed"
-    );
-    let ducc = target_dir().join("release/ducc");
-    let standin = target_dir().join("release/cvmfs_server_standin");
+    let (ducc, standin) = super::release_ducc_and_standin()?;
 
     let registry = ducc_tests::Registry::start(ducc_tests::Flavour::Anonymous);
     let host = registry.host().to_owned();

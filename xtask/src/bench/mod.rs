@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use ducc_tests::fixtures::{self, Image};
 
 const USAGE: &str = "\
@@ -321,6 +321,31 @@ fn require_tools(tools: &[(&str, &str)]) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A release build of ducc and the `cvmfs_server` stand-in: their paths.
+fn release_ducc_and_standin() -> anyhow::Result<(PathBuf, PathBuf)> {
+    eprintln!("xtask: building ducc and the cvmfs_server stand-in (release)");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = Command::new(&cargo)
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "ducc-cli",
+            "-p",
+            "ducc-tests",
+            "--bins",
+        ])
+        .status()?;
+    ensure!(
+        status.success(),
+        "release build of ducc and the stand-in failed"
+    );
+    Ok((
+        target_dir().join("release/ducc"),
+        target_dir().join("release/cvmfs_server_standin"),
+    ))
 }
 
 /// The bench image (built by debootstrap on first use) and a release build of `packages`.

@@ -27,7 +27,7 @@ use anyhow::{Context, bail, ensure};
 use ducc_tests::images::{self, Blob};
 use serde_json::{Value, json};
 
-use super::{fresh_dir, remove_dir, require_tools, target_dir};
+use super::{fresh_dir, remove_dir, require_tools};
 
 const REPO: &str = "nodes-bench.test";
 const REPOSITORY: &str = "bench/nodes";
@@ -134,25 +134,7 @@ struct Row {
 pub(super) fn run(args: &[String]) -> anyhow::Result<()> {
     let options = parse(args)?;
     require_tools(&[("docker-registry", "docker-registry")])?;
-    eprintln!("xtask: building ducc and the cvmfs_server stand-in (release)");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let status = Command::new(&cargo)
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "ducc-cli",
-            "-p",
-            "ducc-tests",
-            "--bins",
-        ])
-        .status()?;
-    ensure!(
-        status.success(),
-        "release build of ducc and the stand-in failed"
-    );
-    let ducc = target_dir().join("release/ducc");
-    let standin = target_dir().join("release/cvmfs_server_standin");
+    let (ducc, standin) = super::release_ducc_and_standin()?;
     let registry = ducc_tests::Registry::start(ducc_tests::Flavour::Anonymous);
     let host = registry.host().to_owned();
     let corpus = push(&host, options.images)?;
