@@ -108,6 +108,7 @@ fn main() -> ExitCode {
         eprintln!("cvmfs_server stand-in: CVMFS_STANDIN_STATE is not set");
         return ExitCode::from(2);
     };
+    let _ = COPYING.set(state.join("copying"));
     let standin = Standin {
         node: std::env::var("CVMFS_STANDIN_NODE").unwrap_or_else(|_| "local".into()),
         state,
@@ -1427,6 +1428,27 @@ fn copy_magic_xattrs(src: &Path, dst: &Path) {
     }
 }
 
+/// Where regular files are written before they are renamed into a tree (`copying/` in the
+/// state directory, so on the same filesystem as every tree).
+static COPYING: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Copies a regular file so that a reader of `dst` sees it absent or whole, never half
+/// written (as a reader of `/cvmfs/REPO` sees one revision or the next): the copy is written
+/// under `copying/` and renamed into place.
+fn copy_file_whole(src: &Path, dst: &Path) -> Result<(), Failure> {
+    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let Some(dir) = COPYING.get() else {
+        fs::copy(src, dst)?;
+        return Ok(());
+    };
+    fs::create_dir_all(dir)?;
+    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!("{}-{n}", std::process::id()));
+    fs::copy(src, &tmp)?;
+    fs::rename(&tmp, dst)?;
+    Ok(())
+}
+
 /// Copies one entry (file, symlink, device, FIFO or directory tree) with its metadata.
 fn copy_entry(src: &Path, dst: &Path) -> Result<(), Failure> {
     let meta = fs::symlink_metadata(src)?;
@@ -1444,7 +1466,7 @@ fn copy_entry(src: &Path, dst: &Path) -> Result<(), Failure> {
     } else if ft.is_symlink() {
         std::os::unix::fs::symlink(fs::read_link(src)?, dst)?;
     } else if ft.is_file() {
-        fs::copy(src, dst)?;
+        copy_file_whole(src, dst)?;
         copy_magic_xattrs(src, dst);
     } else {
         let kind = FileType::from_raw_mode(meta.mode());
