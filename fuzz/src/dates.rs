@@ -6,7 +6,8 @@ use std::time::{Duration, SystemTime};
 
 use ducc_registry::fuzzing;
 use ducc_registry::oci_spec::image::ImageConfiguration;
-use ducc_thin::{ThinDescriptor, ThinFormat, ThinImage};
+use ducc_oci::ImageFormat;
+use ducc_thin::{ThinDescriptor, ThinImage};
 
 /// One input as a `Retry-After` value and as a config's `created` time.
 pub fn check(data: &[u8]) {
@@ -62,7 +63,7 @@ fn check_created(text: &str) {
     };
     let descriptor = ThinDescriptor::new("https://fuzz.example/a:1", vec![]);
     // Any `created` (or none that parses) must still build: the time is only the files' mtime.
-    if let Err(e) = ThinImage::build(&descriptor, &source, ThinFormat::DockerV2) {
+    if let Err(e) = ThinImage::build(&descriptor, &source, ImageFormat::DockerV2) {
         panic!("created {text:?}: {e}");
     }
 }

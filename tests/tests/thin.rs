@@ -7,11 +7,12 @@
 use std::io::Read;
 use std::process::Command;
 
+use ducc_oci::ImageFormat;
 use ducc_oci::{LayerDigest, ManifestDigest};
 use ducc_registry::oci_spec::image::ImageConfiguration;
 use ducc_tests::images::{self, client_for};
 use ducc_tests::{FaultProxy, Registry, require_tool, skopeo, unique_repo};
-use ducc_thin::{PushOutcome, ThinDescriptor, ThinError, ThinFormat, ThinImage, ThinLayer};
+use ducc_thin::{PushOutcome, ThinDescriptor, ThinError, ThinImage, ThinLayer};
 
 const SOURCE_CONFIG: &str = r#"{
     "created": "2024-05-06T07:08:09Z",
@@ -126,7 +127,7 @@ fn pushed_config(
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn push_and_check(registry: &Registry, format: ThinFormat) {
+fn push_and_check(registry: &Registry, format: ImageFormat) {
     let client = client_for(registry.host(), registry.credentials());
     let repo_name = unique_repo("thin");
     let repo = images::repository(registry.host(), &repo_name);
@@ -197,22 +198,22 @@ fn push_and_check(registry: &Registry, format: ThinFormat) {
 
 #[test]
 fn docker_v2_thin_image_reads_back_through_skopeo() {
-    push_and_check(Registry::anonymous(), ThinFormat::DockerV2);
+    push_and_check(Registry::anonymous(), ImageFormat::DockerV2);
 }
 
 #[test]
 fn oci_thin_image_reads_back_through_skopeo() {
-    push_and_check(Registry::anonymous(), ThinFormat::Oci);
+    push_and_check(Registry::anonymous(), ImageFormat::Oci);
 }
 
 #[test]
 fn thin_image_pushes_with_basic_auth() {
-    push_and_check(Registry::basic_auth(), ThinFormat::DockerV2);
+    push_and_check(Registry::basic_auth(), ImageFormat::DockerV2);
 }
 
 #[test]
 fn thin_image_pushes_with_token_auth() {
-    push_and_check(Registry::token_auth(), ThinFormat::DockerV2);
+    push_and_check(Registry::token_auth(), ImageFormat::DockerV2);
 }
 
 #[test]
@@ -223,7 +224,7 @@ fn push_without_credentials_fails_with_the_registry_message() {
     let image = ThinImage::build(
         &descriptor("https://r.io/a:1"),
         &source(),
-        ThinFormat::DockerV2,
+        ImageFormat::DockerV2,
     )
     .unwrap();
     let err = ducc_thin::push(&client, &repo, "1", &image).unwrap_err();
@@ -244,13 +245,13 @@ fn same_source_builds_the_same_digest_and_a_second_push_sends_nothing() {
     let first = ThinImage::build(
         &descriptor("https://r.io/a:1"),
         &source(),
-        ThinFormat::DockerV2,
+        ImageFormat::DockerV2,
     )
     .unwrap();
     let second = ThinImage::build(
         &descriptor("https://r.io/a:1"),
         &source(),
-        ThinFormat::DockerV2,
+        ImageFormat::DockerV2,
     )
     .unwrap();
     assert_eq!(first, second, "bytes and digests are reproducible");
@@ -279,7 +280,7 @@ fn changed_tag_target_is_replaced_but_present_blobs_are_not_resent() {
     let old = ThinImage::build(
         &descriptor("https://r.io/a:1"),
         &source(),
-        ThinFormat::DockerV2,
+        ImageFormat::DockerV2,
     )
     .unwrap();
     ducc_thin::push(&client, &repo, "1", &old).unwrap();
@@ -291,7 +292,7 @@ fn changed_tag_target_is_replaced_but_present_blobs_are_not_resent() {
     let new = ThinImage::build(
         &descriptor("https://r.io/a:1"),
         &other_source,
-        ThinFormat::DockerV2,
+        ImageFormat::DockerV2,
     )
     .unwrap();
     assert_eq!(new.layer, old.layer);
@@ -321,7 +322,7 @@ fn each_expanded_glob_tag_gets_its_own_thin_image() {
     for tag in ["21.2.10", "21.2.11"] {
         let origin = format!("https://registry.hub.docker.com/atlas/analysisbase:{tag}");
         let image =
-            ThinImage::build(&descriptor(&origin), &source(), ThinFormat::DockerV2).unwrap();
+            ThinImage::build(&descriptor(&origin), &source(), ImageFormat::DockerV2).unwrap();
         ducc_thin::push(&client, &repo, tag, &image).unwrap();
         digests.push(image.manifest.digest);
     }
@@ -358,14 +359,14 @@ fn thin_index_reads_back_through_skopeo_and_a_second_push_sends_nothing() {
                 let image = ThinImage::build(
                     &descriptor(&format!("https://r.io/a:{arch}")),
                     &config,
-                    ThinFormat::Oci,
+                    ImageFormat::Oci,
                 )
                 .unwrap();
                 let platform = Platform::new("linux", arch, *variant);
                 (platform, image)
             })
             .collect();
-        ThinIndex::build(images, ThinFormat::Oci).unwrap()
+        ThinIndex::build(images, ImageFormat::Oci).unwrap()
     };
     let index = build();
     assert!(matches!(

@@ -478,3 +478,59 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "FILE", env = "DUCC_SIGNATURE_POLICY")]
     pub policy: PathBuf,
 }
+
+/// The platform `--platform` names for one pull (`download-manifest`, `unpack-image`), or a
+/// usage error quoting it.
+pub fn platform(text: &str) -> Result<ducc_oci::Platform, crate::exit::Failure> {
+    text.parse().map_err(|_: ducc_oci::PlatformError| {
+        crate::exit::Failure::Usage(anyhow::anyhow!(
+            "invalid platform (want os/arch[/variant]): {text:?}"
+        ))
+    })
+}
+
+impl PublisherFlags {
+    /// Where these flags publish.
+    pub fn choice(&self) -> ducc_convert::PublisherChoice {
+        match self.publisher {
+            PublisherKind::Local => ducc_convert::PublisherChoice::Local {
+                root: self.root.clone(),
+            },
+            PublisherKind::Cvmfs => ducc_convert::PublisherChoice::Cvmfs {
+                server: self.cvmfs_server.clone(),
+            },
+        }
+    }
+}
+
+impl Cli {
+    /// The one plan of this command line: the global flags, and where the command publishes
+    /// when it does.
+    pub fn plan(&self) -> ducc_convert::Plan {
+        let plan = ducc_convert::Plan::new()
+            .temporary_dir(self.global.temporary_dir.clone())
+            .notification_file(self.global.notification_file.clone());
+        let target = match &self.command {
+            Command::Convert(a) => Some(&a.flags.target),
+            Command::Loop(a) => Some(&a.flags.target),
+            Command::ConvertSingleImage(a) => Some(&a.flags.target),
+            Command::Serve(a) => Some(&a.flags.target),
+            Command::DeleteImage(a) => Some(&a.target),
+            Command::Prune(a) => Some(&a.target),
+            Command::GarbageCollection(a) => Some(&a.target),
+            Command::List(a) => Some(&a.target),
+            Command::CheckImageSyntax(_)
+            | Command::Check(_)
+            | Command::DownloadManifest(_)
+            | Command::UnpackImage(_)
+            | Command::Verify(_)
+            | Command::Version
+            | Command::Completions(_)
+            | Command::Man => None,
+        };
+        match target {
+            Some(target) => plan.publisher(target.choice()),
+            None => plan,
+        }
+    }
+}

@@ -9,7 +9,6 @@ mod exit;
 mod logging;
 #[cfg(test)]
 mod readme;
-mod registry;
 
 use std::process::ExitCode;
 
@@ -39,21 +38,22 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
+    let plan = cli.plan();
     match cli.command {
-        Command::Convert(a) => convert::run(&cli.global, a),
-        Command::Loop(a) => convert::run_loop(&cli.global, a),
-        Command::ConvertSingleImage(a) => convert::run_single(&cli.global, a),
-        Command::Serve(a) => cmd::serve::run(&cli.global, a),
-        Command::DeleteImage(a) => cmd::lifecycle::delete_image(&cli.global, a),
-        Command::Prune(a) => cmd::lifecycle::prune(&cli.global, a),
-        Command::GarbageCollection(a) => cmd::lifecycle::gc(&cli.global, a),
+        Command::Convert(a) => convert::run(&plan, a),
+        Command::Loop(a) => convert::run_loop(&plan, a),
+        Command::ConvertSingleImage(a) => convert::run_single(&plan, a),
+        Command::Serve(a) => cmd::serve::run(&plan, a),
+        Command::DeleteImage(a) => cmd::lifecycle::delete_image(&plan, a),
+        Command::Prune(a) => cmd::lifecycle::prune(&plan, a),
+        Command::GarbageCollection(a) => cmd::lifecycle::gc(&plan, a),
         Command::CheckImageSyntax(a) => cmd::check_image_syntax::run(a),
         Command::Check(a) => cmd::check::run(a),
-        Command::DownloadManifest(a) => cmd::download_manifest::run(&cli.global, a),
-        Command::UnpackImage(a) => cmd::unpack_image::run(&cli.global, a),
-        Command::Verify(a) => cmd::verify::run(a),
+        Command::DownloadManifest(a) => cmd::download_manifest::run(&plan, a),
+        Command::UnpackImage(a) => cmd::unpack_image::run(&plan, a),
+        Command::Verify(a) => cmd::verify::run(&plan, a),
         Command::Version => cmd::version::run(),
-        Command::List(a) => cmd::list::run(&cli.global, a),
+        Command::List(a) => cmd::list::run(&plan, a),
         Command::Completions(a) => cmd::completions::completions(&a),
         Command::Man => cmd::completions::man(),
     }

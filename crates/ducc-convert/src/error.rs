@@ -130,7 +130,7 @@ impl ConvertError {
     }
 
     /// `cause` of `kind`, shown as it is.
-    fn from_cause(
+    pub(crate) fn from_cause(
         kind: ErrorKind,
         cause: impl std::error::Error + Send + Sync + 'static,
     ) -> ConvertError {

@@ -54,7 +54,9 @@ mod events;
 mod image;
 mod layers;
 mod lifecycle;
+mod listing;
 mod notify;
+mod plan;
 mod pull;
 mod session;
 mod settings;
@@ -69,8 +71,11 @@ pub use engine::{Engine, EngineBuilder, ImageResult, Outcome, StopToken};
 pub use error::{ConvertError, ErrorKind, ImageFailure, Step};
 pub use events::{DownloadObserver, EndStatus, Event, EventSink, NoEvents, Sinks};
 pub use lifecycle::{DeleteOutcome, GcSummary, Protected, PruneOptions, PruneOutcome, human_bytes};
+pub use listing::RepositoryListing;
 pub use notify::NotificationFile;
-pub use pull::{PullTarget, pull_image};
+pub use plan::{
+    DownloadedManifest, Plan, PlanError, PublisherChoice, SignaturePolicy, UnpackInto, Unpacked,
+};
 pub use session::Session;
 pub use settings::Settings;
 pub use shard::{Shard, ShardError};

@@ -3,12 +3,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use ducc_oci::ImageFormat;
 use ducc_oci::Platform;
-use ducc_thin::ThinFormat;
 use ducc_trust::Policy;
 use ducc_unpack::{Privileges, WhiteoutFormat};
 
 use crate::batch::BatchLimits;
+use crate::plan::SignaturePolicy;
 use crate::shard::Shard;
 
 /// How images are converted. Start from [`Settings::new`] (upstream DUCC's defaults: layers,
@@ -24,7 +25,7 @@ pub struct Settings {
     pub(crate) platform: Platform,
     pub(crate) whiteouts: Option<WhiteoutFormat>,
     pub(crate) privileges: Privileges,
-    pub(crate) thin_format: ThinFormat,
+    pub(crate) thin_format: ImageFormat,
     pub(crate) multi_arch: bool,
     pub(crate) scratch_dir: PathBuf,
     pub(crate) parallel_layers: usize,
@@ -57,7 +58,7 @@ impl Settings {
             platform: Platform::linux_amd64(),
             whiteouts: None,
             privileges: Privileges::Auto,
-            thin_format: ThinFormat::DockerV2,
+            thin_format: ImageFormat::DockerV2,
             multi_arch: false,
             scratch_dir: std::env::temp_dir(),
             parallel_layers: 4,
@@ -72,8 +73,8 @@ impl Settings {
     /// Publish only images that this signature policy accepts (`--policy`, issue 25): checked
     /// on the digest converted before any blob is downloaded, and again for an image converted
     /// earlier when the policy changed since.
-    pub fn signature_policy(mut self, policy: Arc<Policy>) -> Settings {
-        self.policy = Some(policy);
+    pub fn signature_policy(mut self, policy: &SignaturePolicy) -> Settings {
+        self.policy = Some(policy.shared());
         self
     }
 
@@ -119,10 +120,16 @@ impl Settings {
         self
     }
 
-    /// The whiteout form of layer directories; without it the engine asks the publisher
+    /// The whiteout form of layer directories (`--layer-whiteouts`): the overlayfs form
+    /// (device nodes and `trusted.overlay.opaque`) or, with `false`, raw `.wh.` names as in the
+    /// layer tar (OCI). Without it the engine asks the publisher
     /// ([`ducc_cvmfs::Publisher::prefers_overlay_whiteouts`]).
-    pub fn whiteouts(mut self, whiteouts: WhiteoutFormat) -> Settings {
-        self.whiteouts = Some(whiteouts);
+    pub fn overlay_whiteouts(mut self, overlay: bool) -> Settings {
+        self.whiteouts = Some(if overlay {
+            WhiteoutFormat::Overlay
+        } else {
+            WhiteoutFormat::Oci
+        });
         self
     }
 
@@ -133,7 +140,7 @@ impl Settings {
     }
 
     /// The manifest format of thin images.
-    pub fn thin_format(mut self, format: ThinFormat) -> Settings {
+    pub fn thin_format(mut self, format: ImageFormat) -> Settings {
         self.thin_format = format;
         self
     }

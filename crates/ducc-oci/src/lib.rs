@@ -14,6 +14,7 @@
 //!   [`Sha256Hasher`] make them from content.
 //! - [`Platform`]: `os/arch[/variant]`, matched against index entries as containerd normalises
 //!   them.
+//! - [`ImageFormat`]: Docker v2 schema 2 or OCI, with the media types of each.
 //! - [`RepositoryName`]: the CernVM-FS repository (and optional sub-directory) a wish list's
 //!   `cvmfs_repo` names, with a [`RepositoryNameError`] that says what is wrong.
 //! - [`error_chain`]: an error and its causes on one line, the one printer every crate uses;
@@ -44,6 +45,7 @@
 
 mod chain;
 mod digest;
+mod format;
 mod glob;
 mod platform;
 mod privileges;
@@ -57,6 +59,7 @@ pub use digest::{
     BlobDigest, ConfigDigest, DiffId, DigestError, DigestProblem, LayerDigest, ManifestDigest,
     Sha256Hasher, sha256,
 };
+pub use format::ImageFormat;
 pub use glob::Glob;
 pub use platform::{Platform, PlatformError};
 pub use privileges::is_root;

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
-use ducc_oci::{BlobDigest, ConfigDigest, DiffId, ManifestDigest};
+use ducc_oci::{BlobDigest, ConfigDigest, DiffId, ImageFormat, ManifestDigest};
 use ducc_registry::oci_spec::image::ImageConfiguration;
 use serde::Serialize;
 
@@ -14,48 +14,6 @@ use crate::error::ThinError;
 
 /// The environment variable the graph driver looks for.
 pub const CVMFS_IMAGE_ENV: &str = "CVMFS_IMAGE=true";
-
-/// Which manifest format to push.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ThinFormat {
-    /// Docker image manifest v2 schema 2 (what the cvmfs graph driver expects; the default).
-    #[default]
-    DockerV2,
-    /// OCI image manifest.
-    Oci,
-}
-
-impl ThinFormat {
-    /// The manifest media type.
-    pub fn manifest_media_type(self) -> &'static str {
-        match self {
-            ThinFormat::DockerV2 => "application/vnd.docker.distribution.manifest.v2+json",
-            ThinFormat::Oci => "application/vnd.oci.image.manifest.v1+json",
-        }
-    }
-
-    /// The media type of an index over thin images of this format.
-    pub fn index_media_type(self) -> &'static str {
-        match self {
-            ThinFormat::DockerV2 => "application/vnd.docker.distribution.manifest.list.v2+json",
-            ThinFormat::Oci => "application/vnd.oci.image.index.v1+json",
-        }
-    }
-
-    fn config_media_type(self) -> &'static str {
-        match self {
-            ThinFormat::DockerV2 => "application/vnd.docker.container.image.v1+json",
-            ThinFormat::Oci => "application/vnd.oci.image.config.v1+json",
-        }
-    }
-
-    fn layer_media_type(self) -> &'static str {
-        match self {
-            ThinFormat::DockerV2 => "application/vnd.docker.image.rootfs.diff.tar.gzip",
-            ThinFormat::Oci => "application/vnd.oci.image.layer.v1.tar+gzip",
-        }
-    }
-}
 
 /// One blob of the thin image, small enough to keep in memory (a few kilobytes), with the digest
 /// of its kind ([`BlobDigest`] for the layer, [`ConfigDigest`], [`ManifestDigest`]).
@@ -92,21 +50,22 @@ impl ThinImage {
     /// a broken invariant gets there).
     ///
     /// ```
-    /// use ducc_thin::{ThinDescriptor, ThinFormat, ThinImage};
+    /// use ducc_oci::ImageFormat;
+    /// use ducc_thin::{ThinDescriptor, ThinImage};
     /// use ducc_registry::oci_spec::image::ImageConfiguration;
     /// let source: ImageConfiguration = serde_json::from_str(
     ///     r#"{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/bin"]},"rootfs":{"type":"layers","diff_ids":[]}}"#,
     /// )?;
     /// let thin = ThinDescriptor::new("https://r.io/a:1", vec![]);
-    /// let one = ThinImage::build(&thin, &source, ThinFormat::DockerV2)?;
-    /// let two = ThinImage::build(&thin, &source, ThinFormat::DockerV2)?;
+    /// let one = ThinImage::build(&thin, &source, ImageFormat::DockerV2)?;
+    /// let two = ThinImage::build(&thin, &source, ImageFormat::DockerV2)?;
     /// assert_eq!(one.manifest.digest, two.manifest.digest);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn build(
         descriptor: &ThinDescriptor,
         source: &ImageConfiguration,
-        format: ThinFormat,
+        format: ImageFormat,
     ) -> Result<ThinImage, ThinError> {
         let mtime = source
             .created()
@@ -118,7 +77,7 @@ impl ThinImage {
         let layer_bytes = gzip(&tar)?;
         let layer = ThinBlob {
             digest: BlobDigest::of(&layer_bytes),
-            media_type: format.layer_media_type(),
+            media_type: format.gzip_layer_media_type(),
             bytes: layer_bytes,
         };
         let config_bytes = serde_json::to_vec(&thin_config(descriptor, source, &diff_id))
@@ -352,7 +311,8 @@ mod tests {
 
     #[test]
     fn layer_holds_only_thin_json_with_fixed_metadata() {
-        let image = ThinImage::build(&descriptor(), &source(SOURCE), ThinFormat::DockerV2).unwrap();
+        let image =
+            ThinImage::build(&descriptor(), &source(SOURCE), ImageFormat::DockerV2).unwrap();
         let mut tar_bytes = Vec::new();
         flate2::read::GzDecoder::new(&image.layer.bytes[..])
             .read_to_end(&mut tar_bytes)
@@ -373,7 +333,8 @@ mod tests {
 
     #[test]
     fn config_keeps_what_a_runtime_needs_and_marks_the_image() {
-        let image = ThinImage::build(&descriptor(), &source(SOURCE), ThinFormat::DockerV2).unwrap();
+        let image =
+            ThinImage::build(&descriptor(), &source(SOURCE), ImageFormat::DockerV2).unwrap();
         let config: serde_json::Value = serde_json::from_slice(&image.config.bytes).unwrap();
         assert_eq!(config["architecture"], "arm64");
         assert_eq!(config["variant"], "v8");
@@ -409,7 +370,7 @@ mod tests {
         let src = source(
             r#"{"architecture":"amd64","os":"linux","config":{"Env":["CVMFS_IMAGE=true"]},"rootfs":{"type":"layers","diff_ids":[]}}"#,
         );
-        let image = ThinImage::build(&descriptor(), &src, ThinFormat::DockerV2).unwrap();
+        let image = ThinImage::build(&descriptor(), &src, ImageFormat::DockerV2).unwrap();
         let config: serde_json::Value = serde_json::from_slice(&image.config.bytes).unwrap();
         assert_eq!(
             config["config"]["Env"],
@@ -422,7 +383,7 @@ mod tests {
         let src = source(
             r#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#,
         );
-        let image = ThinImage::build(&descriptor(), &src, ThinFormat::Oci).unwrap();
+        let image = ThinImage::build(&descriptor(), &src, ImageFormat::Oci).unwrap();
         let config: serde_json::Value = serde_json::from_slice(&image.config.bytes).unwrap();
         assert_eq!(
             config["config"]["Env"],
@@ -435,7 +396,7 @@ mod tests {
     fn same_source_gives_the_same_digest_and_labels_do_not_reorder() {
         let digests: Vec<ManifestDigest> = (0..5)
             .map(|_| {
-                ThinImage::build(&descriptor(), &source(SOURCE), ThinFormat::DockerV2)
+                ThinImage::build(&descriptor(), &source(SOURCE), ImageFormat::DockerV2)
                     .unwrap()
                     .manifest
                     .digest
@@ -446,9 +407,9 @@ mod tests {
 
     #[test]
     fn different_layers_give_a_different_digest() {
-        let one = ThinImage::build(&descriptor(), &source(SOURCE), ThinFormat::DockerV2).unwrap();
+        let one = ThinImage::build(&descriptor(), &source(SOURCE), ImageFormat::DockerV2).unwrap();
         let other = ThinDescriptor::new("https://r.io/a:1", vec![]);
-        let two = ThinImage::build(&other, &source(SOURCE), ThinFormat::DockerV2).unwrap();
+        let two = ThinImage::build(&other, &source(SOURCE), ImageFormat::DockerV2).unwrap();
         assert_ne!(one.manifest.digest, two.manifest.digest);
     }
 
@@ -456,12 +417,12 @@ mod tests {
     fn manifest_references_config_and_layer_with_the_format_media_types() {
         for (format, manifest_type, layer_type) in [
             (
-                ThinFormat::DockerV2,
+                ImageFormat::DockerV2,
                 "application/vnd.docker.distribution.manifest.v2+json",
                 "application/vnd.docker.image.rootfs.diff.tar.gzip",
             ),
             (
-                ThinFormat::Oci,
+                ImageFormat::Oci,
                 "application/vnd.oci.image.manifest.v1+json",
                 "application/vnd.oci.image.layer.v1.tar+gzip",
             ),

@@ -4,9 +4,9 @@
 use serde::Serialize;
 
 use crate::error::ThinError;
-use ducc_oci::{ManifestDigest, Platform};
+use ducc_oci::{ImageFormat, ManifestDigest, Platform};
 
-use crate::image::{ThinBlob, ThinFormat, ThinImage};
+use crate::image::{ThinBlob, ThinImage};
 
 /// A built thin index: the per-platform thin images and the index document over them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,21 +25,21 @@ impl ThinIndex {
     /// [`ThinError::Build`] when the list is empty or cannot be serialised.
     ///
     /// ```
-    /// use ducc_oci::Platform;
-    /// use ducc_thin::{ThinDescriptor, ThinFormat, ThinImage, ThinIndex};
+    /// use ducc_oci::{ImageFormat, Platform};
+    /// use ducc_thin::{ThinDescriptor, ThinImage, ThinIndex};
     /// use ducc_registry::oci_spec::image::ImageConfiguration;
     /// let source: ImageConfiguration = serde_json::from_str(
     ///     r#"{"architecture":"arm64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#,
     /// )?;
-    /// let image = ThinImage::build(&ThinDescriptor::new("https://r.io/a:1", vec![]), &source, ThinFormat::Oci)?;
+    /// let image = ThinImage::build(&ThinDescriptor::new("https://r.io/a:1", vec![]), &source, ImageFormat::Oci)?;
     /// let platform: Platform = "linux/arm64/v8".parse()?;
-    /// let index = ThinIndex::build(vec![(platform, image)], ThinFormat::Oci)?;
+    /// let index = ThinIndex::build(vec![(platform, image)], ImageFormat::Oci)?;
     /// assert_eq!(index.manifest.media_type, "application/vnd.oci.image.index.v1+json");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn build(
         images: Vec<(Platform, ThinImage)>,
-        format: ThinFormat,
+        format: ImageFormat,
     ) -> Result<ThinIndex, ThinError> {
         if images.is_empty() {
             return Err(ThinError::Build("an index needs at least one image".into()));
@@ -105,7 +105,7 @@ mod tests {
     use crate::ThinDescriptor;
     use ducc_registry::oci_spec::image::ImageConfiguration;
 
-    fn image(arch: &str, format: ThinFormat) -> ThinImage {
+    fn image(arch: &str, format: ImageFormat) -> ThinImage {
         let source: ImageConfiguration = serde_json::from_str(&format!(
             r#"{{"architecture":"{arch}","os":"linux","rootfs":{{"type":"layers","diff_ids":[]}}}}"#
         ))
@@ -124,7 +124,7 @@ mod tests {
 
     #[test]
     fn index_lists_each_platform_image_with_its_platform() {
-        for format in [ThinFormat::Oci, ThinFormat::DockerV2] {
+        for format in [ImageFormat::Oci, ImageFormat::DockerV2] {
             let amd = image("amd64", format);
             let arm = image("arm64", format);
             let index = ThinIndex::build(
@@ -163,14 +163,14 @@ mod tests {
     fn index_is_deterministic_and_refuses_an_empty_list() {
         let build = || {
             ThinIndex::build(
-                vec![(platform("amd64", None), image("amd64", ThinFormat::Oci))],
-                ThinFormat::Oci,
+                vec![(platform("amd64", None), image("amd64", ImageFormat::Oci))],
+                ImageFormat::Oci,
             )
             .unwrap()
         };
         assert_eq!(build().manifest, build().manifest);
         assert!(matches!(
-            ThinIndex::build(vec![], ThinFormat::Oci),
+            ThinIndex::build(vec![], ImageFormat::Oci),
             Err(ThinError::Build(_))
         ));
     }

@@ -7,7 +7,8 @@
 //! ([`push`]), which skips whatever the registry already has.
 //!
 //! ```
-//! use ducc_thin::{ThinDescriptor, ThinFormat, ThinImage, ThinLayer};
+//! use ducc_oci::ImageFormat;
+//! use ducc_thin::{ThinDescriptor, ThinImage, ThinLayer};
 //! use ducc_oci::LayerDigest;
 //! use ducc_registry::oci_spec::image::ImageConfiguration;
 //!
@@ -17,7 +18,7 @@
 //! let layer = LayerDigest::from_hex(&"ab".repeat(32))?;
 //! let layers = vec![ThinLayer::in_repository("unpacked.cern.ch", None, &layer)];
 //! let thin = ThinDescriptor::new("https://registry.hub.docker.com/library/ubuntu:22.04", layers);
-//! let image = ThinImage::build(&thin, &source, ThinFormat::DockerV2)?;
+//! let image = ThinImage::build(&thin, &source, ImageFormat::DockerV2)?;
 //! assert_eq!(image.manifest.digest, ducc_oci::ManifestDigest::of(&image.manifest.bytes));
 //! // ducc_thin::push(&client, &repository, "22.04", &image)?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -32,6 +33,6 @@ mod push;
 
 pub use descriptor::{THIN_VERSION, ThinDescriptor, ThinLayer};
 pub use error::ThinError;
-pub use image::{CVMFS_IMAGE_ENV, ThinBlob, ThinFormat, ThinImage};
+pub use image::{CVMFS_IMAGE_ENV, ThinBlob, ThinImage};
 pub use index::ThinIndex;
 pub use push::{PushOutcome, push, push_index};

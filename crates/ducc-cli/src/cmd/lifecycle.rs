@@ -2,43 +2,21 @@
 //! lifecycle calls, its text on stdout, the exit status (1 when something asked for was not done).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::anyhow;
-use ducc_convert::{Engine, EventSink, GcSummary, NotificationFile, PruneOptions, Settings};
-use ducc_cvmfs::lifecycle::GcOptions;
+use ducc_convert::{Engine, GcSummary, Plan, PruneOptions};
 use ducc_oci::{ImageRef, RepositoryName};
-use ducc_registry::Environment;
 
-use crate::args::{DeleteImageArgs, GcArgs, GlobalArgs, PruneArgs, PublisherFlags};
-use crate::convert::{load, open_publisher, repository};
+use crate::args::{DeleteImageArgs, GcArgs, PruneArgs};
+use crate::convert::{load, repository};
 use crate::exit::{self, Failure, print_stdout};
-use crate::registry;
 
 /// The engine for `repo`, its events going to `-n`.
-pub(crate) fn engine(
-    global: &GlobalArgs,
-    target: &PublisherFlags,
-    repo: &RepositoryName,
-) -> Result<Engine, Failure> {
-    let usage = Failure::Usage;
-    let publisher = open_publisher(target, repo).map_err(usage)?;
-    let events: Arc<dyn EventSink> = Arc::new(
-        NotificationFile::open(global.notification_file.as_deref())
-            .map_err(|e| usage(anyhow!(e.chain())))?,
-    );
-    let env = Environment::from_process();
-    let scratch = global
-        .temporary_dir
-        .clone()
-        .unwrap_or_else(std::env::temp_dir);
-    Engine::builder(publisher, repo.clone())
-        .settings(Settings::new().scratch_dir(&scratch))
-        .credentials(registry::credentials(&env).map_err(usage)?)
-        .environment(env)
-        .events(events)
-        .build()
-        .map_err(|e| usage(anyhow!(e.chain())))
+pub(crate) fn engine(plan: &Plan, repo: &RepositoryName) -> Result<Engine, Failure> {
+    let usage = |e: ducc_convert::ConvertError| Failure::Usage(anyhow!(e.chain()));
+    let events = Arc::new(plan.notifications().map_err(usage)?);
+    plan.engine(repo, plan.settings(), events, None, "")
+        .map_err(|e| Failure::Usage(anyhow::Error::new(e)))
 }
 
 fn done(text: &str, complete: bool) -> Result<(), Failure> {
@@ -51,13 +29,13 @@ fn done(text: &str, complete: bool) -> Result<(), Failure> {
 }
 
 /// Runs `ducc delete-image`.
-pub fn delete_image(global: &GlobalArgs, args: DeleteImageArgs) -> Result<(), Failure> {
+pub fn delete_image(plan: &Plan, args: DeleteImageArgs) -> Result<(), Failure> {
     let images = args
         .images
         .iter()
         .map(|i| ImageRef::parse(i).map_err(|e| Failure::Usage(e.into())))
         .collect::<Result<Vec<_>, _>>()?;
-    let engine = engine(global, &args.target, &repository(&args.repo)?)?;
+    let engine = engine(plan, &repository(&args.repo)?)?;
     let outcome = engine
         .delete_images(&images, args.dry_run)
         .map_err(|e| Failure::Run(anyhow!(e.chain())))?;
@@ -65,13 +43,13 @@ pub fn delete_image(global: &GlobalArgs, args: DeleteImageArgs) -> Result<(), Fa
 }
 
 /// Runs `ducc prune`.
-pub fn prune(global: &GlobalArgs, args: PruneArgs) -> Result<(), Failure> {
+pub fn prune(plan: &Plan, args: PruneArgs) -> Result<(), Failure> {
     let lists = args
         .wishlists
         .iter()
         .map(|path| load(path))
         .collect::<Result<Vec<_>, _>>()?;
-    let engine = engine(global, &args.target, lists[0].cvmfs_repo())?;
+    let engine = engine(plan, lists[0].cvmfs_repo())?;
     let options = PruneOptions {
         dry_run: args.dry_run,
         max_deletions: args.max_deletions,
@@ -84,12 +62,10 @@ pub fn prune(global: &GlobalArgs, args: PruneArgs) -> Result<(), Failure> {
 }
 
 /// Runs `ducc garbage-collection`.
-pub fn gc(global: &GlobalArgs, args: GcArgs) -> Result<(), Failure> {
-    let engine = engine(global, &args.target, &repository(&args.repo)?)?;
-    let mut options = GcOptions::new(Duration::from_secs(u64::from(args.grace_period) * 86_400));
-    options.dry_run = args.dry_run;
+pub fn gc(plan: &Plan, args: GcArgs) -> Result<(), Failure> {
+    let engine = engine(plan, &repository(&args.repo)?)?;
     let report = engine
-        .collect_garbage(&options)
+        .collect_garbage_after(args.grace_period, args.dry_run)
         .map_err(|e| Failure::Run(anyhow!(e.chain())))?;
     done(&GcSummary(&report).to_string(), true)
 }

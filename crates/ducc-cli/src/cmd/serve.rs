@@ -4,10 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::anyhow;
-use ducc_convert::StopToken;
+use ducc_convert::{Plan, StopToken};
 use ducc_serve::{Auth, Config, EngineBackend, ServeError, Service, Signals};
 
-use crate::args::{GlobalArgs, ServeArgs};
+use crate::args::ServeArgs;
 use crate::convert::{self, Run};
 use crate::exit::Failure;
 
@@ -15,7 +15,7 @@ use crate::exit::Failure;
 const TOKEN_VAR: &str = "DUCC_WEBHOOK_TOKEN";
 
 /// Runs `ducc serve` until SIGTERM or SIGINT.
-pub fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), Failure> {
+pub fn run(plan: &Plan, args: ServeArgs) -> Result<(), Failure> {
     let auth = Auth::from_sources(
         args.no_auth,
         args.token_file.as_deref(),
@@ -39,7 +39,7 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), Failure> {
     flags.no_progress = true;
     flags.shard = args.shard;
     flags.batch = crate::convert::batch_limits(&args.batch)?;
-    let run = Run::setup(global, &flags, list.cvmfs_repo(), "")?;
+    let run = Run::setup(plan, &flags, list.cvmfs_repo(), "")?;
     let engine = EngineBackend::new(run.engine, StopToken::from_flag(Arc::clone(&signals.stop)));
     let config = Config::new(&args.wishlist, args.listen, auth)
         .with_interval(Duration::from_secs(args.interval.max(1)))

@@ -2,23 +2,20 @@
 //! root filesystem to DEST, or with `--layers` one directory per layer, `DEST/<n>-<hex>/` (`n`
 //! counts from 0 at the bottom layer, `hex` is the blob digest). Our `umoci unpack` /
 //! `crane export`, for operators who want to look at an image. The pull is ducc-convert's
-//! [`pull_image`]. Layer directories use the overlayfs whiteout form when running as root (they
+//! (`Plan::unpack_image`). Layer directories use the overlayfs whiteout form when running as root (they
 //! can be stacked with `mount -t overlay`), the raw `.wh.` names otherwise.
 
 use std::path::Path;
 
 use anyhow::{Context, anyhow, bail};
-use ducc_convert::{PullTarget, pull_image};
-use ducc_oci::{ImageRef, Platform};
-use ducc_registry::Environment;
-use ducc_unpack::{Report, WhiteoutFormat};
+use ducc_convert::{Plan, PlanError, UnpackInto, Unpacked};
+use ducc_oci::ImageRef;
 
-use crate::args::{GlobalArgs, UnpackImageArgs};
+use crate::args::UnpackImageArgs;
 use crate::exit::Failure;
-use crate::registry;
 
 /// Runs `ducc unpack-image`.
-pub fn run(_global: &GlobalArgs, args: UnpackImageArgs) -> Result<(), Failure> {
+pub fn run(plan: &Plan, args: UnpackImageArgs) -> Result<(), Failure> {
     let image = ImageRef::parse(&args.image).map_err(|e| Failure::Usage(e.into()))?;
     if image.is_tag_glob() {
         return Err(Failure::Usage(anyhow!(
@@ -26,32 +23,27 @@ pub fn run(_global: &GlobalArgs, args: UnpackImageArgs) -> Result<(), Failure> {
             image.whole_name()
         )));
     }
-    let platform: Platform = args
-        .platform
-        .parse()
-        .map_err(|e: ducc_oci::PlatformError| {
-            Failure::Usage(ducc_registry::Error::from(e).into())
-        })?;
+    let platform = crate::args::platform(&args.platform)?;
     prepare_dest(&args.dest).map_err(Failure::Usage)?;
-    let credentials =
-        registry::credentials(&Environment::from_process()).map_err(Failure::Usage)?;
-    let client = registry::client(credentials);
-    let target = if args.layers {
-        PullTarget::Layers(if ducc_oci::is_root() {
-            WhiteoutFormat::Overlay
-        } else {
+    let into = if args.layers {
+        let overlay_whiteouts = ducc_oci::is_root();
+        if !overlay_whiteouts {
             eprintln!(
                 "ducc: not running as root: layer directories keep the raw .wh. whiteout names \
                  (overlay form needs device nodes and trusted.* xattrs)"
             );
-            WhiteoutFormat::Oci
-        })
+        }
+        UnpackInto::Layers { overlay_whiteouts }
     } else {
-        PullTarget::Flat
+        UnpackInto::Flat
     };
-    let report = pull_image(&client, &image, &platform, &args.dest, target)
-        .map_err(|e| Failure::Run(anyhow!(e.chain())))?;
-    summarise(&image, &args.dest, &report);
+    let unpacked = plan
+        .unpack_image(&image, &platform, &args.dest, into)
+        .map_err(|e| match e {
+            PlanError::Setup(e) => Failure::Usage(anyhow::Error::new(e)),
+            PlanError::Run(e) => Failure::Run(anyhow!(e.chain())),
+        })?;
+    summarise(&image, &args.dest, &unpacked);
     Ok(())
 }
 
@@ -76,23 +68,24 @@ fn prepare_dest(dest: &Path) -> anyhow::Result<()> {
     }
 }
 
-fn summarise(image: &ImageRef, dest: &Path, report: &Report) {
+fn summarise(image: &ImageRef, dest: &Path, unpacked: &Unpacked) {
     eprintln!(
         "ducc: unpacked {} into {}: {} entries, {} bytes of file data",
         image.whole_name(),
         dest.display(),
-        report.entries,
-        report.file_bytes
+        unpacked.entries,
+        unpacked.file_bytes
     );
-    let warnings = report.warnings.len() as u64 + report.warnings_dropped;
-    if warnings > 0 {
-        eprintln!("ducc: {warnings} warning(s), for example:");
-        for warning in report.warnings.iter().take(5) {
-            eprintln!("  {}: /{}: {:?}", warning.layer, warning.path, warning.kind);
+    if unpacked.warnings > 0 {
+        eprintln!("ducc: {} warning(s), for example:", unpacked.warnings);
+        for warning in &unpacked.first_warnings {
+            eprintln!("  {warning}");
         }
     }
-    let owners = report.owners_not_applied.len() as u64 + report.owners_dropped;
-    if owners > 0 {
-        eprintln!("ducc: not running as root: {owners} owner(s) were not applied");
+    if unpacked.owners_not_applied > 0 {
+        eprintln!(
+            "ducc: not running as root: {} owner(s) were not applied",
+            unpacked.owners_not_applied
+        );
     }
 }

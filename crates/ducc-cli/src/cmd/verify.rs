@@ -2,15 +2,14 @@
 //! checked exactly as a conversion checks it, without converting anything.
 
 use anyhow::anyhow;
+use ducc_convert::Plan;
 use ducc_oci::ImageRef;
-use ducc_registry::Environment;
 
 use crate::args::VerifyArgs;
 use crate::exit::{Failure, IMAGES_FAILED, print_stdout};
-use crate::registry;
 
 /// Runs `ducc verify`.
-pub fn run(args: VerifyArgs) -> Result<(), Failure> {
+pub fn run(plan: &Plan, args: VerifyArgs) -> Result<(), Failure> {
     let policy = crate::convert::load_policy(&args.policy).map_err(Failure::Usage)?;
     let mut images = Vec::with_capacity(args.images.len());
     for text in &args.images {
@@ -23,20 +22,22 @@ pub fn run(args: VerifyArgs) -> Result<(), Failure> {
         }
         images.push(image);
     }
-    let credentials =
-        registry::credentials(&Environment::from_process()).map_err(Failure::Usage)?;
-    let client = registry::client(credentials);
     let mut refused = 0;
-    for image in &images {
-        let line = match ducc_convert::verify_image(&client, &policy, image) {
+    let mut printed = Ok(());
+    plan.verify_images(&policy, &images, |image, result| {
+        let line = match result {
             Ok(acceptance) => format!("{}: accepted: {acceptance}\n", image.whole_name()),
             Err(error) => {
                 refused += 1;
                 format!("{}: refused: {}\n", image.whole_name(), error.chain())
             }
         };
-        print_stdout(&line)?;
-    }
+        if printed.is_ok() {
+            printed = print_stdout(&line);
+        }
+    })
+    .map_err(|e| Failure::Usage(anyhow::Error::new(e)))?;
+    printed?;
     if refused > 0 {
         return Err(Failure::Reported(IMAGES_FAILED));
     }

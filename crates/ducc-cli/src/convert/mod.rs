@@ -11,32 +11,27 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use ducc_convert::{
-    BatchLimits, BlobCache, Engine, Event, EventSink, ImageResult, NotificationFile, Settings,
-    Sinks, StopToken, Summary,
+    BatchLimits, Engine, Event, EventSink, ImageResult, Plan, Settings, SignaturePolicy, Sinks,
+    StopToken, Summary,
 };
-use ducc_cvmfs::{CvmfsOptions, CvmfsPublisher, LocalPublisher, Publisher};
-use ducc_oci::{ImageRef, Platform, RepositoryName};
-use ducc_registry::Environment;
-use ducc_thin::ThinFormat;
-use ducc_unpack::WhiteoutFormat;
+use ducc_oci::{ImageFormat, ImageRef, Platform, RepositoryName};
 use ducc_wishlist::WishList;
 
 use self::progress::Progress;
 use crate::args::{
-    BatchArgs, ConversionFlags, ConvertArgs, ConvertSingleArgs, GlobalArgs, LayerWhiteouts,
-    LoopArgs, PublisherFlags, PublisherKind, ThinFormatArg,
+    BatchArgs, ConversionFlags, ConvertArgs, ConvertSingleArgs, LayerWhiteouts, LoopArgs,
+    ThinFormatArg,
 };
 use crate::exit::{self, Failure};
-use crate::registry;
 
 /// Runs `ducc convert`.
-pub fn run(global: &GlobalArgs, args: ConvertArgs) -> Result<(), Failure> {
+pub fn run(plan: &Plan, args: ConvertArgs) -> Result<(), Failure> {
     let stop = stop_token()?;
     let list = load(&args.wishlist)?;
     let mut flags = args.flags;
     flags.shard = args.shard;
     flags.batch = batch_limits(&args.batch)?;
-    let run = Run::setup(global, &flags, list.cvmfs_repo(), "")?;
+    let run = Run::setup(plan, &flags, list.cvmfs_repo(), "")?;
     let summary = run.convert_list(&list, &stop);
     run.finish(summary, &stop)
 }
@@ -48,13 +43,13 @@ pub(crate) fn batch_limits(args: &BatchArgs) -> Result<BatchLimits, Failure> {
 
 /// Runs `ducc loop`: convert, sleep, re-read, until SIGINT or SIGTERM. A changed `cvmfs_repo`
 /// (or `user`, or `output_format`) is taken at the next pass.
-pub fn run_loop(global: &GlobalArgs, args: LoopArgs) -> Result<(), Failure> {
+pub fn run_loop(plan: &Plan, args: LoopArgs) -> Result<(), Failure> {
     let stop = stop_token()?;
     let mut list = load(&args.wishlist)?;
     let mut flags = args.flags;
     flags.shard = args.shard;
     flags.batch = batch_limits(&args.batch)?;
-    let mut run = Run::setup(global, &flags, list.cvmfs_repo(), "")?;
+    let mut run = Run::setup(plan, &flags, list.cvmfs_repo(), "")?;
     loop {
         let summary = run.convert_list(&list, &stop);
         if stop.is_stopped() {
@@ -85,7 +80,7 @@ pub fn run_loop(global: &GlobalArgs, args: LoopArgs) -> Result<(), Failure> {
             }
         };
         if new.cvmfs_repo() != list.cvmfs_repo() {
-            match Run::setup(global, &flags, new.cvmfs_repo(), "") {
+            match Run::setup(plan, &flags, new.cvmfs_repo(), "") {
                 Ok(switched) => {
                     tracing::info!(
                         "{}: cvmfs_repo changed from {} to {}",
@@ -112,7 +107,7 @@ pub fn run_loop(global: &GlobalArgs, args: LoopArgs) -> Result<(), Failure> {
 }
 
 /// Runs `ducc convert-single-image`.
-pub fn run_single(global: &GlobalArgs, args: ConvertSingleArgs) -> Result<(), Failure> {
+pub fn run_single(plan: &Plan, args: ConvertSingleArgs) -> Result<(), Failure> {
     let stop = stop_token()?;
     let input = ImageRef::parse(&args.image).map_err(|e| Failure::Usage(e.into()))?;
     let output = if args.thin_image_name.is_empty() {
@@ -122,7 +117,7 @@ pub fn run_single(global: &GlobalArgs, args: ConvertSingleArgs) -> Result<(), Fa
     };
     let mut flags = args.flags;
     flags.attempts = args.attempts;
-    let run = Run::setup(global, &flags, &repository(&args.repo)?, &args.username)?;
+    let run = Run::setup(plan, &flags, &repository(&args.repo)?, &args.username)?;
     let mut summary = Summary::default();
     match run.engine.expand(&input, output.as_ref(), None) {
         Err(error) => {
@@ -167,41 +162,26 @@ impl Run {
     /// The engine for the repository `repo` with `flags`; `user` pushes thin images where no wish list
     /// says whose they are.
     pub(crate) fn setup(
-        global: &GlobalArgs,
+        plan: &Plan,
         flags: &ConversionFlags,
         repo: &RepositoryName,
         user: &str,
     ) -> Result<Run, Failure> {
-        let usage = |e: anyhow::Error| Failure::Usage(e);
-        let publisher = open_publisher(&flags.target, repo).map_err(usage)?;
-        let settings = settings(global, flags).map_err(usage)?;
-        let cache_dir = flags
-            .cache_dir
-            .clone()
-            .unwrap_or_else(|| BlobCache::default_dir(global.temporary_dir.as_deref()));
+        let usage = |e: ducc_convert::ConvertError| Failure::Usage(anyhow!(e.chain()));
+        let settings = settings(plan, flags).map_err(Failure::Usage)?;
         let progress = Progress::for_stderr(flags.no_progress);
-        let mut sinks = Sinks::new().with(Arc::new(
-            NotificationFile::open(global.notification_file.as_deref())
-                .map_err(|e| usage(anyhow!(e.chain())))?,
-        ));
+        let mut sinks = Sinks::new().with(Arc::new(plan.notifications().map_err(usage)?));
         if let Some(progress) = progress {
             sinks = sinks.with(Arc::new(progress));
         }
         let events: Arc<dyn EventSink> = Arc::new(sinks);
-        let cache = BlobCache::open(&cache_dir, flags.max_concurrent_downloads)
-            .map_err(|e| usage(anyhow!(e.chain())))?
+        let cache = plan
+            .blob_cache(flags.cache_dir.as_deref(), flags.max_concurrent_downloads)
+            .map_err(usage)?
             .with_events(Arc::clone(&events));
-        let env = Environment::from_process();
-        let credentials = registry::credentials(&env).map_err(usage)?;
-        let engine = Engine::builder(publisher, repo.clone())
-            .settings(settings)
-            .credentials(credentials)
-            .thin_login(ducc_registry::output_login(user, &env))
-            .environment(env)
-            .events(Arc::clone(&events))
-            .cache(cache)
-            .build()
-            .map_err(|e| usage(anyhow!(e.chain())))?;
+        let engine = plan
+            .engine(repo, settings, Arc::clone(&events), Some(cache), user)
+            .map_err(|e| Failure::Usage(anyhow::Error::new(e)))?;
         events.event(&Event::StartDucc {});
         Ok(Run {
             engine,
@@ -255,30 +235,14 @@ pub(crate) fn repository(text: &str) -> Result<RepositoryName, Failure> {
     RepositoryName::parse(text).map_err(|e| Failure::Usage(e.into()))
 }
 
-/// The publisher `flags` choose for `repo`.
-pub(crate) fn open_publisher(
-    flags: &PublisherFlags,
-    repo: &RepositoryName,
-) -> anyhow::Result<Box<dyn Publisher>> {
-    let root = &flags.root;
-    Ok(match flags.publisher {
-        PublisherKind::Local => Box::new(LocalPublisher::open(root, repo).with_context(|| {
-            format!("cannot open the local repository under {}", root.display())
-        })?),
-        PublisherKind::Cvmfs => Box::new(
-            CvmfsPublisher::open(repo, CvmfsOptions::new().server(&flags.cvmfs_server))
-                .with_context(|| format!("cannot use repository {}", repo.name()))?,
-        ),
-    })
-}
-
 /// The engine settings `flags` ask for.
-fn settings(global: &GlobalArgs, flags: &ConversionFlags) -> anyhow::Result<Settings> {
+fn settings(plan: &Plan, flags: &ConversionFlags) -> anyhow::Result<Settings> {
     let platform: Platform = flags
         .platform
         .parse()
         .with_context(|| format!("invalid --platform `{}`", flags.platform))?;
-    let mut settings = Settings::new()
+    let mut settings = plan
+        .settings()
         .overwrite_layers(flags.overwrite_layers)
         .convert_again(flags.convert_again)
         .skip_flat(flags.skip_flat)
@@ -287,35 +251,26 @@ fn settings(global: &GlobalArgs, flags: &ConversionFlags) -> anyhow::Result<Sett
         .skip_podman(flags.skip_podman)
         .platform(platform)
         .thin_format(match flags.thin_format {
-            ThinFormatArg::Docker => ThinFormat::DockerV2,
-            ThinFormatArg::Oci => ThinFormat::Oci,
+            ThinFormatArg::Docker => ImageFormat::DockerV2,
+            ThinFormatArg::Oci => ImageFormat::Oci,
         })
         .multi_arch(flags.multi_arch)
-        .scratch_dir(
-            &global
-                .temporary_dir
-                .clone()
-                .unwrap_or_else(std::env::temp_dir),
-        )
         .parallel_layers(flags.max_concurrent_downloads)
         .download_ahead(!flags.no_download_ahead)
         .attempts(flags.attempts)
         .shard(flags.shard)
         .batch(flags.batch);
     if let Some(path) = &flags.policy {
-        settings = settings.signature_policy(Arc::new(load_policy(path)?));
+        settings = settings.signature_policy(&load_policy(path)?);
     }
     if let Some(whiteouts) = flags.layer_whiteouts {
-        settings = settings.whiteouts(match whiteouts {
-            LayerWhiteouts::Oci => WhiteoutFormat::Oci,
-            LayerWhiteouts::Overlay => WhiteoutFormat::Overlay,
-        });
+        settings = settings.overlay_whiteouts(whiteouts == LayerWhiteouts::Overlay);
     }
     Ok(settings)
 }
 
 /// Reads the signature policy; any error (exit 2) names the file and, for a parse error, the line
 /// and column, for an unsupported requirement its scope.
-pub(crate) fn load_policy(path: &std::path::Path) -> anyhow::Result<ducc_trust::Policy> {
-    ducc_trust::Policy::load(path).context("the signature policy cannot be used")
+pub(crate) fn load_policy(path: &std::path::Path) -> anyhow::Result<SignaturePolicy> {
+    SignaturePolicy::load(path).map_err(anyhow::Error::new)
 }
