@@ -232,9 +232,7 @@ impl Visit for Fields {
             self.set(field, value.to_string());
             return;
         }
-        self.error = std::iter::successors(Some(value), |e| e.source())
-            .map(ToString::to_string)
-            .collect();
+        self.error = ducc_oci::error_causes(value).collect();
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {

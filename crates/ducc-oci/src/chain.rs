@@ -36,14 +36,13 @@ use std::error::Error;
 /// }
 /// ```
 pub fn error_chain(error: &dyn Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(next) = cause {
-        text.push_str(": ");
-        text.push_str(&next.to_string());
-        cause = next.source();
-    }
-    text
+    error_causes(error).collect::<Vec<_>>().join(": ")
+}
+
+/// The messages of `error` and each of its [`source`](Error::source)s, outermost first: the
+/// parts [`error_chain`] joins, for a log format that lists them (JSON lines).
+pub fn error_causes<'a>(error: &'a (dyn Error + 'a)) -> impl Iterator<Item = String> + 'a {
+    std::iter::successors(Some(error), |&e| e.source()).map(ToString::to_string)
 }
 
 #[cfg(test)]

@@ -54,7 +54,7 @@ mod repository;
 
 pub use oci_spec;
 
-pub use chain::error_chain;
+pub use chain::{error_causes, error_chain};
 pub use digest::{
     BlobDigest, ConfigDigest, DiffId, DigestError, DigestProblem, LayerDigest, ManifestDigest,
     Sha256Hasher, sha256,

@@ -1335,7 +1335,7 @@ fn now_secs() -> i64 {
 
 fn lchown(path: &Path, (uid, gid): (u32, u32)) -> Result<(), Failure> {
     // Only root may give files away; unprivileged runs keep the caller's owner.
-    if rustix::process::geteuid().is_root() {
+    if ducc_oci::is_root() {
         std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
     }
     Ok(())
