@@ -2,21 +2,46 @@
 
 use std::sync::atomic::AtomicBool;
 
-use ducc_convert::Step;
+use ducc_convert::{Outcome, Step};
 use ducc_wishlist::{Wish, WishList};
 
 use crate::matching::Target;
 
-/// What a conversion that did not fail did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ImageOutcome {
-    /// Work was done (layers, flat tree, links, marker or thin image written).
-    Converted {
-        /// Revisions (commits) it made in the repository (0 with the local publisher).
-        revisions: usize,
-    },
-    /// The repository records this image as converted already.
-    UpToDate,
+/// What a conversion that did not fail did: the engine's [`Outcome`] of each image it made
+/// (one, or one per platform with `--multi-arch`) and the revisions (commits) it made in the
+/// repository (0 with the local publisher).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Done {
+    outcomes: Vec<Outcome>,
+    revisions: usize,
+}
+
+impl Done {
+    /// `outcomes` of one conversion that made `revisions` revisions.
+    pub fn new(outcomes: Vec<Outcome>, revisions: usize) -> Done {
+        Done {
+            outcomes,
+            revisions,
+        }
+    }
+
+    /// Whether work was done for any of its images (layers, flat tree, links, marker or thin
+    /// image written); else the repository had them already, or they are another shard's.
+    pub fn converted(&self) -> bool {
+        self.outcomes
+            .iter()
+            .any(|o| matches!(o, Outcome::Converted { .. }))
+    }
+
+    /// The engine's outcome of each image.
+    pub fn outcomes(&self) -> &[Outcome] {
+        &self.outcomes
+    }
+
+    /// Revisions (commits) made in the repository.
+    pub fn revisions(&self) -> usize {
+        self.revisions
+    }
 }
 
 /// A failed conversion or tag listing: the step and the error, already formatted with its causes
@@ -54,7 +79,7 @@ impl std::fmt::Display for ConversionFailure {
 }
 
 /// What one image's conversion ended in.
-pub type ImageReport = Result<ImageOutcome, ConversionFailure>;
+pub type ImageReport = Result<Done, ConversionFailure>;
 
 /// What [`Session::convert`] did with one image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -225,22 +250,19 @@ impl Session for EngineSession<'_> {
 
 /// The report of one image from the engine's results (one per platform with `--multi-arch`).
 fn report(results: &[ducc_convert::ImageResult]) -> ImageReport {
-    let mut converted = false;
+    let mut outcomes = Vec::new();
     let mut failures = Vec::new();
     let revisions = results.iter().map(|r| r.revisions()).sum();
     for result in results {
         match result.result() {
-            Ok(outcome) => {
-                converted |= matches!(outcome, ducc_convert::Outcome::Converted { .. });
-            }
+            Ok(outcome) => outcomes.push(outcome.clone()),
             Err(failure) => {
                 failures.push((result.image(), failure.step(), failure.error().chain()))
             }
         }
     }
     match failures.as_slice() {
-        [] if converted => Ok(ImageOutcome::Converted { revisions }),
-        [] => Ok(ImageOutcome::UpToDate),
+        [] => Ok(Done::new(outcomes, revisions)),
         [(_, step, message)] => Err(ConversionFailure::new(*step, message.clone())),
         // --multi-arch: one line per failed platform.
         [(_, step, _), ..] => Err(ConversionFailure::new(

@@ -15,8 +15,9 @@
 //!
 //! ```
 //! use std::sync::atomic::{AtomicBool, Ordering};
-//! use ducc_serve::{Auth, Backend, Config, ConversionFailure, ImageOutcome, ImageReport, Service,
-//!                  Signals, Target, Token};
+//! use ducc_convert::Outcome;
+//! use ducc_serve::{Auth, Backend, Config, ConversionFailure, Done, ImageReport, Service, Signals,
+//!                  Target, Token};
 //! use ducc_wishlist::{Wish, WishList};
 //!
 //! /// Converts nothing: every image is up to date.
@@ -26,7 +27,7 @@
 //!         Ok(vec![Target::new(wish.input.clone(), wish.output.clone())])
 //!     }
 //!     fn convert(&self, _: &WishList, _: &Target, _: &AtomicBool) -> ImageReport {
-//!         Ok(ImageOutcome::UpToDate)
+//!         Ok(Done::new(vec![Outcome::UpToDate], 0))
 //!     }
 //! }
 //!
@@ -58,7 +59,7 @@ mod status;
 
 pub use auth::{Auth, Token, TokenError};
 pub use backend::{
-    Backend, Conversion, ConversionFailure, EngineBackend, ImageOutcome, ImageReport, Session,
+    Backend, Conversion, ConversionFailure, Done, EngineBackend, ImageReport, Session,
 };
 pub use event::{EnvelopeError, Event, SkipReason, Source, parse_distribution, parse_harbor};
 pub use http::BODY_LIMIT;

@@ -11,7 +11,7 @@ use ducc_convert::Shard;
 use ducc_wishlist::WishList;
 
 use crate::auth::Auth;
-use crate::backend::{Backend, Conversion, ImageOutcome, ImageReport, Session};
+use crate::backend::{Backend, Conversion, ImageReport, Session};
 use crate::matching::{self, Target};
 use crate::metrics::Metrics;
 use crate::queue::{Entry, Pushed, Queue, Trigger};
@@ -439,7 +439,7 @@ impl<B: Backend> Worker<'_, B> {
                         0,
                         Instant::now(),
                         Finished::Failed {
-                            step: failure.step().to_string(),
+                            step: failure.step(),
                             error: failure.message().to_owned(),
                             ignored: list.is_error_ignored(&wish.input),
                             retry_in_seconds: None,
@@ -587,12 +587,12 @@ impl<B: Backend> Worker<'_, B> {
         let key = target.key();
         let took = started.elapsed();
         let finished = match report {
-            Ok(outcome) => {
+            Ok(done) => {
                 self.attempts.remove(&key);
-                let converted = matches!(outcome, ImageOutcome::Converted { .. });
+                let converted = done.converted();
                 self.shared.metrics.conversion(Ok(converted), took);
-                if let ImageOutcome::Converted { revisions } = outcome {
-                    self.shared.metrics.revisions(*revisions);
+                if converted {
+                    self.shared.metrics.revisions(done.revisions());
                 }
                 tracing::info!(
                     "{key}: {} in {:.1} s",
@@ -646,7 +646,7 @@ impl<B: Backend> Worker<'_, B> {
                     tracing::error!(image = %key, step = %failure.step(), "{failure} (attempt {failures}; {next})");
                 }
                 Finished::Failed {
-                    step: failure.step().to_string(),
+                    step: failure.step(),
                     error: failure.message().to_owned(),
                     ignored,
                     retry_in_seconds,
@@ -684,7 +684,7 @@ mod tests {
 
     use ducc_wishlist::Wish;
 
-    use crate::backend::{ConversionFailure, Session};
+    use crate::backend::{ConversionFailure, Done, Session};
 
     /// A backend whose session holds every image in a batch, due at `due` images; what it
     /// did goes to `log` (`convert TAG`, `publish N`). With `stop_after`, it sets the stop flag
@@ -699,6 +699,15 @@ mod tests {
         backend: &'a Batching,
         held: Vec<Target>,
         converted: usize,
+    }
+
+    /// What the scripted backends say of an image they converted.
+    fn converted() -> ducc_convert::Outcome {
+        ducc_convert::Outcome::Converted {
+            layers_unpacked: 1,
+            flat_built: true,
+            thin: None,
+        }
     }
 
     impl Backend for Batching {
@@ -759,7 +768,7 @@ mod tests {
                 .unwrap()
                 .push(format!("publish {}", held.len()));
             held.into_iter()
-                .map(|t| (t, Ok(ImageOutcome::Converted { revisions: 1 })))
+                .map(|t| (t, Ok(Done::new(vec![converted()], 1))))
                 .collect()
         }
     }

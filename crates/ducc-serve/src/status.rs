@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 
+use ducc_convert::Step;
 use serde::Serialize;
 
 use crate::queue::{Entry, Trigger};
@@ -24,7 +25,7 @@ pub enum Finished {
     /// It failed at `step`.
     Failed {
         /// The conversion step.
-        step: String,
+        step: Step,
         /// The error, with its causes.
         error: String,
         /// Whether the wish list's `ignore_errors` covers it.
@@ -390,7 +391,7 @@ mod tests {
             0,
             started,
             Finished::Failed {
-                step: "manifest".into(),
+                step: Step::Manifest,
                 error: "not found".into(),
                 ignored: false,
                 retry_in_seconds: Some(30),
@@ -438,7 +439,7 @@ mod tests {
             0,
             Instant::now(),
             Finished::Failed {
-                step: "layers".into(),
+                step: Step::Layers,
                 error: "<script>alert(1)</script>".into(),
                 ignored: false,
                 retry_in_seconds: None,
