@@ -58,3 +58,27 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Man => cmd::completions::man(),
     }
 }
+
+#[cfg(test)]
+mod wiring {
+    /// The CLI only wires (issue 26): of the ducc crates it depends on the engine, the service,
+    /// the wish list and the vocabulary, never on the registry client, the publishers, the
+    /// unpacker, the thin-image builder or the signature checker.
+    #[test]
+    fn the_cli_depends_only_on_convert_serve_wishlist_and_oci() {
+        let manifest = include_str!("../Cargo.toml");
+        let dependencies = manifest
+            .split("\n[")
+            .find(|section| section.starts_with("dependencies]"))
+            .expect("a [dependencies] section");
+        let ducc: Vec<&str> = dependencies
+            .lines()
+            .filter_map(|line| line.split(['.', ' ', '=']).next())
+            .filter(|name| name.starts_with("ducc-"))
+            .collect();
+        assert_eq!(
+            ducc,
+            ["ducc-oci", "ducc-wishlist", "ducc-convert", "ducc-serve"]
+        );
+    }
+}
