@@ -496,10 +496,7 @@ impl Applier {
         self.current.dir_fixes.insert(
             unsafe_dir.to_vec(),
             DirFix {
-                mtime: Timestamp {
-                    secs: stat.st_mtime,
-                    nanos: u32::try_from(stat.st_mtime_nsec).unwrap_or(0),
-                },
+                mtime: Timestamp::mtime_of(&stat),
                 mode: None,
             },
         );
@@ -653,10 +650,7 @@ impl Applier {
             .dir_fixes
             .entry(unsafe_parent.as_bytes().to_vec())
             .or_insert(DirFix {
-                mtime: Timestamp {
-                    secs: stat.st_mtime,
-                    nanos: u32::try_from(stat.st_mtime_nsec).unwrap_or(0),
-                },
+                mtime: Timestamp::mtime_of(&stat),
                 mode: None,
             });
         fix.mode.get_or_insert(original);

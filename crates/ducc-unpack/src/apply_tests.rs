@@ -78,11 +78,13 @@ fn lower() -> Vec<u8> {
         .bytes()
 }
 
-/// One row of a flat-tree table: the layers applied in order onto a fresh flat tree, and what
-/// the tree must show then. `pins` names the rule the row pins; a failure names the row.
+/// One row of a table: the layers applied in order onto a fresh flat tree (or the one layer
+/// into a layer directory), and what the tree must show then. `pins` names the rule the row
+/// pins; a failure names the row.
 struct Case {
     pins: &'static str,
     layers: Vec<Vec<u8>>,
+    layer_dir: Option<LayerDirOptions>,
     checks: Vec<Check>,
 }
 
@@ -102,12 +104,15 @@ enum Check {
     SameInode(&'static str, &'static str),
     /// The inode at the path has this many links.
     Links(&'static str, u64),
+    /// The xattr (path, name) has this value, or is missing.
+    Xattr(&'static str, &'static str, Option<&'static [u8]>),
 }
 
 fn case(pins: &'static str, layers: Vec<Vec<u8>>) -> Case {
     Case {
         pins,
         layers,
+        layer_dir: None,
         checks: Vec::new(),
     }
 }
@@ -144,6 +149,23 @@ impl Case {
         self
     }
 
+    /// The one layer goes into a layer directory written with `options`.
+    fn in_layer_dir(mut self, options: LayerDirOptions) -> Self {
+        assert_eq!(self.layers.len(), 1, "{}: one layer", self.pins);
+        self.layer_dir = Some(options);
+        self
+    }
+
+    fn xattr(
+        mut self,
+        path: &'static str,
+        name: &'static str,
+        value: Option<&'static [u8]>,
+    ) -> Self {
+        self.checks.push(Check::Xattr(path, name, value));
+        self
+    }
+
     fn links(mut self, path: &'static str, count: u64) -> Self {
         self.checks.push(Check::Links(path, count));
         self
@@ -152,7 +174,10 @@ impl Case {
     /// Applies the layers and asserts every check of the row.
     fn check(self) {
         let pins = self.pins;
-        let (base, result) = flat(&self.layers);
+        let (base, result) = match self.layer_dir {
+            Some(options) => layer_dir(self.layers.concat(), &options),
+            None => flat(&self.layers),
+        };
         result.unwrap_or_else(|e| panic!("{pins}: {e}"));
         let tree = root(&base);
         let meta = |p: &str| std::fs::metadata(tree.join(p)).expect(p);
@@ -169,6 +194,9 @@ impl Case {
                 Check::Is(path, node) => assert_eq!(snapshot(&tree)[&path], node, "{pins}"),
                 Check::SameInode(a, b) => assert_eq!(meta(a).ino(), meta(b).ino(), "{pins}"),
                 Check::Links(path, count) => assert_eq!(meta(path).nlink(), count, "{pins}"),
+                Check::Xattr(path, name, value) => {
+                    assert_eq!(xattr(&tree.join(path), name).as_deref(), value, "{pins}");
+                }
             }
         }
     }
@@ -1394,41 +1422,40 @@ fn read_only_directories_still_get_their_children_unprivileged() {
 #[test]
 fn overlay_layer_directories_hold_whiteout_devices_and_opaque_xattrs() {
     require_root!();
-    let layer = Layer::new()
-        .whiteout(".wh.gone")
-        .dir("d")
-        .whiteout("d/.wh.inner")
-        .whiteout("d/.wh..wh..opq")
-        .whiteout("d/.wh.after")
-        .file("d/kept", b"k")
-        .bytes();
-    let (base, result) = layer_dir(layer, &LayerDirOptions::new());
-    result.expect("apply");
-    let s = snapshot(&root(&base));
-    assert_eq!(s["gone"], Node::Char(0));
-    // Whiteouts inside an opaque directory are dropped, before or after the marker.
-    assert_eq!(paths(&root(&base)), ["d", "d/kept", "gone"]);
-    assert_eq!(
-        xattr(&root(&base).join("d"), "trusted.overlay.opaque"),
-        Some(b"y".to_vec())
-    );
-}
-
-#[test]
-fn overlay_whiteout_then_same_layer_directory_makes_it_opaque() {
-    require_root!();
-    let layer = Layer::new()
-        .whiteout(".wh.d")
-        .dir("d")
-        .file("d/new", b"n")
-        .bytes();
-    let (base, result) = layer_dir(layer, &LayerDirOptions::new());
-    result.expect("apply");
-    assert_eq!(snapshot(&root(&base))["d"], Node::Dir { mode: 0o755 });
-    assert_eq!(
-        xattr(&root(&base).join("d"), "trusted.overlay.opaque"),
-        Some(b"y".to_vec())
-    );
+    let rows = [
+        case(
+            "overlay layer directories hold whiteout devices and opaque xattrs; whiteouts inside \
+             an opaque directory are dropped, before or after the marker",
+            vec![
+                Layer::new()
+                    .whiteout(".wh.gone")
+                    .dir("d")
+                    .whiteout("d/.wh.inner")
+                    .whiteout("d/.wh..wh..opq")
+                    .whiteout("d/.wh.after")
+                    .file("d/kept", b"k")
+                    .bytes(),
+            ],
+        )
+        .in_layer_dir(LayerDirOptions::new())
+        .is("gone", Node::Char(0))
+        .paths_under("", &["d", "d/kept", "gone"])
+        .xattr("d", "trusted.overlay.opaque", Some(b"y")),
+        case(
+            "an overlay whiteout then a same-layer directory makes it opaque",
+            vec![
+                Layer::new()
+                    .whiteout(".wh.d")
+                    .dir("d")
+                    .file("d/new", b"n")
+                    .bytes(),
+            ],
+        )
+        .in_layer_dir(LayerDirOptions::new())
+        .is("d", Node::Dir { mode: 0o755 })
+        .xattr("d", "trusted.overlay.opaque", Some(b"y")),
+    ];
+    rows.into_iter().for_each(Case::check);
 }
 
 /// Issue 28: without xattrs an opaque directory is whiteout devices for what the stack below

@@ -266,13 +266,7 @@ impl Applier {
     ) -> Result<(), Error> {
         self.set_owner_at(entry, parent, name, created)?;
         if !entry.xattrs.is_empty() {
-            let dir = rustix::fs::openat(
-                parent,
-                name,
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| self.fs_err(entry, "open directory", e))?;
+            let dir = self.open_dir(entry, parent, name)?;
             self.set_xattrs_fd(entry, &dir)?;
         }
         self.current.dir_fixes.insert(
@@ -491,14 +485,7 @@ impl Applier {
             Ok(()) => false,
             Err(reason) => {
                 if name != b"security.selinux" {
-                    self.report.warn(
-                        &self.current.name,
-                        &entry.path,
-                        WarningKind::XattrSkipped {
-                            name: String::from_utf8_lossy(name).into_owned(),
-                            reason: reason.to_owned(),
-                        },
-                    );
+                    self.warn_xattr_skipped(&entry.path, name, reason);
                 }
                 true
             }
@@ -532,15 +519,20 @@ impl Applier {
             Err(Errno::PERM) if name.starts_with(b"user.") => "not permitted on this file type",
             Err(e) => return Err(self.fs_err(entry, "set xattr", e)),
         };
+        self.warn_xattr_skipped(&entry.path, name, reason);
+        Ok(())
+    }
+
+    /// Warns that the xattr `name` of `path` was not set, for `reason`.
+    pub(super) fn warn_xattr_skipped(&mut self, path: &EntryPath, name: &[u8], reason: &str) {
         self.report.warn(
             &self.current.name,
-            &entry.path,
+            path,
             WarningKind::XattrSkipped {
                 name: String::from_utf8_lossy(name).into_owned(),
                 reason: reason.to_owned(),
             },
         );
-        Ok(())
     }
 
     /// Removes `parent/name` whatever it is, recursively for directories, never following links.
@@ -573,6 +565,22 @@ impl Applier {
             }
             Err(e) => Err(self.fs_err(entry, "remove existing path", e)),
         }
+    }
+
+    /// Opens the directory `parent/name` for reading, not following a symlink there.
+    pub(super) fn open_dir(
+        &self,
+        entry: &Entry,
+        parent: &OwnedFd,
+        name: &CString,
+    ) -> Result<OwnedFd, Error> {
+        rustix::fs::openat(
+            parent,
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| self.fs_err(entry, "open directory", e))
     }
 
     pub(super) fn open_dir_for_listing(

@@ -20,7 +20,6 @@ use super::{Applier, DirFix, LeftOut, ParentDir, TargetState, implicit_dir_fix};
 use crate::entry::{Entry, EntryKind, EntryPath, Timestamp};
 use crate::error::Error;
 use crate::options::WhiteoutFormat;
-use crate::report::WarningKind;
 use crate::root::Root;
 
 const OPAQUE_TRUSTED: &str = "trusted.overlay.opaque";
@@ -401,13 +400,7 @@ impl Applier {
             })
             .collect();
         if !xattrs.is_empty() {
-            let dir = rustix::fs::openat(
-                parent,
-                name,
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| self.fs_err(entry, "open directory", e))?;
+            let dir = self.open_dir(entry, parent, name)?;
             let implicit = Entry {
                 xattrs,
                 ..entry.clone()
@@ -420,13 +413,7 @@ impl Applier {
         self.current.dir_fixes.insert(
             unsafe_dir.to_vec(),
             DirFix {
-                mtime: flat_fix.map_or(
-                    Timestamp {
-                        secs: stat.st_mtime,
-                        nanos: u32::try_from(stat.st_mtime_nsec).unwrap_or(0),
-                    },
-                    |f| f.mtime,
-                ),
+                mtime: flat_fix.map_or(Timestamp::mtime_of(&stat), |f| f.mtime),
                 mode: Some(
                     flat_fix
                         .and_then(|f| f.mode)
@@ -479,10 +466,7 @@ impl Applier {
             mode: stat.st_mode & 0o7777,
             uid: u64::from(stat.st_uid),
             gid: u64::from(stat.st_gid),
-            mtime: Timestamp {
-                secs: stat.st_mtime,
-                nanos: u32::try_from(stat.st_mtime_nsec).unwrap_or(0),
-            },
+            mtime: Timestamp::mtime_of(&stat),
             size: u64::try_from(stat.st_size).unwrap_or(0),
             xattrs: crate::tarout::fd_xattrs(&source),
             ..entry.clone()
@@ -517,15 +501,10 @@ impl Applier {
         let name = if self.privileged {
             OPAQUE_TRUSTED
         } else {
-            self.report.warn(
-                &self.current.name,
+            self.warn_xattr_skipped(
                 unsafe_dir,
-                WarningKind::XattrSkipped {
-                    name: OPAQUE_TRUSTED.to_owned(),
-                    reason:
-                        "unprivileged: wrote user.overlay.opaque instead (mount with userxattr)"
-                            .to_owned(),
-                },
+                OPAQUE_TRUSTED.as_bytes(),
+                "unprivileged: wrote user.overlay.opaque instead (mount with userxattr)",
             );
             OPAQUE_USER
         };
