@@ -496,7 +496,7 @@ impl Applier {
         self.current.dir_fixes.insert(
             unsafe_dir.to_vec(),
             DirFix {
-                mtime: Timestamp::mtime_of(&stat),
+                mtime: Timestamp::mtime_of(stat),
                 mode: None,
             },
         );

@@ -606,7 +606,7 @@ impl<W: Write> TreeWalker<'_, W> {
             mode: stat.st_mode & 0o7777,
             uid: u64::from(stat.st_uid),
             gid: u64::from(stat.st_gid),
-            mtime: Timestamp::mtime_of(&stat),
+            mtime: Timestamp::mtime_of(stat),
             size,
             xattrs,
         }

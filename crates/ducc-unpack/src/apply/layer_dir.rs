@@ -256,7 +256,7 @@ impl Applier {
     }
 
     /// Before the stack below is looked at: when it is the flat tree written by a worker that
-    /// runs behind (see [`both`]), waits until the worker has applied every earlier entry, and
+    /// runs behind (see [`super::both`]), waits until the worker has applied every earlier entry, and
     /// returns the flat side's pending fix of `fix_of`. Without a worker, nothing to wait for.
     pub(super) fn sync_below(&self, fix_of: Option<&[u8]>) -> Result<Option<DirFix>, Error> {
         match self.layer_dir().and_then(|state| state.below.as_ref()) {
