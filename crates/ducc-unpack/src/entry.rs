@@ -165,6 +165,16 @@ pub struct Timestamp {
     pub nanos: u32,
 }
 
+impl Timestamp {
+    /// The modification time of a `stat`.
+    pub(crate) fn mtime_of(stat: &rustix::fs::Stat) -> Self {
+        Timestamp {
+            secs: stat.st_mtime,
+            nanos: u32::try_from(stat.st_mtime_nsec).unwrap_or(0),
+        }
+    }
+}
+
 /// One extended attribute.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Xattr {

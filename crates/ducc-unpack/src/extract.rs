@@ -40,12 +40,11 @@ pub fn extract_layer_dir<R: Read>(
         Target::LayerDir {
             whiteouts: options.whiteouts,
             lower_layers: options.lower_layers.clone(),
+            leave_out_special: options.leave_out_special_files,
         },
         options.privileges,
-        true,
+        options.limits,
     )?;
-    applier.limits = options.limits;
-    applier.leave_out_special = options.leave_out_special_files;
     applier.apply_tar(tar, layer)?;
     Ok(applier.into_report())
 }
@@ -319,10 +318,11 @@ impl FlatExtractor {
     /// # Errors
     /// [`Error::Destination`] when `dest` is missing or not a directory.
     pub fn new(dest: &Path, options: &ExtractOptions) -> Result<Self, Error> {
-        let mut applier = Applier::open(dest, Target::Flat, options.privileges, false)?;
-        applier.limits = options.limits;
-        applier.record_sources = options.record_sources;
-        applier.leave_out_special = options.leave_out_special_files;
+        let target = Target::Flat {
+            record_sources: options.record_sources,
+            leave_out_special: options.leave_out_special_files,
+        };
+        let applier = Applier::open(dest, target, options.privileges, options.limits)?;
         Ok(FlatExtractor { applier })
     }
 
@@ -346,7 +346,7 @@ impl FlatExtractor {
         blob: R,
         descriptor: &LayerDescriptor,
     ) -> Result<LayerDigests, Error> {
-        let limits = self.applier.limits;
+        let limits = self.applier.limits();
         let applier = &mut self.applier;
         pipelined(blob, descriptor, &limits, |tar| {
             applier.apply_tar(tar, &descriptor.name)
@@ -379,11 +379,11 @@ impl FlatExtractor {
             Target::LayerDir {
                 whiteouts: options.whiteouts,
                 lower_layers: Vec::new(),
+                leave_out_special: options.leave_out_special_files,
             },
             options.privileges,
-            true,
+            options.limits,
         )?;
-        layer_applier.leave_out_special = options.leave_out_special_files;
         crate::apply::apply_tar_both(&mut layer_applier, &mut self.applier, tar, layer)?;
         Ok(layer_applier.into_report())
     }
@@ -402,7 +402,7 @@ impl FlatExtractor {
         layer_dir: &Path,
         options: &LayerDirOptions,
     ) -> Result<LayerOutcome, Error> {
-        let limits = self.applier.limits;
+        let limits = self.applier.limits();
         pipelined(blob, descriptor, &limits, |tar| {
             self.apply_layer_with_layer_dir(tar, &descriptor.name, layer_dir, options)
         })
@@ -440,8 +440,7 @@ pub fn extract_canonical_tar<R: Read>(
     dest: &Path,
     options: &ExtractOptions,
 ) -> Result<Report, Error> {
-    let mut applier = Applier::open(dest, Target::Verbatim, options.privileges, false)?;
-    applier.limits = options.limits;
+    let mut applier = Applier::open(dest, Target::Verbatim, options.privileges, options.limits)?;
     applier.apply_tar(tar, name)?;
     Ok(applier.into_report())
 }

@@ -9,7 +9,7 @@ use std::rc::Rc;
 use crate::error::Error;
 use crate::read::shown_name;
 
-/// Limits that stop a hostile layer early, each with a typed [`Error`](crate::Error) naming the
+/// Limits that stop a hostile layer early, each with a typed [`Error`] naming the
 /// layer. The defaults are far above what real images hold (the reasons are in the crate docs,
 /// section "Limits on hostile layers"); raise one with its setter when an image needs it.
 ///
@@ -182,7 +182,7 @@ pub(crate) struct TarGuard<R> {
     offset: u64,
     /// The `size` a preceding PAX header gives the next entry (as the parser applies it).
     pax_size: Option<u64>,
-    /// The limit error, once broken; shared with [`read_entries_limited`].
+    /// The limit error, once broken; shared with [`crate::read::read_entries_limited`].
     pub(crate) broken: Rc<RefCell<Option<Error>>>,
 }
 

@@ -122,7 +122,7 @@ impl EntryReader {
     }
 }
 
-/// [`read_entries_with`] under the given limits.
+/// `read_entries_with` (test builds) under the given limits.
 pub(crate) fn read_entries_limited<R: Read, E: From<Error>>(
     tar: R,
     layer: &str,

@@ -606,10 +606,7 @@ impl<W: Write> TreeWalker<'_, W> {
             mode: stat.st_mode & 0o7777,
             uid: u64::from(stat.st_uid),
             gid: u64::from(stat.st_gid),
-            mtime: Timestamp {
-                secs: stat.st_mtime,
-                nanos: u32::try_from(stat.st_mtime_nsec).unwrap_or(0),
-            },
+            mtime: Timestamp::mtime_of(stat),
             size,
             xattrs,
         }

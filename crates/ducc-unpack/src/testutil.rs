@@ -111,18 +111,17 @@ impl Layer {
     }
 
     pub(crate) fn symlink(&mut self, name: &str, target: &str) -> &mut Self {
-        let (mut h, mut pax) = self.header(name.as_bytes(), tar::EntryType::Symlink, 0o777);
-        let field = &mut h.as_old_mut().linkname;
-        if target.len() <= field.len() {
-            field[..target.len()].copy_from_slice(target.as_bytes());
-        } else {
-            pax.push(("linkpath".to_owned(), target.as_bytes().to_vec()));
-        }
-        self.push(h, pax, &[])
+        self.link(name, target, tar::EntryType::Symlink, 0o777)
     }
 
     pub(crate) fn hardlink(&mut self, name: &str, target: &str) -> &mut Self {
-        let (mut h, mut pax) = self.header(name.as_bytes(), tar::EntryType::Link, 0o644);
+        self.link(name, target, tar::EntryType::Link, 0o644)
+    }
+
+    /// A symlink or hardlink entry: its target in the header, or in a PAX `linkpath` record
+    /// when too long for it.
+    fn link(&mut self, name: &str, target: &str, kind: tar::EntryType, mode: u32) -> &mut Self {
+        let (mut h, mut pax) = self.header(name.as_bytes(), kind, mode);
         let field = &mut h.as_old_mut().linkname;
         if target.len() <= field.len() {
             field[..target.len()].copy_from_slice(target.as_bytes());

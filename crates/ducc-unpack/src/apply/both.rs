@@ -18,7 +18,8 @@ use std::io::{self, Read};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 
-use super::{Applier, DirFix};
+use super::layer_dir::FlatBelow;
+use super::{Applier, DirFix, TargetState};
 use crate::entry::{Entry, EntryKind};
 use crate::error::Error;
 use crate::read::read_entries_limited;
@@ -115,7 +116,7 @@ pub(crate) fn apply_tar_both<R: Read>(
     })?;
     layer.begin_layer(name);
     flat.begin_layer(name);
-    let limits = flat.limits;
+    let limits = flat.limits();
     let failure = Arc::new(Failure::default());
     let (jobs, queued) = std::sync::mpsc::sync_channel(ENTRIES_IN_FLIGHT);
     let worker_flat = &mut *flat;
@@ -159,19 +160,37 @@ struct Linked<'a>(&'a mut Applier);
 
 impl<'a> Linked<'a> {
     fn new(layer: &'a mut Applier, flat_root: Root, link: FlatLink) -> Self {
-        layer.below_flat = Some(flat_root);
-        layer.below_link = Some(link);
-        layer.keep_last_file = true;
+        if let Some(state) = layer.layer_dir_mut() {
+            state.below = Some(FlatBelow {
+                root: flat_root,
+                link,
+                last_file: None,
+            });
+        }
         Linked(layer)
     }
 }
 
 impl Drop for Linked<'_> {
     fn drop(&mut self) {
-        self.0.below_link = None;
-        self.0.below_flat = None;
-        self.0.keep_last_file = false;
-        self.0.current.last_file = None;
+        if let Some(state) = self.0.layer_dir_mut() {
+            state.below = None;
+        }
+    }
+}
+
+impl Applier {
+    /// The layer directory's last regular file, for the flat side (see [`FlatBelow`]).
+    fn take_last_file(&mut self) -> Option<(File, u64)> {
+        self.layer_dir_mut()?.below.as_mut()?.last_file.take()
+    }
+
+    /// The flat side: where the data of the next regular file comes from (see
+    /// [`super::flat::FlatState::pending_copy`]).
+    fn set_pending_copy(&mut self, file: Option<(File, u64)>) {
+        if let TargetState::Flat(flat) = &mut self.kind {
+            flat.pending_copy = file;
+        }
     }
 }
 
@@ -185,10 +204,10 @@ fn apply_entries_both<R: Read>(
     limits: &crate::Limits,
 ) -> Result<u64, Error> {
     read_entries_limited(tar, name, true, limits, |entry, data| {
-        layer.current.last_file = None;
+        layer.take_last_file();
         layer.apply_entry(entry, data)?;
         let file = if entry.kind == EntryKind::File {
-            Some(layer.current.last_file.take().ok_or_else(|| {
+            Some(layer.take_last_file().ok_or_else(|| {
                 layer.fs_err(
                     entry,
                     "copy from the layer directory",
@@ -211,9 +230,9 @@ fn run_flat(flat: &mut Applier, jobs: Receiver<Job>, failure: &Failure) {
             Job::Entry { entry, file } => {
                 #[cfg(test)]
                 tests::lag();
-                flat.current.pending_copy = file;
+                flat.set_pending_copy(file);
                 let applied = flat.apply_entry(&entry, &mut io::empty());
-                flat.current.pending_copy = None;
+                flat.set_pending_copy(None);
                 if let Err(e) = applied {
                     *failure
                         .lock()
