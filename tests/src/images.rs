@@ -239,7 +239,7 @@ pub fn tag(tag: &str) -> Reference {
 /// # Panics
 /// When the push fails.
 pub fn push_blob(client: &Client, repo: &Repository, blob: &Blob) {
-    let digest = ducc_registry::parse_digest(&blob.digest).unwrap();
+    let digest = ducc_oci::BlobDigest::parse(&blob.digest).unwrap();
     client
         .push_blob(
             repo,
@@ -248,6 +248,21 @@ pub fn push_blob(client: &Client, repo: &Repository, blob: &Blob) {
             &mut blob.bytes.as_slice(),
         )
         .unwrap_or_else(|err| panic!("push blob {} to {}: {err}", blob.digest, repo.path()));
+}
+
+/// Fetches the config a manifest's config descriptor names.
+///
+/// # Panics
+/// When the digest is not sha256 or the fetch fails.
+pub fn fetch_config(
+    client: &Client,
+    repo: &Repository,
+    descriptor: &ducc_registry::oci_spec::image::Descriptor,
+) -> ducc_registry::FetchedConfig {
+    let digest = ducc_oci::ConfigDigest::try_from(descriptor.digest()).unwrap();
+    client
+        .fetch_config(repo, &digest, descriptor.size())
+        .unwrap_or_else(|err| panic!("fetch config {digest} from {}: {err}", repo.path()))
 }
 
 /// Pushes layers, config and manifest, tagging the manifest `tag`.

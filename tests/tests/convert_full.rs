@@ -402,7 +402,7 @@ fn push_fixture(client: &Client, repo: &Repository, tag: &str, fixture: &fixture
         client
             .push_blob(
                 repo,
-                &ducc_registry::parse_digest(&digest).unwrap(),
+                &ducc_oci::BlobDigest::parse(&digest).unwrap(),
                 size,
                 &mut file,
             )

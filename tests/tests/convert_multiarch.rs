@@ -265,7 +265,7 @@ fn multi_arch_index_gets_the_multiarch_layout_variant_link_aliases_and_thin_inde
             )
             .unwrap();
         let manifest = child.image_manifest().unwrap();
-        let config = client.fetch_config(&thin_repo, manifest.config()).unwrap();
+        let config = images::fetch_config(&client, &thin_repo, manifest.config());
         assert_eq!(
             config.config().architecture().to_string(),
             entry["platform"]["architecture"].as_str().unwrap()
@@ -301,7 +301,7 @@ fn multi_arch_index_gets_the_multiarch_layout_variant_link_aliases_and_thin_inde
 
 /// Reads `thin.json` out of a thin image's gzip layer.
 fn thin_json(client: &Client, repo: &Repository, digest: &str) -> Value {
-    let digest = ducc_registry::parse_digest(digest).unwrap();
+    let digest = ducc_oci::BlobDigest::parse(digest).unwrap();
     let reader = client.open_blob(repo, &digest, None).unwrap();
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(reader));
     let mut entry = archive.entries().unwrap().next().unwrap().unwrap();

@@ -211,9 +211,8 @@ fn tag_glob_converts_each_matching_tag_under_its_own_thin_tag() {
             let thin = thin.unwrap_or_else(|e| panic!("thin image of {tag}: {e}"));
             // The thin image's config is the image's own plus the thin descriptor: it keeps the
             // label that tells the tags apart.
-            let config = client
-                .fetch_config(&thin_repo, thin.image_manifest().unwrap().config())
-                .unwrap();
+            let config =
+                images::fetch_config(&client, &thin_repo, thin.image_manifest().unwrap().config());
             let labels = config
                 .config()
                 .config()

@@ -195,7 +195,7 @@ fn push_debian(registry: &Registry, repository: &str, tag: &str) -> String {
         client
             .push_blob(
                 &repo,
-                &ducc_registry::parse_digest(digest).unwrap(),
+                &ducc_oci::BlobDigest::parse(digest).unwrap(),
                 size,
                 &mut file,
             )

@@ -9,10 +9,9 @@
 use std::io::Read as _;
 use std::time::{Duration, Instant};
 
-use ducc_oci::Platform;
+use ducc_oci::{BlobDigest, Platform};
 use ducc_registry::{
     BlobPush, Client, ClientOptions, Error, ErrorKind, ManifestSelection, Reference, Repository,
-    parse_digest,
 };
 use ducc_tests::images::{self, Blob, Format, ImageSpec, PushedImage};
 use ducc_tests::{Action, Credentials, FaultProxy, Registry, Rule, skopeo, unique_repo};
@@ -29,7 +28,7 @@ fn platform(text: &str) -> ManifestSelection {
 }
 
 fn read_blob(client: &Client, repo: &Repository, blob: &Blob) -> std::io::Result<Vec<u8>> {
-    let digest = parse_digest(&blob.digest).unwrap();
+    let digest = BlobDigest::parse(&blob.digest).unwrap();
     let mut reader = client
         .open_blob(repo, &digest, Some(blob.bytes.len() as u64))
         .map_err(std::io::Error::other)?;
@@ -83,7 +82,7 @@ fn assert_pulls_exactly(
         pushed.image.format.manifest_type()
     );
     let manifest = fetched.image_manifest().expect("an image manifest");
-    let config = client.fetch_config(&repo, manifest.config()).unwrap();
+    let config = images::fetch_config(client, &repo, manifest.config());
     assert_eq!(config.bytes(), pushed.image.config.bytes.as_slice());
     assert_eq!(
         config.config().architecture().to_string(),
@@ -272,7 +271,7 @@ fn anonymous_push_to_token_registry_is_refused() {
     let err = client
         .push_blob(
             &repo,
-            &parse_digest(&blob.digest).unwrap(),
+            &BlobDigest::parse(&blob.digest).unwrap(),
             100,
             &mut blob.bytes.as_slice(),
         )
@@ -814,7 +813,7 @@ fn truncated_blob_is_resumed_with_a_range_request() {
             .path_contains(&layer.digest)
             .times(1),
     ]);
-    let digest = parse_digest(&layer.digest).unwrap();
+    let digest = BlobDigest::parse(&layer.digest).unwrap();
     let mut reader = f
         .client
         .open_blob(&f.repo, &digest, Some(layer.bytes.len() as u64))
@@ -979,7 +978,7 @@ fn pushing_a_present_blob_sends_only_a_head() {
     let client = images::client_for(proxy.host(), registry.credentials());
     let repo = images::repository(proxy.host(), &unique_repo("push/app"));
     let blob = Blob::new(images::random_bytes(3000));
-    let digest = parse_digest(&blob.digest).unwrap();
+    let digest = BlobDigest::parse(&blob.digest).unwrap();
 
     assert_eq!(
         client
@@ -1027,7 +1026,7 @@ fn large_blob_is_pushed_in_chunks_and_reads_back() {
     );
     let repo = images::repository(proxy.host(), &unique_repo("push/chunked"));
     let blob = Blob::new(images::random_bytes(100 << 10));
-    let digest = parse_digest(&blob.digest).unwrap();
+    let digest = BlobDigest::parse(&blob.digest).unwrap();
     assert_eq!(
         client
             .push_blob(&repo, &digest, 100 << 10, &mut blob.bytes.as_slice())
@@ -1047,7 +1046,7 @@ fn push_of_data_that_is_not_the_blob_is_refused_and_leaves_nothing() {
     let client = images::client_for(registry.host(), None);
     let repo = images::repository(registry.host(), &unique_repo("push/wrong"));
     let claimed = Blob::new(images::random_bytes(2000));
-    let digest = parse_digest(&claimed.digest).unwrap();
+    let digest = BlobDigest::parse(&claimed.digest).unwrap();
     // (case, size announced, data actually given)
     let other = images::random_bytes(2000);
     let cases: [(&str, u64, &[u8]); 2] = [

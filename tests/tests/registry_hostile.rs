@@ -17,7 +17,7 @@ use base64::engine::general_purpose::STANDARD;
 
 use ducc_oci::Scheme;
 use ducc_registry::{
-    Client, ClientOptions, ErrorKind, Login, ManifestSelection, Reference, Repository, parse_digest,
+    Client, ClientOptions, ErrorKind, Login, ManifestSelection, Reference, Repository,
 };
 use ducc_tests::hostile::{TlsAnswer, TlsFront, other_host};
 use ducc_tests::images::{self, Format, ImageSpec, PushedImage};
@@ -148,7 +148,7 @@ fn upload_location_on_another_host_is_refused_and_the_other_host_gets_nothing() 
     let err = client
         .push_blob(
             &repo,
-            &parse_digest(&blob.digest).unwrap(),
+            &ducc_oci::BlobDigest::parse(&blob.digest).unwrap(),
             blob.bytes.len() as u64,
             &mut blob.bytes.as_slice(),
         )
@@ -201,7 +201,7 @@ fn blob_and_manifest_redirects_to_another_host_are_followed_without_credentials(
     let mut reader = client
         .open_blob(
             &repo,
-            &parse_digest(&layer.digest).unwrap(),
+            &ducc_oci::BlobDigest::parse(&layer.digest).unwrap(),
             Some(layer.bytes.len() as u64),
         )
         .unwrap();

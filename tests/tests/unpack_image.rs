@@ -70,7 +70,7 @@ fn exact_push(
     for layer in &image.layers {
         let path = image.blob_path(&layer.digest);
         let mut file = std::fs::File::open(&path).expect("open blob");
-        let digest = ducc_registry::parse_digest(&layer.digest).expect("digest");
+        let digest = ducc_oci::BlobDigest::parse(&layer.digest).expect("digest");
         client
             .push_blob(&repository, &digest, layer.size, &mut file)
             .expect("push layer");

@@ -15,7 +15,6 @@ use std::sync::mpsc::Receiver;
 
 use ducc_cvmfs::{ImageSlot, RepositoryState};
 use ducc_oci::{ConfigDigest, ImageRef, LayerDigest};
-use ducc_registry::oci_spec::image::Digest;
 use ducc_registry::{ManifestSelection, Repository};
 
 use crate::engine::{Engine, StopToken};
@@ -37,7 +36,7 @@ pub(crate) fn download_ahead(engine: &Engine, images: Receiver<ImageRef>, stop: 
             }
             if let Err(e) = engine
                 .cache
-                .prefetch(&engine.client, &repository, &digest, size)
+                .prefetch(&*engine.source, &repository, &digest, size)
             {
                 tracing::debug!("{image}: downloading {digest} ahead: {e:#}");
                 break;
@@ -53,18 +52,17 @@ pub(crate) fn enabled(settings: &Settings) -> bool {
 
 /// The blobs the conversion of `image` will download, with its repository; `None` when it has
 /// nothing to download or its manifest cannot be read.
-fn plan(engine: &Engine, image: &ImageRef) -> Option<(Repository, Vec<(Digest, u64)>)> {
+fn plan(engine: &Engine, image: &ImageRef) -> Option<(Repository, Vec<(LayerDigest, u64)>)> {
     if !engine.settings.shard.contains(image) {
         return None;
     }
-    let fetched = engine
-        .client
-        .fetch_manifest(
-            image,
-            &ManifestSelection::Platform(engine.settings.platform.clone()),
-        )
-        .inspect_err(|e| tracing::debug!("{image}: manifest for downloading ahead: {e}"))
-        .ok()?;
+    let fetched = crate::source::fetch_image_manifest(
+        &*engine.source,
+        image,
+        &ManifestSelection::Platform(engine.settings.platform.clone()),
+    )
+    .inspect_err(|e| tracing::debug!("{image}: manifest for downloading ahead: {e}"))
+    .ok()?;
     let manifest = fetched.image_manifest()?;
     let config = ConfigDigest::try_from(manifest.config().digest()).ok()?;
     let state = RepositoryState::new(&*engine.publisher, &engine.layout);
@@ -73,7 +71,7 @@ fn plan(engine: &Engine, image: &ImageRef) -> Option<(Repository, Vec<(Digest, u
         return None;
     }
     let flat = !engine.settings.skip_flat && !state.flat_complete(&config);
-    let blobs: Vec<(Digest, u64)> = manifest
+    let blobs: Vec<(LayerDigest, u64)> = manifest
         .layers()
         .iter()
         .filter(|layer| !crate::layers::is_foreign(layer.media_type()))
@@ -82,7 +80,7 @@ fn plan(engine: &Engine, image: &ImageRef) -> Option<(Repository, Vec<(Digest, u
             let wanted = flat
                 || (!engine.settings.skip_layers
                     && (engine.settings.overwrite_layers || !state.layer_complete(&digest)));
-            wanted.then(|| (layer.digest().clone(), layer.size()))
+            wanted.then_some((digest, layer.size()))
         })
         .collect();
     (!blobs.is_empty()).then_some((Repository::of(image), blobs))

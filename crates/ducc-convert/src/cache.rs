@@ -14,11 +14,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use ducc_registry::oci_spec::image::Digest;
-use ducc_registry::{Client, Repository};
+use ducc_oci::BlobDigest;
+use ducc_registry::Repository;
 
 use crate::error::{Context as _, ConvertError};
 use crate::events::{DownloadObserver, EventSink, NoEvents};
+use crate::source::ImageSource;
 
 /// The blob cache, shared by the threads of a run.
 pub struct BlobCache {
@@ -91,29 +92,29 @@ impl BlobCache {
     }
 
     /// Where the blob `digest` is (or will be) in the cache.
-    pub fn path(&self, digest: &Digest) -> PathBuf {
-        self.dir.join("sha256").join(digest.digest())
+    pub fn path(&self, digest: &BlobDigest) -> PathBuf {
+        self.dir.join("sha256").join(digest.hex())
     }
 
     /// Makes sure blob `digest` of `size` bytes is in the cache, downloading it from `repository`
     /// if needed, and gives its path.
     pub fn get(
         &self,
-        client: &Client,
+        source: &dyn ImageSource,
         repository: &Repository,
-        digest: &Digest,
+        digest: &BlobDigest,
         size: u64,
     ) -> Result<(PathBuf, Fetch), ConvertError> {
-        self.fetch(client, repository, digest, size, false)
+        self.fetch(source, repository, digest, size, false)
     }
 
     /// [`BlobCache::get`]; `ahead`: for an image still to come, which is told it downloaded
     /// the blob when it gets it.
     fn fetch(
         &self,
-        client: &Client,
+        source: &dyn ImageSource,
         repository: &Repository,
-        digest: &Digest,
+        digest: &BlobDigest,
         size: u64,
         ahead: bool,
     ) -> Result<(PathBuf, Fetch), ConvertError> {
@@ -142,7 +143,7 @@ impl BlobCache {
         let partial =
             self.dir
                 .join("partial")
-                .join(format!("{}.{}", digest.digest(), std::process::id()));
+                .join(format!("{}.{}", digest.hex(), std::process::id()));
         let observer = self
             .events
             .download(&download_name(repository, digest), size);
@@ -165,7 +166,7 @@ impl BlobCache {
             partial: &partial,
             progress: &progress,
         };
-        let result = download(client, repository, digest, size, sink, &*observer).and_then(|()| {
+        let result = download(source, repository, digest, size, sink, &*observer).and_then(|()| {
             // Under the progress lock: a follower opening the file sees it either at its partial
             // name or, once the download ended well, at its final one.
             let mut state = progress.lock();
@@ -204,9 +205,9 @@ impl BlobCache {
     /// first [`BlobCache::get`] of it then says [`Fetch::Downloaded`], as if it downloaded it.
     pub(crate) fn prefetch(
         &self,
-        client: &Client,
+        source: &dyn ImageSource,
         repository: &Repository,
-        digest: &Digest,
+        digest: &BlobDigest,
         size: u64,
     ) -> Result<(), ConvertError> {
         let lock = {
@@ -221,20 +222,20 @@ impl BlobCache {
             return Ok(());
         }
         drop(_guard);
-        self.fetch(client, repository, digest, size, true)?;
+        self.fetch(source, repository, digest, size, true)?;
         Ok(())
     }
 
     /// A reader of blob `digest` while it is being downloaded (by [`BlobCache::get`] on another
     /// thread), or `None` when no download of it is in progress. The reader gets the bytes as
     /// they are written and reaches the end only once the download verified the blob; should
-    /// that download fail, the reader downloads the blob again itself (with `client` from
+    /// that download fail, the reader downloads the blob again itself (with `source` from
     /// `repository`) and goes on where it was. It fails once `stop` is set.
     pub(crate) fn follow<'a>(
         &'a self,
-        client: &'a Client,
+        source: &'a dyn ImageSource,
         repository: &'a Repository,
-        digest: &Digest,
+        digest: &BlobDigest,
         size: u64,
         stop: &'a AtomicBool,
     ) -> Option<FollowedBlob<'a>> {
@@ -246,9 +247,9 @@ impl BlobCache {
             .cloned()?;
         Some(FollowedBlob {
             cache: self,
-            client,
+            source,
             repository,
-            digest: digest.clone(),
+            digest: *digest,
             size,
             stop,
             download: Some(download),
@@ -319,9 +320,9 @@ const FOLLOW_POLL: Duration = Duration::from_millis(100);
 /// A blob read while it downloads: see [`BlobCache::follow`].
 pub(crate) struct FollowedBlob<'a> {
     cache: &'a BlobCache,
-    client: &'a Client,
+    source: &'a dyn ImageSource,
     repository: &'a Repository,
-    digest: Digest,
+    digest: BlobDigest,
     size: u64,
     stop: &'a AtomicBool,
     /// The download followed; `None` once the blob is read from its cache file instead.
@@ -338,7 +339,7 @@ impl FollowedBlob<'_> {
         use std::io::Seek as _;
         let (path, _) = self
             .cache
-            .get(self.client, self.repository, &self.digest, self.size)
+            .get(self.source, self.repository, &self.digest, self.size)
             .map_err(io::Error::other)?;
         let mut file = File::open(&path)?;
         file.seek(io::SeekFrom::Start(self.position))?;
@@ -410,9 +411,9 @@ struct Sink<'a> {
 
 /// Downloads blob `digest` of `size` bytes into `sink`.
 fn download(
-    client: &Client,
+    source: &dyn ImageSource,
     repository: &Repository,
-    digest: &Digest,
+    digest: &BlobDigest,
     size: u64,
     sink: Sink<'_>,
     observer: &dyn DownloadObserver,
@@ -422,8 +423,8 @@ fn download(
         partial,
         progress,
     } = sink;
-    let mut blob = client
-        .open_blob(repository, digest, Some(size))
+    let mut blob = source
+        .open_blob(repository, digest, size)
         .with_context(|| format!("cannot download blob {digest}"))?;
     let write_failed = |e: io::Error| {
         ConvertError::from(e).context(format!(
@@ -470,13 +471,9 @@ fn download(
 }
 
 /// `library/ubuntu@sha256:0123456789ab`: a blob, short enough for a bar.
-fn download_name(repository: &Repository, digest: &Digest) -> String {
-    let digest = digest.to_string();
-    let short = match digest.split_once(':') {
-        Some((algorithm, hex)) => format!("{algorithm}:{}", hex.get(..12).unwrap_or(hex)),
-        None => digest,
-    };
-    format!("{}@{short}", repository.path())
+fn download_name(repository: &Repository, digest: &BlobDigest) -> String {
+    let hex = digest.hex();
+    format!("{}@sha256:{}", repository.path(), &hex[..12])
 }
 
 /// A counting semaphore for the download limit.
@@ -599,10 +596,10 @@ mod tests {
     }
 
     /// A cache with one download of `digest` registered as in progress, as `get` registers it.
-    fn cache_with_download(digest: &Digest) -> (tempfile::TempDir, BlobCache, Arc<InFlight>) {
+    fn cache_with_download(digest: &BlobDigest) -> (tempfile::TempDir, BlobCache, Arc<InFlight>) {
         let dir = tempfile::tempdir().unwrap();
         let cache = BlobCache::open(dir.path(), 0).unwrap();
-        let partial = dir.path().join("partial").join(digest.digest());
+        let partial = dir.path().join("partial").join(digest.hex());
         File::create(&partial).unwrap();
         let download = Arc::new(InFlight {
             progress: Mutex::new(Progress {
@@ -635,15 +632,15 @@ mod tests {
 
     /// A client and a repository on a port nothing listens on: a follower that needs the
     /// registry fails.
-    fn nowhere() -> (Client, Repository) {
-        let client = Client::new(ducc_registry::ClientOptions::new());
+    fn nowhere() -> (ducc_registry::Client, Repository) {
+        let client = ducc_registry::Client::new(ducc_registry::ClientOptions::new());
         let repository =
             Repository::new(ducc_oci::Scheme::Http, "127.0.0.1:1", "follow/test").unwrap();
         (client, repository)
     }
 
-    fn test_digest() -> Digest {
-        ducc_registry::parse_digest(&format!("sha256:{}", "ab".repeat(32))).unwrap()
+    fn test_digest() -> BlobDigest {
+        BlobDigest::from_hex(&"ab".repeat(32)).unwrap()
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::source::ImageSource;
 use ducc_cvmfs::{Layout, OverlaySupport, Publisher, RefreshPoint};
 use ducc_oci::{ImageRef, RepositoryName};
 use ducc_registry::{Client, ClientOptions, Credentials, Environment, Login, Repository};
@@ -204,7 +205,7 @@ pub struct EngineBuilder {
     repo: RepositoryName,
     settings: Settings,
     credentials: Credentials,
-    client: Option<Client>,
+    source: Option<Arc<dyn ImageSource>>,
     thin_login: Option<Login>,
     environment: Option<Environment>,
     events: Arc<dyn EventSink>,
@@ -225,9 +226,15 @@ impl EngineBuilder {
     }
 
     /// The client that pulls (default: one with [`EngineBuilder::credentials`] and the default
-    /// timeouts and retries).
-    pub fn client(mut self, client: Client) -> EngineBuilder {
-        self.client = Some(client);
+    /// timeouts and retries): the registry as the engine's [`ImageSource`].
+    pub fn client(self, client: Client) -> EngineBuilder {
+        self.source(Arc::new(client))
+    }
+
+    /// Where images are read from (default: the registry, through [`EngineBuilder::client`]'s
+    /// client). Thin images are still pushed to their registry.
+    pub fn source(mut self, source: Arc<dyn ImageSource>) -> EngineBuilder {
+        self.source = Some(source);
         self
     }
 
@@ -275,15 +282,15 @@ impl EngineBuilder {
         // The publisher's lease waits become events (issue 30).
         let lease_waits = Arc::new(LeaseWaits::new(Arc::clone(&self.events)));
         self.publisher.observe(lease_waits.clone());
-        let client = self.client.unwrap_or_else(|| {
-            Client::new(
+        let source = self.source.unwrap_or_else(|| {
+            Arc::new(Client::new(
                 ClientOptions::new()
                     .credentials(self.credentials.clone())
                     .max_config_bytes(ducc_unpack::Limits::default().max_config_bytes),
-            )
+            ))
         });
         Ok(Engine {
-            client,
+            source,
             credentials: self.credentials,
             thin_login: self.thin_login,
             environment: self.environment.unwrap_or_else(Environment::from_process),
@@ -342,7 +349,8 @@ fn choose_whiteouts(
 /// `&self` and may run on several threads at once (each image's writes are transactions on
 /// their own leases).
 pub struct Engine {
-    pub(crate) client: Client,
+    /// Where images are read from.
+    pub(crate) source: Arc<dyn ImageSource>,
     pub(crate) credentials: Credentials,
     pub(crate) thin_login: Option<Login>,
     pub(crate) environment: Environment,
@@ -369,7 +377,7 @@ impl Engine {
             repo,
             settings: Settings::new(),
             credentials: Credentials::anonymous(),
-            client: None,
+            source: None,
             thin_login: None,
             environment: None,
             events: Arc::new(NoEvents),
@@ -479,7 +487,7 @@ impl Engine {
         };
         let repository = Repository::of(input);
         let mut tags: Vec<String> = self
-            .client
+            .source
             .list_tags(&repository)
             .map_err(|e| ConvertError::from(e).context(format!("cannot list the tags of {input}")))?
             .into_iter()

@@ -155,15 +155,13 @@ impl<'e> Job<'e> {
             return self.convert_multi(input, output);
         }
         let result = (|| {
-            let fetched = self
-                .engine
-                .client
-                .fetch_manifest(
-                    input,
-                    &ManifestSelection::Platform(self.engine.settings.platform.clone()),
-                )
-                .with_context(|| format!("cannot fetch the manifest of {input}"))
-                .map_err(at(Step::Manifest))?;
+            let fetched = crate::source::fetch_image_manifest(
+                &*self.engine.source,
+                input,
+                &ManifestSelection::Platform(self.engine.settings.platform.clone()),
+            )
+            .with_context(|| format!("cannot fetch the manifest of {input}"))
+            .map_err(at(Step::Manifest))?;
             self.convert_single(input, output, &Repository::of(input), &fetched)
         })();
         vec![ImageResult::new(input.whole_name(), result)]
@@ -357,9 +355,8 @@ impl<'e> Job<'e> {
     ) -> Result<(Outcome, Option<Pending<'_>>), ImageFailure> {
         let started = Instant::now();
         let manifest_digest = fetched.digest();
-        let config_digest = ConfigDigest::try_from(manifest.config().digest())
-            .map_err(|e| invalid!("{label}: {e}"))
-            .map_err(at(Step::Manifest))?;
+        let config_digest = crate::layers::check_blob_digests(manifest)
+            .map_err(|e| at(Step::Manifest)(e.context(label)))?;
         let up_to_date = !self.engine.settings.convert_again
             && self.state().marker_config(slot).as_ref() == Some(&config_digest);
         // Before any blob (issue 25); an image converted earlier is checked again only when
@@ -395,8 +392,8 @@ impl<'e> Job<'e> {
 
         let config = self
             .engine
-            .client
-            .fetch_config(repository, manifest.config())
+            .source
+            .fetch_config(repository, &config_digest, manifest.config().size())
             .with_context(|| format!("cannot fetch the config of {label}"))
             .map_err(at(Step::Config))?;
         let layers = crate::layers::plan_layers(manifest, config.config())
@@ -760,12 +757,11 @@ impl<'e> Job<'e> {
         layer: &PlannedLayer,
         input: &ImageRef,
     ) -> Result<PathBuf> {
-        let digest = Digest::from(layer.digest);
         let started = Instant::now();
         let (path, fetch) = self.engine.cache.get(
-            &self.engine.client,
+            &*self.engine.source,
             repository,
-            &digest,
+            &layer.digest,
             layer.descriptor.size(),
         )?;
         if let Fetch::Downloaded(size) = fetch {
@@ -790,12 +786,11 @@ impl<'e> Job<'e> {
         layer: &PlannedLayer,
         input: &ImageRef,
     ) -> Result<LayerBlob<'a>> {
-        let digest = Digest::from(layer.digest);
         let size = layer.descriptor.size();
         if let Some(followed) = self.engine.cache.follow(
-            &self.engine.client,
+            &*self.engine.source,
             repository,
-            &digest,
+            &layer.digest,
             size,
             self.stop.flag(),
         ) {

@@ -1,7 +1,7 @@
 //! The one layer planner: the layers of an image manifest, each with the diff_id its config
 //! lists, for every path that unpacks an image (`convert`, `unpack-image`).
 
-use ducc_oci::{DiffId, LayerDigest};
+use ducc_oci::{ConfigDigest, DiffId, LayerDigest};
 use ducc_registry::oci_spec::image::{Descriptor, ImageConfiguration, ImageManifest, MediaType};
 use ducc_unpack::LayerDescriptor;
 
@@ -54,11 +54,7 @@ pub(crate) fn plan_layers(
             continue;
         }
         layers.push(PlannedLayer {
-            digest: descriptor
-                .digest()
-                .to_string()
-                .parse()
-                .map_err(|e| invalid!("layer {}: {e}", descriptor.digest()))?,
+            digest: layer_digest(descriptor)?,
             diff_id: diff_id
                 .parse()
                 .map_err(|e| invalid!("diff_id {diff_id}: {e}"))?,
@@ -66,6 +62,29 @@ pub(crate) fn plan_layers(
         });
     }
     Ok(layers)
+}
+
+/// Checks, before any blob of the image is downloaded, that the blobs it needs can be stored:
+/// the config and every layer (foreign ones left out) addressed by sha256. Manifests may be
+/// pinned with any digest the registry verifies (`@sha512:`), but the repository layout names
+/// layer directories and flat trees by sha256 hex, so a blob of another algorithm cannot be
+/// converted.
+///
+/// # Errors
+/// The first digest that is not sha256, named with its kind.
+pub(crate) fn check_blob_digests(manifest: &ImageManifest) -> Result<ConfigDigest, ConvertError> {
+    let config = ConfigDigest::try_from(manifest.config().digest()).map_err(|e| invalid!("{e}"))?;
+    for descriptor in manifest.layers() {
+        if !is_foreign(descriptor.media_type()) {
+            layer_digest(descriptor)?;
+        }
+    }
+    Ok(config)
+}
+
+/// The typed digest of a layer's blob.
+fn layer_digest(descriptor: &Descriptor) -> Result<LayerDigest, ConvertError> {
+    LayerDigest::try_from(descriptor.digest()).map_err(|e| invalid!("{e}"))
 }
 
 /// Whether a layer of this media type is one of Docker's foreign layers.

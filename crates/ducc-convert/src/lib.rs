@@ -49,6 +49,8 @@ mod bug;
 mod cache;
 mod dropped;
 mod engine;
+#[cfg(test)]
+mod engine_tests;
 mod error;
 mod events;
 mod image;
@@ -62,6 +64,7 @@ mod session;
 mod settings;
 mod shard;
 mod signature;
+mod source;
 mod summary;
 mod whiteouts;
 
@@ -80,4 +83,5 @@ pub use session::Session;
 pub use settings::Settings;
 pub use shard::{Shard, ShardError};
 pub use signature::{check_signatures, verify_image};
+pub use source::ImageSource;
 pub use summary::Summary;

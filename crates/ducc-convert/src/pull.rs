@@ -68,9 +68,11 @@ impl Pull<'_> {
         let image_manifest = manifest.image_manifest().ok_or_else(|| {
             invalid!("{whole}: the registry answered with an index, not an image manifest")
         })?;
+        let config_digest = ducc_oci::ConfigDigest::try_from(image_manifest.config().digest())
+            .map_err(|e| invalid!("{whole}: {e}"))?;
         let config = self
             .client
-            .fetch_config(&repository, image_manifest.config())
+            .fetch_config(&repository, &config_digest, image_manifest.config().size())
             .with_context(|| format!("cannot fetch the config of {whole}"))?;
         let layers = crate::layers::plan_layers(image_manifest, config.config())
             .map_err(|e| e.context(format!("image {whole}")))?;
@@ -86,11 +88,7 @@ impl Pull<'_> {
         let repository = ducc_registry::Repository::of(self.image);
         let blob = self
             .client
-            .open_blob(
-                &repository,
-                layer.descriptor.digest(),
-                Some(layer.descriptor.size()),
-            )
+            .open_blob(&repository, &layer.digest, Some(layer.descriptor.size()))
             .with_context(|| format!("cannot download layer {}", layer.descriptor.digest()))?;
         Ok(BufReader::with_capacity(1 << 20, blob))
     }

@@ -14,12 +14,13 @@
 use ducc_cvmfs::{ImageSlot, RepoPath};
 use ducc_oci::ImageRef;
 use ducc_registry::oci_spec::image::Digest;
-use ducc_registry::{Client, ManifestSelection, Repository, StoredSignature};
+use ducc_registry::{ManifestSelection, Repository, StoredSignature};
 use ducc_trust::{Acceptance, DockerReference, Policy, Signature};
 
 use crate::error::{Context as _, ConvertError};
 use crate::events::Event;
 use crate::image::Job;
+use crate::source::ImageSource;
 
 type Result<T, E = ConvertError> = std::result::Result<T, E>;
 
@@ -49,7 +50,7 @@ impl SignatureRecord {
 /// A registry error reading the signatures, or the policy's refusal (kind
 /// [`crate::ErrorKind::Signature`]).
 pub fn check_signatures(
-    client: &Client,
+    source: &dyn ImageSource,
     policy: &Policy,
     image: &ImageRef,
     repository: &Repository,
@@ -58,7 +59,7 @@ pub fn check_signatures(
     let identity = DockerReference::from(image);
     let scope = policy.scope_for(&identity);
     let signatures = if scope.needs_signatures() {
-        client
+        source
             .fetch_signatures(repository, digest)
             .with_context(|| format!("cannot read the signatures of {image}"))?
             .into_iter()
@@ -80,12 +81,15 @@ pub fn check_signatures(
 ///
 /// # Errors
 /// As [`check_signatures`], and the manifest's registry errors.
-pub fn verify_image(client: &Client, policy: &Policy, image: &ImageRef) -> Result<Acceptance> {
-    let fetched = client
-        .fetch_manifest(image, &ManifestSelection::Index)
+pub fn verify_image(
+    source: &dyn ImageSource,
+    policy: &Policy,
+    image: &ImageRef,
+) -> Result<Acceptance> {
+    let fetched = crate::source::fetch_image_manifest(source, image, &ManifestSelection::Index)
         .with_context(|| format!("cannot fetch the manifest of {image}"))?;
     check_signatures(
-        client,
+        source,
         policy,
         image,
         &Repository::of(image),
@@ -130,7 +134,7 @@ impl Job<'_> {
         let Some(policy) = &self.engine.settings.policy else {
             return Ok(None);
         };
-        let acceptance = check_signatures(&self.engine.client, policy, input, repository, digest)?;
+        let acceptance = check_signatures(&*self.engine.source, policy, input, repository, digest)?;
         self.engine.events.event(&Event::SignatureVerified {
             image: label.to_owned(),
             digest: acceptance.digest.clone(),

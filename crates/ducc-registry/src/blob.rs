@@ -3,6 +3,7 @@
 use std::io::{self, Read};
 use std::sync::Arc;
 
+use ducc_oci::BlobDigest;
 use oci_spec::image::Digest;
 
 use crate::digest::{Hasher, verify_step};
@@ -19,7 +20,9 @@ pub struct BlobReader {
     transport: Arc<Transport>,
     endpoint: Endpoint,
     url: String,
-    digest: Digest,
+    digest: BlobDigest,
+    /// [`BlobReader::digest`] as the verifier compares it.
+    expected: Digest,
     size: Option<u64>,
     offset: u64,
     hasher: Option<Hasher>,
@@ -43,10 +46,11 @@ impl BlobReader {
     pub(crate) fn open(
         transport: Arc<Transport>,
         endpoint: Endpoint,
-        digest: Digest,
+        digest: BlobDigest,
         size: Option<u64>,
     ) -> Result<Self, Error> {
-        let hasher = Hasher::for_digest(&digest).map_err(|e| endpoint.context(e))?;
+        let expected = Digest::from(digest);
+        let hasher = Hasher::for_digest(&expected).map_err(|e| endpoint.context(e))?;
         let url = endpoint.url(&format!("blobs/{digest}"));
         let resumes_left = transport.options.retry.max_resumes;
         let mut reader = BlobReader {
@@ -54,6 +58,7 @@ impl BlobReader {
             endpoint,
             url,
             digest,
+            expected,
             size,
             offset: 0,
             hasher: Some(hasher),
@@ -67,7 +72,7 @@ impl BlobReader {
     }
 
     /// The digest being verified.
-    pub fn digest(&self) -> &Digest {
+    pub fn digest(&self) -> &BlobDigest {
         &self.digest
     }
 
@@ -192,7 +197,7 @@ impl Read for BlobReader {
                     }
                     let mut seen = self.offset;
                     let verdict =
-                        verify_step(&mut self.hasher, &mut seen, &self.digest, self.size, &[]);
+                        verify_step(&mut self.hasher, &mut seen, &self.expected, self.size, &[]);
                     return match verdict {
                         Ok(()) => {
                             self.body = None;
@@ -206,7 +211,7 @@ impl Read for BlobReader {
                     if let Err(err) = verify_step(
                         &mut self.hasher,
                         &mut seen,
-                        &self.digest,
+                        &self.expected,
                         self.size,
                         &buf[..n],
                     ) {

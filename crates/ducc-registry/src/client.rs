@@ -4,9 +4,7 @@
 use std::io::Read;
 use std::sync::Arc;
 
-use oci_spec::image::{Descriptor, Digest};
-
-use oci_spec::image::ImageConfiguration;
+use oci_spec::image::Digest;
 
 use crate::blob::BlobReader;
 use crate::digest::{Hasher, sha256_digest};
@@ -18,8 +16,8 @@ use crate::manifest::{
 use crate::name::{Reference, Repository};
 use crate::options::ClientOptions;
 use crate::transport::{Access, Endpoint, Req};
-use ducc_oci::ImageRef;
 use ducc_oci::Platform;
+use ducc_oci::{BlobDigest, ConfigDigest, ImageRef};
 
 /// What [`Client::push_blob`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,7 +129,8 @@ impl Client {
         })
     }
 
-    /// Fetches, verifies and parses an image config blob.
+    /// Fetches, verifies and parses the image config blob `digest` of `size` bytes (as the
+    /// manifest's config descriptor gives them).
     ///
     /// # Errors
     /// Network and auth errors, [`ErrorKind::DigestMismatch`], [`ErrorKind::SizeMismatch`],
@@ -139,12 +138,11 @@ impl Client {
     pub fn fetch_config(
         &self,
         repository: &Repository,
-        descriptor: &Descriptor,
+        digest: &ConfigDigest,
+        size: u64,
     ) -> Result<FetchedConfig, Error> {
         let endpoint = self.inner.endpoint(repository);
-        let digest = descriptor.digest();
         let limit = self.inner.options.max_config_bytes;
-        let size = descriptor.size();
         if size > limit {
             return Err(endpoint.context(
                 Error::new(ErrorKind::TooLarge {
@@ -154,18 +152,14 @@ impl Client {
                 .with_request("GET", &endpoint.url(&format!("blobs/{digest}"))),
             ));
         }
-        let mut reader = self.open_blob(repository, digest, Some(size))?;
+        // A config is a blob like any other in the registry's blob store.
+        let blob = BlobDigest::from_sha256_bytes(*digest.sha256_bytes());
+        let mut reader = self.open_blob(repository, &blob, Some(size))?;
         let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
         reader
             .read_to_end(&mut bytes)
             .map_err(|e| blob_read_error(&endpoint, e))?;
-        let config: ImageConfiguration = serde_json::from_slice(&bytes)
-            .map_err(|e| endpoint.context(Error::new(ErrorKind::InvalidConfig).with_source(e)))?;
-        Ok(FetchedConfig {
-            bytes,
-            digest: digest.clone(),
-            config,
-        })
+        FetchedConfig::checked(bytes, *digest).map_err(|e| endpoint.context(e))
     }
 
     /// Opens a blob for streaming. The reader verifies size (when given) and digest as it goes
@@ -178,11 +172,11 @@ impl Client {
     pub fn open_blob(
         &self,
         repository: &Repository,
-        digest: &Digest,
+        digest: &BlobDigest,
         size: Option<u64>,
     ) -> Result<BlobReader, Error> {
         let endpoint = self.inner.endpoint(repository);
-        BlobReader::open(self.inner.clone(), endpoint, digest.clone(), size)
+        BlobReader::open(self.inner.clone(), endpoint, *digest, size)
     }
 
     /// All tags of a repository, following `Link` pagination.
@@ -209,9 +203,9 @@ impl Client {
     ///
     /// # Errors
     /// Network and auth errors; 404 is `Ok(false)`.
-    pub fn blob_exists(&self, repository: &Repository, digest: &Digest) -> Result<bool, Error> {
+    pub fn blob_exists(&self, repository: &Repository, digest: &BlobDigest) -> Result<bool, Error> {
         let endpoint = self.inner.endpoint(repository);
-        self.blob_exists_at(&endpoint, digest)
+        self.blob_exists_at(&endpoint, &Digest::from(digest))
     }
 
     /// Uploads a blob of known size from a reader, unless the registry has it already.
@@ -225,12 +219,12 @@ impl Client {
     pub fn push_blob(
         &self,
         repository: &Repository,
-        digest: &Digest,
+        digest: &BlobDigest,
         size: u64,
         data: &mut dyn Read,
     ) -> Result<BlobPush, Error> {
         let endpoint = self.inner.endpoint(repository);
-        crate::push::push_blob(&self.inner, &endpoint, digest, size, data, |d| {
+        crate::push::push_blob(&self.inner, &endpoint, &digest.into(), size, data, |d| {
             self.blob_exists_at(&endpoint, d)
         })
     }

@@ -11,10 +11,15 @@
 //! - Images are named by `ducc-oci`'s [`ducc_oci::ImageRef`], the one grammar of image names
 //!   ([`Client::fetch_manifest`] takes one); [`Repository`] and [`Reference`] are the parts a
 //!   request is made of ([`Repository::of`], [`Reference::of`]), for manifests that no image
-//!   name names ([`Client::fetch_manifest_at`]: an index entry by digest, a signature tag). Digests are [`oci_spec::image::Digest`] here (any algorithm the
-//!   registry uses); `ducc-oci`'s typed digests ([`ducc_oci::BlobDigest`],
-//!   [`ducc_oci::ConfigDigest`], [`ducc_oci::ManifestDigest`], ...) convert into it with `From`
-//!   and back with `TryFrom`.
+//!   name names ([`Client::fetch_manifest_at`]: an index entry by digest, a signature tag).
+//! - Digests: manifests are addressed through a [`Reference`], a tag or a digest of any
+//!   algorithm the client verifies (sha256, sha384, sha512: an image may be pinned
+//!   `@sha512:...`), as an [`oci_spec::image::Digest`]. Blobs (layers, configs) are addressed
+//!   by `ducc-oci`'s sha256-only typed digests ([`ducc_oci::BlobDigest`],
+//!   [`ducc_oci::ConfigDigest`]): [`Client::open_blob`], [`Client::blob_exists`],
+//!   [`Client::push_blob`], [`Client::fetch_config`] and [`BlobReader::digest`], since the
+//!   repository layout names them by sha256 hex; a descriptor of another algorithm fails to
+//!   convert (`TryFrom`) before anything is downloaded.
 //! - [`Credentials`] come from explicit logins, `DUCC_AUTH_REGISTRIES` and docker's
 //!   `config.json`, read from an injectable [`Environment`].
 //!   [`output_login`] is the login that pushes thin images (a wish list's `user` with

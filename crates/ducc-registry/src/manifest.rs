@@ -3,7 +3,7 @@
 use oci_spec::image::{Descriptor, Digest, ImageConfiguration, ImageIndex, ImageManifest};
 
 use crate::error::{Error, ErrorKind};
-use ducc_oci::Platform;
+use ducc_oci::{ConfigDigest, Platform};
 
 /// The manifest media types this client accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -102,6 +102,35 @@ pub struct FetchedManifest {
 }
 
 impl FetchedManifest {
+    /// A manifest document read from somewhere else than a registry (an image source in memory
+    /// or on disk), checked as a fetched one is: parsed (its kind from its `mediaType` or
+    /// shape), its digest the sha256 of `bytes`.
+    ///
+    /// # Errors
+    /// As parsing a served manifest: [`ErrorKind::InvalidManifest`],
+    /// [`ErrorKind::UnsupportedMediaType`], [`ErrorKind::AmbiguousManifest`].
+    pub fn checked(bytes: Vec<u8>) -> Result<Self, Error> {
+        let (media_type, manifest) = parse_manifest(&bytes, None)?;
+        Ok(FetchedManifest {
+            digest: crate::digest::sha256_digest(&bytes),
+            bytes,
+            media_type,
+            manifest,
+            index_digest: None,
+            platform: None,
+        })
+    }
+
+    /// This manifest as the entry for `platform` of the index whose digest is `index_digest`
+    /// (what [`crate::Client::fetch_manifest`] returns for a platform chosen from an index).
+    pub fn chosen_from(self, index_digest: Digest, platform: Platform) -> Self {
+        FetchedManifest {
+            index_digest: Some(index_digest),
+            platform: Some(platform),
+            ..self
+        }
+    }
+
     /// The exact bytes served (what the digest is computed over).
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
@@ -158,18 +187,40 @@ impl FetchedManifest {
 #[derive(Debug, Clone)]
 pub struct FetchedConfig {
     pub(crate) bytes: Vec<u8>,
-    pub(crate) digest: Digest,
+    pub(crate) digest: ConfigDigest,
     pub(crate) config: ImageConfiguration,
 }
 
 impl FetchedConfig {
+    /// A config read from somewhere else than a registry (an image source in memory or on
+    /// disk), checked as a fetched one is: `bytes` must hash to `digest` and parse as a config.
+    ///
+    /// # Errors
+    /// [`ErrorKind::DigestMismatch`], [`ErrorKind::InvalidConfig`].
+    pub fn checked(bytes: Vec<u8>, digest: ConfigDigest) -> Result<Self, Error> {
+        let actual = ConfigDigest::of(&bytes);
+        if actual != digest {
+            return Err(Error::new(ErrorKind::DigestMismatch {
+                expected: digest.to_string(),
+                actual: actual.to_string(),
+            }));
+        }
+        let config: ImageConfiguration = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::new(ErrorKind::InvalidConfig).with_source(e))?;
+        Ok(FetchedConfig {
+            bytes,
+            digest,
+            config,
+        })
+    }
+
     /// The exact bytes served.
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
     }
 
     /// The config digest (the image ID).
-    pub fn digest(&self) -> &Digest {
+    pub fn digest(&self) -> &ConfigDigest {
         &self.digest
     }
 

@@ -188,6 +188,15 @@ pub fn parse_digest(text: &str) -> Result<Digest, Error> {
         .map_err(|_| Error::invalid_input("digest", text))
 }
 
+/// The typed blob digest of a descriptor's digest: blobs are addressed by sha256 only.
+pub(crate) fn blob_digest(digest: &Digest) -> Result<ducc_oci::BlobDigest, Error> {
+    ducc_oci::BlobDigest::try_from(digest).map_err(|_| {
+        Error::new(crate::error::ErrorKind::UnsupportedDigest {
+            algorithm: digest.algorithm().to_string(),
+        })
+    })
+}
+
 fn check_tag(tag: &str) -> Result<(), Error> {
     ImageRef::check_plain_tag(tag).map_err(|_| Error::invalid_input("tag", tag))
 }

@@ -281,8 +281,9 @@ impl Client {
             ));
         }
         budget.0 -= descriptor.size();
-        let mut reader =
-            self.open_blob(repository, descriptor.digest(), Some(descriptor.size()))?;
+        let digest =
+            crate::name::blob_digest(descriptor.digest()).map_err(|e| endpoint.context(e))?;
+        let mut reader = self.open_blob(repository, &digest, Some(descriptor.size()))?;
         let mut bytes = Vec::new();
         reader
             .read_to_end(&mut bytes)

@@ -1,6 +1,6 @@
 //! Pushing a thin image with the registry client, and the push credentials.
 
-use ducc_oci::ManifestDigest;
+use ducc_oci::{BlobDigest, ManifestDigest};
 use ducc_registry::oci_spec::image::Digest;
 use ducc_registry::{BlobPush, Client, ErrorKind, ManifestSelection, Reference, Repository};
 
@@ -133,13 +133,10 @@ impl<'r> Target<'r> {
     ) -> Result<u8, ThinError> {
         let mut blobs_uploaded = 0;
         let blobs = [
+            (image.layer.digest, &image.layer.bytes, "layer"),
+            // A config is a blob like any other in the registry's blob store.
             (
-                Digest::from(image.layer.digest),
-                &image.layer.bytes,
-                "layer",
-            ),
-            (
-                Digest::from(image.config.digest),
+                BlobDigest::from_sha256_bytes(*image.config.digest.sha256_bytes()),
                 &image.config.bytes,
                 "config",
             ),
@@ -183,7 +180,7 @@ impl<'r> Target<'r> {
 fn push_blob(
     client: &Client,
     repository: &Repository,
-    digest: &Digest,
+    digest: &BlobDigest,
     bytes: &[u8],
 ) -> Result<BlobPush, ducc_registry::Error> {
     client.push_blob(repository, digest, bytes.len() as u64, &mut &bytes[..])

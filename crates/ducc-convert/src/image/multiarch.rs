@@ -32,11 +32,12 @@ impl Job<'_> {
             )]
         };
         let repository = Repository::of(input);
-        let fetched = match self
-            .engine
-            .client
-            .fetch_manifest(input, &ManifestSelection::Index)
-            .with_context(|| format!("cannot fetch the manifest of {input}"))
+        let fetched = match crate::source::fetch_image_manifest(
+            &*self.engine.source,
+            input,
+            &ManifestSelection::Index,
+        )
+        .with_context(|| format!("cannot fetch the manifest of {input}"))
         {
             Ok(fetched) => fetched,
             Err(e) => return failed(Step::Manifest, e),
@@ -87,8 +88,8 @@ impl Job<'_> {
                     .map_err(at(Step::Manifest))?;
                 let fetched = self
                     .engine
-                    .client
-                    .fetch_manifest_at(
+                    .source
+                    .fetch_manifest(
                         &repository,
                         &Reference::digest(descriptor.digest().clone()),
                         &ManifestSelection::Platform(platform.clone()),
@@ -243,10 +244,13 @@ impl Job<'_> {
             let source = match &platform_done.pending {
                 Some(pending) => &pending.source,
                 None => {
+                    let manifest_config = platform_done.manifest.config();
+                    let config_digest = ConfigDigest::try_from(manifest_config.digest())
+                        .map_err(|e| invalid!("{input} ({}): {e}", platform_done.platform))?;
                     let config = self
                         .engine
-                        .client
-                        .fetch_config(repository, platform_done.manifest.config())
+                        .source
+                        .fetch_config(repository, &config_digest, manifest_config.size())
                         .with_context(|| {
                             format!(
                                 "cannot fetch the config of {input} ({})",

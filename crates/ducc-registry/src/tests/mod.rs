@@ -14,7 +14,7 @@ use base64::Engine;
 use self::server::{Answer, Recorded, TestServer};
 use crate::digest::sha256_digest;
 use crate::*;
-use ducc_oci::{ImageRef, Scheme};
+use ducc_oci::{BlobDigest, ConfigDigest, ImageRef, Scheme};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -610,23 +610,28 @@ fn blob_content() -> Vec<u8> {
     (0..200_000u32).flat_map(|i| i.to_le_bytes()).collect()
 }
 
+/// A 206 answer with `content` from the start of `range` (`bytes=N-`) on.
+fn range_answer(content: &[u8], range: &str) -> Answer {
+    let start: usize = range
+        .trim_start_matches("bytes=")
+        .trim_end_matches('-')
+        .parse()
+        .unwrap();
+    Answer::new(206)
+        .header(
+            "Content-Range",
+            format!("bytes {start}-{}/{}", content.len() - 1, content.len()),
+        )
+        .body(content[start..].to_vec())
+}
+
 /// Serves the blob; the first full GET is cut after `cut` bytes; ranges are honoured when
 /// `ranges` is true.
 fn flaky_blob_server(content: Vec<u8>, cut: usize, ranges: bool) -> TestServer {
     let first = Arc::new(AtomicUsize::new(0));
     TestServer::start(move |req, _| {
         if let Some(range) = req.header("range").filter(|_| ranges) {
-            let start: usize = range
-                .trim_start_matches("bytes=")
-                .trim_end_matches('-')
-                .parse()
-                .unwrap();
-            return Answer::new(206)
-                .header(
-                    "Content-Range",
-                    format!("bytes {start}-{}/{}", content.len() - 1, content.len()),
-                )
-                .body(content[start..].to_vec());
+            return range_answer(&content, range);
         }
         let answer = Answer::new(200).body(content.clone());
         if first.fetch_add(1, Ordering::SeqCst) == 0 {
@@ -641,7 +646,7 @@ fn flaky_blob_server(content: Vec<u8>, cut: usize, ranges: bool) -> TestServer {
 fn interrupted_blob_resumes_with_range() {
     let content = blob_content();
     let server = flaky_blob_server(content.clone(), 300_000, true);
-    let digest = sha256_digest(&content);
+    let digest = BlobDigest::of(&content);
     let mut reader = client()
         .open_blob(&repo(&server, "a"), &digest, Some(content.len() as u64))
         .unwrap();
@@ -659,7 +664,7 @@ fn interrupted_blob_resumes_when_the_server_ignores_range() {
     let content = blob_content();
     let server = flaky_blob_server(content.clone(), 123_457, false);
     let mut reader = client()
-        .open_blob(&repo(&server, "a"), &sha256_digest(&content), None)
+        .open_blob(&repo(&server, "a"), &BlobDigest::of(&content), None)
         .unwrap();
     let mut out = Vec::new();
     reader.read_to_end(&mut out).unwrap();
@@ -673,17 +678,7 @@ fn stalled_blob_download_times_out_and_resumes() {
     let served = content.clone();
     let server = TestServer::start(move |req, _| {
         if let Some(range) = req.header("range") {
-            let start: usize = range
-                .trim_start_matches("bytes=")
-                .trim_end_matches('-')
-                .parse()
-                .unwrap();
-            return Answer::new(206)
-                .header(
-                    "Content-Range",
-                    format!("bytes {start}-{}/{}", served.len() - 1, served.len()),
-                )
-                .body(served[start..].to_vec());
+            return range_answer(&served, range);
         }
         let answer = Answer::new(200).body(served.clone());
         if first.fetch_add(1, Ordering::SeqCst) == 0 {
@@ -701,7 +696,7 @@ fn stalled_blob_download_times_out_and_resumes() {
     let mut reader = client
         .open_blob(
             &repo(&server, "a"),
-            &sha256_digest(&content),
+            &BlobDigest::of(&content),
             Some(content.len() as u64),
         )
         .unwrap();
@@ -743,7 +738,7 @@ fn interrupted_blob_without_resumes_fails_retryable() {
     let mut reader = client
         .open_blob(
             &repo(&server, "a"),
-            &sha256_digest(&content),
+            &BlobDigest::of(&content),
             Some(content.len() as u64),
         )
         .unwrap();
@@ -756,7 +751,7 @@ fn interrupted_blob_without_resumes_fails_retryable() {
 #[test]
 fn blob_with_wrong_content_fails_at_eof_and_keeps_failing() {
     let server = TestServer::start(|_, _| Answer::new(200).body(b"evil bytes".to_vec()));
-    let digest = sha256_digest(b"good bytes");
+    let digest = BlobDigest::of(b"good bytes");
     let mut reader = client()
         .open_blob(&repo(&server, "a"), &digest, Some(10))
         .unwrap();
@@ -776,7 +771,7 @@ fn blob_with_wrong_content_fails_at_eof_and_keeps_failing() {
 fn blob_longer_than_its_size_fails() {
     let server = TestServer::start(|_, _| Answer::new(200).body(vec![1u8; 100]));
     let mut reader = client()
-        .open_blob(&repo(&server, "a"), &sha256_digest(&[1u8; 100]), Some(50))
+        .open_blob(&repo(&server, "a"), &BlobDigest::of(&[1u8; 100]), Some(50))
         .unwrap();
     let err = reader.read_to_end(&mut Vec::new()).unwrap_err();
     assert!(matches!(
@@ -806,7 +801,7 @@ fn blob_redirect_to_another_host_carries_no_credentials() {
     let mut reader = client_with(creds)
         .open_blob(
             &repo(&registry, "a"),
-            &sha256_digest(&content),
+            &BlobDigest::of(&content),
             Some(content.len() as u64),
         )
         .unwrap();
@@ -825,7 +820,7 @@ fn redirect_target_errors_hide_signatures() {
     let registry =
         TestServer::start(move |_, _| Answer::new(307).header("Location", storage_url.clone()));
     let err = client()
-        .open_blob(&repo(&registry, "a"), &sha256_digest(b"x"), None)
+        .open_blob(&repo(&registry, "a"), &BlobDigest::of(b"x"), None)
         .unwrap_err();
     assert_eq!(err.kind(), &ErrorKind::Denied);
     assert!(
@@ -842,11 +837,13 @@ fn config_is_fetched_verified_and_typed() {
     let server = TestServer::start(move |_, _| Answer::new(200).body(served.clone()));
     let manifest: oci_spec::image::ImageManifest =
         serde_json::from_str(&image_manifest(&config, &[])).unwrap();
+    let descriptor = manifest.config();
+    let digest = ConfigDigest::try_from(descriptor.digest()).unwrap();
     let fetched = client()
-        .fetch_config(&repo(&server, "a"), manifest.config())
+        .fetch_config(&repo(&server, "a"), &digest, descriptor.size())
         .unwrap();
     assert_eq!(fetched.bytes(), &config[..]);
-    assert_eq!(fetched.digest(), &sha256_digest(&config));
+    assert_eq!(fetched.digest(), &ConfigDigest::of(&config));
     assert_eq!(
         fetched
             .config()
@@ -967,7 +964,7 @@ fn monolithic_push_sends_one_put_with_the_digest() {
     let outcome = client()
         .push_blob(
             &repo(&server, "p"),
-            &sha256_digest(&data),
+            &BlobDigest::of(&data),
             data.len() as u64,
             &mut &data[..],
         )
@@ -991,7 +988,7 @@ fn large_push_goes_in_chunks() {
     client
         .push_blob(
             &repo(&server, "p"),
-            &sha256_digest(&data),
+            &BlobDigest::of(&data),
             data.len() as u64,
             &mut &data[..],
         )
@@ -1012,7 +1009,7 @@ fn push_of_data_that_is_not_the_named_blob_is_refused() {
     let err = client
         .push_blob(
             &repo(&server, "p"),
-            &sha256_digest(b"something else"),
+            &BlobDigest::of(b"something else"),
             data.len() as u64,
             &mut &data[..],
         )
@@ -1034,7 +1031,7 @@ fn push_of_short_data_is_a_size_mismatch() {
     let err = client()
         .push_blob(
             &repo(&server, "p"),
-            &sha256_digest(&data),
+            &BlobDigest::of(&data),
             10,
             &mut &data[..],
         )
@@ -1061,7 +1058,12 @@ fn existing_blob_is_not_uploaded_again() {
         }
     });
     let outcome = client()
-        .push_blob(&repo(&server, "p"), &sha256_digest(b"x"), 1, &mut &b"x"[..])
+        .push_blob(
+            &repo(&server, "p"),
+            &BlobDigest::of(b"x"),
+            1,
+            &mut &b"x"[..],
+        )
         .unwrap();
     assert_eq!(outcome, BlobPush::AlreadyPresent);
     assert_eq!(server.requests().len(), 1);
@@ -1167,7 +1169,7 @@ fn upload_location_on_another_origin_is_refused_before_sending_anything() {
     let err = bob_at(&registry)
         .push_blob(
             &repo(&registry, "p"),
-            &sha256_digest(&data),
+            &BlobDigest::of(&data),
             data.len() as u64,
             &mut &data[..],
         )
@@ -1201,7 +1203,7 @@ fn upload_location_with_another_port_or_scheme_spelling_is_judged_by_origin() {
     let outcome = bob_at(&registry)
         .push_blob(
             &repo(&registry, "p"),
-            &sha256_digest(&data),
+            &BlobDigest::of(&data),
             data.len() as u64,
             &mut &data[..],
         )
@@ -1285,14 +1287,8 @@ fn oversized_config_is_refused_before_download() {
             .retry(fast_retries())
             .max_config_bytes(10),
     );
-    let config = oci_spec::image::DescriptorBuilder::default()
-        .media_type(oci_spec::image::MediaType::ImageConfig)
-        .digest(sha256_digest(b"{}"))
-        .size(11u64)
-        .build()
-        .unwrap();
     let err = client
-        .fetch_config(&repo(&server, "a"), &config)
+        .fetch_config(&repo(&server, "a"), &ConfigDigest::of(b"{}"), 11)
         .unwrap_err();
     assert!(
         matches!(
