@@ -489,7 +489,7 @@ impl Engine {
         let mut tags: Vec<String> = self
             .source
             .list_tags(&repository)
-            .map_err(|e| ConvertError::from(e).context(format!("cannot list the tags of {input}")))?
+            .map_err(|e| e.context(format!("cannot list the tags of {input}")))?
             .into_iter()
             .filter(|tag| glob.matches(tag))
             .collect();

@@ -285,9 +285,14 @@ fn multi_platform() -> (
 ) {
     let [a, b, c] = layers_abc();
     let mut source = InMemorySource::default();
-    let (amd64, _) = source.add_image(REPOSITORY, None, &[a.clone()], "linux/amd64");
-    let (arm64, _) = source.add_image(REPOSITORY, None, &[b.clone()], "linux/arm64");
-    let (attestation, _) = source.add_image(REPOSITORY, None, &[c.clone()], "unknown/unknown");
+    let (amd64, _) = source.add_image(REPOSITORY, None, std::slice::from_ref(&a), "linux/amd64");
+    let (arm64, _) = source.add_image(REPOSITORY, None, std::slice::from_ref(&b), "linux/arm64");
+    let (attestation, _) = source.add_image(
+        REPOSITORY,
+        None,
+        std::slice::from_ref(&c),
+        "unknown/unknown",
+    );
     source.add_index(
         REPOSITORY,
         "1",
@@ -375,7 +380,7 @@ fn a_blob_addressed_by_another_algorithm_than_sha256_fails_before_any_download()
     let sha512 = format!("sha512:{}", "ab".repeat(64));
     let [a, ..] = layers_abc();
     let mut source = InMemorySource::default();
-    let (_, config) = source.add_image(REPOSITORY, None, &[a.clone()], "linux/amd64");
+    let (_, config) = source.add_image(REPOSITORY, None, std::slice::from_ref(&a), "linux/amd64");
     let descriptor = |media_type: &str, digest: &str| serde_json::json!({"mediaType": media_type, "digest": digest, "size": 10});
     let config_type = "application/vnd.oci.image.config.v1+json";
     let cases = [
