@@ -1,5 +1,5 @@
 //! The content-addressed blob cache of a run: each blob is downloaded at most once, verified while
-//! it streams (the registry client checks size and digest at the end), and only then renamed into
+//! it streams (the image source checks size and digest at the end), and only then renamed into
 //! `<dir>/sha256/<hex>`, so a file there is always a whole, verified blob.
 //!
 //! A blob still downloading can be read as it arrives ([`BlobCache::follow`]): the reader gets

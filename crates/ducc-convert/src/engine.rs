@@ -1,11 +1,10 @@
-//! The engine: set up once with a publisher, registry access and settings; converts one image,
-//! or every image of a wish list, into the repository.
+//! The engine: set up once with a publisher, an image source (the registry) and settings;
+//! converts one image, or every image of a wish list, into the repository.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::source::ImageSource;
 use ducc_cvmfs::{Layout, OverlaySupport, Publisher, RefreshPoint};
 use ducc_oci::{ImageRef, RepositoryName};
 use ducc_registry::{Client, ClientOptions, Credentials, Environment, Login, Repository};
@@ -17,6 +16,7 @@ use crate::cache::BlobCache;
 use crate::error::{ConvertError, ErrorKind, ImageFailure, Step};
 use crate::events::{EndStatus, Event, EventSink, LeaseWaits, NoEvents};
 use crate::settings::Settings;
+use crate::source::ImageSource;
 
 /// Asks a running conversion to stop: it stops between steps (and inside long extractions), and
 /// the transaction it has open is aborted. Cheap to clone; all clones share one flag.

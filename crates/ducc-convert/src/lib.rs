@@ -2,7 +2,9 @@
 //! repository, as `ducc convert` does it, for any program.
 //!
 //! An [`Engine`] is set up once with a publisher (where the repository is written: a local
-//! directory, or `cvmfs_server` transactions), registry credentials and [`Settings`]. For each
+//! directory, or `cvmfs_server` transactions), registry credentials and [`Settings`]; it reads
+//! images through an [`ImageSource`] (the registry client, or any other through
+//! [`EngineBuilder::source`]). For each
 //! image it fetches the manifest and config, skips the image when its marker records the same
 //! config, downloads the layer blobs into a [`BlobCache`] (ahead of the decoding), decodes each
 //! layer once into its layer directory and onto the flat root filesystem, sets the public

@@ -68,8 +68,8 @@ impl Pull<'_> {
         let image_manifest = manifest.image_manifest().ok_or_else(|| {
             invalid!("{whole}: the registry answered with an index, not an image manifest")
         })?;
-        let config_digest = ducc_oci::ConfigDigest::try_from(image_manifest.config().digest())
-            .map_err(|e| invalid!("{whole}: {e}"))?;
+        let config_digest = crate::layers::check_blob_digests(image_manifest)
+            .map_err(|e| e.context(whole.clone()))?;
         let config = self
             .client
             .fetch_config(&repository, &config_digest, image_manifest.config().size())
