@@ -4,13 +4,13 @@
 //! image is up to date. The source records every read, so each test asserts what was fetched.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use ducc_cvmfs::{LocalPublisher, RepositoryState};
 use ducc_oci::{BlobDigest, ConfigDigest, ImageRef, RepositoryName};
 
 use crate::source::memory::{InMemorySource, TAR, TestLayer};
-use crate::{Engine, ImageResult, Outcome, Settings, Step, StopToken};
+use crate::{Engine, Event, EventSink, ImageResult, Outcome, Settings, Step, StopToken};
 
 const REPOSITORY: &str = "library/app";
 
@@ -22,9 +22,19 @@ fn image(tag: &str) -> ImageRef {
 /// at a time (so the order of fetches is the order of scheduling), without thin images or
 /// podman store.
 fn engine(source: &Arc<InMemorySource>, root: &Path, settings: Settings) -> Engine {
+    recording_engine(source, root, settings).0
+}
+
+/// [`engine`], with the layer directories it writes recorded.
+fn recording_engine(
+    source: &Arc<InMemorySource>,
+    root: &Path,
+    settings: Settings,
+) -> (Engine, Arc<LayerEvents>) {
     let repo = RepositoryName::parse("test.example.org").expect("a valid name");
     let publisher = LocalPublisher::open(root, &repo).expect("a local repository");
-    Engine::builder(Box::new(publisher), repo)
+    let events = Arc::new(LayerEvents::default());
+    let engine = Engine::builder(Box::new(publisher), repo)
         .settings(
             settings
                 .scratch_dir(&root.join("scratch"))
@@ -33,8 +43,35 @@ fn engine(source: &Arc<InMemorySource>, root: &Path, settings: Settings) -> Engi
                 .skip_podman(true),
         )
         .source(Arc::clone(source) as Arc<dyn crate::ImageSource>)
+        .events(Arc::clone(&events) as Arc<dyn EventSink>)
         .build()
-        .expect("an engine")
+        .expect("an engine");
+    (engine, events)
+}
+
+/// The layer directories an engine wrote ([`Event::LayerUnpack`]) and found written inside
+/// their lease ([`Event::LayerFound`]), in order.
+#[derive(Default)]
+struct LayerEvents {
+    unpacked: Mutex<Vec<String>>,
+    found: Mutex<Vec<String>>,
+}
+
+impl EventSink for LayerEvents {
+    fn event(&self, event: &Event) {
+        match event {
+            Event::LayerUnpack { layer, .. } => {
+                self.unpacked
+                    .lock()
+                    .expect("not poisoned")
+                    .push(layer.clone());
+            }
+            Event::LayerFound { layer, .. } => {
+                self.found.lock().expect("not poisoned").push(layer.clone());
+            }
+            _ => {}
+        }
+    }
 }
 
 fn convert(engine: &Engine, image: &ImageRef) -> Vec<ImageResult> {
@@ -100,9 +137,15 @@ fn planning_writes_a_layer_listed_twice_once_and_leaves_foreign_layers_out() {
     );
     let source = Arc::new(source);
     let root = tempfile::tempdir().expect("a temporary directory");
-    let engine = engine(&source, root.path(), Settings::new());
+    let (engine, events) = recording_engine(&source, root.path(), Settings::new());
 
     assert_eq!(converted(convert(&engine, &image("1"))), written(2, true));
+    // a is written where it first appears, and not tried again (found in its lease).
+    assert_eq!(
+        *events.unpacked.lock().expect("not poisoned"),
+        [a.digest().to_string(), b.digest().to_string()]
+    );
+    assert!(events.found.lock().expect("not poisoned").is_empty());
     // The source does not have the foreign blob: asking for it would have failed.
     assert_eq!(
         sorted(source.reads().blobs),
