@@ -159,7 +159,7 @@ impl Client {
         reader
             .read_to_end(&mut bytes)
             .map_err(|e| blob_read_error(&endpoint, e))?;
-        FetchedConfig::checked(bytes, *digest).map_err(|e| endpoint.context(e))
+        FetchedConfig::parse(bytes, *digest).map_err(|e| endpoint.context(e))
     }
 
     /// Opens a blob for streaming. The reader verifies size (when given) and digest as it goes

@@ -205,6 +205,11 @@ impl FetchedConfig {
                 actual: actual.to_string(),
             }));
         }
+        FetchedConfig::parse(bytes, digest)
+    }
+
+    /// A config whose bytes were verified against `digest` as they were read, parsed.
+    pub(crate) fn parse(bytes: Vec<u8>, digest: ConfigDigest) -> Result<Self, Error> {
         let config: ImageConfiguration = serde_json::from_slice(&bytes)
             .map_err(|e| Error::new(ErrorKind::InvalidConfig).with_source(e))?;
         Ok(FetchedConfig {

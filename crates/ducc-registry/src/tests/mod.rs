@@ -1280,6 +1280,43 @@ fn oversized_manifest_is_refused_naming_what_is_too_big() {
 }
 
 #[test]
+fn a_config_from_elsewhere_is_checked_against_its_digest() {
+    let config =
+        br#"{"architecture":"arm64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#
+            .to_vec();
+    let checked = FetchedConfig::checked(config.clone(), ConfigDigest::of(&config)).unwrap();
+    assert_eq!(checked.config().architecture().to_string(), "arm64");
+    assert_eq!(checked.digest(), &ConfigDigest::of(&config));
+    let err = FetchedConfig::checked(config, ConfigDigest::of(b"other")).unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::DigestMismatch { .. }),
+        "{err}"
+    );
+    let err = FetchedConfig::checked(b"[]".to_vec(), ConfigDigest::of(b"[]")).unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::InvalidConfig, "{err}");
+}
+
+#[test]
+fn a_manifest_from_elsewhere_is_parsed_with_its_sha256_and_may_be_chosen_from_an_index() {
+    let body = image_manifest(b"{}", &[]);
+    let checked = FetchedManifest::checked(body.clone().into_bytes()).unwrap();
+    assert_eq!(checked.digest(), &sha256_digest(body.as_bytes()));
+    assert!(checked.image_manifest().is_some());
+    assert_eq!((checked.index_digest(), checked.platform()), (None, None));
+    let index = sha256_digest(b"index");
+    let arm64: ducc_oci::Platform = "linux/arm64".parse().unwrap();
+    let chosen = checked.chosen_from(index.clone(), arm64.clone());
+    assert_eq!(chosen.index_digest(), Some(&index));
+    assert_eq!(chosen.platform(), Some(&arm64));
+    let err =
+        FetchedManifest::checked(br#"{"schemaVersion":1,"fsLayers":[]}"#.to_vec()).unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::UnsupportedMediaType { .. }),
+        "{err}"
+    );
+}
+
+#[test]
 fn oversized_config_is_refused_before_download() {
     let server = TestServer::start(|_, _| Answer::new(500));
     let client = Client::new(
