@@ -22,7 +22,7 @@ fn p(s: &str) -> RepoPath {
     RepoPath::new(s).unwrap()
 }
 
-fn repo() -> RepositoryName {
+fn repo_name() -> RepositoryName {
     RepositoryName::parse("test.repo").unwrap()
 }
 
@@ -104,17 +104,75 @@ fn staging_entries(root: &Path) -> Vec<String> {
     names
 }
 
-/// Publishes `a/` with one file, so tests have an old tree to keep or replace.
-fn publish_old_tree(publisher: &LocalPublisher) {
-    let mut tx = publisher.begin(&p("a")).unwrap();
+/// Ingests a tar of `entries` (as [`tar_of`] takes them) at `path`, without a catalog.
+fn ingest(tx: &mut dyn Transaction, path: &str, entries: &[(&str, &str)]) {
     tx.ingest_tar(
-        &p("a/layer"),
-        &mut &tar_of(&[("f", "old")])[..],
+        &p(path),
+        &mut &tar_of(entries)[..],
         IngestOptions::default(),
     )
     .unwrap();
+}
+
+/// Ingest options that mark the directory as a nested catalog.
+fn with_catalog() -> IngestOptions {
+    IngestOptions {
+        catalog: true,
+        ..Default::default()
+    }
+}
+
+/// Publishes `a/` with one file, so tests have an old tree to keep or replace.
+fn publish_old_tree(publisher: &LocalPublisher) {
+    let mut tx = publisher.begin(&p("a")).unwrap();
+    ingest(&mut *tx, "a/layer", &[("f", "old")]);
     tx.write_file(&p("a/meta.json"), &mut &b"{}"[..]).unwrap();
     tx.commit().unwrap();
+}
+
+/// A repository `test.repo` under a temporary root.
+struct Repo {
+    root: tempfile::TempDir,
+    publisher: LocalPublisher,
+}
+
+impl Repo {
+    /// Opens the repository under `root`, finishing or cleaning what dead processes left.
+    fn open(root: tempfile::TempDir) -> Self {
+        let publisher = LocalPublisher::open(root.path(), &repo_name()).unwrap();
+        Self { root, publisher }
+    }
+
+    /// An empty repository.
+    fn empty() -> Self {
+        Self::open(tempfile::tempdir().unwrap())
+    }
+
+    /// A repository holding [`old_tree`].
+    fn with_old_tree() -> Self {
+        let repo = Self::empty();
+        publish_old_tree(&repo.publisher);
+        repo
+    }
+
+    /// The published tree (see [`tree`]).
+    fn tree(&self) -> BTreeMap<String, String> {
+        tree(self.publisher.repository_dir())
+    }
+
+    /// Leaves the staging of a dead commit whose journal is `journal`; returns its directory.
+    fn dead_commit(&self, journal: &str) -> PathBuf {
+        let dead = self.root.path().join(".ducc/test.repo/staging/tx-dead");
+        fs::create_dir_all(&dead).unwrap();
+        fs::write(dead.join("journal"), journal).unwrap();
+        dead
+    }
+
+    /// Asserts that `want` is published and no staging is left behind.
+    fn assert_published(&self, want: &BTreeMap<String, String>) {
+        assert_eq!(&self.tree(), want);
+        assert!(staging_entries(self.root.path()).is_empty());
+    }
 }
 
 fn old_tree() -> BTreeMap<String, String> {
@@ -128,93 +186,69 @@ fn old_tree() -> BTreeMap<String, String> {
 
 #[test]
 fn commit_publishes_ingested_trees_files_and_symlinks() {
-    let root = tempfile::tempdir().unwrap();
-    let publisher = LocalPublisher::open(root.path(), &repo()).unwrap();
-    let mut tx = publisher.begin(&p("x")).unwrap();
+    let repo = Repo::empty();
+    let mut tx = repo.publisher.begin(&p("x")).unwrap();
     let layer = tar_of(&[("etc/", ""), ("etc/motd", "hello"), ("link", "->etc/motd")]);
-    tx.ingest_tar(
-        &p("x/layerfs"),
-        &mut &layer[..],
-        IngestOptions {
-            catalog: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    tx.ingest_tar(&p("x/layerfs"), &mut &layer[..], with_catalog())
+        .unwrap();
     tx.write_file(&p("x/meta/info.json"), &mut &b"[1]"[..])
         .unwrap();
     tx.symlink(&p("x/latest"), Path::new("layerfs")).unwrap();
     // Nothing is visible before the commit.
-    assert!(tree(publisher.repository_dir()).is_empty());
+    assert!(repo.tree().is_empty());
     tx.commit().unwrap();
-    assert_eq!(
-        tree(publisher.repository_dir()),
-        expect(&[
-            ("x", "/"),
-            ("x/latest", "->layerfs"),
-            ("x/layerfs", "/"),
-            ("x/layerfs/.cvmfscatalog", ""),
-            ("x/layerfs/etc", "/"),
-            ("x/layerfs/etc/motd", "hello"),
-            ("x/layerfs/link", "->etc/motd"),
-            ("x/meta", "/"),
-            ("x/meta/info.json", "[1]"),
-        ])
-    );
-    let mode = fs::metadata(publisher.published_path(&p("x/meta/info.json")))
+    repo.assert_published(&expect(&[
+        ("x", "/"),
+        ("x/latest", "->layerfs"),
+        ("x/layerfs", "/"),
+        ("x/layerfs/.cvmfscatalog", ""),
+        ("x/layerfs/etc", "/"),
+        ("x/layerfs/etc/motd", "hello"),
+        ("x/layerfs/link", "->etc/motd"),
+        ("x/meta", "/"),
+        ("x/meta/info.json", "[1]"),
+    ]));
+    let mode = fs::metadata(repo.publisher.published_path(&p("x/meta/info.json")))
         .unwrap()
         .permissions()
         .mode();
     assert_eq!(mode & 0o7777, 0o644);
-    assert!(staging_entries(root.path()).is_empty());
 }
 
 #[test]
 fn abort_and_drop_leave_the_published_tree_as_it_was() {
-    let root = tempfile::tempdir().unwrap();
-    let publisher = LocalPublisher::open(root.path(), &repo()).unwrap();
-    publish_old_tree(&publisher);
+    let repo = Repo::with_old_tree();
     for explicit_abort in [true, false] {
-        let mut tx = publisher.begin(&p("a")).unwrap();
+        let mut tx = repo.publisher.begin(&p("a")).unwrap();
         tx.remove(&p("a/layer")).unwrap();
-        tx.ingest_tar(
-            &p("a/layer"),
-            &mut &tar_of(&[("f", "new")])[..],
-            IngestOptions::default(),
-        )
-        .unwrap();
+        ingest(&mut *tx, "a/layer", &[("f", "new")]);
         tx.write_file(&p("a/meta.json"), &mut &b"new"[..]).unwrap();
         if explicit_abort {
             tx.abort().unwrap();
         } else {
             drop(tx);
         }
-        assert_eq!(tree(publisher.repository_dir()), old_tree());
-        assert!(staging_entries(root.path()).is_empty());
+        repo.assert_published(&old_tree());
     }
 }
 
 #[test]
 fn a_published_directory_is_replaced_after_removing_it_in_the_same_transaction() {
-    let root = tempfile::tempdir().unwrap();
-    let publisher = LocalPublisher::open(root.path(), &repo()).unwrap();
-    publish_old_tree(&publisher);
-    let old_ino = fs::metadata(publisher.published_path(&p("a/layer")))
-        .unwrap()
-        .ino();
-    let mut tx = publisher.begin(&p("a")).unwrap();
+    let repo = Repo::with_old_tree();
+    let layer_ino = || {
+        fs::metadata(repo.publisher.published_path(&p("a/layer")))
+            .unwrap()
+            .ino()
+    };
+    let old_ino = layer_ino();
+    let mut tx = repo.publisher.begin(&p("a")).unwrap();
     tx.remove(&p("a/layer")).unwrap();
-    tx.ingest_tar(
-        &p("a/layer"),
-        &mut &tar_of(&[("g", "new")])[..],
-        IngestOptions::default(),
-    )
-    .unwrap();
+    ingest(&mut *tx, "a/layer", &[("g", "new")]);
     tx.remove(&p("a/meta.json")).unwrap();
     tx.symlink(&p("a/meta.json"), Path::new("layer/g")).unwrap();
     tx.commit().unwrap();
     assert_eq!(
-        tree(publisher.repository_dir()),
+        repo.tree(),
         expect(&[
             ("a", "/"),
             ("a/layer", "/"),
@@ -222,26 +256,14 @@ fn a_published_directory_is_replaced_after_removing_it_in_the_same_transaction()
             ("a/meta.json", "->layer/g")
         ])
     );
-    assert_ne!(
-        fs::metadata(publisher.published_path(&p("a/layer")))
-            .unwrap()
-            .ino(),
-        old_ino
-    );
+    assert_ne!(layer_ino(), old_ino);
 }
 
 #[test]
 fn removing_inside_a_staged_tree_and_removing_missing_paths_work() {
-    let root = tempfile::tempdir().unwrap();
-    let publisher = LocalPublisher::open(root.path(), &repo()).unwrap();
-    publish_old_tree(&publisher);
-    let mut tx = publisher.begin(&p("")).unwrap();
-    tx.ingest_tar(
-        &p("b"),
-        &mut &tar_of(&[("keep", "k"), ("drop", "d")])[..],
-        IngestOptions::default(),
-    )
-    .unwrap();
+    let repo = Repo::with_old_tree();
+    let mut tx = repo.publisher.begin(&p("")).unwrap();
+    ingest(&mut *tx, "b", &[("keep", "k"), ("drop", "d")]);
     tx.remove(&p("b/drop")).unwrap();
     tx.write_file(&p("b/added"), &mut &b"+"[..]).unwrap();
     tx.remove(&p("never/there")).unwrap();
@@ -250,15 +272,13 @@ fn removing_inside_a_staged_tree_and_removing_missing_paths_work() {
     let mut want = old_tree();
     want.remove("a/meta.json");
     want.extend(expect(&[("b", "/"), ("b/keep", "k"), ("b/added", "+")]));
-    assert_eq!(tree(publisher.repository_dir()), want);
+    assert_eq!(repo.tree(), want);
 }
 
 #[test]
 fn refused_writes_name_the_path() {
-    let root = tempfile::tempdir().unwrap();
-    let publisher = LocalPublisher::open(root.path(), &repo()).unwrap();
-    publish_old_tree(&publisher);
-    let mut tx = publisher.begin(&p("a")).unwrap();
+    let repo = Repo::with_old_tree();
+    let mut tx = repo.publisher.begin(&p("a")).unwrap();
     let empty = tar_of(&[]);
     match tx.ingest_tar(&p("a/layer"), &mut &empty[..], IngestOptions::default()) {
         Err(PublishError::AlreadyExists { path }) => assert_eq!(path.as_str(), "a/layer"),
@@ -287,15 +307,13 @@ fn refused_writes_name_the_path() {
         other => panic!("{other:?}"),
     }
     tx.commit().unwrap();
-    assert_eq!(tree(publisher.repository_dir()), old_tree());
+    assert_eq!(repo.tree(), old_tree());
 }
 
 #[test]
 fn a_malformed_tar_fails_the_ingest_and_publishes_nothing() {
-    let root = tempfile::tempdir().unwrap();
-    let publisher = LocalPublisher::open(root.path(), &repo()).unwrap();
-    publish_old_tree(&publisher);
-    let mut tx = publisher.begin(&p("a")).unwrap();
+    let repo = Repo::with_old_tree();
+    let mut tx = repo.publisher.begin(&p("a")).unwrap();
     let mut broken = tar_of(&[("f", "some content")]);
     broken[150] ^= 0xff; // corrupts the header checksum field
     match tx.ingest_tar(&p("a/new"), &mut &broken[..], IngestOptions::default()) {
@@ -309,21 +327,20 @@ fn a_malformed_tar_fails_the_ingest_and_publishes_nothing() {
         other => panic!("{other:?}"),
     }
     drop(tx);
-    assert_eq!(tree(publisher.repository_dir()), old_tree());
+    assert_eq!(repo.tree(), old_tree());
 }
 
 #[test]
 fn transactions_on_disjoint_leases_are_open_at_once() {
-    let root = tempfile::tempdir().unwrap();
-    let publisher = LocalPublisher::open(root.path(), &repo()).unwrap();
-    let mut one = publisher.begin(&p("x/one")).unwrap();
-    let mut two = publisher.begin(&p("x/two")).unwrap();
+    let repo = Repo::empty();
+    let mut one = repo.publisher.begin(&p("x/one")).unwrap();
+    let mut two = repo.publisher.begin(&p("x/two")).unwrap();
     one.write_file(&p("x/one/f"), &mut &b"1"[..]).unwrap();
     two.write_file(&p("x/two/f"), &mut &b"2"[..]).unwrap();
     two.commit().unwrap();
     one.commit().unwrap();
     assert_eq!(
-        tree(publisher.repository_dir()),
+        repo.tree(),
         expect(&[
             ("x", "/"),
             ("x/one", "/"),
@@ -396,18 +413,13 @@ fn kill_9(child: &mut ChildGuard) {
 fn child_process() {
     let root = PathBuf::from(std::env::var_os("DUCC_CVMFS_CHILD_ROOT").unwrap());
     let mode = std::env::var("DUCC_CVMFS_CHILD_MODE").unwrap();
-    let publisher = LocalPublisher::open(&root, &repo()).unwrap();
+    let publisher = LocalPublisher::open(&root, &repo_name()).unwrap();
     match mode.as_str() {
         // Rewrites `a/` and then either hangs before commit or commits (pausing mid-way when asked).
         "rewrite-and-hang" | "rewrite-and-commit" => {
             let mut tx = publisher.begin(&p("a")).unwrap();
             tx.remove(&p("a/layer")).unwrap();
-            tx.ingest_tar(
-                &p("a/layer"),
-                &mut &tar_of(&[("f", "new")])[..],
-                IngestOptions::default(),
-            )
-            .unwrap();
+            ingest(&mut *tx, "a/layer", &[("f", "new")]);
             tx.write_file(&p("a/meta.json"), &mut &b"new"[..]).unwrap();
             if mode == "rewrite-and-hang" {
                 println!("ready");
@@ -436,7 +448,7 @@ fn child_process() {
 #[test]
 fn a_process_killed_mid_transaction_leaves_the_old_tree_and_its_staging_is_cleaned() {
     let root = tempfile::tempdir().unwrap();
-    publish_old_tree(&LocalPublisher::open(root.path(), &repo()).unwrap());
+    publish_old_tree(&LocalPublisher::open(root.path(), &repo_name()).unwrap());
     let mut child = spawn_child(root.path(), "rewrite-and-hang", None);
     wait_for(&mut child, "ready");
     assert!(
@@ -444,20 +456,19 @@ fn a_process_killed_mid_transaction_leaves_the_old_tree_and_its_staging_is_clean
         "the child stages its writes"
     );
     // A second process opening meanwhile must not take the live staging for a dead one.
-    LocalPublisher::open(root.path(), &repo()).unwrap();
+    LocalPublisher::open(root.path(), &repo_name()).unwrap();
     assert_eq!(staging_entries(root.path()).len(), 2, "live staging kept");
     kill_9(&mut child);
-    let publisher = LocalPublisher::open(root.path(), &repo()).unwrap();
-    assert_eq!(tree(publisher.repository_dir()), old_tree());
-    assert!(staging_entries(root.path()).is_empty());
+    let repo = Repo::open(root);
+    repo.assert_published(&old_tree());
     // The dead process's lease is free again.
-    publisher.begin(&p("a")).unwrap().commit().unwrap();
+    repo.publisher.begin(&p("a")).unwrap().commit().unwrap();
 }
 
 #[test]
 fn a_process_killed_mid_commit_has_its_commit_finished_at_the_next_open() {
     let root = tempfile::tempdir().unwrap();
-    publish_old_tree(&LocalPublisher::open(root.path(), &repo()).unwrap());
+    publish_old_tree(&LocalPublisher::open(root.path(), &repo_name()).unwrap());
     // Ops: remove a/layer, replace a/layer, replace a/meta.json; stop after the second.
     let mut child = spawn_child(root.path(), "rewrite-and-commit", Some(1));
     wait_for(&mut child, "paused");
@@ -465,23 +476,19 @@ fn a_process_killed_mid_commit_has_its_commit_finished_at_the_next_open() {
     let half = tree(&root.path().join("test.repo"));
     assert_eq!(half.get("a/layer/f").map(String::as_str), Some("new"));
     assert_eq!(half.get("a/meta.json").map(String::as_str), Some("{}"));
-    let publisher = LocalPublisher::open(root.path(), &repo()).unwrap();
-    assert_eq!(
-        tree(publisher.repository_dir()),
-        expect(&[
-            ("a", "/"),
-            ("a/layer", "/"),
-            ("a/layer/f", "new"),
-            ("a/meta.json", "new")
-        ])
-    );
-    assert!(staging_entries(root.path()).is_empty());
+    let repo = Repo::open(root);
+    repo.assert_published(&expect(&[
+        ("a", "/"),
+        ("a/layer", "/"),
+        ("a/layer/f", "new"),
+        ("a/meta.json", "new"),
+    ]));
 }
 
 #[test]
 fn two_processes_on_one_lease_never_interleave() {
     let root = tempfile::tempdir().unwrap();
-    LocalPublisher::open(root.path(), &repo()).unwrap();
+    LocalPublisher::open(root.path(), &repo_name()).unwrap();
     let mut children = [
         spawn_child(root.path(), "increment", None),
         spawn_child(root.path(), "increment", None),
@@ -496,12 +503,9 @@ fn two_processes_on_one_lease_never_interleave() {
 
 #[test]
 fn an_unreadable_journal_of_a_dead_commit_fails_the_open_naming_it() {
-    let root = tempfile::tempdir().unwrap();
-    LocalPublisher::open(root.path(), &repo()).unwrap();
-    let dead = root.path().join(".ducc/test.repo/staging/tx-dead");
-    fs::create_dir_all(&dead).unwrap();
-    fs::write(dead.join("journal"), "not json").unwrap();
-    match LocalPublisher::open(root.path(), &repo()) {
+    let repo = Repo::empty();
+    let dead = repo.dead_commit("not json");
+    match LocalPublisher::open(repo.root.path(), &repo_name()) {
         Err(PublishError::Journal { path, .. }) => assert_eq!(path, dead.join("journal")),
         other => panic!("{other:?}"),
     }
@@ -509,64 +513,45 @@ fn an_unreadable_journal_of_a_dead_commit_fails_the_open_naming_it() {
 
 #[test]
 fn a_dead_commit_whose_staged_entry_is_gone_skips_it_and_finishes_the_rest() {
-    let root = tempfile::tempdir().unwrap();
-    let publisher = LocalPublisher::open(root.path(), &repo()).unwrap();
-    publish_old_tree(&publisher);
-    let dead = root.path().join(".ducc/test.repo/staging/tx-dead");
-    fs::create_dir_all(&dead).unwrap();
-    let journal = r#"{"lease":"a","ops":[{"Replace":{"path":"a/gone","ino":1}},{"Remove":{"path":"a/meta.json"}}]}"#;
-    fs::write(dead.join("journal"), journal).unwrap();
-    let publisher = LocalPublisher::open(root.path(), &repo()).unwrap();
+    let repo = Repo::with_old_tree();
+    repo.dead_commit(
+        r#"{"lease":"a","ops":[{"Replace":{"path":"a/gone","ino":1}},{"Remove":{"path":"a/meta.json"}}]}"#,
+    );
+    let repo = Repo::open(repo.root);
     let mut want = old_tree();
     want.remove("a/meta.json");
-    assert_eq!(tree(publisher.repository_dir()), want);
-    assert!(staging_entries(root.path()).is_empty());
+    repo.assert_published(&want);
 }
 
 #[test]
 fn a_directory_filled_in_place_is_published_at_commit_with_its_catalog() {
-    let root = tempfile::tempdir().unwrap();
-    let publisher = LocalPublisher::open(root.path(), &repo()).unwrap();
-    publish_old_tree(&publisher);
-    let mut tx = publisher.begin(&p("a")).unwrap();
+    let repo = Repo::with_old_tree();
+    let mut tx = repo.publisher.begin(&p("a")).unwrap();
     tx.remove(&p("a/layer")).unwrap();
-    tx.fill_dir(
-        &p("a/layer"),
-        IngestOptions {
-            catalog: true,
-            ..Default::default()
-        },
-        &mut |dir, _| {
-            assert_eq!(fs::read_dir(dir)?.count(), 0, "the directory starts empty");
-            fs::create_dir(dir.join("etc"))?;
-            fs::write(dir.join("etc/motd"), "new")?;
-            Ok(())
-        },
-    )
+    tx.fill_dir(&p("a/layer"), with_catalog(), &mut |dir, _| {
+        assert_eq!(fs::read_dir(dir)?.count(), 0, "the directory starts empty");
+        fs::create_dir(dir.join("etc"))?;
+        fs::write(dir.join("etc/motd"), "new")?;
+        Ok(())
+    })
     .unwrap();
     // Nothing changes before the commit.
-    assert_eq!(tree(publisher.repository_dir()), old_tree());
+    assert_eq!(repo.tree(), old_tree());
     tx.commit().unwrap();
-    assert_eq!(
-        tree(publisher.repository_dir()),
-        expect(&[
-            ("a", "/"),
-            ("a/layer", "/"),
-            ("a/layer/.cvmfscatalog", ""),
-            ("a/layer/etc", "/"),
-            ("a/layer/etc/motd", "new"),
-            ("a/meta.json", "{}"),
-        ])
-    );
-    assert!(staging_entries(root.path()).is_empty());
+    repo.assert_published(&expect(&[
+        ("a", "/"),
+        ("a/layer", "/"),
+        ("a/layer/.cvmfscatalog", ""),
+        ("a/layer/etc", "/"),
+        ("a/layer/etc/motd", "new"),
+        ("a/meta.json", "{}"),
+    ]));
 }
 
 #[test]
 fn a_failing_fill_publishes_nothing_and_returns_its_error() {
-    let root = tempfile::tempdir().unwrap();
-    let publisher = LocalPublisher::open(root.path(), &repo()).unwrap();
-    publish_old_tree(&publisher);
-    let mut tx = publisher.begin(&p("a")).unwrap();
+    let repo = Repo::with_old_tree();
+    let mut tx = repo.publisher.begin(&p("a")).unwrap();
     let result = tx.fill_dir(&p("a/new"), IngestOptions::default(), &mut |dir, _| {
         fs::write(dir.join("half"), "written")?;
         Err("digest mismatch".into())
@@ -587,16 +572,13 @@ fn a_failing_fill_publishes_nothing_and_returns_its_error() {
     tx.commit().unwrap();
     let mut expected = old_tree();
     expected.insert("a/meta.json".into(), "{\"n\":1}".into());
-    assert_eq!(tree(publisher.repository_dir()), expected);
-    assert!(staging_entries(root.path()).is_empty());
+    repo.assert_published(&expected);
 }
 
 #[test]
 fn fill_refuses_an_existing_directory_and_paths_outside_the_lease() {
-    let root = tempfile::tempdir().unwrap();
-    let publisher = LocalPublisher::open(root.path(), &repo()).unwrap();
-    publish_old_tree(&publisher);
-    let mut tx = publisher.begin(&p("a")).unwrap();
+    let repo = Repo::with_old_tree();
+    let mut tx = repo.publisher.begin(&p("a")).unwrap();
     let mut never = |_: &Path, _| -> Result<(), FillError> { panic!("fill must not run") };
     assert!(matches!(
         tx.fill_dir(&p("a/layer"), IngestOptions::default(), &mut never),
