@@ -46,6 +46,17 @@ impl Repo {
         }
     }
 
+    /// A repository holding, with their markers, images tagged as their config's character,
+    /// with a layer per character of the string: `('1', "ab")` is tag `1`, config `1…`, layers `a…`, `b…`.
+    fn with_images(images: &[(char, &str)]) -> Repo {
+        let repo = Repo::new();
+        for (cfg, layers) in images {
+            let layers: Vec<LayerDigest> = layers.chars().map(layer).collect();
+            repo.image(&cfg.to_string(), config(*cfg), &layers, true);
+        }
+        repo
+    }
+
     fn write(&self, path: &RepoPath, content: &[u8]) {
         let mut tx = self.publisher.begin(path).unwrap();
         tx.write_file(path, &mut &content[..]).unwrap();
@@ -67,7 +78,7 @@ impl Repo {
                 self.write(&l.layerfs(digest).join("etc/file").unwrap(), &[7; 1000]);
                 self.write(&l.layer_info(digest), b"[]");
             }
-            crate::add_origin(&*self.publisher.group(), l, digest, &cfg).unwrap();
+            self.reuse(*digest, cfg);
         }
         let record = FlatRecord {
             config: cfg,
@@ -97,6 +108,12 @@ impl Repo {
         }
     }
 
+    /// What a conversion of `cfg` (on another node, say) does to a layer it shares: adds `cfg`
+    /// to the layer's origin.
+    fn reuse(&self, layer: LayerDigest, cfg: ConfigDigest) {
+        crate::add_origin(&*self.publisher.group(), &self.layout, &layer, &cfg).unwrap();
+    }
+
     fn at(&self, path: &RepoPath) -> std::path::PathBuf {
         self.publisher.published_path(path)
     }
@@ -107,6 +124,11 @@ impl Repo {
         let plan = plan_delete(&inventory, &names);
         assert!(plan.missing.is_empty(), "{:?}", plan.missing);
         delete_images(&self.publisher, &self.layout, &plan.images, &mut |_| {}).unwrap();
+    }
+
+    /// A gc without grace period, now.
+    fn gc_now(&self) -> GcReport {
+        self.gc(Duration::ZERO, SystemTime::now(), false)
     }
 
     fn gc(&self, grace: Duration, now: SystemTime, dry_run: bool) -> GcReport {
@@ -154,11 +176,9 @@ fn ids(pieces: &[Piece]) -> Vec<String> {
 
 #[test]
 fn shared_layers_survive_and_what_only_the_deleted_image_used_goes() {
-    let repo = Repo::new();
-    repo.image("1", config('1'), &[layer('a'), layer('b')], true);
-    repo.image("2", config('2'), &[layer('a'), layer('c')], true);
+    let repo = Repo::with_images(&[('1', "ab"), ('2', "ac")]);
     repo.delete(&["1"]);
-    let report = repo.gc(Duration::ZERO, SystemTime::now(), false);
+    let report = repo.gc_now();
     assert_eq!(ids(&report.removed), ["flat:1111", "layer:bbbb"]);
     assert!(report.removed.iter().all(|p| p.bytes > 0), "{report:?}");
     let l = &repo.layout;
@@ -178,7 +198,7 @@ fn shared_layers_survive_and_what_only_the_deleted_image_used_goes() {
     assert_eq!(origin.origin, [config('2').to_string()]);
     // Nothing waits, no record is left, and a second gc finds nothing.
     assert!(!repo.at(&l.gc_pending()).exists());
-    let again = repo.gc(Duration::ZERO, SystemTime::now(), false);
+    let again = repo.gc_now();
     assert!(
         again.removed.is_empty() && again.waiting.is_empty(),
         "{again:?}"
@@ -188,9 +208,7 @@ fn shared_layers_survive_and_what_only_the_deleted_image_used_goes() {
 
 #[test]
 fn pieces_wait_for_the_grace_period_counted_from_the_first_gc_that_found_them() {
-    let repo = Repo::new();
-    repo.image("1", config('1'), &[layer('a')], true);
-    repo.image("2", config('2'), &[layer('b')], true);
+    let repo = Repo::with_images(&[('1', "a"), ('2', "b")]);
     repo.delete(&["1"]);
     let t0 = SystemTime::now();
     let first = repo.gc(DAY, t0, false);
@@ -212,9 +230,7 @@ fn pieces_wait_for_the_grace_period_counted_from_the_first_gc_that_found_them() 
 
 #[test]
 fn a_dry_run_changes_nothing_and_plans_what_the_real_run_does() {
-    let repo = Repo::new();
-    repo.image("1", config('1'), &[layer('a'), layer('b')], true);
-    repo.image("2", config('2'), &[layer('a')], true);
+    let repo = Repo::with_images(&[('1', "ab"), ('2', "a")]);
     repo.delete(&["1"]);
     let before = repo.snapshot();
     let now = SystemTime::now();
@@ -235,8 +251,7 @@ fn a_dry_run_changes_nothing_and_plans_what_the_real_run_does() {
 
 #[test]
 fn a_layer_taken_into_use_again_while_waiting_starts_its_period_again() {
-    let repo = Repo::new();
-    repo.image("1", config('1'), &[layer('a')], true);
+    let repo = Repo::with_images(&[('1', "a")]);
     repo.delete(&["1"]);
     let t0 = SystemTime::now();
     assert_eq!(
@@ -244,13 +259,7 @@ fn a_layer_taken_into_use_again_while_waiting_starts_its_period_again() {
         ["flat:1111", "layer:aaaa"]
     );
     // Another node's conversion reuses the layer: its origin gains a config, no marker yet.
-    crate::add_origin(
-        &*repo.publisher.group(),
-        &repo.layout,
-        &layer('a'),
-        &config('9'),
-    )
-    .unwrap();
+    repo.reuse(layer('a'), config('9'));
     let report = repo.gc(DAY, t0 + 2 * DAY, false);
     assert_eq!(ids(&report.removed), ["flat:1111"]);
     assert_eq!(ids(&report.waiting), ["layer:aaaa"]);
@@ -269,7 +278,7 @@ fn an_image_with_a_link_but_no_marker_keeps_its_flat_tree_and_layers() {
     repo.image("1", config('1'), &[layer('a')], false);
     repo.image("2", config('2'), &[layer('b')], true);
     repo.delete(&["2"]);
-    let report = repo.gc(Duration::ZERO, SystemTime::now(), false);
+    let report = repo.gc_now();
     assert_eq!(ids(&report.removed), ["flat:2222", "layer:bbbb"]);
     assert!(repo.at(&repo.layout.layerfs(&layer('a'))).is_dir());
     assert!(repo.at(&repo.layout.flat_image(&config('1'))).is_dir());
@@ -278,9 +287,7 @@ fn an_image_with_a_link_but_no_marker_keeps_its_flat_tree_and_layers() {
 
 #[test]
 fn a_corrupt_marker_stops_the_gc_before_anything_is_removed() {
-    let repo = Repo::new();
-    repo.image("1", config('1'), &[layer('a')], true);
-    repo.image("2", config('2'), &[layer('b')], true);
+    let repo = Repo::with_images(&[('1', "a"), ('2', "b")]);
     repo.delete(&["1"]);
     let marker = repo.layout.marker_manifest(&name("2"));
     repo.write(&marker, b"{\"Config\": 12");
@@ -303,9 +310,7 @@ fn a_corrupt_marker_stops_the_gc_before_anything_is_removed() {
 
 #[test]
 fn deleting_removes_markers_and_links_and_leaves_content() {
-    let repo = Repo::new();
-    repo.image("1", config('1'), &[layer('a')], true);
-    repo.image("2", config('2'), &[layer('a')], true);
+    let repo = Repo::with_images(&[('1', "a"), ('2', "a")]);
     repo.delete(&["1"]);
     let l = &repo.layout;
     assert!(std::fs::symlink_metadata(repo.at(&l.public_link(&name("1")))).is_err());
@@ -329,14 +334,13 @@ fn deleting_removes_markers_and_links_and_leaves_content() {
 
 #[test]
 fn a_gc_waits_for_the_conversions_of_its_host() {
-    let repo = Repo::new();
-    repo.image("1", config('1'), &[layer('a')], true);
+    let repo = Repo::with_images(&[('1', "a")]);
     repo.delete(&["1"]);
     let converting = repo.publisher.gc_lock(GcLock::Convert).unwrap();
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     std::thread::scope(|scope| {
         scope.spawn(|| {
-            let report = repo.gc(Duration::ZERO, SystemTime::now(), false);
+            let report = repo.gc_now();
             done_tx.send(report).unwrap();
         });
         assert!(
@@ -407,8 +411,7 @@ fn a_gc_of_one_subdir_leaves_the_podman_images_of_the_others() {
 
 #[test]
 fn a_layer_another_node_takes_into_use_during_the_sweep_is_kept() {
-    let repo = Repo::new();
-    repo.image("1", config('1'), &[layer('a')], true);
+    let repo = Repo::with_images(&[('1', "a")]);
     repo.delete(&["1"]);
     let options = GcOptions::new(Duration::ZERO);
     // Between the flat trees' transaction and the layers' one, a conversion on another node
@@ -416,13 +419,7 @@ fn a_layer_another_node_takes_into_use_during_the_sweep_is_kept() {
     let mut reused = false;
     let report = collect_garbage(&repo.publisher, &repo.layout, &options, &mut |piece| {
         if piece.kind == PieceKind::Flat && !reused {
-            crate::add_origin(
-                &*repo.publisher.group(),
-                &repo.layout,
-                &layer('a'),
-                &config('9'),
-            )
-            .unwrap();
+            repo.reuse(layer('a'), config('9'));
             reused = true;
         }
     })
