@@ -14,6 +14,9 @@ use crate::{DockerReference, Policy, PolicyError, Refusal, Signature, verify};
 const DIGEST: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
 const OTHER_DIGEST: &str =
     "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+/// The repository the test signatures are made for, and the image checked.
+const APP: &str = "reg.example/ns/app";
+const IMAGE: &str = "reg.example/ns/app:v1";
 
 struct Signer(SigningKey);
 
@@ -107,19 +110,23 @@ fn reason(result: Result<(), Refusal>) -> &'static str {
     }
 }
 
+/// The [`reason`] of checking `image` at `digest` with the one `signature`.
+fn verdict(policy: &Policy, image: &str, digest: &str, signature: Signature) -> &'static str {
+    reason(check(policy, image, digest, &[signature]))
+}
+
 #[test]
 fn signatures_are_accepted_only_by_key_digest_and_identity() {
     let ours = Signer::new(7);
     let theirs = Signer::new(9);
     let policy = policy_with_key(&ours.public_pem(), r#"{"type": "matchRepository"}"#);
-    let image = "reg.example/ns/app:v1";
     let corrupt = Signature::simple_signing(
         "sha256-x.sig",
-        Signer::payload("reg.example/ns/app", DIGEST),
+        Signer::payload(APP, DIGEST),
         "not base64!".to_owned(),
     );
     let truncated = {
-        let payload = Signer::payload("reg.example/ns/app", DIGEST);
+        let payload = Signer::payload(APP, DIGEST);
         let mut der = ours.sign(&payload);
         der.truncate(10);
         Signature::simple_signing("sha256-x.sig", payload, STANDARD.encode(der))
@@ -127,28 +134,28 @@ fn signatures_are_accepted_only_by_key_digest_and_identity() {
     let cases: &[(&str, Vec<Signature>, &str)] = &[
         (
             "tag signature by the key",
-            vec![ours.tag_signature("reg.example/ns/app", DIGEST)],
+            vec![ours.tag_signature(APP, DIGEST)],
             "accepted",
         ),
         (
             "bundle message signature by the key",
-            vec![ours.bundle_signature("reg.example/ns/app", DIGEST)],
+            vec![ours.bundle_signature(APP, DIGEST)],
             "accepted",
         ),
         ("unsigned", vec![], "no signature"),
         (
             "signed by another key",
-            vec![theirs.tag_signature("reg.example/ns/app", DIGEST)],
+            vec![theirs.tag_signature(APP, DIGEST)],
             "not signed by these keys",
         ),
         (
             "bundle by another key",
-            vec![theirs.bundle_signature("reg.example/ns/app", DIGEST)],
+            vec![theirs.bundle_signature(APP, DIGEST)],
             "not signed by these keys",
         ),
         (
             "signed for another digest",
-            vec![ours.tag_signature("reg.example/ns/app", OTHER_DIGEST)],
+            vec![ours.tag_signature(APP, OTHER_DIGEST)],
             "digest mismatch",
         ),
         (
@@ -165,23 +172,23 @@ fn signatures_are_accepted_only_by_key_digest_and_identity() {
         (
             "one good among bad",
             vec![
-                theirs.tag_signature("reg.example/ns/app", DIGEST),
-                ours.tag_signature("reg.example/ns/app", DIGEST),
+                theirs.tag_signature(APP, DIGEST),
+                ours.tag_signature(APP, DIGEST),
             ],
             "accepted",
         ),
         (
             "closest failure is reported",
             vec![
-                theirs.tag_signature("reg.example/ns/app", DIGEST),
-                ours.tag_signature("reg.example/ns/app", OTHER_DIGEST),
+                theirs.tag_signature(APP, DIGEST),
+                ours.tag_signature(APP, OTHER_DIGEST),
             ],
             "digest mismatch",
         ),
     ];
     for (name, signatures, expected) in cases {
         assert_eq!(
-            reason(check(&policy, image, DIGEST, signatures)),
+            reason(check(&policy, IMAGE, DIGEST, signatures)),
             *expected,
             "{name}"
         );
@@ -192,19 +199,14 @@ fn signatures_are_accepted_only_by_key_digest_and_identity() {
 fn altering_one_byte_of_a_signed_payload_breaks_it() {
     let ours = Signer::new(7);
     let policy = policy_with_key(&ours.public_pem(), r#"{"type": "matchRepository"}"#);
-    let payload = Signer::payload("reg.example/ns/app", DIGEST);
+    let payload = Signer::payload(APP, DIGEST);
     let signature = STANDARD.encode(ours.sign(&payload));
     let mut altered = payload.clone();
     let last = altered.len() - 2;
     altered[last] ^= 1;
     let signature = Signature::simple_signing("sha256-x.sig", altered, signature);
     assert_eq!(
-        reason(check(
-            &policy,
-            "reg.example/ns/app:v1",
-            DIGEST,
-            &[signature]
-        )),
+        verdict(&policy, IMAGE, DIGEST, signature),
         "not signed by these keys"
     );
 }
@@ -214,16 +216,11 @@ fn dsse_in_toto_bundles_need_a_subject_name_for_an_identity() {
     let ours = Signer::new(7);
     let policy = policy_with_key(&ours.public_pem(), r#"{"type": "matchRepository"}"#);
     let hex = &DIGEST["sha256:".len()..];
-    let named = ours.dsse_signature(
-        serde_json::json!({"name": "reg.example/ns/app", "digest": {"sha256": hex}}),
-    );
+    let named = ours.dsse_signature(serde_json::json!({"name": APP, "digest": {"sha256": hex}}));
     let nameless = ours.dsse_signature(serde_json::json!({"digest": {"sha256": hex}}));
+    assert_eq!(verdict(&policy, IMAGE, DIGEST, named), "accepted");
     assert_eq!(
-        reason(check(&policy, "reg.example/ns/app:v1", DIGEST, &[named])),
-        "accepted"
-    );
-    assert_eq!(
-        reason(check(&policy, "reg.example/ns/app:v1", DIGEST, &[nameless])),
+        verdict(&policy, IMAGE, DIGEST, nameless),
         "identity mismatch"
     );
 }
@@ -239,13 +236,13 @@ fn a_signature_made_by_cosign_verifies_and_one_altered_byte_does_not() {
     let image = "192.168.64.2:5000/cosign-signed-single-sample:latest";
     let policy = policy_with_key(pem, r#"{"type": "matchRepository"}"#);
     let real = Signature::simple_signing("fixture", payload.clone(), signature.clone());
-    assert_eq!(reason(check(&policy, image, digest, &[real])), "accepted");
+    assert_eq!(verdict(&policy, image, digest, real), "accepted");
 
     let mut altered = payload.clone();
     altered[20] ^= 0x20;
     let altered = Signature::simple_signing("fixture", altered, signature.clone());
     assert_eq!(
-        reason(check(&policy, image, digest, &[altered])),
+        verdict(&policy, image, digest, altered),
         "not signed by these keys"
     );
 
@@ -253,18 +250,12 @@ fn a_signature_made_by_cosign_verifies_and_one_altered_byte_does_not() {
     let last = der.len() - 1;
     der[last] ^= 1;
     let altered = Signature::simple_signing("fixture", payload.clone(), STANDARD.encode(der));
-    assert_ne!(
-        reason(check(&policy, image, digest, &[altered])),
-        "accepted"
-    );
+    assert_ne!(verdict(&policy, image, digest, altered), "accepted");
 
     // The default identity rule wants the tag signed too; cosign signs the repository.
     let strict = policy_with_key(pem, r#"{"type": "matchRepoDigestOrExact"}"#);
     let real = Signature::simple_signing("fixture", payload, signature);
-    assert_eq!(
-        reason(check(&strict, image, digest, &[real])),
-        "identity mismatch"
-    );
+    assert_eq!(verdict(&strict, image, digest, real), "identity mismatch");
 }
 
 #[test]
