@@ -5,119 +5,29 @@
 #![allow(clippy::unwrap_used)]
 
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-const REPO: &str = "test.repo";
+mod standin_support;
+
+use standin_support::REPO;
+use standin_support::cli::Standin;
+
 const MTIME: u64 = 1_600_000_000;
 const NOBODY: u32 = 65534;
 
-struct Standin {
-    state: tempfile::TempDir,
-}
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Standin {
-    /// A fresh stand-in repository; `None` when the test cannot run here (not root) and
-    /// `DUCC_ALLOW_SKIP=1` lets it skip (otherwise that fails the test).
-    fn new(gateway: bool) -> Option<Self> {
-        if !ducc_tests::require_root("these scenarios check owners") {
-            return None;
-        }
-        let s = Standin {
-            state: tempfile::tempdir().unwrap(),
-        };
-        let mut args = vec!["mkfs", "-o", "0:0"];
-        if gateway {
-            args.extend([
-                "-u",
-                "gw,/srv/cvmfs/test.repo/data/txn,http://localhost:4929/api/v1",
-            ]);
-        }
-        args.push(REPO);
-        assert_eq!(s.run(&args).code, 0);
-        Some(s)
+/// A fresh stand-in repository owned by root (`mkfs -o 0:0`), behind a gateway if `gateway`;
+/// `None` when the test cannot run here (not root) and `DUCC_ALLOW_SKIP=1` lets it skip
+/// (otherwise that fails the test).
+fn standin(gateway: bool) -> Option<Standin> {
+    if !ducc_tests::require_root("these scenarios check owners") {
+        return None;
     }
-
-    fn run(&self, args: &[&str]) -> Out {
-        self.run_on("local", args, None, &[])
-    }
-
-    fn run_on(&self, node: &str, args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> Out {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cvmfs_server_standin"));
-        cmd.args(args)
-            .env("CVMFS_STANDIN_STATE", self.state.path())
-            .env("CVMFS_STANDIN_NODE", node)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let mut pipe = child.stdin.take().unwrap();
-        if let Some(bytes) = stdin {
-            let _ = pipe.write_all(bytes);
-        }
-        drop(pipe);
-        let out = child.wait_with_output().unwrap();
-        Out {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    fn ingest(&self, flags: &[&str], tar: &[u8]) -> Out {
-        let mut args = vec!["ingest"];
-        args.extend(flags);
-        args.push(REPO);
-        self.run_on("local", &args, Some(tar), &[])
-    }
-
-    fn published(&self, path: &str) -> PathBuf {
-        self.state
-            .path()
-            .join("repos")
-            .join(REPO)
-            .join("published")
-            .join(path)
-    }
-
-    fn mount(&self, path: &str) -> PathBuf {
-        self.state.path().join("mnt").join(REPO).join(path)
-    }
-
-    fn rev(&self) -> u64 {
-        fs::read_to_string(self.state.path().join("repos").join(REPO).join("revision"))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    }
-
-    fn catalogs(&self) -> Vec<String> {
-        let out = self.run(&["list-catalogs", REPO]);
-        assert_eq!(out.code, 0, "{}", out.stderr);
-        out.stdout.lines().map(str::to_owned).collect()
-    }
-
-    /// Publishes directories (root-owned) through a transaction.
-    fn publish_dirs(&self, dirs: &[&str]) {
-        assert_eq!(self.run(&["transaction", REPO]).code, 0);
-        for d in dirs {
-            fs::create_dir_all(self.mount(d)).unwrap();
-        }
-        let out = self.run(&["publish", REPO]);
-        assert_eq!(out.code, 0, "{}", out.stderr);
-    }
+    Some(Standin::mkfs(
+        "0:0",
+        gateway.then_some("http://localhost:4929/api/v1"),
+    ))
 }
 
 /// (mode & 07777, uid, gid, mtime)
@@ -186,7 +96,7 @@ fn x_tar() -> Vec<u8> {
 
 #[test]
 fn s01_ingest_k_catalog_into_an_empty_repo_leaves_placeholders_owned_by_nobody() {
-    let Some(s) = Standin::new(false) else {
+    let Some(s) = standin(false) else {
         return;
     };
     assert_eq!(s.rev(), 1);
@@ -214,7 +124,7 @@ fn s01_ingest_k_catalog_into_an_empty_repo_leaves_placeholders_owned_by_nobody()
 
 #[test]
 fn s02_a_dot_slash_entry_gives_a_new_base_its_metadata_and_parents_stay_placeholders() {
-    let Some(s) = Standin::new(false) else {
+    let Some(s) = standin(false) else {
         return;
     };
     let tar = tar_of(&[
@@ -246,7 +156,7 @@ fn s02_a_dot_slash_entry_gives_a_new_base_its_metadata_and_parents_stay_placehol
 
 #[test]
 fn s03_transaction_writes_at_or_below_a_nobody_directory_never_reach_the_repository() {
-    let Some(s) = Standin::new(false) else {
+    let Some(s) = standin(false) else {
         return;
     };
     assert_eq!(
@@ -280,7 +190,7 @@ fn s03_transaction_writes_at_or_below_a_nobody_directory_never_reach_the_reposit
 
 #[test]
 fn s04a_reingest_replaces_files_adds_placeholders_and_keeps_the_base_and_its_catalog() {
-    let Some(s) = Standin::new(false) else {
+    let Some(s) = standin(false) else {
         return;
     };
     assert_eq!(
@@ -310,7 +220,7 @@ fn s04a_reingest_replaces_files_adds_placeholders_and_keeps_the_base_and_its_cat
 
 #[test]
 fn s04b_existing_directories_are_never_updated_by_directory_entries() {
-    let Some(s) = Standin::new(false) else {
+    let Some(s) = standin(false) else {
         return;
     };
     assert_eq!(
@@ -344,7 +254,7 @@ fn s04b_existing_directories_are_never_updated_by_directory_entries() {
 
 #[test]
 fn s04d_catalog_on_an_existing_base_resets_it() {
-    let Some(s) = Standin::new(false) else {
+    let Some(s) = standin(false) else {
         return;
     };
     let tar = tar_of(&[('d', "./", 0o700, 0, ""), ('f', "f", 0o644, 0, "f")]);
@@ -372,7 +282,7 @@ fn s04d_catalog_on_an_existing_base_resets_it() {
 
 #[test]
 fn s04e_a_file_replaces_a_directory_and_a_directory_entry_over_a_file_keeps_the_file() {
-    let Some(s) = Standin::new(false) else {
+    let Some(s) = standin(false) else {
         return;
     };
     let tar = tar_of(&[
@@ -394,7 +304,7 @@ fn s04e_a_file_replaces_a_directory_and_a_directory_entry_over_a_file_keeps_the_
 
 #[test]
 fn s05_without_k_every_owner_is_the_repository_owner() {
-    let Some(s) = Standin::new(false) else {
+    let Some(s) = standin(false) else {
         return;
     };
     assert_eq!(
@@ -415,7 +325,7 @@ fn s05_without_k_every_owner_is_the_repository_owner() {
 
 #[test]
 fn s06_a_transaction_sub_path_is_only_syntax_on_a_stratum_0() {
-    let Some(s) = Standin::new(false) else {
+    let Some(s) = standin(false) else {
         return;
     };
     assert_eq!(
@@ -460,7 +370,7 @@ fn s06_a_transaction_sub_path_is_only_syntax_on_a_stratum_0() {
 
 #[test]
 fn s07_state_errors_have_the_recorded_exit_status_and_text() {
-    let Some(s) = Standin::new(false) else {
+    let Some(s) = standin(false) else {
         return;
     };
     assert_eq!(s.run(&["transaction", REPO]).code, 0);
@@ -502,7 +412,7 @@ fn s07_state_errors_have_the_recorded_exit_status_and_text() {
 
 #[test]
 fn s08_delete_removes_paths_and_nested_catalogs_and_an_overlap_with_the_tar_aborts() {
-    let Some(s) = Standin::new(false) else {
+    let Some(s) = standin(false) else {
         return;
     };
     for b in ["A/B/C", ".layers/ab/hex1", ".layers/ab/hex2"] {
@@ -556,7 +466,7 @@ fn s08_delete_removes_paths_and_nested_catalogs_and_an_overlap_with_the_tar_abor
 
 #[test]
 fn s09_an_empty_publish_or_tar_is_still_a_revision_and_creates_no_base() {
-    let Some(s) = Standin::new(false) else {
+    let Some(s) = standin(false) else {
         return;
     };
     assert_eq!(s.run(&["transaction", REPO]).code, 0);
@@ -574,7 +484,7 @@ fn s09_an_empty_publish_or_tar_is_still_a_revision_and_creates_no_base() {
 
 #[test]
 fn s10_transaction_writes_publish_with_their_owners_and_symlinks() {
-    let Some(s) = Standin::new(false) else {
+    let Some(s) = standin(false) else {
         return;
     };
     assert_eq!(s.run(&["transaction", REPO]).code, 0);
@@ -598,7 +508,7 @@ fn s10_transaction_writes_publish_with_their_owners_and_symlinks() {
 
 #[test]
 fn s11_a_directory_entry_after_its_child_is_ignored_and_the_first_duplicate_wins() {
-    let Some(s) = Standin::new(false) else {
+    let Some(s) = standin(false) else {
         return;
     };
     let tar = tar_of(&[
@@ -620,7 +530,7 @@ fn s11_a_directory_entry_after_its_child_is_ignored_and_the_first_duplicate_wins
 
 #[test]
 fn s12_whiteout_names_and_devices_are_stored_literally_and_bad_tars_abort_whole() {
-    let Some(s) = Standin::new(false) else {
+    let Some(s) = standin(false) else {
         return;
     };
     let tar = tar_of(&[
@@ -675,7 +585,7 @@ fn s12_whiteout_names_and_devices_are_stored_literally_and_bad_tars_abort_whole(
 
 #[test]
 fn s14_cvmfscatalog_entries_make_nested_catalogs_and_explicit_dirs_stay_writable() {
-    let Some(s) = Standin::new(false) else {
+    let Some(s) = standin(false) else {
         return;
     };
     assert_eq!(s.run(&["transaction", REPO]).code, 0);
@@ -728,7 +638,7 @@ fn s14_cvmfscatalog_entries_make_nested_catalogs_and_explicit_dirs_stay_writable
 
 #[test]
 fn g1_gateway_lease_needs_its_parent_and_changes_outside_it_are_dropped() {
-    let Some(s) = Standin::new(true) else {
+    let Some(s) = standin(true) else {
         return;
     };
     s.publish_dirs(&[]);
@@ -766,7 +676,7 @@ fn g1_gateway_lease_needs_its_parent_and_changes_outside_it_are_dropped() {
 
 #[test]
 fn g2_gateway_leases_conflict_by_case_insensitive_string_prefix_with_wildcards() {
-    let Some(s) = Standin::new(true) else {
+    let Some(s) = standin(true) else {
         return;
     };
     s.publish_dirs(&["a", "b", "zz"]);
@@ -808,7 +718,7 @@ fn g2_gateway_leases_conflict_by_case_insensitive_string_prefix_with_wildcards()
 
 #[test]
 fn g3_gateway_ingest_needs_the_base_parent_and_drops_devices_and_splits_hardlinks() {
-    let Some(s) = Standin::new(true) else {
+    let Some(s) = standin(true) else {
         return;
     };
     s.publish_dirs(&["a"]);
@@ -853,7 +763,7 @@ fn g3_gateway_ingest_needs_the_base_parent_and_drops_devices_and_splits_hardlink
 
 #[test]
 fn g4_gateway_delete_takes_one_path_and_needs_its_parent() {
-    let Some(s) = Standin::new(true) else {
+    let Some(s) = standin(true) else {
         return;
     };
     s.publish_dirs(&["a"]);
@@ -890,7 +800,7 @@ fn g4_gateway_delete_takes_one_path_and_needs_its_parent() {
 
 #[test]
 fn g5_gateway_an_expired_lease_fails_the_publish_and_stays_in_transaction() {
-    let Some(s) = Standin::new(true) else {
+    let Some(s) = standin(true) else {
         return;
     };
     s.publish_dirs(&["a"]);
@@ -938,7 +848,7 @@ fn node_mount(s: &Standin, node: &str, path: &str) -> PathBuf {
 
 #[test]
 fn g7_a_node_sees_other_nodes_publishes_only_after_its_transaction_and_is_pinned_by_it() {
-    let Some(s) = Standin::new(true) else {
+    let Some(s) = standin(true) else {
         return;
     };
     s.publish_dirs(&["a", "b", "c"]);
@@ -1051,7 +961,7 @@ fn placeholder_in_transaction(s: &Standin) -> (String, u64) {
 
 #[test]
 fn f01_ingested_files_show_hash_compression_and_chunks_by_name() {
-    let Some(s) = Standin::new(false) else {
+    let Some(s) = standin(false) else {
         return;
     };
     let hash = ingested_hello(&s);
@@ -1089,7 +999,7 @@ fn f01_ingested_files_show_hash_compression_and_chunks_by_name() {
 
 #[test]
 fn f05_a_graft_marker_publishes_the_stored_object_with_the_placeholder_metadata() {
-    let Some(s) = Standin::new(false) else {
+    let Some(s) = standin(false) else {
         return;
     };
     let (hash, rev) = placeholder_in_transaction(&s);
@@ -1131,7 +1041,7 @@ fn f05_a_graft_marker_publishes_the_stored_object_with_the_placeholder_metadata(
 
 #[test]
 fn f09_a_marker_without_size_fails_the_publish_and_leaves_the_transaction_open() {
-    let Some(s) = Standin::new(false) else {
+    let Some(s) = standin(false) else {
         return;
     };
     let (hash, rev) = placeholder_in_transaction(&s);
@@ -1159,7 +1069,7 @@ fn f09_a_marker_without_size_fails_the_publish_and_leaves_the_transaction_open()
 
 #[test]
 fn f09_a_marker_naming_an_unknown_object_publishes_an_unreadable_file() {
-    let Some(s) = Standin::new(false) else {
+    let Some(s) = standin(false) else {
         return;
     };
     ingested_hello(&s);
@@ -1180,7 +1090,7 @@ fn f09_a_marker_naming_an_unknown_object_publishes_an_unreadable_file() {
 
 #[test]
 fn f22_a_tar_cut_at_an_entry_boundary_is_published_as_if_complete() {
-    let Some(s) = Standin::new(false) else {
+    let Some(s) = standin(false) else {
         return;
     };
     let whole = tar_of(&[

@@ -7,105 +7,16 @@
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-const REPO: &str = "test.repo";
+mod standin_support;
 
-/// One stand-in state directory.
-struct Standin {
-    state: tempfile::TempDir,
-}
+use standin_support::REPO;
+use standin_support::cli::Standin;
 
-/// The outcome of one call.
-struct Out {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-impl Standin {
-    fn new(gateway: bool) -> Self {
-        let s = Standin {
-            state: tempfile::tempdir().unwrap(),
-        };
-        let mut args = vec!["mkfs", "-o", "1234:1234"];
-        if gateway {
-            args.extend([
-                "-u",
-                "gw,/srv/cvmfs/test.repo/data/txn,http://gateway:4929/api/v1",
-            ]);
-        }
-        args.push(REPO);
-        assert!(s.run(&args).ok);
-        s
-    }
-
-    fn run(&self, args: &[&str]) -> Out {
-        self.run_on("local", args, None)
-    }
-
-    fn run_on(&self, node: &str, args: &[&str], stdin: Option<&[u8]>) -> Out {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cvmfs_server_standin"))
-            .args(args)
-            .env("CVMFS_STANDIN_STATE", self.state.path())
-            .env("CVMFS_STANDIN_NODE", node)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut pipe = child.stdin.take().unwrap();
-        if let Some(bytes) = stdin {
-            // The stand-in may stop reading early (a rejected stream); that is its answer.
-            let _ = pipe.write_all(bytes);
-        }
-        drop(pipe);
-        let out = child.wait_with_output().unwrap();
-        Out {
-            ok: out.status.success(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    fn ingest(&self, flags: &[&str], tar: &[u8]) -> Out {
-        let mut args = vec!["ingest"];
-        args.extend(flags);
-        args.push(REPO);
-        self.run_on("local", &args, Some(tar))
-    }
-
-    fn published(&self, path: &str) -> PathBuf {
-        self.state
-            .path()
-            .join("repos")
-            .join(REPO)
-            .join("published")
-            .join(path)
-    }
-
-    fn mount(&self, path: &str) -> PathBuf {
-        self.state.path().join("mnt").join(REPO).join(path)
-    }
-
-    fn log(&self) -> Vec<String> {
-        fs::read_to_string(self.state.path().join("log"))
-            .unwrap()
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
-
-    /// Publishes directories through a whole-repository transaction.
-    fn publish_dirs(&self, dirs: &[&str]) {
-        assert!(self.run(&["transaction", REPO]).ok);
-        for d in dirs {
-            fs::create_dir_all(self.mount(d)).unwrap();
-        }
-        let out = self.run(&["publish", REPO]);
-        assert!(out.ok, "{}", out.stderr);
-    }
+/// A fresh stand-in repository owned by 1234:1234, behind a gateway if `gateway`.
+fn standin(gateway: bool) -> Standin {
+    Standin::mkfs("1234:1234", gateway.then_some("http://gateway:4929/api/v1"))
 }
 
 /// Builds a tar from (name, type, content/target, mode, uid).
@@ -150,7 +61,7 @@ fn tar_of(entries: &[(&str, char, &str, u32, u64)]) -> Vec<u8> {
 
 #[test]
 fn every_call_is_logged_with_its_arguments() {
-    let s = Standin::new(false);
+    let s = standin(false);
     s.run(&["transaction", REPO]);
     s.run(&["abort", "-f", REPO]);
     s.run(&["publish", REPO]);
@@ -167,9 +78,9 @@ fn every_call_is_logged_with_its_arguments() {
 
 #[test]
 fn list_shows_repositories_and_open_transactions() {
-    let s = Standin::new(true);
+    let s = standin(true);
     assert_eq!(s.run(&["list"]).stdout, "test.repo (stratum0 / gw)\n");
-    assert!(s.run(&["transaction", REPO]).ok);
+    assert!(s.run(&["transaction", REPO]).ok());
     assert_eq!(
         s.run(&["list"]).stdout,
         "test.repo (stratum0 / gw - in transaction)\n"
@@ -178,10 +89,10 @@ fn list_shows_repositories_and_open_transactions() {
 
 #[test]
 fn a_write_without_an_open_transaction_is_detected() {
-    let s = Standin::new(false);
+    let s = standin(false);
     fs::write(s.mount("sneaky"), "x").unwrap();
     let out = s.run(&["transaction", REPO]);
-    assert!(!out.ok);
+    assert!(!out.ok());
     assert!(
         out.stderr
             .contains("test.repo/sneaky was written outside a transaction"),
@@ -192,27 +103,27 @@ fn a_write_without_an_open_transaction_is_detected() {
 
 #[test]
 fn publish_makes_mount_writes_visible_and_abort_throws_them_away() {
-    let s = Standin::new(false);
-    assert!(s.run(&["transaction", REPO]).ok);
+    let s = standin(false);
+    assert!(s.run(&["transaction", REPO]).ok());
     fs::write(s.mount("kept"), "1").unwrap();
-    assert!(s.run(&["publish", REPO]).ok);
+    assert!(s.run(&["publish", REPO]).ok());
     assert_eq!(fs::read_to_string(s.published("kept")).unwrap(), "1");
-    assert!(s.run(&["transaction", REPO]).ok);
+    assert!(s.run(&["transaction", REPO]).ok());
     fs::write(s.mount("dropped"), "2").unwrap();
     fs::remove_file(s.mount("kept")).unwrap();
-    assert!(s.run(&["abort", "-f", REPO]).ok);
+    assert!(s.run(&["abort", "-f", REPO]).ok());
     assert!(!s.mount("dropped").exists() && !s.published("dropped").exists());
     assert_eq!(fs::read_to_string(s.mount("kept")).unwrap(), "1");
 }
 
 #[test]
 fn ingest_rejects_a_compressed_stream() {
-    let s = Standin::new(false);
+    let s = standin(false);
     let tar = tar_of(&[("f", 'f', "x", 0o644, 0)]);
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(&tar).unwrap();
     let out = s.ingest(&["-t", "-", "-b", "layer"], &gz.finish().unwrap());
-    assert!(!out.ok);
+    assert!(!out.ok());
     assert!(
         out.stderr.contains("Unrecognized archive format"),
         "{}",
@@ -223,7 +134,7 @@ fn ingest_rejects_a_compressed_stream() {
 
 #[test]
 fn ingest_aborts_whole_on_a_duplicate_path_or_a_dangling_hardlink() {
-    let s = Standin::new(false);
+    let s = standin(false);
     let cases = [
         (
             tar_of(&[
@@ -240,7 +151,7 @@ fn ingest_aborts_whole_on_a_duplicate_path_or_a_dangling_hardlink() {
     ];
     for (tar, message) in cases {
         let out = s.ingest(&["-t", "-", "-b", "layer"], &tar);
-        assert!(!out.ok);
+        assert!(!out.ok());
         assert!(out.stderr.contains(message), "{}", out.stderr);
         assert!(!s.published("layer").exists() && !s.mount("layer").exists());
         // Its own transaction is closed again.
@@ -250,9 +161,9 @@ fn ingest_aborts_whole_on_a_duplicate_path_or_a_dangling_hardlink() {
 
 #[test]
 fn ingest_stores_hardlinks_as_independent_copies_of_earlier_targets() {
-    let s = Standin::new(false);
+    let s = standin(false);
     let tar = tar_of(&[("t", 'f', "data", 0o600, 0), ("hl", 'h', "t", 0o644, 0)]);
-    assert!(s.ingest(&["-t", "-", "-b", "layer"], &tar).ok);
+    assert!(s.ingest(&["-t", "-", "-b", "layer"], &tar).ok());
     let (t, hl) = (
         fs::metadata(s.published("layer/t")).unwrap(),
         fs::metadata(s.published("layer/hl")).unwrap(),
@@ -264,13 +175,13 @@ fn ingest_stores_hardlinks_as_independent_copies_of_earlier_targets() {
 
 #[test]
 fn a_directory_listed_after_its_child_keeps_the_placeholder_0755_and_now() {
-    let s = Standin::new(false);
+    let s = standin(false);
     let tar = tar_of(&[
         ("late/child", 'f', "c", 0o644, 0),
         ("late", 'd', "", 0o700, 0),
         ("early", 'd', "", 0o700, 0),
     ]);
-    assert!(s.ingest(&["-t", "-", "-b", "layer"], &tar).ok);
+    assert!(s.ingest(&["-t", "-", "-b", "layer"], &tar).ok());
     let late = fs::metadata(s.published("layer/late")).unwrap();
     assert_eq!(late.mode() & 0o7777, 0o755);
     assert!(
@@ -286,7 +197,7 @@ fn a_directory_listed_after_its_child_keeps_the_placeholder_0755_and_now() {
 
 #[test]
 fn ingest_drops_xattrs_and_stores_whiteout_names_literally() {
-    let s = Standin::new(false);
+    let s = standin(false);
     let mut b = tar::Builder::new(Vec::new());
     b.append_pax_extensions([("SCHILY.xattr.user.foo", &b"bar"[..])])
         .unwrap();
@@ -303,7 +214,7 @@ fn ingest_drops_xattrs_and_stores_whiteout_names_literally() {
     }
     assert!(
         s.ingest(&["-t", "-", "-b", "layer"], &b.into_inner().unwrap())
-            .ok
+            .ok()
     );
     let mut names = vec![0u8; 1024];
     let n = rustix::fs::llistxattr(s.published("layer/d/file"), &mut names).unwrap();
@@ -325,14 +236,14 @@ fn ingest_replaces_owners_unless_asked_to_keep_them() {
     if !ducc_tests::require_root("owners can only be given away by root") {
         return;
     }
-    let s = Standin::new(false);
+    let s = standin(false);
     let tar = tar_of(&[
         ("d", 'd', "", 0o755, 42),
         ("d/f", 'f', "x", 0o644, 42),
         ("l", 'l', "d/f", 0o777, 42),
     ]);
-    assert!(s.ingest(&["-t", "-", "-b", "replaced"], &tar).ok);
-    assert!(s.ingest(&["-k", "-t", "-", "-b", "kept"], &tar).ok);
+    assert!(s.ingest(&["-t", "-", "-b", "replaced"], &tar).ok());
+    assert!(s.ingest(&["-k", "-t", "-", "-b", "kept"], &tar).ok());
     for path in ["d", "d/f", "l"] {
         let replaced = fs::symlink_metadata(s.published(&format!("replaced/{path}"))).unwrap();
         let kept = fs::symlink_metadata(s.published(&format!("kept/{path}"))).unwrap();
@@ -343,11 +254,11 @@ fn ingest_replaces_owners_unless_asked_to_keep_them() {
 
 #[test]
 fn catalog_flag_creates_the_marker_and_delete_removes_paths() {
-    let s = Standin::new(false);
+    let s = standin(false);
     let tar = tar_of(&[("f", 'f', "x", 0o644, 0)]);
     assert!(
         s.ingest(&["--catalog", "-t", "-", "-b", "a/layer"], &tar)
-            .ok
+            .ok()
     );
     assert!(
         fs::metadata(s.published("a/layer/.cvmfscatalog"))
@@ -358,14 +269,14 @@ fn catalog_flag_creates_the_marker_and_delete_removes_paths() {
         s.mount("a/layer/f").exists(),
         "the mount shows what was published"
     );
-    assert!(s.ingest(&["--delete", "a/layer"], &[]).ok);
+    assert!(s.ingest(&["--delete", "a/layer"], &[]).ok());
     assert!(!s.published("a/layer").exists() && !s.mount("a/layer").exists());
     assert!(s.published("a").is_dir());
 }
 
 #[test]
 fn ingest_never_updates_a_published_directory() {
-    let s = Standin::new(false);
+    let s = standin(false);
     s.publish_dirs(&["d/existing"]);
     for root in [s.published("d/existing"), s.mount("d/existing")] {
         fs::set_permissions(root, fs::Permissions::from_mode(0o750)).unwrap();
@@ -374,7 +285,7 @@ fn ingest_never_updates_a_published_directory() {
         ("existing", 'd', "", 0o700, 0),
         ("existing/new", 'f', "n", 0o644, 0),
     ]);
-    assert!(s.ingest(&["-t", "-", "-b", "d"], &tar).ok);
+    assert!(s.ingest(&["-t", "-", "-b", "d"], &tar).ok());
     assert_eq!(
         fs::metadata(s.published("d/existing")).unwrap().mode() & 0o7777,
         0o750
@@ -391,30 +302,30 @@ fn device_files_are_stored_on_a_stratum_0_and_dropped_by_a_gateway() {
         return;
     }
     let tar = tar_of(&[("wh", 'c', "", 0o000, 0), ("f", 'f', "x", 0o644, 0)]);
-    let local = Standin::new(false);
-    assert!(local.ingest(&["-t", "-", "-b", "layer"], &tar).ok);
+    let local = standin(false);
+    assert!(local.ingest(&["-t", "-", "-b", "layer"], &tar).ok());
     let meta = fs::symlink_metadata(local.published("layer/wh")).unwrap();
     assert!(std::os::unix::fs::FileTypeExt::is_char_device(
         &meta.file_type()
     ));
     assert_eq!(meta.rdev(), 0);
-    let gateway = Standin::new(true);
+    let gateway = standin(true);
     gateway.publish_dirs(&["x"]);
-    assert!(gateway.ingest(&["-t", "-", "-b", "x/layer"], &tar).ok);
+    assert!(gateway.ingest(&["-t", "-", "-b", "x/layer"], &tar).ok());
     assert!(fs::symlink_metadata(gateway.published("x/layer/wh")).is_err());
     assert!(gateway.published("x/layer/f").exists());
 }
 
 #[test]
 fn an_injected_failure_fails_the_next_call_of_that_command_once() {
-    let s = Standin::new(false);
+    let s = standin(false);
     fs::create_dir_all(s.state.path().join("fail")).unwrap();
     fs::write(s.state.path().join("fail/publish"), "publish exploded").unwrap();
-    assert!(s.run(&["transaction", REPO]).ok);
+    assert!(s.run(&["transaction", REPO]).ok());
     let out = s.run(&["publish", REPO]);
-    assert!(!out.ok);
+    assert!(!out.ok());
     assert_eq!(out.stderr.trim(), "publish exploded");
-    assert!(s.run(&["publish", REPO]).ok);
+    assert!(s.run(&["publish", REPO]).ok());
 }
 
 #[test]
@@ -430,18 +341,18 @@ fn the_stand_in_needs_its_state_directory() {
 
 #[test]
 fn a_hardlink_may_point_to_a_published_file_under_the_same_base() {
-    let s = Standin::new(false);
+    let s = standin(false);
     assert!(
         s.ingest(
             &["-t", "-", "-b", "layer"],
             &tar_of(&[("t", 'f', "old", 0o644, 0)])
         )
-        .ok
+        .ok()
     );
     let out = s.ingest(
         &["-t", "-", "-b", "layer"],
         &tar_of(&[("hl", 'h', "t", 0o644, 0)]),
     );
-    assert!(out.ok, "{}", out.stderr);
+    assert!(out.ok(), "{}", out.stderr);
     assert_eq!(fs::read_to_string(s.published("layer/hl")).unwrap(), "old");
 }

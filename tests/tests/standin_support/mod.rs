@@ -7,6 +7,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use ducc_cvmfs::{CvmfsOptions, CvmfsPublisher};
+
+pub mod cli;
 use ducc_oci::RepositoryName;
 
 /// The repository's name.
