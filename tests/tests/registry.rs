@@ -112,24 +112,23 @@ fn anonymous_registry_serves_oci_and_docker_images_exactly() {
     }
 }
 
-#[test]
-fn basic_auth_registry_serves_a_logged_in_client() {
-    let registry = Registry::basic_auth();
+/// Pushes a `format` image under `prefix` to `registry` and pulls it logged in as its user.
+fn assert_serves_a_logged_in_client(registry: &Registry, prefix: &str, format: Format) {
     let login = registry.credentials();
-    let repo = unique_repo("basic/app");
-    let pushed = push_new(registry, &repo, "v1", &ImageSpec::new(Format::Docker));
+    let repo = unique_repo(prefix);
+    let pushed = push_new(registry, &repo, "v1", &ImageSpec::new(format));
     let client = images::client_for(registry.host(), login);
     assert_pulls_exactly(&client, registry, &repo, "v1", &pushed, login);
 }
 
 #[test]
+fn basic_auth_registry_serves_a_logged_in_client() {
+    assert_serves_a_logged_in_client(Registry::basic_auth(), "basic/app", Format::Docker);
+}
+
+#[test]
 fn token_auth_registry_serves_a_logged_in_client() {
-    let registry = Registry::token_auth();
-    let login = registry.credentials();
-    let repo = unique_repo("team/app");
-    let pushed = push_new(registry, &repo, "v1", &ImageSpec::new(Format::Oci));
-    let client = images::client_for(registry.host(), login);
-    assert_pulls_exactly(&client, registry, &repo, "v1", &pushed, login);
+    assert_serves_a_logged_in_client(Registry::token_auth(), "team/app", Format::Oci);
 }
 
 #[test]
@@ -718,6 +717,23 @@ fn faulty(spec: ImageSpec, rules: Vec<Rule>) -> Faulty {
     }
 }
 
+/// A one-layer image of 64 KiB behind a fault proxy whose only rule applies `action` to the GETs
+/// of that layer (`times` times, or always).
+fn faulty_layer(action: Action, times: Option<u64>) -> Faulty {
+    let spec = ImageSpec::new(Format::Oci)
+        .layers(1)
+        .layer_file_size(64 << 10);
+    let f = faulty(spec, vec![]);
+    let mut rule = Rule::new(action)
+        .method("GET")
+        .path_contains(&f.pushed.image.layers[0].digest);
+    if let Some(times) = times {
+        rule = rule.times(times);
+    }
+    f.proxy.set_rules(vec![rule]);
+    f
+}
+
 #[test]
 fn manifest_fetch_waits_for_retry_after_then_succeeds() {
     let f = faulty(
@@ -756,17 +772,8 @@ fn transient_faults_are_retried_until_success() {
         ("reset mid-body", Action::ResetAfterBody(20_000), 1, 2),
     ];
     for (case, action, times, gets) in cases {
-        let spec = ImageSpec::new(Format::Oci)
-            .layers(1)
-            .layer_file_size(64 << 10);
-        let f = faulty(spec, vec![]);
+        let f = faulty_layer(action, Some(times));
         let layer = &f.pushed.image.layers[0];
-        f.proxy.set_rules(vec![
-            Rule::new(action)
-                .method("GET")
-                .path_contains(&layer.digest)
-                .times(times),
-        ]);
         let bytes =
             read_blob(&f.client, &f.repo, layer).unwrap_or_else(|err| panic!("{case}: {err}"));
         assert_eq!(bytes, layer.bytes, "{case}");
@@ -802,17 +809,8 @@ fn cut_or_corrupted_manifest_responses_are_fetched_again() {
 
 #[test]
 fn truncated_blob_is_resumed_with_a_range_request() {
-    let spec = ImageSpec::new(Format::Oci)
-        .layers(1)
-        .layer_file_size(64 << 10);
-    let f = faulty(spec, vec![]);
+    let f = faulty_layer(Action::TruncateBody(10_000), Some(1));
     let layer = &f.pushed.image.layers[0];
-    f.proxy.set_rules(vec![
-        Rule::new(Action::TruncateBody(10_000))
-            .method("GET")
-            .path_contains(&layer.digest)
-            .times(1),
-    ]);
     let digest = BlobDigest::parse(&layer.digest).unwrap();
     let mut reader = f
         .client
@@ -845,14 +843,8 @@ fn blob_that_never_arrives_whole_or_intact_is_never_returned() {
         ("always corrupted", Action::CorruptByte(5000)),
     ];
     for (case, action) in cases {
-        let spec = ImageSpec::new(Format::Oci)
-            .layers(1)
-            .layer_file_size(64 << 10);
-        let f = faulty(spec, vec![]);
+        let f = faulty_layer(action, None);
         let layer = &f.pushed.image.layers[0];
-        f.proxy.set_rules(vec![
-            Rule::new(action).method("GET").path_contains(&layer.digest),
-        ]);
         let result = read_blob(&f.client, &f.repo, layer);
         let err = result.expect_err(case);
         let kind = registry_error(&err).kind();
