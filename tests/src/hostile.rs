@@ -11,20 +11,17 @@
 //!   `http://127.0.0.2:…`. [`TlsFront::ca_pem`] is the certificate a client must trust.
 
 use std::io::{BufReader, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
 use crate::fault_proxy::{FaultProxy, RecordedRequest, Rule};
-use crate::http::{self, Head};
-use crate::tools::require_tool;
+use crate::http::{self, AcceptLoop, Head};
+use crate::tools::openssl_self_signed;
 
 /// The address of "another host": loopback, but another origin than 127.0.0.1.
 pub const OTHER_HOST_IP: &str = "127.0.0.2";
@@ -44,11 +41,9 @@ type TlsHandler = dyn Fn(&RecordedRequest) -> TlsAnswer + Send + Sync;
 
 /// An https server on 127.0.0.1 answering each request with its handler; stops on drop.
 pub struct TlsFront {
-    addr: String,
     ca_pem: Vec<u8>,
     requests: Arc<Mutex<Vec<RecordedRequest>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    server: AcceptLoop,
     _dir: tempfile::TempDir,
 }
 
@@ -78,48 +73,30 @@ impl TlsFront {
         )
         .expect("TLS server configuration");
         let config = Arc::new(config);
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind TLS front");
-        let addr = listener
-            .local_addr()
-            .expect("TLS front address")
-            .to_string();
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let handler: Arc<TlsHandler> = Arc::new(handler);
-        let thread = {
-            let (requests, stop) = (Arc::clone(&requests), Arc::clone(&stop));
-            std::thread::Builder::new()
-                .name("tls-front".into())
-                .spawn(move || {
-                    for stream in listener.incoming() {
-                        if stop.load(Ordering::SeqCst) {
-                            break;
-                        }
-                        let Ok(stream) = stream else { continue };
-                        // One connection at a time: the tests send one request at a time.
-                        let _ = serve_tls(stream, &config, &*handler, &requests);
-                    }
-                })
-                .expect("spawn TLS front thread")
+        let server = {
+            let requests = Arc::clone(&requests);
+            // One connection at a time: the tests send one request at a time.
+            AcceptLoop::start("tls-front", move |stream| {
+                let _ = serve_tls(stream, &config, &handler, &requests);
+            })
         };
         TlsFront {
-            addr,
             ca_pem,
             requests,
-            stop,
-            thread: Some(thread),
+            server,
             _dir: dir,
         }
     }
 
     /// `127.0.0.1:PORT`.
     pub fn host(&self) -> &str {
-        &self.addr
+        self.server.addr()
     }
 
     /// `https://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("https://{}", self.addr)
+        format!("https://{}", self.server.addr())
     }
 
     /// The server's certificate (PEM), to trust as the only root.
@@ -130,16 +107,6 @@ impl TlsFront {
     /// Every request answered so far, oldest first.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.requests.lock().unwrap().clone()
-    }
-}
-
-impl Drop for TlsFront {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(&self.addr);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
@@ -184,7 +151,6 @@ fn serve_tls(
 
 /// A self-signed end-entity certificate for `IP:127.0.0.1` and its PKCS#8 key, in `dir`.
 fn self_signed_certificate(dir: &std::path::Path) -> (PathBuf, PathBuf) {
-    let openssl = require_tool("openssl", "openssl");
     let config = dir.join("openssl.cnf");
     // CA:FALSE: webpki refuses a CA certificate as a server's own.
     std::fs::write(
@@ -196,27 +162,12 @@ fn self_signed_certificate(dir: &std::path::Path) -> (PathBuf, PathBuf) {
     )
     .expect("write openssl config");
     let (cert, key) = (dir.join("front.crt"), dir.join("front.key"));
-    let status = Command::new(openssl)
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-        .args([
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-            "-config",
-        ])
-        .arg(&config)
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("run openssl req");
-    assert!(
-        status.success(),
-        "openssl could not make the TLS certificate"
+    openssl_self_signed(
+        "the TLS certificate",
+        &["ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"],
+        &["-config".as_ref(), config.as_os_str()],
+        &cert,
+        &key,
     );
     (cert, key)
 }

@@ -1,8 +1,11 @@
-//! Just enough HTTP/1.1 for the test servers: reading a message head, percent-decoding a query,
-//! and a tiny blocking GET used to wait for servers to come up.
+//! Just enough HTTP/1.1 for the test servers: an accept loop on loopback, reading a message head,
+//! percent-decoding a query, and a tiny blocking GET used to wait for servers to come up.
 
 use std::io::{self, BufRead, Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// Longest message head the test servers accept; real clients send a few hundred bytes.
@@ -208,4 +211,66 @@ pub fn get(
     let mut body = Vec::new();
     reader.take(64 << 20).read_to_end(&mut body)?;
     Ok((head, body))
+}
+
+/// A thread serving the connections of a free port of 127.0.0.1 one at a time, until dropped
+/// (the drop stops it and joins the thread).
+pub struct AcceptLoop {
+    addr: String,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl AcceptLoop {
+    /// Binds a free port of 127.0.0.1 and hands each connection to `serve`, in turn, on a
+    /// thread called `name`.
+    ///
+    /// # Panics
+    /// When the port cannot be bound or the thread cannot be started.
+    pub fn start(name: &str, mut serve: impl FnMut(TcpStream) + Send + 'static) -> AcceptLoop {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .unwrap_or_else(|e| panic!("bind a port for the {name}: {e}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("address of the {name}: {e}"))
+            .to_string();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = Arc::clone(&stop);
+            std::thread::Builder::new()
+                .name(name.to_owned())
+                .spawn(move || {
+                    for stream in listener.incoming() {
+                        if stop.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        if let Ok(stream) = stream {
+                            serve(stream);
+                        }
+                    }
+                })
+                .unwrap_or_else(|e| panic!("spawn the {name} thread: {e}"))
+        };
+        AcceptLoop {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+}
+
+impl Drop for AcceptLoop {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = TcpStream::connect(&self.addr);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }

@@ -9,20 +9,19 @@
 //! its `rootcertbundle`.
 
 use std::io::{BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 
 use crate::Credentials;
-use crate::http;
-use crate::tools::require_tool;
+use crate::http::{self, AcceptLoop};
+use crate::tools::openssl_self_signed;
 
 /// Repositories under this prefix may be pulled without credentials.
 pub const PUBLIC_PREFIX: &str = "public/";
@@ -48,11 +47,9 @@ pub struct TokenRequest {
 
 /// A running token issuer; stops (and joins its thread) on drop.
 pub struct TokenIssuer {
-    addr: String,
     cert_path: PathBuf,
     requests: Arc<Mutex<Vec<TokenRequest>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    server: AcceptLoop,
 }
 
 struct Signer {
@@ -68,25 +65,14 @@ impl TokenIssuer {
     ///
     /// `user` is the one account that gets pull and push; tokens last `expires_in` seconds.
     pub fn start(dir: &Path, user: Credentials, expires_in: u64) -> TokenIssuer {
-        let openssl = require_tool("openssl", "openssl");
         let key_path = dir.join("token-signing.key");
         let cert_path = dir.join("token-signing.crt");
-        let status = Command::new(openssl)
-            .args([
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            ])
-            .args(["-subj", "/CN=ducc-test-token-issuer"])
-            .arg("-keyout")
-            .arg(&key_path)
-            .arg("-out")
-            .arg(&cert_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("run openssl req");
-        assert!(
-            status.success(),
-            "openssl could not make the token signing key: {status}"
+        openssl_self_signed(
+            "the token signing key",
+            &["rsa:2048"],
+            &["-subj".as_ref(), "/CN=ducc-test-token-issuer".as_ref()],
+            &cert_path,
+            &key_path,
         );
         let cert_pem = std::fs::read_to_string(&cert_path).expect("read token certificate");
         // The x5c entry is the standard-base64 DER, which is the PEM body without line breaks.
@@ -100,13 +86,7 @@ impl TokenIssuer {
             "certificate PEM body is not base64"
         );
 
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind token issuer");
-        let addr = listener
-            .local_addr()
-            .expect("token issuer address")
-            .to_string();
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
         let signer = Signer {
             key_path,
             cert_der_base64,
@@ -114,38 +94,24 @@ impl TokenIssuer {
             expires_in,
             counter: AtomicU64::new(0),
         };
-        let thread = {
+        let server = {
             let requests = Arc::clone(&requests);
-            let stop = Arc::clone(&stop);
-            std::thread::Builder::new()
-                .name("token-issuer".into())
-                .spawn(move || {
-                    for stream in listener.incoming() {
-                        if stop.load(Ordering::SeqCst) {
-                            break;
-                        }
-                        if let Ok(stream) = stream {
-                            // One request per connection, answered inline: token requests are
-                            // rare and quick, and the timeouts keep a silent client from
-                            // blocking the others for long.
-                            let _ = signer.serve(stream, &requests);
-                        }
-                    }
-                })
-                .expect("spawn token issuer thread")
+            // One request per connection, answered inline: token requests are rare and quick,
+            // and the timeouts keep a silent client from blocking the others for long.
+            AcceptLoop::start("token-issuer", move |stream| {
+                let _ = signer.serve(stream, &requests);
+            })
         };
         TokenIssuer {
-            addr,
             cert_path,
             requests,
-            stop,
-            thread: Some(thread),
+            server,
         }
     }
 
     /// The realm URL to configure in the registry (`http://127.0.0.1:PORT/token`).
     pub fn realm(&self) -> String {
-        format!("http://{}/token", self.addr)
+        format!("http://{}/token", self.server.addr())
     }
 
     /// Path of the PEM certificate for the registry's `rootcertbundle`.
@@ -156,17 +122,6 @@ impl TokenIssuer {
     /// Every request answered so far, oldest first.
     pub fn requests(&self) -> Vec<TokenRequest> {
         self.requests.lock().unwrap().clone()
-    }
-}
-
-impl Drop for TokenIssuer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop so it sees the flag.
-        let _ = TcpStream::connect(&self.addr);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
