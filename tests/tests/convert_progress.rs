@@ -6,10 +6,11 @@
 
 mod convert_support;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use convert_support::{Backend, Image, Layer, Work};
 use ducc_tests::images::{self, client_for};
+use ducc_tests::tools::run_on_terminal;
 use ducc_tests::{Registry, unique_repo};
 
 /// How `ducc` is run.
@@ -27,40 +28,6 @@ struct Case {
     flags: &'static [&'static str],
     env: &'static [(&'static str, &'static str)],
     bars: bool,
-}
-
-/// A single-quoted word for `sh`.
-fn quote(word: &str) -> String {
-    format!("'{}'", word.replace('\'', r"'\''"))
-}
-
-/// Runs `command` on a pseudo-terminal of 160 columns with `TERM=term` and gives its exit code
-/// and everything it wrote there (stdout and stderr together, as a terminal shows them).
-fn run_on_terminal(command: &Command, term: &str) -> (Option<i32>, String) {
-    let script_tool = ducc_tests::require_tool("script", "bsdutils");
-    let mut line = String::from("stty cols 160 rows 40; exec");
-    line.push(' ');
-    line.push_str(&quote(command.get_program().to_str().unwrap()));
-    for arg in command.get_args() {
-        line.push(' ');
-        line.push_str(&quote(arg.to_str().unwrap()));
-    }
-    let mut script = Command::new(script_tool);
-    script.args(["-qefc", &line, "/dev/null"]);
-    for (key, value) in command.get_envs() {
-        match value {
-            Some(value) => script.env(key, value),
-            None => script.env_remove(key),
-        };
-    }
-    let out = script
-        .env("TERM", term)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.code(), text)
 }
 
 /// `text` without colour and style sequences (`ESC [ ... m`); cursor movements stay.
@@ -147,7 +114,7 @@ fn convert_draws_bars_only_on_a_terminal_that_wants_them() {
             command.env(key, value);
         }
         let (code, raw) = match case.output {
-            Output::Terminal(term) => run_on_terminal(&command, term),
+            Output::Terminal(term) => run_on_terminal(&command, term, Some((160, 40))),
             Output::Piped => {
                 let out = command.stdin(Stdio::null()).output().unwrap();
                 (

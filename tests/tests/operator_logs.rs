@@ -10,6 +10,7 @@
 
 use std::process::{Command, Stdio};
 
+use ducc_tests::tools::run_on_terminal;
 use ducc_tests::{Registry, unique_repo};
 
 /// A `convert-single-image` of a missing tag into a fresh local repository; gives the command
@@ -40,37 +41,9 @@ fn piped(mut command: Command) -> (Option<i32>, String) {
     )
 }
 
-/// A single-quoted word for `sh`.
-fn quote(word: &str) -> String {
-    format!("'{}'", word.replace('\'', r"'\''"))
-}
-
-/// Runs `command` on a pseudo-terminal (util-linux `script`) and gives everything it wrote there.
+/// Runs `command` on a pseudo-terminal (`TERM=xterm`) and gives everything it wrote there.
 fn on_terminal(command: &Command) -> String {
-    let script_tool = ducc_tests::require_tool("script", "bsdutils");
-    let mut line = String::from("exec");
-    line.push(' ');
-    line.push_str(&quote(command.get_program().to_str().unwrap()));
-    for arg in command.get_args() {
-        line.push(' ');
-        line.push_str(&quote(arg.to_str().unwrap()));
-    }
-    let mut script = Command::new(script_tool);
-    script.args(["-qefc", &line, "/dev/null"]);
-    for (key, value) in command.get_envs() {
-        match value {
-            Some(value) => script.env(key, value),
-            None => script.env_remove(key),
-        };
-    }
-    let out = script
-        .env("TERM", "xterm")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    text
+    run_on_terminal(command, "xterm", None).1
 }
 
 /// The log line that reports the failed image.
