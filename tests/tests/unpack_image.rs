@@ -8,7 +8,7 @@
 //! Needs root (owners, devices, overlay mounts), umoci, skopeo, debootstrap and docker-registry,
 //! and the `ducc` binary (`cargo build -p ducc-cli`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use ducc_tests::fixtures::{self, Image};
@@ -33,6 +33,20 @@ fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// An image reference on a port where nothing listens: for runs refused before any request.
+const NEVER_CONTACTED: &str = "http://127.0.0.1:1/never/contacted:latest";
+
+/// Runs `ducc unpack-image ARGS… REFERENCE DEST` expecting it to fail with exit code `code`
+/// (2: refused before any work, 1: the image failed); returns its stderr.
+fn unpack_image_fails(args: &[&str], reference: &str, dest: &Path, code: i32) -> String {
+    let mut all = vec!["unpack-image"];
+    all.extend(args);
+    all.extend([reference, dest.to_str().expect("utf-8")]);
+    let out = ducc(&all);
+    assert_eq!(out.status.code(), Some(code), "{}", text(&out));
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// Why these tests need root (CI runs them as root).
@@ -244,17 +258,8 @@ fn unpack_image_layers_stack_as_overlay_to_the_umoci_tree() {
 fn unpack_image_refuses_a_non_empty_destination() {
     let scratch = scratch_dir("unpack-image-nonempty").expect("scratch");
     std::fs::write(scratch.path().join("precious"), b"keep").expect("write");
-    let out = ducc(&[
-        "unpack-image",
-        "http://127.0.0.1:1/never/contacted:latest",
-        scratch.path().to_str().expect("utf-8"),
-    ]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("not empty"),
-        "{}",
-        text(&out)
-    );
+    let stderr = unpack_image_fails(&[], NEVER_CONTACTED, scratch.path(), 2);
+    assert!(stderr.contains("not empty"), "{stderr}");
     assert_eq!(
         std::fs::read(scratch.path().join("precious")).expect("read"),
         b"keep"
@@ -265,17 +270,8 @@ fn unpack_image_refuses_a_non_empty_destination() {
 fn unpack_image_refuses_a_tag_glob() {
     let scratch = scratch_dir("unpack-image-glob").expect("scratch");
     let dest = scratch.path().join("d");
-    let out = ducc(&[
-        "unpack-image",
-        "http://127.0.0.1:1/some/repo:1.*",
-        dest.to_str().expect("utf-8"),
-    ]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("tag glob"),
-        "{}",
-        text(&out)
-    );
+    let stderr = unpack_image_fails(&[], "http://127.0.0.1:1/some/repo:1.*", &dest, 2);
+    assert!(stderr.contains("tag glob"), "{stderr}");
 }
 
 #[test]
@@ -283,17 +279,8 @@ fn unpack_image_of_a_missing_tag_fails_naming_the_image() {
     let registry = Registry::anonymous();
     let scratch = scratch_dir("unpack-image-missing").expect("scratch");
     let reference = registry.image(&format!("{}:nope", unique_repo("missing")));
-    let out = ducc(&[
-        "unpack-image",
-        &reference,
-        scratch.path().join("d").to_str().expect("utf-8"),
-    ]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains(&reference),
-        "{}",
-        text(&out)
-    );
+    let stderr = unpack_image_fails(&[], &reference, &scratch.path().join("d"), 1);
+    assert!(stderr.contains(&reference), "{stderr}");
 }
 
 #[test]
@@ -305,17 +292,10 @@ fn unpack_image_fails_on_a_wrong_diff_id() {
         config["rootfs"]["diff_ids"][1] = Value::from(wrong.clone());
     });
     let scratch = scratch_dir("unpack-image-diffid").expect("scratch");
-    let out = ducc(&[
-        "unpack-image",
-        &reference,
-        scratch.path().join("d").to_str().expect("utf-8"),
-    ]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = unpack_image_fails(&[], &reference, &scratch.path().join("d"), 1);
     assert!(
         stderr.contains(&wrong) && stderr.contains(&image.layers[1].digest),
-        "{}",
-        text(&out)
+        "{stderr}"
     );
 }
 
@@ -332,17 +312,8 @@ fn unpack_image_fails_on_a_corrupted_blob() {
     bytes[last] ^= 0xff;
     std::fs::write(&stored, bytes).expect("corrupt");
     let scratch = scratch_dir("unpack-image-corrupt").expect("scratch");
-    let out = ducc(&[
-        "unpack-image",
-        &reference,
-        scratch.path().join("d").to_str().expect("utf-8"),
-    ]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains(victim.as_str()),
-        "{}",
-        text(&out)
-    );
+    let stderr = unpack_image_fails(&[], &reference, &scratch.path().join("d"), 1);
+    assert!(stderr.contains(victim.as_str()), "{stderr}");
 }
 
 #[test]
@@ -350,17 +321,8 @@ fn unpack_image_refuses_a_file_as_destination() {
     let scratch = scratch_dir("unpack-image-file-dest").expect("scratch");
     let dest = scratch.path().join("a-file");
     std::fs::write(&dest, b"not a directory").expect("write");
-    let out = ducc(&[
-        "unpack-image",
-        "http://127.0.0.1:1/never/contacted:latest",
-        dest.to_str().expect("utf-8"),
-    ]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("not a readable directory"),
-        "{}",
-        text(&out)
-    );
+    let stderr = unpack_image_fails(&[], NEVER_CONTACTED, &dest, 2);
+    assert!(stderr.contains("not a readable directory"), "{stderr}");
     assert_eq!(std::fs::read(&dest).expect("read"), b"not a directory");
 }
 
@@ -368,14 +330,7 @@ fn unpack_image_refuses_a_file_as_destination() {
 fn unpack_image_refuses_a_malformed_platform() {
     let scratch = scratch_dir("unpack-image-platform").expect("scratch");
     let dest = scratch.path().join("d");
-    let out = ducc(&[
-        "unpack-image",
-        "--platform",
-        "linux",
-        "http://127.0.0.1:1/never/contacted:latest",
-        dest.to_str().expect("utf-8"),
-    ]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    unpack_image_fails(&["--platform", "linux"], NEVER_CONTACTED, &dest, 2);
     assert!(
         !dest.exists(),
         "nothing is created before the arguments are checked"
