@@ -209,20 +209,33 @@ pub fn fixtures_dir() -> PathBuf {
 /// The name is unknown, a tool is missing (the message says what to install), or writing fails.
 pub fn image(name: &str) -> io::Result<Image> {
     let dir = fixtures_dir().join(format!("images-v{FIXTURES_VERSION}"));
+    load_or_build(&dir, name, |tmp, layout| {
+        let (spec, twin) = recipe(name)?;
+        write_image(name, tmp, layout, spec, &twin)
+    })
+}
+
+/// The image laid out at `dir/name`; if it is missing, `build(tmp, layout)` writes it into a
+/// temporary directory that is then renamed into place. One process builds while the others
+/// wait on `dir/.lock`, and find it built.
+fn load_or_build(
+    dir: &Path,
+    name: &str,
+    build: impl FnOnce(&Path, &Path) -> io::Result<Image>,
+) -> io::Result<Image> {
     let layout = dir.join(name);
     if let Some(image) = load(&layout)? {
         return Ok(image);
     }
-    fs::create_dir_all(&dir)?;
+    fs::create_dir_all(dir)?;
     let _lock = Lock::acquire(&dir.join(".lock"))?;
     // Another process may have built it while we waited for the lock.
     if let Some(image) = load(&layout)? {
         return Ok(image);
     }
-    let (spec, twin) = recipe(name)?;
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     remove_stale(&tmp)?;
-    let image = write_image(name, &tmp, &layout, spec, &twin).inspect_err(|_| {
+    let image = build(&tmp, &layout).inspect_err(|_| {
         let _ = remove_stale(&tmp);
     })?;
     fs::rename(&tmp, &layout)?;
@@ -244,15 +257,11 @@ pub fn build_all() -> io::Result<Vec<Image>> {
 /// As [`image`].
 pub fn bench_image() -> io::Result<Image> {
     let dir = fixtures_dir().join(format!("bench-{BENCH_VERSION}"));
-    let layout = dir.join("image");
-    if let Some(image) = load(&layout)? {
-        return Ok(image);
-    }
-    fs::create_dir_all(&dir)?;
-    let _lock = Lock::acquire(&dir.join(".lock"))?;
-    if let Some(image) = load(&layout)? {
-        return Ok(image);
-    }
+    load_or_build(&dir, "image", |tmp, layout| bench_layers(&dir, tmp, layout))
+}
+
+/// Writes the benchmark image (see [`bench_image`]) to `tmp`, its rootfs built under `dir`.
+fn bench_layers(dir: &Path, tmp: &Path, layout: &Path) -> io::Result<Image> {
     let rootfs = debootstrap_rootfs(
         &dir.join("rootfs"),
         &[
@@ -293,11 +302,7 @@ pub fn bench_image() -> io::Result<Image> {
         ],
         compression: vec![Compression::Gzip; 4],
     };
-    let tmp = dir.join(format!(".image.tmp-{}", std::process::id()));
-    remove_stale(&tmp)?;
-    let image = write_image("bench", &tmp, &layout, spec, "bench")?;
-    fs::rename(&tmp, &layout)?;
-    Ok(image)
+    write_image("bench", tmp, layout, spec, "bench")
 }
 
 /// A directory under [`fixtures_dir`]`/cache/KEY`, built once by `build` (given an empty
