@@ -11,7 +11,7 @@ mod convert_support;
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use convert_support::{Backend, Image, Layer, Work, flat_dir, marker_config};
@@ -27,14 +27,17 @@ fn wait_until(what: &str, done: impl FnMut() -> bool) {
     ducc_tests::wait::until(what, WAIT, done);
 }
 
-/// A work directory whose wish list holds `wish` alone, and serve started on it on loopback
-/// with a fresh notification token.
-fn serve_wishing(wish: &str) -> (Work, String, Serve) {
+/// A fresh repository name made of `label`, a work directory whose wish list holds that
+/// repository's `tag` (a glob or not) on the shared anonymous registry alone, and serve started
+/// on it on loopback with a fresh notification token.
+fn serve_wishing(label: &str, tag: &str) -> (String, Work, String, Serve) {
+    let name = unique_repo(label);
     let work = Work::new(Backend::Local);
-    work.wishlist(&[wish.to_owned()], "");
+    let wish = format!("http://{}/{name}:{tag}", Registry::anonymous().host());
+    work.wishlist(&[wish], "");
     let token = format!("tok-{}", random_hex(16));
     let serve = Serve::start(&work, "127.0.0.1:0", Some(&token), &[]);
-    (work, token, serve)
+    (name, work, token, serve)
 }
 
 /// One HTTP exchange with `Connection: close`: status and body.
@@ -180,13 +183,33 @@ impl Serve {
         rustix::process::kill_process(pid, signal).unwrap();
     }
 
-    /// SIGTERM, then the exit status and the log.
-    fn terminate(mut self) -> (ExitStatus, String) {
+    /// Waits for the end of the first full pass.
+    fn first_pass(&self) {
+        wait_until("the first full pass", || self.passes() >= 1);
+    }
+
+    /// Waits until no image is queued or converting.
+    fn wait_idle(&self, what: &str) {
+        wait_until(what, || {
+            let status = self.status();
+            status["queue"]["depth"] == 0 && status["running"].is_null()
+        });
+    }
+
+    /// POSTs `body` to a notify endpoint with the right token, asserts a 200 and returns the body.
+    fn notify_ok(&self, endpoint: &str, body: &[u8]) -> String {
+        let (code, text) = self.notify(endpoint, body);
+        assert_eq!(code, 200, "{text}");
+        text
+    }
+
+    /// SIGTERM; asserts that serve exits successfully, and returns its log.
+    fn stop(mut self) -> String {
         self.signal(rustix::process::Signal::TERM);
         let deadline = Instant::now() + WAIT;
-        loop {
+        let status = loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                return (status, self.log());
+                break status;
             }
             assert!(
                 Instant::now() < deadline,
@@ -194,7 +217,10 @@ impl Serve {
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(50));
-        }
+        };
+        let log = self.log();
+        assert!(status.success(), "{status}: {log}");
+        log
     }
 }
 
@@ -288,6 +314,13 @@ fn push_envelope(host: &str, name: &str, tag: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// Waits (for `what`) until the image `name` (`repository:tag`) of the shared anonymous registry
+/// has its marker in the repository of `work`.
+fn wait_for_marker(what: &str, work: &Work, name: &str) {
+    let host = Registry::anonymous().host();
+    wait_until(what, || marker_config(&work.repo(), host, name).is_some());
+}
+
 fn label_in(work: &Work, image: &Image) -> Option<String> {
     std::fs::read_to_string(flat_dir(&work.repo(), image).join("etc/label")).ok()
 }
@@ -313,7 +346,7 @@ fn a_skopeo_push_to_a_notifying_registry_converts_wished_images_and_ignores_the_
     let host = registry.host().to_owned();
     work.wishlist(&[format!("http://{host}/wished:1.*")], "");
     let serve = Serve::start(&work, &format!("127.0.0.1:{serve_port}"), Some(&token), &[]);
-    wait_until("the first full pass", || serve.passes() >= 1);
+    serve.first_pass();
 
     let mut latencies = Vec::new();
     for round in 0..3 {
@@ -372,16 +405,14 @@ fn a_skopeo_push_to_a_notifying_registry_converts_wished_images_and_ignores_the_
         serve.metric("ducc_webhook_requests_total{endpoint=\"/notify/distribution\",code=\"200\"}")
             >= 5.0
     );
-    let (status, log) = serve.terminate();
-    assert!(status.success(), "{status}: {log}");
+    let log = serve.stop();
     assert!(!log.contains(&token), "the token is logged: {log}");
 }
 
 #[test]
 fn notify_refuses_missing_or_wrong_tokens_malformed_and_oversized_bodies_and_counts_them() {
     let registry = Registry::anonymous();
-    let name = unique_repo("serve-refused");
-    let (_work, token, serve) = serve_wishing(&format!("http://{}/{name}:1", registry.host()));
+    let (name, _work, token, serve) = serve_wishing("serve-refused", "1");
     let wished = push_envelope(registry.host(), &name, "1");
     let post = |headers: &[(&str, &str)], body: &[u8]| {
         exchange(&serve.addr, "POST", "/notify/distribution", headers, body)
@@ -415,7 +446,7 @@ fn notify_refuses_missing_or_wrong_tokens_malformed_and_oversized_bodies_and_cou
     assert_eq!(code, 405);
 
     // Nothing was queued or converted by the refused requests.
-    wait_until("the first full pass", || serve.passes() >= 1);
+    serve.first_pass();
     // (The wished image is not in the registry: the pass's failure waits there as a retry.)
     let status = serve.status();
     let queued = status["queue"]["images"].as_array().unwrap();
@@ -442,8 +473,7 @@ fn notify_refuses_missing_or_wrong_tokens_malformed_and_oversized_bodies_and_cou
     );
     let (code, _) = serve.get("/healthz");
     assert_eq!(code, 200);
-    let (status, log) = serve.terminate();
-    assert!(status.success(), "{status}: {log}");
+    let log = serve.stop();
     assert!(!log.contains(&token), "the token is logged: {log}");
 }
 
@@ -469,29 +499,35 @@ fn serve_refuses_to_start_without_a_token_unless_on_loopback_with_no_auth() {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
-    let (code, stderr) = run("127.0.0.1:0", &[], None);
-    assert_eq!(code, Some(2), "{stderr}");
-    assert!(stderr.contains("needs a webhook token"), "{stderr}");
-    let (code, stderr) = run("0.0.0.0:0", &["--no-auth"], None);
-    assert_eq!(code, Some(2), "{stderr}");
-    assert!(
-        stderr.contains("only allowed on a loopback address"),
-        "{stderr}"
-    );
-    let (code, stderr) = run("127.0.0.1:0", &["--no-auth"], Some("t"));
-    assert_eq!(code, Some(2), "{stderr}");
-    assert!(stderr.contains("--no-auth contradicts"), "{stderr}");
-    let (code, stderr) = run("127.0.0.1:0", &[], Some(""));
-    assert_eq!(code, Some(2), "{stderr}");
-    assert!(stderr.contains("is empty"), "{stderr}");
     let missing = work.path("no-token-file");
-    let (code, stderr) = run(
-        "127.0.0.1:0",
-        &["--token-file", missing.to_str().unwrap()],
-        None,
-    );
-    assert_eq!(code, Some(2), "{stderr}");
-    assert!(stderr.contains("no-token-file"), "{stderr}");
+    // (listen, arguments, DUCC_WEBHOOK_TOKEN, what the usage error says)
+    let refused: [(&str, &[&str], Option<&str>, &str); 5] = [
+        ("127.0.0.1:0", &[], None, "needs a webhook token"),
+        (
+            "0.0.0.0:0",
+            &["--no-auth"],
+            None,
+            "only allowed on a loopback address",
+        ),
+        (
+            "127.0.0.1:0",
+            &["--no-auth"],
+            Some("t"),
+            "--no-auth contradicts",
+        ),
+        ("127.0.0.1:0", &[], Some(""), "is empty"),
+        (
+            "127.0.0.1:0",
+            &["--token-file", missing.to_str().unwrap()],
+            None,
+            "no-token-file",
+        ),
+    ];
+    for (listen, extra, token, says) in refused {
+        let (code, stderr) = run(listen, extra, token);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+    }
 
     // On loopback, --no-auth accepts notifications without a token.
     let serve = Serve::start(&work, "127.0.0.1:0", None, &[]);
@@ -503,21 +539,16 @@ fn serve_refuses_to_start_without_a_token_unless_on_loopback_with_no_auth() {
         b"{\"events\": []}",
     );
     assert_eq!(code, 200, "{text}");
-    let (status, log) = serve.terminate();
-    assert!(status.success(), "{status}: {log}");
+    serve.stop();
 }
 
 #[test]
 fn a_burst_of_hundreds_of_events_converts_the_image_once_with_bounded_memory() {
     let registry = Registry::anonymous();
-    let name = unique_repo("serve-burst");
-    let (work, _token, serve) = serve_wishing(&format!("http://{}/{name}:1.*", registry.host()));
+    let (name, work, _token, serve) = serve_wishing("serve-burst", "1.*");
     // The repository has no tags yet: the first pass converts nothing.
-    wait_until("the first full pass", || serve.passes() >= 1);
-    wait_until("an idle worker after the first pass", || {
-        let status = serve.status();
-        status["queue"]["depth"] == 0 && status["running"].is_null()
-    });
+    serve.first_pass();
+    serve.wait_idle("an idle worker after the first pass");
     let (idle_rss, _) = serve.memory_kib();
 
     let image = labelled("burst");
@@ -533,8 +564,7 @@ fn a_burst_of_hundreds_of_events_converts_the_image_once_with_bounded_memory() {
                 scope.spawn(|| {
                     for n in 0..EVENTS / 4 {
                         let body = if n % 10 == 9 { &unwished } else { &envelope };
-                        let (code, text) = serve.notify("/notify/distribution", body);
-                        assert_eq!(code, 200, "{text}");
+                        serve.notify_ok("/notify/distribution", body);
                     }
                 })
             })
@@ -549,13 +579,8 @@ fn a_burst_of_hundreds_of_events_converts_the_image_once_with_bounded_memory() {
             sender.join().unwrap();
         }
     });
-    wait_until("the burst's image", || {
-        marker_config(&work.repo(), registry.host(), &format!("{name}:1.0")).is_some()
-    });
-    wait_until("an empty queue and an idle worker", || {
-        let status = serve.status();
-        status["queue"]["depth"] == 0 && status["running"].is_null()
-    });
+    wait_for_marker("the burst's image", &work, &format!("{name}:1.0"));
+    serve.wait_idle("an empty queue and an idle worker");
     assert_eq!(label_in(&work, &image).as_deref(), Some("burst"));
     let (_, hwm) = serve.memory_kib();
     eprintln!(
@@ -585,16 +610,14 @@ fn a_burst_of_hundreds_of_events_converts_the_image_once_with_bounded_memory() {
         hwm < idle_rss + 64 * 1024,
         "memory grew from {idle_rss} KiB to a peak of {hwm} KiB"
     );
-    let (status, log) = serve.terminate();
-    assert!(status.success(), "{status}: {log}");
+    serve.stop();
 }
 
 #[test]
 fn a_harbor_push_artifact_event_converts_the_image() {
     let registry = Registry::anonymous();
-    let name = unique_repo("serve-harbor/app");
-    let (work, _token, serve) = serve_wishing(&format!("http://{}/{name}:2.*", registry.host()));
-    wait_until("the first full pass", || serve.passes() >= 1);
+    let (name, work, _token, serve) = serve_wishing("serve-harbor/app", "2.*");
+    serve.first_pass();
     let image = labelled("harbor");
     push_direct(&image, &name, "2.1");
     let (namespace, repository) = name.split_once('/').unwrap();
@@ -617,11 +640,8 @@ fn a_harbor_push_artifact_event_converts_the_image() {
             },
         },
     });
-    let (code, text) = serve.notify("/notify/harbor", payload.to_string().as_bytes());
-    assert_eq!(code, 200, "{text}");
-    wait_until("the Harbor-notified image", || {
-        marker_config(&work.repo(), registry.host(), &format!("{name}:2.1")).is_some()
-    });
+    serve.notify_ok("/notify/harbor", payload.to_string().as_bytes());
+    wait_for_marker("the Harbor-notified image", &work, &format!("{name}:2.1"));
     assert_eq!(label_in(&work, &image).as_deref(), Some("harbor"));
     // The result is recorded just after the marker is written.
     wait_until("the Harbor-notified result", || {
@@ -636,14 +656,12 @@ fn a_harbor_push_artifact_event_converts_the_image() {
     assert_eq!(result["outcome"], "converted", "{result}");
     // Other Harbor events are acknowledged and skipped.
     let pull = json!({"type": "PULL_ARTIFACT", "event_data": {"resources": []}});
-    let (code, text) = serve.notify("/notify/harbor", pull.to_string().as_bytes());
-    assert_eq!(code, 200, "{text}");
+    serve.notify_ok("/notify/harbor", pull.to_string().as_bytes());
     assert_eq!(
         serve.metric("ducc_webhook_events_total{endpoint=\"harbor\",outcome=\"skipped\"}"),
         1.0
     );
-    let (status, log) = serve.terminate();
-    assert!(status.success(), "{status}: {log}");
+    serve.stop();
 }
 
 #[test]
@@ -656,15 +674,14 @@ fn sighup_rereads_the_wish_list_and_a_broken_one_keeps_the_last_good_one() {
     work.wishlist(std::slice::from_ref(&first_input), "");
     let token = format!("tok-{}", random_hex(16));
     let serve = Serve::start(&work, "127.0.0.1:0", Some(&token), &[]);
-    wait_until("the first full pass", || serve.passes() >= 1);
+    serve.first_pass();
     let second_image = labelled("second");
     push_direct(&second_image, &second, "1");
     let notify_second = || {
-        let (code, text) = serve.notify(
+        let text = serve.notify_ok(
             "/notify/distribution",
             &push_envelope(registry.host(), &second, "1"),
         );
-        assert_eq!(code, 200, "{text}");
         serde_json::from_str::<serde_json::Value>(&text).unwrap()
     };
     assert_eq!(notify_second()["not_wished"], 1);
@@ -693,20 +710,16 @@ fn sighup_rereads_the_wish_list_and_a_broken_one_keeps_the_last_good_one() {
     });
     assert!(serve.status()["wishlist"]["reload_error"].is_null());
     assert_eq!(notify_second()["queued"], 1);
-    wait_until("the second image", || {
-        marker_config(&work.repo(), registry.host(), &format!("{second}:1")).is_some()
-    });
+    wait_for_marker("the second image", &work, &format!("{second}:1"));
     assert_eq!(label_in(&work, &second_image).as_deref(), Some("second"));
-    let (status, log) = serve.terminate();
-    assert!(status.success(), "{status}: {log}");
+    serve.stop();
 }
 
 #[test]
 fn a_failed_conversion_is_shown_counted_and_retried_with_backoff_until_it_works() {
     let registry = Registry::anonymous();
-    let name = unique_repo("serve-retry");
     // A literal tag that does not exist yet: every attempt fails at the manifest.
-    let (work, _token, serve) = serve_wishing(&format!("http://{}/{name}:1", registry.host()));
+    let (name, work, _token, serve) = serve_wishing("serve-retry", "1");
     wait_until("two failed attempts", || {
         serve.metric("ducc_conversion_failures_total") >= 2.0
     });
@@ -737,13 +750,10 @@ fn a_failed_conversion_is_shown_counted_and_retried_with_backoff_until_it_works(
     // Once the image exists, a retry converts it with no notification.
     let image = labelled("retried");
     push_direct(&image, &name, "1");
-    wait_until("the retried image", || {
-        marker_config(&work.repo(), registry.host(), &format!("{name}:1")).is_some()
-    });
+    wait_for_marker("the retried image", &work, &format!("{name}:1"));
     assert_eq!(label_in(&work, &image).as_deref(), Some("retried"));
     assert!(serve.log().contains("retrying in"), "{}", serve.log());
-    let (status, log) = serve.terminate();
-    assert!(status.success(), "{status}: {log}");
+    serve.stop();
 }
 
 #[test]
@@ -772,8 +782,7 @@ fn sigterm_in_the_middle_of_a_conversion_aborts_it_and_exits_cleanly() {
     wait_until("the stalled blob download", || {
         proxy.count("GET", "/blobs/") > 0
     });
-    let (status, log) = serve.terminate();
-    assert!(status.success(), "{status}: {log}");
+    let log = serve.stop();
     assert!(
         marker_config(&work.repo(), proxy.host(), &format!("{name}:1")).is_none(),
         "a stopped conversion wrote its marker: {log}"
@@ -801,13 +810,17 @@ fn serve_with_a_shard_converts_its_images_and_ignores_other_shards_notifications
     let registry = Registry::anonymous();
     let host = registry.host();
     let name = unique_repo("serve-shard");
-    let tags: Vec<String> = (0..8).map(|i| format!("v{i}")).collect();
+    let owner = |tag: &str| shard_owner(&format!("{host}/{name}:{tag}"), 2);
+    let mut tags: Vec<String> = (0..8).map(|i| format!("v{i}")).collect();
+    // The repository name is random: eight tags all fall to one node once in 128 runs (the test
+    // failed so); more tags until both nodes have some.
+    while tags.iter().all(|tag| owner(tag) == owner(&tags[0])) {
+        tags.push(format!("v{}", tags.len()));
+    }
     for tag in &tags {
         push_direct(&labelled(tag), &name, tag);
     }
-    let (mine, others): (Vec<&String>, Vec<&String>) = tags
-        .iter()
-        .partition(|tag| shard_owner(&format!("{host}/{name}:{tag}"), 2) == 1);
+    let (mine, others): (Vec<&String>, Vec<&String>) = tags.iter().partition(|tag| owner(tag) == 1);
     assert!(
         !mine.is_empty() && !others.is_empty(),
         "{mine:?} {others:?}"
@@ -815,7 +828,7 @@ fn serve_with_a_shard_converts_its_images_and_ignores_other_shards_notifications
     let work = Work::new(Backend::Local);
     work.wishlist(&[format!("http://{host}/{name}:v*")], "");
     let serve = Serve::start(&work, "127.0.0.1:0", None, &["--shard", "1/2"]);
-    wait_until("the first full pass", || serve.passes() >= 1);
+    serve.first_pass();
     for tag in &mine {
         assert!(
             marker_config(&work.repo(), host, &format!("{name}:{tag}")).is_some(),
@@ -847,8 +860,7 @@ fn serve_with_a_shard_converts_its_images_and_ignores_other_shards_notifications
 
     // A push of another shard's image is answered, counted and not converted.
     let other = others[0];
-    let (code, text) = serve.notify("/notify/distribution", &push_envelope(host, &name, other));
-    assert_eq!(code, 200, "{text}");
+    let text = serve.notify_ok("/notify/distribution", &push_envelope(host, &name, other));
     let answer: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(answer["other_shard"], 1, "{answer}");
     assert_eq!(answer["queued"], 0, "{answer}");
@@ -859,12 +871,10 @@ fn serve_with_a_shard_converts_its_images_and_ignores_other_shards_notifications
     );
     assert_eq!(serve.status()["queue"]["depth"], 0);
     // A push of this shard's image is queued as before.
-    let (code, text) = serve.notify("/notify/distribution", &push_envelope(host, &name, mine[0]));
-    assert_eq!(code, 200, "{text}");
+    let text = serve.notify_ok("/notify/distribution", &push_envelope(host, &name, mine[0]));
     let answer: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(answer["queued"], 1, "{answer}");
-    let (status, log) = serve.terminate();
-    assert!(status.success(), "{status}: {log}");
+    let log = serve.stop();
     assert!(
         marker_config(&work.repo(), host, &format!("{name}:{other}")).is_none(),
         "{log}"
@@ -911,7 +921,7 @@ fn serve_batches_the_images_of_a_full_pass_and_publishes_a_lone_notified_image_a
     let tags = ["1.0", "1.1", "1.2", "1.3"];
     let inputs = push_tags(&name, &tags);
     let (work, serve) = serve_batching(&format!("http://{}/{name}:1.*", registry.host()));
-    wait_until("the first full pass", || serve.passes() >= 1);
+    serve.first_pass();
     // Four images: one ingest each, and one mounted transaction for the rest of all four.
     assert_eq!(
         standin_calls(&work, 0, "ingest -k -t"),
@@ -947,22 +957,18 @@ fn serve_batches_the_images_of_a_full_pass_and_publishes_a_lone_notified_image_a
     // A notified image with nothing else to do is published at once, on its own.
     let before = work.standin_log().len();
     push_tags(&name, &["1.4"]);
-    let (code, text) = serve.notify(
+    serve.notify_ok(
         "/notify/distribution",
         &push_envelope(registry.host(), &name, "1.4"),
     );
-    assert_eq!(code, 200, "{text}");
-    wait_until("the notified image", || {
-        marker_config(&work.repo(), registry.host(), &format!("{name}:1.4")).is_some()
-    });
+    wait_for_marker("the notified image", &work, &format!("{name}:1.4"));
     wait_until("its result", || {
         serve.metric("ducc_images_converted_total") >= 5.0
     });
     assert_eq!(standin_calls(&work, before, "ingest -k -t"), 1);
     assert_eq!(standin_calls(&work, before, "transaction "), 1);
     assert_eq!(serve.metric("ducc_revisions_total"), 7.0);
-    let (status, log) = serve.terminate();
-    assert!(status.success(), "{status}: {log}");
+    let log = serve.stop();
     assert!(log.contains("waiting for its batch's commit"), "{log}");
 }
 
@@ -981,7 +987,7 @@ fn in_serve_a_failed_batch_commit_fails_its_images_and_their_retries_convert_the
         Some("tok-batch"),
         &["--layer-whiteouts", "oci", "--batch", "10"],
     );
-    wait_until("the first full pass", || serve.passes() >= 1);
+    serve.first_pass();
     let status = serve.status();
     assert_eq!(status["full_pass"]["last_failed"], 3, "{status:#}");
     assert!(!fail.exists(), "the failure was used");
@@ -1022,8 +1028,7 @@ fn in_serve_a_failed_batch_commit_fails_its_images_and_their_retries_convert_the
     wait_until("their results", || {
         serve.metric("ducc_images_converted_total") >= 3.0
     });
-    let (status, log) = serve.terminate();
-    assert!(status.success(), "{status}: {log}");
+    serve.stop();
     let reference = Work::local_reference(&inputs);
     convert_support::scan(&reference.repo()).assert_same_as(
         &convert_support::scan(&work.repo()),
