@@ -16,18 +16,82 @@ fn nobody_owned(root: &std::path::Path) -> Vec<String> {
     scan(root).paths_where(|_, node| node.uid == 65534 || node.gid == 65534)
 }
 
+/// Runs `ducc convert -i --layer-whiteouts oci` (raw `.wh.` names, so that trees compare with
+/// the local publisher's) with `extra` arguments, and asserts that it succeeds.
+fn convert_raw(work: &Work, extra: &[&str]) {
+    let args: Vec<&str> = ["-i", "--layer-whiteouts", "oci"]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
+    assert!(work.convert(&args).status.success(), "{args:?}");
+}
+
+/// Asserts that `cvmfs` published the same repository as `local` (the reference).
+fn assert_same_repository(local: &Work, cvmfs: &Work, what: &str) {
+    scan(&local.repo()).assert_same_as(
+        &scan(&cvmfs.repo()),
+        &run_options(),
+        "local publisher",
+        what,
+    );
+}
+
+/// Asserts that a rerun of `cvmfs` (with `extra` arguments) calls nothing but `list`.
+fn assert_rerun_calls_only_list(cvmfs: &Work, extra: &[&str]) {
+    let before = cvmfs.standin_log().len();
+    convert_raw(cvmfs, extra);
+    let again = &cvmfs.standin_log()[before..];
+    assert!(again.iter().all(|l| l == "list"), "{again:#?}");
+}
+
+/// Asserts that the stand-in was called for ingests and mounted transactions only (issue 24):
+/// no abort, no other command.
+fn assert_only_ingests_and_mounted_transactions(log: &[String]) {
+    assert!(
+        log.iter().all(|l| l == "list"
+            || l.starts_with("ingest ")
+            || l.starts_with("mkfs ")
+            || l.starts_with("transaction ")
+            || l.starts_with("publish ")),
+        "{log:#?}"
+    );
+}
+
+/// Runs `ducc convert -i -n events.jsonl` on `work`, asserts that it succeeds and returns the
+/// events whose `action` is `action`.
+fn rerun_events(work: &Work, action: &str) -> Vec<serde_json::Value> {
+    let events = work.path("events.jsonl");
+    assert!(
+        work.convert(&["-i", "-n", events.to_str().unwrap()])
+            .status
+            .success()
+    );
+    work.events("events.jsonl")
+        .into_iter()
+        .filter(|e| e["action"] == action)
+        .collect()
+}
+
+/// The pair of [`push_pair`] under `label`, and `<label>:one` converted through the stand-in:
+/// the image, the work and the scan of its repository.
+fn one_of_pair_converted(label: &str) -> (String, Image, Work, ducc_tests::tree::Tree) {
+    let registry = Registry::anonymous();
+    let name = unique_repo(label);
+    let (one, _) = push_pair(&name);
+    let work = Work::new(Backend::Cvmfs);
+    work.wishlist(&[format!("http://{}/{name}:one", registry.host())], "");
+    assert!(work.convert(&["-i"]).status.success());
+    let expected = scan(&work.repo());
+    (name, one, work, expected)
+}
+
 /// Converts `inputs` with the local publisher and with the `cvmfs` one (stand-in), each run
 /// succeeding, both with raw `.wh.` names (`--layer-whiteouts oci`) so that their trees compare.
 fn convert_with_both(inputs: &[String]) -> (Work, Work) {
     let local = Work::local_reference(inputs);
     let cvmfs = Work::new(Backend::Cvmfs);
     cvmfs.wishlist(inputs, "");
-    assert!(
-        cvmfs
-            .convert(&["-i", "--layer-whiteouts", "oci"])
-            .status
-            .success()
-    );
+    convert_raw(&cvmfs, &[]);
     (local, cvmfs)
 }
 
@@ -89,14 +153,7 @@ fn cvmfs_publisher_builds_the_same_repository_as_the_local_one() {
     // Layers went in through ingest, the rest through mounted transactions (issue 24): no
     // abort, and no directory that ingest had to invent (owned by 4294967295, shown as 65534) anywhere.
     let log = cvmfs.standin_log();
-    assert!(
-        log.iter().all(|l| l == "list"
-            || l.starts_with("ingest ")
-            || l.starts_with("mkfs ")
-            || l.starts_with("transaction ")
-            || l.starts_with("publish ")),
-        "{log:#?}"
-    );
+    assert_only_ingests_and_mounted_transactions(&log);
     assert_eq!(nobody_owned(&published), Vec::<String>::new());
     for image in [&one, &two] {
         let flat = flat_dir(&published, image);
@@ -131,15 +188,7 @@ fn cvmfs_publisher_builds_the_same_repository_as_the_local_one() {
     );
 
     // A rerun changes nothing and opens no transaction.
-    let before = cvmfs.standin_log().len();
-    assert!(
-        cvmfs
-            .convert(&["-i", "--layer-whiteouts", "oci"])
-            .status
-            .success()
-    );
-    let rerun = &cvmfs.standin_log()[before..];
-    assert!(rerun.iter().all(|l| l == "list"), "{rerun:#?}");
+    assert_rerun_calls_only_list(&cvmfs, &[]);
     expected.assert_same_as(
         &scan(&cvmfs.repo()),
         &run_options(),
@@ -209,12 +258,7 @@ fn layer_directory_without_its_metadata_is_written_again() {
     // With cvmfs a layer's `layerfs` is published by its ingest, its layers.json by the commit
     // after it: a run killed in between leaves `layerfs` alone, and the next run must redo it.
     let registry = Registry::anonymous();
-    let name = unique_repo("cvmfs-half-layer");
-    let (one, _) = push_pair(&name);
-    let work = Work::new(Backend::Cvmfs);
-    work.wishlist(&[format!("http://{}/{name}:one", registry.host())], "");
-    assert!(work.convert(&["-i"]).status.success());
-    let expected = scan(&work.repo());
+    let (name, one, work, expected) = one_of_pair_converted("cvmfs-half-layer");
 
     let h = one.layers[1].hex();
     let info = format!(".layers/{}/{h}/.metadata/layers.json", &h[..2]);
@@ -226,16 +270,8 @@ fn layer_directory_without_its_metadata_is_written_again() {
             .is_dir()
     );
 
-    let events = work.path("events.jsonl");
-    assert!(
-        work.convert(&["-i", "-n", events.to_str().unwrap()])
-            .status
-            .success()
-    );
-    let unpacked: Vec<String> = work
-        .events("events.jsonl")
+    let unpacked: Vec<String> = rerun_events(&work, "layer_unpack")
         .iter()
-        .filter(|e| e["action"] == "layer_unpack")
         .map(|e| e["layer"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(unpacked, vec![one.layers[1].blob.digest.clone()]);
@@ -253,12 +289,7 @@ fn partly_ingested_flat_tree_is_removed_and_built_again() {
     // leave part of the tree published, without the completion record the transaction writes
     // after it. The next run must not take that tree for a finished one.
     let registry = Registry::anonymous();
-    let name = unique_repo("cvmfs-half-flat");
-    let (one, _) = push_pair(&name);
-    let work = Work::new(Backend::Cvmfs);
-    work.wishlist(&[format!("http://{}/{name}:one", registry.host())], "");
-    assert!(work.convert(&["-i"]).status.success());
-    let expected = scan(&work.repo());
+    let (name, one, work, expected) = one_of_pair_converted("cvmfs-half-flat");
 
     let cfg = one.config_hex();
     let flat = format!(".flat/{}/{cfg}", &cfg[..2]);
@@ -270,19 +301,7 @@ fn partly_ingested_flat_tree_is_removed_and_built_again() {
     standin_delete(&work, &[&record, &file_in_tree, &marker]);
     assert!(work.repo().join(&flat).is_dir());
 
-    let events = work.path("events.jsonl");
-    assert!(
-        work.convert(&["-i", "-n", events.to_str().unwrap()])
-            .status
-            .success()
-    );
-    assert_eq!(
-        work.events("events.jsonl")
-            .iter()
-            .filter(|e| e["action"] == "flat_built")
-            .count(),
-        1
-    );
+    assert_eq!(rerun_events(&work, "flat_built").len(), 1);
     expected.assert_same_as(
         &scan(&work.repo()),
         &run_options(),
@@ -426,32 +445,14 @@ fn killed_then_rerun(point: &str, filter: &str, label: &str) {
     cvmfs.kill_paused(child, standin, point);
     let before = cvmfs.standin_log().len();
 
-    assert!(
-        cvmfs
-            .convert(&["-i", "--layer-whiteouts", "oci"])
-            .status
-            .success()
-    );
+    convert_raw(&cvmfs, &[]);
     let rerun = cvmfs.standin_log()[before..].to_vec();
     assert!(
         rerun.iter().any(|l| l == &format!("abort -f {REPO}")),
         "the stale transaction was aborted: {rerun:#?}"
     );
-    scan(&local.repo()).assert_same_as(
-        &scan(&cvmfs.repo()),
-        &run_options(),
-        "local publisher",
-        "cvmfs after a kill and a rerun",
-    );
-    let before = cvmfs.standin_log().len();
-    assert!(
-        cvmfs
-            .convert(&["-i", "--layer-whiteouts", "oci"])
-            .status
-            .success()
-    );
-    let again = &cvmfs.standin_log()[before..];
-    assert!(again.iter().all(|l| l == "list"), "{again:#?}");
+    assert_same_repository(&local, &cvmfs, "cvmfs after a kill and a rerun");
+    assert_rerun_calls_only_list(&cvmfs, &[]);
 }
 
 #[test]
@@ -601,30 +602,15 @@ fn zstd_plain_shared_glob_and_moved_tag_give_the_same_repository_with_either_pub
     }
     let inputs = [format!("http://{}/{name}:1.*", registry.host())];
     let (local, cvmfs) = convert_with_both(&inputs);
-    scan(&local.repo()).assert_same_as(
-        &scan(&cvmfs.repo()),
-        &run_options(),
-        "local publisher",
-        "cvmfs publisher",
-    );
+    assert_same_repository(&local, &cvmfs, "cvmfs publisher");
     // Move tag 1.0 to another image; both publishers convert it again and repoint the link.
     let moved = Image::new(
         vec![shared.clone(), Layer::files(&[("opt/moved", b"moved")])],
         "moved",
     );
     moved.push(&client, &repo, "1.0");
-    assert!(
-        local
-            .convert(&["-i", "--layer-whiteouts", "oci"])
-            .status
-            .success()
-    );
-    assert!(
-        cvmfs
-            .convert(&["-i", "--layer-whiteouts", "oci"])
-            .status
-            .success()
-    );
+    convert_raw(&local, &[]);
+    convert_raw(&cvmfs, &[]);
     scan(&local.repo()).assert_same_as(
         &scan(&cvmfs.repo()),
         &run_options(),
@@ -747,18 +733,12 @@ fn oci_docker_and_multi_arch_manifests_give_the_same_repository_with_either_publ
         .map(|tag| format!("http://{}/{name}:{tag}", registry.host()))
         .collect();
 
-    let local = Work::new(Backend::Local);
-    local.wishlist(&inputs, "");
-    let out = local.convert(&["-i", "--layer-whiteouts", "oci", "--multi-arch"]);
-    assert!(out.status.success());
-    let cvmfs = Work::new(Backend::Cvmfs);
-    cvmfs.wishlist(&inputs, "");
-    assert!(
-        cvmfs
-            .convert(&["-i", "--layer-whiteouts", "oci", "--multi-arch"])
-            .status
-            .success()
-    );
+    let [local, cvmfs] = [Backend::Local, Backend::Cvmfs].map(|backend| {
+        let work = Work::new(backend);
+        work.wishlist(&inputs, "");
+        convert_raw(&work, &["--multi-arch"]);
+        work
+    });
 
     let expected = scan(&local.repo());
     expected.assert_same_as(
@@ -793,14 +773,7 @@ fn oci_docker_and_multi_arch_manifests_give_the_same_repository_with_either_publ
         assert_eq!(link, std::path::Path::new(target), "{alias}");
     }
     let log = cvmfs.standin_log();
-    assert!(
-        log.iter().all(|l| l == "list"
-            || l.starts_with("ingest ")
-            || l.starts_with("mkfs ")
-            || l.starts_with("transaction ")
-            || l.starts_with("publish ")),
-        "{log:#?}"
-    );
+    assert_only_ingests_and_mounted_transactions(&log);
     assert!(
         log.iter().any(|l| l.starts_with("publish ")),
         "the platforms' flat trees went in through the mount: {log:#?}"
@@ -808,15 +781,7 @@ fn oci_docker_and_multi_arch_manifests_give_the_same_repository_with_either_publ
     assert_eq!(nobody_owned(&published), Vec::<String>::new());
 
     // A rerun publishes nothing.
-    let before = log.len();
-    assert!(
-        cvmfs
-            .convert(&["-i", "--layer-whiteouts", "oci", "--multi-arch"])
-            .status
-            .success()
-    );
-    let rerun = &cvmfs.standin_log()[before..];
-    assert!(rerun.iter().all(|l| l == "list"), "{rerun:#?}");
+    assert_rerun_calls_only_list(&cvmfs, &["--multi-arch"]);
     expected.assert_same_as(
         &scan(&cvmfs.repo()),
         &run_options(),
@@ -908,21 +873,8 @@ fn rerun_waits_for_the_orphaned_ingest(kill_orphan: bool, label: &str) {
         assert!(aborts <= 1, "{log:#?}");
         assert!(unpacked <= 3, "{unpacked} layers unpacked");
     }
-    scan(&local.repo()).assert_same_as(
-        &scan(&cvmfs.repo()),
-        &run_options(),
-        "local publisher",
-        "cvmfs after waiting for the orphan",
-    );
-    let before = cvmfs.standin_log().len();
-    assert!(
-        cvmfs
-            .convert(&["-i", "--layer-whiteouts", "oci"])
-            .status
-            .success()
-    );
-    let again = &cvmfs.standin_log()[before..];
-    assert!(again.iter().all(|l| l == "list"), "{again:#?}");
+    assert_same_repository(&local, &cvmfs, "cvmfs after waiting for the orphan");
+    assert_rerun_calls_only_list(&cvmfs, &[]);
 }
 
 #[test]
@@ -965,22 +917,10 @@ fn each_image_is_one_ingest_and_one_mounted_transaction_and_a_new_tag_one_transa
         for work in [&local, &cvmfs] {
             work.wishlist(&inputs, "");
         }
-        assert!(
-            local
-                .convert(&["-i", "--layer-whiteouts", "oci"])
-                .status
-                .success()
-        );
+        convert_raw(&local, &[]);
         let before = cvmfs.standin_log().len();
         let events_file = cvmfs.path("events.jsonl");
-        let events_arg = events_file.to_str().unwrap();
-        // Raw whiteouts, as the local run has them, so the two trees compare.
-        assert!(
-            cvmfs
-                .convert(&["-i", "--layer-whiteouts", "oci", "-n", events_arg])
-                .status
-                .success()
-        );
+        convert_raw(&cvmfs, &["-n", events_file.to_str().unwrap()]);
         let calls: Vec<String> = cvmfs.standin_log()[before..]
             .iter()
             .filter(|l| *l != "list")
@@ -1000,11 +940,6 @@ fn each_image_is_one_ingest_and_one_mounted_transaction_and_a_new_tag_one_transa
             expected.len() as u64 - 1,
             "{tag}: {last}"
         );
-        scan(&local.repo()).assert_same_as(
-            &scan(&cvmfs.repo()),
-            &run_options(),
-            "local publisher",
-            &format!("cvmfs publisher after {tag}"),
-        );
+        assert_same_repository(&local, &cvmfs, &format!("cvmfs publisher after {tag}"));
     }
 }
