@@ -717,7 +717,6 @@ fn sighup_rereads_the_wish_list_and_a_broken_one_keeps_the_last_good_one() {
 
 #[test]
 fn a_failed_conversion_is_shown_counted_and_retried_with_backoff_until_it_works() {
-    let registry = Registry::anonymous();
     // A literal tag that does not exist yet: every attempt fails at the manifest.
     let (name, work, _token, serve) = serve_wishing("serve-retry", "1");
     wait_until("two failed attempts", || {
