@@ -107,6 +107,25 @@ fn with_catalog() -> IngestOptions {
     }
 }
 
+/// Ingests [`layer_tar`] at `path` in `tx` as a nested catalog.
+fn ingest_layer_tar(tx: &mut dyn Transaction, path: &RepoPath) {
+    ingest(tx, path, &layer_tar(), with_catalog());
+}
+
+/// The layout of the repository [`REPO`].
+fn layout() -> Layout {
+    Layout::of(&RepositoryName::parse(REPO).unwrap())
+}
+
+/// Publishes the public link of `name` to the flat tree of `cfg`, in a transaction of its own.
+fn publish_link(publisher: &dyn Publisher, layout: &Layout, name: &PublicName, cfg: &ConfigDigest) {
+    let link = layout.public_link(name);
+    let mut tx = publisher.begin(&link).unwrap();
+    tx.symlink(&link, &layout.public_link_target(name, cfg))
+        .unwrap();
+    tx.commit().unwrap();
+}
+
 /// A stand-in stratum 0 (or gateway) and its publisher without mounted writes.
 fn stratum(gateway: bool) -> (Stratum0, CvmfsPublisher) {
     let s = Stratum0::new(gateway);
@@ -171,7 +190,7 @@ fn a_layer_and_its_metadata_go_in_as_one_ingest_on_the_shard_with_root_owned_dir
         return;
     }
     let publisher = s.publisher(false);
-    let layout = Layout::of(&RepositoryName::parse(REPO).unwrap());
+    let layout = layout();
     let start = s.log_len();
     let group = publisher.group();
     ducc_cvmfs::ensure_catalog_markers(
@@ -245,15 +264,10 @@ fn with_a_gateway_a_layer_is_one_ingest_whose_lease_parent_exists() {
         publisher.overlay_support(),
         OverlaySupport::No { .. }
     ));
-    let layout = Layout::of(&RepositoryName::parse(REPO).unwrap());
+    let layout = layout();
     let start = s.log_len();
     let mut tx = publisher.begin(&layout.layer_dir(&layer())).unwrap();
-    ingest(
-        &mut *tx,
-        &layout.layerfs(&layer()),
-        &layer_tar(),
-        with_catalog(),
-    );
+    ingest_layer_tar(&mut *tx, &layout.layerfs(&layer()));
     tx.commit().unwrap();
     assert_eq!(
         normalised(s.log_since(start)),
@@ -276,20 +290,11 @@ fn a_flat_tree_and_its_public_symlink_are_one_ingest_each_without_invented_dirs(
     let cfg = "0f".repeat(32);
     let start = s.log_len();
     let mut tx = publisher.begin(&layout.flat_image(&config())).unwrap();
-    ingest(
-        &mut *tx,
-        &layout.flat_image(&config()),
-        &layer_tar(),
-        with_catalog(),
-    );
+    ingest_layer_tar(&mut *tx, &layout.flat_image(&config()));
     tx.write_file(&layout.flat_complete_record(&config()), &mut &b"{}"[..])
         .unwrap();
     tx.commit().unwrap();
-    let link = layout.public_link(&name);
-    let mut tx = publisher.begin(&link).unwrap();
-    tx.symlink(&link, &layout.public_link_target(&name, &config()))
-        .unwrap();
-    tx.commit().unwrap();
+    publish_link(&publisher, &layout, &name, &config());
     assert_eq!(
         normalised(s.log_since(start)),
         [
@@ -515,40 +520,22 @@ fn publishers_options() -> Options {
 
 /// The same conversion-like scenario through any publisher.
 fn scenario(publisher: &dyn Publisher) {
-    let layout = Layout::of(&RepositoryName::parse(REPO).unwrap());
+    let layout = layout();
     let mut tx = publisher.begin(&layout.layer_dir(&layer())).unwrap();
-    ingest(
-        &mut *tx,
-        &layout.layerfs(&layer()),
-        &layer_tar(),
-        with_catalog(),
-    );
+    ingest_layer_tar(&mut *tx, &layout.layerfs(&layer()));
     tx.write_file(&layout.layer_info(&layer()), &mut &b"[]"[..])
         .unwrap();
     tx.commit().unwrap();
     let mut tx = publisher.begin(&layout.flat_shard(&config())).unwrap();
-    ingest(
-        &mut *tx,
-        &layout.flat_image(&config()),
-        &layer_tar(),
-        with_catalog(),
-    );
+    ingest_layer_tar(&mut *tx, &layout.flat_image(&config()));
     tx.commit().unwrap();
     let name = PublicName::tagged("reg.io", "library/ubuntu", "22.04").unwrap();
+    publish_link(publisher, &layout, &name, &config());
     let link = layout.public_link(&name);
-    let mut tx = publisher.begin(&link).unwrap();
-    tx.symlink(&link, &layout.public_link_target(&name, &config()))
-        .unwrap();
-    tx.commit().unwrap();
     // Replace the layer: remove, then ingest again.
     let mut tx = publisher.begin(&layout.layer_dir(&layer())).unwrap();
     tx.remove(&layout.layerfs(&layer())).unwrap();
-    ingest(
-        &mut *tx,
-        &layout.layerfs(&layer()),
-        &layer_tar(),
-        with_catalog(),
-    );
+    ingest_layer_tar(&mut *tx, &layout.layerfs(&layer()));
     tx.commit().unwrap();
     // An aborted change leaves no trace (in the cvmfs publisher: a staged write).
     let mut tx = publisher.begin(&link).unwrap();
@@ -663,7 +650,7 @@ fn lifecycle_image(
     cfg: &ConfigDigest,
     layers: &[LayerDigest],
 ) {
-    let layout = Layout::of(&RepositoryName::parse(REPO).unwrap());
+    let layout = layout();
     let put = |path: RepoPath, content: &[u8]| {
         let mut tx = publisher.begin(&path).unwrap();
         tx.write_file(&path, &mut &content[..]).unwrap();
@@ -689,11 +676,7 @@ fn lifecycle_image(
     };
     put(layout.flat_complete_record(cfg), &record.to_json());
     let name = PublicName::tagged("reg.io", "lib/app", tag).unwrap();
-    let link = layout.public_link(&name);
-    let mut tx = publisher.begin(&link).unwrap();
-    tx.symlink(&link, &layout.public_link_target(&name, cfg))
-        .unwrap();
-    tx.commit().unwrap();
+    publish_link(publisher, &layout, &name, cfg);
     let marker = serde_json::json!({
         "SchemaVersion": 2,
         "Config": {"Digest": cfg.to_string()},
@@ -709,7 +692,7 @@ fn gc_through_a_gateway_deletes_one_path_per_call_and_whole_shards_as_one() {
     };
     for gateway in [false, true] {
         let (s, publisher) = stratum(gateway);
-        let layout = Layout::of(&RepositoryName::parse(REPO).unwrap());
+        let layout = layout();
         let digest = |prefix: &str| {
             let hex = format!("{prefix}{}", "0".repeat(64 - prefix.len()));
             LayerDigest::from_hex(&hex).unwrap()
@@ -858,7 +841,7 @@ fn byte_names_tar() -> Vec<u8> {
 #[test]
 fn non_utf8_and_300_byte_names_are_published_byte_exact_in_layerfs_and_flat() {
     let (s, publisher) = stratum(false);
-    let layout = Layout::of(&RepositoryName::parse(REPO).unwrap());
+    let layout = layout();
     let tar = byte_names_tar();
     let mut tx = publisher.begin(&layout.layer_dir(&layer())).unwrap();
     ingest(
