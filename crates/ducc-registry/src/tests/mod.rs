@@ -76,6 +76,17 @@ fn index_entry(manifest: &str, os: &str, arch: &str, variant: Option<&str>) -> S
     )
 }
 
+/// The error of fetching the manifest `path:reference` from `server` (default selection),
+/// which must fail.
+fn fetch_error(server: &TestServer, path: &str, reference: &str) -> Error {
+    client()
+        .fetch_manifest(
+            &image(server, path, reference),
+            &ManifestSelection::default(),
+        )
+        .unwrap_err()
+}
+
 fn manifest_answer(body: &str, media_type: &str) -> Answer {
     Answer::new(200)
         .header("Content-Type", media_type)
@@ -187,9 +198,7 @@ fn schema1_manifest_is_refused_naming_its_media_type() {
             .header("Content-Type", media_type)
             .body(r#"{"schemaVersion":1,"name":"a","tag":"t","fsLayers":[]}"#)
     });
-    let err = client()
-        .fetch_manifest(&image(&server, "a", "t"), &ManifestSelection::default())
-        .unwrap_err();
+    let err = fetch_error(&server, "a", "t");
     assert_eq!(
         err.kind(),
         &ErrorKind::UnsupportedMediaType {
@@ -203,9 +212,7 @@ fn schema1_manifest_is_refused_naming_its_media_type() {
 fn manifest_with_layers_and_manifests_is_refused() {
     let body = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"x","digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000","size":1},"layers":[],"manifests":[]}"#;
     let server = TestServer::start(move |_, _| manifest_answer(body, OCI_MANIFEST));
-    let err = client()
-        .fetch_manifest(&image(&server, "a", "t"), &ManifestSelection::default())
-        .unwrap_err();
+    let err = fetch_error(&server, "a", "t");
     assert_eq!(err.kind(), &ErrorKind::AmbiguousManifest);
 }
 
@@ -231,9 +238,7 @@ fn manifest_not_matching_docker_content_digest_is_refused() {
             .header("Docker-Content-Digest", sha256_digest(b"other").to_string())
             .body(body.clone())
     });
-    let err = client()
-        .fetch_manifest(&image(&server, "a", "t"), &ManifestSelection::default())
-        .unwrap_err();
+    let err = fetch_error(&server, "a", "t");
     assert!(
         matches!(err.kind(), ErrorKind::DigestMismatch { .. }),
         "{err}"
@@ -391,9 +396,7 @@ fn basic_auth_is_used_when_the_registry_asks_for_it() {
 #[test]
 fn basic_auth_without_login_is_unauthorized_with_registry_codes() {
     let server = basic_server();
-    let err = client()
-        .fetch_manifest(&image(&server, "x", "t"), &ManifestSelection::default())
-        .unwrap_err();
+    let err = fetch_error(&server, "x", "t");
     assert_eq!(err.kind(), &ErrorKind::Unauthorized);
     assert_eq!(err.status(), Some(401));
     assert_eq!(err.registry_codes()[0].code, "UNAUTHORIZED");
@@ -441,9 +444,7 @@ fn unparsable_challenge_is_an_auth_challenge_error() {
     let server = TestServer::start(|_, _| {
         Answer::new(401).header("WWW-Authenticate", r#"Bearer realm="unterminated"#)
     });
-    let err = client()
-        .fetch_manifest(&image(&server, "x", "t"), &ManifestSelection::default())
-        .unwrap_err();
+    let err = fetch_error(&server, "x", "t");
     assert!(
         matches!(err.kind(), ErrorKind::AuthChallenge { .. }),
         "{err}"
@@ -528,9 +529,7 @@ fn manifest_body_cut_short_is_fetched_again() {
 #[test]
 fn retry_after_beyond_the_limit_fails_at_once() {
     let server = TestServer::start(|_, _| Answer::new(429).header("Retry-After", "3600"));
-    let err = client()
-        .fetch_manifest(&image(&server, "a", "t"), &ManifestSelection::default())
-        .unwrap_err();
+    let err = fetch_error(&server, "a", "t");
     assert_eq!(
         err.kind(),
         &ErrorKind::RetryAfterTooLong {
@@ -552,9 +551,7 @@ fn unreadable_retry_after_falls_back_to_backoff_without_a_panic() {
     // issue 12: the first of these made `SystemTime + Duration` overflow.
     for value in ["Sun, 06 Nov 300000000000 08:49:37 GMT", "-5", "garbage", ""] {
         let server = TestServer::start(move |_, _| Answer::new(429).header("Retry-After", value));
-        let err = client()
-            .fetch_manifest(&image(&server, "a", "t"), &ManifestSelection::default())
-            .unwrap_err();
+        let err = fetch_error(&server, "a", "t");
         assert_eq!(err.kind(), &ErrorKind::RateLimited, "{value:?}");
         assert_eq!(
             server.requests().len(),
