@@ -101,12 +101,7 @@ fn node_ducc(work: &Work, k: u32, subcommand: &str, args: &[&str]) -> Command {
     let tmp = work.path(&format!("tmp-{k}"));
     std::fs::create_dir_all(&tmp).unwrap();
     // The node's first call to the stand-in mounts the repository there.
-    let listed = Command::new(work.path("cvmfs_server"))
-        .arg("list")
-        .env("CVMFS_STANDIN_NODE", format!("node{k}"))
-        .output()
-        .unwrap();
-    assert!(listed.status.success());
+    mount_node(work, k);
     let mut command = ducc_tests::ducc_command(&work.path("docker"));
     command
         .arg(subcommand)

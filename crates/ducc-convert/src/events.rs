@@ -469,8 +469,20 @@ impl DownloadObserver for Vec<Box<dyn DownloadObserver>> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
     use super::*;
     use serde_json::json;
+
+    /// A sink that keeps every event it is given.
+    #[derive(Default)]
+    struct Record(Mutex<Vec<Event>>);
+
+    impl EventSink for Record {
+        fn event(&self, event: &Event) {
+            self.0.lock().unwrap().push(event.clone());
+        }
+    }
 
     #[test]
     fn events_serialise_to_the_json_objects_of_the_notification_file() {
@@ -623,14 +635,6 @@ mod tests {
     #[test]
     fn lease_waits_become_events_and_are_counted_once_per_wait() {
         use ducc_cvmfs::PublishObserver as _;
-        use std::sync::Mutex;
-        #[derive(Default)]
-        struct Record(Mutex<Vec<Event>>);
-        impl EventSink for Record {
-            fn event(&self, event: &Event) {
-                self.0.lock().unwrap().push(event.clone());
-            }
-        }
         let record = Arc::new(Record::default());
         let waits = LeaseWaits::new(record.clone());
         waits.lease_busy("r.org/a", std::time::Duration::from_secs(120));
@@ -654,14 +658,6 @@ mod tests {
 
     #[test]
     fn every_sink_sees_every_event() {
-        use std::sync::Mutex;
-        #[derive(Default)]
-        struct Record(Mutex<Vec<Event>>);
-        impl EventSink for Record {
-            fn event(&self, event: &Event) {
-                self.0.lock().unwrap().push(event.clone());
-            }
-        }
         let a = Arc::new(Record::default());
         let b = Arc::new(Record::default());
         let sinks = Sinks::new().with(a.clone()).with(b.clone());

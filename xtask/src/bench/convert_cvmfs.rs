@@ -27,7 +27,9 @@ use std::process::Command;
 
 use anyhow::{Context, bail, ensure};
 
-use super::{Calls, fresh_dir, measure, median, on_path, prepare, registry_with, target_dir};
+use super::{
+    Calls, fresh_dir, measure, median, on_path, prepare, registry_with, release_build, target_dir,
+};
 
 const REPOSITORY: &str = "bench/debian";
 const TAG: &str = "latest";
@@ -48,18 +50,7 @@ pub(super) fn run(rounds: usize) -> anyhow::Result<()> {
             "xtask: no cvmfs_server on PATH: converting through the tests' stand-in \
              (cvmfs_server_standin); reporting call counts only, no times"
         );
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let status = Command::new(&cargo)
-            .args([
-                "build",
-                "--release",
-                "-p",
-                "ducc-tests",
-                "--bin",
-                "cvmfs_server_standin",
-            ])
-            .status()?;
-        ensure!(status.success(), "release build of the stand-in failed");
+        release_build(&["ducc-tests"])?;
         Server::Standin(target_dir().join("release/cvmfs_server_standin"))
     };
     let image = prepare(&["ducc-cli"])?;

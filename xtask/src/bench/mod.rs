@@ -326,26 +326,27 @@ fn require_tools(tools: &[(&str, &str)]) -> anyhow::Result<()> {
 /// A release build of ducc and the `cvmfs_server` stand-in: their paths.
 fn release_ducc_and_standin() -> anyhow::Result<(PathBuf, PathBuf)> {
     eprintln!("xtask: building ducc and the cvmfs_server stand-in (release)");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let status = Command::new(&cargo)
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "ducc-cli",
-            "-p",
-            "ducc-tests",
-            "--bins",
-        ])
-        .status()?;
-    ensure!(
-        status.success(),
-        "release build of ducc and the stand-in failed"
-    );
+    release_build(&["ducc-cli", "ducc-tests"])?;
     Ok((
         target_dir().join("release/ducc"),
         target_dir().join("release/cvmfs_server_standin"),
     ))
+}
+
+/// `cargo build --release` of `packages` (their libraries and binaries).
+fn release_build(packages: &[&str]) -> anyhow::Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut build = Command::new(&cargo);
+    build.args(["build", "--release"]);
+    for package in packages {
+        build.args(["-p", package]);
+    }
+    ensure!(
+        build.status()?.success(),
+        "release build of {} failed",
+        packages.join(", ")
+    );
+    Ok(())
 }
 
 /// The bench image (built by debootstrap on first use) and a release build of `packages`.
@@ -354,15 +355,7 @@ fn prepare(packages: &[&str]) -> anyhow::Result<Image> {
         "xtask: building the bench image (debootstrap on first use) and the release binaries"
     );
     let image = fixtures::bench_image()?;
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let mut build = Command::new(&cargo);
-    build.args(["build", "--release"]);
-    for package in packages {
-        build.args(["-p", package]);
-    }
-    if !build.status()?.success() {
-        bail!("release build failed");
-    }
+    release_build(packages)?;
     Ok(image)
 }
 
