@@ -1088,6 +1088,107 @@ fn f09_a_marker_naming_an_unknown_object_publishes_an_unreadable_file() {
     assert_eq!(unreadable.trim(), "ghost");
 }
 
+/// A tar of 100 one-block files under `d/`, as the reference's section 6 feeds.
+fn hundred_files() -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for i in 0..100 {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(MTIME);
+        h.set_size(300);
+        b.append_data(&mut h, format!("d/f{i:03}"), &[b'x'; 300][..])
+            .unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+/// Kills a spawned call's whole process group and reaps it.
+fn kill_group(child: &mut std::process::Child) {
+    let pgid = rustix::process::Pid::from_child(child);
+    rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL).unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn f20_an_ingest_killed_before_its_input_ends_publishes_nothing_and_stays_in_transaction() {
+    let Some(s) = standin(false) else {
+        return;
+    };
+    let tar = hundred_files();
+    let rev = s.rev();
+    s.pause_at("ingest");
+    let mut child = s.spawn_ingest(&["-k", "-t", "-", "-b", "killed"]);
+    // Half the tar, the cut inside a file's data; the ingest holds its transaction meanwhile.
+    let half = tar.len() / 2 + 100;
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), &tar[..half]).unwrap();
+    s.wait_paused();
+    kill_group(&mut child);
+    assert_eq!(s.rev(), rev, "nothing published");
+    assert!(!s.published("killed").exists());
+    assert!(
+        s.run(&["list"]).stdout.contains("in transaction"),
+        "the killed ingest's transaction stays open"
+    );
+    assert_eq!(s.run(&["abort", "-f", REPO]).code, 0);
+    assert!(!s.run(&["list"]).stdout.contains("in transaction"));
+    assert_eq!(s.rev(), rev);
+}
+
+#[test]
+fn f21_an_input_closed_inside_a_file_or_a_header_fails_the_ingest_and_publishes_nothing() {
+    let Some(s) = standin(false) else {
+        return;
+    };
+    let tar = hundred_files();
+    let rev = s.rev();
+    // Inside file data (recorded), inside a header block and one byte past a block boundary
+    // (libarchive's "Truncated tar archive": ducc's streams stop only there).
+    for cut in [tar.len() / 2 + 100, 512 * 10 + 200, 512 * 21 + 1] {
+        let out = s.ingest(&["-k", "-t", "-", "-b", "closed"], &tar[..cut]);
+        assert_eq!(out.code, 1, "cut at {cut}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("Truncated tar archive"),
+            "{}",
+            out.stderr
+        );
+        assert_eq!(s.rev(), rev, "cut at {cut}: nothing published");
+        assert!(!s.published("closed").exists());
+        assert!(
+            !s.run(&["list"]).stdout.contains("in transaction"),
+            "cut at {cut}: no transaction left open"
+        );
+    }
+}
+
+#[test]
+fn f23_a_damaged_header_after_valid_entries_leaves_the_ingest_waiting_until_killed() {
+    let Some(s) = standin(false) else {
+        return;
+    };
+    let mut tar = hundred_files();
+    tar.truncate(512 * 20);
+    tar.extend_from_slice(&[0xff; 512]);
+    let rev = s.rev();
+    let mut child = s.spawn_ingest(&["-k", "-t", "-", "-b", "damaged"]);
+    let mut stdin = child.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, &tar).unwrap();
+    drop(stdin);
+    // Its whole input read and closed, the ingest still runs: it never exits by itself.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while std::time::Instant::now() < deadline {
+        assert!(child.try_wait().unwrap().is_none(), "the ingest exited");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    kill_group(&mut child);
+    assert_eq!(s.rev(), rev, "nothing published");
+    assert!(s.run(&["list"]).stdout.contains("in transaction"));
+    assert_eq!(s.run(&["abort", "-f", REPO]).code, 0);
+    assert!(!s.published("damaged").exists());
+}
+
 #[test]
 fn f22_a_tar_cut_at_an_entry_boundary_is_published_as_if_complete() {
     let Some(s) = standin(false) else {

@@ -2,13 +2,16 @@
 //!
 //! Two ways in, chosen per commit (issues 24 and 29; references: cvmfs-real-behaviour.md,
 //! cvmfs-gateway-behaviour.md, cvmfs-flat-without-rehash.md):
-//! - **Ingest** (`cvmfs_server ingest -k -t FILE -b BASE REPO`) for layer data: the server reads,
-//!   hashes and compresses each byte once. Every directory an ingest has to invent (the `-b`
-//!   directory or a parent missing from the tar) is stored owned by 4294967295 with `-k`, and
-//!   nothing can ever be created below such a directory by a later transaction (scenarios 1, 3),
-//!   so the tar names every directory explicitly, with its owner and mode, before its children
-//!   (scenario 11). An ingest only ever reads a complete staged file: a stream cut at an entry
-//!   boundary would be published as if whole (flat-without-rehash scenario 22).
+//! - **Ingest** (`cvmfs_server ingest -k -t - -b BASE REPO`) for layer data: the server reads,
+//!   hashes and compresses each byte once, while ducc writes the tar into its stdin. Every
+//!   directory an ingest has to invent (the `-b` directory or a parent missing from the tar) is
+//!   stored owned by 4294967295 with `-k`, and nothing can ever be created below such a directory
+//!   by a later transaction (scenarios 1, 3), so the tar names every directory explicitly, with
+//!   its owner and mode, before its children (scenario 11). A stream cut at an entry boundary
+//!   would be published as if whole (flat-without-rehash scenario 22): the stream is written so
+//!   that it can only ever stop inside a block, whatever ends ducc (`stream.rs`). A commit that
+//!   removes paths first (`ingest --delete`) stages its tar in a file instead, checked whole
+//!   before anything is removed.
 //! - **Through the mount** (`cvmfs_server transaction`, writes under `/cvmfs/REPO`, `cvmfs_server
 //!   publish`) for everything else an image publishes: its flat tree, whose regular files are
 //!   graft files naming the objects its layers' ingests stored (see `graft.rs`: not hashed
@@ -67,6 +70,7 @@ use ducc_oci::RepositoryName;
 
 mod fresh;
 mod gclock;
+mod stream;
 
 pub use gclock::GC_LOCK_EXPIRY;
 
@@ -348,10 +352,7 @@ impl CvmfsPublisher {
     /// As [`Self::run`]; with `record`, the call is noted in `in-flight` while it runs (the
     /// caller holds the spool lock).
     fn run_recorded(&self, args: &[OsString], record: bool) -> Result<String, PublishError> {
-        let command = std::iter::once(self.server.display().to_string())
-            .chain(args.iter().map(|a| a.to_string_lossy().into_owned()))
-            .collect::<Vec<_>>()
-            .join(" ");
+        let command = self.command_line(args);
         tracing::debug!(%command, "running");
         let child = Command::new(&self.server)
             .args(args)
@@ -399,11 +400,38 @@ impl CvmfsPublisher {
         Ok(stdout)
     }
 
+    /// `cvmfs_server ARGS` as one line, for logs and errors.
+    fn command_line(&self, args: &[OsString]) -> String {
+        std::iter::once(self.server.display().to_string())
+            .chain(args.iter().map(|a| a.to_string_lossy().into_owned()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     /// Runs an ingest under the spool lock. A gateway lease that another node holds is retried
     /// for a while; an ingest that failed and left this repository in a transaction is aborted.
     fn ingest(&self, args: Vec<OsString>, lease: &str) -> Result<(), PublishError> {
+        self.ingest_with(lease, &mut || self.run_recorded(&args, true))
+    }
+
+    /// As [`Self::ingest`], the tar written by `feed` into `ingest -t -` (see `stream.rs`); a
+    /// busy lease feeds it again from the start.
+    fn ingest_streamed(
+        &self,
+        args: Vec<OsString>,
+        lease: &str,
+        feed: &mut dyn FnMut(Box<dyn Write>) -> Result<(), PublishError>,
+    ) -> Result<(), PublishError> {
+        self.ingest_with(lease, &mut || self.run_streamed(&args, feed))
+    }
+
+    fn ingest_with(
+        &self,
+        lease: &str,
+        call: &mut dyn FnMut() -> Result<String, PublishError>,
+    ) -> Result<(), PublishError> {
         let _spool = self.spool_lock()?;
-        match self.run_busy_retry(&args, lease, true) {
+        match self.run_busy_retry(lease, call) {
             Ok(_) => {
                 self.published_here();
                 Ok(())
@@ -1207,8 +1235,9 @@ impl CvmfsPublisher {
         Ok(published)
     }
 
-    /// One tar for all units (`ingest -k -t TAR -b BASE`), after the removals
-    /// (`ingest --delete`, a revision each call).
+    /// One tar for all units (`ingest -k -t - -b BASE`, streamed as it is staged), or, when
+    /// paths are removed first (`ingest --delete`, a revision each call), a staged tar checked
+    /// whole before anything is removed (`ingest -k -t FILE -b BASE`).
     fn commit_ingest(&self, units: &[Unit]) -> Result<usize, PublishError> {
         let mut removals: Vec<RepoPath> = Vec::new();
         for r in units.iter().flat_map(|u| &u.removals) {
@@ -1217,29 +1246,54 @@ impl CvmfsPublisher {
                 removals.push(r.clone());
             }
         }
-        let staging = Staging::new(self, "ingest-")?;
         let (base, base_is_new) = self.ingest_base(units.iter().map(|u| &u.lease));
-        let mut stager = Stager {
-            publisher: self,
-            base,
-            base_is_new,
-            staged: staging.dir.join("ingest.tar"),
-            tar: None,
-            dirs: HashSet::new(),
-            entries: HashSet::new(),
-            leaves: units
-                .iter()
-                .flat_map(|u| u.leaves.keys().cloned())
-                .collect(),
-            removals: removals.clone(),
-            check_only: false,
+        let lease = format!("{}/{}", self.repo, base.as_str());
+        let stage_all = |staged: PathBuf, out: Option<Box<dyn Write>>| {
+            let mut stager = Stager {
+                publisher: self,
+                base: base.clone(),
+                base_is_new,
+                staged,
+                tar: out.map(tar_builder),
+                dirs: HashSet::new(),
+                entries: HashSet::new(),
+                leaves: units
+                    .iter()
+                    .flat_map(|u| u.leaves.keys().cloned())
+                    .collect(),
+                removals: removals.clone(),
+                check_only: false,
+            };
+            for tree in units.iter().flat_map(|u| &u.trees) {
+                stager.stage(tree)?;
+            }
+            for unit in units {
+                stager.stage_leaves(&unit.leaves)?;
+            }
+            Ok::<_, PublishError>(stager)
         };
-        for tree in units.iter().flat_map(|u| &u.trees) {
-            stager.stage(tree)?;
+        let ingest_args = |tar: OsString| -> Vec<OsString> {
+            vec![
+                "ingest".into(),
+                "-k".into(),
+                "-t".into(),
+                tar,
+                "-b".into(),
+                base.as_str().into(),
+                self.repo.clone().into(),
+            ]
+        };
+        if removals.is_empty() {
+            // The server reads, hashes and compresses while the tar is staged.
+            let stream = PathBuf::from(format!("the ingest stream into {}", self.repo));
+            self.ingest_streamed(ingest_args("-".into()), &lease, &mut |out| {
+                stage_all(stream.clone(), Some(out))?.end_tar()
+            })?;
+            return Ok(1);
         }
-        for unit in units {
-            stager.stage_leaves(&unit.leaves)?;
-        }
+        let staging = Staging::new(self, "ingest-")?;
+        let staged = staging.dir.join("ingest.tar");
+        let mut stager = stage_all(staged.clone(), None)?;
         let mut revisions = 0;
         // A gateway takes one delete path per call (gateway scenario 4); a stratum 0 takes
         // many (scenario 8), in batches that keep the command line short. Each call is a
@@ -1256,26 +1310,11 @@ impl CvmfsPublisher {
             self.ingest(args, &lease)?;
             revisions += 1;
         }
-        let Some(builder) = stager.tar.take() else {
+        if stager.tar.is_none() {
             return Ok(revisions);
-        };
-        let staged = stager.staged.clone();
-        let lease = format!("{}/{}", self.repo, stager.base.as_str());
-        let mut out = builder
-            .into_inner()
-            .map_err(io_err("write", staged.as_path()))?;
-        out.flush().map_err(io_err("write", staged.as_path()))?;
-        drop(out);
-        let args: Vec<OsString> = vec![
-            "ingest".into(),
-            "-k".into(),
-            "-t".into(),
-            staged.into_os_string(),
-            "-b".into(),
-            stager.base.as_str().into(),
-            self.repo.clone().into(),
-        ];
-        self.ingest(args, &lease)?;
+        }
+        stager.end_tar()?;
+        self.ingest(ingest_args(staged.into_os_string()), &lease)?;
         drop(staging);
         Ok(revisions + 1)
     }
@@ -1323,11 +1362,8 @@ impl CvmfsPublisher {
             std::process::id()
         );
         fs::write(&record, text).map_err(io_err("write", record.as_path()))?;
-        let opened = self.run_busy_retry(
-            &["transaction".into(), target.clone().into()],
-            &target,
-            false,
-        );
+        let args: Vec<OsString> = vec!["transaction".into(), target.clone().into()];
+        let opened = self.run_busy_retry(&target, &mut || self.run(&args));
         if let Err(e) = opened {
             let _ = fs::remove_file(&record);
             return Err(e);
@@ -1370,15 +1406,14 @@ impl CvmfsPublisher {
     /// starts, `lease_wait_ended` when it ends.
     fn run_busy_retry(
         &self,
-        args: &[OsString],
         lease: &str,
-        record: bool,
+        call: &mut dyn FnMut() -> Result<String, PublishError>,
     ) -> Result<String, PublishError> {
         let started = Instant::now();
         let mut wait = Duration::from_millis(200);
         let mut waits = 0;
         loop {
-            match self.run_recorded(args, record) {
+            match call() {
                 Err(PublishError::Command { stderr, .. })
                     if is_busy(&stderr) && started.elapsed() < BUSY_RETRY =>
                 {
@@ -1580,6 +1615,13 @@ fn below(dir: &RepoPath, rel: &ducc_unpack::EntryPath) -> Vec<u8> {
     path
 }
 
+/// A tar builder as the stager writes: every header field as given.
+fn tar_builder(out: Box<dyn Write>) -> tar::Builder<Box<dyn Write>> {
+    let mut builder = tar::Builder::new(out);
+    builder.mode(tar::HeaderMode::Complete);
+    builder
+}
+
 /// Builds the one tar of an ingest: every directory named before its children, each path once,
 /// names relative to the ingest base.
 struct Stager<'p> {
@@ -1588,8 +1630,9 @@ struct Stager<'p> {
     base: RepoPath,
     /// Whether `base` is not published yet (the tar's `./` entry then creates it).
     base_is_new: bool,
+    /// The staged tar's file (or what a streamed one is called in errors).
     staged: PathBuf,
-    /// The staged tar, once something was put in it.
+    /// The staged tar, once something was put in it (from the start when streamed).
     tar: Option<tar::Builder<Box<dyn Write>>>,
     /// Directories named by the staged tar (repository paths as bytes; the base as its own path).
     dirs: HashSet<Vec<u8>>,
@@ -1660,9 +1703,7 @@ impl<'p> Stager<'p> {
                 let file = File::create(&path).map_err(io_err("create", path))?;
                 Box::new(BufWriter::with_capacity(1 << 20, file))
             };
-            let mut builder = tar::Builder::new(out);
-            builder.mode(tar::HeaderMode::Complete);
-            self.tar = Some(builder);
+            self.tar = Some(tar_builder(out));
         }
         self.tar.as_mut().ok_or_else(|| PublishError::Io {
             action: "create",
@@ -1759,6 +1800,17 @@ impl<'p> Stager<'p> {
     /// Whether `path` lies in a path this transaction removes.
     fn removed(&self, path: &RepoPath) -> bool {
         self.removals.iter().any(|r| path.starts_with(r))
+    }
+
+    /// Ends the staged tar (its end-of-archive blocks) and flushes it.
+    fn end_tar(&mut self) -> Result<(), PublishError> {
+        let Some(builder) = self.tar.take() else {
+            return Ok(());
+        };
+        let mut out = builder
+            .into_inner()
+            .map_err(io_err("write", self.staged.as_path()))?;
+        out.flush().map_err(io_err("write", self.staged.as_path()))
     }
 
     /// A stager that only checks a stream given to [`Transaction::ingest_tar`].

@@ -4,6 +4,7 @@
 
 use std::fs;
 use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
@@ -91,6 +92,41 @@ impl Standin {
         args.extend(flags);
         args.push(REPO);
         self.run_on("local", &args, Some(tar), &[])
+    }
+
+    /// `cvmfs_server ingest FLAGS REPO` started in a process group of its own, its stdin a
+    /// pipe the caller writes (scenarios where the input stops early).
+    pub fn spawn_ingest(&self, flags: &[&str]) -> std::process::Child {
+        Command::new(env!("CARGO_BIN_EXE_cvmfs_server_standin"))
+            .arg("ingest")
+            .args(flags)
+            .arg(REPO)
+            .env("CVMFS_STANDIN_STATE", self.state.path())
+            .env("CVMFS_STANDIN_NODE", "local")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap()
+    }
+
+    /// Makes every call reaching pause point `point` (see the stand-in) wait there while the
+    /// flag exists.
+    pub fn pause_at(&self, point: &str) {
+        let dir = self.state.path().join("pause");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(point), "").unwrap();
+    }
+
+    /// Waits until a call waits at a pause point.
+    pub fn wait_paused(&self) {
+        let paused = self.state.path().join("paused");
+        ducc_tests::wait::until(
+            "a stand-in call at its pause point",
+            std::time::Duration::from_secs(120),
+            || paused.exists(),
+        );
     }
 
     /// `path` in the published repository.

@@ -87,7 +87,7 @@ impl CvmfsPublisher {
         );
         fs::write(&record, text).map_err(io_err("write", record.as_path()))?;
         let args: Vec<OsString> = vec!["transaction".into(), target.clone().into()];
-        if let Err(e) = self.run_busy_retry(&args, &target, false) {
+        if let Err(e) = self.run_busy_retry(&target, &mut || self.run(&args)) {
             let _ = fs::remove_file(&record);
             return Err(e);
         }
