@@ -141,96 +141,6 @@ impl<W: Write> Write for Shared<W> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Records the length of every `write` call.
-    #[derive(Default)]
-    struct Calls {
-        data: Vec<u8>,
-        ends: Vec<usize>,
-        lens: Vec<usize>,
-    }
-
-    impl Write for Calls {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.data.extend_from_slice(buf);
-            self.lens.push(buf.len());
-            self.ends.push(self.data.len());
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    fn stream(sizes: &[usize]) -> (Vec<u8>, Calls) {
-        let mut all = Vec::new();
-        let mut w = CutSafe::new(Calls::default());
-        for (i, size) in sizes.iter().enumerate() {
-            let chunk: Vec<u8> = (0..*size).map(|j| (i * 31 + j) as u8).collect();
-            w.write_all(&chunk).unwrap();
-            w.flush().unwrap();
-            all.extend_from_slice(&chunk);
-        }
-        w.finish().unwrap();
-        (all, w.inner)
-    }
-
-    #[test]
-    fn no_write_but_the_last_ends_on_a_block_boundary_and_none_exceeds_pipe_buf() {
-        for sizes in [
-            vec![512 * 3],
-            vec![1, 511, 512, 100_000, 7, 1024],
-            vec![4096; 9],
-            vec![3585, 4096, 4096],
-            vec![512 * 2000, 1024],
-        ] {
-            let (all, calls) = stream(&sizes);
-            assert_eq!(calls.data, all, "{sizes:?}: every byte once, in order");
-            let (last, rest) = calls.ends.split_last().unwrap();
-            assert_eq!(*last, all.len());
-            for end in rest {
-                assert_eq!(end % 512, 1, "{sizes:?}: a write ended at {end}");
-            }
-            assert!(calls.lens.iter().all(|l| *l <= PIPE_ATOMIC), "{sizes:?}");
-        }
-    }
-
-    #[test]
-    fn a_stream_shorter_than_one_piece_is_one_write_at_finish() {
-        let (all, calls) = stream(&[1024]);
-        assert_eq!(calls.lens, vec![1024]);
-        assert_eq!(calls.data, all);
-        let (_, calls) = stream(&[]);
-        assert!(calls.lens.is_empty(), "nothing written for an empty stream");
-    }
-
-    #[test]
-    fn a_closed_reader_is_told_apart_from_other_write_errors() {
-        struct Closed;
-        impl Write for Closed {
-            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
-                Err(io::ErrorKind::BrokenPipe.into())
-            }
-            fn flush(&mut self) -> io::Result<()> {
-                Ok(())
-            }
-        }
-        let mut w = CutSafe::new(Closed);
-        assert!(w.write_all(&[0; 8192]).is_err());
-        assert!(w.broken());
-        let mut room = [0u8; 100];
-        let mut full = CutSafe::new(io::Cursor::new(room.as_mut_slice()));
-        let err = full.write_all(&[0; 8192]).unwrap_err();
-        assert!(
-            !full.broken(),
-            "a short write is not a closed reader: {err}"
-        );
-    }
-}
-
 impl super::CvmfsPublisher {
     /// Runs `cvmfs_server ARGS` (an `ingest -t -`) with `feed` writing the tar into its stdin,
     /// noted in `in-flight` while it runs (the caller holds the spool lock); returns stdout.
@@ -330,4 +240,94 @@ fn read_all(mut from: impl Read) -> Vec<u8> {
     let mut buf = Vec::new();
     let _ = from.read_to_end(&mut buf);
     buf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records the length of every `write` call.
+    #[derive(Default)]
+    struct Calls {
+        data: Vec<u8>,
+        ends: Vec<usize>,
+        lens: Vec<usize>,
+    }
+
+    impl Write for Calls {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.data.extend_from_slice(buf);
+            self.lens.push(buf.len());
+            self.ends.push(self.data.len());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn stream(sizes: &[usize]) -> (Vec<u8>, Calls) {
+        let mut all = Vec::new();
+        let mut w = CutSafe::new(Calls::default());
+        for (i, size) in sizes.iter().enumerate() {
+            let chunk: Vec<u8> = (0..*size).map(|j| (i * 31 + j) as u8).collect();
+            w.write_all(&chunk).unwrap();
+            w.flush().unwrap();
+            all.extend_from_slice(&chunk);
+        }
+        w.finish().unwrap();
+        (all, w.inner)
+    }
+
+    #[test]
+    fn no_write_but_the_last_ends_on_a_block_boundary_and_none_exceeds_pipe_buf() {
+        for sizes in [
+            vec![512 * 3],
+            vec![1, 511, 512, 100_000, 7, 1024],
+            vec![4096; 9],
+            vec![3585, 4096, 4096],
+            vec![512 * 2000, 1024],
+        ] {
+            let (all, calls) = stream(&sizes);
+            assert_eq!(calls.data, all, "{sizes:?}: every byte once, in order");
+            let (last, rest) = calls.ends.split_last().unwrap();
+            assert_eq!(*last, all.len());
+            for end in rest {
+                assert_eq!(end % 512, 1, "{sizes:?}: a write ended at {end}");
+            }
+            assert!(calls.lens.iter().all(|l| *l <= PIPE_ATOMIC), "{sizes:?}");
+        }
+    }
+
+    #[test]
+    fn a_stream_shorter_than_one_piece_is_one_write_at_finish() {
+        let (all, calls) = stream(&[1024]);
+        assert_eq!(calls.lens, vec![1024]);
+        assert_eq!(calls.data, all);
+        let (_, calls) = stream(&[]);
+        assert!(calls.lens.is_empty(), "nothing written for an empty stream");
+    }
+
+    #[test]
+    fn a_closed_reader_is_told_apart_from_other_write_errors() {
+        struct Closed;
+        impl Write for Closed {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut w = CutSafe::new(Closed);
+        assert!(w.write_all(&[0; 8192]).is_err());
+        assert!(w.broken());
+        let mut room = [0u8; 100];
+        let mut full = CutSafe::new(io::Cursor::new(room.as_mut_slice()));
+        let err = full.write_all(&[0; 8192]).unwrap_err();
+        assert!(
+            !full.broken(),
+            "a short write is not a closed reader: {err}"
+        );
+    }
 }
