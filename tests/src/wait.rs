@@ -78,6 +78,17 @@ pub fn blocked_on_lock(pid: u32) -> bool {
     })
 }
 
+/// Whether a thread of process `pid` is blocked writing into a full pipe (its kernel wait
+/// channel is `pipe_write`, or `anon_pipe_write` on newer kernels).
+pub fn blocked_writing_pipe(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|task| {
+        std::fs::read_to_string(task.path().join("wchan")).is_ok_and(|w| w.ends_with("pipe_write"))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -465,6 +465,71 @@ fn a_run_killed_while_an_ingest_publishes_is_finished_by_the_next_run() {
     killed_then_rerun("ingest-commit", "-b .layers", "cvmfs-kill-publish");
 }
 
+/// The stand-in repository's published revision.
+fn revision(work: &Work) -> u64 {
+    let path = work.path("standin/repos").join(REPO).join("revision");
+    std::fs::read_to_string(path)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Issue 24: ducc killed (SIGKILL) while its tar streams into a layer ingest: the stream stops
+/// inside a block, so the ingest fails (scenario 21) and publishes no part of the layers, never
+/// the entries written so far as if they were all (scenario 22); the next run does the rest.
+#[test]
+fn a_run_killed_while_streaming_a_layer_ingest_publishes_no_part_and_the_next_run_finishes_it() {
+    let registry = Registry::anonymous();
+    let client = images::client_for(registry.host(), None);
+    let name = unique_repo("cvmfs-kill-stream");
+    let repo = images::repository(registry.host(), &name);
+    // Far more than a pipe holds (64 KiB): ducc blocks writing while the ingest is paused.
+    let image = Image::new(
+        vec![
+            Layer::files(&[("etc/first", b"first\n")]),
+            Layer::random("big/data", 1 << 20),
+            Layer::files(&[("etc/last", b"last\n")]),
+        ],
+        &name,
+    );
+    image.push(&client, &repo, "v1");
+    let inputs = [format!("http://{}/{name}:v1", registry.host())];
+    let local = Work::local_reference(&inputs);
+    let cvmfs = Work::new(Backend::Cvmfs);
+    cvmfs.wishlist(&inputs, "");
+    let command = cvmfs.command(&["-i"]);
+    let (mut child, standin) = cvmfs.spawn_paused(command, "ingest", "-b .layers");
+    let ducc = child.id();
+    wait::until(
+        "ducc blocked writing the ingest stream",
+        wait::DEADLINE,
+        || wait::blocked_writing_pipe(ducc),
+    );
+    let rev = revision(&cvmfs);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The ingest goes on reading what ducc wrote, then finds its input cut.
+    std::fs::remove_file(cvmfs.path("standin/pause/ingest")).unwrap();
+    wait::until("the ingest to end", wait::DEADLINE, || {
+        wait::process_ended(standin)
+    });
+    assert_eq!(revision(&cvmfs), rev, "no part of the layers published");
+    for layer in &image.layers {
+        let dir = layer_dir(&cvmfs.repo(), layer);
+        assert!(!dir.exists(), "{} published", dir.display());
+    }
+    let log = cvmfs.standin_log();
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("ingest -k -t - -b .layers")),
+        "the layers were streamed: {log:#?}"
+    );
+    convert_raw(&cvmfs, &[]);
+    assert_same_repository(&local, &cvmfs, "cvmfs after a kill mid-stream and a rerun");
+    assert_rerun_calls_only_list(&cvmfs, &[]);
+}
+
 /// Issue 24: killed while the flat tree's graft files are written through the mount (the
 /// mounted transaction is open, nothing published yet).
 #[test]
