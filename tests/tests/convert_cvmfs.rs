@@ -8,7 +8,7 @@ mod convert_support;
 use convert_support::{
     Backend, Image, Layer, REPO, Work, flat_dir, layer_dir, marker_config, run_options, scan,
 };
-use ducc_tests::{Registry, images, unique_repo, wait};
+use ducc_tests::{Action, FaultProxy, Registry, Rule, images, unique_repo, wait};
 use std::os::unix::fs::MetadataExt;
 
 /// Entries of a published tree owned by 65534: directories `cvmfs_server ingest -k` invented.
@@ -528,6 +528,68 @@ fn a_run_killed_while_streaming_a_layer_ingest_publishes_no_part_and_the_next_ru
     convert_raw(&cvmfs, &[]);
     assert_same_repository(&local, &cvmfs, "cvmfs after a kill mid-stream and a rerun");
     assert_rerun_calls_only_list(&cvmfs, &[]);
+}
+
+/// Issue 24: the layers of an image go in as one ingest that starts with the first of them and
+/// takes the others as they decode. The second layer's download is held back; the ingest is
+/// already running (paused in the stand-in) before that layer is decoded, and the layer decodes
+/// while the ingest still runs. The repository is the local publisher's.
+#[test]
+fn the_next_layer_decodes_while_the_server_ingests_the_ones_before() {
+    let registry = Registry::anonymous();
+    let client = images::client_for(registry.host(), None);
+    let name = unique_repo("cvmfs-overlap");
+    let repo = images::repository(registry.host(), &name);
+    let image = Image::new(
+        vec![
+            Layer::files(&[("etc/first", b"first\n")]),
+            Layer::random("big/data", 1 << 20),
+        ],
+        &name,
+    );
+    image.push(&client, &repo, "v1");
+    let second = format!("sha256:{}", image.layers[1].hex());
+    let proxy = FaultProxy::start(registry.host(), Vec::new());
+    let inputs = [format!("http://{}/{name}:v1", proxy.host())];
+    let local = Work::local_reference(&inputs);
+    proxy.set_rules(vec![
+        Rule::new(Action::Stall(std::time::Duration::from_secs(5)))
+            .path_contains(&format!("/blobs/{second}"))
+            .times(1),
+    ]);
+    let cvmfs = Work::new(Backend::Cvmfs);
+    cvmfs.wishlist(&inputs, "");
+    let events = cvmfs.path("events.jsonl");
+    let mut command = cvmfs.command(&["-i", "--layer-whiteouts", "oci"]);
+    command.arg("-n").arg(&events);
+    let (mut child, _standin) = cvmfs.spawn_paused(command, "ingest", "-b .layers");
+    let unpacked = || {
+        std::fs::read_to_string(&events)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains("\"action\":\"layer_unpack\"") && l.contains(&second))
+    };
+    assert!(
+        !unpacked(),
+        "the layers' ingest started only after the last layer was decoded"
+    );
+    wait::until(
+        "the second layer to decode while the ingest is paused",
+        wait::DEADLINE,
+        || {
+            assert!(child.try_wait().unwrap().is_none(), "ducc ended");
+            unpacked()
+        },
+    );
+    std::fs::remove_file(cvmfs.path("standin/pause/ingest")).unwrap();
+    assert!(child.wait().unwrap().success());
+    let layer_ingests: Vec<String> = cvmfs
+        .standin_log()
+        .into_iter()
+        .filter(|l| l.starts_with("ingest -k -t - -b .layers"))
+        .collect();
+    assert_eq!(layer_ingests.len(), 1, "{layer_ingests:#?}");
+    assert_same_repository(&local, &cvmfs, "cvmfs with the layers streamed");
 }
 
 /// Issue 24: killed while the flat tree's graft files are written through the mount (the

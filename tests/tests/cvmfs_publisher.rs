@@ -922,3 +922,140 @@ fn a_tar_entry_that_leaves_the_tree_is_refused_by_the_reader_before_any_command(
     }
     assert!(!s.published().join("escape").exists());
 }
+
+/// Issue 24: commits a transaction with one file `DIR/data` into `group`, on lease `DIR`.
+fn stream_file(group: &dyn ducc_cvmfs::Group, dir: &str, data: &[u8]) {
+    let mut tx = group.begin(&p(dir)).unwrap();
+    tx.write_file(&p(&format!("{dir}/data")), &mut &data[..])
+        .unwrap();
+    tx.commit().unwrap();
+}
+
+/// The stand-in's log holds a line starting with `prefix` (waited for: the call runs beside).
+fn wait_for_call(s: &Stratum0, from: usize, prefix: &str) {
+    ducc_tests::wait::until(
+        &format!("a stand-in call {prefix}"),
+        ducc_tests::wait::DEADLINE,
+        || s.log_since(from).iter().any(|l| l.starts_with(prefix)),
+    );
+}
+
+#[test]
+fn a_streaming_group_ingests_as_its_transactions_commit_and_publishes_them_at_its_commit() {
+    let (s, publisher) = stratum(false);
+    let start = s.log_len();
+    let leases = [p("st/aa/one"), p("st/bb/two")];
+    let group = publisher.streaming_group(&leases);
+    stream_file(&*group, "st/aa/one", b"1");
+    // The ingest runs while the group is open; its tar is not ended, so nothing is in.
+    wait_for_call(&s, start, "ingest -k -t - -b st ");
+    assert!(!s.published().join("st").exists());
+    stream_file(&*group, "st/bb/two", b"2");
+    let published = group.commit().unwrap();
+    assert_eq!(published.revisions, 1);
+    assert_eq!(s.log_since(start), ["ingest -k -t - -b st test.repo"]);
+    assert_eq!(
+        fs::read(s.published().join("st/aa/one/data")).unwrap(),
+        b"1"
+    );
+    assert_eq!(
+        fs::read(s.published().join("st/bb/two/data")).unwrap(),
+        b"2"
+    );
+}
+
+#[test]
+fn a_dropped_streaming_group_kills_its_ingest_and_publishes_nothing() {
+    let (s, publisher) = stratum(false);
+    let start = s.log_len();
+    let group = publisher.streaming_group(&[p("gone/x")]);
+    stream_file(&*group, "gone/x", b"x");
+    wait_for_call(&s, start, "ingest -k -t - -b gone ");
+    drop(group);
+    assert!(!s.published().join("gone").exists());
+    assert!(!server_list(&s).contains("in transaction"));
+    let log = s.log_since(start);
+    assert_eq!(log[0], "ingest -k -t - -b gone test.repo");
+    assert!(
+        log[1..]
+            .iter()
+            .all(|l| l == "list" || l == "abort -f test.repo"),
+        "{log:?}"
+    );
+    // The next transaction is not held off.
+    let mut tx = publisher.begin(&p("after")).unwrap();
+    tx.write_file(&p("after/f"), &mut &b"f"[..]).unwrap();
+    tx.commit().unwrap();
+    assert!(s.published().join("after/f").exists());
+}
+
+#[test]
+fn another_publish_ends_a_streaming_groups_ingest_first_and_a_later_unit_opens_another() {
+    let (s, publisher) = stratum(false);
+    let start = s.log_len();
+    let group = publisher.streaming_group(&[p("early/a"), p("early/b")]);
+    stream_file(&*group, "early/a", b"a");
+    wait_for_call(&s, start, "ingest -k -t - -b early ");
+    let mut tx = publisher.begin(&p("other")).unwrap();
+    tx.write_file(&p("other/f"), &mut &b"o"[..]).unwrap();
+    tx.commit().unwrap();
+    assert_eq!(
+        fs::read(s.published().join("early/a/data")).unwrap(),
+        b"a",
+        "what the group had streamed went in first"
+    );
+    stream_file(&*group, "early/b", b"b");
+    let published = group.commit().unwrap();
+    assert_eq!(published.revisions, 2);
+    assert_eq!(
+        normalised(s.log_since(start)),
+        [
+            "ingest -k -t - -b early test.repo",
+            "ingest -k -t - -b other test.repo",
+            "ingest -k -t - -b early test.repo"
+        ]
+    );
+    assert_eq!(fs::read(s.published().join("early/b/data")).unwrap(), b"b");
+}
+
+#[test]
+fn a_streaming_group_whose_ingest_fails_returns_its_error_and_publishes_nothing() {
+    let (s, publisher) = stratum(false);
+    s.fail_next("ingest", "the spool is full");
+    let group = publisher.streaming_group(&[p("fails/x"), p("fails/y")]);
+    let mut tx = group.begin(&p("fails/x")).unwrap();
+    tx.write_file(&p("fails/x/data"), &mut &b"x"[..]).unwrap();
+    // The failed ingest shows at a later commit into the group, or at the group's own.
+    let err = tx
+        .commit()
+        .and_then(|()| {
+            let mut tx = group.begin(&p("fails/y"))?;
+            tx.write_file(&p("fails/y/data"), &mut &b"y"[..])?;
+            tx.commit()
+        })
+        .and_then(|()| group.commit().map(|_| ()))
+        .unwrap_err();
+    match &err {
+        PublishError::Command { stderr, .. } => assert_eq!(stderr, "the spool is full"),
+        other => panic!("{other:?}"),
+    }
+    assert!(!s.published().join("fails").exists());
+    assert!(!server_list(&s).contains("in transaction"));
+}
+
+#[test]
+fn behind_a_gateway_a_streaming_group_is_a_group() {
+    let (s, publisher) = stratum(true);
+    let start = s.log_len();
+    let group = publisher.streaming_group(&[p("gw/a")]);
+    stream_file(&*group, "gw/a", b"a");
+    assert!(
+        s.log_since(start).is_empty(),
+        "nothing runs before the commit"
+    );
+    group.commit().unwrap();
+    assert_eq!(
+        normalised(s.log_since(start)),
+        ["ingest -k -t - -b gw test.repo"]
+    );
+}

@@ -415,9 +415,17 @@ impl<'e> Job<'e> {
         };
 
         self.check_stop().map_err(at(Step::Layers))?;
-        // Two groups: the new layers (one ingest on a stratum 0), then everything else the
-        // image publishes, with its marker last (one mounted transaction on a stratum 0).
-        let layers_group = self.engine.publisher.group();
+        // Two groups: the new layers (one ingest on a stratum 0, each layer streamed into it
+        // while the next one decodes), then everything else the image publishes, with its
+        // marker last (one mounted transaction on a stratum 0).
+        let write_layer = self.layers_to_write(&layers);
+        let written: Vec<RepoPath> = layers
+            .iter()
+            .zip(&write_layer)
+            .filter(|(_, write)| **write)
+            .map(|(l, _)| self.engine.layout.layer_dir(&l.digest))
+            .collect();
+        let layers_group = self.engine.publisher.streaming_group(&written);
         let image_group = match self.batch {
             Some(batch) => batch.image_group(),
             None => self.engine.publisher.group(),
@@ -427,6 +435,7 @@ impl<'e> Job<'e> {
         let (layers_unpacked, flat) = self.build_trees(
             repository,
             &layers,
+            &write_layer,
             &config_digest,
             config.config(),
             created,
@@ -555,6 +564,7 @@ impl<'e> Job<'e> {
         &self,
         repository: &ducc_registry::Repository,
         layers: &[PlannedLayer],
+        write_layer: &[bool],
         config: &ConfigDigest,
         image_config: &ImageConfiguration,
         created: Option<&str>,
@@ -562,19 +572,8 @@ impl<'e> Job<'e> {
         layers_group: &dyn Group,
         image_group: &dyn Group,
     ) -> (Result<usize>, Result<Option<u64>, ImageFailure>) {
-        // A blob listed twice (empty layers often are) is written once, where it first appears.
-        let mut seen = std::collections::HashSet::new();
-        let write_layer: Vec<bool> = layers
-            .iter()
-            .map(|l| {
-                !self.engine.settings.skip_layers
-                    && seen.insert(l.digest)
-                    && (self.engine.settings.overwrite_layers
-                        || !self.state().layer_complete(&l.digest))
-            })
-            .collect();
         let written = write_layer.iter().filter(|w| **w).count();
-        let prepared = self.prepare_layers(layers, &write_layer, config, layers_group, image_group);
+        let prepared = self.prepare_layers(layers, write_layer, config, layers_group, image_group);
         if let Err(e) = prepared {
             return (Err(e), Ok(None));
         }
@@ -583,7 +582,7 @@ impl<'e> Job<'e> {
             && self.batch.is_none_or(|b| b.flat_tree(config).is_none());
         let needed: Vec<&PlannedLayer> = layers
             .iter()
-            .zip(&write_layer)
+            .zip(write_layer)
             .filter(|(_, write)| flat_wanted || **write)
             .map(|(l, _)| l)
             .collect();
@@ -614,7 +613,7 @@ impl<'e> Job<'e> {
                 self.build_flat(
                     repository,
                     layers,
-                    &write_layer,
+                    write_layer,
                     config,
                     image_config,
                     created,
@@ -627,7 +626,7 @@ impl<'e> Job<'e> {
                 self.layers_in_order(
                     repository,
                     layers,
-                    &write_layer,
+                    write_layer,
                     config,
                     created,
                     input,
@@ -644,6 +643,21 @@ impl<'e> Job<'e> {
                 Err(e) => (Ok(written), Err(e)),
             }
         })
+    }
+
+    /// Which of `layers` get their directory written by this image. A blob listed twice (empty
+    /// layers often are) is written once, where it first appears.
+    fn layers_to_write(&self, layers: &[PlannedLayer]) -> Vec<bool> {
+        let mut seen = std::collections::HashSet::new();
+        layers
+            .iter()
+            .map(|l| {
+                !self.engine.settings.skip_layers
+                    && seen.insert(l.digest)
+                    && (self.engine.settings.overwrite_layers
+                        || !self.state().layer_complete(&l.digest))
+            })
+            .collect()
     }
 
     /// Before the layers are written: this image in the origin.json of the layers whose

@@ -179,6 +179,10 @@ pub struct CvmfsPublisher {
     last_remount: Mutex<Option<Instant>>,
     /// Who is told about lease waits ([`Publisher::observe`]).
     observer: ObserverSlot,
+    /// The ingest a streaming group of this process has open ([`Publisher::streaming_group`]).
+    open_ingest: stream::IngestSlot,
+    /// Numbers streaming groups.
+    groups: std::sync::atomic::AtomicU64,
 }
 
 /// The installed [`PublishObserver`], if any.
@@ -239,6 +243,8 @@ impl CvmfsPublisher {
             view_behind: std::sync::atomic::AtomicBool::new(false),
             last_remount: Mutex::new(None),
             observer: ObserverSlot::default(),
+            open_ingest: stream::IngestSlot::default(),
+            groups: std::sync::atomic::AtomicU64::new(0),
         };
         let listing = publisher.run(&["list".into()])?;
         if !publisher.listed(&listing) {
@@ -287,6 +293,8 @@ impl CvmfsPublisher {
     /// Takes the host-wide lock every `cvmfs_server` call that opens a transaction runs under,
     /// first finishing what a killed holder left behind.
     fn spool_lock(&self) -> Result<FileLock, PublishError> {
+        // A streaming group's open ingest holds it: its units so far go in first.
+        self.end_open_ingest(None, false);
         let path = self.state_dir.join("spool.lock");
         if self.fresh_open.load(std::sync::atomic::Ordering::SeqCst) {
             // This process holds it for a transaction of fresh reads: waiting would never end.
@@ -420,7 +428,7 @@ impl CvmfsPublisher {
         &self,
         args: Vec<OsString>,
         lease: &str,
-        feed: &mut dyn FnMut(Box<dyn Write>) -> Result<(), PublishError>,
+        feed: &mut dyn FnMut(Box<dyn Write + Send>) -> Result<(), PublishError>,
     ) -> Result<(), PublishError> {
         self.ingest_with(lease, &mut || self.run_streamed(&args, feed))
     }
@@ -553,6 +561,24 @@ impl Publisher for CvmfsPublisher {
         Box::new(CvmfsGroup::new(self, None))
     }
 
+    /// On a stratum 0, units stream into one `ingest -t - -b BASE` as their transactions
+    /// commit (see `stream.rs`), BASE the one the group's commit would take (the deepest
+    /// directory holding `leases` and the first unit's); behind a gateway every transaction
+    /// has a lease of its own, and this is [`Publisher::group`].
+    fn streaming_group(&self, leases: &[RepoPath]) -> Box<dyn Group + '_> {
+        let mut group = CvmfsGroup::new(self, None);
+        if !self.gateway {
+            group.stream = Some(StreamPlan {
+                id: self
+                    .groups
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+                leases: leases.to_vec(),
+                outcome: Arc::default(),
+            });
+        }
+        Box::new(group)
+    }
+
     fn prefers_overlay_whiteouts(&self) -> bool {
         true
     }
@@ -651,14 +677,14 @@ impl Drop for Staging {
 }
 
 /// A tree a transaction wrote, kept until its unit is published.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Tree {
     dir: RepoPath,
     source: TreeSource,
     options: IngestOptions,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum TreeSource {
     /// Built by a [`Transaction::fill_dir`] callback in this directory.
     Dir(PathBuf),
@@ -667,7 +693,7 @@ enum TreeSource {
 }
 
 /// A file or symlink written at commit.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Leaf {
     /// Content staged in this file.
     File(PathBuf),
@@ -684,6 +710,8 @@ struct Unit {
     removals: Vec<RepoPath>,
     /// Units merged into this one (see [`Unit::absorb`]): emptied, kept for their staging.
     absorbed: Vec<Unit>,
+    /// Handed to its streaming group's open ingest (see `stream.rs`): published with it.
+    streamed: bool,
     // Dropped after the fields above were published or discarded. Shared by the transactions
     // of one group on one lease (see `CvmfsGroup::begin`).
     _staging: Staging,
@@ -765,6 +793,17 @@ struct CvmfsGroup<'p> {
     parent: Option<&'p CvmfsGroup<'p>>,
     units: Mutex<Vec<Unit>>,
     published: Mutex<Published>,
+    /// A streaming group's ingest ([`Publisher::streaming_group`]).
+    stream: Option<StreamPlan>,
+}
+
+/// How a streaming group's units go in: into an open ingest.
+struct StreamPlan {
+    /// Tells this group's open ingest from another's.
+    id: u64,
+    /// The leases its transactions are declared on.
+    leases: Vec<RepoPath>,
+    outcome: Arc<stream::StreamOutcome>,
 }
 
 impl<'p> CvmfsGroup<'p> {
@@ -774,7 +813,45 @@ impl<'p> CvmfsGroup<'p> {
             parent,
             units: Mutex::new(Vec::new()),
             published: Mutex::new(Published::default()),
+            stream: None,
         }
+    }
+
+    /// Takes a committed transaction's unit: a streaming group hands it to its open ingest
+    /// (opened now if need be), unless it removes paths (those go in at the group's commit,
+    /// after what was streamed).
+    fn add(&self, mut unit: Unit) -> Result<(), PublishError> {
+        if let Some(plan) = &self.stream {
+            if unit.removals.is_empty() && !unit.is_empty() {
+                self.publisher.stream_unit(plan, &unit)?;
+                unit.streamed = true;
+            } else {
+                self.publisher.end_open_ingest(Some(plan.id), false);
+            }
+        }
+        self.units().push(unit);
+        Ok(())
+    }
+
+    /// Ends this group's open ingest, if any; its revisions, or the error that ended it.
+    fn end_stream(&self) -> Result<usize, PublishError> {
+        let Some(plan) = &self.stream else {
+            return Ok(0);
+        };
+        self.publisher.end_open_ingest(Some(plan.id), false);
+        if let Some(e) = plan
+            .outcome
+            .failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            return Err(e);
+        }
+        Ok(plan
+            .outcome
+            .revisions
+            .swap(0, std::sync::atomic::Ordering::SeqCst))
     }
 
     fn units(&self) -> std::sync::MutexGuard<'_, Vec<Unit>> {
@@ -822,6 +899,16 @@ impl<'p> CvmfsGroup<'p> {
     }
 }
 
+impl Drop for CvmfsGroup<'_> {
+    /// A streaming group dropped without its commit: its ingest is killed and aborted before
+    /// the units it reads from go.
+    fn drop(&mut self) {
+        if let Some(plan) = &self.stream {
+            self.publisher.end_open_ingest(Some(plan.id), true);
+        }
+    }
+}
+
 impl Group for CvmfsGroup<'_> {
     fn publisher(&self) -> &dyn Publisher {
         self.publisher
@@ -865,8 +952,12 @@ impl Group for CvmfsGroup<'_> {
             parent.units().append(&mut self.units());
             return parent.flush();
         }
+        let streamed = self.end_stream()?;
         let units = self.take_units();
-        let published = self.publisher.publish(units)?;
+        let mut published = self
+            .publisher
+            .publish(units.into_iter().filter(|u| !u.streamed).collect())?;
+        published.revisions += streamed;
         *self.published.lock().unwrap_or_else(|e| e.into_inner()) += published;
         Ok(published)
     }
@@ -939,6 +1030,7 @@ impl<'a> CvmfsTransaction<'a> {
                 leaves: BTreeMap::new(),
                 removals: Vec::new(),
                 absorbed: Vec::new(),
+                streamed: false,
                 _staging: Staging::new(publisher, "tx-")?,
                 _lease: guard,
             },
@@ -1151,14 +1243,7 @@ impl Transaction for CvmfsTransaction<'_> {
             fresh.abort()?;
         }
         match this.group {
-            Some(group) => {
-                group
-                    .units
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(this.unit);
-                Ok(())
-            }
+            Some(group) => group.add(this.unit),
             None => this.publisher.publish(vec![this.unit]).map(|_| ()),
         }
     }
@@ -1248,9 +1333,10 @@ impl CvmfsPublisher {
         }
         let (base, base_is_new) = self.ingest_base(units.iter().map(|u| &u.lease));
         let lease = format!("{}/{}", self.repo, base.as_str());
-        let stage_all = |staged: PathBuf, out: Option<Box<dyn Write>>| {
+        let stage_all = |staged: PathBuf, out: Option<Box<dyn Write + Send>>| {
             let mut stager = Stager {
-                publisher: self,
+                mount_root: self.mount(&RepoPath::root()),
+                gateway: self.gateway,
                 base: base.clone(),
                 base_is_new,
                 staged,
@@ -1561,7 +1647,7 @@ fn dir_header(mode: u32, uid: u64, gid: u64, mtime: u64) -> tar::Header {
 /// tar output writes long names, and a name that is not UTF-8 comes with `hdrcharset=BINARY`:
 /// libarchive, ingest's reader, otherwise converts PAX names from UTF-8 to the locale.
 fn append_named(
-    builder: &mut tar::Builder<Box<dyn Write>>,
+    builder: &mut tar::Builder<Box<dyn Write + Send>>,
     header: &mut tar::Header,
     name: &[u8],
     link: Option<&[u8]>,
@@ -1616,7 +1702,7 @@ fn below(dir: &RepoPath, rel: &ducc_unpack::EntryPath) -> Vec<u8> {
 }
 
 /// A tar builder as the stager writes: every header field as given.
-fn tar_builder(out: Box<dyn Write>) -> tar::Builder<Box<dyn Write>> {
+fn tar_builder(out: Box<dyn Write + Send>) -> tar::Builder<Box<dyn Write + Send>> {
     let mut builder = tar::Builder::new(out);
     builder.mode(tar::HeaderMode::Complete);
     builder
@@ -1624,8 +1710,11 @@ fn tar_builder(out: Box<dyn Write>) -> tar::Builder<Box<dyn Write>> {
 
 /// Builds the one tar of an ingest: every directory named before its children, each path once,
 /// names relative to the ingest base.
-struct Stager<'p> {
-    publisher: &'p CvmfsPublisher,
+struct Stager {
+    /// The repository's mount (`/cvmfs/REPO`), where published directories are looked up.
+    mount_root: PathBuf,
+    /// Whether the repository publishes through a gateway (see [`TarGuard`]).
+    gateway: bool,
     /// The `-b` directory of the ingest.
     base: RepoPath,
     /// Whether `base` is not published yet (the tar's `./` entry then creates it).
@@ -1633,7 +1722,7 @@ struct Stager<'p> {
     /// The staged tar's file (or what a streamed one is called in errors).
     staged: PathBuf,
     /// The staged tar, once something was put in it (from the start when streamed).
-    tar: Option<tar::Builder<Box<dyn Write>>>,
+    tar: Option<tar::Builder<Box<dyn Write + Send>>>,
     /// Directories named by the staged tar (repository paths as bytes; the base as its own path).
     dirs: HashSet<Vec<u8>>,
     /// Other entries of the staged tar (repository paths as bytes).
@@ -1676,7 +1765,7 @@ struct TreeProgress {
     root_mtime: u64,
 }
 
-impl<'p> Stager<'p> {
+impl Stager {
     /// The name of repository path `path` in the staged tar (relative to the base).
     fn tar_name(&self, path: &[u8]) -> Vec<u8> {
         let base = self.base.as_str().as_bytes();
@@ -1694,9 +1783,9 @@ impl<'p> Stager<'p> {
         }
     }
 
-    fn builder(&mut self) -> Result<&mut tar::Builder<Box<dyn Write>>, PublishError> {
+    fn builder(&mut self) -> Result<&mut tar::Builder<Box<dyn Write + Send>>, PublishError> {
         if self.tar.is_none() {
-            let out: Box<dyn Write> = if self.check_only {
+            let out: Box<dyn Write + Send> = if self.check_only {
                 Box::new(io::sink())
             } else {
                 let path = self.staged.clone();
@@ -1747,7 +1836,7 @@ impl<'p> Stager<'p> {
             }
             let removed = self.removed(d);
             if !self.base_is_new && !removed {
-                match fs::symlink_metadata(self.publisher.mount(d)) {
+                match fs::symlink_metadata(self.mount_root.join(d.as_path())) {
                     Ok(m) if m.is_dir() => continue,
                     // A directory entry over a published file would be ignored (scenario 4e)
                     // and everything below it lost.
@@ -1814,9 +1903,10 @@ impl<'p> Stager<'p> {
     }
 
     /// A stager that only checks a stream given to [`Transaction::ingest_tar`].
-    fn checker(publisher: &'p CvmfsPublisher, dir: &RepoPath) -> Self {
+    fn checker(publisher: &CvmfsPublisher, dir: &RepoPath) -> Self {
         Stager {
-            publisher,
+            mount_root: publisher.mount(&RepoPath::root()),
+            gateway: publisher.gateway,
             base: dir.clone(),
             base_is_new: true,
             staged: PathBuf::new(),
@@ -1878,7 +1968,7 @@ impl<'p> Stager<'p> {
         if let Some(parent) = dir.parent() {
             self.ensure_dirs(&parent)?;
         }
-        let mut guarded = TarGuard::new(tar, self.publisher.gateway);
+        let mut guarded = TarGuard::new(tar, self.gateway);
         let result = self.stage_tree(dir, &mut guarded, options);
         if let Some(found) = guarded.found() {
             return Err(match found {

@@ -200,6 +200,19 @@ pub trait Publisher: Send + Sync {
     /// commits, in as few revisions as the backend allows (see [`Group`]).
     fn group(&self) -> Box<dyn Group + '_>;
 
+    /// Opens a group for data that is worth publishing while the next transaction is prepared
+    /// (an image's new layers: the next one decodes while the server ingests the one before),
+    /// whose transactions are on `leases` (and on leases to make room for them: catalog
+    /// markers of their parents). As [`Publisher::group`], but the publisher may start
+    /// publishing each transaction as it commits into the group, to be complete at the group's
+    /// commit; dropped without its commit, nothing of it is published. Another group of this
+    /// publisher that publishes first ends that early: what was committed into this group so
+    /// far goes in first. The default is [`Publisher::group`].
+    fn streaming_group(&self, leases: &[RepoPath]) -> Box<dyn Group + '_> {
+        let _ = leases;
+        self.group()
+    }
+
     /// Whether layer directories take overlay-form whiteouts where the user chose no form and
     /// [`Publisher::overlay_support`] allows them (the local publisher, whose trees overlayfs
     /// reads directly; the cvmfs one, whose layer directories containerd's CernVM-FS

@@ -18,15 +18,20 @@
 //! the reference's consequence says. [`CutSafe::broken`] tells a write that failed because the
 //! server stopped reading (it exited: its own error is the one to report) from the staging's.
 
-use std::cell::RefCell;
+use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsString;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
-use std::rc::Rc;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
 
+use super::{Leaf, Tree};
 use crate::error::{PublishError, io_err};
+use crate::layout::RepoPath;
 
 /// The largest write a pipe takes whole (POSIX `PIPE_BUF`; 4096 on Linux).
 pub(super) const PIPE_ATOMIC: usize = 4096;
@@ -127,32 +132,353 @@ impl<W: Write> Write for CutSafe<W> {
     }
 }
 
-/// A [`CutSafe`] shared between the tar writer that owns a `Box<dyn Write>` and the caller that
-/// finishes the stream once the tar is whole.
-pub(super) struct Shared<W: Write>(pub(super) Rc<RefCell<CutSafe<W>>>);
+/// A [`CutSafe`] shared between the tar writer that owns a `Box<dyn Write + Send>` (on this thread or
+/// the staging thread of an [`OpenIngest`]) and the caller that finishes the stream.
+pub(super) struct Shared<W: Write>(pub(super) Arc<Mutex<CutSafe<W>>>);
+
+impl<W: Write> Shared<W> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CutSafe<W>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 impl<W: Write> Write for Shared<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.borrow_mut().write(buf)
+        self.lock().write(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.0.borrow_mut().flush()
+        self.lock().flush()
+    }
+}
+
+/// A `cvmfs_server` call reading a tar on its stdin, running.
+pub(super) struct FedCall {
+    child: Child,
+    pipe: Shared<ChildStdin>,
+    out: JoinHandle<Vec<u8>>,
+    err: JoinHandle<Vec<u8>>,
+    command: String,
+    record: PathBuf,
+}
+
+impl FedCall {
+    /// A writer into the call's stdin, for the tar writer.
+    fn writer(&self) -> Box<dyn Write + Send> {
+        Box::new(Shared(Arc::clone(&self.pipe.0)))
+    }
+
+    /// Ends the call: after a tar written whole (`fed` is `Ok`) its last piece goes and the
+    /// stream closes; otherwise the call's process group is killed unless the server closed the
+    /// stream itself. Returns the call's stdout, and whether it was killed (a transaction it
+    /// opened is then left open: scenario 20).
+    fn close(self, fed: Result<(), PublishError>) -> (Result<String, PublishError>, bool) {
+        let FedCall {
+            mut child,
+            pipe,
+            out,
+            err,
+            command,
+            record,
+        } = self;
+        let fed = fed.and_then(|()| {
+            pipe.lock()
+                .finish()
+                .map_err(io_err("write the end of the tar into", command.as_str()))
+        });
+        let (broken, written) = {
+            let pipe = pipe.lock();
+            (pipe.broken(), pipe.written())
+        };
+        // The last handle on stdin (the tar writer's went with it): the server sees its end.
+        drop(pipe);
+        let killed = fed.is_err() && !broken;
+        if killed {
+            tracing::warn!(%command, written, "the ingest stream cannot be completed: killing the ingest");
+            if let Err(e) = kill_group(&child) {
+                return (Err(PublishError::Spawn { command, source: e }), true);
+            }
+        }
+        let status = match child.wait() {
+            Ok(status) => status,
+            Err(source) => return (Err(PublishError::Spawn { command, source }), killed),
+        };
+        let stdout = String::from_utf8_lossy(&out.join().unwrap_or_default()).into_owned();
+        let stderr = String::from_utf8_lossy(&err.join().unwrap_or_default()).into_owned();
+        if let Err(e) = fs::remove_file(&record)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            return (Err(io_err("remove", record)(e)), killed);
+        }
+        if !status.success() && !killed {
+            let text = [stderr.trim(), stdout.trim()]
+                .iter()
+                .filter(|t| !t.is_empty())
+                .copied()
+                .collect::<Vec<_>>()
+                .join("\n");
+            return (
+                Err(PublishError::Command {
+                    command,
+                    status: status.to_string(),
+                    stderr: text,
+                }),
+                killed,
+            );
+        }
+        // A feed error, or (a server that exited 0 without reading its whole stream) the
+        // pipe's: nothing ducc did not mean to publish can have been published.
+        (fed.map(|()| stdout), killed)
+    }
+}
+
+/// One committed unit's writes, for the staging thread of an [`OpenIngest`].
+pub(super) enum Job {
+    Unit {
+        trees: Vec<Tree>,
+        leaves: BTreeMap<RepoPath, Leaf>,
+    },
+    /// The group commits: end the tar.
+    End,
+}
+
+/// What the streamed ingests of one group did: revisions made, and the error that ended one.
+#[derive(Debug, Default)]
+pub(super) struct StreamOutcome {
+    pub(super) revisions: AtomicUsize,
+    pub(super) failed: Mutex<Option<PublishError>>,
+}
+
+/// An ingest of a streaming group ([`crate::Publisher::streaming_group`]) that takes its units as
+/// their transactions commit: a thread stages each into the tar while the group's next
+/// transactions are prepared (the next layer decodes while the server ingests the one before).
+/// It holds the spool lock until it ends: [`super::CvmfsPublisher::spool_lock`] ends it first.
+pub(super) struct OpenIngest {
+    /// The group it belongs to.
+    pub(super) owner: u64,
+    /// Its `-b` directory.
+    base: RepoPath,
+    outcome: Arc<StreamOutcome>,
+    jobs: mpsc::Sender<Job>,
+    stager: JoinHandle<Result<(), PublishError>>,
+    call: FedCall,
+    _spool: crate::lock::FileLock,
+}
+
+impl OpenIngest {
+    /// Starts `ingest -k -t - -b BASE` for group `owner` (the spool lock is taken here).
+    pub(super) fn start(
+        publisher: &super::CvmfsPublisher,
+        owner: u64,
+        outcome: Arc<StreamOutcome>,
+        base: &RepoPath,
+    ) -> Result<Self, PublishError> {
+        let spool = publisher.spool_lock()?;
+        let base_is_new = !publisher.is_dir(base);
+        let args: Vec<OsString> = vec![
+            "ingest".into(),
+            "-k".into(),
+            "-t".into(),
+            "-".into(),
+            "-b".into(),
+            base.as_str().into(),
+            publisher.repo.clone().into(),
+        ];
+        let call = publisher.open_fed(&args)?;
+        let writer = call.writer();
+        let (jobs, queue) = mpsc::channel();
+        let mut stager = super::Stager {
+            mount_root: publisher.mount(&RepoPath::root()),
+            gateway: publisher.gateway,
+            base: base.clone(),
+            base_is_new,
+            staged: PathBuf::from(format!("the ingest stream into {}", publisher.repo)),
+            tar: None,
+            dirs: HashSet::new(),
+            entries: HashSet::new(),
+            leaves: HashSet::new(),
+            removals: Vec::new(),
+            check_only: false,
+        };
+        let stager = std::thread::spawn(move || {
+            stager.tar = Some(super::tar_builder(writer));
+            for job in queue {
+                match job {
+                    Job::Unit { trees, leaves } => {
+                        stager.leaves.extend(leaves.keys().cloned());
+                        for tree in &trees {
+                            stager.stage(tree)?;
+                        }
+                        stager.stage_leaves(&leaves)?;
+                    }
+                    Job::End => return stager.end_tar(),
+                }
+            }
+            Err(PublishError::Io {
+                action: "stage",
+                path: stager.staged.clone(),
+                source: io::Error::other("the streaming group was dropped"),
+            })
+        });
+        Ok(OpenIngest {
+            owner,
+            base: base.clone(),
+            outcome,
+            jobs,
+            stager,
+            call,
+            _spool: spool,
+        })
+    }
+
+    /// Hands a unit to the staging thread; false when it has stopped (see [`Self::end`]).
+    pub(super) fn send(&self, job: Job) -> bool {
+        self.jobs.send(job).is_ok()
+    }
+
+    /// Ends the ingest: the tar is finished and published (`abandon` false), or the ingest is
+    /// killed and its transaction aborted. What it did goes to its group's [`StreamOutcome`].
+    pub(super) fn end(self, publisher: &super::CvmfsPublisher, abandon: bool) {
+        let OpenIngest {
+            outcome,
+            jobs,
+            stager,
+            call,
+            _spool,
+            ..
+        } = self;
+        if abandon {
+            // The staging thread may be blocked writing: the killed server stops reading.
+            if let Err(e) = kill_group(&call.child) {
+                tracing::warn!(error = %e, "cannot kill an abandoned ingest");
+            }
+        } else {
+            let _ = jobs.send(Job::End);
+        }
+        drop(jobs);
+        let fed = stager.join().unwrap_or_else(|_| {
+            Err(PublishError::Io {
+                action: "stage",
+                path: PathBuf::from(&call.command),
+                source: io::Error::other("the staging thread panicked"),
+            })
+        });
+        let fed = if abandon {
+            Err(PublishError::Io {
+                action: "stage",
+                path: PathBuf::from(&call.command),
+                source: io::Error::other("the streaming group was dropped"),
+            })
+        } else {
+            fed
+        };
+        let (result, killed) = call.close(fed);
+        if killed || abandon {
+            // Scenario 20: a killed ingest leaves its transaction open.
+            publisher.abort_left_open();
+        }
+        match result {
+            Ok(_) => {
+                publisher.published_here();
+                outcome.revisions.fetch_add(1, Ordering::SeqCst);
+            }
+            Err(e) if !abandon => {
+                *outcome.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// The [`OpenIngest`] of a publisher, if any.
+#[derive(Default)]
+pub(super) struct IngestSlot(Mutex<Option<OpenIngest>>);
+
+impl std::fmt::Debug for IngestSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let owner = self.lock().as_ref().map(|o| o.owner);
+        f.debug_tuple("IngestSlot").field(&owner).finish()
+    }
+}
+
+impl IngestSlot {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<OpenIngest>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 impl super::CvmfsPublisher {
-    /// Runs `cvmfs_server ARGS` (an `ingest -t -`) with `feed` writing the tar into its stdin,
-    /// noted in `in-flight` while it runs (the caller holds the spool lock); returns stdout.
-    ///
-    /// The server runs in a process group of its own. When `feed` fails, the stream is not
-    /// closed: the group is killed, then a transaction it left open aborted; a killed ducc
-    /// leaves a stream that fails the ingest by itself (see the module documentation).
-    pub(super) fn run_streamed(
+    /// Hands a streaming group's committed unit to its open ingest, opening one (after ending
+    /// another group's) when there is none.
+    pub(super) fn stream_unit(
         &self,
-        args: &[OsString],
-        feed: &mut dyn FnMut(Box<dyn Write>) -> Result<(), PublishError>,
-    ) -> Result<String, PublishError> {
+        plan: &super::StreamPlan,
+        unit: &super::Unit,
+    ) -> Result<(), PublishError> {
+        let (owner, base) = {
+            let slot = self.open_ingest.lock();
+            (
+                slot.as_ref().map(|o| o.owner),
+                slot.as_ref().map(|o| o.base.clone()),
+            )
+        };
+        let anchor = unit.lease.parent().filter(|p| !p.is_root());
+        let anchor = anchor.as_ref().unwrap_or(&unit.lease);
+        let fits = base.is_some_and(|b| anchor.starts_with(&b));
+        if owner.is_some_and(|o| o != plan.id) || (owner == Some(plan.id) && !fits) {
+            // Another group's ingest, or one whose base does not hold this unit: in first.
+            self.end_open_ingest(None, false);
+        }
+        if owner != Some(plan.id) || !fits {
+            let (base, _) = self.ingest_base(plan.leases.iter().chain([&unit.lease]));
+            let open = OpenIngest::start(self, plan.id, Arc::clone(&plan.outcome), &base)?;
+            *self.open_ingest.lock() = Some(open);
+        }
+        let job = Job::Unit {
+            trees: unit.trees.clone(),
+            leaves: unit.leaves.clone(),
+        };
+        let sent = self
+            .open_ingest
+            .lock()
+            .as_ref()
+            .is_some_and(|o| o.send(job));
+        if sent {
+            return Ok(());
+        }
+        // The staging thread stopped: the error that stopped it.
+        self.end_open_ingest(Some(plan.id), false);
+        let failed = plan
+            .outcome
+            .failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        Err(failed.unwrap_or_else(|| PublishError::Io {
+            action: "stage",
+            path: PathBuf::from(format!("the ingest stream into {}", self.repo)),
+            source: io::Error::other("the ingest stream stopped"),
+        }))
+    }
+
+    /// Ends the open ingest (only group `owner`'s when given): published whole, or killed and
+    /// aborted with `abandon`. What came of it goes to its group's [`StreamOutcome`].
+    pub(super) fn end_open_ingest(&self, owner: Option<u64>, abandon: bool) {
+        let open = {
+            let mut slot = self.open_ingest.lock();
+            match slot.as_ref() {
+                Some(o) if owner.is_none_or(|id| id == o.owner) => slot.take(),
+                _ => None,
+            }
+        };
+        if let Some(open) = open {
+            open.end(self, abandon);
+        }
+    }
+
+    /// Starts `cvmfs_server ARGS` with a pipe on its stdin, in a process group of its own, noted
+    /// in `in-flight` while it runs (the caller holds the spool lock).
+    fn open_fed(&self, args: &[OsString]) -> Result<FedCall, PublishError> {
         let command = self.command_line(args);
         tracing::debug!(%command, "running, fed a tar on stdin");
         let spawn_err = |source| PublishError::Spawn {
@@ -167,71 +493,62 @@ impl super::CvmfsPublisher {
             .process_group(0)
             .spawn()
             .map_err(spawn_err)?;
-        let record_path = self.in_flight_path();
-        let record = fs::write(&record_path, format!("{} {command}\n", child.id()))
-            .map_err(io_err("write", record_path.as_path()));
         let (Some(stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
-            let _ = kill_group(&mut child);
+            let _ = kill_group(&child);
+            let _ = child.wait();
             return Err(spawn_err(io::Error::other("no pipes to the child")));
         };
+        let record = self.in_flight_path();
+        if let Err(e) = fs::write(&record, format!("{} {command}\n", child.id())) {
+            let _ = kill_group(&child);
+            let _ = child.wait();
+            return Err(io_err("write", record)(e));
+        }
         // Read beside the feeding: a server blocked on a full stdout would never read on.
         let out = std::thread::spawn(move || read_all(stdout));
         let err = std::thread::spawn(move || read_all(stderr));
-        let pipe = Rc::new(RefCell::new(CutSafe::new(stdin)));
-        let fed = record.and_then(|()| {
-            feed(Box::new(Shared(pipe.clone())))?;
-            pipe.borrow_mut()
-                .finish()
-                .map_err(io_err("write the end of the tar into", command.as_str()))
-        });
-        let (broken, written) = {
-            let pipe = pipe.borrow();
-            (pipe.broken(), pipe.written())
-        };
-        // The last handle on stdin: the server sees its end now, after the tar's last piece.
-        drop(pipe);
-        let killed = fed.is_err() && !broken;
-        if killed {
-            tracing::warn!(%command, written, "staging the ingest stream failed: killing the ingest");
-            kill_group(&mut child).map_err(spawn_err)?;
-        }
-        let status = child.wait().map_err(spawn_err)?;
-        let stdout = String::from_utf8_lossy(&out.join().unwrap_or_default()).into_owned();
-        let stderr = String::from_utf8_lossy(&err.join().unwrap_or_default()).into_owned();
+        Ok(FedCall {
+            child,
+            pipe: Shared(Arc::new(Mutex::new(CutSafe::new(stdin)))),
+            out,
+            err,
+            command,
+            record,
+        })
+    }
+
+    /// Runs `cvmfs_server ARGS` (an `ingest -t -`) with `feed` writing the tar into its stdin
+    /// on this thread (see [`Self::open_fed`]); returns stdout.
+    ///
+    /// When `feed` fails, the stream is not closed: the server's process group is killed, then
+    /// a transaction it left open aborted; a killed ducc leaves a stream that fails the ingest
+    /// by itself (see the module documentation).
+    pub(super) fn run_streamed(
+        &self,
+        args: &[OsString],
+        feed: &mut dyn FnMut(Box<dyn Write + Send>) -> Result<(), PublishError>,
+    ) -> Result<String, PublishError> {
+        let call = self.open_fed(args)?;
+        let fed = feed(call.writer());
+        let (result, killed) = call.close(fed);
         if killed {
             // Scenario 20: a killed ingest leaves its transaction open.
             self.abort_left_open();
         }
-        if let Err(e) = fs::remove_file(&record_path)
-            && e.kind() != io::ErrorKind::NotFound
-        {
-            return Err(io_err("remove", record_path)(e));
-        }
-        if !status.success() && !killed {
-            return Err(PublishError::Command {
-                command,
-                status: status.to_string(),
-                stderr: [stderr.trim(), stdout.trim()]
-                    .iter()
-                    .filter(|t| !t.is_empty())
-                    .copied()
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-            });
-        }
-        // A feed error, or (a server that exited 0 without reading its whole stream) the
-        // pipe's: nothing ducc did not mean to publish can have been published.
-        fed?;
-        Ok(stdout)
+        result
     }
 }
 
-/// Kills a child's whole process group (the server script and what it started) and reaps it.
-fn kill_group(child: &mut std::process::Child) -> io::Result<()> {
+/// Kills a child's whole process group (the server script and what it started); one that ended
+/// already is no error.
+fn kill_group(child: &Child) -> io::Result<()> {
     if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
-        rustix::process::kill_process_group(pid, rustix::process::Signal::KILL)?;
+        match rustix::process::kill_process_group(pid, rustix::process::Signal::KILL) {
+            Ok(()) | Err(rustix::io::Errno::SRCH) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(())
 }
