@@ -409,44 +409,50 @@ impl IngestSlot {
 
 impl super::CvmfsPublisher {
     /// Hands a streaming group's committed unit to its open ingest, opening one (after ending
-    /// another group's) when there is none.
+    /// whatever other ingest is open: another group's, or one whose base does not hold this
+    /// unit) when there is none.
     pub(super) fn stream_unit(
         &self,
         plan: &super::StreamPlan,
         unit: &super::Unit,
     ) -> Result<(), PublishError> {
-        let (owner, base) = {
-            let slot = self.open_ingest.lock();
-            (
-                slot.as_ref().map(|o| o.owner),
-                slot.as_ref().map(|o| o.base.clone()),
-            )
-        };
-        let anchor = unit.lease.parent().filter(|p| !p.is_root());
-        let anchor = anchor.as_ref().unwrap_or(&unit.lease);
-        let fits = base.is_some_and(|b| anchor.starts_with(&b));
-        if owner.is_some_and(|o| o != plan.id) || (owner == Some(plan.id) && !fits) {
-            // Another group's ingest, or one whose base does not hold this unit: in first.
-            self.end_open_ingest(None, false);
-        }
-        if owner != Some(plan.id) || !fits {
-            let (base, _) = self.ingest_base(plan.leases.iter().chain([&unit.lease]));
-            let open = OpenIngest::start(self, plan.id, Arc::clone(&plan.outcome), &base)?;
-            *self.open_ingest.lock() = Some(open);
-        }
         let job = Job::Unit {
             trees: unit.trees.clone(),
             leaves: unit.leaves.clone(),
         };
-        let sent = self
-            .open_ingest
-            .lock()
-            .as_ref()
-            .is_some_and(|o| o.send(job));
-        if sent {
-            return Ok(());
+        let anchor = unit.lease.parent().filter(|p| !p.is_root());
+        let anchor = anchor.as_ref().unwrap_or(&unit.lease);
+        {
+            let slot = self.open_ingest.lock();
+            if let Some(open) = slot
+                .as_ref()
+                .filter(|o| o.owner == plan.id && anchor.starts_with(&o.base))
+            {
+                if open.send(job) {
+                    return Ok(());
+                }
+                drop(slot);
+                return Err(self.stopped(plan));
+            }
         }
-        // The staging thread stopped: the error that stopped it.
+        self.end_open_ingest(None, false);
+        let (base, _) = self.ingest_base(plan.leases.iter().chain([&unit.lease]));
+        let open = OpenIngest::start(self, plan.id, Arc::clone(&plan.outcome), &base)?;
+        let sent = open.send(job);
+        let before = self.open_ingest.lock().replace(open);
+        if let Some(before) = before {
+            // Opened by another thread meanwhile: not this group's, it goes in as it is.
+            before.end(self, false);
+        }
+        if sent {
+            Ok(())
+        } else {
+            Err(self.stopped(plan))
+        }
+    }
+
+    /// The error that stopped a group's open ingest (ended now).
+    fn stopped(&self, plan: &super::StreamPlan) -> PublishError {
         self.end_open_ingest(Some(plan.id), false);
         let failed = plan
             .outcome
@@ -454,11 +460,11 @@ impl super::CvmfsPublisher {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        Err(failed.unwrap_or_else(|| PublishError::Io {
+        failed.unwrap_or_else(|| PublishError::Io {
             action: "stage",
             path: PathBuf::from(format!("the ingest stream into {}", self.repo)),
             source: io::Error::other("the ingest stream stopped"),
-        }))
+        })
     }
 
     /// Ends the open ingest (only group `owner`'s when given): published whole, or killed and
