@@ -22,7 +22,10 @@
 //! A [`Transaction`] only records what it writes: trees built by [`Transaction::fill_dir`] in
 //! scratch space (or a stream given to [`Transaction::ingest_tar`], checked and copied), files,
 //! symlinks and removals; nothing reaches the server before the commit. Its commit publishes it
-//! alone, or hands it to its [`Group`]. What one publish covers:
+//! alone, or hands it to its [`Group`]; a streaming group ([`Publisher::streaming_group`], an
+//! image's new layers on a stratum 0) has a thread write it into the group's open ingest at
+//! once, so the server reads one layer while the next decodes, and the group's commit ends the
+//! tar (`stream.rs`). What one publish covers:
 //! - On a stratum 0 (one transaction at a time for the whole repository), a group goes in as one
 //!   revision: one ingest whose base is the deepest directory holding all its leases (`-b
 //!   .layers` for an image's new layers with their metadata and new shard catalogs), or one
