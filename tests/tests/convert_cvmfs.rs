@@ -475,6 +475,45 @@ fn revision(work: &Work) -> u64 {
         .unwrap()
 }
 
+/// Issue 24: behind the stand-in's gateway (every transaction on its own lease, layers through
+/// the mount) the pair's repository is the local publisher's too, and its flat trees went in as
+/// graft files naming the objects the layers' publishes stored.
+#[test]
+fn behind_a_gateway_the_cvmfs_publisher_builds_the_same_repository_as_the_local_one() {
+    let registry = Registry::anonymous();
+    let name = unique_repo("cvmfs-gateway-same");
+    let _ = push_pair(&name);
+    let inputs = [
+        format!("http://{}/{name}:one", registry.host()),
+        format!("http://{}/{name}:two", registry.host()),
+    ];
+    let local = Work::local_reference(&inputs);
+    let gateway = Work::gateway();
+    gateway.wishlist(&inputs, "");
+    let events = gateway.path("events.jsonl");
+    convert_raw(&gateway, &["-n", events.to_str().unwrap()]);
+    assert_same_repository(&local, &gateway, "cvmfs publisher behind a gateway");
+    let grafted: u64 = std::fs::read_to_string(&events)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["action"] == "published")
+        .map(|e| e["grafted_files"].as_u64().unwrap())
+        .sum();
+    assert!(grafted > 0, "no flat file went in as a graft");
+    assert_eq!(nobody_owned(&gateway.repo()), Vec::<String>::new());
+    // A rerun publishes nothing; behind a gateway it remounts first (other nodes' work shows).
+    let before = gateway.standin_log().len();
+    convert_raw(&gateway, &[]);
+    let again = &gateway.standin_log()[before..];
+    assert!(
+        again
+            .iter()
+            .all(|l| l == "list" || *l == format!("mount {REPO}")),
+        "{again:#?}"
+    );
+}
+
 /// Issue 24: ducc killed (SIGKILL) while its tar streams into a layer ingest: the stream stops
 /// inside a block, so the ingest fails (scenario 21) and publishes no part of the layers, never
 /// the entries written so far as if they were all (scenario 22); the next run does the rest.
