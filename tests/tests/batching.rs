@@ -8,7 +8,9 @@
 
 mod convert_support;
 
-use convert_support::{Backend, Image, Layer, Work, marker_config, origin, run_options, scan};
+use convert_support::{
+    Backend, Image, Layer, REPO, Work, flat_dir, marker_config, origin, run_options, scan,
+};
 use ducc_tests::{Registry, images, random_hex, unique_repo};
 
 /// `count` images sharing a base layer, each with a small layer of its own, pushed as
@@ -192,8 +194,26 @@ fn a_failing_image_leaves_the_others_of_its_batch_converted() {
     let local = Work::local_reference(&good);
     let cvmfs = Work::new(Backend::Cvmfs);
     cvmfs.wishlist(&all, "");
+    let before = cvmfs.standin_log().len();
     let out = cvmfs.convert(&["-i", "--layer-whiteouts", "oci", "--batch", "10"]);
     assert!(!out.status.success());
+    // The call log: the two good images' layer ingests and one mounted transaction for the
+    // rest of both. The liar's layer may have started streaming into an ingest of its own
+    // before its diff_id was found wrong (issue 24): that ingest is aborted at once, and
+    // nothing of it is published (the repository check below).
+    let mut calls = calls_since(&cvmfs, before);
+    let all_calls = calls.clone();
+    if let Some(abort) = calls.iter().position(|c| c.starts_with("abort -f ")) {
+        assert!(
+            abort > 0 && calls[abort - 1].starts_with("ingest -k -t"),
+            "an abort of anything but the liar's ingest: {all_calls:#?}"
+        );
+        calls.drain(abort - 1..=abort);
+    }
+    assert_eq!(count(&calls, "ingest -k -t"), 2, "{all_calls:#?}");
+    assert_eq!(count(&calls, "transaction "), 1, "{all_calls:#?}");
+    assert_eq!(count(&calls, "publish "), 1, "{all_calls:#?}");
+    assert_eq!(calls.len(), 4, "{all_calls:#?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("2 converted, 0 up to date, 1 failed") && stderr.contains(":liar"),
@@ -294,15 +314,27 @@ fn killed_in_a_batch_then_rerun(point: &str, label: &str) {
     let command = cvmfs.command(&["-i", "--layer-whiteouts", "oci", "--batch", "10"]);
     let (child, standin) = cvmfs.spawn_paused(command, point, &filter);
     cvmfs.kill_paused(child, standin, point);
-    if point == "ingest" {
-        // Two images were complete in the batch: nothing of them but their layers is in.
-        let host = registry.host().to_owned();
-        for tag in ["img0", "img1"] {
-            assert_eq!(
-                marker_config(&cvmfs.repo(), &host, &format!("{name}:{tag}")),
-                None
-            );
-        }
+    // Killed before the batch's commit was in (at the third image's layer ingest, two images
+    // complete in the batch; or as the commit publishes): none of that commit is published,
+    // neither an image's marker nor its link nor its flat tree (issue 29: the whole commit or
+    // none of it).
+    let host = registry.host().to_owned();
+    let batched = [
+        ("img0", &images[0]),
+        ("img1", &images[1]),
+        ("late", &late),
+        ("img2", &images[2]),
+    ];
+    for (tag, image) in batched {
+        let what = format!("{tag} after a kill at {point}");
+        assert_eq!(
+            marker_config(&cvmfs.repo(), &host, &format!("{name}:{tag}")),
+            None,
+            "{what}"
+        );
+        let link = cvmfs.repo().join(&host).join(format!("{name}:{tag}"));
+        assert!(link.symlink_metadata().is_err(), "{what}");
+        assert!(!flat_dir(&cvmfs.repo(), image).exists(), "{what}");
     }
     assert!(
         cvmfs
@@ -353,6 +385,20 @@ fn behind_a_gateway_a_batch_changes_no_read_modify_write_commit_and_counts_every
         assert!(out.status.success());
         let calls = calls_since(&cvmfs, before);
         assert_same(&local, &cvmfs, &format!("cvmfs gateway, --batch {batch}"));
+        // Every commit stays on a narrow lease: none on the repository root, which would hold
+        // off every other node (issue 29).
+        let root = [
+            format!("transaction {REPO}"),
+            format!("transaction {REPO}/"),
+        ];
+        assert!(
+            calls.iter().all(|c| !root.contains(c)),
+            "--batch {batch}: a lease on the repository root: {calls:#?}"
+        );
+        assert!(
+            count(&calls, &format!("transaction {REPO}/")) > 0,
+            "--batch {batch}: mounted transactions on leases: {calls:#?}"
+        );
         let mut configs: Vec<String> = images.iter().map(|i| i.config.digest.clone()).collect();
         let mut listed = origin(&cvmfs.repo(), &base);
         configs.sort();

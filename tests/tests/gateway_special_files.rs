@@ -78,11 +78,14 @@ fn marker_dir(repo: &std::path::Path, input: &str) -> std::path::PathBuf {
         .join(input.strip_prefix("http://").unwrap())
 }
 
-/// Converts `input` in `work` (events in `<work>/events.jsonl`); asserts exit 0.
-fn convert(work: &Work, input: &str) {
+/// Converts `input` in `work` (events in `<work>/events.jsonl`); asserts exit 0 and returns
+/// the run's stderr.
+fn convert(work: &Work, input: &str) -> String {
     work.wishlist(&[input.to_owned()], "");
     let out = work.convert(&["-n", work.path("events.jsonl").to_str().unwrap()]);
-    assert!(out.status.success(), "{:?}", out.status);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    stderr
 }
 
 #[test]
@@ -94,9 +97,9 @@ fn an_image_with_special_files_converts_behind_a_gateway_and_records_what_it_los
     let (image, input) = push_image(registry);
 
     let stratum0 = Work::new(Backend::Cvmfs);
-    convert(&stratum0, &input);
+    let stratum0_log = convert(&stratum0, &input);
     let gateway = Work::gateway();
-    convert(&gateway, &input);
+    let gateway_log = convert(&gateway, &input);
 
     // On a stratum 0 nothing changes: the entries are there and nothing is recorded as lost.
     let s0_flat = flat_dir(&stratum0.repo(), &image);
@@ -117,6 +120,21 @@ fn an_image_with_special_files_converts_behind_a_gateway_and_records_what_it_los
             .iter()
             .any(|e| e["action"] == "entries_dropped")
     );
+    assert!(!stratum0_log.contains("left out"), "{stratum0_log}");
+
+    // One warning says how many entries the image lost, which, and where they are listed.
+    let warnings: Vec<&str> = gateway_log
+        .lines()
+        .filter(|l| l.contains("left out of its layers and flat tree"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{gateway_log}");
+    assert!(
+        warnings[0].contains("3 left out") && warnings[0].contains("dropped.json"),
+        "{gateway_log}"
+    );
+    for (path, _) in SPECIAL {
+        assert!(warnings[0].contains(path), "{path}: {gateway_log}");
+    }
 
     // Behind the gateway: the flat tree is the stratum-0 one less the three entries.
     let mut expected = scan(&s0_flat);

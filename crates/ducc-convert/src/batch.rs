@@ -77,6 +77,16 @@ impl BatchLimits {
     pub fn seconds(&self) -> u64 {
         self.seconds
     }
+
+    /// Whether a batch of `images` images, whose flat trees take `staged` bytes of scratch
+    /// space and whose first image came `age` ago, is to be published now: never when empty,
+    /// else at the first limit reached.
+    fn due(&self, images: usize, staged: u64, age: Option<Duration>) -> bool {
+        images > 0
+            && (images >= self.images
+                || staged >= STAGED_LIMIT
+                || age.is_some_and(|age| age >= Duration::from_secs(self.seconds)))
+    }
 }
 
 impl Default for BatchLimits {
@@ -173,12 +183,11 @@ impl<'e> Batch<'e> {
     pub(crate) fn is_due(&self) -> bool {
         let state = self.state();
         let staged: u64 = state.flat_trees.iter().map(|(_, size)| size).sum();
-        !state.images.is_empty()
-            && (state.images.len() >= self.limits.images
-                || staged >= STAGED_LIMIT
-                || state
-                    .opened
-                    .is_some_and(|t| t.elapsed() >= Duration::from_secs(self.limits.seconds)))
+        self.limits.due(
+            state.images.len(),
+            staged,
+            state.opened.map(|t| t.elapsed()),
+        )
     }
 
     /// Publishes the batch: its images, and what was published for them since the last batch
@@ -221,5 +230,34 @@ mod tests {
         let limits = BatchLimits::default();
         assert_eq!((limits.images(), limits.seconds()), (10, 60));
         assert_eq!(BatchLimits::none().images(), 1);
+    }
+
+    /// Issue 29: `--batch N` or `--batch-seconds S`, whichever comes first, and the staged
+    /// bytes of big flat trees whatever both say; an empty batch is never due.
+    #[test]
+    fn a_batch_is_due_at_its_image_limit_its_age_limit_or_its_staged_bytes_whichever_comes_first() {
+        let limits = BatchLimits::new(3, 60).unwrap();
+        let young = Some(Duration::from_secs(59));
+        let old = Some(Duration::from_secs(60));
+        // (images, staged bytes, age of its first image, due)
+        for (images, staged, age, due) in [
+            (0, 0, None, false),
+            (0, STAGED_LIMIT, old, false),
+            (1, 0, Some(Duration::ZERO), false),
+            (2, 0, young, false),
+            (3, 0, Some(Duration::ZERO), true),
+            (1, 0, old, true),
+            (2, 0, Some(Duration::from_secs(3600)), true),
+            (1, STAGED_LIMIT - 1, young, false),
+            (1, STAGED_LIMIT, Some(Duration::ZERO), true),
+        ] {
+            assert_eq!(
+                limits.due(images, staged, age),
+                due,
+                "{images} images, {staged} bytes, {age:?}"
+            );
+        }
+        // One image per batch: due as soon as it holds one.
+        assert!(BatchLimits::none().due(1, 0, Some(Duration::ZERO)));
     }
 }
