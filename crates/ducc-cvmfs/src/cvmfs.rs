@@ -1975,10 +1975,16 @@ impl Stager {
         let result = self.stage_tree(dir, &mut guarded, options);
         if let Some(found) = guarded.found() {
             return Err(match found {
+                // Behind a gateway raw `.wh.` names are the only form ducc writes: no flag to
+                // suggest there.
                 Refused::OpaqueXattr => PublishError::WouldDrop {
                     dir: dir.clone(),
                     what: "an opaque directory (xattr trusted.overlay.opaque)",
-                    advice: "write the layer with raw .wh. whiteouts (--layer-whiteouts oci)",
+                    advice: if self.gateway {
+                        "write the layer with raw .wh. whiteouts (.wh..wh..opq)"
+                    } else {
+                        "write the layer with raw .wh. whiteouts (--layer-whiteouts oci)"
+                    },
                 },
                 // ducc's own trees leave them out (FillHints): only a tar stream given as it
                 // is can hold one here.
