@@ -158,8 +158,14 @@ pub enum Event {
         /// Flat-tree files of layers that went in with their content through a mounted
         /// transaction (0 when the flat tree went in by ingest: then every file was ingested).
         copied_files: u64,
-        /// Seconds the publish of the image's new layers took (the server's hashing of them).
+        /// Seconds the commit of the image's new layers waited, once the last of them was
+        /// decoded, for the server to finish them.
         layers_publish_s: f64,
+        /// Seconds of the image's layers step, from its start until its layers were published:
+        /// their decoding and the server's hashing of them (overlapped where the layers stream
+        /// into their ingest as they decode, on a stratum 0).
+        #[serde(default)]
+        layers_s: f64,
         /// Seconds the publish of the rest took (flat tree, links, podman store, marker).
         image_publish_s: f64,
     },

@@ -72,6 +72,7 @@ struct Pending<'e> {
     /// What publishing its layers took, and how long.
     published: Published,
     layers_publish_s: f64,
+    layers_s: f64,
     /// What the signature policy accepted, written beside the marker.
     signature: Option<SignatureRecord>,
     /// What its trees left out, recorded beside the marker.
@@ -250,6 +251,7 @@ impl<'e> Job<'e> {
             grafted_files: published.grafted_files,
             copied_files: published.copied_files,
             layers_publish_s: pending.layers_publish_s,
+            layers_s: pending.layers_s,
             image_publish_s: publish_started.elapsed().as_secs_f64(),
         }];
         let dropped = &pending.dropped;
@@ -425,6 +427,7 @@ impl<'e> Job<'e> {
             .filter(|(_, write)| **write)
             .map(|(l, _)| self.engine.layout.layer_dir(&l.digest))
             .collect();
+        let layers_started = Instant::now();
         let layers_group = self.engine.publisher.streaming_group(&written);
         let image_group = match self.batch {
             Some(batch) => batch.image_group(),
@@ -490,6 +493,7 @@ impl<'e> Job<'e> {
                 group: Some(image_group),
                 published: layers_published,
                 layers_publish_s: layers_publish_started.elapsed().as_secs_f64(),
+                layers_s: layers_started.elapsed().as_secs_f64(),
                 signature,
                 dropped: self.left_out.take(),
                 layers_found,

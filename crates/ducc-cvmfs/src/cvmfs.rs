@@ -395,18 +395,7 @@ impl CvmfsPublisher {
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
-            // `publish` says "not in a transaction" on stdout; keep both.
-            let text = [stderr.trim(), stdout.trim()]
-                .iter()
-                .filter(|t| !t.is_empty())
-                .copied()
-                .collect::<Vec<_>>()
-                .join("\n");
-            return Err(PublishError::Command {
-                command,
-                status: output.status.to_string(),
-                stderr: text,
-            });
+            return Err(call_failed(command, output.status, &stdout, &stderr));
         }
         Ok(stdout)
     }
@@ -499,6 +488,27 @@ impl CvmfsPublisher {
     /// Whether `path` is a published directory.
     fn is_dir(&self, path: &RepoPath) -> bool {
         fs::symlink_metadata(self.mount(path)).is_ok_and(|m| m.is_dir())
+    }
+}
+
+/// A `cvmfs_server` call that exited non-zero: its stderr and stdout (`publish` says "not in a
+/// transaction" on stdout), both kept.
+fn call_failed(
+    command: String,
+    status: std::process::ExitStatus,
+    stdout: &str,
+    stderr: &str,
+) -> PublishError {
+    let text = [stderr.trim(), stdout.trim()]
+        .iter()
+        .filter(|t| !t.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join("\n");
+    PublishError::Command {
+        command,
+        status: status.to_string(),
+        stderr: text,
     }
 }
 

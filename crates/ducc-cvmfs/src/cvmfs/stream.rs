@@ -211,18 +211,8 @@ impl FedCall {
             return (Err(io_err("remove", record)(e)), killed);
         }
         if !status.success() && !killed {
-            let text = [stderr.trim(), stdout.trim()]
-                .iter()
-                .filter(|t| !t.is_empty())
-                .copied()
-                .collect::<Vec<_>>()
-                .join("\n");
             return (
-                Err(PublishError::Command {
-                    command,
-                    status: status.to_string(),
-                    stderr: text,
-                }),
+                Err(super::call_failed(command, status, &stdout, &stderr)),
                 killed,
             );
         }
