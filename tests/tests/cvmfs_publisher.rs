@@ -932,6 +932,20 @@ fn stream_file(group: &dyn ducc_cvmfs::Group, dir: &str, data: &[u8]) {
     tx.commit().unwrap();
 }
 
+/// Issue 24: commits a transaction with a tree `DIR/tree` holding one file `data` into
+/// `group`, on lease `DIR` (a layer's shape: what opens a streaming group's ingest).
+fn stream_tree(group: &dyn ducc_cvmfs::Group, dir: &str, data: &[u8]) {
+    let mut tx = group.begin(&p(dir)).unwrap();
+    let tar = files_tar(&[("data", data)]);
+    ingest(
+        &mut *tx,
+        &p(&format!("{dir}/tree")),
+        &tar,
+        IngestOptions::default(),
+    );
+    tx.commit().unwrap();
+}
+
 /// The stand-in's log holds a line starting with `prefix` (waited for: the call runs beside).
 fn wait_for_call(s: &Stratum0, from: usize, prefix: &str) {
     ducc_tests::wait::until(
@@ -947,20 +961,20 @@ fn a_streaming_group_ingests_as_its_transactions_commit_and_publishes_them_at_it
     let start = s.log_len();
     let leases = [p("st/aa/one"), p("st/bb/two")];
     let group = publisher.streaming_group(&leases);
-    stream_file(&*group, "st/aa/one", b"1");
+    stream_tree(&*group, "st/aa/one", b"1");
     // The ingest runs while the group is open; its tar is not ended, so nothing is in.
     wait_for_call(&s, start, "ingest -k -t - -b st ");
     assert!(!s.published().join("st").exists());
-    stream_file(&*group, "st/bb/two", b"2");
+    stream_tree(&*group, "st/bb/two", b"2");
     let published = group.commit().unwrap();
     assert_eq!(published.revisions, 1);
     assert_eq!(s.log_since(start), ["ingest -k -t - -b st test.repo"]);
     assert_eq!(
-        fs::read(s.published().join("st/aa/one/data")).unwrap(),
+        fs::read(s.published().join("st/aa/one/tree/data")).unwrap(),
         b"1"
     );
     assert_eq!(
-        fs::read(s.published().join("st/bb/two/data")).unwrap(),
+        fs::read(s.published().join("st/bb/two/tree/data")).unwrap(),
         b"2"
     );
 }
@@ -970,7 +984,7 @@ fn a_dropped_streaming_group_kills_its_ingest_and_publishes_nothing() {
     let (s, publisher) = stratum(false);
     let start = s.log_len();
     let group = publisher.streaming_group(&[p("gone/x")]);
-    stream_file(&*group, "gone/x", b"x");
+    stream_tree(&*group, "gone/x", b"x");
     wait_for_call(&s, start, "ingest -k -t - -b gone ");
     drop(group);
     assert!(!s.published().join("gone").exists());
@@ -995,17 +1009,17 @@ fn another_publish_ends_a_streaming_groups_ingest_first_and_a_later_unit_opens_a
     let (s, publisher) = stratum(false);
     let start = s.log_len();
     let group = publisher.streaming_group(&[p("early/a"), p("early/b")]);
-    stream_file(&*group, "early/a", b"a");
+    stream_tree(&*group, "early/a", b"a");
     wait_for_call(&s, start, "ingest -k -t - -b early ");
     let mut tx = publisher.begin(&p("other")).unwrap();
     tx.write_file(&p("other/f"), &mut &b"o"[..]).unwrap();
     tx.commit().unwrap();
     assert_eq!(
-        fs::read(s.published().join("early/a/data")).unwrap(),
+        fs::read(s.published().join("early/a/tree/data")).unwrap(),
         b"a",
         "what the group had streamed went in first"
     );
-    stream_file(&*group, "early/b", b"b");
+    stream_tree(&*group, "early/b", b"b");
     let published = group.commit().unwrap();
     assert_eq!(published.revisions, 2);
     assert_eq!(
@@ -1016,7 +1030,10 @@ fn another_publish_ends_a_streaming_groups_ingest_first_and_a_later_unit_opens_a
             "ingest -k -t - -b early test.repo"
         ]
     );
-    assert_eq!(fs::read(s.published().join("early/b/data")).unwrap(), b"b");
+    assert_eq!(
+        fs::read(s.published().join("early/b/tree/data")).unwrap(),
+        b"b"
+    );
 }
 
 #[test]
@@ -1058,5 +1075,32 @@ fn behind_a_gateway_a_streaming_group_is_a_group() {
     assert_eq!(
         normalised(s.log_since(start)),
         ["ingest -k -t - -b gw test.repo"]
+    );
+}
+
+#[test]
+fn a_streaming_group_holds_small_files_back_until_its_first_tree_and_streams_them_first() {
+    let (s, publisher) = stratum(false);
+    let start = s.log_len();
+    // A catalog marker, then nothing more: dropped, no ingest was ever started (a kill would
+    // have been followed by a `list` for its transaction).
+    let group = publisher.streaming_group(&[p("held/aa/one")]);
+    stream_file(&*group, "held/aa", b"marker");
+    drop(group);
+    assert!(s.log_since(start).is_empty(), "{:?}", s.log_since(start));
+    // The same, then a tree: one ingest holds both, the held unit first.
+    let group = publisher.streaming_group(&[p("held/aa/one")]);
+    stream_file(&*group, "held/aa", b"marker");
+    stream_tree(&*group, "held/aa/one", b"tree");
+    wait_for_call(&s, start, "ingest -k -t - -b held ");
+    assert_eq!(group.commit().unwrap().revisions, 1);
+    assert_eq!(s.log_since(start), ["ingest -k -t - -b held test.repo"]);
+    assert_eq!(
+        fs::read(s.published().join("held/aa/data")).unwrap(),
+        b"marker"
+    );
+    assert_eq!(
+        fs::read(s.published().join("held/aa/one/tree/data")).unwrap(),
+        b"tree"
     );
 }

@@ -830,19 +830,26 @@ impl<'p> CvmfsGroup<'p> {
         }
     }
 
-    /// Takes a committed transaction's unit: a streaming group hands it to its open ingest
-    /// (opened now if need be), unless it removes paths (those go in at the group's commit,
-    /// after what was streamed).
+    /// Takes a committed transaction's unit: a streaming group hands it to its open ingest,
+    /// opened at the first unit with a tree (a layer), the units of small files held back until
+    /// then going first: a group whose first layer fails never starts an ingest. A unit that
+    /// removes paths goes in at the group's commit, after what was streamed.
     fn add(&self, mut unit: Unit) -> Result<(), PublishError> {
+        let mut units = self.units();
         if let Some(plan) = &self.stream {
-            if unit.removals.is_empty() && !unit.is_empty() {
+            let streamable = |u: &Unit| u.removals.is_empty() && !u.is_empty();
+            if !streamable(&unit) {
+                self.publisher.end_open_ingest(Some(plan.id), false);
+            } else if !unit.trees.is_empty() || self.publisher.is_streaming(plan.id) {
+                for held in units.iter_mut().filter(|u| !u.streamed && streamable(u)) {
+                    self.publisher.stream_unit(plan, held)?;
+                    held.streamed = true;
+                }
                 self.publisher.stream_unit(plan, &unit)?;
                 unit.streamed = true;
-            } else {
-                self.publisher.end_open_ingest(Some(plan.id), false);
             }
         }
-        self.units().push(unit);
+        units.push(unit);
         Ok(())
     }
 

@@ -457,6 +457,14 @@ impl super::CvmfsPublisher {
         })
     }
 
+    /// Whether group `owner` has its ingest open.
+    pub(super) fn is_streaming(&self, owner: u64) -> bool {
+        self.open_ingest
+            .lock()
+            .as_ref()
+            .is_some_and(|o| o.owner == owner)
+    }
+
     /// Ends the open ingest (only group `owner`'s when given): published whole, or killed and
     /// aborted with `abandon`. What came of it goes to its group's [`StreamOutcome`].
     pub(super) fn end_open_ingest(&self, owner: Option<u64>, abandon: bool) {
