@@ -338,11 +338,32 @@ fn write_wrapper(wrapper: &Path, server: &Server, work: &Path, log: &Path) -> an
         ),
     };
     // An ingest's tar is logged with its size: the bytes the server reads, hashes and compresses.
+    // A tar streamed on stdin (`-t -`) is counted on its way through `dd`, and logged once the
+    // call ended (with the server's exit status kept).
+    let log = log.display();
     std::fs::write(
         wrapper,
         format!(
-            "#!/bin/sh\nsize=''\nprev=''\nfor a in \"$@\"; do\n  if [ \"$prev\" = -t ] && [ -f \"$a\" ]; then size=\" bytes=$(stat -c %s \"$a\")\"; fi\n  prev=\"$a\"\ndone\necho \"$*$size\" >> '{}'\n{exec}\n",
-            log.display()
+            r#"#!/bin/sh
+size=''
+prev=''
+stream=''
+for a in "$@"; do
+  if [ "$prev" = -t ] && [ "$a" = - ]; then stream=1; fi
+  if [ "$prev" = -t ] && [ -f "$a" ]; then size=" bytes=$(stat -c %s "$a")"; fi
+  prev="$a"
+done
+if [ -n "$stream" ]; then
+  counted="$(mktemp)"
+  dd bs=65536 2>"$counted" | ( {exec} )
+  rc=$?
+  echo "$* bytes=$(tail -n 1 "$counted" | cut -d' ' -f1)" >> '{log}'
+  rm -f "$counted"
+  exit $rc
+fi
+echo "$*$size" >> '{log}'
+{exec}
+"#
         ),
     )?;
     std::fs::set_permissions(wrapper, std::fs::Permissions::from_mode(0o755))?;
@@ -414,7 +435,46 @@ fn read_log(log: &Path) -> anyhow::Result<Vec<String>> {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write as _;
+    use std::os::unix::fs::PermissionsExt as _;
+
     use crate::bench::Calls;
+
+    #[test]
+    fn the_wrapper_logs_a_streamed_tars_bytes_and_keeps_the_servers_exit_status() {
+        let dir = std::env::temp_dir().join(format!("wrapper-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // A "server" that reads its stdin whole and fails.
+        let server = dir.join("server");
+        std::fs::write(&server, "#!/bin/sh\ncat >/dev/null\nexit 3\n").unwrap();
+        std::fs::set_permissions(&server, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let (wrapper, log) = (dir.join("wrapper"), dir.join("log"));
+        super::write_wrapper(&wrapper, &super::Server::Standin(server), &dir, &log).unwrap();
+        let mut child = std::process::Command::new(&wrapper)
+            .args(["ingest", "-k", "-t", "-", "-b", ".layers", "r.test"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(&[7u8; 100_000])
+            .unwrap();
+        assert_eq!(child.wait().unwrap().code(), Some(3));
+        let status = std::process::Command::new(&wrapper)
+            .args(["list"])
+            .stdin(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(3));
+        let logged = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(
+            logged,
+            "ingest -k -t - -b .layers r.test bytes=100000\nlist\n"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn calls_are_counted_by_kind_and_every_ingest_and_publish_is_a_revision() {
