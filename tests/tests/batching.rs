@@ -9,7 +9,7 @@
 mod convert_support;
 
 use convert_support::{
-    Backend, Image, Layer, REPO, Work, flat_dir, marker_config, origin, run_options, scan,
+    Backend, Image, Layer, REPO, Work, assert_same_repository, flat_dir, marker_config, origin,
 };
 use ducc_tests::{Registry, images, random_hex, unique_repo};
 
@@ -61,15 +61,6 @@ fn count(calls: &[String], prefix: &str) -> usize {
     calls.iter().filter(|c| c.starts_with(prefix)).count()
 }
 
-fn assert_same(local: &Work, cvmfs: &Work, what: &str) {
-    scan(&local.repo()).assert_same_as(
-        &scan(&cvmfs.repo()),
-        &run_options(),
-        "local publisher",
-        what,
-    );
-}
-
 #[test]
 fn a_batch_is_one_ingest_per_image_and_one_mounted_transaction_for_the_rest() {
     let name = unique_repo("batch-calls");
@@ -97,7 +88,7 @@ fn a_batch_is_one_ingest_per_image_and_one_mounted_transaction_for_the_rest() {
     assert_eq!(count(&calls, "transaction "), 1, "{calls:#?}");
     assert_eq!(count(&calls, "publish "), 1, "{calls:#?}");
     assert_eq!(calls.len(), 7, "{calls:#?}");
-    assert_same(&local, &cvmfs, "cvmfs publisher, one batch");
+    assert_same_repository(&local, &cvmfs, "cvmfs publisher, one batch");
     // Every image is in the shared layer's origin.json and in the podman store, though each
     // one read them while the ones before it were only in the batch.
     let mut configs: Vec<String> = images.iter().map(|i| i.config.digest.clone()).collect();
@@ -163,7 +154,7 @@ fn batches_close_at_their_image_limit_and_a_tag_of_a_batched_tree_reuses_it() {
     // Three images with new layers; two batches of two.
     assert_eq!(count(&calls, "ingest -k -t"), 3, "{calls:#?}");
     assert_eq!(count(&calls, "transaction "), 2, "{calls:#?}");
-    assert_same(&local, &cvmfs, "cvmfs publisher, batches of two");
+    assert_same_repository(&local, &cvmfs, "cvmfs publisher, batches of two");
     for tag in ["img1", "alias"] {
         assert_eq!(
             marker_config(&cvmfs.repo(), registry.host(), &format!("{name}:{tag}")),
@@ -224,7 +215,7 @@ fn a_failing_image_leaves_the_others_of_its_batch_converted() {
         None
     );
     // The two good images are in, exactly as a run without the liar makes them.
-    assert_same(
+    assert_same_repository(
         &local,
         &cvmfs,
         "cvmfs publisher, a batch with a failing image",
@@ -270,7 +261,7 @@ fn a_batch_whose_commit_fails_fails_its_images_and_the_next_run_converts_them() 
     let calls = calls_since(&cvmfs, before);
     assert_eq!(count(&calls, "ingest -k -t"), 0, "{calls:#?}");
     assert_eq!(count(&calls, "transaction "), 1, "{calls:#?}");
-    assert_same(
+    assert_same_repository(
         &local,
         &cvmfs,
         "cvmfs publisher after a failed batch commit and a rerun",
@@ -342,7 +333,7 @@ fn killed_in_a_batch_then_rerun(point: &str, label: &str) {
             .status
             .success()
     );
-    assert_same(
+    assert_same_repository(
         &local,
         &cvmfs,
         &format!("cvmfs after a kill at {point} and a rerun"),
@@ -384,7 +375,7 @@ fn behind_a_gateway_a_batch_changes_no_read_modify_write_commit_and_counts_every
         let out = cvmfs.convert(&["-i", "--layer-whiteouts", "oci", "--batch", batch]);
         assert!(out.status.success());
         let calls = calls_since(&cvmfs, before);
-        assert_same(&local, &cvmfs, &format!("cvmfs gateway, --batch {batch}"));
+        assert_same_repository(&local, &cvmfs, &format!("cvmfs gateway, --batch {batch}"));
         // Every commit stays on a narrow lease: none on the repository root, which would hold
         // off every other node (issue 29).
         let root = [
@@ -482,7 +473,7 @@ fn the_next_images_blobs_download_while_the_server_ingests_the_layers_before_the
     );
     std::fs::remove_file(cvmfs.path("standin/pause/ingest")).unwrap();
     assert!(child.wait().unwrap().success());
-    assert_same(&local, &cvmfs, "cvmfs publisher, downloads ahead");
+    assert_same_repository(&local, &cvmfs, "cvmfs publisher, downloads ahead");
     let downloads: Vec<(String, String)> = cvmfs
         .events("events.jsonl")
         .iter()

@@ -6,7 +6,8 @@
 mod convert_support;
 
 use convert_support::{
-    Backend, Image, Layer, REPO, Work, flat_dir, layer_dir, marker_config, run_options, scan,
+    Backend, Image, Layer, REPO, Work, assert_same_repository, flat_dir, layer_dir, marker_config,
+    run_options, scan,
 };
 use ducc_tests::{Action, FaultProxy, Registry, Rule, images, unique_repo, wait};
 use std::os::unix::fs::MetadataExt;
@@ -24,16 +25,6 @@ fn convert_raw(work: &Work, extra: &[&str]) {
         .chain(extra.iter().copied())
         .collect();
     assert!(work.convert(&args).status.success(), "{args:?}");
-}
-
-/// Asserts that `cvmfs` published the same repository as `local` (the reference).
-fn assert_same_repository(local: &Work, cvmfs: &Work, what: &str) {
-    scan(&local.repo()).assert_same_as(
-        &scan(&cvmfs.repo()),
-        &run_options(),
-        "local publisher",
-        what,
-    );
 }
 
 /// Asserts that a rerun of `cvmfs` (with `extra` arguments) calls nothing but `list`.

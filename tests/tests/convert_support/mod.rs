@@ -512,6 +512,18 @@ pub fn marker_config(repo: &Path, host: &str, name: &str) -> Option<String> {
     Some(value["Config"]["Digest"].as_str().unwrap().to_owned())
 }
 
+/// Asserts that `cvmfs` published the same repository as `local` (the reference); `what` names
+/// the run in the message.
+#[allow(dead_code)] // not every test binary that shares this module uses it
+pub fn assert_same_repository(local: &Work, cvmfs: &Work, what: &str) {
+    scan(&local.repo()).assert_same_as(
+        &scan(&cvmfs.repo()),
+        &run_options(),
+        "local publisher",
+        what,
+    );
+}
+
 /// The tree of a repository, comparable across runs: everything but mtimes.
 pub fn scan(repo: &Path) -> Tree {
     Tree::scan(repo).unwrap()
