@@ -1129,7 +1129,9 @@ fn f20_an_ingest_killed_before_its_input_ends_publishes_nothing_and_stays_in_tra
     assert_eq!(s.rev(), rev, "nothing published");
     assert!(!s.published("killed").exists());
     assert!(
-        s.run(&["list"]).stdout.contains("in transaction"),
+        s.run(&["list"])
+            .stdout
+            .contains("(stratum0 / local - in transaction - unhealthy)"),
         "the killed ingest's transaction stays open"
     );
     assert_eq!(s.run(&["abort", "-f", REPO]).code, 0);
@@ -1184,7 +1186,11 @@ fn f23_a_damaged_header_after_valid_entries_leaves_the_ingest_waiting_until_kill
     }
     kill_group(&mut child);
     assert_eq!(s.rev(), rev, "nothing published");
-    assert!(s.run(&["list"]).stdout.contains("in transaction"));
+    assert!(
+        s.run(&["list"])
+            .stdout
+            .contains("(stratum0 / local - in transaction - unhealthy)")
+    );
     assert_eq!(s.run(&["abort", "-f", REPO]).code, 0);
     assert!(!s.published("damaged").exists());
 }

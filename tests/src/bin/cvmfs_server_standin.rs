@@ -502,8 +502,12 @@ impl Standin {
             let cfg = self.config(&repo)?;
             let kind = if cfg.gateway { "gw" } else { "local" };
             // A node's spool knows its own transaction only.
+            // An ingest killed in its transaction leaves it open and the repository unhealthy
+            // (flat-without-rehash scenarios 20 and 23).
             let busy = if !self.transactions(&repo)?.contains_key(&self.node) {
                 ""
+            } else if self.killed_ingest(&repo) {
+                " - in transaction - unhealthy"
             } else {
                 " - in transaction"
             };
@@ -677,7 +681,23 @@ impl Standin {
 
     fn release(&self, repo: &str) -> Result<(), Failure> {
         fs::remove_file(self.repo_dir(repo).join("transactions").join(&self.node))?;
-        Ok(())
+        match fs::remove_file(self.repo_dir(repo).join("ingesting").join(&self.node)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether this node's open transaction is an ingest's whose process is gone.
+    fn killed_ingest(&self, repo: &str) -> bool {
+        let record = self.repo_dir(repo).join("ingesting").join(&self.node);
+        fs::read_to_string(record).is_ok_and(|pid| {
+            let stat = fs::read_to_string(format!("/proc/{}/stat", pid.trim()));
+            // Gone, or a zombie its parent has not reaped yet.
+            stat.map_or(true, |stat| {
+                stat.rsplit_once(')')
+                    .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+            })
+        })
     }
 
     /// The part of the tree a lease publishes: without a gateway the whole repository.
@@ -881,6 +901,10 @@ impl Standin {
                 "CernVM-FS transaction error: {msg}\nImpossible to start a transaction"
             ));
         }
+        // Who holds the transaction: an ingest killed in it leaves the repository unhealthy.
+        let ingesting = self.repo_dir(&repo).join("ingesting");
+        fs::create_dir_all(&ingesting)?;
+        fs::write(ingesting.join(&self.node), std::process::id().to_string())?;
         let result = self.pause("ingest").and_then(|()| {
             self.ingest_in_transaction(&repo, &cfg, tar_file, base, &deletes, catalog, keep_owners)
         });
